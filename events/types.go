@@ -1,0 +1,192 @@
+package events
+
+import "encoding/json"
+
+// SchemaVersion is the payload schema this package writes and reads. A
+// payload with any other "schema" value is refused with ErrUnknownSchema; a
+// new payload field always comes with a new schema version.
+const SchemaVersion = 1
+
+// Op is what an event does to its document.
+type Op string
+
+// The operations.
+const (
+	OpPut     Op = "put"     // replace the document with Fields (creating it if absent)
+	OpPatch   Op = "patch"   // set Fields; a JSON null removes that field
+	OpDelete  Op = "delete"  // delete the document (a tombstone remains)
+	OpResolve Op = "resolve" // settle the open conflict Event.Resolves with Fields as the new state
+)
+
+// Valid reports whether o is one of the operations.
+func (o Op) Valid() bool {
+	switch o {
+	case OpPut, OpPatch, OpDelete, OpResolve:
+		return true
+	}
+	return false
+}
+
+// Fields are a document's fields by name, each value raw JSON.
+type Fields = map[string]json.RawMessage
+
+// Event is one client's intent to change one document: what travels on
+// EVENTS. Only the changed fields travel; BaseVersion is the document version
+// the client last saw, which the conflict policies compare with the server's.
+type Event struct {
+	Schema      int    `json:"schema"`
+	ID          string `json:"id"` // ULID, also the Nats-Msg-Id
+	Tenant      string `json:"tenant"`
+	Collection  string `json:"collection"`
+	Doc         string `json:"doc"`
+	Op          Op     `json:"op"`
+	Fields      Fields `json:"fields,omitempty"`
+	BaseVersion uint64 `json:"base_version"` // 0: the client has not seen the document
+	HLC         HLC    `json:"hlc"`
+	Client      string `json:"client"`
+	Seq         uint64 `json:"seq"`                // client sequence, from 1, +1 per event
+	Resolves    string `json:"resolves,omitempty"` // OpResolve: the conflict id it settles
+}
+
+// Address returns the document the event addresses.
+func (e *Event) Address() DocAddress {
+	return DocAddress{Tenant: e.Tenant, Collection: e.Collection, Doc: e.Doc}
+}
+
+// Subject is the subject the event is published on.
+func (e *Event) Subject() string { return EventSubject(e.Tenant, e.Collection, e.Doc) }
+
+// Policy names a conflict policy. The names are part of the protocol because
+// conflict records carry them.
+type Policy string
+
+// The built-in policies. A custom resolver registered with the projector
+// has a name of its own.
+const (
+	PolicyLWW    Policy = "lww"
+	PolicyMerge  Policy = "merge"
+	PolicyReject Policy = "reject"
+	PolicyManual Policy = "manual"
+)
+
+// ConflictStatus is the state of a conflict record.
+type ConflictStatus string
+
+// The conflict states.
+const (
+	// ConflictOpen: a manual conflict waiting for a resolve event.
+	ConflictOpen ConflictStatus = "open"
+	// ConflictResolved: a manual conflict settled by a resolve event.
+	ConflictResolved ConflictStatus = "resolved"
+	// ConflictOverwritten: settled automatically (lww, merge, custom); the
+	// record keeps what was overwritten.
+	ConflictOverwritten ConflictStatus = "overwritten"
+)
+
+// Side is one competing state of a document in a conflict.
+type Side struct {
+	Event   string `json:"event,omitempty"` // the event that wrote this state
+	Client  string `json:"client,omitempty"`
+	HLC     HLC    `json:"hlc"`
+	Version uint64 `json:"version,omitempty"` // version of the state, where it was applied
+	Deleted bool   `json:"deleted,omitempty"`
+	Fields  Fields `json:"fields,omitempty"`
+}
+
+// Conflict records two writes that raced: a stale event (its BaseVersion
+// behind the document) against the state the server had. Sides[0] is the
+// server's state, Sides[1] the incoming write.
+type Conflict struct {
+	ID         string         `json:"id"` // the id of the incoming event
+	Policy     Policy         `json:"policy"`
+	Status     ConflictStatus `json:"status"`
+	Sides      []Side         `json:"sides"`
+	Lost       []string       `json:"lost,omitempty"`       // fields (or "*" for the whole document) the winner overwrote
+	Resolution string         `json:"resolution,omitempty"` // the resolve event that settled it
+}
+
+// Change is the full state of one document at a version, as the projector
+// published it to CHANGES. Applying a change is idempotent: it replaces the
+// replica's state when Version is newer.
+type Change struct {
+	Schema     int                   `json:"schema"`
+	Tenant     string                `json:"tenant"`
+	Collection string                `json:"collection"`
+	Doc        string                `json:"doc"`
+	Version    uint64                `json:"version"` // 1 on create, +1 per applied change
+	Deleted    bool                  `json:"deleted,omitempty"`
+	Fields     Fields                `json:"fields,omitempty"`
+	HLC        HLC                   `json:"hlc"`                 // clock of the write that made this state
+	Clocks     map[string]FieldClock `json:"clocks,omitempty"`    // per-field clocks, for field-level merge
+	Event      string                `json:"event"`               // the event that caused this change
+	Client     string                `json:"client"`              // its writer
+	Seq        uint64                `json:"seq"`                 // its client sequence
+	Conflicts  []Conflict            `json:"conflicts,omitempty"` // open conflicts on the document
+	Settled    *Conflict             `json:"settled,omitempty"`   // the conflict this change settled or recorded
+}
+
+// Address returns the document the change is about.
+func (c *Change) Address() DocAddress {
+	return DocAddress{Tenant: c.Tenant, Collection: c.Collection, Doc: c.Doc}
+}
+
+// FieldClock records when one field last changed: the document version and
+// the HLC of the write. Field-level merge compares an event's base version
+// with Version to tell whether the field changed concurrently, and HLCs to
+// pick the winner. Removed fields keep their clock.
+type FieldClock struct {
+	Version uint64 `json:"version"`
+	HLC     HLC    `json:"hlc"`
+}
+
+// Outcome is the fate of an event.
+type Outcome string
+
+// The outcomes a receipt reports.
+const (
+	OutcomeApplied   Outcome = "applied"   // applied as written
+	OutcomeMerged    Outcome = "merged"    // applied, but a concurrent write changed the result (lww/merge/custom)
+	OutcomeRejected  Outcome = "rejected"  // not applied; Reason says why (stale version under reject, lost lww, ...)
+	OutcomeConflict  Outcome = "conflict"  // kept as an open conflict (manual); Conflict names it
+	OutcomeDuplicate Outcome = "duplicate" // already applied before; nothing changed
+	OutcomeInvalid   Outcome = "invalid"   // refused as malformed; also dead-lettered
+)
+
+// Valid reports whether o is one of the outcomes.
+func (o Outcome) Valid() bool {
+	switch o {
+	case OutcomeApplied, OutcomeMerged, OutcomeRejected, OutcomeConflict, OutcomeDuplicate, OutcomeInvalid:
+		return true
+	}
+	return false
+}
+
+// Receipt tells the client that wrote an event what became of it.
+type Receipt struct {
+	Schema     int     `json:"schema"`
+	Event      string  `json:"event"`
+	Tenant     string  `json:"tenant"`
+	Client     string  `json:"client"`
+	Seq        uint64  `json:"seq"`
+	Collection string  `json:"collection,omitempty"`
+	Doc        string  `json:"doc,omitempty"`
+	Outcome    Outcome `json:"outcome"`
+	Reason     string  `json:"reason,omitempty"`
+	Version    uint64  `json:"version,omitempty"`  // the document's version after the event
+	Conflict   string  `json:"conflict,omitempty"` // the conflict record it raised or settled
+	Stream     uint64  `json:"stream_seq"`         // the event's sequence in EVENTS
+}
+
+// DeadLetter is a message the projector could not apply at all, with the
+// reason, kept whole for an operator.
+type DeadLetter struct {
+	Schema  int                 `json:"schema"`
+	Reason  string              `json:"reason"`
+	Subject string              `json:"subject"`    // the original subject
+	Stream  uint64              `json:"stream_seq"` // its sequence in EVENTS
+	Header  map[string][]string `json:"header,omitempty"`
+	Data    []byte              `json:"data"` // the raw payload (base64 in JSON)
+	Event   string              `json:"event,omitempty"`
+	Tenant  string              `json:"tenant,omitempty"`
+	Client  string              `json:"client,omitempty"`
+}
