@@ -1,0 +1,314 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Defaults applied to a zero Config field.
+const (
+	// DefaultListen is the client address used when Config.Listen is empty:
+	// the standard NATS port on loopback only, so a fresh `ebb serve` is not
+	// reachable from the network until the operator says so.
+	DefaultListen = "127.0.0.1:4222"
+	// DefaultServerName is used when Config.ServerName is empty.
+	DefaultServerName = "ebb"
+	// DefaultReadyTimeout is used when Config.ReadyTimeout is zero.
+	DefaultReadyTimeout = 10 * time.Second
+	// NATSDefaultSyncInterval is nats-server's own background fsync period
+	// (sync_interval). Use it in SyncPolicy.Interval to get stock NATS behaviour.
+	NATSDefaultSyncInterval = 2 * time.Minute
+)
+
+// Errors returned by Start. Match them with errors.Is.
+var (
+	// ErrInvalidConfig wraps every Config validation error; the message names
+	// the offending field and value.
+	ErrInvalidConfig = errors.New("invalid embedded nats config")
+	// ErrNotReady means the server did not become ready for connections: it
+	// reported a fatal error (for example the port is taken), ReadyTimeout
+	// elapsed, or the context passed to Start was cancelled.
+	ErrNotReady = errors.New("embedded nats not ready")
+)
+
+// SyncPolicy says when JetStream's file store calls fsync. The zero value is
+// the safe default: fsync every write before it is acknowledged. See the
+// package documentation for what each setting survives and what it costs.
+type SyncPolicy struct {
+	// Interval, if positive, turns off the fsync per write: writes reach the
+	// OS page cache before the ack and are fsynced in the background every
+	// Interval (nats-server's default is NATSDefaultSyncInterval). Zero means
+	// fsync on every write. Negative is invalid.
+	Interval time.Duration
+}
+
+// Always reports whether every write is fsynced before it is acknowledged.
+func (p SyncPolicy) Always() bool { return p.Interval == 0 }
+
+// String returns "always" or "interval=<d>".
+func (p SyncPolicy) String() string {
+	if p.Always() {
+		return "always"
+	}
+	return "interval=" + p.Interval.String()
+}
+
+// Config configures an embedded server. Every field but Dir may be left zero.
+type Config struct {
+	// Dir is the JetStream store directory (file storage). Required. It is
+	// created if missing; nats-server keeps its files under Dir/jetstream.
+	// Starting again on the same Dir recovers its streams.
+	Dir string
+	// Listen is the "host:port" address for client connections; empty means
+	// DefaultListen. Port -1 or 0 picks a free port (read it back with Addr
+	// or ClientURL). An empty host means all interfaces. Must be empty when
+	// DontListen is set.
+	Listen string
+	// DontListen runs the server without any TCP listener; clients connect
+	// in process through Server.Connect.
+	DontListen bool
+	// Sync is the fsync policy; the zero value fsyncs every write.
+	Sync SyncPolicy
+	// ServerName names the server; empty means DefaultServerName.
+	ServerName string
+	// Logger receives nats-server's log lines with component=nats. Debug lines
+	// are produced only if the handler enables slog.LevelDebug, protocol traces
+	// only if it enables slog.LevelDebug-4. Nil discards them.
+	Logger *slog.Logger
+	// ReadyTimeout bounds how long Start waits for the server to accept
+	// connections; zero means DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+	// MaxPayload is the largest message accepted, in bytes; zero means the
+	// NATS default (1 MiB).
+	MaxPayload int32
+}
+
+// listenAddr is a validated Config.Listen.
+type listenAddr struct {
+	host string
+	port int // -1 means random
+}
+
+// validate checks every field and returns all problems at once, each wrapping
+// ErrInvalidConfig. On success it returns the parsed listen address.
+func (c Config) validate() (listenAddr, error) {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
+	}
+	if c.Dir == "" {
+		bad("Dir is required")
+	}
+	var la listenAddr
+	switch {
+	case c.DontListen && c.Listen != "":
+		bad("Listen %q must be empty when DontListen is set", c.Listen)
+	case !c.DontListen:
+		listen := c.Listen
+		if listen == "" {
+			listen = DefaultListen
+		}
+		host, portStr, err := net.SplitHostPort(listen)
+		if err != nil {
+			bad("Listen %q: %v", listen, err)
+			break
+		}
+		port, err := strconv.Atoi(portStr)
+		if err != nil || port < -1 || port > 65535 {
+			bad("Listen %q: port must be a number from -1 to 65535", listen)
+			break
+		}
+		if port == 0 {
+			port = -1 // net.Listen's "any port" spelling; nats-server reads 0 as 4222
+		}
+		la = listenAddr{host: host, port: port}
+	}
+	if c.Sync.Interval < 0 {
+		bad("Sync.Interval %s is negative", c.Sync.Interval)
+	}
+	if c.ReadyTimeout < 0 {
+		bad("ReadyTimeout %s is negative", c.ReadyTimeout)
+	}
+	if c.MaxPayload < 0 {
+		bad("MaxPayload %d is negative", c.MaxPayload)
+	}
+	return la, errors.Join(errs...)
+}
+
+// Server is a running in-process nats-server with JetStream. Its methods are
+// safe for concurrent use.
+type Server struct {
+	ns        *server.Server
+	cfg       Config // effective config; Listen holds the bound address
+	clientURL string
+
+	shutdownOnce sync.Once
+	shutdownDone chan struct{}
+}
+
+// Start validates cfg, starts nats-server with JetStream on file storage in
+// cfg.Dir, and returns once it accepts connections. Validation errors wrap
+// ErrInvalidConfig; a server that fails to come up is shut down and the error
+// wraps ErrNotReady. Cancelling ctx aborts the wait for readiness; it has no
+// effect on a server already returned.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	la, err := cfg.validate()
+	if err != nil {
+		return nil, fmt.Errorf("start embedded nats: %w", err)
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = DefaultServerName
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = DefaultReadyTimeout
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+
+	opts := &server.Options{
+		ServerName: cfg.ServerName,
+		DontListen: cfg.DontListen,
+		Host:       la.host,
+		Port:       la.port,
+		NoSigs:     true, // the embedding process owns its signals
+		MaxPayload: cfg.MaxPayload,
+		JetStream:  true,
+		StoreDir:   cfg.Dir,
+	}
+	if cfg.Sync.Always() {
+		opts.SyncAlways = true
+		opts.SyncInterval = NATSDefaultSyncInterval // still drives background index syncs
+	} else {
+		opts.SyncInterval = cfg.Sync.Interval
+	}
+
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded nats: %w", err)
+	}
+	bridge := newLogBridge(logger)
+	ns.SetLoggerV2(bridge, bridge.debug, bridge.trace, false)
+
+	s := &Server{ns: ns, cfg: cfg, shutdownDone: make(chan struct{})}
+	ns.Start()
+	if err := s.waitReady(ctx, bridge.fatal); err != nil {
+		// Best effort: release the listener and the store before reporting.
+		shCtx, cancel := context.WithTimeout(context.Background(), cfg.ReadyTimeout)
+		defer cancel()
+		_ = s.Shutdown(shCtx)
+		return nil, fmt.Errorf("start embedded nats: %w", err)
+	}
+
+	if !cfg.DontListen {
+		addr, ok := ns.Addr().(*net.TCPAddr)
+		if !ok {
+			_ = s.Shutdown(context.Background())
+			return nil, fmt.Errorf("start embedded nats: %w: no client listener address", ErrNotReady)
+		}
+		s.cfg.Listen = addr.String()
+		s.clientURL = "nats://" + net.JoinHostPort(dialHost(addr.IP), strconv.Itoa(addr.Port))
+	}
+	return s, nil
+}
+
+// waitReady polls the server until it accepts connections, it reports a fatal
+// error, the ready timeout elapses or ctx is done.
+func (s *Server) waitReady(ctx context.Context, fatal <-chan error) error {
+	deadline := time.Now().Add(s.cfg.ReadyTimeout)
+	for {
+		select {
+		case err := <-fatal:
+			return fmt.Errorf("%w: %w", ErrNotReady, err)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
+		default:
+		}
+		if s.ns.ReadyForConnections(50 * time.Millisecond) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: not accepting connections after %s", ErrNotReady, s.cfg.ReadyTimeout)
+		}
+	}
+}
+
+// dialHost turns a listener IP into one a local client can dial: the
+// unspecified address becomes loopback of the same family.
+func dialHost(ip net.IP) string {
+	switch {
+	case ip == nil || ip.Equal(net.IPv4zero):
+		return "127.0.0.1"
+	case ip.Equal(net.IPv6unspecified):
+		return "::1"
+	default:
+		return ip.String()
+	}
+}
+
+// ClientURL returns the URL clients dial, such as "nats://127.0.0.1:4222",
+// with the actual port when Listen asked for a random one. It is empty when
+// DontListen is set.
+func (s *Server) ClientURL() string { return s.clientURL }
+
+// Addr returns the bound client address as "host:port" (for example
+// "127.0.0.1:41234"), or "" when DontListen is set. Put it in Config.Listen to
+// restart on the same port.
+func (s *Server) Addr() string { return s.cfg.Listen }
+
+// Config returns the effective configuration: defaults filled in and Listen
+// set to the bound address. Passing it to Start after Shutdown restarts the
+// server on the same Dir and the same port.
+func (s *Server) Config() Config { return s.cfg }
+
+// Connect opens a client connection: in process when DontListen is set,
+// otherwise to ClientURL. opts are applied after the connection target, so
+// they may add handlers, reconnect settings and the like.
+func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	url := s.clientURL
+	if s.cfg.DontListen {
+		opts = append([]nats.Option{nats.InProcessServer(s.ns)}, opts...)
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect embedded nats: %w", err)
+	}
+	return nc, nil
+}
+
+// NATS returns the underlying nats-server, for what this package does not
+// cover. Do not call its Shutdown; use Server.Shutdown.
+func (s *Server) NATS() *server.Server { return s.ns }
+
+// Shutdown stops the server, closing client connections and flushing the
+// store, and waits until it is down or ctx is done. It is safe to call more
+// than once and concurrently; a call after ctx expired may be repeated to
+// keep waiting. It returns ctx's error if ctx ends first.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() {
+		// nats-server's Shutdown blocks until done and cannot be cancelled; run
+		// it on its own goroutine so the caller's ctx bounds the wait. The
+		// goroutine ends when the server is down.
+		go func() {
+			s.ns.Shutdown()
+			s.ns.WaitForShutdown()
+			close(s.shutdownDone)
+		}()
+	})
+	select {
+	case <-s.shutdownDone:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("shutdown embedded nats: %w", ctx.Err())
+	}
+}
