@@ -29,7 +29,8 @@ var DefaultLimits = Limits{
 	MaxDepth:          32,
 }
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with every zero field set to its default.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
 	if l.MaxNameBytes > 0 {
 		d.MaxNameBytes = l.MaxNameBytes
@@ -76,7 +77,7 @@ func ValidateName(field, name string, max int) error {
 // fields of l take DefaultLimits). It returns a *FieldError naming the first
 // problem found.
 func (e *Event) Validate(l Limits) error {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	if e.Schema != SchemaVersion {
 		return &FieldError{Field: "schema", Reason: schemaReason(e.Schema), Err: ErrUnknownSchema}
 	}
@@ -127,7 +128,7 @@ func (e *Event) Validate(l Limits) error {
 // ValidateFields checks field names and values against l. allowNull permits
 // JSON null values (a patch's way to remove a field).
 func ValidateFields(fields Fields, allowNull bool, l Limits) error {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	if len(fields) > l.MaxFields {
 		return invalid("fields", "has %d fields, limit %d", len(fields), l.MaxFields)
 	}

@@ -1,0 +1,190 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ebbsync/ebb/events"
+)
+
+// JetStream is what the gateway needs of a JetStream connection.
+type JetStream interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	Stream(ctx context.Context, name string) (jetstream.Stream, error)
+	OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error)
+}
+
+// Config configures a Gateway. Zero fields take the defaults noted.
+type Config struct {
+	JetStream JetStream     // required
+	Limits    events.Limits // event limits; default events.DefaultLimits
+	MaxBatch  int           // events in one push; default 1000
+	MaxBody   int64         // bytes in one request body; default 8 MiB
+	MaxPage   int           // changes or receipts in one pull; default 1000
+	MaxWait   time.Duration // longest long-poll; default 60s
+	Timeout   time.Duration // JetStream calls per request; default 10s
+	Ready     func(ctx context.Context) error // readiness beyond stream presence; nil = none
+	Metrics   func(w http.ResponseWriter, r *http.Request) // /metrics handler; nil = 404
+	Logger    *slog.Logger
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.JetStream == nil {
+		errs = append(errs, errors.New("gateway config: JetStream is required"))
+	}
+	if c.MaxBatch < 0 || c.MaxBody < 0 || c.MaxPage < 0 || c.MaxWait < 0 || c.Timeout < 0 {
+		errs = append(errs, errors.New("gateway config: limits must not be negative"))
+	}
+	c.Limits = c.Limits.WithDefaults()
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 1000
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = 8 << 20
+	}
+	if c.MaxPage == 0 {
+		c.MaxPage = 1000
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = 60 * time.Second
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return errors.Join(errs...)
+}
+
+// Gateway serves ebb's HTTP API. It is an http.Handler.
+type Gateway struct {
+	cfg Config
+	mux *http.ServeMux
+	log *slog.Logger
+}
+
+// New returns a Gateway for cfg.
+func New(cfg Config) (*Gateway, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger.With("component", "gateway")}
+	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	g.mux.HandleFunc("GET /readyz", g.readyz)
+	if cfg.Metrics != nil {
+		g.mux.HandleFunc("GET /metrics", cfg.Metrics)
+	}
+	g.mux.HandleFunc("POST /v1/{tenant}/events", g.pushEvents)
+	g.mux.HandleFunc("GET /v1/{tenant}/changes", g.pullChanges)
+	g.mux.HandleFunc("GET /v1/{tenant}/receipts/{client}", g.pullReceipts)
+	g.mux.HandleFunc("GET /v1/{tenant}/docs/{collection}", g.listDocs)
+	g.mux.HandleFunc("GET /v1/{tenant}/docs/{collection}/{id}", g.getDoc)
+	g.mux.HandleFunc("GET /v1/{tenant}/conflicts", g.conflicts)
+	return g, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+
+// apiError is the JSON body of every error response.
+type apiError struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, err error) {
+	body := apiError{Error: err.Error()}
+	var fe *events.FieldError
+	if errors.As(err, &fe) {
+		body.Field = fe.Field
+	}
+	writeJSON(w, status, body)
+}
+
+// badRequest marks a client error (400).
+type badRequest struct{ err error }
+
+func (b badRequest) Error() string { return b.err.Error() }
+func (b badRequest) Unwrap() error { return b.err }
+
+func bad(format string, args ...any) error { return badRequest{fmt.Errorf(format, args...)} }
+
+// fail writes err with 400 for client errors, 404 for missing documents,
+// 503 when NATS cannot answer, and 500 otherwise.
+func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var br badRequest
+	switch {
+	case errors.As(err, &br), errors.Is(err, events.ErrInvalid), errors.Is(err, events.ErrUnknownSchema):
+		writeError(w, http.StatusBadRequest, err)
+	case errors.Is(err, errNotFound):
+		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, jetstream.ErrNoStreamResponse):
+		g.log.Warn("request failed: nats unavailable", "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusServiceUnavailable, err)
+	default:
+		g.log.Error("request failed", "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, err)
+	}
+}
+
+var errNotFound = errors.New("not found")
+
+func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
+	defer cancel()
+	for _, name := range []string{events.StreamEvents, events.StreamChanges, events.StreamReceipts, events.StreamDead} {
+		if _, err := g.cfg.JetStream.Stream(ctx, name); err != nil {
+			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("stream %s: %w", name, err))
+			return
+		}
+	}
+	if g.cfg.Ready != nil {
+		if err := g.cfg.Ready(ctx); err != nil {
+			writeError(w, http.StatusServiceUnavailable, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// tenant reads and validates the {tenant} path value.
+func (g *Gateway) tenant(r *http.Request) (string, error) {
+	t := r.PathValue("tenant")
+	if err := events.ValidateName("tenant", t, g.cfg.Limits.MaxNameBytes); err != nil {
+		return "", err
+	}
+	return t, nil
+}
+
+// uintParam reads an optional unsigned query parameter.
+func uintParam(r *http.Request, name string, def uint64) (uint64, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return def, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, bad("query parameter %s=%q: want a non-negative integer", name, s)
+	}
+	return v, nil
+}
