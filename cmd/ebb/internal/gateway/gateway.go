@@ -25,14 +25,14 @@ type JetStream interface {
 
 // Config configures a Gateway. Zero fields take the defaults noted.
 type Config struct {
-	JetStream JetStream     // required
-	Limits    events.Limits // event limits; default events.DefaultLimits
-	MaxBatch  int           // events in one push; default 1000
-	MaxBody   int64         // bytes in one request body; default 8 MiB
-	MaxPage   int           // changes or receipts in one pull; default 1000
-	MaxWait   time.Duration // longest long-poll; default 60s
-	Timeout   time.Duration // JetStream calls per request; default 10s
-	Ready     func(ctx context.Context) error // readiness beyond stream presence; nil = none
+	JetStream JetStream                                    // required
+	Limits    events.Limits                                // event limits; default events.DefaultLimits
+	MaxBatch  int                                          // events in one push; default 1000
+	MaxBody   int64                                        // bytes in one request body; default 8 MiB
+	MaxPage   int                                          // changes or receipts in one pull; default 1000
+	MaxWait   time.Duration                                // longest long-poll; default 60s
+	Timeout   time.Duration                                // JetStream calls per request; default 10s
+	Ready     func(ctx context.Context) error              // readiness beyond stream presence; nil = none
 	Metrics   func(w http.ResponseWriter, r *http.Request) // /metrics handler; nil = 404
 	Logger    *slog.Logger
 }
