@@ -2,13 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
 	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 
+	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
+	"github.com/ebbsync/ebb/cmd/ebb/internal/telemetry"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/events"
 )
@@ -17,6 +24,7 @@ import (
 type serveConfig struct {
 	data       string
 	natsListen string
+	httpListen string
 	natsURL    string
 	syncEvery  time.Duration
 	logs       logFlags
@@ -27,6 +35,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlagSet("serve")
 	fs.StringVar(&c.data, "data", "./ebb-data", "data directory (JetStream storage and the view)")
 	fs.StringVar(&c.natsListen, "nats-listen", embedded.DefaultListen, "address of the embedded NATS server's client listener")
+	fs.StringVar(&c.httpListen, "http-listen", "127.0.0.1:8080", "address of the HTTP listener (health, metrics, gateway)")
 	fs.StringVar(&c.natsURL, "nats", "", "use this existing NATS JetStream server or cluster instead of the embedded one")
 	fs.DurationVar(&c.syncEvery, "fsync-interval", 0, "embedded JetStream fsync interval; 0 fsyncs every write before acking")
 	c.logs.register(fs)
@@ -40,34 +49,25 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
+	return serve(ctx, c, log)
+}
 
-	var nc *nats.Conn
-	if c.natsURL == "" {
-		srv, err := embedded.Start(ctx, embedded.Config{
-			Dir:    filepath.Join(c.data, "jetstream"),
-			Listen: c.natsListen,
-			Sync:   embedded.SyncPolicy{Interval: c.syncEvery},
-			Logger: log,
-		})
-		if err != nil {
-			return fmt.Errorf("serve: %w", err)
+// serve runs the server until ctx ends; every part it starts is stopped, in
+// reverse order, before it returns.
+func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
+	var stops []func(context.Context) error
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		for i := len(stops) - 1; i >= 0; i-- {
+			err = errors.Join(err, stops[i](sctx))
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(sctx); err != nil {
-				log.Error("shut down embedded nats", "err", err)
-			}
-		}()
-		if nc, err = srv.Connect(nats.Name("ebb-serve")); err != nil {
-			return fmt.Errorf("serve: connect to embedded nats: %w", err)
-		}
-		c.natsURL = srv.ClientURL()
-	} else if nc, err = nats.Connect(c.natsURL, nats.Name("ebb-serve"), nats.MaxReconnects(-1)); err != nil {
-		return fmt.Errorf("serve: connect to %s: %w", c.natsURL, err)
+	}()
+
+	nc, url, err := connectServer(ctx, c, log, &stops)
+	if err != nil {
+		return err
 	}
-	defer nc.Close()
-
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("serve: jetstream: %w", err)
@@ -78,8 +78,117 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	log.Info("ebb ready", "nats", c.natsURL, "data", c.data)
+
+	tel, err := telemetry.New()
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	stops = append(stops, tel.Shutdown)
+	if err := streamGauges(tel.MeterProvider(), js); err != nil {
+		return fmt.Errorf("serve: metrics: %w", err)
+	}
+
+	gw, err := gateway.New(gateway.Config{
+		JetStream: js,
+		Metrics:   tel.MetricsHandler().ServeHTTP,
+		Logger:    log,
+	})
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	httpAddr, err := serveHTTP(c.httpListen, gw, log, &stops)
+	if err != nil {
+		return err
+	}
+
+	log.Info("ebb ready", "nats", url, "http", "http://"+httpAddr, "data", c.data)
 	<-ctx.Done()
 	log.Info("ebb shutting down")
 	return nil
+}
+
+// connectServer starts the embedded NATS server (unless c.natsURL names an
+// external one) and connects to it.
+func connectServer(ctx context.Context, c serveConfig, log *slog.Logger, stops *[]func(context.Context) error) (*nats.Conn, string, error) {
+	opts := []nats.Option{nats.Name("ebb-serve"), nats.MaxReconnects(-1)}
+	if c.natsURL != "" {
+		nc, err := nats.Connect(c.natsURL, opts...)
+		if err != nil {
+			return nil, "", fmt.Errorf("serve: connect to %s: %w", c.natsURL, err)
+		}
+		*stops = append(*stops, func(context.Context) error { nc.Close(); return nil })
+		return nc, c.natsURL, nil
+	}
+	srv, err := embedded.Start(ctx, embedded.Config{
+		Dir:    filepath.Join(c.data, "jetstream"),
+		Listen: c.natsListen,
+		Sync:   embedded.SyncPolicy{Interval: c.syncEvery},
+		Logger: log,
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("serve: %w", err)
+	}
+	*stops = append(*stops, srv.Shutdown)
+	nc, err := srv.Connect(opts...)
+	if err != nil {
+		return nil, "", fmt.Errorf("serve: connect to embedded nats: %w", err)
+	}
+	*stops = append(*stops, func(context.Context) error { nc.Close(); return nil })
+	return nc, srv.ClientURL(), nil
+}
+
+// serveHTTP listens on addr and serves h until stopped; it returns the bound
+// address.
+func serveHTTP(addr string, h http.Handler, log *slog.Logger, stops *[]func(context.Context) error) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("serve: http listen on %s: %w", addr, err)
+	}
+	hs := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      2 * time.Minute, // above the gateway's longest long-poll
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	done := make(chan error, 1)
+	go func() { done <- hs.Serve(ln) }()
+	*stops = append(*stops, func(ctx context.Context) error {
+		err := hs.Shutdown(ctx)
+		if serr := <-done; !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
+		return err
+	})
+	return ln.Addr().String(), nil
+}
+
+// streamGauges reports each stream's message count and last sequence.
+func streamGauges(mp metric.MeterProvider, js jetstream.JetStream) error {
+	meter := mp.Meter("github.com/ebbsync/ebb/cmd/ebb")
+	msgs, err := meter.Int64ObservableGauge("ebb.stream.messages", metric.WithDescription("messages held by each ebb stream"))
+	if err != nil {
+		return err
+	}
+	last, err := meter.Int64ObservableGauge("ebb.stream.last_sequence", metric.WithDescription("last sequence of each ebb stream"))
+	if err != nil {
+		return err
+	}
+	_, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		for _, name := range []string{events.StreamEvents, events.StreamChanges, events.StreamReceipts, events.StreamDead} {
+			st, err := js.Stream(ctx, name)
+			if err != nil {
+				return fmt.Errorf("stream %s: %w", name, err)
+			}
+			attr := metric.WithAttributes(streamAttr(name))
+			o.ObserveInt64(msgs, int64(st.CachedInfo().State.Msgs), attr)
+			o.ObserveInt64(last, int64(st.CachedInfo().State.LastSeq), attr)
+		}
+		return nil
+	}, msgs, last)
+	return err
 }

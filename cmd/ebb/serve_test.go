@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -45,18 +47,32 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// readyURL returns the NATS URL from serve's JSON "ebb ready" log line.
-func readyURL(logs string) string {
+// readyAddrs returns the NATS and HTTP URLs from serve's JSON "ebb ready" log line.
+func readyAddrs(logs string) (natsURL, httpURL string) {
 	for _, line := range strings.Split(logs, "\n") {
 		var rec struct {
 			Msg  string `json:"msg"`
 			NATS string `json:"nats"`
+			HTTP string `json:"http"`
 		}
 		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "ebb ready" {
-			return rec.NATS
+			return rec.NATS, rec.HTTP
 		}
 	}
-	return ""
+	return "", ""
+}
+
+func readyURL(logs string) string { u, _ := readyAddrs(logs); return u }
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func TestServe_EmbeddedCreatesStreamsAndStops(t *testing.T) {
@@ -66,7 +82,7 @@ func TestServe_EmbeddedCreatesStreamsAndStops(t *testing.T) {
 	m := &Main{Stdout: &bytes.Buffer{}, Stderr: stderr, Getenv: func(string) string { return "" }}
 	done := make(chan error, 1)
 	go func() {
-		done <- m.Run(ctx, []string{"serve", "--data", t.TempDir(), "--nats-listen", "127.0.0.1:-1", "--log-format", "json"})
+		done <- m.Run(ctx, []string{"serve", "--data", t.TempDir(), "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0", "--log-format", "json"})
 	}()
 	waitFor(t, 20*time.Second, "the ready line", func() bool { return readyURL(stderr.String()) != "" })
 
@@ -81,6 +97,17 @@ func TestServe_EmbeddedCreatesStreamsAndStops(t *testing.T) {
 			t.Errorf("stream %s: %v", name, err)
 		}
 	}
+	_, base := readyAddrs(stderr.String())
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, body := httpGet(t, base+path); code != 200 {
+			t.Errorf("%s: %d %s", path, code, body)
+		}
+	}
+	code, body := httpGet(t, base+"/metrics")
+	if code != 200 || !strings.Contains(body, `ebb_stream_messages{stream="EVENTS"} 0`) {
+		t.Errorf("/metrics: %d, no EVENTS message gauge in:\n%s", code, body)
+	}
+
 	cancel()
 	select {
 	case err := <-done:
