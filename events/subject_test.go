@@ -125,3 +125,14 @@ func FuzzToken(f *testing.F) {
 		}
 	})
 }
+
+func TestHeaderCarrier_KeepsLowerCaseKeys(t *testing.T) {
+	h := HeaderCarrier{}
+	h.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	if _, ok := h["traceparent"]; !ok || h.Get("traceparent") == "" || len(h.Keys()) != 1 {
+		t.Fatalf("carrier changed the key: %v", h)
+	}
+	if h.Get("Traceparent") != "" {
+		t.Fatal("keys are case-sensitive, as NATS headers are")
+	}
+}
