@@ -1,0 +1,229 @@
+package projection
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/ebbsync/ebb/events"
+)
+
+// rawMsg is one EVENTS message as the applier sees it.
+type rawMsg struct {
+	Subject string
+	Header  nats.Header
+	Data    []byte
+	Seq     uint64    // stream sequence
+	Time    time.Time // when the stream stored it: the "now" of the drift check
+}
+
+// applier turns EVENTS messages into one store Batch. It is the single code
+// path of the live projector and of Verify's rebuild, so both decide the
+// same. It is used by one goroutine at a time.
+type applier struct {
+	store    Store
+	policies Policies
+	limits   events.Limits
+	maxDrift time.Duration
+	prop     propagation.TextMapPropagator
+	outbox   bool // produce changes, receipts and dead letters (false in a rebuild)
+
+	// batch state, reset by reset
+	batch Batch
+	docs  map[events.DocAddress]Doc
+	hwm   map[ClientKey]uint64
+	stats stepStats
+}
+
+// stepStats counts what the current batch did.
+type stepStats struct{ applied, duplicates, dead int }
+
+func (a *applier) reset(checkpoint uint64) {
+	a.batch = Batch{Checkpoint: checkpoint}
+	clear(a.docs)
+	clear(a.hwm)
+	if a.docs == nil {
+		a.docs = make(map[events.DocAddress]Doc)
+		a.hwm = make(map[ClientKey]uint64)
+	}
+	a.stats = stepStats{}
+}
+
+func (a *applier) doc(ctx context.Context, addr events.DocAddress) (Doc, error) {
+	if d, ok := a.docs[addr]; ok {
+		return d, nil
+	}
+	return a.store.Get(ctx, addr)
+}
+
+func (a *applier) highWater(ctx context.Context, k ClientKey) (uint64, error) {
+	if v, ok := a.hwm[k]; ok {
+		return v, nil
+	}
+	return a.store.HighWater(ctx, k.Tenant, k.Client)
+}
+
+// add applies one message to the batch. Only store failures are errors: a
+// message that cannot be applied becomes a dead letter.
+func (a *applier) add(ctx context.Context, m rawMsg) error {
+	if m.Seq > a.batch.Checkpoint {
+		a.batch.Checkpoint = m.Seq
+	}
+	ev, err := events.DecodeEvent(m.Data, a.limits)
+	if err != nil {
+		return a.dead(m, nil, fmt.Sprintf("decode event: %v", err))
+	}
+	addr, err := events.ParseEventSubject(m.Subject)
+	if err != nil {
+		return a.dead(m, ev, fmt.Sprintf("subject: %v", err))
+	}
+	if addr != ev.Address() {
+		return a.dead(m, ev, fmt.Sprintf("subject %q addresses %s/%s/%s but the event is for %s/%s/%s",
+			m.Subject, addr.Tenant, addr.Collection, addr.Doc, ev.Tenant, ev.Collection, ev.Doc))
+	}
+	if err := events.CheckDrift(ev.HLC, m.Time, a.maxDrift); err != nil {
+		return a.dead(m, ev, fmt.Sprintf("hlc: %v", err))
+	}
+	ck := ClientKey{Tenant: ev.Tenant, Client: ev.Client}
+	hw, err := a.highWater(ctx, ck)
+	if err != nil {
+		return err
+	}
+	if ev.Seq <= hw {
+		a.stats.duplicates++
+		return a.receipt(m, &events.Receipt{
+			Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Seq: ev.Seq,
+			Collection: ev.Collection, Doc: ev.Doc, Outcome: events.OutcomeDuplicate,
+			Reason: fmt.Sprintf("client sequence %d already applied (high-water mark %d)", ev.Seq, hw),
+		})
+	}
+	cur, err := a.doc(ctx, addr)
+	if err != nil {
+		return err
+	}
+	d, err := Decide(a.policies, cur, ev)
+	if err != nil {
+		// A resolver broke its contract: refuse the event rather than stall
+		// the stream behind it; the reason names the resolver.
+		return a.dead(m, ev, err.Error())
+	}
+	a.hwm[ck] = ev.Seq
+	if a.batch.HighWater == nil {
+		a.batch.HighWater = make(map[ClientKey]uint64)
+	}
+	a.batch.HighWater[ck] = ev.Seq
+	a.stats.applied++
+	version := cur.Version
+	if d.Doc != nil {
+		version = d.Doc.Version
+		a.docs[addr] = *d.Doc
+		a.batch.Docs = append(a.batch.Docs, *d.Doc)
+	}
+	r := &events.Receipt{
+		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Seq: ev.Seq,
+		Collection: ev.Collection, Doc: ev.Doc, Outcome: d.Outcome, Reason: d.Reason, Version: version,
+	}
+	if d.Settled != nil {
+		r.Conflict = d.Settled.ID
+		a.batch.Conflicts = append(a.batch.Conflicts, ConflictRecord{Address: addr, Conflict: *d.Settled})
+	}
+	if d.Doc != nil && a.outbox {
+		data, err := events.EncodeChange(d.Doc.Change(d.Settled))
+		if err != nil {
+			return err
+		}
+		a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
+			Subject: events.ChangeSubject(ev.Tenant, ev.Collection, ev.Doc),
+			MsgID:   "chg:" + ev.ID, Header: a.trace(m.Header), Data: data,
+		})
+	}
+	return a.receipt(m, r)
+}
+
+func (a *applier) receipt(m rawMsg, r *events.Receipt) error {
+	if !a.outbox {
+		return nil
+	}
+	r.Schema = events.SchemaVersion
+	r.Stream = m.Seq
+	data, err := events.EncodeReceipt(r)
+	if err != nil {
+		return err
+	}
+	a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
+		Subject: events.ReceiptSubject(r.Tenant, r.Client),
+		MsgID:   "rcpt:" + r.Event, Header: a.trace(m.Header), Data: data,
+	})
+	return nil
+}
+
+// sender is what can be read of a refused event's writer.
+type sender struct {
+	ID     string `json:"id"`
+	Client string `json:"client"`
+	Seq    uint64 `json:"seq"`
+}
+
+// dead refuses m: a dead letter with reason and, when the writer is known,
+// an invalid receipt. The tenant is the subject's (what NATS permissions
+// vouched for), never the payload's, so a receipt cannot leak across
+// tenants. ev is the decoded event when decoding succeeded.
+func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
+	a.stats.dead++
+	if !a.outbox {
+		return nil
+	}
+	tenant, _ := events.TenantOfSubject(m.Subject)
+	if validTenant(tenant) != nil {
+		tenant = ""
+	}
+	var s sender
+	if ev != nil {
+		s = sender{ID: ev.ID, Client: ev.Client, Seq: ev.Seq}
+	} else if json.Unmarshal(m.Data, &s) != nil {
+		s = sender{}
+	}
+	dl := &events.DeadLetter{
+		Schema: events.SchemaVersion, Reason: reason, Subject: m.Subject, Stream: m.Seq,
+		Header: m.Header, Data: m.Data, Event: s.ID, Tenant: tenant, Client: s.Client,
+	}
+	data, err := events.EncodeDeadLetter(dl)
+	if err != nil {
+		return err
+	}
+	a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
+		Subject: events.DeadSubject(tenant), MsgID: fmt.Sprintf("dead:%d", m.Seq), Data: data,
+	})
+	if tenant == "" || events.ValidateName("client", s.Client, events.DefaultLimits.MaxNameBytes) != nil {
+		return nil
+	}
+	if _, err := events.ParseID(s.ID); err != nil {
+		return nil
+	}
+	return a.receipt(m, &events.Receipt{
+		Event: s.ID, Tenant: tenant, Client: s.Client, Seq: s.Seq, Outcome: events.OutcomeInvalid, Reason: reason,
+	})
+}
+
+func validTenant(t string) error {
+	return events.ValidateName("tenant", t, events.DefaultLimits.MaxNameBytes)
+}
+
+// trace carries the trace context of an event's headers onto the headers of
+// what it caused. Nil when there is none.
+func (a *applier) trace(h nats.Header) map[string][]string {
+	if len(h) == 0 || a.prop == nil {
+		return nil
+	}
+	ctx := a.prop.Extract(context.Background(), events.HeaderCarrier(h))
+	out := nats.Header{}
+	a.prop.Inject(ctx, events.HeaderCarrier(out))
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}

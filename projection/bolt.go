@@ -1,0 +1,373 @@
+package projection
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/ebbsync/ebb/events"
+)
+
+var _ Store = (*BoltStore)(nil)
+
+// Bucket names of the bbolt view store.
+var (
+	bucketDocs      = []byte("docs")      // address key -> encoded events.Change (Settled nil)
+	bucketConflicts = []byte("conflicts") // address key \x00 conflict id -> encoded events.Conflict
+	bucketHWM       = []byte("hwm")       // tenant \x00 client -> uint64 big endian
+	bucketMeta      = []byte("meta")      // "checkpoint" -> uint64 big endian
+	bucketOutbox    = []byte("outbox")    // uint64 big endian -> encoded outboxRecord
+	keyCheckpoint   = []byte("checkpoint")
+)
+
+// BoltStore is the embedded view store: one bbolt file. Every Commit is one
+// bbolt read-write transaction, fsynced before it returns.
+type BoltStore struct {
+	db *bolt.DB
+
+	mu     sync.RWMutex
+	closed bool
+}
+
+// BoltOptions tune OpenBolt. The zero value works.
+type BoltOptions struct {
+	// Timeout bounds the wait for the file lock another process holds; zero
+	// means 5 s.
+	Timeout time.Duration
+	// NoSync skips fsync on commit. Only for rebuilds into a throw-away file
+	// (Verify): a crash can corrupt the file.
+	NoSync bool
+}
+
+// OpenBolt opens (creating if needed) the bbolt view store at path.
+func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, fmt.Errorf("open view store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketDocs, bucketConflicts, bucketHWM, bucketMeta, bucketOutbox} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open view store %s: create buckets: %w", path, err)
+	}
+	return &BoltStore{db: db}, nil
+}
+
+// Path returns the file the store lives in.
+func (s *BoltStore) Path() string { return s.db.Path() }
+
+// Close closes the file. It is safe to call more than once.
+func (s *BoltStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close view store %s: %w", s.db.Path(), err)
+	}
+	return nil
+}
+
+func (s *BoltStore) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.db.View(fn)
+}
+
+func (s *BoltStore) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.db.Update(fn)
+}
+
+func addrKey(a events.DocAddress) []byte {
+	k := make([]byte, 0, len(a.Tenant)+len(a.Collection)+len(a.Doc)+2)
+	k = append(k, a.Tenant...)
+	k = append(k, 0)
+	k = append(k, a.Collection...)
+	k = append(k, 0)
+	return append(k, a.Doc...)
+}
+
+func parseAddrKey(k []byte) (events.DocAddress, bool) {
+	p := bytes.SplitN(k, []byte{0}, 3)
+	if len(p) != 3 {
+		return events.DocAddress{}, false
+	}
+	return events.DocAddress{Tenant: string(p[0]), Collection: string(p[1]), Doc: string(p[2])}, true
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func readU64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+func decodeDoc(v []byte) (Doc, error) {
+	var c events.Change
+	if err := json.Unmarshal(v, &c); err != nil {
+		return Doc{}, err
+	}
+	return DocFromChange(&c), nil
+}
+
+// Get implements Store.
+func (s *BoltStore) Get(ctx context.Context, addr events.DocAddress) (Doc, error) {
+	d := Doc{Tenant: addr.Tenant, Collection: addr.Collection, ID: addr.Doc}
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketDocs).Get(addrKey(addr))
+		if v == nil {
+			return nil
+		}
+		var err error
+		d, err = decodeDoc(v)
+		return err
+	})
+	if err != nil {
+		return Doc{}, fmt.Errorf("get document %s/%s/%s: %w", addr.Tenant, addr.Collection, addr.Doc, err)
+	}
+	return d, nil
+}
+
+func hwmKey(tenant, client string) []byte {
+	return append(append([]byte(tenant), 0), client...)
+}
+
+// HighWater implements Store.
+func (s *BoltStore) HighWater(ctx context.Context, tenant, client string) (uint64, error) {
+	var v uint64
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		v = readU64(tx.Bucket(bucketHWM).Get(hwmKey(tenant, client)))
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read high-water mark of %s/%s: %w", tenant, client, err)
+	}
+	return v, nil
+}
+
+// Checkpoint implements Store.
+func (s *BoltStore) Checkpoint(ctx context.Context) (uint64, error) {
+	var v uint64
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		v = readU64(tx.Bucket(bucketMeta).Get(keyCheckpoint))
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read checkpoint: %w", err)
+	}
+	return v, nil
+}
+
+type outboxRecord struct {
+	Subject string              `json:"s"`
+	MsgID   string              `json:"m"`
+	Header  map[string][]string `json:"h,omitempty"`
+	Data    []byte              `json:"d"`
+}
+
+// Commit implements Store. A checkpoint below the stored one is refused with
+// ErrCheckpoint and nothing is written.
+func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if old := readU64(meta.Get(keyCheckpoint)); b.Checkpoint < old {
+			return fmt.Errorf("%w: %d is below %d", ErrCheckpoint, b.Checkpoint, old)
+		}
+		if err := meta.Put(keyCheckpoint, u64(b.Checkpoint)); err != nil {
+			return err
+		}
+		docs := tx.Bucket(bucketDocs)
+		for i := range b.Docs {
+			d := &b.Docs[i]
+			v, err := events.EncodeChange(d.Change(nil))
+			if err != nil {
+				return err
+			}
+			if err := docs.Put(addrKey(d.Address()), v); err != nil {
+				return err
+			}
+		}
+		confs := tx.Bucket(bucketConflicts)
+		for _, r := range b.Conflicts {
+			v, err := json.Marshal(r.Conflict)
+			if err != nil {
+				return err
+			}
+			k := append(append(addrKey(r.Address), 0), r.Conflict.ID...)
+			if err := confs.Put(k, v); err != nil {
+				return err
+			}
+		}
+		hwm := tx.Bucket(bucketHWM)
+		for c, seq := range b.HighWater {
+			k := hwmKey(c.Tenant, c.Client)
+			if readU64(hwm.Get(k)) >= seq {
+				continue
+			}
+			if err := hwm.Put(k, u64(seq)); err != nil {
+				return err
+			}
+		}
+		out := tx.Bucket(bucketOutbox)
+		for _, k := range b.Published {
+			if err := out.Delete(u64(k)); err != nil {
+				return err
+			}
+		}
+		for i := range b.Outbox {
+			e := &b.Outbox[i]
+			seq, err := out.NextSequence()
+			if err != nil {
+				return err
+			}
+			v, err := json.Marshal(outboxRecord{Subject: e.Subject, MsgID: e.MsgID, Header: e.Header, Data: e.Data})
+			if err != nil {
+				return err
+			}
+			if err := out.Put(u64(seq), v); err != nil {
+				return err
+			}
+			e.Key = seq
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("commit batch up to %d: %w", b.Checkpoint, err)
+	}
+	return nil
+}
+
+// Outbox implements Store.
+func (s *BoltStore) Outbox(ctx context.Context, limit int) ([]OutboxEntry, error) {
+	var out []OutboxEntry
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketOutbox).Cursor()
+		for k, v := c.First(); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
+			var r outboxRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("outbox entry %d: %w", readU64(k), err)
+			}
+			out = append(out, OutboxEntry{Key: readU64(k), Subject: r.Subject, MsgID: r.MsgID, Header: r.Header, Data: r.Data})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	return out, nil
+}
+
+// RemoveOutbox implements Store.
+func (s *BoltStore) RemoveOutbox(ctx context.Context, keys []uint64) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		out := tx.Bucket(bucketOutbox)
+		for _, k := range keys {
+			if err := out.Delete(u64(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("remove %d outbox entries: %w", len(keys), err)
+	}
+	return nil
+}
+
+// Conflicts implements Store.
+func (s *BoltStore) Conflicts(ctx context.Context, addr events.DocAddress) ([]events.Conflict, error) {
+	var out []events.Conflict
+	prefix := append(addrKey(addr), 0)
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketConflicts).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if bytes.IndexByte(k[len(prefix):], 0) >= 0 {
+				continue // a longer doc id sharing the prefix cannot hold \x00, but be strict
+			}
+			var cf events.Conflict
+			if err := json.Unmarshal(v, &cf); err != nil {
+				return err
+			}
+			out = append(out, cf)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read conflicts of %s/%s/%s: %w", addr.Tenant, addr.Collection, addr.Doc, err)
+	}
+	return out, nil
+}
+
+// Scan implements Store.
+func (s *BoltStore) Scan(ctx context.Context, fn func(Doc) error) error {
+	return s.view(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDocs).ForEach(func(k, v []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			d, err := decodeDoc(v)
+			if err != nil {
+				return fmt.Errorf("scan documents: %q: %w", k, err)
+			}
+			return fn(d)
+		})
+	})
+}
+
+// ScanConflicts implements Store.
+func (s *BoltStore) ScanConflicts(ctx context.Context, fn func(ConflictRecord) error) error {
+	return s.view(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketConflicts).ForEach(func(k, v []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			i := bytes.LastIndexByte(k, 0)
+			addr, ok := parseAddrKey(k[:max(i, 0)])
+			if i < 0 || !ok {
+				return fmt.Errorf("scan conflicts: malformed key %q", k)
+			}
+			var cf events.Conflict
+			if err := json.Unmarshal(v, &cf); err != nil {
+				return fmt.Errorf("scan conflicts: %q: %w", k, err)
+			}
+			return fn(ConflictRecord{Address: addr, Conflict: cf})
+		})
+	})
+}

@@ -1,0 +1,93 @@
+// Package projection applies events to a view, in stream order, under a
+// conflict policy: the heart of ebb (DESIGN.md invariants 2 to 6). The same
+// pure code, [Decide], serves the server projector and a client's overlay of
+// its pending writes, so the two can never disagree about what an event
+// means.
+//
+// # Deciding
+//
+// [Decide] takes a document's current state ([Doc]) and one validated event
+// and returns a [Decision]: the outcome for the receipt, the new state
+// (version +1) or none, and the conflict record it created or settled. Rules
+// common to every policy come first; only a stale event (base version behind
+// the document) reaches the collection's [Resolver]: [LWW], [Merge],
+// [Reject], [Manual], or a custom one named in a [Registry]. Resolvers must
+// be deterministic: a rebuild replays every event through them again.
+//
+// Awkward cases, decided once for every policy:
+//
+//   - A fresh write (base version = current) applies whatever its clock says:
+//     its writer saw the current state, so it is causally later.
+//   - One edits, one deletes: a put against a tombstone, or a delete against
+//     an edit, is a whole-document race: lww (and merge, which has no fields
+//     to merge here) gives it to the later write by HLC, then client id;
+//     reject rejects the stale one; manual opens a conflict. A patch of a
+//     deleted (or never created) document is always rejected: there is
+//     nothing to patch, and the writer learns it from its receipt; a put
+//     recreates. A delete of a deleted document applies and changes nothing.
+//   - Both create the same id (base 0 twice): the second is stale against
+//     version 1, so the policy decides; merge unions the fields, giving
+//     fields both wrote to the later HLC.
+//   - A base version ahead of the document is rejected (the writer saw a
+//     version that does not exist).
+//   - A client clock an hour behind loses lww and merge to concurrent writes,
+//     as those policies promise; its fresh writes still apply.
+//   - A clock a year ahead would win every lww forever, so the projector
+//     refuses any event whose HLC is more than [Config].MaxDrift ahead of the
+//     time EVENTS stored it (the message timestamp, not time.Now, so a
+//     rebuild decides the same): dead letter plus an invalid receipt.
+//   - A resolve settles the named open conflict with its fields as the new
+//     live state, whatever its base version; with no such open conflict it
+//     is rejected. Fresh writes during an open manual conflict apply and
+//     the conflict stays open.
+//   - Duplicates: an event whose client sequence is at or below the writer's
+//     high-water mark gets a duplicate receipt and changes nothing.
+//
+// Nothing is lost silently (invariant 6): what lww and merge overwrite, on
+// either side, is kept as a conflict record with status overwritten (Sides[0]
+// the server's state, Sides[1] the incoming write, Lost what lost) in the
+// store's conflict history and on the change; reject and manual tell the
+// writer through its receipt.
+//
+// # The projector
+//
+// A [Projector] reads EVENTS through a durable pull consumer (AckAll) and
+// per batch: decodes and validates each message, checks its subject against
+// its payload and its clock drift, drops duplicates, decides, and commits the
+// view, the checkpoint (last applied stream sequence), the high-water marks
+// and an outbox of encoded changes, receipts and dead letters in one [Store]
+// transaction; then publishes the outbox (Nats-Msg-Id "chg:"/"rcpt:"+event
+// id, "dead:"+stream sequence, so a republish is dropped by JetStream),
+// removes the published entries in the next transaction, and acks the last
+// message. A crash at any point leaves either the whole batch or none of it;
+// on start the projector republishes what the outbox still holds and
+// recreates its consumer at checkpoint+1. The store, not the consumer, is the
+// source of truth for progress: recreating the consumer avoids waiting out
+// AckWait for messages a killed run fetched, yet the durable still shows
+// operators the projector's position and lag. Messages at or below the
+// checkpoint (redeliveries) are skipped and acked. Garbage, unknown schemas,
+// subject mismatches and future clocks go to DEAD with the reason, the raw
+// data and headers, plus an invalid receipt to the subject's tenant when the
+// payload names a writer. Trace context in an event's headers is carried onto
+// its change and receipt.
+//
+// [BoltStore] is the embedded store (one bbolt file); storetest.RunStoreSuite
+// is the suite every Store implementation must pass. [Verify] rebuilds the
+// view from EVENTS sequence 1 into a scratch store and compares hashes
+// (invariant 4), naming the first differing document and field.
+//
+// # Performance
+//
+// BenchmarkProjector against BenchmarkRawConsume (a durable consumer that
+// only fetches and acks the same stream), 20000 events of about 256 bytes,
+// a third creates and the rest stale patches, embedded JetStream with
+// background fsync, bbolt fsync per batch, 2 cores (AMD EPYC), go test
+// -bench . -benchtime 20000x:
+//
+//	BenchmarkProjector    12110 events/s   (82.6 µs/op)
+//	BenchmarkRawConsume   17348 events/s   (57.6 µs/op)
+//	ratio                 70%
+//
+// The projector writes three messages per event (event read, change and
+// receipt published) and one store transaction per batch of up to 256.
+package projection

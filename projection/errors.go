@@ -1,0 +1,27 @@
+package projection
+
+import "errors"
+
+// Sentinel errors. Match them with errors.Is.
+var (
+	// ErrUnknownPolicy marks a resolver name no Registry entry has.
+	ErrUnknownPolicy = errors.New("unknown conflict policy")
+	// ErrPolicyExists marks a Register under a name already taken.
+	ErrPolicyExists = errors.New("conflict policy already registered")
+	// ErrResolver marks a resolver that failed or broke the Decision contract
+	// (an outcome it may not return, a rejection with a new state). The
+	// projector stops on it rather than guess: the event stays unacked.
+	ErrResolver = errors.New("resolver failed")
+	// ErrInvalidConfig wraps every Config validation problem.
+	ErrInvalidConfig = errors.New("invalid projector config")
+	// ErrClosed is returned by a Store or Projector used after Close.
+	ErrClosed = errors.New("closed")
+	// ErrDiverged is returned by Verify when the rebuilt view differs from
+	// the live one; the error names the first difference.
+	ErrDiverged = errors.New("view diverged from its rebuild")
+	// ErrCheckpoint marks a Commit that would move the checkpoint backwards.
+	ErrCheckpoint = errors.New("checkpoint would go backwards")
+	// ErrHistoryGone marks a rebuild that cannot start: EVENTS no longer
+	// holds sequence 1 (a retention limit removed it).
+	ErrHistoryGone = errors.New("event history incomplete")
+)

@@ -1,0 +1,146 @@
+package projection_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/projection"
+)
+
+func TestProjector_DeadLetters(t *testing.T) {
+	e := newEnv(t)
+	store := mustOpenBolt(t, "")
+	w := newWriter("acme", "phone-1", 0)
+
+	good1 := w.event("notes", "n.1", events.OpPut, 0, map[string]any{"title": "hello"})
+	m1 := eventMsg(t, good1)
+	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	m1.Header.Set("traceparent", traceparent)
+	publish(t, e.js, m1, good1.ID)
+
+	garbage := nats.NewMsg(events.EventSubject("acme", "notes", "x"))
+	garbage.Data = []byte(`{"schema":1,"id":` + "\xff")
+	publish(t, e.js, garbage, "")
+
+	wrong := w.event("notes", "n.2", events.OpPut, 0, map[string]any{"title": "misfiled"})
+	wm := eventMsg(t, wrong)
+	wm.Subject = events.EventSubject("acme", "notes", "somewhere-else")
+	publish(t, e.js, wm, wrong.ID)
+
+	future := w.event("notes", "n.1", events.OpPatch, 1, map[string]any{"title": "from the future"})
+	future.HLC.Wall = time.Now().Add(365 * 24 * time.Hour).UnixMilli()
+	publish(t, e.js, eventMsg(t, future), future.ID)
+
+	good2 := w.event("notes", "n.1", events.OpPatch, 1, map[string]any{"body": "still here"})
+	m2 := eventMsg(t, good2)
+	const traceparent2 = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01"
+	m2.Header.Set("traceparent", traceparent2)
+	last := publish(t, e.js, m2, good2.ID)
+
+	p := startProjector(t, e.js, store, projection.Config{Policies: testPolicies()})
+	waitCheckpoint(t, p, last)
+	waitFor(t, 10*time.Second, "dead letters", func() bool { return msgCount(t, e.js, events.StreamDead) == 3 })
+
+	wantReasons := []string{"decode event", "subject", "clock too far"}
+	for i, m := range readAll(t, e.js, events.StreamDead) {
+		dl, err := events.DecodeDeadLetter(m.Data())
+		if err != nil {
+			t.Fatalf("dead letter %d: %v", i, err)
+		}
+		if !strings.Contains(dl.Reason, wantReasons[i]) {
+			t.Errorf("dead letter %d reason %q, want it to mention %q", i, dl.Reason, wantReasons[i])
+		}
+		if dl.Stream != uint64(i+2) || len(dl.Data) == 0 || dl.Subject == "" {
+			t.Errorf("dead letter %d: stream %d subject %q data %d bytes", i, dl.Stream, dl.Subject, len(dl.Data))
+		}
+	}
+	d, err := store.Get(context.Background(), good1.Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Version != 2 || string(d.Fields["title"]) != `"hello"` || string(d.Fields["body"]) != `"still here"` {
+		t.Fatalf("document around the dead letters: v%d %v", d.Version, d.Fields)
+	}
+	outcomes := map[string]events.Outcome{}
+	for _, m := range readAll(t, e.js, events.StreamReceipts) {
+		r, err := events.DecodeReceipt(m.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		outcomes[r.Event] = r.Outcome
+		if r.Event == good1.ID && m.Headers().Get("traceparent") != traceparent {
+			t.Errorf("receipt of the first event: traceparent %q, want %q", m.Headers().Get("traceparent"), traceparent)
+		}
+	}
+	want := map[string]events.Outcome{good1.ID: events.OutcomeApplied, wrong.ID: events.OutcomeInvalid, future.ID: events.OutcomeInvalid, good2.ID: events.OutcomeApplied}
+	for id, o := range want {
+		if outcomes[id] != o {
+			t.Errorf("receipt of %s: %q, want %q", id, outcomes[id], o)
+		}
+	}
+	if len(outcomes) != len(want) {
+		t.Errorf("receipts %v, want %v", outcomes, want)
+	}
+	// The trace context of an event rides on its change.
+	chg, err := e.js.Stream(context.Background(), events.StreamChanges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastChg, err := chg.GetLastMsgForSubject(context.Background(), events.ChangeSubject("acme", "notes", "n.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lastChg.Header.Get("traceparent"); got != traceparent2 {
+		t.Errorf("change traceparent %q, want %q", got, traceparent2)
+	}
+	if _, err := projection.Verify(context.Background(), e.js, store, projection.Config{Policies: testPolicies()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestProjector_ResumeAndDuplicates(t *testing.T) {
+	e := newEnv(t)
+	store := mustOpenBolt(t, "")
+	w := newWriter("acme", "laptop", 0)
+	ev := w.event("profiles", "p1", events.OpPut, 0, map[string]any{"name": "ann"})
+	publish(t, e.js, eventMsg(t, ev), ev.ID)
+	p, err := projection.New(e.js, store, projection.Config{Policies: testPolicies()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitCheckpoint(t, p, 1)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	// The same event again beyond JetStream's dedupe (another msg id), and a
+	// new one: the duplicate changes nothing, the new one applies.
+	publish(t, e.js, eventMsg(t, ev), "retry-after-window")
+	ev2 := w.event("profiles", "p1", events.OpPatch, 1, map[string]any{"age": 3})
+	last := publish(t, e.js, eventMsg(t, ev2), ev2.ID)
+	p2 := startProjector(t, e.js, store, projection.Config{Policies: testPolicies()})
+	waitCheckpoint(t, p2, last)
+	if s := p2.Stats(); s.Duplicates != 1 || s.Applied != 1 {
+		t.Fatalf("stats after resume %+v, want 1 duplicate and 1 applied", s)
+	}
+	d, _ := store.Get(context.Background(), ev.Address())
+	if d.Version != 2 {
+		t.Fatalf("version %d, want 2", d.Version)
+	}
+	// A wrong config is refused whole.
+	_, err = projection.New(e.js, store, projection.Config{BatchSize: -1, Durable: "a.b"})
+	if !errors.Is(err, projection.ErrInvalidConfig) || !strings.Contains(err.Error(), "Durable") || !strings.Contains(err.Error(), "BatchSize") {
+		t.Fatalf("bad config: %v", err)
+	}
+}

@@ -1,0 +1,73 @@
+package projection
+
+import (
+	"context"
+
+	"github.com/ebbsync/ebb/events"
+)
+
+// Store holds a view: documents (tombstones included), the conflict
+// history, the checkpoint (last applied EVENTS stream sequence), per-client
+// high-water marks of client sequence, and the outbox of encoded changes and
+// receipts not yet published. Commit writes a whole Batch atomically, which
+// is what makes a crash at any instruction harmless (DESIGN.md). Reads see
+// committed state only. Implementations are safe for concurrent use; every
+// one must pass RunStoreSuite (storetest_test.go holds it for this package).
+type Store interface {
+	// Get returns the document at addr; a zero Doc (Version 0) with the
+	// address filled in when there is none.
+	Get(ctx context.Context, addr events.DocAddress) (Doc, error)
+	// HighWater returns the highest client sequence applied for the client
+	// of a tenant, 0 when none.
+	HighWater(ctx context.Context, tenant, client string) (uint64, error)
+	// Checkpoint returns the last EVENTS sequence committed, 0 when none.
+	Checkpoint(ctx context.Context) (uint64, error)
+	// Commit applies b in one transaction: all of it or none of it. On
+	// success it sets the Key of every b.Outbox entry.
+	Commit(ctx context.Context, b *Batch) error
+	// Outbox returns up to limit (all if limit <= 0) unpublished entries in
+	// the order they were committed.
+	Outbox(ctx context.Context, limit int) ([]OutboxEntry, error)
+	// RemoveOutbox deletes published entries by key; unknown keys are ignored.
+	RemoveOutbox(ctx context.Context, keys []uint64) error
+	// Conflicts returns the conflict history of one document (overwritten,
+	// open and resolved records), ordered by conflict id.
+	Conflicts(ctx context.Context, addr events.DocAddress) ([]events.Conflict, error)
+	// Scan calls fn for every document in address order (tenant, collection,
+	// id, byte-wise) until fn returns an error, which Scan returns.
+	Scan(ctx context.Context, fn func(Doc) error) error
+	// ScanConflicts calls fn for every conflict record, ordered by document
+	// address then conflict id.
+	ScanConflicts(ctx context.Context, fn func(ConflictRecord) error) error
+	// Close releases the store. It is safe to call more than once; other
+	// calls after Close return ErrClosed.
+	Close() error
+}
+
+// ClientKey names one writer: high-water marks are kept per tenant and client.
+type ClientKey struct{ Tenant, Client string }
+
+// ConflictRecord is one conflict record with the document it belongs to.
+type ConflictRecord struct {
+	Address  events.DocAddress
+	Conflict events.Conflict
+}
+
+// OutboxEntry is one message waiting to be published.
+type OutboxEntry struct {
+	Key     uint64              // assigned by Commit, increasing in commit order
+	Subject string              // where it goes
+	MsgID   string              // its Nats-Msg-Id, so a republish is dropped as a duplicate
+	Header  map[string][]string // extra headers (trace context)
+	Data    []byte              // encoded payload
+}
+
+// Batch is everything one projector step writes, committed together.
+type Batch struct {
+	Checkpoint uint64               // the new checkpoint (last EVENTS sequence the batch covers)
+	Docs       []Doc                // new document states; a later entry for the same address wins
+	Conflicts  []ConflictRecord     // conflict records to write (replacing records with the same id)
+	HighWater  map[ClientKey]uint64 // new high-water marks (never lowered: the larger value is kept)
+	Outbox     []OutboxEntry        // messages to add (Commit assigns Key)
+	Published  []uint64             // outbox keys to delete
+}

@@ -1,0 +1,240 @@
+// Package storetest is the shared test suite every projection.Store
+// implementation must pass (the bbolt store today, PostgreSQL later): call
+// RunStoreSuite from the implementation's tests.
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/projection"
+)
+
+// RunStoreSuite runs every case against fresh stores from newStore, which
+// must return an empty store and arrange its cleanup with t.Cleanup.
+func RunStoreSuite(t *testing.T, newStore func(t *testing.T) projection.Store) {
+	cases := []struct {
+		name string
+		fn   func(t *testing.T, s projection.Store)
+	}{
+		{"Empty", testEmpty},
+		{"CommitReadBack", testCommitReadBack},
+		{"LaterStateWins", testLaterStateWins},
+		{"HighWaterNeverLowered", testHighWater},
+		{"CheckpointBackwardsIsAtomic", testCheckpointBackwards},
+		{"Outbox", testOutbox},
+		{"ScanOrder", testScanOrder},
+		{"Close", testClose},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { c.fn(t, newStore(t)) })
+	}
+}
+
+var ctx = context.Background()
+
+func addr(t, c, d string) events.DocAddress {
+	return events.DocAddress{Tenant: t, Collection: c, Doc: d}
+}
+
+func doc(a events.DocAddress, v uint64, kv ...string) projection.Doc {
+	d := projection.Doc{Tenant: a.Tenant, Collection: a.Collection, ID: a.Doc, Version: v,
+		HLC: events.HLC{Wall: int64(1000 + v)}, Event: "01JTESTEVENT000000000000" + string(rune('A'+v%26)) + "Z", Client: "c1", Seq: v}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if d.Fields == nil {
+			d.Fields = events.Fields{}
+			d.Clocks = map[string]events.FieldClock{}
+		}
+		d.Fields[kv[i]] = json.RawMessage(kv[i+1])
+		d.Clocks[kv[i]] = events.FieldClock{Version: v, HLC: d.HLC}
+	}
+	return d
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testEmpty(t *testing.T, s projection.Store) {
+	a := addr("t", "c", "d")
+	d, err := s.Get(ctx, a)
+	must(t, err)
+	if d.Version != 0 || d.Address() != a {
+		t.Fatalf("empty Get = %+v", d)
+	}
+	cp, err := s.Checkpoint(ctx)
+	must(t, err)
+	hw, err := s.HighWater(ctx, "t", "c1")
+	must(t, err)
+	out, err := s.Outbox(ctx, 0)
+	must(t, err)
+	if cp != 0 || hw != 0 || len(out) != 0 {
+		t.Fatalf("empty store: checkpoint %d hwm %d outbox %d", cp, hw, len(out))
+	}
+}
+
+func testCommitReadBack(t *testing.T, s projection.Store) {
+	a := addr("t", "c", "weird id. with* spaces")
+	d := doc(a, 3, "title", `"x"`, "n", `1`)
+	d.Conflicts = []events.Conflict{{ID: "c-open", Policy: events.PolicyManual, Status: events.ConflictOpen,
+		Sides: []events.Side{{Event: "e1", HLC: events.HLC{Wall: 5}, Fields: events.Fields{"a": json.RawMessage(`1`)}}, {Event: "e2"}}}}
+	conf := events.Conflict{ID: "c-over", Policy: events.PolicyLWW, Status: events.ConflictOverwritten, Lost: []string{"*"}}
+	b := &projection.Batch{
+		Checkpoint: 42,
+		Docs:       []projection.Doc{d},
+		Conflicts:  []projection.ConflictRecord{{Address: a, Conflict: conf}},
+		HighWater:  map[projection.ClientKey]uint64{{Tenant: "t", Client: "c1"}: 7},
+		Outbox:     []projection.OutboxEntry{{Subject: "s.1", MsgID: "m1", Data: []byte("one"), Header: map[string][]string{"traceparent": {"x"}}}, {Subject: "s.2", MsgID: "m2", Data: []byte("two")}},
+	}
+	must(t, s.Commit(ctx, b))
+	if b.Outbox[0].Key == 0 || b.Outbox[1].Key <= b.Outbox[0].Key {
+		t.Fatalf("outbox keys %d %d, want increasing from 1", b.Outbox[0].Key, b.Outbox[1].Key)
+	}
+	got, err := s.Get(ctx, a)
+	must(t, err)
+	if !reflect.DeepEqual(got, d) {
+		t.Fatalf("Get\n got %+v\nwant %+v", got, d)
+	}
+	cs, err := s.Conflicts(ctx, a)
+	must(t, err)
+	if len(cs) != 1 || !reflect.DeepEqual(cs[0], conf) {
+		t.Fatalf("Conflicts = %+v", cs)
+	}
+	cp, err := s.Checkpoint(ctx)
+	must(t, err)
+	hw, err := s.HighWater(ctx, "t", "c1")
+	must(t, err)
+	if cp != 42 || hw != 7 {
+		t.Fatalf("checkpoint %d hwm %d", cp, hw)
+	}
+	out, err := s.Outbox(ctx, 0)
+	must(t, err)
+	if len(out) != 2 || out[0].MsgID != "m1" || string(out[1].Data) != "two" || out[0].Header["traceparent"][0] != "x" || out[0].Key != b.Outbox[0].Key {
+		t.Fatalf("Outbox = %+v", out)
+	}
+}
+
+func testLaterStateWins(t *testing.T, s projection.Store) {
+	a := addr("t", "c", "d")
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 1, Docs: []projection.Doc{doc(a, 1, "n", `1`), doc(a, 2, "n", `2`)},
+		Conflicts: []projection.ConflictRecord{{Address: a, Conflict: events.Conflict{ID: "x", Status: events.ConflictOpen}}}}))
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 2,
+		Conflicts: []projection.ConflictRecord{{Address: a, Conflict: events.Conflict{ID: "x", Status: events.ConflictResolved, Resolution: "r"}}}}))
+	got, err := s.Get(ctx, a)
+	must(t, err)
+	if got.Version != 2 || string(got.Fields["n"]) != "2" {
+		t.Fatalf("Get = %+v", got)
+	}
+	cs, err := s.Conflicts(ctx, a)
+	must(t, err)
+	if len(cs) != 1 || cs[0].Status != events.ConflictResolved {
+		t.Fatalf("Conflicts = %+v", cs)
+	}
+}
+
+func testHighWater(t *testing.T, s projection.Store) {
+	k := projection.ClientKey{Tenant: "t", Client: "c"}
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 1, HighWater: map[projection.ClientKey]uint64{k: 9}}))
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 2, HighWater: map[projection.ClientKey]uint64{k: 4}}))
+	hw, err := s.HighWater(ctx, "t", "c")
+	must(t, err)
+	other, err := s.HighWater(ctx, "u", "c")
+	must(t, err)
+	if hw != 9 || other != 0 {
+		t.Fatalf("hwm %d, other tenant %d", hw, other)
+	}
+}
+
+func testCheckpointBackwards(t *testing.T, s projection.Store) {
+	a := addr("t", "c", "d")
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 10}))
+	err := s.Commit(ctx, &projection.Batch{Checkpoint: 5, Docs: []projection.Doc{doc(a, 1)},
+		Outbox: []projection.OutboxEntry{{Subject: "s", MsgID: "m"}}})
+	if !errors.Is(err, projection.ErrCheckpoint) {
+		t.Fatalf("backwards commit: %v, want ErrCheckpoint", err)
+	}
+	got, err := s.Get(ctx, a)
+	must(t, err)
+	out, err := s.Outbox(ctx, 0)
+	must(t, err)
+	cp, err := s.Checkpoint(ctx)
+	must(t, err)
+	if got.Version != 0 || len(out) != 0 || cp != 10 {
+		t.Fatalf("refused commit left doc v%d, %d outbox entries, checkpoint %d", got.Version, len(out), cp)
+	}
+}
+
+func testOutbox(t *testing.T, s projection.Store) {
+	b := &projection.Batch{Checkpoint: 1}
+	for _, id := range []string{"a", "b", "c", "d"} {
+		b.Outbox = append(b.Outbox, projection.OutboxEntry{Subject: "s", MsgID: id, Data: []byte(id)})
+	}
+	must(t, s.Commit(ctx, b))
+	first2, err := s.Outbox(ctx, 2)
+	must(t, err)
+	if len(first2) != 2 || first2[0].MsgID != "a" || first2[1].MsgID != "b" {
+		t.Fatalf("Outbox(2) = %+v", first2)
+	}
+	must(t, s.RemoveOutbox(ctx, []uint64{first2[0].Key, 999999}))
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 1, Published: []uint64{first2[1].Key},
+		Outbox: []projection.OutboxEntry{{Subject: "s", MsgID: "e"}}}))
+	rest, err := s.Outbox(ctx, 0)
+	must(t, err)
+	var ids []string
+	for _, e := range rest {
+		ids = append(ids, e.MsgID)
+	}
+	if !reflect.DeepEqual(ids, []string{"c", "d", "e"}) {
+		t.Fatalf("outbox after removals = %v", ids)
+	}
+}
+
+func testScanOrder(t *testing.T, s projection.Store) {
+	addrs := []events.DocAddress{addr("t", "c", "b"), addr("t", "c", "a"), addr("t", "b", "z"), addr("s", "z", "z"), addr("t", "c", "a.b")}
+	b := &projection.Batch{Checkpoint: 1}
+	for _, a := range addrs {
+		b.Docs = append(b.Docs, doc(a, 1))
+		b.Conflicts = append(b.Conflicts, projection.ConflictRecord{Address: a, Conflict: events.Conflict{ID: "2"}}, projection.ConflictRecord{Address: a, Conflict: events.Conflict{ID: "1"}})
+	}
+	must(t, s.Commit(ctx, b))
+	var got []string
+	must(t, s.Scan(ctx, func(d projection.Doc) error {
+		got = append(got, d.Tenant+"/"+d.Collection+"/"+d.ID)
+		return nil
+	}))
+	want := []string{"s/z/z", "t/b/z", "t/c/a", "t/c/a.b", "t/c/b"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Scan order %v, want %v", got, want)
+	}
+	var confs []string
+	must(t, s.ScanConflicts(ctx, func(r projection.ConflictRecord) error {
+		confs = append(confs, r.Address.Doc+":"+r.Conflict.ID)
+		return nil
+	}))
+	if len(confs) != 10 || confs[0] != "z:1" || confs[1] != "z:2" || confs[4] != "a:1" {
+		t.Fatalf("ScanConflicts order %v", confs)
+	}
+	stop := errors.New("stop")
+	n := 0
+	if err := s.Scan(ctx, func(projection.Doc) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+		t.Fatalf("Scan stop: %v after %d", err, n)
+	}
+}
+
+func testClose(t *testing.T, s projection.Store) {
+	must(t, s.Close())
+	must(t, s.Close())
+	if _, err := s.Checkpoint(ctx); !errors.Is(err, projection.ErrClosed) {
+		t.Fatalf("Checkpoint after Close: %v, want ErrClosed", err)
+	}
+	if err := s.Commit(ctx, &projection.Batch{}); !errors.Is(err, projection.ErrClosed) {
+		t.Fatalf("Commit after Close: %v, want ErrClosed", err)
+	}
+}

@@ -1,0 +1,264 @@
+package projection
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ebbsync/ebb/events"
+)
+
+// VerifyReport is what Verify found.
+type VerifyReport struct {
+	Checkpoint  uint64 // the live view's checkpoint: the rebuild replayed EVENTS 1..Checkpoint
+	Docs        int    // documents in the live view
+	LiveHash    string // hex SHA-256 of the live view (documents and conflict history)
+	RebuiltHash string // the same of the rebuild
+	Diff        string // the first difference, empty when the hashes agree
+}
+
+// Verify rebuilds the view by replaying EVENTS from sequence 1 up to the live
+// store's checkpoint into a fresh bbolt store in a temporary directory, with
+// the same cfg (policies, drift bound, limits), and compares it with live by
+// hash (DESIGN.md invariant 4). On a difference it returns the report and an
+// error wrapping ErrDiverged naming the first one (document address and
+// field). Stop the live projector first, or live may move under the
+// comparison. The rebuild publishes nothing.
+func Verify(ctx context.Context, js JetStream, live Store, cfg Config) (*VerifyReport, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	cp, err := live.Checkpoint(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "ebb-verify-*")
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	rebuilt, err := OpenBolt(filepath.Join(dir, "view.db"), BoltOptions{NoSync: true})
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	defer rebuilt.Close()
+	if err := Rebuild(ctx, js, rebuilt, cfg, cp); err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	rep, err := Compare(ctx, live, rebuilt)
+	if rep != nil {
+		rep.Checkpoint = cp
+	}
+	if err != nil {
+		return rep, fmt.Errorf("verify: %w", err)
+	}
+	return rep, nil
+}
+
+// Rebuild replays EVENTS from sequence 1 through upTo into store, which
+// should be empty, deciding exactly as the projector does, without
+// publishing anything. It fails if EVENTS no longer holds sequence 1.
+func Rebuild(ctx context.Context, js JetStream, store Store, cfg Config, upTo uint64) error {
+	cfg = cfg.withDefaults()
+	if upTo == 0 {
+		return nil
+	}
+	cons, err := js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.EventsPrefix + ".>"},
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild: ordered consumer on %s: %w", events.StreamEvents, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * cfg.BatchSize))
+	if err != nil {
+		return fmt.Errorf("rebuild: read %s: %w", events.StreamEvents, err)
+	}
+	defer it.Stop()
+	ap := cfg.applier(store, false)
+	ap.reset(0)
+	first := true
+	for seq := uint64(0); seq < upTo; {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return fmt.Errorf("rebuild: read %s after %d: %w", events.StreamEvents, seq, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("rebuild: metadata: %w", err)
+		}
+		seq = md.Sequence.Stream
+		if first && seq != 1 {
+			return fmt.Errorf("rebuild: %w: %s starts at sequence %d", ErrHistoryGone, events.StreamEvents, seq)
+		}
+		first = false
+		if seq > upTo {
+			break
+		}
+		if err := ap.add(ctx, rawMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Seq: seq, Time: md.Timestamp}); err != nil {
+			return fmt.Errorf("rebuild: apply event at %d: %w", seq, err)
+		}
+		if len(ap.docs) >= cfg.BatchSize*4 || seq == upTo {
+			if err := store.Commit(ctx, &ap.batch); err != nil {
+				return fmt.Errorf("rebuild: %w", err)
+			}
+			ap.reset(seq)
+		}
+	}
+	if ap.batch.Checkpoint > 0 && len(ap.batch.Docs)+len(ap.batch.Conflicts)+len(ap.batch.HighWater) > 0 {
+		if err := store.Commit(ctx, &ap.batch); err != nil {
+			return fmt.Errorf("rebuild: %w", err)
+		}
+	}
+	return nil
+}
+
+// viewDigest hashes every document and conflict record of a store.
+type viewDigest struct {
+	docs  map[events.DocAddress][32]byte
+	confs map[string][32]byte // addr key + id
+	all   [32]byte
+}
+
+func digest(ctx context.Context, s Store) (*viewDigest, error) {
+	d := &viewDigest{docs: map[events.DocAddress][32]byte{}, confs: map[string][32]byte{}}
+	h := sha256.New()
+	err := s.Scan(ctx, func(doc Doc) error {
+		b, err := events.EncodeChange(doc.Change(nil))
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		d.docs[doc.Address()] = sum
+		h.Write(addrKey(doc.Address()))
+		h.Write(sum[:])
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hash documents: %w", err)
+	}
+	err = s.ScanConflicts(ctx, func(r ConflictRecord) error {
+		b, err := json.Marshal(r.Conflict)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		k := string(addrKey(r.Address)) + "\x00" + r.Conflict.ID
+		d.confs[k] = sum
+		h.Write([]byte(k))
+		h.Write(sum[:])
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hash conflicts: %w", err)
+	}
+	h.Sum(d.all[:0])
+	return d, nil
+}
+
+// Hash returns the hex SHA-256 of a view: its documents and conflict
+// history in key order. Equal views have equal hashes.
+func Hash(ctx context.Context, s Store) (string, error) {
+	d, err := digest(ctx, s)
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(d.all[:]), nil
+}
+
+// Compare hashes live and other and, when they differ, names the first
+// difference in the report's Diff and returns an error wrapping ErrDiverged.
+func Compare(ctx context.Context, live, other Store) (*VerifyReport, error) {
+	a, err := digest(ctx, live)
+	if err != nil {
+		return nil, err
+	}
+	b, err := digest(ctx, other)
+	if err != nil {
+		return nil, err
+	}
+	rep := &VerifyReport{Docs: len(a.docs), LiveHash: hex.EncodeToString(a.all[:]), RebuiltHash: hex.EncodeToString(b.all[:])}
+	if a.all == b.all {
+		return rep, nil
+	}
+	rep.Diff = firstDiff(ctx, live, other, a, b)
+	return rep, fmt.Errorf("%w: %s", ErrDiverged, rep.Diff)
+}
+
+func firstDiff(ctx context.Context, live, other Store, a, b *viewDigest) string {
+	addrs := slices.SortedFunc(maps.Keys(a.docs), cmpAddr)
+	for _, extra := range slices.SortedFunc(maps.Keys(b.docs), cmpAddr) {
+		if _, ok := a.docs[extra]; !ok {
+			addrs = append(addrs, extra)
+		}
+	}
+	slices.SortFunc(addrs, cmpAddr)
+	for _, addr := range addrs {
+		if a.docs[addr] == b.docs[addr] {
+			continue
+		}
+		name := fmt.Sprintf("%s/%s/%s", addr.Tenant, addr.Collection, addr.Doc)
+		x, err1 := live.Get(ctx, addr)
+		y, err2 := other.Get(ctx, addr)
+		if err := errors.Join(err1, err2); err != nil {
+			return fmt.Sprintf("document %s: %v", name, err)
+		}
+		return fmt.Sprintf("document %s: %s", name, docDiff(x, y))
+	}
+	for _, k := range slices.Sorted(maps.Keys(a.confs)) {
+		if a.confs[k] != b.confs[k] {
+			return fmt.Sprintf("conflict record %q differs", bytes.ReplaceAll([]byte(k), []byte{0}, []byte("/")))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(b.confs)) {
+		if _, ok := a.confs[k]; !ok {
+			return fmt.Sprintf("conflict record %q missing from the live view", bytes.ReplaceAll([]byte(k), []byte{0}, []byte("/")))
+		}
+	}
+	return "hashes differ"
+}
+
+func cmpAddr(x, y events.DocAddress) int { return bytes.Compare(addrKey(x), addrKey(y)) }
+
+// docDiff names the first field in which live x and rebuilt y differ.
+func docDiff(x, y Doc) string {
+	switch {
+	case x.Version != y.Version:
+		return fmt.Sprintf("version live %d, rebuilt %d", x.Version, y.Version)
+	case x.Deleted != y.Deleted:
+		return fmt.Sprintf("deleted live %v, rebuilt %v", x.Deleted, y.Deleted)
+	}
+	names := slices.Sorted(maps.Keys(x.Fields))
+	for f := range y.Fields {
+		if _, ok := x.Fields[f]; !ok {
+			names = append(names, f)
+		}
+	}
+	for _, f := range names {
+		if !bytes.Equal(x.Fields[f], y.Fields[f]) {
+			return fmt.Sprintf("field %q live %s, rebuilt %s", f, x.Fields[f], y.Fields[f])
+		}
+	}
+	switch {
+	case x.HLC != y.HLC:
+		return fmt.Sprintf("hlc live %s, rebuilt %s", x.HLC, y.HLC)
+	case x.Event != y.Event:
+		return fmt.Sprintf("event live %s, rebuilt %s", x.Event, y.Event)
+	case !reflect.DeepEqual(x.Clocks, y.Clocks):
+		return "field clocks differ"
+	case !reflect.DeepEqual(x.Conflicts, y.Conflicts):
+		return "open conflicts differ"
+	}
+	return "encodings differ"
+}
