@@ -130,13 +130,14 @@ func (c *Change) Address() DocAddress {
 	return DocAddress{Tenant: c.Tenant, Collection: c.Collection, Doc: c.Doc}
 }
 
-// FieldClock records when one field last changed: the document version and
-// the HLC of the write. Field-level merge compares an event's base version
+// FieldClock records when one field last changed: the document version, the
+// HLC and the client of the write. Field-level merge compares an event's base version
 // with Version to tell whether the field changed concurrently, and HLCs to
 // pick the winner. Removed fields keep their clock.
 type FieldClock struct {
 	Version uint64 `json:"version"`
 	HLC     HLC    `json:"hlc"`
+	Client  string `json:"client,omitempty"` // the field's writer, the tie-break for equal HLCs
 }
 
 // Outcome is the fate of an event.

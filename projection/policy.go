@@ -372,7 +372,7 @@ func next(cur Doc, ev *events.Event) Doc {
 }
 
 func clockOf(n *Doc, ev *events.Event) events.FieldClock {
-	return events.FieldClock{Version: n.Version, HLC: ev.HLC}
+	return events.FieldClock{Version: n.Version, HLC: ev.HLC, Client: ev.Client}
 }
 
 func setClock(n *Doc, f string, c events.FieldClock) {
@@ -523,7 +523,11 @@ func resolveMerge(cur Doc, ev *events.Event) (Decision, error) {
 		fc := cur.Clocks[f]
 		if fc.Version > ev.BaseVersion {
 			lost = append(lost, f)
-			if events.CompareWrites(ev.HLC, ev.Client, fc.HLC, cur.Client) <= 0 {
+			writer := fc.Client
+			if writer == "" { // a clock recorded before fields kept their writer
+				writer = cur.Client
+			}
+			if events.CompareWrites(ev.HLC, ev.Client, fc.HLC, writer) <= 0 {
 				continue // the server's concurrent write is later: it stays
 			}
 		}

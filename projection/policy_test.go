@@ -391,3 +391,25 @@ func TestDocChangeRoundTrip(t *testing.T) {
 		t.Fatalf("round trip\n got %+v\nwant %+v", got, cur)
 	}
 }
+
+// Equal HLCs on one field are broken by that field's writer, not by whoever
+// wrote the document last.
+func TestDecide_MergeTieBreaksOnFieldWriter(t *testing.T) {
+	p := Policies{Default: Merge}
+	cur := steps(t, p,
+		mkEvent(events.OpPut, 0, 0, "c", `x`, `"base"`, `y`, `"base"`),
+		mkEvent(events.OpPatch, 1, time.Minute, "z", `x`, `"by z"`),
+		mkEvent(events.OpPatch, 2, 2*time.Minute, "a", `y`, `"by a"`),
+	)
+	if cur.Clocks["x"].Client != "z" || cur.Client != "a" {
+		t.Fatalf("setup: x written by %q, doc last by %q", cur.Clocks["x"].Client, cur.Client)
+	}
+	// "m" wrote x offline at the very HLC of z's write: "m" < "z", so z's value stays.
+	d, err := Decide(p, cur, mkEvent(events.OpPatch, 1, time.Minute, "m", `x`, `"by m"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Doc != nil && string(d.Doc.Fields["x"]) != `"by z"` {
+		t.Fatalf("x = %s, want z's value to win the tie", d.Doc.Fields["x"])
+	}
+}
