@@ -1,0 +1,37 @@
+package producer
+
+import "errors"
+
+// Sentinel errors. Match them with errors.Is.
+var (
+	// ErrInvalidConfig wraps every LogConfig and PublisherConfig validation
+	// error; the message names the field.
+	ErrInvalidConfig = errors.New("invalid producer config")
+	// ErrLogMismatch means an existing log belongs to another tenant or
+	// client than the LogConfig asks for.
+	ErrLogMismatch = errors.New("log belongs to another tenant or client")
+	// ErrNotDurable means a bbolt DB given to OpenDB has NoSync set, so an
+	// append would not survive a crash.
+	ErrNotDurable = errors.New("bbolt db has NoSync set")
+	// ErrClosed is returned by a Log or Publisher used after Close.
+	ErrClosed = errors.New("producer closed")
+	// ErrStarted is returned by a second Publisher.Start.
+	ErrStarted = errors.New("publisher already started")
+	// ErrAckTimeout is the retryable error recorded when JetStream did not
+	// acknowledge a publish within PublisherConfig.AckTimeout.
+	ErrAckTimeout = errors.New("no publish acknowledgement in time")
+)
+
+// Log attribute keys, kept in one place so every line uses the same names.
+const (
+	keyComponent = "component"
+	keyEvent     = "event"
+	keySeq       = "seq"
+	keySubject   = "subject"
+	keyErr       = "err"
+	keyAttempt   = "attempt"
+	keyBackoff   = "backoff"
+	keyDowntime  = "downtime"
+	keyTenant    = "tenant"
+	keyClient    = "client"
+)

@@ -1,0 +1,560 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"go.etcd.io/bbolt"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/ebbsync/ebb/events"
+)
+
+// openTimeout bounds how long Open waits for the file lock of a log another
+// process (or a crashed one the kernel has not yet cleaned up) holds.
+const openTimeout = 10 * time.Second
+
+// State is where an entry stands on its way to the server.
+type State string
+
+// The entry states. An entry moves pending -> published -> settled, or
+// pending -> failed (-> settled if a receipt still arrives). It never goes
+// back, and it is never removed.
+const (
+	// StatePending: durable locally, not yet acknowledged by JetStream.
+	StatePending State = "pending"
+	// StatePublished: JetStream acknowledged it (StreamSeq is known); no
+	// receipt yet.
+	StatePublished State = "published"
+	// StateFailed: the server refused it for good (permission denied, too
+	// large, ...); Err says why. It will not be retried.
+	StateFailed State = "failed"
+	// StateSettled: a receipt arrived; Outcome and Reason say what became of it.
+	StateSettled State = "settled"
+)
+
+// Entry is one event in the log and where it stands.
+type Entry struct {
+	Event       *events.Event
+	State       State
+	StreamSeq   uint64         // sequence in EVENTS, once published (or from the receipt)
+	Err         string         // StateFailed: the server's reason
+	Outcome     events.Outcome // StateSettled: the receipt's outcome
+	Reason      string         // StateSettled: the receipt's reason
+	Conflict    string         // StateSettled: the conflict record the receipt names
+	Version     uint64         // StateSettled: the document version after the event
+	AppendedAt  time.Time
+	PublishedAt time.Time // zero until published
+	SettledAt   time.Time // zero until settled
+}
+
+// Write is what an app asks to change: one document, one operation. The Log
+// fills in everything else of the event.
+type Write struct {
+	Collection  string
+	Doc         string
+	Op          events.Op
+	Fields      events.Fields
+	BaseVersion uint64
+	Resolves    string
+}
+
+// LogConfig configures a Log. Only Tenant is required.
+type LogConfig struct {
+	// Tenant the client writes to. Required; fixed for the life of the log.
+	Tenant string
+	// Client is the client id. Empty: on first open a ULID is generated and
+	// persisted, and later opens reuse it. Reopening a log with a different
+	// non-empty Client is an error wrapping ErrLogMismatch.
+	Client string
+	// Limits bound the events Append accepts (zero fields: events.DefaultLimits).
+	Limits events.Limits
+	// MaxDrift bounds how far ahead a timestamp given to Clock().Update may be;
+	// zero means events.DefaultMaxDrift, negative disables the check.
+	MaxDrift time.Duration
+	// Now is the physical clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives the log's lines; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c LogConfig) validate() error {
+	var errs []error
+	if err := events.ValidateName("tenant", c.Tenant, events.DefaultLimits.MaxNameBytes); err != nil {
+		errs = append(errs, fmt.Errorf("%w: Tenant: %w", ErrInvalidConfig, err))
+	}
+	if c.Client != "" {
+		if err := events.ValidateName("client", c.Client, events.DefaultLimits.MaxNameBytes); err != nil {
+			errs = append(errs, fmt.Errorf("%w: Client: %w", ErrInvalidConfig, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Log is the client's durable outbox: every event an app writes is committed
+// and fsynced here before Append returns, and stays here, with its state,
+// after it is published and settled. It is safe for concurrent use.
+type Log struct {
+	db      *bbolt.DB
+	ownsDB  bool
+	tenant  string
+	client  string
+	limits  events.Limits
+	now     func() time.Time
+	clock   *events.Clock
+	ids     *events.IDSource
+	logger  *slog.Logger
+	prop    propagation.TextMapPropagator
+	closeMu sync.RWMutex // held shared by every operation, exclusively by Close
+	closed  bool
+
+	appendMu sync.Mutex // serialises appends: seq, ids and commit order agree
+	seq      uint64     // last committed client sequence (under appendMu)
+
+	countMu  sync.Mutex
+	pendingN int
+	failedN  int
+
+	appended signal // an append committed
+	progress signal // an entry left pending (published, failed or settled)
+	done     chan struct{}
+}
+
+// Open opens (creating if needed) the log in its own bbolt file at path,
+// mode 0600. Close closes the file.
+func Open(path string, cfg LogConfig) (*Log, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("open log %s: %w", path, err)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: openTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("open log %s: %w", path, err)
+	}
+	l, err := OpenDB(db, cfg)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	l.ownsDB = true
+	return l, nil
+}
+
+// OpenDB opens the log inside db, which it may share with other data (the
+// consumer's local view), so one transaction can change both. The log's
+// buckets are named "producer.*". db must not have NoSync set
+// (ErrNotDurable). Close does not close db.
+func OpenDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	if db.NoSync {
+		return nil, fmt.Errorf("open log %s: %w", db.Path(), ErrNotDurable)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	maxDrift := cfg.MaxDrift
+	if maxDrift == 0 {
+		maxDrift = events.DefaultMaxDrift
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	l := &Log{
+		db:     db,
+		tenant: cfg.Tenant,
+		limits: cfg.Limits,
+		now:    now,
+		clock:  events.NewClock(now, maxDrift),
+		ids:    events.NewIDSource(now),
+		prop:   propagation.TraceContext{},
+		done:   make(chan struct{}),
+	}
+	err := db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if t := meta.Get(metaTenant); t != nil && string(t) != cfg.Tenant {
+			return fmt.Errorf("%w: log has tenant %q, config %q", ErrLogMismatch, t, cfg.Tenant)
+		}
+		client := string(meta.Get(metaClient))
+		switch {
+		case client == "" && cfg.Client == "":
+			client = l.ids.New().String()
+		case client == "":
+			client = cfg.Client
+		case cfg.Client != "" && cfg.Client != client:
+			return fmt.Errorf("%w: log has client %q, config %q", ErrLogMismatch, client, cfg.Client)
+		}
+		l.client = client
+		if err := meta.Put(metaTenant, []byte(cfg.Tenant)); err != nil {
+			return err
+		}
+		if err := meta.Put(metaClient, []byte(client)); err != nil {
+			return err
+		}
+		if v := meta.Get(metaSeq); len(v) == 8 {
+			l.seq = keySeqOf(v)
+		}
+		if v := meta.Get(metaLastID); len(v) == 16 {
+			var id ulid.ULID
+			copy(id[:], v)
+			l.ids.Restore(id)
+		}
+		l.clock.Observe(decodeHLC(meta.Get(metaHLC)))
+		l.pendingN = tx.Bucket(bucketPending).Stats().KeyN
+		c := tx.Bucket(bucketUnsettled).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			st, err := getState(tx, keySeqOf(k))
+			if err != nil {
+				return err
+			}
+			if st.State == StateFailed {
+				l.failedN++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open log %s: %w", db.Path(), err)
+	}
+	l.logger = logger.With(keyComponent, "producer.log", keyTenant, l.tenant, keyClient, l.client)
+	return l, nil
+}
+
+// DB returns the bbolt database the log lives in.
+func (l *Log) DB() *bbolt.DB { return l.db }
+
+// Clock returns the log's hybrid logical clock. Append stamps events with it;
+// feed it every HLC seen from elsewhere with Clock().Update so the client's
+// next write is after everything it has seen.
+func (l *Log) Clock() *events.Clock { return l.clock }
+
+// Tenant returns the tenant the log writes to.
+func (l *Log) Tenant() string { return l.tenant }
+
+// Client returns the client id, generated on first open if none was configured.
+func (l *Log) Client() string { return l.client }
+
+// LastSeq returns the client sequence of the last event appended (0 if none).
+func (l *Log) LastSeq() uint64 {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	return l.seq
+}
+
+// Close closes the log (and its file, if Open opened it). It waits for
+// running calls to finish and is safe to call twice. Close the Publisher
+// first.
+func (l *Log) Close() error {
+	l.closeMu.Lock()
+	defer l.closeMu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	close(l.done)
+	if l.ownsDB {
+		if err := l.db.Close(); err != nil {
+			return fmt.Errorf("close log %s: %w", l.db.Path(), err)
+		}
+	}
+	return nil
+}
+
+// use marks a call in progress; it fails with ErrClosed after Close.
+func (l *Log) use() (release func(), err error) {
+	l.closeMu.RLock()
+	if l.closed {
+		l.closeMu.RUnlock()
+		return nil, ErrClosed
+	}
+	return l.closeMu.RUnlock, nil
+}
+
+// Append turns w into an event (id, tenant, client, sequence, HLC and
+// schema assigned here), validates it against the configured limits, and
+// stores it durably: when Append returns nil the event is committed and
+// fsynced and will reach the server once a Publisher runs. The trace context
+// in ctx travels with the event. An invalid write stores nothing and returns
+// an error wrapping events.ErrInvalid.
+func (l *Log) Append(ctx context.Context, w Write) (*events.Event, error) {
+	evs, err := l.AppendBatch(ctx, []Write{w})
+	if err != nil {
+		return nil, err
+	}
+	return evs[0], nil
+}
+
+// AppendBatch appends ws in order in one transaction with one fsync: either
+// all are stored or none is (any invalid write fails the whole batch, and the
+// error names its index).
+func (l *Log) AppendBatch(ctx context.Context, ws []Write) ([]*events.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("append: %w", err)
+	}
+	if len(ws) == 0 {
+		return nil, nil
+	}
+	release, err := l.use()
+	if err != nil {
+		return nil, fmt.Errorf("append: %w", err)
+	}
+	defer release()
+
+	trace := map[string]string{}
+	l.prop.Inject(ctx, propagation.MapCarrier(trace))
+	if len(trace) == 0 {
+		trace = nil
+	}
+
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	now := l.now()
+	evs := make([]*events.Event, len(ws))
+	encoded := make([][]byte, len(ws))
+	var lastID ulid.ULID
+	for i, w := range ws {
+		id := l.ids.New()
+		lastID = id
+		e := &events.Event{
+			Schema:      events.SchemaVersion,
+			ID:          id.String(),
+			Tenant:      l.tenant,
+			Collection:  w.Collection,
+			Doc:         w.Doc,
+			Op:          w.Op,
+			Fields:      w.Fields,
+			BaseVersion: w.BaseVersion,
+			HLC:         l.clock.Now(),
+			Client:      l.client,
+			Seq:         l.seq + uint64(i) + 1,
+			Resolves:    w.Resolves,
+		}
+		if err := e.Validate(l.limits); err != nil {
+			return nil, fmt.Errorf("append write %d (%s/%s): %w", i, w.Collection, w.Doc, err)
+		}
+		b, err := events.EncodeEvent(e)
+		if err != nil {
+			return nil, fmt.Errorf("append write %d (%s/%s): %w", i, w.Collection, w.Doc, err)
+		}
+		evs[i], encoded[i] = e, b
+	}
+	last := evs[len(evs)-1]
+	err = l.db.Update(func(tx *bbolt.Tx) error {
+		evb, stb, pnb, unb, idb := tx.Bucket(bucketEvents), tx.Bucket(bucketState), tx.Bucket(bucketPending),
+			tx.Bucket(bucketUnsettled), tx.Bucket(bucketIDs)
+		st, err := jsonMarshal(stateRecord{State: StatePending, AppendedAt: now})
+		if err != nil {
+			return err
+		}
+		for i, e := range evs {
+			k := seqKey(e.Seq)
+			ob, err := jsonMarshal(outbound{ID: e.ID, Subject: e.Subject(), Trace: trace})
+			if err != nil {
+				return err
+			}
+			for _, p := range [...]struct {
+				b    *bbolt.Bucket
+				k, v []byte
+			}{{evb, k, encoded[i]}, {stb, k, st}, {pnb, k, ob}, {unb, k, []byte{}}, {idb, []byte(e.ID), k}} {
+				if err := p.b.Put(p.k, p.v); err != nil {
+					return fmt.Errorf("store event %s: %w", e.ID, err)
+				}
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(metaSeq, seqKey(last.Seq)); err != nil {
+			return err
+		}
+		if err := meta.Put(metaLastID, lastID[:]); err != nil {
+			return err
+		}
+		return meta.Put(metaHLC, encodeHLC(last.HLC))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("append events %d..%d: %w", l.seq+1, last.Seq, err)
+	}
+	l.seq = last.Seq
+	l.countMu.Lock()
+	l.pendingN += len(evs)
+	l.countMu.Unlock()
+	l.appended.notify()
+	return evs, nil
+}
+
+// Entries returns the entries in the given states (all entries if none), in
+// log (client sequence) order.
+func (l *Log) Entries(ctx context.Context, states ...State) ([]Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list entries: %w", err)
+	}
+	release, err := l.use()
+	if err != nil {
+		return nil, fmt.Errorf("list entries: %w", err)
+	}
+	defer release()
+	var out []Entry
+	err = l.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			e, err := readEntry(tx, keySeqOf(k))
+			if err != nil {
+				return err
+			}
+			if len(states) == 0 || slices.Contains(states, e.State) {
+				out = append(out, e)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list entries: %w", err)
+	}
+	return out, nil
+}
+
+// Unsettled returns the entries without a receipt (pending, published and
+// failed), in log order, read inside the caller's transaction tx (read-only
+// or not) on the log's DB, so a view and the log are read consistently.
+func (l *Log) Unsettled(tx *bbolt.Tx) ([]Entry, error) {
+	b := tx.Bucket(bucketUnsettled)
+	if b == nil {
+		return nil, fmt.Errorf("list unsettled entries: bucket %s missing: not the log's database", bucketUnsettled)
+	}
+	var out []Entry
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		e, err := readEntry(tx, keySeqOf(k))
+		if err != nil {
+			return nil, fmt.Errorf("list unsettled entries: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Settle records receipt r on the event it names, inside the caller's
+// writable transaction tx on the log's DB: the entry becomes settled with
+// the receipt's outcome, reason, conflict, version and stream sequence, and
+// is no longer published (even if it was still pending). A receipt for an
+// event this log does not hold, or for one already settled, changes nothing
+// and is not an error.
+func (l *Log) Settle(tx *bbolt.Tx, r *events.Receipt) error {
+	if r == nil {
+		return nil
+	}
+	ids := tx.Bucket(bucketIDs)
+	if ids == nil {
+		return fmt.Errorf("settle event %s: bucket %s missing: not the log's database", r.Event, bucketIDs)
+	}
+	k := ids.Get([]byte(r.Event))
+	if k == nil {
+		return nil
+	}
+	seq := keySeqOf(k)
+	st, err := getState(tx, seq)
+	if err != nil {
+		return fmt.Errorf("settle event %s: %w", r.Event, err)
+	}
+	if st.State == StateSettled {
+		return nil
+	}
+	was := st.State
+	st.State = StateSettled
+	st.Outcome, st.Reason, st.Conflict, st.Version = r.Outcome, r.Reason, r.Conflict, r.Version
+	if st.StreamSeq == 0 {
+		st.StreamSeq = r.Stream
+	}
+	st.SettledAt = l.now()
+	if err := putState(tx, seq, st); err != nil {
+		return fmt.Errorf("settle event %s: %w", r.Event, err)
+	}
+	if err := tx.Bucket(bucketPending).Delete(k); err != nil {
+		return fmt.Errorf("settle event %s: %w", r.Event, err)
+	}
+	if err := tx.Bucket(bucketUnsettled).Delete(k); err != nil {
+		return fmt.Errorf("settle event %s: %w", r.Event, err)
+	}
+	tx.OnCommit(func() {
+		l.countMu.Lock()
+		switch was {
+		case StatePending:
+			l.pendingN--
+		case StateFailed:
+			l.failedN--
+		}
+		l.countMu.Unlock()
+		l.progress.notify()
+	})
+	return nil
+}
+
+// counts returns the number of pending and failed entries.
+func (l *Log) counts() (pending, failed int) {
+	l.countMu.Lock()
+	defer l.countMu.Unlock()
+	return l.pendingN, l.failedN
+}
+
+// pendingThrough reports whether any entry with sequence <= seq is pending,
+// and when the oldest pending entry was appended.
+func (l *Log) oldestPending() (seq uint64, appended time.Time, err error) {
+	release, err := l.use()
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	defer release()
+	err = l.db.View(func(tx *bbolt.Tx) error {
+		k, _ := tx.Bucket(bucketPending).Cursor().First()
+		if k == nil {
+			return nil
+		}
+		seq = keySeqOf(k)
+		st, err := getState(tx, seq)
+		if err != nil {
+			return err
+		}
+		appended = st.AppendedAt
+		return nil
+	})
+	return seq, appended, err
+}
+
+// signal is a broadcast: wait returns a channel closed by the next notify.
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *signal) notify() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
+}

@@ -1,0 +1,747 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.etcd.io/bbolt"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/ebbsync/ebb/events"
+)
+
+// JetStream is the part of jetstream.JetStream the Publisher uses.
+type JetStream interface {
+	PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+}
+
+var _ JetStream = (jetstream.JetStream)(nil)
+
+// Conn is the part of *nats.Conn the Publisher uses to follow the
+// connection: it does not publish while disconnected, wakes up on reconnect,
+// and tells a permission violation apart from a lost message.
+type Conn interface {
+	Status() nats.Status
+	StatusChanged(statuses ...nats.Status) chan nats.Status
+	RemoveStatusListener(ch chan nats.Status)
+	LastError() error
+	FlushWithContext(ctx context.Context) error
+}
+
+var _ Conn = (*nats.Conn)(nil)
+
+// Publisher defaults.
+const (
+	DefaultMaxInFlight    = 256
+	DefaultBackoffInitial = 100 * time.Millisecond
+	DefaultBackoffMax     = 30 * time.Second
+	DefaultAckTimeout     = 5 * time.Second
+)
+
+// PublisherConfig configures a Publisher. Every field may be left zero.
+type PublisherConfig struct {
+	// MaxInFlight bounds the publishes awaiting a PubAck; default
+	// DefaultMaxInFlight.
+	MaxInFlight int
+	// BackoffInitial and BackoffMax bound the wait between retries after a
+	// retryable failure: attempt n waits a uniformly random time in
+	// [0, min(BackoffMax, BackoffInitial*2^n)] (full jitter). Defaults
+	// DefaultBackoffInitial and DefaultBackoffMax.
+	BackoffInitial, BackoffMax time.Duration
+	// AckTimeout is how long a publish may wait for its PubAck before it
+	// counts as lost (retryable); default DefaultAckTimeout.
+	AckTimeout time.Duration
+	// OnFailure is called, from the publisher's goroutine, for every entry
+	// that failed for good, after the failure is stored. It must not block.
+	OnFailure func(Entry)
+	// Logger receives give-ups, interruptions and recoveries; nil discards.
+	Logger *slog.Logger
+	// Jitter picks the wait for a backoff ceiling; nil means uniformly
+	// random in [0, ceiling]. Tests set it to make waits deterministic.
+	Jitter func(ceiling time.Duration) time.Duration
+}
+
+func (c PublisherConfig) withDefaults() (PublisherConfig, error) {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
+	}
+	if c.MaxInFlight < 0 {
+		bad("MaxInFlight %d is negative", c.MaxInFlight)
+	}
+	if c.BackoffInitial < 0 {
+		bad("BackoffInitial %s is negative", c.BackoffInitial)
+	}
+	if c.BackoffMax < 0 {
+		bad("BackoffMax %s is negative", c.BackoffMax)
+	}
+	if c.AckTimeout < 0 {
+		bad("AckTimeout %s is negative", c.AckTimeout)
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.BackoffInitial == 0 {
+		c.BackoffInitial = DefaultBackoffInitial
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = max(DefaultBackoffMax, c.BackoffInitial)
+	}
+	if c.BackoffMax < c.BackoffInitial {
+		bad("BackoffMax %s is below BackoffInitial %s", c.BackoffMax, c.BackoffInitial)
+	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Jitter == nil {
+		c.Jitter = func(d time.Duration) time.Duration { return rand.N(d + 1) }
+	}
+	return c, errors.Join(errs...)
+}
+
+// Status is a snapshot of the publisher and its log.
+type Status struct {
+	Pending       int       // entries not yet acknowledged by JetStream
+	Failed        int       // entries that failed for good (without a receipt since)
+	OldestPending time.Time // when the oldest pending entry was appended; zero if none
+	LastError     string    // the last publish error, retryable or not; empty if none yet
+	LastErrorAt   time.Time
+	LastPush      time.Time // when an acknowledgement was last stored
+	Connected     bool      // the connection is up (without a Conn: the last publish round succeeded)
+	Retrying      bool      // publishing is interrupted and being retried
+}
+
+// Publisher drains a Log's pending entries, in log order, to JetStream. Each
+// message carries the event id as Nats-Msg-Id and the trace context of the
+// Append in its headers. A PubAck (duplicate or not) marks the entry
+// published; a permanent refusal marks it failed and publishing goes on
+// behind it; anything else is retried forever with backoff, restarting from
+// the oldest unacknowledged entry so nothing overtakes it.
+type Publisher struct {
+	log    *Log
+	js     JetStream
+	conn   Conn
+	cfg    PublisherConfig
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	statusCh chan nats.Status
+	stopped  chan struct{}
+
+	stMu       sync.Mutex
+	lastErr    string
+	lastErrAt  time.Time
+	lastPush   time.Time
+	connected  bool
+	retrying   bool
+	downSince  time.Time
+	retryCount int
+
+	// Owned by the run goroutine.
+	bo     backoff
+	cursor uint64 // last sequence sent; the next round continues after it
+
+	results chan []result // acks and refusals, from run to the committer
+	rewind  atomic.Bool   // the committer failed: send again from the oldest pending
+}
+
+// NewPublisher returns a Publisher for l that publishes with js. conn, which
+// may be nil, is the connection js runs on (see Conn); without it the
+// publisher cannot tell a permission violation from a lost message, so such
+// an event is retried forever. Call Start to begin.
+func NewPublisher(l *Log, js JetStream, conn Conn, cfg PublisherConfig) (*Publisher, error) {
+	var errs []error
+	if l == nil {
+		errs = append(errs, fmt.Errorf("%w: nil Log", ErrInvalidConfig))
+	}
+	if js == nil {
+		errs = append(errs, fmt.Errorf("%w: nil JetStream", ErrInvalidConfig))
+	}
+	cfg, err := cfg.withDefaults()
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return nil, fmt.Errorf("new publisher: %w", err)
+	}
+	p := &Publisher{
+		log:     l,
+		js:      js,
+		conn:    conn,
+		cfg:     cfg,
+		logger:  cfg.Logger.With(keyComponent, "producer.publisher", keyTenant, l.Tenant(), keyClient, l.Client()),
+		stopped: make(chan struct{}),
+		results: make(chan []result, 64),
+		bo:      backoff{initial: cfg.BackoffInitial, max: cfg.BackoffMax, jitter: cfg.Jitter},
+	}
+	return p, nil
+}
+
+// Start starts publishing in a goroutine owned by p, until ctx ends or
+// Close is called. It returns ErrStarted on a second call and ErrClosed
+// after Close.
+func (p *Publisher) Start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.closed:
+		return fmt.Errorf("start publisher: %w", ErrClosed)
+	case p.started:
+		return fmt.Errorf("start publisher: %w", ErrStarted)
+	}
+	p.started = true
+	ctx, p.cancel = context.WithCancel(ctx)
+	if p.conn != nil {
+		p.statusCh = p.conn.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	}
+	p.wg.Add(2)
+	go p.run(ctx)
+	go p.commit()
+	return nil
+}
+
+// Close stops publishing and waits for the goroutine to end. Entries in
+// flight stay pending and are published again next time (JetStream's
+// dedupe drops the copy). It is safe to call twice.
+func (p *Publisher) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	if p.statusCh != nil {
+		p.conn.RemoveStatusListener(p.statusCh)
+	}
+	close(p.stopped)
+	return nil
+}
+
+// Flush returns nil once every entry appended before the call is published,
+// failed or settled. It returns early with ctx's error, or ErrClosed when
+// the publisher or the log closes.
+func (p *Publisher) Flush(ctx context.Context) error {
+	target := p.log.LastSeq()
+	for {
+		wake := p.log.progress.wait()
+		seq, _, err := p.log.oldestPending()
+		if err != nil {
+			return fmt.Errorf("flush: %w", err)
+		}
+		if seq == 0 || seq > target {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("flush through entry %d: %w", target, ctx.Err())
+		case <-p.stopped:
+			return fmt.Errorf("flush through entry %d: %w", target, ErrClosed)
+		case <-p.log.done:
+			return fmt.Errorf("flush through entry %d: %w", target, ErrClosed)
+		case <-wake:
+		}
+	}
+}
+
+// Status returns a snapshot of the publisher and its log.
+func (p *Publisher) Status() Status {
+	pending, failed := p.log.counts()
+	_, oldest, _ := p.log.oldestPending()
+	p.stMu.Lock()
+	defer p.stMu.Unlock()
+	return Status{
+		Pending:       pending,
+		Failed:        failed,
+		OldestPending: oldest,
+		LastError:     p.lastErr,
+		LastErrorAt:   p.lastErrAt,
+		LastPush:      p.lastPush,
+		Connected:     p.connected,
+		Retrying:      p.retrying,
+	}
+}
+
+// errStop ends the run loop: its context ended or the log closed.
+var errStop = errors.New("stop")
+
+func (p *Publisher) run(ctx context.Context) {
+	defer p.wg.Done()
+	defer close(p.results)
+	probe := false
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		if p.conn != nil && p.conn.Status() != nats.CONNECTED {
+			p.interrupted(fmt.Errorf("connection %s", p.conn.Status()), 0)
+			if p.wait(ctx, nil, 0) != nil {
+				return
+			}
+			continue
+		}
+		if p.conn != nil {
+			p.setConnected(true)
+		}
+		appended := p.log.appended.wait()
+		if p.rewind.Swap(false) {
+			p.cursor = 0
+		}
+		err := p.round(ctx, probe)
+		switch {
+		case err == nil:
+			probe = false
+			if p.wait(ctx, appended, 0) != nil {
+				return
+			}
+		case errors.Is(err, errStop):
+			return
+		default:
+			// Start again from the oldest unacknowledged entry, so nothing
+			// sent after it can stay ahead of it.
+			p.cursor = 0
+			probe = errors.Is(err, ErrAckTimeout)
+			d := p.bo.next()
+			p.interrupted(err, d)
+			if p.wait(ctx, nil, d) != nil {
+				return
+			}
+		}
+	}
+}
+
+// wait blocks until wake closes, the connection changes state, d passes
+// (d > 0), ctx ends or the log closes (errStop).
+func (p *Publisher) wait(ctx context.Context, wake <-chan struct{}, d time.Duration) error {
+	var timer <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return errStop
+	case <-p.log.done:
+		return errStop
+	case <-wake:
+	case <-p.statusCh:
+	case <-timer:
+	}
+	return nil
+}
+
+// flight is one publish awaiting its PubAck.
+type flight struct {
+	out  pendingMsg
+	fut  jetstream.PubAckFuture
+	sent time.Time
+	err  error // set when the publish failed before an ack was awaited
+}
+
+// result is the fate of one flight, to store.
+type result struct {
+	seq uint64
+	ack *jetstream.PubAck
+	err error // permanent
+}
+
+// round publishes pending entries after p.cursor with a window of
+// MaxInFlight (1 when probing) until none is left (nil), a retryable
+// failure (the error), or ctx or the log ends (errStop). Results go, in
+// order, to the committer, which stores them in as few transactions as they
+// arrive.
+func (p *Publisher) round(ctx context.Context, probe bool) error {
+	var (
+		inflight []flight
+		stopErr  error // a retryable send failure: drain the window, then return it
+	)
+	for {
+		limit := p.cfg.MaxInFlight
+		if probe {
+			limit = 1
+		}
+		if room := limit - len(inflight); room > 0 && stopErr == nil {
+			msgs, err := p.log.pendingAfter(p.cursor, room)
+			if err != nil {
+				if errors.Is(err, ErrClosed) {
+					return errStop
+				}
+				return err
+			}
+			for _, m := range msgs {
+				f := p.send(ctx, m, probe)
+				if f.err != nil && !permanent(f.err) {
+					stopErr = fmt.Errorf("publish event %s: %w", m.id, f.err)
+					break
+				}
+				inflight = append(inflight, f)
+				p.cursor = m.seq
+			}
+		}
+		if len(inflight) == 0 {
+			return stopErr
+		}
+
+		// Wait for the oldest, then take every later one already done.
+		var done []result
+		for len(inflight) > 0 {
+			block := len(done) == 0
+			r, ok, err := p.await(ctx, inflight[0], block)
+			if err != nil {
+				if serr := p.store(ctx, done); serr != nil {
+					return serr
+				}
+				return err
+			}
+			if !ok {
+				break
+			}
+			done = append(done, r)
+			inflight = inflight[1:]
+		}
+		if err := p.store(ctx, done); err != nil {
+			return err
+		}
+		if probe && len(done) > 0 {
+			probe = false // the head got through: open the window again
+		}
+	}
+}
+
+// send publishes one pending entry. When probing, it also flushes the
+// connection and checks whether the server answered the message with a
+// permission violation (which NATS reports on the connection, not the ack).
+func (p *Publisher) send(ctx context.Context, m pendingMsg, probe bool) flight {
+	f := flight{out: m, sent: time.Now()}
+	var before error
+	if probe && p.conn != nil {
+		before = p.conn.LastError()
+	}
+	f.fut, f.err = p.js.PublishMsgAsync(m.msg)
+	if f.err == nil && probe && p.conn != nil {
+		fctx, cancel := context.WithTimeout(ctx, p.cfg.AckTimeout)
+		_ = p.conn.FlushWithContext(fctx) // a failed flush shows as a missing ack
+		cancel()
+		if after := p.conn.LastError(); after != nil && after != before && errors.Is(after, nats.ErrPermissionViolation) {
+			f.err = after
+		}
+	}
+	return f
+}
+
+// await returns the fate of f. With block false it returns ok=false at once
+// if f is not done. A retryable failure is returned as err (so is errStop).
+func (p *Publisher) await(ctx context.Context, f flight, block bool) (r result, ok bool, err error) {
+	r.seq = f.out.seq
+	if f.err != nil {
+		r.err = fmt.Errorf("publish event %s: %w", f.out.id, f.err)
+		return r, true, nil
+	}
+	var (
+		ack  *jetstream.PubAck
+		perr error
+	)
+	if block {
+		t := time.NewTimer(max(time.Until(f.sent.Add(p.cfg.AckTimeout)), 0))
+		defer t.Stop()
+		select {
+		case ack = <-f.fut.Ok():
+		case perr = <-f.fut.Err():
+		case <-t.C:
+			return r, false, fmt.Errorf("publish event %s: %w after %s", f.out.id, ErrAckTimeout, p.cfg.AckTimeout)
+		case <-ctx.Done():
+			return r, false, errStop
+		case <-p.log.done:
+			return r, false, errStop
+		}
+	} else {
+		select {
+		case ack = <-f.fut.Ok():
+		case perr = <-f.fut.Err():
+		default:
+			return r, false, nil
+		}
+	}
+	if perr != nil {
+		err := fmt.Errorf("publish event %s: %w", f.out.id, perr)
+		if !permanent(perr) {
+			return r, false, err
+		}
+		r.err = err
+		return r, true, nil
+	}
+	r.ack = ack
+	return r, true, nil
+}
+
+// store hands results to the committer; an ack resets the backoff.
+func (p *Publisher) store(ctx context.Context, done []result) error {
+	if len(done) == 0 {
+		return nil
+	}
+	for _, r := range done {
+		if r.ack != nil {
+			p.bo.reset()
+			break
+		}
+	}
+	select {
+	case p.results <- done:
+		return nil
+	case <-ctx.Done():
+		return errStop
+	}
+}
+
+// commit stores results until run closes the channel, batching whatever
+// has queued up into one transaction, then reports failures and recovery.
+func (p *Publisher) commit() {
+	defer p.wg.Done()
+	for rs := range p.results {
+	more:
+		for {
+			select {
+			case next, ok := <-p.results:
+				if !ok {
+					break more
+				}
+				rs = append(rs, next...)
+			default:
+				break more
+			}
+		}
+		failed, published, err := p.log.markResults(rs)
+		if err != nil {
+			if !errors.Is(err, ErrClosed) {
+				p.logger.Error("storing publish results failed; sending again from the oldest pending entry", keyErr, err)
+				p.stMu.Lock()
+				p.lastErr, p.lastErrAt = err.Error(), time.Now()
+				p.stMu.Unlock()
+				p.rewind.Store(true)
+				p.log.appended.notify()
+			}
+			continue
+		}
+		now := time.Now()
+		for _, e := range failed {
+			p.logger.Error("event refused by the server; not retrying", keyEvent, e.Event.ID, keySeq, e.Event.Seq,
+				keySubject, e.Event.Subject(), keyErr, e.Err)
+			p.stMu.Lock()
+			p.lastErr, p.lastErrAt = e.Err, now
+			p.stMu.Unlock()
+			if p.cfg.OnFailure != nil {
+				p.cfg.OnFailure(e)
+			}
+		}
+		if published > 0 {
+			p.recovered(now)
+		}
+	}
+}
+
+func (p *Publisher) setConnected(c bool) {
+	p.stMu.Lock()
+	defer p.stMu.Unlock()
+	p.connected = c
+}
+
+// interrupted records a retryable failure; it logs only the first of a run.
+func (p *Publisher) interrupted(err error, next time.Duration) {
+	now := time.Now()
+	p.stMu.Lock()
+	first := !p.retrying
+	p.lastErr, p.lastErrAt = err.Error(), now
+	if p.conn == nil || p.conn.Status() != nats.CONNECTED {
+		p.connected = false
+	}
+	if first {
+		p.retrying, p.downSince, p.retryCount = true, now, 0
+	}
+	p.retryCount++
+	attempt := p.retryCount
+	p.stMu.Unlock()
+	if first {
+		p.logger.Warn("publishing interrupted; retrying until it succeeds", keyErr, err, keyBackoff, next)
+	} else {
+		p.logger.Debug("publish retry failed", keyErr, err, keyAttempt, attempt, keyBackoff, next)
+	}
+}
+
+// recovered records a stored acknowledgement and ends a retry run.
+func (p *Publisher) recovered(now time.Time) {
+	p.stMu.Lock()
+	was, since, attempts := p.retrying, p.downSince, p.retryCount
+	p.lastPush, p.retrying, p.connected = now, false, true
+	p.stMu.Unlock()
+	if was {
+		p.logger.Info("publishing recovered", keyAttempt, attempts, keyDowntime, now.Sub(since))
+	}
+}
+
+// permanent reports whether a publish error will not go away by retrying:
+// the server refused the message itself. Everything else (no connection,
+// timeouts, no responders, leader changes, JetStream unavailable) is
+// retryable.
+func permanent(err error) bool {
+	switch {
+	case errors.Is(err, nats.ErrMaxPayload),
+		errors.Is(err, nats.ErrBadSubject),
+		errors.Is(err, nats.ErrPermissionViolation),
+		errors.Is(err, nats.ErrHeadersNotSupported):
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		// 4xx: the request is wrong (message too large, bad headers, ...);
+		// 5xx and the rest: the server is not able to right now.
+		return apiErr.Code >= 400 && apiErr.Code < 500 && apiErr.Code != 408 && apiErr.Code != 429
+	}
+	return false
+}
+
+// backoff computes exponential waits with full jitter.
+type backoff struct {
+	initial, max time.Duration
+	jitter       func(time.Duration) time.Duration
+	attempt      int
+}
+
+// next returns the wait before the next retry and counts the attempt.
+func (b *backoff) next() time.Duration {
+	ceiling := b.initial
+	for i := 0; i < b.attempt && ceiling < b.max; i++ {
+		ceiling *= 2
+	}
+	ceiling = min(ceiling, b.max)
+	b.attempt++
+	return b.jitter(ceiling)
+}
+
+// reset starts the next run of failures from the initial wait.
+func (b *backoff) reset() { b.attempt = 0 }
+
+// pendingMsg is a pending entry ready to publish.
+type pendingMsg struct {
+	seq uint64
+	id  string
+	msg *nats.Msg
+}
+
+// pendingAfter returns up to n pending entries with a sequence above after,
+// in order, as messages: subject, event payload, Nats-Msg-Id and the trace
+// context captured at Append.
+func (l *Log) pendingAfter(after uint64, n int) ([]pendingMsg, error) {
+	release, err := l.use()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	var out []pendingMsg
+	err = l.db.View(func(tx *bbolt.Tx) error {
+		evb := tx.Bucket(bucketEvents)
+		c := tx.Bucket(bucketPending).Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < n; k, v = c.Next() {
+			var ob outbound
+			if err := jsonUnmarshal(v, &ob); err != nil {
+				return fmt.Errorf("read pending entry %d: %w", keySeqOf(k), err)
+			}
+			data := evb.Get(k)
+			if data == nil {
+				return fmt.Errorf("read pending entry %d: event missing", keySeqOf(k))
+			}
+			h := nats.Header{jetstream.MsgIDHeader: []string{ob.ID}}
+			if len(ob.Trace) > 0 {
+				tctx := l.prop.Extract(context.Background(), propagation.MapCarrier(ob.Trace))
+				l.prop.Inject(tctx, events.HeaderCarrier(h))
+			}
+			out = append(out, pendingMsg{
+				seq: keySeqOf(k),
+				id:  ob.ID,
+				msg: &nats.Msg{Subject: ob.Subject, Data: append([]byte(nil), data...), Header: h},
+			})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// markResults stores publish results in one transaction: acked entries
+// become published, refused ones failed. Entries no longer pending (settled
+// by a receipt meanwhile) keep their state. It returns the entries that
+// failed and how many were published.
+func (l *Log) markResults(rs []result) (failed []Entry, published int, err error) {
+	release, err := l.use()
+	if err != nil {
+		return nil, 0, err
+	}
+	defer release()
+	now := l.now()
+	nPub, nFail := 0, 0
+	err = l.db.Update(func(tx *bbolt.Tx) error {
+		failed = failed[:0]
+		nPub, nFail = 0, 0
+		pending := tx.Bucket(bucketPending)
+		for _, r := range rs {
+			st, err := getState(tx, r.seq)
+			if err != nil {
+				return err
+			}
+			if st.State != StatePending {
+				if st.State == StateSettled && st.StreamSeq == 0 && r.ack != nil {
+					st.StreamSeq = r.ack.Sequence
+					if err := putState(tx, r.seq, st); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			if r.ack != nil {
+				st.State, st.StreamSeq, st.PublishedAt = StatePublished, r.ack.Sequence, now
+				nPub++
+			} else {
+				st.State, st.Err = StateFailed, r.err.Error()
+				nFail++
+			}
+			if err := putState(tx, r.seq, st); err != nil {
+				return err
+			}
+			if err := pending.Delete(seqKey(r.seq)); err != nil {
+				return fmt.Errorf("unmark pending entry %d: %w", r.seq, err)
+			}
+			if st.State == StateFailed {
+				e, err := readEntry(tx, r.seq)
+				if err != nil {
+					return err
+				}
+				failed = append(failed, e)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	l.countMu.Lock()
+	l.pendingN -= nPub + nFail
+	l.failedN += nFail
+	l.countMu.Unlock()
+	l.progress.notify()
+	return failed, nPub, nil
+}

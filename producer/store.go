@@ -1,0 +1,143 @@
+package producer
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/ebbsync/ebb/events"
+)
+
+// Buckets of the log. All are prefixed "producer." so the log can share a
+// bbolt file with the consumer's local view.
+var (
+	bucketMeta      = []byte("producer.meta")      // key -> value, see meta keys
+	bucketEvents    = []byte("producer.events")    // seq -> encoded event (immutable)
+	bucketState     = []byte("producer.state")     // seq -> stateRecord (JSON)
+	bucketPending   = []byte("producer.pending")   // seq -> outbound (JSON), entries not yet acked
+	bucketUnsettled = []byte("producer.unsettled") // seq -> empty, entries without a receipt
+	bucketIDs       = []byte("producer.ids")       // event id -> seq
+
+	allBuckets = [][]byte{bucketMeta, bucketEvents, bucketState, bucketPending, bucketUnsettled, bucketIDs}
+)
+
+// Meta keys.
+var (
+	metaTenant = []byte("tenant")
+	metaClient = []byte("client")
+	metaSeq    = []byte("seq")     // last assigned client sequence, 8 bytes big-endian
+	metaLastID = []byte("last_id") // last assigned event id, 16 bytes
+	metaHLC    = []byte("hlc")     // last assigned HLC, 8 bytes wall + 4 bytes logical
+)
+
+// stateRecord is the mutable part of an entry.
+type stateRecord struct {
+	State       State          `json:"state"`
+	StreamSeq   uint64         `json:"stream_seq,omitempty"`
+	Err         string         `json:"err,omitempty"`
+	Outcome     events.Outcome `json:"outcome,omitempty"`
+	Reason      string         `json:"reason,omitempty"`
+	Conflict    string         `json:"conflict,omitempty"`
+	Version     uint64         `json:"version,omitempty"`
+	AppendedAt  time.Time      `json:"appended_at"`
+	PublishedAt time.Time      `json:"published_at,omitzero"`
+	SettledAt   time.Time      `json:"settled_at,omitzero"`
+}
+
+// outbound is what the publisher needs to send a pending entry without
+// decoding the event: its id, its subject and the trace context captured
+// when it was appended.
+type outbound struct {
+	ID      string            `json:"id"`
+	Subject string            `json:"subject"`
+	Trace   map[string]string `json:"trace,omitempty"`
+}
+
+func seqKey(seq uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], seq)
+	return b[:]
+}
+
+func keySeqOf(k []byte) uint64 { return binary.BigEndian.Uint64(k) }
+
+func encodeHLC(h events.HLC) []byte {
+	var b [12]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(h.Wall))
+	binary.BigEndian.PutUint32(b[8:], h.Logical)
+	return b[:]
+}
+
+func decodeHLC(b []byte) events.HLC {
+	if len(b) != 12 {
+		return events.HLC{}
+	}
+	return events.HLC{Wall: int64(binary.BigEndian.Uint64(b[:8])), Logical: binary.BigEndian.Uint32(b[8:])}
+}
+
+func getState(tx *bbolt.Tx, seq uint64) (stateRecord, error) {
+	var r stateRecord
+	v := tx.Bucket(bucketState).Get(seqKey(seq))
+	if v == nil {
+		return r, fmt.Errorf("read state of entry %d: missing", seq)
+	}
+	if err := json.Unmarshal(v, &r); err != nil {
+		return r, fmt.Errorf("read state of entry %d: %w", seq, err)
+	}
+	return r, nil
+}
+
+func putState(tx *bbolt.Tx, seq uint64, r stateRecord) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode state of entry %d: %w", seq, err)
+	}
+	if err := tx.Bucket(bucketState).Put(seqKey(seq), b); err != nil {
+		return fmt.Errorf("write state of entry %d: %w", seq, err)
+	}
+	return nil
+}
+
+// readEntry reads entry seq inside tx.
+func readEntry(tx *bbolt.Tx, seq uint64) (Entry, error) {
+	raw := tx.Bucket(bucketEvents).Get(seqKey(seq))
+	if raw == nil {
+		return Entry{}, fmt.Errorf("read entry %d: event missing", seq)
+	}
+	var e events.Event
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return Entry{}, fmt.Errorf("read entry %d: decode event: %w", seq, err)
+	}
+	st, err := getState(tx, seq)
+	if err != nil {
+		return Entry{}, err
+	}
+	return entryOf(&e, st), nil
+}
+
+func entryOf(e *events.Event, st stateRecord) Entry {
+	return Entry{
+		Event:       e,
+		State:       st.State,
+		StreamSeq:   st.StreamSeq,
+		Err:         st.Err,
+		Outcome:     st.Outcome,
+		Reason:      st.Reason,
+		Conflict:    st.Conflict,
+		Version:     st.Version,
+		AppendedAt:  st.AppendedAt,
+		PublishedAt: st.PublishedAt,
+		SettledAt:   st.SettledAt,
+	}
+}
+
+func jsonMarshal(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", v, err)
+	}
+	return b, nil
+}
