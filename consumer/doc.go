@@ -1,0 +1,95 @@
+// Package consumer is ebb's read path: it replays the CHANGES stream from
+// the last sequence a reader applied, then follows it live. Apps use it
+// through a Replica (their offline-first local copy); microservices use
+// Subscribe (durable, acknowledged) or Watch (ordered, ephemeral).
+//
+// # The idea
+//
+// CHANGES keeps only the last change of every document, and every change
+// is a document's full state at a version. So a reader that was away for a
+// month downloads each changed document once, applying a change is
+// idempotent (it replaces the stored state only if its version is newer),
+// and "where was I" is one number: the stream sequence of the last change
+// applied. Reading is an ordered consumer with DeliverByStartSequence from
+// that number + 1, filtered to the tenant (events.TenantChanges) or some of
+// its collections (events.CollectionChanges).
+//
+// # Replica
+//
+// A Replica keeps one bbolt file (DBFile in ReplicaConfig.Dir) holding both
+// the producer's log ("producer.*" buckets) and its view ("consumer.*"),
+// so one transaction applies a batch of changes, advances the stored
+// sequence, and settles the pending writes those changes or receipts
+// settle. What the app reads (Get, List, Watch) is the synced state with
+// the client's unsettled writes applied on top by projection.Decide, the
+// same policy code the server's projector runs: offline reads show offline
+// writes, and a write the server will lose under lww shows as lost already.
+//
+// A write leaves the overlay when the server has decided it: a receipt
+// (rejected/invalid: recorded as a Rejection and the app's value reverts to
+// the server's; duplicate: dropped) or the change it caused
+// (change.Event = its id). An applied, merged or conflict receipt that
+// arrives before its change waits (bucket consumer.awaiting) until the view
+// holds the version it names, so the app never sees its write flicker away
+// and back. Manual conflicts arrive with the document (Change.Conflicts);
+// Conflicts lists them and Resolve settles one.
+//
+// # Connections
+//
+// OpenReplica without ReplicaConfig.Conn opens offline; Attach(ctx, nc)
+// connects it later and Detach disconnects it. The replica never closes
+// nc: the caller dials with the options it needs (credentials, TLS,
+// nats.MaxReconnects(-1)) and nats.Conn reconnects by itself after network
+// loss, while the followers resume after the last sequence they read and
+// the producer's publisher retries. Attach again (same or new conn) after
+// the caller closed its conn. Sync(ctx) pushes pending writes (the
+// publisher's Flush), waits for the fate of each, then pulls until the view
+// has every change in scope that CHANGES held at that point.
+//
+// # Resets and lost receipts
+//
+// Every time a follower (re)starts it compares the stream with its stored
+// cursor. A CHANGES stream created later than the one recorded, or whose
+// last sequence is below the stored one, was reset: the view (not the
+// pending writes) is cleared and replayed from the start. A RECEIPTS gap
+// (stored sequence below the stream's first - 1, because the replica was
+// offline longer than RECEIPTS' retention) republishes the replica's
+// published-but-unreceipted events with their ids: the projector answers
+// "duplicate" for those it applied (their effect reaches the view through
+// CHANGES) and applies those it never saw. Both are logged and counted in
+// Status.Resyncs / Status.LastResync (wrapping ErrResync) and
+// SyncReport.Resynced, never silent. A reset that happens while a follower
+// is live is noticed at its next restart (reconnect, Attach).
+//
+// # Subscriptions
+//
+// Subscribe runs a durable consumer: each change is acked after the handler
+// returns nil, and redelivered with a backoff (NakWithDelay) when it fails;
+// MaxAckPending defaults to 1 so a failing change holds back the ones after
+// it and stream order holds. Stop ends it at once; Drain lets delivered
+// changes finish. Watch is the ordered, ephemeral variant for read-only
+// watchers: it starts with the current state of every document and follows.
+//
+// # Performance
+//
+// Catch-up batches changes: the follower's applier takes every message
+// already received (up to CatchUpBatch) into one transaction, so a long
+// catch-up costs one fsync per thousand documents and live tailing one per
+// change. Only the head of each change (version, address, cause) is decoded
+// on the way in; the full, strict decode happens on read. Memory is bounded
+// by the batch and the pull buffer, not by N. BenchmarkCatchUp (fresh
+// replica, Attach + Sync to the end) against BenchmarkRawOrdered (a bare
+// ordered consumer reading the same stream, nothing done), same run,
+// `go test -bench . -benchtime 5x` on a shared, noisy 2-core VM, embedded
+// server in process:
+//
+//	N        catch-up        raw ordered     ratio   peak heap (catch-up / raw)
+//	 5,000    89,000 docs/s  315,000 docs/s   28%    18 MiB / 16 MiB
+//	20,000   115,000 docs/s  392,000 docs/s   29%    38 MiB / 39 MiB
+//
+// The goal of 50% of raw is not met yet: the gap is the bbolt commit (fsync)
+// per batch, the JSON head decode and one bbolt put per document. Peak heap
+// is that of the whole process, embedded nats-server included; it grows
+// with N the same way for the raw consumer, which stores nothing, so the
+// growth is the server's (its file store caches), not the replica's.
+package consumer

@@ -1,0 +1,1195 @@
+package consumer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.etcd.io/bbolt"
+
+	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
+	"github.com/ebbsync/ebb/projection"
+)
+
+// DBFile is the name of the local store inside ReplicaConfig.Dir: one bbolt
+// file holding the producer's log and the consumer's view.
+const DBFile = "ebb.db"
+
+// DefaultCatchUpBatch is how many changes one view transaction applies at
+// most while catching up.
+const DefaultCatchUpBatch = 1000
+
+// ReplicaConfig configures a Replica. Dir and Tenant are required.
+type ReplicaConfig struct {
+	// Dir holds the local store (DBFile). Created if missing.
+	Dir string
+	// Tenant the replica reads and writes.
+	Tenant string
+	// Client is this replica's client id; empty: generated on first open and
+	// kept in the store.
+	Client string
+	// Conn, if set, attaches the replica at open (see Replica.Attach); nil
+	// opens it offline.
+	Conn *nats.Conn
+	// Policies decide how the replica's own pending writes apply on top of
+	// the synced state; use the same policies as the server's projector so
+	// the local view predicts the server's decision.
+	Policies projection.Policies
+	// Collections is the replica's scope; empty means every collection of
+	// Tenant. Changing it on reopen forces a full resync.
+	Collections []string
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// CatchUpBatch bounds changes per view transaction; default
+	// DefaultCatchUpBatch.
+	CatchUpBatch int
+	// Publisher tunes the producer's publisher; its zero value works.
+	Publisher producer.PublisherConfig
+}
+
+func (c *ReplicaConfig) validate() error {
+	errs := validateScope(c.Tenant, c.Collections)
+	if c.Dir == "" {
+		errs = append(errs, fmt.Errorf("%w: Dir is required", ErrInvalidConfig))
+	}
+	if c.Client != "" {
+		if err := events.ValidateName("client", c.Client, events.DefaultLimits.MaxNameBytes); err != nil {
+			errs = append(errs, fmt.Errorf("%w: Client: %w", ErrInvalidConfig, err))
+		}
+	}
+	if c.CatchUpBatch < 0 {
+		errs = append(errs, fmt.Errorf("%w: CatchUpBatch %d is negative", ErrInvalidConfig, c.CatchUpBatch))
+	}
+	return errors.Join(errs...)
+}
+
+// Doc is a document as the app sees it: the synced state with the replica's
+// pending writes applied on top.
+type Doc struct {
+	Collection string
+	ID         string
+	// Version is the version of this state: the server's, or the one the
+	// pending writes will give it if the server applies them as predicted.
+	Version uint64
+	// Deleted: the document is a tombstone (Get reports ErrNotFound).
+	Deleted bool
+	Fields  events.Fields
+	// Pending counts local writes included here that the server has not
+	// settled yet.
+	Pending int
+	// Conflicts are the document's open (manual) conflicts; settle one with
+	// Resolve.
+	Conflicts []events.Conflict
+}
+
+// Status is a snapshot of a replica's state.
+type Status struct {
+	Online   bool
+	Client   string
+	Changes  Progress // the CHANGES follower
+	Receipts Progress // the RECEIPTS follower
+	// Pending counts local writes without a receipt (not yet published,
+	// published, or refused for good).
+	Pending int
+	// Rejections not yet dismissed.
+	Rejections int
+	// Resyncs counts full resyncs since open; LastResync says why the last
+	// one happened (it wraps ErrResync).
+	Resyncs    int
+	LastResync error
+	// Err is the last error that stopped a follower (the local store
+	// failed); the replica stays offline until attached again.
+	Err error
+}
+
+// SyncReport tells what one Sync did.
+type SyncReport struct {
+	Pushed    int  // local writes published by this sync
+	Pulled    int  // changes applied to the view during this sync
+	Rejected  int  // local writes rejected during this sync
+	Conflicts int  // open conflicts in the view after this sync
+	Resynced  bool // a full resync happened during this sync (see Status.LastResync)
+}
+
+// Replica is an app's offline-first local copy of its tenant (or of some
+// collections of it). Reads never touch the network; writes are durable in
+// the local log before they return; while attached to a connection the
+// replica publishes pending writes, follows CHANGES and its own RECEIPTS. It
+// is safe for concurrent use.
+type Replica struct {
+	cfg      ReplicaConfig
+	db       *bbolt.DB
+	log      *producer.Log
+	logger   *slog.Logger
+	tenant   string
+	client   string
+	filters  []string
+	scope    map[string]bool // nil: every collection
+	batch    int
+	writeMu  sync.Mutex // serialises local writes so each reads the base version the previous one made
+	changed  signal     // broadcast after every view commit
+	watchers watchers
+
+	mu         sync.Mutex
+	link       *link
+	closed     bool
+	changesP   Progress
+	receiptsP  Progress
+	resyncs    int
+	lastResync error
+	lastErr    error
+	pulled     int // changes applied since open
+	rejected   int // rejections recorded since open
+}
+
+// link is one attachment to a connection and the goroutines it runs.
+type link struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	pub    *producer.Publisher
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// ready is closed once the CHANGES follower has checked the stream
+	// (and resynced if it had to): Sync waits for it so it never judges
+	// "caught up" by a cursor about to be reset.
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+// OpenReplica opens (creating if needed) the replica stored in cfg.Dir and,
+// if cfg.Conn is set, attaches it. ctx bounds the open.
+func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("open replica: %w", err)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open replica %s: %w", cfg.Dir, err)
+	}
+	path := filepath.Join(cfg.Dir, DBFile)
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 10 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open replica %s: %w", path, err)
+	}
+	logger := discardIfNil(cfg.Logger)
+	l, err := producer.OpenDB(db, producer.LogConfig{Tenant: cfg.Tenant, Client: cfg.Client, Logger: logger})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open replica %s: %w", path, err)
+	}
+	r := &Replica{
+		cfg:     cfg,
+		db:      db,
+		log:     l,
+		tenant:  cfg.Tenant,
+		client:  l.Client(),
+		filters: ChangeFilters(cfg.Tenant, cfg.Collections),
+		batch:   orDefault(cfg.CatchUpBatch, DefaultCatchUpBatch),
+	}
+	r.logger = logger.With(logComponent, "consumer.replica", "tenant", r.tenant, "client", r.client)
+	if len(cfg.Collections) > 0 {
+		r.scope = make(map[string]bool, len(cfg.Collections))
+		for _, c := range cfg.Collections {
+			r.scope[c] = true
+		}
+	}
+	if err := r.init(); err != nil {
+		_ = l.Close()
+		_ = db.Close()
+		return nil, fmt.Errorf("open replica %s: %w", path, err)
+	}
+	if cfg.Conn != nil {
+		if err := r.Attach(ctx, cfg.Conn); err != nil {
+			_ = r.Close()
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// init creates the buckets and resets the view when the scope changed.
+func (r *Replica) init() error {
+	scope := strings.Join(r.filters, " ")
+	return r.db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if old := meta.Get(metaScope); old != nil && string(old) != scope {
+			err := fmt.Errorf("%w: scope changed from %q to %q", ErrResync, old, scope)
+			r.noteResync(err)
+			if err := resetScope(tx); err != nil {
+				return err
+			}
+		}
+		for stream, p := range map[string]*Progress{events.StreamChanges: &r.changesP, events.StreamReceipts: &r.receiptsP} {
+			c, err := getCursor(tx, stream)
+			if err != nil {
+				return err
+			}
+			p.Seq = c.Seq
+		}
+		return meta.Put(metaScope, []byte(scope))
+	})
+}
+
+func (r *Replica) noteResync(err error) {
+	r.logger.Warn("full resync", logReason, err)
+	r.mu.Lock()
+	r.resyncs++
+	r.lastResync = err
+	r.mu.Unlock()
+}
+
+// Client returns the replica's client id.
+func (r *Replica) Client() string { return r.client }
+
+// Log returns the producer log the replica writes to.
+func (r *Replica) Log() *producer.Log { return r.log }
+
+// Attach connects the replica: it starts publishing pending writes and
+// following CHANGES (from the stored sequence) and the client's RECEIPTS on
+// nc, replacing any previous attachment. nc stays the caller's: the replica
+// never closes it, and nats.Conn reconnects by itself after network loss,
+// so one Attach normally lasts the life of the app. Detach (or closing nc)
+// takes the replica offline; it keeps working locally either way.
+func (r *Replica) Attach(ctx context.Context, nc *nats.Conn) error {
+	if nc == nil {
+		return fmt.Errorf("attach replica: %w: nil connection", ErrInvalidConfig)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("attach replica: %w", err)
+	}
+	pub, err := producer.NewPublisher(r.log, js, nc, r.cfg.Publisher)
+	if err != nil {
+		return fmt.Errorf("attach replica: %w", err)
+	}
+	r.Detach()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return fmt.Errorf("attach replica: %w", ErrClosed)
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	l := &link{nc: nc, js: js, pub: pub, cancel: cancel, ready: make(chan struct{})}
+	if err := pub.Start(lctx); err != nil {
+		cancel()
+		return fmt.Errorf("attach replica: start publisher: %w", err)
+	}
+	r.link = l
+	r.lastErr = nil
+	for _, f := range []*follower{r.changesFollower(l), r.receiptsFollower(js)} {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			if err := f.run(lctx); err != nil && !errors.Is(err, context.Canceled) {
+				r.logger.Error("follower stopped", logStream, f.stream, logErr, err)
+				r.mu.Lock()
+				r.lastErr = err
+				r.mu.Unlock()
+			}
+		}()
+	}
+	return nil
+}
+
+// Detach takes the replica offline: it stops its followers and publisher
+// and waits for them. Local reads and writes go on. Safe to call when not
+// attached.
+func (r *Replica) Detach() {
+	r.mu.Lock()
+	l := r.link
+	r.link = nil
+	r.mu.Unlock()
+	if l == nil {
+		return
+	}
+	l.cancel()
+	l.wg.Wait()
+	if err := l.pub.Close(); err != nil {
+		r.logger.Warn("close publisher", logErr, err)
+	}
+}
+
+// Close detaches the replica, ends its watchers and closes the store. It is
+// safe to call twice.
+func (r *Replica) Close() error {
+	r.Detach()
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.mu.Unlock()
+	r.watchers.closeAll()
+	err := r.log.Close()
+	if cerr := r.db.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("close replica store: %w", cerr))
+	}
+	return err
+}
+
+func (r *Replica) inScope(collection string) bool { return r.scope == nil || r.scope[collection] }
+
+func (r *Replica) checkOpen() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// ---- following CHANGES ----
+
+func (r *Replica) changesFollower(l *link) *follower {
+	js := l.js
+	f := &follower{
+		js: js, stream: events.StreamChanges, filters: r.filters, batch: r.batch,
+		log: r.logger.With(logStream, events.StreamChanges),
+	}
+	f.start = func(ctx context.Context) (uint64, error) {
+		next, err := r.startChanges(ctx, js)
+		if err == nil {
+			l.readyOnce.Do(func() { close(l.ready) })
+		}
+		return next, err
+	}
+	f.apply = r.applyChanges
+	return f
+}
+
+// startChanges checks the CHANGES stream against the stored cursor and
+// returns where to start. A stream created after the one the cursor was
+// read from, or whose last sequence is below the cursor, was reset: the
+// view is cleared and replayed from the start (pending writes stay).
+func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	s, err := js.Stream(ctx, events.StreamChanges)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
+	}
+	info := s.CachedInfo()
+	created := createdNano(info.Created)
+	var next uint64
+	err = r.db.Update(func(tx *bbolt.Tx) error {
+		c, err := getCursor(tx, events.StreamChanges)
+		if err != nil {
+			return err
+		}
+		if c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq) {
+			rerr := fmt.Errorf("%w: stream %s was reset (stored sequence %d, stream last %d, created %s)",
+				ErrResync, events.StreamChanges, c.Seq, info.State.LastSeq, info.Created.Format(time.RFC3339Nano))
+			r.noteResync(rerr)
+			if err := r.settleAllAwaiting(tx); err != nil {
+				return err
+			}
+			if err := resetScope(tx); err != nil {
+				return err
+			}
+			c = cursor{}
+		}
+		c.Created = created
+		next = c.Seq + 1
+		return putCursor(tx, events.StreamChanges, c)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
+	}
+	return next, nil
+}
+
+// applyChanges applies a batch of CHANGES messages in one transaction with
+// the cursor: each change replaces the synced state if its version is newer
+// (so a redelivered change changes nothing), settles the pending event it
+// was caused by and any receipt that waited for it, and feeds the clock.
+func (r *Replica) applyChanges(ctx context.Context, msgs []jetstream.Msg) error {
+	var touched [][]byte
+	applied := 0
+	var prog Progress
+	err := r.db.Update(func(tx *bbolt.Tx) error {
+		touched, applied = touched[:0], 0
+		c, err := getCursor(tx, events.StreamChanges)
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			md, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("read metadata: %w", err)
+			}
+			prog.Pending = md.NumPending
+			seq := md.Sequence.Stream
+			if seq <= c.Seq {
+				continue
+			}
+			c.Seq = seq
+			ch, err := decodeHead(m.Data())
+			if err != nil {
+				r.logger.Error("undecodable change skipped", "subject", m.Subject(), logSeq, seq, logErr, err)
+				continue
+			}
+			if ch.Tenant != r.tenant || !r.inScope(ch.Collection) {
+				r.logger.Warn("change outside scope skipped", "subject", m.Subject(), logSeq, seq)
+				continue
+			}
+			key := docKey(ch.Collection, ch.Doc)
+			if ch.Version <= syncedVersion(tx, key) {
+				continue
+			}
+			if err := putSynced(tx, key, ch.Version, m.Data()); err != nil {
+				return err
+			}
+			if err := r.indexConflicts(tx, key, ch); err != nil {
+				return err
+			}
+			// A timestamp too far ahead is refused by the clock (ErrClockDrift):
+			// the change still applies, our clock just does not follow it.
+			_, _ = r.log.Clock().Update(ch.HLC)
+			if err := r.settleByChange(tx, key, ch); err != nil {
+				return err
+			}
+			touched = append(touched, key)
+			applied++
+		}
+		prog.Seq = c.Seq
+		return putCursor(tx, events.StreamChanges, c)
+	})
+	if err != nil {
+		return fmt.Errorf("apply %d changes: %w", len(msgs), err)
+	}
+	r.mu.Lock()
+	r.changesP = Progress{Seq: prog.Seq, Applied: r.changesP.Applied + uint64(len(msgs)), Pending: prog.Pending}
+	r.pulled += applied
+	r.mu.Unlock()
+	r.committed(touched)
+	return nil
+}
+
+func (r *Replica) indexConflicts(tx *bbolt.Tx, key []byte, ch *changeHead) error {
+	b := tx.Bucket(bucketConflicts)
+	open := false
+	for _, c := range ch.Conflicts {
+		open = open || c.Status == events.ConflictOpen
+	}
+	if open {
+		return b.Put(key, nil)
+	}
+	return b.Delete(key)
+}
+
+// settleByChange settles what ch settles: the replica's own event that
+// caused it, and receipts that waited for a version ch reaches.
+func (r *Replica) settleByChange(tx *bbolt.Tx, key []byte, ch *changeHead) error {
+	if ch.Client == r.client && ch.Event != "" {
+		rc := &events.Receipt{
+			Schema: events.SchemaVersion, Event: ch.Event, Tenant: ch.Tenant, Client: ch.Client, Seq: ch.Seq,
+			Collection: ch.Collection, Doc: ch.Doc, Outcome: events.OutcomeApplied, Version: ch.Version,
+		}
+		if s := ch.Settled; s != nil && s.ID == ch.Event {
+			rc.Conflict = s.ID
+			switch s.Status {
+			case events.ConflictOpen:
+				rc.Outcome = events.OutcomeConflict
+			case events.ConflictOverwritten:
+				if s.Policy == events.PolicyMerge {
+					rc.Outcome = events.OutcomeMerged
+				}
+			}
+		}
+		if err := r.log.Settle(tx, rc); err != nil {
+			return err
+		}
+	}
+	// Receipts waiting for this document up to ch.Version.
+	prefix := append(append([]byte{}, key...), 0)
+	c := tx.Bucket(bucketAwaiting).Cursor()
+	var done [][]byte
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var rc events.Receipt
+		if err := json.Unmarshal(v, &rc); err != nil {
+			return fmt.Errorf("read awaiting receipt %q: %w", k, err)
+		}
+		if rc.Version > ch.Version {
+			continue
+		}
+		if err := r.log.Settle(tx, &rc); err != nil {
+			return err
+		}
+		done = append(done, k)
+	}
+	for _, k := range done {
+		if err := tx.Bucket(bucketAwaiting).Delete(k); err != nil {
+			return fmt.Errorf("delete awaiting receipt %q: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// settleAllAwaiting settles every receipt that waited for its change (used
+// before a full resync: the replay brings the authoritative state).
+func (r *Replica) settleAllAwaiting(tx *bbolt.Tx) error {
+	return tx.Bucket(bucketAwaiting).ForEach(func(k, v []byte) error {
+		var rc events.Receipt
+		if err := json.Unmarshal(v, &rc); err != nil {
+			return fmt.Errorf("read awaiting receipt %q: %w", k, err)
+		}
+		return r.log.Settle(tx, &rc)
+	})
+}
+
+// ---- following RECEIPTS ----
+
+func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower {
+	f := &follower{
+		js: js, stream: events.StreamReceipts, filters: []string{events.ReceiptSubject(r.tenant, r.client)}, batch: 256,
+		log: r.logger.With(logStream, events.StreamReceipts),
+	}
+	f.start = func(ctx context.Context) (uint64, error) { return r.startReceipts(ctx, js) }
+	f.apply = r.applyReceipts
+	return f
+}
+
+// startReceipts returns where to read receipts from. When receipts after the
+// stored sequence are gone (RECEIPTS' retention removed them, or the stream
+// was reset), the published events still waiting for one are published
+// again with their original ids: the projector answers "duplicate" for the
+// ones it applied (their effect arrives through CHANGES anyway) and applies
+// the ones it never saw, so every write still gets a receipt.
+func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	s, err := js.Stream(ctx, events.StreamReceipts)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", events.StreamReceipts, err)
+	}
+	info := s.CachedInfo()
+	created := createdNano(info.Created)
+	var next uint64
+	var lost bool
+	err = r.db.Update(func(tx *bbolt.Tx) error {
+		c, err := getCursor(tx, events.StreamReceipts)
+		if err != nil {
+			return err
+		}
+		reset := c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq)
+		behind := info.State.FirstSeq > 0 && c.Seq+1 < info.State.FirstSeq
+		if reset || (behind && c.Seq > 0) {
+			lost = true
+			r.noteResync(fmt.Errorf("%w: receipts after sequence %d are gone (stream %s first %d, last %d): republishing unsettled events",
+				ErrResync, c.Seq, events.StreamReceipts, info.State.FirstSeq, info.State.LastSeq))
+		}
+		if reset {
+			c.Seq = 0
+		}
+		if behind {
+			c.Seq = info.State.FirstSeq - 1
+		}
+		c.Created = created
+		next = c.Seq + 1
+		return putCursor(tx, events.StreamReceipts, c)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
+	}
+	if lost {
+		if err := r.republish(ctx, js); err != nil {
+			return 0, err
+		}
+	}
+	return next, nil
+}
+
+// republish publishes again every published event still waiting for its
+// receipt, with its id as Nats-Msg-Id.
+func (r *Replica) republish(ctx context.Context, js jetstream.Publisher) error {
+	var evs []*events.Event
+	err := r.db.View(func(tx *bbolt.Tx) error {
+		es, err := r.log.Unsettled(tx)
+		for _, e := range es {
+			if e.State == producer.StatePublished {
+				evs = append(evs, e.Event)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("republish: %w", err)
+	}
+	for _, e := range evs {
+		b, err := events.EncodeEvent(e)
+		if err != nil {
+			return fmt.Errorf("republish event %s: %w", e.ID, err)
+		}
+		if _, err := js.Publish(ctx, e.Subject(), b, jetstream.WithMsgID(e.ID)); err != nil {
+			return fmt.Errorf("republish event %s: %w", e.ID, err)
+		}
+	}
+	r.logger.Info("republished events whose receipts were lost", "count", len(evs))
+	return nil
+}
+
+// applyReceipts settles the replica's events from their receipts, in one
+// transaction with the cursor. A rejected or invalid write is settled and
+// recorded as a Rejection (the view reverts to the server's state). An
+// applied, merged or conflict receipt settles the event only once the view
+// holds the version it names; until then it waits in bucketAwaiting and the
+// write stays on top of the view, so the app never sees it flicker.
+func (r *Replica) applyReceipts(ctx context.Context, msgs []jetstream.Msg) error {
+	var touched [][]byte
+	rejected := 0
+	var prog Progress
+	err := r.db.Update(func(tx *bbolt.Tx) error {
+		touched, rejected = touched[:0], 0
+		c, err := getCursor(tx, events.StreamReceipts)
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			md, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("read metadata: %w", err)
+			}
+			prog.Pending = md.NumPending
+			if md.Sequence.Stream <= c.Seq {
+				continue
+			}
+			c.Seq = md.Sequence.Stream
+			rc, err := events.DecodeReceipt(m.Data())
+			if err != nil {
+				r.logger.Error("undecodable receipt skipped", logSeq, c.Seq, logErr, err)
+				continue
+			}
+			if rc.Client != r.client || rc.Tenant != r.tenant {
+				continue
+			}
+			n, key, err := r.applyReceipt(tx, rc)
+			if err != nil {
+				return err
+			}
+			rejected += n
+			if key != nil {
+				touched = append(touched, key)
+			}
+		}
+		prog.Seq = c.Seq
+		return putCursor(tx, events.StreamReceipts, c)
+	})
+	if err != nil {
+		return fmt.Errorf("apply %d receipts: %w", len(msgs), err)
+	}
+	r.mu.Lock()
+	r.receiptsP = Progress{Seq: prog.Seq, Applied: r.receiptsP.Applied + uint64(len(msgs)), Pending: prog.Pending}
+	r.rejected += rejected
+	r.mu.Unlock()
+	r.committed(touched)
+	return nil
+}
+
+// applyReceipt handles one receipt; it returns 1 if it recorded a rejection
+// and the key of the document whose view changed (nil if none).
+func (r *Replica) applyReceipt(tx *bbolt.Tx, rc *events.Receipt) (int, []byte, error) {
+	key := docKey(rc.Collection, rc.Doc)
+	switch rc.Outcome {
+	case events.OutcomeApplied, events.OutcomeMerged, events.OutcomeConflict:
+		if rc.Collection != "" && rc.Version > syncedVersion(tx, key) {
+			b, _ := json.Marshal(rc)
+			ak := append(append(append([]byte{}, key...), 0), rc.Event...)
+			return 0, nil, tx.Bucket(bucketAwaiting).Put(ak, b)
+		}
+		return 0, key, r.log.Settle(tx, rc)
+	case events.OutcomeRejected, events.OutcomeInvalid:
+		ent, ok, err := r.unsettled(tx, rc.Event)
+		if err != nil || !ok {
+			return 0, nil, err
+		}
+		rej := Rejection{Event: rc.Event, Collection: ent.Collection, Doc: ent.Doc, Op: ent.Op, Fields: ent.Fields, Outcome: rc.Outcome, Reason: rc.Reason}
+		b, _ := json.Marshal(rej)
+		if err := tx.Bucket(bucketRejections).Put([]byte(rc.Event), b); err != nil {
+			return 0, nil, fmt.Errorf("record rejection of %s: %w", rc.Event, err)
+		}
+		r.logger.Info("write rejected", logEvent, rc.Event, logDoc, ent.Doc, logReason, rc.Reason)
+		return 1, docKey(ent.Collection, ent.Doc), r.log.Settle(tx, rc)
+	default: // duplicate: the effect, if any, arrives through CHANGES
+		return 0, key, r.log.Settle(tx, rc)
+	}
+}
+
+// unsettled finds the unsettled event id in the log.
+func (r *Replica) unsettled(tx *bbolt.Tx, id string) (*events.Event, bool, error) {
+	es, err := r.log.Unsettled(tx)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, e := range es {
+		if e.Event.ID == id {
+			return e.Event, true, nil
+		}
+	}
+	return nil, false, nil
+}
+
+// committed wakes Sync waiters and watchers after a view commit.
+func (r *Replica) committed(keys [][]byte) {
+	r.changed.notify()
+	r.watchers.touch(keys)
+}
+
+// ---- reading ----
+
+// overlay applies the unsettled entries es (of one document, in log order)
+// on top of the synced state cur with the replica's policies, exactly as the
+// server will decide them if it sees the same state.
+func (r *Replica) overlay(cur projection.Doc, es []producer.Entry) (projection.Doc, int, error) {
+	n := 0
+	for _, e := range es {
+		if e.State == producer.StateFailed {
+			continue // refused for good: it will never apply
+		}
+		d, err := projection.Decide(r.cfg.Policies, cur, e.Event)
+		if err != nil {
+			return cur, n, fmt.Errorf("apply pending event %s: %w", e.Event.ID, err)
+		}
+		if d.Doc != nil {
+			cur = *d.Doc
+		}
+		n++
+	}
+	return cur, n, nil
+}
+
+func toDoc(collection, id string, d projection.Doc, pending int) Doc {
+	var open []events.Conflict
+	for _, c := range d.Conflicts {
+		if c.Status == events.ConflictOpen {
+			open = append(open, c)
+		}
+	}
+	return Doc{Collection: collection, ID: id, Version: d.Version, Deleted: d.Deleted, Fields: d.Fields, Pending: pending, Conflicts: open}
+}
+
+// pendingByDoc groups the log's unsettled entries by document key.
+func (r *Replica) pendingByDoc(tx *bbolt.Tx) (map[string][]producer.Entry, error) {
+	es, err := r.log.Unsettled(tx)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string][]producer.Entry)
+	for _, e := range es {
+		k := string(docKey(e.Event.Collection, e.Event.Doc))
+		m[k] = append(m[k], e)
+	}
+	return m, nil
+}
+
+// localDoc returns the view of one document inside tx.
+func (r *Replica) localDoc(tx *bbolt.Tx, collection, id string) (Doc, error) {
+	key := docKey(collection, id)
+	cur, err := syncedDoc(tx, key)
+	if err != nil {
+		return Doc{}, err
+	}
+	pend, err := r.pendingByDoc(tx)
+	if err != nil {
+		return Doc{}, err
+	}
+	d, n, err := r.overlay(cur, pend[string(key)])
+	if err != nil {
+		return Doc{}, err
+	}
+	return toDoc(collection, id, d, n), nil
+}
+
+// Get returns the document as the app sees it: synced state plus pending
+// local writes. A document that does not exist or is deleted is ErrNotFound.
+func (r *Replica) Get(ctx context.Context, collection, id string) (Doc, error) {
+	if err := ctx.Err(); err != nil {
+		return Doc{}, fmt.Errorf("get %s/%s: %w", collection, id, err)
+	}
+	if err := r.checkOpen(); err != nil {
+		return Doc{}, fmt.Errorf("get %s/%s: %w", collection, id, err)
+	}
+	var d Doc
+	err := r.db.View(func(tx *bbolt.Tx) (err error) {
+		d, err = r.localDoc(tx, collection, id)
+		return err
+	})
+	if err != nil {
+		return Doc{}, fmt.Errorf("get %s/%s: %w", collection, id, err)
+	}
+	if d.Version == 0 || d.Deleted {
+		return d, fmt.Errorf("get %s/%s: %w", collection, id, ErrNotFound)
+	}
+	return d, nil
+}
+
+// List returns the live documents of collection, ordered by id. With
+// tombstones, deleted documents are included too.
+func (r *Replica) List(ctx context.Context, collection string, tombstones bool) ([]Doc, error) {
+	if err := r.checkOpen(); err != nil {
+		return nil, fmt.Errorf("list %s: %w", collection, err)
+	}
+	var out []Doc
+	err := r.db.View(func(tx *bbolt.Tx) error {
+		pend, err := r.pendingByDoc(tx)
+		if err != nil {
+			return err
+		}
+		prefix := collectionPrefix(collection)
+		c := tx.Bucket(bucketDocs).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			cur, err := decodeSynced(k, v)
+			if err != nil {
+				return err
+			}
+			d, n, err := r.overlay(cur, pend[string(k)])
+			if err != nil {
+				return err
+			}
+			delete(pend, string(k))
+			_, id := splitDocKey(k)
+			out = append(out, toDoc(collection, id, d, n))
+		}
+		for k, es := range pend { // documents only pending writes have made
+			if col, id := splitDocKey([]byte(k)); col == collection {
+				d, n, err := r.overlay(projection.Doc{}, es)
+				if err != nil {
+					return err
+				}
+				out = append(out, toDoc(collection, id, d, n))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", collection, err)
+	}
+	out = slices.DeleteFunc(out, func(d Doc) bool { return d.Version == 0 || (d.Deleted && !tombstones) })
+	slices.SortFunc(out, func(a, b Doc) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// Conflict is an open conflict on a document of the replica's view.
+type Conflict struct {
+	Collection, Doc string
+	Conflict        events.Conflict
+}
+
+// Conflicts returns the open conflicts of the synced view, for the app to
+// let its user choose and Resolve.
+func (r *Replica) Conflicts(ctx context.Context) ([]Conflict, error) {
+	if err := r.checkOpen(); err != nil {
+		return nil, fmt.Errorf("list conflicts: %w", err)
+	}
+	var out []Conflict
+	err := r.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketConflicts).ForEach(func(k, _ []byte) error {
+			d, err := syncedDoc(tx, k)
+			if err != nil {
+				return err
+			}
+			col, id := splitDocKey(k)
+			for _, c := range d.Conflicts {
+				if c.Status == events.ConflictOpen {
+					out = append(out, Conflict{Collection: col, Doc: id, Conflict: c})
+				}
+			}
+			return ctx.Err()
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list conflicts: %w", err)
+	}
+	return out, nil
+}
+
+// Rejections returns the local writes the server rejected, not yet dismissed.
+func (r *Replica) Rejections(ctx context.Context) ([]Rejection, error) {
+	if err := r.checkOpen(); err != nil {
+		return nil, fmt.Errorf("list rejections: %w", err)
+	}
+	var out []Rejection
+	err := r.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketRejections).ForEach(func(k, v []byte) error {
+			var rej Rejection
+			if err := json.Unmarshal(v, &rej); err != nil {
+				return fmt.Errorf("read rejection %s: %w", k, err)
+			}
+			out = append(out, rej)
+			return ctx.Err()
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list rejections: %w", err)
+	}
+	return out, nil
+}
+
+// DismissRejection forgets a rejection the app has dealt with.
+func (r *Replica) DismissRejection(ctx context.Context, event string) error {
+	if err := r.checkOpen(); err != nil {
+		return fmt.Errorf("dismiss rejection %s: %w", event, err)
+	}
+	err := r.db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketRejections).Delete([]byte(event))
+	})
+	if err != nil {
+		return fmt.Errorf("dismiss rejection %s: %w", event, err)
+	}
+	return nil
+}
+
+// ---- writing ----
+
+// write appends one write to the log with the version the app currently
+// sees as its base, and returns the new local view of the document.
+func (r *Replica) write(ctx context.Context, w producer.Write) (Doc, error) {
+	if !r.inScope(w.Collection) {
+		return Doc{}, fmt.Errorf("%s %s/%s: %w", w.Op, w.Collection, w.Doc, ErrOutOfScope)
+	}
+	if err := r.checkOpen(); err != nil {
+		return Doc{}, fmt.Errorf("%s %s/%s: %w", w.Op, w.Collection, w.Doc, err)
+	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	err := r.db.View(func(tx *bbolt.Tx) error {
+		d, err := r.localDoc(tx, w.Collection, w.Doc)
+		w.BaseVersion = d.Version
+		return err
+	})
+	if err != nil {
+		return Doc{}, fmt.Errorf("%s %s/%s: %w", w.Op, w.Collection, w.Doc, err)
+	}
+	if _, err := r.log.Append(ctx, w); err != nil {
+		return Doc{}, fmt.Errorf("%s %s/%s: %w", w.Op, w.Collection, w.Doc, err)
+	}
+	var d Doc
+	err = r.db.View(func(tx *bbolt.Tx) (err error) {
+		d, err = r.localDoc(tx, w.Collection, w.Doc)
+		return err
+	})
+	if err != nil {
+		return Doc{}, fmt.Errorf("%s %s/%s: %w", w.Op, w.Collection, w.Doc, err)
+	}
+	r.committed([][]byte{docKey(w.Collection, w.Doc)})
+	return d, nil
+}
+
+// Put replaces (or creates) a document. The write is durable when Put
+// returns and shows in the view at once; it reaches the server when the
+// replica is attached.
+func (r *Replica) Put(ctx context.Context, collection, id string, fields events.Fields) (Doc, error) {
+	return r.write(ctx, producer.Write{Collection: collection, Doc: id, Op: events.OpPut, Fields: fields})
+}
+
+// Patch sets the given fields of an existing document; a JSON null removes
+// a field.
+func (r *Replica) Patch(ctx context.Context, collection, id string, fields events.Fields) (Doc, error) {
+	return r.write(ctx, producer.Write{Collection: collection, Doc: id, Op: events.OpPatch, Fields: fields})
+}
+
+// Delete deletes a document (a tombstone remains).
+func (r *Replica) Delete(ctx context.Context, collection, id string) (Doc, error) {
+	return r.write(ctx, producer.Write{Collection: collection, Doc: id, Op: events.OpDelete})
+}
+
+// Resolve settles the open conflict conflictID on a document with fields as
+// its new state.
+func (r *Replica) Resolve(ctx context.Context, collection, id, conflictID string, fields events.Fields) (Doc, error) {
+	return r.write(ctx, producer.Write{Collection: collection, Doc: id, Op: events.OpResolve, Fields: fields, Resolves: conflictID})
+}
+
+// ---- status and sync ----
+
+// Status returns a snapshot of the replica's state.
+func (r *Replica) Status() Status {
+	r.mu.Lock()
+	s := Status{
+		Online: r.link != nil, Client: r.client, Changes: r.changesP, Receipts: r.receiptsP,
+		Resyncs: r.resyncs, LastResync: r.lastResync, Err: r.lastErr,
+	}
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return s
+	}
+	_ = r.db.View(func(tx *bbolt.Tx) error {
+		es, err := r.log.Unsettled(tx)
+		s.Pending = len(es)
+		s.Rejections = tx.Bucket(bucketRejections).Stats().KeyN
+		return err
+	})
+	return s
+}
+
+func (r *Replica) counters() (pulled, rejected, resyncs int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pulled, r.rejected, r.resyncs
+}
+
+// Sync brings the replica up to date with the server, bounded by ctx: it
+// publishes every pending write (the publisher's Flush), waits for the fate
+// of every write published (receipts, and the changes they name), then
+// waits until the view has applied every change in scope that CHANGES held
+// when the receipts were in. It returns ErrOffline when not attached. The
+// report counts what happened during the call.
+func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
+	r.mu.Lock()
+	l := r.link
+	r.mu.Unlock()
+	if l == nil {
+		return SyncReport{}, fmt.Errorf("sync: %w", ErrOffline)
+	}
+	pulled0, rejected0, resyncs0 := r.counters()
+	select {
+	case <-l.ready:
+	case <-ctx.Done():
+		return SyncReport{}, fmt.Errorf("sync: wait for the changes follower: %w", ctx.Err())
+	}
+	var ids []string
+	pushed := 0
+	err := r.db.View(func(tx *bbolt.Tx) error {
+		es, err := r.log.Unsettled(tx)
+		for _, e := range es {
+			if e.State == producer.StatePending {
+				pushed++
+			}
+			if e.State != producer.StateFailed {
+				ids = append(ids, e.Event.ID)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return SyncReport{}, fmt.Errorf("sync: %w", err)
+	}
+	if err := l.pub.Flush(ctx); err != nil {
+		return SyncReport{}, fmt.Errorf("sync: push: %w", err)
+	}
+	if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
+		es, err := r.log.Unsettled(tx)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range es {
+			if e.State != producer.StateFailed && slices.Contains(ids, e.Event.ID) {
+				return false, nil
+			}
+		}
+		return true, nil
+	}); err != nil {
+		return SyncReport{}, fmt.Errorf("sync: wait for receipts: %w", err)
+	}
+	target, err := r.lastInScope(ctx, l.js)
+	if err != nil {
+		return SyncReport{}, fmt.Errorf("sync: pull: %w", err)
+	}
+	if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
+		c, err := getCursor(tx, events.StreamChanges)
+		return c.Seq >= target, err
+	}); err != nil {
+		return SyncReport{}, fmt.Errorf("sync: pull to %d: %w", target, err)
+	}
+	pulled1, rejected1, resyncs1 := r.counters()
+	conflicts, err := r.Conflicts(ctx)
+	if err != nil {
+		return SyncReport{}, fmt.Errorf("sync: %w", err)
+	}
+	return SyncReport{
+		Pushed: pushed, Pulled: pulled1 - pulled0, Rejected: rejected1 - rejected0,
+		Conflicts: len(conflicts), Resynced: resyncs1 > resyncs0,
+	}, nil
+}
+
+// lastInScope returns the sequence of the last message in CHANGES under the
+// replica's filters (0 if none).
+func (r *Replica) lastInScope(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	s, err := js.Stream(ctx, events.StreamChanges)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
+	}
+	var last uint64
+	for _, f := range r.filters {
+		m, err := s.GetLastMsgForSubject(ctx, f)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("last change under %s: %w", f, err)
+		}
+		last = max(last, m.Sequence)
+	}
+	return last, nil
+}
+
+// waitFor re-checks cond after every view commit until it holds, ctx ends,
+// or the replica goes offline.
+func (r *Replica) waitFor(ctx context.Context, cond func(tx *bbolt.Tx) (bool, error)) error {
+	for {
+		wake := r.changed.wait()
+		var ok bool
+		if err := r.db.View(func(tx *bbolt.Tx) (err error) {
+			ok, err = cond(tx)
+			return err
+		}); err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		r.mu.Lock()
+		offline, ferr := r.link == nil, r.lastErr
+		r.mu.Unlock()
+		if ferr != nil {
+			return ferr
+		}
+		if offline {
+			return ErrOffline
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// signal is a broadcast: wait returns a channel closed by the next notify.
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *signal) notify() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
+}
