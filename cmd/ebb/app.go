@@ -33,11 +33,35 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"serve": {"run the server: embedded NATS JetStream, streams, projector, HTTP", runServe},
+	"serve":     {"run the server: embedded NATS JetStream, streams, projector, HTTP", runServe},
+	"put":       {"COLLECTION ID JSON: write a whole document (works offline)", runPut},
+	"patch":     {"COLLECTION ID JSON: change some fields; null removes one (works offline)", runPatch},
+	"delete":    {"COLLECTION ID: delete a document (works offline)", runDelete},
+	"resolve":   {"COLLECTION ID JSON: settle a document's open conflict with this value", runResolve},
+	"get":       {"COLLECTION ID: print a document, with pending local writes", runGet},
+	"ls":        {"COLLECTION: list document ids", runList},
+	"conflicts": {"[COLLECTION]: list open conflicts", runConflicts},
+	"sync":      {"push pending writes, pull changes, wait for receipts", runSync},
+	"watch":     {"[COLLECTION]: print changes as they arrive, one JSON object a line", runWatch},
+	"verify":    {"rebuild the view from EVENTS and compare it with the live one", runVerify},
+	"status":    {"pending and failed writes, last synced sequence, lag, reachability", runStatus},
 }
 
-// ErrUsage marks a command line that could not be understood; it exits 2.
+// ErrUsage marks a command line that could not be understood or input that
+// was refused as invalid; it exits 2.
 var ErrUsage = errors.New("usage")
+
+// usageError is an ErrUsage whose message is only what was wrong.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string        { return e.err.Error() }
+func (e *usageError) Unwrap() error        { return e.err }
+func (e *usageError) Is(target error) bool { return target == ErrUsage }
+
+// usagef returns an ErrUsage saying what was wrong with the command line.
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
 
 // exitError carries a specific exit code.
 type exitError struct {
@@ -76,13 +100,13 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		m.usage()
 		if len(args) == 0 {
-			return fmt.Errorf("%w: no command given", ErrUsage)
+			return usagef("no command given")
 		}
 		return nil
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		return fmt.Errorf("%w: unknown command %q (run 'ebb help')", ErrUsage, args[0])
+		return usagef("unknown command %q (run 'ebb help')", args[0])
 	}
 	return cmd.run(ctx, m, args[1:])
 }
@@ -113,7 +137,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %v", ErrUsage, err)
+		return usagef("%v", err)
 	}
 	return nil
 }
@@ -132,7 +156,7 @@ func (l *logFlags) register(fs *flag.FlagSet) {
 func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(l.level)); err != nil {
-		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", ErrUsage, l.level)
+		return nil, usagef("--log-level %q: want debug, info, warn or error", l.level)
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	switch strings.ToLower(l.format) {
@@ -146,7 +170,7 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 		}
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
-	return nil, fmt.Errorf("%w: --log-format %q: want text, json or auto", ErrUsage, l.format)
+	return nil, usagef("--log-format %q: want text, json or auto", l.format)
 }
 
 // isTerminal reports whether w is a character device such as a terminal.

@@ -18,6 +18,7 @@ import (
 	"github.com/ebbsync/ebb/cmd/ebb/internal/telemetry"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/projection"
 )
 
 // serveConfig is what `ebb serve` was asked to do.
@@ -27,6 +28,7 @@ type serveConfig struct {
 	httpListen string
 	natsURL    string
 	syncEvery  time.Duration
+	policies   policyConfig
 	logs       logFlags
 }
 
@@ -38,12 +40,19 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	fs.StringVar(&c.httpListen, "http-listen", "127.0.0.1:8080", "address of the HTTP listener (health, metrics, gateway)")
 	fs.StringVar(&c.natsURL, "nats", "", "use this existing NATS JetStream server or cluster instead of the embedded one")
 	fs.DurationVar(&c.syncEvery, "fsync-interval", 0, "embedded JetStream fsync interval; 0 fsyncs every write before acking")
+	perColl := policyFlags{}
+	fs.Var(perColl, "policy", "conflict policy of one collection, COLLECTION=POLICY (lww, merge, reject, manual); repeatable")
+	fs.StringVar(&c.policies.Default, "default-policy", "lww", "conflict policy of every other collection")
 	c.logs.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	c.policies.Collections = perColl
+	if _, err := c.policies.resolve(projection.NewRegistry()); err != nil {
+		return err
+	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: serve takes no arguments, got %q", ErrUsage, fs.Args())
+		return usagef("serve takes no arguments, got %q", fs.Args())
 	}
 	log, err := c.logs.logger(m.Stderr)
 	if err != nil {
@@ -79,19 +88,32 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		return fmt.Errorf("serve: %w", err)
 	}
 
+	proj, err := startProjector(ctx, c, js, log, &stops)
+	if err != nil {
+		return err
+	}
+
 	tel, err := telemetry.New()
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	stops = append(stops, tel.Shutdown)
-	if err := streamGauges(tel.MeterProvider(), js); err != nil {
+	if err := serverGauges(tel.MeterProvider(), js, proj); err != nil {
 		return fmt.Errorf("serve: metrics: %w", err)
 	}
 
 	gw, err := gateway.New(gateway.Config{
 		JetStream: js,
 		Metrics:   tel.MetricsHandler().ServeHTTP,
-		Logger:    log,
+		Ready: func(context.Context) error {
+			select {
+			case <-proj.Done():
+				return fmt.Errorf("projector stopped: %w", proj.Err())
+			default:
+				return nil
+			}
+		},
+		Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -102,9 +124,41 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	}
 
 	log.Info("ebb ready", "nats", url, "http", "http://"+httpAddr, "data", c.data)
-	<-ctx.Done()
-	log.Info("ebb shutting down")
-	return nil
+	select {
+	case <-ctx.Done():
+		log.Info("ebb shutting down")
+		return nil
+	case <-proj.Done():
+		return fmt.Errorf("serve: projector stopped: %w", proj.Err())
+	}
+}
+
+// viewFile is the server view's bbolt file in the data directory.
+const viewFile = "view.db"
+
+// startProjector opens the view store and starts the projector on it.
+func startProjector(ctx context.Context, c serveConfig, js jetstream.JetStream, log *slog.Logger, stops *[]func(context.Context) error) (*projection.Projector, error) {
+	policies, err := c.policies.resolve(projection.NewRegistry())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.policies.save(c.data); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	store, err := projection.OpenBolt(filepath.Join(c.data, viewFile), projection.BoltOptions{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("serve: open view (is another ebb serve using %s?): %w", c.data, err)
+	}
+	*stops = append(*stops, func(context.Context) error { return store.Close() })
+	proj, err := projection.New(js, store, projection.Config{Policies: policies, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	if err := proj.Start(ctx); err != nil {
+		return nil, fmt.Errorf("serve: start projector: %w", err)
+	}
+	*stops = append(*stops, func(context.Context) error { return proj.Close() })
+	return proj, nil
 }
 
 // connectServer starts the embedded NATS server (unless c.natsURL names an
@@ -165,14 +219,23 @@ func serveHTTP(addr string, h http.Handler, log *slog.Logger, stops *[]func(cont
 	return ln.Addr().String(), nil
 }
 
-// streamGauges reports each stream's message count and last sequence.
-func streamGauges(mp metric.MeterProvider, js jetstream.JetStream) error {
+// serverGauges reports each stream's message count and last sequence, and
+// the projector's checkpoint and lag behind EVENTS.
+func serverGauges(mp metric.MeterProvider, js jetstream.JetStream, proj *projection.Projector) error {
 	meter := mp.Meter("github.com/ebbsync/ebb/cmd/ebb")
 	msgs, err := meter.Int64ObservableGauge("ebb.stream.messages", metric.WithDescription("messages held by each ebb stream"))
 	if err != nil {
 		return err
 	}
 	last, err := meter.Int64ObservableGauge("ebb.stream.last_sequence", metric.WithDescription("last sequence of each ebb stream"))
+	if err != nil {
+		return err
+	}
+	checkpoint, err := meter.Int64ObservableGauge("ebb.projector.checkpoint", metric.WithDescription("last EVENTS sequence the projector committed"))
+	if err != nil {
+		return err
+	}
+	lag, err := meter.Int64ObservableGauge("ebb.projector.lag", metric.WithDescription("events stored in EVENTS that the projector has not applied yet"))
 	if err != nil {
 		return err
 	}
@@ -187,8 +250,13 @@ func streamGauges(mp metric.MeterProvider, js jetstream.JetStream) error {
 			attr := metric.WithAttributes(streamAttr(name))
 			o.ObserveInt64(msgs, int64(st.CachedInfo().State.Msgs), attr)
 			o.ObserveInt64(last, int64(st.CachedInfo().State.LastSeq), attr)
+			if name == events.StreamEvents {
+				cp := proj.Stats().Checkpoint
+				o.ObserveInt64(checkpoint, int64(cp))
+				o.ObserveInt64(lag, int64(st.CachedInfo().State.LastSeq-min(cp, st.CachedInfo().State.LastSeq)))
+			}
 		}
 		return nil
-	}, msgs, last)
+	}, msgs, last, checkpoint, lag)
 	return err
 }

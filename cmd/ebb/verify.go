@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ebbsync/ebb/deploy/embedded"
+	"github.com/ebbsync/ebb/projection"
+)
+
+// runVerify rebuilds the view from EVENTS and compares it with the live one
+// (DESIGN.md invariant 4). It needs the server's data directory to itself:
+// stop `ebb serve` first. With --nats it reads EVENTS from that server
+// instead of starting the embedded one on the data directory.
+func runVerify(ctx context.Context, m *Main, args []string) error {
+	var data, natsURL string
+	fs := m.newFlagSet("verify")
+	fs.StringVar(&data, "data", "./ebb-data", "the server's data directory")
+	fs.StringVar(&natsURL, "nats", "", "read EVENTS from this NATS server instead of the embedded one")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("verify takes no arguments, got %q", fs.Args())
+	}
+	pc, err := loadPolicies(data)
+	if err != nil {
+		return err
+	}
+	policies, err := pc.resolve(projection.NewRegistry())
+	if err != nil {
+		return err
+	}
+	live, err := projection.OpenBolt(filepath.Join(data, viewFile), projection.BoltOptions{Timeout: time.Second})
+	if err != nil {
+		return fmt.Errorf("verify: open the live view in %s (stop ebb serve first): %w", data, err)
+	}
+	defer live.Close()
+
+	var nc *nats.Conn
+	if natsURL != "" {
+		nc, err = nats.Connect(natsURL, nats.Timeout(connectTimeout))
+	} else {
+		var srv *embedded.Server
+		srv, err = embedded.Start(ctx, embedded.Config{Dir: filepath.Join(data, "jetstream"), DontListen: true})
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		defer srv.Shutdown(context.WithoutCancel(ctx))
+		nc, err = srv.Connect()
+	}
+	if err != nil {
+		return fmt.Errorf("verify: connect: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	rep, err := projection.Verify(ctx, js, live, projection.Config{Policies: policies})
+	if errors.Is(err, projection.ErrDiverged) {
+		fmt.Fprintf(m.Stdout, "DIFFERENT after replaying events 1..%d: %s\n", rep.Checkpoint, rep.Diff)
+		return &exitError{code: 1, err: fmt.Errorf("verify: the view differs from its rebuild: %s", rep.Diff)}
+	}
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	fmt.Fprintf(m.Stdout, "OK: %d documents, events 1..%d replayed, view hash %s\n", rep.Docs, rep.Checkpoint, rep.LiveHash)
+	return nil
+}
