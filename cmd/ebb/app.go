@@ -127,16 +127,22 @@ func (m *Main) usage() {
 // ErrUsage instead of exiting.
 func (m *Main) newFlagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("ebb "+name, flag.ContinueOnError)
-	fs.SetOutput(m.Stderr)
+	fs.SetOutput(io.Discard) // errors are reported once, by Run
+	fs.Usage = func() {}
 	return fs
 }
 
-// parse parses args and wraps flag errors as ErrUsage.
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
+// parse parses args and wraps flag errors as ErrUsage; -h prints the
+// command's flags on Stdout.
+func (m *Main) parse(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(m.Stdout)
+		fmt.Fprintf(m.Stdout, "Usage of %s:\n", fs.Name())
+		fs.PrintDefaults()
+		return err
+	case err != nil:
 		return usagef("%v", err)
 	}
 	return nil

@@ -58,7 +58,7 @@ func parseClient(m *Main, name string, c *clientFlags, args []string, extra func
 	if extra != nil {
 		extra(fs)
 	}
-	if err := parse(fs, interleave(fs, args)); err != nil {
+	if err := m.parse(fs, interleave(fs, args)); err != nil {
 		return nil, err
 	}
 	required := 0

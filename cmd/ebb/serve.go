@@ -44,7 +44,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	fs.Var(perColl, "policy", "conflict policy of one collection, COLLECTION=POLICY (lww, merge, reject, manual); repeatable")
 	fs.StringVar(&c.policies.Default, "default-policy", "lww", "conflict policy of every other collection")
 	c.logs.register(fs)
-	if err := parse(fs, args); err != nil {
+	if err := m.parse(fs, args); err != nil {
 		return err
 	}
 	c.policies.Collections = perColl

@@ -23,7 +23,7 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlagSet("verify")
 	fs.StringVar(&data, "data", "./ebb-data", "the server's data directory")
 	fs.StringVar(&natsURL, "nats", "", "read EVENTS from this NATS server instead of the embedded one")
-	if err := parse(fs, args); err != nil {
+	if err := m.parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
