@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -93,7 +94,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		return err
 	}
 
-	tel, err := telemetry.New()
+	tel, err := telemetry.New(ctx, telemetry.Config{ServiceName: "ebb", Prometheus: true, Getenv: os.Getenv})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
