@@ -12,20 +12,19 @@
 // ones on its view); pruning is left for later.
 //
 // A [Publisher] sends pending entries in log order with a window of async
-// publishes. Each message carries the event id as Nats-Msg-Id and the W3C
-// trace context of the Append in its headers ([events.HeaderCarrier]). A PubAck,
-// duplicate or not, marks the entry published; acks are stored in batches,
-// one transaction per batch, by a committer goroutine, so there is no fsync
-// per ack. Retryable failures (no connection, timeouts, no responders,
-// leader changes) are retried forever with exponential backoff and full
-// jitter, and every retry restarts from the oldest unacknowledged entry, so
-// a later event never overtakes an earlier one through a retry. While the
-// connection is down the publisher does not publish at all (nothing lands in
-// the client's reconnect buffer) and it wakes up on reconnect and on new
-// appends. Permanent refusals (permission denied, message too large, other
-// 4xx JetStream errors, classified with errors.Is/As only) mark the entry
-// failed with the server's reason, call OnFailure, and publishing goes on
-// behind it.
+// publishes, at most one per document at a time. Each message carries the
+// event id as Nats-Msg-Id and the W3C trace context of the Append in its
+// headers ([events.HeaderCarrier]). A PubAck, duplicate or not, marks the
+// entry published; acks are stored in batches, one transaction per batch, by
+// a committer goroutine, so there is no fsync per ack. Retryable failures
+// (no connection, timeouts, no responders, leader changes) are retried
+// forever with exponential backoff and full jitter, and every retry restarts
+// from the oldest unacknowledged entry. While the connection is down the
+// publisher does not publish at all (nothing lands in the client's reconnect
+// buffer) and it wakes up on reconnect and on new appends. Permanent
+// refusals (permission denied, message too large, other 4xx JetStream
+// errors, classified with errors.Is/As only) mark the entry failed with the
+// server's reason, call OnFailure, and publishing goes on behind it.
 //
 // NATS reports a publish permission violation on the connection, not in the
 // ack, so the publisher first sees a missing ack (AckTimeout); it then
@@ -34,6 +33,28 @@
 // marks the message failed. Without a [Conn] such a message is retried
 // forever.
 //
+// # Order
+//
+// Per document, events reach EVENTS in client-sequence order (DESIGN.md
+// invariant 5), retries included: an event is published only once the
+// previous event of its document (same subject) is acknowledged or failed
+// for good, so two events of one document are never in flight together and
+// a failure in the middle of the window cannot let a later one of the same
+// document through first. Events of other documents keep filling the
+// window meanwhile, so with many documents the window is as full as before;
+// a single hot document gets one publish per round trip.
+//
+// Across documents there is no such promise: an event held behind its
+// document, or one whose publish failed mid-window while later ones were
+// acknowledged, lands after events with higher client sequences. That is
+// bounded: the publisher reads no further than MaxInFlight client sequences
+// past the oldest entry it has not finished, so no event is ever overtaken
+// by one MaxInFlight or more sequences later (TestPublisher_MidWindowFailure
+// and the crash test check both rules). The projector relies on the bound:
+// it remembers the sequences it has not seen below a writer's high-water
+// mark (holes) for projection.DefaultHoleWindow (65536) sequences, which is
+// why MaxInFlight may not exceed 65536.
+//
 // # Duplicates
 //
 // A crash between a publish and storing its ack re-publishes the event on
@@ -41,9 +62,10 @@
 // (events.StreamOptions.DedupeWindow) and acks it as a duplicate. A copy sent
 // after the window has passed reaches EVENTS a second time
 // (TestPublisher_DuplicateBeyondDedupeWindow shows it). The projector drops
-// it by the per-client high-water mark of Seq, which is sound because the
-// first copy of every event of a client reaches EVENTS in client-sequence
-// order (checked by the crash test).
+// it by the writer's high-water mark of Seq and its holes: a sequence at or
+// below the mark that is not a hole was applied before. That is sound
+// because a first copy is overtaken by less than MaxInFlight sequences (see
+// Order), well inside the projector's hole window.
 //
 // # Benchmarks
 //
@@ -60,6 +82,14 @@
 //	always (default)    2    3,051 msgs/s    4,168 msgs/s    73%
 //	every 2 minutes     1    32,026 msgs/s   146,605 msgs/s  22%
 //	every 2 minutes     2    32,240 msgs/s   125,164 msgs/s  26%
+//	always (default)    3    4,062 msgs/s    4,972 msgs/s    82%
+//	every 2 minutes     3    38,603 msgs/s   113,088 msgs/s  34%
+//
+// Run 3 is with one publish per document in flight (see Order). The
+// benchmark writes 16 documents round-robin, so at most 16 of the 4096
+// window are in flight, and still nothing moved: the same day, just before
+// the change, the producer made 3,811 (always) and 35,827 (every 2 minutes)
+// msgs/s, raw async 2,469 and 87,062 (the machine is shared and noisy).
 //
 // With the embedded default (fsync every write) the server is the
 // bottleneck and the producer reaches 73-85% of raw publishing (the machine

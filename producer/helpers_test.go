@@ -141,21 +141,33 @@ func entryByID(t testing.TB, l *Log, id string) Entry {
 
 func stateOf(t testing.TB, l *Log, id string) State { return entryByID(t, l, id).State }
 
-// checkOrder fails t unless, per client, the first copy of each event in the
-// stream comes in client-sequence order (which implies per-document order).
-func checkOrder(t testing.TB, stored []storedEvent) {
+// checkOrder fails t unless the first copy of each event in the stream
+// comes, per document, in client-sequence order (invariant 5), and no event
+// is overtaken by one window or more client sequences later (the bound the
+// projector's hole window relies on). Events of different documents may
+// overtake one another within that bound.
+func checkOrder(t testing.TB, stored []storedEvent, window uint64) {
 	t.Helper()
-	last := map[string]uint64{}
+	last := map[string]uint64{} // document subject -> client seq
+	high := map[string]uint64{} // tenant/client -> highest client seq so far
 	seen := map[string]bool{}
 	for _, s := range stored {
 		if seen[s.MsgID] {
 			continue
 		}
 		seen[s.MsgID] = true
-		if s.Event.Seq <= last[s.Event.Client] {
-			t.Errorf("stream seq %d: event %s has client seq %d after %d", s.StreamSeq, s.MsgID, s.Event.Seq, last[s.Event.Client])
+		subj := s.Event.Subject()
+		if s.Event.Seq <= last[subj] {
+			t.Errorf("stream seq %d: event %s of %s has client seq %d after %d of the same document",
+				s.StreamSeq, s.MsgID, subj, s.Event.Seq, last[subj])
 		}
-		last[s.Event.Client] = s.Event.Seq
+		last[subj] = s.Event.Seq
+		ck := s.Event.Tenant + "/" + s.Event.Client
+		if h := high[ck]; h >= s.Event.Seq+window {
+			t.Errorf("stream seq %d: event %s (client seq %d) overtaken by client seq %d, window %d",
+				s.StreamSeq, s.MsgID, s.Event.Seq, h, window)
+		}
+		high[ck] = max(high[ck], s.Event.Seq)
 		if s.MsgID != s.Event.ID {
 			t.Errorf("stream seq %d: Nats-Msg-Id %q, event id %q", s.StreamSeq, s.MsgID, s.Event.ID)
 		}

@@ -44,12 +44,20 @@ const (
 	DefaultBackoffInitial = 100 * time.Millisecond
 	DefaultBackoffMax     = 30 * time.Second
 	DefaultAckTimeout     = 5 * time.Second
+
+	// maxInFlight caps MaxInFlight. The window also bounds how far (in
+	// client sequence) an event can be overtaken by events of other
+	// documents, and the projector tells a late event from a duplicate only
+	// within its hole window (projection.DefaultHoleWindow, 65536).
+	maxInFlight = 1 << 16
 )
 
 // PublisherConfig configures a Publisher. Every field may be left zero.
 type PublisherConfig struct {
-	// MaxInFlight bounds the publishes awaiting a PubAck; default
-	// DefaultMaxInFlight.
+	// MaxInFlight bounds the publishes awaiting a PubAck (at most one per
+	// document) and how far past the oldest unfinished entry the publisher
+	// reads ahead, in client sequences; default DefaultMaxInFlight, at most
+	// 65536 (the projector's default hole window: see the package doc).
 	MaxInFlight int
 	// BackoffInitial and BackoffMax bound the wait between retries after a
 	// retryable failure: attempt n waits a uniformly random time in
@@ -76,6 +84,9 @@ func (c PublisherConfig) withDefaults() (PublisherConfig, error) {
 	}
 	if c.MaxInFlight < 0 {
 		bad("MaxInFlight %d is negative", c.MaxInFlight)
+	}
+	if c.MaxInFlight > maxInFlight {
+		bad("MaxInFlight %d is above %d", c.MaxInFlight, maxInFlight)
 	}
 	if c.BackoffInitial < 0 {
 		bad("BackoffInitial %s is negative", c.BackoffInitial)
@@ -122,12 +133,15 @@ type Status struct {
 	Retrying      bool      // publishing is interrupted and being retried
 }
 
-// Publisher drains a Log's pending entries, in log order, to JetStream. Each
-// message carries the event id as Nats-Msg-Id and the trace context of the
-// Append in its headers. A PubAck (duplicate or not) marks the entry
-// published; a permanent refusal marks it failed and publishing goes on
-// behind it; anything else is retried forever with backoff, restarting from
-// the oldest unacknowledged entry so nothing overtakes it.
+// Publisher drains a Log's pending entries to JetStream, in log order per
+// document: one publish per document is in flight at a time, so a later
+// event of a document never reaches EVENTS before an earlier one, while
+// other documents' events fill the window. Each message carries the event
+// id as Nats-Msg-Id and the trace context of the Append in its headers. A
+// PubAck (duplicate or not) marks the entry published; a permanent refusal
+// marks it failed and publishing goes on behind it (its document's next
+// event included); anything else is retried forever with backoff,
+// restarting from the oldest unacknowledged entry.
 type Publisher struct {
 	log    *Log
 	js     JetStream
@@ -362,14 +376,24 @@ type result struct {
 	err error // permanent
 }
 
-// round publishes pending entries after p.cursor with a window of
-// MaxInFlight (1 when probing) until none is left (nil), a retryable
-// failure (the error), or ctx or the log ends (errStop). Results go, in
-// order, to the committer, which stores them in as few transactions as they
-// arrive.
+// round publishes pending entries after p.cursor until none is left (nil), a
+// retryable failure (the error), or ctx or the log ends (errStop).
+//
+// At most MaxInFlight publishes (1 when probing) await their PubAck at a
+// time, and at most one per subject, that is per document: a later event of
+// a document is held back until the earlier one is acknowledged or failed
+// for good, while events of other documents keep flowing. So a retryable
+// failure in the middle of the window can let events of other documents
+// overtake an event, never one of its own document. Entries are read no
+// further than MaxInFlight client sequences past the oldest one the round
+// has not finished, which bounds the entries held in memory and how far an
+// event can be overtaken (see doc.go). Results go, in the order the
+// publishes were sent, to the committer, which stores them in as few
+// transactions as they arrive.
 func (p *Publisher) round(ctx context.Context, probe bool) error {
 	var (
-		inflight []flight
+		inflight []flight // sent, in send order
+		w        = newWindow(uint64(p.cfg.MaxInFlight))
 		stopErr  error // a retryable send failure: drain the window, then return it
 	)
 	for {
@@ -377,22 +401,41 @@ func (p *Publisher) round(ctx context.Context, probe bool) error {
 		if probe {
 			limit = 1
 		}
-		if room := limit - len(inflight); room > 0 && stopErr == nil {
-			msgs, err := p.log.pendingAfter(p.cursor, room)
+	fill:
+		for stopErr == nil && len(inflight) < limit {
+			// Entries released by their document's previous publish go
+			// first: they are older than anything not read yet.
+			if m, ok := w.nextReady(); ok {
+				if stopErr = p.sendTo(ctx, &inflight, m, probe); stopErr != nil {
+					break
+				}
+				continue
+			}
+			below, bounded := w.bound()
+			if bounded && p.cursor+1 >= below {
+				break // read far enough ahead of the oldest unfinished entry
+			}
+			msgs, err := p.log.pendingAfter(p.cursor, limit-len(inflight), below)
 			if err != nil {
 				if errors.Is(err, ErrClosed) {
 					return errStop
 				}
 				return err
 			}
+			if len(msgs) == 0 {
+				break
+			}
 			for _, m := range msgs {
-				f := p.send(ctx, m, probe)
-				if f.err != nil && !permanent(f.err) {
-					stopErr = fmt.Errorf("publish event %s: %w", m.id, f.err)
-					break
+				if !w.admit(m) {
+					break fill // past the bound (only on an unbounded read)
 				}
-				inflight = append(inflight, f)
 				p.cursor = m.seq
+				if w.hold(m) {
+					continue // its document has a publish in flight
+				}
+				if stopErr = p.sendTo(ctx, &inflight, m, probe); stopErr != nil {
+					break fill
+				}
 			}
 		}
 		if len(inflight) == 0 {
@@ -414,6 +457,7 @@ func (p *Publisher) round(ctx context.Context, probe bool) error {
 				break
 			}
 			done = append(done, r)
+			w.finish(inflight[0].out)
 			inflight = inflight[1:]
 		}
 		if err := p.store(ctx, done); err != nil {
@@ -423,6 +467,91 @@ func (p *Publisher) round(ctx context.Context, probe bool) error {
 			probe = false // the head got through: open the window again
 		}
 	}
+}
+
+// sendTo publishes m and appends its flight to inflight. A retryable send
+// failure is returned (and nothing appended); a permanent one is appended,
+// to be stored as failed in order.
+func (p *Publisher) sendTo(ctx context.Context, inflight *[]flight, m pendingMsg, probe bool) error {
+	f := p.send(ctx, m, probe)
+	if f.err != nil && !permanent(f.err) {
+		return fmt.Errorf("publish event %s: %w", m.id, f.err)
+	}
+	*inflight = append(*inflight, f)
+	return nil
+}
+
+// window is the bookkeeping of one round: which subjects (documents) have a
+// publish in flight, the entries held back behind them, and the oldest entry
+// read and not finished, which bounds how far ahead the round may read.
+type window struct {
+	span     uint64                  // read no further than span sequences past the oldest unfinished
+	busy     map[string][]pendingMsg // subject with a publish in flight (or released) -> entries held behind it, in log order
+	ready    []pendingMsg            // held entries whose predecessor finished, to send next, in release order
+	open     []uint64                // sequences read and not known finished, ascending
+	finished map[uint64]struct{}     // finished sequences still in open
+}
+
+func newWindow(span uint64) *window {
+	return &window{span: span, busy: map[string][]pendingMsg{}, finished: map[uint64]struct{}{}}
+}
+
+// bound returns the sequence the round must stay below: span past the
+// oldest entry read and not finished. bounded is false when there is none.
+func (w *window) bound() (below uint64, bounded bool) {
+	for len(w.open) > 0 {
+		if _, ok := w.finished[w.open[0]]; !ok {
+			return w.open[0] + w.span, true
+		}
+		delete(w.finished, w.open[0])
+		w.open = w.open[1:]
+	}
+	return 0, false
+}
+
+// admit records m as read, unless it lies span or more past the oldest
+// unfinished entry (possible only on a read made with no bound).
+func (w *window) admit(m pendingMsg) bool {
+	if below, ok := w.bound(); ok && m.seq >= below {
+		return false
+	}
+	w.open = append(w.open, m.seq)
+	return true
+}
+
+// hold reports whether m must wait for an earlier publish of its subject,
+// queueing it if so; otherwise it marks the subject busy.
+func (w *window) hold(m pendingMsg) bool {
+	q, busy := w.busy[m.msg.Subject]
+	if busy {
+		w.busy[m.msg.Subject] = append(q, m)
+		return true
+	}
+	w.busy[m.msg.Subject] = nil
+	return false
+}
+
+// finish records that m was acknowledged or failed for good, and releases
+// the next entry held behind it, which keeps the subject busy until sent.
+func (w *window) finish(m pendingMsg) {
+	w.finished[m.seq] = struct{}{}
+	q := w.busy[m.msg.Subject]
+	if len(q) == 0 {
+		delete(w.busy, m.msg.Subject)
+		return
+	}
+	w.ready = append(w.ready, q[0])
+	w.busy[m.msg.Subject] = q[1:]
+}
+
+// nextReady returns the oldest released entry, if any.
+func (w *window) nextReady() (pendingMsg, bool) {
+	if len(w.ready) == 0 {
+		return pendingMsg{}, false
+	}
+	m := w.ready[0]
+	w.ready = w.ready[1:]
+	return m, true
 }
 
 // send publishes one pending entry. When probing, it also flushes the
@@ -644,10 +773,10 @@ type pendingMsg struct {
 	msg *nats.Msg
 }
 
-// pendingAfter returns up to n pending entries with a sequence above after,
-// in order, as messages: subject, event payload, Nats-Msg-Id and the trace
-// context captured at Append.
-func (l *Log) pendingAfter(after uint64, n int) ([]pendingMsg, error) {
+// pendingAfter returns up to n pending entries with a sequence above after
+// and, unless below is 0, under below, in order, as messages: subject, event
+// payload, Nats-Msg-Id and the trace context captured at Append.
+func (l *Log) pendingAfter(after uint64, n int, below uint64) ([]pendingMsg, error) {
 	release, err := l.use()
 	if err != nil {
 		return nil, err
@@ -658,6 +787,9 @@ func (l *Log) pendingAfter(after uint64, n int) ([]pendingMsg, error) {
 		evb := tx.Bucket(bucketEvents)
 		c := tx.Bucket(bucketPending).Cursor()
 		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < n; k, v = c.Next() {
+			if below != 0 && keySeqOf(k) >= below {
+				break
+			}
 			var ob outbound
 			if err := jsonUnmarshal(v, &ob); err != nil {
 				return fmt.Errorf("read pending entry %d: %w", keySeqOf(k), err)
