@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,11 +32,15 @@ type applier struct {
 	maxDrift time.Duration
 	prop     propagation.TextMapPropagator
 	outbox   bool // produce changes, receipts and dead letters (false in a rebuild)
+	// holeWindow and maxHoleRanges bound the holes kept per writer (HighWater.record).
+	holeWindow    uint64
+	maxHoleRanges int
+	log           *slog.Logger
 
 	// batch state, reset by reset
 	batch Batch
 	docs  map[events.DocAddress]Doc
-	hwm   map[ClientKey]uint64
+	hwm   map[ClientKey]*HighWater // the batch's view of each writer's mark; batch.HighWater holds copies
 	stats stepStats
 }
 
@@ -48,7 +53,7 @@ func (a *applier) reset(checkpoint uint64) {
 	clear(a.hwm)
 	if a.docs == nil {
 		a.docs = make(map[events.DocAddress]Doc)
-		a.hwm = make(map[ClientKey]uint64)
+		a.hwm = make(map[ClientKey]*HighWater)
 	}
 	a.stats = stepStats{}
 }
@@ -60,11 +65,40 @@ func (a *applier) doc(ctx context.Context, addr events.DocAddress) (Doc, error) 
 	return a.store.Get(ctx, addr)
 }
 
-func (a *applier) highWater(ctx context.Context, k ClientKey) (uint64, error) {
-	if v, ok := a.hwm[k]; ok {
-		return v, nil
+// highWater returns the batch's mark of writer k, read from the store the
+// first time. The batch changes it in place.
+func (a *applier) highWater(ctx context.Context, k ClientKey) (*HighWater, error) {
+	if h, ok := a.hwm[k]; ok {
+		return h, nil
 	}
-	return a.store.HighWater(ctx, k.Tenant, k.Client)
+	h, err := a.store.HighWater(ctx, k.Tenant, k.Client)
+	if err != nil {
+		return nil, err
+	}
+	a.hwm[k] = &h
+	return &h, nil
+}
+
+// duplicate is the receipt of an event whose client sequence was applied,
+// or is too far below the writer's mark to tell (hole window): the one
+// place such an event is decided, and logged when it may be a late event.
+func (a *applier) duplicate(m rawMsg, ev *events.Event, hw *HighWater) error {
+	a.stats.duplicates++
+	reason := fmt.Sprintf("client sequence %d already applied (high-water mark %d)", ev.Seq, hw.Seq)
+	tooFar := hw.Seq-ev.Seq >= a.holeWindow
+	mayBeForgotten := len(hw.Holes) >= a.maxHoleRanges && ev.Seq < hw.Holes[0].From
+	if tooFar || mayBeForgotten {
+		reason = fmt.Sprintf("client sequence %d is not a remembered hole below the high-water mark %d (hole window %d, at most %d hole ranges): taken for a duplicate",
+			ev.Seq, hw.Seq, a.holeWindow, a.maxHoleRanges)
+		if a.outbox {
+			a.log.Warn("event too far behind its writer to tell from a duplicate; dropped as a duplicate",
+				"event", ev.ID, "tenant", ev.Tenant, "client", ev.Client, "seq", ev.Seq, "high_water", hw.Seq, "stream_seq", m.Seq)
+		}
+	}
+	return a.receipt(m, &events.Receipt{
+		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Seq: ev.Seq,
+		Collection: ev.Collection, Doc: ev.Doc, Outcome: events.OutcomeDuplicate, Reason: reason,
+	})
 }
 
 // add applies one message to the batch. Only store failures are errors: a
@@ -93,13 +127,8 @@ func (a *applier) add(ctx context.Context, m rawMsg) error {
 	if err != nil {
 		return err
 	}
-	if ev.Seq <= hw {
-		a.stats.duplicates++
-		return a.receipt(m, &events.Receipt{
-			Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Seq: ev.Seq,
-			Collection: ev.Collection, Doc: ev.Doc, Outcome: events.OutcomeDuplicate,
-			Reason: fmt.Sprintf("client sequence %d already applied (high-water mark %d)", ev.Seq, hw),
-		})
+	if hw.applied(ev.Seq) {
+		return a.duplicate(m, ev, hw)
 	}
 	cur, err := a.doc(ctx, addr)
 	if err != nil {
@@ -111,11 +140,14 @@ func (a *applier) add(ctx context.Context, m rawMsg) error {
 		// the stream behind it; the reason names the resolver.
 		return a.dead(m, ev, err.Error())
 	}
-	a.hwm[ck] = ev.Seq
-	if a.batch.HighWater == nil {
-		a.batch.HighWater = make(map[ClientKey]uint64)
+	if forgot := hw.record(ev.Seq, a.holeWindow, a.maxHoleRanges); forgot > 0 && a.outbox {
+		a.log.Warn("writer has more hole ranges than MaxHoleRanges; forgetting the oldest (an event still to come there will be taken for a duplicate)",
+			"tenant", ev.Tenant, "client", ev.Client, "forgotten_seqs", forgot, "high_water", hw.Seq, "max_hole_ranges", a.maxHoleRanges)
 	}
-	a.batch.HighWater[ck] = ev.Seq
+	if a.batch.HighWater == nil {
+		a.batch.HighWater = make(map[ClientKey]HighWater)
+	}
+	a.batch.HighWater[ck] = *hw // a copy of the header: set again after every change
 	a.stats.applied++
 	version := cur.Version
 	if d.Doc != nil {

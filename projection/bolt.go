@@ -20,7 +20,7 @@ var _ Store = (*BoltStore)(nil)
 var (
 	bucketDocs      = []byte("docs")      // address key -> encoded events.Change (Settled nil)
 	bucketConflicts = []byte("conflicts") // address key \x00 conflict id -> encoded events.Conflict
-	bucketHWM       = []byte("hwm")       // tenant \x00 client -> uint64 big endian
+	bucketHWM       = []byte("hwm")       // tenant \x00 client -> encoded HighWater (see encodeHighWater)
 	bucketMeta      = []byte("meta")      // "checkpoint" -> uint64 big endian
 	bucketOutbox    = []byte("outbox")    // uint64 big endian -> encoded outboxRecord
 	keyCheckpoint   = []byte("checkpoint")
@@ -166,17 +166,46 @@ func hwmKey(tenant, client string) []byte {
 	return append(append([]byte(tenant), 0), client...)
 }
 
+// encodeHighWater encodes h as its Seq then From and To of every hole,
+// each uint64 big endian. A mark without holes is 8 bytes, the format of
+// stores written before holes were kept, which therefore read as no holes.
+func encodeHighWater(h HighWater) []byte {
+	b := make([]byte, 0, 8+16*len(h.Holes))
+	b = binary.BigEndian.AppendUint64(b, h.Seq)
+	for _, r := range h.Holes {
+		b = binary.BigEndian.AppendUint64(b, r.From)
+		b = binary.BigEndian.AppendUint64(b, r.To)
+	}
+	return b
+}
+
+func decodeHighWater(b []byte) (HighWater, error) {
+	var h HighWater
+	if len(b) == 0 {
+		return h, nil
+	}
+	if len(b) < 8 || (len(b)-8)%16 != 0 {
+		return h, fmt.Errorf("high-water record of %d bytes", len(b))
+	}
+	h.Seq = binary.BigEndian.Uint64(b)
+	for b = b[8:]; len(b) > 0; b = b[16:] {
+		h.Holes = append(h.Holes, SeqRange{From: binary.BigEndian.Uint64(b), To: binary.BigEndian.Uint64(b[8:])})
+	}
+	return h, nil
+}
+
 // HighWater implements Store.
-func (s *BoltStore) HighWater(ctx context.Context, tenant, client string) (uint64, error) {
-	var v uint64
+func (s *BoltStore) HighWater(ctx context.Context, tenant, client string) (HighWater, error) {
+	var h HighWater
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		v = readU64(tx.Bucket(bucketHWM).Get(hwmKey(tenant, client)))
-		return nil
+		var err error
+		h, err = decodeHighWater(tx.Bucket(bucketHWM).Get(hwmKey(tenant, client)))
+		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("read high-water mark of %s/%s: %w", tenant, client, err)
+		return HighWater{}, fmt.Errorf("read high-water mark of %s/%s: %w", tenant, client, err)
 	}
-	return v, nil
+	return h, nil
 }
 
 // Checkpoint implements Store.
@@ -233,12 +262,12 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 			}
 		}
 		hwm := tx.Bucket(bucketHWM)
-		for c, seq := range b.HighWater {
+		for c, h := range b.HighWater {
 			k := hwmKey(c.Tenant, c.Client)
-			if readU64(hwm.Get(k)) >= seq {
-				continue
+			if old := hwm.Get(k); len(old) >= 8 && binary.BigEndian.Uint64(old) > h.Seq {
+				continue // a mark never goes back
 			}
-			if err := hwm.Put(k, u64(seq)); err != nil {
+			if err := hwm.Put(k, encodeHighWater(h)); err != nil {
 				return err
 			}
 		}

@@ -61,6 +61,19 @@ type Config struct {
 	// Propagator moves trace context from an event's headers to its change's
 	// and receipt's; nil means W3C trace context and baggage.
 	Propagator propagation.TextMapPropagator
+	// HoleWindow is how far below a writer's high-water mark, in client
+	// sequences, a sequence not seen yet (a hole) is remembered, so that its
+	// event, arriving late, is applied rather than taken for a duplicate.
+	// The producer never lets an event be overtaken by as much as its window
+	// (PublisherConfig.MaxInFlight, 256 by default, at most 65536); holes
+	// further down are left by events that failed for good and never come.
+	// Zero means DefaultHoleWindow (65536). Verify must use the live value.
+	HoleWindow uint64
+	// MaxHoleRanges bounds the ranges of holes remembered per writer (a
+	// jump of the sequence is one range, of at most HoleWindow sequences);
+	// beyond it the oldest are forgotten, with a warning. Zero means
+	// DefaultMaxHoleRanges (4096, 64 KiB per writer); negative is invalid.
+	MaxHoleRanges int
 }
 
 func (c Config) withDefaults() Config {
@@ -82,6 +95,12 @@ func (c Config) withDefaults() Config {
 	if c.Propagator == nil {
 		c.Propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
+	if c.HoleWindow == 0 {
+		c.HoleWindow = DefaultHoleWindow
+	}
+	if c.MaxHoleRanges == 0 {
+		c.MaxHoleRanges = DefaultMaxHoleRanges
+	}
 	return c
 }
 
@@ -93,6 +112,9 @@ func (c Config) validate() error {
 	if c.BatchSize > 10_000 {
 		errs = append(errs, fmt.Errorf("%w: BatchSize %d is above 10000", ErrInvalidConfig, c.BatchSize))
 	}
+	if c.MaxHoleRanges < 0 {
+		errs = append(errs, fmt.Errorf("%w: MaxHoleRanges %d is negative", ErrInvalidConfig, c.MaxHoleRanges))
+	}
 	if strings.ContainsAny(c.Durable, ".*> \t\r\n") {
 		errs = append(errs, fmt.Errorf("%w: Durable %q holds a character a consumer name may not", ErrInvalidConfig, c.Durable))
 	}
@@ -103,6 +125,7 @@ func (c Config) applier(store Store, outbox bool) applier {
 	return applier{
 		store: store, policies: c.Policies, limits: c.Limits, maxDrift: c.MaxDrift,
 		prop: c.Propagator, outbox: outbox,
+		holeWindow: c.HoleWindow, maxHoleRanges: c.MaxHoleRanges, log: c.Logger.With("component", "projector"),
 	}
 }
 
@@ -110,7 +133,7 @@ func (c Config) applier(store Store, outbox bool) applier {
 type Stats struct {
 	Checkpoint uint64        // last EVENTS sequence committed
 	Applied    uint64        // events decided (applied, merged, rejected, conflict)
-	Duplicates uint64        // events dropped by the high-water mark
+	Duplicates uint64        // events dropped as duplicates (client sequence applied before)
 	Dead       uint64        // messages dead-lettered
 	Batches    uint64        // store transactions
 	Lag        time.Duration // Now minus the stream time of the last committed event
@@ -118,7 +141,7 @@ type Stats struct {
 
 // Projector consumes EVENTS in stream order and applies every event to the
 // view under the collection's policy. Per batch it commits the view, the
-// checkpoint, the high-water marks and an outbox of changes, receipts and
+// checkpoint, the writers' high-water marks and holes, and an outbox of changes, receipts and
 // dead letters in one store transaction, then publishes the outbox, removes
 // what was published, and acks. Start it once; Close stops it.
 type Projector struct {

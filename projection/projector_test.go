@@ -3,7 +3,11 @@ package projection_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,5 +146,114 @@ func TestProjector_ResumeAndDuplicates(t *testing.T) {
 	_, err = projection.New(e.js, store, projection.Config{BatchSize: -1, Durable: "a.b"})
 	if !errors.Is(err, projection.ErrInvalidConfig) || !strings.Contains(err.Error(), "Durable") || !strings.Contains(err.Error(), "BatchSize") {
 		t.Fatalf("bad config: %v", err)
+	}
+}
+
+// TestProjector_LateEventFillsHole publishes one writer's events with client
+// sequences 1, 2, 4, 5 and then 3 straight into EVENTS, each for its own
+// document (the producer keeps a writer's order per document only), with a
+// projector restart before 3 arrives, so the hole must survive in the store.
+// 3 is applied (receipt applied, not duplicate); true repeats of 4 and 3
+// (other msg ids, as after JetStream's dedupe window) are duplicates; and
+// Verify's rebuild decides the same.
+func TestProjector_LateEventFillsHole(t *testing.T) {
+	e := newEnv(t)
+	store := mustOpenBolt(t, "")
+	ctx := context.Background()
+	w := newWriter("acme", "phone", 0)
+	evs := map[uint64]*events.Event{}
+	for i := 1; i <= 5; i++ {
+		ev := w.event("notes", fmt.Sprintf("n%d", i), events.OpPut, 0, map[string]any{"i": i})
+		evs[ev.Seq] = ev
+	}
+	// Every receipt published, seen on core NATS: a repeat's receipt has the
+	// same Nats-Msg-Id as the first, so RECEIPTS itself drops it. Outcomes are
+	// kept once each: a restarted projector republishes its outbox.
+	var mu sync.Mutex
+	outcomes := map[string][]events.Outcome{}
+	sub, err := e.nc.Subscribe(events.ReceiptSubject("acme", "phone"), func(m *nats.Msg) {
+		r, err := events.DecodeReceipt(m.Data)
+		if err != nil {
+			t.Errorf("receipt: %v", err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Contains(outcomes[r.Event], r.Outcome) {
+			outcomes[r.Event] = append(outcomes[r.Event], r.Outcome)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	received := func(n int) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			got := 0
+			for _, os := range outcomes {
+				got += len(os)
+			}
+			return got >= n
+		}
+	}
+
+	var last uint64
+	for _, seq := range []uint64{1, 2, 4, 5} {
+		last = publish(t, e.js, eventMsg(t, evs[seq]), evs[seq].ID)
+	}
+	p1, err := projection.New(e.js, store, projection.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitCheckpoint(t, p1, last)
+	if err := p1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	hw, err := store.HighWater(ctx, "acme", "phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (projection.HighWater{Seq: 5, Holes: []projection.SeqRange{{From: 3, To: 3}}}); !reflect.DeepEqual(hw, want) {
+		t.Fatalf("after 1, 2, 4, 5: %+v, want %+v", hw, want)
+	}
+
+	publish(t, e.js, eventMsg(t, evs[3]), evs[3].ID)
+	publish(t, e.js, eventMsg(t, evs[4]), "again-4")
+	last = publish(t, e.js, eventMsg(t, evs[3]), "again-3")
+	p2 := startProjector(t, e.js, store, projection.Config{})
+	waitCheckpoint(t, p2, last)
+	waitFor(t, 10*time.Second, "receipts of 5 events and 2 repeats", received(7))
+	if s := p2.Stats(); s.Applied != 1 || s.Duplicates != 2 {
+		t.Fatalf("stats %+v, want 1 applied (the late 3) and 2 duplicates", s)
+	}
+	mu.Lock()
+	want := map[string][]events.Outcome{
+		evs[1].ID: {events.OutcomeApplied}, evs[2].ID: {events.OutcomeApplied}, evs[5].ID: {events.OutcomeApplied},
+		evs[3].ID: {events.OutcomeApplied, events.OutcomeDuplicate},
+		evs[4].ID: {events.OutcomeApplied, events.OutcomeDuplicate},
+	}
+	if !reflect.DeepEqual(outcomes, want) {
+		t.Errorf("receipt outcomes %v, want %v", outcomes, want)
+	}
+	mu.Unlock()
+	for seq, ev := range evs {
+		d, err := store.Get(ctx, ev.Address())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Version != 1 || string(d.Fields["i"]) != fmt.Sprint(seq) {
+			t.Errorf("document of event %d: v%d %v, want v1", seq, d.Version, d.Fields)
+		}
+	}
+	if hw, err = store.HighWater(ctx, "acme", "phone"); err != nil || hw.Seq != 5 || hw.Holes != nil {
+		t.Fatalf("after the late 3: %+v %v, want 5 and no holes", hw, err)
+	}
+	if _, err := projection.Verify(ctx, e.js, store, projection.Config{}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -8,7 +8,7 @@ import (
 
 // Store holds a view: documents (tombstones included), the conflict
 // history, the checkpoint (last applied EVENTS stream sequence), per-client
-// high-water marks of client sequence, and the outbox of encoded changes and
+// high-water marks of client sequence with their holes, and the outbox of encoded changes and
 // receipts not yet published. Commit writes a whole Batch atomically, which
 // is what makes a crash at any instruction harmless (DESIGN.md). Reads see
 // committed state only. Implementations are safe for concurrent use; every
@@ -17,9 +17,9 @@ type Store interface {
 	// Get returns the document at addr; a zero Doc (Version 0) with the
 	// address filled in when there is none.
 	Get(ctx context.Context, addr events.DocAddress) (Doc, error)
-	// HighWater returns the highest client sequence applied for the client
-	// of a tenant, 0 when none.
-	HighWater(ctx context.Context, tenant, client string) (uint64, error)
+	// HighWater returns which client sequences of the client of a tenant
+	// have been applied: the zero HighWater when none.
+	HighWater(ctx context.Context, tenant, client string) (HighWater, error)
 	// Checkpoint returns the last EVENTS sequence committed, 0 when none.
 	Checkpoint(ctx context.Context) (uint64, error)
 	// Commit applies b in one transaction: all of it or none of it. On
@@ -47,6 +47,20 @@ type Store interface {
 // ClientKey names one writer: high-water marks are kept per tenant and client.
 type ClientKey struct{ Tenant, Client string }
 
+// HighWater is what the projector has applied of one writer: every client
+// sequence up to Seq except the Holes. A hole is a sequence below Seq not
+// seen yet: the producer keeps a writer's events in order per document
+// only, so events of other documents may overtake one (by less than the
+// producer's window) and it arrives late, once. Holes further than the
+// projector's Config.HoleWindow below Seq are forgotten (see dedupe.go).
+type HighWater struct {
+	Seq   uint64     // the highest client sequence applied, 0 when none
+	Holes []SeqRange // ascending, disjoint, all below Seq; nil when none
+}
+
+// SeqRange is the client sequences From through To, both included.
+type SeqRange struct{ From, To uint64 }
+
 // ConflictRecord is one conflict record with the document it belongs to.
 type ConflictRecord struct {
 	Address  events.DocAddress
@@ -64,10 +78,10 @@ type OutboxEntry struct {
 
 // Batch is everything one projector step writes, committed together.
 type Batch struct {
-	Checkpoint uint64               // the new checkpoint (last EVENTS sequence the batch covers)
-	Docs       []Doc                // new document states; a later entry for the same address wins
-	Conflicts  []ConflictRecord     // conflict records to write (replacing records with the same id)
-	HighWater  map[ClientKey]uint64 // new high-water marks (never lowered: the larger value is kept)
-	Outbox     []OutboxEntry        // messages to add (Commit assigns Key)
-	Published  []uint64             // outbox keys to delete
+	Checkpoint uint64                  // the new checkpoint (last EVENTS sequence the batch covers)
+	Docs       []Doc                   // new document states; a later entry for the same address wins
+	Conflicts  []ConflictRecord        // conflict records to write (replacing records with the same id)
+	HighWater  map[ClientKey]HighWater // new marks, each replacing the stored one whole; one with a Seq below the stored Seq is ignored (a mark never goes back)
+	Outbox     []OutboxEntry           // messages to add (Commit assigns Key)
+	Published  []uint64                // outbox keys to delete
 }

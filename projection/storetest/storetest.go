@@ -25,6 +25,8 @@ func RunStoreSuite(t *testing.T, newStore func(t *testing.T) projection.Store) {
 		{"CommitReadBack", testCommitReadBack},
 		{"LaterStateWins", testLaterStateWins},
 		{"HighWaterNeverLowered", testHighWater},
+		{"HighWaterHoles", testHighWaterHoles},
+		{"HighWaterManyHoles", testHighWaterManyHoles},
 		{"CheckpointBackwardsIsAtomic", testCheckpointBackwards},
 		{"Outbox", testOutbox},
 		{"ScanOrder", testScanOrder},
@@ -75,7 +77,7 @@ func testEmpty(t *testing.T, s projection.Store) {
 	must(t, err)
 	out, err := s.Outbox(ctx, 0)
 	must(t, err)
-	if cp != 0 || hw != 0 || len(out) != 0 {
+	if cp != 0 || hw.Seq != 0 || hw.Holes != nil || len(out) != 0 {
 		t.Fatalf("empty store: checkpoint %d hwm %d outbox %d", cp, hw, len(out))
 	}
 }
@@ -90,7 +92,7 @@ func testCommitReadBack(t *testing.T, s projection.Store) {
 		Checkpoint: 42,
 		Docs:       []projection.Doc{d},
 		Conflicts:  []projection.ConflictRecord{{Address: a, Conflict: conf}},
-		HighWater:  map[projection.ClientKey]uint64{{Tenant: "t", Client: "c1"}: 7},
+		HighWater:  map[projection.ClientKey]projection.HighWater{{Tenant: "t", Client: "c1"}: {Seq: 7, Holes: []projection.SeqRange{{From: 3, To: 3}}}},
 		Outbox:     []projection.OutboxEntry{{Subject: "s.1", MsgID: "m1", Data: []byte("one"), Header: map[string][]string{"traceparent": {"x"}}}, {Subject: "s.2", MsgID: "m2", Data: []byte("two")}},
 	}
 	must(t, s.Commit(ctx, b))
@@ -111,8 +113,8 @@ func testCommitReadBack(t *testing.T, s projection.Store) {
 	must(t, err)
 	hw, err := s.HighWater(ctx, "t", "c1")
 	must(t, err)
-	if cp != 42 || hw != 7 {
-		t.Fatalf("checkpoint %d hwm %d", cp, hw)
+	if want := (projection.HighWater{Seq: 7, Holes: []projection.SeqRange{{From: 3, To: 3}}}); cp != 42 || !reflect.DeepEqual(hw, want) {
+		t.Fatalf("checkpoint %d hwm %+v, want 42 and %+v", cp, hw, want)
 	}
 	out, err := s.Outbox(ctx, 0)
 	must(t, err)
@@ -141,14 +143,67 @@ func testLaterStateWins(t *testing.T, s projection.Store) {
 
 func testHighWater(t *testing.T, s projection.Store) {
 	k := projection.ClientKey{Tenant: "t", Client: "c"}
-	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 1, HighWater: map[projection.ClientKey]uint64{k: 9}}))
-	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 2, HighWater: map[projection.ClientKey]uint64{k: 4}}))
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 1, HighWater: map[projection.ClientKey]projection.HighWater{k: {Seq: 9}}}))
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 2, HighWater: map[projection.ClientKey]projection.HighWater{k: {Seq: 4}}}))
 	hw, err := s.HighWater(ctx, "t", "c")
 	must(t, err)
 	other, err := s.HighWater(ctx, "u", "c")
 	must(t, err)
-	if hw != 9 || other != 0 {
-		t.Fatalf("hwm %d, other tenant %d", hw, other)
+	if hw.Seq != 9 || hw.Holes != nil || other.Seq != 0 {
+		t.Fatalf("hwm %+v, other tenant %+v", hw, other)
+	}
+}
+
+// testHighWaterHoles: holes are stored with the mark and replaced whole by
+// a commit with the same or a higher mark (a late event filled a hole), never
+// by a lower one.
+func testHighWaterHoles(t *testing.T, s projection.Store) {
+	k := projection.ClientKey{Tenant: "t", Client: "c"}
+	commit := func(cp uint64, h projection.HighWater) {
+		t.Helper()
+		must(t, s.Commit(ctx, &projection.Batch{Checkpoint: cp, HighWater: map[projection.ClientKey]projection.HighWater{k: h}}))
+	}
+	check := func(want projection.HighWater) {
+		t.Helper()
+		got, err := s.HighWater(ctx, "t", "c")
+		must(t, err)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("HighWater = %+v, want %+v", got, want)
+		}
+	}
+	holes := projection.HighWater{Seq: 10, Holes: []projection.SeqRange{{From: 3, To: 3}, {From: 6, To: 8}}}
+	commit(1, holes)
+	check(holes)
+	filled := projection.HighWater{Seq: 10, Holes: []projection.SeqRange{{From: 6, To: 8}}}
+	commit(2, filled)
+	check(filled)
+	commit(3, projection.HighWater{Seq: 9}) // lower: ignored, holes kept
+	check(filled)
+	commit(4, projection.HighWater{Seq: 10}) // the last hole filled
+	check(projection.HighWater{Seq: 10})
+	commit(5, projection.HighWater{Seq: 12, Holes: []projection.SeqRange{{From: 11, To: 11}}})
+	check(projection.HighWater{Seq: 12, Holes: []projection.SeqRange{{From: 11, To: 11}}})
+	// Writers are independent.
+	other, err := s.HighWater(ctx, "t", "c2")
+	must(t, err)
+	if other.Seq != 0 || other.Holes != nil {
+		t.Fatalf("another writer: %+v", other)
+	}
+}
+
+// testHighWaterManyHoles: a mark with as many ranges as the projector keeps
+// by default reads back intact.
+func testHighWaterManyHoles(t *testing.T, s projection.Store) {
+	k := projection.ClientKey{Tenant: "t", Client: "c"}
+	h := projection.HighWater{Seq: 2*projection.DefaultMaxHoleRanges + 1}
+	for i := range uint64(projection.DefaultMaxHoleRanges) {
+		h.Holes = append(h.Holes, projection.SeqRange{From: 2*i + 1, To: 2*i + 1})
+	}
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 1, HighWater: map[projection.ClientKey]projection.HighWater{k: h}}))
+	got, err := s.HighWater(ctx, "t", "c")
+	must(t, err)
+	if !reflect.DeepEqual(got, h) {
+		t.Fatalf("HighWater with %d ranges read back with %d (seq %d)", len(h.Holes), len(got.Holes), got.Seq)
 	}
 }
 
