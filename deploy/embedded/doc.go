@@ -23,6 +23,19 @@
 // Streams and their messages are recovered from Dir, and clients that dial
 // the same URL with nats.MaxReconnects(-1) reconnect by themselves.
 //
+// # TLS, users and encryption
+//
+// Config.TLS (built by LoadServerTLS from PEM files) makes the client
+// listener require TLS, and client certificates when it has ClientCAs.
+// Config.Users (package deploy/auth makes them) turns on authentication
+// with per-user subject permissions; Start then adds an internal user with
+// a random password, which only Server.Connect knows. Whenever TLS or
+// Users is set, Server.Connect dials in process, so the server's own
+// connection needs neither a certificate nor a password on the network.
+// Config.JetStreamKey encrypts JetStream's files with AES-GCM; read and
+// check the key with package deploy/keys first, since nats-server itself
+// does not refuse a wrong key (it skips the streams it cannot decrypt).
+//
 // # Durability: fsync on every write by default
 //
 // ebb promises that a write acknowledged is never lost. A client keeps an

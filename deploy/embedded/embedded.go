@@ -2,11 +2,16 @@ package embedded
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +32,11 @@ const (
 	// NATSDefaultSyncInterval is nats-server's own background fsync period
 	// (sync_interval). Use it in SyncPolicy.Interval to get stock NATS behaviour.
 	NATSDefaultSyncInterval = 2 * time.Minute
+
+	// internalUserPrefix names the internal user Start adds with Users.
+	internalUserPrefix = "_ebb"
+	// tlsHandshakeTimeout bounds a client's TLS handshake.
+	tlsHandshakeTimeout = 5 * time.Second
 )
 
 // Errors returned by Start. Match them with errors.Is.
@@ -90,6 +100,22 @@ type Config struct {
 	// MaxPayload is the largest message accepted, in bytes; zero means the
 	// NATS default (1 MiB).
 	MaxPayload int32
+	// TLS, if set, makes the client listener require TLS with this config
+	// (see LoadServerTLS). With ClientAuth tls.RequireAndVerifyClientCert
+	// clients must also present a certificate signed by ClientCAs. In
+	// process connections (Server.Connect) skip TLS.
+	TLS *tls.Config
+	// Users, if any, turns on authentication: only these users may connect,
+	// each with its permissions (see package deploy/auth). Start adds one
+	// internal user with a random password and every permission, which
+	// Server.Connect uses; its password never leaves the process.
+	Users []*server.User
+	// JetStreamKey, if set, encrypts JetStream's storage (AES-GCM) with
+	// this key (see package deploy/keys); it must be the same on every
+	// start on Dir. Start does not check it: nats-server skips streams it
+	// cannot decrypt, so open the key with keys.Open, which refuses a
+	// wrong key, before calling Start.
+	JetStreamKey []byte
 }
 
 // listenAddr is a validated Config.Listen.
@@ -141,6 +167,17 @@ func (c Config) validate() (listenAddr, error) {
 	if c.MaxPayload < 0 {
 		bad("MaxPayload %d is negative", c.MaxPayload)
 	}
+	if c.JetStreamKey != nil && len(c.JetStreamKey) < 16 {
+		bad("JetStreamKey is %d bytes, want at least 16", len(c.JetStreamKey))
+	}
+	for i, u := range c.Users {
+		switch {
+		case u == nil || u.Username == "":
+			bad("Users[%d] has no name", i)
+		case strings.HasPrefix(u.Username, internalUserPrefix):
+			bad("Users[%d] %q: names starting with %q are reserved", i, u.Username, internalUserPrefix)
+		}
+	}
 	return la, errors.Join(errs...)
 }
 
@@ -150,6 +187,8 @@ type Server struct {
 	ns        *server.Server
 	cfg       Config // effective config; Listen holds the bound address
 	clientURL string
+
+	internal *server.User // nil without Users
 
 	shutdownOnce sync.Once
 	shutdownDone chan struct{}
@@ -186,6 +225,25 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		JetStream:  true,
 		StoreDir:   cfg.Dir,
 	}
+	if cfg.TLS != nil {
+		opts.TLS = true
+		opts.TLSConfig = cfg.TLS
+		opts.TLSVerify = cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+		opts.TLSTimeout = tlsHandshakeTimeout.Seconds()
+	}
+	var internal *server.User
+	if len(cfg.Users) > 0 {
+		pw := make([]byte, 32)
+		if _, err := rand.Read(pw); err != nil {
+			return nil, fmt.Errorf("start embedded nats: internal password: %w", err)
+		}
+		internal = &server.User{Username: internalUserPrefix + "internal", Password: hex.EncodeToString(pw)}
+		opts.Users = append(slices.Clone(cfg.Users), internal)
+	}
+	if cfg.JetStreamKey != nil {
+		opts.JetStreamKey = hex.EncodeToString(cfg.JetStreamKey)
+		opts.JetStreamCipher = server.AES
+	}
 	if cfg.Sync.Always() {
 		opts.SyncAlways = true
 		opts.SyncInterval = NATSDefaultSyncInterval // still drives background index syncs
@@ -200,7 +258,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	bridge := newLogBridge(logger)
 	ns.SetLoggerV2(bridge, bridge.debug, bridge.trace, false)
 
-	s := &Server{ns: ns, cfg: cfg, shutdownDone: make(chan struct{})}
+	s := &Server{ns: ns, cfg: cfg, internal: internal, shutdownDone: make(chan struct{})}
 	ns.Start()
 	if err := s.waitReady(ctx, bridge.fatal); err != nil {
 		// Best effort: release the listener and the store before reporting.
@@ -217,7 +275,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("start embedded nats: %w: no client listener address", ErrNotReady)
 		}
 		s.cfg.Listen = addr.String()
-		s.clientURL = "nats://" + net.JoinHostPort(dialHost(addr.IP), strconv.Itoa(addr.Port))
+		scheme := "nats://"
+		if cfg.TLS != nil {
+			scheme = "tls://"
+		}
+		s.clientURL = scheme + net.JoinHostPort(dialHost(addr.IP), strconv.Itoa(addr.Port))
 	}
 	return s, nil
 }
@@ -271,14 +333,25 @@ func (s *Server) Addr() string { return s.cfg.Listen }
 // server on the same Dir and the same port.
 func (s *Server) Config() Config { return s.cfg }
 
-// Connect opens a client connection: in process when DontListen is set,
-// otherwise to ClientURL. opts are applied after the connection target, so
-// they may add handlers, reconnect settings and the like.
+// Connect opens a client connection: in process when DontListen, TLS or
+// Users is set (the server's own connection needs neither TLS nor a
+// password on the network), otherwise to ClientURL. With Users it
+// authenticates as the internal user, unless opts carry other credentials.
+// opts are applied after the connection target, so they may add handlers,
+// reconnect settings and the like.
 func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	url := s.clientURL
-	if s.cfg.DontListen {
-		opts = append([]nats.Option{nats.InProcessServer(s.ns)}, opts...)
+	var pre []nats.Option
+	if s.cfg.DontListen || s.cfg.TLS != nil || s.internal != nil {
+		// The URL must not say tls://, which would make nats.go insist on
+		// TLS that an in-process connection does not do.
+		url = ""
+		pre = append(pre, nats.InProcessServer(s.ns))
 	}
+	if s.internal != nil {
+		pre = append(pre, nats.UserInfo(s.internal.Username, s.internal.Password))
+	}
+	opts = append(pre, opts...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect embedded nats: %w", err)

@@ -1,0 +1,168 @@
+package auth_test
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/ebbsync/ebb/deploy/auth"
+)
+
+var update = flag.Bool("update", false, "rewrite deploy/nats-auth.conf from deploy/users.example.yaml")
+
+func TestParse_Invalid(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       []string // each must appear in the error
+	}{
+		{"empty", ``, []string{"no users"}},
+		{"unknown key", "users: [{name: a, password: p, tenant: t, role: client, colour: red}]", []string{"colour"}},
+		{"no password", "users: [{name: a, tenant: t, role: client}]", []string{"set password or password_hash"}},
+		{"both passwords", "users: [{name: a, password: p, password_hash: h, tenant: t, role: client}]", []string{"only one"}},
+		{"hash not bcrypt", "users: [{name: a, password_hash: md5, tenant: t, role: client}]", []string{"not a bcrypt hash"}},
+		{"client without tenant", "users: [{name: a, password: p, role: client}]", []string{"needs a tenant"}},
+		{"bad role", "users: [{name: a, password: p, tenant: t, role: root}]", []string{`role "root"`}},
+		{"reserved name", "users: [{name: _ebbx, password: p, role: admin}]", []string{"reserved"}},
+		{"duplicate and empty, all at once", "users: [{name: a, password: p, role: admin}, {name: a, password: p, role: admin}, {name: '', password: p, role: admin}]",
+			[]string{"duplicate name", "user 3"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := auth.Parse([]byte(tt.yaml))
+			if !errors.Is(err, auth.ErrInvalidUsers) {
+				t.Fatalf("err = %v, want ErrInvalidUsers", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestAuthenticate(t *testing.T) {
+	u, err := auth.Load(filepath.Join("..", "users.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := auth.Parse([]byte("users: [{name: bob, password: pw, tenant: acme, role: client}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		users    *auth.Users
+		user, pw string
+		wantErr  error
+		wantRole auth.Role
+	}{
+		{"bcrypt ok", u, "alice", "alice-secret", nil, auth.RoleClient},
+		{"bcrypt ok again (cached)", u, "alice", "alice-secret", nil, auth.RoleClient},
+		{"bcrypt wrong", u, "alice", "alice-secret2", auth.ErrBadCredentials, ""},
+		{"unknown user", u, "mallory", "x", auth.ErrBadCredentials, ""},
+		{"plain ok", plain, "bob", "pw", nil, auth.RoleClient},
+		{"plain wrong", plain, "bob", "pW", auth.ErrBadCredentials, ""},
+		{"plain empty", plain, "bob", "", auth.ErrBadCredentials, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			usr, err := tt.users.Authenticate(tt.user, tt.pw)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if usr.Role != tt.wantRole {
+				t.Fatalf("role %q, want %q", usr.Role, tt.wantRole)
+			}
+		})
+	}
+}
+
+func TestPermissions_Confined(t *testing.T) {
+	alice := auth.User{Name: "alice", Tenant: "acme", Role: auth.RoleClient}
+	p := alice.Permissions()
+	for _, want := range []string{"ebb.evt.acme.>", "$JS.API.CONSUMER.CREATE.CHANGES.*.ebb.chg.acme.>",
+		"$JS.API.CONSUMER.CREATE.RECEIPTS.*.ebb.rcpt.acme.alice", "$JS.API.DIRECT.GET.CHANGES.ebb.chg.acme.>"} {
+		if !slices.Contains(p.Publish, want) {
+			t.Errorf("client may not publish %s", want)
+		}
+	}
+	if !slices.Equal(p.Subscribe, []string{"_INBOX_alice.>"}) {
+		t.Errorf("client subscribe %v, want only its inbox", p.Subscribe)
+	}
+	for _, s := range p.Publish {
+		if strings.Contains(s, ">") && !strings.Contains(s, ".acme.") || s == ">" || strings.HasPrefix(s, "$JS.API.STREAM.") && !strings.HasPrefix(s, "$JS.API.STREAM.INFO.") {
+			t.Errorf("client permission %q is not confined", s)
+		}
+	}
+	svc := auth.User{Name: "billing", Tenant: "acme", Role: auth.RoleService}.Permissions()
+	if slices.Contains(svc.Publish, "ebb.evt.acme.>") || !slices.Contains(svc.Publish, "$JS.ACK.CHANGES.>") {
+		t.Errorf("service publish %v: want acks, no events", svc.Publish)
+	}
+	// A name that is not a plain token gets an encoded, private inbox.
+	if got := auth.InboxPrefix("a.b"); got != "_INBOX_~YS5i" {
+		t.Errorf("InboxPrefix(a.b) = %q", got)
+	}
+	if !(auth.User{Name: "ops", Role: auth.RoleAdmin}).Permissions().All() {
+		t.Error("admin is confined")
+	}
+}
+
+// TestNATSConfig_Golden keeps deploy/nats-auth.conf generated from
+// deploy/users.example.yaml by this package, and checks nats-server
+// accepts it. Run with -update after changing the permissions.
+func TestNATSConfig_Golden(t *testing.T) {
+	u, err := auth.Load(filepath.Join("..", "users.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := u.NATSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("..", "nats-auth.conf")
+	if *update {
+		if err := os.WriteFile(golden, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	have, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(have) != conf {
+		t.Fatalf("%s is stale; run go test ./deploy/auth -run Golden -update", golden)
+	}
+	// nats-server parses it into the same users and permissions.
+	full := filepath.Join(t.TempDir(), "server.conf")
+	if err := os.WriteFile(full, []byte("jetstream: enabled\n"+conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(full)
+	if err != nil {
+		t.Fatalf("nats-server refuses the generated config: %v", err)
+	}
+	want := u.NATSUsers()
+	if len(opts.Users) != len(want) {
+		t.Fatalf("config has %d users, want %d", len(opts.Users), len(want))
+	}
+	for i, w := range want {
+		got := opts.Users[i]
+		if got.Username != w.Username || got.Password != w.Password {
+			t.Errorf("user %d: %s, want %s with the same hash", i, got.Username, w.Username)
+		}
+		if (got.Permissions == nil) != (w.Permissions == nil) {
+			t.Fatalf("user %s: permissions %v, want %v", w.Username, got.Permissions, w.Permissions)
+		}
+		if w.Permissions != nil && (!slices.Equal(got.Permissions.Publish.Allow, w.Permissions.Publish.Allow) ||
+			!slices.Equal(got.Permissions.Subscribe.Allow, w.Permissions.Subscribe.Allow)) {
+			t.Errorf("user %s: permissions differ from NATSUsers", w.Username)
+		}
+	}
+}

@@ -1,0 +1,213 @@
+package auth
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ebbsync/ebb/events"
+)
+
+// Sentinel errors. Match them with errors.Is.
+var (
+	// ErrInvalidUsers wraps every problem found in a users file; the
+	// message names the user and the field.
+	ErrInvalidUsers = errors.New("invalid users file")
+	// ErrBadCredentials means an unknown user or a wrong password. It does
+	// not say which, on purpose.
+	ErrBadCredentials = errors.New("bad credentials")
+)
+
+// Role says what a user may do; see the package documentation.
+type Role string
+
+// The roles.
+const (
+	RoleClient  Role = "client"
+	RoleService Role = "service"
+	RoleAdmin   Role = "admin"
+)
+
+// ReservedPrefix starts the names of ebb's internal users; a users file
+// may not use it.
+const ReservedPrefix = "_ebb"
+
+// User is one entry of a users file.
+type User struct {
+	Name string `yaml:"name"`
+	// Password is the plain password; PasswordHash a bcrypt hash of it.
+	// Exactly one is set.
+	Password     string `yaml:"password,omitempty"`
+	PasswordHash string `yaml:"password_hash,omitempty"`
+	// Tenant the user is confined to; required for client and service,
+	// ignored for admin.
+	Tenant string `yaml:"tenant,omitempty"`
+	Role   Role   `yaml:"role"`
+}
+
+// Users is a validated set of users. It is safe for concurrent use.
+type Users struct {
+	list   []User
+	byName map[string]int
+
+	mu    sync.Mutex
+	known map[string][32]byte // user -> sha256 of a password bcrypt accepted
+}
+
+// file is the YAML document.
+type file struct {
+	Users []User `yaml:"users"`
+}
+
+// Load reads and validates the users file at path (see Parse).
+func Load(path string) (*Users, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read users file: %w", err)
+	}
+	u, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("users file %s: %w", path, err)
+	}
+	return u, nil
+}
+
+// Parse decodes and validates a users file:
+//
+//	users:
+//	  - {name: alice, password: secret, tenant: acme, role: client}
+//	  - {name: billing, password_hash: "$2a$10$...", tenant: acme, role: service}
+//	  - {name: ops, password: s3cret, role: admin}
+//
+// Unknown keys, duplicate names, names starting with ReservedPrefix, a
+// missing tenant (client, service), both or neither of password and
+// password_hash, and a password_hash that is not bcrypt are all refused; the
+// error wraps ErrInvalidUsers and lists every problem.
+func Parse(data []byte) (*Users, error) {
+	var f file
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidUsers, err)
+	}
+	return New(f.Users)
+}
+
+// New validates list (see Parse) and returns it as Users.
+func New(list []User) (*Users, error) {
+	var errs []error
+	bad := func(i int, name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: user %d (%q): %s", ErrInvalidUsers, i+1, name, fmt.Sprintf(format, args...)))
+	}
+	if len(list) == 0 {
+		errs = append(errs, fmt.Errorf("%w: no users", ErrInvalidUsers))
+	}
+	u := &Users{list: slices.Clone(list), byName: make(map[string]int, len(list)), known: map[string][32]byte{}}
+	for i, usr := range u.list {
+		if err := events.ValidateName("name", usr.Name, events.DefaultLimits.MaxNameBytes); err != nil {
+			bad(i, usr.Name, "%v", err)
+		}
+		if strings.HasPrefix(usr.Name, ReservedPrefix) {
+			bad(i, usr.Name, "names starting with %q are reserved", ReservedPrefix)
+		}
+		if _, dup := u.byName[usr.Name]; dup {
+			bad(i, usr.Name, "duplicate name")
+		}
+		u.byName[usr.Name] = i
+		switch {
+		case usr.Password == "" && usr.PasswordHash == "":
+			bad(i, usr.Name, "set password or password_hash")
+		case usr.Password != "" && usr.PasswordHash != "":
+			bad(i, usr.Name, "set only one of password and password_hash")
+		case usr.PasswordHash != "":
+			if _, err := bcrypt.Cost([]byte(usr.PasswordHash)); err != nil {
+				bad(i, usr.Name, "password_hash is not a bcrypt hash: %v", err)
+			}
+		}
+		switch usr.Role {
+		case RoleClient, RoleService:
+			if err := events.ValidateName("tenant", usr.Tenant, events.DefaultLimits.MaxNameBytes); err != nil {
+				bad(i, usr.Name, "role %s needs a tenant: %v", usr.Role, err)
+			}
+		case RoleAdmin:
+		default:
+			bad(i, usr.Name, "role %q: want client, service or admin", usr.Role)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// List returns the users in file order.
+func (u *Users) List() []User { return slices.Clone(u.list) }
+
+// Lookup returns the user called name.
+func (u *Users) Lookup(name string) (User, bool) {
+	i, ok := u.byName[name]
+	if !ok {
+		return User{}, false
+	}
+	return u.list[i], true
+}
+
+// dummyHash is compared against when the user is unknown, so an unknown
+// name costs as much as a wrong password.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("ebb-dummy"), bcrypt.MinCost)
+
+// Authenticate returns the user called name if password is theirs, and an
+// error wrapping ErrBadCredentials otherwise.
+func (u *Users) Authenticate(name, password string) (User, error) {
+	usr, ok := u.Lookup(name)
+	if !ok {
+		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		return User{}, fmt.Errorf("authenticate %q: %w", name, ErrBadCredentials)
+	}
+	if usr.PasswordHash == "" {
+		if subtle.ConstantTimeCompare([]byte(usr.Password), []byte(password)) != 1 {
+			return User{}, fmt.Errorf("authenticate %q: %w", name, ErrBadCredentials)
+		}
+		return usr, nil
+	}
+	sum := sha256.Sum256([]byte(password))
+	u.mu.Lock()
+	cached, hit := u.known[name]
+	u.mu.Unlock()
+	if hit && subtle.ConstantTimeCompare(cached[:], sum[:]) == 1 {
+		return usr, nil
+	}
+	if err := bcrypt.CompareHashAndPassword([]byte(usr.PasswordHash), []byte(password)); err != nil {
+		return User{}, fmt.Errorf("authenticate %q: %w", name, ErrBadCredentials)
+	}
+	u.mu.Lock()
+	u.known[name] = sum
+	u.mu.Unlock()
+	return usr, nil
+}
+
+// CanRead reports whether usr may read tenant's data.
+func (usr User) CanRead(tenant string) bool {
+	return usr.Role == RoleAdmin || usr.Tenant == tenant
+}
+
+// CanWrite reports whether usr may write events to tenant.
+func (usr User) CanWrite(tenant string) bool {
+	return usr.Role == RoleAdmin || usr.Role == RoleClient && usr.Tenant == tenant
+}
+
+// CanReadReceipts reports whether usr may read the receipts of client in
+// tenant: an admin any, a client only its own (its client id is its name).
+func (usr User) CanReadReceipts(tenant, client string) bool {
+	return usr.Role == RoleAdmin || usr.Role == RoleClient && usr.Tenant == tenant && usr.Name == client
+}
