@@ -67,6 +67,22 @@
 // because a first copy is overtaken by less than MaxInFlight sequences (see
 // Order), well inside the projector's hole window.
 //
+// # Telemetry
+//
+// With LogConfig.TracerProvider, Append (and AppendBatch) is a span,
+// ebb.producer.append, a child of the span in its ctx, with the event id,
+// collection, doc and op. The append span's W3C context, not the caller's,
+// is what the log stores with each entry, so a publish made after a restart
+// still joins the write's trace. With PublisherConfig.TracerProvider every
+// publish attempt is a span, ebb.producer.publish (kind producer, a child of
+// the append, with the event id, subject and, once acknowledged, the stream
+// sequence), and the message carries the publish span's context: the
+// projector's apply is its child. Metrics (OpenTelemetry, nil provider =
+// none): ebb.producer.events.appended, .published (attribute ebb.duplicate),
+// .failed, ebb.producer.retries, the histogram ebb.producer.publish.duration
+// (publish to ack, seconds), and the gauges ebb.producer.pending and
+// ebb.producer.oldest_pending.age (seconds), both with attribute ebb.client.
+//
 // # Benchmarks
 //
 // go test -bench . -benchtime 40000x ./producer on the 2-core test machine,

@@ -11,7 +11,10 @@ import (
 
 	"github.com/oklog/ulid/v2"
 	"go.etcd.io/bbolt"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ebbsync/ebb/events"
 )
@@ -82,6 +85,15 @@ type LogConfig struct {
 	Now func() time.Time
 	// Logger receives the log's lines; nil discards them.
 	Logger *slog.Logger
+	// TracerProvider traces appends (span ebb.producer.append, a child of
+	// the span in Append's ctx); nil means no tracing. The append span's
+	// context is stored with each entry, so its publish joins the trace
+	// even after a restart.
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives ebb.producer.events.appended and the gauges
+	// ebb.producer.pending and ebb.producer.oldest_pending.age; nil means
+	// no metrics.
+	MeterProvider metric.MeterProvider
 }
 
 func (c LogConfig) validate() error {
@@ -111,8 +123,12 @@ type Log struct {
 	ids     *events.IDSource
 	logger  *slog.Logger
 	prop    propagation.TextMapPropagator
-	closeMu sync.RWMutex // held shared by every operation, exclusively by Close
-	closed  bool
+	tracer  trace.Tracer
+	metrics logMetrics
+	// unregister removes the gauges' callback once, on Close.
+	unregister sync.Once
+	closeMu    sync.RWMutex // held shared by every operation, exclusively by Close
+	closed     bool
 
 	appendMu sync.Mutex // serialises appends: seq, ids and commit order agree
 	seq      uint64     // last committed client sequence (under appendMu)
@@ -176,6 +192,7 @@ func OpenDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 		clock:  events.NewClock(now, maxDrift),
 		ids:    events.NewIDSource(now),
 		prop:   propagation.TraceContext{},
+		tracer: tracerOf(cfg.TracerProvider),
 		done:   make(chan struct{}),
 	}
 	err := db.Update(func(tx *bbolt.Tx) error {
@@ -230,6 +247,9 @@ func OpenDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 		return nil, fmt.Errorf("open log %s: %w", db.Path(), err)
 	}
 	l.logger = logger.With(keyComponent, "producer.log", keyTenant, l.tenant, keyClient, l.client)
+	if l.metrics, err = newLogMetrics(l, cfg.MeterProvider); err != nil {
+		return nil, fmt.Errorf("open log %s: metrics: %w", db.Path(), err)
+	}
 	return l, nil
 }
 
@@ -258,6 +278,13 @@ func (l *Log) LastSeq() uint64 {
 // running calls to finish and is safe to call twice. Close the Publisher
 // first.
 func (l *Log) Close() error {
+	// Unregister first, outside closeMu: a collection running the gauges'
+	// callback may be waiting for closeMu.
+	l.unregister.Do(func() {
+		if l.metrics.reg != nil {
+			_ = l.metrics.reg.Unregister()
+		}
+	})
 	l.closeMu.Lock()
 	defer l.closeMu.Unlock()
 	if l.closed {
@@ -299,30 +326,43 @@ func (l *Log) Append(ctx context.Context, w Write) (*events.Event, error) {
 
 // AppendBatch appends ws in order in one transaction with one fsync: either
 // all are stored or none is (any invalid write fails the whole batch, and the
-// error names its index).
-func (l *Log) AppendBatch(ctx context.Context, ws []Write) ([]*events.Event, error) {
+// error names its index). The batch is one span, ebb.producer.append.
+func (l *Log) AppendBatch(ctx context.Context, ws []Write) (evs []*events.Event, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("append: %w", err)
 	}
 	if len(ws) == 0 {
 		return nil, nil
 	}
+	ctx, span := l.tracer.Start(ctx, spanAppend, trace.WithAttributes(attrCount.Int(len(ws))))
+	defer func() {
+		switch {
+		case err != nil:
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "append failed")
+		case len(evs) == 1:
+			span.SetAttributes(eventAttrs(evs[0])...)
+		}
+		span.End()
+	}()
 	release, err := l.use()
 	if err != nil {
 		return nil, fmt.Errorf("append: %w", err)
 	}
 	defer release()
 
-	trace := map[string]string{}
-	l.prop.Inject(ctx, propagation.MapCarrier(trace))
-	if len(trace) == 0 {
-		trace = nil
+	// The context stored with the entries is the append span's (or, with
+	// no tracer, whatever ctx carried), so the publish is its child.
+	tc := map[string]string{}
+	l.prop.Inject(ctx, propagation.MapCarrier(tc))
+	if len(tc) == 0 {
+		tc = nil
 	}
 
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
 	now := l.now()
-	evs := make([]*events.Event, len(ws))
+	evs = make([]*events.Event, len(ws))
 	encoded := make([][]byte, len(ws))
 	var lastID ulid.ULID
 	for i, w := range ws {
@@ -361,7 +401,7 @@ func (l *Log) AppendBatch(ctx context.Context, ws []Write) ([]*events.Event, err
 		}
 		for i, e := range evs {
 			k := seqKey(e.Seq)
-			ob, err := jsonMarshal(outbound{ID: e.ID, Subject: e.Subject(), Trace: trace})
+			ob, err := jsonMarshal(outbound{ID: e.ID, Subject: e.Subject(), Trace: tc})
 			if err != nil {
 				return err
 			}
@@ -391,6 +431,8 @@ func (l *Log) AppendBatch(ctx context.Context, ws []Write) ([]*events.Event, err
 	l.pendingN += len(evs)
 	l.countMu.Unlock()
 	l.appended.notify()
+	l.metrics.appended.Add(ctx, int64(len(evs)))
+	l.logger.DebugContext(ctx, "appended", keySeq, last.Seq, keyEvent, last.ID, "count", len(evs))
 	return evs, nil
 }
 

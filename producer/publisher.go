@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +14,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.etcd.io/bbolt"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ebbsync/ebb/events"
 )
@@ -75,6 +78,16 @@ type PublisherConfig struct {
 	// Jitter picks the wait for a backoff ceiling; nil means uniformly
 	// random in [0, ceiling]. Tests set it to make waits deterministic.
 	Jitter func(ceiling time.Duration) time.Duration
+	// TracerProvider traces each publish attempt (span
+	// ebb.producer.publish, kind producer, a child of the entry's append
+	// span, with the event id, subject and, once acknowledged, the stream
+	// sequence); the message carries the publish span's context. Nil means
+	// no spans: the message carries the append's context as stored.
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives ebb.producer.events.published,
+	// ebb.producer.events.failed, ebb.producer.retries and the histogram
+	// ebb.producer.publish.duration; nil means no metrics.
+	MeterProvider metric.MeterProvider
 }
 
 func (c PublisherConfig) withDefaults() (PublisherConfig, error) {
@@ -143,11 +156,13 @@ type Status struct {
 // event included); anything else is retried forever with backoff,
 // restarting from the oldest unacknowledged entry.
 type Publisher struct {
-	log    *Log
-	js     JetStream
-	conn   Conn
-	cfg    PublisherConfig
-	logger *slog.Logger
+	log     *Log
+	js      JetStream
+	conn    Conn
+	cfg     PublisherConfig
+	logger  *slog.Logger
+	tracer  trace.Tracer
+	metrics publisherMetrics
 
 	mu       sync.Mutex
 	started  bool
@@ -190,6 +205,10 @@ func NewPublisher(l *Log, js JetStream, conn Conn, cfg PublisherConfig) (*Publis
 	if err := errors.Join(append(errs, err)...); err != nil {
 		return nil, fmt.Errorf("new publisher: %w", err)
 	}
+	pm, err := newPublisherMetrics(cfg.MeterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("new publisher: metrics: %w", err)
+	}
 	p := &Publisher{
 		log:     l,
 		js:      js,
@@ -198,6 +217,8 @@ func NewPublisher(l *Log, js JetStream, conn Conn, cfg PublisherConfig) (*Publis
 		logger:  cfg.Logger.With(keyComponent, "producer.publisher", keyTenant, l.Tenant(), keyClient, l.Client()),
 		stopped: make(chan struct{}),
 		results: make(chan []result, 64),
+		tracer:  tracerOf(cfg.TracerProvider),
+		metrics: pm,
 		bo:      backoff{initial: cfg.BackoffInitial, max: cfg.BackoffMax, jitter: cfg.Jitter},
 	}
 	return p, nil
@@ -366,7 +387,8 @@ type flight struct {
 	out  pendingMsg
 	fut  jetstream.PubAckFuture
 	sent time.Time
-	err  error // set when the publish failed before an ack was awaited
+	err  error      // set when the publish failed before an ack was awaited
+	span trace.Span // the publish span; nil once ended
 }
 
 // result is the fate of one flight, to store.
@@ -390,12 +412,18 @@ type result struct {
 // event can be overtaken (see doc.go). Results go, in the order the
 // publishes were sent, to the committer, which stores them in as few
 // transactions as they arrive.
-func (p *Publisher) round(ctx context.Context, probe bool) error {
+func (p *Publisher) round(ctx context.Context, probe bool) (rerr error) {
 	var (
 		inflight []flight // sent, in send order
 		w        = newWindow(uint64(p.cfg.MaxInFlight))
 		stopErr  error // a retryable send failure: drain the window, then return it
 	)
+	defer func() {
+		// Publishes still in flight are abandoned: they go again next round.
+		for i := range inflight {
+			p.endFlight(&inflight[i], nil, cmp.Or(rerr, errStop))
+		}
+	}()
 	for {
 		limit := p.cfg.MaxInFlight
 		if probe {
@@ -457,6 +485,7 @@ func (p *Publisher) round(ctx context.Context, probe bool) error {
 				break
 			}
 			done = append(done, r)
+			p.endFlight(&inflight[0], &r, nil)
 			w.finish(inflight[0].out)
 			inflight = inflight[1:]
 		}
@@ -475,7 +504,9 @@ func (p *Publisher) round(ctx context.Context, probe bool) error {
 func (p *Publisher) sendTo(ctx context.Context, inflight *[]flight, m pendingMsg, probe bool) error {
 	f := p.send(ctx, m, probe)
 	if f.err != nil && !permanent(f.err) {
-		return fmt.Errorf("publish event %s: %w", m.id, f.err)
+		err := fmt.Errorf("publish event %s: %w", m.id, f.err)
+		p.endFlight(&f, nil, err)
+		return err
 	}
 	*inflight = append(*inflight, f)
 	return nil
@@ -558,7 +589,7 @@ func (w *window) nextReady() (pendingMsg, bool) {
 // connection and checks whether the server answered the message with a
 // permission violation (which NATS reports on the connection, not the ack).
 func (p *Publisher) send(ctx context.Context, m pendingMsg, probe bool) flight {
-	f := flight{out: m, sent: time.Now()}
+	f := flight{out: m, span: p.startPublishSpan(m), sent: time.Now()}
 	var before error
 	if probe && p.conn != nil {
 		before = p.conn.LastError()
@@ -669,6 +700,9 @@ func (p *Publisher) commit() {
 			continue
 		}
 		now := time.Now()
+		if len(failed) > 0 {
+			p.metrics.failed.Add(context.Background(), int64(len(failed)))
+		}
 		for _, e := range failed {
 			p.logger.Error("event refused by the server; not retrying", keyEvent, e.Event.ID, keySeq, e.Event.Seq,
 				keySubject, e.Event.Subject(), keyErr, e.Err)
@@ -706,6 +740,7 @@ func (p *Publisher) interrupted(err error, next time.Duration) {
 	p.retryCount++
 	attempt := p.retryCount
 	p.stMu.Unlock()
+	p.metrics.retries.Add(context.Background(), 1)
 	if first {
 		p.logger.Warn("publishing interrupted; retrying until it succeeds", keyErr, err, keyBackoff, next)
 	} else {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ebbsync/ebb/events"
 )
@@ -36,12 +37,19 @@ type applier struct {
 	holeWindow    uint64
 	maxHoleRanges int
 	log           *slog.Logger
+	tracer        trace.Tracer // live projector with a TracerProvider only; nil otherwise
 
 	// batch state, reset by reset
-	batch Batch
-	docs  map[events.DocAddress]Doc
-	hwm   map[ClientKey]*HighWater // the batch's view of each writer's mark; batch.HighWater holds copies
-	stats stepStats
+	batch    Batch
+	docs     map[events.DocAddress]Doc
+	hwm      map[ClientKey]*HighWater // the batch's view of each writer's mark; batch.HighWater holds copies
+	stats    stepStats
+	outcomes map[outcomeKey]int // outcomes by policy (live projector only)
+	spans    []trace.Span       // apply spans, ended by finishSpans once the batch is out
+
+	// the message being applied (traced)
+	spanCtx context.Context // its apply span's context; nil outside traced
+	cur     decided
 }
 
 // stepStats counts what the current batch did.
@@ -56,6 +64,7 @@ func (a *applier) reset(checkpoint uint64) {
 		a.hwm = make(map[ClientKey]*HighWater)
 	}
 	a.stats = stepStats{}
+	clear(a.outcomes)
 }
 
 func (a *applier) doc(ctx context.Context, addr events.DocAddress) (Doc, error) {
@@ -91,10 +100,11 @@ func (a *applier) duplicate(m rawMsg, ev *events.Event, hw *HighWater) error {
 		reason = fmt.Sprintf("client sequence %d is not a remembered hole below the high-water mark %d (hole window %d, at most %d hole ranges): taken for a duplicate",
 			ev.Seq, hw.Seq, a.holeWindow, a.maxHoleRanges)
 		if a.outbox {
-			a.log.Warn("event too far behind its writer to tell from a duplicate; dropped as a duplicate",
+			a.log.WarnContext(a.traceCtx(context.Background()), "event too far behind its writer to tell from a duplicate; dropped as a duplicate",
 				"event", ev.ID, "tenant", ev.Tenant, "client", ev.Client, "seq", ev.Seq, "high_water", hw.Seq, "stream_seq", m.Seq)
 		}
 	}
+	a.note(ev, events.OutcomeDuplicate, 0)
 	return a.receipt(m, &events.Receipt{
 		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Seq: ev.Seq,
 		Collection: ev.Collection, Doc: ev.Doc, Outcome: events.OutcomeDuplicate, Reason: reason,
@@ -102,8 +112,17 @@ func (a *applier) duplicate(m rawMsg, ev *events.Event, hw *HighWater) error {
 }
 
 // add applies one message to the batch. Only store failures are errors: a
-// message that cannot be applied becomes a dead letter.
+// message that cannot be applied becomes a dead letter. The live projector
+// traces it (see traced).
 func (a *applier) add(ctx context.Context, m rawMsg) error {
+	if a.outbox {
+		return a.traced(ctx, m)
+	}
+	return a.apply(ctx, m)
+}
+
+// apply is add without the tracing.
+func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	if m.Seq > a.batch.Checkpoint {
 		a.batch.Checkpoint = m.Seq
 	}
@@ -141,7 +160,7 @@ func (a *applier) add(ctx context.Context, m rawMsg) error {
 		return a.dead(m, ev, err.Error())
 	}
 	if forgot := hw.record(ev.Seq, a.holeWindow, a.maxHoleRanges); forgot > 0 && a.outbox {
-		a.log.Warn("writer has more hole ranges than MaxHoleRanges; forgetting the oldest (an event still to come there will be taken for a duplicate)",
+		a.log.WarnContext(a.traceCtx(ctx), "writer has more hole ranges than MaxHoleRanges; forgetting the oldest (an event still to come there will be taken for a duplicate)",
 			"tenant", ev.Tenant, "client", ev.Client, "forgotten_seqs", forgot, "high_water", hw.Seq, "max_hole_ranges", a.maxHoleRanges)
 	}
 	if a.batch.HighWater == nil {
@@ -159,6 +178,7 @@ func (a *applier) add(ctx context.Context, m rawMsg) error {
 		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Seq: ev.Seq,
 		Collection: ev.Collection, Doc: ev.Doc, Outcome: d.Outcome, Reason: d.Reason, Version: version,
 	}
+	a.note(ev, d.Outcome, version)
 	if d.Settled != nil {
 		r.Conflict = d.Settled.ID
 		a.batch.Conflicts = append(a.batch.Conflicts, ConflictRecord{Address: addr, Conflict: *d.Settled})
@@ -206,6 +226,7 @@ type sender struct {
 // tenants. ev is the decoded event when decoding succeeded.
 func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
 	a.stats.dead++
+	a.note(ev, events.OutcomeInvalid, 0)
 	if !a.outbox {
 		return nil
 	}
@@ -245,13 +266,22 @@ func validTenant(t string) error {
 	return events.ValidateName("tenant", t, events.DefaultLimits.MaxNameBytes)
 }
 
-// trace carries the trace context of an event's headers onto the headers of
-// what it caused. Nil when there is none.
+// trace returns the headers that carry trace context onto what an event
+// caused (its change and receipt): the apply span's context when the
+// message is traced, else the event's own from h. Nil when there is none.
 func (a *applier) trace(h nats.Header) map[string][]string {
-	if len(h) == 0 || a.prop == nil {
+	if a.prop == nil {
 		return nil
 	}
-	ctx := a.prop.Extract(context.Background(), events.HeaderCarrier(h))
+	// Inside an apply span its context is carried (it is the child of the
+	// event's); without tracing, the event's own.
+	ctx := a.spanCtx
+	if ctx == nil {
+		if len(h) == 0 {
+			return nil
+		}
+		ctx = a.prop.Extract(context.Background(), events.HeaderCarrier(h))
+	}
 	out := nats.Header{}
 	a.prop.Inject(ctx, events.HeaderCarrier(out))
 	if len(out) == 0 {

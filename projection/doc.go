@@ -107,6 +107,23 @@
 // view from EVENTS sequence 1 into a scratch store and compares hashes
 // (invariant 4), naming the first differing document and field.
 //
+// # Telemetry
+//
+// With Config.TracerProvider the live projector makes one span per event,
+// ebb.projector.apply (kind consumer), a child of the trace context in the
+// event's headers (the producer's publish span), with the event id, policy,
+// outcome and version; it ends when its batch is committed and published.
+// The change and receipt carry the apply span's context in their stored
+// outbox headers, so a republish after a crash still joins the trace; each
+// publish of them is a span, ebb.projector.publish, whose context the
+// message carries (a replica's apply of the change is its child). Dead
+// letters get no publish span. Metrics: ebb.projector.outcomes (attributes
+// ebb.policy and ebb.outcome; policy "none" when the event could not be
+// decoded), ebb.projector.dead_letters, and the histogram
+// ebb.projector.apply.duration (one batch, seconds). The lag gauge is the
+// server's (EVENTS last sequence minus Stats().Checkpoint). Verify never
+// traces or counts.
+//
 // # Performance
 //
 // BenchmarkProjector against BenchmarkRawConsume (a durable consumer that
@@ -123,6 +140,13 @@
 // just before that change, 11914 against 15782 events/s (75%): no change
 // beyond the noise of the shared machine. In-order sequences, the common
 // case, never touch the holes.
+//
+// With telemetry added (outcome counters and the batch histogram always;
+// spans only with a TracerProvider, none here), three runs the same day on
+// the same machine under a load average near 3.7 (other engineers' tests):
+// 9109/17105 (first run: no-op spans per event, since removed), 10069/16544
+// and 17415/17679 events/s, projector/raw. The
+// spread is the machine's; the last run shows no cost beyond the noise.
 //
 // The projector writes three messages per event (event read, change and
 // receipt published) and one store transaction per batch of up to 256.

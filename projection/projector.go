@@ -12,7 +12,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ebbsync/ebb/events"
 )
@@ -74,6 +76,19 @@ type Config struct {
 	// beyond it the oldest are forgotten, with a warning. Zero means
 	// DefaultMaxHoleRanges (4096, 64 KiB per writer); negative is invalid.
 	MaxHoleRanges int
+	// TracerProvider traces the live projector: one ebb.projector.apply
+	// span per event (kind consumer, a child of the trace context in the
+	// event's headers, with the event, policy and outcome), ended when its
+	// batch is committed and published, and one ebb.projector.publish span
+	// per change or receipt published (a child of the apply span; the
+	// message carries its context). Nil means no spans; the event's trace
+	// context is then carried onto its change and receipt as is. Verify
+	// never traces.
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives ebb.projector.outcomes (by policy and
+	// outcome), ebb.projector.dead_letters and the histogram
+	// ebb.projector.apply.duration (per batch); nil means no metrics.
+	MeterProvider metric.MeterProvider
 }
 
 func (c Config) withDefaults() Config {
@@ -145,11 +160,13 @@ type Stats struct {
 // dead letters in one store transaction, then publishes the outbox, removes
 // what was published, and acks. Start it once; Close stops it.
 type Projector struct {
-	js    JetStream
-	store Store
-	cfg   Config
-	log   *slog.Logger
-	ap    applier
+	js      JetStream
+	store   Store
+	cfg     Config
+	log     *slog.Logger
+	ap      applier
+	tracer  trace.Tracer
+	metrics projectorMetrics
 
 	mu      sync.Mutex
 	started bool
@@ -171,8 +188,14 @@ func New(js JetStream, store Store, cfg Config) (*Projector, error) {
 		return nil, fmt.Errorf("new projector: %w: nil JetStream or Store", ErrInvalidConfig)
 	}
 	cfg = cfg.withDefaults()
-	p := &Projector{js: js, store: store, cfg: cfg, log: cfg.Logger.With("component", "projector"), done: make(chan struct{})}
+	pm, err := newProjectorMetrics(cfg.MeterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("new projector: metrics: %w", err)
+	}
+	p := &Projector{js: js, store: store, cfg: cfg, log: cfg.Logger.With("component", "projector"), done: make(chan struct{}),
+		tracer: tracerOf(cfg.TracerProvider), metrics: pm}
 	p.ap = cfg.applier(store, true)
+	p.ap.tracer = p.tracer
 	return p, nil
 }
 
@@ -307,8 +330,10 @@ func (p *Projector) loop(ctx context.Context, msgs <-chan jetstream.Msg, checkpo
 
 // step applies one batch of messages: commit, publish, ack. It returns the
 // new checkpoint and the outbox keys it published.
-func (p *Projector) step(ctx context.Context, batch []jetstream.Msg, checkpoint uint64, published []uint64) (uint64, []uint64, error) {
+func (p *Projector) step(ctx context.Context, batch []jetstream.Msg, checkpoint uint64, published []uint64) (_ uint64, _ []uint64, err error) {
+	start := time.Now()
 	p.ap.reset(checkpoint)
+	defer func() { p.ap.finishSpans(err) }()
 	var last time.Time
 	for _, m := range batch {
 		md, err := m.Metadata()
@@ -343,6 +368,7 @@ func (p *Projector) step(ctx context.Context, batch []jetstream.Msg, checkpoint 
 		p.log.Debug("ack", "err", err)
 	}
 	p.checkpoint.Store(b.Checkpoint)
+	p.recordBatch(ctx, time.Since(start))
 	p.applied.Add(uint64(p.ap.stats.applied))
 	p.duplicates.Add(uint64(p.ap.stats.duplicates))
 	p.dead.Add(uint64(p.ap.stats.dead))
@@ -400,29 +426,44 @@ func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry) erro
 	for len(entries) > 0 {
 		chunk := entries[:min(len(entries), publishChunk)]
 		entries = entries[len(chunk):]
-		futures := make([]jetstream.PubAckFuture, 0, len(chunk))
-		for _, e := range chunk {
-			m := &nats.Msg{Subject: e.Subject, Data: e.Data}
-			if len(e.Header) > 0 {
-				m.Header = nats.Header{}
-				for k, v := range e.Header {
-					m.Header[k] = v
-				}
-			}
-			f, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(e.MsgID))
-			if err != nil {
-				return fmt.Errorf("publish %s to %s: %w", e.MsgID, e.Subject, err)
-			}
-			futures = append(futures, f)
+		if err := p.publishChunk(ctx, chunk); err != nil {
+			return err
 		}
-		for i, f := range futures {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				return fmt.Errorf("publish %s to %s: %w", chunk[i].MsgID, chunk[i].Subject, err)
-			case <-ctx.Done():
-				return ctx.Err()
+	}
+	return nil
+}
+
+// publishChunk publishes entries asynchronously, each in its own span, and
+// waits for every ack.
+func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) (err error) {
+	futures := make([]jetstream.PubAckFuture, 0, len(chunk))
+	spans := make([]trace.Span, 0, len(chunk))
+	defer func() { endPublishSpans(spans, err) }()
+	for _, e := range chunk {
+		m := &nats.Msg{Subject: e.Subject, Data: e.Data}
+		if len(e.Header) > 0 {
+			m.Header = nats.Header{}
+			for k, v := range e.Header {
+				m.Header[k] = v
 			}
+		}
+		spans = append(spans, p.startPublishSpan(e, m))
+		f, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(e.MsgID))
+		if err != nil {
+			return fmt.Errorf("publish %s to %s: %w", e.MsgID, e.Subject, err)
+		}
+		futures = append(futures, f)
+	}
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			if s := spans[i]; s != nil {
+				s.SetAttributes(attrStreamSeq.Int64(int64(ack.Sequence)))
+			}
+		case err := <-f.Err():
+			return fmt.Errorf("publish %s to %s: %w", chunk[i].MsgID, chunk[i].Subject, err)
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	return nil
