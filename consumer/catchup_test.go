@@ -132,17 +132,23 @@ func TestReplica_CatchUpDownloadsEachDocOnce(t *testing.T) {
 }
 
 // TestReplica_ResumesAfterSIGKILL kills the replica process (a re-exec of
-// this test binary) with SIGKILL at random moments during catch-up; each
+// this test binary) with SIGKILL at random points of its catch-up; each
 // restart resumes from its stored sequence (never from before it), and the
-// last run ends equal to the server view.
+// last run ends equal to the server view. The child reports the sequence
+// it has stored after each commit, and the parent kills it once that passes
+// a random target: so every kill lands mid-catch-up (the child is still
+// applying and committing) however fast catch-up is.
 func TestReplica_ResumesAfterSIGKILL(t *testing.T) {
 	s, _, js := mustServer(t)
 	const docs = 10_000
-	want := publishChanges(t, js, docs, docs*2)
+	const total = 2 * docs // the stream's last sequence
+	want := publishChanges(t, js, docs, total)
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(7, 7))
 
-	run := func(kill time.Duration) (starts []uint64, finished bool) {
+	// run starts the child and, if killAt > 0, kills it once it reports a
+	// stored sequence of at least killAt.
+	run := func(killAt uint64) (starts []uint64, finished bool) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.v")
 		cmd.Env = append(os.Environ(), "EBB_CONSUMER_HELPER=catchup", "EBB_DIR="+dir, "EBB_URL="+s.ClientURL())
 		out, err := cmd.StdoutPipe()
@@ -161,26 +167,20 @@ func TestReplica_ResumesAfterSIGKILL(t *testing.T) {
 				lines <- sc.Text()
 			}
 		}()
-		var timer <-chan time.Time
+		killed := false
 		for l := range lines {
 			if v, ok := strings.CutPrefix(l, "start "); ok {
 				n, _ := strconv.ParseUint(v, 10, 64)
 				starts = append(starts, n)
-				if kill > 0 {
-					timer = time.After(kill) // kill measured from the start of catch-up
+			}
+			if v, ok := strings.CutPrefix(l, "at "); ok && killAt > 0 && !killed {
+				if n, _ := strconv.ParseUint(v, 10, 64); n >= killAt {
+					_ = cmd.Process.Signal(syscall.SIGKILL)
+					killed = true
 				}
 			}
 			if l == "done" {
 				finished = true
-			}
-			if timer != nil {
-				break
-			}
-		}
-		if timer != nil {
-			<-timer
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			for range lines {
 			}
 		}
 		_ = cmd.Wait()
@@ -188,9 +188,13 @@ func TestReplica_ResumesAfterSIGKILL(t *testing.T) {
 	}
 
 	var last uint64
+	mid := false // some run started in the middle of catch-up
 	killed := 0
 	for i := range 5 {
-		starts, _ := run(time.Duration(rng.IntN(120)+1) * time.Millisecond)
+		// A target in the first quarter of what is left, so plenty remains
+		// to apply when the kill arrives.
+		target := last + 1 + uint64(rng.IntN(int(total-last)/4+1))
+		starts, finished := run(target)
 		if len(starts) != 1 {
 			t.Fatalf("run %d: starts %v", i, starts)
 		}
@@ -198,15 +202,24 @@ func TestReplica_ResumesAfterSIGKILL(t *testing.T) {
 			t.Fatalf("run %d started at %d, before the %d stored earlier", i, starts[0], last)
 		}
 		last = starts[0]
+		mid = mid || (last > 0 && last < total)
+		if finished {
+			t.Logf("run %d finished before the kill at %d", i, target)
+			break
+		}
 		killed++
 	}
 	starts, finished := run(0)
 	if !finished {
 		t.Fatal("final run did not finish")
 	}
-	t.Logf("%d kills; start sequences grew to %d; final run started at %d", killed, last, starts[0])
-	if last == 0 || last >= uint64(2*docs) {
-		t.Errorf("no kill landed in the middle of catch-up (last start %d): the test proved nothing", last)
+	if len(starts) != 1 || starts[0] < last {
+		t.Fatalf("final run started at %v, before the %d stored earlier", starts, last)
+	}
+	mid = mid || (starts[0] > 0 && starts[0] < total)
+	t.Logf("%d kills; final run started at %d", killed, starts[0])
+	if !mid {
+		t.Errorf("no kill landed in the middle of catch-up (final start %d): the test proved nothing", starts[0])
 	}
 	r, err := OpenReplica(t.Context(), ReplicaConfig{Dir: dir, Tenant: "t1"})
 	if err != nil {
@@ -238,7 +251,30 @@ func TestHelperProcess(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := r.Sync(ctx); err != nil {
+	// Report the stored sequence as it moves, for the parent to aim its
+	// kill; polling a progress report, not synchronising anything.
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		var seq uint64
+		for {
+			if s := r.Status().Changes.Seq; s != seq {
+				seq = s
+				fmt.Printf("at %d\n", seq)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	_, err = r.Sync(ctx)
+	cancel()
+	<-reported
+	if err != nil {
 		t.Fatal(err)
 	}
 	fmt.Println("done")

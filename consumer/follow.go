@@ -33,19 +33,36 @@ func (p Progress) Done() bool { return p.Pending == 0 }
 // the iterator fails (connection lost, server restarted, consumer gone),
 // with backoff, until ctx ends. The ordered consumer already recovers from
 // gaps and missed heartbeats by itself; this loop covers what it gives up on.
-type follower struct {
+//
+// T is what prepare makes of a message on the reader goroutine: work done
+// there overlaps the apply (and the store commit) of the previous batch.
+type follower[T any] struct {
 	js      StreamReader
 	stream  string
 	filters []string
 	batch   int // most messages per apply; also the pull buffer
 	log     *slog.Logger
+	// prepare, if set, fills v from m on the reader goroutine. It must not
+	// touch the store: it runs while apply may be running.
+	prepare func(m jetstream.Msg, v *T)
 	// apply receives a batch in stream order. An error stops the follower:
-	// it means the local store failed, which retrying cannot fix.
-	apply func(ctx context.Context, msgs []jetstream.Msg) error
+	// it means the local store failed, which retrying cannot fix. The
+	// deliveries (and the messages) are reused after apply returns.
+	apply func(ctx context.Context, ds []delivery[T]) error
 	// start returns the sequence to (re)start at; it runs before each
 	// consumer is created, so it can check the stream (reset, retention)
 	// and consult the store. An error is retried like a failed creation.
 	start func(ctx context.Context) (uint64, error)
+}
+
+// delivery is one message as the reader goroutine hands it over: its
+// metadata already parsed, and what the follower's prepare made of it.
+type delivery[T any] struct {
+	msg jetstream.Msg
+	// seq is the message's stream sequence, pending the consumer's
+	// NumPending when it was delivered.
+	seq, pending uint64
+	v            T
 }
 
 const (
@@ -77,7 +94,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // run follows the stream until ctx ends (returning ctx.Err()) or apply
 // fails (returning its error).
-func (f *follower) run(ctx context.Context) error {
+func (f *follower[T]) run(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -112,7 +129,7 @@ func (e *applyError) Error() string { return e.err.Error() }
 
 // session reads with one ordered consumer starting at next. It returns the
 // sequence after the last message handed to apply, and why it ended.
-func (f *follower) session(ctx context.Context, next uint64) (uint64, error) {
+func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.filters, DeliverPolicy: jetstream.DeliverAllPolicy}
 	if next > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, next
@@ -126,22 +143,33 @@ func (f *follower) session(ctx context.Context, next uint64) (uint64, error) {
 		return next, fmt.Errorf("read %s at %d: %w", f.stream, next, err)
 	}
 
-	// The reader goroutine only moves messages from the iterator into msgs;
-	// this goroutine applies them, taking everything already there as one
-	// batch (group commit: one store transaction per batch while catching
-	// up, one per message when live).
-	msgs := make(chan jetstream.Msg, f.batch)
+	// The reader goroutine moves messages from the iterator into ds,
+	// parsing their metadata and running prepare on the way; this goroutine
+	// applies them, taking everything already there as one batch (group
+	// commit: one store transaction per batch while catching up, one per
+	// message when live). So reading and parsing the next batch overlaps
+	// applying and committing this one.
+	ds := make(chan delivery[T], f.batch)
 	readErr := make(chan error, 1)
 	go func() {
-		defer close(msgs)
+		defer close(ds)
 		for {
 			m, err := it.Next(jetstream.NextContext(ctx))
 			if err != nil {
 				readErr <- err
 				return
 			}
+			md, err := m.Metadata()
+			if err != nil {
+				readErr <- &applyError{err: fmt.Errorf("read metadata on %s: %w", f.stream, err)}
+				return
+			}
+			d := delivery[T]{msg: m, seq: md.Sequence.Stream, pending: md.NumPending}
+			if f.prepare != nil {
+				f.prepare(m, &d.v)
+			}
 			select {
-			case msgs <- m:
+			case ds <- d:
 			case <-ctx.Done():
 				readErr <- ctx.Err()
 				return
@@ -150,25 +178,25 @@ func (f *follower) session(ctx context.Context, next uint64) (uint64, error) {
 	}()
 	defer func() {
 		it.Stop()
-		for range msgs { // let the reader finish
+		for range ds { // let the reader finish
 		}
 	}()
 
-	batch := make([]jetstream.Msg, 0, f.batch)
+	batch := make([]delivery[T], 0, f.batch)
 	for {
-		m, ok := <-msgs
+		d, ok := <-ds
 		if !ok {
 			return next, <-readErr
 		}
-		batch = append(batch[:0], m)
+		batch = append(batch[:0], d)
 	fill:
 		for len(batch) < f.batch {
 			select {
-			case m, ok := <-msgs:
+			case d, ok := <-ds:
 				if !ok {
 					break fill
 				}
-				batch = append(batch, m)
+				batch = append(batch, d)
 			default:
 				break fill
 			}
@@ -176,11 +204,7 @@ func (f *follower) session(ctx context.Context, next uint64) (uint64, error) {
 		if err := f.apply(ctx, batch); err != nil {
 			return next, &applyError{err: err}
 		}
-		md, err := batch[len(batch)-1].Metadata()
-		if err != nil {
-			return next, &applyError{err: fmt.Errorf("read metadata on %s: %w", f.stream, err)}
-		}
-		next = md.Sequence.Stream + 1
+		next = batch[len(batch)-1].seq + 1
 		clear(batch) // drop references to applied messages
 	}
 }

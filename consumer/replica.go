@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.etcd.io/bbolt"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/producer"
@@ -57,6 +59,13 @@ type ReplicaConfig struct {
 	CatchUpBatch int
 	// Publisher tunes the producer's publisher; its zero value works.
 	Publisher producer.PublisherConfig
+	// TracerProvider traces the replica's writes (the producer's append and
+	// publish spans) and its apply of each change (ebb.replica.apply, a
+	// child of the change's trace context); nil means no tracing.
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives the producer's metrics and the catch-up gauges
+	// ebb.replica.changes.applied, .pending and .sequence; nil means none.
+	MeterProvider metric.MeterProvider
 }
 
 func (c *ReplicaConfig) validate() error {
@@ -141,6 +150,7 @@ type Replica struct {
 	writeMu  sync.Mutex // serialises local writes so each reads the base version the previous one made
 	changed  signal     // broadcast after every view commit
 	watchers watchers
+	tel      *replicaTelemetry
 
 	mu         sync.Mutex
 	link       *link
@@ -183,7 +193,8 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 		return nil, fmt.Errorf("open replica %s: %w", path, err)
 	}
 	logger := discardIfNil(cfg.Logger)
-	l, err := producer.OpenDB(db, producer.LogConfig{Tenant: cfg.Tenant, Client: cfg.Client, Logger: logger})
+	l, err := producer.OpenDB(db, producer.LogConfig{Tenant: cfg.Tenant, Client: cfg.Client, Logger: logger,
+		TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open replica %s: %w", path, err)
@@ -204,7 +215,13 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 			r.scope[c] = true
 		}
 	}
+	if r.tel, err = newReplicaTelemetry(r, cfg); err != nil {
+		_ = l.Close()
+		_ = db.Close()
+		return nil, fmt.Errorf("open replica %s: telemetry: %w", path, err)
+	}
 	if err := r.init(); err != nil {
+		r.tel.close()
 		_ = l.Close()
 		_ = db.Close()
 		return nil, fmt.Errorf("open replica %s: %w", path, err)
@@ -274,7 +291,7 @@ func (r *Replica) Attach(ctx context.Context, nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("attach replica: %w", err)
 	}
-	pub, err := producer.NewPublisher(r.log, js, nc, r.cfg.Publisher)
+	pub, err := producer.NewPublisher(r.log, js, nc, r.publisherConfig())
 	if err != nil {
 		return fmt.Errorf("attach replica: %w", err)
 	}
@@ -292,7 +309,11 @@ func (r *Replica) Attach(ctx context.Context, nc *nats.Conn) error {
 	}
 	r.link = l
 	r.lastErr = nil
-	for _, f := range []*follower{r.changesFollower(l), r.receiptsFollower(js)} {
+	changes, receipts := r.changesFollower(l), r.receiptsFollower(js)
+	for _, f := range []struct {
+		stream string
+		run    func(context.Context) error
+	}{{changes.stream, changes.run}, {receipts.stream, receipts.run}} {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
@@ -328,6 +349,7 @@ func (r *Replica) Detach() {
 // Close detaches the replica, ends its watchers and closes the store. It is
 // safe to call twice.
 func (r *Replica) Close() error {
+	r.tel.close()
 	r.Detach()
 	r.mu.Lock()
 	if r.closed {
@@ -357,41 +379,59 @@ func (r *Replica) checkOpen() error {
 
 // ---- following CHANGES ----
 
-func (r *Replica) changesFollower(l *link) *follower {
+func (r *Replica) changesFollower(l *link) *follower[change] {
 	js := l.js
-	f := &follower{
+	f := &follower[change]{
 		js: js, stream: events.StreamChanges, filters: r.filters, batch: r.batch,
 		log: r.logger.With(logStream, events.StreamChanges),
 	}
+	// created is the stream's creation time as the session's start saw it;
+	// start and apply run on the follower's goroutine, one after the other.
+	var created int64
 	f.start = func(ctx context.Context) (uint64, error) {
-		next, err := r.startChanges(ctx, js)
+		next, cr, err := r.startChanges(ctx, js)
 		if err == nil {
+			created = cr
 			l.readyOnce.Do(func() { close(l.ready) })
 		}
 		return next, err
 	}
-	f.apply = r.applyChanges
+	f.prepare = prepareChange
+	f.apply = func(ctx context.Context, ds []delivery[change]) error { return r.applyChanges(ctx, ds, created) }
 	return f
 }
 
 // startChanges checks the CHANGES stream against the stored cursor and
-// returns where to start. A stream created after the one the cursor was
-// read from, or whose last sequence is below the cursor, was reset: the
-// view is cleared and replayed from the start (pending writes stay).
-func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+// returns where to start and the stream's creation time, which the first
+// apply stores with the cursor. A stream created after the one the cursor
+// was read from, or whose last sequence is below the cursor, was reset: the
+// view is cleared and replayed from the start (pending writes stay). Only a
+// reset writes here, so a (re)start costs no commit of its own.
+func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (next uint64, created int64, err error) {
 	s, err := js.Stream(ctx, events.StreamChanges)
 	if err != nil {
-		return 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
+		return 0, 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
 	}
 	info := s.CachedInfo()
-	created := createdNano(info.Created)
-	var next uint64
+	created = createdNano(info.Created)
+	reset := func(c cursor) bool { return c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq) }
+	var c cursor
+	err = r.db.View(func(tx *bbolt.Tx) (err error) {
+		c, err = getCursor(tx, events.StreamChanges)
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
+	}
+	if !reset(c) {
+		return c.Seq + 1, created, nil
+	}
 	err = r.db.Update(func(tx *bbolt.Tx) error {
 		c, err := getCursor(tx, events.StreamChanges)
 		if err != nil {
 			return err
 		}
-		if c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq) {
+		if reset(c) {
 			rerr := fmt.Errorf("%w: stream %s was reset (stored sequence %d, stream last %d, created %s)",
 				ErrResync, events.StreamChanges, c.Seq, info.State.LastSeq, info.Created.Format(time.RFC3339Nano))
 			r.noteResync(rerr)
@@ -408,16 +448,28 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (uin
 		return putCursor(tx, events.StreamChanges, c)
 	})
 	if err != nil {
-		return 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
+		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
 	}
-	return next, nil
+	r.startedAt(&r.changesP, next-1)
+	return next, created, nil
+}
+
+// startedAt records that a follower's stored cursor was moved to seq
+// before it started reading, and wakes waiters (Sync waits until progress
+// covers the stored cursor).
+func (r *Replica) startedAt(p *Progress, seq uint64) {
+	r.mu.Lock()
+	p.Seq = seq
+	r.mu.Unlock()
+	r.changed.notify()
 }
 
 // applyChanges applies a batch of CHANGES messages in one transaction with
-// the cursor: each change replaces the synced state if its version is newer
-// (so a redelivered change changes nothing), settles the pending event it
-// was caused by and any receipt that waited for it, and feeds the clock.
-func (r *Replica) applyChanges(ctx context.Context, msgs []jetstream.Msg) error {
+// the cursor (and created, the stream's creation time): each change
+// replaces the synced state if its version is newer (so a redelivered
+// change changes nothing), settles the pending event it was caused by and
+// any receipt that waited for it, and feeds the clock.
+func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], created int64) error {
 	var touched [][]byte
 	applied := 0
 	var prog Progress
@@ -427,74 +479,63 @@ func (r *Replica) applyChanges(ctx context.Context, msgs []jetstream.Msg) error 
 		if err != nil {
 			return err
 		}
-		for _, m := range msgs {
-			md, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("read metadata: %w", err)
-			}
-			prog.Pending = md.NumPending
-			seq := md.Sequence.Stream
-			if seq <= c.Seq {
+		v := openView(tx)
+		for i := range ds {
+			d := &ds[i]
+			prog.Pending = d.pending
+			if d.seq <= c.Seq {
 				continue
 			}
-			c.Seq = seq
-			ch, err := decodeHead(m.Data())
-			if err != nil {
-				r.logger.Error("undecodable change skipped", "subject", m.Subject(), logSeq, seq, logErr, err)
+			c.Seq = d.seq
+			if d.v.err != nil {
+				r.logger.Error("undecodable change skipped", "subject", d.msg.Subject(), logSeq, d.seq, logErr, d.v.err)
 				continue
 			}
+			ch, key := &d.v.head, d.v.key
 			if ch.Tenant != r.tenant || !r.inScope(ch.Collection) {
-				r.logger.Warn("change outside scope skipped", "subject", m.Subject(), logSeq, seq)
+				r.logger.Warn("change outside scope skipped", "subject", d.msg.Subject(), logSeq, d.seq)
 				continue
 			}
-			key := docKey(ch.Collection, ch.Doc)
-			if ch.Version <= syncedVersion(tx, key) {
+			if ch.Version <= v.version(key) {
 				continue
 			}
-			if err := putSynced(tx, key, ch.Version, m.Data()); err != nil {
+			if err := v.put(key, ch.Version, d.v.value); err != nil {
 				return err
 			}
-			if err := r.indexConflicts(tx, key, ch); err != nil {
+			if err := v.indexConflicts(key, ch); err != nil {
 				return err
 			}
 			// A timestamp too far ahead is refused by the clock (ErrClockDrift):
 			// the change still applies, our clock just does not follow it.
 			_, _ = r.log.Clock().Update(ch.HLC)
-			if err := r.settleByChange(tx, key, ch); err != nil {
+			if err := r.settleByChange(v, key, ch); err != nil {
 				return err
 			}
 			touched = append(touched, key)
 			applied++
+			r.tel.changeApplied(d.msg.Headers(), ch, d.seq, r.client)
 		}
+		v.close()
 		prog.Seq = c.Seq
+		c.Created = created
 		return putCursor(tx, events.StreamChanges, c)
 	})
+	r.tel.endApplies(err)
 	if err != nil {
-		return fmt.Errorf("apply %d changes: %w", len(msgs), err)
+		return fmt.Errorf("apply %d changes: %w", len(ds), err)
 	}
 	r.mu.Lock()
-	r.changesP = Progress{Seq: prog.Seq, Applied: r.changesP.Applied + uint64(len(msgs)), Pending: prog.Pending}
+	r.changesP = Progress{Seq: prog.Seq, Applied: r.changesP.Applied + uint64(len(ds)), Pending: prog.Pending}
 	r.pulled += applied
 	r.mu.Unlock()
 	r.committed(touched)
 	return nil
 }
 
-func (r *Replica) indexConflicts(tx *bbolt.Tx, key []byte, ch *changeHead) error {
-	b := tx.Bucket(bucketConflicts)
-	open := false
-	for _, c := range ch.Conflicts {
-		open = open || c.Status == events.ConflictOpen
-	}
-	if open {
-		return b.Put(key, nil)
-	}
-	return b.Delete(key)
-}
-
 // settleByChange settles what ch settles: the replica's own event that
 // caused it, and receipts that waited for a version ch reaches.
-func (r *Replica) settleByChange(tx *bbolt.Tx, key []byte, ch *changeHead) error {
+func (r *Replica) settleByChange(v *view, key []byte, ch *changeHead) error {
+	tx := v.tx
 	if ch.Client == r.client && ch.Event != "" {
 		rc := &events.Receipt{
 			Schema: events.SchemaVersion, Event: ch.Event, Tenant: ch.Tenant, Client: ch.Client, Seq: ch.Seq,
@@ -516,6 +557,9 @@ func (r *Replica) settleByChange(tx *bbolt.Tx, key []byte, ch *changeHead) error
 		}
 	}
 	// Receipts waiting for this document up to ch.Version.
+	if !v.awaiting {
+		return nil
+	}
 	prefix := append(append([]byte{}, key...), 0)
 	c := tx.Bucket(bucketAwaiting).Cursor()
 	var done [][]byte
@@ -554,13 +598,24 @@ func (r *Replica) settleAllAwaiting(tx *bbolt.Tx) error {
 
 // ---- following RECEIPTS ----
 
-func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower {
-	f := &follower{
+// receipt is a RECEIPTS message decoded on the follower's reader goroutine.
+type receipt struct {
+	rc  *events.Receipt
+	err error
+}
+
+func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
+	f := &follower[receipt]{
 		js: js, stream: events.StreamReceipts, filters: []string{events.ReceiptSubject(r.tenant, r.client)}, batch: 256,
 		log: r.logger.With(logStream, events.StreamReceipts),
 	}
-	f.start = func(ctx context.Context) (uint64, error) { return r.startReceipts(ctx, js) }
-	f.apply = r.applyReceipts
+	var created int64 // as in changesFollower
+	f.start = func(ctx context.Context) (next uint64, err error) {
+		next, created, err = r.startReceipts(ctx, js)
+		return next, err
+	}
+	f.prepare = func(m jetstream.Msg, v *receipt) { v.rc, v.err = events.DecodeReceipt(m.Data()) }
+	f.apply = func(ctx context.Context, ds []delivery[receipt]) error { return r.applyReceipts(ctx, ds, created) }
 	return f
 }
 
@@ -570,46 +625,65 @@ func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower {
 // again with their original ids: the projector answers "duplicate" for the
 // ones it applied (their effect arrives through CHANGES anyway) and applies
 // the ones it never saw, so every write still gets a receipt.
-func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (next uint64, created int64, err error) {
 	s, err := js.Stream(ctx, events.StreamReceipts)
 	if err != nil {
-		return 0, fmt.Errorf("read stream %s: %w", events.StreamReceipts, err)
+		return 0, 0, fmt.Errorf("read stream %s: %w", events.StreamReceipts, err)
 	}
 	info := s.CachedInfo()
-	created := createdNano(info.Created)
-	var next uint64
-	var lost bool
-	err = r.db.Update(func(tx *bbolt.Tx) error {
-		c, err := getCursor(tx, events.StreamReceipts)
-		if err != nil {
-			return err
-		}
+	created = createdNano(info.Created)
+	// check returns the cursor to start from and whether receipts were lost;
+	// changed: it differs from c (else nothing is written here, and the
+	// first apply stores created with the cursor, as for CHANGES).
+	check := func(c cursor) (_ cursor, lost, changed bool) {
 		reset := c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq)
 		behind := info.State.FirstSeq > 0 && c.Seq+1 < info.State.FirstSeq
-		if reset || (behind && c.Seq > 0) {
-			lost = true
-			r.noteResync(fmt.Errorf("%w: receipts after sequence %d are gone (stream %s first %d, last %d): republishing unsettled events",
-				ErrResync, c.Seq, events.StreamReceipts, info.State.FirstSeq, info.State.LastSeq))
-		}
+		lost = reset || (behind && c.Seq > 0)
 		if reset {
 			c.Seq = 0
 		}
 		if behind {
 			c.Seq = info.State.FirstSeq - 1
 		}
+		return c, lost, reset || behind
+	}
+	var c cursor
+	err = r.db.View(func(tx *bbolt.Tx) (err error) {
+		c, err = getCursor(tx, events.StreamReceipts)
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
+	}
+	if _, _, changed := check(c); !changed {
+		return c.Seq + 1, created, nil
+	}
+	var lost bool
+	err = r.db.Update(func(tx *bbolt.Tx) error {
+		old, err := getCursor(tx, events.StreamReceipts)
+		if err != nil {
+			return err
+		}
+		var c cursor
+		c, lost, _ = check(old)
+		if lost {
+			r.noteResync(fmt.Errorf("%w: receipts after sequence %d are gone (stream %s first %d, last %d): republishing unsettled events",
+				ErrResync, old.Seq, events.StreamReceipts, info.State.FirstSeq, info.State.LastSeq))
+		}
 		c.Created = created
 		next = c.Seq + 1
 		return putCursor(tx, events.StreamReceipts, c)
 	})
 	if err != nil {
-		return 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
+		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 	}
+	r.startedAt(&r.receiptsP, next-1)
 	if lost {
 		if err := r.republish(ctx, js); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
-	return next, nil
+	return next, created, nil
 }
 
 // republish publishes again every published event still waiting for its
@@ -642,12 +716,12 @@ func (r *Replica) republish(ctx context.Context, js jetstream.Publisher) error {
 }
 
 // applyReceipts settles the replica's events from their receipts, in one
-// transaction with the cursor. A rejected or invalid write is settled and
+// transaction with the cursor (and created, the stream's creation time). A rejected or invalid write is settled and
 // recorded as a Rejection (the view reverts to the server's state). An
 // applied, merged or conflict receipt settles the event only once the view
 // holds the version it names; until then it waits in bucketAwaiting and the
 // write stays on top of the view, so the app never sees it flicker.
-func (r *Replica) applyReceipts(ctx context.Context, msgs []jetstream.Msg) error {
+func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], created int64) error {
 	var touched [][]byte
 	rejected := 0
 	var prog Progress
@@ -657,19 +731,15 @@ func (r *Replica) applyReceipts(ctx context.Context, msgs []jetstream.Msg) error
 		if err != nil {
 			return err
 		}
-		for _, m := range msgs {
-			md, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("read metadata: %w", err)
-			}
-			prog.Pending = md.NumPending
-			if md.Sequence.Stream <= c.Seq {
+		for _, d := range ds {
+			prog.Pending = d.pending
+			if d.seq <= c.Seq {
 				continue
 			}
-			c.Seq = md.Sequence.Stream
-			rc, err := events.DecodeReceipt(m.Data())
-			if err != nil {
-				r.logger.Error("undecodable receipt skipped", logSeq, c.Seq, logErr, err)
+			c.Seq = d.seq
+			rc := d.v.rc
+			if d.v.err != nil {
+				r.logger.Error("undecodable receipt skipped", logSeq, c.Seq, logErr, d.v.err)
 				continue
 			}
 			if rc.Client != r.client || rc.Tenant != r.tenant {
@@ -685,13 +755,14 @@ func (r *Replica) applyReceipts(ctx context.Context, msgs []jetstream.Msg) error
 			}
 		}
 		prog.Seq = c.Seq
+		c.Created = created
 		return putCursor(tx, events.StreamReceipts, c)
 	})
 	if err != nil {
-		return fmt.Errorf("apply %d receipts: %w", len(msgs), err)
+		return fmt.Errorf("apply %d receipts: %w", len(ds), err)
 	}
 	r.mu.Lock()
-	r.receiptsP = Progress{Seq: prog.Seq, Applied: r.receiptsP.Applied + uint64(len(msgs)), Pending: prog.Pending}
+	r.receiptsP = Progress{Seq: prog.Seq, Applied: r.receiptsP.Applied + uint64(len(ds)), Pending: prog.Pending}
 	r.rejected += rejected
 	r.mu.Unlock()
 	r.committed(touched)
@@ -1102,7 +1173,16 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 	}
 	if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
 		c, err := getCursor(tx, events.StreamChanges)
-		return c.Seq >= target, err
+		if err != nil || c.Seq < target {
+			return false, err
+		}
+		// A follower updates its progress and the counters this report
+		// reads just after its commit: wait until they cover what tx sees.
+		rc, err := getCursor(tx, events.StreamReceipts)
+		r.mu.Lock()
+		counted := r.changesP.Seq >= c.Seq && r.receiptsP.Seq >= rc.Seq
+		r.mu.Unlock()
+		return counted, err
 	}); err != nil {
 		return SyncReport{}, fmt.Errorf("sync: pull to %d: %w", target, err)
 	}

@@ -288,6 +288,12 @@ type Watcher struct {
 	progress Progress
 }
 
+// watched is a change decoded on the watcher's reader goroutine.
+type watched struct {
+	ch  *events.Change
+	err error
+}
+
 // StreamReader is the part of jetstream.JetStream that the followers need.
 type StreamReader interface {
 	OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error)
@@ -308,7 +314,7 @@ func Watch(ctx context.Context, js StreamReader, cfg WatchConfig) (*Watcher, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	w := &Watcher{cancel: cancel, done: make(chan struct{})}
-	f := &follower{
+	f := &follower[watched]{
 		js:      js,
 		stream:  events.StreamChanges,
 		filters: ChangeFilters(cfg.Tenant, cfg.Collections),
@@ -317,21 +323,17 @@ func Watch(ctx context.Context, js StreamReader, cfg WatchConfig) (*Watcher, err
 	}
 	next := cfg.From
 	f.start = func(context.Context) (uint64, error) { return next, nil }
-	f.apply = func(ctx context.Context, msgs []jetstream.Msg) error {
-		for _, m := range msgs {
-			md, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("watch: read metadata: %w", err)
-			}
-			ch, err := events.DecodeChange(m.Data())
-			if err != nil {
-				f.log.Error("undecodable change skipped", "subject", m.Subject(), logSeq, md.Sequence.Stream, logErr, err)
+	f.prepare = func(m jetstream.Msg, v *watched) { v.ch, v.err = events.DecodeChange(m.Data()) }
+	f.apply = func(ctx context.Context, ds []delivery[watched]) error {
+		for _, d := range ds {
+			if ch := d.v.ch; d.v.err != nil {
+				f.log.Error("undecodable change skipped", "subject", d.msg.Subject(), logSeq, d.seq, logErr, d.v.err)
 			} else if err := cfg.Handler(ctx, ch); err != nil {
 				return fmt.Errorf("watch: handler on %s/%s v%d: %w", ch.Collection, ch.Doc, ch.Version, err)
 			}
-			next = md.Sequence.Stream + 1
+			next = d.seq + 1
 			w.mu.Lock()
-			w.progress = Progress{Seq: md.Sequence.Stream, Applied: w.progress.Applied + 1, Pending: md.NumPending}
+			w.progress = Progress{Seq: d.seq, Applied: w.progress.Applied + 1, Pending: d.pending}
 			w.mu.Unlock()
 		}
 		return nil
