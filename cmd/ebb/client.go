@@ -2,17 +2,24 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/ebbsync/ebb/cmd/ebb/internal/telemetry"
 	"github.com/ebbsync/ebb/consumer"
+	"github.com/ebbsync/ebb/deploy/auth"
+	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -27,12 +34,111 @@ const (
 // errUnreachable marks a command that needed the server and could not reach it.
 var errUnreachable = errors.New("server unreachable")
 
+// errRefused marks a command whose credentials or certificates the server
+// refused; retrying will not help.
+var errRefused = errors.New("server refused the connection")
+
 // clientFlags are the flags every client command takes.
 type clientFlags struct {
 	data   string
 	nats   string
 	tenant string
 	json   bool
+	conn   connFlags
+}
+
+// connFlags are how a client reaches and proves itself to the server.
+type connFlags struct {
+	tlsCA    string
+	tlsCert  string
+	tlsKey   string
+	user     string
+	password string
+}
+
+func (c *connFlags) register(m *Main, fs *flag.FlagSet) {
+	fs.StringVar(&c.tlsCA, "tls-ca", m.env("EBB_TLS_CA", ""), "PEM file of the CA that signed the server's certificate (env EBB_TLS_CA)")
+	fs.StringVar(&c.tlsCert, "tls-cert", m.env("EBB_TLS_CERT", ""), "PEM client certificate, for a server that verifies clients (env EBB_TLS_CERT)")
+	fs.StringVar(&c.tlsKey, "tls-key", m.env("EBB_TLS_KEY", ""), "PEM key of --tls-cert (env EBB_TLS_KEY)")
+	fs.StringVar(&c.user, "user", m.env("EBB_USER", ""), "user name; under auth it is also the client id (env EBB_USER)")
+	fs.StringVar(&c.password, "password", m.env("EBB_PASSWORD", ""), "password (env EBB_PASSWORD)")
+}
+
+// options returns the NATS options for c: TLS, credentials, and the
+// user's private inbox prefix, without which a confined user cannot
+// receive replies.
+func (c *connFlags) options() ([]nats.Option, error) {
+	var opts []nats.Option
+	tc, err := embedded.LoadClientTLS(c.tlsCA, c.tlsCert, c.tlsKey)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	if tc != nil {
+		opts = append(opts, nats.Secure(tc))
+	}
+	if c.user != "" {
+		opts = append(opts, nats.UserInfo(c.user, c.password), nats.CustomInboxPrefix(auth.InboxPrefix(c.user)))
+	}
+	return opts, nil
+}
+
+// connect dials url as c. A refused credential or certificate is an error
+// wrapping errRefused, anything else one wrapping errUnreachable.
+func (c *connFlags) connect(url, name string, extra ...nats.Option) (*nats.Conn, error) {
+	opts, err := c.options()
+	if err != nil {
+		return nil, err
+	}
+	// Asynchronous errors (a permission violation) are read where they
+	// matter (nc.LastError, the publisher's probe); nats.go's default
+	// handler would print them as stray lines.
+	quiet := nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})
+	opts = append(append(opts, nats.Name(name), nats.Timeout(connectTimeout), quiet), extra...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		if refused(err) {
+			return nil, fmt.Errorf("connect to %s: %w: %w", url, errRefused, err)
+		}
+		return nil, fmt.Errorf("connect to %s: %w: %w", url, errUnreachable, err)
+	}
+	return nc, nil
+}
+
+// checkTenant asks the server whether user may read tenant, so a user
+// confined to another tenant gets a clear error at once instead of
+// requests that time out. It sends a direct-get request without a reply
+// subject (harmless: the server answers nobody) and flushes: a permission
+// violation comes back on the connection before the flush's PONG.
+func checkTenant(nc *nats.Conn, user, tenant string) error {
+	subj := "$JS.API.DIRECT.GET." + events.StreamChanges + "." + events.TenantChanges(tenant)
+	if err := nc.Publish(subj, nil); err != nil {
+		return fmt.Errorf("check access to tenant %q: %w", tenant, err)
+	}
+	if err := nc.FlushTimeout(connectTimeout); err != nil {
+		return fmt.Errorf("check access to tenant %q: %w: %w", tenant, errUnreachable, err)
+	}
+	if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+		return fmt.Errorf("%w: user %q may not access tenant %q: %w", errRefused, user, tenant, err)
+	}
+	return nil
+}
+
+// refused reports whether a connect error is the server refusing us
+// (credentials, certificates) rather than being unreachable.
+func refused(err error) bool {
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var alert tls.AlertError
+	var verify *tls.CertificateVerificationError
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" {
+		return true // a TLS alert from the server, such as "certificate required"
+	}
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, embedded.ErrClientCertRequired) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrSecureConnRequired) ||
+		errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
+		errors.As(err, &alert) || errors.As(err, &verify)
 }
 
 func (m *Main) env(name, def string) string {
@@ -47,6 +153,7 @@ func (c *clientFlags) register(m *Main, fs *flag.FlagSet) {
 	fs.StringVar(&c.nats, "nats", m.env("EBB_NATS", defaultNATSURL), "NATS server URL (env EBB_NATS)")
 	fs.StringVar(&c.tenant, "tenant", m.env("EBB_TENANT", defaultTenant), "tenant (env EBB_TENANT)")
 	fs.BoolVar(&c.json, "json", false, "print JSON")
+	c.conn.register(m, fs)
 }
 
 // parseClient parses a client command line and checks it has exactly the
@@ -130,39 +237,75 @@ func interleave(fs *flag.FlagSet, args []string) []string {
 
 // clientSession is an open replica and, when the server answered, its connection.
 type clientSession struct {
-	r  *consumer.Replica
-	nc *nats.Conn // nil: offline
+	r       *consumer.Replica
+	nc      *nats.Conn // nil: offline
+	connErr error      // why nc is nil, when connecting was tried
+	tel     *telemetry.Telemetry
 }
 
 func (s *clientSession) online() bool { return s.nc != nil }
 
-// Close closes the replica, then the connection.
+// Close closes the replica, then the connection, then flushes telemetry
+// (a console exporter prints the command's spans now).
 func (s *clientSession) Close() error {
 	err := s.r.Close()
 	if s.nc != nil {
 		s.nc.Close()
 	}
-	return err
+	return errors.Join(err, shutdownTelemetry(s.tel))
+}
+
+// shutdownTelemetry flushes and stops tel, bounded by a few seconds.
+func shutdownTelemetry(tel *telemetry.Telemetry) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := tel.Shutdown(ctx); err != nil {
+		return fmt.Errorf("flush telemetry: %w", err)
+	}
+	return nil
 }
 
 // openClient opens the replica in c.data. With connect it also tries the
 // server once, briefly; an unreachable server leaves the session offline.
 func openClient(ctx context.Context, m *Main, c clientFlags, connect bool) (*clientSession, error) {
-	log := slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	r, err := consumer.OpenReplica(ctx, consumer.ReplicaConfig{Dir: c.data, Tenant: c.tenant, Logger: log})
+	tel, err := telemetry.New(ctx, telemetry.Config{ServiceName: "ebb-client", Getenv: m.Getenv})
 	if err != nil {
 		return nil, err
 	}
-	s := &clientSession{r: r}
+	log := slog.New(telemetry.LogHandler(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	// Under auth the client id is the user name (per-client credentials):
+	// the server lets a user read only its own receipts.
+	r, err := consumer.OpenReplica(ctx, consumer.ReplicaConfig{Dir: c.data, Tenant: c.tenant, Client: c.conn.user, Logger: log,
+		TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider()})
+	if err != nil {
+		_ = shutdownTelemetry(tel)
+		return nil, err
+	}
+	s := &clientSession{r: r, tel: tel}
 	if !connect {
 		return s, nil
 	}
-	nc, err := nats.Connect(c.nats, nats.Name("ebb-cli"), nats.Timeout(connectTimeout), nats.MaxReconnects(-1))
+	nc, err := c.conn.connect(c.nats, "ebb-cli", nats.MaxReconnects(-1))
+	if errors.Is(err, ErrUsage) || errors.Is(err, errRefused) {
+		// Not an offline state: retrying later will not help, so say so
+		// now rather than queue writes that can never be sent.
+		_ = s.Close()
+		return nil, err
+	}
 	if err != nil {
+		s.connErr = err
 		return s, nil
+	}
+	if c.conn.user != "" {
+		if err := checkTenant(nc, c.conn.user, c.tenant); err != nil {
+			nc.Close()
+			_ = r.Close()
+			return nil, err
+		}
 	}
 	if err := r.Attach(ctx, nc); err != nil {
 		nc.Close()
+		s.connErr = err
 		return s, nil
 	}
 	s.nc = nc

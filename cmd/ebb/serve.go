@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,13 +13,16 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/cmd/ebb/internal/telemetry"
+	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/embedded"
+	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection"
 )
@@ -29,8 +34,71 @@ type serveConfig struct {
 	httpListen string
 	natsURL    string
 	syncEvery  time.Duration
-	policies   policyConfig
-	logs       logFlags
+	// headerTimeout cuts an HTTP client that has not sent its request
+	// headers within it (slowloris).
+	headerTimeout time.Duration
+	policies      policyConfig
+	logs          logFlags
+	sec           securityFlags
+}
+
+// securityFlags are serve's TLS, authentication and encryption settings.
+type securityFlags struct {
+	tlsCert     string
+	tlsKey      string
+	tlsClientCA string
+	authFile    string
+	keyFile     string
+}
+
+func (f *securityFlags) register(m *Main, fs *flag.FlagSet) {
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate: serve NATS and HTTP over TLS")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of --tls-cert")
+	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "PEM CA file: require and verify client certificates signed by it")
+	fs.StringVar(&f.authFile, "auth", "", "YAML users file: require credentials, confine each user to its tenant (see deploy/auth)")
+	fs.StringVar(&f.keyFile, "key-file", m.env("EBB_KEY_FILE", ""), "encrypt JetStream storage with this key file: 64 hex digits or a passphrase (env EBB_KEY_FILE)")
+}
+
+// security is what securityFlags load to.
+type security struct {
+	tls   *tls.Config // nil: plain
+	users *auth.Users // nil: no authentication
+	jsKey []byte      // nil: JetStream unencrypted
+}
+
+// load reads the files the flags name; natsURL says whether the embedded
+// server is used ("") or an external one.
+func (f *securityFlags) load(data, natsURL string) (security, error) {
+	var sec security
+	var err error
+	if f.tlsCert != "" || f.tlsKey != "" || f.tlsClientCA != "" {
+		if sec.tls, err = embedded.LoadServerTLS(f.tlsCert, f.tlsKey, f.tlsClientCA); err != nil {
+			return sec, usagef("--tls-cert/--tls-key/--tls-client-ca: %v", err)
+		}
+	}
+	if f.authFile != "" {
+		if sec.users, err = auth.Load(f.authFile); err != nil {
+			return sec, usagef("--auth: %v", err)
+		}
+	}
+	if natsURL != "" {
+		if f.keyFile != "" {
+			return sec, usagef("--key-file encrypts the embedded server's JetStream; configure an external server's encryption in its own config")
+		}
+		return sec, nil
+	}
+	if f.keyFile == "" {
+		if err := keys.CheckNoKey(data); err != nil {
+			return sec, fmt.Errorf("serve: %w", err)
+		}
+		return sec, nil
+	}
+	k, err := keys.Open(f.keyFile, data)
+	if err != nil {
+		return sec, fmt.Errorf("serve: %w", err)
+	}
+	sec.jsKey = k.Derive("nats-jetstream")
+	return sec, nil
 }
 
 func runServe(ctx context.Context, m *Main, args []string) error {
@@ -41,10 +109,12 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	fs.StringVar(&c.httpListen, "http-listen", "127.0.0.1:8080", "address of the HTTP listener (health, metrics, gateway)")
 	fs.StringVar(&c.natsURL, "nats", "", "use this existing NATS JetStream server or cluster instead of the embedded one")
 	fs.DurationVar(&c.syncEvery, "fsync-interval", 0, "embedded JetStream fsync interval; 0 fsyncs every write before acking")
+	fs.DurationVar(&c.headerTimeout, "http-header-timeout", 10*time.Second, "cut an HTTP client that has not sent its request headers within this long")
 	perColl := policyFlags{}
 	fs.Var(perColl, "policy", "conflict policy of one collection, COLLECTION=POLICY (lww, merge, reject, manual); repeatable")
 	fs.StringVar(&c.policies.Default, "default-policy", "lww", "conflict policy of every other collection")
 	c.logs.register(fs)
+	c.sec.register(m, fs)
 	if err := m.parse(fs, args); err != nil {
 		return err
 	}
@@ -59,6 +129,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
+	log = slog.New(telemetry.LogHandler(log.Handler())) // trace ids on lines logged inside a span
 	return serve(ctx, c, log)
 }
 
@@ -74,7 +145,11 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		}
 	}()
 
-	nc, url, err := connectServer(ctx, c, log, &stops)
+	sec, err := c.sec.load(c.data, c.natsURL)
+	if err != nil {
+		return err
+	}
+	nc, url, err := connectServer(ctx, c, sec, log, &stops)
 	if err != nil {
 		return err
 	}
@@ -89,16 +164,16 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		return fmt.Errorf("serve: %w", err)
 	}
 
-	proj, err := startProjector(ctx, c, js, log, &stops)
-	if err != nil {
-		return err
-	}
-
 	tel, err := telemetry.New(ctx, telemetry.Config{ServiceName: "ebb", Prometheus: true, Getenv: os.Getenv})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	stops = append(stops, tel.Shutdown)
+
+	proj, err := startProjector(ctx, c, js, tel, log, &stops)
+	if err != nil {
+		return err
+	}
 	if err := serverGauges(tel.MeterProvider(), js, proj); err != nil {
 		return fmt.Errorf("serve: metrics: %w", err)
 	}
@@ -114,17 +189,25 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 				return nil
 			}
 		},
-		Logger: log,
+		Users:          sec.users,
+		Logger:         log,
+		TracerProvider: tel.TracerProvider(),
+		Propagator:     tel.Propagator(),
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	httpAddr, err := serveHTTP(c.httpListen, gw, log, &stops)
+	httpAddr, err := serveHTTP(c.httpListen, c.headerTimeout, gw, sec.tls, log, &stops)
 	if err != nil {
 		return err
 	}
 
-	log.Info("ebb ready", "nats", url, "http", "http://"+httpAddr, "data", c.data)
+	scheme := "http://"
+	if sec.tls != nil {
+		scheme = "https://"
+	}
+	log.Info("ebb ready", "nats", url, "http", scheme+httpAddr, "data", c.data,
+		"tls", sec.tls != nil, "auth", sec.users != nil, "encrypted", sec.jsKey != nil)
 	select {
 	case <-ctx.Done():
 		log.Info("ebb shutting down")
@@ -138,7 +221,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 const viewFile = "view.db"
 
 // startProjector opens the view store and starts the projector on it.
-func startProjector(ctx context.Context, c serveConfig, js jetstream.JetStream, log *slog.Logger, stops *[]func(context.Context) error) (*projection.Projector, error) {
+func startProjector(ctx context.Context, c serveConfig, js jetstream.JetStream, tel *telemetry.Telemetry, log *slog.Logger, stops *[]func(context.Context) error) (*projection.Projector, error) {
 	policies, err := c.policies.resolve(projection.NewRegistry())
 	if err != nil {
 		return nil, err
@@ -151,7 +234,8 @@ func startProjector(ctx context.Context, c serveConfig, js jetstream.JetStream, 
 		return nil, fmt.Errorf("serve: open view (is another ebb serve using %s?): %w", c.data, err)
 	}
 	*stops = append(*stops, func(context.Context) error { return store.Close() })
-	proj, err := projection.New(js, store, projection.Config{Policies: policies, Logger: log})
+	proj, err := projection.New(js, store, projection.Config{Policies: policies, Logger: log,
+		TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider(), Propagator: tel.Propagator()})
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
@@ -164,7 +248,7 @@ func startProjector(ctx context.Context, c serveConfig, js jetstream.JetStream, 
 
 // connectServer starts the embedded NATS server (unless c.natsURL names an
 // external one) and connects to it.
-func connectServer(ctx context.Context, c serveConfig, log *slog.Logger, stops *[]func(context.Context) error) (*nats.Conn, string, error) {
+func connectServer(ctx context.Context, c serveConfig, sec security, log *slog.Logger, stops *[]func(context.Context) error) (*nats.Conn, string, error) {
 	opts := []nats.Option{nats.Name("ebb-serve"), nats.MaxReconnects(-1)}
 	if c.natsURL != "" {
 		nc, err := nats.Connect(c.natsURL, opts...)
@@ -174,11 +258,18 @@ func connectServer(ctx context.Context, c serveConfig, log *slog.Logger, stops *
 		*stops = append(*stops, func(context.Context) error { nc.Close(); return nil })
 		return nc, c.natsURL, nil
 	}
+	var users []*server.User
+	if sec.users != nil {
+		users = sec.users.NATSUsers()
+	}
 	srv, err := embedded.Start(ctx, embedded.Config{
-		Dir:    filepath.Join(c.data, "jetstream"),
-		Listen: c.natsListen,
-		Sync:   embedded.SyncPolicy{Interval: c.syncEvery},
-		Logger: log,
+		Dir:          filepath.Join(c.data, "jetstream"),
+		Listen:       c.natsListen,
+		Sync:         embedded.SyncPolicy{Interval: c.syncEvery},
+		Logger:       log,
+		TLS:          sec.tls,
+		Users:        users,
+		JetStreamKey: sec.jsKey,
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("serve: %w", err)
@@ -194,14 +285,20 @@ func connectServer(ctx context.Context, c serveConfig, log *slog.Logger, stops *
 
 // serveHTTP listens on addr and serves h until stopped; it returns the bound
 // address.
-func serveHTTP(addr string, h http.Handler, log *slog.Logger, stops *[]func(context.Context) error) (string, error) {
+func serveHTTP(addr string, headerTimeout time.Duration, h http.Handler, tc *tls.Config, log *slog.Logger, stops *[]func(context.Context) error) (string, error) {
+	if headerTimeout <= 0 {
+		headerTimeout = 10 * time.Second
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", fmt.Errorf("serve: http listen on %s: %w", addr, err)
 	}
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
+	}
 	hs := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: headerTimeout,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      2 * time.Minute, // above the gateway's longest long-poll
 		IdleTimeout:       2 * time.Minute,

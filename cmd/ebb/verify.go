@@ -23,6 +23,8 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlagSet("verify")
 	fs.StringVar(&data, "data", "./ebb-data", "the server's data directory")
 	fs.StringVar(&natsURL, "nats", "", "read EVENTS from this NATS server instead of the embedded one")
+	var conn connFlags
+	conn.register(m, fs)
 	if err := m.parse(fs, args); err != nil {
 		return err
 	}
@@ -45,7 +47,7 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 
 	var nc *nats.Conn
 	if natsURL != "" {
-		nc, err = nats.Connect(natsURL, nats.Timeout(connectTimeout))
+		nc, err = conn.connect(natsURL, "ebb-verify")
 	} else {
 		var srv *embedded.Server
 		srv, err = embedded.Start(ctx, embedded.Config{Dir: filepath.Join(data, "jetstream"), DontListen: true})

@@ -22,9 +22,15 @@ func runWatch(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(c.nats, nats.Name("ebb-watch"), nats.Timeout(connectTimeout), nats.MaxReconnects(-1))
+	nc, err := c.conn.connect(c.nats, "ebb-watch", nats.MaxReconnects(-1))
 	if err != nil {
-		return fmt.Errorf("watch: %w at %s: %v", errUnreachable, c.nats, err)
+		return fmt.Errorf("watch: %w", err)
+	}
+	if c.conn.user != "" {
+		if err := checkTenant(nc, c.conn.user, c.tenant); err != nil {
+			nc.Close()
+			return fmt.Errorf("watch: %w", err)
+		}
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -12,7 +12,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -34,7 +37,19 @@ type Config struct {
 	Timeout   time.Duration                                // JetStream calls per request; default 10s
 	Ready     func(ctx context.Context) error              // readiness beyond stream presence; nil = none
 	Metrics   func(w http.ResponseWriter, r *http.Request) // /metrics handler; nil = 404
-	Logger    *slog.Logger
+	// Users, if set, turns on authentication (HTTP Basic, or Bearer
+	// base64(user:password)): /v1/{tenant}/... answers 401 without valid
+	// credentials and 403 outside the user's tenant or role; /metrics is
+	// for admins; /healthz and /readyz stay open (they show no data).
+	Users  *auth.Users
+	Logger *slog.Logger
+	// TracerProvider traces pushes (span ebb.gateway.push, continuing the
+	// request's traceparent); the pushed events carry its context. Nil
+	// means no spans: the events carry the request's trace context as is.
+	TracerProvider trace.TracerProvider
+	// Propagator reads trace context from requests and writes it into
+	// event headers; nil means W3C trace context and baggage.
+	Propagator propagation.TextMapPropagator
 }
 
 func (c *Config) validate() error {
@@ -85,14 +100,14 @@ func New(cfg Config) (*Gateway, error) {
 	})
 	g.mux.HandleFunc("GET /readyz", g.readyz)
 	if cfg.Metrics != nil {
-		g.mux.HandleFunc("GET /metrics", cfg.Metrics)
+		g.mux.HandleFunc("GET /metrics", g.guard(accessAdmin, cfg.Metrics))
 	}
-	g.mux.HandleFunc("POST /v1/{tenant}/events", g.pushEvents)
-	g.mux.HandleFunc("GET /v1/{tenant}/changes", g.pullChanges)
-	g.mux.HandleFunc("GET /v1/{tenant}/receipts/{client}", g.pullReceipts)
-	g.mux.HandleFunc("GET /v1/{tenant}/docs/{collection}", g.listDocs)
-	g.mux.HandleFunc("GET /v1/{tenant}/docs/{collection}/{id}", g.getDoc)
-	g.mux.HandleFunc("GET /v1/{tenant}/conflicts", g.conflicts)
+	g.mux.HandleFunc("POST /v1/{tenant}/events", g.guard(accessWrite, g.pushEvents))
+	g.mux.HandleFunc("GET /v1/{tenant}/changes", g.guard(accessRead, g.pullChanges))
+	g.mux.HandleFunc("GET /v1/{tenant}/receipts/{client}", g.guard(accessReceipts, g.pullReceipts))
+	g.mux.HandleFunc("GET /v1/{tenant}/docs/{collection}", g.guard(accessRead, g.listDocs))
+	g.mux.HandleFunc("GET /v1/{tenant}/docs/{collection}/{id}", g.guard(accessRead, g.getDoc))
+	g.mux.HandleFunc("GET /v1/{tenant}/conflicts", g.guard(accessRead, g.conflicts))
 	return g, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -62,10 +63,12 @@ func (g *Gateway) pushEvents(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, bad("batch of %d events, limit %d", len(batch), g.cfg.MaxBatch))
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
+	ctx, span := g.startPush(r)
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
 	resp := PushResponse{Results: make([]PushResult, len(batch))}
 	status := http.StatusOK
+	defer func() { endPush(span, status, len(batch)) }()
 	for i, raw := range batch {
 		res := &resp.Results[i]
 		if status != http.StatusOK {
@@ -105,6 +108,10 @@ func (g *Gateway) publish(ctx context.Context, tenant string, raw json.RawMessag
 		return PushResult{ID: ev.ID, Status: StatusInvalid, Field: "tenant",
 			Error: fmt.Sprintf("event tenant %q does not match the URL's tenant %q", ev.Tenant, tenant)}
 	}
+	if u, ok := userOf(ctx); ok && u.Role == auth.RoleClient && ev.Client != u.Name {
+		return PushResult{ID: ev.ID, Status: StatusInvalid, Field: "client",
+			Error: fmt.Sprintf("event client %q is not the authenticated user %q (a client's id is its user name)", ev.Client, u.Name)}
+	}
 	data, err := events.EncodeEvent(ev)
 	if err != nil {
 		return PushResult{ID: ev.ID, Status: StatusInvalid, Error: err.Error()}
@@ -112,14 +119,10 @@ func (g *Gateway) publish(ctx context.Context, tenant string, raw json.RawMessag
 	msg := nats.NewMsg(ev.Subject())
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
-	for _, k := range []string{"traceparent", "tracestate"} {
-		if v := h.Get(k); v != "" {
-			msg.Header[k] = []string{v}
-		}
-	}
+	g.injectTrace(ctx, msg)
 	ack, err := g.cfg.JetStream.PublishMsg(ctx, msg)
 	if err != nil {
-		g.log.Warn("push: publish event failed", "event", ev.ID, "err", err)
+		g.log.WarnContext(ctx, "push: publish event failed", "event", ev.ID, "err", err)
 		return PushResult{ID: ev.ID, Status: StatusFailed, Error: err.Error()}
 	}
 	if ack.Duplicate {

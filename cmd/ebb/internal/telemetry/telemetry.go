@@ -8,6 +8,13 @@
 // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES. With none of them set
 // nothing is exported, except that the server always serves its metrics for
 // Prometheus on /metrics.
+//
+// The traces and metrics themselves come from the packages (see the
+// Observability section of README.md): producer, projection and consumer
+// take a TracerProvider and a MeterProvider, the gateway a TracerProvider
+// and a Propagator. serve and the client commands build a Telemetry and
+// hand them over; client commands call Shutdown before exiting so a console
+// exporter prints their spans.
 package telemetry
 
 import (
