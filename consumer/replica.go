@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -125,11 +126,11 @@ type Status struct {
 
 // SyncReport tells what one Sync did.
 type SyncReport struct {
-	Pushed    int  // local writes published by this sync
-	Pulled    int  // changes applied to the view during this sync
-	Rejected  int  // local writes rejected during this sync
+	Pushed    int  // local writes published since attaching or the previous Sync
+	Pulled    int  // changes applied to the view since attaching or the previous Sync
+	Rejected  int  // local writes rejected since attaching or the previous Sync
 	Conflicts int  // open conflicts in the view after this sync
-	Resynced  bool // a full resync happened during this sync (see Status.LastResync)
+	Resynced  bool // a full resync happened since attaching or the previous Sync (see Status.LastResync)
 }
 
 // Replica is an app's offline-first local copy of its tenant (or of some
@@ -176,6 +177,28 @@ type link struct {
 	// "caught up" by a cursor about to be reset.
 	ready     chan struct{}
 	readyOnce sync.Once
+	// What Syncs have reported so far, so each Sync reports what happened
+	// since attaching or the previous Sync (the followers and the publisher
+	// run from Attach on, not only during a Sync): publishes of pub, and
+	// the replica's pulled and rejected counters.
+	pushed, pulled, rejected, resyncs reported
+}
+
+// reported is a count already reported by a Sync.
+type reported struct{ n atomic.Uint64 }
+
+// since returns how much of total no Sync has reported yet and marks it
+// reported; concurrent Syncs never count anything twice.
+func (r *reported) since(total uint64) int {
+	for {
+		old := r.n.Load()
+		if total <= old {
+			return 0
+		}
+		if r.n.CompareAndSwap(old, total) {
+			return int(total - old)
+		}
+	}
 }
 
 // OpenReplica opens (creating if needed) the replica stored in cfg.Dir and,
@@ -303,6 +326,9 @@ func (r *Replica) Attach(ctx context.Context, nc *nats.Conn) error {
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	l := &link{nc: nc, js: js, pub: pub, cancel: cancel, ready: make(chan struct{})}
+	l.pulled.n.Store(uint64(r.pulled))
+	l.rejected.n.Store(uint64(r.rejected))
+	l.resyncs.n.Store(uint64(r.resyncs))
 	if err := pub.Start(lctx); err != nil {
 		cancel()
 		return fmt.Errorf("attach replica: start publisher: %w", err)
@@ -1127,20 +1153,15 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 	if l == nil {
 		return SyncReport{}, fmt.Errorf("sync: %w", ErrOffline)
 	}
-	pulled0, rejected0, resyncs0 := r.counters()
 	select {
 	case <-l.ready:
 	case <-ctx.Done():
 		return SyncReport{}, fmt.Errorf("sync: wait for the changes follower: %w", ctx.Err())
 	}
 	var ids []string
-	pushed := 0
 	err := r.db.View(func(tx *bbolt.Tx) error {
 		es, err := r.log.Unsettled(tx)
 		for _, e := range es {
-			if e.State == producer.StatePending {
-				pushed++
-			}
 			if e.State != producer.StateFailed {
 				ids = append(ids, e.Event.ID)
 			}
@@ -1153,6 +1174,9 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 	if err := l.pub.Flush(ctx); err != nil {
 		return SyncReport{}, fmt.Errorf("sync: push: %w", err)
 	}
+	// The publisher runs from Attach on, so it may have sent writes before
+	// this Sync began: count what it published that no Sync reported yet.
+	pushed := l.pushed.since(l.pub.Status().Published)
 	if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
 		es, err := r.log.Unsettled(tx)
 		if err != nil {
@@ -1192,8 +1216,8 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 		return SyncReport{}, fmt.Errorf("sync: %w", err)
 	}
 	return SyncReport{
-		Pushed: pushed, Pulled: pulled1 - pulled0, Rejected: rejected1 - rejected0,
-		Conflicts: len(conflicts), Resynced: resyncs1 > resyncs0,
+		Pushed: pushed, Pulled: l.pulled.since(uint64(pulled1)), Rejected: l.rejected.since(uint64(rejected1)),
+		Conflicts: len(conflicts), Resynced: l.resyncs.since(uint64(resyncs1)) > 0,
 	}, nil
 }
 

@@ -144,6 +144,7 @@ type Status struct {
 	LastPush      time.Time // when an acknowledgement was last stored
 	Connected     bool      // the connection is up (without a Conn: the last publish round succeeded)
 	Retrying      bool      // publishing is interrupted and being retried
+	Published     uint64    // entries this publisher has marked published since it started
 }
 
 // Publisher drains a Log's pending entries to JetStream, in log order per
@@ -156,13 +157,14 @@ type Status struct {
 // event included); anything else is retried forever with backoff,
 // restarting from the oldest unacknowledged entry.
 type Publisher struct {
-	log     *Log
-	js      JetStream
-	conn    Conn
-	cfg     PublisherConfig
-	logger  *slog.Logger
-	tracer  trace.Tracer
-	metrics publisherMetrics
+	published atomic.Uint64 // entries marked published; see Status
+	log       *Log
+	js        JetStream
+	conn      Conn
+	cfg       PublisherConfig
+	logger    *slog.Logger
+	tracer    trace.Tracer
+	metrics   publisherMetrics
 
 	mu       sync.Mutex
 	started  bool
@@ -310,6 +312,7 @@ func (p *Publisher) Status() Status {
 		LastPush:      p.lastPush,
 		Connected:     p.connected,
 		Retrying:      p.retrying,
+		Published:     p.published.Load(),
 	}
 }
 
@@ -688,6 +691,11 @@ func (p *Publisher) commit() {
 			}
 		}
 		failed, published, err := p.log.markResults(rs)
+		if err == nil {
+			// Count before waking Flush, so a Flush that returns sees the count.
+			p.published.Add(uint64(published))
+			p.log.progress.notify()
+		}
 		if err != nil {
 			if !errors.Is(err, ErrClosed) {
 				p.logger.Error("storing publish results failed; sending again from the oldest pending entry", keyErr, err)
@@ -909,6 +917,5 @@ func (l *Log) markResults(rs []result) (failed []Entry, published int, err error
 	l.pendingN -= nPub + nFail
 	l.failedN += nFail
 	l.countMu.Unlock()
-	l.progress.notify()
 	return failed, nPub, nil
 }
