@@ -148,14 +148,21 @@ func Subscribe(ctx context.Context, js ConsumerCreator, cfg SubscribeConfig) (*S
 		backoff = defaultBackoff
 	}
 	cc := jetstream.ConsumerConfig{
-		Durable:        cfg.Durable,
-		Description:    "ebb change subscription",
-		FilterSubjects: ChangeFilters(cfg.Tenant, cfg.Collections),
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        orDefault(cfg.AckWait, defaultAckWait),
-		MaxDeliver:     -1,
-		MaxAckPending:  orDefault(cfg.MaxAckPending, 1),
+		Durable:       cfg.Durable,
+		Description:   "ebb change subscription",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       orDefault(cfg.AckWait, defaultAckWait),
+		MaxDeliver:    -1,
+		MaxAckPending: orDefault(cfg.MaxAckPending, 1),
+	}
+	// One filter goes in FilterSubject: nats.go then names it in the create
+	// request's subject, which is what lets a server confine a user to its
+	// tenant (deploy/auth). Several filters cannot be confined that way.
+	if filters := ChangeFilters(cfg.Tenant, cfg.Collections); len(filters) == 1 {
+		cc.FilterSubject = filters[0]
+	} else {
+		cc.FilterSubjects = filters
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamChanges, cc)
 	if err != nil {

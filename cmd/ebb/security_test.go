@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ebbsync/ebb/consumer"
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/events"
 )
@@ -351,8 +352,31 @@ func TestSecurity_TenantIsolation(t *testing.T) {
 		if err := m.DoubleAck(ctx); err != nil {
 			t.Fatalf("ack: %v", err)
 		}
-		// consumer.Subscribe sends FilterSubjects, even for one subject:
-		// created on the unconfinable subject, it is refused.
+		// consumer.Subscribe sends its one filter as FilterSubject, so a
+		// service subscription works under auth.
+		got := make(chan *events.Change, 1)
+		sub, err := consumer.Subscribe(ctx, js, consumer.SubscribeConfig{Tenant: "acme", Durable: "acme-subscriber",
+			Handler: func(_ context.Context, ch *events.Change) error {
+				select {
+				case got <- ch:
+				default:
+				}
+				return nil
+			}})
+		if err != nil {
+			t.Fatalf("consumer.Subscribe under auth: %v", err)
+		}
+		select {
+		case ch := <-got:
+			if ch.Tenant != "acme" {
+				t.Fatalf("service got a change of tenant %q", ch.Tenant)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no change reached the service's subscription")
+		}
+		sub.Stop()
+		// FilterSubjects (several collections) is created on the
+		// unconfinable subject, so it is refused.
 		short, cancel2 := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 		defer cancel2()
 		_, err = js.CreateOrUpdateConsumer(short, events.StreamChanges, jetstream.ConsumerConfig{
