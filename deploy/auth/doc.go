@@ -49,9 +49,9 @@
 // and nats-server refuses a request whose body filter differs from it. A
 // consumer with several filter subjects (FilterSubjects) is created on
 // $JS.API.CONSUMER.CREATE.<stream>.<name>, which cannot be confined and is
-// therefore refused: a Replica scoped to two or more collections, and
-// consumer.Subscribe (which always sends FilterSubjects), do not work under
-// auth today.
+// therefore refused: a Replica or a consumer.Subscribe scoped to two or more
+// collections does not work under auth today (scoped to one collection or to
+// the whole tenant, they send one filter and work).
 //
 // # Residual exposure
 //
