@@ -34,18 +34,8 @@ func mustServer(tb testing.TB) (*embedded.Server, *nats.Conn, jetstream.JetStrea
 	return s, nc, js
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
-	defer func() {}()
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
+// waitFor waits on a condition with a deadline.
+var waitFor = embeddedtest.WaitFor
 
 // testChange builds a change of doc at version v with one field n.
 func testChange(tenant, collection, doc string, v uint64, n int) *events.Change {

@@ -48,19 +48,8 @@ func mustOpenBolt(tb testing.TB, path string) *projection.BoltStore {
 	return s
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
+// waitFor waits on a condition with a deadline.
+var waitFor = embeddedtest.WaitFor
 
 func lastSeq(tb testing.TB, js jetstream.JetStream, stream string) uint64 {
 	tb.Helper()

@@ -102,3 +102,19 @@ func MustJetStream(tb testing.TB, nc *nats.Conn, opts ...jetstream.JetStreamOpt)
 	}
 	return js
 }
+
+// WaitFor polls cond until it holds, failing tb with what was awaited when
+// timeout passes first. Tests wait on a condition with a deadline this way
+// instead of sleeping for asynchronous work.
+func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
