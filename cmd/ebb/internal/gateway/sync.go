@@ -186,21 +186,10 @@ func (g *Gateway) pullChanges(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	after, limit, wait, err := g.page(r)
-	if err != nil {
-		g.fail(w, r, err)
-		return
-	}
-	resp := ChangesResponse{Changes: []ChangeEntry{}, LastSeq: after}
-	resp.More, err = g.readAfter(r.Context(), events.StreamChanges, events.TenantChanges(tenant), after, limit, wait,
-		func(seq uint64, data []byte) error {
-			c, err := events.DecodeChange(data)
-			if err != nil {
-				return fmt.Errorf("change at CHANGES sequence %d: %w", seq, err)
-			}
+	resp := ChangesResponse{Changes: []ChangeEntry{}}
+	resp.LastSeq, resp.More, err = pull(g, r, events.StreamChanges, events.TenantChanges(tenant), events.DecodeChange,
+		func(seq uint64, c *events.Change) {
 			resp.Changes = append(resp.Changes, ChangeEntry{Seq: seq, Change: c})
-			resp.LastSeq = seq
-			return nil
 		})
 	if err != nil {
 		g.fail(w, r, err)
@@ -220,27 +209,37 @@ func (g *Gateway) pullReceipts(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	after, limit, wait, err := g.page(r)
-	if err != nil {
-		g.fail(w, r, err)
-		return
-	}
-	resp := ReceiptsResponse{Receipts: []ReceiptEntry{}, LastSeq: after}
-	resp.More, err = g.readAfter(r.Context(), events.StreamReceipts, events.ReceiptSubject(tenant, client), after, limit, wait,
-		func(seq uint64, data []byte) error {
-			rc, err := events.DecodeReceipt(data)
-			if err != nil {
-				return fmt.Errorf("receipt at RECEIPTS sequence %d: %w", seq, err)
-			}
+	resp := ReceiptsResponse{Receipts: []ReceiptEntry{}}
+	resp.LastSeq, resp.More, err = pull(g, r, events.StreamReceipts, events.ReceiptSubject(tenant, client), events.DecodeReceipt,
+		func(seq uint64, rc *events.Receipt) {
 			resp.Receipts = append(resp.Receipts, ReceiptEntry{Seq: seq, Receipt: rc})
-			resp.LastSeq = seq
-			return nil
 		})
 	if err != nil {
 		g.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// pull reads the page the request asks for (after, limit, wait) of stream
+// on filter, decodes each message and hands it to add. It returns the
+// sequence to pass as the next after, and whether more are waiting.
+func pull[T any](g *Gateway, r *http.Request, stream, filter string, decode func([]byte) (T, error), add func(uint64, T)) (last uint64, more bool, err error) {
+	after, limit, wait, err := g.page(r)
+	if err != nil {
+		return 0, false, err
+	}
+	last = after
+	more, err = g.readAfter(r.Context(), stream, filter, after, limit, wait, func(seq uint64, data []byte) error {
+		v, err := decode(data)
+		if err != nil {
+			return fmt.Errorf("message at %s sequence %d: %w", stream, seq, err)
+		}
+		add(seq, v)
+		last = seq
+		return nil
+	})
+	return last, more, err
 }
 
 // readAfter hands fn up to limit messages of stream on filter with sequence
