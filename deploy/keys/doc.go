@@ -1,7 +1,9 @@
 // Package keys reads ebb's encryption key file and turns it into a 32-byte
 // key, one for every store ebb encrypts: nats-server's JetStream storage
-// today, the bbolt stores later. Each use takes its own subkey (Key.Derive),
-// so one key file serves them all without reusing key material.
+// (PurposeJetStream), a client's bbolt file (PurposeClient) and the
+// server's bbolt view (PurposeView). Each use takes its own subkey
+// (Key.Derive), so one key file serves them all without reusing key
+// material.
 //
 // A key file holds either 64 hex digits (the key itself, e.g. from
 // `openssl rand -hex 32`) or a passphrase, which argon2id (time 3, memory
