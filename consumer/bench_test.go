@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -45,7 +46,13 @@ func peakHeap() (stop func() uint64) {
 
 // BenchmarkCatchUp catches a fresh replica up from a CHANGES stream of N
 // documents (Attach + Sync until the view holds every document).
-func BenchmarkCatchUp(b *testing.B) {
+func BenchmarkCatchUp(b *testing.B) { benchCatchUp(b, nil) }
+
+// BenchmarkCatchUpEncrypted is BenchmarkCatchUp with the local store
+// encrypted at rest (ReplicaConfig.Cipher).
+func BenchmarkCatchUpEncrypted(b *testing.B) { benchCatchUp(b, atRestCipher(b, 1)) }
+
+func benchCatchUp(b *testing.B, c *keys.Cipher) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			_, nc, js := mustServer(b)
@@ -53,7 +60,7 @@ func BenchmarkCatchUp(b *testing.B) {
 			b.ResetTimer()
 			stop := peakHeap()
 			for range b.N {
-				r, err := OpenReplica(b.Context(), ReplicaConfig{Dir: b.TempDir(), Tenant: "t1", Conn: nc})
+				r, err := OpenReplica(b.Context(), ReplicaConfig{Dir: b.TempDir(), Tenant: "t1", Conn: nc, Cipher: c})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -125,4 +125,25 @@
 // of the whole process, embedded nats-server included; it grows with N the
 // same way for the raw consumer, which stores nothing, so the growth is the
 // server's (its file store caches), not the replica's.
+//
+// # Encryption at rest
+//
+// With ReplicaConfig.Cipher the whole local file is encrypted value by
+// value: the producer's log (see the producer package) and the view's
+// synced documents (consumer.docs: the 8-byte version stays in the clear so
+// applying a change compares versions without decrypting; the change
+// payload is sealed, bound to the document key and that version), receipts
+// awaiting their change and rejections. In the clear: bbolt keys, which are
+// collection names and document ids (consumer.docs, .conflicts, .awaiting
+// keys; event ULIDs of rejections), the cursors, and the scope (tenant and
+// collection names). Names and ordering are visible to someone holding
+// the file; contents are not. Keyed hashes for the keys were left out: List
+// scans a collection by key prefix and reads ids from keys. The log's key
+// check in producer.meta guards the whole file: the view's buckets are only
+// written by a replica that opened the log with the same cipher.
+//
+// Cost, the same run, BenchmarkCatchUpEncrypted against BenchmarkCatchUp
+// (two runs each): N=5000 162,599/167,673 against 177,605/175,666 docs/s
+// (0.94x), N=20000 181,041/202,033 against 197,271/196,261 docs/s (0.97x);
+// peak heap 24-25 against 17-18 MiB at N=5000 (the sealed copies).
 package consumer

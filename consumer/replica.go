@@ -3,7 +3,6 @@ package consumer
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/producer"
 	"github.com/ebbsync/ebb/projection"
@@ -67,6 +67,13 @@ type ReplicaConfig struct {
 	// MeterProvider receives the producer's metrics and the catch-up gauges
 	// ebb.replica.changes.applied, .pending and .sequence; nil means none.
 	MeterProvider metric.MeterProvider
+	// Cipher, if set, encrypts the local store at rest (the producer's log
+	// and the view: documents, awaiting receipts, rejections) with
+	// AES-256-GCM; see doc.go, "Encryption at rest". nil keeps it in
+	// plaintext. Opening an encrypted store without its key or with
+	// another, or a plaintext one with a key, fails with an error wrapping
+	// keys.ErrWrongKey that names the file.
+	Cipher *keys.Cipher
 }
 
 func (c *ReplicaConfig) validate() error {
@@ -141,6 +148,7 @@ type SyncReport struct {
 type Replica struct {
 	cfg      ReplicaConfig
 	db       *bbolt.DB
+	seal     *keys.Cipher // nil: plaintext
 	log      *producer.Log
 	logger   *slog.Logger
 	tenant   string
@@ -216,8 +224,11 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 		return nil, fmt.Errorf("open replica %s: %w", path, err)
 	}
 	logger := discardIfNil(cfg.Logger)
+	// The log's key check (in its meta bucket) covers the whole file: the
+	// view's buckets are only ever written by a replica that opened the log
+	// with the same cipher first.
 	l, err := producer.OpenDB(db, producer.LogConfig{Tenant: cfg.Tenant, Client: cfg.Client, Logger: logger,
-		TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider})
+		TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider, Cipher: cfg.Cipher})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open replica %s: %w", path, err)
@@ -225,6 +236,7 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 	r := &Replica{
 		cfg:     cfg,
 		db:      db,
+		seal:    cfg.Cipher,
 		log:     l,
 		tenant:  cfg.Tenant,
 		client:  l.Client(),
@@ -505,7 +517,7 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 		if err != nil {
 			return err
 		}
-		v := openView(tx)
+		v := openView(tx, r.seal)
 		for i := range ds {
 			d := &ds[i]
 			prog.Pending = d.pending
@@ -591,7 +603,7 @@ func (r *Replica) settleByChange(v *view, key []byte, ch *changeHead) error {
 	var done [][]byte
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		var rc events.Receipt
-		if err := json.Unmarshal(v, &rc); err != nil {
+		if err := getJSON(r.seal, bucketAwaiting, k, v, &rc); err != nil {
 			return fmt.Errorf("read awaiting receipt %q: %w", k, err)
 		}
 		if rc.Version > ch.Version {
@@ -615,7 +627,7 @@ func (r *Replica) settleByChange(v *view, key []byte, ch *changeHead) error {
 func (r *Replica) settleAllAwaiting(tx *bbolt.Tx) error {
 	return tx.Bucket(bucketAwaiting).ForEach(func(k, v []byte) error {
 		var rc events.Receipt
-		if err := json.Unmarshal(v, &rc); err != nil {
+		if err := getJSON(r.seal, bucketAwaiting, k, v, &rc); err != nil {
 			return fmt.Errorf("read awaiting receipt %q: %w", k, err)
 		}
 		return r.log.Settle(tx, &rc)
@@ -802,9 +814,8 @@ func (r *Replica) applyReceipt(tx *bbolt.Tx, rc *events.Receipt) (int, []byte, e
 	switch rc.Outcome {
 	case events.OutcomeApplied, events.OutcomeMerged, events.OutcomeConflict:
 		if rc.Collection != "" && rc.Version > syncedVersion(tx, key) {
-			b, _ := json.Marshal(rc)
 			ak := append(append(append([]byte{}, key...), 0), rc.Event...)
-			return 0, nil, tx.Bucket(bucketAwaiting).Put(ak, b)
+			return 0, nil, putJSON(tx, r.seal, bucketAwaiting, ak, rc)
 		}
 		return 0, key, r.log.Settle(tx, rc)
 	case events.OutcomeRejected, events.OutcomeInvalid:
@@ -813,8 +824,7 @@ func (r *Replica) applyReceipt(tx *bbolt.Tx, rc *events.Receipt) (int, []byte, e
 			return 0, nil, err
 		}
 		rej := Rejection{Event: rc.Event, Collection: ent.Collection, Doc: ent.Doc, Op: ent.Op, Fields: ent.Fields, Outcome: rc.Outcome, Reason: rc.Reason}
-		b, _ := json.Marshal(rej)
-		if err := tx.Bucket(bucketRejections).Put([]byte(rc.Event), b); err != nil {
+		if err := putJSON(tx, r.seal, bucketRejections, []byte(rc.Event), rej); err != nil {
 			return 0, nil, fmt.Errorf("record rejection of %s: %w", rc.Event, err)
 		}
 		r.logger.Info("write rejected", logEvent, rc.Event, logDoc, ent.Doc, logReason, rc.Reason)
@@ -894,7 +904,7 @@ func (r *Replica) pendingByDoc(tx *bbolt.Tx) (map[string][]producer.Entry, error
 // localDoc returns the view of one document inside tx.
 func (r *Replica) localDoc(tx *bbolt.Tx, collection, id string) (Doc, error) {
 	key := docKey(collection, id)
-	cur, err := syncedDoc(tx, key)
+	cur, err := syncedDoc(tx, r.seal, key)
 	if err != nil {
 		return Doc{}, err
 	}
@@ -950,7 +960,7 @@ func (r *Replica) List(ctx context.Context, collection string, tombstones bool) 
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			cur, err := decodeSynced(k, v)
+			cur, err := decodeSynced(r.seal, k, v)
 			if err != nil {
 				return err
 			}
@@ -996,7 +1006,7 @@ func (r *Replica) Conflicts(ctx context.Context) ([]Conflict, error) {
 	var out []Conflict
 	err := r.db.View(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketConflicts).ForEach(func(k, _ []byte) error {
-			d, err := syncedDoc(tx, k)
+			d, err := syncedDoc(tx, r.seal, k)
 			if err != nil {
 				return err
 			}
@@ -1024,7 +1034,7 @@ func (r *Replica) Rejections(ctx context.Context) ([]Rejection, error) {
 	err := r.db.View(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketRejections).ForEach(func(k, v []byte) error {
 			var rej Rejection
-			if err := json.Unmarshal(v, &rej); err != nil {
+			if err := getJSON(r.seal, bucketRejections, k, v, &rej); err != nil {
 				return fmt.Errorf("read rejection %s: %w", k, err)
 			}
 			out = append(out, rej)

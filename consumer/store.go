@@ -10,6 +10,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection"
 )
@@ -117,6 +118,7 @@ func syncedValue(version uint64, payload []byte) []byte {
 // bucketConflicts needs no delete until a change puts a key there.
 type view struct {
 	tx        *bbolt.Tx
+	seal      *keys.Cipher // nil: plaintext
 	docs      *bbolt.Bucket
 	conflicts *bbolt.Bucket
 	anyOpen   bool // bucketConflicts may hold keys
@@ -134,8 +136,8 @@ type view struct {
 // little. Fewer pages to write make the commit cheaper.
 const appendFill = 0.9
 
-func openView(tx *bbolt.Tx) *view {
-	v := &view{tx: tx, docs: tx.Bucket(bucketDocs), conflicts: tx.Bucket(bucketConflicts), appending: true}
+func openView(tx *bbolt.Tx, seal *keys.Cipher) *view {
+	v := &view{tx: tx, seal: seal, docs: tx.Bucket(bucketDocs), conflicts: tx.Bucket(bucketConflicts), appending: true}
 	v.anyOpen = !emptyBucket(v.conflicts)
 	v.awaiting = !emptyBucket(tx.Bucket(bucketAwaiting))
 	v.last, _ = v.docs.Cursor().Last()
@@ -163,6 +165,9 @@ func (v *view) put(key []byte, version uint64, value []byte) error {
 		v.last = key
 	} else {
 		v.appending = false
+	}
+	if v.seal != nil {
+		value = sealSynced(v.seal, key, value)
 	}
 	if err := v.docs.Put(key, value); err != nil {
 		return fmt.Errorf("store change of %q v%d: %w", key, version, err)
@@ -197,20 +202,39 @@ func (v *view) indexConflicts(key []byte, ch *changeHead) error {
 	return nil
 }
 
-// syncedDoc returns the synced state of key as a projection.Doc (the zero
-// Doc when the view has none).
-func syncedDoc(tx *bbolt.Tx, key []byte) (projection.Doc, error) {
-	return decodeSynced(key, tx.Bucket(bucketDocs).Get(key))
+// sealSynced encrypts a syncedValue: the version stays in the clear (the
+// view compares versions without decrypting), the change payload is sealed
+// bound to the bucket, the key and that version.
+func sealSynced(seal *keys.Cipher, key, value []byte) []byte {
+	out := make([]byte, 8, 8+len(value)-8+keys.Overhead)
+	copy(out, value[:8])
+	return append(out, seal.SealValue(bucketDocs, syncedAAD(key, value[:8]), value[8:])...)
 }
 
-func decodeSynced(key, v []byte) (projection.Doc, error) {
+// syncedAAD is the associated data key of a synced value: the document key
+// and the version the value starts with.
+func syncedAAD(key, version []byte) []byte {
+	return append(append(make([]byte, 0, len(key)+1+len(version)), key...), append([]byte{0}, version...)...)
+}
+
+// syncedDoc returns the synced state of key as a projection.Doc (the zero
+// Doc when the view has none), decrypting with seal unless it is nil.
+func syncedDoc(tx *bbolt.Tx, seal *keys.Cipher, key []byte) (projection.Doc, error) {
+	return decodeSynced(seal, key, tx.Bucket(bucketDocs).Get(key))
+}
+
+func decodeSynced(seal *keys.Cipher, key, v []byte) (projection.Doc, error) {
 	if v == nil {
 		return projection.Doc{}, nil
 	}
 	if len(v) < 8 {
 		return projection.Doc{}, fmt.Errorf("read synced %q: short record", key)
 	}
-	ch, err := events.DecodeChange(v[8:])
+	payload, err := seal.OpenValue(bucketDocs, syncedAAD(key, v[:8]), v[8:])
+	if err != nil {
+		return projection.Doc{}, fmt.Errorf("read synced %q: %w", key, err)
+	}
+	ch, err := events.DecodeChange(payload)
 	if err != nil {
 		return projection.Doc{}, fmt.Errorf("read synced %q: %w", key, err)
 	}
@@ -245,4 +269,30 @@ type Rejection struct {
 	Fields     events.Fields  `json:"fields,omitempty"`
 	Outcome    events.Outcome `json:"outcome"`
 	Reason     string         `json:"reason"`
+}
+
+// putJSON stores v as JSON under key in bucket, sealed with seal unless it
+// is nil.
+func putJSON(tx *bbolt.Tx, seal *keys.Cipher, bucket, key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %T: %w", v, err)
+	}
+	if err := tx.Bucket(bucket).Put(key, seal.SealValue(bucket, key, b)); err != nil {
+		return fmt.Errorf("store %q in %s: %w", key, bucket, err)
+	}
+	return nil
+}
+
+// getJSON decodes raw, the value of key in bucket, into dst, opening it
+// with seal unless it is nil.
+func getJSON(seal *keys.Cipher, bucket, key, raw []byte, dst any) error {
+	b, err := seal.OpenValue(bucket, key, raw)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, dst); err != nil {
+		return fmt.Errorf("decode %q in %s: %w", key, bucket, err)
+	}
+	return nil
 }

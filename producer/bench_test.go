@@ -12,6 +12,7 @@ import (
 
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
+	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -51,11 +52,17 @@ var benchSyncs = []struct {
 // batch, one fsync per batch) while a Publisher (MaxInFlight 4096) drains
 // them, and stops the clock when Flush returns: every event durable in the
 // log and acknowledged by JetStream.
-func BenchmarkProducer(b *testing.B) {
+func BenchmarkProducer(b *testing.B) { benchProducer(b, nil) }
+
+// BenchmarkProducerEncrypted is BenchmarkProducer with the log encrypted at
+// rest (LogConfig.Cipher).
+func BenchmarkProducerEncrypted(b *testing.B) { benchProducer(b, testCipher(b, 1)) }
+
+func benchProducer(b *testing.B, c *keys.Cipher) {
 	for _, sc := range benchSyncs {
 		b.Run(sc.name, func(b *testing.B) {
 			nc, js := benchServer(b, sc.sync)
-			l := tempLog(b)
+			l := tempLog(b, withCipher(c))
 			p := mustPublisher(b, l, js, nc, PublisherConfig{MaxInFlight: benchWindow})
 			ws := make([]Write, benchBatch)
 			for i := range ws {

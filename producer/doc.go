@@ -115,4 +115,27 @@
 // transaction per ack batch) on the same two cores is the limit; with the
 // default window of 256 it is lower still (about 29,000 msgs/s draining a
 // full log).
+//
+// # Encryption at rest
+//
+// With LogConfig.Cipher (a keys.Cipher, AES-256-GCM) every value that
+// holds user data is sealed: the encoded event (producer.events), the
+// entry state with the server's reasons (producer.state) and the outbound
+// record with subject and trace context (producer.pending). Each value
+// carries a random 12-byte nonce and is bound to its bucket and key, so a
+// value copied to another entry fails to open instead of being read as
+// that entry. What stays in the clear: bbolt keys (client sequences,
+// event ULIDs in producer.ids), the meta bucket (tenant, client id, last
+// sequence, last ULID, HLC) and the empty unsettled markers: names and
+// counters, never document contents. producer.meta holds a sealed check
+// value (keys.CheckStore), so another key, no key, or a key on a plaintext
+// log is refused at open with keys.ErrWrongKey; a log is encrypted or not
+// for life.
+//
+// Cost, the same run, 20,000 events, BenchmarkProducerEncrypted against
+// BenchmarkProducer (two runs each, shared 2-core machine): fsync every
+// write 4,968/5,229 against 3,991/3,976 msgs/s (server-bound; the
+// difference is noise), fsync interval 36,758/41,400 against
+// 40,183/38,794 msgs/s: about 1.0x, within the noise. Sealing ~256 B
+// costs well under a microsecond with AES-NI.
 package producer

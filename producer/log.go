@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -94,6 +95,13 @@ type LogConfig struct {
 	// ebb.producer.pending and ebb.producer.oldest_pending.age; nil means
 	// no metrics.
 	MeterProvider metric.MeterProvider
+	// Cipher, if set, encrypts the log at rest: every event, entry state
+	// and outbound record is sealed with AES-256-GCM, bound to its bucket
+	// and key (see doc.go, "Encryption at rest", for what stays in the
+	// clear). nil keeps the log in plaintext. A log is encrypted or not for
+	// life: opening it with another key, without its key, or a plaintext
+	// log with a key fails with an error wrapping keys.ErrWrongKey.
+	Cipher *keys.Cipher
 }
 
 func (c LogConfig) validate() error {
@@ -115,6 +123,7 @@ func (c LogConfig) validate() error {
 type Log struct {
 	db      *bbolt.DB
 	ownsDB  bool
+	seal    *keys.Cipher // nil: plaintext
 	tenant  string
 	client  string
 	limits  events.Limits
@@ -186,6 +195,7 @@ func OpenDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 	}
 	l := &Log{
 		db:     db,
+		seal:   cfg.Cipher,
 		tenant: cfg.Tenant,
 		limits: cfg.Limits,
 		now:    now,
@@ -202,6 +212,15 @@ func OpenDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
+		check, err := keys.CheckStore(cfg.Cipher, meta.Get(metaKeyCheck), meta.Get(metaTenant) != nil)
+		if err != nil {
+			return err
+		}
+		if check != nil {
+			if err := meta.Put(metaKeyCheck, check); err != nil {
+				return err
+			}
+		}
 		if t := meta.Get(metaTenant); t != nil && string(t) != cfg.Tenant {
 			return fmt.Errorf("%w: log has tenant %q, config %q", ErrLogMismatch, t, cfg.Tenant)
 		}
@@ -233,7 +252,7 @@ func OpenDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 		l.pendingN = tx.Bucket(bucketPending).Stats().KeyN
 		c := tx.Bucket(bucketUnsettled).Cursor()
 		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-			st, err := getState(tx, keySeqOf(k))
+			st, err := l.getState(tx, keySeqOf(k))
 			if err != nil {
 				return err
 			}
@@ -408,7 +427,8 @@ func (l *Log) AppendBatch(ctx context.Context, ws []Write) (evs []*events.Event,
 			for _, p := range [...]struct {
 				b    *bbolt.Bucket
 				k, v []byte
-			}{{evb, k, encoded[i]}, {stb, k, st}, {pnb, k, ob}, {unb, k, []byte{}}, {idb, []byte(e.ID), k}} {
+			}{{evb, k, l.seal.SealValue(bucketEvents, k, encoded[i])}, {stb, k, l.seal.SealValue(bucketState, k, st)},
+				{pnb, k, l.seal.SealValue(bucketPending, k, ob)}, {unb, k, []byte{}}, {idb, []byte(e.ID), k}} {
 				if err := p.b.Put(p.k, p.v); err != nil {
 					return fmt.Errorf("store event %s: %w", e.ID, err)
 				}
@@ -454,7 +474,7 @@ func (l *Log) Entries(ctx context.Context, states ...State) ([]Entry, error) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			e, err := readEntry(tx, keySeqOf(k))
+			e, err := l.readEntry(tx, keySeqOf(k))
 			if err != nil {
 				return err
 			}
@@ -481,7 +501,7 @@ func (l *Log) Unsettled(tx *bbolt.Tx) ([]Entry, error) {
 	var out []Entry
 	c := b.Cursor()
 	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		e, err := readEntry(tx, keySeqOf(k))
+		e, err := l.readEntry(tx, keySeqOf(k))
 		if err != nil {
 			return nil, fmt.Errorf("list unsettled entries: %w", err)
 		}
@@ -509,7 +529,7 @@ func (l *Log) Settle(tx *bbolt.Tx, r *events.Receipt) error {
 		return nil
 	}
 	seq := keySeqOf(k)
-	st, err := getState(tx, seq)
+	st, err := l.getState(tx, seq)
 	if err != nil {
 		return fmt.Errorf("settle event %s: %w", r.Event, err)
 	}
@@ -523,7 +543,7 @@ func (l *Log) Settle(tx *bbolt.Tx, r *events.Receipt) error {
 		st.StreamSeq = r.Stream
 	}
 	st.SettledAt = l.now()
-	if err := putState(tx, seq, st); err != nil {
+	if err := l.putState(tx, seq, st); err != nil {
 		return fmt.Errorf("settle event %s: %w", r.Event, err)
 	}
 	if err := tx.Bucket(bucketPending).Delete(k); err != nil {
@@ -567,7 +587,7 @@ func (l *Log) oldestPending() (seq uint64, appended time.Time, err error) {
 			return nil
 		}
 		seq = keySeqOf(k)
-		st, err := getState(tx, seq)
+		st, err := l.getState(tx, seq)
 		if err != nil {
 			return err
 		}

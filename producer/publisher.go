@@ -833,6 +833,10 @@ func (l *Log) pendingAfter(after uint64, n int, below uint64) ([]pendingMsg, err
 			if below != 0 && keySeqOf(k) >= below {
 				break
 			}
+			v, err := l.seal.OpenValue(bucketPending, k, v)
+			if err != nil {
+				return fmt.Errorf("read pending entry %d: %w", keySeqOf(k), err)
+			}
 			var ob outbound
 			if err := jsonUnmarshal(v, &ob); err != nil {
 				return fmt.Errorf("read pending entry %d: %w", keySeqOf(k), err)
@@ -840,6 +844,9 @@ func (l *Log) pendingAfter(after uint64, n int, below uint64) ([]pendingMsg, err
 			data := evb.Get(k)
 			if data == nil {
 				return fmt.Errorf("read pending entry %d: event missing", keySeqOf(k))
+			}
+			if data, err = l.seal.OpenValue(bucketEvents, k, data); err != nil {
+				return fmt.Errorf("read pending entry %d: %w", keySeqOf(k), err)
 			}
 			h := nats.Header{jetstream.MsgIDHeader: []string{ob.ID}}
 			if len(ob.Trace) > 0 {
@@ -874,14 +881,14 @@ func (l *Log) markResults(rs []result) (failed []Entry, published int, err error
 		nPub, nFail = 0, 0
 		pending := tx.Bucket(bucketPending)
 		for _, r := range rs {
-			st, err := getState(tx, r.seq)
+			st, err := l.getState(tx, r.seq)
 			if err != nil {
 				return err
 			}
 			if st.State != StatePending {
 				if st.State == StateSettled && st.StreamSeq == 0 && r.ack != nil {
 					st.StreamSeq = r.ack.Sequence
-					if err := putState(tx, r.seq, st); err != nil {
+					if err := l.putState(tx, r.seq, st); err != nil {
 						return err
 					}
 				}
@@ -894,14 +901,14 @@ func (l *Log) markResults(rs []result) (failed []Entry, published int, err error
 				st.State, st.Err = StateFailed, r.err.Error()
 				nFail++
 			}
-			if err := putState(tx, r.seq, st); err != nil {
+			if err := l.putState(tx, r.seq, st); err != nil {
 				return err
 			}
 			if err := pending.Delete(seqKey(r.seq)); err != nil {
 				return fmt.Errorf("unmark pending entry %d: %w", r.seq, err)
 			}
 			if st.State == StateFailed {
-				e, err := readEntry(tx, r.seq)
+				e, err := l.readEntry(tx, r.seq)
 				if err != nil {
 					return err
 				}

@@ -188,7 +188,7 @@ func restartWithLostAck(t *testing.T, p *Publisher, l *Log, js JetStream, nc Con
 func loseAck(t *testing.T, l *Log, seq uint64) {
 	t.Helper()
 	err := l.DB().Update(func(tx *bbolt.Tx) error {
-		st, err := getState(tx, seq)
+		st, err := l.getState(tx, seq)
 		if err != nil {
 			return err
 		}
@@ -197,7 +197,7 @@ func loseAck(t *testing.T, l *Log, seq uint64) {
 			return err
 		}
 		st.State = StatePending
-		if err := putState(tx, seq, st); err != nil {
+		if err := l.putState(tx, seq, st); err != nil {
 			return err
 		}
 		ob, _ := json.Marshal(outbound{ID: e.ID, Subject: e.Subject()})

@@ -31,6 +31,9 @@ var (
 	metaSeq    = []byte("seq")     // last assigned client sequence, 8 bytes big-endian
 	metaLastID = []byte("last_id") // last assigned event id, 16 bytes
 	metaHLC    = []byte("hlc")     // last assigned HLC, 8 bytes wall + 4 bytes logical
+	// metaKeyCheck is the sealed check value of an encrypted log
+	// (keys.CheckStore); absent in a plaintext one.
+	metaKeyCheck = []byte("key_check")
 )
 
 // stateRecord is the mutable part of an entry.
@@ -78,11 +81,16 @@ func decodeHLC(b []byte) events.HLC {
 	return events.HLC{Wall: int64(binary.BigEndian.Uint64(b[:8])), Logical: binary.BigEndian.Uint32(b[8:])}
 }
 
-func getState(tx *bbolt.Tx, seq uint64) (stateRecord, error) {
+func (l *Log) getState(tx *bbolt.Tx, seq uint64) (stateRecord, error) {
 	var r stateRecord
-	v := tx.Bucket(bucketState).Get(seqKey(seq))
+	k := seqKey(seq)
+	v := tx.Bucket(bucketState).Get(k)
 	if v == nil {
 		return r, fmt.Errorf("read state of entry %d: missing", seq)
+	}
+	v, err := l.seal.OpenValue(bucketState, k, v)
+	if err != nil {
+		return r, fmt.Errorf("read state of entry %d: %w", seq, err)
 	}
 	if err := json.Unmarshal(v, &r); err != nil {
 		return r, fmt.Errorf("read state of entry %d: %w", seq, err)
@@ -90,28 +98,34 @@ func getState(tx *bbolt.Tx, seq uint64) (stateRecord, error) {
 	return r, nil
 }
 
-func putState(tx *bbolt.Tx, seq uint64, r stateRecord) error {
+func (l *Log) putState(tx *bbolt.Tx, seq uint64, r stateRecord) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encode state of entry %d: %w", seq, err)
 	}
-	if err := tx.Bucket(bucketState).Put(seqKey(seq), b); err != nil {
+	k := seqKey(seq)
+	if err := tx.Bucket(bucketState).Put(k, l.seal.SealValue(bucketState, k, b)); err != nil {
 		return fmt.Errorf("write state of entry %d: %w", seq, err)
 	}
 	return nil
 }
 
 // readEntry reads entry seq inside tx.
-func readEntry(tx *bbolt.Tx, seq uint64) (Entry, error) {
-	raw := tx.Bucket(bucketEvents).Get(seqKey(seq))
+func (l *Log) readEntry(tx *bbolt.Tx, seq uint64) (Entry, error) {
+	k := seqKey(seq)
+	raw := tx.Bucket(bucketEvents).Get(k)
 	if raw == nil {
 		return Entry{}, fmt.Errorf("read entry %d: event missing", seq)
+	}
+	raw, err := l.seal.OpenValue(bucketEvents, k, raw)
+	if err != nil {
+		return Entry{}, fmt.Errorf("read entry %d: %w", seq, err)
 	}
 	var e events.Event
 	if err := json.Unmarshal(raw, &e); err != nil {
 		return Entry{}, fmt.Errorf("read entry %d: decode event: %w", seq, err)
 	}
-	st, err := getState(tx, seq)
+	st, err := l.getState(tx, seq)
 	if err != nil {
 		return Entry{}, err
 	}

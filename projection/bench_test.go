@@ -3,6 +3,7 @@ package projection_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,9 +43,21 @@ func benchEnv(b *testing.B, n int) *env {
 	return e
 }
 
-func BenchmarkProjector(b *testing.B) {
+func BenchmarkProjector(b *testing.B) { benchProjector(b, projection.BoltOptions{}) }
+
+// BenchmarkProjectorEncrypted is BenchmarkProjector with the view store
+// encrypted at rest (BoltOptions.Cipher).
+func BenchmarkProjectorEncrypted(b *testing.B) {
+	benchProjector(b, projection.BoltOptions{Cipher: viewCipher(b, 1)})
+}
+
+func benchProjector(b *testing.B, opts projection.BoltOptions) {
 	e := benchEnv(b, b.N)
-	store := mustOpenBolt(b, "")
+	store, err := projection.OpenBolt(filepath.Join(b.TempDir(), "view.db"), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
 	b.ResetTimer()
 	start := time.Now()
 	p := startProjector(b, e.js, store, projection.Config{})

@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -24,12 +25,16 @@ var (
 	bucketMeta      = []byte("meta")      // "checkpoint" -> uint64 big endian
 	bucketOutbox    = []byte("outbox")    // uint64 big endian -> encoded outboxRecord
 	keyCheckpoint   = []byte("checkpoint")
+	// keyKeyCheck (in bucketMeta) is the sealed check value of an
+	// encrypted store (keys.CheckStore); absent in a plaintext one.
+	keyKeyCheck = []byte("key_check")
 )
 
 // BoltStore is the embedded view store: one bbolt file. Every Commit is one
 // bbolt read-write transaction, fsynced before it returns.
 type BoltStore struct {
-	db *bolt.DB
+	db   *bolt.DB
+	seal *keys.Cipher // nil: plaintext
 
 	mu     sync.RWMutex
 	closed bool
@@ -43,6 +48,14 @@ type BoltOptions struct {
 	// NoSync skips fsync on commit. Only for rebuilds into a throw-away file
 	// (Verify): a crash can corrupt the file.
 	NoSync bool
+	// Cipher, if set, encrypts the store at rest with AES-256-GCM: every
+	// document, conflict record and outbox entry is sealed, bound to its
+	// bucket and key. Keys (tenant, collection and document names, client
+	// ids), the checkpoint and high-water marks stay in the clear (see
+	// doc.go). nil keeps the store in plaintext. Opening an encrypted store
+	// without its key or with another, or a plaintext store with a key,
+	// fails with an error wrapping keys.ErrWrongKey naming the file.
+	Cipher *keys.Cipher
 }
 
 // OpenBolt opens (creating if needed) the bbolt view store at path.
@@ -55,18 +68,24 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		return nil, fmt.Errorf("open view store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
+		existed := tx.Bucket(bucketMeta) != nil
 		for _, b := range [][]byte{bucketDocs, bucketConflicts, bucketHWM, bucketMeta, bucketOutbox} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
+				return fmt.Errorf("create buckets: %w", err)
 			}
 		}
-		return nil
+		meta := tx.Bucket(bucketMeta)
+		check, err := keys.CheckStore(opts.Cipher, meta.Get(keyKeyCheck), existed)
+		if err != nil || check == nil {
+			return err
+		}
+		return meta.Put(keyKeyCheck, check)
 	})
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open view store %s: create buckets: %w", path, err)
+		return nil, fmt.Errorf("open view store %s: %w", path, err)
 	}
-	return &BoltStore{db: db}, nil
+	return &BoltStore{db: db, seal: opts.Cipher}, nil
 }
 
 // Path returns the file the store lives in.
@@ -136,7 +155,12 @@ func readU64(b []byte) uint64 {
 	return binary.BigEndian.Uint64(b)
 }
 
-func decodeDoc(v []byte) (Doc, error) {
+// decodeDoc decodes v, the value of key in bucketDocs.
+func (s *BoltStore) decodeDoc(key, v []byte) (Doc, error) {
+	v, err := s.seal.OpenValue(bucketDocs, key, v)
+	if err != nil {
+		return Doc{}, err
+	}
 	var c events.Change
 	if err := json.Unmarshal(v, &c); err != nil {
 		return Doc{}, err
@@ -148,12 +172,13 @@ func decodeDoc(v []byte) (Doc, error) {
 func (s *BoltStore) Get(ctx context.Context, addr events.DocAddress) (Doc, error) {
 	d := Doc{Tenant: addr.Tenant, Collection: addr.Collection, ID: addr.Doc}
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketDocs).Get(addrKey(addr))
+		k := addrKey(addr)
+		v := tx.Bucket(bucketDocs).Get(k)
 		if v == nil {
 			return nil
 		}
 		var err error
-		d, err = decodeDoc(v)
+		d, err = s.decodeDoc(k, v)
 		return err
 	})
 	if err != nil {
@@ -246,7 +271,8 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 			if err != nil {
 				return err
 			}
-			if err := docs.Put(addrKey(d.Address()), v); err != nil {
+			k := addrKey(d.Address())
+			if err := docs.Put(k, s.seal.SealValue(bucketDocs, k, v)); err != nil {
 				return err
 			}
 		}
@@ -257,7 +283,7 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 				return err
 			}
 			k := append(append(addrKey(r.Address), 0), r.Conflict.ID...)
-			if err := confs.Put(k, v); err != nil {
+			if err := confs.Put(k, s.seal.SealValue(bucketConflicts, k, v)); err != nil {
 				return err
 			}
 		}
@@ -287,7 +313,8 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 			if err != nil {
 				return err
 			}
-			if err := out.Put(u64(seq), v); err != nil {
+			k := u64(seq)
+			if err := out.Put(k, s.seal.SealValue(bucketOutbox, k, v)); err != nil {
 				return err
 			}
 			e.Key = seq
@@ -306,6 +333,10 @@ func (s *BoltStore) Outbox(ctx context.Context, limit int) ([]OutboxEntry, error
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.First(); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
+			v, err := s.seal.OpenValue(bucketOutbox, k, v)
+			if err != nil {
+				return fmt.Errorf("outbox entry %d: %w", readU64(k), err)
+			}
 			var r outboxRecord
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("outbox entry %d: %w", readU64(k), err)
@@ -350,6 +381,10 @@ func (s *BoltStore) Conflicts(ctx context.Context, addr events.DocAddress) ([]ev
 			if bytes.IndexByte(k[len(prefix):], 0) >= 0 {
 				continue // a longer doc id sharing the prefix cannot hold \x00, but be strict
 			}
+			v, err := s.seal.OpenValue(bucketConflicts, k, v)
+			if err != nil {
+				return err
+			}
 			var cf events.Conflict
 			if err := json.Unmarshal(v, &cf); err != nil {
 				return err
@@ -371,7 +406,7 @@ func (s *BoltStore) Scan(ctx context.Context, fn func(Doc) error) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			d, err := decodeDoc(v)
+			d, err := s.decodeDoc(k, v)
 			if err != nil {
 				return fmt.Errorf("scan documents: %q: %w", k, err)
 			}
@@ -391,6 +426,10 @@ func (s *BoltStore) ScanConflicts(ctx context.Context, fn func(ConflictRecord) e
 			addr, ok := parseAddrKey(k[:max(i, 0)])
 			if i < 0 || !ok {
 				return fmt.Errorf("scan conflicts: malformed key %q", k)
+			}
+			v, err := s.seal.OpenValue(bucketConflicts, k, v)
+			if err != nil {
+				return fmt.Errorf("scan conflicts: %w", err)
 			}
 			var cf events.Conflict
 			if err := json.Unmarshal(v, &cf); err != nil {

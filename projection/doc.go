@@ -150,4 +150,19 @@
 //
 // The projector writes three messages per event (event read, change and
 // receipt published) and one store transaction per batch of up to 256.
+//
+// # Encryption at rest
+//
+// BoltOptions.Cipher seals every document, conflict record and outbox
+// entry of the bbolt view with AES-256-GCM, each bound to its bucket and
+// key. In the clear: keys (tenant, collection, document names; client ids
+// of high-water marks; conflict ids), the checkpoint and the high-water
+// marks. A sealed check value in the meta bucket refuses another key, no
+// key, or a key on a plaintext store (keys.ErrWrongKey). Verify's rebuild
+// is sealed with a random key that is never stored, so the view never
+// touches the temporary directory in the clear.
+//
+// Cost, the same run, 20,000 events, BenchmarkProjectorEncrypted against
+// BenchmarkProjector: 15,541/16,866 against 18,170/16,655 events/s, about
+// 0.93x, within this machine's noise.
 package projection

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -49,7 +50,13 @@ func Verify(ctx context.Context, js JetStream, live Store, cfg Config) (*VerifyR
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	rebuilt, err := OpenBolt(filepath.Join(dir, "view.db"), BoltOptions{NoSync: true})
+	// The rebuild is sealed under a random key that is never stored, so
+	// the view never sits on disk in the clear, even for a moment.
+	seal, err := keys.RandomCipher()
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	rebuilt, err := OpenBolt(filepath.Join(dir, "view.db"), BoltOptions{NoSync: true, Cipher: seal})
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/ebbsync/ebb/consumer"
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/embedded"
+	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -45,6 +46,8 @@ type clientFlags struct {
 	tenant string
 	json   bool
 	conn   connFlags
+	// keyFile encrypts the local store (empty: plaintext).
+	keyFile string
 }
 
 // connFlags are how a client reaches and proves itself to the server.
@@ -153,6 +156,7 @@ func (c *clientFlags) register(m *Main, fs *flag.FlagSet) {
 	fs.StringVar(&c.nats, "nats", m.env("EBB_NATS", defaultNATSURL), "NATS server URL (env EBB_NATS)")
 	fs.StringVar(&c.tenant, "tenant", m.env("EBB_TENANT", defaultTenant), "tenant (env EBB_TENANT)")
 	fs.BoolVar(&c.json, "json", false, "print JSON")
+	fs.StringVar(&c.keyFile, "key-file", m.env("EBB_KEY_FILE", ""), "encrypt the local store with this key file: 64 hex digits or a passphrase (env EBB_KEY_FILE)")
 	c.conn.register(m, fs)
 }
 
@@ -272,11 +276,16 @@ func openClient(ctx context.Context, m *Main, c clientFlags, connect bool) (*cli
 	if err != nil {
 		return nil, err
 	}
+	seal, err := c.storeCipher()
+	if err != nil {
+		_ = shutdownTelemetry(tel)
+		return nil, err
+	}
 	log := slog.New(telemetry.LogHandler(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	// Under auth the client id is the user name (per-client credentials):
 	// the server lets a user read only its own receipts.
 	r, err := consumer.OpenReplica(ctx, consumer.ReplicaConfig{Dir: c.data, Tenant: c.tenant, Client: c.conn.user, Logger: log,
-		TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider()})
+		TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider(), Cipher: seal})
 	if err != nil {
 		_ = shutdownTelemetry(tel)
 		return nil, err
@@ -310,6 +319,24 @@ func openClient(ctx context.Context, m *Main, c clientFlags, connect bool) (*cli
 	}
 	s.nc = nc
 	return s, nil
+}
+
+// storeCipher returns the cipher of the local store: nil without
+// --key-file (after checking c.data was never opened with a key), else
+// the key file's client-store subkey, with the salt and check files in
+// c.data (keys.Open). A wrong key is an error wrapping keys.ErrWrongKey.
+func (c *clientFlags) storeCipher() (*keys.Cipher, error) {
+	if c.keyFile == "" {
+		if err := keys.CheckNoKey(c.data); err != nil {
+			return nil, fmt.Errorf("open local store: %w", err)
+		}
+		return nil, nil
+	}
+	k, err := keys.Open(c.keyFile, c.data)
+	if err != nil {
+		return nil, fmt.Errorf("open local store: %w", err)
+	}
+	return k.Cipher(keys.PurposeClient)
 }
 
 // parseFields parses a JSON object of fields, saying where it is malformed.

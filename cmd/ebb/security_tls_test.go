@@ -143,8 +143,8 @@ func TestSecurity_EncryptedJetStream(t *testing.T) {
 		t.Fatal("control: marker not found in an unencrypted store; the search proves nothing")
 	}
 
-	// Only the jetstream directory: the server's bbolt view is encrypted
-	// by a later task.
+	// Only the jetstream directory here; TestSecurity_AtRest searches the
+	// whole data directory, the encrypted view.db included.
 	data := t.TempDir()
 	run(t, data, "--key-file", keyFile)
 	hits, files := grepTree(t, filepath.Join(data, "jetstream"), []byte(marker))

@@ -56,14 +56,15 @@ func (f *securityFlags) register(m *Main, fs *flag.FlagSet) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of --tls-cert")
 	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "PEM CA file: require and verify client certificates signed by it")
 	fs.StringVar(&f.authFile, "auth", "", "YAML users file: require credentials, confine each user to its tenant (see deploy/auth)")
-	fs.StringVar(&f.keyFile, "key-file", m.env("EBB_KEY_FILE", ""), "encrypt JetStream storage with this key file: 64 hex digits or a passphrase (env EBB_KEY_FILE)")
+	fs.StringVar(&f.keyFile, "key-file", m.env("EBB_KEY_FILE", ""), "encrypt JetStream storage and the view with this key file: 64 hex digits or a passphrase (env EBB_KEY_FILE)")
 }
 
 // security is what securityFlags load to.
 type security struct {
-	tls   *tls.Config // nil: plain
-	users *auth.Users // nil: no authentication
-	jsKey []byte      // nil: JetStream unencrypted
+	tls   *tls.Config  // nil: plain
+	users *auth.Users  // nil: no authentication
+	jsKey []byte       // nil: JetStream unencrypted
+	view  *keys.Cipher // nil: the view store unencrypted
 }
 
 // load reads the files the flags name; natsURL says whether the embedded
@@ -97,7 +98,10 @@ func (f *securityFlags) load(data, natsURL string) (security, error) {
 	if err != nil {
 		return sec, fmt.Errorf("serve: %w", err)
 	}
-	sec.jsKey = k.Derive("nats-jetstream")
+	sec.jsKey = k.Derive(keys.PurposeJetStream)
+	if sec.view, err = k.Cipher(keys.PurposeView); err != nil {
+		return sec, fmt.Errorf("serve: %w", err)
+	}
 	return sec, nil
 }
 
@@ -170,7 +174,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	}
 	stops = append(stops, tel.Shutdown)
 
-	proj, err := startProjector(ctx, c, js, tel, log, &stops)
+	proj, err := startProjector(ctx, c, sec.view, js, tel, log, &stops)
 	if err != nil {
 		return err
 	}
@@ -220,8 +224,9 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 // viewFile is the server view's bbolt file in the data directory.
 const viewFile = "view.db"
 
-// startProjector opens the view store and starts the projector on it.
-func startProjector(ctx context.Context, c serveConfig, js jetstream.JetStream, tel *telemetry.Telemetry, log *slog.Logger, stops *[]func(context.Context) error) (*projection.Projector, error) {
+// startProjector opens the view store (sealed with view unless it is nil)
+// and starts the projector on it.
+func startProjector(ctx context.Context, c serveConfig, view *keys.Cipher, js jetstream.JetStream, tel *telemetry.Telemetry, log *slog.Logger, stops *[]func(context.Context) error) (*projection.Projector, error) {
 	policies, err := c.policies.resolve(projection.NewRegistry())
 	if err != nil {
 		return nil, err
@@ -229,7 +234,7 @@ func startProjector(ctx context.Context, c serveConfig, js jetstream.JetStream, 
 	if err := c.policies.save(c.data); err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
-	store, err := projection.OpenBolt(filepath.Join(c.data, viewFile), projection.BoltOptions{Timeout: 2 * time.Second})
+	store, err := projection.OpenBolt(filepath.Join(c.data, viewFile), projection.BoltOptions{Timeout: 2 * time.Second, Cipher: view})
 	if err != nil {
 		return nil, fmt.Errorf("serve: open view (is another ebb serve using %s?): %w", c.data, err)
 	}

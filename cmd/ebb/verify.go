@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebbsync/ebb/deploy/embedded"
+	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/projection"
 )
 
@@ -25,6 +26,8 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	fs.StringVar(&natsURL, "nats", "", "read EVENTS from this NATS server instead of the embedded one")
 	var conn connFlags
 	conn.register(m, fs)
+	var keyFile string
+	fs.StringVar(&keyFile, "key-file", m.env("EBB_KEY_FILE", ""), "the key file ebb serve encrypts the data directory with (env EBB_KEY_FILE)")
 	if err := m.parse(fs, args); err != nil {
 		return err
 	}
@@ -39,7 +42,11 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	live, err := projection.OpenBolt(filepath.Join(data, viewFile), projection.BoltOptions{Timeout: time.Second})
+	sec, err := verifyKeys(keyFile, data)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	live, err := projection.OpenBolt(filepath.Join(data, viewFile), projection.BoltOptions{Timeout: time.Second, Cipher: sec.view})
 	if err != nil {
 		return fmt.Errorf("verify: open the live view in %s (stop ebb serve first): %w", data, err)
 	}
@@ -50,7 +57,7 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 		nc, err = conn.connect(natsURL, "ebb-verify")
 	} else {
 		var srv *embedded.Server
-		srv, err = embedded.Start(ctx, embedded.Config{Dir: filepath.Join(data, "jetstream"), DontListen: true})
+		srv, err = embedded.Start(ctx, embedded.Config{Dir: filepath.Join(data, "jetstream"), DontListen: true, JetStreamKey: sec.jsKey})
 		if err != nil {
 			return fmt.Errorf("verify: %w", err)
 		}
@@ -75,4 +82,21 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	}
 	fmt.Fprintf(m.Stdout, "OK: %d documents, events 1..%d replayed, view hash %s\n", rep.Docs, rep.Checkpoint, rep.LiveHash)
 	return nil
+}
+
+// verifyKeys reads the key the server data directory data is encrypted
+// with (none without keyFile, after checking data never had one): the
+// JetStream key and the view's cipher, as ebb serve derives them.
+func verifyKeys(keyFile, data string) (security, error) {
+	var sec security
+	if keyFile == "" {
+		return sec, keys.CheckNoKey(data)
+	}
+	k, err := keys.Open(keyFile, data)
+	if err != nil {
+		return sec, err
+	}
+	sec.jsKey = k.Derive(keys.PurposeJetStream)
+	sec.view, err = k.Cipher(keys.PurposeView)
+	return sec, err
 }
