@@ -139,7 +139,7 @@ func TestTrace_OneTraceFromWriteToEveryReplica(t *testing.T) {
 	}
 	publish := oneSpan(t, spans, "ebb.producer.publish", nil)
 	wantAttrs(t, publish, map[string]string{"ebb.event.id": eventID,
-		"messaging.destination.name": events.EventSubject("t1", "todos", "t1"), "ebb.stream.sequence": "1"})
+		"messaging.destination.name": events.EventSubject("t1", "alice", "todos", "t1"), "ebb.stream.sequence": "1"})
 	apply := oneSpan(t, spans, "ebb.projector.apply", nil)
 	wantAttrs(t, apply, map[string]string{"ebb.event.id": eventID, "ebb.policy": "merge", "ebb.outcome": "applied",
 		"ebb.stream.sequence": "1", "ebb.version": "1"})

@@ -8,9 +8,11 @@ import (
 
 // Subject prefixes of the four streams. Each is followed by encoded tokens
 // (see EncodeToken): tenant first, so a NATS permission on "<prefix>.<tenant>.>"
-// confines a client to its tenant.
+// confines a client to its tenant. Event subjects name the writing client
+// next, so a permission on "ebb.evt.<tenant>.<client>.>" confines a client
+// to writing as itself.
 const (
-	EventsPrefix   = "ebb.evt"  // ebb.evt.<tenant>.<collection>.<doc>
+	EventsPrefix   = "ebb.evt"  // ebb.evt.<tenant>.<client>.<collection>.<doc>
 	ChangesPrefix  = "ebb.chg"  // ebb.chg.<tenant>.<collection>.<doc>
 	ReceiptsPrefix = "ebb.rcpt" // ebb.rcpt.<tenant>.<client>
 	DeadPrefix     = "ebb.dead" // ebb.dead.<tenant>
@@ -72,9 +74,14 @@ func isPlainToken(s string) bool {
 	return true
 }
 
-// EventSubject is the subject a client publishes an event on.
-func EventSubject(tenant, collection, doc string) string {
-	return EventsPrefix + "." + EncodeToken(tenant) + "." + EncodeToken(collection) + "." + EncodeToken(doc)
+// EventSubject is the subject a client publishes its event on.
+func EventSubject(tenant, client, collection, doc string) string {
+	return EventsPrefix + "." + EncodeToken(tenant) + "." + EncodeToken(client) + "." + EncodeToken(collection) + "." + EncodeToken(doc)
+}
+
+// ClientEvents is the wildcard of every event subject of one client.
+func ClientEvents(tenant, client string) string {
+	return EventsPrefix + "." + EncodeToken(tenant) + "." + EncodeToken(client) + ".>"
 }
 
 // ChangeSubject is the subject the projector publishes a document's changes on.
@@ -111,34 +118,51 @@ type DocAddress struct {
 	Doc        string
 }
 
-// ParseEventSubject decodes an event subject into the document it addresses.
-func ParseEventSubject(subject string) (DocAddress, error) {
-	return parseDocSubject(EventsPrefix, subject)
+// EventAddress is what an event subject names: the writing client and the
+// document.
+type EventAddress struct {
+	Client string
+	DocAddress
+}
+
+// ParseEventSubject decodes an event subject into the client and document
+// it names.
+func ParseEventSubject(subject string) (EventAddress, error) {
+	names, err := parseSubject(EventsPrefix, subject, "<tenant>.<client>.<collection>.<doc>", 4)
+	if err != nil {
+		return EventAddress{}, err
+	}
+	return EventAddress{Client: names[1], DocAddress: DocAddress{Tenant: names[0], Collection: names[2], Doc: names[3]}}, nil
 }
 
 // ParseChangeSubject decodes a change subject into the document it addresses.
 func ParseChangeSubject(subject string) (DocAddress, error) {
-	return parseDocSubject(ChangesPrefix, subject)
+	names, err := parseSubject(ChangesPrefix, subject, "<tenant>.<collection>.<doc>", 3)
+	if err != nil {
+		return DocAddress{}, err
+	}
+	return DocAddress{Tenant: names[0], Collection: names[1], Doc: names[2]}, nil
 }
 
-func parseDocSubject(prefix, subject string) (DocAddress, error) {
+// parseSubject decodes the n tokens after prefix.
+func parseSubject(prefix, subject, shape string, n int) ([]string, error) {
 	rest, ok := strings.CutPrefix(subject, prefix+".")
 	if !ok {
-		return DocAddress{}, fmt.Errorf("parse subject %q: want prefix %q", subject, prefix)
+		return nil, fmt.Errorf("parse subject %q: want prefix %q", subject, prefix)
 	}
 	toks := strings.Split(rest, ".")
-	if len(toks) != 3 {
-		return DocAddress{}, fmt.Errorf("parse subject %q: want %s.<tenant>.<collection>.<doc>", subject, prefix)
+	if len(toks) != n {
+		return nil, fmt.Errorf("parse subject %q: want %s.%s", subject, prefix, shape)
 	}
-	var names [3]string
+	names := make([]string, n)
 	for i, tok := range toks {
 		name, err := DecodeToken(tok)
 		if err != nil {
-			return DocAddress{}, fmt.Errorf("parse subject %q: %w", subject, err)
+			return nil, fmt.Errorf("parse subject %q: %w", subject, err)
 		}
 		names[i] = name
 	}
-	return DocAddress{Tenant: names[0], Collection: names[1], Doc: names[2]}, nil
+	return names, nil
 }
 
 // TenantOfSubject returns the decoded tenant token of any ebb subject

@@ -46,8 +46,8 @@ func TestEncodeToken_NoCollisions(t *testing.T) {
 		seen[tok] = name
 	}
 	// Full subjects must not collide either, even when names contain dots.
-	a := EventSubject("t", "a.b", "c")
-	b := EventSubject("t", "a", "b.c")
+	a := EventSubject("t", "k", "a.b", "c")
+	b := EventSubject("t", "k", "a", "b.c")
 	if a == b {
 		t.Fatalf("subjects collide: %q", a)
 	}
@@ -67,8 +67,9 @@ func TestSubjects(t *testing.T) {
 		got  string
 		want string
 	}{
-		{"event", EventSubject("acme", "todos", "t1"), "ebb.evt.acme.todos.t1"},
-		{"event awkward", EventSubject("acme", "todos", "a.b"), "ebb.evt.acme.todos.~YS5i"},
+		{"event", EventSubject("acme", "phone", "todos", "t1"), "ebb.evt.acme.phone.todos.t1"},
+		{"event awkward", EventSubject("acme", "phone", "todos", "a.b"), "ebb.evt.acme.phone.todos.~YS5i"},
+		{"client events", ClientEvents("acme", "my phone"), "ebb.evt.acme.~bXkgcGhvbmU.>"},
 		{"change", ChangeSubject("acme", "todos", "t1"), "ebb.chg.acme.todos.t1"},
 		{"receipt", ReceiptSubject("acme", "c1"), "ebb.rcpt.acme.c1"},
 		{"dead", DeadSubject("acme"), "ebb.dead.acme"},
@@ -86,8 +87,8 @@ func TestSubjects(t *testing.T) {
 
 func TestParseEventSubject(t *testing.T) {
 	for _, doc := range awkwardNames {
-		want := DocAddress{Tenant: "ten.ant", Collection: "col", Doc: doc}
-		got, err := ParseEventSubject(EventSubject(want.Tenant, want.Collection, want.Doc))
+		want := EventAddress{Client: "cli ent", DocAddress: DocAddress{Tenant: "ten.ant", Collection: "col", Doc: doc}}
+		got, err := ParseEventSubject(EventSubject(want.Tenant, want.Client, want.Collection, want.Doc))
 		if err != nil {
 			t.Fatalf("parse subject of doc %q: %v", doc, err)
 		}
@@ -95,10 +96,13 @@ func TestParseEventSubject(t *testing.T) {
 			t.Errorf("parse: got %+v, want %+v", got, want)
 		}
 	}
-	for _, bad := range []string{"ebb.chg.a.b.c", "ebb.evt.a.b", "ebb.evt.a.b.c.d", "ebb.evt.a.b.~!", "other"} {
+	for _, bad := range []string{"ebb.chg.a.k.b.c", "ebb.evt.a.b.c", "ebb.evt.a.k.b.c.d", "ebb.evt.a.k.b.~!", "other"} {
 		if _, err := ParseEventSubject(bad); err == nil {
 			t.Errorf("ParseEventSubject(%q): want error", bad)
 		}
+	}
+	if got, err := ParseChangeSubject(ChangeSubject("a.b", "c", "d e")); err != nil || got != (DocAddress{"a.b", "c", "d e"}) {
+		t.Errorf("ParseChangeSubject = %+v, %v", got, err)
 	}
 	if got, err := TenantOfSubject(ReceiptSubject("a b", "c")); err != nil || got != "a b" {
 		t.Errorf("TenantOfSubject = %q, %v", got, err)

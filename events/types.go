@@ -54,7 +54,23 @@ func (e *Event) Address() DocAddress {
 }
 
 // Subject is the subject the event is published on.
-func (e *Event) Subject() string { return EventSubject(e.Tenant, e.Collection, e.Doc) }
+func (e *Event) Subject() string { return EventSubject(e.Tenant, e.Client, e.Collection, e.Doc) }
+
+// CheckSubject returns an error wrapping ErrInvalid unless subject is the
+// one e must travel on. The projector checks every event this way: NATS
+// permissions vouch for the subject's tenant and client, and this ties the
+// payload to them. Token encoding is canonical, so equality is the check.
+func (e *Event) CheckSubject(subject string) error {
+	if subject == e.Subject() {
+		return nil
+	}
+	addr, err := ParseEventSubject(subject)
+	if err != nil {
+		return &FieldError{Field: "subject", Reason: err.Error(), Err: ErrInvalid}
+	}
+	return invalid("subject", "%q is client %q writing %s/%s/%s but the event is client %q writing %s/%s/%s",
+		subject, addr.Client, addr.Tenant, addr.Collection, addr.Doc, e.Client, e.Tenant, e.Collection, e.Doc)
+}
 
 // Policy names a conflict policy. The names are part of the protocol because
 // conflict records carry them.

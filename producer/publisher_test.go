@@ -288,7 +288,7 @@ func TestPublisher_PermissionDenied(t *testing.T) {
 			Username: "app", Password: "pw",
 			Permissions: &server.Permissions{Publish: &server.SubjectPermission{
 				Allow: []string{">"},
-				Deny:  []string{events.EventsPrefix + ".t1.secret.>"},
+				Deny:  []string{events.EventsPrefix + ".t1.*.secret.>"},
 			}},
 		}},
 	})

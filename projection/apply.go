@@ -130,14 +130,10 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	if err != nil {
 		return a.dead(m, nil, fmt.Sprintf("decode event: %v", err))
 	}
-	addr, err := events.ParseEventSubject(m.Subject)
-	if err != nil {
-		return a.dead(m, ev, fmt.Sprintf("subject: %v", err))
+	if err := ev.CheckSubject(m.Subject); err != nil {
+		return a.dead(m, ev, err.Error())
 	}
-	if addr != ev.Address() {
-		return a.dead(m, ev, fmt.Sprintf("subject %q addresses %s/%s/%s but the event is for %s/%s/%s",
-			m.Subject, addr.Tenant, addr.Collection, addr.Doc, ev.Tenant, ev.Collection, ev.Doc))
-	}
+	addr := ev.Address()
 	if err := events.CheckDrift(ev.HLC, m.Time, a.maxDrift); err != nil {
 		return a.dead(m, ev, fmt.Sprintf("hlc: %v", err))
 	}
@@ -221,9 +217,10 @@ type sender struct {
 }
 
 // dead refuses m: a dead letter with reason and, when the writer is known,
-// an invalid receipt. The tenant is the subject's (what NATS permissions
-// vouched for), never the payload's, so a receipt cannot leak across
-// tenants. ev is the decoded event when decoding succeeded.
+// an invalid receipt. The tenant and the client are the subject's (what
+// NATS permissions vouched for), never the payload's, so a receipt can
+// neither leak across tenants nor reach a client a forged event named. ev
+// is the decoded event when decoding succeeded.
 func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
 	a.stats.dead++
 	a.note(ev, events.OutcomeInvalid, 0)
@@ -236,9 +233,13 @@ func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
 	}
 	var s sender
 	if ev != nil {
-		s = sender{ID: ev.ID, Client: ev.Client, Seq: ev.Seq}
+		s = sender{ID: ev.ID, Seq: ev.Seq}
 	} else if json.Unmarshal(m.Data, &s) != nil {
 		s = sender{}
+	}
+	s.Client = ""
+	if addr, err := events.ParseEventSubject(m.Subject); err == nil {
+		s.Client = addr.Client
 	}
 	dl := &events.DeadLetter{
 		Schema: events.SchemaVersion, Reason: reason, Subject: m.Subject, Stream: m.Seq,

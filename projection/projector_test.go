@@ -28,14 +28,21 @@ func TestProjector_DeadLetters(t *testing.T) {
 	m1.Header.Set("traceparent", traceparent)
 	publish(t, e.js, m1, good1.ID)
 
-	garbage := nats.NewMsg(events.EventSubject("acme", "notes", "x"))
+	garbage := nats.NewMsg(events.EventSubject("acme", w.client, "notes", "x"))
 	garbage.Data = []byte(`{"schema":1,"id":` + "\xff")
 	publish(t, e.js, garbage, "")
 
 	wrong := w.event("notes", "n.2", events.OpPut, 0, map[string]any{"title": "misfiled"})
 	wm := eventMsg(t, wrong)
-	wm.Subject = events.EventSubject("acme", "notes", "somewhere-else")
+	wm.Subject = events.EventSubject("acme", w.client, "notes", "somewhere-else")
 	publish(t, e.js, wm, wrong.ID)
+
+	// Published by "mallory" (the subject NATS permissions vouch for) in
+	// w's name: refused, and the invalid receipt goes to mallory.
+	forged := w.event("notes", "n.1", events.OpPatch, 1, map[string]any{"title": "forged"})
+	fm := eventMsg(t, forged)
+	fm.Subject = events.EventSubject("acme", "mallory", "notes", "n.1")
+	publish(t, e.js, fm, forged.ID)
 
 	future := w.event("notes", "n.1", events.OpPatch, 1, map[string]any{"title": "from the future"})
 	future.HLC.Wall = time.Now().Add(365 * 24 * time.Hour).UnixMilli()
@@ -49,9 +56,9 @@ func TestProjector_DeadLetters(t *testing.T) {
 
 	p := startProjector(t, e.js, store, projection.Config{Policies: testPolicies()})
 	waitCheckpoint(t, p, last)
-	waitFor(t, 10*time.Second, "dead letters", func() bool { return msgCount(t, e.js, events.StreamDead) == 3 })
+	waitFor(t, 10*time.Second, "dead letters", func() bool { return msgCount(t, e.js, events.StreamDead) == 4 })
 
-	wantReasons := []string{"decode event", "subject", "clock too far"}
+	wantReasons := []string{"decode event", "subject", "subject", "clock too far"}
 	for i, m := range readAll(t, e.js, events.StreamDead) {
 		dl, err := events.DecodeDeadLetter(m.Data())
 		if err != nil {
@@ -78,11 +85,15 @@ func TestProjector_DeadLetters(t *testing.T) {
 			t.Fatal(err)
 		}
 		outcomes[r.Event] = r.Outcome
+		if r.Event == forged.ID && (r.Client != "mallory" || m.Subject() != events.ReceiptSubject("acme", "mallory")) {
+			t.Errorf("receipt of the forged event went to client %q on %q, want mallory", r.Client, m.Subject())
+		}
 		if r.Event == good1.ID && m.Headers().Get("traceparent") != traceparent {
 			t.Errorf("receipt of the first event: traceparent %q, want %q", m.Headers().Get("traceparent"), traceparent)
 		}
 	}
-	want := map[string]events.Outcome{good1.ID: events.OutcomeApplied, wrong.ID: events.OutcomeInvalid, future.ID: events.OutcomeInvalid, good2.ID: events.OutcomeApplied}
+	want := map[string]events.Outcome{good1.ID: events.OutcomeApplied, wrong.ID: events.OutcomeInvalid, forged.ID: events.OutcomeInvalid,
+		future.ID: events.OutcomeInvalid, good2.ID: events.OutcomeApplied}
 	for id, o := range want {
 		if outcomes[id] != o {
 			t.Errorf("receipt of %s: %q, want %q", id, outcomes[id], o)

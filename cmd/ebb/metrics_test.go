@@ -118,7 +118,7 @@ func TestMetrics_OutcomesAndLag(t *testing.T) {
 		t.Fatalf("late copy: %+v", r)
 	}
 	// Garbage straight into EVENTS: dead letter, outcome invalid.
-	if _, err := js.Publish(t.Context(), events.EventSubject("acme", "todos", "junk"), []byte("not json")); err != nil {
+	if _, err := js.Publish(t.Context(), events.EventSubject("acme", "junk-client", "todos", "junk"), []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
 

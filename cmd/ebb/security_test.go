@@ -233,8 +233,8 @@ func TestSecurity_TenantIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	refusals := []refusal{
-		{"publish to tenant A", "ebb.evt.acme.todos.t1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
-			_, err := js.Publish(ctx, events.EventSubject("acme", "todos", "t1"), payload)
+		{"publish to tenant A", "ebb.evt.acme.alice.todos.t1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+			_, err := js.Publish(ctx, events.EventSubject("acme", "alice", "todos", "t1"), payload)
 			return err
 		}},
 		{"consumer on A's changes", "$JS.API.CONSUMER.CREATE.CHANGES", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
@@ -389,7 +389,7 @@ func TestSecurity_TenantIsolation(t *testing.T) {
 			t.Fatalf("async error %v, want a permission violation", err)
 		}
 		// A service writes nothing.
-		if err := nc.Publish(events.EventSubject("acme", "todos", "t9"), payload); err != nil {
+		if err := nc.Publish(events.EventSubject("acme", "svc", "todos", "t9"), payload); err != nil {
 			t.Fatal(err)
 		}
 		if err := nc.Flush(); err != nil {
@@ -400,13 +400,37 @@ func TestSecurity_TenantIsolation(t *testing.T) {
 		}
 	})
 
+	t.Run("write as another client of the same tenant", func(t *testing.T) {
+		errs := make(chan error, 8)
+		nc := connectAs(t, srv.nats, "alice", "alice-pw", errs)
+		forged := *smuggled
+		forged.Client = "bob"
+		data, err := events.EncodeEvent(&forged)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events0 := streamMsgs(t, rjs, events.StreamEvents)
+		if err := nc.Publish(events.EventSubject("acme", "bob", "todos", "t1"), data); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errs; !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Fatalf("alice publishing as bob: async error %v, want a permission violation", err)
+		}
+		if n := streamMsgs(t, rjs, events.StreamEvents); n != events0 {
+			t.Fatalf("EVENTS grew from %d to %d", events0, n)
+		}
+	})
+
 	t.Run("smuggle tenant A inside a tenant B subject", func(t *testing.T) {
 		nc := connectAs(t, srv.nats, "eve", "eve-pw", nil)
 		js, _ := jetstream.New(nc)
 		dead0 := streamMsgs(t, rjs, events.StreamDead)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := js.Publish(ctx, events.EventSubject("evil", "todos", "t1"), payload, jetstream.WithMsgID(smuggled.ID)); err != nil {
+		if _, err := js.Publish(ctx, events.EventSubject("evil", "eve", "todos", "t1"), payload, jetstream.WithMsgID(smuggled.ID)); err != nil {
 			t.Fatalf("publish on eve's own subject: %v", err)
 		}
 		waitFor(t, 10*time.Second, "the smuggled event in DEAD", func() bool { return streamMsgs(t, rjs, events.StreamDead) > dead0 })
@@ -422,7 +446,7 @@ func TestSecurity_TenantIsolation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if dl.Event != smuggled.ID || !strings.Contains(dl.Reason, "addresses evil/todos/t1 but the event is for acme/todos/t1") {
+		if dl.Event != smuggled.ID || !strings.Contains(dl.Reason, `writing evil/todos/t1 but the event is client "eve" writing acme/todos/t1`) {
 			t.Errorf("dead letter for %s: %q, want event %s refused for its tenant", dl.Event, dl.Reason, smuggled.ID)
 		}
 		t.Logf("dead letter: %s", dl.Reason)

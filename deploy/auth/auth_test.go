@@ -87,11 +87,14 @@ func TestAuthenticate(t *testing.T) {
 func TestPermissions_Confined(t *testing.T) {
 	alice := auth.User{Name: "alice", Tenant: "acme", Role: auth.RoleClient}
 	p := alice.Permissions()
-	for _, want := range []string{"ebb.evt.acme.>", "$JS.API.CONSUMER.CREATE.CHANGES.*.ebb.chg.acme.>",
+	for _, want := range []string{"ebb.evt.acme.alice.>", "$JS.API.CONSUMER.CREATE.CHANGES.*.ebb.chg.acme.>",
 		"$JS.API.CONSUMER.CREATE.RECEIPTS.*.ebb.rcpt.acme.alice", "$JS.API.DIRECT.GET.CHANGES.ebb.chg.acme.>"} {
 		if !slices.Contains(p.Publish, want) {
 			t.Errorf("client may not publish %s", want)
 		}
+	}
+	if slices.Contains(p.Publish, "ebb.evt.acme.>") {
+		t.Errorf("client may publish as any client of its tenant: %v", p.Publish)
 	}
 	if !slices.Equal(p.Subscribe, []string{"_INBOX_alice.>"}) {
 		t.Errorf("client subscribe %v, want only its inbox", p.Subscribe)
@@ -102,7 +105,7 @@ func TestPermissions_Confined(t *testing.T) {
 		}
 	}
 	svc := auth.User{Name: "billing", Tenant: "acme", Role: auth.RoleService}.Permissions()
-	if slices.Contains(svc.Publish, "ebb.evt.acme.>") || !slices.Contains(svc.Publish, "$JS.ACK.CHANGES.>") {
+	if slices.ContainsFunc(svc.Publish, func(s string) bool { return strings.HasPrefix(s, "ebb.evt.") }) || !slices.Contains(svc.Publish, "$JS.ACK.CHANGES.>") {
 		t.Errorf("service publish %v: want acks, no events", svc.Publish)
 	}
 	// A name that is not a plain token gets an encoded, private inbox.

@@ -11,7 +11,8 @@
 //
 // # Roles
 //
-//   - client: publishes its tenant's events (events.TenantEvents), reads its
+//   - client: publishes events of its tenant as itself (events.ClientEvents;
+//     the projector refuses a payload whose client is not the subject's), reads its
 //     tenant's changes and its own receipts. Its client id is its user name,
 //     so its receipts subject is exactly events.ReceiptSubject(tenant, name).
 //   - service: reads its tenant's changes, also through durable consumers
@@ -27,7 +28,7 @@
 // permissions and recording every $JS.API request, see
 // TestSecurity_TenantIsolation in cmd/ebb):
 //
-//	publish  ebb.evt.<tenant>.>                                       client events
+//	publish  ebb.evt.<tenant>.<user>.>                                client events, as itself
 //	publish  $JS.API.STREAM.INFO.CHANGES / .RECEIPTS                  reset detection
 //	publish  $JS.API.CONSUMER.CREATE.CHANGES.*.ebb.chg.<tenant>.>     ordered consumer, one filter
 //	publish  $JS.API.CONSUMER.CREATE.RECEIPTS.*.ebb.rcpt.<tenant>.<user>

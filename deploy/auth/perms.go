@@ -46,7 +46,7 @@ func (usr User) Permissions() Permissions {
 	switch usr.Role {
 	case RoleClient:
 		pub = append(pub,
-			events.TenantEvents(usr.Tenant),
+			events.ClientEvents(usr.Tenant, usr.Name),
 			jsAPI+"STREAM.INFO."+events.StreamReceipts,
 			jsAPI+"CONSUMER.CREATE."+events.StreamReceipts+".*."+events.ReceiptSubject(usr.Tenant, usr.Name),
 			jsAPI+"CONSUMER.MSG.NEXT."+events.StreamReceipts+".*",

@@ -91,20 +91,21 @@ func FuzzPushBody(f *testing.F) {
 }
 
 // FuzzEventSubjectCheck fuzzes the projector's validation path for one
-// message: events.DecodeEvent on the payload, then the check that the
-// subject addresses the payload's document. Whenever both pass, the
-// subject is the canonical one of the event and its tenant token is the
-// payload's tenant, so a NATS permission on events.TenantEvents(T) confines
-// the payload to T too (no smuggling); and a valid event re-encodes to a
-// payload that decodes to the same event.
+// message: events.DecodeEvent on the payload, then Event.CheckSubject.
+// Whenever both pass, the subject's tenant and client tokens are the
+// payload's, so NATS permissions on events.ClientEvents(T, C) confine the
+// payload to tenant T and client C too (no smuggling, no writing as another
+// client); and a valid event re-encodes to a payload that decodes to the
+// same event.
 func FuzzEventSubjectCheck(f *testing.F) {
 	ev := events.Event{Schema: 1, ID: events.NewIDSource(nil).New().String(), Tenant: "acme", Collection: "todos", Doc: "t1", Op: events.OpPut,
 		Fields: events.Fields{"title": json.RawMessage(`"x"`)}, HLC: events.NewClock(nil, 0).Now(), Client: "alice", Seq: 1}
 	b, _ := events.EncodeEvent(&ev)
 	f.Add(ev.Subject(), b)
-	f.Add(events.EventSubject("evil", "todos", "t1"), b)
-	f.Add("ebb.evt.~YWNtZQ.todos.t1", b)
-	f.Add("ebb.evt.acme.todos", []byte(`{}`))
+	f.Add(events.EventSubject("evil", "alice", "todos", "t1"), b)
+	f.Add(events.EventSubject("acme", "mallory", "todos", "t1"), b)
+	f.Add("ebb.evt.~YWNtZQ.alice.todos.t1", b)
+	f.Add("ebb.evt.acme.alice.todos", []byte(`{}`))
 	f.Fuzz(func(t *testing.T, subject string, data []byte) {
 		ev, err := events.DecodeEvent(data, events.Limits{})
 		if err != nil {
@@ -124,12 +125,12 @@ func FuzzEventSubjectCheck(f *testing.F) {
 		if ev2.Subject() != ev.Subject() || ev2.ID != ev.ID || ev2.Seq != ev.Seq {
 			t.Fatalf("round trip changed the event: %+v vs %+v", ev, ev2)
 		}
-		addr, err := events.ParseEventSubject(subject)
-		if err != nil || addr != ev.Address() {
+		if ev.CheckSubject(subject) != nil {
 			return // the projector dead-letters it
 		}
-		if subject != ev.Subject() {
-			t.Fatalf("subject %q passes the check for event subject %q", subject, ev.Subject())
+		addr, err := events.ParseEventSubject(subject)
+		if err != nil || addr.DocAddress != ev.Address() || addr.Client != ev.Client {
+			t.Fatalf("subject %q passes the check but names %+v (%v) for event %+v", subject, addr, err, ev)
 		}
 		tenant, err := events.TenantOfSubject(subject)
 		if err != nil || tenant != ev.Tenant {

@@ -103,7 +103,7 @@ func TestPushEvents_IdempotentAndPerEventResults(t *testing.T) {
 	if info.State.Msgs != 2 {
 		t.Fatalf("EVENTS holds %d messages after pushing the batch twice, want 2", info.State.Msgs)
 	}
-	m, err := st.GetLastMsgForSubject(context.Background(), events.EventSubject("acme", "todos", "a.b"))
+	m, err := st.GetLastMsgForSubject(context.Background(), events.EventSubject("acme", "phone", "todos", "a.b"))
 	if err != nil || m.Header.Get(jetstream.MsgIDHeader) != good1.ID {
 		t.Fatalf("event stored under its subject with Nats-Msg-Id: %v %v", m, err)
 	}

@@ -112,11 +112,11 @@ func TestNATS_OversizedMessageRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := make([]byte, nc.MaxPayload()+1)
-	_, err := js.Publish(ctx, events.EventSubject("acme", "todos", "big"), big)
+	_, err := js.Publish(ctx, events.EventSubject("acme", "c1", "todos", "big"), big)
 	if !errors.Is(err, nats.ErrMaxPayload) {
 		t.Fatalf("publish %d bytes: %v, want ErrMaxPayload", len(big), err)
 	}
-	if _, err := js.Publish(ctx, events.EventSubject("acme", "todos", "small"), []byte("{}")); err != nil {
+	if _, err := js.Publish(ctx, events.EventSubject("acme", "c1", "todos", "small"), []byte("{}")); err != nil {
 		t.Fatalf("publish after the refusal: %v", err)
 	}
 }
