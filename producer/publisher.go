@@ -781,12 +781,21 @@ func permanent(err error) bool {
 	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		// 4xx: the request is wrong (message too large, bad headers, ...);
-		// 5xx and the rest: the server is not able to right now.
-		return apiErr.Code >= 400 && apiErr.Code < 500 && apiErr.Code != 408 && apiErr.Code != 429
+		// Only errors about the message itself are permanent: it would be
+		// refused however often it is sent. Anything else, 4xx included
+		// (an account out of storage answers 400), may pass later: retry.
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamMessageExceedsMaximum, jsErrCodeHeaderExceedsMaximum:
+			return true
+		}
 	}
 	return false
 }
+
+// jsErrCodeHeaderExceedsMaximum is nats-server's "header size exceeds
+// maximum allowed" (JSStreamHeaderExceedsMaximumErr), which nats.go does
+// not name.
+const jsErrCodeHeaderExceedsMaximum jetstream.ErrorCode = 10097
 
 // backoff computes exponential waits with full jitter.
 type backoff struct {
