@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ebbsync/ebb/projection"
@@ -83,4 +86,53 @@ func loadPolicies(dir string) (policyConfig, error) {
 		return policyConfig{}, fmt.Errorf("load policies from %s: %w", filepath.Join(dir, policyFile), err)
 	}
 	return c, nil
+}
+
+// checkPolicyChange refuses policies other than those a non-empty view was
+// built under: `ebb verify` replays every event under the recorded
+// policies, so a change would make it report differences that are not
+// there (or hide real ones). Changing a policy needs a new data directory
+// until the projector keeps a history of policies.
+func checkPolicyChange(ctx context.Context, c serveConfig, store interface {
+	Checkpoint(context.Context) (uint64, error)
+}) error {
+	if _, err := os.Stat(filepath.Join(c.data, policyFile)); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	prev, err := loadPolicies(c.data)
+	if err != nil {
+		return err
+	}
+	if prev.equal(c.policies) {
+		return nil
+	}
+	cp, err := store.Checkpoint(ctx)
+	if err != nil {
+		return fmt.Errorf("serve: read the view's checkpoint: %w", err)
+	}
+	if cp == 0 {
+		return nil
+	}
+	return usagef("the view in %s was built under policies %s; serving it under %s would make ebb verify replay its %d events under policies they were not applied with. Start with the same --policy and --default-policy flags, or use a new --data directory",
+		c.data, prev, c.policies, cp)
+}
+
+// equal reports whether c and o choose the same policy for every collection.
+func (c policyConfig) equal(o policyConfig) bool {
+	def := func(p policyConfig) string {
+		if p.Default == "" {
+			return "lww"
+		}
+		return p.Default
+	}
+	return def(c) == def(o) && maps.Equal(c.Collections, o.Collections)
+}
+
+// String formats c as "default=lww todos=manual ...".
+func (c policyConfig) String() string {
+	s := "default=" + c.Default
+	for _, k := range slices.Sorted(maps.Keys(c.Collections)) {
+		s += " " + k + "=" + c.Collections[k]
+	}
+	return s
 }

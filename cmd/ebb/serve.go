@@ -231,14 +231,17 @@ func startProjector(ctx context.Context, c serveConfig, view *keys.Cipher, js je
 	if err != nil {
 		return nil, err
 	}
-	if err := c.policies.save(c.data); err != nil {
-		return nil, fmt.Errorf("serve: %w", err)
-	}
 	store, err := projection.OpenBolt(filepath.Join(c.data, viewFile), projection.BoltOptions{Timeout: 2 * time.Second, Cipher: view})
 	if err != nil {
 		return nil, fmt.Errorf("serve: open view (is another ebb serve using %s?): %w", c.data, err)
 	}
 	*stops = append(*stops, func(context.Context) error { return store.Close() })
+	if err := checkPolicyChange(ctx, c, store); err != nil {
+		return nil, err
+	}
+	if err := c.policies.save(c.data); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
 	proj, err := projection.New(js, store, projection.Config{Policies: policies, Logger: log,
 		TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider(), Propagator: tel.Propagator()})
 	if err != nil {
