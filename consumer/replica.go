@@ -1065,6 +1065,28 @@ func (r *Replica) DismissRejection(ctx context.Context, event string) error {
 
 // write appends one write to the log with the version the app currently
 // sees as its base, and returns the new local view of the document.
+// basis is what a new write of a document builds on: the version the
+// replica last had from the server, and its own latest pending write of the
+// document, if any (events.Event.After). A failed write never reaches the
+// server, so nothing builds on it.
+func (r *Replica) basis(tx *bbolt.Tx, collection, id string) (base uint64, after string, err error) {
+	key := docKey(collection, id)
+	synced, err := syncedDoc(tx, r.seal, key)
+	if err != nil {
+		return 0, "", err
+	}
+	pend, err := r.pendingByDoc(tx)
+	if err != nil {
+		return 0, "", err
+	}
+	for _, e := range pend[string(key)] {
+		if e.State != producer.StateFailed {
+			after = e.Event.ID
+		}
+	}
+	return synced.Version, after, nil
+}
+
 func (r *Replica) write(ctx context.Context, w producer.Write) (Doc, error) {
 	if !r.inScope(w.Collection) {
 		return Doc{}, fmt.Errorf("%s %s/%s: %w", w.Op, w.Collection, w.Doc, ErrOutOfScope)
@@ -1075,8 +1097,8 @@ func (r *Replica) write(ctx context.Context, w producer.Write) (Doc, error) {
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
 	err := r.db.View(func(tx *bbolt.Tx) error {
-		d, err := r.localDoc(tx, w.Collection, w.Doc)
-		w.BaseVersion = d.Version
+		var err error
+		w.BaseVersion, w.After, err = r.basis(tx, w.Collection, w.Doc)
 		return err
 	})
 	if err != nil {

@@ -122,6 +122,14 @@ func (e *Event) Validate(l Limits) error {
 	if e.Op != OpResolve && e.Resolves != "" {
 		return invalid("resolves", "only a resolve names a conflict")
 	}
+	if e.After != "" {
+		if _, err := ParseID(e.After); err != nil {
+			return invalid("after", "not a ULID: %v", err)
+		}
+		if e.After == e.ID {
+			return invalid("after", "an event cannot follow itself")
+		}
+	}
 	return ValidateFields(e.Fields, e.Op == OpPatch, l)
 }
 

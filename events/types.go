@@ -46,6 +46,14 @@ type Event struct {
 	Client      string `json:"client"`
 	Seq         uint64 `json:"seq"`                // client sequence, from 1, +1 per event
 	Resolves    string `json:"resolves,omitempty"` // OpResolve: the conflict id it settles
+	// After is the id of the client's previous event on this document that
+	// had not been settled (no receipt) when this one was written: this
+	// event was built on top of it. The event is then fresh only if the
+	// document's current state was made by After; otherwise it is stale
+	// (the predecessor was rejected, or another write came in between) and
+	// the collection's policy decides. BaseVersion stays the version the
+	// client last had from the server.
+	After string `json:"after,omitempty"`
 }
 
 // Address returns the document the event addresses.

@@ -67,6 +67,7 @@ type Write struct {
 	Fields      events.Fields
 	BaseVersion uint64
 	Resolves    string
+	After       string // events.Event.After: the pending event this one builds on
 }
 
 // LogConfig configures a Log. Only Tenant is required.
@@ -400,6 +401,7 @@ func (l *Log) AppendBatch(ctx context.Context, ws []Write) (evs []*events.Event,
 			Client:      l.client,
 			Seq:         l.seq + uint64(i) + 1,
 			Resolves:    w.Resolves,
+			After:       w.After,
 		}
 		if err := e.Validate(l.limits); err != nil {
 			return nil, fmt.Errorf("append write %d (%s/%s): %w", i, w.Collection, w.Doc, err)

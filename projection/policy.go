@@ -251,6 +251,17 @@ func (g *Registry) Policies(def string, collections map[string]string) (Policies
 	return p, nil
 }
 
+// fresh reports whether ev was written against cur: its base version is
+// cur's, or, for an event built on its writer's pending predecessor
+// (ev.After), cur is the state that predecessor made. Anything else is
+// stale and goes to the collection's resolver.
+func fresh(cur Doc, ev *events.Event) bool {
+	if ev.After != "" {
+		return cur.Event == ev.After
+	}
+	return ev.BaseVersion == cur.Version
+}
+
 // Decide applies one validated event to cur, the document's current state
 // (the zero Doc, or one with Version 0, when it never existed). It does not
 // modify cur or ev. The rules common to every policy, in order:
@@ -263,7 +274,9 @@ func (g *Registry) Policies(def string, collections map[string]string) (Policies
 //     rejected, under every policy; a put creates or resurrects.
 //   - delete of a deleted document: applied, nothing changes. Delete of a
 //     document that never existed: rejected.
-//   - base version equal to the current version (fresh): applied as written.
+//   - fresh (base version equal to the current version, or, for an event
+//     with After, the current state made by that predecessor): applied as
+//     written.
 //   - otherwise (stale): the collection's resolver decides.
 //
 // Every new state has version = cur.Version+1, its cause set to ev, and the
@@ -287,7 +300,7 @@ func Decide(p Policies, cur Doc, ev *events.Event) (Decision, error) {
 		return rejected("delete of a document that does not exist"), nil
 	case ev.Op == events.OpDelete && cur.Deleted:
 		return Decision{Outcome: events.OutcomeApplied, Reason: fmt.Sprintf("already deleted at version %d", cur.Version)}, nil
-	case ev.BaseVersion == cur.Version:
+	case fresh(cur, ev):
 		n := apply(cur, ev)
 		return Decision{Outcome: events.OutcomeApplied, Doc: &n}, nil
 	}
