@@ -95,12 +95,40 @@
 // recreates its consumer at checkpoint+1. The store, not the consumer, is the
 // source of truth for progress: recreating the consumer avoids waiting out
 // AckWait for messages a killed run fetched, yet the durable still shows
-// operators the projector's position and lag. Messages at or below the
-// checkpoint (redeliveries) are skipped and acked. Garbage, unknown schemas,
-// subject mismatches and future clocks go to DEAD with the reason, the raw
-// data and headers, plus an invalid receipt to the subject's tenant when the
-// payload names a writer. Trace context in an event's headers is carried onto
-// its change and receipt.
+// operators the projector's position and lag, and they can pause it.
+// Garbage, unknown schemas, subject mismatches and future clocks go to DEAD
+// with the reason, the raw data and headers, plus an invalid receipt to the
+// subject's tenant when the payload names a writer. Trace context in an
+// event's headers is carried onto its change and receipt.
+//
+// The projector never skips a stream sequence (invariants 1 and 2). A
+// delivery can be lost between the server and the projector: a connection
+// dropped mid-pull (nats.go pulls again after the reconnect and the server
+// goes on with later messages) or a message nats.go discards as a slow
+// consumer. The server counts it delivered, and the AckAll of the next
+// batch would ack it unseen, for good. So the projector checks the
+// consumer sequence the server gives each delivery (1, 2, 3, ... for a new
+// consumer, redeliveries included): every one must be the next. Stream
+// sequences may skip (what EVENTS no longer holds is not delivered), and
+// a redelivery, at or below the last stream sequence taken, is dropped.
+// When a delivery is missing, when the consumer reports an error (missed
+// heartbeats, a leader change, the consumer deleted), or when the projector
+// has received nothing for two seconds while the consumer's info shows
+// deliveries it never got (a lost tail, which no later delivery would
+// reveal), it commits what it has, stops the consumer and recreates it at
+// checkpoint+1, as on start (Stats.Resets counts these). We keep the
+// durable rather than nats.go's ordered consumer, which detects gaps the
+// same way, for the operators' view above; progress lives in the store
+// either way. Lag is the checkpoint's: Stats, and ebb_projector_lag in
+// ebb serve (EVENTS last sequence minus the checkpoint).
+//
+// Each chunk of outbox publishes waits at most [Config].PublishTimeout
+// (10s) for its acks: a PubAck lost while the connection stays up would
+// otherwise stall the projector for good. On expiry the publish counts as
+// failed: the entries stay in the outbox and go again, with backoff, under
+// the same Nats-Msg-Ids, which JetStream drops if the first copy arrived.
+// A fatal error (a
+// failed Commit, say) stops the projector: Done closes and Err returns it.
 //
 // [BoltStore] is the embedded store (one bbolt file); storetest.RunStoreSuite
 // is the suite every Store implementation must pass. [Verify] rebuilds the
@@ -147,6 +175,12 @@
 // 9109/17105 (first run: no-op spans per event, since removed), 10069/16544
 // and 17415/17679 events/s, projector/raw. The
 // spread is the machine's; the last run shows no cost beyond the noise.
+//
+// With the delivery checks (the consumer sequence of every message, an
+// idle audit of the consumer), three runs each, alternating with the code
+// just before them on the same machine (load average near 1.6): 18726/17886,
+// 9759/16630 and 13660/18076 events/s, projector/raw, against 12378/17349,
+// 9132/16957 and 13123/17651 before: no cost beyond the noise.
 //
 // The projector writes three messages per event (event read, change and
 // receipt published) and one store transaction per batch of up to 256.

@@ -37,6 +37,17 @@ const (
 	idleFlush = 20 * time.Millisecond
 	// publishChunk bounds the asynchronous publishes in flight.
 	publishChunk = 1024
+	// DefaultPublishTimeout is how long the projector waits for the
+	// acks of one chunk of outbox publishes before it publishes them again.
+	DefaultPublishTimeout = 10 * time.Second
+	// gapCheck is how long the projector waits without a delivery before
+	// it asks the server whether it delivered anything the projector never
+	// received (a lost tail: no later delivery would show the gap), and
+	// how often it asks again while nothing arrives.
+	gapCheck = 2 * time.Second
+	// maxRecreateBackoff bounds the wait between attempts to recreate the
+	// consumer.
+	maxRecreateBackoff = 5 * time.Second
 )
 
 // Config configures a Projector (and Verify). The zero value works: every
@@ -89,6 +100,15 @@ type Config struct {
 	// outcome), ebb.projector.dead_letters and the histogram
 	// ebb.projector.apply.duration (per batch); nil means no metrics.
 	MeterProvider metric.MeterProvider
+	// PublishTimeout bounds the wait for the acks of one chunk (up to 1024)
+	// of outbox publishes (changes, receipts, dead letters). An ack lost
+	// while the connection stays up (a dropped request, a leader change in
+	// a cluster) would otherwise stall the projector for good; on expiry
+	// the publish counts as failed and is retried with backoff: the entries
+	// stay in the outbox and go again under the same Nats-Msg-Id, which
+	// JetStream drops if the first copy did arrive. Zero means
+	// DefaultPublishTimeout (10s); negative is invalid.
+	PublishTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -116,6 +136,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxHoleRanges == 0 {
 		c.MaxHoleRanges = DefaultMaxHoleRanges
 	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
 	return c
 }
 
@@ -129,6 +152,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxHoleRanges < 0 {
 		errs = append(errs, fmt.Errorf("%w: MaxHoleRanges %d is negative", ErrInvalidConfig, c.MaxHoleRanges))
+	}
+	if c.PublishTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%w: PublishTimeout %s is negative", ErrInvalidConfig, c.PublishTimeout))
 	}
 	if strings.ContainsAny(c.Durable, ".*> \t\r\n") {
 		errs = append(errs, fmt.Errorf("%w: Durable %q holds a character a consumer name may not", ErrInvalidConfig, c.Durable))
@@ -151,6 +177,7 @@ type Stats struct {
 	Duplicates uint64        // events dropped as duplicates (client sequence applied before)
 	Dead       uint64        // messages dead-lettered
 	Batches    uint64        // store transactions
+	Resets     uint64        // consumer recreated at checkpoint+1 after a missing delivery or a consume error
 	Lag        time.Duration // Now minus the stream time of the last committed event
 }
 
@@ -174,8 +201,8 @@ type Projector struct {
 	done    chan struct{}
 	err     error
 
-	checkpoint, applied, duplicates, dead, batches atomic.Uint64
-	lastTime                                       atomic.Int64 // unix nanos
+	checkpoint, applied, duplicates, dead, batches, resets atomic.Uint64
+	lastTime                                               atomic.Int64 // unix nanos
 }
 
 // New returns a projector reading EVENTS through js into store. It checks cfg
@@ -219,33 +246,20 @@ func (p *Projector) Start(ctx context.Context) error {
 	if err := p.flushOutbox(ctx); err != nil {
 		return fmt.Errorf("start projector: %w", err)
 	}
-	cons, err := p.consumer(ctx, cp)
+	f, err := p.openFeed(ctx, cp)
 	if err != nil {
 		return fmt.Errorf("start projector: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
-	msgs := make(chan jetstream.Msg, 2*p.cfg.BatchSize)
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		select {
-		case msgs <- m:
-		case <-runCtx.Done():
-		}
-	}, jetstream.PullMaxMessages(2*p.cfg.BatchSize), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		p.log.Debug("consume", "err", err)
-	}))
-	if err != nil {
-		stop()
-		cancel()
-		return fmt.Errorf("start projector: consume %s: %w", events.StreamEvents, err)
-	}
 	p.cancel = cancel
 	go func() {
 		defer close(p.done)
 		defer stop()
-		err := p.loop(runCtx, msgs, cp)
-		cc.Stop()
-		<-cc.Closed()
+		// loop stops its feed before it returns, whatever ended it, so no
+		// consume callback is left blocked behind it.
+		err := p.loop(runCtx, f, cp)
+		cancel()
 		if errors.Is(err, context.Canceled) {
 			err = nil
 		}
@@ -288,17 +302,192 @@ func (p *Projector) consumer(ctx context.Context, checkpoint uint64) (jetstream.
 	return cons, nil
 }
 
-// loop is the projector's goroutine.
-func (p *Projector) loop(ctx context.Context, msgs <-chan jetstream.Msg, checkpoint uint64) error {
+// errMissed marks a feed that lost a delivery.
+var errMissed = errors.New("delivery missed")
+
+// feed is one incarnation of the projector's durable consumer and what it
+// has delivered so far. The projector trusts a feed only while its
+// deliveries are contiguous. The server numbers every delivery of a
+// consumer (the consumer sequence: 1 for the first, +1 for each delivery
+// or redelivery), so a number skipped is a delivery lost between the
+// server and the loop (a connection dropped mid-pull, a message nats.go
+// discarded as a slow consumer): the server counts it delivered, and the
+// AckAll of the next batch would ack it unseen. Stream sequences may skip:
+// the server passes over what EVENTS no longer holds (deleted, expired)
+// and numbers only what it delivers.
+type feed struct {
+	cons   jetstream.Consumer
+	cc     jetstream.ConsumeContext
+	msgs   chan jetstream.Msg
+	quit   chan struct{} // closed by close: releases a consume callback blocked on msgs
+	broken chan struct{} // closed by fail
+	err    error         // what fail was given; read only after broken is closed
+
+	failOnce, closeOnce sync.Once
+
+	// Used by the loop only.
+	dseq uint64 // consumer sequence of the last delivery taken
+	sseq uint64 // stream sequence of the newest message taken; the checkpoint at first
+}
+
+// openFeed recreates the consumer at checkpoint+1 and starts consuming it.
+func (p *Projector) openFeed(ctx context.Context, checkpoint uint64) (*feed, error) {
+	cons, err := p.consumer(ctx, checkpoint)
+	if err != nil {
+		return nil, err
+	}
+	f := &feed{cons: cons, msgs: make(chan jetstream.Msg, 2*p.cfg.BatchSize),
+		quit: make(chan struct{}), broken: make(chan struct{}), sseq: checkpoint}
+	f.cc, err = cons.Consume(func(m jetstream.Msg) {
+		select {
+		case f.msgs <- m:
+		case <-f.quit:
+		}
+	}, jetstream.PullMaxMessages(2*p.cfg.BatchSize), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		// A missed heartbeat, a reconnect, a leader change or a deleted
+		// consumer: deliveries may have been lost, or have stopped.
+		f.fail(err)
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", events.StreamEvents, err)
+	}
+	return f, nil
+}
+
+// fail marks the feed broken by a consume error; the first one is kept.
+func (f *feed) fail(err error) {
+	f.failOnce.Do(func() {
+		f.err = err
+		close(f.broken)
+	})
+}
+
+// close stops consuming and waits until the callback has returned for
+// good. It is safe to call more than once.
+func (f *feed) close() {
+	f.closeOnce.Do(func() {
+		close(f.quit)
+		f.cc.Stop()
+		<-f.cc.Closed()
+	})
+}
+
+// take checks that m is the feed's next delivery and reports whether it
+// is new: a stream sequence above every one taken before (else a
+// redelivery, which the AckAll of a later message covers). A delivery
+// out of turn is an error wrapping errMissed.
+func (f *feed) take(m jetstream.Msg) (*jetstream.MsgMetadata, bool, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return nil, false, fmt.Errorf("read metadata of %s message: %w", m.Subject(), err)
+	}
+	if md.Sequence.Consumer != f.dseq+1 {
+		return nil, false, fmt.Errorf("%w: delivery %d (stream sequence %d) came after delivery %d",
+			errMissed, md.Sequence.Consumer, md.Sequence.Stream, f.dseq)
+	}
+	f.dseq++
+	if md.Sequence.Stream <= f.sseq {
+		return md, false, nil
+	}
+	f.sseq = md.Sequence.Stream
+	return md, true, nil
+}
+
+// audit asks the server how many messages it has delivered: more than the
+// feed received means the last deliveries were lost, and no later one will
+// show the gap. It returns why the feed must be replaced, or nil; a failed
+// request is left to the next audit, unless the consumer is gone.
+func (f *feed) audit(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, gapCheck)
+	defer cancel()
+	info, err := f.cons.Info(ctx)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return err
+	case err != nil:
+		return nil
+	}
+	if info.Delivered.Consumer > f.dseq && len(f.msgs) == 0 {
+		return fmt.Errorf("%w: the server made %d deliveries, %d arrived", errMissed, info.Delivered.Consumer, f.dseq)
+	}
+	return nil
+}
+
+// reopen replaces f, which may have lost deliveries, by a consumer at
+// checkpoint+1, as Start does, retrying with backoff until ctx ends. It
+// waits before recreating a feed that delivered nothing, so an error that
+// repeats does not spin.
+func (p *Projector) reopen(ctx context.Context, f *feed, checkpoint uint64, cause error, backoff *time.Duration) (*feed, error) {
+	f.close()
+	p.resets.Add(1)
+	p.log.Warn("recreating the consumer at the checkpoint", "cause", cause, "checkpoint", checkpoint, "durable", p.cfg.Durable)
+	if f.dseq > 0 {
+		*backoff = 0
+	}
+	for {
+		if *backoff > 0 {
+			t := time.NewTimer(*backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+			}
+		}
+		*backoff = min(max(2**backoff, 50*time.Millisecond), maxRecreateBackoff)
+		nf, err := p.openFeed(ctx, checkpoint)
+		if err == nil {
+			return nf, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return nil, fmt.Errorf("recreate consumer: %w", err)
+		}
+		p.log.Warn("recreate consumer, retrying", "err", err, "backoff", *backoff)
+	}
+}
+
+// delivery is a message taken from a feed with its metadata.
+type delivery struct {
+	msg jetstream.Msg
+	md  *jetstream.MsgMetadata
+}
+
+// loop is the projector's goroutine. It applies f's messages in batches
+// and replaces f by a new consumer at checkpoint+1 whenever f may have
+// lost a delivery (a gap, a lost tail, a consume error), so no stream
+// sequence is ever skipped. It stops the feed it holds before returning.
+func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) error {
+	defer func() { f.close() }()
 	var published []uint64 // outbox keys published, not yet removed
 	idle := time.NewTimer(idleFlush)
 	defer idle.Stop()
-	batch := make([]jetstream.Msg, 0, p.cfg.BatchSize)
+	quiet := time.NewTimer(gapCheck) // fires after gapCheck without a delivery
+	defer quiet.Stop()
+	var backoff time.Duration // before recreating the consumer
+	batch := make([]delivery, 0, p.cfg.BatchSize)
+	var broken error // why f must be replaced, once the batch before it is in
+	take := func(m jetstream.Msg) error {
+		md, fresh, err := f.take(m)
+		switch {
+		case errors.Is(err, errMissed):
+			broken = err
+		case err != nil:
+			return err
+		case fresh:
+			batch = append(batch, delivery{m, md})
+		}
+		return nil
+	}
 	for {
-		batch = batch[:0]
+		batch, broken = batch[:0], nil
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-f.broken:
+			broken = f.err
 		case <-idle.C:
 			if len(published) > 0 {
 				if err := p.store.RemoveOutbox(ctx, published); err != nil {
@@ -307,42 +496,56 @@ func (p *Projector) loop(ctx context.Context, msgs <-chan jetstream.Msg, checkpo
 				published = nil
 			}
 			continue
-		case m := <-msgs:
-			batch = append(batch, m)
+		case <-quiet.C:
+			quiet.Reset(gapCheck)
+			if broken = f.audit(ctx); broken == nil {
+				continue
+			}
+		case m := <-f.msgs:
+			if err := take(m); err != nil {
+				return err
+			}
 		}
 	fill:
-		for len(batch) < p.cfg.BatchSize {
+		for broken == nil && len(batch) < p.cfg.BatchSize {
 			select {
-			case m := <-msgs:
-				batch = append(batch, m)
+			case m := <-f.msgs:
+				if err := take(m); err != nil {
+					return err
+				}
 			default:
 				break fill
 			}
 		}
-		next, keys, err := p.step(ctx, batch, checkpoint, published)
-		if err != nil {
-			return err
+		if len(batch) > 0 {
+			next, keys, err := p.step(ctx, batch, checkpoint, published)
+			if err != nil {
+				return err
+			}
+			checkpoint, published = next, keys
+			idle.Reset(idleFlush)
 		}
-		checkpoint, published = next, keys
-		idle.Reset(idleFlush)
+		if broken != nil {
+			nf, err := p.reopen(ctx, f, checkpoint, broken, &backoff)
+			if err != nil {
+				return err
+			}
+			f = nf
+		}
+		quiet.Reset(gapCheck)
 	}
 }
 
-// step applies one batch of messages: commit, publish, ack. It returns the
-// new checkpoint and the outbox keys it published.
-func (p *Projector) step(ctx context.Context, batch []jetstream.Msg, checkpoint uint64, published []uint64) (_ uint64, _ []uint64, err error) {
+// step applies one batch of new messages, in stream order: commit,
+// publish, ack. It returns the new checkpoint and the outbox keys it
+// published.
+func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint64, published []uint64) (_ uint64, _ []uint64, err error) {
 	start := time.Now()
 	p.ap.reset(checkpoint)
 	defer func() { p.ap.finishSpans(err) }()
 	var last time.Time
-	for _, m := range batch {
-		md, err := m.Metadata()
-		if err != nil {
-			return 0, nil, fmt.Errorf("read metadata of %s message: %w", m.Subject(), err)
-		}
-		if md.Sequence.Stream <= checkpoint {
-			continue // applied before a crash or a redelivery: skip, ack below
-		}
+	for _, d := range batch {
+		m, md := d.msg, d.md
 		last = md.Timestamp
 		if err := p.ap.add(ctx, rawMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Seq: md.Sequence.Stream, Time: md.Timestamp}); err != nil {
 			return 0, nil, fmt.Errorf("apply event at %d: %w", md.Sequence.Stream, err)
@@ -350,10 +553,8 @@ func (p *Projector) step(ctx context.Context, batch []jetstream.Msg, checkpoint 
 	}
 	b := &p.ap.batch
 	b.Published = published
-	if b.Checkpoint > checkpoint || len(published) > 0 {
-		if err := p.store.Commit(ctx, b); err != nil {
-			return 0, nil, err
-		}
+	if err := p.store.Commit(ctx, b); err != nil {
+		return 0, nil, err
 	}
 	if err := p.publish(ctx, b.Outbox); err != nil {
 		return 0, nil, err
@@ -362,9 +563,10 @@ func (p *Projector) step(ctx context.Context, batch []jetstream.Msg, checkpoint 
 	for i, e := range b.Outbox {
 		keys[i] = e.Key
 	}
-	// AckAll: acking the last message acks the whole batch. An ack lost in a
-	// crash is harmless: the next run restarts from the checkpoint.
-	if err := batch[len(batch)-1].Ack(); err != nil {
+	// AckAll: acking the last message acks the whole batch, and the
+	// redeliveries before it. An ack lost in a crash is harmless: the next
+	// run restarts from the checkpoint.
+	if err := batch[len(batch)-1].msg.Ack(); err != nil {
 		p.log.Debug("ack", "err", err)
 	}
 	p.recordBatch(ctx, time.Since(start))
@@ -436,8 +638,11 @@ func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry) erro
 }
 
 // publishChunk publishes entries asynchronously, each in its own span, and
-// waits for every ack.
+// waits for every ack, for at most Config.PublishTimeout: an ack may never
+// come, and the caller publishes the chunk again.
 func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) (err error) {
+	deadline := time.NewTimer(p.cfg.PublishTimeout)
+	defer deadline.Stop()
 	futures := make([]jetstream.PubAckFuture, 0, len(chunk))
 	spans := make([]trace.Span, 0, len(chunk))
 	defer func() { endPublishSpans(spans, err) }()
@@ -464,6 +669,8 @@ func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) (err 
 			}
 		case err := <-f.Err():
 			return fmt.Errorf("publish %s to %s: %w", chunk[i].MsgID, chunk[i].Subject, err)
+		case <-deadline.C:
+			return fmt.Errorf("publish %s to %s: no ack within %s: %w", chunk[i].MsgID, chunk[i].Subject, p.cfg.PublishTimeout, jetstream.ErrAsyncPublishTimeout)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -479,6 +686,7 @@ func (p *Projector) Stats() Stats {
 		Duplicates: p.duplicates.Load(),
 		Dead:       p.dead.Load(),
 		Batches:    p.batches.Load(),
+		Resets:     p.resets.Load(),
 	}
 	if t := p.lastTime.Load(); t != 0 {
 		s.Lag = max(0, p.cfg.Now().Sub(time.Unix(0, t)))
