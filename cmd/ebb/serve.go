@@ -157,7 +157,9 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	js, err := jetstream.New(nc)
+	// Acks the projector gave up on must not pile up in nats.go's pending
+	// list: the async publish deadline matches the projector's.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(projection.DefaultPublishTimeout))
 	if err != nil {
 		return fmt.Errorf("serve: jetstream: %w", err)
 	}
