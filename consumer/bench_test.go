@@ -2,19 +2,31 @@ package consumer
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
 )
 
-var benchSizes = []int{5_000, 20_000}
+// benchLarge adds N=100,000 to the catch-up benchmarks; each size
+// publishes its stream for every round the benchmark runs, which takes a
+// while at that size.
+var benchLarge = flag.Bool("bench.large", false, "also run the catch-up benchmarks at N=100000")
+
+func benchSizes() []int {
+	if *benchLarge {
+		return []int{5_000, 20_000, 100_000}
+	}
+	return []int{5_000, 20_000}
+}
 
 // peakHeap samples the heap every few milliseconds until stop is called and
 // returns the highest HeapAlloc seen.
@@ -53,25 +65,14 @@ func BenchmarkCatchUp(b *testing.B) { benchCatchUp(b, nil) }
 func BenchmarkCatchUpEncrypted(b *testing.B) { benchCatchUp(b, atRestCipher(b, 1)) }
 
 func benchCatchUp(b *testing.B, c *keys.Cipher) {
-	for _, n := range benchSizes {
+	for _, n := range benchSizes() {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			_, nc, js := mustServer(b)
 			publishChanges(b, js, n, n)
 			b.ResetTimer()
 			stop := peakHeap()
 			for range b.N {
-				r, err := OpenReplica(b.Context(), ReplicaConfig{Dir: b.TempDir(), Tenant: "t1", Conn: nc, Cipher: c})
-				if err != nil {
-					b.Fatal(err)
-				}
-				ctx, cancel := context.WithTimeout(b.Context(), time.Minute)
-				_, err = r.Sync(ctx)
-				cancel()
-				// Not SyncReport.Pulled: the follower may apply some changes
-				// between Attach and the start of Sync.
-				if st := r.Status(); err != nil || st.Changes.Applied != uint64(n) {
-					b.Fatalf("sync: %+v %v", st.Changes, err)
-				}
+				r := catchUp(b, nc, n, c)
 				b.StopTimer()
 				r.Close()
 				b.StartTimer()
@@ -83,35 +84,91 @@ func benchCatchUp(b *testing.B, c *keys.Cipher) {
 	}
 }
 
+// catchUp opens a fresh replica on nc and syncs it with a stream of n
+// documents; the caller closes it.
+func catchUp(tb testing.TB, nc *nats.Conn, n int, c *keys.Cipher) *Replica {
+	tb.Helper()
+	r, err := OpenReplica(tb.Context(), ReplicaConfig{Dir: tb.TempDir(), Tenant: "t1", Conn: nc, Cipher: c})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(tb.Context(), time.Minute)
+	_, err = r.Sync(ctx)
+	cancel()
+	// Not SyncReport.Pulled: the follower may apply some changes between
+	// Attach and the start of Sync.
+	if st := r.Status(); err != nil || st.Changes.Applied != uint64(n) {
+		tb.Fatalf("sync: %+v %v", st.Changes, err)
+	}
+	return r
+}
+
 // BenchmarkRawOrdered reads the same stream with a bare ordered consumer and
 // does nothing with the messages: the ceiling for BenchmarkCatchUp.
 func BenchmarkRawOrdered(b *testing.B) {
-	for _, n := range benchSizes {
+	for _, n := range benchSizes() {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			_, _, js := mustServer(b)
 			publishChanges(b, js, n, n)
 			b.ResetTimer()
 			stop := peakHeap()
 			for range b.N {
-				cons, err := js.OrderedConsumer(b.Context(), events.StreamChanges,
-					jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.TenantChanges("t1")}})
-				if err != nil {
-					b.Fatal(err)
-				}
-				it, err := cons.Messages(jetstream.PullMaxMessages(DefaultCatchUpBatch))
-				if err != nil {
-					b.Fatal(err)
-				}
-				for got := 0; got < n; got++ {
-					if _, err := it.Next(); err != nil {
-						b.Fatal(err)
-					}
-				}
-				it.Stop()
+				readRaw(b, js, n)
 			}
 			peak := stop()
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "docs/s")
 			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+		})
+	}
+}
+
+// readRaw reads the n documents of the stream with a bare ordered
+// consumer, with the pull buffer the replica's CHANGES follower uses.
+func readRaw(tb testing.TB, js jetstream.JetStream, n int) {
+	tb.Helper()
+	cons, err := js.OrderedConsumer(tb.Context(), events.StreamChanges,
+		jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.TenantChanges("t1")}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(DefaultCatchUpBatch))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer it.Stop()
+	for range n {
+		if _, err := it.Next(); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCatchUpRatio alternates one raw read (as BenchmarkRawOrdered)
+// and one catch-up (as BenchmarkCatchUp) of the same stream on the same
+// server, and reports catch-up's throughput as a percentage of raw's. Run
+// this way, both see the same machine load, which on a shared machine
+// moves the ratio of the two separate benchmarks by tens of points.
+func BenchmarkCatchUpRatio(b *testing.B) {
+	for _, n := range benchSizes() {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			_, nc, js := mustServer(b)
+			publishChanges(b, js, n, n)
+			b.ResetTimer()
+			var raw, cu time.Duration
+			for range b.N {
+				t0 := time.Now()
+				readRaw(b, js, n)
+				t1 := time.Now()
+				r := catchUp(b, nc, n, nil)
+				cu += time.Since(t1)
+				raw += t1.Sub(t0)
+				b.StopTimer()
+				r.Close()
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/cu.Seconds(), "catchup-docs/s")
+			b.ReportMetric(float64(n)*float64(b.N)/raw.Seconds(), "raw-docs/s")
+			b.ReportMetric(100*raw.Seconds()/cu.Seconds(), "%-of-raw")
 		})
 	}
 }

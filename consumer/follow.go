@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,12 +45,19 @@ type follower[T any] struct {
 	batch   int // most messages per apply; also the pull buffer
 	log     *slog.Logger
 	// prepare, if set, fills v from m on the reader goroutine. It must not
-	// touch the store: it runs while apply may be running.
-	prepare func(m jetstream.Msg, v *T)
+	// touch the store: it runs while apply may be running. Bytes that must
+	// live until the batch is applied can come from a, the batch's arena.
+	prepare func(m jetstream.Msg, v *T, a *arena)
 	// apply receives a batch in stream order. An error stops the follower:
 	// it means the local store failed, which retrying cannot fix. The
-	// deliveries (and the messages) are reused after apply returns.
+	// deliveries, and every slice prepare took from the arena, are reused
+	// after apply returns.
 	apply func(ctx context.Context, ds []delivery[T]) error
+	// gather, if positive, lets a batch grow: while the stream holds more
+	// messages than were read (pending > 0), apply waits up to gather for a
+	// full batch rather than taking what is there. A catch-up then costs
+	// one store commit per batch messages, however fast the commits are.
+	gather time.Duration
 	// start returns the sequence to (re)start at; it runs before each
 	// consumer is created, so it can check the stream (reset, retention)
 	// and consult the store. An error is retried like a failed creation.
@@ -56,13 +65,64 @@ type follower[T any] struct {
 }
 
 // delivery is one message as the reader goroutine hands it over: its
-// metadata already parsed, and what the follower's prepare made of it.
+// metadata already parsed, and what the follower's prepare made of it. It
+// does not keep the message, so the client's copy of it is garbage as soon
+// as prepare returns.
 type delivery[T any] struct {
-	msg jetstream.Msg
+	subject string
 	// seq is the message's stream sequence, pending the consumer's
 	// NumPending when it was delivered.
 	seq, pending uint64
 	v            T
+}
+
+// batch is a run of deliveries and the arena their prepared bytes live in.
+type batch[T any] struct {
+	ds    []delivery[T]
+	arena arena
+}
+
+// reset readies b for reuse once it has been applied.
+func (b *batch[T]) reset() {
+	clear(b.ds) // drop references to what the applied messages held
+	b.ds = b.ds[:0]
+	b.arena.reset()
+}
+
+// arena hands out byte slices carved from one buffer, so preparing a
+// message costs no allocation once the buffer has grown to a batch's size.
+// Slices taken from it stay valid until reset, which reuses the buffer:
+// call it only once nothing refers to them.
+type arena struct{ buf []byte }
+
+const (
+	// arenaChunk is the smallest buffer an arena allocates.
+	arenaChunk = 64 << 10
+	// arenaKeep is the largest buffer reset keeps: a batch of unusually
+	// large documents does not pin its memory for the follower's life.
+	arenaKeep = 4 << 20
+)
+
+// alloc returns a slice of n bytes (contents unspecified) whose capacity
+// is n, so appending to it never runs into the next one.
+func (a *arena) alloc(n int) []byte {
+	if n > arenaKeep/4 {
+		return make([]byte, n) // a large value gets its own allocation
+	}
+	if cap(a.buf)-len(a.buf) < n {
+		// Earlier slices keep the old buffer alive until they die.
+		a.buf = make([]byte, 0, max(2*cap(a.buf), arenaChunk, n))
+	}
+	l := len(a.buf)
+	a.buf = a.buf[:l+n]
+	return a.buf[l : l+n : l+n]
+}
+
+func (a *arena) reset() {
+	if cap(a.buf) > arenaKeep {
+		a.buf = nil
+	}
+	a.buf = a.buf[:0]
 }
 
 const (
@@ -143,68 +203,265 @@ func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) 
 		return next, fmt.Errorf("read %s at %d: %w", f.stream, next, err)
 	}
 
-	// The reader goroutine moves messages from the iterator into ds,
-	// parsing their metadata and running prepare on the way; this goroutine
-	// applies them, taking everything already there as one batch (group
-	// commit: one store transaction per batch while catching up, one per
-	// message when live). So reading and parsing the next batch overlaps
-	// applying and committing this one.
-	ds := make(chan delivery[T], f.batch)
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(ds)
-		for {
-			m, err := it.Next(jetstream.NextContext(ctx))
-			if err != nil {
-				readErr <- err
-				return
-			}
-			md, err := m.Metadata()
-			if err != nil {
-				readErr <- &applyError{err: fmt.Errorf("read metadata on %s: %w", f.stream, err)}
-				return
-			}
-			d := delivery[T]{msg: m, seq: md.Sequence.Stream, pending: md.NumPending}
-			if f.prepare != nil {
-				f.prepare(m, &d.v)
-			}
-			select {
-			case ds <- d:
-			case <-ctx.Done():
-				readErr <- ctx.Err()
-				return
-			}
-		}
-	}()
+	// The reader goroutine moves messages from the iterator into q's
+	// filling batch, parsing their metadata and running prepare on the way;
+	// this goroutine takes that whole batch when it is ready for more (with
+	// gather, once the batch is full or holds the stream's last message)
+	// and applies it: one store transaction per batch while catching up,
+	// one per message when live. So reading and parsing the next batch
+	// overlaps applying and committing this one, and the two batches are
+	// recycled rather than reallocated.
+	q := newHandoff[T](f.batch, f.gather)
+	go func() { q.finish(f.read(ctx, it, q)) }()
 	defer func() {
 		it.Stop()
-		for range ds { // let the reader finish
-		}
+		q.abandon()
 	}()
 
-	batch := make([]delivery[T], 0, f.batch)
+	own := &batch[T]{ds: make([]delivery[T], 0, f.batch)}
 	for {
-		d, ok := <-ds
-		if !ok {
-			return next, <-readErr
+		b, err := q.take(own)
+		if b == nil {
+			return next, err
 		}
-		batch = append(batch[:0], d)
-	fill:
-		for len(batch) < f.batch {
-			select {
-			case d, ok := <-ds:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, d)
-			default:
-				break fill
-			}
-		}
-		if err := f.apply(ctx, batch); err != nil {
+		own = b
+		if err := f.apply(ctx, b.ds); err != nil {
 			return next, &applyError{err: err}
 		}
-		next = batch[len(batch)-1].seq + 1
-		clear(batch) // drop references to applied messages
+		next = b.ds[len(b.ds)-1].seq + 1
+		b.reset()
 	}
+}
+
+// read is the reader goroutine's loop: it returns why it stopped.
+func (f *follower[T]) read(ctx context.Context, it jetstream.MessagesContext, q *handoff[T]) error {
+	opts := []jetstream.NextOpt{jetstream.NextContext(ctx)} // built once: a variadic slice per call would escape
+	for {
+		m, err := it.Next(opts...)
+		if err != nil {
+			return err
+		}
+		seq, pending, err := msgSeq(m)
+		if err != nil {
+			return &applyError{err: fmt.Errorf("read metadata on %s: %w", f.stream, err)}
+		}
+		b, err := q.slot(ctx)
+		if err != nil {
+			return err
+		}
+		b.ds = append(b.ds, delivery[T]{subject: m.Subject(), seq: seq, pending: pending})
+		if f.prepare != nil {
+			f.prepare(m, &b.ds[len(b.ds)-1].v, &b.arena)
+		}
+		q.release()
+	}
+}
+
+// handoff passes deliveries from a follower's reader goroutine to its
+// applier in batches. The reader appends to fill under mu; the applier
+// swaps fill for the batch it has just applied. Messages cross without a
+// channel operation each: the reader signals only when fill turns
+// non-empty or worth taking, the applier only when it frees room.
+type handoff[T any] struct {
+	max    int
+	gather time.Duration // see follower.gather
+	mu     sync.Mutex
+	fill   *batch[T]
+	ready  chan struct{} // 1-buffered: fill turned non-empty, or full, or reached the end
+	room   chan struct{} // 1-buffered: the applier took fill
+	done   chan struct{} // closed by finish: the reader has stopped
+	quit   chan struct{} // closed by abandon: the applier has stopped
+	err    error         // why the reader stopped, set before done closes
+	timer  *time.Timer   // the applier's, bounding a gather
+}
+
+func newHandoff[T any](max int, gather time.Duration) *handoff[T] {
+	q := &handoff[T]{
+		max:    max,
+		gather: gather,
+		fill:   &batch[T]{ds: make([]delivery[T], 0, max)},
+		ready:  make(chan struct{}, 1),
+		room:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		quit:   make(chan struct{}),
+		timer:  time.NewTimer(time.Hour),
+	}
+	q.timer.Stop()
+	return q
+}
+
+// slot locks q and returns the filling batch once it has room for one more
+// delivery; the caller appends it, then calls release. It fails when ctx
+// ends or the applier has stopped.
+func (q *handoff[T]) slot(ctx context.Context) (*batch[T], error) {
+	q.mu.Lock()
+	for len(q.fill.ds) >= q.max {
+		q.mu.Unlock()
+		select {
+		case <-q.room:
+		case <-q.quit:
+			return nil, errApplierStopped
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		q.mu.Lock()
+	}
+	return q.fill, nil
+}
+
+// release unlocks q after slot, waking the applier if it may be waiting
+// for what was just appended.
+func (q *handoff[T]) release() {
+	n := len(q.fill.ds)
+	wake := n == 1 || q.complete()
+	q.mu.Unlock()
+	if wake {
+		select {
+		case q.ready <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// complete reports whether fill is worth applying at once without
+// gathering more: it is full, or its last message was the last the stream
+// had (pending 0). q.mu is held.
+func (q *handoff[T]) complete() bool {
+	n := len(q.fill.ds)
+	return n >= q.max || (n > 0 && q.fill.ds[n-1].pending == 0)
+}
+
+// finish records why the reader stopped; the applier takes what it
+// delivered before, then returns err.
+func (q *handoff[T]) finish(err error) {
+	q.mu.Lock()
+	q.err = err
+	q.mu.Unlock()
+	close(q.done)
+}
+
+// take waits for deliveries and returns them as a batch, leaving empty (a
+// batch the caller has applied and reset) to be filled next. With gather
+// set it waits, at most that long, for the batch to be complete. It
+// returns nil and the reader's error once the reader has stopped and
+// everything it delivered has been taken.
+func (q *handoff[T]) take(empty *batch[T]) (*batch[T], error) {
+	var expired <-chan time.Time // armed while gathering
+	defer func() {
+		if expired != nil {
+			q.timer.Stop()
+		}
+	}()
+	for {
+		stopped, late := false, false
+		select {
+		case <-q.ready:
+		case <-q.done:
+			stopped = true
+		case <-expired:
+			late = true
+		}
+		q.mu.Lock()
+		b := q.fill
+		switch {
+		case len(b.ds) == 0:
+			err := q.err
+			q.mu.Unlock()
+			if stopped {
+				return nil, err
+			}
+			continue
+		case q.gather > 0 && !stopped && !late && !q.complete():
+			q.mu.Unlock()
+			if expired == nil {
+				q.timer.Reset(q.gather)
+				expired = q.timer.C
+			}
+			continue
+		}
+		q.fill = empty
+		q.mu.Unlock()
+		select {
+		case q.room <- struct{}{}:
+		default:
+		}
+		return b, nil
+	}
+}
+
+// abandon tells the reader the applier has stopped, and waits for it.
+func (q *handoff[T]) abandon() {
+	close(q.quit)
+	<-q.done
+}
+
+// errApplierStopped ends a reader whose applier has returned.
+var errApplierStopped = errors.New("applier stopped")
+
+// msgSeq returns m's stream sequence and the consumer's NumPending, read
+// from its reply subject without allocating; anything but the two forms
+// the server uses goes to m.Metadata.
+//
+//	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
+//	$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>...]
+func msgSeq(m jetstream.Msg) (seq, pending uint64, err error) {
+	if seq, pending, ok := ackSeqs(m.Reply()); ok {
+		return seq, pending, nil
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		return 0, 0, err
+	}
+	return md.Sequence.Stream, md.NumPending, nil
+}
+
+// ackSeqs parses the stream sequence and pending count of an ack subject
+// (see msgSeq); ok is false for anything else.
+func ackSeqs(reply string) (seq, pending uint64, ok bool) {
+	const prefix = "$JS.ACK."
+	if !strings.HasPrefix(reply, prefix) {
+		return 0, 0, false
+	}
+	var tok [12]string
+	n := 2 // tokens 0 and 1 are $JS and ACK
+	for rest := reply[len(prefix):]; ; n++ {
+		t, after, more := strings.Cut(rest, ".")
+		if n < len(tok) {
+			tok[n] = t
+		}
+		if !more {
+			break
+		}
+		rest = after
+	}
+	n++ // count of tokens
+	var seqTok, pendTok string
+	switch {
+	case n == 9:
+		seqTok, pendTok = tok[5], tok[8]
+	case n >= 11:
+		seqTok, pendTok = tok[7], tok[10]
+	default:
+		return 0, 0, false
+	}
+	seq, ok1 := parseDecimal(seqTok)
+	pending, ok2 := parseDecimal(pendTok)
+	return seq, pending, ok1 && ok2
+}
+
+// parseDecimal parses a non-empty run of ASCII digits that fits in a
+// uint64.
+func parseDecimal(s string) (uint64, bool) {
+	if s == "" || len(s) > 19 {
+		return 0, false
+	}
+	var n uint64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
 }

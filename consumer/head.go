@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebbsync/ebb/events"
@@ -60,20 +61,26 @@ func decodeHead(data []byte, h *changeHead) error {
 // change is a CHANGES message as prepareChange readies it for the view, on
 // the follower's reader goroutine (off the store transaction).
 type change struct {
-	head  changeHead
-	key   []byte // docKey of the document
-	value []byte // what bucketDocs will hold (syncedValue)
-	err   error  // the head did not decode: the change is skipped
+	head   changeHead
+	header nats.Header // the message's (trace context)
+	key    []byte      // docKey of the document
+	value  []byte      // what bucketDocs will hold (putSyncedValue)
+	err    error       // the head did not decode: the change is skipped
 }
 
-// prepareChange decodes m's head and builds the view's key and value.
-func prepareChange(m jetstream.Msg, c *change) {
+// prepareChange decodes m's head and builds the view's key and value in a,
+// so the message's own copy of the payload is garbage once this returns.
+func prepareChange(m jetstream.Msg, c *change, a *arena) {
 	data := m.Data()
+	c.header = m.Headers()
 	if c.err = decodeHead(data, &c.head); c.err != nil {
 		return
 	}
-	c.key = docKey(c.head.Collection, c.head.Doc)
-	c.value = syncedValue(c.head.Version, data)
+	h := &c.head
+	c.key = a.alloc(len(h.Collection) + 1 + len(h.Doc))
+	putDocKey(c.key, h.Collection, h.Doc)
+	c.value = a.alloc(8 + len(data))
+	putSyncedValue(c.value, h.Version, data)
 }
 
 // headKeys are the keys of changeHead, in the order of the bits scanHead

@@ -79,10 +79,16 @@ func createdNano(t time.Time) int64 {
 // cannot hold control characters (events.ValidateName), so keys are
 // unambiguous and a collection's documents share the prefix collection+0x00.
 func docKey(collection, id string) []byte {
-	k := make([]byte, 0, len(collection)+1+len(id))
-	k = append(k, collection...)
-	k = append(k, 0)
-	return append(k, id...)
+	k := make([]byte, len(collection)+1+len(id))
+	putDocKey(k, collection, id)
+	return k
+}
+
+// putDocKey writes docKey(collection, id) into k, which has its length.
+func putDocKey(k []byte, collection, id string) {
+	n := copy(k, collection)
+	k[n] = 0
+	copy(k[n+1:], id)
 }
 
 func collectionPrefix(collection string) []byte { return append([]byte(collection), 0) }
@@ -104,12 +110,12 @@ func versionOf(v []byte) uint64 {
 	return binary.BigEndian.Uint64(v[:8])
 }
 
-// syncedValue is what bucketDocs holds for a change payload at version.
-func syncedValue(version uint64, payload []byte) []byte {
-	v := make([]byte, 8+len(payload))
+// putSyncedValue writes into v (of length 8+len(payload)) what bucketDocs
+// holds for a change payload at version: a synced value, the version
+// (big-endian) then the payload.
+func putSyncedValue(v []byte, version uint64, payload []byte) {
 	binary.BigEndian.PutUint64(v, version)
 	copy(v[8:], payload)
-	return v
 }
 
 // view is the view's buckets inside one write transaction that applies
@@ -158,7 +164,7 @@ func (v *view) version(key []byte) uint64 {
 	return versionOf(v.docs.Get(key))
 }
 
-// put stores value (a syncedValue) as the synced state of key. bbolt keeps
+// put stores value (a synced value) as the synced state of key. bbolt keeps
 // key and value until the transaction ends: neither may change before.
 func (v *view) put(key []byte, version uint64, value []byte) error {
 	if bytes.Compare(key, v.last) > 0 {
@@ -202,7 +208,7 @@ func (v *view) indexConflicts(key []byte, ch *changeHead) error {
 	return nil
 }
 
-// sealSynced encrypts a syncedValue: the version stays in the clear (the
+// sealSynced encrypts a synced value: the version stays in the clear (the
 // view compares versions without decrypting), the change payload is sealed
 // bound to the bucket, the key and that version.
 func sealSynced(seal *keys.Cipher, key, value []byte) []byte {

@@ -330,11 +330,11 @@ func Watch(ctx context.Context, js StreamReader, cfg WatchConfig) (*Watcher, err
 	}
 	next := cfg.From
 	f.start = func(context.Context) (uint64, error) { return next, nil }
-	f.prepare = func(m jetstream.Msg, v *watched) { v.ch, v.err = events.DecodeChange(m.Data()) }
+	f.prepare = func(m jetstream.Msg, v *watched, _ *arena) { v.ch, v.err = events.DecodeChange(m.Data()) }
 	f.apply = func(ctx context.Context, ds []delivery[watched]) error {
 		for _, d := range ds {
 			if ch := d.v.ch; d.v.err != nil {
-				f.log.Error("undecodable change skipped", "subject", d.msg.Subject(), logSeq, d.seq, logErr, d.v.err)
+				f.log.Error("undecodable change skipped", "subject", d.subject, logSeq, d.seq, logErr, d.v.err)
 			} else if err := cfg.Handler(ctx, ch); err != nil {
 				return fmt.Errorf("watch: handler on %s/%s v%d: %w", ch.Collection, ch.Doc, ch.Version, err)
 			}
