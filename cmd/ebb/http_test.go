@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,28 +12,6 @@ import (
 	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/events"
 )
-
-// startServeInProcess runs `ebb serve` in process and returns its HTTP base URL.
-func startServeInProcess(t *testing.T, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	stderr := &syncBuffer{}
-	m := &Main{Stdout: io.Discard, Stderr: stderr, Getenv: func(string) string { return "" }}
-	done := make(chan error, 1)
-	go func() {
-		done <- m.Run(ctx, append([]string{"serve", "--data", t.TempDir(), "--nats-listen", "127.0.0.1:-1",
-			"--http-listen", "127.0.0.1:0", "--log-format", "json"}, args...))
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	waitFor(t, 20*time.Second, "the ready line", func() bool { _, h := readyAddrs(stderr.String()); return h != "" })
-	_, base := readyAddrs(stderr.String())
-	return base
-}
 
 // phone is an app that speaks only HTTP: it keeps its own ids, clock and
 // sequence, as a client in another language would from PROTOCOL.md.
@@ -130,7 +107,7 @@ func (p *phone) doc(coll, id string) gateway.DocRecord {
 }
 
 func TestHTTP_PhoneScenario(t *testing.T) {
-	base := startServeInProcess(t, "--policy", "todos=manual")
+	base := serveInProcess(t, "", "--policy", "todos=manual").http
 	a, b := newPhone(t, base, "phone-a"), newPhone(t, base, "phone-b")
 
 	// a creates a document; a retry of the same batch is harmless.

@@ -2,8 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
-	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,28 +14,6 @@ import (
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection"
 )
-
-// startServeNATS runs `ebb serve` in process and returns its NATS URL and
-// HTTP base URL.
-func startServeNATS(t *testing.T, args ...string) (natsURL, base string) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	stderr := &syncBuffer{}
-	m := &Main{Stdout: io.Discard, Stderr: stderr, Getenv: func(string) string { return "" }}
-	done := make(chan error, 1)
-	go func() {
-		done <- m.Run(ctx, append([]string{"serve", "--data", t.TempDir(), "--nats-listen", "127.0.0.1:-1",
-			"--http-listen", "127.0.0.1:0", "--log-format", "json"}, args...))
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	waitFor(t, 20*time.Second, "the ready line", func() bool { _, h := readyAddrs(stderr.String()); return h != "" })
-	return readyAddrs(stderr.String())
-}
 
 // scrape reads /metrics into series name{labels} -> value, labels as
 // written by the exporter (sorted by name).
@@ -76,7 +52,8 @@ func outcome(policy string, o events.Outcome) string {
 // its consumer is paused (an operator's `nats consumer pause`) and goes
 // back to zero once it resumes.
 func TestMetrics_OutcomesAndLag(t *testing.T) {
-	natsURL, base := startServeNATS(t, "--policy", "todos=manual", "--default-policy", "lww")
+	srv := serveInProcess(t, "", "--policy", "todos=manual", "--default-policy", "lww")
+	natsURL, base := srv.nats, srv.http
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)

@@ -62,7 +62,7 @@ func TestSecurity_AtRest(t *testing.T) {
 		if keyFile != "" {
 			args = []string{"--key-file", keyFile}
 		}
-		srv := serveSecure(t, server, args...)
+		srv := serveInProcess(t, server, args...)
 		mustClient(t, clientDir, srv.nats, keyFile, "synced", "put", "notes", "n1", `{"text":"`+marker+`"}`)
 		mustClient(t, clientDir, srv.nats, keyFile, "synced", "put", "todos", "t1", `{"title":"`+marker+` one"}`)
 		mustClient(t, clientDir, srv.nats, keyFile, "synced", "patch", "todos", "t1", `{"title":"`+marker+` two"}`)

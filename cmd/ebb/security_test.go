@@ -22,65 +22,6 @@ import (
 	"github.com/ebbsync/ebb/events"
 )
 
-// secureServer is an `ebb serve` run in process for the security tests.
-type secureServer struct {
-	nats, http string
-	stop       func() error
-	done       chan error
-	stderr     *syncBuffer
-}
-
-// serveSecure runs `ebb serve` in process with args on data (a fresh
-// directory if empty) and waits until it is ready; it is stopped in
-// t.Cleanup if the test did not stop it.
-func serveSecure(t *testing.T, data string, args ...string) *secureServer {
-	t.Helper()
-	if data == "" {
-		data = t.TempDir()
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &secureServer{stderr: &syncBuffer{}, done: make(chan error, 1)}
-	m := &Main{Stdout: io.Discard, Stderr: s.stderr, Getenv: func(string) string { return "" }}
-	go func() {
-		s.done <- m.Run(ctx, append([]string{"serve", "--data", data, "--nats-listen", "127.0.0.1:-1",
-			"--http-listen", "127.0.0.1:0", "--log-format", "json", "--fsync-interval", "1m"}, args...))
-	}()
-	stopped := false
-	s.stop = func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-s.done:
-			return err
-		case <-time.After(30 * time.Second):
-			return errors.New("serve did not stop")
-		}
-	}
-	t.Cleanup(func() {
-		if err := s.stop(); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if s.nats, s.http = readyAddrs(s.stderr.String()); s.http != "" {
-			return s
-		}
-		select {
-		case err := <-s.done:
-			stopped = true
-			t.Fatalf("serve stopped before ready: %v\n%s", err, s.stderr.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve not ready after 20s:\n%s", s.stderr.String())
-		}
-	}
-}
-
 // cli runs an ebb client command in process with env.
 func cli(env map[string]string, args ...string) (stdout, stderr string, err error) {
 	var out, errOut bytes.Buffer
@@ -182,7 +123,7 @@ type refusal struct {
 }
 
 func TestSecurity_TenantIsolation(t *testing.T) {
-	srv := serveSecure(t, "", "--auth", writeFile(t, "users.yaml", usersYAML))
+	srv := serveInProcess(t, "", "--auth", writeFile(t, "users.yaml", usersYAML))
 	base := map[string]string{"EBB_NATS": srv.nats, "EBB_TENANT": "acme"}
 	alice := with(base, "EBB_DATA", filepath.Join(t.TempDir(), "alice"), "EBB_USER", "alice", "EBB_PASSWORD", "alice-pw")
 	bob := with(base, "EBB_DATA", filepath.Join(t.TempDir(), "bob"), "EBB_USER", "bob", "EBB_PASSWORD", "bob-pw")

@@ -20,7 +20,7 @@ import (
 
 func TestSecurity_TLS(t *testing.T) {
 	certs := embeddedtest.MustCerts(t)
-	srv := serveSecure(t, "", "--tls-cert", certs.ServerCert, "--tls-key", certs.ServerKey)
+	srv := serveInProcess(t, "", "--tls-cert", certs.ServerCert, "--tls-key", certs.ServerKey)
 	if !strings.HasPrefix(srv.nats, "tls://") || !strings.HasPrefix(srv.http, "https://") {
 		t.Fatalf("ready line shows %s and %s, want tls:// and https://", srv.nats, srv.http)
 	}
@@ -74,7 +74,7 @@ func TestSecurity_TLS(t *testing.T) {
 
 func TestSecurity_TLSClientCertificates(t *testing.T) {
 	certs := embeddedtest.MustCerts(t)
-	srv := serveSecure(t, "", "--tls-cert", certs.ServerCert, "--tls-key", certs.ServerKey, "--tls-client-ca", certs.CA)
+	srv := serveInProcess(t, "", "--tls-cert", certs.ServerCert, "--tls-key", certs.ServerKey, "--tls-client-ca", certs.CA)
 	env := map[string]string{"EBB_NATS": srv.nats, "EBB_TENANT": "acme", "EBB_DATA": filepath.Join(t.TempDir(), "c"), "EBB_TLS_CA": certs.CA}
 	if _, _, err := cli(env, "sync", "--timeout", "10s"); !errors.Is(err, errRefused) || !errors.Is(err, embedded.ErrClientCertRequired) {
 		t.Fatalf("sync without a client certificate: %v, want refused for want of a certificate", err)
@@ -123,7 +123,7 @@ func TestSecurity_EncryptedJetStream(t *testing.T) {
 	const marker = "ebb-marker-5c1f9e2a"
 	keyFile := writeFile(t, "key", "a long passphrase nobody guesses\n")
 	run := func(t *testing.T, data string, args ...string) {
-		srv := serveSecure(t, data, args...)
+		srv := serveInProcess(t, data, args...)
 		env := map[string]string{"EBB_NATS": srv.nats, "EBB_TENANT": "acme", "EBB_DATA": filepath.Join(t.TempDir(), "c")}
 		if out := mustCLI(t, env, "put", "notes", "n1", `{"text":"`+marker+`"}`); !strings.Contains(out, "synced") {
 			t.Fatalf("put: %q", out)
@@ -154,7 +154,7 @@ func TestSecurity_EncryptedJetStream(t *testing.T) {
 	t.Logf("marker absent from %d files under %s", files, filepath.Join(data, "jetstream"))
 
 	// Restarting with the same key works (the salt and check stay put).
-	srv := serveSecure(t, data, "--key-file", keyFile)
+	srv := serveInProcess(t, data, "--key-file", keyFile)
 	if err := srv.stop(); err != nil {
 		t.Fatalf("restart with the same key: %v", err)
 	}
@@ -175,7 +175,7 @@ func TestSecurity_EncryptedJetStream(t *testing.T) {
 }
 
 func TestSecurity_SlowlorisCut(t *testing.T) {
-	srv := serveSecure(t, "", "--http-header-timeout", "500ms")
+	srv := serveInProcess(t, "", "--http-header-timeout", "500ms")
 	addr := strings.TrimPrefix(srv.http, "http://")
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {

@@ -143,3 +143,62 @@ func TestMain_UsageErrors(t *testing.T) {
 		})
 	}
 }
+
+// testServer is an `ebb serve` run in process by a test.
+type testServer struct {
+	nats, http string
+	stop       func() error
+	done       chan error
+	stderr     *syncBuffer
+}
+
+// serveInProcess runs `ebb serve` in process with args on data (a fresh
+// directory if empty) and waits until it is ready; it is stopped in
+// t.Cleanup if the test did not stop it.
+func serveInProcess(t *testing.T, data string, args ...string) *testServer {
+	t.Helper()
+	if data == "" {
+		data = t.TempDir()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &testServer{stderr: &syncBuffer{}, done: make(chan error, 1)}
+	m := &Main{Stdout: io.Discard, Stderr: s.stderr, Getenv: func(string) string { return "" }}
+	go func() {
+		s.done <- m.Run(ctx, append([]string{"serve", "--data", data, "--nats-listen", "127.0.0.1:-1",
+			"--http-listen", "127.0.0.1:0", "--log-format", "json", "--fsync-interval", "1m"}, args...))
+	}()
+	stopped := false
+	s.stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-s.done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("serve did not stop")
+		}
+	}
+	t.Cleanup(func() {
+		if err := s.stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if s.nats, s.http = readyAddrs(s.stderr.String()); s.http != "" {
+			return s
+		}
+		select {
+		case err := <-s.done:
+			stopped = true
+			t.Fatalf("serve stopped before ready: %v\n%s", err, s.stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve not ready after 20s:\n%s", s.stderr.String())
+		}
+	}
+}
