@@ -27,17 +27,46 @@
 //
 // A write leaves the overlay when the server has decided it: a receipt
 // (rejected/invalid: recorded as a Rejection and the app's value reverts to
-// the server's; duplicate: dropped) or the change it caused
+// the server's; duplicate: see below) or the change it caused
 // (change.Event = its id). An applied, merged or conflict receipt that
 // arrives before its change waits (bucket consumer.awaiting) until the view
 // holds the version it names, so the app never sees its write flicker away
 // and back. Manual conflicts arrive with the document (Change.Conflicts);
 // Conflicts lists them and Resolve settles one.
 //
+// A "duplicate" receipt says the server had decided the event already, not
+// how. It settles the event silently when the replica knows the fate
+// otherwise (the change the event caused, its first receipt, or a conflict
+// record naming it). When it does not, the event was republished after its
+// receipt expired and CHANGES no longer holds a change it caused: applied
+// and since overwritten, or rejected. Dropping it would hide a possible
+// rejection from its writer (invariant 1), so it is recorded as a Rejection
+// with outcome duplicate and a reason saying its fate is unknown (counted
+// in SyncReport.Rejected); a change it caused arriving later removes that
+// record. Telling the two apart for sure would need the server's decision
+// history, which neither CHANGES nor the duplicate receipt carries.
+//
+// # Unreadable messages
+//
+// A change or receipt the replica cannot decode (a schema newer than the
+// client's, a malformed payload) is never skipped: skipping would move the
+// cursor past it, and after the client upgrades that document would stay
+// stale for good. The follower stops before it with an error wrapping
+// ErrUnreadable, logged once and kept in Status.Err (Sync returns it); the
+// replica keeps working offline, and the next Attach resumes from the
+// stored cursor: once the message is readable (the client upgraded, or the
+// server replaced it, CHANGES keeping the last change per document), the
+// catch-up completes.
+//
 // # Connections
 //
 // OpenReplica without ReplicaConfig.Conn opens offline; Attach(ctx, nc)
-// connects it later and Detach disconnects it. The replica never closes
+// connects it later and Detach disconnects it. Attach and Detach are
+// serialised: an Attach stops the previous attachment before starting its
+// own, so concurrent calls leave exactly one. The JetStream context the
+// publisher uses drops an async publish's future after the publisher's
+// AckTimeout (and allows at least its MaxInFlight), so acks given up on do
+// not pile up until nats.go refuses every publish (ErrTooManyStalledMsgs). The replica never closes
 // nc: the caller dials with the options it needs (credentials, TLS,
 // nats.MaxReconnects(-1)) and nats.Conn reconnects by itself after network
 // loss, while the followers resume after the last sequence they read and
@@ -53,10 +82,14 @@
 // last sequence is below the stored one, was reset: the view (not the
 // pending writes) is cleared and replayed from the start. A RECEIPTS gap
 // (stored sequence below the stream's first - 1, because the replica was
-// offline longer than RECEIPTS' retention) republishes the replica's
-// published-but-unreceipted events with their ids: the projector answers
-// "duplicate" for those it applied (their effect reaches the view through
-// CHANGES) and applies those it never saw. Both are logged and counted in
+// offline longer than RECEIPTS' retention, or a reset) is judged by the
+// log: the published-but-unreceipted events whose receipts could be gone
+// (any, after a reset; else those published before the stream's oldest
+// receipt, plus ten minutes for clock skew) are republished with their
+// ids, and a client with none outstanding just moves its cursor, with no
+// resync. The projector answers "duplicate" for those it applied (their
+// effect reaches the view through CHANGES) and applies those it never saw.
+// Both are logged and counted in
 // Status.Resyncs / Status.LastResync (wrapping ErrResync) and
 // SyncReport.Resynced, never silent. A reset that happens while a follower
 // is live is noticed at its next restart (reconnect, Attach).

@@ -24,4 +24,9 @@ var (
 	// retention. It is never returned by a call; Status.Resyncs and
 	// SyncReport.Resynced report it, wrapping this error in their Reason.
 	ErrResync = errors.New("full resync")
+	// ErrUnreadable stops a Replica's follower at a message it cannot
+	// decode (a schema newer than this client's, a malformed payload). The
+	// follower does not skip it: its cursor stays before the message, the
+	// error is in Status.Err, and the next Attach resumes there.
+	ErrUnreadable = errors.New("unreadable message")
 )

@@ -146,8 +146,10 @@ type Status struct {
 	// one happened (it wraps ErrResync).
 	Resyncs    int
 	LastResync error
-	// Err is the last error that stopped a follower (the local store
-	// failed); the replica stays offline until attached again.
+	// Err is the last error that stopped a follower: the local store
+	// failed, or a message could not be decoded (ErrUnreadable; the
+	// follower's cursor stays before it). Local reads and writes go on;
+	// the next Attach clears it and resumes from the stored cursors.
 	Err error
 }
 
@@ -181,6 +183,9 @@ type Replica struct {
 	watchers watchers
 	tel      *replicaTelemetry
 
+	// attachMu serialises Attach and Detach (taken before mu, never by the
+	// link's goroutines).
+	attachMu   sync.Mutex
 	mu         sync.Mutex
 	link       *link
 	closed     bool
@@ -191,6 +196,9 @@ type Replica struct {
 	lastErr    error
 	pulled     int // changes applied since open
 	rejected   int // rejections recorded since open
+
+	// links counts attachments started and not yet stopped (at most one).
+	links atomic.Int32
 }
 
 // link is one attachment to a connection and the goroutines it runs.
@@ -343,15 +351,22 @@ func (r *Replica) Attach(ctx context.Context, nc *nats.Conn) error {
 	if nc == nil {
 		return fmt.Errorf("attach replica: %w: nil connection", ErrInvalidConfig)
 	}
-	js, err := jetstream.New(nc)
+	pc := r.publisherConfig()
+	js, err := jetstream.New(nc, asyncPublishOpts(pc)...)
 	if err != nil {
 		return fmt.Errorf("attach replica: %w", err)
 	}
-	pub, err := producer.NewPublisher(r.log, js, nc, r.publisherConfig())
+	pub, err := producer.NewPublisher(r.log, js, nc, pc)
 	if err != nil {
 		return fmt.Errorf("attach replica: %w", err)
 	}
-	r.Detach()
+	// attachMu makes stopping the old link and installing the new one one
+	// step: two Attach calls can no longer both find no link and each
+	// install its own, leaking one. The old link is stopped without r.mu
+	// held, since its goroutines take r.mu.
+	r.attachMu.Lock()
+	defer r.attachMu.Unlock()
+	r.detach()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -367,6 +382,7 @@ func (r *Replica) Attach(ctx context.Context, nc *nats.Conn) error {
 		return fmt.Errorf("attach replica: start publisher: %w", err)
 	}
 	r.link = l
+	r.links.Add(1)
 	r.lastErr = nil
 	changes, receipts := r.changesFollower(l), r.receiptsFollower(js)
 	for _, f := range []struct {
@@ -387,10 +403,39 @@ func (r *Replica) Attach(ctx context.Context, nc *nats.Conn) error {
 	return nil
 }
 
+// defaultAsyncMaxPending is nats.go's own bound on async publishes awaiting
+// their PubAck.
+const defaultAsyncMaxPending = 4000
+
+// asyncPublishOpts configures the JetStream context the replica's publisher
+// publishes on. The publisher gives up on a PubAck after its AckTimeout and
+// publishes again; without a timeout of its own nats.go keeps every future
+// given up on in its pending map, and once that holds max-pending of them
+// every async publish fails with ErrTooManyStalledMsgs until a reconnect.
+// So the context drops a future after the same AckTimeout, and allows at
+// least the publisher's MaxInFlight futures.
+func asyncPublishOpts(pc producer.PublisherConfig) []jetstream.JetStreamOpt {
+	timeout := pc.AckTimeout
+	if timeout == 0 {
+		timeout = producer.DefaultAckTimeout
+	}
+	return []jetstream.JetStreamOpt{
+		jetstream.WithPublishAsyncTimeout(timeout),
+		jetstream.WithPublishAsyncMaxPending(max(defaultAsyncMaxPending, pc.MaxInFlight)),
+	}
+}
+
 // Detach takes the replica offline: it stops its followers and publisher
 // and waits for them. Local reads and writes go on. Safe to call when not
 // attached.
 func (r *Replica) Detach() {
+	r.attachMu.Lock()
+	defer r.attachMu.Unlock()
+	r.detach()
+}
+
+// detach is Detach with r.attachMu held.
+func (r *Replica) detach() {
 	r.mu.Lock()
 	l := r.link
 	r.link = nil
@@ -403,6 +448,7 @@ func (r *Replica) Detach() {
 	if err := l.pub.Close(); err != nil {
 		r.logger.Warn("close publisher", logErr, err)
 	}
+	r.links.Add(-1)
 }
 
 // Close detaches the replica, ends its watchers and closes the store. It is
@@ -533,8 +579,9 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 	var touched [][]byte
 	applied := 0
 	var prog Progress
+	var stop error // an unreadable change: the batch ends before it
 	err := r.db.Update(func(tx *bbolt.Tx) error {
-		touched, applied = touched[:0], 0
+		touched, applied, stop = touched[:0], 0, nil
 		c, err := getCursor(tx, events.StreamChanges)
 		if err != nil {
 			return err
@@ -542,15 +589,19 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 		v := openView(tx, r.seal)
 		for i := range ds {
 			d := &ds[i]
-			prog.Pending = d.pending
 			if d.seq <= c.Seq {
+				prog.Pending = d.pending
 				continue
 			}
-			c.Seq = d.seq
 			if d.v.err != nil {
-				r.logger.Error("undecodable change skipped", "subject", d.subject, logSeq, d.seq, logErr, d.v.err)
-				continue
+				// Never step over a change the replica cannot read: its
+				// document would stay stale after an upgrade that can read
+				// it, the cursor being past it (invariant 3).
+				stop = unreadable(events.StreamChanges, d.subject, d.seq, d.v.err)
+				break
 			}
+			prog.Pending = d.pending
+			c.Seq = d.seq
 			ch, key := &d.v.head, d.v.key
 			if ch.Tenant != r.tenant || !r.inScope(ch.Collection) {
 				r.logger.Warn("change outside scope skipped", "subject", d.subject, logSeq, d.seq)
@@ -589,7 +640,14 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 	r.pulled += applied
 	r.mu.Unlock()
 	r.committed(touched)
-	return nil
+	return stop
+}
+
+// unreadable is the error that stops a follower at a message it cannot
+// decode; see ErrUnreadable.
+func unreadable(stream, subject string, seq uint64, err error) error {
+	return fmt.Errorf("%w: %s message %d on %s (cursor kept before it; attach again once it is readable): %w",
+		ErrUnreadable, stream, seq, subject, err)
 }
 
 // settleByChange settles what ch settles: the replica's own event that
@@ -614,6 +672,13 @@ func (r *Replica) settleByChange(v *view, key []byte, ch *changeHead) error {
 		}
 		if err := r.log.Settle(tx, rc); err != nil {
 			return err
+		}
+		// A change the event caused proves it applied: drop a Rejection
+		// of unknown fate a duplicate receipt recorded (applyDuplicate).
+		if rj := tx.Bucket(bucketRejections); rj.Get([]byte(ch.Event)) != nil {
+			if err := rj.Delete([]byte(ch.Event)); err != nil {
+				return fmt.Errorf("drop rejection of %s: %w", ch.Event, err)
+			}
 		}
 	}
 	// Receipts waiting for this document up to ch.Version.
@@ -679,12 +744,21 @@ func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 	return f
 }
 
+// receiptSkew is how much later than RECEIPTS' first message an event may
+// have been published (by the client's clock) and still have lost its
+// receipt: it absorbs clock skew between client and server. Erring late
+// costs only a republish answered "duplicate".
+const receiptSkew = 10 * time.Minute
+
 // startReceipts returns where to read receipts from. When receipts after the
-// stored sequence are gone (RECEIPTS' retention removed them, or the stream
-// was reset), the published events still waiting for one are published
-// again with their original ids: the projector answers "duplicate" for the
+// stored sequence may be gone (RECEIPTS' retention removed them, or the
+// stream was reset), the log decides what was lost: the published events
+// still waiting for a receipt that could have been among them are published
+// again with their original ids. The projector answers "duplicate" for the
 // ones it applied (their effect arrives through CHANGES anyway) and applies
-// the ones it never saw, so every write still gets a receipt.
+// the ones it never saw, so every write still gets a receipt. A cursor
+// behind the stream with nothing outstanding lost nothing: the cursor just
+// moves, with no resync.
 func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (next uint64, created int64, err error) {
 	s, err := js.Stream(ctx, events.StreamReceipts)
 	if err != nil {
@@ -692,20 +766,27 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 	}
 	info := s.CachedInfo()
 	created = createdNano(info.Created)
-	// check returns the cursor to start from and whether receipts were lost;
-	// changed: it differs from c (else nothing is written here, and the
-	// first apply stores created with the cursor, as for CHANGES).
-	check := func(c cursor) (_ cursor, lost, changed bool) {
-		reset := c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq)
-		behind := info.State.FirstSeq > 0 && c.Seq+1 < info.State.FirstSeq
-		lost = reset || (behind && c.Seq > 0)
+	// check returns the cursor to start from and why it moved: the stream
+	// was reset, or receipts after c are gone (behind). Neither: nothing is
+	// written here, and the first apply stores created with the cursor, as
+	// for CHANGES.
+	check := func(c cursor) (_ cursor, reset, behind bool) {
+		reset = c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq)
 		if reset {
 			c.Seq = 0
 		}
+		behind = info.State.FirstSeq > 0 && c.Seq+1 < info.State.FirstSeq
 		if behind {
 			c.Seq = info.State.FirstSeq - 1
 		}
-		return c, lost, reset || behind
+		return c, reset, behind
+	}
+	// atRisk: could e's receipt be among those gone? After a reset, any;
+	// otherwise if e was published before the oldest receipt still kept
+	// (or the stream keeps none).
+	atRisk := func(e producer.Entry, reset bool) bool {
+		first := info.State.FirstTime
+		return reset || first.IsZero() || e.PublishedAt.IsZero() || e.PublishedAt.Before(first.Add(receiptSkew))
 	}
 	var c cursor
 	err = r.db.View(func(tx *bbolt.Tx) (err error) {
@@ -715,20 +796,31 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 	if err != nil {
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 	}
-	if _, _, changed := check(c); !changed {
+	if _, reset, behind := check(c); !reset && !behind {
 		return c.Seq + 1, created, nil
 	}
-	var lost bool
+	var lost []*events.Event
 	err = r.db.Update(func(tx *bbolt.Tx) error {
+		lost = lost[:0]
 		old, err := getCursor(tx, events.StreamReceipts)
 		if err != nil {
 			return err
 		}
-		var c cursor
-		c, lost, _ = check(old)
-		if lost {
-			r.noteResync(fmt.Errorf("%w: receipts after sequence %d are gone (stream %s first %d, last %d): republishing unsettled events",
-				ErrResync, old.Seq, events.StreamReceipts, info.State.FirstSeq, info.State.LastSeq))
+		c, reset, behind := check(old)
+		if reset || behind {
+			es, err := r.log.Unsettled(tx)
+			if err != nil {
+				return err
+			}
+			for _, e := range es {
+				if e.State == producer.StatePublished && atRisk(e, reset) {
+					lost = append(lost, e.Event)
+				}
+			}
+		}
+		if len(lost) > 0 {
+			r.noteResync(fmt.Errorf("%w: receipts after sequence %d may be gone (stream %s first %d at %s, last %d): republishing %d unsettled events",
+				ErrResync, old.Seq, events.StreamReceipts, info.State.FirstSeq, info.State.FirstTime.Format(time.RFC3339), info.State.LastSeq, len(lost)))
 		}
 		c.Created = created
 		next = c.Seq + 1
@@ -738,30 +830,16 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 	}
 	r.startedAt(&r.receiptsP, next-1)
-	if lost {
-		if err := r.republish(ctx, js); err != nil {
+	if len(lost) > 0 {
+		if err := r.republish(ctx, js, lost); err != nil {
 			return 0, 0, err
 		}
 	}
 	return next, created, nil
 }
 
-// republish publishes again every published event still waiting for its
-// receipt, with its id as Nats-Msg-Id.
-func (r *Replica) republish(ctx context.Context, js jetstream.Publisher) error {
-	var evs []*events.Event
-	err := r.db.View(func(tx *bbolt.Tx) error {
-		es, err := r.log.Unsettled(tx)
-		for _, e := range es {
-			if e.State == producer.StatePublished {
-				evs = append(evs, e.Event)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("republish: %w", err)
-	}
+// republish publishes evs again, each with its id as Nats-Msg-Id.
+func (r *Replica) republish(ctx context.Context, js jetstream.Publisher, evs []*events.Event) error {
 	for _, e := range evs {
 		b, err := events.EncodeEvent(e)
 		if err != nil {
@@ -771,7 +849,7 @@ func (r *Replica) republish(ctx context.Context, js jetstream.Publisher) error {
 			return fmt.Errorf("republish event %s: %w", e.ID, err)
 		}
 	}
-	r.logger.Info("republished events whose receipts were lost", "count", len(evs))
+	r.logger.Info("republished events whose receipts may be lost", "count", len(evs))
 	return nil
 }
 
@@ -785,23 +863,27 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 	var touched [][]byte
 	rejected := 0
 	var prog Progress
+	var stop error // an unreadable receipt: the batch ends before it
 	err := r.db.Update(func(tx *bbolt.Tx) error {
-		touched, rejected = touched[:0], 0
+		touched, rejected, stop = touched[:0], 0, nil
 		c, err := getCursor(tx, events.StreamReceipts)
 		if err != nil {
 			return err
 		}
 		for _, d := range ds {
-			prog.Pending = d.pending
 			if d.seq <= c.Seq {
+				prog.Pending = d.pending
 				continue
 			}
+			if d.v.err != nil {
+				// As for changes: a receipt skipped is a write whose fate
+				// the writer never learns (invariant 1).
+				stop = unreadable(events.StreamReceipts, d.subject, d.seq, d.v.err)
+				break
+			}
+			prog.Pending = d.pending
 			c.Seq = d.seq
 			rc := d.v.rc
-			if d.v.err != nil {
-				r.logger.Error("undecodable receipt skipped", logSeq, c.Seq, logErr, d.v.err)
-				continue
-			}
 			if rc.Client != r.client || rc.Tenant != r.tenant {
 				continue
 			}
@@ -826,7 +908,7 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 	r.rejected += rejected
 	r.mu.Unlock()
 	r.committed(touched)
-	return nil
+	return stop
 }
 
 // applyReceipt handles one receipt; it returns 1 if it recorded a rejection
@@ -851,9 +933,57 @@ func (r *Replica) applyReceipt(tx *bbolt.Tx, rc *events.Receipt) (int, []byte, e
 		}
 		r.logger.Info("write rejected", logEvent, rc.Event, logDoc, ent.Doc, logReason, rc.Reason)
 		return 1, docKey(ent.Collection, ent.Doc), r.log.Settle(tx, rc)
-	default: // duplicate: the effect, if any, arrives through CHANGES
+	case events.OutcomeDuplicate:
+		return r.applyDuplicate(tx, rc)
+	default:
 		return 0, key, r.log.Settle(tx, rc)
 	}
+}
+
+// applyDuplicate handles a "duplicate" receipt: the projector had already
+// decided the event, and says nothing of how. When the replica knows the
+// fate otherwise, the duplicate settles the event silently: it is settled
+// already (by its change or its first receipt), its first receipt awaits
+// its change (which will settle it), or the synced document was made by it
+// or records it in a conflict. Otherwise, typically a write republished
+// after its receipt expired whose change CHANGES no longer holds (a later
+// write to the document replaced it), the write may have been rejected: it
+// is settled and recorded as a Rejection with outcome duplicate and a
+// reason saying its fate is unknown, so the writer is told (invariant 1)
+// rather than its write vanishing from the overlay. A change caused by the
+// event that arrives later proves it applied and removes that Rejection
+// (settleByChange).
+func (r *Replica) applyDuplicate(tx *bbolt.Tx, rc *events.Receipt) (int, []byte, error) {
+	ent, ok, err := r.unsettled(tx, rc.Event)
+	if err != nil || !ok {
+		return 0, nil, err
+	}
+	key := docKey(ent.Collection, ent.Doc)
+	prefix := append(append([]byte{}, key...), 0)
+	if tx.Bucket(bucketAwaiting).Get(append(prefix, rc.Event...)) != nil {
+		return 0, nil, nil // its first receipt said how; its change settles it
+	}
+	synced, err := syncedDoc(tx, r.seal, key)
+	if err != nil {
+		return 0, nil, err
+	}
+	known := synced.Event == rc.Event
+	for _, c := range synced.Conflicts {
+		known = known || c.ID == rc.Event || c.Resolution == rc.Event
+	}
+	if known {
+		return 0, key, r.log.Settle(tx, rc)
+	}
+	reason := "fate unknown: the server had already decided this write, but its receipt expired and the replica has not seen a change it caused (applied and since overwritten, or rejected); check the document"
+	if rc.Reason != "" {
+		reason += " (server: " + rc.Reason + ")"
+	}
+	rej := Rejection{Event: rc.Event, Collection: ent.Collection, Doc: ent.Doc, Op: ent.Op, Fields: ent.Fields, Outcome: rc.Outcome, Reason: reason}
+	if err := putJSON(tx, r.seal, bucketRejections, []byte(rc.Event), rej); err != nil {
+		return 0, nil, fmt.Errorf("record unknown fate of %s: %w", rc.Event, err)
+	}
+	r.logger.Warn("write of unknown fate", logEvent, rc.Event, logDoc, ent.Doc, logReason, reason)
+	return 1, key, r.log.Settle(tx, rc)
 }
 
 // unsettled finds the unsettled event id in the log.
