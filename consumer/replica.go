@@ -133,6 +133,8 @@ type Doc struct {
 
 // Status is a snapshot of a replica's state.
 type Status struct {
+	// Online: attached, with both followers running. A follower stopped by
+	// an error (Err) makes it false until the next Attach.
 	Online   bool
 	Client   string
 	Changes  Progress // the CHANGES follower
@@ -1301,7 +1303,7 @@ func (r *Replica) Resolve(ctx context.Context, collection, id, conflictID string
 func (r *Replica) Status() Status {
 	r.mu.Lock()
 	s := Status{
-		Online: r.link != nil, Client: r.client, Changes: r.changesP, Receipts: r.receiptsP,
+		Online: r.link != nil && r.lastErr == nil, Client: r.client, Changes: r.changesP, Receipts: r.receiptsP,
 		Resyncs: r.resyncs, LastResync: r.lastResync, Err: r.lastErr,
 	}
 	closed := r.closed

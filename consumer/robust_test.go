@@ -43,6 +43,9 @@ func TestReplica_StopsAtUnreadableChange(t *testing.T) {
 	defer r.Close()
 	waitFor(t, 10*time.Second, "the changes follower to stop", func() bool { return r.Status().Err != nil })
 	st := r.Status()
+	if st.Online {
+		t.Errorf("status online with a stopped follower: %+v", st)
+	}
 	if !errors.Is(st.Err, ErrUnreadable) || !errors.Is(st.Err, events.ErrUnknownSchema) {
 		t.Errorf("status error %v: want ErrUnreadable wrapping ErrUnknownSchema", st.Err)
 	}
@@ -70,8 +73,8 @@ func TestReplica_StopsAtUnreadableChange(t *testing.T) {
 	if _, err := r.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st := r.Status(); st.Err != nil {
-		t.Errorf("status error after re-attach: %v", st.Err)
+	if st := r.Status(); st.Err != nil || !st.Online {
+		t.Errorf("status after re-attach: online %v, error %v", st.Online, st.Err)
 	}
 	for id, ch := range want {
 		d, err := r.Get(ctx, "c", id)
