@@ -5,7 +5,6 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -22,18 +21,6 @@ const instrumentation = "github.com/ebbsync/ebb/consumer"
 
 // spanApply is the span of a replica applying one change.
 const spanApply = "ebb.replica.apply"
-
-// Span attribute keys (the producer and the projector use the same names).
-const (
-	attrEvent      = attribute.Key("ebb.event.id")
-	attrCollection = attribute.Key("ebb.collection")
-	attrDoc        = attribute.Key("ebb.doc")
-	attrVersion    = attribute.Key("ebb.version")
-	attrStreamSeq  = attribute.Key("ebb.stream.sequence")
-	attrClient     = attribute.Key("ebb.client")
-	attrSubject    = attribute.Key("messaging.destination.name")
-	attrSystem     = attribute.Key("messaging.system")
-)
 
 // Metric names (OpenTelemetry; Prometheus shows dots as underscores).
 const (
@@ -85,7 +72,7 @@ func newReplicaTelemetry(r *Replica, cfg ReplicaConfig) (*replicaTelemetry, erro
 		r.mu.Lock()
 		p := r.changesP
 		r.mu.Unlock()
-		who := metric.WithAttributes(attrClient.String(r.client))
+		who := metric.WithAttributes(events.AttrClient.String(r.client))
 		o.ObserveInt64(applied, int64(p.Applied), who)
 		o.ObserveInt64(pending, int64(p.Pending), who)
 		o.ObserveInt64(seq, int64(p.Seq), who)
@@ -123,9 +110,9 @@ func (t *replicaTelemetry) changeApplied(h nats.Header, ch *changeHead, seq uint
 		return
 	}
 	_, span := t.tracer.Start(parent, spanApply, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attrSystem.String("nats"), attrSubject.String(events.ChangeSubject(ch.Tenant, ch.Collection, ch.Doc)),
-			attrCollection.String(ch.Collection), attrDoc.String(ch.Doc), attrVersion.Int64(int64(ch.Version)),
-			attrEvent.String(ch.Event), attrStreamSeq.Int64(int64(seq)), attrClient.String(client)))
+		trace.WithAttributes(events.AttrSystem.String("nats"), events.AttrSubject.String(events.ChangeSubject(ch.Tenant, ch.Collection, ch.Doc)),
+			events.AttrCollection.String(ch.Collection), events.AttrDoc.String(ch.Doc), events.AttrVersion.Int64(int64(ch.Version)),
+			events.AttrEvent.String(ch.Event), events.AttrStreamSeq.Int64(int64(seq)), events.AttrClient.String(client)))
 	t.mu.Lock()
 	t.spans = append(t.spans, span)
 	t.mu.Unlock()

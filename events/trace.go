@@ -2,6 +2,7 @@ package events
 
 import (
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 )
 
@@ -32,3 +33,24 @@ func (c HeaderCarrier) Keys() []string {
 	}
 	return keys
 }
+
+// Span attribute keys of the write path. The producer, the projector and
+// the replica set the same names, so one write's spans can be searched by
+// one event id from the client's append to every replica's apply.
+const (
+	AttrEvent      = attribute.Key("ebb.event.id")
+	AttrCollection = attribute.Key("ebb.collection")
+	AttrDoc        = attribute.Key("ebb.doc")
+	AttrOp         = attribute.Key("ebb.op")
+	AttrClient     = attribute.Key("ebb.client")
+	AttrSeq        = attribute.Key("ebb.client.seq")
+	AttrVersion    = attribute.Key("ebb.version")
+	AttrPolicy     = attribute.Key("ebb.policy")
+	AttrOutcome    = attribute.Key("ebb.outcome")
+	AttrCount      = attribute.Key("ebb.events")
+	AttrDuplicate  = attribute.Key("ebb.duplicate")
+	AttrStreamSeq  = attribute.Key("ebb.stream.sequence")
+	AttrSubject    = attribute.Key("messaging.destination.name") // OpenTelemetry messaging conventions
+	AttrMsgID      = attribute.Key("messaging.message.id")
+	AttrSystem     = attribute.Key("messaging.system")
+)

@@ -354,7 +354,7 @@ func (l *Log) AppendBatch(ctx context.Context, ws []Write) (evs []*events.Event,
 	if len(ws) == 0 {
 		return nil, nil
 	}
-	ctx, span := l.tracer.Start(ctx, spanAppend, trace.WithAttributes(attrCount.Int(len(ws))))
+	ctx, span := l.tracer.Start(ctx, spanAppend, trace.WithAttributes(events.AttrCount.Int(len(ws))))
 	defer func() {
 		switch {
 		case err != nil:

@@ -24,22 +24,6 @@ const (
 	spanPublish = "ebb.producer.publish"
 )
 
-// Span and metric attribute keys, shared by the packages that trace the
-// write path (the projector and the replica use the same names).
-const (
-	attrEvent      = attribute.Key("ebb.event.id")
-	attrCollection = attribute.Key("ebb.collection")
-	attrDoc        = attribute.Key("ebb.doc")
-	attrOp         = attribute.Key("ebb.op")
-	attrSeq        = attribute.Key("ebb.client.seq")
-	attrCount      = attribute.Key("ebb.events")
-	attrSubject    = attribute.Key("messaging.destination.name")
-	attrStreamSeq  = attribute.Key("ebb.stream.sequence")
-	attrDuplicate  = attribute.Key("ebb.duplicate")
-	attrSystem     = attribute.Key("messaging.system")
-	attrClient     = attribute.Key("ebb.client")
-)
-
 // Metric names (OpenTelemetry; Prometheus shows dots as underscores).
 const (
 	metricAppended      = "ebb.producer.events.appended"
@@ -91,7 +75,7 @@ func newLogMetrics(l *Log, mp metric.MeterProvider) (logMetrics, error) {
 		return lm, err
 	}
 	lm.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		who := metric.WithAttributes(attrClient.String(l.client))
+		who := metric.WithAttributes(events.AttrClient.String(l.client))
 		n, _ := l.counts()
 		o.ObserveInt64(pending, int64(n), who)
 		age := 0.0
@@ -137,8 +121,8 @@ func newPublisherMetrics(mp metric.MeterProvider) (publisherMetrics, error) {
 // eventAttrs are the attributes that name an event on a span.
 func eventAttrs(e *events.Event) []attribute.KeyValue {
 	return []attribute.KeyValue{
-		attrEvent.String(e.ID), attrCollection.String(e.Collection), attrDoc.String(e.Doc),
-		attrOp.String(string(e.Op)), attrSeq.Int64(int64(e.Seq)),
+		events.AttrEvent.String(e.ID), events.AttrCollection.String(e.Collection), events.AttrDoc.String(e.Doc),
+		events.AttrOp.String(string(e.Op)), events.AttrSeq.Int64(int64(e.Seq)),
 	}
 }
 
@@ -150,8 +134,8 @@ func eventAttrs(e *events.Event) []attribute.KeyValue {
 func (p *Publisher) startPublishSpan(m pendingMsg) trace.Span {
 	parent := p.log.prop.Extract(context.Background(), events.HeaderCarrier(m.msg.Header))
 	ctx, span := p.tracer.Start(parent, spanPublish, trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(attrSystem.String("nats"), attrSubject.String(m.msg.Subject), attrEvent.String(m.id),
-			attrSeq.Int64(int64(m.seq))))
+		trace.WithAttributes(events.AttrSystem.String("nats"), events.AttrSubject.String(m.msg.Subject), events.AttrEvent.String(m.id),
+			events.AttrSeq.Int64(int64(m.seq))))
 	if m.msg.Header == nil {
 		m.msg.Header = nats.Header{}
 	}
@@ -172,9 +156,9 @@ func (p *Publisher) endFlight(f *flight, r *result, err error) {
 		}
 	case r != nil && r.ack != nil:
 		p.metrics.latency.Record(ctx, time.Since(f.sent).Seconds())
-		p.metrics.published.Add(ctx, 1, metric.WithAttributes(attrDuplicate.Bool(r.ack.Duplicate)))
+		p.metrics.published.Add(ctx, 1, metric.WithAttributes(events.AttrDuplicate.Bool(r.ack.Duplicate)))
 		if f.span != nil {
-			f.span.SetAttributes(attrStreamSeq.Int64(int64(r.ack.Sequence)), attrDuplicate.Bool(r.ack.Duplicate))
+			f.span.SetAttributes(events.AttrStreamSeq.Int64(int64(r.ack.Sequence)), events.AttrDuplicate.Bool(r.ack.Duplicate))
 		}
 	case r != nil && r.err != nil:
 		if f.span != nil {

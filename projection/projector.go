@@ -665,7 +665,7 @@ func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) (err 
 		select {
 		case ack := <-f.Ok():
 			if s := spans[i]; s != nil {
-				s.SetAttributes(attrStreamSeq.Int64(int64(ack.Sequence)))
+				s.SetAttributes(events.AttrStreamSeq.Int64(int64(ack.Sequence)))
 			}
 		case err := <-f.Err():
 			return fmt.Errorf("publish %s to %s: %w", chunk[i].MsgID, chunk[i].Subject, err)

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -21,22 +20,6 @@ const instrumentation = "github.com/ebbsync/ebb/projection"
 const (
 	spanApply   = "ebb.projector.apply"
 	spanPublish = "ebb.projector.publish"
-)
-
-// Span and metric attribute keys (the producer and the replica use the
-// same names for the same things).
-const (
-	attrEvent      = attribute.Key("ebb.event.id")
-	attrCollection = attribute.Key("ebb.collection")
-	attrDoc        = attribute.Key("ebb.doc")
-	attrOp         = attribute.Key("ebb.op")
-	attrPolicy     = attribute.Key("ebb.policy")
-	attrOutcome    = attribute.Key("ebb.outcome")
-	attrVersion    = attribute.Key("ebb.version")
-	attrStreamSeq  = attribute.Key("ebb.stream.sequence")
-	attrSubject    = attribute.Key("messaging.destination.name")
-	attrMsgID      = attribute.Key("messaging.message.id")
-	attrSystem     = attribute.Key("messaging.system")
 )
 
 // Metric names (OpenTelemetry; Prometheus shows dots as underscores).
@@ -120,7 +103,7 @@ func (a *applier) traced(ctx context.Context, m rawMsg) error {
 	if a.tracer != nil {
 		parent := a.prop.Extract(ctx, events.HeaderCarrier(m.Header))
 		a.spanCtx, span = a.tracer.Start(parent, spanApply, trace.WithSpanKind(trace.SpanKindConsumer),
-			trace.WithAttributes(attrSystem.String("nats"), attrSubject.String(m.Subject), attrStreamSeq.Int64(int64(m.Seq))))
+			trace.WithAttributes(events.AttrSystem.String("nats"), events.AttrSubject.String(m.Subject), events.AttrStreamSeq.Int64(int64(m.Seq))))
 	}
 	a.cur = decided{}
 	err := a.apply(ctx, m)
@@ -139,12 +122,12 @@ func (a *applier) traced(ctx context.Context, m rawMsg) error {
 		return err
 	}
 	if ev := a.cur.event; ev != nil {
-		span.SetAttributes(attrEvent.String(ev.ID), attrCollection.String(ev.Collection), attrDoc.String(ev.Doc),
-			attrOp.String(string(ev.Op)))
+		span.SetAttributes(events.AttrEvent.String(ev.ID), events.AttrCollection.String(ev.Collection), events.AttrDoc.String(ev.Doc),
+			events.AttrOp.String(string(ev.Op)))
 	}
-	span.SetAttributes(attrPolicy.String(policy), attrOutcome.String(string(a.cur.outcome)))
+	span.SetAttributes(events.AttrPolicy.String(policy), events.AttrOutcome.String(string(a.cur.outcome)))
 	if a.cur.version > 0 {
-		span.SetAttributes(attrVersion.Int64(int64(a.cur.version)))
+		span.SetAttributes(events.AttrVersion.Int64(int64(a.cur.version)))
 	}
 	if err != nil {
 		span.RecordError(err)
@@ -179,7 +162,7 @@ func (a *applier) finishSpans(err error) {
 // recordBatch adds a committed batch to the metrics.
 func (p *Projector) recordBatch(ctx context.Context, took time.Duration) {
 	for k, n := range p.ap.outcomes {
-		p.metrics.outcomes.Add(ctx, int64(n), metric.WithAttributes(attrPolicy.String(k.policy), attrOutcome.String(string(k.outcome))))
+		p.metrics.outcomes.Add(ctx, int64(n), metric.WithAttributes(events.AttrPolicy.String(k.policy), events.AttrOutcome.String(string(k.outcome))))
 	}
 	if d := p.ap.stats.dead; d > 0 {
 		p.metrics.dead.Add(ctx, int64(d))
@@ -200,7 +183,7 @@ func (p *Projector) startPublishSpan(e OutboxEntry, m *nats.Msg) trace.Span {
 		return nil
 	}
 	ctx, span := p.tracer.Start(parent, spanPublish, trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(attrSystem.String("nats"), attrSubject.String(e.Subject), attrMsgID.String(e.MsgID)))
+		trace.WithAttributes(events.AttrSystem.String("nats"), events.AttrSubject.String(e.Subject), events.AttrMsgID.String(e.MsgID)))
 	p.cfg.Propagator.Inject(ctx, events.HeaderCarrier(m.Header))
 	return span
 }
