@@ -1,12 +1,10 @@
 package embedded_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -263,26 +261,8 @@ func TestStart_SyncPolicy(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for the server's logging goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestStart_LogsToSlog(t *testing.T) {
-	var out lockedBuffer
+	var out embeddedtest.Buffer
 	logger := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	embeddedtest.MustStart(t, embeddedtest.InProcess(), func(c *embedded.Config) { c.Logger = logger })
 	got := out.String()

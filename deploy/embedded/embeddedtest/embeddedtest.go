@@ -20,7 +20,9 @@
 package embeddedtest
 
 import (
+	"bytes"
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -117,4 +119,25 @@ func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 		}
 		<-tick.C
 	}
+}
+
+// Buffer is a bytes.Buffer safe for concurrent writers and readers: give it
+// as the log output of a server or a command and read it while they run.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
