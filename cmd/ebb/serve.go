@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/ebbsync/ebb/cmd/ebb/internal/datadir"
 	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/cmd/ebb/internal/telemetry"
 	"github.com/ebbsync/ebb/deploy/auth"
@@ -138,7 +139,9 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 }
 
 // serve runs the server until ctx ends; every part it starts is stopped, in
-// reverse order, before it returns.
+// reverse order, before it returns. It locks the data directory (creating
+// it if missing) before it reads or writes anything in it, and holds the
+// lock until everything else has stopped.
 func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	var stops []func(context.Context) error
 	defer func() {
@@ -148,6 +151,15 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 			err = errors.Join(err, stops[i](sctx))
 		}
 	}()
+
+	// Nothing in the data directory is touched before it is ours: a second
+	// server that started nats-server on the same JetStream directory, even
+	// one that then failed, could destroy the first one's streams.
+	lock, err := datadir.Acquire(c.data, datadir.Options{Create: true, Command: "ebb serve"})
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	stops = append(stops, func(context.Context) error { return lock.Release() })
 
 	sec, err := c.sec.load(c.data, c.natsURL)
 	if err != nil {
@@ -235,7 +247,7 @@ func startProjector(ctx context.Context, c serveConfig, view *keys.Cipher, js je
 	}
 	store, err := projection.OpenBolt(filepath.Join(c.data, viewFile), projection.BoltOptions{Timeout: 2 * time.Second, Cipher: view})
 	if err != nil {
-		return nil, fmt.Errorf("serve: open view (is another ebb serve using %s?): %w", c.data, err)
+		return nil, fmt.Errorf("serve: open view in %s: %w", c.data, err)
 	}
 	*stops = append(*stops, func(context.Context) error { return store.Close() })
 	if err := checkPolicyChange(ctx, c, store); err != nil {

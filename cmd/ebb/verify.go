@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ebbsync/ebb/cmd/ebb/internal/datadir"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/projection"
@@ -17,7 +18,8 @@ import (
 
 // runVerify rebuilds the view from EVENTS and compares it with the live one
 // (DESIGN.md invariant 4). It needs the server's data directory to itself:
-// stop `ebb serve` first. With --nats it reads EVENTS from that server
+// it takes the same lock as `ebb serve` and refuses, naming the holder,
+// while a server runs on it. With --nats it reads EVENTS from that server
 // instead of starting the embedded one on the data directory.
 func runVerify(ctx context.Context, m *Main, args []string) error {
 	var data, natsURL string
@@ -34,6 +36,13 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("verify takes no arguments, got %q", fs.Args())
 	}
+	// The same lock as ebb serve's, taken before anything in data is read:
+	// verify starts nats-server on the data directory's JetStream storage.
+	lock, err := datadir.Acquire(data, datadir.Options{Command: "ebb verify"})
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	defer lock.Release()
 	pc, err := loadPolicies(data)
 	if err != nil {
 		return err
@@ -48,7 +57,7 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	}
 	live, err := projection.OpenBolt(filepath.Join(data, viewFile), projection.BoltOptions{Timeout: time.Second, Cipher: sec.view})
 	if err != nil {
-		return fmt.Errorf("verify: open the live view in %s (stop ebb serve first): %w", data, err)
+		return fmt.Errorf("verify: open the live view in %s: %w", data, err)
 	}
 	defer live.Close()
 
