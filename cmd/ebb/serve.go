@@ -211,6 +211,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		Logger:         log,
 		TracerProvider: tel.TracerProvider(),
 		Propagator:     tel.Propagator(),
+		MeterProvider:  tel.MeterProvider(),
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)

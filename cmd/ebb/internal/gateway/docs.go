@@ -63,9 +63,10 @@ func (g *Gateway) getDoc(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, fmt.Errorf("get %s/%s: %w", coll, id, err))
 		return
 	}
-	c, err := events.DecodeChange(m.Data)
+	c, err := readChange(m.Subject, m.Data)
 	if err != nil {
-		g.fail(w, r, fmt.Errorf("get %s/%s: stored change: %w", coll, id, err))
+		g.skipped(r.Context(), events.StreamChanges, m.Sequence, m.Subject, err)
+		g.fail(w, r, fmt.Errorf("document %s/%s: its last message in CHANGES (sequence %d) is not a change of it: %w", coll, id, m.Sequence, errNotFound))
 		return
 	}
 	if c.Deleted {
@@ -119,7 +120,9 @@ func (g *Gateway) conflicts(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, docs)
 }
 
-// lastPerSubject hands fn the current change of every document on filter.
+// lastPerSubject hands fn the current change of every document on filter;
+// a document whose last message is not its change is skipped (counted and
+// logged).
 func (g *Gateway) lastPerSubject(ctx context.Context, filter string, fn func(*events.Change)) error {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
@@ -144,9 +147,10 @@ func (g *Gateway) lastPerSubject(ctx context.Context, filter string, fn func(*ev
 				return fmt.Errorf("list %s: message metadata: %w", filter, err)
 			}
 			more = md.NumPending > 0
-			c, err := events.DecodeChange(m.Data())
+			c, err := readChange(m.Subject(), m.Data())
 			if err != nil {
-				return fmt.Errorf("list %s: change at CHANGES sequence %d: %w", filter, md.Sequence.Stream, err)
+				g.skipped(ctx, events.StreamChanges, md.Sequence.Stream, m.Subject(), err)
+				continue
 			}
 			fn(c)
 		}

@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -50,6 +52,10 @@ type Config struct {
 	// Propagator reads trace context from requests and writes it into
 	// event headers; nil means W3C trace context and baggage.
 	Propagator propagation.TextMapPropagator
+	// MeterProvider, if set, gets the counter ebb.gateway.skipped
+	// (attributes stream, reason): messages not served because they were
+	// unreadable or did not match their subject.
+	MeterProvider metric.MeterProvider
 }
 
 func (c *Config) validate() error {
@@ -84,9 +90,11 @@ func (c *Config) validate() error {
 
 // Gateway serves ebb's HTTP API. It is an http.Handler.
 type Gateway struct {
-	cfg Config
-	mux *http.ServeMux
-	log *slog.Logger
+	cfg         Config
+	mux         *http.ServeMux
+	log         *slog.Logger
+	skips       atomic.Uint64
+	skipCounter metric.Int64Counter // nil without Config.MeterProvider
 }
 
 // New returns a Gateway for cfg.
@@ -95,6 +103,14 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger.With("component", "gateway")}
+	if cfg.MeterProvider != nil {
+		var err error
+		g.skipCounter, err = cfg.MeterProvider.Meter("github.com/ebbsync/ebb/cmd/ebb/internal/gateway").Int64Counter("ebb.gateway.skipped",
+			metric.WithDescription("messages the gateway did not serve: unreadable, or not matching their subject"))
+		if err != nil {
+			return nil, fmt.Errorf("gateway: metrics: %w", err)
+		}
+	}
 	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

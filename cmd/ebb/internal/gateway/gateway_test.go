@@ -21,6 +21,7 @@ import (
 )
 
 type env struct {
+	gw  *gateway.Gateway
 	js  jetstream.JetStream
 	srv *httptest.Server
 	ids *events.IDSource
@@ -42,7 +43,7 @@ func newEnv(t *testing.T) *env {
 	}
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
-	return &env{js: js, srv: srv, ids: events.NewIDSource(nil), clk: events.NewClock(nil, 0)}
+	return &env{gw: g, js: js, srv: srv, ids: events.NewIDSource(nil), clk: events.NewClock(nil, 0)}
 }
 
 func (e *env) event(tenant, coll, doc string, seq uint64) events.Event {
