@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -127,8 +128,45 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. Every error answer is a JSON apiError,
+// the router's own too (no route: 404, wrong method: 405 with Allow).
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := g.mux.Handler(r); pattern == "" {
+		// No route matched: the mux answers 404 or 405 in plain text.
+		w = &jsonErrorWriter{ResponseWriter: w}
+	}
+	g.mux.ServeHTTP(w, r)
+}
+
+// jsonErrorWriter turns the plain-text error answers of http.ServeMux into
+// JSON ones, keeping their status and headers (such as Allow).
+type jsonErrorWriter struct {
+	http.ResponseWriter
+	rewrote bool
+}
+
+func (j *jsonErrorWriter) WriteHeader(status int) {
+	if status < 400 {
+		j.ResponseWriter.WriteHeader(status)
+		return
+	}
+	j.rewrote = true
+	h := j.Header()
+	h.Del("Content-Length")
+	h.Del("X-Content-Type-Options")
+	msg := strings.ToLower(http.StatusText(status))
+	if status == http.StatusNotFound {
+		msg = "no such route: " + msg + " (percent-encode '/' and other reserved characters inside a path segment)"
+	}
+	writeJSON(j.ResponseWriter, status, apiError{Error: msg})
+}
+
+func (j *jsonErrorWriter) Write(b []byte) (int, error) {
+	if j.rewrote {
+		return len(b), nil // the plain-text body, replaced
+	}
+	return j.ResponseWriter.Write(b)
+}
 
 // apiError is the JSON body of every error response.
 type apiError struct {

@@ -89,9 +89,9 @@ func TestPull_PoisonedChangesSkipped(t *testing.T) {
 		t.Fatalf("pulled %v, want %v (poisoned subjects skipped)", docs, want)
 	}
 	code, body := e.do(t, "GET", "/v1/acme/docs/notes", nil)
-	var list []gateway.DocRecord
+	var list gateway.DocsResponse
 	json.Unmarshal(body, &list)
-	if code != 200 || len(list) != 1 || list[0].ID != "n4" || list[0].Version != 1 {
+	if code != 200 || len(list.Docs) != 1 || list.Docs[0].ID != "n4" || list.Docs[0].Version != 1 {
 		t.Fatalf("list: %d %s", code, body)
 	}
 	for _, d := range []string{"n1", "n2", "n3"} {
