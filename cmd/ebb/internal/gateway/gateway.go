@@ -29,17 +29,38 @@ type JetStream interface {
 	OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error)
 }
 
+// Defaults of Config's long-poll caps.
+const (
+	// DefaultMaxLongPolls bounds the ordered consumers long-polls hold on
+	// the NATS server at once.
+	DefaultMaxLongPolls = 1024
+	// DefaultMaxLongPollsPerUser leaves room for a user's few devices,
+	// each waiting on its changes and its receipts.
+	DefaultMaxLongPollsPerUser = 16
+)
+
 // Config configures a Gateway. Zero fields take the defaults noted.
 type Config struct {
-	JetStream JetStream                                    // required
-	Limits    events.Limits                                // event limits; default events.DefaultLimits
-	MaxBatch  int                                          // events in one push; default 1000
-	MaxBody   int64                                        // bytes in one request body; default 8 MiB
-	MaxPage   int                                          // changes or receipts in one pull; default 1000
-	MaxWait   time.Duration                                // longest long-poll; default 60s
-	Timeout   time.Duration                                // JetStream calls per request; default 10s
-	Ready     func(ctx context.Context) error              // readiness beyond stream presence; nil = none
-	Metrics   func(w http.ResponseWriter, r *http.Request) // /metrics handler; nil = 404
+	JetStream JetStream     // required
+	Limits    events.Limits // event limits; default events.DefaultLimits
+	MaxBatch  int           // events in one push; default 1000
+	MaxBody   int64         // bytes in one request body, any route; default 8 MiB; over it: 413
+	MaxPage   int           // changes or receipts in one pull; default 1000
+	MaxWait   time.Duration // longest long-poll; default 60s
+	Timeout   time.Duration // JetStream calls per request; default 10s
+	// MaxLongPolls caps the long-polls (pulls with wait > 0) served at
+	// once, over all users; default DefaultMaxLongPolls. One more is
+	// answered 429 at once.
+	MaxLongPolls int
+	// MaxLongPollsPerUser caps one user's long-polls served at once (the
+	// authenticated user; without Users, the remote address); default
+	// DefaultMaxLongPollsPerUser.
+	MaxLongPollsPerUser int
+	// Ready reports readiness beyond stream presence; nil = none. Its
+	// error is /readyz's cause; a joined error (errors.Join) lists each
+	// cause on its own.
+	Ready   func(ctx context.Context) error
+	Metrics func(w http.ResponseWriter, r *http.Request) // /metrics handler; nil = 404
 	// Users, if set, turns on authentication (HTTP Basic, or Bearer
 	// base64(user:password)): /v1/{tenant}/... answers 401 without valid
 	// credentials and 403 outside the user's tenant or role; /metrics is
@@ -64,7 +85,7 @@ func (c *Config) validate() error {
 	if c.JetStream == nil {
 		errs = append(errs, errors.New("gateway config: JetStream is required"))
 	}
-	if c.MaxBatch < 0 || c.MaxBody < 0 || c.MaxPage < 0 || c.MaxWait < 0 || c.Timeout < 0 {
+	if c.MaxBatch < 0 || c.MaxBody < 0 || c.MaxPage < 0 || c.MaxWait < 0 || c.Timeout < 0 || c.MaxLongPolls < 0 || c.MaxLongPollsPerUser < 0 {
 		errs = append(errs, errors.New("gateway config: limits must not be negative"))
 	}
 	c.Limits = c.Limits.WithDefaults()
@@ -83,6 +104,12 @@ func (c *Config) validate() error {
 	if c.Timeout == 0 {
 		c.Timeout = 10 * time.Second
 	}
+	if c.MaxLongPolls == 0 {
+		c.MaxLongPolls = DefaultMaxLongPolls
+	}
+	if c.MaxLongPollsPerUser == 0 {
+		c.MaxLongPollsPerUser = DefaultMaxLongPollsPerUser
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -96,6 +123,7 @@ type Gateway struct {
 	log         *slog.Logger
 	skips       atomic.Uint64
 	skipCounter metric.Int64Counter // nil without Config.MeterProvider
+	longPolls   *slots
 }
 
 // New returns a Gateway for cfg.
@@ -103,7 +131,8 @@ func New(cfg Config) (*Gateway, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger.With("component", "gateway")}
+	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger.With("component", "gateway"),
+		longPolls: newSlots(cfg.MaxLongPolls, cfg.MaxLongPollsPerUser)}
 	if cfg.MeterProvider != nil {
 		var err error
 		g.skipCounter, err = cfg.MeterProvider.Meter("github.com/ebbsync/ebb/cmd/ebb/internal/gateway").Int64Counter("ebb.gateway.skipped",
@@ -131,6 +160,13 @@ func New(cfg Config) (*Gateway, error) {
 // ServeHTTP implements http.Handler. Every error answer is a JSON apiError,
 // the router's own too (no route: 404, wrong method: 405 with Allow).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > g.cfg.MaxBody {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", g.cfg.MaxBody))
+		return
+	}
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBody)
+	}
 	if _, pattern := g.mux.Handler(r); pattern == "" {
 		// No route matched: the mux answers 404 or 405 in plain text.
 		w = &jsonErrorWriter{ResponseWriter: w}
@@ -198,7 +234,7 @@ func (b badRequest) Unwrap() error { return b.err }
 func bad(format string, args ...any) error { return badRequest{fmt.Errorf(format, args...)} }
 
 // fail writes err with 400 for client errors, 404 for missing documents,
-// 503 when NATS cannot answer, and 500 otherwise.
+// 429 over a long-poll cap, 503 when NATS cannot answer, and 500 otherwise.
 func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var br badRequest
 	switch {
@@ -206,6 +242,9 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusBadRequest, err)
 	case errors.Is(err, errNotFound):
 		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, errTooManyLongPolls):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, err)
 	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrNoResponders),
 		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, jetstream.ErrNoStreamResponse):
 		g.log.Warn("request failed: nats unavailable", "path", r.URL.Path, "err", err)

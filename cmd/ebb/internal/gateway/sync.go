@@ -232,6 +232,13 @@ func pull[T any](g *Gateway, r *http.Request, stream, filter string, read func(s
 	if err != nil {
 		return 0, false, err
 	}
+	if wait > 0 {
+		release, err := g.longPolls.acquire(longPollUser(r))
+		if err != nil {
+			return 0, false, err
+		}
+		defer release()
+	}
 	last = after
 	more, err = g.readAfter(r.Context(), stream, filter, after, limit, wait, func(seq uint64, subject string, data []byte) error {
 		last = seq
