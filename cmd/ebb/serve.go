@@ -200,12 +200,11 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		JetStream: js,
 		Metrics:   tel.MetricsHandler().ServeHTTP,
 		Ready: func(context.Context) error {
-			select {
-			case <-proj.Done():
-				return fmt.Errorf("projector stopped: %w", proj.Err())
-			default:
-				return nil
+			var natsErr error
+			if st := nc.Status(); st != nats.CONNECTED {
+				natsErr = fmt.Errorf("nats connection to %s: %s", url, st)
 			}
+			return errors.Join(natsErr, projectorReady(proj))
 		},
 		Users:          sec.users,
 		Logger:         log,
@@ -233,6 +232,25 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		return nil
 	case <-proj.Done():
 		return fmt.Errorf("serve: projector stopped: %w", proj.Err())
+	}
+}
+
+// projectorReady is /readyz's check of the projector: nil while it is
+// healthy, else an error naming the cause. It is the one call site of that
+// check.
+//
+// TODO(merge): wire projection's readiness here once it lands:
+//
+//	var projectorReady = (*projection.Projector).Ready
+//
+// (nil when healthy, else an error naming the cause, such as no progress).
+// Until then it only knows whether the projector has stopped.
+var projectorReady = func(p *projection.Projector) error {
+	select {
+	case <-p.Done():
+		return fmt.Errorf("projector stopped: %w", p.Err())
+	default:
+		return nil
 	}
 }
 

@@ -257,22 +257,55 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 var errNotFound = errors.New("not found")
 
+// readiness is /readyz's body: "ready", or "not ready" with every cause.
+type readiness struct {
+	Status string   `json:"status"`
+	Error  string   `json:"error,omitempty"`  // the causes in one line
+	Causes []string `json:"causes,omitempty"` // each cause on its own
+}
+
+// readyz answers 200 when every stream is present and Config.Ready is
+// content, else 503 naming each cause: every missing stream, and every
+// error Config.Ready joined.
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
 	defer cancel()
+	var causes []string
 	for _, name := range []string{events.StreamEvents, events.StreamChanges, events.StreamReceipts, events.StreamDead} {
 		if _, err := g.cfg.JetStream.Stream(ctx, name); err != nil {
-			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("stream %s: %w", name, err))
-			return
+			causes = append(causes, fmt.Sprintf("stream %s: %v", name, err))
 		}
 	}
 	if g.cfg.Ready != nil {
-		if err := g.cfg.Ready(ctx); err != nil {
-			writeError(w, http.StatusServiceUnavailable, err)
-			return
+		causes = append(causes, errorCauses(g.cfg.Ready(ctx))...)
+	}
+	if len(causes) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, readiness{Status: "not ready", Error: strings.Join(causes, "; "), Causes: causes})
+		return
+	}
+	writeJSON(w, http.StatusOK, readiness{Status: "ready"})
+}
+
+// errorCauses splits an errors.Join tree into its leaves' messages; nil
+// has none. An error that wraps several but says more than their joined
+// messages (fmt.Errorf with two %w) is one cause.
+func errorCauses(err error) []string {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out, msgs []string
+		for _, e := range j.Unwrap() {
+			if e != nil {
+				msgs = append(msgs, e.Error())
+				out = append(out, errorCauses(e)...)
+			}
+		}
+		if strings.Join(msgs, "\n") == err.Error() {
+			return out
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return []string{err.Error()}
 }
 
 // tenant reads and validates the {tenant} path value.
