@@ -38,9 +38,12 @@ type serveConfig struct {
 	// headerTimeout cuts an HTTP client that has not sent its request
 	// headers within it (slowloris).
 	headerTimeout time.Duration
-	policies      policyConfig
-	logs          logFlags
-	sec           securityFlags
+	// gateway holds the HTTP gateway's limits from flags; serve fills in
+	// the rest.
+	gateway  gateway.Config
+	policies policyConfig
+	logs     logFlags
+	sec      securityFlags
 }
 
 // securityFlags are serve's TLS, authentication and encryption settings.
@@ -115,6 +118,9 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	fs.StringVar(&c.natsURL, "nats", "", "use this existing NATS JetStream server or cluster instead of the embedded one")
 	fs.DurationVar(&c.syncEvery, "fsync-interval", 0, "embedded JetStream fsync interval; 0 fsyncs every write before acking")
 	fs.DurationVar(&c.headerTimeout, "http-header-timeout", 10*time.Second, "cut an HTTP client that has not sent its request headers within this long")
+	fs.Int64Var(&c.gateway.MaxBody, "http-max-body", 8<<20, "largest HTTP request body in bytes; larger ones are answered 413")
+	fs.IntVar(&c.gateway.MaxLongPolls, "http-max-long-polls", gateway.DefaultMaxLongPolls, "long-polls served at once in all; more are answered 429")
+	fs.IntVar(&c.gateway.MaxLongPollsPerUser, "http-max-long-polls-per-user", gateway.DefaultMaxLongPollsPerUser, "long-polls served at once per user (per remote address without --auth); more are answered 429")
 	perColl := policyFlags{}
 	fs.Var(perColl, "policy", "conflict policy of one collection, COLLECTION=POLICY (lww, merge, reject, manual); repeatable")
 	fs.StringVar(&c.policies.Default, "default-policy", "lww", "conflict policy of every other collection")
@@ -129,6 +135,9 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return usagef("serve takes no arguments, got %q", fs.Args())
+	}
+	if c.gateway.MaxBody <= 0 || c.gateway.MaxLongPolls <= 0 || c.gateway.MaxLongPollsPerUser <= 0 {
+		return usagef("--http-max-body, --http-max-long-polls and --http-max-long-polls-per-user must be positive")
 	}
 	log, err := c.logs.logger(m.Stderr)
 	if err != nil {
@@ -197,8 +206,11 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	}
 
 	gw, err := gateway.New(gateway.Config{
-		JetStream: js,
-		Metrics:   tel.MetricsHandler().ServeHTTP,
+		MaxBody:             c.gateway.MaxBody,
+		MaxLongPolls:        c.gateway.MaxLongPolls,
+		MaxLongPollsPerUser: c.gateway.MaxLongPollsPerUser,
+		JetStream:           js,
+		Metrics:             tel.MetricsHandler().ServeHTTP,
 		Ready: func(context.Context) error {
 			var natsErr error
 			if st := nc.Status(); st != nats.CONNECTED {

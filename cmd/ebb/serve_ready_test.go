@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -39,5 +43,24 @@ func TestServe_ReadyzFollowsProjectorReady(t *testing.T) {
 	cause.Store(nil)
 	if code, body := httpGet(t, s.http+"/readyz"); code != 200 {
 		t.Fatalf("readyz after recovery: %d %s", code, body)
+	}
+}
+
+// TestServe_HTTPLimitFlags: the gateway's limits are serve flags.
+func TestServe_HTTPLimitFlags(t *testing.T) {
+	s := serveInProcess(t, "", "--http-max-body", "1024")
+	resp, err := http.Post(s.http+"/v1/acme/events", "application/json", strings.NewReader("["+strings.Repeat(`"x",`, 400)+`"x"]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 413 || !strings.Contains(string(b), "1024") {
+		t.Fatalf("push over --http-max-body: %d %s", resp.StatusCode, b)
+	}
+	var stderr bytes.Buffer
+	m := &Main{Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}
+	if err := m.Run(context.Background(), []string{"serve", "--http-max-long-polls", "0"}); ExitCode(err) != 2 {
+		t.Fatalf("--http-max-long-polls 0: %v (exit %d), want a usage error", err, ExitCode(err))
 	}
 }
