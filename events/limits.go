@@ -96,6 +96,11 @@ func (e *Event) Validate(l Limits) error {
 	if err := ValidateName("client", e.Client, l.MaxNameBytes); err != nil {
 		return err
 	}
+	if e.Device != "" {
+		if err := ValidateName("device", e.Device, l.MaxNameBytes); err != nil {
+			return err
+		}
+	}
 	if e.Seq == 0 {
 		return invalid("seq", "must be at least 1")
 	}
