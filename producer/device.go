@@ -165,3 +165,59 @@ func (l *Log) Reissue(ctx context.Context, r *events.Receipt) (*events.Event, er
 	l.logger.InfoContext(ctx, "event written again", keyEvent, r.Event, "new_event", ne.ID, keyDevice, ne.Device, keySeq, ne.Seq)
 	return ne, nil
 }
+
+// Entry returns the entry of event id, or false if the log holds none.
+func (l *Log) Entry(ctx context.Context, id string) (Entry, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return Entry{}, false, fmt.Errorf("read entry %s: %w", id, err)
+	}
+	release, err := l.use()
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("read entry %s: %w", id, err)
+	}
+	defer release()
+	var e Entry
+	var ok bool
+	err = l.db.View(func(tx *bbolt.Tx) error {
+		k := tx.Bucket(bucketIDs).Get([]byte(id))
+		if k == nil {
+			return nil
+		}
+		var err error
+		e, err = l.readEntry(tx, keySeqOf(k))
+		ok = err == nil
+		return err
+	})
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("read entry %s: %w", id, err)
+	}
+	return e, ok, nil
+}
+
+// LastEntry returns the entry appended last, or false if the log is empty.
+func (l *Log) LastEntry(ctx context.Context) (Entry, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return Entry{}, false, fmt.Errorf("read last entry: %w", err)
+	}
+	release, err := l.use()
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("read last entry: %w", err)
+	}
+	defer release()
+	var e Entry
+	var ok bool
+	err = l.db.View(func(tx *bbolt.Tx) error {
+		k, _ := tx.Bucket(bucketEvents).Cursor().Last()
+		if k == nil {
+			return nil
+		}
+		var err error
+		e, err = l.readEntry(tx, keySeqOf(k))
+		ok = err == nil
+		return err
+	})
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("read last entry: %w", err)
+	}
+	return e, ok, nil
+}
