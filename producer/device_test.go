@@ -180,3 +180,66 @@ func TestCheckFile(t *testing.T) {
 	}
 	_ = db.Close()
 }
+
+func TestOpenFile_NeverReplacesAStoreThatExisted(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ebb.db")
+	db, err := OpenFile(path, FileOptions{})
+	if err != nil {
+		t.Fatalf("new store: %v", err)
+	}
+	l, err := OpenDB(db, LogConfig{Tenant: "t1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, put("c", "d", 1))
+	_ = l.Close()
+	_ = db.Close()
+	if _, err := os.Stat(path + MarkerSuffix); err != nil {
+		t.Fatalf("no marker after creating the store: %v", err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		damage  func()
+		wantErr error
+		want    string
+	}{
+		{"emptied", func() { os.WriteFile(path, nil, 0o600) }, ErrStoreEmpty, "ebb doctor --reset"},
+		{"missing", func() { os.Remove(path) }, ErrStoreMissing, "restore"},
+		{"truncated", func() { os.WriteFile(path, data[:len(data)/3], 0o600) }, ErrStoreDamaged, "keep the file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.damage()
+			before, _ := os.ReadFile(path)
+			db, err := OpenFile(path, FileOptions{})
+			if err == nil {
+				db.Close()
+				t.Fatal("opened a damaged store")
+			}
+			if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("OpenFile: %v, want one line wrapping %v and saying %q", err, tc.wantErr, tc.want)
+			}
+			after, _ := os.ReadFile(path)
+			if string(before) != string(after) {
+				t.Fatal("OpenFile changed the damaged file")
+			}
+		})
+	}
+	// A store without a marker (made before markers existed) is adopted.
+	legacy := filepath.Join(dir, "legacy.db")
+	if err := os.WriteFile(legacy, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err = OpenFile(legacy, FileOptions{})
+	if err != nil {
+		t.Fatalf("legacy store: %v", err)
+	}
+	db.Close()
+	if _, err := os.Stat(legacy + MarkerSuffix); err != nil {
+		t.Fatalf("legacy store not marked: %v", err)
+	}
+}

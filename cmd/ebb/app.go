@@ -46,6 +46,7 @@ var commands = map[string]command{
 	"watch":      {"[COLLECTION]: print changes as they arrive, one JSON object a line", runWatch},
 	"verify":     {"rebuild the view from EVENTS and compare it with the live one", runVerify},
 	"status":     {"pending and failed writes, last synced sequence, lag, reachability", runStatus},
+	"doctor":     {"check the local store; --reset sets a damaged one aside and starts a new device", runDoctor},
 }
 
 // ErrUsage marks a command line that could not be understood or input that
