@@ -33,18 +33,20 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"serve":     {"run the server: embedded NATS JetStream, streams, projector, HTTP", runServe},
-	"put":       {"COLLECTION ID JSON: write a whole document (works offline)", runPut},
-	"patch":     {"COLLECTION ID JSON: change some fields; null removes one (works offline)", runPatch},
-	"delete":    {"COLLECTION ID: delete a document (works offline)", runDelete},
-	"resolve":   {"COLLECTION ID JSON: settle a document's open conflict with this value", runResolve},
-	"get":       {"COLLECTION ID: print a document, with pending local writes", runGet},
-	"ls":        {"COLLECTION: list document ids", runList},
-	"conflicts": {"[COLLECTION]: list open conflicts", runConflicts},
-	"sync":      {"push pending writes, pull changes, wait for receipts", runSync},
-	"watch":     {"[COLLECTION]: print changes as they arrive, one JSON object a line", runWatch},
-	"verify":    {"rebuild the view from EVENTS and compare it with the live one", runVerify},
-	"status":    {"pending and failed writes, last synced sequence, lag, reachability", runStatus},
+	"serve":      {"run the server: embedded NATS JetStream, streams, projector, HTTP", runServe},
+	"put":        {"COLLECTION ID JSON: write a whole document (works offline)", runPut},
+	"patch":      {"COLLECTION ID JSON: change some fields; null removes one (works offline)", runPatch},
+	"delete":     {"COLLECTION ID: delete a document (works offline)", runDelete},
+	"resolve":    {"COLLECTION ID JSON: settle a document's open conflict with this value", runResolve},
+	"get":        {"COLLECTION ID: print a document, with pending local writes", runGet},
+	"ls":         {"COLLECTION: list document ids", runList},
+	"conflicts":  {"[COLLECTION]: list open conflicts", runConflicts},
+	"rejections": {"list the writes the server refused and why; --dismiss EVENT clears one", runRejections},
+	"sync":       {"push pending writes, pull changes, wait for receipts", runSync},
+	"watch":      {"[COLLECTION]: print changes as they arrive, one JSON object a line", runWatch},
+	"verify":     {"rebuild the view from EVENTS and compare it with the live one", runVerify},
+	"status":     {"pending and failed writes, last synced sequence, lag, reachability", runStatus},
+	"doctor":     {"check the local store; --reset sets a damaged one aside and starts a new device", runDoctor},
 }
 
 // ErrUsage marks a command line that could not be understood or input that
