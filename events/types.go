@@ -147,6 +147,11 @@ type Change struct {
 	Seq        uint64                `json:"seq"`                 // its client sequence
 	Conflicts  []Conflict            `json:"conflicts,omitempty"` // open conflicts on the document
 	Settled    *Conflict             `json:"settled,omitempty"`   // the conflict this change settled or recorded
+	// AsWritten reports that this state is exactly what its cause event
+	// wrote onto the state its writer saw (decided fresh, or a resolve), not
+	// shaped by a policy (merged, conflicted, won or lost over a concurrent
+	// write). Only then is a later event with After = Event fresh.
+	AsWritten bool `json:"as_written,omitempty"`
 }
 
 // Address returns the document the change is about.
