@@ -18,6 +18,13 @@
 //
 //   - A fresh write (base version = current) applies whatever its clock says:
 //     its writer saw the current state, so it is causally later.
+//   - A write built on its writer's pending predecessor (After) is fresh
+//     only if the current state is that predecessor's write exactly as
+//     written ([Doc].AsWritten: decided fresh, or a resolve). A predecessor
+//     that was merged, held as a manual conflict, or decided by lww over a
+//     concurrent write left a state its writer never saw, so the successor
+//     is stale and the policy decides it: merge keeps the concurrent fields,
+//     manual opens another conflict, lww records what it overwrites.
 //   - One edits, one deletes: a put against a tombstone, or a delete against
 //     an edit, is a whole-document race: lww (and merge, which has no fields
 //     to merge here) gives it to the later write by HLC, then client id;
