@@ -27,17 +27,15 @@ type rawMsg struct {
 // path of the live projector and of Verify's rebuild, so both decide the
 // same. It is used by one goroutine at a time.
 type applier struct {
-	store    Store
-	policies Policies
-	limits   events.Limits
-	maxDrift time.Duration
-	prop     propagation.TextMapPropagator
-	outbox   bool // produce changes, receipts and dead letters (false in a rebuild)
-	// holeWindow and maxHoleRanges bound the holes kept per writer (HighWater.record).
-	holeWindow    uint64
-	maxHoleRanges int
-	log           *slog.Logger
-	tracer        trace.Tracer // live projector with a TracerProvider only; nil otherwise
+	store      Store
+	policies   Policies
+	limits     events.Limits
+	maxDrift   time.Duration
+	prop       propagation.TextMapPropagator
+	outbox     bool   // produce changes, receipts and dead letters (false in a rebuild)
+	holeWindow uint64 // the dedupe window of every writer (HighWater.record)
+	log        *slog.Logger
+	tracer     trace.Tracer // live projector with a TracerProvider only; nil otherwise
 
 	// batch state, reset by reset
 	batch    Batch
@@ -94,11 +92,9 @@ func (a *applier) highWater(ctx context.Context, k ClientKey) (*HighWater, error
 func (a *applier) duplicate(m rawMsg, ev *events.Event, hw *HighWater) error {
 	a.stats.duplicates++
 	reason := fmt.Sprintf("client sequence %d already applied (high-water mark %d)", ev.Seq, hw.Seq)
-	tooFar := hw.Seq-ev.Seq >= a.holeWindow
-	mayBeForgotten := len(hw.Holes) >= a.maxHoleRanges && ev.Seq < hw.Holes[0].From
-	if tooFar || mayBeForgotten {
-		reason = fmt.Sprintf("client sequence %d is not a remembered hole below the high-water mark %d (hole window %d, at most %d hole ranges): taken for a duplicate",
-			ev.Seq, hw.Seq, a.holeWindow, a.maxHoleRanges)
+	if hw.behind(ev.Seq, a.holeWindow) {
+		reason = fmt.Sprintf("client sequence %d is too far behind the high-water mark %d to tell from a duplicate (dedupe window %d): taken for a duplicate",
+			ev.Seq, hw.Seq, a.holeWindow)
 		if a.outbox {
 			a.log.WarnContext(a.traceCtx(context.Background()), "event too far behind its writer to tell from a duplicate; dropped as a duplicate",
 				"event", ev.ID, "tenant", ev.Tenant, "client", ev.Client, "seq", ev.Seq, "high_water", hw.Seq, "stream_seq", m.Seq)
@@ -145,6 +141,11 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	if hw.applied(ev.Seq) {
 		return a.duplicate(m, ev, hw)
 	}
+	if hw.ahead(ev.Seq, a.holeWindow) {
+		// Not recorded: the writer's real sequences below it stay new.
+		return a.dead(m, ev, fmt.Sprintf("client sequence %d is %d ahead of the writer's high-water mark %d, beyond the dedupe window of %d: refused, so it cannot make the writer's later writes look like duplicates",
+			ev.Seq, ev.Seq-hw.Seq, hw.Seq, a.holeWindow))
+	}
 	cur, err := a.doc(ctx, addr)
 	if err != nil {
 		return err
@@ -155,10 +156,7 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		// the stream behind it; the reason names the resolver.
 		return a.dead(m, ev, err.Error())
 	}
-	if forgot := hw.record(ev.Seq, a.holeWindow, a.maxHoleRanges); forgot > 0 && a.outbox {
-		a.log.WarnContext(a.traceCtx(ctx), "writer has more hole ranges than MaxHoleRanges; forgetting the oldest (an event still to come there will be taken for a duplicate)",
-			"tenant", ev.Tenant, "client", ev.Client, "forgotten_seqs", forgot, "high_water", hw.Seq, "max_hole_ranges", a.maxHoleRanges)
-	}
+	hw.record(ev.Seq, a.holeWindow)
 	if a.batch.HighWater == nil {
 		a.batch.HighWater = make(map[ClientKey]HighWater)
 	}

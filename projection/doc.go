@@ -61,25 +61,34 @@
 // producer's window, reaches EVENTS after events with higher sequences, and
 // a mark would drop it as a duplicate: a write lost silently. So per writer
 // (tenant and client) the store keeps a [HighWater]: the mark and the holes
-// below it, sequences not seen yet, as ranges. An event above the mark
-// applies and the sequences it skipped become a hole; an event in a hole
-// applies and fills it; anything else is a duplicate. The mark and holes are
-// committed with the view, in the same transaction.
+// below it, sequences not seen yet. An event above the mark applies and the
+// sequences it skipped become a hole; an event in a hole applies and fills
+// it; anything else is a duplicate. The mark and holes are committed with
+// the view, in the same transaction.
 //
-// Holes are bounded two ways. Those [Config].HoleWindow (default 65536) or
-// more below the mark are forgotten: the producer never lets an event be
-// overtaken by as much as its window (MaxInFlight, 256 by default, at most
-// 65536), so a hole that far down belongs to an event that failed for good
-// at the producer and will never come. A writer that jumps its sequence
-// costs one range, of at most HoleWindow sequences. And a writer may keep at
-// most [Config].MaxHoleRanges ranges (default 4096, 64 KiB): beyond that the
-// oldest ranges are forgotten with a warning in the log, rather than
-// refusing the event that made one too many. Forgetting the oldest keeps the
-// holes that matter, the ones just below the mark that in-flight events
-// will fill; a writer with a window w leaves at most w/2 ranges of those.
-// An event that arrives in a forgotten hole gets a duplicate receipt whose
-// reason says it is too far behind to tell, and a warning is logged. Verify
-// must run with the live HoleWindow and MaxHoleRanges to decide the same.
+// One number bounds it all, the dedupe window [Config].HoleWindow (default
+// 65536, the producer's largest MaxInFlight; at most [MaxHoleWindow]):
+//
+//   - every hole less than the window below the mark is remembered, however
+//     many there are (at most window/2 ranges); nothing inside the window
+//     is ever forgotten, so a late first-time event there always applies;
+//   - an event more than the window above the mark is refused: a dead
+//     letter and an invalid receipt whose reason names the window. The
+//     producer never lets an event be overtaken by as much as its window,
+//     so only a bug or a forged sequence jumps that far, and refusing it
+//     (not recording it) keeps the writer's real later writes from being
+//     taken for duplicates;
+//   - an event the window or more below the mark is too far behind to tell
+//     from a duplicate (its hole, if it was one, belongs to an event that
+//     failed for good at the producer): it gets a duplicate receipt whose
+//     reason says "too far behind", and a warning is logged.
+//
+// The store encodes a mark in at most 18 + window/8 bytes (8 KiB at the
+// default): the holes as ranges, or as a bitmap of the window when that is
+// smaller; a mark with no holes is 8 bytes, and stores written before the
+// bitmap read as they were. In-order sequences, the common case, never
+// touch the holes. Verify must run with the live HoleWindow to decide the
+// same.
 //
 // Nothing is lost silently (invariant 6): what lww and merge overwrite, on
 // either side, is kept as a conflict record with status overwritten (Sides[0]
