@@ -49,6 +49,10 @@
 //     the conflict stays open.
 //   - Duplicates: an event whose client sequence was applied before gets a
 //     duplicate receipt and changes nothing (see Duplicates below).
+//   - An event id names one write: an event whose id is the cause of the
+//     document's current state or an open conflict's id, but which is not
+//     that write (another writer or sequence; a true duplicate was answered
+//     before), is refused with a dead letter and an invalid receipt.
 //
 // # Duplicates
 //
@@ -103,8 +107,10 @@
 // its payload and its clock drift, drops duplicates, decides, and commits the
 // view, the checkpoint (last applied stream sequence), the writers'
 // high-water marks and holes, and an outbox of encoded changes, receipts and dead letters in one [Store]
-// transaction; then publishes the outbox (Nats-Msg-Id "chg:"/"rcpt:"+event
-// id, "dead:"+stream sequence, so a republish is dropped by JetStream),
+// transaction; then publishes the outbox (Nats-Msg-Id by document and
+// version for a change, by writer, event id and stream sequence for a
+// receipt, by stream sequence for a dead letter, see events/PROTOCOL.md,
+// so a republish is dropped by JetStream),
 // removes the published entries in the next transaction, and acks the last
 // message. A crash at any point leaves either the whole batch or none of it;
 // on start the projector republishes what the outbox still holds and
