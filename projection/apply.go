@@ -150,6 +150,9 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	if err != nil {
 		return err
 	}
+	if reason := reusedID(cur, ev); reason != "" {
+		return a.dead(m, ev, reason)
+	}
 	d, err := Decide(a.policies, cur, ev)
 	if err != nil {
 		// A resolver broke its contract: refuse the event rather than stall
@@ -184,7 +187,7 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		}
 		a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
 			Subject: events.ChangeSubject(ev.Tenant, ev.Collection, ev.Doc),
-			MsgID:   "chg:" + ev.ID, Header: a.trace(m.Header), Data: data,
+			MsgID:   changeMsgID(d.Doc), Header: a.trace(m.Header), Data: data,
 		})
 	}
 	return a.receipt(m, r)
@@ -202,7 +205,7 @@ func (a *applier) receipt(m rawMsg, r *events.Receipt) error {
 	}
 	a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
 		Subject: events.ReceiptSubject(r.Tenant, r.Client),
-		MsgID:   "rcpt:" + r.Event, Header: a.trace(m.Header), Data: data,
+		MsgID:   receiptMsgID(r), Header: a.trace(m.Header), Data: data,
 	})
 	return nil
 }
@@ -259,6 +262,41 @@ func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
 	return a.receipt(m, &events.Receipt{
 		Event: s.ID, Tenant: tenant, Client: s.Client, Seq: s.Seq, Outcome: events.OutcomeInvalid, Reason: reason,
 	})
+}
+
+// reusedID returns why ev must be refused when its id already names
+// another write of the document: its current state's cause, or an open
+// conflict (the id a resolve names). Only a true duplicate (the same
+// writer and sequence) may carry it again, and the dedupe answered that
+// before. Decided from the document's state alone, so a rebuild decides
+// the same. Empty when the id is free on this document.
+func reusedID(cur Doc, ev *events.Event) string {
+	if cur.Version > 0 && cur.Event == ev.ID {
+		return fmt.Sprintf("event id %s already names version %d of this document, written by client %q at sequence %d: an event id must name one write",
+			ev.ID, cur.Version, cur.Client, cur.Seq)
+	}
+	for _, c := range cur.Conflicts {
+		if c.ID == ev.ID {
+			return fmt.Sprintf("event id %s already names open conflict %s of this document: an event id must name one write", ev.ID, c.ID)
+		}
+	}
+	return ""
+}
+
+// changeMsgID is the Nats-Msg-Id of the change that made d: its document
+// (subject tokens, which hold neither '/' nor ':') and version, unique for
+// the state it publishes whatever event ids clients chose, and the same
+// when the outbox republishes it.
+func changeMsgID(d *Doc) string {
+	return fmt.Sprintf("chg:%s/%s/%s:%d", events.EncodeToken(d.Tenant), events.EncodeToken(d.Collection), events.EncodeToken(d.ID), d.Version)
+}
+
+// receiptMsgID is the Nats-Msg-Id of receipt r: its writer (tenant and
+// client tokens), event id and the EVENTS sequence of the message it
+// answers. Each message gets at most one receipt, so two writes that share
+// an event id (another client's, or a reused one) never lose a receipt.
+func receiptMsgID(r *events.Receipt) string {
+	return fmt.Sprintf("rcpt:%s/%s/%s:%d", events.EncodeToken(r.Tenant), events.EncodeToken(r.Client), r.Event, r.Stream)
 }
 
 func validTenant(t string) error {
