@@ -215,7 +215,8 @@ type DeadLetter struct {
 	Subject string              `json:"subject"`    // the original subject
 	Stream  uint64              `json:"stream_seq"` // its sequence in EVENTS
 	Header  map[string][]string `json:"header,omitempty"`
-	Data    []byte              `json:"data"` // the raw payload (base64 in JSON)
+	Data    []byte              `json:"data"`           // the raw payload, or its first bytes when Size is larger (base64 in JSON)
+	Size    int                 `json:"size,omitempty"` // the raw payload's length in bytes
 	Event   string              `json:"event,omitempty"`
 	Tenant  string              `json:"tenant,omitempty"`
 	Client  string              `json:"client,omitempty"`
