@@ -37,6 +37,13 @@
 //     fields both wrote to the later HLC.
 //   - A base version ahead of the document is rejected (the writer saw a
 //     version that does not exist).
+//   - A document is bounded as a whole, not only per event: an event whose
+//     new state, encoded as the change the projector would publish (fields,
+//     clocks, open conflicts, the conflict record it settles), is larger
+//     than [Config].MaxDocBytes (default 512 KiB, well under the 1 MiB NATS
+//     message) is rejected with a reason naming the limit, under every
+//     policy, and the view is untouched. The size is the state's, so a
+//     rebuild decides the same.
 //   - A client clock an hour behind loses lww and merge to concurrent writes,
 //     as those policies promise; its fresh writes still apply.
 //   - A clock a year ahead would win every lww forever, so the projector
