@@ -85,6 +85,14 @@ type Config struct {
 	// DefaultHoleWindow (65536); above MaxHoleWindow is invalid. Verify
 	// must use the live value.
 	HoleWindow uint64
+	// MaxDocBytes bounds a document's state as published to CHANGES (the
+	// encoded change: fields, clocks, open conflicts and the conflict
+	// record it settles): an event whose result would be larger is
+	// rejected with a reason naming the limit, and the view is untouched.
+	// Keep it well under the NATS max_payload (1 MiB by default) to leave
+	// room for headers. Zero means DefaultMaxDocBytes (512 KiB); negative
+	// is invalid. Verify must use the live value.
+	MaxDocBytes int
 	// TracerProvider traces the live projector: one ebb.projector.apply
 	// span per event (kind consumer, a child of the trace context in the
 	// event's headers, with the event, policy and outcome), ended when its
@@ -134,6 +142,9 @@ func (c Config) withDefaults() Config {
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout
 	}
+	if c.MaxDocBytes == 0 {
+		c.MaxDocBytes = DefaultMaxDocBytes
+	}
 	return c
 }
 
@@ -144,6 +155,9 @@ func (c Config) validate() error {
 	}
 	if c.BatchSize > 10_000 {
 		errs = append(errs, fmt.Errorf("%w: BatchSize %d is above 10000", ErrInvalidConfig, c.BatchSize))
+	}
+	if c.MaxDocBytes < 0 {
+		errs = append(errs, fmt.Errorf("%w: MaxDocBytes %d is negative", ErrInvalidConfig, c.MaxDocBytes))
 	}
 	if c.HoleWindow > MaxHoleWindow {
 		errs = append(errs, fmt.Errorf("%w: HoleWindow %d is above %d", ErrInvalidConfig, c.HoleWindow, MaxHoleWindow))
@@ -161,7 +175,7 @@ func (c Config) applier(store Store, outbox bool) applier {
 	return applier{
 		store: store, policies: c.Policies, limits: c.Limits, maxDrift: c.MaxDrift,
 		prop: c.Propagator, outbox: outbox,
-		holeWindow: c.HoleWindow, log: c.Logger.With("component", "projector"),
+		holeWindow: c.HoleWindow, maxDocBytes: c.MaxDocBytes, log: c.Logger.With("component", "projector"),
 	}
 }
 
