@@ -12,7 +12,11 @@
 // common to every policy come first; only a stale event (base version behind
 // the document) reaches the collection's [Resolver]: [LWW], [Merge],
 // [Reject], [Manual], or a custom one named in a [Registry]. Resolvers must
-// be deterministic: a rebuild replays every event through them again.
+// be deterministic: a rebuild replays every event through them again. A
+// custom resolver that returns an error, panics (Decide recovers it) or
+// breaks the Decision contract refuses its event: the projector
+// dead-letters it with the error or the panic's value as the reason, sends
+// an invalid receipt, and goes on with the next event.
 //
 // Awkward cases, decided once for every policy:
 //

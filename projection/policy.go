@@ -290,7 +290,8 @@ func fresh(cur Doc, ev *events.Event) bool {
 //
 // Every new state has version = cur.Version+1, its cause set to ev,
 // AsWritten true only for a fresh write or a resolve, and the clocks of the fields ev changed set to (new version, ev.HLC). An error means
-// a custom resolver failed or broke its contract; built-ins never fail.
+// a custom resolver failed, panicked or broke its contract (it wraps
+// ErrResolver); built-ins never fail.
 func Decide(p Policies, cur Doc, ev *events.Event) (Decision, error) {
 	if ev == nil {
 		return Decision{}, fmt.Errorf("decide: %w: nil event", ErrResolver)
@@ -315,11 +316,24 @@ func Decide(p Policies, cur Doc, ev *events.Event) (Decision, error) {
 		return Decision{Outcome: events.OutcomeApplied, Doc: &n}, nil
 	}
 	r := p.For(ev.Collection)
-	d, err := r.Resolve(cur.Clone(), ev)
+	d, err := resolve(r, cur.Clone(), ev)
 	if err != nil {
 		return Decision{}, fmt.Errorf("resolve event %s with %s: %w", ev.ID, policyName(r), err)
 	}
 	return normalize(r, cur, ev, d)
+}
+
+// resolve calls r, turning a panic into an error wrapping ErrResolver that
+// carries the panic's value: a buggy custom resolver refuses its event
+// (the projector dead-letters it) instead of crashing the process on
+// every redelivery. Deterministic for a deterministic resolver.
+func resolve(r Resolver, cur Doc, ev *events.Event) (d Decision, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			d, err = Decision{}, fmt.Errorf("%w: panic: %v", ErrResolver, p)
+		}
+	}()
+	return r.Resolve(cur, ev)
 }
 
 // normalize enforces the Decision contract on what a resolver returned.
