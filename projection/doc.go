@@ -129,9 +129,12 @@
 // source of truth for progress: recreating the consumer avoids waiting out
 // AckWait for messages a killed run fetched, yet the durable still shows
 // operators the projector's position and lag, and they can pause it.
-// Garbage, unknown schemas, subject mismatches and future clocks go to DEAD
-// with the reason, the raw data and headers, plus an invalid receipt to the
-// subject's tenant when the payload names a writer. Trace context in an
+// Garbage, unknown schemas, subject mismatches, future clocks, sequences
+// beyond the dedupe window, reused event ids and failing resolvers go to
+// DEAD with the reason and a reference to the message in EVENTS (subject,
+// stream sequence, size) with a bounded prefix of its data and headers,
+// plus an invalid receipt to the subject's tenant when the payload names a
+// writer. Trace context in an
 // event's headers is carried onto its change and receipt.
 //
 // The projector never skips a stream sequence (invariants 1 and 2). A
