@@ -309,12 +309,13 @@ func changeMsgID(d *Doc) string {
 	return fmt.Sprintf("chg:%s/%s/%s:%d", events.EncodeToken(d.Tenant), events.EncodeToken(d.Collection), events.EncodeToken(d.ID), d.Version)
 }
 
-// receiptMsgID is the Nats-Msg-Id of receipt r: its writer (tenant and
-// client tokens), event id and the EVENTS sequence of the message it
-// answers. Each message gets at most one receipt, so two writes that share
-// an event id (another client's, or a reused one) never lose a receipt.
+// receiptMsgID is the Nats-Msg-Id of receipt r: the write it answers, by
+// writer (tenant and client tokens), event id and client sequence. Two
+// writes that share an event id (another client's, or the same client's at
+// another sequence) never lose a receipt; a true duplicate's receipt,
+// inside JetStream's window, is dropped as the first one's repeat.
 func receiptMsgID(r *events.Receipt) string {
-	return fmt.Sprintf("rcpt:%s/%s/%s:%d", events.EncodeToken(r.Tenant), events.EncodeToken(r.Client), r.Event, r.Stream)
+	return fmt.Sprintf("rcpt:%s/%s/%s:%d", events.EncodeToken(r.Tenant), events.EncodeToken(r.Client), r.Event, r.Seq)
 }
 
 // truncate cuts s to at most n bytes on a rune boundary, marking the cut.

@@ -63,6 +63,9 @@ func TestApplier_MessageIDsUnique(t *testing.T) {
 	b.ID = a.ID
 	r.event(a)
 	r.event(b)
+	again := seqEvent("A", 2, "d1") // A reuses its own id at its next sequence: invalid
+	again.ID = a.ID
+	r.event(again)
 	r.add(a.Subject(), []byte("garbage"))
 	seen := map[string]bool{}
 	for _, e := range r.entries {
@@ -71,7 +74,10 @@ func TestApplier_MessageIDsUnique(t *testing.T) {
 		}
 		seen[e.MsgID] = true
 	}
-	if len(r.entries) != 5 {
-		t.Errorf("%d outbox entries, want 2 changes, 2 receipts and a dead letter", len(r.entries))
+	if len(r.entries) != 7 {
+		t.Errorf("%d outbox entries, want 2 changes, 3 receipts and 2 dead letters", len(r.entries))
+	}
+	if rs := r.receipts[a.ID]; len(rs) != 3 || rs[2].Outcome != events.OutcomeInvalid {
+		t.Errorf("receipts of id %s: %d, want applied, applied, invalid", a.ID, len(rs))
 	}
 }

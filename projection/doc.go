@@ -119,7 +119,7 @@
 // view, the checkpoint (last applied stream sequence), the writers'
 // high-water marks and holes, and an outbox of encoded changes, receipts and dead letters in one [Store]
 // transaction; then publishes the outbox (Nats-Msg-Id by document and
-// version for a change, by writer, event id and stream sequence for a
+// version for a change, by writer, event id and client sequence for a
 // receipt, by stream sequence for a dead letter, see events/PROTOCOL.md,
 // so a republish is dropped by JetStream),
 // removes the published entries in the next transaction, and acks the last
