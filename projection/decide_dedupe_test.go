@@ -2,6 +2,7 @@ package projection
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -140,5 +141,47 @@ func TestHighWater_EncodingKeepsEveryHole(t *testing.T) {
 	got, err := decodeHighWater(old)
 	if err != nil || !reflect.DeepEqual(got, HighWater{Seq: 10, Holes: []SeqRange{{3, 4}}}) {
 		t.Fatalf("old format: %+v, %v", got, err)
+	}
+}
+
+// Random writers (seeded): whatever the holes, the stored mark reads back
+// exactly, in either form, and stays within a window's bitmap.
+func TestHighWater_EncodingRoundTripRandom(t *testing.T) {
+	bitmaps, padded := 0, 0
+	for seed := uint64(1); seed <= 200; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		window := uint64(rng.IntN(3000) + 1)
+		var h HighWater
+		for range rng.IntN(4000) {
+			var s uint64
+			if h.Seq > 0 && rng.IntN(3) == 0 {
+				s = h.Seq - uint64(rng.IntN(int(min(h.Seq, window))))
+			} else {
+				s = h.Seq + uint64(rng.IntN(int(window))+1)
+			}
+			if !h.applied(s) && !h.behind(s, window) {
+				h.record(s, window)
+			}
+		}
+		b := encodeHighWater(h)
+		if (len(b)-8)%16 != 0 {
+			bitmaps++
+			if len(b) == 18+int((h.Seq-h.Holes[0].From+7)/8) {
+				padded++
+			}
+		}
+		got, err := decodeHighWater(b)
+		if err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		if !reflect.DeepEqual(got, h) {
+			t.Fatalf("seed %d: decoded %d holes (seq %d), want %d (seq %d)", seed, len(got.Holes), got.Seq, len(h.Holes), h.Seq)
+		}
+		if max := 18 + int(window)/8 + 1; len(b) > max && len(b) > 8+16*len(h.Holes) {
+			t.Fatalf("seed %d: %d bytes for %d holes, window %d", seed, len(b), len(h.Holes), window)
+		}
+	}
+	if bitmaps == 0 || padded == 0 {
+		t.Fatalf("%d bitmaps, %d padded: the seeds do not reach both forms", bitmaps, padded)
 	}
 }
