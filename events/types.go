@@ -160,6 +160,11 @@ type Change struct {
 	Seq        uint64                `json:"seq"`                 // its client sequence
 	Conflicts  []Conflict            `json:"conflicts,omitempty"` // open conflicts on the document
 	Settled    *Conflict             `json:"settled,omitempty"`   // the conflict this change settled or recorded
+	// AsWritten reports that this state is exactly what its cause event
+	// wrote onto the state its writer saw (decided fresh, or a resolve), not
+	// shaped by a policy (merged, conflicted, won or lost over a concurrent
+	// write). Only then is a later event with After = Event fresh.
+	AsWritten bool `json:"as_written,omitempty"`
 }
 
 // Address returns the document the change is about.
@@ -230,7 +235,8 @@ type DeadLetter struct {
 	Subject string              `json:"subject"`    // the original subject
 	Stream  uint64              `json:"stream_seq"` // its sequence in EVENTS
 	Header  map[string][]string `json:"header,omitempty"`
-	Data    []byte              `json:"data"` // the raw payload (base64 in JSON)
+	Data    []byte              `json:"data"`           // the raw payload, or its first bytes when Size is larger (base64 in JSON)
+	Size    int                 `json:"size,omitempty"` // the raw payload's length in bytes
 	Event   string              `json:"event,omitempty"`
 	Tenant  string              `json:"tenant,omitempty"`
 	Client  string              `json:"client,omitempty"`

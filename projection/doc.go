@@ -12,12 +12,23 @@
 // common to every policy come first; only a stale event (base version behind
 // the document) reaches the collection's [Resolver]: [LWW], [Merge],
 // [Reject], [Manual], or a custom one named in a [Registry]. Resolvers must
-// be deterministic: a rebuild replays every event through them again.
+// be deterministic: a rebuild replays every event through them again. A
+// custom resolver that returns an error, panics (Decide recovers it) or
+// breaks the Decision contract refuses its event: the projector
+// dead-letters it with the error or the panic's value as the reason, sends
+// an invalid receipt, and goes on with the next event.
 //
 // Awkward cases, decided once for every policy:
 //
 //   - A fresh write (base version = current) applies whatever its clock says:
 //     its writer saw the current state, so it is causally later.
+//   - A write built on its writer's pending predecessor (After) is fresh
+//     only if the current state is that predecessor's write exactly as
+//     written ([Doc].AsWritten: decided fresh, or a resolve). A predecessor
+//     that was merged, held as a manual conflict, or decided by lww over a
+//     concurrent write left a state its writer never saw, so the successor
+//     is stale and the policy decides it: merge keeps the concurrent fields,
+//     manual opens another conflict, lww records what it overwrites.
 //   - One edits, one deletes: a put against a tombstone, or a delete against
 //     an edit, is a whole-document race: lww (and merge, which has no fields
 //     to merge here) gives it to the later write by HLC, then client id;
@@ -30,6 +41,13 @@
 //     fields both wrote to the later HLC.
 //   - A base version ahead of the document is rejected (the writer saw a
 //     version that does not exist).
+//   - A document is bounded as a whole, not only per event: an event whose
+//     new state, encoded as the change the projector would publish (fields,
+//     clocks, open conflicts, the conflict record it settles), is larger
+//     than [Config].MaxDocBytes (default 512 KiB, well under the 1 MiB NATS
+//     message) is rejected with a reason naming the limit, under every
+//     policy, and the view is untouched. The size is the state's, so a
+//     rebuild decides the same.
 //   - A client clock an hour behind loses lww and merge to concurrent writes,
 //     as those policies promise; its fresh writes still apply.
 //   - A clock a year ahead would win every lww forever, so the projector
@@ -42,6 +60,10 @@
 //     the conflict stays open.
 //   - Duplicates: an event whose client sequence was applied before gets a
 //     duplicate receipt and changes nothing (see Duplicates below).
+//   - An event id names one write: an event whose id is the cause of the
+//     document's current state or an open conflict's id, but which is not
+//     that write (another writer or sequence; a true duplicate was answered
+//     before), is refused with a dead letter and an invalid receipt.
 //
 // # Duplicates
 //
@@ -54,25 +76,34 @@
 // producer's window, reaches EVENTS after events with higher sequences, and
 // a mark would drop it as a duplicate: a write lost silently. So per writer
 // (tenant and client) the store keeps a [HighWater]: the mark and the holes
-// below it, sequences not seen yet, as ranges. An event above the mark
-// applies and the sequences it skipped become a hole; an event in a hole
-// applies and fills it; anything else is a duplicate. The mark and holes are
-// committed with the view, in the same transaction.
+// below it, sequences not seen yet. An event above the mark applies and the
+// sequences it skipped become a hole; an event in a hole applies and fills
+// it; anything else is a duplicate. The mark and holes are committed with
+// the view, in the same transaction.
 //
-// Holes are bounded two ways. Those [Config].HoleWindow (default 65536) or
-// more below the mark are forgotten: the producer never lets an event be
-// overtaken by as much as its window (MaxInFlight, 256 by default, at most
-// 65536), so a hole that far down belongs to an event that failed for good
-// at the producer and will never come. A writer that jumps its sequence
-// costs one range, of at most HoleWindow sequences. And a writer may keep at
-// most [Config].MaxHoleRanges ranges (default 4096, 64 KiB): beyond that the
-// oldest ranges are forgotten with a warning in the log, rather than
-// refusing the event that made one too many. Forgetting the oldest keeps the
-// holes that matter, the ones just below the mark that in-flight events
-// will fill; a writer with a window w leaves at most w/2 ranges of those.
-// An event that arrives in a forgotten hole gets a duplicate receipt whose
-// reason says it is too far behind to tell, and a warning is logged. Verify
-// must run with the live HoleWindow and MaxHoleRanges to decide the same.
+// One number bounds it all, the dedupe window [Config].HoleWindow (default
+// 65536, the producer's largest MaxInFlight; at most [MaxHoleWindow]):
+//
+//   - every hole less than the window below the mark is remembered, however
+//     many there are (at most window/2 ranges); nothing inside the window
+//     is ever forgotten, so a late first-time event there always applies;
+//   - an event more than the window above the mark is refused: a dead
+//     letter and an invalid receipt whose reason names the window. The
+//     producer never lets an event be overtaken by as much as its window,
+//     so only a bug or a forged sequence jumps that far, and refusing it
+//     (not recording it) keeps the writer's real later writes from being
+//     taken for duplicates;
+//   - an event the window or more below the mark is too far behind to tell
+//     from a duplicate (its hole, if it was one, belongs to an event that
+//     failed for good at the producer): it gets a duplicate receipt whose
+//     reason says "too far behind", and a warning is logged.
+//
+// The store encodes a mark in at most 18 + window/8 bytes (8 KiB at the
+// default): the holes as ranges, or as a bitmap of the window when that is
+// smaller; a mark with no holes is 8 bytes, and stores written before the
+// bitmap read as they were. In-order sequences, the common case, never
+// touch the holes. Verify must run with the live HoleWindow to decide the
+// same.
 //
 // Nothing is lost silently (invariant 6): what lww and merge overwrite, on
 // either side, is kept as a conflict record with status overwritten (Sides[0]
@@ -87,8 +118,10 @@
 // its payload and its clock drift, drops duplicates, decides, and commits the
 // view, the checkpoint (last applied stream sequence), the writers'
 // high-water marks and holes, and an outbox of encoded changes, receipts and dead letters in one [Store]
-// transaction; then publishes the outbox (Nats-Msg-Id "chg:"/"rcpt:"+event
-// id, "dead:"+stream sequence, so a republish is dropped by JetStream),
+// transaction; then publishes the outbox (Nats-Msg-Id by document and
+// version for a change, by writer, event id and client sequence for a
+// receipt, by stream sequence for a dead letter, see events/PROTOCOL.md,
+// so a republish is dropped by JetStream),
 // removes the published entries in the next transaction, and acks the last
 // message. A crash at any point leaves either the whole batch or none of it;
 // on start the projector republishes what the outbox still holds and
@@ -96,9 +129,12 @@
 // source of truth for progress: recreating the consumer avoids waiting out
 // AckWait for messages a killed run fetched, yet the durable still shows
 // operators the projector's position and lag, and they can pause it.
-// Garbage, unknown schemas, subject mismatches and future clocks go to DEAD
-// with the reason, the raw data and headers, plus an invalid receipt to the
-// subject's tenant when the payload names a writer. Trace context in an
+// Garbage, unknown schemas, subject mismatches, future clocks, sequences
+// beyond the dedupe window, reused event ids and failing resolvers go to
+// DEAD with the reason and a reference to the message in EVENTS (subject,
+// stream sequence, size) with a bounded prefix of its data and headers,
+// plus an invalid receipt to the subject's tenant when the payload names a
+// writer. Trace context in an
 // event's headers is carried onto its change and receipt.
 //
 // The projector never skips a stream sequence (invariants 1 and 2). A

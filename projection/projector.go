@@ -74,19 +74,25 @@ type Config struct {
 	// Propagator moves trace context from an event's headers to its change's
 	// and receipt's; nil means W3C trace context and baggage.
 	Propagator propagation.TextMapPropagator
-	// HoleWindow is how far below a writer's high-water mark, in client
-	// sequences, a sequence not seen yet (a hole) is remembered, so that its
-	// event, arriving late, is applied rather than taken for a duplicate.
-	// The producer never lets an event be overtaken by as much as its window
-	// (PublisherConfig.MaxInFlight, 256 by default, at most 65536); holes
-	// further down are left by events that failed for good and never come.
-	// Zero means DefaultHoleWindow (65536). Verify must use the live value.
+	// HoleWindow is every writer's dedupe window, in client sequences:
+	// each sequence not seen yet (a hole) less than it below the writer's
+	// high-water mark is remembered, so that its event, arriving late, is
+	// applied rather than taken for a duplicate; an event more than it
+	// above the mark is refused (dead letter, invalid receipt). The
+	// producer never lets an event be overtaken by as much as its window
+	// (PublisherConfig.MaxInFlight, 256 by default, at most 65536), so this
+	// must not be below the writers' MaxInFlight. Zero means
+	// DefaultHoleWindow (65536); above MaxHoleWindow is invalid. Verify
+	// must use the live value.
 	HoleWindow uint64
-	// MaxHoleRanges bounds the ranges of holes remembered per writer (a
-	// jump of the sequence is one range, of at most HoleWindow sequences);
-	// beyond it the oldest are forgotten, with a warning. Zero means
-	// DefaultMaxHoleRanges (4096, 64 KiB per writer); negative is invalid.
-	MaxHoleRanges int
+	// MaxDocBytes bounds a document's state as published to CHANGES (the
+	// encoded change: fields, clocks, open conflicts and the conflict
+	// record it settles): an event whose result would be larger is
+	// rejected with a reason naming the limit, and the view is untouched.
+	// Keep it well under the NATS max_payload (1 MiB by default) to leave
+	// room for headers. Zero means DefaultMaxDocBytes (512 KiB); negative
+	// is invalid. Verify must use the live value.
+	MaxDocBytes int
 	// TracerProvider traces the live projector: one ebb.projector.apply
 	// span per event (kind consumer, a child of the trace context in the
 	// event's headers, with the event, policy and outcome), ended when its
@@ -133,11 +139,11 @@ func (c Config) withDefaults() Config {
 	if c.HoleWindow == 0 {
 		c.HoleWindow = DefaultHoleWindow
 	}
-	if c.MaxHoleRanges == 0 {
-		c.MaxHoleRanges = DefaultMaxHoleRanges
-	}
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.MaxDocBytes == 0 {
+		c.MaxDocBytes = DefaultMaxDocBytes
 	}
 	return c
 }
@@ -150,8 +156,11 @@ func (c Config) validate() error {
 	if c.BatchSize > 10_000 {
 		errs = append(errs, fmt.Errorf("%w: BatchSize %d is above 10000", ErrInvalidConfig, c.BatchSize))
 	}
-	if c.MaxHoleRanges < 0 {
-		errs = append(errs, fmt.Errorf("%w: MaxHoleRanges %d is negative", ErrInvalidConfig, c.MaxHoleRanges))
+	if c.MaxDocBytes < 0 {
+		errs = append(errs, fmt.Errorf("%w: MaxDocBytes %d is negative", ErrInvalidConfig, c.MaxDocBytes))
+	}
+	if c.HoleWindow > MaxHoleWindow {
+		errs = append(errs, fmt.Errorf("%w: HoleWindow %d is above %d", ErrInvalidConfig, c.HoleWindow, MaxHoleWindow))
 	}
 	if c.PublishTimeout < 0 {
 		errs = append(errs, fmt.Errorf("%w: PublishTimeout %s is negative", ErrInvalidConfig, c.PublishTimeout))
@@ -166,7 +175,7 @@ func (c Config) applier(store Store, outbox bool) applier {
 	return applier{
 		store: store, policies: c.Policies, limits: c.Limits, maxDrift: c.MaxDrift,
 		prop: c.Propagator, outbox: outbox,
-		holeWindow: c.HoleWindow, maxHoleRanges: c.MaxHoleRanges, log: c.Logger.With("component", "projector"),
+		holeWindow: c.HoleWindow, maxDocBytes: c.MaxDocBytes, log: c.Logger.With("component", "projector"),
 	}
 }
 
