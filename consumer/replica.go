@@ -201,6 +201,8 @@ type Replica struct {
 
 	// links counts attachments started and not yet stopped (at most one).
 	links atomic.Int32
+	// driftWarned is when a clock drift was last logged (Unix ns).
+	driftWarned atomic.Int64
 }
 
 // link is one attachment to a connection and the goroutines it runs.
@@ -327,6 +329,22 @@ func (r *Replica) init() error {
 		}
 		return meta.Put(metaScope, []byte(scope))
 	})
+}
+
+// driftWarnEvery bounds how often a replica logs that its clock is behind
+// the changes it receives: every change would say so.
+const driftWarnEvery = time.Minute
+
+// noteDrift logs err (wrapping events.ErrClockDrift: a received timestamp
+// was far ahead of the local clock, which followed it anyway), at most once
+// per driftWarnEvery.
+func (r *Replica) noteDrift(err error) {
+	now := time.Now().UnixNano()
+	last := r.driftWarned.Load()
+	if now-last < int64(driftWarnEvery) || !r.driftWarned.CompareAndSwap(last, now) {
+		return
+	}
+	r.logger.Warn("local clock behind a received change; following it", logErr, err)
 }
 
 func (r *Replica) noteResync(err error) {
@@ -618,9 +636,13 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 			if err := v.indexConflicts(key, ch); err != nil {
 				return err
 			}
-			// A timestamp too far ahead is refused by the clock (ErrClockDrift):
-			// the change still applies, our clock just does not follow it.
-			_, _ = r.log.Clock().Update(ch.HLC)
+			// The clock always moves past the change, so a write built on
+			// it is stamped after it even when this client's wall clock is
+			// behind; ErrClockDrift only says that it is (the server bounds
+			// timestamps, not the client).
+			if _, err := r.log.Clock().Update(ch.HLC); err != nil {
+				r.noteDrift(err)
+			}
 			if err := r.settleByChange(v, key, ch); err != nil {
 				return err
 			}
