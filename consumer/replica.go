@@ -316,7 +316,7 @@ func (r *Replica) init() error {
 		if old := meta.Get(metaScope); old != nil && string(old) != scope {
 			err := fmt.Errorf("%w: scope changed from %q to %q", ErrResync, old, scope)
 			r.noteResync(err)
-			if err := resetScope(tx); err != nil {
+			if err := r.resetScope(tx); err != nil {
 				return err
 			}
 		}
@@ -561,10 +561,7 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (nex
 			rerr := fmt.Errorf("%w: stream %s was reset (stored sequence %d, stream last %d, created %s)",
 				ErrResync, events.StreamChanges, c.Seq, info.State.LastSeq, info.Created.Format(time.RFC3339Nano))
 			r.noteResync(rerr)
-			if err := r.settleAllAwaiting(tx); err != nil {
-				return err
-			}
-			if err := resetScope(tx); err != nil {
+			if err := r.resetScope(tx); err != nil {
 				return err
 			}
 			c = cursor{}
@@ -733,16 +730,23 @@ func (r *Replica) settleByChange(v *view, key []byte, ch *changeHead) error {
 	return nil
 }
 
-// settleAllAwaiting settles every receipt that waited for its change (used
-// before a full resync: the replay brings the authoritative state).
-func (r *Replica) settleAllAwaiting(tx *bbolt.Tx) error {
-	return tx.Bucket(bucketAwaiting).ForEach(func(k, v []byte) error {
+// resetScope starts a full resync inside tx: every receipt that waited for
+// its change settles its write (the receipt said how the server decided it;
+// the replay brings the authoritative state), then the view and the CHANGES
+// cursor are cleared (clearScope). Clearing without settling would leave
+// those writes pending forever: their receipt is consumed and gone.
+func (r *Replica) resetScope(tx *bbolt.Tx) error {
+	err := tx.Bucket(bucketAwaiting).ForEach(func(k, v []byte) error {
 		var rc events.Receipt
 		if err := getJSON(r.seal, bucketAwaiting, k, v, &rc); err != nil {
 			return fmt.Errorf("read awaiting receipt %q: %w", k, err)
 		}
 		return r.log.Settle(tx, &rc)
 	})
+	if err != nil {
+		return fmt.Errorf("settle awaiting receipts: %w", err)
+	}
+	return clearScope(tx)
 }
 
 // ---- following RECEIPTS ----

@@ -247,9 +247,10 @@ func decodeSynced(seal *keys.Cipher, key, v []byte) (projection.Doc, error) {
 	return projection.DocFromChange(ch), nil
 }
 
-// resetScope forgets the synced state and the CHANGES cursor (a full
-// resync). Pending writes (the producer's log) and rejections stay.
-func resetScope(tx *bbolt.Tx) error {
+// clearScope forgets the synced state, the receipts awaiting their change
+// and the CHANGES cursor. Pending writes (the producer's log) and rejections
+// stay. Use Replica.resetScope, which settles the awaiting receipts first.
+func clearScope(tx *bbolt.Tx) error {
 	for _, name := range scopeBuckets {
 		if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bbolt.ErrBucketNotFound) {
 			return fmt.Errorf("reset %s: %w", name, err)
