@@ -87,6 +87,11 @@ type ReplicaConfig struct {
 	// MeterProvider receives the producer's metrics and the catch-up gauges
 	// ebb.replica.changes.applied, .pending and .sequence; nil means none.
 	MeterProvider metric.MeterProvider
+	// GapCheckInterval is how often an attached replica with writes
+	// awaiting their receipt checks RECEIPTS for receipts it can no longer
+	// get (see doc.go, "Resets and lost receipts"); Sync checks at once.
+	// Default DefaultGapCheckInterval.
+	GapCheckInterval time.Duration
 	// Cipher, if set, encrypts the local store at rest (the producer's log
 	// and the view: documents, awaiting receipts, rejections) with
 	// AES-256-GCM; see doc.go, "Encryption at rest". nil keeps it in
@@ -108,6 +113,9 @@ func (c *ReplicaConfig) validate() error {
 	}
 	if c.CatchUpBatch < 0 {
 		errs = append(errs, fmt.Errorf("%w: CatchUpBatch %d is negative", ErrInvalidConfig, c.CatchUpBatch))
+	}
+	if c.GapCheckInterval < 0 {
+		errs = append(errs, fmt.Errorf("%w: GapCheckInterval %s is negative", ErrInvalidConfig, c.GapCheckInterval))
 	}
 	return errors.Join(errs...)
 }
@@ -217,6 +225,10 @@ type link struct {
 	// "caught up" by a cursor about to be reset.
 	ready     chan struct{}
 	readyOnce sync.Once
+	// changes and receipts are the link's followers, restarted (kicked)
+	// when a gap check finds their stream needs start's recovery.
+	changes  *follower[change]
+	receipts *follower[receipt]
 	// What Syncs have reported so far, so each Sync reports what happened
 	// since attaching or the previous Sync (the followers and the publisher
 	// run from Attach on, not only during a Sync): publishes of pub, and
@@ -405,6 +417,12 @@ func (r *Replica) Attach(ctx context.Context, nc *nats.Conn) error {
 	r.links.Add(1)
 	r.lastErr = nil
 	changes, receipts := r.changesFollower(l), r.receiptsFollower(js)
+	l.changes, l.receipts = changes, receipts
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		r.watchGaps(lctx, l, orDefault(r.cfg.GapCheckInterval, DefaultGapCheckInterval))
+	}()
 	for _, f := range []struct {
 		stream string
 		run    func(context.Context) error
@@ -508,7 +526,7 @@ func (r *Replica) changesFollower(l *link) *follower[change] {
 	js := l.js
 	f := &follower[change]{
 		js: js, stream: events.StreamChanges, filters: r.filters, batch: r.batch,
-		log: r.logger.With(logStream, events.StreamChanges),
+		log: r.logger.With(logStream, events.StreamChanges), kick: make(chan struct{}, 1),
 	}
 	// created is the stream's creation time as the session's start saw it;
 	// start and apply run on the follower's goroutine, one after the other.
@@ -523,7 +541,17 @@ func (r *Replica) changesFollower(l *link) *follower[change] {
 	}
 	f.prepare = prepareChange
 	f.gather = catchUpGather
-	f.apply = func(ctx context.Context, ds []delivery[change]) error { return r.applyChanges(ctx, ds, created) }
+	f.apply = func(ctx context.Context, ds []delivery[change]) error {
+		// A consumer the ordered consumer remade by itself may have
+		// resumed on a stream deleted and recreated in between: check
+		// before its first message moves the cursor.
+		if resumedIn(ds) {
+			if reset, _, err := r.changesReset(ctx, js); err != nil || reset {
+				return errRestart
+			}
+		}
+		return r.applyChanges(ctx, ds, created)
+	}
 	return f
 }
 
@@ -760,7 +788,7 @@ type receipt struct {
 func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 	f := &follower[receipt]{
 		js: js, stream: events.StreamReceipts, filters: []string{events.ReceiptSubject(r.tenant, r.client)}, batch: 256,
-		log: r.logger.With(logStream, events.StreamReceipts),
+		log: r.logger.With(logStream, events.StreamReceipts), kick: make(chan struct{}, 1),
 	}
 	var created int64 // as in changesFollower
 	f.start = func(ctx context.Context) (next uint64, err error) {
@@ -768,7 +796,20 @@ func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 		return next, err
 	}
 	f.prepare = func(m jetstream.Msg, v *receipt, _ *arena) { v.rc, v.err = events.DecodeReceipt(m.Data()) }
-	f.apply = func(ctx context.Context, ds []delivery[receipt]) error { return r.applyReceipts(ctx, ds, created) }
+	f.apply = func(ctx context.Context, ds []delivery[receipt]) error {
+		// Receipts may have been lost before these: the ordered consumer
+		// resumed by itself, or it was behind the stream's retention.
+		// Check before the cursor moves past them for good.
+		r.mu.Lock()
+		prev := r.receiptsP
+		r.mu.Unlock()
+		if receiptGapSuspect(prev, ds) {
+			if lost, err := r.receiptsLost(ctx, js); err != nil || lost {
+				return errRestart
+			}
+		}
+		return r.applyReceipts(ctx, ds, created)
+	}
 	return f
 }
 
@@ -794,28 +835,7 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 	}
 	info := s.CachedInfo()
 	created = createdNano(info.Created)
-	// check returns the cursor to start from and why it moved: the stream
-	// was reset, or receipts after c are gone (behind). Neither: nothing is
-	// written here, and the first apply stores created with the cursor, as
-	// for CHANGES.
-	check := func(c cursor) (_ cursor, reset, behind bool) {
-		reset = c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq)
-		if reset {
-			c.Seq = 0
-		}
-		behind = info.State.FirstSeq > 0 && c.Seq+1 < info.State.FirstSeq
-		if behind {
-			c.Seq = info.State.FirstSeq - 1
-		}
-		return c, reset, behind
-	}
-	// atRisk: could e's receipt be among those gone? After a reset, any;
-	// otherwise if e was published before the oldest receipt still kept
-	// (or the stream keeps none).
-	atRisk := func(e producer.Entry, reset bool) bool {
-		first := info.State.FirstTime
-		return reset || first.IsZero() || e.PublishedAt.IsZero() || e.PublishedAt.Before(first.Add(receiptSkew))
-	}
+	check := func(c cursor) (cursor, bool, bool) { return receiptsCheck(info, created, c) }
 	var c cursor
 	err = r.db.View(func(tx *bbolt.Tx) (err error) {
 		c, err = getCursor(tx, events.StreamReceipts)
@@ -841,7 +861,7 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 				return err
 			}
 			for _, e := range es {
-				if e.State == producer.StatePublished && atRisk(e, reset) {
+				if e.State == producer.StatePublished && receiptAtRisk(info, e, reset) {
 					lost = append(lost, e.Event)
 				}
 			}
@@ -866,18 +886,29 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 	return next, created, nil
 }
 
-// republish publishes evs again, each with its id as Nats-Msg-Id.
+// republish publishes evs again, each with its id as Nats-Msg-Id. One that
+// JetStream drops as a duplicate (its first publish is inside EVENTS' dedupe
+// window) reaches no projector, so no receipt will answer it: its fate is
+// settled from what the replica knows (settleUnanswered).
 func (r *Replica) republish(ctx context.Context, js jetstream.Publisher, evs []*events.Event) error {
+	var dropped []*events.Event
 	for _, e := range evs {
 		b, err := events.EncodeEvent(e)
 		if err != nil {
 			return fmt.Errorf("republish event %s: %w", e.ID, err)
 		}
-		if _, err := js.Publish(ctx, e.Subject(), b, jetstream.WithMsgID(e.ID)); err != nil {
+		ack, err := js.Publish(ctx, e.Subject(), b, jetstream.WithMsgID(e.ID))
+		if err != nil {
 			return fmt.Errorf("republish event %s: %w", e.ID, err)
 		}
+		if ack.Duplicate {
+			dropped = append(dropped, e)
+		}
 	}
-	r.logger.Info("republished events whose receipts may be lost", "count", len(evs))
+	r.logger.Info("republished events whose receipts may be lost", "count", len(evs), "dropped", len(dropped))
+	if len(dropped) > 0 {
+		return r.settleUnanswered(dropped)
+	}
 	return nil
 }
 
@@ -952,8 +983,11 @@ func (r *Replica) applyReceipt(tx *bbolt.Tx, rc *events.Receipt) (int, []byte, e
 		return 0, key, r.log.Settle(tx, rc)
 	case events.OutcomeRejected, events.OutcomeInvalid:
 		ent, ok, err := r.unsettled(tx, rc.Event)
-		if err != nil || !ok {
+		if err != nil {
 			return 0, nil, err
+		}
+		if !ok {
+			return 0, nil, r.refineUnknownFate(tx, rc)
 		}
 		rej := Rejection{Event: rc.Event, Collection: ent.Collection, Doc: ent.Doc, Op: ent.Op, Fields: ent.Fields, Outcome: rc.Outcome, Reason: rc.Reason}
 		if err := putJSON(tx, r.seal, bucketRejections, []byte(rc.Event), rej); err != nil {
@@ -1005,6 +1039,9 @@ func (r *Replica) applyDuplicate(tx *bbolt.Tx, rc *events.Receipt) (int, []byte,
 	reason := "fate unknown: the server had already decided this write, but its receipt expired and the replica has not seen a change it caused (applied and since overwritten, or rejected); check the document"
 	if rc.Reason != "" {
 		reason += " (server: " + rc.Reason + ")"
+	}
+	if rc.Stream == 0 && rc.Reason == reasonUnanswered {
+		reason = reasonUnanswered // made up by settleUnanswered, not the server's
 	}
 	rej := Rejection{Event: rc.Event, Collection: ent.Collection, Doc: ent.Doc, Op: ent.Op, Fields: ent.Fields, Outcome: rc.Outcome, Reason: reason}
 	if err := putJSON(tx, r.seal, bucketRejections, []byte(rc.Event), rej); err != nil {
@@ -1389,6 +1426,9 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 	// The publisher runs from Attach on, so it may have sent writes before
 	// this Sync began: count what it published that no Sync reported yet.
 	pushed := l.pushed.since(l.pub.Status().Published)
+	// Receipts lost while attached would keep this wait from ending: check
+	// now (the link's watchGaps checks again while it lasts).
+	r.checkGaps(ctx, l, false)
 	if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
 		es, err := r.log.Unsettled(tx)
 		if err != nil {
@@ -1402,6 +1442,23 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 		return true, nil
 	}); err != nil {
 		return SyncReport{}, fmt.Errorf("sync: wait for receipts: %w", err)
+	}
+	// A CHANGES reset while attached is noticed here at the latest: wait
+	// for the follower's restart to reset the view, or "caught up" would be
+	// judged by the old stream's cursor.
+	reset, created, err := r.changesReset(ctx, l.js)
+	if err != nil {
+		return SyncReport{}, fmt.Errorf("sync: %w", err)
+	}
+	if reset {
+		r.logger.Warn("stream reset while attached; recovering", logStream, events.StreamChanges)
+		l.changes.restart()
+		if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
+			c, err := getCursor(tx, events.StreamChanges)
+			return c.Created == created, err
+		}); err != nil {
+			return SyncReport{}, fmt.Errorf("sync: wait for the resync of %s: %w", events.StreamChanges, err)
+		}
 	}
 	target, err := r.lastInScope(ctx, l.js)
 	if err != nil {

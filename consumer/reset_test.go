@@ -131,3 +131,45 @@ func TestReplica_ScopeChangeSettlesAwaitingReceipts(t *testing.T) {
 		t.Fatalf("settled entries %+v, %v: want the write settled as applied", es, err)
 	}
 }
+
+// TestReplica_ResyncsAfterChangesResetWhileAttached: the same reset while
+// the replica stays attached. nats.go's ordered consumer remakes its
+// consumer on the new stream after the old cursor, so it would read nothing
+// the new stream holds below it; Sync finds the reset and waits for the
+// resync instead of reporting the old view as caught up.
+func TestReplica_ResyncsAfterChangesResetWhileAttached(t *testing.T) {
+	_, nc, js := mustServer(t)
+	r, err := OpenReplica(t.Context(), ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Conn: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	old := publishChanges(t, js, 20, 40)
+	if _, err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkView(t, r, old)
+
+	if err := js.DeleteStream(ctx, events.StreamChanges); err != nil {
+		t.Fatal(err)
+	}
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := serverView{}
+	for i := range 5 {
+		ch := testChange("t1", "c", fmt.Sprintf("new-%d", i), 1, i)
+		publishChange(t, js, ch)
+		want[ch.Doc] = ch
+	}
+	rep, err := r.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkView(t, r, want)
+	if st := r.Status(); st.Resyncs != 1 || !errors.Is(st.LastResync, ErrResync) || !rep.Resynced {
+		t.Fatalf("status %+v, report %+v: want one resync reported", st, rep)
+	}
+}
