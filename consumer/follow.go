@@ -283,7 +283,7 @@ func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) 
 // read is the reader goroutine's loop: it returns why it stopped.
 func (f *follower[T]) read(ctx context.Context, it jetstream.MessagesContext, q *handoff[T]) error {
 	opts := []jetstream.NextOpt{jetstream.NextContext(ctx)} // built once: a variadic slice per call would escape
-	var consumer string // of the last message: the ordered consumer names its Nth consumer <prefix>_<N>
+	var consumer string                                     // of the last message: the ordered consumer names its Nth consumer <prefix>_<N>
 	for {
 		m, err := it.Next(opts...)
 		if err != nil {

@@ -196,7 +196,7 @@ func sum(xs []int) int {
 
 func TestAckFields_Consumer(t *testing.T) {
 	for reply, want := range map[string]string{
-		"$JS.ACK.RECEIPTS.abc_2.1.42.7.1700000000000000000.9":              "abc_2",
+		"$JS.ACK.RECEIPTS.abc_2.1.42.7.1700000000000000000.9":               "abc_2",
 		"$JS.ACK._.ACCHASH.RECEIPTS.abc_1.1.42.7.1700000000000000000.9.rnd": "abc_1",
 	} {
 		if got, _, _, ok := ackFields(reply); !ok || got != want {
