@@ -156,10 +156,15 @@ type Status struct {
 	// one happened (it wraps ErrResync).
 	Resyncs    int
 	LastResync error
+	// Quarantined counts the messages set aside since open: unreadable, or
+	// not what their subject says (see doc.go, "Quarantine");
+	// LastQuarantine says which and why (it wraps ErrQuarantined and
+	// ErrUnreadable or ErrSubjectMismatch).
+	Quarantined    int
+	LastQuarantine error
 	// Err is the last error that stopped a follower: the local store
-	// failed, or a message could not be decoded (ErrUnreadable; the
-	// follower's cursor stays before it). Local reads and writes go on;
-	// the next Attach clears it and resumes from the stored cursors.
+	// failed. Local reads and writes go on; the next Attach clears it and
+	// resumes from the stored cursors.
 	Err error
 }
 
@@ -206,6 +211,10 @@ type Replica struct {
 	lastErr    error
 	pulled     int // changes applied since open
 	rejected   int // rejections recorded since open
+	// quarantined counts messages quarantined since open; lastQuarantine
+	// is the last one's error.
+	quarantined    int
+	lastQuarantine error
 
 	// links counts attachments started and not yet stopped (at most one).
 	links atomic.Int32
@@ -578,6 +587,7 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (nex
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
 	}
 	if !reset(c) {
+		r.retryQuarantinedChanges(ctx, s)
 		return c.Seq + 1, created, nil
 	}
 	err = r.db.Update(func(tx *bbolt.Tx) error {
@@ -602,7 +612,7 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (nex
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
 	}
 	r.startedAt(&r.changesP, next-1)
-	return next, created, nil
+	return next, created, nil // a reset cleared the quarantine: the replay reads it all again
 }
 
 // startedAt records that a follower's stored cursor was moved to seq
@@ -624,9 +634,9 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 	var touched [][]byte
 	applied := 0
 	var prog Progress
-	var stop error // an unreadable change: the batch ends before it
+	var quarantined []error
 	err := r.db.Update(func(tx *bbolt.Tx) error {
-		touched, applied, stop = touched[:0], 0, nil
+		touched, applied, quarantined = touched[:0], 0, quarantined[:0]
 		c, err := getCursor(tx, events.StreamChanges)
 		if err != nil {
 			return err
@@ -638,15 +648,18 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 				prog.Pending = d.pending
 				continue
 			}
-			if d.v.err != nil {
-				// Never step over a change the replica cannot read: its
-				// document would stay stale after an upgrade that can read
-				// it, the cursor being past it (invariant 3).
-				stop = unreadable(events.StreamChanges, d.subject, d.seq, d.v.err)
-				break
-			}
 			prog.Pending = d.pending
 			c.Seq = d.seq
+			if d.v.err != nil {
+				// Set aside, never applied: every other document goes on,
+				// and the start of a later follower reads it again.
+				qerr, err := r.quarantine(tx, events.StreamChanges, d.subject, d.seq, d.v.err)
+				if err != nil {
+					return err
+				}
+				quarantined = append(quarantined, qerr)
+				continue
+			}
 			ch, key := &d.v.head, d.v.key
 			if ch.Tenant != r.tenant || !r.inScope(ch.Collection) {
 				r.logger.Warn("change outside scope skipped", "subject", d.subject, logSeq, d.seq)
@@ -655,20 +668,7 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 			if ch.Version <= v.version(key) {
 				continue
 			}
-			if err := v.put(key, ch.Version, d.v.value); err != nil {
-				return err
-			}
-			if err := v.indexConflicts(key, ch); err != nil {
-				return err
-			}
-			// The clock always moves past the change, so a write built on
-			// it is stamped after it even when this client's wall clock is
-			// behind; ErrClockDrift only says that it is (the server bounds
-			// timestamps, not the client).
-			if _, err := r.log.Clock().Update(ch.HLC); err != nil {
-				r.noteDrift(err)
-			}
-			if err := r.settleByChange(v, key, ch); err != nil {
+			if err := r.putChange(v, key, ch, d.v.value); err != nil {
 				return err
 			}
 			touched = append(touched, key)
@@ -684,19 +684,33 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 	if err != nil {
 		return fmt.Errorf("apply %d changes: %w", len(ds), err)
 	}
+	r.noteQuarantine(quarantined)
 	r.mu.Lock()
 	r.changesP = Progress{Seq: prog.Seq, Applied: r.changesP.Applied + uint64(len(ds)), Pending: prog.Pending}
 	r.pulled += applied
 	r.mu.Unlock()
 	r.committed(touched)
-	return stop
+	return nil
 }
 
-// unreadable is the error that stops a follower at a message it cannot
-// decode; see ErrUnreadable.
-func unreadable(stream, subject string, seq uint64, err error) error {
-	return fmt.Errorf("%w: %s message %d on %s (cursor kept before it; attach again once it is readable): %w",
-		ErrUnreadable, stream, seq, subject, err)
+// putChange stores ch (newer than the view's version of key; value is its
+// synced value) in v, and does what applying it implies: the conflict
+// index, the clock, and settling what it settles.
+func (r *Replica) putChange(v *view, key []byte, ch *changeHead, value []byte) error {
+	if err := v.put(key, ch.Version, value); err != nil {
+		return err
+	}
+	if err := v.indexConflicts(key, ch); err != nil {
+		return err
+	}
+	// The clock always moves past the change, so a write built on it is
+	// stamped after it even when this client's wall clock is behind;
+	// ErrClockDrift only says that it is (the server bounds timestamps,
+	// not the client).
+	if _, err := r.log.Clock().Update(ch.HLC); err != nil {
+		r.noteDrift(err)
+	}
+	return r.settleByChange(v, key, ch)
 }
 
 // settleByChange settles what ch settles: the replica's own event that
@@ -795,7 +809,7 @@ func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 		next, created, err = r.startReceipts(ctx, js)
 		return next, err
 	}
-	f.prepare = func(m jetstream.Msg, v *receipt, _ *arena) { v.rc, v.err = events.DecodeReceipt(m.Data()) }
+	f.prepare = func(m jetstream.Msg, v *receipt, _ *arena) { v.rc, v.err = decodeReceipt(m.Data()) }
 	f.apply = func(ctx context.Context, ds []delivery[receipt]) error {
 		// Receipts may have been lost before these: the ordered consumer
 		// resumed by itself, or it was behind the stream's retention.
@@ -845,6 +859,7 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 	}
 	if _, reset, behind := check(c); !reset && !behind {
+		r.retryQuarantinedReceipts(ctx, s)
 		return c.Seq + 1, created, nil
 	}
 	var lost []*events.Event
@@ -855,6 +870,12 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 			return err
 		}
 		c, reset, behind := check(old)
+		if reset {
+			// Quarantined sequences are the old stream's.
+			if err := clearQuarantine(tx, events.StreamReceipts); err != nil {
+				return err
+			}
+		}
 		if reset || behind {
 			es, err := r.log.Unsettled(tx)
 			if err != nil {
@@ -878,6 +899,7 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 	}
 	r.startedAt(&r.receiptsP, next-1)
+	r.retryQuarantinedReceipts(ctx, s)
 	if len(lost) > 0 {
 		if err := r.republish(ctx, js, lost); err != nil {
 			return 0, 0, err
@@ -922,9 +944,9 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 	var touched [][]byte
 	rejected := 0
 	var prog Progress
-	var stop error // an unreadable receipt: the batch ends before it
+	var quarantined []error
 	err := r.db.Update(func(tx *bbolt.Tx) error {
-		touched, rejected, stop = touched[:0], 0, nil
+		touched, rejected, quarantined = touched[:0], 0, quarantined[:0]
 		c, err := getCursor(tx, events.StreamReceipts)
 		if err != nil {
 			return err
@@ -934,19 +956,23 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 				prog.Pending = d.pending
 				continue
 			}
-			if d.v.err != nil {
-				// As for changes: a receipt skipped is a write whose fate
-				// the writer never learns (invariant 1).
-				stop = unreadable(events.StreamReceipts, d.subject, d.seq, d.v.err)
-				break
-			}
 			prog.Pending = d.pending
 			c.Seq = d.seq
-			rc := d.v.rc
-			if rc.Client != r.client || rc.Tenant != r.tenant {
+			why := d.v.err
+			if why == nil {
+				why = r.checkReceipt(d.subject, d.v.rc)
+			}
+			if why != nil {
+				// As for changes: set aside and read again at the next
+				// start, so an upgrade can still tell the writer.
+				qerr, err := r.quarantine(tx, events.StreamReceipts, d.subject, d.seq, why)
+				if err != nil {
+					return err
+				}
+				quarantined = append(quarantined, qerr)
 				continue
 			}
-			n, key, err := r.applyReceipt(tx, rc)
+			n, key, err := r.applyReceipt(tx, d.v.rc)
 			if err != nil {
 				return err
 			}
@@ -962,12 +988,13 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 	if err != nil {
 		return fmt.Errorf("apply %d receipts: %w", len(ds), err)
 	}
+	r.noteQuarantine(quarantined)
 	r.mu.Lock()
 	r.receiptsP = Progress{Seq: prog.Seq, Applied: r.receiptsP.Applied + uint64(len(ds)), Pending: prog.Pending}
 	r.rejected += rejected
 	r.mu.Unlock()
 	r.committed(touched)
-	return stop
+	return nil
 }
 
 // applyReceipt handles one receipt; it returns 1 if it recorded a rejection
@@ -1368,6 +1395,7 @@ func (r *Replica) Status() Status {
 	s := Status{
 		Online: r.link != nil && r.lastErr == nil, Client: r.client, Changes: r.changesP, Receipts: r.receiptsP,
 		Resyncs: r.resyncs, LastResync: r.lastResync, Err: r.lastErr,
+		Quarantined: r.quarantined, LastQuarantine: r.lastQuarantine,
 	}
 	closed := r.closed
 	r.mu.Unlock()

@@ -32,7 +32,7 @@ var (
 	// docKey -> empty, for synced documents with open conflicts.
 	bucketConflicts = []byte("consumer.conflicts")
 
-	allBuckets = [][]byte{bucketDocs, bucketMeta, bucketAwaiting, bucketRejections, bucketConflicts}
+	allBuckets = [][]byte{bucketDocs, bucketMeta, bucketAwaiting, bucketRejections, bucketConflicts, bucketQuarantine}
 	// scopeBuckets are what a full resync clears.
 	scopeBuckets = [][]byte{bucketDocs, bucketAwaiting, bucketConflicts}
 )
@@ -247,8 +247,8 @@ func decodeSynced(seal *keys.Cipher, key, v []byte) (projection.Doc, error) {
 	return projection.DocFromChange(ch), nil
 }
 
-// clearScope forgets the synced state, the receipts awaiting their change
-// and the CHANGES cursor. Pending writes (the producer's log) and rejections
+// clearScope forgets the synced state, the receipts awaiting their change,
+// the CHANGES cursor and its quarantined messages. Pending writes (the producer's log) and rejections
 // stay. Use Replica.resetScope, which settles the awaiting receipts first.
 func clearScope(tx *bbolt.Tx) error {
 	for _, name := range scopeBuckets {
@@ -262,7 +262,7 @@ func clearScope(tx *bbolt.Tx) error {
 	if err := tx.Bucket(bucketMeta).Delete(cursorKey(events.StreamChanges)); err != nil {
 		return fmt.Errorf("reset changes cursor: %w", err)
 	}
-	return nil
+	return clearQuarantine(tx, events.StreamChanges)
 }
 
 // Rejection is a local write the server did not apply: a rejected or
