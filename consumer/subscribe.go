@@ -167,7 +167,9 @@ func checkChange(subject string, seq uint64, ch *events.Change, err error) error
 // change. A change is acknowledged (and waited for: AckSync) only after the
 // handler returns nil; on an error it is negatively acknowledged with the
 // next Backoff delay and delivered again. A change whose payload cannot be
-// decoded is terminated (Term) and logged: retrying cannot fix it.
+// decoded, or is not the change of the document its subject names, is
+// terminated (Term), logged and counted (Quarantined): retrying cannot fix
+// it, and the handler never sees it.
 //
 // Delivery is at least once: a handler that succeeded just before a crash may
 // see its change again. Changes carry full state and a Version, so handlers
