@@ -101,10 +101,13 @@
 // (their effect reaches the view through CHANGES) and applies those it
 // never saw. A republish JetStream drops as a duplicate (the first publish
 // is inside EVENTS' dedupe window) reaches no projector, so no receipt will
-// ever answer it: it is settled as a "duplicate" receipt would settle it
-// (silently if the view shows its fate, else a Rejection of unknown fate
-// that a change it caused removes and a rejected receipt arriving after
-// all makes precise). Both are logged and counted in Status.Resyncs /
+// ever answer the republish; the first publish's receipt may still be in
+// the stream after the cursor, so once the follower has read every receipt
+// RECEIPTS held for the client at that point (kept in consumer.meta across
+// restarts), a write still without a receipt is settled as a "duplicate"
+// receipt would settle it (silently if the view shows its fate, else a
+// Rejection of unknown fate that a change it caused removes and a
+// rejected receipt arriving after all makes precise). Both are logged and counted in Status.Resyncs /
 // Status.LastResync (wrapping ErrResync) and SyncReport.Resynced, never
 // silent.
 //

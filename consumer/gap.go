@@ -2,7 +2,10 @@ package consumer
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -203,36 +206,124 @@ func (r *Replica) watchGaps(ctx context.Context, l *link, every time.Duration) {
 
 // reasonUnanswered is the reason of the Rejection recorded for a write
 // whose receipt was lost and whose republish JetStream dropped as a
-// duplicate (see settleUnanswered).
+// duplicate (see unanswered).
 const reasonUnanswered = "fate unknown: its receipt was lost from RECEIPTS before the replica read it, and the server will not answer it again (republished inside EVENTS' dedupe window); check the document"
 
-// settleUnanswered settles writes whose receipt was lost and whose republish
-// JetStream dropped as a duplicate, so no receipt will ever come: as for a
-// "duplicate" receipt (applyDuplicate), silently when the view shows their
-// fate (the change they caused, a conflict naming them), else as a
-// Rejection of unknown fate, which a change they caused arriving later
-// removes, and a rejected receipt arriving later makes precise.
-func (r *Replica) settleUnanswered(evs []*events.Event) error {
-	var touched [][]byte
-	rejected := 0
-	err := r.db.Update(func(tx *bbolt.Tx) error {
-		touched, rejected = touched[:0], 0
+// unanswered is what the replica keeps (bucketMeta, metaUnanswered) of
+// events whose republish JetStream dropped as a duplicate: no receipt will
+// answer the republish, but the first publish's receipt may still be in
+// RECEIPTS after the cursor. So they are settled (settleDueUnanswered) only
+// once the RECEIPTS cursor reaches UpTo, the last receipt RECEIPTS held for
+// the client when they were dropped, if no receipt settled them by then.
+type unanswered struct {
+	UpTo   uint64   `json:"up_to"`
+	Events []string `json:"events"`
+}
+
+var metaUnanswered = []byte("unanswered")
+
+// deferUnanswered records evs, whose republish JetStream dropped, to be
+// settled by settleDueUnanswered; s is RECEIPTS.
+func (r *Replica) deferUnanswered(ctx context.Context, s jetstream.Stream, evs []*events.Event) error {
+	var upTo uint64
+	m, err := s.GetLastMsgForSubject(ctx, events.ReceiptSubject(r.tenant, r.client))
+	switch {
+	case err == nil:
+		upTo = m.Sequence
+	case !errors.Is(err, jetstream.ErrMsgNotFound):
+		return fmt.Errorf("last receipt of %s: %w", r.client, err)
+	}
+	err = r.db.Update(func(tx *bbolt.Tx) error {
+		u, err := getUnanswered(tx)
+		if err != nil {
+			return err
+		}
+		u.UpTo = max(u.UpTo, upTo)
 		for _, e := range evs {
-			rc := &events.Receipt{Schema: events.SchemaVersion, Event: e.ID, Tenant: e.Tenant, Client: e.Client, Seq: e.Seq,
-				Collection: e.Collection, Doc: e.Doc, Outcome: events.OutcomeDuplicate, Reason: reasonUnanswered}
-			n, key, err := r.applyDuplicate(tx, rc)
-			if err != nil {
-				return err
+			if !slices.Contains(u.Events, e.ID) {
+				u.Events = append(u.Events, e.ID)
 			}
-			rejected += n
-			if key != nil {
-				touched = append(touched, key)
-			}
+		}
+		b, _ := json.Marshal(u) // a number and strings always encode
+		if err := tx.Bucket(bucketMeta).Put(metaUnanswered, b); err != nil {
+			return fmt.Errorf("store unanswered events: %w", err)
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("settle %d unanswered events: %w", len(evs), err)
+		return fmt.Errorf("defer %d unanswered events: %w", len(evs), err)
+	}
+	return r.settleDueUnansweredNow()
+}
+
+func getUnanswered(tx *bbolt.Tx) (unanswered, error) {
+	var u unanswered
+	if b := tx.Bucket(bucketMeta).Get(metaUnanswered); b != nil {
+		if err := json.Unmarshal(b, &u); err != nil {
+			return u, fmt.Errorf("read unanswered events: %w", err)
+		}
+	}
+	return u, nil
+}
+
+// settleDueUnanswered settles, once the RECEIPTS cursor (seq) has reached
+// their UpTo, the unanswered events no receipt has settled: as for a
+// "duplicate" receipt (applyDuplicate), silently when the view shows their
+// fate (the change they caused, a conflict naming them), else as a
+// Rejection of unknown fate, which a change they caused arriving later
+// removes, and a rejected receipt arriving later makes precise. It returns
+// the rejections recorded and the documents whose view changed.
+func (r *Replica) settleDueUnanswered(tx *bbolt.Tx, seq uint64) (rejected int, touched [][]byte, err error) {
+	u, err := getUnanswered(tx)
+	if err != nil || len(u.Events) == 0 || u.UpTo > seq {
+		return 0, nil, err
+	}
+	for _, id := range u.Events {
+		rc := &events.Receipt{Schema: events.SchemaVersion, Event: id, Tenant: r.tenant, Client: r.client,
+			Outcome: events.OutcomeDuplicate, Reason: reasonUnanswered}
+		n, key, err := r.applyDuplicate(tx, rc)
+		if err != nil {
+			return 0, nil, err
+		}
+		rejected += n
+		if key != nil {
+			touched = append(touched, key)
+		}
+	}
+	if err := tx.Bucket(bucketMeta).Delete(metaUnanswered); err != nil {
+		return 0, nil, fmt.Errorf("drop unanswered events: %w", err)
+	}
+	return rejected, touched, nil
+}
+
+// settleDueUnansweredNow runs settleDueUnanswered at the stored RECEIPTS
+// cursor, writing only when something is due.
+func (r *Replica) settleDueUnansweredNow() error {
+	due := false
+	err := r.db.View(func(tx *bbolt.Tx) error {
+		c, err := getCursor(tx, events.StreamReceipts)
+		if err != nil {
+			return err
+		}
+		u, err := getUnanswered(tx)
+		due = len(u.Events) > 0 && u.UpTo <= c.Seq
+		return err
+	})
+	if err != nil || !due {
+		return err
+	}
+	var rejected int
+	var touched [][]byte
+	err = r.db.Update(func(tx *bbolt.Tx) error {
+		c, err := getCursor(tx, events.StreamReceipts)
+		if err != nil {
+			return err
+		}
+		rejected, touched, err = r.settleDueUnanswered(tx, c.Seq)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("settle unanswered events: %w", err)
 	}
 	r.mu.Lock()
 	r.rejected += rejected
@@ -242,7 +333,7 @@ func (r *Replica) settleUnanswered(evs []*events.Event) error {
 }
 
 // refineUnknownFate replaces the Rejection of unknown fate recorded for
-// rc's event (settleUnanswered, applyDuplicate) with rc, a rejected or
+// rc's event (settleDueUnanswered, applyDuplicate) with rc, a rejected or
 // invalid receipt that arrived after all.
 func (r *Replica) refineUnknownFate(tx *bbolt.Tx, rc *events.Receipt) error {
 	b := tx.Bucket(bucketRejections)

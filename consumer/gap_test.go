@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
 	"github.com/ebbsync/ebb/projection"
 )
 
@@ -168,5 +169,58 @@ func testReceiptLostWhileAttached(t *testing.T, periodic bool) {
 	d, err := a.Get(ctx, "reject", "d")
 	if err != nil || d.Version != 2 || d.Pending != 0 || string(d.Fields["x"]) != "1" {
 		t.Fatalf("A's view %+v, %v: want the server's v2", d, err)
+	}
+}
+
+// TestReplica_RepublishDroppedWaitsForKeptReceipt: a replica whose RECEIPTS
+// cursor fell behind the stream (other clients' receipts were removed)
+// republishes its outstanding write; JetStream drops the republish as a
+// duplicate, but the write's first receipt is still in the stream after the
+// cursor. The write is settled by that receipt, never reported as a
+// rejection of unknown fate on the way.
+func TestReplica_RepublishDroppedWaitsForKeptReceipt(t *testing.T) {
+	_, nc, js := mustServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	r, err := OpenReplica(ctx, ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "a", Conn: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Put(ctx, "c", "d", events.Fields{"n": json.RawMessage(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	e := waitPublished(t, r, 1)[0].Event
+	r.Detach()
+	other := *e
+	other.Client = "other"
+	for range 3 {
+		publishReceipt(t, js, &other, events.OutcomeApplied, 1)
+	}
+	publishReceipt(t, js, e, events.OutcomeApplied, 1)
+	ch := testChange("t1", "c", "d", 1, 1)
+	ch.Event, ch.Client, ch.Seq = e.ID, "a", e.Seq
+	publishChange(t, js, ch)
+	rs, err := js.Stream(ctx, events.StreamReceipts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Purge(ctx, jetstream.WithPurgeSubject(events.ReceiptSubject("t1", "other"))); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := r.Attach(ctx, nc); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Rejected != 0 || r.Status().Rejections != 0 || r.Status().Pending != 0 {
+		t.Fatalf("report %+v, status %+v: want the write settled by its kept receipt, no rejection", rep, r.Status())
+	}
+	es, err := r.Log().Entries(ctx, producer.StateSettled)
+	if err != nil || len(es) != 1 || es[0].Outcome != events.OutcomeApplied {
+		t.Fatalf("settled %+v, %v: want the write applied", es, err)
 	}
 }

@@ -860,6 +860,9 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 	}
 	if _, reset, behind := check(c); !reset && !behind {
 		r.retryQuarantinedReceipts(ctx, s)
+		if err := r.settleDueUnansweredNow(); err != nil {
+			return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
+		}
 		return c.Seq + 1, created, nil
 	}
 	var lost []*events.Event
@@ -901,37 +904,40 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 	r.startedAt(&r.receiptsP, next-1)
 	r.retryQuarantinedReceipts(ctx, s)
 	if len(lost) > 0 {
-		if err := r.republish(ctx, js, lost); err != nil {
+		dropped, err := r.republish(ctx, js, lost)
+		if len(dropped) > 0 {
+			err = errors.Join(err, r.deferUnanswered(ctx, s, dropped))
+		}
+		if err != nil {
 			return 0, 0, err
 		}
+	}
+	if err := r.settleDueUnansweredNow(); err != nil {
+		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 	}
 	return next, created, nil
 }
 
-// republish publishes evs again, each with its id as Nats-Msg-Id. One that
-// JetStream drops as a duplicate (its first publish is inside EVENTS' dedupe
-// window) reaches no projector, so no receipt will answer it: its fate is
-// settled from what the replica knows (settleUnanswered).
-func (r *Replica) republish(ctx context.Context, js jetstream.Publisher, evs []*events.Event) error {
-	var dropped []*events.Event
+// republish publishes evs again, each with its id as Nats-Msg-Id, and
+// returns those JetStream dropped as duplicates (their first publish is
+// inside EVENTS' dedupe window): they reach no projector, so no receipt will
+// answer them (see unanswered).
+func (r *Replica) republish(ctx context.Context, js jetstream.Publisher, evs []*events.Event) (dropped []*events.Event, err error) {
 	for _, e := range evs {
 		b, err := events.EncodeEvent(e)
 		if err != nil {
-			return fmt.Errorf("republish event %s: %w", e.ID, err)
+			return dropped, fmt.Errorf("republish event %s: %w", e.ID, err)
 		}
 		ack, err := js.Publish(ctx, e.Subject(), b, jetstream.WithMsgID(e.ID))
 		if err != nil {
-			return fmt.Errorf("republish event %s: %w", e.ID, err)
+			return dropped, fmt.Errorf("republish event %s: %w", e.ID, err)
 		}
 		if ack.Duplicate {
 			dropped = append(dropped, e)
 		}
 	}
 	r.logger.Info("republished events whose receipts may be lost", "count", len(evs), "dropped", len(dropped))
-	if len(dropped) > 0 {
-		return r.settleUnanswered(dropped)
-	}
-	return nil
+	return dropped, nil
 }
 
 // applyReceipts settles the replica's events from their receipts, in one
@@ -981,6 +987,12 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 				touched = append(touched, key)
 			}
 		}
+		n, keys, err := r.settleDueUnanswered(tx, c.Seq)
+		if err != nil {
+			return err
+		}
+		rejected += n
+		touched = append(touched, keys...)
 		prog.Seq = c.Seq
 		c.Created = created
 		return putCursor(tx, events.StreamReceipts, c)
@@ -1068,7 +1080,7 @@ func (r *Replica) applyDuplicate(tx *bbolt.Tx, rc *events.Receipt) (int, []byte,
 		reason += " (server: " + rc.Reason + ")"
 	}
 	if rc.Stream == 0 && rc.Reason == reasonUnanswered {
-		reason = reasonUnanswered // made up by settleUnanswered, not the server's
+		reason = reasonUnanswered // made up by settleDueUnanswered, not the server's
 	}
 	rej := Rejection{Event: rc.Event, Collection: ent.Collection, Doc: ent.Doc, Op: ent.Op, Fields: ent.Fields, Outcome: rc.Outcome, Reason: reason}
 	if err := putJSON(tx, r.seal, bucketRejections, []byte(rc.Event), rej); err != nil {
