@@ -874,9 +874,13 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 		}
 		c, reset, behind := check(old)
 		if reset {
-			// Quarantined sequences are the old stream's.
+			// Quarantined and unanswered sequences are the old stream's;
+			// every unsettled write is republished below.
 			if err := clearQuarantine(tx, events.StreamReceipts); err != nil {
 				return err
+			}
+			if err := tx.Bucket(bucketMeta).Delete(metaUnanswered); err != nil {
+				return fmt.Errorf("drop unanswered events: %w", err)
 			}
 		}
 		if reset || behind {
