@@ -53,20 +53,25 @@
 // subject; a receipt names the replica's tenant and client. One that does
 // not (ErrSubjectMismatch: another tenant's or document's payload written
 // onto the subject) or cannot be decoded (ErrUnreadable: garbage, a schema
-// newer than the client's) is quarantined: kept by stream sequence with its
-// reason (bucket consumer.quarantine), counted and logged, and stepped over.
-// Status.Quarantined counts them since open, Status.LastQuarantine says
-// which and why (wrapping ErrQuarantined). A quarantined message never
-// touches the view, so it cannot move a document to another version or
-// shadow the document's next change, which applies as usual; and it never
-// stops a follower, so every other document keeps syncing. Each time a
-// follower starts it reads its quarantine again by sequence: a message the
-// stream still holds that the replica can now read (after an upgrade) is
-// applied as it would have been (a change only if newer than the view), and
-// one the stream no longer holds (CHANGES replaced it with the document's
-// next change; RECEIPTS' age removed it) is forgotten. A write whose own
-// receipt was quarantined stays pending until then. A full resync of
-// CHANGES clears that stream's quarantine: the replay reads it all again.
+// newer than the client's) is quarantined: counted, logged with its
+// reason, and stepped over. Status.Quarantined counts them since open,
+// Status.LastQuarantine says which and why (wrapping ErrQuarantined). A
+// quarantined message never touches the view, so it cannot move a document
+// to another version or shadow the document's next change, which applies
+// as usual; and it never stops a follower, so every other document keeps
+// syncing.
+//
+// A message in a stream never changes, so only one in a newer schema can
+// become usable (after an upgrade): those are kept by stream sequence
+// (bucket consumer.quarantine), and each follower start reads up to 256 of
+// them again. One the stream still holds that the replica can now read is
+// applied as it would have been (a change only if newer than the view); one
+// the stream no longer holds (CHANGES replaced it with the document's next
+// change; RECEIPTS' age removed it) is forgotten. Garbage and foreign
+// payloads are not kept, so whoever writes them cannot grow the store or
+// slow every start. A write whose own receipt was quarantined stays
+// pending until its receipt is read again and used. A full resync of a
+// stream clears its kept quarantine: the replay reads it all again.
 //
 // # Connections
 //

@@ -66,6 +66,7 @@ type change struct {
 	key    []byte      // docKey of the document
 	value  []byte      // what bucketDocs will hold (putSyncedValue)
 	err    error       // the head did not decode or is not its subject's: the change is quarantined
+	retry  bool        // err: a newer schema, worth reading again after an upgrade
 }
 
 // prepareChange decodes m's head and builds the view's key and value in a,
@@ -81,6 +82,7 @@ func prepareChangeData(subject string, data []byte, header nats.Header, c *chang
 	c.header = header
 	if err := decodeHead(data, &c.head); err != nil {
 		c.err = fmt.Errorf("%w: %w", ErrUnreadable, err)
+		c.retry = newerSchema(data)
 		return
 	}
 	h := &c.head
@@ -88,7 +90,7 @@ func prepareChangeData(subject string, data []byte, header nats.Header, c *chang
 		c.err = mismatch(subject, h.Tenant, h.Collection, h.Doc)
 		return
 	}
-	c.err = nil
+	c.err, c.retry = nil, false
 	c.key = a.alloc(len(h.Collection) + 1 + len(h.Doc))
 	putDocKey(c.key, h.Collection, h.Doc)
 	c.value = a.alloc(8 + len(data))

@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -28,12 +29,19 @@ import (
 // which applies as usual; and it never stops the follower, so every other
 // document keeps syncing.
 //
-// Each time a follower starts, the quarantined messages of its stream are
-// read again by sequence: one that is now readable and matches its subject
-// (the client was upgraded) is applied as it would have been (a change
-// only if newer than the view's version); one the stream no longer holds
-// (CHANGES replaced it with the document's next change, RECEIPTS' age
-// removed it) is forgotten.
+// A message in a stream never changes, so only one written in a schema
+// newer than this client's can become usable (once the client is
+// upgraded). Those are kept in consumer.quarantine by stream sequence, and
+// each time a follower starts it reads up to maxRetries of them again: one
+// the stream still holds that the replica can now read is applied as it
+// would have been (a change only if newer than the view's version); one
+// the stream no longer holds (CHANGES replaced it with the document's next
+// change, RECEIPTS' age removed it) is forgotten. Garbage and foreign
+// payloads are only counted and logged: keeping them would let whoever
+// writes them grow the store and every start.
+
+// maxRetries bounds the quarantined messages a follower start reads again.
+const maxRetries = 256
 
 // bucketQuarantine: stream + 0x00 + 8-byte big-endian sequence -> quarantined JSON.
 var bucketQuarantine = []byte("consumer.quarantine")
@@ -83,12 +91,26 @@ func (r *Replica) checkReceipt(subject string, rc *events.Receipt) error {
 	return nil
 }
 
-// quarantine records the message seq of stream, on subject, as set aside
-// for why (inside the follower's transaction tx) and returns the error
-// Status reports for it. The caller counts it with noteQuarantine once tx
-// has committed.
-func (r *Replica) quarantine(tx *bbolt.Tx, stream, subject string, seq uint64, why error) (error, error) {
+// newerSchema reports whether data, a payload that did not decode, names a
+// schema newer than this client's: the one kind of quarantined message an
+// upgrade can make usable.
+func newerSchema(data []byte) bool {
+	var v struct {
+		Schema int `json:"schema"`
+	}
+	return json.Unmarshal(data, &v) == nil && v.Schema > events.SchemaVersion
+}
+
+// quarantine sets aside the message seq of stream, on subject, for why,
+// keeping it (inside the follower's transaction tx) to be read again at the
+// next start if retry (see newerSchema), and returns the error Status
+// reports for it. The caller counts it with noteQuarantine once tx has
+// committed.
+func (r *Replica) quarantine(tx *bbolt.Tx, stream, subject string, seq uint64, why error, retry bool) (error, error) {
 	qerr := fmt.Errorf("%w: %s message %d on %s: %w", ErrQuarantined, stream, seq, subject, why)
+	if !retry {
+		return qerr, nil
+	}
 	if err := putJSON(tx, r.seal, bucketQuarantine, quarantineKey(stream, seq), quarantined{Subject: subject, Reason: why.Error(), At: time.Now().UTC()}); err != nil {
 		return nil, fmt.Errorf("quarantine %s %d: %w", stream, seq, err)
 	}
@@ -115,48 +137,61 @@ type msgGetter interface {
 	GetMsg(ctx context.Context, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error)
 }
 
-// retryQuarantined reads the quarantined messages of stream again (see
-// above) with s, and hands each one the stream still holds to use, which
-// returns still == nil if it could use it now (the entry is dropped) or why
-// not; err (the store failed) undoes the transaction.
-// Failures to read are logged and leave the entries for the next start:
-// the follower must start even where it may not read messages by sequence.
+// retryQuarantined reads the kept quarantined messages of stream again (at
+// most maxRetries, oldest first) with s, and hands each one the stream
+// still holds to use, in one transaction; use returns still == nil if it
+// could use the message now (its entry is dropped) or why not, and err
+// (the store failed) undoes the transaction. Entries whose message is gone
+// are dropped. A failure to read is logged and leaves the entries for the
+// next start: the follower must start even where it may not read messages
+// by sequence.
 func (r *Replica) retryQuarantined(ctx context.Context, s msgGetter, stream string, use func(tx *bbolt.Tx, m *jetstream.RawStreamMsg) (still, err error)) {
 	prefix := append([]byte(stream), 0)
 	var seqs []uint64
 	_ = r.db.View(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketQuarantine).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && len(k) == len(prefix)+8 && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
+		for k, _ := c.Seek(prefix); k != nil && len(seqs) < maxRetries && len(k) == len(prefix)+8 && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
 			seqs = append(seqs, binary.BigEndian.Uint64(k[len(prefix):]))
 		}
 		return nil
 	})
-	for _, seq := range seqs {
+	if len(seqs) == 0 {
+		return
+	}
+	msgs := make([]*jetstream.RawStreamMsg, len(seqs)) // nil: gone
+	for i, seq := range seqs {
 		m, err := s.GetMsg(ctx, seq)
-		gone := errors.Is(err, jetstream.ErrMsgNotFound)
-		if err != nil && !gone {
+		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			r.logger.Warn("re-read quarantined message", logStream, stream, logSeq, seq, logErr, err)
 			return
 		}
-		var still error
-		err = r.db.Update(func(tx *bbolt.Tx) error {
-			still = nil
-			if !gone {
-				var err error
-				if still, err = use(tx, m); err != nil || still != nil {
+		msgs[i] = m
+	}
+	released := 0
+	err := r.db.Update(func(tx *bbolt.Tx) error {
+		released = 0
+		for i, seq := range seqs {
+			if m := msgs[i]; m != nil {
+				still, err := use(tx, m)
+				if err != nil {
 					return err
 				}
+				if still != nil {
+					continue
+				}
 			}
-			return tx.Bucket(bucketQuarantine).Delete(quarantineKey(stream, seq))
-		})
-		if err != nil {
-			r.logger.Warn("re-read quarantined message", logStream, stream, logSeq, seq, logErr, err)
-			return
+			if err := tx.Bucket(bucketQuarantine).Delete(quarantineKey(stream, seq)); err != nil {
+				return fmt.Errorf("release quarantined %s %d: %w", stream, seq, err)
+			}
+			released++
 		}
-		if still == nil {
-			r.logger.Info("quarantined message released", logStream, stream, logSeq, seq, "gone", gone)
-		}
+		return nil
+	})
+	if err != nil {
+		r.logger.Warn("re-read quarantined messages", logStream, stream, logErr, err)
+		return
 	}
+	r.logger.Info("quarantined messages read again", logStream, stream, "count", len(seqs), "released", released)
 }
 
 // clearQuarantine forgets the quarantined messages of stream (a full

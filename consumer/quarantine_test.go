@@ -116,19 +116,10 @@ func TestReplica_QuarantinesForeignAndUnreadable(t *testing.T) {
 			t.Errorf("doc %s after valid changes: %+v, %v; want v%d", id, d, err, v)
 		}
 	}
-	// The next start reads the quarantine again: n2's poisoned change,
-	// which CHANGES replaced, is forgotten; the rest stay set aside.
-	if k := quarantineKeys(t, r); k != n {
-		t.Errorf("%d quarantined messages kept, want %d", k, n)
-	}
-	if err := r.Attach(ctx, nc); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if k := quarantineKeys(t, r); k != n-1 {
-		t.Errorf("%d quarantined messages kept after a restart, want %d", k, n-1)
+	// Garbage and foreign payloads can never become usable: they are
+	// counted, not kept, so whoever writes them cannot grow the store.
+	if k := quarantineKeys(t, r); k != 0 {
+		t.Errorf("%d quarantined messages kept, want 0", k)
 	}
 }
 

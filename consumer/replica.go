@@ -653,7 +653,7 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 			if d.v.err != nil {
 				// Set aside, never applied: every other document goes on,
 				// and the start of a later follower reads it again.
-				qerr, err := r.quarantine(tx, events.StreamChanges, d.subject, d.seq, d.v.err)
+				qerr, err := r.quarantine(tx, events.StreamChanges, d.subject, d.seq, d.v.err, d.v.retry)
 				if err != nil {
 					return err
 				}
@@ -795,8 +795,9 @@ func (r *Replica) resetScope(tx *bbolt.Tx) error {
 
 // receipt is a RECEIPTS message decoded on the follower's reader goroutine.
 type receipt struct {
-	rc  *events.Receipt
-	err error
+	rc    *events.Receipt
+	err   error
+	retry bool // err: a newer schema, worth reading again after an upgrade
 }
 
 func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
@@ -809,7 +810,10 @@ func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 		next, created, err = r.startReceipts(ctx, js)
 		return next, err
 	}
-	f.prepare = func(m jetstream.Msg, v *receipt, _ *arena) { v.rc, v.err = decodeReceipt(m.Data()) }
+	f.prepare = func(m jetstream.Msg, v *receipt, _ *arena) {
+		v.rc, v.err = decodeReceipt(m.Data())
+		v.retry = v.err != nil && newerSchema(m.Data())
+	}
 	f.apply = func(ctx context.Context, ds []delivery[receipt]) error {
 		// Receipts may have been lost before these: the ordered consumer
 		// resumed by itself, or it was behind the stream's retention.
@@ -975,7 +979,7 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 			if why != nil {
 				// As for changes: set aside and read again at the next
 				// start, so an upgrade can still tell the writer.
-				qerr, err := r.quarantine(tx, events.StreamReceipts, d.subject, d.seq, why)
+				qerr, err := r.quarantine(tx, events.StreamReceipts, d.subject, d.seq, why, d.v.retry)
 				if err != nil {
 					return err
 				}

@@ -62,6 +62,10 @@ func TestReplica_QuarantinesUnreadableChange(t *testing.T) {
 		t.Errorf("unreadable doc b: %v, want ErrNotFound", err)
 	}
 
+	if k := quarantineKeys(t, r); k != 1 {
+		t.Fatalf("%d quarantined messages kept, want the one of a newer schema", k)
+	}
+
 	// An upgraded client reads the same message: the retry applies it.
 	good := testChange("t1", "c", "b", 1, 2)
 	gb, _ := events.EncodeChange(good)
@@ -71,6 +75,32 @@ func TestReplica_QuarantinesUnreadableChange(t *testing.T) {
 	}
 	if k := quarantineKeys(t, r); k != 0 {
 		t.Errorf("%d quarantined messages kept after the retry applied the only one", k)
+	}
+
+	// A newer-schema change the server replaces with a readable one is
+	// forgotten at the next start, and the replacement applies.
+	bad2 := []byte(`{"schema":99,"tenant":"t1","collection":"c","doc":"e","version":1}`)
+	if _, err := js.Publish(ctx, events.ChangeSubject("t1", "c", "e"), bad2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if k := quarantineKeys(t, r); k != 1 {
+		t.Fatalf("%d quarantined messages kept, want 1", k)
+	}
+	publishChange(t, js, testChange("t1", "c", "e", 1, 5))
+	if err := r.Attach(ctx, nc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := r.Get(ctx, "c", "e"); err != nil || d.Version != 1 {
+		t.Errorf("doc e after its readable change: %+v, %v", d, err)
+	}
+	if k := quarantineKeys(t, r); k != 0 {
+		t.Errorf("%d quarantined messages kept after CHANGES replaced the only one", k)
 	}
 }
 
