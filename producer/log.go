@@ -80,8 +80,10 @@ type LogConfig struct {
 	Client string
 	// Limits bound the events Append accepts (zero fields: events.DefaultLimits).
 	Limits events.Limits
-	// MaxDrift bounds how far ahead a timestamp given to Clock().Update may be;
-	// zero means events.DefaultMaxDrift, negative disables the check.
+	// MaxDrift is how far ahead of the local clock a timestamp given to
+	// Clock().Update may be before Update reports events.ErrClockDrift (the
+	// clock advances past it either way); zero means events.DefaultMaxDrift,
+	// negative disables the report.
 	MaxDrift time.Duration
 	// Now is the physical clock; nil means time.Now.
 	Now func() time.Time
