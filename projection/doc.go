@@ -122,6 +122,22 @@
 // either way. Lag is the checkpoint's: Stats, and ebb_projector_lag in
 // ebb serve (EVENTS last sequence minus the checkpoint).
 //
+// Streams are identified (DESIGN.md): with the checkpoint, in the same
+// transaction, the store records which EVENTS incarnation it counts in
+// (the stream's creation time, [StreamMarks]). On start, and before
+// recreating its consumer, the projector compares: if EVENTS was deleted
+// and created again, or ends below the checkpoint (restored from an older
+// copy), resuming at checkpoint+1 would skip every new event below it. It
+// re-anchors instead, rather than refusing: it records the new
+// incarnation with checkpoint 0 in one transaction, reads the stream from
+// its first message, and judges every event by its writer's high-water
+// mark and holes, the state that already drops duplicates arriving after
+// the JetStream dedupe window, so an event the view applied from the old
+// stream gets a duplicate receipt and a new one applies. Nothing waits on
+// an operator and nothing is skipped; what is given up is the rebuild:
+// Stats.Reanchors and StreamMarks.Reanchors count re-anchors, and Verify
+// refuses a re-anchored view (its history began in a stream that is gone).
+//
 // Each chunk of outbox publishes waits at most [Config].PublishTimeout
 // (10s) for its acks: a PubAck lost while the connection stays up would
 // otherwise stall the projector for good. On expiry the publish counts as

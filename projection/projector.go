@@ -25,6 +25,8 @@ type JetStream interface {
 	CreateOrUpdateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error)
 	DeleteConsumer(ctx context.Context, stream, consumer string) error
 	OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error)
+	// Stream reads a stream's info: its identity (creation time) and state.
+	Stream(ctx context.Context, stream string) (jetstream.Stream, error)
 }
 
 // Defaults applied to zero Config fields.
@@ -178,6 +180,7 @@ type Stats struct {
 	Dead       uint64        // messages dead-lettered
 	Batches    uint64        // store transactions
 	Resets     uint64        // consumer recreated at checkpoint+1 after a missing delivery or a consume error
+	Reanchors  uint64        // times EVENTS was found to be another incarnation than the checkpoint's (see doc.go)
 	Lag        time.Duration // Now minus the stream time of the last committed event
 }
 
@@ -201,7 +204,11 @@ type Projector struct {
 	done    chan struct{}
 	err     error
 
-	checkpoint, applied, duplicates, dead, batches, resets atomic.Uint64
+	// marks is what the store records of the streams; owned by Start,
+	// then by the loop's goroutine.
+	marks StreamMarks
+
+	checkpoint, applied, duplicates, dead, batches, resets, reanchors atomic.Uint64
 	lastTime                                               atomic.Int64 // unix nanos
 }
 
@@ -240,6 +247,12 @@ func (p *Projector) Start(ctx context.Context) error {
 	p.started = true
 	cp, err := p.store.Checkpoint(ctx)
 	if err != nil {
+		return fmt.Errorf("start projector: %w", err)
+	}
+	if p.marks, err = p.store.Streams(ctx); err != nil {
+		return fmt.Errorf("start projector: %w", err)
+	}
+	if cp, err = p.anchor(ctx, cp); err != nil {
 		return fmt.Errorf("start projector: %w", err)
 	}
 	p.checkpoint.Store(cp)
@@ -300,6 +313,54 @@ func (p *Projector) consumer(ctx context.Context, checkpoint uint64) (jetstream.
 		return nil, fmt.Errorf("create consumer %s: %w", p.cfg.Durable, err)
 	}
 	return cons, nil
+}
+
+// anchor checks that EVENTS is the incarnation the checkpoint counts in
+// and returns the checkpoint to resume from: checkpoint itself, or 0 when
+// EVENTS is another stream (deleted and created again, restored from an
+// older copy: created at another time, or ending below the checkpoint).
+// Then the view re-anchors: it records the new incarnation with
+// checkpoint 0 in one transaction and reads it from its first message,
+// and every event is judged by its writer's high-water mark and holes,
+// the same state that drops a duplicate arriving after the JetStream
+// dedupe window: an event the view applied from the old stream is a
+// duplicate, a new one applies. Resuming at the old checkpoint would skip
+// every new event below it. A view without marks (new, or from before
+// they were kept) adopts the stream it finds if the stream reaches its
+// checkpoint.
+func (p *Projector) anchor(ctx context.Context, checkpoint uint64) (uint64, error) {
+	s, err := p.js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", events.StreamEvents, err)
+	}
+	info := s.CachedInfo()
+	have := p.marks.Events
+	reaches := info.State.LastSeq >= checkpoint
+	switch {
+	case have.Created.Equal(info.Created) && reaches:
+		return checkpoint, nil
+	case have.Created.IsZero() && reaches:
+		marks := p.marks
+		marks.Events = StreamMark{Created: info.Created, FirstSeq: info.State.FirstSeq}
+		if err := p.store.Commit(ctx, &Batch{Checkpoint: checkpoint, Streams: &marks}); err != nil {
+			return 0, fmt.Errorf("record %s identity: %w", events.StreamEvents, err)
+		}
+		p.marks = marks
+		return checkpoint, nil
+	}
+	marks := p.marks
+	marks.Events = StreamMark{Created: info.Created, FirstSeq: info.State.FirstSeq}
+	marks.Reanchors++
+	if err := p.store.Commit(ctx, &Batch{Checkpoint: 0, Reanchor: true, Streams: &marks}); err != nil {
+		return 0, fmt.Errorf("re-anchor on %s: %w", events.StreamEvents, err)
+	}
+	p.marks = marks
+	p.reanchors.Add(1)
+	p.checkpoint.Store(0)
+	p.log.Warn("EVENTS is not the stream the checkpoint came from; reading it from its first message, each event judged by its writer's marks",
+		"checkpoint", checkpoint, "recorded_created", have.Created, "stream_created", info.Created,
+		"stream_first_seq", info.State.FirstSeq, "stream_last_seq", info.State.LastSeq)
+	return 0, nil
 }
 
 // errMissed marks a feed that lost a delivery.
@@ -417,7 +478,7 @@ func (f *feed) audit(ctx context.Context) error {
 // checkpoint+1, as Start does, retrying with backoff until ctx ends. It
 // waits before recreating a feed that delivered nothing, so an error that
 // repeats does not spin.
-func (p *Projector) reopen(ctx context.Context, f *feed, checkpoint uint64, cause error, backoff *time.Duration) (*feed, error) {
+func (p *Projector) reopen(ctx context.Context, f *feed, checkpoint uint64, cause error, backoff *time.Duration) (*feed, uint64, error) {
 	f.close()
 	p.resets.Add(1)
 	p.log.Warn("recreating the consumer at the checkpoint", "cause", cause, "checkpoint", checkpoint, "durable", p.cfg.Durable)
@@ -430,20 +491,24 @@ func (p *Projector) reopen(ctx context.Context, f *feed, checkpoint uint64, caus
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil, ctx.Err()
+				return nil, 0, ctx.Err()
 			case <-t.C:
 			}
 		}
 		*backoff = min(max(2**backoff, 50*time.Millisecond), maxRecreateBackoff)
-		nf, err := p.openFeed(ctx, checkpoint)
+		cp, err := p.anchor(ctx, checkpoint)
 		if err == nil {
-			return nf, nil
+			checkpoint = cp
+			var nf *feed
+			if nf, err = p.openFeed(ctx, checkpoint); err == nil {
+				return nf, checkpoint, nil
+			}
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		}
-		if errors.Is(err, nats.ErrConnectionClosed) {
-			return nil, fmt.Errorf("recreate consumer: %w", err)
+		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, ErrClosed) {
+			return nil, 0, fmt.Errorf("recreate consumer: %w", err)
 		}
 		p.log.Warn("recreate consumer, retrying", "err", err, "backoff", *backoff)
 	}
@@ -526,11 +591,11 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) error 
 			idle.Reset(idleFlush)
 		}
 		if broken != nil {
-			nf, err := p.reopen(ctx, f, checkpoint, broken, &backoff)
+			nf, cp, err := p.reopen(ctx, f, checkpoint, broken, &backoff)
 			if err != nil {
 				return err
 			}
-			f = nf
+			f, checkpoint = nf, cp
 		}
 		quiet.Reset(gapCheck)
 	}
@@ -687,6 +752,7 @@ func (p *Projector) Stats() Stats {
 		Dead:       p.dead.Load(),
 		Batches:    p.batches.Load(),
 		Resets:     p.resets.Load(),
+		Reanchors:  p.reanchors.Load(),
 	}
 	if t := p.lastTime.Load(); t != 0 {
 		s.Lag = max(0, p.cfg.Now().Sub(time.Unix(0, t)))
