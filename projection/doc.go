@@ -149,7 +149,12 @@
 // [BoltStore] is the embedded store (one bbolt file); storetest.RunStoreSuite
 // is the suite every Store implementation must pass. [Verify] rebuilds the
 // view from EVENTS sequence 1 into a scratch store and compares hashes
-// (invariant 4), naming the first differing document and field.
+// (invariant 4), naming the first differing document and field. It never
+// waits for history that is not there: EVENTS missing, not starting at
+// sequence 1, ending (or holding nothing more) below the checkpoint, not
+// the incarnation the checkpoint counts in, or a re-anchored view, each
+// fail at once with an error wrapping ErrHistoryGone that names what is
+// missing.
 //
 // # Telemetry
 //
