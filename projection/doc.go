@@ -143,6 +143,10 @@
 // otherwise stall the projector for good. On expiry the publish counts as
 // failed: the entries stay in the outbox and go again, with backoff, under
 // the same Nats-Msg-Ids, which JetStream drops if the first copy arrived.
+// Changes of one document go out in version order, each only once the
+// one before it in the chunk is stored (receipts and dead letters go with
+// the first round), so a retry after a partial failure can never leave an
+// older state as a document's last message in CHANGES.
 // A fatal error (a
 // failed Commit, say) stops the projector: Done closes and Err returns it.
 //

@@ -702,10 +702,42 @@ func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry) erro
 	return nil
 }
 
-// publishChunk publishes entries asynchronously, each in its own span, and
+// publishChunk publishes chunk in rounds: the first change of each
+// document in the chunk, with every receipt and dead letter, then, once
+// all of those are acked, the second change of each document, and so on.
+// CHANGES keeps one message per document and a retried publish goes
+// again whole: were two versions of a document in flight together, the
+// first lost and the second stored, the retry would store the first after
+// the second, and JetStream would drop the second's retry as a duplicate,
+// leaving the older state for good. In rounds, a version is published
+// only after every earlier one in the chunk is stored, so whatever is
+// retried, the last message of a document is its latest change.
+func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) error {
+	var rounds [][]OutboxEntry
+	seen := map[string]int{}
+	for _, e := range chunk {
+		r := 0
+		if strings.HasPrefix(e.Subject, events.ChangesPrefix+".") {
+			r = seen[e.Subject]
+			seen[e.Subject] = r + 1
+		}
+		if r == len(rounds) {
+			rounds = append(rounds, nil)
+		}
+		rounds[r] = append(rounds[r], e)
+	}
+	for _, round := range rounds {
+		if err := p.publishRound(ctx, round); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publishRound publishes entries asynchronously, each in its own span, and
 // waits for every ack, for at most Config.PublishTimeout: an ack may never
 // come, and the caller publishes the chunk again.
-func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) (err error) {
+func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry) (err error) {
 	deadline := time.NewTimer(p.cfg.PublishTimeout)
 	defer deadline.Stop()
 	futures := make([]jetstream.PubAckFuture, 0, len(chunk))
