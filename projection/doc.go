@@ -149,6 +149,8 @@
 // older state as a document's last message in CHANGES.
 // A fatal error (a
 // failed Commit, say) stops the projector: Done closes and Err returns it.
+// Close never waits behind a start-up that is retrying the outbox: it
+// cancels it, and Start returns an error wrapping ErrClosed.
 //
 // [BoltStore] is the embedded store (one bbolt file); storetest.RunStoreSuite
 // is the suite every Store implementation must pass. [Verify] rebuilds the

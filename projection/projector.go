@@ -237,35 +237,32 @@ func New(js JetStream, store Store, cfg Config) (*Projector, error) {
 // (re)creates the durable consumer at checkpoint+1 and starts applying
 // events on a goroutine the projector owns. It returns once consuming has
 // begun. ctx bounds the start-up and, cancelled later, stops the projector
-// like Close.
+// like Close. A Close during the start-up (publishing the outbox may
+// retry for as long as the servers refuse it) stops it: Start then
+// returns an error wrapping ErrClosed. After a failed Start, Done is
+// closed and the projector cannot be started again.
 func (p *Projector) Start(ctx context.Context) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.started {
+		p.mu.Unlock()
 		return fmt.Errorf("start projector: already started")
 	}
 	p.started = true
-	cp, err := p.store.Checkpoint(ctx)
-	if err != nil {
-		return fmt.Errorf("start projector: %w", err)
-	}
-	if p.marks, err = p.store.Streams(ctx); err != nil {
-		return fmt.Errorf("start projector: %w", err)
-	}
-	if cp, err = p.anchor(ctx, cp); err != nil {
-		return fmt.Errorf("start projector: %w", err)
-	}
-	p.checkpoint.Store(cp)
-	if err := p.flushOutbox(ctx); err != nil {
-		return fmt.Errorf("start projector: %w", err)
-	}
-	f, err := p.openFeed(ctx, cp)
-	if err != nil {
-		return fmt.Errorf("start projector: %w", err)
-	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
 	p.cancel = cancel
+	p.mu.Unlock()
+
+	f, cp, err := p.startup(runCtx)
+	if err != nil {
+		cancel()
+		stop()
+		if ctx.Err() == nil && runCtx.Err() != nil {
+			err = fmt.Errorf("%w during start-up: %w", ErrClosed, err)
+		}
+		close(p.done)
+		return fmt.Errorf("start projector: %w", err)
+	}
 	go func() {
 		defer close(p.done)
 		defer stop()
@@ -285,6 +282,31 @@ func (p *Projector) Start(ctx context.Context) error {
 	}()
 	p.log.Info("projector started", "checkpoint", cp, "durable", p.cfg.Durable)
 	return nil
+}
+
+// startup is Start's I/O, under ctx, which Close cancels: it reads the
+// checkpoint and the stream marks, anchors on EVENTS, publishes the
+// outbox left from an earlier run, and opens the first feed.
+func (p *Projector) startup(ctx context.Context) (*feed, uint64, error) {
+	cp, err := p.store.Checkpoint(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if p.marks, err = p.store.Streams(ctx); err != nil {
+		return nil, 0, err
+	}
+	if cp, err = p.anchor(ctx, cp); err != nil {
+		return nil, 0, err
+	}
+	p.checkpoint.Store(cp)
+	if err := p.flushOutbox(ctx); err != nil {
+		return nil, 0, err
+	}
+	f, err := p.openFeed(ctx, cp)
+	if err != nil {
+		return nil, 0, err
+	}
+	return f, cp, nil
 }
 
 // consumer recreates the durable consumer to deliver from checkpoint+1. The
@@ -809,7 +831,7 @@ func (p *Projector) Err() error {
 // more than once, and before Start.
 func (p *Projector) Close() error {
 	p.mu.Lock()
-	cancel, started := p.cancel, p.started && p.cancel != nil
+	cancel, started := p.cancel, p.started
 	p.mu.Unlock()
 	if !started {
 		return nil
