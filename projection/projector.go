@@ -204,9 +204,12 @@ type Projector struct {
 	done    chan struct{}
 	err     error
 
-	// marks is what the store records of the streams; owned by Start,
-	// then by the loop's goroutine.
-	marks StreamMarks
+	// marks is what the store records of the streams, or will once the
+	// next batch commits them (marksDirty; reanchor: that batch moves the
+	// checkpoint to a new EVENTS). Owned by Start, then by the loop's
+	// goroutine.
+	marks                StreamMarks
+	marksDirty, reanchor bool
 
 	checkpoint, applied, duplicates, dead, batches, resets, reanchors atomic.Uint64
 	lastTime                                               atomic.Int64 // unix nanos
@@ -341,8 +344,9 @@ func (p *Projector) consumer(ctx context.Context, checkpoint uint64) (jetstream.
 // and returns the checkpoint to resume from: checkpoint itself, or 0 when
 // EVENTS is another stream (deleted and created again, restored from an
 // older copy: created at another time, or ending below the checkpoint).
-// Then the view re-anchors: it records the new incarnation with
-// checkpoint 0 in one transaction and reads it from its first message,
+// Then the view re-anchors: it reads the new incarnation from its first
+// message, and its first batch records it, with the checkpoint counted
+// from 0, in the batch's transaction (a crash before it re-anchors again),
 // and every event is judged by its writer's high-water mark and holes,
 // the same state that drops a duplicate arriving after the JetStream
 // dedupe window: an event the view applied from the old stream is a
@@ -362,21 +366,13 @@ func (p *Projector) anchor(ctx context.Context, checkpoint uint64) (uint64, erro
 	case have.Created.Equal(info.Created) && reaches:
 		return checkpoint, nil
 	case have.Created.IsZero() && reaches:
-		marks := p.marks
-		marks.Events = StreamMark{Created: info.Created, FirstSeq: info.State.FirstSeq}
-		if err := p.store.Commit(ctx, &Batch{Checkpoint: checkpoint, Streams: &marks}); err != nil {
-			return 0, fmt.Errorf("record %s identity: %w", events.StreamEvents, err)
-		}
-		p.marks = marks
+		p.marks.Events = StreamMark{Created: info.Created, FirstSeq: info.State.FirstSeq}
+		p.marksDirty = true
 		return checkpoint, nil
 	}
-	marks := p.marks
-	marks.Events = StreamMark{Created: info.Created, FirstSeq: info.State.FirstSeq}
-	marks.Reanchors++
-	if err := p.store.Commit(ctx, &Batch{Checkpoint: 0, Reanchor: true, Streams: &marks}); err != nil {
-		return 0, fmt.Errorf("re-anchor on %s: %w", events.StreamEvents, err)
-	}
-	p.marks = marks
+	p.marks.Events = StreamMark{Created: info.Created, FirstSeq: info.State.FirstSeq}
+	p.marks.Reanchors++
+	p.marksDirty, p.reanchor = true, true
 	p.reanchors.Add(1)
 	p.checkpoint.Store(0)
 	p.log.Warn("EVENTS is not the stream the checkpoint came from; reading it from its first message, each event judged by its writer's marks",
@@ -640,9 +636,14 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 	}
 	b := &p.ap.batch
 	b.Published = published
+	if p.marksDirty {
+		marks := p.marks
+		b.Streams, b.Reanchor = &marks, p.reanchor
+	}
 	if err := p.store.Commit(ctx, b); err != nil {
 		return 0, nil, err
 	}
+	p.marksDirty, p.reanchor = false, false
 	if err := p.publish(ctx, b.Outbox); err != nil {
 		return 0, nil, err
 	}
