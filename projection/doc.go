@@ -147,6 +147,19 @@
 // one before it in the chunk is stored (receipts and dead letters go with
 // the first round), so a retry after a partial failure can never leave an
 // older state as a document's last message in CHANGES.
+// Publish errors are classified in one place: a message the servers will
+// never take (over the maximum payload or message size, a bad subject), or
+// one no stream has captured for [Config].StallTimeout (30s), is refused
+// for good: it goes to DEAD as a dead letter with the reason, the subject
+// it was going to and its payload when at most 64 KiB, and leaves the
+// outbox; every other error is retried with backoff, never given up.
+// [Projector.Ready] is nil while the projector makes progress or is idle
+// with nothing pending, else names why not: outbox publishes failing for
+// longer than StallTimeout (with the last error), the consumer failing to
+// be recreated for as long, or recreated three times in a row without
+// progress, events pending with no batch committed for StallTimeout, not
+// started, or stopped (with Err).
+//
 // A fatal error (a
 // failed Commit, say) stops the projector: Done closes and Err returns it.
 // Close never waits behind a start-up that is retrying the outbox: it

@@ -47,6 +47,12 @@ const (
 	// received (a lost tail: no later delivery would show the gap), and
 	// how often it asks again while nothing arrives.
 	gapCheck = 2 * time.Second
+	// DefaultStallTimeout is Config.StallTimeout's default.
+	DefaultStallTimeout = 30 * time.Second
+	// streamWatch is how often the running projector reads the consumer's
+	// and the streams' info (progress for Ready, CHANGES' identity), at
+	// most; a quarter of StallTimeout when that is shorter.
+	streamWatch = 2 * time.Second
 	// maxRecreateBackoff bounds the wait between attempts to recreate the
 	// consumer.
 	maxRecreateBackoff = 5 * time.Second
@@ -111,6 +117,14 @@ type Config struct {
 	// JetStream drops if the first copy did arrive. Zero means
 	// DefaultPublishTimeout (10s); negative is invalid.
 	PublishTimeout time.Duration
+	// StallTimeout is how long the projector may go without progress
+	// before Ready reports it: outbox publishes failing, the consumer
+	// failing to be recreated, or events pending while no batch commits.
+	// A publish that has failed with "no stream" (no stream captures its
+	// subject) for this long is refused for good: dead-lettered, not
+	// retried forever. Zero means DefaultStallTimeout (30s); negative is
+	// invalid.
+	StallTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -141,6 +155,9 @@ func (c Config) withDefaults() Config {
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout
 	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = DefaultStallTimeout
+	}
 	return c
 }
 
@@ -157,6 +174,9 @@ func (c Config) validate() error {
 	}
 	if c.PublishTimeout < 0 {
 		errs = append(errs, fmt.Errorf("%w: PublishTimeout %s is negative", ErrInvalidConfig, c.PublishTimeout))
+	}
+	if c.StallTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%w: StallTimeout %s is negative", ErrInvalidConfig, c.StallTimeout))
 	}
 	if strings.ContainsAny(c.Durable, ".*> \t\r\n") {
 		errs = append(errs, fmt.Errorf("%w: Durable %q holds a character a consumer name may not", ErrInvalidConfig, c.Durable))
@@ -211,8 +231,11 @@ type Projector struct {
 	marks                StreamMarks
 	marksDirty, reanchor bool
 
+	health health // what Ready reports
+
 	checkpoint, applied, duplicates, dead, batches, resets, reanchors atomic.Uint64
-	lastTime                                               atomic.Int64 // unix nanos
+	changesSeq                                                        atomic.Uint64 // highest CHANGES sequence acked
+	lastTime                                                          atomic.Int64  // unix nanos
 }
 
 // New returns a projector reading EVENTS through js into store. It checks cfg
@@ -499,6 +522,9 @@ func (f *feed) audit(ctx context.Context) error {
 func (p *Projector) reopen(ctx context.Context, f *feed, checkpoint uint64, cause error, backoff *time.Duration) (*feed, uint64, error) {
 	f.close()
 	p.resets.Add(1)
+	p.health.reset(cause)
+	defer p.health.feed(time.Time{}, nil)
+	var failing time.Time
 	p.log.Warn("recreating the consumer at the checkpoint", "cause", cause, "checkpoint", checkpoint, "durable", p.cfg.Durable)
 	if f.dseq > 0 {
 		*backoff = 0
@@ -528,6 +554,10 @@ func (p *Projector) reopen(ctx context.Context, f *feed, checkpoint uint64, caus
 		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, ErrClosed) {
 			return nil, 0, fmt.Errorf("recreate consumer: %w", err)
 		}
+		if failing.IsZero() {
+			failing = time.Now()
+		}
+		p.health.feed(failing, err)
 		p.log.Warn("recreate consumer, retrying", "err", err, "backoff", *backoff)
 	}
 }
@@ -550,6 +580,9 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) error 
 	quiet := time.NewTimer(gapCheck) // fires after gapCheck without a delivery
 	defer quiet.Stop()
 	var backoff time.Duration // before recreating the consumer
+	watch := time.NewTicker(min(streamWatch, p.cfg.StallTimeout/4))
+	defer watch.Stop()
+	p.health.start()
 	batch := make([]delivery, 0, p.cfg.BatchSize)
 	var broken error // why f must be replaced, once the batch before it is in
 	take := func(m jetstream.Msg) error {
@@ -577,6 +610,11 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) error 
 					return err
 				}
 				published = nil
+			}
+			continue
+		case <-watch.C:
+			if err := p.watchStreams(ctx, f); err != nil {
+				return err
 			}
 			continue
 		case <-quiet.C:
@@ -619,6 +657,18 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) error 
 	}
 }
 
+// watchStreams is the loop's periodic look at its consumer: its backlog
+// (nothing pending is progress, for Ready). A failed request is left to
+// the next look.
+func (p *Projector) watchStreams(ctx context.Context, f *feed) error {
+	ctx, cancel := context.WithTimeout(ctx, gapCheck)
+	defer cancel()
+	if info, err := f.cons.Info(ctx); err == nil {
+		p.health.looked(info.NumPending + uint64(info.NumAckPending))
+	}
+	return nil
+}
+
 // step applies one batch of new messages, in stream order: commit,
 // publish, ack. It returns the new checkpoint and the outbox keys it
 // published.
@@ -644,6 +694,7 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 		return 0, nil, err
 	}
 	p.marksDirty, p.reanchor = false, false
+	p.health.progressed()
 	if err := p.publish(ctx, b.Outbox); err != nil {
 		return 0, nil, err
 	}
@@ -694,14 +745,27 @@ func (p *Projector) flushOutbox(ctx context.Context) error {
 
 // publish publishes entries in order and waits for every ack, retrying
 // with backoff until ctx ends. The Nats-Msg-Id of each entry makes a retry
-// (or a republish after a crash) harmless within the dedupe window.
+// (or a republish after a crash) harmless within the dedupe window. An
+// entry the servers refuse for good (see refusedForGood) is dead-lettered
+// and counts as published, so one message can never stall the projector;
+// Ready reports a publish that keeps failing otherwise.
 func (p *Projector) publish(ctx context.Context, entries []OutboxEntry) error {
 	backoff := 50 * time.Millisecond
+	var failing time.Time // when this run of failures began
 	for {
-		err := p.publishOnce(ctx, entries)
-		if err == nil || ctx.Err() != nil {
+		giveUp := !failing.IsZero() && time.Since(failing) >= p.cfg.StallTimeout
+		err := p.publishOnce(ctx, entries, giveUp)
+		if err == nil {
+			p.health.publishOK()
+			return nil
+		}
+		if ctx.Err() != nil {
 			return err
 		}
+		if failing.IsZero() {
+			failing = time.Now()
+		}
+		p.health.publishFailed(failing, err)
 		p.log.Warn("publish outbox, retrying", "entries", len(entries), "err", err, "backoff", backoff)
 		t := time.NewTimer(backoff)
 		select {
@@ -714,11 +778,11 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry) error {
 	}
 }
 
-func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry) error {
+func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry, giveUp bool) error {
 	for len(entries) > 0 {
 		chunk := entries[:min(len(entries), publishChunk)]
 		entries = entries[len(chunk):]
-		if err := p.publishChunk(ctx, chunk); err != nil {
+		if err := p.publishChunk(ctx, chunk, giveUp); err != nil {
 			return err
 		}
 	}
@@ -735,7 +799,7 @@ func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry) erro
 // leaving the older state for good. In rounds, a version is published
 // only after every earlier one in the chunk is stored, so whatever is
 // retried, the last message of a document is its latest change.
-func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) error {
+func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry, giveUp bool) error {
 	var rounds [][]OutboxEntry
 	seen := map[string]int{}
 	for _, e := range chunk {
@@ -750,7 +814,7 @@ func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) error
 		rounds[r] = append(rounds[r], e)
 	}
 	for _, round := range rounds {
-		if err := p.publishRound(ctx, round); err != nil {
+		if err := p.publishRound(ctx, round, giveUp); err != nil {
 			return err
 		}
 	}
@@ -759,13 +823,16 @@ func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) error
 
 // publishRound publishes entries asynchronously, each in its own span, and
 // waits for every ack, for at most Config.PublishTimeout: an ack may never
-// come, and the caller publishes the chunk again.
-func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry) (err error) {
+// come, and the caller publishes the chunk again. Entries refused for
+// good (refusedForGood, with giveUp as given) are dead-lettered once the
+// rest of the round is stored.
+func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry, giveUp bool) (err error) {
 	deadline := time.NewTimer(p.cfg.PublishTimeout)
 	defer deadline.Stop()
 	futures := make([]jetstream.PubAckFuture, 0, len(chunk))
 	spans := make([]trace.Span, 0, len(chunk))
 	defer func() { endPublishSpans(spans, err) }()
+	var refused []refusal
 	for _, e := range chunk {
 		m := &nats.Msg{Subject: e.Subject, Data: e.Data}
 		if len(e.Header) > 0 {
@@ -777,17 +844,30 @@ func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry) (err 
 		spans = append(spans, p.startPublishSpan(e, m))
 		f, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(e.MsgID))
 		if err != nil {
+			if refusedForGood(err, giveUp) {
+				refused = append(refused, refusal{e, err})
+				futures = append(futures, nil)
+				continue
+			}
 			return fmt.Errorf("publish %s to %s: %w", e.MsgID, e.Subject, err)
 		}
 		futures = append(futures, f)
 	}
 	for i, f := range futures {
+		if f == nil {
+			continue
+		}
 		select {
 		case ack := <-f.Ok():
 			if s := spans[i]; s != nil {
 				s.SetAttributes(events.AttrStreamSeq.Int64(int64(ack.Sequence)))
 			}
+			p.published(ack)
 		case err := <-f.Err():
+			if refusedForGood(err, giveUp) {
+				refused = append(refused, refusal{chunk[i], err})
+				continue
+			}
 			return fmt.Errorf("publish %s to %s: %w", chunk[i].MsgID, chunk[i].Subject, err)
 		case <-deadline.C:
 			return fmt.Errorf("publish %s to %s: no ack within %s: %w", chunk[i].MsgID, chunk[i].Subject, p.cfg.PublishTimeout, jetstream.ErrAsyncPublishTimeout)
@@ -795,7 +875,26 @@ func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry) (err 
 			return ctx.Err()
 		}
 	}
+	for _, r := range refused {
+		if err := p.deadLetterRefused(ctx, r, giveUp); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// published notes an ack: the highest CHANGES sequence published is how
+// a purge of CHANGES is told (see watchStreams).
+func (p *Projector) published(ack *jetstream.PubAck) {
+	if ack == nil || ack.Stream != events.StreamChanges {
+		return
+	}
+	for {
+		old := p.changesSeq.Load()
+		if ack.Sequence <= old || p.changesSeq.CompareAndSwap(old, ack.Sequence) {
+			return
+		}
+	}
 }
 
 // Stats returns the projector's counters.
