@@ -138,6 +138,23 @@
 // Stats.Reanchors and StreamMarks.Reanchors count re-anchors, and Verify
 // refuses a re-anchored view (its history began in a stream that is gone).
 //
+// The view is the authority for CHANGES. The store records which CHANGES
+// incarnation holds the view's changes, the last sequence the projector
+// published into it and the messages it held at the projector's last
+// look. On start (after publishing the outbox) and every two seconds
+// while running, the projector reads CHANGES' info: created again, ending
+// below what it published, its first sequence beyond the last one it
+// published (a purge), or fewer messages than at the last look (a purge
+// or deletes), and it reseeds CHANGES from the view: every document's
+// current change, tombstones included, versions unchanged, under
+// Nats-Msg-Id "seed:<reseed ULID>:<subject>:<version>", which the dedupe
+// window cannot take for an earlier copy. It does so on its own goroutine,
+// between batches, so the reseed and the outbox never race, and records
+// the new identity once done (a crash in the middle reseeds again).
+// Stats.Reseeds counts reseeds. Not detected: a partial purge or delete
+// that leaves the last message the projector published and lands before
+// its next look has counted the messages it published since.
+//
 // Each chunk of outbox publishes waits at most [Config].PublishTimeout
 // (10s) for its acks: a PubAck lost while the connection stays up would
 // otherwise stall the projector for good. On expiry the publish counts as

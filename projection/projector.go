@@ -201,6 +201,7 @@ type Stats struct {
 	Batches    uint64        // store transactions
 	Resets     uint64        // consumer recreated at checkpoint+1 after a missing delivery or a consume error
 	Reanchors  uint64        // times EVENTS was found to be another incarnation than the checkpoint's (see doc.go)
+	Reseeds    uint64        // times CHANGES was found recreated or purged and reseeded from the view
 	Lag        time.Duration // Now minus the stream time of the last committed event
 }
 
@@ -233,9 +234,9 @@ type Projector struct {
 
 	health health // what Ready reports
 
-	checkpoint, applied, duplicates, dead, batches, resets, reanchors atomic.Uint64
-	changesSeq                                                        atomic.Uint64 // highest CHANGES sequence acked
-	lastTime                                                          atomic.Int64  // unix nanos
+	checkpoint, applied, duplicates, dead, batches, resets, reanchors, reseeds atomic.Uint64
+	changesSeq                                                                 atomic.Uint64 // highest CHANGES sequence acked
+	lastTime                                                                   atomic.Int64  // unix nanos
 }
 
 // New returns a projector reading EVENTS through js into store. It checks cfg
@@ -326,6 +327,9 @@ func (p *Projector) startup(ctx context.Context) (*feed, uint64, error) {
 	}
 	p.checkpoint.Store(cp)
 	if err := p.flushOutbox(ctx); err != nil {
+		return nil, 0, err
+	}
+	if err := p.checkChanges(ctx); err != nil {
 		return nil, 0, err
 	}
 	f, err := p.openFeed(ctx, cp)
@@ -572,8 +576,20 @@ type delivery struct {
 // and replaces f by a new consumer at checkpoint+1 whenever f may have
 // lost a delivery (a gap, a lost tail, a consume error), so no stream
 // sequence is ever skipped. It stops the feed it holds before returning.
-func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) error {
+func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) (err error) {
 	defer func() { f.close() }()
+	defer func() {
+		// A clean stop records how far CHANGES got, so the next start
+		// compares it with the exact last sequence published.
+		if errors.Is(err, context.Canceled) && p.marksDirty {
+			p.marks.Changes.LastSeq = max(p.marks.Changes.LastSeq, p.changesSeq.Load())
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if cerr := p.commitMarks(sctx); cerr != nil {
+				p.log.Warn("record stream marks at stop", "err", cerr)
+			}
+		}
+	}()
 	var published []uint64 // outbox keys published, not yet removed
 	idle := time.NewTimer(idleFlush)
 	defer idle.Stop()
@@ -657,16 +673,16 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) error 
 	}
 }
 
-// watchStreams is the loop's periodic look at its consumer: its backlog
-// (nothing pending is progress, for Ready). A failed request is left to
-// the next look.
+// watchStreams is the loop's periodic look at its consumer, its backlog
+// (nothing pending is progress, for Ready), and at CHANGES (checkChanges).
+// A failed request is left to the next look.
 func (p *Projector) watchStreams(ctx context.Context, f *feed) error {
 	ctx, cancel := context.WithTimeout(ctx, gapCheck)
 	defer cancel()
 	if info, err := f.cons.Info(ctx); err == nil {
 		p.health.looked(info.NumPending + uint64(info.NumAckPending))
 	}
-	return nil
+	return p.checkChanges(ctx)
 }
 
 // step applies one batch of new messages, in stream order: commit,
@@ -907,6 +923,7 @@ func (p *Projector) Stats() Stats {
 		Batches:    p.batches.Load(),
 		Resets:     p.resets.Load(),
 		Reanchors:  p.reanchors.Load(),
+		Reseeds:    p.reseeds.Load(),
 	}
 	if t := p.lastTime.Load(); t != 0 {
 		s.Lag = max(0, p.cfg.Now().Sub(time.Unix(0, t)))

@@ -89,6 +89,7 @@ type StreamMark struct {
 	Created  time.Time // the stream's creation time (StreamInfo.Created); zero: nothing recorded
 	FirstSeq uint64    // EVENTS: the stream's first sequence when the view anchored on it
 	LastSeq  uint64    // CHANGES: the highest sequence the projector published into it, as last committed
+	Msgs     uint64    // CHANGES: the messages it held at the projector's last look (never fewer while intact)
 }
 
 // StreamMarks is what the view records of the streams it depends on, so a

@@ -232,7 +232,8 @@ func testCheckpointBackwards(t *testing.T, s projection.Store) {
 func sameMarks(a, b projection.StreamMarks) bool {
 	return a.Events.Created.Equal(b.Events.Created) && a.Changes.Created.Equal(b.Changes.Created) &&
 		a.Events.FirstSeq == b.Events.FirstSeq && a.Events.LastSeq == b.Events.LastSeq &&
-		a.Changes.FirstSeq == b.Changes.FirstSeq && a.Changes.LastSeq == b.Changes.LastSeq && a.Reanchors == b.Reanchors
+		a.Changes.FirstSeq == b.Changes.FirstSeq && a.Changes.LastSeq == b.Changes.LastSeq && a.Changes.Msgs == b.Changes.Msgs &&
+		a.Events.Msgs == b.Events.Msgs && a.Reanchors == b.Reanchors
 }
 
 // testStreamMarks: stream marks are committed with the checkpoint, read
@@ -246,7 +247,7 @@ func testStreamMarks(t *testing.T, s projection.Store) {
 	created := time.Date(2026, 1, 2, 3, 4, 5, 678901234, time.UTC)
 	want := projection.StreamMarks{
 		Events:  projection.StreamMark{Created: created, FirstSeq: 1},
-		Changes: projection.StreamMark{Created: created.Add(time.Second), LastSeq: 77},
+		Changes: projection.StreamMark{Created: created.Add(time.Second), LastSeq: 77, Msgs: 12},
 	}
 	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 3, Streams: &want}))
 	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 4}))
