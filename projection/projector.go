@@ -677,11 +677,13 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) (err e
 // (nothing pending is progress, for Ready), and at CHANGES (checkChanges).
 // A failed request is left to the next look.
 func (p *Projector) watchStreams(ctx context.Context, f *feed) error {
-	ctx, cancel := context.WithTimeout(ctx, gapCheck)
-	defer cancel()
-	if info, err := f.cons.Info(ctx); err == nil {
+	ictx, cancel := context.WithTimeout(ctx, gapCheck)
+	info, err := f.cons.Info(ictx)
+	cancel()
+	if err == nil {
 		p.health.looked(info.NumPending + uint64(info.NumAckPending))
 	}
+	// Not under ictx: a reseed takes as long as the view is big.
 	return p.checkChanges(ctx)
 }
 

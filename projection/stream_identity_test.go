@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection"
 )
@@ -99,4 +100,26 @@ func TestProjector_EventsRecreatedWhileRunning(t *testing.T) {
 	// judged by its writer's mark: a duplicate, not a second change.
 	publish(t, e.js, eventMsg(t, fresh[0]), "")
 	waitFor(t, 30*time.Second, "the duplicate judged", func() bool { return p.Stats().Duplicates == 1 })
+}
+
+// TestProjector_ServerRestartKeepsIdentity: restarting the server keeps
+// EVENTS and CHANGES the same incarnations: the projector neither
+// re-anchors nor reseeds.
+func TestProjector_ServerRestartKeepsIdentity(t *testing.T) {
+	e := newEnv(t)
+	store := mustOpenBolt(t, "")
+	_, last := publishPuts(t, e, newWriter("acme", "phone", 0), 20)
+	p := startProjector(t, e.js, store, projection.Config{})
+	waitCheckpoint(t, p, last)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.nc.Close()
+	srv := embeddedtest.MustRestart(t, e.srv)
+	nc := embeddedtest.MustConnect(t, srv)
+	js := embeddedtest.MustJetStream(t, nc)
+	p = startProjector(t, js, store, projection.Config{})
+	if s := p.Stats(); s.Reanchors != 0 || s.Reseeds != 0 || s.Checkpoint != last {
+		t.Fatalf("after a server restart: stats %+v, want checkpoint %d, no re-anchor, no reseed", s, last)
+	}
 }
