@@ -2,6 +2,7 @@ package projection_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,4 +123,35 @@ func TestProjector_ServerRestartKeepsIdentity(t *testing.T) {
 	if s := p.Stats(); s.Reanchors != 0 || s.Reseeds != 0 || s.Checkpoint != last {
 		t.Fatalf("after a server restart: stats %+v, want checkpoint %d, no re-anchor, no reseed", s, last)
 	}
+}
+
+// TestProjector_ReadyWhileEventsMissing: EVENTS deleted under a running
+// projector and not created again: Ready says the consumer is failing once
+// StallTimeout has passed; EVENTS back, the projector re-anchors on it and
+// is ready again.
+func TestProjector_ReadyWhileEventsMissing(t *testing.T) {
+	e := newEnv(t)
+	store := mustOpenBolt(t, "")
+	w := newWriter("acme", "phone", 0)
+	_, last := publishPuts(t, e, w, 5)
+	p := startProjector(t, e.js, store, projection.Config{StallTimeout: 300 * time.Millisecond})
+	waitCheckpoint(t, p, last)
+	waitFor(t, 10*time.Second, "ready", func() bool { return p.Ready() == nil })
+	if err := e.js.DeleteStream(context.Background(), events.StreamEvents); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "not ready while EVENTS is missing", func() bool {
+		err := p.Ready()
+		return err != nil && strings.Contains(err.Error(), "consumer on EVENTS")
+	})
+	if err := events.EnsureStreams(context.Background(), e.js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fresh, _ := publishPuts(t, e, w, 5)
+	waitFor(t, 30*time.Second, "the new events applied", func() bool {
+		d, err := store.Get(context.Background(), fresh[len(fresh)-1].Address())
+		return err == nil && d.Version == 1
+	})
+	waitFor(t, 10*time.Second, "ready again", func() bool { return p.Ready() == nil })
+	checkApplied(t, store, fresh)
 }
