@@ -128,9 +128,10 @@
 // recreating its consumer, the projector compares: if EVENTS was deleted
 // and created again, or ends below the checkpoint (restored from an older
 // copy), resuming at checkpoint+1 would skip every new event below it. It
-// re-anchors instead, rather than refusing: it records the new
-// incarnation with checkpoint 0 in one transaction, reads the stream from
-// its first message, and judges every event by its writer's high-water
+// re-anchors instead, rather than refusing: it reads the new stream from
+// its first message, its first batch records the new incarnation with the
+// checkpoint counted from there in the batch's transaction (a crash
+// before that re-anchors again), and it judges every event by its writer's high-water
 // mark and holes, the state that already drops duplicates arriving after
 // the JetStream dedupe window, so an event the view applied from the old
 // stream gets a duplicate receipt and a new one applies. Nothing waits on
@@ -141,8 +142,8 @@
 // The view is the authority for CHANGES. The store records which CHANGES
 // incarnation holds the view's changes, the last sequence the projector
 // published into it and the messages it held at the projector's last
-// look. On start (after publishing the outbox) and every two seconds
-// while running, the projector reads CHANGES' info: created again, ending
+// look. On start (after publishing the outbox) and every two seconds (a
+// quarter of StallTimeout if shorter) while running, the projector reads CHANGES' info: created again, ending
 // below what it published, its first sequence beyond the last one it
 // published (a purge), or fewer messages than at the last look (a purge
 // or deletes), and it reseeds CHANGES from the view: every document's
