@@ -129,3 +129,21 @@ func TestProjector_ReadyWhilePublishFails(t *testing.T) {
 		t.Fatal("Ready() = nil after Close")
 	}
 }
+
+// TestProjector_ReadyWhileConsumerKeepsFailing: a delivery that is lost
+// every time makes the projector recreate its consumer again and again
+// without progress: Ready must say so rather than report ready.
+func TestProjector_ReadyWhileConsumerKeepsFailing(t *testing.T) {
+	e := newEnv(t)
+	store := mustOpenBolt(t, "")
+	js := &lossyJS{JetStream: e.js, drop: func(md *jetstream.MsgMetadata) bool { return md.Sequence.Stream == 1 }}
+	publishPuts(t, e, newWriter("acme", "phone", 0), 1)
+	p := startProjector(t, js, store, projection.Config{})
+	waitFor(t, 30*time.Second, "not ready while the consumer keeps failing", func() bool {
+		err := p.Ready()
+		return err != nil && strings.Contains(err.Error(), "recreated")
+	})
+	if s := p.Stats(); s.Resets < 3 || s.Checkpoint != 0 {
+		t.Fatalf("stats %+v, want at least 3 resets and no progress", s)
+	}
+}
