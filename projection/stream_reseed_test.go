@@ -123,3 +123,41 @@ func TestProjector_ReseedsChanges(t *testing.T) {
 		})
 	}
 }
+
+// TestProjector_ReseedInterruptedStartsAgain: a reseed stopped half way
+// (its publishes failing, then Close) records nothing, so the next start
+// reseeds CHANGES again, whole.
+func TestProjector_ReseedInterruptedStartsAgain(t *testing.T) {
+	e := newEnv(t)
+	store := mustOpenBolt(t, "")
+	p := startProjector(t, e.js, store, projection.Config{})
+	want := projectDocs(t, e, p, store)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	purgeStream(t, e, events.StreamChanges)
+
+	down := &downPubJS{JetStream: e.js, err: errServerDown}
+	p2, err := projection.New(down, store, projection.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan error, 1)
+	go func() { started <- p2.Start(context.Background()) }()
+	waitFor(t, 10*time.Second, "the reseed publishing", func() bool { return down.attempts.Load() >= 1 })
+	if err := p2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-started; err == nil {
+		t.Fatal("Start succeeded while every publish failed")
+	}
+	if n := msgCount(t, e.js, events.StreamChanges); n != 0 {
+		t.Fatalf("CHANGES holds %d messages after the failed reseed, want 0", n)
+	}
+
+	p3 := startProjector(t, e.js, store, projection.Config{})
+	if s := p3.Stats(); s.Reseeds != 1 {
+		t.Fatalf("stats %+v, want one reseed on start", s)
+	}
+	waitChangesMatch(t, e, store, want)
+}
