@@ -704,6 +704,11 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 	}
 	b := &p.ap.batch
 	b.Published = published
+	if m := &p.marks.Changes; !m.Created.IsZero() && p.changesSeq.Load() > m.LastSeq {
+		// The last CHANGES sequence published, so a restart after a crash
+		// compares with what is at most one batch old.
+		m.LastSeq, p.marksDirty = p.changesSeq.Load(), true
+	}
 	if p.marksDirty {
 		marks := p.marks
 		b.Streams, b.Reanchor = &marks, p.reanchor

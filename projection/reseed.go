@@ -119,8 +119,10 @@ func (p *Projector) reseed(ctx context.Context, why string) error {
 	if err != nil || after == nil || !after.Created.Equal(info.Created) {
 		return nil // changed under the reseed: the next look tries again
 	}
-	p.changesSeq.Store(max(p.changesSeq.Load(), after.State.LastSeq))
-	p.marks.Changes = StreamMark{Created: after.Created, LastSeq: p.changesSeq.Load(), Msgs: after.State.Msgs}
+	// Exactly the new state: the acks counted so far may be of an earlier
+	// incarnation, whose sequences ran higher.
+	p.changesSeq.Store(after.State.LastSeq)
+	p.marks.Changes = StreamMark{Created: after.Created, LastSeq: after.State.LastSeq, Msgs: after.State.Msgs}
 	p.marksDirty = true
 	// Recorded now, so a restart does not reseed again; an empty view costs
 	// nothing to reseed, and waits for the next batch.

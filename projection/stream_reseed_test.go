@@ -120,6 +120,14 @@ func TestProjector_ReseedsChanges(t *testing.T) {
 			ev := w.event("notes", "after", events.OpPut, 0, map[string]any{"x": 1})
 			waitCheckpoint(t, p, publish(t, e.js, eventMsg(t, ev), ev.ID))
 			waitFor(t, 10*time.Second, "the new change", func() bool { return msgCount(t, e.js, events.StreamChanges) == uint64(len(want)+1) })
+			// CHANGES is whole again: a restart finds nothing to reseed.
+			if err := p.Close(); err != nil {
+				t.Fatal(err)
+			}
+			p = startProjector(t, e.js, store, projection.Config{})
+			if s := p.Stats(); s.Reseeds != 0 {
+				t.Fatalf("restart after the reseed: stats %+v, want no reseed", s)
+			}
 		})
 	}
 }
