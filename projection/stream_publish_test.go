@@ -2,6 +2,7 @@ package projection_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -127,6 +128,9 @@ func TestProjector_ReadyWhilePublishFails(t *testing.T) {
 	}
 	if err := p.Ready(); err == nil {
 		t.Fatal("Ready() = nil after Close")
+	}
+	if _, err := projection.New(e.js, store, projection.Config{StallTimeout: -time.Second}); !errors.Is(err, projection.ErrInvalidConfig) {
+		t.Fatalf("negative StallTimeout: %v, want ErrInvalidConfig", err)
 	}
 }
 
