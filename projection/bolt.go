@@ -25,6 +25,7 @@ var (
 	bucketMeta      = []byte("meta")      // "checkpoint" -> uint64 big endian
 	bucketOutbox    = []byte("outbox")    // uint64 big endian -> encoded outboxRecord
 	keyCheckpoint   = []byte("checkpoint")
+	keyStreams      = []byte("streams") // (in bucketMeta) JSON StreamMarks, in the clear like the checkpoint
 	// keyKeyCheck (in bucketMeta) is the sealed check value of an
 	// encrypted store (keys.CheckStore); absent in a plaintext one.
 	keyKeyCheck = []byte("key_check")
@@ -311,6 +312,22 @@ func (s *BoltStore) Checkpoint(ctx context.Context) (uint64, error) {
 	return v, nil
 }
 
+// Streams implements Store.
+func (s *BoltStore) Streams(ctx context.Context) (StreamMarks, error) {
+	var m StreamMarks
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(keyStreams)
+		if v == nil {
+			return nil
+		}
+		return json.Unmarshal(v, &m)
+	})
+	if err != nil {
+		return StreamMarks{}, fmt.Errorf("read stream marks: %w", err)
+	}
+	return m, nil
+}
+
 type outboxRecord struct {
 	Subject string              `json:"s"`
 	MsgID   string              `json:"m"`
@@ -318,16 +335,27 @@ type outboxRecord struct {
 	Data    []byte              `json:"d"`
 }
 
-// Commit implements Store. A checkpoint below the stored one is refused with
-// ErrCheckpoint and nothing is written.
+// Commit implements Store.
 func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
+	if b.Reanchor && b.Streams == nil {
+		return fmt.Errorf("commit batch up to %d: %w: a re-anchor without stream marks", b.Checkpoint, ErrCheckpoint)
+	}
 	err := s.update(ctx, func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
-		if old := readU64(meta.Get(keyCheckpoint)); b.Checkpoint < old {
+		if old := readU64(meta.Get(keyCheckpoint)); b.Checkpoint < old && !b.Reanchor {
 			return fmt.Errorf("%w: %d is below %d", ErrCheckpoint, b.Checkpoint, old)
 		}
 		if err := meta.Put(keyCheckpoint, u64(b.Checkpoint)); err != nil {
 			return err
+		}
+		if b.Streams != nil {
+			v, err := json.Marshal(b.Streams)
+			if err != nil {
+				return err
+			}
+			if err := meta.Put(keyStreams, v); err != nil {
+				return err
+			}
 		}
 		docs := tx.Bucket(bucketDocs)
 		for i := range b.Docs {

@@ -158,18 +158,76 @@
 // either way. Lag is the checkpoint's: Stats, and ebb_projector_lag in
 // ebb serve (EVENTS last sequence minus the checkpoint).
 //
+// Streams are identified (DESIGN.md): with the checkpoint, in the same
+// transaction, the store records which EVENTS incarnation it counts in
+// (the stream's creation time, [StreamMarks]). On start, and before
+// recreating its consumer, the projector compares: if EVENTS was deleted
+// and created again, or ends below the checkpoint (restored from an older
+// copy), resuming at checkpoint+1 would skip every new event below it. It
+// re-anchors instead, rather than refusing: it reads the new stream from
+// its first message, its first batch records the new incarnation with the
+// checkpoint counted from there in the batch's transaction (a crash
+// before that re-anchors again), and it judges every event by its writer's high-water
+// mark and holes, the state that already drops duplicates arriving after
+// the JetStream dedupe window, so an event the view applied from the old
+// stream gets a duplicate receipt and a new one applies. Nothing waits on
+// an operator and nothing is skipped; what is given up is the rebuild:
+// Stats.Reanchors and StreamMarks.Reanchors count re-anchors, and Verify
+// refuses a re-anchored view (its history began in a stream that is gone).
+//
+// The view is the authority for CHANGES. The store records which CHANGES
+// incarnation holds the view's changes, the last sequence the projector
+// published into it and the messages it held at the projector's last
+// look. On start (after publishing the outbox) and every two seconds (a
+// quarter of StallTimeout if shorter) while running, the projector reads CHANGES' info: created again, ending
+// below what it published, its first sequence beyond the last one it
+// published (a purge), or fewer messages than at the last look (a purge
+// or deletes), and it reseeds CHANGES from the view: every document's
+// current change, tombstones included, versions unchanged, under
+// Nats-Msg-Id "seed:<reseed ULID>:<subject>:<version>", which the dedupe
+// window cannot take for an earlier copy. It does so on its own goroutine,
+// between batches, so the reseed and the outbox never race, and records
+// the new identity once done (a crash in the middle reseeds again).
+// Stats.Reseeds counts reseeds. Not detected: a partial purge or delete
+// that leaves the last message the projector published and lands before
+// its next look has counted the messages it published since.
+//
 // Each chunk of outbox publishes waits at most [Config].PublishTimeout
 // (10s) for its acks: a PubAck lost while the connection stays up would
 // otherwise stall the projector for good. On expiry the publish counts as
 // failed: the entries stay in the outbox and go again, with backoff, under
 // the same Nats-Msg-Ids, which JetStream drops if the first copy arrived.
+// Changes of one document go out in version order, each only once the
+// one before it in the chunk is stored (receipts and dead letters go with
+// the first round), so a retry after a partial failure can never leave an
+// older state as a document's last message in CHANGES.
+// Publish errors are classified in one place: a message the servers will
+// never take (over the maximum payload or message size, a bad subject), or
+// one no stream has captured for [Config].StallTimeout (30s), is refused
+// for good: it goes to DEAD as a dead letter with the reason, the subject
+// it was going to and its payload when at most 64 KiB, and leaves the
+// outbox; every other error is retried with backoff, never given up.
+// [Projector.Ready] is nil while the projector makes progress or is idle
+// with nothing pending, else names why not: outbox publishes failing for
+// longer than StallTimeout (with the last error), the consumer failing to
+// be recreated for as long, or recreated three times in a row without
+// progress, events pending with no batch committed for StallTimeout, not
+// started, or stopped (with Err).
+//
 // A fatal error (a
 // failed Commit, say) stops the projector: Done closes and Err returns it.
+// Close never waits behind a start-up that is retrying the outbox: it
+// cancels it, and Start returns an error wrapping ErrClosed.
 //
 // [BoltStore] is the embedded store (one bbolt file); storetest.RunStoreSuite
 // is the suite every Store implementation must pass. [Verify] rebuilds the
 // view from EVENTS sequence 1 into a scratch store and compares hashes
-// (invariant 4), naming the first differing document and field.
+// (invariant 4), naming the first differing document and field. It never
+// waits for history that is not there: EVENTS missing, not starting at
+// sequence 1, ending (or holding nothing more) below the checkpoint, not
+// the incarnation the checkpoint counts in, or a re-anchored view, each
+// fail at once with an error wrapping ErrHistoryGone that names what is
+// missing.
 //
 // # Telemetry
 //

@@ -23,7 +23,9 @@ var (
 	ErrDiverged = errors.New("view diverged from its rebuild")
 	// ErrCheckpoint marks a Commit that would move the checkpoint backwards.
 	ErrCheckpoint = errors.New("checkpoint would go backwards")
-	// ErrHistoryGone marks a rebuild that cannot start: EVENTS no longer
-	// holds sequence 1 (a retention limit removed it).
+	// ErrHistoryGone marks a rebuild or Verify that cannot reproduce the
+	// view from EVENTS: the stream is missing, no longer holds sequence 1,
+	// ends below the checkpoint, or is not the incarnation the view came
+	// from (the message says which).
 	ErrHistoryGone = errors.New("event history incomplete")
 )

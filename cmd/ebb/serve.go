@@ -248,23 +248,9 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 }
 
 // projectorReady is /readyz's check of the projector: nil while it is
-// healthy, else an error naming the cause. It is the one call site of that
-// check.
-//
-// TODO(merge): wire projection's readiness here once it lands:
-//
-//	var projectorReady = (*projection.Projector).Ready
-//
-// (nil when healthy, else an error naming the cause, such as no progress).
-// Until then it only knows whether the projector has stopped.
-var projectorReady = func(p *projection.Projector) error {
-	select {
-	case <-p.Done():
-		return fmt.Errorf("projector stopped: %w", p.Err())
-	default:
-		return nil
-	}
-}
+// making progress (or idle with nothing to do), else an error naming the
+// cause. It is the one call site of that check.
+var projectorReady = (*projection.Projector).Ready
 
 // viewFile is the server view's bbolt file in the data directory.
 const viewFile = "view.db"
