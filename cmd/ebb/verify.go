@@ -27,7 +27,7 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	fs.StringVar(&data, "data", "./ebb-data", "the server's data directory")
 	fs.StringVar(&natsURL, "nats", "", "read EVENTS from this NATS server instead of the embedded one")
 	var conn connFlags
-	conn.register(m, fs)
+	conn.register(m, fs, clientContext{})
 	var keyFile string
 	fs.StringVar(&keyFile, "key-file", m.env("EBB_KEY_FILE", ""), "the key file ebb serve encrypts the data directory with (env EBB_KEY_FILE)")
 	if err := m.parse(fs, args); err != nil {
