@@ -39,7 +39,7 @@ type command struct {
 	args    string   // positional arguments, as in "COLLECTION ID JSON"; "" for none
 	about   string   // optional paragraph: what the arguments mean, what to know
 	example string   // one or more command lines, one a line
-	verbs   []string // for a noun with verbs (context): its verbs, for completion
+	verbs   []string // for a noun with verbs (policy, context): its verbs, for completion
 	run     func(ctx context.Context, m *Main, args []string) error
 }
 
@@ -53,7 +53,8 @@ var commands map[string]command
 func init() {
 	commands = map[string]command{
 		"serve": {summary: "run the server: embedded NATS JetStream, streams, projector, HTTP",
-			example: "ebb serve --policy todos=manual --policy notes=merge", run: runServe},
+			about:   "Settings come from --config FILE (YAML; env EBB_CONFIG), then EBB_SERVE_* environment variables, then flags. --print-config prints the effective configuration. Without any policy setting a server on a built view uses the policies recorded in its data directory.",
+			example: "ebb serve --policy todos=manual\nebb serve --config /etc/ebb/ebb.yaml\nebb serve --config ebb.yaml --print-config --json", run: runServe},
 		"put": {summary: "write a whole document (works offline)", args: "COLLECTION ID JSON", about: docArg,
 			example: "ebb put todos t1 '{\"title\":\"milk\"}'\nebb put todos t2 @doc.json\ncat doc.json | ebb put todos t3 -", run: runPut},
 		"patch": {summary: "change some fields; null removes one (works offline)", args: "COLLECTION ID JSON", about: docArg,
@@ -80,6 +81,9 @@ func init() {
 			example: "ebb status\nebb status --json", run: runStatus},
 		"doctor": {summary: "check the local store; --reset sets a damaged one aside and starts a new device",
 			example: "ebb doctor\nebb doctor --reset", run: runDoctor},
+		"policy": {summary: "show or change the conflict policies recorded in a server's data directory", args: "show | set COLLECTION POLICY",
+			about:   "POLICY is lww, merge, reject or manual. set works offline (server stopped) and refuses a change verify could not replay: see 'ebb policy set --help'.",
+			example: "ebb policy show --data ./ebb-data\nebb policy set todos manual --data ./ebb-data", verbs: []string{"show", "set"}, run: runPolicy},
 		"context": {summary: "save and select client settings (server, tenant, user, data directory)", args: "save NAME | use NAME | ls | show [NAME] | rm NAME",
 			about:   "A context holds the client flags a user would otherwise export as EBB_* variables. Flags beat environment variables, which beat the context in use (--context NAME, env EBB_CONTEXT, or 'ebb context use'). Contexts live in $XDG_CONFIG_HOME/ebb (default ~/.config/ebb).",
 			example: "ebb context save alice --nats nats://127.0.0.1:4222 --tenant acme --user alice --data ./alice\nebb context use alice\nebb context ls", verbs: []string{"save", "use", "ls", "show", "rm"}, run: runContext},

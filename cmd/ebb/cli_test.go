@@ -44,6 +44,9 @@ func TestHelp_EveryCommand(t *testing.T) {
 	if out, _, _ := runIn(t, nil, "put", "--help"); !strings.Contains(out, "\nFlags:\n") || !strings.Contains(out, "-tenant") || !strings.Contains(out, "@FILE") {
 		t.Fatalf("put --help lists no flags or no @FILE:\n%s", out)
 	}
+	if out, _, _ := runIn(t, nil, "policy", "set", "--help"); !strings.Contains(out, "Usage: ebb policy set [flags]") || !strings.Contains(out, "-data") {
+		t.Fatalf("policy set --help:\n%s", out)
+	}
 	if _, stderr, code := runIn(t, nil, "help", "frobnicate"); code != 2 || !strings.Contains(stderr, `unknown command "frobnicate"`) {
 		t.Fatalf("help of an unknown command: %d %q", code, stderr)
 	}
@@ -77,7 +80,7 @@ func TestCompletion(t *testing.T) {
 				t.Fatalf("completion %s lacks command %s", sh, name)
 			}
 		}
-		for _, f := range []string{"http-listen", "default-policy", "tenant", "context"} {
+		for _, f := range []string{"print-config", "default-policy", "tenant", "context"} {
 			if !strings.Contains(out, f) {
 				t.Fatalf("completion %s lacks flag %s", sh, f)
 			}
