@@ -62,6 +62,11 @@ func TestVersion(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &bi) != nil || bi.Version == "" || !strings.HasPrefix(bi.GoVersion, "go1.") {
 		t.Fatalf("version --json: %d %q", code, out)
 	}
+	linkVersion, linkRevision = "v1.2.3", "abc123"
+	t.Cleanup(func() { linkVersion, linkRevision = "", "" })
+	if out, _, _ := runIn(t, nil, "version"); !strings.HasPrefix(out, "ebb v1.2.3 (abc123") {
+		t.Fatalf("version set at link time: %q", out)
+	}
 	if _, _, code := runIn(t, nil, "version", "extra"); code != 2 {
 		t.Fatalf("version with an argument: exit %d", code)
 	}

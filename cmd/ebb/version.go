@@ -17,10 +17,26 @@ type buildInfo struct {
 	Platform  string `json:"platform"`
 }
 
+// Set by a release build that cannot rely on the toolchain's VCS stamping
+// (built outside a checkout, or with -buildvcs=false):
+//
+//	go build -ldflags "-X main.linkVersion=v1.2.3 -X main.linkRevision=$(git rev-parse HEAD)" ./cmd/ebb
+//
+// They win over what debug.ReadBuildInfo reports.
+var linkVersion, linkRevision string
+
 // readBuildInfo reads the build information the Go toolchain embedded in
 // the binary; a binary without it (unusual) reports version "unknown".
-func readBuildInfo() buildInfo {
-	bi := buildInfo{Version: "unknown", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+func readBuildInfo() (bi buildInfo) {
+	bi = buildInfo{Version: "unknown", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	defer func() {
+		if linkVersion != "" {
+			bi.Version = linkVersion
+		}
+		if linkRevision != "" {
+			bi.Revision = linkRevision
+		}
+	}()
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return bi
