@@ -122,3 +122,22 @@ func TestServeConfig_PrintRedactsSecrets(t *testing.T) {
 		t.Fatalf("json: exit %d\n%s", code, out)
 	}
 }
+
+// The example configuration the README shows is accepted as it stands
+// and names every setting there is.
+func TestServeConfig_ExampleFile(t *testing.T) {
+	c := printConfigOf(t, nil, "--config", filepath.Join("testdata", "ebb.example.yaml"))
+	if c.Data != "/var/lib/ebb" || c.Policies.Collections["notes"] != "merge" || c.Listen.HTTP != "0.0.0.0:8080" {
+		t.Fatalf("example not applied: %+v", c)
+	}
+	b, err := os.ReadFile(filepath.Join("testdata", "ebb.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keysOf(&c) {
+		leaf := k.key[strings.LastIndex(k.key, ".")+1:]
+		if !strings.Contains(string(b), leaf+":") {
+			t.Errorf("the example does not show %s", k.key)
+		}
+	}
+}
