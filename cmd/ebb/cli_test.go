@@ -207,3 +207,30 @@ func TestContext_SaveUseAndPrecedence(t *testing.T) {
 		t.Fatalf("alice still listed:\n%s", out)
 	}
 }
+
+// Every command that prints a result takes --json (help and completion
+// print text for people and shells).
+func TestJSON_EveryCommandHasFlag(t *testing.T) {
+	for _, c := range completionSpec(context.Background(), &Main{Getenv: func(string) string { return "" }}) {
+		if c.name == "help" || c.name == "completion" {
+			continue
+		}
+		has := false
+		for _, f := range c.flags {
+			has = has || f.Name == "json"
+		}
+		if !has {
+			t.Errorf("ebb %s has no --json", c.name)
+		}
+	}
+	env := map[string]string{"XDG_CONFIG_HOME": t.TempDir()}
+	out, _, code := runIn(t, env, "context", "save", "x", "--nats", "nats://h:4222", "--json")
+	var done struct{ Done, Name string }
+	if code != 0 || json.Unmarshal([]byte(out), &done) != nil || done.Done != "saved" || done.Name != "x" {
+		t.Fatalf("context save --json: %d %q", code, out)
+	}
+	out, _, code = runIn(t, map[string]string{"EBB_DATA": filepath.Join(t.TempDir(), "c")}, "doctor", "--reset", "--json")
+	if code != 0 || !json.Valid([]byte(out)) {
+		t.Fatalf("doctor --reset --json on a missing store: %d %q", code, out)
+	}
+}

@@ -159,6 +159,8 @@ func runContextSave(m *Main, args []string) error {
 	fs.StringVar(&cc.TLSKey, "tls-key", "", "PEM key of --tls-cert")
 	fs.StringVar(&cc.KeyFile, "key-file", "", "key file encrypting the local store")
 	fs.BoolVar(&use, "use", false, "also make it the context in use")
+	var asJSON bool
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	if err := m.parse(fs, interleave(fs, args)); err != nil {
 		return err
 	}
@@ -199,8 +201,7 @@ func runContextSave(m *Main, args []string) error {
 			return err
 		}
 	}
-	fmt.Fprintf(m.Stdout, "saved context %s in %s\n", name, p)
-	return nil
+	return printContextDone(m, asJSON, "saved", name, p)
 }
 
 func (m *Main) useContext(name string) error {
@@ -242,8 +243,7 @@ func runContextOther(m *Main, verb string, args []string) error {
 			if err := m.useContext(name); err != nil {
 				return err
 			}
-			fmt.Fprintf(m.Stdout, "using context %s\n", name)
-			return nil
+			return printContextDone(m, asJSON, "using", name, "")
 		}
 		p, err := m.contextPath(name)
 		if err != nil {
@@ -258,8 +258,7 @@ func runContextOther(m *Main, verb string, args []string) error {
 			dir, _ := m.contextDir()
 			_ = os.Remove(filepath.Join(dir, "context"))
 		}
-		fmt.Fprintf(m.Stdout, "removed context %s\n", name)
-		return nil
+		return printContextDone(m, asJSON, "removed", name, p)
 	case "show":
 		if fs.NArg() > 1 {
 			return usagef("ebb context show: want [NAME], got %d arguments", fs.NArg())
@@ -340,4 +339,21 @@ func (r contextRecord) text() string {
 		}
 	}
 	return b.String()
+}
+
+// printContextDone reports what save, use or rm did.
+func printContextDone(m *Main, asJSON bool, did, name, path string) error {
+	if asJSON {
+		return printJSON(m.Stdout, struct {
+			Done string `json:"done"`
+			Name string `json:"name"`
+			Path string `json:"path,omitempty"`
+		}{did, name, path})
+	}
+	if path != "" && did == "saved" {
+		fmt.Fprintf(m.Stdout, "saved context %s in %s\n", name, path)
+		return nil
+	}
+	fmt.Fprintf(m.Stdout, "%s context %s\n", did, name)
+	return nil
 }
