@@ -141,3 +141,36 @@ func TestServeConfig_ExampleFile(t *testing.T) {
 		}
 	}
 }
+
+// view.path moves the view out of the data directory, for serve and for
+// verify reading the same file.
+func TestServeConfig_ViewPathServedAndVerified(t *testing.T) {
+	data := t.TempDir()
+	view := filepath.Join(t.TempDir(), "elsewhere.db")
+	cfg := writeConfig(t, "data: "+data+"\nview:\n  path: "+view+"\npolicies:\n  collections:\n    todos: manual\n")
+	s := serveInProcess(t, data, "--config", cfg)
+	writeOne(t, newPhone(t, s.http, "c1"), "todos", "t1", 0, `{"title":"milk"}`)
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(view); err != nil {
+		t.Fatalf("view not at view.path: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, viewFile)); !os.IsNotExist(err) {
+		t.Fatalf("a view was made in the data directory too: %v", err)
+	}
+	out, stderr, code := runIn(t, nil, "verify", "--config", cfg, "--json")
+	var rec verifyRecord
+	if code != 0 || json.Unmarshal([]byte(out), &rec) != nil || !rec.OK || rec.Docs != 1 {
+		t.Fatalf("verify --config: %d %s %s", code, out, stderr)
+	}
+}
+
+func TestServeConfig_TelemetryDefaultsForOTELVariables(t *testing.T) {
+	tc := telemetryConfig{TracesExporter: "otlp", OTLPEndpoint: "http://collector:4318"}
+	env := map[string]string{"OTEL_TRACES_EXPORTER": "console"}
+	get := tc.otelGetenv(func(k string) string { return env[k] })
+	if get("OTEL_TRACES_EXPORTER") != "console" || get("OTEL_EXPORTER_OTLP_ENDPOINT") != "http://collector:4318" || get("OTEL_METRICS_EXPORTER") != "" {
+		t.Fatalf("otel variables: %q %q %q", get("OTEL_TRACES_EXPORTER"), get("OTEL_EXPORTER_OTLP_ENDPOINT"), get("OTEL_METRICS_EXPORTER"))
+	}
+}
