@@ -23,7 +23,7 @@ func runDoctor(ctx context.Context, m *Main, args []string) error {
 	}
 	path := filepath.Join(c.data, consumer.DBFile)
 	d := producer.Diagnose(path)
-	if c.json && !reset {
+	if c.json && (!reset || d.Problem == nil) {
 		return printJSON(m.Stdout, struct {
 			Path    string   `json:"path"`
 			OK      bool     `json:"ok"`
@@ -49,6 +49,12 @@ func runDoctor(ctx context.Context, m *Main, args []string) error {
 	dst, err := producer.SetAside(path, time.Now())
 	if err != nil {
 		return fmt.Errorf("doctor: %w", err)
+	}
+	if c.json {
+		return printJSON(m.Stdout, struct {
+			Path  string `json:"path"`
+			Moved string `json:"moved_to"`
+		}{path, dst})
 	}
 	fmt.Fprintf(m.Stdout, "moved %s to %s; the next command starts a new device (run 'ebb sync' to fetch the server's view)\n", path, dst)
 	return nil

@@ -28,6 +28,11 @@ func runRejections(ctx context.Context, m *Main, args []string) error {
 		if err := s.r.DismissRejection(ctx, dismiss); err != nil {
 			return fmt.Errorf("rejections: dismiss %s: %w", dismiss, err)
 		}
+		if c.json {
+			return printJSON(m.Stdout, struct {
+				Dismissed string `json:"dismissed"`
+			}{dismiss})
+		}
 		fmt.Fprintf(m.Stdout, "dismissed %s\n", dismiss)
 		return nil
 	}

@@ -7,10 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -28,22 +30,28 @@ import (
 	"github.com/ebbsync/ebb/projection"
 )
 
-// serveConfig is what `ebb serve` was asked to do.
+// serveConfig is what `ebb serve` was asked to do, from the layered
+// serveFile (config.go).
 type serveConfig struct {
 	data       string
+	viewPath   string // the bbolt view
 	natsListen string
 	httpListen string
-	natsURL    string
+	natsURL    string // comma-separated; empty: the embedded server
+	replicas   int    // events.StreamOptions.Replicas; 0 means 1
 	syncEvery  time.Duration
 	// headerTimeout cuts an HTTP client that has not sent its request
 	// headers within it (slowloris).
 	headerTimeout time.Duration
-	// gateway holds the HTTP gateway's limits from flags; serve fills in
-	// the rest.
+	// gateway holds the HTTP gateway's limits; serve fills in the rest.
 	gateway  gateway.Config
 	policies policyConfig
-	logs     logFlags
-	sec      securityFlags
+	// recordedPolicies: no policy was configured, so c.policies are those
+	// recorded in the data directory.
+	recordedPolicies bool
+	logs             logFlags
+	sec              securityFlags
+	telemetry        telemetryConfig
 }
 
 // securityFlags are serve's TLS, authentication and encryption settings.
@@ -55,12 +63,201 @@ type securityFlags struct {
 	keyFile     string
 }
 
-func (f *securityFlags) register(m *Main, fs *flag.FlagSet) {
-	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate: serve NATS and HTTP over TLS")
-	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of --tls-cert")
-	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "PEM CA file: require and verify client certificates signed by it")
-	fs.StringVar(&f.authFile, "auth", "", "YAML users file: require credentials, confine each user to its tenant (see deploy/auth)")
-	fs.StringVar(&f.keyFile, "key-file", m.env("EBB_KEY_FILE", ""), "encrypt JetStream storage and the view with this key file: 64 hex digits or a passphrase (env EBB_KEY_FILE)")
+// serveMeta are serve's flags that are not configuration.
+type serveMeta struct {
+	config      string
+	printConfig bool
+	json        bool
+}
+
+// registerServeFlags binds serve's flags to c, pol (the --policy flags)
+// and meta. The flag defaults shown in help are c's values.
+func registerServeFlags(fs *flag.FlagSet, c *serveFile, pol policyFlags, meta *serveMeta) {
+	fs.StringVar(&meta.config, "config", meta.config, "YAML config file; flags and EBB_SERVE_* variables override it (env EBB_CONFIG)")
+	fs.BoolVar(&meta.printConfig, "print-config", false, "print the effective configuration (passwords redacted) and exit")
+	fs.BoolVar(&meta.json, "json", false, "with --print-config: print JSON instead of YAML")
+	fs.StringVar(&c.Data, "data", c.Data, "data directory (JetStream storage, the view, recorded policies)")
+	fs.StringVar(&c.View.Path, "view", c.View.Path, "the view's bbolt file (default view.db in --data)")
+	fs.StringVar(&c.Listen.NATS, "nats-listen", c.Listen.NATS, "address of the embedded NATS server's client listener")
+	fs.StringVar(&c.Listen.HTTP, "http-listen", c.Listen.HTTP, "address of the HTTP listener (health, metrics, gateway)")
+	fs.Var((*urlList)(&c.NATS.URLs), "nats", "use this existing NATS JetStream server or cluster (comma-separated URLs) instead of the embedded one")
+	fs.IntVar(&c.NATS.Replicas, "replicas", c.NATS.Replicas, "copies a NATS cluster keeps of each stream (0 means 1)")
+	fs.Var((*durationFlag)(&c.NATS.FsyncInterval), "fsync-interval", "embedded JetStream fsync interval; 0 fsyncs every write before acking")
+	fs.Var((*durationFlag)(&c.Limits.HTTPHeaderTimeout), "http-header-timeout", "cut an HTTP client that has not sent its request headers within this long")
+	fs.Int64Var(&c.Limits.HTTPMaxBody, "http-max-body", c.Limits.HTTPMaxBody, "largest HTTP request body in bytes; larger ones are answered 413")
+	fs.IntVar(&c.Limits.HTTPMaxLongPolls, "http-max-long-polls", c.Limits.HTTPMaxLongPolls, "long-polls served at once in all; more are answered 429")
+	fs.IntVar(&c.Limits.HTTPMaxLongPollsPerUser, "http-max-long-polls-per-user", c.Limits.HTTPMaxLongPollsPerUser, "long-polls served at once per user (per remote address without --auth); more are answered 429")
+	fs.Var(pol, "policy", "conflict policy of one collection, COLLECTION=POLICY (lww, merge, reject, manual); repeatable")
+	fs.StringVar(&c.Policies.Default, "default-policy", c.Policies.Default, "conflict policy of every other collection (default: the recorded one on a built view, else lww)")
+	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text, json, or auto (text on a terminal, JSON otherwise)")
+	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn, error")
+	fs.StringVar(&c.TLS.Cert, "tls-cert", c.TLS.Cert, "PEM certificate: serve NATS and HTTP over TLS")
+	fs.StringVar(&c.TLS.Key, "tls-key", c.TLS.Key, "PEM key of --tls-cert")
+	fs.StringVar(&c.TLS.ClientCA, "tls-client-ca", c.TLS.ClientCA, "PEM CA file: require and verify client certificates signed by it")
+	fs.StringVar(&c.Auth.File, "auth", c.Auth.File, "YAML users file: require credentials, confine each user to its tenant (see deploy/auth)")
+	fs.StringVar(&c.Keys.File, "key-file", c.Keys.File, "encrypt JetStream storage and the view with this key file: 64 hex digits or a passphrase (env EBB_KEY_FILE)")
+}
+
+// urlList is a flag of comma-separated URLs.
+type urlList []string
+
+func (u *urlList) String() string { return strings.Join(*u, ",") }
+
+func (u *urlList) Set(v string) error {
+	*u = nil
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*u = append(*u, p)
+		}
+	}
+	return nil
+}
+
+// durationFlag is a duration setting as a flag.
+type durationFlag duration
+
+func (d *durationFlag) String() string { return time.Duration(*d).String() }
+func (d *durationFlag) Set(v string) error {
+	x, err := time.ParseDuration(v)
+	*d = durationFlag(x)
+	return err
+}
+
+// loadServeConfig layers serve's configuration: defaults, the config file
+// (--config or env EBB_CONFIG), EBB_KEY_FILE, EBB_SERVE_* variables, then
+// the flags in args. It parses args twice: once to find --config (and to
+// report flag errors and --help), once over the loaded configuration so
+// only the flags given override it.
+func loadServeConfig(m *Main, args []string) (serveFile, serveMeta, error) {
+	meta := serveMeta{config: m.Getenv("EBB_CONFIG")}
+	first := defaultServeFile()
+	fs := m.newFlagSet("serve")
+	registerServeFlags(fs, &first, policyFlags{}, &meta)
+	if err := m.parse(fs, args); err != nil {
+		return serveFile{}, meta, err
+	}
+	if fs.NArg() > 0 {
+		return serveFile{}, meta, usagef("serve takes no arguments, got %q", fs.Args())
+	}
+	c := defaultServeFile()
+	if meta.config != "" {
+		if err := loadServeFile(meta.config, &c); err != nil {
+			return serveFile{}, meta, err
+		}
+	}
+	if k := m.Getenv("EBB_KEY_FILE"); k != "" {
+		c.Keys.File = k
+	}
+	if err := applyEnv(&c, m.Getenv); err != nil {
+		return serveFile{}, meta, err
+	}
+	pol := policyFlags{}
+	fs = m.newFlagSet("serve")
+	registerServeFlags(fs, &c, pol, &serveMeta{})
+	if err := m.parse(fs, args); err != nil {
+		return serveFile{}, meta, err
+	}
+	if len(pol) > 0 {
+		merged := maps.Clone(c.Policies.Collections)
+		if merged == nil {
+			merged = map[string]string{}
+		}
+		maps.Copy(merged, pol)
+		c.Policies.Collections = merged
+	}
+	return c, meta, nil
+}
+
+// check validates c all at once.
+func (c serveFile) check() error {
+	var errs []error
+	if c.Limits.HTTPMaxBody <= 0 || c.Limits.HTTPMaxLongPolls <= 0 || c.Limits.HTTPMaxLongPollsPerUser <= 0 {
+		errs = append(errs, usagef("--http-max-body, --http-max-long-polls and --http-max-long-polls-per-user must be positive"))
+	}
+	if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
+		errs = append(errs, usagef("--replicas (nats.replicas) %d: want 1 to 5", c.NATS.Replicas))
+	}
+	if c.View.PostgresURL != "" {
+		errs = append(errs, usagef("view.postgres_url: the PostgreSQL view store is not available yet; leave it empty for the bbolt view"))
+	}
+	if c.Data == "" {
+		errs = append(errs, usagef("--data (data) must not be empty"))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return &usageError{oneLineJoin(errs)}
+}
+
+// oneLineJoin joins errs into one error on one line.
+func oneLineJoin(errs []error) error {
+	msgs := make([]string, 0, len(errs))
+	for _, e := range errs {
+		msgs = append(msgs, e.Error())
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// policiesGiven reports whether any layer chose a policy.
+func (c serveFile) policiesGiven() bool {
+	return c.Policies.Default != "" || len(c.Policies.Collections) > 0
+}
+
+// effectivePolicies fills in c's policies: the configured ones (default
+// lww), or with none configured those recorded in the data directory.
+// recorded reports the latter.
+func (c *serveFile) effectivePolicies() (recorded bool, err error) {
+	if c.policiesGiven() {
+		if c.Policies.Default == "" {
+			c.Policies.Default = "lww"
+		}
+		return false, nil
+	}
+	pc, err := loadPolicies(c.Data)
+	if err != nil {
+		return false, err
+	}
+	c.Policies = policyConfig{Default: pc.Default, Collections: pc.Collections}
+	return true, nil
+}
+
+// serveConfig turns the layered configuration into what serve runs.
+func (c serveFile) serveConfig(recorded bool) serveConfig {
+	view := c.View.Path
+	if view == "" {
+		view = filepath.Join(c.Data, viewFile)
+	}
+	return serveConfig{
+		data: c.Data, viewPath: view, natsListen: c.Listen.NATS, httpListen: c.Listen.HTTP,
+		natsURL: strings.Join(c.NATS.URLs, ","), replicas: c.NATS.Replicas,
+		syncEvery: time.Duration(c.NATS.FsyncInterval), headerTimeout: time.Duration(c.Limits.HTTPHeaderTimeout),
+		gateway: gateway.Config{MaxBody: c.Limits.HTTPMaxBody, MaxLongPolls: c.Limits.HTTPMaxLongPolls,
+			MaxLongPollsPerUser: c.Limits.HTTPMaxLongPollsPerUser},
+		policies: c.Policies, recordedPolicies: recorded,
+		logs: logFlags{format: c.Log.Format, level: c.Log.Level},
+		sec: securityFlags{tlsCert: c.TLS.Cert, tlsKey: c.TLS.Key, tlsClientCA: c.TLS.ClientCA,
+			authFile: c.Auth.File, keyFile: c.Keys.File},
+		telemetry: c.Telemetry,
+	}
+}
+
+// otelGetenv reads OTEL_* variables from getenv, falling back to the
+// configured telemetry settings.
+func (t telemetryConfig) otelGetenv(getenv func(string) string) func(string) string {
+	return func(k string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		switch k {
+		case "OTEL_TRACES_EXPORTER":
+			return t.TracesExporter
+		case "OTEL_METRICS_EXPORTER":
+			return t.MetricsExporter
+		case "OTEL_EXPORTER_OTLP_ENDPOINT":
+			return t.OTLPEndpoint
+		}
+		return ""
+	}
 }
 
 // security is what securityFlags load to.
@@ -110,38 +307,27 @@ func (f *securityFlags) load(data, natsURL string) (security, error) {
 }
 
 func runServe(ctx context.Context, m *Main, args []string) error {
-	var c serveConfig
-	fs := m.newFlagSet("serve")
-	fs.StringVar(&c.data, "data", "./ebb-data", "data directory (JetStream storage and the view)")
-	fs.StringVar(&c.natsListen, "nats-listen", embedded.DefaultListen, "address of the embedded NATS server's client listener")
-	fs.StringVar(&c.httpListen, "http-listen", "127.0.0.1:8080", "address of the HTTP listener (health, metrics, gateway)")
-	fs.StringVar(&c.natsURL, "nats", "", "use this existing NATS JetStream server or cluster instead of the embedded one")
-	fs.DurationVar(&c.syncEvery, "fsync-interval", 0, "embedded JetStream fsync interval; 0 fsyncs every write before acking")
-	fs.DurationVar(&c.headerTimeout, "http-header-timeout", 10*time.Second, "cut an HTTP client that has not sent its request headers within this long")
-	fs.Int64Var(&c.gateway.MaxBody, "http-max-body", 8<<20, "largest HTTP request body in bytes; larger ones are answered 413")
-	fs.IntVar(&c.gateway.MaxLongPolls, "http-max-long-polls", gateway.DefaultMaxLongPolls, "long-polls served at once in all; more are answered 429")
-	fs.IntVar(&c.gateway.MaxLongPollsPerUser, "http-max-long-polls-per-user", gateway.DefaultMaxLongPollsPerUser, "long-polls served at once per user (per remote address without --auth); more are answered 429")
-	perColl := policyFlags{}
-	fs.Var(perColl, "policy", "conflict policy of one collection, COLLECTION=POLICY (lww, merge, reject, manual); repeatable")
-	fs.StringVar(&c.policies.Default, "default-policy", "lww", "conflict policy of every other collection")
-	c.logs.register(fs)
-	c.sec.register(m, fs)
-	if err := m.parse(fs, args); err != nil {
+	fc, meta, err := loadServeConfig(m, args)
+	if err != nil {
 		return err
 	}
-	c.policies.Collections = perColl
+	if err := fc.check(); err != nil {
+		return err
+	}
+	recorded, err := fc.effectivePolicies()
+	if err != nil {
+		return err
+	}
+	c := fc.serveConfig(recorded)
 	if _, err := c.policies.resolve(projection.NewRegistry()); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("serve takes no arguments, got %q", fs.Args())
-	}
-	if c.gateway.MaxBody <= 0 || c.gateway.MaxLongPolls <= 0 || c.gateway.MaxLongPollsPerUser <= 0 {
-		return usagef("--http-max-body, --http-max-long-polls and --http-max-long-polls-per-user must be positive")
 	}
 	log, err := c.logs.logger(m.Stderr)
 	if err != nil {
 		return err
+	}
+	if meta.printConfig {
+		return printConfig(m.Stdout, fc, meta.json)
 	}
 	log = slog.New(telemetry.LogHandler(log.Handler())) // trace ids on lines logged inside a span
 	return serve(ctx, c, log)
@@ -185,13 +371,14 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		return fmt.Errorf("serve: jetstream: %w", err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = events.EnsureStreams(sctx, js, events.StreamOptions{})
+	err = events.EnsureStreams(sctx, js, events.StreamOptions{Replicas: c.replicas})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 
-	tel, err := telemetry.New(ctx, telemetry.Config{ServiceName: "ebb", Prometheus: true, Getenv: os.Getenv})
+	tel, err := telemetry.New(ctx, telemetry.Config{ServiceName: c.telemetry.ServiceName, Prometheus: true,
+		Getenv: c.telemetry.otelGetenv(os.Getenv)})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -262,13 +449,16 @@ func startProjector(ctx context.Context, c serveConfig, view *keys.Cipher, js je
 	if err != nil {
 		return nil, err
 	}
-	store, err := projection.OpenBolt(filepath.Join(c.data, viewFile), projection.BoltOptions{Timeout: 2 * time.Second, Cipher: view})
+	store, err := projection.OpenBolt(c.viewPath, projection.BoltOptions{Timeout: 2 * time.Second, Cipher: view})
 	if err != nil {
-		return nil, fmt.Errorf("serve: open view in %s: %w", c.data, err)
+		return nil, fmt.Errorf("serve: open view %s: %w", c.viewPath, err)
 	}
 	*stops = append(*stops, func(context.Context) error { return store.Close() })
 	if err := checkPolicyChange(ctx, c, store); err != nil {
 		return nil, err
+	}
+	if c.recordedPolicies {
+		log.Info("no policies configured: using those recorded in the data directory", "policies", c.policies.String())
 	}
 	if err := c.policies.save(c.data); err != nil {
 		return nil, fmt.Errorf("serve: %w", err)

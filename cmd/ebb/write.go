@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/ebbsync/ebb/consumer"
@@ -42,7 +45,14 @@ func runWrite(ctx context.Context, m *Main, op string, args []string, want ...st
 	coll, id := pos[0], pos[1]
 	var fields events.Fields
 	if len(pos) > 2 {
-		if fields, err = parseFields(pos[2]); err != nil {
+		doc, from, err := m.readDoc(pos[2])
+		if err != nil {
+			return err
+		}
+		if fields, err = parseFields(doc); err != nil {
+			if from != "" {
+				return usagef("%s: %v", from, err)
+			}
 			return err
 		}
 	}
@@ -101,6 +111,42 @@ func runWrite(ctx context.Context, m *Main, op string, args []string, want ...st
 		return errRefusedWrite
 	}
 	return nil
+}
+
+// maxDocInput bounds a document read from a file or stdin; the event's own
+// limits (events.DefaultLimits) are checked after.
+const maxDocInput = 64 << 20
+
+// readDoc returns the JSON document an argument stands for: the argument
+// itself, the contents of FILE for "@FILE", or stdin for "-". from names
+// the source ("" for the argument itself) for error messages.
+func (m *Main) readDoc(arg string) (doc, from string, err error) {
+	var r io.Reader
+	switch {
+	case arg == "-":
+		from, r = "stdin", m.Stdin
+		if r == nil {
+			return "", from, usagef("no stdin to read the document from")
+		}
+	case strings.HasPrefix(arg, "@"):
+		from = arg[1:]
+		f, err := os.Open(from)
+		if err != nil {
+			return "", from, usagef("read document: %v", err)
+		}
+		defer f.Close()
+		r = f
+	default:
+		return arg, "", nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxDocInput+1))
+	if err != nil {
+		return "", from, fmt.Errorf("read document from %s: %w", from, err)
+	}
+	if len(b) > maxDocInput {
+		return "", from, usagef("document in %s is larger than %d bytes", from, maxDocInput)
+	}
+	return string(b), from, nil
 }
 
 // errRefusedWrite is a write the server refused: the command has printed
