@@ -370,6 +370,8 @@ func unavailable(err error) error {
 	switch {
 	case errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeClusterNotAvailable:
 		return fmt.Errorf("%w: the cluster has no meta leader (fewer than a quorum of its servers are up?): %w", ErrJetStreamUnavailable, err)
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeNoPeers:
+		return fmt.Errorf("no servers to place the stream's replicas on (fewer servers up, or in the cluster, than replicas): %w", err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return fmt.Errorf("%w: no answer from the JetStream API (a cluster still electing a leader, or without quorum?): %w", ErrJetStreamUnavailable, err)
 	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount), errors.Is(err, nats.ErrNoResponders):
@@ -382,6 +384,10 @@ func unavailable(err error) error {
 // ("JetStream system temporarily unavailable"), which a clustered server
 // answers once its meta group has been without a leader for a while.
 const jsErrCodeClusterNotAvailable jetstream.ErrorCode = 10008
+
+// jsErrCodeNoPeers is nats-server's JSClusterNoPeersErrF: no set of servers
+// to place a stream's replicas on.
+const jsErrCodeNoPeers jetstream.ErrorCode = 10005
 
 // StreamDiff names the settings ebb manages in which have differs from want.
 func StreamDiff(have, want jetstream.StreamConfig) []string {

@@ -247,9 +247,12 @@ func TestEnsureStreams_NeverLowersReplicas(t *testing.T) {
 // of a bare deadline.
 func TestEnsureStreams_NoQuorumNamesTheCause(t *testing.T) {
 	c := clustertest.MustStart(t)
-	js := mustClusterJetStream(t, c)
-	c.Kill(1)
-	c.Kill(2)
+	// Kill the meta leader and one other node; the client's node is left.
+	leader := c.MetaLeader()
+	left := (leader + 1) % clustertest.Size
+	c.Kill(leader)
+	c.Kill((leader + 2) % clustertest.Size)
+	js := mustClusterJetStream(t, c, left)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
 	err := events.EnsureStreams(ctx, js, events.StreamOptions{Replicas: 3})
@@ -259,9 +262,14 @@ func TestEnsureStreams_NoQuorumNamesTheCause(t *testing.T) {
 	t.Logf("error without quorum: %v", err)
 }
 
-func mustClusterJetStream(t *testing.T, c *clustertest.Cluster) jetstream.JetStream {
+// mustClusterJetStream connects to node i of c, or to any node.
+func mustClusterJetStream(t *testing.T, c *clustertest.Cluster, i ...int) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(c.Node(0).ClientURL(), nats.MaxReconnects(-1))
+	url := c.URLs()
+	if len(i) > 0 {
+		url = c.Node(i[0]).ClientURL()
+	}
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
