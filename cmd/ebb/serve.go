@@ -34,7 +34,10 @@ type serveConfig struct {
 	natsListen string
 	httpListen string
 	natsURL    string
-	syncEvery  time.Duration
+	// replicas is the stream replicas asked for; 0 asks for none (new
+	// streams get 1, existing ones keep theirs).
+	replicas  int
+	syncEvery time.Duration
 	// headerTimeout cuts an HTTP client that has not sent its request
 	// headers within it (slowloris).
 	headerTimeout time.Duration
@@ -115,7 +118,8 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	fs.StringVar(&c.data, "data", "./ebb-data", "data directory (JetStream storage and the view)")
 	fs.StringVar(&c.natsListen, "nats-listen", embedded.DefaultListen, "address of the embedded NATS server's client listener")
 	fs.StringVar(&c.httpListen, "http-listen", "127.0.0.1:8080", "address of the HTTP listener (health, metrics, gateway)")
-	fs.StringVar(&c.natsURL, "nats", "", "use this existing NATS JetStream server or cluster instead of the embedded one")
+	fs.StringVar(&c.natsURL, "nats", "", "use this existing NATS JetStream server or cluster instead of the embedded one; several comma-separated URLs of one cluster are tried in turn")
+	fs.IntVar(&c.replicas, "replicas", 0, "replicas of each stream (3 on a 3-node cluster): new streams get them, existing ones are raised to them, never lowered; 0 creates R1 and keeps existing streams' replicas")
 	fs.DurationVar(&c.syncEvery, "fsync-interval", 0, "embedded JetStream fsync interval; 0 fsyncs every write before acking")
 	fs.DurationVar(&c.headerTimeout, "http-header-timeout", 10*time.Second, "cut an HTTP client that has not sent its request headers within this long")
 	fs.Int64Var(&c.gateway.MaxBody, "http-max-body", 8<<20, "largest HTTP request body in bytes; larger ones are answered 413")
@@ -135,6 +139,12 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return usagef("serve takes no arguments, got %q", fs.Args())
+	}
+	if c.replicas < 0 || c.replicas > 5 {
+		return usagef("--replicas must be between 0 and 5 (JetStream's limit), got %d", c.replicas)
+	}
+	if c.replicas > 1 && c.natsURL == "" {
+		return usagef("--replicas %d needs a cluster (--nats); the embedded server is a single node", c.replicas)
 	}
 	if c.gateway.MaxBody <= 0 || c.gateway.MaxLongPolls <= 0 || c.gateway.MaxLongPollsPerUser <= 0 {
 		return usagef("--http-max-body, --http-max-long-polls and --http-max-long-polls-per-user must be positive")
@@ -185,8 +195,15 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		return fmt.Errorf("serve: jetstream: %w", err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = events.EnsureStreams(sctx, js, events.StreamOptions{})
+	changes, err := events.ReconcileStreams(sctx, js, events.StreamOptions{Replicas: c.replicas})
 	cancel()
+	for _, ch := range changes {
+		if ch.Kept {
+			log.Warn("stream setting differs from ebb's default; kept", "stream", ch.Stream, "setting", ch.Setting, "have", ch.Have, "default", ch.Want)
+		} else {
+			log.Info("stream changed", "stream", ch.Stream, "setting", ch.Setting, "from", ch.Have, "to", ch.Want)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
