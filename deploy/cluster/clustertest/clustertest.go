@@ -55,9 +55,10 @@ type Cluster struct {
 }
 
 // MustStart starts the three nodes of deploy/cluster (plain, no TLS) and
-// waits until the cluster has a meta leader. Every node is shut down in
-// tb.Cleanup.
-func MustStart(tb testing.TB) *Cluster {
+// waits until the cluster has a meta leader. mods change every node's
+// options after the loopback ports and store are set (for example
+// SyncAlways). Every node is shut down in tb.Cleanup.
+func MustStart(tb testing.TB, mods ...func(*server.Options)) *Cluster {
 	tb.Helper()
 	c := &Cluster{tb: tb}
 	clientPorts, routePorts := freePorts(tb, Size), freePorts(tb, Size)
@@ -77,6 +78,9 @@ func MustStart(tb testing.TB) *Cluster {
 		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
 		o.StoreDir = tb.TempDir()
 		o.NoSigs, o.NoLog = true, true
+		for _, m := range mods {
+			m(o)
+		}
 		c.opts = append(c.opts, o)
 	}
 	c.nodes = make([]*server.Server, Size)
