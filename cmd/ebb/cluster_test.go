@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -24,6 +25,11 @@ import (
 // longer than this: a stall, not a slow failover. The target (and what
 // the test logs) is under 5 s.
 const failoverBound = 45 * time.Second
+
+// failoverTarget is issue 14's target from a kill to the next synced write.
+// With EBB_STRICT_FAILOVER set the test fails above it; by default it only
+// logs the figure (see /work/notes/h7-readme.md for the causes above it).
+const failoverTarget = 5 * time.Second
 
 // `ebb serve --nats <3 URLs> --replicas 3` on the 3-node cluster of
 // deploy/cluster: the streams are R3; three replicas write while the EVENTS
@@ -84,11 +90,16 @@ func TestCluster_R3SurvivesLeaderKills(t *testing.T) {
 	kill := func(what string, node int) {
 		t.Helper()
 		t.Logf("before the kill: %s", leaders(ctx, c, js))
+		logFrom := len(stderr.String())
 		killed := time.Now()
 		c.Kill(node)
 		d := w.waitSynced(t, killed, failoverBound)
+		if d > failoverTarget && os.Getenv("EBB_STRICT_FAILOVER") != "" {
+			t.Errorf("%s killed: next synced write after %s, target %s", what, d, failoverTarget)
+		}
 		t.Logf("FAILOVER %s (nats-%d) killed at %s: next synced write after %s", what, node+1, killed.Format("15:04:05.000"), d.Round(time.Millisecond))
 		w.logFailed(t)
+		logServe(t, stderr.String()[logFrom:])
 		c.Restart(node)
 		c.WaitMetaLeader(30 * time.Second)
 		c.WaitCurrent(30*time.Second, events.StreamEvents, events.StreamChanges, events.StreamReceipts)
@@ -151,19 +162,31 @@ func TestCluster_R3SurvivesLeaderKills(t *testing.T) {
 	}
 }
 
-// leaders names the nodes leading the meta group, EVENTS, and each of
-// EVENTS' consumers (the projector's), for the test log.
+// leaders names the nodes leading the meta group, each stream ebb reads
+// from, and each stream's consumers (the projector's durable, the
+// replicas' ordered ones), for the test log.
 func leaders(ctx context.Context, c *clustertest.Cluster, js jetstream.JetStream) string {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	s := fmt.Sprintf("meta leader nats-%d, EVENTS leader nats-%d, serve on %s", c.MetaLeader()+1, c.StreamLeader(events.StreamEvents)+1, serveConn(c))
-	st, err := js.Stream(ctx, events.StreamEvents)
-	if err != nil {
-		return s + fmt.Sprintf(", EVENTS: %v", err)
-	}
-	for ci := range st.ListConsumers(ctx).Info() {
-		if ci.Cluster != nil {
-			s += fmt.Sprintf(", consumer %s leader %s", ci.Name, ci.Cluster.Leader)
+	s := fmt.Sprintf("meta leader nats-%d, serve on %s", c.MetaLeader()+1, serveConn(c))
+	for _, name := range []string{events.StreamEvents, events.StreamChanges, events.StreamReceipts} {
+		s += fmt.Sprintf("; %s leader nats-%d", name, c.StreamLeader(name)+1)
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			return s + fmt.Sprintf(": %v", err)
+		}
+		on := map[string]int{}
+		for ci := range st.ListConsumers(ctx).Info() {
+			if ci.Cluster != nil {
+				if ci.Config.Durable != "" {
+					s += fmt.Sprintf(", %s on %s", ci.Name, ci.Cluster.Leader)
+				} else {
+					on[ci.Cluster.Leader]++
+				}
+			}
+		}
+		for srv, n := range on {
+			s += fmt.Sprintf(", %d ordered on %s", n, srv)
 		}
 	}
 	return s
@@ -223,7 +246,10 @@ func (w *writers) loop(ctx context.Context, i int, r *consumer.Replica) {
 		w.mu.Lock()
 		w.written[id] = val
 		w.mu.Unlock()
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		// Short, so a sync stuck on a dead leader gives way to a new
+		// write soon: the measured stall is the cluster's and ebb's, not
+		// this timeout's.
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		_, err := r.Sync(sctx)
 		cancel()
 		w.mu.Lock()
@@ -236,6 +262,18 @@ func (w *writers) loop(ctx context.Context, i int, r *consumer.Replica) {
 		w.mu.Unlock()
 		// A failed sync leaves the write pending in the local log; the
 		// next sync pushes it.
+	}
+}
+
+// logServe logs serve's warnings and errors in logs (JSON lines).
+func logServe(t *testing.T, logs string) {
+	for _, line := range strings.Split(logs, "\n") {
+		var rec struct {
+			Level string `json:"level"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Level != "INFO" && rec.Level != "DEBUG" {
+			t.Logf("serve: %s", line)
+		}
 	}
 }
 
