@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/ebbsync/ebb/deploy/cluster/clustertest"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
@@ -177,4 +180,40 @@ func benchPush(b *testing.B, js jetstream.JetStream, nc *nats.Conn, batch int) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// compose.yaml runs the three nodes on their configs and two ebb servers
+// given all three nodes, with 3 replicas.
+func TestCompose_RunsTheClusterConfigs(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(clustertest.Dir(), "compose.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Services map[string]struct {
+			Command []string `yaml:"command"`
+			Volumes []string `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatalf("compose.yaml: %v", err)
+	}
+	for i := range clustertest.Size {
+		name := fmt.Sprintf("nats-%d", i+1)
+		s, ok := f.Services[name]
+		if !ok {
+			t.Fatalf("no service %s", name)
+		}
+		want := "./" + filepath.Base(clustertest.ConfigFile(i, false)) + ":/etc/nats/nats.conf:ro"
+		if !slices.Contains(s.Volumes, want) {
+			t.Errorf("%s volumes %v, want %q", name, s.Volumes, want)
+		}
+	}
+	for _, name := range []string{"ebb-1", "ebb-2"} {
+		cmd := strings.Join(f.Services[name].Command, " ")
+		if !strings.HasPrefix(cmd, "serve ") || !strings.Contains(cmd, "--replicas 3") ||
+			!strings.Contains(cmd, "--nats nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222") {
+			t.Errorf("%s command %q: want serve --replicas 3 --nats <the three nodes>", name, cmd)
+		}
+	}
 }
