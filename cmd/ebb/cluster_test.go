@@ -42,7 +42,7 @@ func TestCluster_R3SurvivesLeaderKills(t *testing.T) {
 		t.Skip("runs a 3-node cluster through two leader kills")
 	}
 	c := clustertest.MustStart(t)
-	data := t.TempDir()
+	data := filepath.Join(t.TempDir(), "missing", "data") // --nats creates a missing --data
 	ctx, stopServe := context.WithCancel(context.Background())
 	defer stopServe()
 	stderr := &syncBuffer{}
