@@ -41,6 +41,7 @@ listen:
   nats: 127.0.0.1:4333
   http: 127.0.0.1:8181
 nats:
+  urls: [nats://127.0.0.1:4222]
   replicas: 3
   fsync_interval: 2s
 policies:

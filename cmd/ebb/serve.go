@@ -38,8 +38,10 @@ type serveConfig struct {
 	natsListen string
 	httpListen string
 	natsURL    string // comma-separated; empty: the embedded server
-	replicas   int    // events.StreamOptions.Replicas; 0 means 1
-	syncEvery  time.Duration
+	// replicas is the stream replicas asked for; 0 asks for none (new
+	// streams get 1, existing ones keep theirs).
+	replicas  int
+	syncEvery time.Duration
 	// headerTimeout cuts an HTTP client that has not sent its request
 	// headers within it (slowloris).
 	headerTimeout time.Duration
@@ -81,7 +83,7 @@ func registerServeFlags(fs *flag.FlagSet, c *serveFile, pol policyFlags, meta *s
 	fs.StringVar(&c.Listen.NATS, "nats-listen", c.Listen.NATS, "address of the embedded NATS server's client listener")
 	fs.StringVar(&c.Listen.HTTP, "http-listen", c.Listen.HTTP, "address of the HTTP listener (health, metrics, gateway)")
 	fs.Var((*urlList)(&c.NATS.URLs), "nats", "use this existing NATS JetStream server or cluster (comma-separated URLs) instead of the embedded one")
-	fs.IntVar(&c.NATS.Replicas, "replicas", c.NATS.Replicas, "copies a NATS cluster keeps of each stream (0 means 1)")
+	fs.IntVar(&c.NATS.Replicas, "replicas", c.NATS.Replicas, "replicas of each stream (3 on a 3-node cluster): new streams get them, existing ones are raised to them, never lowered; 0 creates R1 and keeps existing streams' replicas")
 	fs.Var((*durationFlag)(&c.NATS.FsyncInterval), "fsync-interval", "embedded JetStream fsync interval; 0 fsyncs every write before acking")
 	fs.Var((*durationFlag)(&c.Limits.HTTPHeaderTimeout), "http-header-timeout", "cut an HTTP client that has not sent its request headers within this long")
 	fs.Int64Var(&c.Limits.HTTPMaxBody, "http-max-body", c.Limits.HTTPMaxBody, "largest HTTP request body in bytes; larger ones are answered 413")
@@ -175,7 +177,10 @@ func (c serveFile) check() error {
 		errs = append(errs, usagef("--http-max-body, --http-max-long-polls and --http-max-long-polls-per-user must be positive"))
 	}
 	if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
-		errs = append(errs, usagef("--replicas (nats.replicas) %d: want 1 to 5", c.NATS.Replicas))
+		errs = append(errs, usagef("--replicas (nats.replicas) %d: want 0 to 5 (JetStream's limit; 0 keeps existing streams' replicas)", c.NATS.Replicas))
+	}
+	if c.NATS.Replicas > 1 && len(c.NATS.URLs) == 0 {
+		errs = append(errs, usagef("--replicas (nats.replicas) %d needs a cluster (--nats); the embedded server is a single node", c.NATS.Replicas))
 	}
 	if c.View.PostgresURL != "" {
 		errs = append(errs, usagef("view.postgres_url: the PostgreSQL view store is not available yet; leave it empty for the bbolt view"))
@@ -371,8 +376,15 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		return fmt.Errorf("serve: jetstream: %w", err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = events.EnsureStreams(sctx, js, events.StreamOptions{Replicas: c.replicas})
+	changes, err := events.ReconcileStreams(sctx, js, events.StreamOptions{Replicas: c.replicas})
 	cancel()
+	for _, ch := range changes {
+		if ch.Kept {
+			log.Warn("stream setting differs from ebb's default; kept", "stream", ch.Stream, "setting", ch.Setting, "have", ch.Have, "default", ch.Want)
+		} else {
+			log.Info("stream changed", "stream", ch.Stream, "setting", ch.Setting, "from", ch.Have, "to", ch.Want)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
