@@ -43,7 +43,7 @@ const usersYAML = `users:
   - {name: alice, password: alice-pw, tenant: acme, role: client}
   - {name: bob, password: bob-pw, tenant: acme, role: client}
   - {name: eve, password: eve-pw, tenant: evil, role: client}
-  - {name: svc, password: svc-pw, tenant: acme, role: service}
+  - {name: svc, password: svc-pw, tenant: acme, role: service, durables: [acme-billing, acme-billing2, acme-subscriber]}
   - {name: root, password: root-pw, role: admin}
 `
 

@@ -104,9 +104,12 @@ func TestPermissions_Confined(t *testing.T) {
 			t.Errorf("client permission %q is not confined", s)
 		}
 	}
-	svc := auth.User{Name: "billing", Tenant: "acme", Role: auth.RoleService}.Permissions()
-	if slices.ContainsFunc(svc.Publish, func(s string) bool { return strings.HasPrefix(s, "ebb.evt.") }) || !slices.Contains(svc.Publish, "$JS.ACK.CHANGES.>") {
-		t.Errorf("service publish %v: want acks, no events", svc.Publish)
+	svc := auth.User{Name: "billing", Tenant: "acme", Role: auth.RoleService, Durables: []string{"billing"}}.Permissions()
+	if slices.ContainsFunc(svc.Publish, func(s string) bool { return strings.HasPrefix(s, "ebb.evt.") }) || !slices.Contains(svc.Publish, "$JS.ACK.CHANGES.billing.>") {
+		t.Errorf("service publish %v: want acks of its durable, no events", svc.Publish)
+	}
+	if slices.Contains(svc.Publish, "$JS.ACK.CHANGES.>") {
+		t.Errorf("service may ack for every consumer: %v", svc.Publish)
 	}
 	// A name that is not a plain token gets an encoded, private inbox.
 	if got := auth.InboxPrefix("a.b"); got != "_INBOX_~YS5i" {
@@ -151,12 +154,15 @@ func TestNATSConfig_Golden(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nats-server refuses the generated config: %v", err)
 	}
-	want := u.NATSUsers()
+	want := slices.DeleteFunc(u.NATSUsers(), func(w *server.User) bool { return w.Username == auth.InternalUser })
 	if len(opts.Users) != len(want) {
 		t.Fatalf("config has %d users, want %d", len(opts.Users), len(want))
 	}
 	for i, w := range want {
 		got := opts.Users[i]
+		if got.Account == nil || w.Account == nil || got.Account.Name != w.Account.Name {
+			t.Errorf("user %s: account %v, want %v", w.Username, got.Account, w.Account)
+		}
 		if got.Username != w.Username || got.Password != w.Password {
 			t.Errorf("user %d: %s, want %s with the same hash", i, got.Username, w.Username)
 		}

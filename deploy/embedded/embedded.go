@@ -2,14 +2,12 @@ package embedded
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +15,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/ebbsync/ebb/deploy/auth"
 )
 
 // Defaults applied to a zero Config field.
@@ -33,8 +33,12 @@ const (
 	// (sync_interval). Use it in SyncPolicy.Interval to get stock NATS behaviour.
 	NATSDefaultSyncInterval = 2 * time.Minute
 
-	// internalUserPrefix names the internal user Start adds with Users.
+	// internalUserPrefix starts the names reserved for the internal user.
 	internalUserPrefix = "_ebb"
+	// internalUser is the internal user's name (auth.InternalUser).
+	internalUser = auth.InternalUser
+	// globalAccount is nats-server's account of users without one.
+	globalAccount = "$G"
 	// tlsHandshakeTimeout bounds a client's TLS handshake.
 	tlsHandshakeTimeout = 5 * time.Second
 )
@@ -106,10 +110,17 @@ type Config struct {
 	// process connections (Server.Connect) skip TLS.
 	TLS *tls.Config
 	// Users, if any, turns on authentication: only these users may connect,
-	// each with its permissions (see package deploy/auth). Start adds one
-	// internal user with a random password and every permission, which
-	// Server.Connect uses; its password never leaves the process.
+	// each with its permissions and its account (see package deploy/auth,
+	// whose NATSUsers makes them). Every account a user points at is
+	// configured on the server. The internal user, which Server.Connect
+	// uses, gets a random password that never leaves the process: it is
+	// the user named auth.InternalUser if Users has one (in that user's
+	// account), else one added with every permission in the global
+	// account. Logins are checked by auth.NATSAuthenticator under Login.
 	Users []*server.User
+	// Login limits password guessing on the client listener when Users
+	// is set; zero fields take auth's defaults (see auth.LoginLimit).
+	Login auth.LoginLimit
 	// JetStreamKey, if set, encrypts JetStream's storage (AES-GCM) with
 	// this key (see package deploy/keys); it must be the same on every
 	// start on Dir. Start does not check it: nats-server skips streams it
@@ -174,6 +185,7 @@ func (c Config) validate() (listenAddr, error) {
 		switch {
 		case u == nil || u.Username == "":
 			bad("Users[%d] has no name", i)
+		case u.Username == internalUser:
 		case strings.HasPrefix(u.Username, internalUserPrefix):
 			bad("Users[%d] %q: names starting with %q are reserved", i, u.Username, internalUserPrefix)
 		}
@@ -231,14 +243,24 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		opts.TLSVerify = cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
 		opts.TLSTimeout = tlsHandshakeTimeout.Seconds()
 	}
-	var internal *server.User
+	var (
+		internal *server.User
+		authn    *auth.NATSAuthenticator
+	)
 	if len(cfg.Users) > 0 {
-		pw := make([]byte, 32)
-		if _, err := rand.Read(pw); err != nil {
-			return nil, fmt.Errorf("start embedded nats: internal password: %w", err)
+		var users []*server.User
+		users, internal, err = withInternalUser(cfg.Users)
+		if err != nil {
+			return nil, fmt.Errorf("start embedded nats: %w", err)
 		}
-		internal = &server.User{Username: internalUserPrefix + "internal", Password: hex.EncodeToString(pw)}
-		opts.Users = append(slices.Clone(cfg.Users), internal)
+		opts.Accounts = accountsOf(users)
+		if authn, err = auth.NewNATSAuthenticator(users, cfg.Login); err != nil {
+			return nil, fmt.Errorf("start embedded nats: %w", err)
+		}
+		opts.CustomClientAuthentication = authn
+	}
+	if err := moveStreamAccount(cfg.Dir, internal); err != nil {
+		return nil, fmt.Errorf("start embedded nats: %w", err)
 	}
 	if cfg.JetStreamKey != nil {
 		opts.JetStreamKey = hex.EncodeToString(cfg.JetStreamKey)
@@ -254,6 +276,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded nats: %w", err)
+	}
+	if authn != nil {
+		authn.Bind(ns)
 	}
 	bridge := newLogBridge(logger)
 	ns.SetLoggerV2(bridge, bridge.debug, bridge.trace, false)

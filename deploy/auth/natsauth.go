@@ -1,0 +1,137 @@
+package auth
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// natsLoginTimeout bounds how long a NATS login waits for a free password
+// check slot.
+const natsLoginTimeout = 2 * time.Second
+
+// NATSAuthenticator checks nats-server logins by user name and password
+// behind a Guard: it is what the embedded server uses instead of
+// nats-server's own user list, which answers an unknown user at once and
+// a wrong password without limit. Install it as
+// server.Options.CustomClientAuthentication, then call Bind with the
+// server before it accepts connections.
+type NATSAuthenticator struct {
+	users  map[string]*server.User
+	list   []*server.User
+	dummy  map[int][]byte
+	key    [32]byte
+	guard  *Guard
+	lookup func(name string) (*server.Account, error)
+}
+
+var _ server.Authentication = (*NATSAuthenticator)(nil)
+
+// NewNATSAuthenticator returns an authenticator for users (a password
+// starting with "$2" is a bcrypt hash, any other a plain password) with
+// limit. It fails only if a random key or a dummy hash cannot be made.
+func NewNATSAuthenticator(users []*server.User, limit LoginLimit) (*NATSAuthenticator, error) {
+	a := &NATSAuthenticator{users: map[string]*server.User{}, dummy: map[int][]byte{}, guard: NewGuard(limit)}
+	for _, u := range users {
+		a.users[u.Username] = u
+		a.list = append(a.list, u)
+		if !isBcrypt(u.Password) {
+			continue
+		}
+		cost, err := bcrypt.Cost([]byte(u.Password))
+		if err != nil || a.dummy[cost] != nil {
+			continue
+		}
+		h, err := bcrypt.GenerateFromPassword([]byte("ebb-dummy"), cost)
+		if err != nil {
+			return nil, fmt.Errorf("nats authenticator: dummy hash at cost %d: %w", cost, err)
+		}
+		a.dummy[cost] = h
+	}
+	if _, err := rand.Read(a.key[:]); err != nil {
+		return nil, fmt.Errorf("nats authenticator: random key: %w", err)
+	}
+	return a, nil
+}
+
+// Bind makes a put each user into the account of that name on ns (the
+// server's own account objects, not the ones the users were built with).
+func (a *NATSAuthenticator) Bind(ns *server.Server) { a.lookup = ns.LookupAccount }
+
+func isBcrypt(pw string) bool { return strings.HasPrefix(pw, "$2") }
+
+// Check implements server.Authentication: it accepts a client whose user
+// name and password match, unless the Guard refuses the attempt.
+func (a *NATSAuthenticator) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.CLIENT {
+		return false
+	}
+	opts := c.GetOpts()
+	source := ""
+	if addr := c.RemoteAddress(); addr != nil {
+		source = Source(addr.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), natsLoginTimeout)
+	defer cancel()
+	var usr *server.User
+	err := a.guard.Check(ctx, opts.Username, source, func() error {
+		usr = a.match(opts.Username, opts.Password)
+		if usr == nil {
+			return ErrBadCredentials
+		}
+		return nil
+	})
+	if err != nil {
+		return false
+	}
+	reg := *usr
+	if usr.Account != nil && a.lookup != nil {
+		acc, err := a.lookup(usr.Account.Name)
+		if err != nil {
+			return false
+		}
+		reg.Account = acc
+	}
+	c.RegisterUser(&reg)
+	return true
+}
+
+// match returns the user name if password is its own; an unknown name
+// costs what some real user's check costs (see Users.Authenticate).
+func (a *NATSAuthenticator) match(name, password string) *server.User {
+	u := a.users[name]
+	if u == nil {
+		if len(a.list) == 0 {
+			return nil
+		}
+		h := hmac.New(sha256.New, a.key[:])
+		h.Write([]byte(name))
+		like := a.list[binary.BigEndian.Uint64(h.Sum(nil))%uint64(len(a.list))]
+		if isBcrypt(like.Password) {
+			cost, _ := bcrypt.Cost([]byte(like.Password))
+			_ = bcrypt.CompareHashAndPassword(a.dummy[cost], []byte(password))
+		} else {
+			_ = subtle.ConstantTimeCompare([]byte(like.Password), []byte("\x00"+password))
+		}
+		return nil
+	}
+	if isBcrypt(u.Password) {
+		if bcrypt.CompareHashAndPassword([]byte(u.Password), []byte(password)) != nil {
+			return nil
+		}
+		return u
+	}
+	if subtle.ConstantTimeCompare([]byte(u.Password), []byte(password)) != 1 {
+		return nil
+	}
+	return u
+}
