@@ -8,8 +8,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ebbsync/ebb/deploy/auth"
 )
@@ -173,5 +175,36 @@ func TestNATSConfig_Golden(t *testing.T) {
 			!slices.Equal(got.Permissions.Subscribe.Allow, w.Permissions.Subscribe.Allow)) {
 			t.Errorf("user %s: permissions differ from NATSUsers", w.Username)
 		}
+	}
+}
+
+// TestAuthenticate_UnknownCostsLikeKnown: a failure for an unknown name
+// costs what a wrong password of a real (bcrypt) user costs, so timing
+// does not tell which names exist.
+func TestAuthenticate_UnknownCostsLikeKnown(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := auth.New([]auth.User{{Name: "carol", PasswordHash: string(hash), Tenant: "acme", Role: auth.RoleClient}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cost := func(name string) time.Duration {
+		var ds []time.Duration
+		for range 5 {
+			start := time.Now()
+			if _, err := u.Authenticate(name, "guess"); !errors.Is(err, auth.ErrBadCredentials) {
+				t.Fatalf("%s: %v", name, err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		slices.Sort(ds)
+		return ds[len(ds)/2]
+	}
+	known, unknown := cost("carol"), cost("mallory")
+	t.Logf("wrong password %s, unknown user %s", known, unknown)
+	if unknown < known/3 || unknown > known*3 {
+		t.Fatalf("unknown user costs %s, a wrong password %s: not the same order", unknown, known)
 	}
 }

@@ -2,11 +2,7 @@ package auth
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/binary"
 	"fmt"
 	"strings"
 	"time"
@@ -27,9 +23,7 @@ const natsLoginTimeout = 2 * time.Second
 // server before it accepts connections.
 type NATSAuthenticator struct {
 	users  map[string]*server.User
-	list   []*server.User
-	dummy  map[int][]byte
-	key    [32]byte
+	dummy  []byte // see Users.dummy
 	guard  *Guard
 	lookup func(name string) (*server.Account, error)
 }
@@ -40,25 +34,17 @@ var _ server.Authentication = (*NATSAuthenticator)(nil)
 // starting with "$2" is a bcrypt hash, any other a plain password) with
 // limit. It fails only if a random key or a dummy hash cannot be made.
 func NewNATSAuthenticator(users []*server.User, limit LoginLimit) (*NATSAuthenticator, error) {
-	a := &NATSAuthenticator{users: map[string]*server.User{}, dummy: map[int][]byte{}, guard: NewGuard(limit)}
+	a := &NATSAuthenticator{users: map[string]*server.User{}, guard: NewGuard(limit)}
+	var hashes []string
 	for _, u := range users {
 		a.users[u.Username] = u
-		a.list = append(a.list, u)
-		if !isBcrypt(u.Password) {
-			continue
+		if isBcrypt(u.Password) {
+			hashes = append(hashes, u.Password)
 		}
-		cost, err := bcrypt.Cost([]byte(u.Password))
-		if err != nil || a.dummy[cost] != nil {
-			continue
-		}
-		h, err := bcrypt.GenerateFromPassword([]byte("ebb-dummy"), cost)
-		if err != nil {
-			return nil, fmt.Errorf("nats authenticator: dummy hash at cost %d: %w", cost, err)
-		}
-		a.dummy[cost] = h
 	}
-	if _, err := rand.Read(a.key[:]); err != nil {
-		return nil, fmt.Errorf("nats authenticator: random key: %w", err)
+	var err error
+	if a.dummy, err = dummyHash(hashes); err != nil {
+		return nil, fmt.Errorf("nats authenticator: %w", err)
 	}
 	return a, nil
 }
@@ -105,23 +91,12 @@ func (a *NATSAuthenticator) Check(c server.ClientAuthentication) bool {
 	return true
 }
 
-// match returns the user name if password is its own; an unknown name
-// costs what some real user's check costs (see Users.Authenticate).
+// match returns the user name if password is its own; a failure costs
+// what Users.Authenticate's does.
 func (a *NATSAuthenticator) match(name, password string) *server.User {
 	u := a.users[name]
 	if u == nil {
-		if len(a.list) == 0 {
-			return nil
-		}
-		h := hmac.New(sha256.New, a.key[:])
-		h.Write([]byte(name))
-		like := a.list[binary.BigEndian.Uint64(h.Sum(nil))%uint64(len(a.list))]
-		if isBcrypt(like.Password) {
-			cost, _ := bcrypt.Cost([]byte(like.Password))
-			_ = bcrypt.CompareHashAndPassword(a.dummy[cost], []byte(password))
-		} else {
-			_ = subtle.ConstantTimeCompare([]byte(like.Password), []byte("\x00"+password))
-		}
+		a.payFailure(password)
 		return nil
 	}
 	if isBcrypt(u.Password) {
@@ -131,7 +106,33 @@ func (a *NATSAuthenticator) match(name, password string) *server.User {
 		return u
 	}
 	if subtle.ConstantTimeCompare([]byte(u.Password), []byte(password)) != 1 {
+		a.payFailure(password)
 		return nil
 	}
 	return u
+}
+
+func (a *NATSAuthenticator) payFailure(password string) {
+	if a.dummy != nil {
+		_ = bcrypt.CompareHashAndPassword(a.dummy, []byte(password))
+	}
+}
+
+// dummyHash returns a bcrypt hash of nothing at the highest cost among
+// hashes (bcrypt hashes; others are skipped), or nil if there is none.
+func dummyHash(hashes []string) ([]byte, error) {
+	top := 0
+	for _, h := range hashes {
+		if c, err := bcrypt.Cost([]byte(h)); err == nil && c > top {
+			top = c
+		}
+	}
+	if top == 0 {
+		return nil, nil
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte("ebb-dummy"), top)
+	if err != nil {
+		return nil, fmt.Errorf("dummy hash at cost %d: %w", top, err)
+	}
+	return h, nil
 }

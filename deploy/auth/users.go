@@ -3,11 +3,8 @@ package auth
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -70,8 +67,7 @@ type Users struct {
 	byName map[string]int
 	limits Limits // with defaults
 	guard  *Guard
-	dummy  map[int][]byte // bcrypt cost -> a hash of nothing, for unknown users
-	key    [32]byte       // picks the real user an unknown name imitates
+	dummy  []byte // a bcrypt hash at the highest cost of the file, or nil
 
 	mu    sync.Mutex
 	known map[string][32]byte // user -> sha256 of a password bcrypt accepted
@@ -135,7 +131,7 @@ func NewWithLimits(list []User, limits Limits) (*Users, error) {
 		errs = append(errs, err)
 	}
 	u := &Users{list: slices.Clone(list), byName: make(map[string]int, len(list)), known: map[string][32]byte{},
-		limits: limits.WithDefaults(), dummy: map[int][]byte{}}
+		limits: limits.WithDefaults()}
 	owner := map[string]string{} // durable -> user
 	for i, usr := range u.list {
 		for _, d := range usr.Durables {
@@ -183,24 +179,24 @@ func NewWithLimits(list []User, limits Limits) (*Users, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	hashes := make([]string, 0, len(u.list))
 	for _, usr := range u.list {
-		if usr.PasswordHash == "" {
-			continue
-		}
-		cost, _ := bcrypt.Cost([]byte(usr.PasswordHash))
-		if u.dummy[cost] == nil {
-			h, err := bcrypt.GenerateFromPassword([]byte("ebb-dummy"), cost)
-			if err != nil {
-				return nil, fmt.Errorf("dummy hash at cost %d: %w", cost, err)
-			}
-			u.dummy[cost] = h
-		}
+		hashes = append(hashes, usr.PasswordHash)
 	}
-	if _, err := rand.Read(u.key[:]); err != nil {
-		return nil, fmt.Errorf("users: random key: %w", err)
+	var err error
+	if u.dummy, err = dummyHash(hashes); err != nil {
+		return nil, err
 	}
 	u.guard = NewGuard(u.limits.Login)
 	return u, nil
+}
+
+// payFailure spends what a wrong password of the costliest bcrypt user
+// costs (nothing if there is none).
+func (u *Users) payFailure(password string) {
+	if u.dummy != nil {
+		_ = bcrypt.CompareHashAndPassword(u.dummy, []byte(password))
+	}
 }
 
 // isPlainName reports whether s is non-empty and only ASCII letters,
@@ -249,36 +245,22 @@ func (u *Users) AuthenticateFrom(ctx context.Context, source, name, password str
 	return usr, nil
 }
 
-// imitate returns the user whose check an unknown name pays for: one
-// chosen by a keyed hash of the name, so the same unknown name always
-// costs the same as some real user, and the mix of costs over unknown
-// names is the mix over real ones.
-func (u *Users) imitate(name string) User {
-	h := hmac.New(sha256.New, u.key[:])
-	h.Write([]byte(name))
-	sum := h.Sum(nil)
-	return u.list[binary.BigEndian.Uint64(sum)%uint64(len(u.list))]
-}
-
 // Authenticate returns the user called name if password is theirs, and an
-// error wrapping ErrBadCredentials otherwise. An unknown name costs what a
-// wrong password of a real user costs (the same bcrypt cost, or a constant
-// time compare), so failures do not tell which names exist. It has no
-// rate limit: AuthenticateFrom adds it.
+// error wrapping ErrBadCredentials otherwise. If any user has a
+// password_hash, every failure of an unknown name or of a plain password
+// also pays one bcrypt check at the highest cost in the file, so failures
+// do not tell which names exist (give all hashes one cost, or the cost
+// tells them apart); with plain passwords only, failures cost a constant
+// time compare. It has no rate limit: AuthenticateFrom adds it.
 func (u *Users) Authenticate(name, password string) (User, error) {
 	usr, ok := u.Lookup(name)
 	if !ok {
-		like := u.imitate(name)
-		if like.PasswordHash == "" {
-			_ = subtle.ConstantTimeCompare([]byte(like.Password), []byte("\x00"+password))
-		} else {
-			cost, _ := bcrypt.Cost([]byte(like.PasswordHash))
-			_ = bcrypt.CompareHashAndPassword(u.dummy[cost], []byte(password))
-		}
+		u.payFailure(password)
 		return User{}, fmt.Errorf("authenticate %q: %w", name, ErrBadCredentials)
 	}
 	if usr.PasswordHash == "" {
 		if subtle.ConstantTimeCompare([]byte(usr.Password), []byte(password)) != 1 {
+			u.payFailure(password)
 			return User{}, fmt.Errorf("authenticate %q: %w", name, ErrBadCredentials)
 		}
 		return usr, nil
