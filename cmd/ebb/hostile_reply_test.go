@@ -133,11 +133,20 @@ func TestHostile_ReplySubjects(t *testing.T) {
 				t.Fatal(err)
 			}
 			after := victimState(t, rjs)
-			// The attacker's own event (a PubAck attempt) is its own write.
-			for subj := range after.evts {
-				if strings.HasPrefix(subj, events.ClientEvents("acme", a.user)[:len(events.ClientEvents("acme", a.user))-1]) {
-					after.evts[subj] = before.evts[subj]
+			// The attacker's own event (a PubAck attempt) is its own write,
+			// with its own change and receipt; drop them from both sides.
+			tenant := "acme"
+			if a.user == "eve" {
+				tenant = "evil"
+			}
+			for _, st := range []streamState{before, after} {
+				for subj := range st.evts {
+					if strings.HasPrefix(subj, events.EventsPrefix+"."+tenant+"."+a.user+".") {
+						delete(st.evts, subj)
+					}
 				}
+				delete(st.changes, events.ChangeSubject(tenant, "todos", "x1"))
+				delete(st.receipts, events.ReceiptSubject(tenant, a.user))
 			}
 			if d := before.diff(after); d != "" {
 				t.Fatalf("%s as %s with reply %s wrote into the victim: %s", a.subject, a.user, a.reply, d)
@@ -150,5 +159,29 @@ func TestHostile_ReplySubjects(t *testing.T) {
 	}
 	if out := mustCLI(t, alice, "get", "todos", "t1"); !strings.Contains(out, "acme secret") {
 		t.Errorf("alice's todos/t1 after the attempts: %q", out)
+	}
+}
+
+// TestHostile_StreamInfoListsNoSubjects: a stream info request with a
+// subjects filter would list the subjects of every tenant (their login
+// names in RECEIPTS, their document ids in CHANGES); a user gets the
+// stream's info without them.
+func TestHostile_StreamInfoListsNoSubjects(t *testing.T) {
+	srv := serveInProcess(t, "", "--auth", writeFile(t, "users.yaml", usersYAML))
+	alice := map[string]string{"EBB_NATS": srv.nats, "EBB_TENANT": "acme", "EBB_DATA": filepath.Join(t.TempDir(), "alice"), "EBB_USER": "alice", "EBB_PASSWORD": "alice-pw"}
+	mustCLI(t, alice, "put", "todos", "secret-doc", `{"title":"acme secret"}`)
+	eve := connectAs(t, srv.nats, "eve", "eve-pw", nil)
+	for _, stream := range []string{events.StreamReceipts, events.StreamChanges} {
+		resp, err := eve.Request("$JS.API.STREAM.INFO."+stream, []byte(`{"subjects_filter":">"}`), 5*time.Second)
+		if err != nil {
+			t.Fatalf("stream info %s: %v", stream, err)
+		}
+		body := string(resp.Data)
+		if strings.Contains(body, "alice") || strings.Contains(body, "secret-doc") || strings.Contains(body, "ebb.rcpt.acme") || strings.Contains(body, "ebb.chg.acme") {
+			t.Errorf("stream info %s with a subjects filter shows another tenant's subjects: %s", stream, body)
+		}
+		if !strings.Contains(body, `"last_seq"`) {
+			t.Errorf("stream info %s has no state: %s", stream, body)
+		}
 	}
 }

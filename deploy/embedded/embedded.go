@@ -201,6 +201,7 @@ type Server struct {
 	clientURL string
 
 	internal *server.User // nil without Users
+	infoConn *nats.Conn   // serves users' stream info (auth.ServeStreamInfo); nil without accounts
 
 	shutdownOnce sync.Once
 	shutdownDone chan struct{}
@@ -306,7 +307,33 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.clientURL = scheme + net.JoinHostPort(dialHost(addr.IP), strconv.Itoa(addr.Port))
 	}
+	if internal != nil && internal.Account != nil {
+		if err := s.serveStreamInfo(); err != nil {
+			_ = s.Shutdown(context.Background())
+			return nil, fmt.Errorf("start embedded nats: %w", err)
+		}
+	}
 	return s, nil
+}
+
+// serveStreamInfo answers users' stream info requests (the configuration
+// of auth.NATSUsers sends them to auth.ServeStreamInfo) on a connection
+// of the internal user, closed by Shutdown.
+func (s *Server) serveStreamInfo() error {
+	nc, err := s.Connect(nats.Name("ebb-stream-info"), nats.MaxReconnects(-1))
+	if err != nil {
+		return err
+	}
+	if _, err := auth.ServeStreamInfo(nc); err != nil {
+		nc.Close()
+		return err
+	}
+	if err := nc.Flush(); err != nil {
+		nc.Close()
+		return fmt.Errorf("serve stream info: %w", err)
+	}
+	s.infoConn = nc
+	return nil
 }
 
 // waitReady polls the server until it accepts connections, it reports a fatal
@@ -394,6 +421,9 @@ func (s *Server) NATS() *server.Server { return s.ns }
 // keep waiting. It returns ctx's error if ctx ends first.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
+		if s.infoConn != nil {
+			s.infoConn.Close()
+		}
 		// nats-server's Shutdown blocks until done and cannot be cancelled; run
 		// it on its own goroutine so the caller's ctx bounds the wait. The
 		// goroutine ends when the server is down.
