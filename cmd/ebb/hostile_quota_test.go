@@ -100,8 +100,13 @@ func TestHostile_Quotas(t *testing.T) {
 		if perr == nil {
 			t.Fatal("a 5000-byte publish was accepted under a 4096-byte limit")
 		}
-		// nats-server answers -ERR 'Maximum Payload Violation' and closes
-		// the connection; nats.go keeps it as the last error.
+		// nats.go refuses before sending once the server's INFO told it
+		// the account's limit; before that, nats-server answers -ERR
+		// 'Maximum Payload Violation' and closes the connection, which
+		// nats.go keeps as the last error.
+		if errors.Is(perr, nats.ErrMaxPayload) {
+			return
+		}
 		waitFor(t, 5*time.Second, "the connection closed", nc.IsClosed)
 		if last := nc.LastError(); last == nil || !strings.Contains(strings.ToLower(last.Error()), "maximum payload") {
 			t.Fatalf("publish: %v, connection's last error %v; want a maximum payload violation", perr, last)
@@ -127,4 +132,32 @@ func TestHostile_Quotas(t *testing.T) {
 			t.Fatalf("after %d consumers: %v, want JetStream's maximum consumers error", n, cerr)
 		}
 	})
+}
+
+// TestHostile_OversizedEvent: with the default limits an event near
+// nats-server's 1 MiB message limit (whose dead letter would outgrow it)
+// is refused at the client's own connection and never reaches EVENTS.
+func TestHostile_OversizedEvent(t *testing.T) {
+	srv := serveInProcess(t, "", "--auth", writeFile(t, "users.yaml", usersYAML))
+	root := connectAs(t, srv.nats, "root", "root-pw", nil)
+	rjs, _ := jetstream.New(root)
+	events0 := streamMsgs(t, rjs, events.StreamEvents)
+	nc, err := nats.Connect(srv.nats, nats.UserInfo("eve", "eve-pw"), nats.CustomInboxPrefix("_INBOX_eve"), nats.NoReconnect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	big := []byte(`{"pad":"` + strings.Repeat("x", 1000<<10) + `"}`)
+	_, err = js.Publish(ctx, events.EventSubject("evil", "eve", "todos", "big"), big)
+	// nats.go learns the account's limit from the server's INFO and
+	// refuses before sending.
+	if !errors.Is(err, nats.ErrMaxPayload) {
+		t.Fatalf("publish of a 1000 KiB event: %v, want %v", err, nats.ErrMaxPayload)
+	}
+	if n := streamMsgs(t, rjs, events.StreamEvents); n != events0 {
+		t.Fatalf("EVENTS grew from %d to %d", events0, n)
+	}
 }
