@@ -94,8 +94,10 @@ func TestHostile_DurableTakeover(t *testing.T) {
 			return nc.LastError()
 		}},
 	}
+	refused, tried := 0, 0
 	for _, who := range []struct{ user, pw string }{{"eve", "eve-pw"}, {"bob", "bob-pw"}} {
 		for _, tk := range takeovers {
+			tried++
 			t.Run(who.user+"/"+tk.name, func(t *testing.T) {
 				errs := make(chan error, 8)
 				nc := connectAs(t, srv.nats, who.user, who.pw, errs)
@@ -111,12 +113,14 @@ func TestHostile_DurableTakeover(t *testing.T) {
 					if !errors.Is(aerr, nats.ErrPermissionViolation) {
 						t.Fatalf("async error %v, want a permission violation", aerr)
 					}
+					refused++
 				case <-time.After(5 * time.Second):
 					t.Fatalf("refused with %v but no permission violation reported", err)
 				}
 			})
 		}
 	}
+	t.Logf("%d of %d takeover attempts refused", refused, tried)
 	after := durable()
 	if after.Config.FilterSubject != before.Config.FilterSubject || after.Config.AckWait != before.Config.AckWait ||
 		after.Config.InactiveThreshold != before.Config.InactiveThreshold || !after.Created.Equal(before.Created) {
