@@ -31,6 +31,11 @@ func TestParse_Invalid(t *testing.T) {
 		{"client without tenant", "users: [{name: a, password: p, role: client}]", []string{"needs a tenant"}},
 		{"bad role", "users: [{name: a, password: p, tenant: t, role: root}]", []string{`role "root"`}},
 		{"reserved name", "users: [{name: _ebbx, password: p, role: admin}]", []string{"reserved"}},
+		{"durables of a client", "users: [{name: a, password: p, tenant: t, role: client, durables: [d]}]", []string{"durables are for role service"}},
+		{"durable owned twice", "users: [{name: a, password: p, tenant: t, role: service, durables: [d]}, {name: b, password: p, tenant: t, role: service, durables: [d]}]",
+			[]string{`durable "d" is already owned by "a"`}},
+		{"durable not a token", "users: [{name: a, password: p, tenant: t, role: service, durables: [a.b]}]", []string{`durable "a.b"`}},
+		{"negative limits", "limits: {max_connections: -1, login: {burst: -2}}\nusers: [{name: a, password: p, role: admin}]", []string{"max_connections -1", "login burst -2"}},
 		{"duplicate and empty, all at once", "users: [{name: a, password: p, role: admin}, {name: a, password: p, role: admin}, {name: '', password: p, role: admin}]",
 			[]string{"duplicate name", "user 3"}},
 	}

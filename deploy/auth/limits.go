@@ -80,7 +80,7 @@ func (l Limits) validate() error {
 	if l.MaxPayload > 64<<20 {
 		errs = append(errs, fmt.Errorf("%w: limits: max_payload %d is above nats-server's 64 MiB", ErrInvalidUsers, l.MaxPayload))
 	}
-	if err := l.Login.validate(); err != nil {
+	if err := l.Login.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -125,7 +125,9 @@ func (l LoginLimit) WithDefaults() LoginLimit {
 	return l
 }
 
-func (l LoginLimit) validate() error {
+// Validate reports every negative or inconsistent field of l; each error
+// wraps ErrInvalidUsers.
+func (l LoginLimit) Validate() error {
 	var errs []error
 	if l.Burst < 0 || l.Checks < 0 {
 		errs = append(errs, fmt.Errorf("%w: limits: login burst %d and checks %d may not be negative", ErrInvalidUsers, l.Burst, l.Checks))

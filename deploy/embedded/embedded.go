@@ -181,6 +181,9 @@ func (c Config) validate() (listenAddr, error) {
 	if c.JetStreamKey != nil && len(c.JetStreamKey) < 16 {
 		bad("JetStreamKey is %d bytes, want at least 16", len(c.JetStreamKey))
 	}
+	if err := c.Login.Validate(); err != nil {
+		bad("Login: %v", err)
+	}
 	for i, u := range c.Users {
 		switch {
 		case u == nil || u.Username == "":
