@@ -2,9 +2,11 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -24,6 +26,9 @@ const natsLoginTimeout = 2 * time.Second
 type NATSAuthenticator struct {
 	users  map[string]*server.User
 	dummy  []byte // see Users.dummy
+
+	mu    sync.Mutex
+	known map[string][32]byte // user -> sha256 of a password bcrypt accepted
 	guard  *Guard
 	lookup func(name string) (*server.Account, error)
 }
@@ -34,7 +39,7 @@ var _ server.Authentication = (*NATSAuthenticator)(nil)
 // starting with "$2" is a bcrypt hash, any other a plain password) with
 // limit. It fails only if a random key or a dummy hash cannot be made.
 func NewNATSAuthenticator(users []*server.User, limit LoginLimit) (*NATSAuthenticator, error) {
-	a := &NATSAuthenticator{users: map[string]*server.User{}, guard: NewGuard(limit)}
+	a := &NATSAuthenticator{users: map[string]*server.User{}, guard: NewGuard(limit), known: map[string][32]byte{}}
 	var hashes []string
 	for _, u := range users {
 		a.users[u.Username] = u
@@ -100,9 +105,21 @@ func (a *NATSAuthenticator) match(name, password string) *server.User {
 		return nil
 	}
 	if isBcrypt(u.Password) {
+		// A reconnect after a restart need not pay bcrypt again: the
+		// accepted password is remembered by its SHA-256, as over HTTP.
+		sum := sha256.Sum256([]byte(password))
+		a.mu.Lock()
+		cached, hit := a.known[name]
+		a.mu.Unlock()
+		if hit && subtle.ConstantTimeCompare(cached[:], sum[:]) == 1 {
+			return u
+		}
 		if bcrypt.CompareHashAndPassword([]byte(u.Password), []byte(password)) != nil {
 			return nil
 		}
+		a.mu.Lock()
+		a.known[name] = sum
+		a.mu.Unlock()
 		return u
 	}
 	if subtle.ConstantTimeCompare([]byte(u.Password), []byte(password)) != 1 {
