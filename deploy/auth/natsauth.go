@@ -24,11 +24,11 @@ const natsLoginTimeout = 2 * time.Second
 // server.Options.CustomClientAuthentication, then call Bind with the
 // server before it accepts connections.
 type NATSAuthenticator struct {
-	users  map[string]*server.User
-	dummy  []byte // see Users.dummy
+	users map[string]*server.User
+	dummy []byte // see Users.dummy
 
-	mu    sync.Mutex
-	known map[string][32]byte // user -> sha256 of a password bcrypt accepted
+	mu     sync.Mutex
+	known  map[string][32]byte // user -> sha256 of a password bcrypt accepted
 	guard  *Guard
 	lookup func(name string) (*server.Account, error)
 }
