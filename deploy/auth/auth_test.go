@@ -165,8 +165,15 @@ func TestNATSConfig_Golden(t *testing.T) {
 	if len(opts.Users) != len(want) {
 		t.Fatalf("config has %d users, want %d", len(opts.Users), len(want))
 	}
+	byName := map[string]*server.User{}
+	for _, u := range opts.Users {
+		byName[u.Username] = u
+	}
 	for i, w := range want {
-		got := opts.Users[i]
+		got := byName[w.Username]
+		if got == nil {
+			t.Fatalf("user %d %s is not in the config", i, w.Username)
+		}
 		if got.Account == nil || w.Account == nil || got.Account.Name != w.Account.Name {
 			t.Errorf("user %s: account %v, want %v", w.Username, got.Account, w.Account)
 		}

@@ -66,8 +66,20 @@ func Source(addr string) string {
 // refusal returns a *LockedError without running check. It waits for a
 // free check slot (see LoginLimit.Checks) and gives up with ctx's error.
 func (g *Guard) Check(ctx context.Context, user, source string, check func() error) error {
+	return g.CheckCached(ctx, user, source, nil, check)
+}
+
+// CheckCached is Check with a fast path: if cached (a lookup of passwords
+// already verified, which costs no bcrypt) reports true, the login
+// succeeds without waiting for a check slot, so a flood of guesses does
+// not delay users whose password is known. Locks apply first either way.
+func (g *Guard) CheckCached(ctx context.Context, user, source string, cached func() bool, check func() error) error {
 	if wait := g.locked(user, source); wait > 0 {
 		return &LockedError{RetryAfter: wait}
+	}
+	if cached != nil && cached() {
+		g.record(user, source, true)
+		return nil
 	}
 	select {
 	case g.sem <- struct{}{}:

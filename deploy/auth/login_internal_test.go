@@ -90,3 +90,36 @@ func TestGuard_BoundsConcurrentChecks(t *testing.T) {
 		t.Fatalf("%d checks ran at once, want at most 2", p)
 	}
 }
+
+// TestGuard_CachedSkipsTheQueue: with every check slot taken by slow
+// guesses, a login whose password is already verified does not wait.
+func TestGuard_CachedSkipsTheQueue(t *testing.T) {
+	g := NewGuard(LoginLimit{Burst: 1000, Checks: 2})
+	release := make(chan struct{})
+	started := make(chan struct{}, 2)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = g.Check(context.Background(), "mallory", "s"+string(rune('a'+i)), func() error {
+				started <- struct{}{}
+				<-release
+				return ErrBadCredentials
+			})
+		}()
+	}
+	<-started
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := g.CheckCached(ctx, "alice", "10.0.0.9", func() bool { return true }, func() error { t.Error("checked a cached password"); return nil })
+	close(release)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("cached login behind a full queue: %v, want at once", err)
+	}
+	if err := g.Check(ctx, "alice", "10.0.0.9", func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -73,8 +73,9 @@ func (a *NATSAuthenticator) Check(c server.ClientAuthentication) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), natsLoginTimeout)
 	defer cancel()
-	var usr *server.User
-	err := a.guard.Check(ctx, opts.Username, source, func() error {
+	usr := a.users[opts.Username]
+	cached := func() bool { return usr != nil && isBcrypt(usr.Password) && a.cached(opts.Username, opts.Password) }
+	err := a.guard.CheckCached(ctx, opts.Username, source, cached, func() error {
 		usr = a.match(opts.Username, opts.Password)
 		if usr == nil {
 			return ErrBadCredentials
@@ -107,13 +108,10 @@ func (a *NATSAuthenticator) match(name, password string) *server.User {
 	if isBcrypt(u.Password) {
 		// A reconnect after a restart need not pay bcrypt again: the
 		// accepted password is remembered by its SHA-256, as over HTTP.
-		sum := sha256.Sum256([]byte(password))
-		a.mu.Lock()
-		cached, hit := a.known[name]
-		a.mu.Unlock()
-		if hit && subtle.ConstantTimeCompare(cached[:], sum[:]) == 1 {
+		if a.cached(name, password) {
 			return u
 		}
+		sum := sha256.Sum256([]byte(password))
 		if bcrypt.CompareHashAndPassword([]byte(u.Password), []byte(password)) != nil {
 			return nil
 		}
@@ -127,6 +125,15 @@ func (a *NATSAuthenticator) match(name, password string) *server.User {
 		return nil
 	}
 	return u
+}
+
+// cached reports whether password is the one bcrypt last accepted for name.
+func (a *NATSAuthenticator) cached(name, password string) bool {
+	sum := sha256.Sum256([]byte(password))
+	a.mu.Lock()
+	have, hit := a.known[name]
+	a.mu.Unlock()
+	return hit && subtle.ConstantTimeCompare(have[:], sum[:]) == 1
 }
 
 func (a *NATSAuthenticator) payFailure(password string) {

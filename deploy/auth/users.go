@@ -233,8 +233,9 @@ func (u *Users) Lookup(name string) (User, bool) {
 // refusal by the guard wraps ErrTooManyAttempts and is a *LockedError;
 // it costs no password check.
 func (u *Users) AuthenticateFrom(ctx context.Context, source, name, password string) (User, error) {
-	var usr User
-	err := u.guard.Check(ctx, name, Source(source), func() error {
+	usr, known := u.Lookup(name)
+	cached := func() bool { return known && usr.PasswordHash != "" && u.cached(name, password) }
+	err := u.guard.CheckCached(ctx, name, Source(source), cached, func() error {
 		var err error
 		usr, err = u.Authenticate(name, password)
 		return err
@@ -243,6 +244,15 @@ func (u *Users) AuthenticateFrom(ctx context.Context, source, name, password str
 		return User{}, err
 	}
 	return usr, nil
+}
+
+// cached reports whether password is the one bcrypt last accepted for name.
+func (u *Users) cached(name, password string) bool {
+	sum := sha256.Sum256([]byte(password))
+	u.mu.Lock()
+	have, hit := u.known[name]
+	u.mu.Unlock()
+	return hit && subtle.ConstantTimeCompare(have[:], sum[:]) == 1
 }
 
 // Authenticate returns the user called name if password is theirs, and an
@@ -265,13 +275,10 @@ func (u *Users) Authenticate(name, password string) (User, error) {
 		}
 		return usr, nil
 	}
-	sum := sha256.Sum256([]byte(password))
-	u.mu.Lock()
-	cached, hit := u.known[name]
-	u.mu.Unlock()
-	if hit && subtle.ConstantTimeCompare(cached[:], sum[:]) == 1 {
+	if u.cached(name, password) {
 		return usr, nil
 	}
+	sum := sha256.Sum256([]byte(password))
 	if err := bcrypt.CompareHashAndPassword([]byte(usr.PasswordHash), []byte(password)); err != nil {
 		return User{}, fmt.Errorf("authenticate %q: %w", name, ErrBadCredentials)
 	}
