@@ -129,6 +129,20 @@ func TestHostile_DurableTakeover(t *testing.T) {
 	if after.NumAckPending != 0 || after.Delivered.Consumer != 0 {
 		t.Fatalf("a stranger fetched from the owner's durable: delivered %d, ack pending %d", after.Delivered.Consumer, after.NumAckPending)
 	}
+	// Silly values are refused even to the owner, with a clear error.
+	for _, silly := range []jetstream.ConsumerConfig{
+		{Durable: "acme-billing", FilterSubject: events.TenantChanges("acme"), AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Millisecond},
+		{Durable: "acme-billing", FilterSubject: events.TenantChanges("acme"), AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, InactiveThreshold: 100 * time.Millisecond},
+	} {
+		_, err := sjs.CreateOrUpdateConsumer(ctx, events.StreamChanges, silly)
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || !strings.Contains(apiErr.Description, "is below") {
+			t.Errorf("owner sets ack wait %s, inactive threshold %s: %v, want refused", silly.AckWait, silly.InactiveThreshold, err)
+		}
+	}
+	if d := durable(); d.Config.AckWait != before.Config.AckWait || d.Config.InactiveThreshold != before.Config.InactiveThreshold {
+		t.Fatalf("a silly value reached the durable: %+v", d.Config)
+	}
 	// The owner still uses it.
 	c, err := sjs.Consumer(ctx, events.StreamChanges, "acme-billing")
 	if err != nil {

@@ -188,3 +188,47 @@ func TestHostile_StreamInfoListsNoSubjects(t *testing.T) {
 		}
 	}
 }
+
+// TestHostile_PushConsumerDelivery: a consumer's deliver subject is a
+// reply subject of another kind: JetStream publishes the consumer's
+// messages to it, in the streams' account. A user's consumer with a
+// deliver subject onto another tenant's (or client's) stream subjects
+// must not write there.
+func TestHostile_PushConsumerDelivery(t *testing.T) {
+	srv := serveInProcess(t, "", "--auth", writeFile(t, "users.yaml", usersYAML))
+	base := map[string]string{"EBB_NATS": srv.nats}
+	alice := with(base, "EBB_TENANT", "acme", "EBB_DATA", filepath.Join(t.TempDir(), "alice"), "EBB_USER", "alice", "EBB_PASSWORD", "alice-pw")
+	eveEnv := with(base, "EBB_TENANT", "evil", "EBB_DATA", filepath.Join(t.TempDir(), "eve"), "EBB_USER", "eve", "EBB_PASSWORD", "eve-pw")
+	mustCLI(t, alice, "put", "todos", "t1", `{"title":"acme secret"}`)
+	mustCLI(t, eveEnv, "put", "todos", "e1", `{"title":"pwned"}`)
+	root := connectAs(t, srv.nats, "root", "root-pw", nil)
+	rjs, _ := jetstream.New(root)
+	attempts := []struct {
+		name, subject, body string
+	}{
+		{"changes into another tenant's document", "$JS.API.CONSUMER.CREATE.CHANGES.evepush1." + events.TenantChanges("evil"),
+			`{"stream_name":"CHANGES","config":{"name":"evepush1","deliver_subject":"` + events.ChangeSubject("acme", "todos", "p1") + `","filter_subject":"` + events.TenantChanges("evil") + `","ack_policy":"none","deliver_policy":"all"}}`},
+		{"changes into another tenant's events", "$JS.API.CONSUMER.CREATE.CHANGES.evepush2." + events.TenantChanges("evil"),
+			`{"stream_name":"CHANGES","config":{"name":"evepush2","deliver_subject":"` + events.EventSubject("acme", "alice", "todos", "p2") + `","filter_subject":"` + events.TenantChanges("evil") + `","ack_policy":"none","deliver_policy":"all"}}`},
+		{"receipts into another tenant's receipts", "$JS.API.CONSUMER.CREATE.RECEIPTS.evepush3." + events.ReceiptSubject("evil", "eve"),
+			`{"stream_name":"RECEIPTS","config":{"name":"evepush3","deliver_subject":"` + events.ReceiptSubject("acme", "alice") + `","filter_subject":"` + events.ReceiptSubject("evil", "eve") + `","ack_policy":"none","deliver_policy":"all"}}`},
+	}
+	nc := connectAs(t, srv.nats, "eve", "eve-pw", nil)
+	for _, a := range attempts {
+		t.Run(a.name, func(t *testing.T) {
+			before := victimState(t, rjs)
+			resp, err := nc.Request(a.subject, []byte(a.body), 5*time.Second)
+			if err != nil {
+				t.Fatalf("consumer create: %v", err)
+			}
+			if !strings.Contains(string(resp.Data), `"error"`) {
+				t.Errorf("a push consumer was created: %s", resp.Data)
+				// Let it deliver, then show what it wrote.
+				waitFor(t, 5*time.Second, "the push consumer to deliver", func() bool { return before.diff(victimState(t, rjs)) != "" })
+			}
+			if d := before.diff(victimState(t, rjs)); d != "" {
+				t.Fatalf("wrote into the victim: %s", d)
+			}
+		})
+	}
+}

@@ -65,6 +65,7 @@ var exports = []export{
 	{subject: "$JS.ACK." + events.StreamChanges + ".>"},
 	{subject: jsInfoSink},
 	{subject: streamInfoSubject + ".*"},
+	{subject: consumerCreateSubject + ".>"},
 }
 
 // NATSConfig returns NATSConfigWith(false).
@@ -76,10 +77,11 @@ func (u *Users) NATSConfig() (string, error) { return u.NATSConfigWith(false) }
 // its limits). Plain passwords are written as bcrypt hashes (cost
 // bcrypt.DefaultCost); password hashes as they are. Connect `ebb serve
 // --nats` as an admin. The embedded server uses the same configuration
-// (NATSUsers). With responder, users' stream info requests go to
-// ServeStreamInfo, which must then run on a connection in StreamAccount;
-// without, they go to JetStream directly, whose answer to a
-// subjects_filter lists every tenant's subjects.
+// (NATSUsers). With responder, users' stream info and consumer create
+// requests go to ServeAPI's responders, which must then run on a
+// connection in StreamAccount; without, they go to JetStream directly,
+// which answers a subjects_filter with every tenant's subjects and
+// accepts a push consumer delivering into any subject of StreamAccount.
 func (u *Users) NATSConfigWith(responder bool) (string, error) {
 	return u.natsConfig(func(usr User) (string, error) {
 		if usr.PasswordHash != "" {
@@ -96,7 +98,7 @@ func (u *Users) NATSConfigWith(responder bool) (string, error) {
 // NATSUsers returns one nats-server user per user, each with its account
 // and its permissions, plus InternalUser in StreamAccount (see there): the
 // configuration NATSConfigWith(true) writes, parsed by nats-server itself
-// (the embedded server runs ServeStreamInfo on its internal connection). A
+// (the embedded server runs ServeAPI on its internal connection). A
 // password_hash is handed over as is (nats-server checks bcrypt itself),
 // so is a plain password. Every account a user points at is complete:
 // imports, exports, limits and JetStream.
@@ -174,6 +176,12 @@ func (u *Users) natsConfig(password func(User) (string, error), internal, respon
 		for _, s := range usr.imports() {
 			if stream, ok := strings.CutPrefix(s, jsAPI+"STREAM.INFO."); ok && responder {
 				fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(streamInfoSubject+"."+stream), strconv.Quote(s))
+				continue
+			}
+			if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.CREATE."); ok && responder {
+				// Wildcards map by position: the user's stream, name and
+				// filter tokens arrive as they were sent.
+				fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(consumerCreateSubject+"."+rest), strconv.Quote(s))
 				continue
 			}
 			fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}}\n", StreamAccount, strconv.Quote(s))

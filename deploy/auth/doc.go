@@ -65,13 +65,21 @@
 // nats.CustomInboxPrefix(InboxPrefix(name)) as before; clients need no
 // change, since the imports keep the $JS.API subject names.
 //
-// Stream info: in the embedded configuration (NATSUsers) a user's
-// STREAM.INFO goes to ServeStreamInfo, which the embedded server runs on
-// its own connection: it asks JetStream with an empty request and drops
-// the per-subject lists, since a subjects_filter would list every
-// tenant's subjects (login names, document ids). NATSConfig (external
-// server) imports STREAM.INFO directly unless generated with
-// NATSConfigWith(true) and a connection in EBB runs ServeStreamInfo.
+// Responders: in the embedded configuration (NATSUsers) two kinds of
+// request do not go to JetStream directly but to responders in EBB
+// (ServeAPI, which the embedded server runs on its own connection).
+// STREAM.INFO goes to ServeStreamInfo, which asks JetStream with an empty
+// request and drops the per-subject lists, since a subjects_filter would
+// list every tenant's subjects (login names, document ids).
+// CONSUMER.CREATE goes to ServeConsumerCreate, which refuses push
+// consumers (JetStream publishes a push consumer's messages to its
+// deliver subject in EBB, where a deliver subject onto another tenant's
+// stream subjects would write there: a reply subject by another name),
+// an ack wait below MinAckWait and an inactive threshold below
+// MinInactiveThreshold, and passes the rest on unchanged. NATSConfig
+// (external server) imports both directly, with those two holes, unless
+// generated with NATSConfigWith(true) and a connection in EBB runs
+// ServeAPI.
 //
 // # One account per user, not per tenant
 //
@@ -97,9 +105,9 @@
 // permissions of every other user deny each API subject naming them
 // (create or update with any filter, the legacy DURABLE.CREATE, info,
 // fetch, ack, delete). So nobody else can take one over, read from it or
-// make the server delete it. NATS cannot check a request body, so the
-// owner may still give its own durable any ack wait or inactive threshold.
-// A durable not listed has no owner: any user of the tenant scope may
+// make the server delete it. NATS cannot check a request body; the
+// consumer create responder refuses ack waits and inactive thresholds
+// below a second, to the owner too. A durable not listed has no owner: any user of the tenant scope may
 // create or update it, and consumers count against the shared
 // Limits.MaxConsumers.
 //

@@ -204,7 +204,7 @@ type Server struct {
 	clientURL string
 
 	internal *server.User // nil without Users
-	infoConn *nats.Conn   // serves users' stream info (auth.ServeStreamInfo); nil without accounts
+	infoConn *nats.Conn   // serves users' API requests (auth.ServeAPI); nil without accounts
 
 	shutdownOnce sync.Once
 	shutdownDone chan struct{}
@@ -319,21 +319,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// serveStreamInfo answers users' stream info requests (the configuration
-// of auth.NATSUsers sends them to auth.ServeStreamInfo) on a connection
-// of the internal user, closed by Shutdown.
+// serveStreamInfo answers users' stream info and consumer create requests
+// (the configuration of auth.NATSUsers sends them to auth.ServeAPI's
+// responders) on a connection of the internal user, closed by Shutdown.
 func (s *Server) serveStreamInfo() error {
-	nc, err := s.Connect(nats.Name("ebb-stream-info"), nats.MaxReconnects(-1))
+	nc, err := s.Connect(nats.Name("ebb-api"), nats.MaxReconnects(-1))
 	if err != nil {
 		return err
 	}
-	if _, err := auth.ServeStreamInfo(nc); err != nil {
+	if err := auth.ServeAPI(nc); err != nil {
 		nc.Close()
 		return err
-	}
-	if err := nc.Flush(); err != nil {
-		nc.Close()
-		return fmt.Errorf("serve stream info: %w", err)
 	}
 	s.infoConn = nc
 	return nil
