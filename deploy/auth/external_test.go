@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,9 +25,24 @@ func TestNATSConfig_ExternalServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Run("direct imports", func(t *testing.T) { testExternalServer(t, string(conf), false) })
+	t.Run("with responders", func(t *testing.T) {
+		u, err := auth.Load(filepath.Join("..", "users.example.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf, err := u.NATSConfigWith(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testExternalServer(t, conf, true)
+	})
+}
+
+func testExternalServer(t *testing.T, conf string, responders bool) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "server.conf")
-	full := "listen: 127.0.0.1:-1\njetstream: {store_dir: " + `"` + filepath.Join(dir, "js") + `"` + "}\n" + string(conf)
+	full := "listen: 127.0.0.1:-1\njetstream: {store_dir: " + `"` + filepath.Join(dir, "js") + `"` + "}\n" + conf
 	if err := os.WriteFile(path, []byte(full), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +69,11 @@ func TestNATSConfig_ExternalServer(t *testing.T) {
 	}
 	defer ops.Close()
 	ojs := embeddedtest.MustJetStream(t, ops)
+	if responders {
+		if err := auth.ServeAPI(ops); err != nil {
+			t.Fatal(err)
+		}
+	}
 	st, err := ojs.CreateStream(ctx, jetstream.StreamConfig{Name: "CHANGES", Subjects: []string{"ebb.chg.>"}, AllowDirect: true, MaxMsgsPerSubject: 1})
 	if err != nil {
 		t.Fatalf("admin creates a stream in %s: %v", auth.StreamAccount, err)
@@ -105,5 +126,20 @@ func TestNATSConfig_ExternalServer(t *testing.T) {
 	}
 	if after.State.LastSeq != before.State.LastSeq {
 		t.Fatalf("CHANGES went from seq %d to %d after a stream info with a reply into it", before.State.LastSeq, after.State.LastSeq)
+	}
+	if !responders {
+		return
+	}
+	push := `{"stream_name":"CHANGES","config":{"name":"p","deliver_subject":"ebb.evt.x.y.z.w","filter_subject":"ebb.chg.acme.>","ack_policy":"none"}}`
+	resp, err := alice.Request("$JS.API.CONSUMER.CREATE.CHANGES.p.ebb.chg.acme.>", []byte(push), 5*time.Second)
+	if err != nil || !strings.Contains(string(resp.Data), "push consumers") {
+		t.Fatalf("push consumer through the responder: %v %s, want refused", err, resp.Data)
+	}
+	info, err := ast.Info(ctx, jetstream.WithSubjectFilter(">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.State.Subjects) != 0 {
+		t.Fatalf("stream info through the responder lists subjects: %v", info.State.Subjects)
 	}
 }
