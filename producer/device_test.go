@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/events"
@@ -241,5 +242,29 @@ func TestOpenFile_NeverReplacesAStoreThatExisted(t *testing.T) {
 	db.Close()
 	if _, err := os.Stat(legacy + MarkerSuffix); err != nil {
 		t.Fatalf("legacy store not marked: %v", err)
+	}
+}
+
+// TestLog_AckAfterReceiptCountsAsPublished: the projector can answer an
+// event before the publisher has stored its ack; the ack must still count
+// as a publish (Sync reported "pushed 0" for writes it had pushed).
+func TestLog_AckAfterReceiptCountsAsPublished(t *testing.T) {
+	l := tempLog(t)
+	e := mustAppend(t, l, put("c", "d", 1))[0]
+	if err := l.db.Update(func(tx *bbolt.Tx) error {
+		return l.Settle(tx, &events.Receipt{Event: e.ID, Tenant: e.Tenant, Client: e.Client, Seq: e.Seq, Outcome: events.OutcomeApplied, Version: 1, Stream: 7})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ack := &jetstream.PubAck{Stream: events.StreamEvents, Sequence: 7}
+	if _, n, err := l.markResults([]result{{seq: 1, ack: ack}}); err != nil || n != 1 {
+		t.Fatalf("markResults after the receipt: published %d, %v; want 1", n, err)
+	}
+	if _, n, err := l.markResults([]result{{seq: 1, ack: ack}}); err != nil || n != 0 {
+		t.Fatalf("a second ack of the same entry: published %d, %v; want 0", n, err)
+	}
+	got, ok, err := l.Entry(t.Context(), e.ID)
+	if err != nil || !ok || got.State != StateSettled || got.PublishedAt.IsZero() {
+		t.Fatalf("entry %+v (%v): want settled with a publish time", got, err)
 	}
 }
