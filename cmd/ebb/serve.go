@@ -497,11 +497,21 @@ func connectServer(ctx context.Context, c serveConfig, sec security, log *slog.L
 			return nil, "", fmt.Errorf("serve: connect to %s: %w", c.natsURL, err)
 		}
 		*stops = append(*stops, func(context.Context) error { nc.Close(); return nil })
+		if sec.users != nil {
+			// The answers the external server's config (auth.NATSConfigWith)
+			// routes to ebb: stream info without other tenants' subjects,
+			// and consumer creation that refuses push consumers.
+			if err := auth.ServeAPI(nc); err != nil {
+				return nil, "", fmt.Errorf("serve: %w", err)
+			}
+		}
 		return nc, c.natsURL, nil
 	}
 	var users []*server.User
+	var login auth.LoginLimit
 	if sec.users != nil {
 		users = sec.users.NATSUsers()
+		login = sec.users.Limits().Login
 	}
 	srv, err := embedded.Start(ctx, embedded.Config{
 		Dir:          filepath.Join(c.data, "jetstream"),
@@ -510,6 +520,7 @@ func connectServer(ctx context.Context, c serveConfig, sec security, log *slog.L
 		Logger:       log,
 		TLS:          sec.tls,
 		Users:        users,
+		Login:        login,
 		JetStreamKey: sec.jsKey,
 	})
 	if err != nil {
