@@ -13,9 +13,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/consumer"
+	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 	"github.com/ebbsync/ebb/events"
@@ -34,6 +39,9 @@ type writeEnv struct {
 	view string // the projector's view store
 	proj *projection.Projector
 	stop func() // stops proj and closes its store
+	// users, if set, turns authentication on; send's headers may then
+	// carry "user" (a name whose password is name+"-pw").
+	users *auth.Users
 }
 
 // writePolicies: "todos" last writer wins, "strict" rejects stale writes,
@@ -94,7 +102,7 @@ func (e *writeEnv) openWriter(t *testing.T, wait time.Duration) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(gateway.Config{JetStream: e.js, Writer: w, WriteWait: wait})
+	g, err := gateway.New(gateway.Config{JetStream: e.js, Writer: w, WriteWait: wait, Users: e.users})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +138,10 @@ func (e *writeEnv) send(t *testing.T, method, path, body string, headers ...stri
 		t.Fatal(err)
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i] == "user" {
+			req.SetBasicAuth(headers[i+1], headers[i+1]+"-pw")
+			continue
+		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
@@ -366,5 +378,106 @@ func TestWrite_NoWriter(t *testing.T) {
 	code, body := e.do(t, "PUT", "/v1/acme/docs/todos/t1", `{"n":1}`)
 	if code != http.StatusNotImplemented || !strings.Contains(string(body), "writes are off") {
 		t.Fatalf("%d %s", code, body)
+	}
+}
+
+// TestWrite_IdentityUnderAuth: under authentication a service (or a
+// client) of the tenant writes as itself: the event's client id is its
+// user name and only it can poll the write; a user of another tenant gets
+// 403, no credentials 401.
+func TestWrite_IdentityUnderAuth(t *testing.T) {
+	users, err := auth.Parse([]byte(`users:
+  - {name: billing, password: billing-pw, tenant: acme, role: service}
+  - {name: alice, password: alice-pw, tenant: acme, role: client}
+  - {name: eve, password: eve-pw, tenant: other, role: client}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := embeddedtest.MustStart(t, func(c *embedded.Config) { c.Sync.Interval = time.Minute })
+	e := &writeEnv{s: s, dir: filepath.Join(t.TempDir(), "gateway"), view: filepath.Join(t.TempDir(), "view.db"), users: users}
+	e.nc = embeddedtest.MustConnect(t, s)
+	e.js = embeddedtest.MustJetStream(t, e.nc)
+	if err := events.EnsureStreams(t.Context(), e.js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.startProjector(t)
+	e.openWriter(t, 10*time.Second)
+
+	a := e.send(t, "PUT", "/v1/acme/docs/invoices/i1", `{"total":12}`, "user", "billing").want(t, http.StatusCreated)
+	m, err := e.js.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := m.GetMsg(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := events.DecodeEvent(raw.Data, events.Limits{}); err != nil || ev.Client != "billing" {
+		t.Fatalf("event %+v (%v), want client billing", ev, err)
+	}
+	e.send(t, "GET", "/v1/acme/writes/"+a.body.Event, "", "user", "billing").want(t, http.StatusOK)
+	e.send(t, "GET", "/v1/acme/writes/"+a.body.Event, "", "user", "alice").want(t, http.StatusNotFound)
+	e.send(t, "PATCH", "/v1/acme/docs/invoices/i1", `{"paid":true}`, "user", "alice", "If-Match", `"1"`).want(t, http.StatusOK)
+	e.send(t, "PUT", "/v1/acme/docs/invoices/i2", `{"total":1}`, "user", "eve").want(t, http.StatusForbidden)
+	e.send(t, "PUT", "/v1/acme/docs/invoices/i2", `{"total":1}`).want(t, http.StatusUnauthorized)
+}
+
+// TestWrite_ContinuesClientTrace: a write's traceparent is the parent of
+// the gateway's ebb.gateway.write span, the producer's append and publish
+// spans follow it, and the event in EVENTS carries the trace on to the
+// projector, as a client's own write does.
+func TestWrite_ContinuesClientTrace(t *testing.T) {
+	s := embeddedtest.MustStart(t, embeddedtest.InProcess())
+	nc := embeddedtest.MustConnect(t, s)
+	js := embeddedtest.MustJetStream(t, nc)
+	if err := events.EnsureStreams(t.Context(), js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	w, err := gateway.OpenWriter(t.Context(), gateway.WriterConfig{Dir: t.TempDir(), JetStream: js, Conn: nc, TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	g, err := gateway.New(gateway.Config{JetStream: js, Writer: w, WriteWait: 100 * time.Millisecond, TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	t.Cleanup(srv.Close)
+	e := &writeEnv{srv: srv, js: js}
+	phoneTrace, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	phoneSpan, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	e.send(t, "PUT", "/v1/acme/docs/todos/t1", `{"n":1}`, "traceparent", "00-"+phoneTrace.String()+"-"+phoneSpan.String()+"-01").
+		want(t, http.StatusAccepted) // no projector: no receipt
+	var m *jetstream.RawStreamMsg
+	embeddedtest.WaitFor(t, 10*time.Second, "the event in EVENTS", func() bool {
+		st, err := js.Stream(t.Context(), events.StreamEvents)
+		if err != nil {
+			return false
+		}
+		m, err = st.GetMsg(t.Context(), 1)
+		return err == nil
+	})
+	byName := map[string]sdktrace.ReadOnlySpan{}
+	embeddedtest.WaitFor(t, 10*time.Second, "the write, append and publish spans", func() bool {
+		for _, sp := range exp.GetSpans().Snapshots() {
+			byName[sp.Name()] = sp
+		}
+		return byName["ebb.gateway.write"] != nil && byName["ebb.producer.append"] != nil && byName["ebb.producer.publish"] != nil
+	})
+	write, appendSpan, publish := byName["ebb.gateway.write"], byName["ebb.producer.append"], byName["ebb.producer.publish"]
+	if write.SpanContext().TraceID() != phoneTrace || write.Parent().SpanID() != phoneSpan {
+		t.Fatalf("write span %s parent %s, want the phone's", write.SpanContext().TraceID(), write.Parent().SpanID())
+	}
+	if appendSpan.Parent().SpanID() != write.SpanContext().SpanID() || publish.Parent().SpanID() != appendSpan.SpanContext().SpanID() {
+		t.Fatalf("append parent %s, publish parent %s: want write %s -> append %s", appendSpan.Parent().SpanID(),
+			publish.Parent().SpanID(), write.SpanContext().SpanID(), appendSpan.SpanContext().SpanID())
+	}
+	carried := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), events.HeaderCarrier(m.Header)))
+	if carried.TraceID() != phoneTrace || carried.SpanID() != publish.SpanContext().SpanID() {
+		t.Fatalf("event carries %s/%s, want the publish span's", carried.TraceID(), carried.SpanID())
 	}
 }
