@@ -30,7 +30,9 @@ func (g *Gateway) propagator() propagation.TextMapPropagator {
 
 // startPush starts the push's server span, continuing the trace of the
 // request's traceparent/tracestate headers when the client sent them.
-func (g *Gateway) startPush(r *http.Request) (context.Context, trace.Span) { return g.startSpan(r, spanPush) }
+func (g *Gateway) startPush(r *http.Request) (context.Context, trace.Span) {
+	return g.startSpan(r, spanPush)
+}
 
 // startSpan starts the server span name of request r, continuing the trace
 // of its traceparent/tracestate headers when the client sent them.
