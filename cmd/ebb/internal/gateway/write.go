@@ -340,8 +340,8 @@ func (g *Gateway) failWrite(w http.ResponseWriter, r *http.Request, err error) i
 		status = http.StatusPreconditionFailed
 	case errors.Is(err, errKeyReused):
 		status = http.StatusUnprocessableEntity
-	case errors.Is(err, errWriterClosed):
-		status = http.StatusServiceUnavailable
+	case errors.Is(err, errWriterClosed), errors.Is(err, producer.ErrClosed):
+		status = http.StatusServiceUnavailable // shutting down; retry with the same Idempotency-Key
 	}
 	if status != 0 {
 		writeError(w, status, err)
