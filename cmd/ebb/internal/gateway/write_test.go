@@ -481,3 +481,29 @@ func TestWrite_ContinuesClientTrace(t *testing.T) {
 		t.Fatalf("event carries %s/%s, want the publish span's", carried.TraceID(), carried.SpanID())
 	}
 }
+
+// TestWrite_ConcurrentSameKeyWritesOnce: requests with the same
+// Idempotency-Key sent at once (a client retrying before its first answer
+// came) write one event; every answer names it.
+func TestWrite_ConcurrentSameKeyWritesOnce(t *testing.T) {
+	e := newWriteEnv(t, true, 10*time.Second)
+	const n = 8
+	answers := make(chan answer, n)
+	for range n {
+		go func() { answers <- e.send(t, "PUT", "/v1/acme/docs/todos/t1", `{"n":1}`, "Idempotency-Key", "same") }()
+	}
+	ids := map[string]int{}
+	for range n {
+		a := <-answers
+		if a.status != http.StatusCreated {
+			t.Errorf("status %d: %s", a.status, a.raw)
+		}
+		ids[a.body.Event]++
+	}
+	if len(ids) != 1 {
+		t.Fatalf("answers name %d events (%v), want 1", len(ids), ids)
+	}
+	if got := e.countEvents(t); got != 1 {
+		t.Fatalf("EVENTS holds %d events, want 1", got)
+	}
+}

@@ -117,8 +117,13 @@ func openWriterLog(ctx context.Context, w *Writer, k logKey, path string) (_ *wr
 // follower's checkpoint in the same transaction, and wakes its waiters.
 func (l *writerLog) follow(ctx context.Context, js JetStream, after uint64) error {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.ReceiptSubject(l.key.tenant, l.key.client)}}
-	if after > 0 {
+	switch {
+	case after > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
+	case l.log.LastSeq() == 0:
+		// A new log has no event a receipt already sent could be for; the
+		// identity's older receipts (its own devices') are not its business.
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
 	}
 	cons, err := js.OrderedConsumer(ctx, events.StreamReceipts, cfg)
 	if err != nil {
@@ -131,9 +136,10 @@ func (l *writerLog) follow(ctx context.Context, js JetStream, after uint64) erro
 	return nil
 }
 
-// onReceipt settles the entry a receipt names. A message that is not a
-// receipt of this identity is skipped (logged); the checkpoint moves past
-// it either way.
+// onReceipt settles the entry a receipt names, with the follower's
+// checkpoint in the same transaction. A message that is not a receipt of
+// its subject is skipped (logged), and so, silently, is a receipt of an
+// event this log did not write.
 func (l *writerLog) onReceipt(m jetstream.Msg) {
 	md, err := m.Metadata()
 	if err != nil {
@@ -143,21 +149,24 @@ func (l *writerLog) onReceipt(m jetstream.Msg) {
 	r, rerr := readReceipt(m.Subject(), m.Data())
 	if rerr != nil {
 		l.lg.Warn("receipt follower: skipped a message that is not a receipt of its subject", "seq", md.Sequence.Stream, "err", rerr)
+		return
 	}
 	ctx := context.Background()
-	if rerr == nil {
-		// A receipt of a sequence this log never wrote means the file was
-		// restored from an older copy: the log moves to a new device
-		// before it reuses a sequence.
-		if _, err := l.log.ObserveReceipt(ctx, r); err != nil {
-			l.lg.Error("receipt follower: observe receipt", "event", r.Event, "err", err)
-		}
+	// A receipt of a sequence of this log's device that it never wrote
+	// means the file was restored from an older copy: the log moves to a
+	// new device before it reuses a sequence.
+	if _, err := l.log.ObserveReceipt(ctx, r); err != nil {
+		l.lg.Error("receipt follower: observe receipt", "event", r.Event, "err", err)
+	}
+	if _, ours, err := l.log.Entry(ctx, r.Event); err == nil && !ours {
+		// A receipt of an event of the identity's own devices (a client
+		// that also writes over NATS): nothing to settle or store; the
+		// checkpoint lags behind it, which only costs a re-read.
+		return
 	}
 	err = l.db.Update(func(tx *bbolt.Tx) error {
-		if rerr == nil {
-			if err := l.log.Settle(tx, r); err != nil {
-				return err
-			}
+		if err := l.log.Settle(tx, r); err != nil {
+			return err
 		}
 		return tx.Bucket(bucketWriteMeta).Put(metaReceiptsSeq, beBytes(md.Sequence.Stream))
 	})
@@ -167,13 +176,11 @@ func (l *writerLog) onReceipt(m jetstream.Msg) {
 		l.lg.Error("receipt follower: settle receipt", "seq", md.Sequence.Stream, "err", err)
 		return
 	}
-	if rerr == nil {
-		if r.Outcome == events.OutcomeReused {
-			l.lg.Error("the server holds another event under this log's sequence (a copied write log?); the write was not applied",
-				"event", r.Event, "seq", r.Seq)
-		}
-		l.notify(r.Event)
+	if r.Outcome == events.OutcomeReused {
+		l.lg.Error("the server holds another event under this log's sequence (a copied write log?); the write was not applied",
+			"event", r.Event, "seq", r.Seq)
 	}
+	l.notify(r.Event)
 }
 
 // waitCh returns the channel closed when event id's entry next changes to
