@@ -43,7 +43,7 @@ func crashBatch(n uint64, published []uint64) *projection.Batch {
 	for i := range crashDocs {
 		b.Docs = append(b.Docs, projection.Doc{Tenant: "t", Collection: "c", ID: fmt.Sprintf("d%02d", i), Version: n,
 			Fields: events.Fields{"n": json.RawMessage(strconv.FormatUint(n, 10)), "pad": json.RawMessage(`"` + fmt.Sprintf("%0200d", i) + `"`)},
-			Event: fmt.Sprintf("e%d", n), Client: "w", Seq: n, HLC: events.HLC{Wall: int64(n)}})
+			Event:  fmt.Sprintf("e%d", n), Client: "w", Seq: n, HLC: events.HLC{Wall: int64(n)}})
 	}
 	for i := range 2 {
 		b.Outbox = append(b.Outbox, projection.OutboxEntry{Subject: "s", MsgID: fmt.Sprintf("%d-%d", n, i), Data: []byte(strconv.FormatUint(n, 10))})
