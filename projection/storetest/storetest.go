@@ -1,5 +1,5 @@
 // Package storetest is the shared test suite every projection.Store
-// implementation must pass (the bbolt store today, PostgreSQL later): call
+// implementation must pass (BoltStore and PostgresStore): call
 // RunStoreSuite from the implementation's tests.
 package storetest
 
