@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
+	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -219,5 +220,47 @@ func TestPushEvents_ReusedIDWithOtherContentInvalid(t *testing.T) {
 	}
 	if n := streamOf(t, e, events.StreamEvents).State.Msgs; n != 1 {
 		t.Fatalf("EVENTS holds %d messages, want 1", n)
+	}
+}
+
+// TestWrite_ReceiptOnTheDeviceSubjectSettles: the server's write log is a
+// device of its identity, and the projector sends a device's receipts on
+// ebb.rcpt.<tenant>.<client>.<device>: the writer follows every receipt
+// subject of the identity, so such a receipt settles the write.
+func TestWrite_ReceiptOnTheDeviceSubjectSettles(t *testing.T) {
+	e := newWriteEnv(t, false, 100*time.Millisecond)
+	a := e.send(t, "PUT", "/v1/acme/docs/todos/t1", `{"title":"milk"}`).want(t, http.StatusAccepted)
+	st, err := e.js.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev *events.Event
+	embeddedtest.WaitFor(t, 10*time.Second, "the write's event in EVENTS", func() bool {
+		m, err := st.GetMsg(t.Context(), 1)
+		if err != nil {
+			return false
+		}
+		ev, err = events.DecodeEvent(m.Data, events.Limits{})
+		return err == nil
+	})
+	if ev.ID != a.body.Event || ev.Device == "" {
+		t.Fatalf("event %s of device %q, want %s of a device", ev.ID, ev.Device, a.body.Event)
+	}
+	r := events.Receipt{Schema: 1, Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Device: ev.Device, Seq: ev.Seq,
+		Collection: ev.Collection, Doc: ev.Doc, Outcome: events.OutcomeApplied, Version: 1, Stream: 1}
+	data, err := events.EncodeReceipt(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.Publish(t.Context(), r.Subject(), data); err != nil {
+		t.Fatal(err)
+	}
+	var got answer
+	embeddedtest.WaitFor(t, 10*time.Second, "the write settled by its device's receipt", func() bool {
+		got = e.send(t, "GET", "/v1/acme/writes/"+ev.ID, "")
+		return got.body.Status == "applied"
+	})
+	if got.body.Version != 1 {
+		t.Fatalf("write answer %+v, want applied at version 1", got.body)
 	}
 }

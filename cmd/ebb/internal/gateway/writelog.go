@@ -116,7 +116,10 @@ func openWriterLog(ctx context.Context, w *Writer, k logKey, path string) (_ *wr
 // sequence after: each receipt settles its entry in the log, with the
 // follower's checkpoint in the same transaction, and wakes its waiters.
 func (l *writerLog) follow(ctx context.Context, js JetStream, after uint64) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.ReceiptSubject(l.key.tenant, l.key.client)}}
+	// Every receipt subject of the identity: its legacy log's and each of
+	// its devices' (this log's current device, the ones it forked from,
+	// and the identity's NATS devices, which onReceipt skips).
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: events.ClientReceipts(l.key.tenant, l.key.client)}
 	switch {
 	case after > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
