@@ -152,7 +152,7 @@ type Change struct {
 	Doc        string                `json:"doc"`
 	Version    uint64                `json:"version"` // 1 on create, +1 per applied change
 	Deleted    bool                  `json:"deleted,omitempty"`
-	Fields     Fields                `json:"fields,omitempty"` // the whole document; omitted when empty (always on a tombstone)
+	Fields     Fields                `json:"fields,omitempty"`    // the whole document; omitted when empty (always on a tombstone)
 	HLC        HLC                   `json:"hlc"`                 // clock of the write that made this state
 	Clocks     map[string]FieldClock `json:"clocks,omitempty"`    // per-field clocks, for field-level merge
 	Event      string                `json:"event"`               // the event that caused this change
