@@ -14,6 +14,7 @@ import (
 	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/events/schema"
 )
 
 func encodeReceipt(t *testing.T, r events.Receipt) []byte {
@@ -31,6 +32,9 @@ func pullReceipts(t *testing.T, e *env, path string) gateway.ReceiptsResponse {
 	code, body := e.do(t, "GET", path, nil)
 	if code != http.StatusOK {
 		t.Fatalf("GET %s: %d %s", path, code, body)
+	}
+	if err := schema.Validate(schema.ReceiptsPage, body); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
 	}
 	var resp gateway.ReceiptsResponse
 	if err := json.Unmarshal(body, &resp); err != nil {
@@ -159,11 +163,14 @@ func TestPull_StreamIdentity(t *testing.T) {
 
 	// Changes: the same fields; a stream created again has another
 	// creation time.
-	publishChange(t, e.js, events.Change{Tenant: "acme", Collection: "c", Doc: "d", Version: 1, Event: "e", Client: "c"})
+	publishChange(t, e.js, events.Change{Tenant: "acme", Collection: "c", Doc: "d", Version: 1, Event: "e", Client: "c", HLC: events.HLC{Wall: 1}})
 	code, body := e.do(t, "GET", "/v1/acme/changes", nil)
 	var c1 gateway.ChangesResponse
 	if code != 200 || json.Unmarshal(body, &c1) != nil {
 		t.Fatalf("changes: %d %s", code, body)
+	}
+	if err := schema.Validate(schema.ChangesPage, body); err != nil {
+		t.Fatal(err)
 	}
 	if c1.FirstSeq != 1 || c1.StreamLastSeq != 1 || c1.StreamCreated.IsZero() {
 		t.Fatalf("changes answer %s: want first_seq 1, stream_last_seq 1, stream_created", body)
