@@ -271,3 +271,58 @@ func TestWrite_ReceiptOnTheDeviceSubjectSettles(t *testing.T) {
 		t.Fatalf("write answer %+v, want applied at version 1", got.body)
 	}
 }
+
+// TestWrite_ReusedIsWrittenAgainOnANewDevice: a write of the server's log
+// answered reused (another copy of the log holds its sequence) is not
+// lost: the log writes it again as a new event of a new device, and the
+// original write's answer follows it to the new event's outcome.
+func TestWrite_ReusedIsWrittenAgainOnANewDevice(t *testing.T) {
+	e := newWriteEnv(t, false, 100*time.Millisecond)
+	a := e.send(t, "PUT", "/v1/acme/docs/todos/t1", `{"title":"milk"}`).want(t, http.StatusAccepted)
+	st, err := e.js.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventAt := func(seq uint64) *events.Event {
+		var ev *events.Event
+		embeddedtest.WaitFor(t, 10*time.Second, fmt.Sprintf("event %d in EVENTS", seq), func() bool {
+			m, err := st.GetMsg(t.Context(), seq)
+			if err != nil {
+				return false
+			}
+			ev, err = events.DecodeEvent(m.Data, events.Limits{})
+			return err == nil
+		})
+		return ev
+	}
+	receipt := func(ev *events.Event, outcome events.Outcome, version uint64) {
+		r := events.Receipt{Schema: 1, Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Device: ev.Device, Seq: ev.Seq,
+			Collection: ev.Collection, Doc: ev.Doc, Outcome: outcome, Version: version, Reason: "test"}
+		data, err := events.EncodeReceipt(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.js.Publish(t.Context(), r.Subject(), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := eventAt(1)
+	if first.ID != a.body.Event {
+		t.Fatalf("event %s in EVENTS, the answer names %s", first.ID, a.body.Event)
+	}
+	receipt(first, events.OutcomeReused, 0)
+	again := eventAt(2)
+	if again.ID == first.ID || again.Device == first.Device || again.Seq != 1 || string(again.Fields["title"]) != `"milk"` ||
+		again.Collection != "todos" || again.Doc != "t1" || again.Op != events.OpPut {
+		t.Fatalf("written again as %+v, want a new event of a new device at seq 1 with the same put (first %+v)", again, first)
+	}
+	receipt(again, events.OutcomeApplied, 1)
+	var got answer
+	embeddedtest.WaitFor(t, 10*time.Second, "the original write's answer at the new event's outcome", func() bool {
+		got = e.send(t, "GET", "/v1/acme/writes/"+first.ID, "")
+		return got.status == http.StatusOK && got.body.Status == "applied"
+	})
+	if got.body.Event != again.ID || got.body.Version != 1 {
+		t.Fatalf("answer %+v, want event %s applied at version 1", got.body, again.ID)
+	}
+}
