@@ -35,13 +35,13 @@ type Fields = map[string]json.RawMessage
 // the client last saw, which the conflict policies compare with the server's.
 type Event struct {
 	Schema      int    `json:"schema"`
-	ID          string `json:"id"` // ULID, also the Nats-Msg-Id
+	ID          string `json:"id"` // ULID, also the Nats-Msg-Id; unique per write, never reused (nothing relies on ids increasing)
 	Tenant      string `json:"tenant"`
 	Collection  string `json:"collection"`
 	Doc         string `json:"doc"`
 	Op          Op     `json:"op"`
 	Fields      Fields `json:"fields,omitempty"`
-	BaseVersion uint64 `json:"base_version"` // 0: the client has not seen the document
+	BaseVersion uint64 `json:"base_version"` // the version in the last change the client applied; 0: none. At most MaxSafeInteger
 	HLC         HLC    `json:"hlc"`
 	Client      string `json:"client"`
 	// Device is the id of the writing client's local log (one per device
@@ -50,7 +50,7 @@ type Event struct {
 	// projector deduplicates is (tenant, client, device). Empty names the
 	// client's one legacy log.
 	Device string `json:"device,omitempty"`
-	Seq    uint64 `json:"seq"` // the device's sequence, from 1, +1 per event
+	Seq    uint64 `json:"seq"` // the device's sequence, from 1, +1 per event; at most MaxSafeInteger
 	// Resolves names the conflict an OpResolve settles.
 	Resolves string `json:"resolves,omitempty"`
 	// After is the id of the client's previous event on this document that
@@ -152,7 +152,7 @@ type Change struct {
 	Doc        string                `json:"doc"`
 	Version    uint64                `json:"version"` // 1 on create, +1 per applied change
 	Deleted    bool                  `json:"deleted,omitempty"`
-	Fields     Fields                `json:"fields,omitempty"`
+	Fields     Fields                `json:"fields,omitempty"`    // the whole document; omitted when empty (always on a tombstone)
 	HLC        HLC                   `json:"hlc"`                 // clock of the write that made this state
 	Clocks     map[string]FieldClock `json:"clocks,omitempty"`    // per-field clocks, for field-level merge
 	Event      string                `json:"event"`               // the event that caused this change
@@ -188,11 +188,11 @@ type Outcome string
 // The outcomes a receipt reports.
 const (
 	OutcomeApplied   Outcome = "applied"   // applied as written
-	OutcomeMerged    Outcome = "merged"    // applied, but a concurrent write changed the result (lww/merge/custom)
+	OutcomeMerged    Outcome = "merged"    // applied, but a concurrent write shaped the result (merge, custom; lww never: a stale write that wins is applied)
 	OutcomeRejected  Outcome = "rejected"  // not applied; Reason says why (stale version under reject, lost lww, ...)
 	OutcomeConflict  Outcome = "conflict"  // kept as an open conflict (manual); Conflict names it
-	OutcomeDuplicate Outcome = "duplicate" // already applied before; nothing changed
-	OutcomeInvalid   Outcome = "invalid"   // refused as malformed; also dead-lettered
+	OutcomeDuplicate Outcome = "duplicate" // decided before (or too far behind its writer to tell); nothing changed, and it does not say how it was decided
+	OutcomeInvalid   Outcome = "invalid"   // refused (malformed, foreign subject, clock ahead, beyond the window, reused id, failed resolver); dead-lettered; its seq is not used up
 	// OutcomeReused: the writer's sequence was already taken by a
 	// different event (its log was restored from a backup or copied);
 	// nothing changed. The device must start a new log (a new Device) and
@@ -210,7 +210,9 @@ func (o Outcome) Valid() bool {
 	return false
 }
 
-// Receipt tells the client that wrote an event what became of it.
+// Receipt tells the client that wrote an event what became of it. An event
+// may have several receipts (republished after JetStream's duplicate
+// window, it is answered duplicate again); the first one read settles it.
 type Receipt struct {
 	Schema     int     `json:"schema"`
 	Event      string  `json:"event"`
@@ -218,12 +220,12 @@ type Receipt struct {
 	Client     string  `json:"client"`
 	Device     string  `json:"device,omitempty"` // the event's Device
 	Seq        uint64  `json:"seq"`
-	Collection string  `json:"collection,omitempty"`
-	Doc        string  `json:"doc,omitempty"`
+	Collection string  `json:"collection,omitempty"` // omitted on invalid receipts
+	Doc        string  `json:"doc,omitempty"`        // omitted on invalid receipts
 	Outcome    Outcome `json:"outcome"`
 	Reason     string  `json:"reason,omitempty"`
-	Version    uint64  `json:"version,omitempty"`  // the document's version after the event
-	Conflict   string  `json:"conflict,omitempty"` // the conflict record it raised or settled
+	Version    uint64  `json:"version,omitempty"`  // the document's version after the event; 0 (omitted) on duplicate, reused, invalid, and a rejected write to a document that never existed
+	Conflict   string  `json:"conflict,omitempty"` // the id of the conflict record it raised or settled (the record is in the change)
 	Stream     uint64  `json:"stream_seq"`         // the event's sequence in EVENTS
 }
 

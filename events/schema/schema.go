@@ -1,6 +1,6 @@
 // Package schema holds the JSON Schemas (draft 2020-12) of ebb's payloads,
 // the machine-readable half of events/PROTOCOL.md: event, change, receipt
-// and dead letter. A client written in another language can validate what
+// and dead letter, and the HTTP gateway's changes and receipts pages. A client written in another language can validate what
 // it sends and receives against the same files (events/schema/*.json);
 // ebb's own tests validate every payload they see with Validate.
 //
@@ -29,7 +29,17 @@ const (
 	Change     Kind = "change"
 	Receipt    Kind = "receipt"
 	DeadLetter Kind = "dead_letter"
+	// ChangesPage and ReceiptsPage are the HTTP gateway's answers to
+	// GET /v1/{tenant}/changes and /v1/{tenant}/receipts/{client}: a page
+	// of entries with the stream state a client checks for resets.
+	ChangesPage  Kind = "changes_page"
+	ReceiptsPage Kind = "receipts_page"
 )
+
+// baseURL is where every schema's $id lives.
+const baseURL = "https://ebbsync.dev/schema/v1/"
+
+var kinds = []Kind{Event, Change, Receipt, DeadLetter, ChangesPage, ReceiptsPage}
 
 //go:embed *.schema.json
 var files embed.FS
@@ -43,7 +53,8 @@ var (
 func load() {
 	c := jsonschema.NewCompiler()
 	compiled = map[Kind]*jsonschema.Schema{}
-	for _, k := range []Kind{Event, Change, Receipt, DeadLetter} {
+	// Every resource first: a page's schema refers to its entries'.
+	for _, k := range kinds {
 		name := string(k) + ".schema.json"
 		b, err := files.ReadFile(name)
 		if err != nil {
@@ -55,11 +66,15 @@ func load() {
 			errLoad = fmt.Errorf("parse schema %s: %w", name, err)
 			return
 		}
-		if err := c.AddResource(name, doc); err != nil {
+		// Under its $id, so a page's relative $ref finds its entries'.
+		if err := c.AddResource(baseURL+name, doc); err != nil {
 			errLoad = fmt.Errorf("add schema %s: %w", name, err)
 			return
 		}
-		s, err := c.Compile(name)
+	}
+	for _, k := range kinds {
+		name := string(k) + ".schema.json"
+		s, err := c.Compile(baseURL + name)
 		if err != nil {
 			errLoad = fmt.Errorf("compile schema %s: %w", name, err)
 			return

@@ -63,3 +63,25 @@ func TestValidate_Refuses(t *testing.T) {
 		})
 	}
 }
+
+// TestValidate_Pages: the HTTP pages' schemas take a gateway answer with
+// its entries and stream state, and refuse one without the stream state.
+func TestValidate_Pages(t *testing.T) {
+	good := `{"receipts":[{"seq":3,"receipt":{"schema":1,"event":"01KDVDNAZ900000000000000Z9","tenant":"acme","client":"alice","device":"01KDVDNAZ90000000000000DV1","seq":1,"collection":"c","doc":"d","outcome":"applied","version":1,"stream_seq":7}}],` +
+		`"last_seq":3,"more":false,"first_seq":1,"stream_last_seq":3,"stream_created":"2026-12-01T09:51:36.744037653Z"}`
+	if err := Validate(ReceiptsPage, []byte(good)); err != nil {
+		t.Fatalf("a valid receipts page: %v", err)
+	}
+	if err := Validate(ChangesPage, []byte(`{"changes":[],"last_seq":0,"more":false,"first_seq":0,"stream_last_seq":0,"stream_created":"2026-12-01T09:51:36Z"}`)); err != nil {
+		t.Fatalf("an empty changes page: %v", err)
+	}
+	for name, bad := range map[string]string{
+		"no stream state": `{"changes":[],"last_seq":0,"more":false}`,
+		"a bad entry":     `{"changes":[{"seq":1,"change":{"schema":2}}],"last_seq":1,"more":false,"first_seq":1,"stream_last_seq":1,"stream_created":"2026-12-01T09:51:36Z"}`,
+		"seq beyond 2^53": `{"changes":[],"last_seq":9007199254740993,"more":false,"first_seq":0,"stream_last_seq":0,"stream_created":"2026-12-01T09:51:36Z"}`,
+	} {
+		if err := Validate(ChangesPage, []byte(bad)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

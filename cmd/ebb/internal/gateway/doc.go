@@ -5,15 +5,24 @@
 // The sync routes hold no state of their own. A pushed batch of events is
 // validated and published to EVENTS exactly as a NATS client would publish
 // it, with the event id as Nats-Msg-Id, so pushing the same batch again is
-// harmless. Changes, receipts and documents are read straight from the
-// CHANGES and RECEIPTS streams, which are the same compacted feed NATS
-// clients replay: a document's current state is the last message on its
-// change subject.
+// harmless. An event JetStream drops as a repeat is compared with the
+// message it repeats: the same event is "duplicate", another event under
+// the same id is "invalid" (it would otherwise vanish without a trace).
+// Changes, receipts and documents are read straight from the CHANGES and
+// RECEIPTS streams, which are the same compacted feed NATS clients replay:
+// a document's current state is the last message on its change subject. A
+// client's receipts are those of every one of its devices and of its
+// legacy log (events.ClientReceipts, one ordered consumer), or one
+// device's with ?device=. The changes and receipts answers carry the
+// stream's first and last sequence and creation time (StreamState), read
+// after the page, so an HTTP client can tell a reset stream or expired
+// receipts as a NATS client does from the stream info.
 //
 // Document writes (PUT, PATCH, DELETE on /v1/{tenant}/docs/{collection}/{id})
 // are for services and curl, which should not mint ULIDs, HLCs and client
 // sequences. A Writer builds the event for them, as a client's producer
-// would, in a durable producer.Log of the writing identity (the
+// would (the log is one device of its identity, and follows every receipt
+// subject of the identity), in a durable producer.Log of the writing identity (the
 // authenticated user, or DefaultWriteClient without auth) inside the
 // server's data directory; the answer waits, bounded by Config.WriteWait,
 // for the event's receipt and reports its outcome. What the gateway

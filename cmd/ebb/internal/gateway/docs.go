@@ -121,7 +121,7 @@ func (g *Gateway) listPage(w http.ResponseWriter, r *http.Request, filter string
 	}
 	resp := DocsResponse{Docs: []DocRecord{}}
 	var err error
-	resp.LastSeq, resp.More, err = pull(g, r, events.StreamChanges, filter, readChange, func(_ uint64, c *events.Change) {
+	resp.LastSeq, resp.More, err = pull(g, r, events.StreamChanges, []string{filter}, readChange, func(_ uint64, c *events.Change) {
 		if keep(c) {
 			resp.Docs = append(resp.Docs, recordOf(c))
 		}

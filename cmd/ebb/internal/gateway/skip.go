@@ -35,14 +35,16 @@ func readChange(subject string, data []byte) (*events.Change, error) {
 }
 
 // readReceipt decodes the receipt stored on subject and checks that it is
-// for that subject's tenant and client.
+// for that subject's tenant, client and device: a receipt with a device
+// belongs on ebb.rcpt.<tenant>.<client>.<device>, one without on the
+// client's legacy subject ebb.rcpt.<tenant>.<client>.
 func readReceipt(subject string, data []byte) (*events.Receipt, error) {
 	r, err := events.DecodeReceipt(data)
 	if err != nil {
 		return nil, err
 	}
-	if want := events.ReceiptSubject(r.Tenant, r.Client); want != subject {
-		return nil, fmt.Errorf("%w: receipt of tenant %q, client %q stored on %s", errForeign, r.Tenant, r.Client, subject)
+	if want := r.Subject(); want != subject {
+		return nil, fmt.Errorf("%w: receipt of tenant %q, client %q, device %q stored on %s", errForeign, r.Tenant, r.Client, r.Device, subject)
 	}
 	return r, nil
 }

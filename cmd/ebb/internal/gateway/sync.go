@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -126,9 +127,40 @@ func (g *Gateway) publish(ctx context.Context, tenant string, raw json.RawMessag
 		return PushResult{ID: ev.ID, Status: StatusFailed, Error: err.Error()}
 	}
 	if ack.Duplicate {
-		return PushResult{ID: ev.ID, Status: StatusDuplicate, StreamSeq: ack.Sequence}
+		return g.duplicate(ctx, ev, data, ack.Sequence)
 	}
 	return PushResult{ID: ev.ID, Status: StatusAccepted, StreamSeq: ack.Sequence}
+}
+
+// duplicate answers an event JetStream dropped as a repeat of the message
+// stored at seq (same Nats-Msg-Id inside its duplicate window). It is a
+// duplicate only if that message is the same event; an id reused for
+// another event (another body, in this batch or an earlier one) would
+// otherwise be dropped without a trace, so it is invalid (field id). The
+// two are compared as canonical encodings, so a NATS client's spacing or
+// key order does not count.
+func (g *Gateway) duplicate(ctx context.Context, ev *events.Event, data []byte, seq uint64) PushResult {
+	st, err := g.cfg.JetStream.Stream(ctx, events.StreamEvents)
+	var stored *jetstream.RawStreamMsg
+	if err == nil {
+		stored, err = st.GetMsg(ctx, seq)
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		// Gone already (a limit on EVENTS): nothing to compare with.
+		return PushResult{ID: ev.ID, Status: StatusDuplicate, StreamSeq: seq}
+	case err != nil:
+		g.log.WarnContext(ctx, "push: read the event a duplicate repeats", "event", ev.ID, "stream_seq", seq, "err", err)
+		return PushResult{ID: ev.ID, Status: StatusFailed, Error: fmt.Sprintf("read event %s at %s sequence %d to compare: %v", ev.ID, events.StreamEvents, seq, err)}
+	}
+	if old, err := events.DecodeEvent(stored.Data, g.cfg.Limits); err == nil && stored.Subject == ev.Subject() {
+		if oldData, err := events.EncodeEvent(old); err == nil && bytes.Equal(oldData, data) {
+			return PushResult{ID: ev.ID, Status: StatusDuplicate, StreamSeq: seq}
+		}
+	}
+	return PushResult{ID: ev.ID, Status: StatusInvalid, Field: "id",
+		Error: fmt.Sprintf("event id %s already names another event (%s sequence %d, stored on %s): an event id names one write; give this one a new id",
+			ev.ID, events.StreamEvents, seq, stored.Subject)}
 }
 
 // ChangeEntry is one change of a pull, with its CHANGES sequence.
@@ -143,6 +175,7 @@ type ChangesResponse struct {
 	Changes []ChangeEntry `json:"changes"`
 	LastSeq uint64        `json:"last_seq"`
 	More    bool          `json:"more"` // more changes are waiting after LastSeq
+	StreamState
 }
 
 // ReceiptEntry is one receipt of a pull, with its RECEIPTS sequence.
@@ -156,6 +189,25 @@ type ReceiptsResponse struct {
 	Receipts []ReceiptEntry `json:"receipts"`
 	LastSeq  uint64         `json:"last_seq"`
 	More     bool           `json:"more"`
+	StreamState
+}
+
+// StreamState is where the stream a page was read from stands, read after
+// the page: an HTTP client keeps StreamCreated with its cursor and compares
+// (events/PROTOCOL.md, "Resets and lost messages"). The stream is the whole
+// of CHANGES or RECEIPTS, not the tenant's or client's part of it.
+type StreamState struct {
+	// FirstSeq is the stream's first sequence (0 when it is empty). For
+	// RECEIPTS, FirstSeq > after+1 means receipts after the cursor may be
+	// gone (expired by age, or purged).
+	FirstSeq uint64 `json:"first_seq"`
+	// StreamLastSeq is the stream's last sequence. A cursor above it is
+	// not of this stream's history.
+	StreamLastSeq uint64 `json:"stream_last_seq"`
+	// StreamCreated identifies the stream's incarnation: another value
+	// than the one kept with the cursor means the stream was deleted and
+	// created again, its sequences started over.
+	StreamCreated time.Time `json:"stream_created"`
 }
 
 // page reads the after, limit and wait query parameters.
@@ -187,10 +239,13 @@ func (g *Gateway) pullChanges(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := ChangesResponse{Changes: []ChangeEntry{}}
-	resp.LastSeq, resp.More, err = pull(g, r, events.StreamChanges, events.TenantChanges(tenant), readChange,
+	resp.LastSeq, resp.More, err = pull(g, r, events.StreamChanges, []string{events.TenantChanges(tenant)}, readChange,
 		func(seq uint64, c *events.Change) {
 			resp.Changes = append(resp.Changes, ChangeEntry{Seq: seq, Change: c})
 		})
+	if err == nil {
+		resp.StreamState, err = g.streamState(r.Context(), events.StreamChanges)
+	}
 	if err != nil {
 		g.fail(w, r, err)
 		return
@@ -209,11 +264,26 @@ func (g *Gateway) pullReceipts(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
+	// Every receipt subject of the client: its legacy log's and each of
+	// its devices' (one ordered consumer with both filters), or one
+	// device's with ?device=.
+	filters := events.ClientReceipts(tenant, client)
+	if q := r.URL.Query(); q.Has("device") {
+		device := q.Get("device")
+		if err := events.ValidateName("device", device, g.cfg.Limits.MaxNameBytes); err != nil {
+			g.fail(w, r, err)
+			return
+		}
+		filters = []string{events.DeviceReceiptSubject(tenant, client, device)}
+	}
 	resp := ReceiptsResponse{Receipts: []ReceiptEntry{}}
-	resp.LastSeq, resp.More, err = pull(g, r, events.StreamReceipts, events.ReceiptSubject(tenant, client), readReceipt,
+	resp.LastSeq, resp.More, err = pull(g, r, events.StreamReceipts, filters, readReceipt,
 		func(seq uint64, rc *events.Receipt) {
 			resp.Receipts = append(resp.Receipts, ReceiptEntry{Seq: seq, Receipt: rc})
 		})
+	if err == nil {
+		resp.StreamState, err = g.streamState(r.Context(), events.StreamReceipts)
+	}
 	if err != nil {
 		g.fail(w, r, err)
 		return
@@ -222,12 +292,12 @@ func (g *Gateway) pullReceipts(w http.ResponseWriter, r *http.Request) {
 }
 
 // pull reads the page the request asks for (after, limit, wait) of stream
-// on filter, reads each message with read (which decodes it and checks it
+// on filters, reads each message with read (which decodes it and checks it
 // against its subject) and hands it to add. A message read refuses is
 // skipped (counted and logged), never served and never fatal. It returns
 // the sequence to pass as the next after, past skipped messages too, and
 // whether more are waiting.
-func pull[T any](g *Gateway, r *http.Request, stream, filter string, read func(subject string, data []byte) (T, error), add func(uint64, T)) (last uint64, more bool, err error) {
+func pull[T any](g *Gateway, r *http.Request, stream string, filters []string, read func(subject string, data []byte) (T, error), add func(uint64, T)) (last uint64, more bool, err error) {
 	after, limit, wait, err := g.page(r)
 	if err != nil {
 		return 0, false, err
@@ -240,7 +310,7 @@ func pull[T any](g *Gateway, r *http.Request, stream, filter string, read func(s
 		defer release()
 	}
 	last = after
-	more, err = g.readAfter(r.Context(), stream, filter, after, limit, wait, func(seq uint64, subject string, data []byte) error {
+	more, err = g.readAfter(r.Context(), stream, filters, after, limit, wait, func(seq uint64, subject string, data []byte) error {
 		last = seq
 		v, err := read(subject, data)
 		if err != nil {
@@ -253,15 +323,15 @@ func pull[T any](g *Gateway, r *http.Request, stream, filter string, read func(s
 	return last, more, err
 }
 
-// readAfter hands fn up to limit messages of stream on filter with sequence
+// readAfter hands fn up to limit messages of stream on filters with sequence
 // after `after`, in order. With none there and wait > 0 it waits up to wait
 // for the first. It reports whether more messages are waiting.
-func (g *Gateway) readAfter(ctx context.Context, stream, filter string, after uint64, limit int, wait time.Duration,
+func (g *Gateway) readAfter(ctx context.Context, stream string, filters []string, after uint64, limit int, wait time.Duration,
 	fn func(seq uint64, subject string, data []byte) error) (more bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout+wait)
 	defer cancel()
 	cons, err := g.cfg.JetStream.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{filter},
+		FilterSubjects:    filters,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       after + 1,
 		InactiveThreshold: 5 * time.Second,
@@ -310,4 +380,24 @@ func (g *Gateway) readAfter(ctx context.Context, stream, filter string, after ui
 		}
 	}
 	return more, nil
+}
+
+// streamState reads where stream stands. Called after a page is read, so a
+// message removed before the page was read shows as a FirstSeq beyond it.
+func (g *Gateway) streamState(ctx context.Context, stream string) (StreamState, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	defer cancel()
+	st, err := g.cfg.JetStream.Stream(ctx, stream)
+	if err != nil {
+		return StreamState{}, fmt.Errorf("read stream %s info: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return StreamState{}, fmt.Errorf("read stream %s info: %w", stream, err)
+	}
+	first := info.State.FirstSeq
+	if info.State.Msgs == 0 {
+		first = 0
+	}
+	return StreamState{FirstSeq: first, StreamLastSeq: info.State.LastSeq, StreamCreated: info.Created.UTC()}, nil
 }

@@ -457,7 +457,7 @@ func (g *Gateway) getWrite(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, fmt.Errorf("write %s: %w", id, errNotFound))
 		return
 	}
-	e, ok, err := wl.log.Entry(r.Context(), id)
+	e, ok, err := wl.current(r.Context(), id)
 	if err != nil {
 		g.fail(w, r, err)
 		return

@@ -20,6 +20,7 @@ import (
 var (
 	bucketWriteMeta   = []byte("gateway.meta")        // metaReceiptsSeq -> 8 bytes big-endian
 	bucketIdempotency = []byte("gateway.idempotency") // Idempotency-Key -> idemRecord (JSON)
+	bucketReissued    = []byte("gateway.reissued")    // event id answered reused -> the event that wrote it again
 
 	metaReceiptsSeq = []byte("receipts_seq") // last RECEIPTS sequence settled into the log
 )
@@ -61,7 +62,7 @@ func openWriterLog(ctx context.Context, w *Writer, k logKey, path string) (_ *wr
 	}
 	var receiptsSeq uint64
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketWriteMeta, bucketIdempotency} {
+		for _, b := range [][]byte{bucketWriteMeta, bucketIdempotency, bucketReissued} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
 			}
@@ -116,7 +117,10 @@ func openWriterLog(ctx context.Context, w *Writer, k logKey, path string) (_ *wr
 // sequence after: each receipt settles its entry in the log, with the
 // follower's checkpoint in the same transaction, and wakes its waiters.
 func (l *writerLog) follow(ctx context.Context, js JetStream, after uint64) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.ReceiptSubject(l.key.tenant, l.key.client)}}
+	// Every receipt subject of the identity: its legacy log's and each of
+	// its devices' (this log's current device, the ones it forked from,
+	// and the identity's NATS devices, which onReceipt skips).
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: events.ClientReceipts(l.key.tenant, l.key.client)}
 	switch {
 	case after > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
@@ -164,6 +168,10 @@ func (l *writerLog) onReceipt(m jetstream.Msg) {
 		// checkpoint lags behind it, which only costs a re-read.
 		return
 	}
+	if r.Outcome == events.OutcomeReused {
+		l.onReused(ctx, r, md.Sequence.Stream)
+		return
+	}
 	err = l.db.Update(func(tx *bbolt.Tx) error {
 		if err := l.log.Settle(tx, r); err != nil {
 			return err
@@ -176,11 +184,65 @@ func (l *writerLog) onReceipt(m jetstream.Msg) {
 		l.lg.Error("receipt follower: settle receipt", "seq", md.Sequence.Stream, "err", err)
 		return
 	}
-	if r.Outcome == events.OutcomeReused {
-		l.lg.Error("the server holds another event under this log's sequence (a copied write log?); the write was not applied",
-			"event", r.Event, "seq", r.Seq)
+	l.notify(r.Event)
+}
+
+// onReused handles a reused receipt of one of this log's writes (another
+// copy of the log holds its sequence): producer.Log.Reissue forks the log
+// to a new device and writes the event again there, settling the original
+// in the same transaction, so the write is never lost. The original's id
+// is then mapped to the new event (with the follower's checkpoint), and
+// the answers of the original follow it (current). A crash between the
+// two leaves the new event written but the original unmapped: its answer
+// says reused, its reason names the new event.
+func (l *writerLog) onReused(ctx context.Context, r *events.Receipt, streamSeq uint64) {
+	ne, err := l.log.Reissue(ctx, r)
+	if err != nil {
+		// The entry stays published; a later copy of the receipt (none
+		// comes) cannot settle it. Loud.
+		l.lg.Error("receipt follower: write a reused event again", "event", r.Event, "seq", streamSeq, "err", err)
+		return
+	}
+	err = l.db.Update(func(tx *bbolt.Tx) error {
+		if ne != nil {
+			if err := tx.Bucket(bucketReissued).Put([]byte(r.Event), []byte(ne.ID)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketWriteMeta).Put(metaReceiptsSeq, beBytes(streamSeq))
+	})
+	if err != nil {
+		l.lg.Error("receipt follower: record a reissued event", "event", r.Event, "seq", streamSeq, "err", err)
+	}
+	if ne != nil {
+		l.lg.Warn("the server holds another event under this log's sequence (a restored or copied write log): written again on a new device",
+			"event", r.Event, "new_event", ne.ID, "device", ne.Device)
 	}
 	l.notify(r.Event)
+}
+
+// current returns the entry of event id, following it to the event that
+// wrote it again when it was answered reused (onReused), and reports
+// whether the log holds it.
+func (l *writerLog) current(ctx context.Context, id string) (producer.Entry, bool, error) {
+	for range 64 { // a chain of reissues is short; the bound only stops a loop
+		e, ok, err := l.log.Entry(ctx, id)
+		if err != nil || !ok || e.State != producer.StateSettled || e.Outcome != events.OutcomeReused {
+			return e, ok, err
+		}
+		var next string
+		if err := l.db.View(func(tx *bbolt.Tx) error {
+			next = string(tx.Bucket(bucketReissued).Get([]byte(id)))
+			return nil
+		}); err != nil {
+			return producer.Entry{}, false, fmt.Errorf("read write %s: %w", id, err)
+		}
+		if next == "" {
+			return e, true, nil
+		}
+		id = next
+	}
+	return producer.Entry{}, false, fmt.Errorf("read write %s: a loop of reissued events", id)
 }
 
 // waitCh returns the channel closed when event id's entry next changes to
@@ -221,7 +283,13 @@ func (l *writerLog) await(ctx context.Context, id string) (producer.Entry, error
 		// Take the channel before reading the entry: a receipt settled
 		// after the read closes it.
 		ch := l.waitCh(id)
-		e, ok, err := l.log.Entry(context.WithoutCancel(ctx), id)
+		e, ok, err := l.current(context.WithoutCancel(ctx), id)
+		if ok && err == nil && e.Event.ID != id {
+			// Written again as another event: wait for that one.
+			l.forget(id, ch)
+			id = e.Event.ID
+			continue
+		}
 		if err != nil {
 			l.forget(id, ch)
 			return producer.Entry{}, err
@@ -247,7 +315,7 @@ func (l *writerLog) await(ctx context.Context, id string) (producer.Entry, error
 // says how far it got (published, say) rather than how it stood before;
 // last is the answer when it cannot be read.
 func (l *writerLog) entryNow(ctx context.Context, id string, last producer.Entry) (producer.Entry, error) {
-	if e, ok, err := l.log.Entry(context.WithoutCancel(ctx), id); err == nil && ok {
+	if e, ok, err := l.current(context.WithoutCancel(ctx), id); err == nil && ok {
 		return e, nil
 	}
 	return last, nil
