@@ -158,6 +158,12 @@ type Config struct {
 	// retried forever. Zero means DefaultStallTimeout (30s); negative is
 	// invalid.
 	StallTimeout time.Duration
+	// Partition is the share of EVENTS this projector applies (see
+	// Partition and Group); the zero value is the whole stream. With
+	// Count > 1 the Store must be that partition's (PartitionedStore),
+	// every batch is fenced by its starting checkpoint (Batch.Prev), and
+	// an empty Durable means DefaultDurable + "-p<Index>-of-<Count>".
+	Partition Partition
 }
 
 func (c Config) withDefaults() Config {
@@ -169,6 +175,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Durable == "" {
 		c.Durable = DefaultDurable
+		if !c.Partition.whole() {
+			c.Durable = fmt.Sprintf("%s-p%d-of-%d", DefaultDurable, c.Partition.Index, c.Partition.Count)
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -213,6 +222,9 @@ func (c Config) validate() error {
 	}
 	if c.StallTimeout < 0 {
 		errs = append(errs, fmt.Errorf("%w: StallTimeout %s is negative", ErrInvalidConfig, c.StallTimeout))
+	}
+	if err := c.Partition.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if strings.ContainsAny(c.Durable, ".*> \t\r\n") {
 		errs = append(errs, fmt.Errorf("%w: Durable %q holds a character a consumer name may not", ErrInvalidConfig, c.Durable))
@@ -267,6 +279,13 @@ type Projector struct {
 	// goroutine.
 	marks                StreamMarks
 	marksDirty, reanchor bool
+	// stored is the checkpoint the store holds, as last read or
+	// committed: a partition's batches are fenced by it (Batch.Prev).
+	// Owned like marks.
+	stored uint64
+	// fenced makes every commit carry Batch.Prev (a partition, or a
+	// Group's single projector).
+	fenced bool
 
 	health health // what Ready reports
 
@@ -355,6 +374,7 @@ func (p *Projector) startup(ctx context.Context) (*feed, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	p.stored = cp
 	if p.marks, err = p.store.Streams(ctx); err != nil {
 		return nil, 0, err
 	}
@@ -798,14 +818,19 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 	p.ap.reset(checkpoint)
 	defer func() { p.ap.finishSpans(err) }()
 	var last time.Time
+	var lastSeq uint64
 	for _, d := range batch {
 		m, md := d.msg, d.md
-		last = md.Timestamp
+		last, lastSeq = md.Timestamp, md.Sequence.Stream
+		if !p.cfg.Partition.whole() && PartitionOfSubject(m.Subject(), p.cfg.Partition.Count) != p.cfg.Partition.Index {
+			continue // another partition's: only the checkpoint passes it
+		}
 		if err := p.ap.add(ctx, rawMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Seq: md.Sequence.Stream, Time: md.Timestamp}); err != nil {
 			return 0, nil, fmt.Errorf("apply event at %d: %w", md.Sequence.Stream, err)
 		}
 	}
 	b := &p.ap.batch
+	b.Checkpoint = max(b.Checkpoint, lastSeq)
 	b.Published = published
 	if m := &p.marks.Changes; !m.Created.IsZero() && p.changesSeq.Load() > m.LastSeq {
 		// The last CHANGES sequence published, so a restart after a crash
@@ -816,7 +841,7 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 		marks := p.marks
 		b.Streams, b.Reanchor = &marks, p.reanchor
 	}
-	if err := p.store.Commit(ctx, b); err != nil {
+	if err := p.commit(ctx, b); err != nil {
 		return 0, nil, err
 	}
 	p.marksDirty, p.reanchor = false, false
@@ -846,6 +871,22 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 	// sees the counters of the batch that reached it.
 	p.checkpoint.Store(b.Checkpoint)
 	return b.Checkpoint, keys, nil
+}
+
+// commit commits b, fenced by the stored checkpoint when the projector
+// applies a partition: a second projector of the partition that
+// committed meanwhile makes it fail with ErrCheckpoint, which stops this
+// one (its Group then lets the partition go).
+func (p *Projector) commit(ctx context.Context, b *Batch) error {
+	if p.fenced || !p.cfg.Partition.whole() {
+		prev := p.stored
+		b.Prev = &prev
+	}
+	if err := p.store.Commit(ctx, b); err != nil {
+		return err
+	}
+	p.stored = b.Checkpoint
+	return nil
 }
 
 // flushOutbox publishes and removes everything the outbox holds.
