@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 	"github.com/ebbsync/ebb/events"
@@ -172,4 +174,172 @@ func TestProjector_PartitionFenced(t *testing.T) {
 	if err := p.Err(); !errors.Is(err, projection.ErrCheckpoint) {
 		t.Fatalf("fenced projector stopped with %v, want ErrCheckpoint", err)
 	}
+}
+
+// gate pauses whoever waits on it while shut, as a stopped process would.
+type gate struct {
+	mu      sync.Mutex
+	open    chan struct{}
+	waiting atomic.Int64
+}
+
+func newGate() *gate {
+	g := &gate{open: make(chan struct{})}
+	close(g.open)
+	return g
+}
+
+func (g *gate) shut() {
+	g.mu.Lock()
+	g.open = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *gate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
+}
+
+// wait blocks while the gate is shut, ignoring ctx: a paused process
+// does not notice its deadlines passing.
+func (g *gate) wait() {
+	g.mu.Lock()
+	ch := g.open
+	g.mu.Unlock()
+	g.waiting.Add(1)
+	<-ch
+	g.waiting.Add(-1)
+}
+
+// pausedStore is a PartitionedStore whose partitions' Commits wait on a
+// gate, and counts the commits refused by the fence.
+type pausedStore struct {
+	projection.PartitionedStore
+	g      *gate
+	fenced atomic.Int64
+}
+
+func (s *pausedStore) Partition(ctx context.Context, p projection.Partition) (projection.Store, error) {
+	ps, err := s.PartitionedStore.Partition(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return &pausedPartition{Store: ps, s: s}, nil
+}
+
+type pausedPartition struct {
+	projection.Store
+	s *pausedStore
+}
+
+func (p *pausedPartition) Commit(ctx context.Context, b *projection.Batch) error {
+	p.s.g.wait()
+	err := p.Store.Commit(ctx, b)
+	if errors.Is(err, projection.ErrCheckpoint) {
+		p.s.fenced.Add(1)
+	}
+	return err
+}
+
+// pausedJS is JetStream whose lease renewals wait on a gate.
+type pausedJS struct {
+	jetstream.JetStream
+	g *gate
+}
+
+func (j *pausedJS) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := j.JetStream.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &pausedKV{KeyValue: kv, g: j.g}, nil
+}
+
+type pausedKV struct {
+	jetstream.KeyValue
+	g *gate
+}
+
+func (kv *pausedKV) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	kv.g.wait()
+	return kv.KeyValue.Update(ctx, key, value, revision)
+}
+
+// TestGroup_PausedHolderFenced pauses the active instance (a GC pause, a
+// stopped VM) while its projectors are in the middle of committing: its
+// leases expire, the other instance takes every partition over and
+// applies the events; when the first resumes, its stale commits are
+// refused by the fence and it stops, and no event is applied twice.
+func TestGroup_PausedHolderFenced(t *testing.T) {
+	e := newEnv(t)
+	store := mustOpenBolt(t, "")
+	gc := projection.GroupConfig{Partitions: 4, LeaseTTL: 2 * time.Second}
+	pause := newGate()
+	ps := &pausedStore{PartitionedStore: store, g: pause}
+	nca := embeddedtest.MustConnect(t, e.srv)
+	gca := gc
+	gca.Holder = "a"
+	ga, err := projection.NewGroup(&pausedJS{JetStream: embeddedtest.MustJetStream(t, nca), g: pause}, ps,
+		projection.Config{Logger: testLogger(t).With("instance", "a")}, gca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ga.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pause.release(); ga.Close() })
+	a := &instance{nc: nca, g: ga}
+	waitFor(t, 20*time.Second, "instance a to hold every partition", func() bool { return held(a) == 4 })
+	b := startInstance(t, e, store, "b", gc)
+
+	w := newWriter("acme", "dev1", 0)
+	var evs []*events.Event
+	put := func(n int) {
+		for range n {
+			ev := w.event("notes", fmt.Sprintf("d%d", w.seq+1), events.OpPut, 0, nil)
+			evs = append(evs, ev)
+			publish(t, e.js, eventMsg(t, ev), ev.ID)
+		}
+	}
+	put(40)
+	waitFor(t, 30*time.Second, "the first events applied", func() bool { return a.g.Stats().Applied == 40 })
+
+	pause.shut()
+	paused := time.Now()
+	put(40)
+	waitFor(t, 10*time.Second, "instance a's projectors stuck in Commit", func() bool { return pause.waiting.Load() >= 1 })
+	waitFor(t, 30*time.Second, "instance b to hold every partition", func() bool { return held(b) == 4 })
+	t.Logf("instance a paused: b held every partition after %s", time.Since(paused))
+	waitFor(t, 30*time.Second, "every event in the view", func() bool {
+		for _, ev := range evs {
+			d, err := store.Get(context.Background(), events.DocAddress{Tenant: ev.Tenant, Collection: ev.Collection, Doc: ev.Doc})
+			if err != nil || d.Version == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	pause.release()
+	waitFor(t, 30*time.Second, "instance a to let go of every partition", func() bool { return held(a) == 0 })
+	if ps.fenced.Load() == 0 {
+		t.Errorf("no commit of the paused instance was fenced")
+	}
+	for _, ev := range evs {
+		d, err := store.Get(context.Background(), events.DocAddress{Tenant: ev.Tenant, Collection: ev.Collection, Doc: ev.Doc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Version != 1 || d.Event != ev.ID {
+			t.Fatalf("document %s: version %d by %s, want version 1 by %s", ev.Doc, d.Version, d.Event, ev.ID)
+		}
+	}
+	if st := b.g.Stats(); st.Duplicates != 0 || st.Dead != 0 {
+		t.Errorf("instance b: %d duplicates, %d dead letters; want none", st.Duplicates, st.Dead)
+	}
+	t.Logf("fenced commits of the paused instance: %d", ps.fenced.Load())
 }
