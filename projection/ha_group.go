@@ -96,6 +96,7 @@ func (gc GroupConfig) validate() error {
 // ran.
 type GroupStats struct {
 	Held       []int  // partitions this instance applies now, ascending
+	Checkpoint uint64 // the lowest checkpoint of the held partitions (for the lag gauge); 0 when none
 	Acquired   uint64 // leases taken (a start, a takeover)
 	Lost       uint64 // leases given up or lost (renewal failed, projector stopped)
 	Applied    uint64 // Stats.Applied summed
@@ -105,8 +106,8 @@ type GroupStats struct {
 
 // Group runs, in one ebb server, the projectors of the partitions whose
 // lease it holds, so that any number of servers share one view with
-// exactly one active projector per partition (see doc.go, "Several
-// servers"). Per partition it competes for a lease, a key in a JetStream
+// exactly one active projector per partition (see the package doc,
+// "The projector"). Per partition it competes for a lease, a key in a JetStream
 // KV bucket whose TTL is the lease's; the holder renews it by revision
 // (compare and set) three times per TTL and runs that partition's
 // Projector while it holds it; the others retry every quarter TTL. A
@@ -418,6 +419,9 @@ func (g *Group) Stats() GroupStats {
 		}
 		s.Held = append(s.Held, i)
 		st := ls.proj.Stats()
+		if len(s.Held) == 1 || st.Checkpoint < s.Checkpoint {
+			s.Checkpoint = st.Checkpoint
+		}
 		s.Applied += st.Applied
 		s.Duplicates += st.Duplicates
 		s.Dead += st.Dead
@@ -456,7 +460,10 @@ func (g *Group) Ready() error {
 	return nil
 }
 
-// Done is closed when the group's goroutines have ended.
+// Done is closed when the group's goroutines have ended: only after Close
+// or the end of Start's context. A group never stops on its own: a
+// partition's projector that fails gives up the lease and is started
+// again (here or elsewhere), and Ready reports it meanwhile.
 func (g *Group) Done() <-chan struct{} { return g.done }
 
 // Close stops every projector the group runs, releases their leases (so

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -342,4 +344,94 @@ func TestGroup_PausedHolderFenced(t *testing.T) {
 		t.Errorf("instance b: %d duplicates, %d dead letters; want none", st.Duplicates, st.Dead)
 	}
 	t.Logf("fenced commits of the paused instance: %d", ps.fenced.Load())
+}
+
+// TestGroup_KillLoop is the long version of TestGroup_Takeover, run by
+// hand: EBB_HA_KILL_LOOP=<rounds> go test -run TestGroup_KillLoop
+// ./projection/. Three instances share one view of eight partitions
+// while one writer goroutine writes; each round kills the instance that
+// holds the most partitions and starts a new one. It logs every
+// takeover and checks every event applied once.
+func TestGroup_KillLoop(t *testing.T) {
+	rounds, _ := strconv.Atoi(os.Getenv("EBB_HA_KILL_LOOP"))
+	if rounds <= 0 {
+		t.Skip("set EBB_HA_KILL_LOOP to the number of rounds")
+	}
+	e := newEnv(t)
+	store := mustOpenBolt(t, "")
+	gc := projection.GroupConfig{Partitions: 8, LeaseTTL: 2 * time.Second}
+	var live []*instance
+	for k := range 3 {
+		live = append(live, startInstance(t, e, store, fmt.Sprintf("i%d", k), gc))
+	}
+	heldBy := func() int {
+		n := 0
+		for _, in := range live {
+			n += held(in)
+		}
+		return n
+	}
+	waitFor(t, 30*time.Second, "every partition held", func() bool { return heldBy() == 8 })
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var mu sync.Mutex
+	var evs []*events.Event
+	go func() {
+		defer close(done)
+		w := newWriter("acme", "dev1", 0)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ev := w.event("notes", fmt.Sprintf("d%d", w.seq+1), events.OpPut, 0, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := e.js.PublishMsg(ctx, eventMsg(t, ev), jetstream.WithMsgID(ev.ID))
+			cancel()
+			if err == nil {
+				mu.Lock()
+				evs = append(evs, ev)
+				mu.Unlock()
+			}
+		}
+	}()
+	var worst time.Duration
+	for r := range rounds {
+		victim := 0
+		for k, in := range live {
+			if held(in) > held(live[victim]) {
+				victim = k
+			}
+		}
+		v := live[victim]
+		n := held(v)
+		killed := time.Now()
+		v.nc.Close()
+		live = append(live[:victim], live[victim+1:]...)
+		waitFor(t, 30*time.Second, "every partition held again", func() bool { return heldBy() == 8 })
+		d := time.Since(killed)
+		worst = max(worst, d)
+		t.Logf("round %d: killed an instance holding %d partitions; all held again after %s", r, n, d)
+		v.g.Close()
+		live = append(live, startInstance(t, e, store, fmt.Sprintf("i%d", 3+r), gc))
+	}
+	close(stop)
+	<-done
+	waitFor(t, 60*time.Second, "every event in the view", func() bool {
+		for _, ev := range evs {
+			d, err := store.Get(context.Background(), events.DocAddress{Tenant: ev.Tenant, Collection: ev.Collection, Doc: ev.Doc})
+			if err != nil || d.Version == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, ev := range evs {
+		d, _ := store.Get(context.Background(), events.DocAddress{Tenant: ev.Tenant, Collection: ev.Collection, Doc: ev.Doc})
+		if d.Version != 1 || d.Event != ev.ID {
+			t.Fatalf("document %s: version %d by %s, want version 1 by %s", ev.Doc, d.Version, d.Event, ev.ID)
+		}
+	}
+	t.Logf("%d rounds, %d events, each applied once; worst takeover %s", rounds, len(evs), worst)
 }

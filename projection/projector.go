@@ -60,11 +60,11 @@ const (
 	// to recreate the consumer (read EVENTS, delete, create): a request
 	// sent while a cluster elects a leader may never be answered, and
 	// waiting out the client's default (5s) per request made failovers
-	// slow. It doubles with every failed attempt.
+	// slow. It grows by a second with every failed attempt.
 	recreateTimeout = 2 * time.Second
-	// maxRecreateTimeout bounds recreateTimeout as it doubles with every
-	// attempt that failed.
-	maxRecreateTimeout = 16 * time.Second
+	// maxRecreateTimeout bounds recreateTimeout as it grows with every
+	// attempt that failed: nats.go's default request timeout.
+	maxRecreateTimeout = 5 * time.Second
 	// pullExpiry and pullHeartbeat are the projector's pull requests: the
 	// server sends an idle heartbeat every pullHeartbeat, and nats.go
 	// reports two missed ones (ErrNoHeartbeat), upon which the projector
@@ -624,8 +624,10 @@ func (p *Projector) reopen(ctx context.Context, f *feed, checkpoint uint64, caus
 			return nf, cp, nil
 		}
 		// A request that timed out may only have been slow (a loaded
-		// cluster): give the next attempt longer.
-		timeout = min(2*timeout, maxRecreateTimeout)
+		// cluster): give the next attempt a little longer. Not much: a
+		// request sent while there is no leader to answer it is lost,
+		// and waits its whole timeout even if a leader comes at once.
+		timeout = min(timeout+time.Second, maxRecreateTimeout)
 		if ctx.Err() != nil {
 			return nil, 0, ctx.Err()
 		}
