@@ -266,7 +266,9 @@
 // ebb_projector_leases`. The price: each partition reads all of EVENTS,
 // so n partitions read it n times (a partition token in the subjects,
 // by a stream subject transform, would avoid it, but changes the
-// protocol's subjects). The number of partitions is fixed once a view is
+// protocol's subjects). Partitions are not balanced: an instance takes
+// every free lease it finds, so the first one up applies all of them
+// until it stops or dies. The number of partitions is fixed once a view is
 // partitioned, and Verify does not yet rebuild a partitioned view.
 //
 // A fatal error (a
