@@ -354,9 +354,10 @@ func (g *Group) hold(ctx context.Context, kv jetstream.KeyValue, i int, rev uint
 				goto release
 			}
 			g.kvResult(fmt.Errorf("renew lease %s: %w", key, err))
-			// Stop before the server may hand the lease on: the next
-			// renewal could come too late.
-			if time.Now().Add(ttl / 3).After(valid) {
+			// Stop well before the server may hand the lease on: with
+			// less than half of it left, the next renewal (a third of
+			// the TTL away, taking up to a third) could come too late.
+			if !time.Now().Add(ttl / 2).Before(valid) {
 				log.Warn("lease not renewed in time; stopping the partition's projector", "err", err)
 				renew.Stop()
 				goto release
