@@ -15,7 +15,7 @@ import (
 	"github.com/ebbsync/ebb/events"
 )
 
-var _ Store = (*BoltStore)(nil)
+var _ PartitionedStore = (*BoltStore)(nil)
 
 // Bucket names of the bbolt view store.
 var (
@@ -29,7 +29,17 @@ var (
 	// keyKeyCheck (in bucketMeta) is the sealed check value of an
 	// encrypted store (keys.CheckStore); absent in a plaintext one.
 	keyKeyCheck = []byte("key_check")
+	// keyPartitions (in bucketMeta) is the partition count of a store
+	// partitioned by Partition (uint64 big endian); absent in a whole one.
+	keyPartitions = []byte("partitions")
 )
+
+// partitionBuckets are the buckets of partition p: "p<count>.<index>."
+// then meta, hwm or outbox, laid out as the whole store's.
+func partitionBuckets(p Partition) (meta, hwm, outbox []byte) {
+	pre := fmt.Sprintf("p%d.%d.", p.Count, p.Index)
+	return []byte(pre + "meta"), []byte(pre + "hwm"), []byte(pre + "outbox")
+}
 
 // BoltStore is the embedded view store: one bbolt file. Every Commit is one
 // bbolt read-write transaction, fsynced before it returns.
@@ -37,8 +47,17 @@ type BoltStore struct {
 	db   *bolt.DB
 	seal *keys.Cipher // nil: plaintext
 
-	mu     sync.RWMutex
-	closed bool
+	// root is the whole store (itself, or the one a partition's Store was
+	// made from): its mu and closed guard the file.
+	root *BoltStore
+	part Partition // the zero Partition for the whole store
+	// The buckets of the progress this Store keeps (the whole store's,
+	// or a partition's).
+	bMeta, bHWM, bOutbox []byte
+
+	mu      sync.RWMutex
+	closed  bool
+	pclosed bool // a partition's Store closed (under root.mu)
 }
 
 // BoltOptions tune OpenBolt. The zero value works.
@@ -86,7 +105,77 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("open view store %s: %w", path, err)
 	}
-	return &BoltStore{db: db, seal: opts.Cipher}, nil
+	s := &BoltStore{db: db, seal: opts.Cipher, bMeta: bucketMeta, bHWM: bucketHWM, bOutbox: bucketOutbox}
+	s.root = s
+	return s, nil
+}
+
+// Partition implements PartitionedStore.
+func (s *BoltStore) Partition(ctx context.Context, p Partition) (Store, error) {
+	if err := p.validate(); err != nil {
+		return nil, fmt.Errorf("partition view store: %w", err)
+	}
+	if p.whole() {
+		return nil, fmt.Errorf("partition view store: %w: Partition.Count %d, want 2 or more", ErrInvalidConfig, p.Count)
+	}
+	if s.root != s {
+		return nil, fmt.Errorf("partition view store: %w: a partition of a partition", ErrInvalidConfig)
+	}
+	meta, hwm, outbox := partitionBuckets(p)
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketMeta)
+		if n := readU64(root.Get(keyPartitions)); n != 0 && n != uint64(p.Count) {
+			return fmt.Errorf("%w: the view is partitioned in %d, not %d", ErrInvalidConfig, n, p.Count)
+		}
+		if err := root.Put(keyPartitions, u64(uint64(p.Count))); err != nil {
+			return err
+		}
+		if tx.Bucket(meta) != nil {
+			return nil
+		}
+		pm, err := tx.CreateBucket(meta)
+		if err != nil {
+			return err
+		}
+		ph, err := tx.CreateBucket(hwm)
+		if err != nil {
+			return err
+		}
+		po, err := tx.CreateBucket(outbox)
+		if err != nil {
+			return err
+		}
+		// Start where the whole store is.
+		for _, k := range [][]byte{keyCheckpoint, keyStreams} {
+			if v := root.Get(k); v != nil {
+				if err := pm.Put(k, bytes.Clone(v)); err != nil {
+					return err
+				}
+			}
+		}
+		if err := tx.Bucket(bucketHWM).ForEach(func(k, v []byte) error { return ph.Put(bytes.Clone(k), bytes.Clone(v)) }); err != nil {
+			return err
+		}
+		if p.Index != 0 {
+			return nil
+		}
+		return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
+			v, err := s.seal.OpenValue(bucketOutbox, k, v)
+			if err != nil {
+				return fmt.Errorf("outbox entry %d: %w", readU64(k), err)
+			}
+			seq, err := po.NextSequence()
+			if err != nil {
+				return err
+			}
+			nk := u64(seq)
+			return po.Put(nk, s.seal.SealValue(outbox, nk, v))
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("partition %s of view store %s: %w", p, s.db.Path(), err)
+	}
+	return &BoltStore{db: s.db, seal: s.seal, root: s, part: p, bMeta: meta, bHWM: hwm, bOutbox: outbox}, nil
 }
 
 // Path returns the file the store lives in.
@@ -94,6 +183,12 @@ func (s *BoltStore) Path() string { return s.db.Path() }
 
 // Close closes the file. It is safe to call more than once.
 func (s *BoltStore) Close() error {
+	if s.root != s {
+		s.root.mu.Lock()
+		s.pclosed = true
+		s.root.mu.Unlock()
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -110,9 +205,9 @@ func (s *BoltStore) view(ctx context.Context, fn func(tx *bolt.Tx) error) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
+	s.root.mu.RLock()
+	defer s.root.mu.RUnlock()
+	if s.root.closed || s.pclosed {
 		return ErrClosed
 	}
 	return s.db.View(fn)
@@ -122,9 +217,9 @@ func (s *BoltStore) update(ctx context.Context, fn func(tx *bolt.Tx) error) erro
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
+	s.root.mu.RLock()
+	defer s.root.mu.RUnlock()
+	if s.root.closed || s.pclosed {
 		return ErrClosed
 	}
 	return s.db.Update(fn)
@@ -290,7 +385,7 @@ func (s *BoltStore) HighWater(ctx context.Context, tenant, client string) (HighW
 	var h HighWater
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		var err error
-		h, err = decodeHighWater(tx.Bucket(bucketHWM).Get(hwmKey(tenant, client)))
+		h, err = decodeHighWater(tx.Bucket(s.bHWM).Get(hwmKey(tenant, client)))
 		return err
 	})
 	if err != nil {
@@ -303,7 +398,7 @@ func (s *BoltStore) HighWater(ctx context.Context, tenant, client string) (HighW
 func (s *BoltStore) Checkpoint(ctx context.Context) (uint64, error) {
 	var v uint64
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		v = readU64(tx.Bucket(bucketMeta).Get(keyCheckpoint))
+		v = readU64(tx.Bucket(s.bMeta).Get(keyCheckpoint))
 		return nil
 	})
 	if err != nil {
@@ -316,7 +411,7 @@ func (s *BoltStore) Checkpoint(ctx context.Context) (uint64, error) {
 func (s *BoltStore) Streams(ctx context.Context) (StreamMarks, error) {
 	var m StreamMarks
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketMeta).Get(keyStreams)
+		v := tx.Bucket(s.bMeta).Get(keyStreams)
 		if v == nil {
 			return nil
 		}
@@ -341,9 +436,18 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 		return fmt.Errorf("commit batch up to %d: %w: a re-anchor without stream marks", b.Checkpoint, ErrCheckpoint)
 	}
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if old := readU64(meta.Get(keyCheckpoint)); b.Checkpoint < old && !b.Reanchor {
+		meta := tx.Bucket(s.bMeta)
+		old := readU64(meta.Get(keyCheckpoint))
+		if b.Checkpoint < old && !b.Reanchor {
 			return fmt.Errorf("%w: %d is below %d", ErrCheckpoint, b.Checkpoint, old)
+		}
+		if b.Prev != nil && *b.Prev != old {
+			return fmt.Errorf("%w: the batch was decided from checkpoint %d, the store is at %d (another projector of partition %s committed)", ErrCheckpoint, *b.Prev, old, s.part)
+		}
+		if s.root == s {
+			if n := readU64(meta.Get(keyPartitions)); n != 0 {
+				return fmt.Errorf("%w: the view is partitioned in %d: commit through its partitions", ErrCheckpoint, n)
+			}
 		}
 		if err := meta.Put(keyCheckpoint, u64(b.Checkpoint)); err != nil {
 			return err
@@ -380,7 +484,7 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 				return err
 			}
 		}
-		hwm := tx.Bucket(bucketHWM)
+		hwm := tx.Bucket(s.bHWM)
 		for c, h := range b.HighWater {
 			k := hwmKey(c.Tenant, c.Client)
 			if old := hwm.Get(k); len(old) >= 8 && binary.BigEndian.Uint64(old) > h.Seq {
@@ -390,7 +494,7 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 				return err
 			}
 		}
-		out := tx.Bucket(bucketOutbox)
+		out := tx.Bucket(s.bOutbox)
 		for _, k := range b.Published {
 			if err := out.Delete(u64(k)); err != nil {
 				return err
@@ -407,7 +511,7 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 				return err
 			}
 			k := u64(seq)
-			if err := out.Put(k, s.seal.SealValue(bucketOutbox, k, v)); err != nil {
+			if err := out.Put(k, s.seal.SealValue(s.bOutbox, k, v)); err != nil {
 				return err
 			}
 			e.Key = seq
@@ -424,9 +528,9 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 func (s *BoltStore) Outbox(ctx context.Context, limit int) ([]OutboxEntry, error) {
 	var out []OutboxEntry
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketOutbox).Cursor()
+		c := tx.Bucket(s.bOutbox).Cursor()
 		for k, v := c.First(); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
-			v, err := s.seal.OpenValue(bucketOutbox, k, v)
+			v, err := s.seal.OpenValue(s.bOutbox, k, v)
 			if err != nil {
 				return fmt.Errorf("outbox entry %d: %w", readU64(k), err)
 			}
@@ -450,7 +554,7 @@ func (s *BoltStore) RemoveOutbox(ctx context.Context, keys []uint64) error {
 		return nil
 	}
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		out := tx.Bucket(bucketOutbox)
+		out := tx.Bucket(s.bOutbox)
 		for _, k := range keys {
 			if err := out.Delete(u64(k)); err != nil {
 				return err

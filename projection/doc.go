@@ -152,7 +152,14 @@
 // has received nothing for two seconds while the consumer's info shows
 // deliveries it never got (a lost tail, which no later delivery would
 // reveal), it commits what it has, stops the consumer and recreates it at
-// checkpoint+1, as on start (Stats.Resets counts these). We keep the
+// checkpoint+1, as on start (Stats.Resets counts these). Its pull
+// requests ask for an idle heartbeat every second and expire after five
+// seconds (nats.go's defaults, 15 and 30, took 30s to notice a consumer
+// leader that died or was cut off, or a new leader that never got the
+// pull request): two missed heartbeats are a consume error. Each request
+// of a recreation (read EVENTS, delete, create) waits at most 2s, a
+// second more per failed attempt up to 5s, so one sent during a
+// cluster's election, which no leader will answer, is sent again soon. We keep the
 // durable rather than nats.go's ordered consumer, which detects gaps the
 // same way, for the operators' view above; progress lives in the store
 // either way. Lag is the checkpoint's: Stats, and ebb_projector_lag in
@@ -212,7 +219,57 @@
 // longer than StallTimeout (with the last error), the consumer failing to
 // be recreated for as long, or recreated three times in a row without
 // progress, events pending with no batch committed for StallTimeout, not
-// started, or stopped (with Err).
+// started, or stopped (with Err). Sooner, wrapping ErrUnavailable, when
+// it cannot apply anything: no working consumer for more than 5s (at most
+// StallTimeout), its consumer's info and EVENTS' unreadable for as long,
+// or either of them replicated with its leader cut off from a majority of
+// its peers (none heard from within 4s): such a leader goes on answering
+// and heartbeating for about 20s before it steps down, and nothing
+// written meanwhile commits.
+//
+// Several ebb servers share one view through a [Group] each: the work is
+// split into [Partition]s by a hash of an event subject's tenant,
+// collection and document tokens (the writing client left out), so a
+// document's events are all in one partition and keep their order, and
+// at any moment one server applies each partition. A partition's
+// projector has its own durable (ebb-projector-p<i>-of-<n>) reading all
+// of EVENTS: it applies its own documents' events, lets its checkpoint
+// pass the others', and reseeds only its documents. A [PartitionedStore]
+// keeps each partition's checkpoint, stream marks, outbox and writers'
+// high-water marks apart (a writer's events span partitions; in one
+// partition the sequences of its others are holes never filled, within
+// the window as always) over shared documents, and fences every commit by
+// the checkpoint the batch started from (Batch.Prev). Who applies a
+// partition is decided by a lease per partition in the JetStream KV
+// bucket ebb_projector_leases, the bucket's TTL being the lease's
+// (GroupConfig.LeaseTTL, 5s): an instance takes a free lease with Create,
+// renews it by revision (compare and set) three times per TTL, and stops
+// the partition's projector as soon as a renewal is refused or it can no
+// longer show one was stored within the TTL; Close stops the projectors
+// and deletes the leases (by revision), so another instance takes over
+// within a quarter TTL, the interval at which standbys try. A holder that
+// dies is replaced after its lease expires: within about LeaseTTL and a
+// quarter, plus the new projector's start. A holder paused past its
+// lease (a long GC pause, a stopped VM) that resumes in mid-commit is
+// refused by the fence, with ErrCheckpoint, and lets the partition go: no
+// event is applied twice, none skipped, whatever the timing. We chose the
+// KV lease over pinned-client priority groups, which nats-server 2.11+
+// (here 2.15) and nats.go 1.55 also offer: a pinned group shares one
+// durable among the instances, whereas the projector's recovery recreates
+// its durable at checkpoint+1 (the store is the truth about progress), so
+// instances would cut each other's consumer; the server moves the pin
+// after PinnedTTL without fencing a batch the old client already fetched
+// (a fence in the store would be needed anyway), and the new client sees
+// the old one's unacked messages only after AckWait. A lease needs only a
+// stream's MaxAge and expected-last-subject-sequence publishes, which
+// every JetStream has, and operators see who holds what with `nats kv ls
+// ebb_projector_leases`. The price: each partition reads all of EVENTS,
+// so n partitions read it n times (a partition token in the subjects,
+// by a stream subject transform, would avoid it, but changes the
+// protocol's subjects). Partitions are not balanced: an instance takes
+// every free lease it finds, so the first one up applies all of them
+// until it stops or dies. The number of partitions is fixed once a view is
+// partitioned, and Verify does not yet rebuild a partitioned view.
 //
 // A fatal error (a
 // failed Commit, say) stops the projector: Done closes and Err returns it.

@@ -21,6 +21,11 @@ var (
 	// ErrDiverged is returned by Verify when the rebuilt view differs from
 	// the live one; the error names the first difference.
 	ErrDiverged = errors.New("view diverged from its rebuild")
+	// ErrUnavailable marks a Ready that reports the projector unable to
+	// apply events for more than a few seconds: no working consumer on
+	// EVENTS, or EVENTS or its consumer without quorum. Nothing written
+	// meanwhile can be applied (or, without quorum, even stored).
+	ErrUnavailable = errors.New("projector unavailable")
 	// ErrCheckpoint marks a Commit that would move the checkpoint backwards.
 	ErrCheckpoint = errors.New("checkpoint would go backwards")
 	// ErrHistoryGone marks a rebuild or Verify that cannot reproduce the

@@ -55,7 +55,34 @@ const (
 	streamWatch = 2 * time.Second
 	// maxRecreateBackoff bounds the wait between attempts to recreate the
 	// consumer.
-	maxRecreateBackoff = 5 * time.Second
+	maxRecreateBackoff = 2 * time.Second
+	// recreateTimeout bounds each JetStream request of the first attempt
+	// to recreate the consumer (read EVENTS, delete, create): a request
+	// sent while a cluster elects a leader may never be answered, and
+	// waiting out the client's default (5s) per request made failovers
+	// slow. It grows by a second with every failed attempt.
+	recreateTimeout = 2 * time.Second
+	// maxRecreateTimeout bounds recreateTimeout as it grows with every
+	// attempt that failed: nats.go's default request timeout.
+	maxRecreateTimeout = 5 * time.Second
+	// pullExpiry and pullHeartbeat are the projector's pull requests: the
+	// server sends an idle heartbeat every pullHeartbeat, and nats.go
+	// reports two missed ones (ErrNoHeartbeat), upon which the projector
+	// recreates its consumer. nats.go's defaults (30s, 15s) took 30s to
+	// notice a consumer leader that died, or a new one that never got the
+	// pull request; and a pull expires, and goes again, every pullExpiry,
+	// so a leader that lost it gets a new one within that.
+	pullExpiry    = 5 * time.Second
+	pullHeartbeat = time.Second
+	// consumerGrace is how long the projector may be without a working
+	// consumer (recreating it after an error, missed heartbeats, a leader
+	// change) before Ready reports it: it cannot commit meanwhile. At most
+	// StallTimeout.
+	consumerGrace = 5 * time.Second
+	// peerSilence is how long a replica of EVENTS or of the consumer may
+	// be unheard of by its leader before it no longer counts for quorum:
+	// several of nats-server's raft heartbeats (one a second).
+	peerSilence = 4 * time.Second
 )
 
 // Config configures a Projector (and Verify). The zero value works: every
@@ -131,6 +158,12 @@ type Config struct {
 	// retried forever. Zero means DefaultStallTimeout (30s); negative is
 	// invalid.
 	StallTimeout time.Duration
+	// Partition is the share of EVENTS this projector applies (see
+	// Partition and Group); the zero value is the whole stream. With
+	// Count > 1 the Store must be that partition's (PartitionedStore),
+	// every batch is fenced by its starting checkpoint (Batch.Prev), and
+	// an empty Durable means DefaultDurable + "-p<Index>-of-<Count>".
+	Partition Partition
 }
 
 func (c Config) withDefaults() Config {
@@ -142,6 +175,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Durable == "" {
 		c.Durable = DefaultDurable
+		if !c.Partition.whole() {
+			c.Durable = fmt.Sprintf("%s-p%d-of-%d", DefaultDurable, c.Partition.Index, c.Partition.Count)
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -186,6 +222,9 @@ func (c Config) validate() error {
 	}
 	if c.StallTimeout < 0 {
 		errs = append(errs, fmt.Errorf("%w: StallTimeout %s is negative", ErrInvalidConfig, c.StallTimeout))
+	}
+	if err := c.Partition.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if strings.ContainsAny(c.Durable, ".*> \t\r\n") {
 		errs = append(errs, fmt.Errorf("%w: Durable %q holds a character a consumer name may not", ErrInvalidConfig, c.Durable))
@@ -244,6 +283,13 @@ type Projector struct {
 	// (their changes refused for good), so the count check does not reseed
 	// again at every look.
 	unseeded uint64
+	// stored is the checkpoint the store holds, as last read or
+	// committed: a partition's batches are fenced by it (Batch.Prev).
+	// Owned like marks.
+	stored uint64
+	// fenced makes every commit carry Batch.Prev (a partition, or a
+	// Group's single projector).
+	fenced bool
 
 	health health // what Ready reports
 
@@ -332,6 +378,7 @@ func (p *Projector) startup(ctx context.Context) (*feed, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	p.stored = cp
 	if p.marks, err = p.store.Streams(ctx); err != nil {
 		return nil, 0, err
 	}
@@ -350,19 +397,31 @@ func (p *Projector) startup(ctx context.Context) (*feed, uint64, error) {
 	if err := p.checkChanges(ctx); err != nil {
 		return nil, 0, err
 	}
-	f, err := p.openFeed(ctx, cp)
+	f, err := p.openFeed(ctx, cp, 0)
 	if err != nil {
 		return nil, 0, err
 	}
 	return f, cp, nil
 }
 
+// bounded returns ctx bounded by timeout, or ctx itself when timeout is 0.
+func bounded(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, timeout)
+}
+
 // consumer recreates the durable consumer to deliver from checkpoint+1. The
 // store, not the consumer, is the source of truth for progress: recreating
 // it avoids waiting AckWait for messages a crashed run fetched but never
 // acked, and puts it right after a view restore.
-func (p *Projector) consumer(ctx context.Context, checkpoint uint64) (jetstream.Consumer, error) {
-	if err := p.js.DeleteConsumer(ctx, events.StreamEvents, p.cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+// Each request is bounded by timeout, when not 0.
+func (p *Projector) consumer(ctx context.Context, checkpoint uint64, timeout time.Duration) (jetstream.Consumer, error) {
+	dctx, cancel := bounded(ctx, timeout)
+	err := p.js.DeleteConsumer(dctx, events.StreamEvents, p.cfg.Durable)
+	cancel()
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("delete consumer %s: %w", p.cfg.Durable, err)
 	}
 	cc := jetstream.ConsumerConfig{
@@ -378,7 +437,9 @@ func (p *Projector) consumer(ctx context.Context, checkpoint uint64) (jetstream.
 		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cc.OptStartSeq = checkpoint + 1
 	}
-	cons, err := p.js.CreateOrUpdateConsumer(ctx, events.StreamEvents, cc)
+	cctx, cancel := bounded(ctx, timeout)
+	defer cancel()
+	cons, err := p.js.CreateOrUpdateConsumer(cctx, events.StreamEvents, cc)
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", p.cfg.Durable, err)
 	}
@@ -454,9 +515,10 @@ type feed struct {
 	sseq uint64 // stream sequence of the newest message taken; the checkpoint at first
 }
 
-// openFeed recreates the consumer at checkpoint+1 and starts consuming it.
-func (p *Projector) openFeed(ctx context.Context, checkpoint uint64) (*feed, error) {
-	cons, err := p.consumer(ctx, checkpoint)
+// openFeed recreates the consumer at checkpoint+1 (each request bounded by
+// timeout, when not 0) and starts consuming it.
+func (p *Projector) openFeed(ctx context.Context, checkpoint uint64, timeout time.Duration) (*feed, error) {
+	cons, err := p.consumer(ctx, checkpoint, timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -467,11 +529,13 @@ func (p *Projector) openFeed(ctx context.Context, checkpoint uint64) (*feed, err
 		case f.msgs <- m:
 		case <-f.quit:
 		}
-	}, jetstream.PullMaxMessages(2*p.cfg.BatchSize), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		// A missed heartbeat, a reconnect, a leader change or a deleted
-		// consumer: deliveries may have been lost, or have stopped.
-		f.fail(err)
-	}))
+	}, jetstream.PullMaxMessages(2*p.cfg.BatchSize),
+		jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			// A missed heartbeat, a reconnect, a leader change or a deleted
+			// consumer: deliveries may have been lost, or have stopped.
+			f.fail(err)
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: %w", events.StreamEvents, err)
 	}
@@ -546,7 +610,9 @@ func (p *Projector) reopen(ctx context.Context, f *feed, checkpoint uint64, caus
 	p.resets.Add(1)
 	p.health.reset(cause)
 	defer p.health.feed(time.Time{}, nil)
+	defer p.health.consumerUp()
 	var failing time.Time
+	timeout := recreateTimeout
 	p.log.Warn("recreating the consumer at the checkpoint", "cause", cause, "checkpoint", checkpoint, "durable", p.cfg.Durable)
 	if f.dseq > 0 {
 		*backoff = 0
@@ -562,14 +628,15 @@ func (p *Projector) reopen(ctx context.Context, f *feed, checkpoint uint64, caus
 			}
 		}
 		*backoff = min(max(2**backoff, 50*time.Millisecond), maxRecreateBackoff)
-		cp, err := p.anchor(ctx, checkpoint)
+		nf, cp, err := p.recreate(ctx, checkpoint, timeout)
 		if err == nil {
-			checkpoint = cp
-			var nf *feed
-			if nf, err = p.openFeed(ctx, checkpoint); err == nil {
-				return nf, checkpoint, nil
-			}
+			return nf, cp, nil
 		}
+		// A request that timed out may only have been slow (a loaded
+		// cluster): give the next attempt a little longer. Not much: a
+		// request sent while there is no leader to answer it is lost,
+		// and waits its whole timeout even if a leader comes at once.
+		timeout = min(timeout+time.Second, maxRecreateTimeout)
 		if ctx.Err() != nil {
 			return nil, 0, ctx.Err()
 		}
@@ -582,6 +649,22 @@ func (p *Projector) reopen(ctx context.Context, f *feed, checkpoint uint64, caus
 		p.health.feed(failing, err)
 		p.log.Warn("recreate consumer, retrying", "err", err, "backoff", *backoff)
 	}
+}
+
+// recreate is one attempt of reopen: it anchors on EVENTS and opens a
+// feed at checkpoint+1, each request bounded by timeout.
+func (p *Projector) recreate(ctx context.Context, checkpoint uint64, timeout time.Duration) (*feed, uint64, error) {
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	cp, err := p.anchor(actx, checkpoint)
+	cancel()
+	if err != nil {
+		return nil, 0, err
+	}
+	f, err := p.openFeed(ctx, cp, timeout)
+	if err != nil {
+		return nil, 0, err
+	}
+	return f, cp, nil
 }
 
 // delivery is a message taken from a feed with its metadata.
@@ -698,11 +781,44 @@ func (p *Projector) watchStreams(ctx context.Context, f *feed) error {
 	ictx, cancel := context.WithTimeout(ctx, gapCheck)
 	info, err := f.cons.Info(ictx)
 	cancel()
+	var lost string
 	if err == nil {
 		p.health.looked(info.NumPending + uint64(info.NumAckPending))
+		lost = quorumLost("consumer "+p.cfg.Durable, info.Cluster)
 	}
+	ictx, cancel = context.WithTimeout(ctx, gapCheck)
+	s, serr := p.js.Stream(ictx, events.StreamEvents)
+	cancel()
+	if serr == nil && lost == "" {
+		lost = quorumLost("stream "+events.StreamEvents, s.CachedInfo().Cluster)
+	}
+	p.health.watched(errors.Join(err, serr), lost)
 	// Not under ictx: a reseed takes as long as the view is big.
 	return p.checkChanges(ctx)
+}
+
+// quorumLost says why the raft group ci describes (a stream's or a
+// consumer's, as its leader sees it) has lost its quorum, or "" while it
+// has one or is not replicated: fewer than a majority of its peers (the
+// leader counted) heard from within peerSilence. A leader cut off from
+// its followers goes on answering info requests, and even sends idle
+// heartbeats, for many seconds before it steps down; nothing it accepts
+// meanwhile can commit.
+func quorumLost(what string, ci *jetstream.ClusterInfo) string {
+	if ci == nil || len(ci.Replicas) == 0 {
+		return ""
+	}
+	live := 1 // the leader, which answered
+	for _, r := range ci.Replicas {
+		if !r.Offline && r.Active < peerSilence {
+			live++
+		}
+	}
+	peers := len(ci.Replicas) + 1
+	if live > peers/2 {
+		return ""
+	}
+	return fmt.Sprintf("%s has no quorum: its leader %s has heard from %d of %d peers within %s", what, ci.Leader, live-1, peers-1, peerSilence)
 }
 
 // step applies one batch of new messages, in stream order: commit,
@@ -713,14 +829,19 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 	p.ap.reset(checkpoint)
 	defer func() { p.ap.finishSpans(err) }()
 	var last time.Time
+	var lastSeq uint64
 	for _, d := range batch {
 		m, md := d.msg, d.md
-		last = md.Timestamp
+		last, lastSeq = md.Timestamp, md.Sequence.Stream
+		if !p.cfg.Partition.whole() && PartitionOfSubject(m.Subject(), p.cfg.Partition.Count) != p.cfg.Partition.Index {
+			continue // another partition's: only the checkpoint passes it
+		}
 		if err := p.ap.add(ctx, rawMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Seq: md.Sequence.Stream, Time: md.Timestamp}); err != nil {
 			return 0, nil, fmt.Errorf("apply event at %d: %w", md.Sequence.Stream, err)
 		}
 	}
 	b := &p.ap.batch
+	b.Checkpoint = max(b.Checkpoint, lastSeq)
 	b.Published = published
 	if n := p.ap.stats.created; n > 0 && p.marks.DocsCounted {
 		p.marks.Docs += uint64(n)
@@ -735,7 +856,7 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 		marks := p.marks
 		b.Streams, b.Reanchor = &marks, p.reanchor
 	}
-	if err := p.store.Commit(ctx, b); err != nil {
+	if err := p.commit(ctx, b); err != nil {
 		return 0, nil, err
 	}
 	p.marksDirty, p.reanchor = false, false
@@ -765,6 +886,22 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 	// sees the counters of the batch that reached it.
 	p.checkpoint.Store(b.Checkpoint)
 	return b.Checkpoint, keys, nil
+}
+
+// commit commits b, fenced by the stored checkpoint when the projector
+// applies a partition: a second projector of the partition that
+// committed meanwhile makes it fail with ErrCheckpoint, which stops this
+// one (its Group then lets the partition go).
+func (p *Projector) commit(ctx context.Context, b *Batch) error {
+	if p.fenced || !p.cfg.Partition.whole() {
+		prev := p.stored
+		b.Prev = &prev
+	}
+	if err := p.store.Commit(ctx, b); err != nil {
+		return err
+	}
+	p.stored = b.Checkpoint
+	return nil
 }
 
 // flushOutbox publishes and removes everything the outbox holds.

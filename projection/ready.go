@@ -25,6 +25,35 @@ type health struct {
 	feedErr      error
 	resets       int // consumer recreations since the last progress
 	lastResetWhy error
+	downSince    time.Time // zero while the projector has a working consumer
+	downWhy      error     // why it lost it
+	watchSince   time.Time // zero while the last look at the consumer and EVENTS worked
+	watchErr     error
+	noQuorum     string // why the consumer or EVENTS has no quorum, at the last look; "" when it has
+}
+
+// watched notes the loop's periodic look at the consumer and EVENTS: err
+// when a request failed, lost when a raft group has lost its quorum.
+func (h *health) watched(err error, lost string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.noQuorum = lost
+	if err == nil {
+		h.watchSince, h.watchErr = time.Time{}, nil
+		return
+	}
+	if h.watchSince.IsZero() {
+		h.watchSince = time.Now()
+	}
+	h.watchErr = err
+}
+
+// consumerUp notes a working consumer again (reopen succeeded, or gave up
+// because the projector stops).
+func (h *health) consumerUp() {
+	h.mu.Lock()
+	h.downSince, h.downWhy = time.Time{}, nil
+	h.mu.Unlock()
 }
 
 func (h *health) publishOK() {
@@ -66,12 +95,19 @@ func (h *health) reset(cause error) {
 	h.mu.Lock()
 	h.resets++
 	h.lastResetWhy = cause
+	if h.downSince.IsZero() {
+		h.downSince = time.Now()
+	}
+	h.downWhy = cause
 	h.mu.Unlock()
 }
 
 func (h *health) feed(since time.Time, err error) {
 	h.mu.Lock()
 	h.feedSince, h.feedErr = since, err
+	if err != nil {
+		h.downWhy = err
+	}
 	h.mu.Unlock()
 }
 
@@ -79,7 +115,12 @@ func (h *health) feed(since time.Time, err error) {
 // with nothing pending; otherwise an error naming why it is not: not
 // started, starting, stopped (wrapping the error that stopped it), outbox
 // publishes failing for longer than Config.StallTimeout (with the last
-// error), the consumer on EVENTS failing to be recreated for that long or
+// error), no working consumer on EVENTS for more than five seconds (at
+// most StallTimeout; wrapping ErrUnavailable: lost to missed heartbeats, a
+// leader change or a consume error, and not recreated yet; or its info
+// and EVENTS' unreadable for as long; or either of them, replicated, with
+// its leader cut off from a majority of its peers), the consumer
+// on EVENTS failing to be recreated for that long or
 // recreated repeatedly without progress, or events pending while no batch
 // has committed for that long. It is cheap and safe for concurrent use
 // (ebb serve's /readyz calls it).
@@ -108,8 +149,14 @@ func (p *Projector) Ready() error {
 		return fmt.Errorf("outbox publish failing for %s: %w", now.Sub(h.pubSince).Round(time.Millisecond), h.pubErr)
 	case !h.feedSince.IsZero() && now.Sub(h.feedSince) > stall:
 		return fmt.Errorf("consumer on EVENTS failing for %s: %w", now.Sub(h.feedSince).Round(time.Millisecond), h.feedErr)
+	case !h.downSince.IsZero() && now.Sub(h.downSince) > min(consumerGrace, stall):
+		return fmt.Errorf("%w: no consumer on EVENTS for %s, last because: %w", ErrUnavailable, now.Sub(h.downSince).Round(time.Millisecond), h.downWhy)
 	case !h.running:
 		return errors.New("projector starting")
+	case h.noQuorum != "":
+		return fmt.Errorf("%w: %s", ErrUnavailable, h.noQuorum)
+	case !h.watchSince.IsZero() && now.Sub(h.watchSince) > min(consumerGrace, stall):
+		return fmt.Errorf("%w: reading the consumer and EVENTS failing for %s: %w", ErrUnavailable, now.Sub(h.watchSince).Round(time.Millisecond), h.watchErr)
 	case h.resets >= maxResetStreak:
 		return fmt.Errorf("consumer on EVENTS recreated %d times without progress, last because: %w", h.resets, h.lastResetWhy)
 	case now.Sub(h.progress) > stall:

@@ -112,7 +112,11 @@ func (p *Projector) reseed(ctx context.Context, why string) error {
 		return err
 	}
 	docs := 0
+	part := p.cfg.Partition
 	err = p.store.Scan(ctx, func(d Doc) error {
+		if !part.whole() && PartitionOfDoc(d.Address(), part.Count) != part.Index {
+			return nil // another partition's projector reseeds it
+		}
 		data, err := events.EncodeChange(d.Change(nil))
 		if err != nil {
 			return fmt.Errorf("encode change of %s/%s/%s: %w", d.Tenant, d.Collection, d.ID, err)
@@ -165,7 +169,7 @@ func (p *Projector) reseed(ctx context.Context, why string) error {
 func (p *Projector) commitMarks(ctx context.Context) error {
 	marks := p.marks
 	b := &Batch{Checkpoint: p.checkpoint.Load(), Streams: &marks, Reanchor: p.reanchor}
-	if err := p.store.Commit(ctx, b); err != nil {
+	if err := p.commit(ctx, b); err != nil {
 		return fmt.Errorf("record stream marks: %w", err)
 	}
 	p.marksDirty, p.reanchor = false, false

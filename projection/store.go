@@ -50,6 +50,29 @@ type Store interface {
 	Close() error
 }
 
+// PartitionedStore is a Store that can keep the progress of several
+// projectors apart, one per Partition of EVENTS, over one view: each
+// partition's Store shares the documents and conflict history with the
+// others (a document belongs to one partition only, so they never write
+// the same one) and has its own checkpoint, stream marks, high-water
+// marks and outbox. Several ebb servers may then each apply some
+// partitions of one view (see Group). Implementations must pass
+// storetest.RunPartitionSuite.
+type PartitionedStore interface {
+	Store
+	// Partition returns the Store of partition p (p.Count > 1). The first
+	// call for a view records p.Count: a later call with another Count is
+	// refused with an error wrapping ErrInvalidConfig, and so, once
+	// partitioned, is a Commit on the whole store (its checkpoint no longer
+	// moves). A partition created from a whole store that has progress
+	// starts where it is: its checkpoint, stream marks and every writer's
+	// high-water mark are copied from the whole store, and partition 0
+	// takes the whole store's outbox. Commit on a partition's Store also
+	// honours Batch.Prev. Closing a partition's Store does not close the
+	// store; closing the store closes them all.
+	Partition(ctx context.Context, p Partition) (Store, error)
+}
+
 // ClientKey names one writer: high-water marks are kept per tenant and client.
 type ClientKey struct{ Tenant, Client string }
 
@@ -116,12 +139,19 @@ type StreamMarks struct {
 
 // Batch is everything one projector step writes, committed together.
 type Batch struct {
-	Checkpoint uint64                  // the new checkpoint (last EVENTS sequence the batch covers)
-	Streams    *StreamMarks            // when set, replaces the recorded stream marks
-	Reanchor   bool                    // Checkpoint starts over in the new EVENTS incarnation b.Streams names: it may be below the stored one
-	Docs       []Doc                   // new document states; a later entry for the same address wins
-	Conflicts  []ConflictRecord        // conflict records to write (replacing records with the same id)
-	HighWater  map[ClientKey]HighWater // new marks, each replacing the stored one whole; one with a Seq below the stored Seq is ignored (a mark never goes back)
-	Outbox     []OutboxEntry           // messages to add (Commit assigns Key)
-	Published  []uint64                // outbox keys to delete
+	Checkpoint uint64       // the new checkpoint (last EVENTS sequence the batch covers)
+	Streams    *StreamMarks // when set, replaces the recorded stream marks
+	Reanchor   bool         // Checkpoint starts over in the new EVENTS incarnation b.Streams names: it may be below the stored one
+	// Prev, when set, fences the batch: Commit refuses it (ErrCheckpoint,
+	// nothing written) unless the stored checkpoint is *Prev, the one the
+	// batch was decided from. Two projectors that both believe they hold
+	// a partition (a lease handed over while the old holder finished a
+	// batch) can then never both commit from the same state. Nil: no fence
+	// (the whole store's single projector).
+	Prev      *uint64
+	Docs      []Doc                   // new document states; a later entry for the same address wins
+	Conflicts []ConflictRecord        // conflict records to write (replacing records with the same id)
+	HighWater map[ClientKey]HighWater // new marks, each replacing the stored one whole; one with a Seq below the stored Seq is ignored (a mark never goes back)
+	Outbox    []OutboxEntry           // messages to add (Commit assigns Key)
+	Published []uint64                // outbox keys to delete
 }
