@@ -21,7 +21,7 @@ var _ Store = (*BoltStore)(nil)
 var (
 	bucketDocs      = []byte("docs")      // address key -> encoded events.Change (Settled nil)
 	bucketConflicts = []byte("conflicts") // address key \x00 conflict id -> encoded events.Conflict
-	bucketHWM       = []byte("hwm")       // tenant \x00 client -> encoded HighWater (see encodeHighWater)
+	bucketHWM       = []byte("hwm")       // hwmKey -> encoded HighWater (see encodeHighWater)
 	bucketMeta      = []byte("meta")      // "checkpoint" -> uint64 big endian
 	bucketOutbox    = []byte("outbox")    // uint64 big endian -> encoded outboxRecord
 	keyCheckpoint   = []byte("checkpoint")
@@ -187,8 +187,15 @@ func (s *BoltStore) Get(ctx context.Context, addr events.DocAddress) (Doc, error
 	return d, nil
 }
 
-func hwmKey(tenant, client string) []byte {
-	return append(append([]byte(tenant), 0), client...)
+// hwmKey names a writer in bucketHWM: tenant \x00 client, then \x00
+// device when it has one, so a legacy log (device "") keeps the key it had
+// before devices. Names hold no control character, so no key is another's.
+func hwmKey(tenant, client, device string) []byte {
+	k := append(append([]byte(tenant), 0), client...)
+	if device != "" {
+		k = append(append(k, 0), device...)
+	}
+	return k
 }
 
 // encodeHighWater encodes h as its Seq (uint64 big endian, first, so a
@@ -286,16 +293,7 @@ func decodeHighWater(b []byte) (HighWater, error) {
 
 // HighWater implements Store.
 func (s *BoltStore) HighWater(ctx context.Context, tenant, client string) (HighWater, error) {
-	var h HighWater
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		var err error
-		h, err = decodeHighWater(tx.Bucket(bucketHWM).Get(hwmKey(tenant, client)))
-		return err
-	})
-	if err != nil {
-		return HighWater{}, fmt.Errorf("read high-water mark of %s/%s: %w", tenant, client, err)
-	}
-	return h, nil
+	return s.WriterHighWater(ctx, ClientKey{Tenant: tenant, Client: client})
 }
 
 // Checkpoint implements Store.
@@ -354,13 +352,16 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 		}
 		hwm := tx.Bucket(bucketHWM)
 		for c, h := range b.HighWater {
-			k := hwmKey(c.Tenant, c.Client)
+			k := hwmKey(c.Tenant, c.Client, c.Device)
 			if old := hwm.Get(k); len(old) >= 8 && binary.BigEndian.Uint64(old) > h.Seq {
 				continue // a mark never goes back
 			}
 			if err := hwm.Put(k, encodeHighWater(h)); err != nil {
 				return err
 			}
+		}
+		if err := s.commitSeqEvents(tx, b); err != nil {
+			return err
 		}
 		out := tx.Bucket(bucketOutbox)
 		for _, k := range b.Published {

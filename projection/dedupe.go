@@ -107,3 +107,12 @@ func (h *HighWater) record(seq, window uint64) {
 		h.Holes = nil
 	}
 }
+
+// String names the writer in errors and logs: tenant/client, then
+// /device when it has one.
+func (k ClientKey) String() string {
+	if k.Device == "" {
+		return k.Tenant + "/" + k.Client
+	}
+	return k.Tenant + "/" + k.Client + "/" + k.Device
+}
