@@ -27,6 +27,8 @@ func RunStoreSuite(t *testing.T, newStore func(t *testing.T) projection.Store) {
 		{"HighWaterNeverLowered", testHighWater},
 		{"HighWaterHoles", testHighWaterHoles},
 		{"HighWaterManyHoles", testHighWaterManyHoles},
+		{"DeviceWriters", testDeviceWriters},
+		{"SeqEvents", testSeqEvents},
 		{"CheckpointBackwardsIsAtomic", testCheckpointBackwards},
 		{"Outbox", testOutbox},
 		{"ScanOrder", testScanOrder},
