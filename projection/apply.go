@@ -45,6 +45,7 @@ type applier struct {
 	batch    Batch
 	docs     map[events.DocAddress]Doc
 	hwm      map[ClientKey]*HighWater // the batch's view of each writer's mark; batch.HighWater holds copies
+	seqIDs   map[seqKey]string        // the event ids the batch applied, by writer and sequence (batch.SeqEvents)
 	stats    stepStats
 	outcomes map[outcomeKey]int // outcomes by policy (live projector only)
 	spans    []trace.Span       // apply spans, ended by finishSpans once the batch is out
@@ -61,9 +62,11 @@ func (a *applier) reset(checkpoint uint64) {
 	a.batch = Batch{Checkpoint: checkpoint}
 	clear(a.docs)
 	clear(a.hwm)
+	clear(a.seqIDs)
 	if a.docs == nil {
 		a.docs = make(map[events.DocAddress]Doc)
 		a.hwm = make(map[ClientKey]*HighWater)
+		a.seqIDs = make(map[seqKey]string)
 	}
 	a.stats = stepStats{}
 	clear(a.outcomes)
@@ -82,7 +85,7 @@ func (a *applier) highWater(ctx context.Context, k ClientKey) (*HighWater, error
 	if h, ok := a.hwm[k]; ok {
 		return h, nil
 	}
-	h, err := a.store.HighWater(ctx, k.Tenant, k.Client)
+	h, err := a.store.WriterHighWater(ctx, k)
 	if err != nil {
 		return nil, err
 	}
@@ -90,25 +93,82 @@ func (a *applier) highWater(ctx context.Context, k ClientKey) (*HighWater, error
 	return &h, nil
 }
 
-// duplicate is the receipt of an event whose client sequence was applied,
-// or is too far below the writer's mark to tell (hole window): the one
-// place such an event is decided, and logged when it may be a late event.
-func (a *applier) duplicate(m rawMsg, ev *events.Event, hw *HighWater) error {
+// seen decides an event whose sequence its writer k already used (or is
+// too far below the writer's mark to tell, see HighWater.behind): the one
+// place such an event is decided. Inside the dedupe window the id applied
+// at the sequence tells a true duplicate (the same event) from a reuse (a
+// log restored from a backup or copied wrote another event there); below
+// it, or for a sequence applied before ids were kept, it is taken for a
+// duplicate. Nothing changes either way; a reuse, and a duplicate that may
+// be a late event, are logged.
+func (a *applier) seen(ctx context.Context, m rawMsg, ev *events.Event, k ClientKey, hw *HighWater) error {
 	a.stats.duplicates++
+	outcome := events.OutcomeDuplicate
 	reason := fmt.Sprintf("client sequence %d already applied (high-water mark %d)", ev.Seq, hw.Seq)
 	if hw.behind(ev.Seq, a.holeWindow) {
 		reason = fmt.Sprintf("client sequence %d is too far behind the high-water mark %d to tell from a duplicate (dedupe window %d): taken for a duplicate",
 			ev.Seq, hw.Seq, a.holeWindow)
 		if a.outbox {
-			a.log.WarnContext(a.traceCtx(context.Background()), "event too far behind its writer to tell from a duplicate; dropped as a duplicate",
-				"event", ev.ID, "tenant", ev.Tenant, "client", ev.Client, "seq", ev.Seq, "high_water", hw.Seq, "stream_seq", m.Seq)
+			a.log.WarnContext(a.traceCtx(ctx), "event too far behind its writer to tell from a duplicate; dropped as a duplicate",
+				"event", ev.ID, "tenant", ev.Tenant, "client", ev.Client, "device", ev.Device, "seq", ev.Seq, "high_water", hw.Seq, "stream_seq", m.Seq)
+		}
+	} else {
+		held, err := a.seqEvent(ctx, k, ev.Seq)
+		if err != nil {
+			return err
+		}
+		if held != "" && held != ev.ID {
+			outcome = events.OutcomeReused
+			reason = fmt.Sprintf("sequence %d of this log already holds event %s: nothing changed; start a new log (device) and write the event again", ev.Seq, held)
+			if a.outbox {
+				a.log.WarnContext(a.traceCtx(ctx), "event reuses a sequence its writer's log gave another event (a restored or copied local store); answered reused",
+					"event", ev.ID, "held_by", held, "tenant", ev.Tenant, "client", ev.Client, "device", ev.Device, "seq", ev.Seq, "high_water", hw.Seq, "stream_seq", m.Seq)
+			}
 		}
 	}
-	a.note(ev, events.OutcomeDuplicate, 0)
+	a.note(ev, outcome, 0)
 	return a.receipt(m, &events.Receipt{
-		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Seq: ev.Seq,
-		Collection: ev.Collection, Doc: ev.Doc, Outcome: events.OutcomeDuplicate, Reason: reason,
+		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Device: ev.Device, Seq: ev.Seq,
+		Collection: ev.Collection, Doc: ev.Doc, Outcome: outcome, Reason: reason,
 	})
+}
+
+// seqKey is one sequence of one writer.
+type seqKey struct {
+	writer ClientKey
+	seq    uint64
+}
+
+// seqEvent returns the id applied at sequence seq of writer k: the batch's,
+// else the store's; "" when none is held.
+func (a *applier) seqEvent(ctx context.Context, k ClientKey, seq uint64) (string, error) {
+	if id, ok := a.seqIDs[seqKey{k, seq}]; ok {
+		return id, nil
+	}
+	return a.store.SeqEvent(ctx, k, seq)
+}
+
+// remember records that ev applied at its sequence of writer k, whose mark
+// moved from old to hw, for the batch and the store; and lets the store
+// forget the ids that left the window, amortised: once per
+// forgetStep(window) sequences the mark passes, so a writer holds at most
+// window + step ids and a forgotten id costs one delete.
+func (a *applier) remember(k ClientKey, ev *events.Event, old uint64, hw *HighWater) {
+	a.seqIDs[seqKey{k, ev.Seq}] = ev.ID
+	a.batch.SeqEvents = append(a.batch.SeqEvents, SeqEvent{Writer: k, Seq: ev.Seq, Event: ev.ID})
+	floor := func(mark uint64) uint64 { // ids at or below it are outside the window
+		if mark <= a.holeWindow {
+			return 0
+		}
+		return mark - a.holeWindow
+	}
+	step := forgetStep(a.holeWindow)
+	if f := floor(hw.Seq); f/step > floor(old)/step {
+		if a.batch.ForgetSeqEvents == nil {
+			a.batch.ForgetSeqEvents = make(map[ClientKey]uint64)
+		}
+		a.batch.ForgetSeqEvents[k] = f
+	}
 }
 
 // add applies one message to the batch. Only store failures are errors: a
@@ -137,13 +197,13 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	if err := events.CheckDrift(ev.HLC, m.Time, a.maxDrift); err != nil {
 		return a.dead(m, ev, fmt.Sprintf("hlc: %v", err))
 	}
-	ck := ClientKey{Tenant: ev.Tenant, Client: ev.Client}
+	ck := ClientKey{Tenant: ev.Tenant, Client: ev.Client, Device: ev.Device}
 	hw, err := a.highWater(ctx, ck)
 	if err != nil {
 		return err
 	}
 	if hw.applied(ev.Seq) {
-		return a.duplicate(m, ev, hw)
+		return a.seen(ctx, m, ev, ck, hw)
 	}
 	if hw.ahead(ev.Seq, a.holeWindow) {
 		// Not recorded: the writer's real sequences below it stay new.
@@ -176,7 +236,9 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 			change = nil
 		}
 	}
+	old := hw.Seq
 	hw.record(ev.Seq, a.holeWindow)
+	a.remember(ck, ev, old, hw)
 	if a.batch.HighWater == nil {
 		a.batch.HighWater = make(map[ClientKey]HighWater)
 	}
