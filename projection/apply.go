@@ -251,7 +251,7 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		a.batch.Docs = append(a.batch.Docs, *d.Doc)
 	}
 	r := &events.Receipt{
-		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Seq: ev.Seq,
+		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Device: ev.Device, Seq: ev.Seq,
 		Collection: ev.Collection, Doc: ev.Doc, Outcome: d.Outcome, Reason: d.Reason, Version: version,
 	}
 	a.note(ev, d.Outcome, version)
@@ -268,6 +268,8 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	return a.receipt(m, r)
 }
 
+// receipt queues r on its writer's receipt subject (r.Subject(): the
+// device's, or the client's for a legacy log).
 func (a *applier) receipt(m rawMsg, r *events.Receipt) error {
 	if !a.outbox {
 		return nil
@@ -280,7 +282,7 @@ func (a *applier) receipt(m rawMsg, r *events.Receipt) error {
 		return err
 	}
 	a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
-		Subject: events.ReceiptSubject(r.Tenant, r.Client),
+		Subject: r.Subject(),
 		MsgID:   receiptMsgID(r), Header: a.trace(m.Header), Data: data,
 	})
 	return nil
@@ -290,13 +292,17 @@ func (a *applier) receipt(m rawMsg, r *events.Receipt) error {
 type sender struct {
 	ID     string `json:"id"`
 	Client string `json:"client"`
+	Device string `json:"device"`
 	Seq    uint64 `json:"seq"`
 }
 
 // dead refuses m: a dead letter with reason and, when the writer is known,
 // an invalid receipt. The tenant and the client are the subject's (what
 // NATS permissions vouched for), never the payload's, so a receipt can
-// neither leak across tenants nor reach a client a forged event named. ev
+// neither leak across tenants nor reach a client a forged event named. The
+// receipt goes to the payload's device (decoded, or read from the raw
+// payload when it is a valid name) only when the payload's client is the
+// subject's; otherwise to the subject client's legacy receipt subject. ev
 // is the decoded event when decoding succeeded.
 func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
 	a.stats.dead++
@@ -310,17 +316,21 @@ func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
 	}
 	var s sender
 	if ev != nil {
-		s = sender{ID: ev.ID, Seq: ev.Seq}
+		s = sender{ID: ev.ID, Client: ev.Client, Device: ev.Device, Seq: ev.Seq}
 	} else if json.Unmarshal(m.Data, &s) != nil {
 		s = sender{}
 	}
 	if _, err := events.ParseID(s.ID); err != nil {
 		s.ID = "" // not an event id: nothing to name, nobody to answer
 	}
-	s.Client = ""
+	client := ""
 	if addr, err := events.ParseEventSubject(m.Subject); err == nil {
-		s.Client = addr.Client
+		client = addr.Client
 	}
+	if s.Client != client || (s.Device != "" && events.ValidateName("device", s.Device, events.DefaultLimits.MaxNameBytes) != nil) {
+		s.Device = "" // a device of a client the subject did not vouch for, or no device at all
+	}
+	s.Client = client
 	reason = truncate(reason, maxReasonBytes)
 	// A reference to the message in EVENTS (subject, stream_seq) with a
 	// bounded copy, so the dead letter fits in a message whatever its cause.
@@ -340,7 +350,7 @@ func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
 		return nil
 	}
 	return a.receipt(m, &events.Receipt{
-		Event: s.ID, Tenant: tenant, Client: s.Client, Seq: s.Seq, Outcome: events.OutcomeInvalid, Reason: reason,
+		Event: s.ID, Tenant: tenant, Client: s.Client, Device: s.Device, Seq: s.Seq, Outcome: events.OutcomeInvalid, Reason: reason,
 	})
 }
 
@@ -372,12 +382,16 @@ func changeMsgID(d *Doc) string {
 }
 
 // receiptMsgID is the Nats-Msg-Id of receipt r: the write it answers, by
-// writer (tenant and client tokens), event id and client sequence. Two
-// writes that share an event id (another client's, or the same client's at
-// another sequence) never lose a receipt; a true duplicate's receipt,
-// inside JetStream's window, is dropped as the first one's repeat.
+// writer (tenant, client and, for a device's log, device tokens), event id
+// and sequence. Two writes that share an event id (another writer's, or
+// the same writer's at another sequence) never lose a receipt; a true
+// duplicate's receipt, inside JetStream's window, is dropped as the first
+// one's repeat. A legacy log's id is what it was before devices.
 func receiptMsgID(r *events.Receipt) string {
-	return fmt.Sprintf("rcpt:%s/%s/%s:%d", events.EncodeToken(r.Tenant), events.EncodeToken(r.Client), r.Event, r.Seq)
+	if r.Device == "" {
+		return fmt.Sprintf("rcpt:%s/%s/%s:%d", events.EncodeToken(r.Tenant), events.EncodeToken(r.Client), r.Event, r.Seq)
+	}
+	return fmt.Sprintf("rcpt:%s/%s/%s/%s:%d", events.EncodeToken(r.Tenant), events.EncodeToken(r.Client), events.EncodeToken(r.Device), r.Event, r.Seq)
 }
 
 // truncate cuts s to at most n bytes on a rune boundary, marking the cut.
