@@ -78,11 +78,15 @@ func (s *BoltStore) commitSeqEvents(tx *bolt.Tx, b *Batch) error {
 	if err != nil {
 		return fmt.Errorf("create bucket %s: %w", bucketSeqEvents, err)
 	}
+	buckets := make(map[ClientKey]*bolt.Bucket)
 	for _, e := range b.SeqEvents {
 		wk := writerKey(e.Writer)
-		wb, err := root.CreateBucketIfNotExists(wk)
-		if err != nil {
-			return fmt.Errorf("event ids of %s: %w", e.Writer, err)
+		wb := buckets[e.Writer]
+		if wb == nil {
+			if wb, err = root.CreateBucketIfNotExists(wk); err != nil {
+				return fmt.Errorf("event ids of %s: %w", e.Writer, err)
+			}
+			buckets[e.Writer] = wb
 		}
 		if err := wb.Put(u64(e.Seq), s.seal.SealValue(bucketSeqEvents, seqEventAAD(wk, e.Seq), []byte(e.Event))); err != nil {
 			return fmt.Errorf("remember event %s at sequence %d of %s: %w", e.Event, e.Seq, e.Writer, err)
