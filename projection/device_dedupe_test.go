@@ -250,3 +250,35 @@ func TestApplier_SeqEventsForgottenBelowWindow(t *testing.T) {
 		t.Errorf("id at seq 1, far below the window, still held: %s", id)
 	}
 }
+
+// A store written before devices holds a client's mark under
+// tenant\x00client: it reads as that client's legacy log (device ""), and
+// a device of the client is a writer of its own, starting from nothing.
+func TestBoltStore_LegacyMarkIsDeviceless(t *testing.T) {
+	r := newApplierRun(t, Config{})
+	err := r.store.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHWM).Put([]byte("t\x00alice"), encodeHighWater(HighWater{Seq: 5}))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := seqEvent("alice", 5, "d")
+	r.event(legacy)
+	if o := r.outcome(legacy.ID); o != events.OutcomeDuplicate {
+		t.Errorf("legacy log's seq 5 under an old mark of 5: %q, want duplicate (no id was kept then)", o)
+	}
+	dev := deviceEvent("alice", "01JNEWDEVICE00000000000000", 1, "d")
+	r.event(dev)
+	if o := r.outcome(dev.ID); o != events.OutcomeApplied {
+		t.Errorf("a device's seq 1: %q, want applied", o)
+	}
+	next := seqEvent("alice", 6, "e")
+	r.event(next)
+	hw, err := r.store.HighWater(t.Context(), "t", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := r.outcome(next.ID); o != events.OutcomeApplied || hw.Seq != 6 {
+		t.Errorf("legacy log's seq 6: %q, mark %+v; want applied, 6", o, hw)
+	}
+}
