@@ -292,8 +292,20 @@ func (a *applier) receipt(m rawMsg, r *events.Receipt) error {
 type sender struct {
 	ID     string `json:"id"`
 	Client string `json:"client"`
-	Device string `json:"device"`
+	Device string `json:"-"` // read on its own (rawDevice): a bad device must not cost the receipt
 	Seq    uint64 `json:"seq"`
+}
+
+// rawDevice returns the "device" string of an undecodable payload, "" when
+// it has none that reads as a string.
+func rawDevice(data []byte) string {
+	var d struct {
+		Device string `json:"device"`
+	}
+	if json.Unmarshal(data, &d) != nil {
+		return ""
+	}
+	return d.Device
 }
 
 // dead refuses m: a dead letter with reason and, when the writer is known,
@@ -319,6 +331,8 @@ func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
 		s = sender{ID: ev.ID, Client: ev.Client, Device: ev.Device, Seq: ev.Seq}
 	} else if json.Unmarshal(m.Data, &s) != nil {
 		s = sender{}
+	} else {
+		s.Device = rawDevice(m.Data)
 	}
 	if _, err := events.ParseID(s.ID); err != nil {
 		s.ID = "" // not an event id: nothing to name, nobody to answer

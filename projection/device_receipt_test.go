@@ -119,6 +119,11 @@ func TestApplier_InvalidReceiptDevice(t *testing.T) {
 			raw, _ := json.Marshal(map[string]any{"schema": 1, "id": ev.ID, "tenant": "t", "client": "mallory", "device": dev, "seq": 1, "op": "bogus"})
 			return ev.ID, ev.Subject(), raw
 		}, "alice", ""},
+		{"undecodable, device not a string", func(r *applierRun) (string, string, []byte) {
+			ev := deviceEvent("alice", dev, 1, "d")
+			raw, _ := json.Marshal(map[string]any{"schema": 1, "id": ev.ID, "tenant": "t", "client": "alice", "device": 7, "seq": 1, "op": "put"})
+			return ev.ID, ev.Subject(), raw
+		}, "alice", ""},
 		{"undecodable, device not a name", func(r *applierRun) (string, string, []byte) {
 			ev := deviceEvent("alice", dev, 1, "d")
 			raw, _ := json.Marshal(map[string]any{"schema": 1, "id": ev.ID, "tenant": "t", "client": "alice", "device": "a\x01b", "seq": 1, "op": "bogus"})
