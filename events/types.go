@@ -157,7 +157,8 @@ type Change struct {
 	Clocks     map[string]FieldClock `json:"clocks,omitempty"`    // per-field clocks, for field-level merge
 	Event      string                `json:"event"`               // the event that caused this change
 	Client     string                `json:"client"`              // its writer
-	Seq        uint64                `json:"seq"`                 // its client sequence
+	Device     string                `json:"device,omitempty"`    // its writer's device (Event.Device); empty for a legacy log
+	Seq        uint64                `json:"seq"`                 // its sequence in that device's log
 	Conflicts  []Conflict            `json:"conflicts,omitempty"` // open conflicts on the document
 	Settled    *Conflict             `json:"settled,omitempty"`   // the conflict this change settled or recorded
 	// AsWritten reports that this state is exactly what its cause event

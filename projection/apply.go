@@ -45,6 +45,7 @@ type applier struct {
 	batch    Batch
 	docs     map[events.DocAddress]Doc
 	hwm      map[ClientKey]*HighWater // the batch's view of each writer's mark; batch.HighWater holds copies
+	seqIDs   map[seqKey]string        // the event ids the batch applied, by writer and sequence (batch.SeqEvents)
 	stats    stepStats
 	outcomes map[outcomeKey]int // outcomes by policy (live projector only)
 	spans    []trace.Span       // apply spans, ended by finishSpans once the batch is out
@@ -63,9 +64,11 @@ func (a *applier) reset(checkpoint uint64) {
 	a.batch = Batch{Checkpoint: checkpoint}
 	clear(a.docs)
 	clear(a.hwm)
+	clear(a.seqIDs)
 	if a.docs == nil {
 		a.docs = make(map[events.DocAddress]Doc)
 		a.hwm = make(map[ClientKey]*HighWater)
+		a.seqIDs = make(map[seqKey]string)
 	}
 	a.stats = stepStats{}
 	clear(a.outcomes)
@@ -84,7 +87,7 @@ func (a *applier) highWater(ctx context.Context, k ClientKey) (*HighWater, error
 	if h, ok := a.hwm[k]; ok {
 		return h, nil
 	}
-	h, err := a.store.HighWater(ctx, k.Tenant, k.Client)
+	h, err := a.store.WriterHighWater(ctx, k)
 	if err != nil {
 		return nil, err
 	}
@@ -92,25 +95,82 @@ func (a *applier) highWater(ctx context.Context, k ClientKey) (*HighWater, error
 	return &h, nil
 }
 
-// duplicate is the receipt of an event whose client sequence was applied,
-// or is too far below the writer's mark to tell (hole window): the one
-// place such an event is decided, and logged when it may be a late event.
-func (a *applier) duplicate(m rawMsg, ev *events.Event, hw *HighWater) error {
+// seen decides an event whose sequence its writer k already used (or is
+// too far below the writer's mark to tell, see HighWater.behind): the one
+// place such an event is decided. Inside the dedupe window the id applied
+// at the sequence tells a true duplicate (the same event) from a reuse (a
+// log restored from a backup or copied wrote another event there); below
+// it, or for a sequence applied before ids were kept, it is taken for a
+// duplicate. Nothing changes either way; a reuse, and a duplicate that may
+// be a late event, are logged.
+func (a *applier) seen(ctx context.Context, m rawMsg, ev *events.Event, k ClientKey, hw *HighWater) error {
 	a.stats.duplicates++
+	outcome := events.OutcomeDuplicate
 	reason := fmt.Sprintf("client sequence %d already applied (high-water mark %d)", ev.Seq, hw.Seq)
 	if hw.behind(ev.Seq, a.holeWindow) {
 		reason = fmt.Sprintf("client sequence %d is too far behind the high-water mark %d to tell from a duplicate (dedupe window %d): taken for a duplicate",
 			ev.Seq, hw.Seq, a.holeWindow)
 		if a.outbox {
-			a.log.WarnContext(a.traceCtx(context.Background()), "event too far behind its writer to tell from a duplicate; dropped as a duplicate",
-				"event", ev.ID, "tenant", ev.Tenant, "client", ev.Client, "seq", ev.Seq, "high_water", hw.Seq, "stream_seq", m.Seq)
+			a.log.WarnContext(a.traceCtx(ctx), "event too far behind its writer to tell from a duplicate; dropped as a duplicate",
+				"event", ev.ID, "tenant", ev.Tenant, "client", ev.Client, "device", ev.Device, "seq", ev.Seq, "high_water", hw.Seq, "stream_seq", m.Seq)
+		}
+	} else {
+		held, err := a.seqEvent(ctx, k, ev.Seq)
+		if err != nil {
+			return err
+		}
+		if held != "" && held != ev.ID {
+			outcome = events.OutcomeReused
+			reason = fmt.Sprintf("sequence %d of this log already holds event %s: nothing changed; start a new log (device) and write the event again", ev.Seq, held)
+			if a.outbox {
+				a.log.WarnContext(a.traceCtx(ctx), "event reuses a sequence its writer's log gave another event (a restored or copied local store); answered reused",
+					"event", ev.ID, "held_by", held, "tenant", ev.Tenant, "client", ev.Client, "device", ev.Device, "seq", ev.Seq, "high_water", hw.Seq, "stream_seq", m.Seq)
+			}
 		}
 	}
-	a.note(ev, events.OutcomeDuplicate, 0)
+	a.note(ev, outcome, 0)
 	return a.receipt(m, &events.Receipt{
-		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Seq: ev.Seq,
-		Collection: ev.Collection, Doc: ev.Doc, Outcome: events.OutcomeDuplicate, Reason: reason,
+		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Device: ev.Device, Seq: ev.Seq,
+		Collection: ev.Collection, Doc: ev.Doc, Outcome: outcome, Reason: reason,
 	})
+}
+
+// seqKey is one sequence of one writer.
+type seqKey struct {
+	writer ClientKey
+	seq    uint64
+}
+
+// seqEvent returns the id applied at sequence seq of writer k: the batch's,
+// else the store's; "" when none is held.
+func (a *applier) seqEvent(ctx context.Context, k ClientKey, seq uint64) (string, error) {
+	if id, ok := a.seqIDs[seqKey{k, seq}]; ok {
+		return id, nil
+	}
+	return a.store.SeqEvent(ctx, k, seq)
+}
+
+// remember records that ev applied at its sequence of writer k, whose mark
+// moved from old to hw, for the batch and the store; and lets the store
+// forget the ids that left the window, amortised: once per
+// forgetStep(window) sequences the mark passes, so a writer holds at most
+// window + step ids and a forgotten id costs one delete.
+func (a *applier) remember(k ClientKey, ev *events.Event, old uint64, hw *HighWater) {
+	a.seqIDs[seqKey{k, ev.Seq}] = ev.ID
+	a.batch.SeqEvents = append(a.batch.SeqEvents, SeqEvent{Writer: k, Seq: ev.Seq, Event: ev.ID})
+	floor := func(mark uint64) uint64 { // ids at or below it are outside the window
+		if mark <= a.holeWindow {
+			return 0
+		}
+		return mark - a.holeWindow
+	}
+	step := forgetStep(a.holeWindow)
+	if f := floor(hw.Seq); f/step > floor(old)/step {
+		if a.batch.ForgetSeqEvents == nil {
+			a.batch.ForgetSeqEvents = make(map[ClientKey]uint64)
+		}
+		a.batch.ForgetSeqEvents[k] = f
+	}
 }
 
 // add applies one message to the batch. Only store failures are errors: a
@@ -139,13 +199,13 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	if err := events.CheckDrift(ev.HLC, m.Time, a.maxDrift); err != nil {
 		return a.dead(m, ev, fmt.Sprintf("hlc: %v", err))
 	}
-	ck := ClientKey{Tenant: ev.Tenant, Client: ev.Client}
+	ck := ClientKey{Tenant: ev.Tenant, Client: ev.Client, Device: ev.Device}
 	hw, err := a.highWater(ctx, ck)
 	if err != nil {
 		return err
 	}
 	if hw.applied(ev.Seq) {
-		return a.duplicate(m, ev, hw)
+		return a.seen(ctx, m, ev, ck, hw)
 	}
 	if hw.ahead(ev.Seq, a.holeWindow) {
 		// Not recorded: the writer's real sequences below it stay new.
@@ -178,7 +238,9 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 			change = nil
 		}
 	}
+	old := hw.Seq
 	hw.record(ev.Seq, a.holeWindow)
+	a.remember(ck, ev, old, hw)
 	if a.batch.HighWater == nil {
 		a.batch.HighWater = make(map[ClientKey]HighWater)
 	}
@@ -194,7 +256,7 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		a.batch.Docs = append(a.batch.Docs, *d.Doc)
 	}
 	r := &events.Receipt{
-		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Seq: ev.Seq,
+		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Device: ev.Device, Seq: ev.Seq,
 		Collection: ev.Collection, Doc: ev.Doc, Outcome: d.Outcome, Reason: d.Reason, Version: version,
 	}
 	a.note(ev, d.Outcome, version)
@@ -211,6 +273,8 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	return a.receipt(m, r)
 }
 
+// receipt queues r on its writer's receipt subject (r.Subject(): the
+// device's, or the client's for a legacy log).
 func (a *applier) receipt(m rawMsg, r *events.Receipt) error {
 	if !a.outbox {
 		return nil
@@ -223,7 +287,7 @@ func (a *applier) receipt(m rawMsg, r *events.Receipt) error {
 		return err
 	}
 	a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
-		Subject: events.ReceiptSubject(r.Tenant, r.Client),
+		Subject: r.Subject(),
 		MsgID:   receiptMsgID(r), Header: a.trace(m.Header), Data: data,
 	})
 	return nil
@@ -233,13 +297,29 @@ func (a *applier) receipt(m rawMsg, r *events.Receipt) error {
 type sender struct {
 	ID     string `json:"id"`
 	Client string `json:"client"`
+	Device string `json:"-"` // read on its own (rawDevice): a bad device must not cost the receipt
 	Seq    uint64 `json:"seq"`
+}
+
+// rawDevice returns the "device" string of an undecodable payload, "" when
+// it has none that reads as a string.
+func rawDevice(data []byte) string {
+	var d struct {
+		Device string `json:"device"`
+	}
+	if json.Unmarshal(data, &d) != nil {
+		return ""
+	}
+	return d.Device
 }
 
 // dead refuses m: a dead letter with reason and, when the writer is known,
 // an invalid receipt. The tenant and the client are the subject's (what
 // NATS permissions vouched for), never the payload's, so a receipt can
-// neither leak across tenants nor reach a client a forged event named. ev
+// neither leak across tenants nor reach a client a forged event named. The
+// receipt goes to the payload's device (decoded, or read from the raw
+// payload when it is a valid name) only when the payload's client is the
+// subject's; otherwise to the subject client's legacy receipt subject. ev
 // is the decoded event when decoding succeeded.
 func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
 	a.stats.dead++
@@ -253,17 +333,23 @@ func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
 	}
 	var s sender
 	if ev != nil {
-		s = sender{ID: ev.ID, Seq: ev.Seq}
+		s = sender{ID: ev.ID, Client: ev.Client, Device: ev.Device, Seq: ev.Seq}
 	} else if json.Unmarshal(m.Data, &s) != nil {
 		s = sender{}
+	} else {
+		s.Device = rawDevice(m.Data)
 	}
 	if _, err := events.ParseID(s.ID); err != nil {
 		s.ID = "" // not an event id: nothing to name, nobody to answer
 	}
-	s.Client = ""
+	client := ""
 	if addr, err := events.ParseEventSubject(m.Subject); err == nil {
-		s.Client = addr.Client
+		client = addr.Client
 	}
+	if s.Client != client || (s.Device != "" && events.ValidateName("device", s.Device, events.DefaultLimits.MaxNameBytes) != nil) {
+		s.Device = "" // a device of a client the subject did not vouch for, or no device at all
+	}
+	s.Client = client
 	reason = truncate(reason, maxReasonBytes)
 	// A reference to the message in EVENTS (subject, stream_seq) with a
 	// bounded copy, so the dead letter fits in a message whatever its cause.
@@ -283,7 +369,7 @@ func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
 		return nil
 	}
 	return a.receipt(m, &events.Receipt{
-		Event: s.ID, Tenant: tenant, Client: s.Client, Seq: s.Seq, Outcome: events.OutcomeInvalid, Reason: reason,
+		Event: s.ID, Tenant: tenant, Client: s.Client, Device: s.Device, Seq: s.Seq, Outcome: events.OutcomeInvalid, Reason: reason,
 	})
 }
 
@@ -315,12 +401,16 @@ func changeMsgID(d *Doc) string {
 }
 
 // receiptMsgID is the Nats-Msg-Id of receipt r: the write it answers, by
-// writer (tenant and client tokens), event id and client sequence. Two
-// writes that share an event id (another client's, or the same client's at
-// another sequence) never lose a receipt; a true duplicate's receipt,
-// inside JetStream's window, is dropped as the first one's repeat.
+// writer (tenant, client and, for a device's log, device tokens), event id
+// and sequence. Two writes that share an event id (another writer's, or
+// the same writer's at another sequence) never lose a receipt; a true
+// duplicate's receipt, inside JetStream's window, is dropped as the first
+// one's repeat. A legacy log's id is what it was before devices.
 func receiptMsgID(r *events.Receipt) string {
-	return fmt.Sprintf("rcpt:%s/%s/%s:%d", events.EncodeToken(r.Tenant), events.EncodeToken(r.Client), r.Event, r.Seq)
+	if r.Device == "" {
+		return fmt.Sprintf("rcpt:%s/%s/%s:%d", events.EncodeToken(r.Tenant), events.EncodeToken(r.Client), r.Event, r.Seq)
+	}
+	return fmt.Sprintf("rcpt:%s/%s/%s/%s:%d", events.EncodeToken(r.Tenant), events.EncodeToken(r.Client), events.EncodeToken(r.Device), r.Event, r.Seq)
 }
 
 // truncate cuts s to at most n bytes on a rune boundary, marking the cut.

@@ -21,7 +21,7 @@ var _ PartitionedStore = (*BoltStore)(nil)
 var (
 	bucketDocs      = []byte("docs")      // address key -> encoded events.Change (Settled nil)
 	bucketConflicts = []byte("conflicts") // address key \x00 conflict id -> encoded events.Conflict
-	bucketHWM       = []byte("hwm")       // tenant \x00 client -> encoded HighWater (see encodeHighWater)
+	bucketHWM       = []byte("hwm")       // hwmKey -> encoded HighWater (see encodeHighWater)
 	bucketMeta      = []byte("meta")      // "checkpoint" -> uint64 big endian
 	bucketOutbox    = []byte("outbox")    // uint64 big endian -> encoded outboxRecord
 	keyCheckpoint   = []byte("checkpoint")
@@ -54,6 +54,9 @@ type BoltStore struct {
 	// The buckets of the progress this Store keeps (the whole store's,
 	// or a partition's).
 	bMeta, bHWM, bOutbox []byte
+	// bSeq holds the remembered event ids per writer and sequence
+	// (bolt_writers.go): bucketSeqEvents, or the partition's own.
+	bSeq []byte
 
 	mu      sync.RWMutex
 	closed  bool
@@ -105,7 +108,7 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("open view store %s: %w", path, err)
 	}
-	s := &BoltStore{db: db, seal: opts.Cipher, bMeta: bucketMeta, bHWM: bucketHWM, bOutbox: bucketOutbox}
+	s := &BoltStore{db: db, seal: opts.Cipher, bMeta: bucketMeta, bHWM: bucketHWM, bOutbox: bucketOutbox, bSeq: bucketSeqEvents}
 	s.root = s
 	return s, nil
 }
@@ -175,7 +178,11 @@ func (s *BoltStore) Partition(ctx context.Context, p Partition) (Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("partition %s of view store %s: %w", p, s.db.Path(), err)
 	}
-	return &BoltStore{db: s.db, seal: s.seal, root: s, part: p, bMeta: meta, bHWM: hwm, bOutbox: outbox}, nil
+	// A partition remembers the event ids of its own writers' sequences
+	// from its start on; the whole store's are not copied (a sequence reused
+	// across that moment is answered duplicate, as below the window).
+	seqb := []byte(fmt.Sprintf("p%d.%d.seq_events", p.Count, p.Index))
+	return &BoltStore{db: s.db, seal: s.seal, root: s, part: p, bMeta: meta, bHWM: hwm, bOutbox: outbox, bSeq: seqb}, nil
 }
 
 // Path returns the file the store lives in.
@@ -283,8 +290,15 @@ func (s *BoltStore) Get(ctx context.Context, addr events.DocAddress) (Doc, error
 	return d, nil
 }
 
-func hwmKey(tenant, client string) []byte {
-	return append(append([]byte(tenant), 0), client...)
+// hwmKey names a writer in bucketHWM: tenant \x00 client, then \x00
+// device when it has one, so a legacy log (device "") keeps the key it had
+// before devices. Names hold no control character, so no key is another's.
+func hwmKey(tenant, client, device string) []byte {
+	k := append(append([]byte(tenant), 0), client...)
+	if device != "" {
+		k = append(append(k, 0), device...)
+	}
+	return k
 }
 
 // encodeHighWater encodes h as its Seq (uint64 big endian, first, so a
@@ -382,16 +396,7 @@ func decodeHighWater(b []byte) (HighWater, error) {
 
 // HighWater implements Store.
 func (s *BoltStore) HighWater(ctx context.Context, tenant, client string) (HighWater, error) {
-	var h HighWater
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		var err error
-		h, err = decodeHighWater(tx.Bucket(s.bHWM).Get(hwmKey(tenant, client)))
-		return err
-	})
-	if err != nil {
-		return HighWater{}, fmt.Errorf("read high-water mark of %s/%s: %w", tenant, client, err)
-	}
-	return h, nil
+	return s.WriterHighWater(ctx, ClientKey{Tenant: tenant, Client: client})
 }
 
 // Checkpoint implements Store.
@@ -486,13 +491,16 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 		}
 		hwm := tx.Bucket(s.bHWM)
 		for c, h := range b.HighWater {
-			k := hwmKey(c.Tenant, c.Client)
+			k := hwmKey(c.Tenant, c.Client, c.Device)
 			if old := hwm.Get(k); len(old) >= 8 && binary.BigEndian.Uint64(old) > h.Seq {
 				continue // a mark never goes back
 			}
 			if err := hwm.Put(k, encodeHighWater(h)); err != nil {
 				return err
 			}
+		}
+		if err := s.commitSeqEvents(tx, b); err != nil {
+			return err
 		}
 		out := tx.Bucket(s.bOutbox)
 		for _, k := range b.Published {

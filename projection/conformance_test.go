@@ -42,9 +42,8 @@ type conformanceCase struct {
 
 // conformanceFeatures are the features of the corpus's "requires" lists
 // that this projector implements. "devices": writers are (tenant, client,
-// device), receipts on the device's subject, outcome reused; it comes with
-// the device-aware projector (branch h10-devices), which must add it here.
-var conformanceFeatures = map[string]bool{}
+// device), receipts on the device's subject, outcome reused.
+var conformanceFeatures = map[string]bool{"devices": true}
 
 // TestConformance replays the protocol's conformance corpus through the
 // real projector on an embedded JetStream: every event published as a

@@ -26,6 +26,11 @@ const (
 	DefaultMaxHoleRanges = DefaultHoleWindow / 2
 )
 
+// forgetStep is how many sequences a writer's mark passes between two
+// times the applier lets the store forget the event ids that left its
+// window (Batch.ForgetSeqEvents): a sixteenth of the window, at least 1.
+func forgetStep(window uint64) uint64 { return max(window/16, 1) }
+
 // applied reports whether client sequence seq has been applied: at or
 // below the mark and not a hole.
 func (h *HighWater) applied(seq uint64) bool {
@@ -106,4 +111,13 @@ func (h *HighWater) record(seq, window uint64) {
 	if len(h.Holes) == 0 {
 		h.Holes = nil
 	}
+}
+
+// String names the writer in errors and logs: tenant/client, then
+// /device when it has one.
+func (k ClientKey) String() string {
+	if k.Device == "" {
+		return k.Tenant + "/" + k.Client
+	}
+	return k.Tenant + "/" + k.Client + "/" + k.Device
 }

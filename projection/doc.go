@@ -58,8 +58,9 @@
 //     live state, whatever its base version; with no such open conflict it
 //     is rejected. Fresh writes during an open manual conflict apply and
 //     the conflict stays open.
-//   - Duplicates: an event whose client sequence was applied before gets a
-//     duplicate receipt and changes nothing (see Duplicates below).
+//   - Duplicates: an event whose writer's sequence was applied before gets
+//     a duplicate receipt, or a reused one when another event holds the
+//     sequence, and changes nothing (see Duplicates below).
 //   - An event id names one write: an event whose id is the cause of the
 //     document's current state or an open conflict's id, but which is not
 //     that write (another writer or sequence; a true duplicate was answered
@@ -67,19 +68,24 @@
 //
 // # Duplicates
 //
+// The writer is a device's log, not a user: (tenant, client, device), a
+// [ClientKey], with Device "" for a client's one legacy log (events with no
+// device, stored under the key marks had before devices). A user's phone
+// and laptop each number their events from 1 and never see each other's
+// writes as duplicates.
+//
 // JetStream drops a republished event inside its dedupe window; the
 // projector drops the copies that come later (a client crashed between a
 // publish and storing its ack, and republished after the window). It cannot
-// use a plain high-water mark of the writer's client sequence: the producer
-// keeps a writer's events in order per document only, so an event held back
+// use a plain high-water mark of the writer's sequence: the producer keeps
+// a writer's events in order per document only, so an event held back
 // behind its document, or one whose publish failed in the middle of the
 // producer's window, reaches EVENTS after events with higher sequences, and
 // a mark would drop it as a duplicate: a write lost silently. So per writer
-// (tenant and client) the store keeps a [HighWater]: the mark and the holes
-// below it, sequences not seen yet. An event above the mark applies and the
-// sequences it skipped become a hole; an event in a hole applies and fills
-// it; anything else is a duplicate. The mark and holes are committed with
-// the view, in the same transaction.
+// the store keeps a [HighWater]: the mark and the holes below it, sequences
+// not seen yet. An event above the mark applies and the sequences it
+// skipped become a hole; an event in a hole applies and fills it; anything
+// else was seen before (below).
 //
 // One number bounds it all, the dedupe window [Config].HoleWindow (default
 // 65536, the producer's largest MaxInFlight; at most [MaxHoleWindow]):
@@ -87,6 +93,17 @@
 //   - every hole less than the window below the mark is remembered, however
 //     many there are (at most window/2 ranges); nothing inside the window
 //     is ever forgotten, so a late first-time event there always applies;
+//   - for every event applied at a sequence less than the window below the
+//     mark, its id is remembered under (writer, sequence). An event at such
+//     a sequence that was applied is a true duplicate when its id is the
+//     remembered one: a duplicate receipt. With another id it is reused:
+//     the writer's log was restored from an older backup or copied to a
+//     second place and wrote another event there. It gets an
+//     [events.OutcomeReused] receipt whose reason names the event holding
+//     the sequence, nothing changes, no dead letter, and a warning is
+//     logged; the device must start a new log and write the event again
+//     (producer.Log.Reissue). A sequence applied by a store written before
+//     ids were kept has none remembered and is taken for a duplicate;
 //   - an event more than the window above the mark is refused: a dead
 //     letter and an invalid receipt whose reason names the window. The
 //     producer never lets an event be overtaken by as much as its window,
@@ -94,16 +111,34 @@
 //     (not recording it) keeps the writer's real later writes from being
 //     taken for duplicates;
 //   - an event the window or more below the mark is too far behind to tell
-//     from a duplicate (its hole, if it was one, belongs to an event that
-//     failed for good at the producer): it gets a duplicate receipt whose
-//     reason says "too far behind", and a warning is logged.
+//     from a duplicate or a reuse (its hole, if it was one, belongs to an
+//     event that failed for good at the producer; its id is forgotten): it
+//     gets a duplicate receipt whose reason says "too far behind", and a
+//     warning is logged. A client must detect a reuse that deep itself: it
+//     forks its log on any receipt for a sequence of its device it never
+//     wrote (producer.Log.ObserveReceipt), which the receipts of what its
+//     other copy wrote give it.
 //
-// The store encodes a mark in at most 18 + window/8 bytes (8 KiB at the
-// default): the holes as ranges, or as a bitmap of the window when that is
-// smaller; a mark with no holes is 8 bytes, and stores written before the
-// bitmap read as they were. In-order sequences, the common case, never
-// touch the holes. Verify must run with the live HoleWindow to decide the
-// same.
+// The marks, the holes and the remembered ids are committed with the view,
+// in the same transaction ([Batch].HighWater, SeqEvents and
+// ForgetSeqEvents), and decided by the one applier, so a rebuild ([Verify])
+// decides the same; it must run with the live HoleWindow. The ids that
+// leave the window are forgotten in bulk once per window/16 sequences the
+// mark passes, so a writer holds at most window + window/16 of them and
+// each costs one insert and one delete. The store encodes a mark in at most
+// 18 + window/8 bytes (8 KiB at the default): the holes as ranges, or as a
+// bitmap of the window when that is smaller; a mark with no holes is 8
+// bytes, and stores written before the bitmap read as they were. In-order
+// sequences, the common case, never touch the holes. In an encrypted store
+// the writers' names are keys, in the clear like the marks; the remembered
+// ids are sealed.
+//
+// Receipts go to their writer's device: [events.Receipt].Device is the
+// event's, the subject is [events.Event.ReceiptSubject]
+// (ebb.rcpt.<tenant>.<client>.<device>, the client's subject for a legacy
+// log), and the message id names the device (see events/PROTOCOL.md). An
+// invalid receipt goes to the subject's tenant and client, and to the
+// payload's device only when the payload's client is the subject's.
 //
 // Nothing is lost silently (invariant 6): what lww and merge overwrite, on
 // either side, is kept as a conflict record with status overwritten (Sides[0]

@@ -21,7 +21,8 @@ type Doc struct {
 	HLC                    events.HLC                   // of the write that made this state
 	Clocks                 map[string]events.FieldClock // per field, kept under every policy (merge needs them)
 	Event, Client          string                       // the event that caused this state and its writer
-	Seq                    uint64                       // its client sequence
+	Device                 string                       // the writer's device (events.Event.Device); "" for a legacy log
+	Seq                    uint64                       // its sequence in that device's log
 	Conflicts              []events.Conflict            // open conflicts (manual)
 	// AsWritten: this state is exactly what Event wrote onto the state its
 	// writer saw (decided fresh, or a resolve), so an event built on Event
@@ -49,6 +50,7 @@ func DocFromChange(c *events.Change) Doc {
 		Clocks:    cloneClocks(c.Clocks),
 		Event:     c.Event,
 		Client:    c.Client,
+		Device:    c.Device,
 		Seq:       c.Seq,
 		Conflicts: cloneConflicts(c.Conflicts),
 		AsWritten: c.AsWritten,
@@ -69,6 +71,7 @@ func (d *Doc) Change(settled *events.Conflict) *events.Change {
 		Clocks:    cloneClocks(d.Clocks),
 		Event:     d.Event,
 		Client:    d.Client,
+		Device:    d.Device,
 		Seq:       d.Seq,
 		Conflicts: cloneConflicts(d.Conflicts),
 		AsWritten: d.AsWritten,
@@ -106,7 +109,7 @@ type Decision struct {
 // give the same Decision, with no clocks, randomness or I/O, because a
 // rebuild of the view replays every event through it again. It must not
 // modify cur or ev. Decide fixes the address, version (+1) and cause (event,
-// client, seq) of a returned Doc, so a resolver need only compute fields.
+// client, device, seq) of a returned Doc, so a resolver need only compute fields.
 type Resolver interface {
 	Resolve(cur Doc, ev *events.Event) (Decision, error)
 }
@@ -351,7 +354,7 @@ func normalize(r Resolver, cur Doc, ev *events.Event, d Decision) (Decision, err
 		n := d.Doc.Clone()
 		n.Tenant, n.Collection, n.ID = cur.Tenant, cur.Collection, cur.ID
 		n.Version = cur.Version + 1
-		n.Event, n.Client, n.Seq = ev.ID, ev.Client, ev.Seq
+		n.Event, n.Client, n.Device, n.Seq = ev.ID, ev.Client, ev.Device, ev.Seq
 		n.AsWritten = false // shaped by a policy, whatever it says
 		if n.Deleted {
 			n.Fields = nil
@@ -406,7 +409,7 @@ func next(cur Doc, ev *events.Event) Doc {
 	n := cur.Clone()
 	n.Version = cur.Version + 1
 	n.HLC = ev.HLC
-	n.Event, n.Client, n.Seq = ev.ID, ev.Client, ev.Seq
+	n.Event, n.Client, n.Device, n.Seq = ev.ID, ev.Client, ev.Device, ev.Seq
 	n.AsWritten = false
 	return n
 }

@@ -69,6 +69,7 @@ type pgSQL struct {
 	getDoc, getHWM, checkpoint, streams, lockMeta, updateMeta    string
 	upsertDocs, upsertConflicts, upsertHWM, deleteOut, insertOut string
 	outbox, conflicts, scan, scanConflicts                       string
+	getSeqEvent, upsertSeqEvents, forgetSeqEvents                string
 }
 
 func newPgSQL(schema string) pgSQL {
@@ -76,7 +77,7 @@ func newPgSQL(schema string) pgSQL {
 	r := strings.NewReplacer("{s}", q)
 	return pgSQL{
 		getDoc:     r.Replace(`SELECT state FROM {s}.docs WHERE tenant = $1 AND collection = $2 AND doc = $3`),
-		getHWM:     r.Replace(`SELECT state FROM {s}.high_water WHERE tenant = $1 AND client = $2`),
+		getHWM:     r.Replace(`SELECT state FROM {s}.high_water WHERE tenant = $1 AND client = $2 AND device = $3`),
 		checkpoint: r.Replace(`SELECT checkpoint FROM {s}.meta WHERE id = 1`),
 		streams:    r.Replace(`SELECT streams FROM {s}.meta WHERE id = 1`),
 		lockMeta:   r.Replace(`SELECT checkpoint, next_outbox FROM {s}.meta WHERE id = 1 FOR UPDATE`),
@@ -91,9 +92,15 @@ ON CONFLICT (tenant, collection, doc) DO UPDATE SET version = excluded.version, 
 		upsertConflicts: r.Replace(`INSERT INTO {s}.conflicts (tenant, collection, doc, id, policy, status, record)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[])
 ON CONFLICT (tenant, collection, doc, id) DO UPDATE SET policy = excluded.policy, status = excluded.status, record = excluded.record`),
-		upsertHWM: r.Replace(`INSERT INTO {s}.high_water AS h (tenant, client, seq, state)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])
-ON CONFLICT (tenant, client) DO UPDATE SET seq = excluded.seq, state = excluded.state WHERE h.seq <= excluded.seq`),
+		upsertHWM: r.Replace(`INSERT INTO {s}.high_water AS h (tenant, client, device, seq, state)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[])
+ON CONFLICT (tenant, client, device) DO UPDATE SET seq = excluded.seq, state = excluded.state WHERE h.seq <= excluded.seq`),
+		getSeqEvent: r.Replace(`SELECT event FROM {s}.seq_events WHERE tenant = $1 AND client = $2 AND device = $3 AND seq = $4`),
+		upsertSeqEvents: r.Replace(`INSERT INTO {s}.seq_events (tenant, client, device, seq, event)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+ON CONFLICT (tenant, client, device, seq) DO UPDATE SET event = excluded.event`),
+		forgetSeqEvents: r.Replace(`DELETE FROM {s}.seq_events AS e USING unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS f(t, c, d, s)
+WHERE e.tenant = f.t AND e.client = f.c AND e.device = f.d AND e.seq <= f.s`),
 		deleteOut: r.Replace(`DELETE FROM {s}.outbox WHERE key = ANY($1::bigint[])`),
 		insertOut: r.Replace(`INSERT INTO {s}.outbox (key, subject, msg_id, header, data)
 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::bytea[])`),
@@ -223,11 +230,33 @@ func (s *PostgresStore) Get(ctx context.Context, addr events.DocAddress) (Doc, e
 
 // HighWater implements Store.
 func (s *PostgresStore) HighWater(ctx context.Context, tenant, client string) (HighWater, error) {
+	return s.WriterHighWater(ctx, ClientKey{Tenant: tenant, Client: client})
+}
+
+// SeqEvent implements Store.
+func (s *PostgresStore) SeqEvent(ctx context.Context, k ClientKey, seq uint64) (string, error) {
+	var id string
+	err := s.use(ctx)
+	if err == nil && seq <= math.MaxInt64 {
+		err = s.pool.QueryRow(ctx, s.sql.getSeqEvent, k.Tenant, k.Client, k.Device, int64(seq)).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return "", nil
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the event at sequence %d of %v: %w", seq, k, s.fail(err))
+	}
+	return id, nil
+}
+
+// WriterHighWater implements Store.
+func (s *PostgresStore) WriterHighWater(ctx context.Context, k ClientKey) (HighWater, error) {
+	tenant, client := k.Tenant, k.Client
 	var h HighWater
 	err := s.use(ctx)
 	if err == nil {
 		var state []byte
-		err = s.pool.QueryRow(ctx, s.sql.getHWM, tenant, client).Scan(&state)
+		err = s.pool.QueryRow(ctx, s.sql.getHWM, tenant, client, k.Device).Scan(&state)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			return HighWater{}, nil
@@ -317,6 +346,7 @@ func (s *PostgresStore) commit(ctx context.Context, b *Batch) ([]uint64, error) 
 		return nil, err
 	}
 	hwm := hwmColumns(b.HighWater)
+	seqs, forget := seqEventColumns(b.SeqEvents, b.ForgetSeqEvents)
 
 	var keys []uint64
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -345,7 +375,13 @@ func (s *PostgresStore) commit(ctx context.Context, b *Batch) ([]uint64, error) 
 			pb.Queue(s.sql.upsertConflicts, confs.tenant, confs.collection, confs.doc, confs.id, confs.policy, confs.status, confs.record)
 		}
 		if len(hwm.tenant) > 0 {
-			pb.Queue(s.sql.upsertHWM, hwm.tenant, hwm.client, hwm.seq, hwm.state)
+			pb.Queue(s.sql.upsertHWM, hwm.tenant, hwm.client, hwm.device, hwm.seq, hwm.state)
+		}
+		if len(seqs.tenant) > 0 {
+			pb.Queue(s.sql.upsertSeqEvents, seqs.tenant, seqs.client, seqs.device, seqs.seq, seqs.event)
+		}
+		if len(forget.tenant) > 0 {
+			pb.Queue(s.sql.forgetSeqEvents, forget.tenant, forget.client, forget.device, forget.seq)
 		}
 		if len(b.Published) > 0 {
 			pub := make([]int64, len(b.Published))
@@ -447,18 +483,52 @@ func conflictColumns(in []ConflictRecord) (conflictCols, error) {
 }
 
 type hwmCols struct {
-	tenant, client []string
-	seq            []int64
-	state          [][]byte
+	tenant, client, device []string
+	seq                    []int64
+	state                  [][]byte
 }
 
 func hwmColumns(in map[ClientKey]HighWater) hwmCols {
 	var c hwmCols
 	for k, h := range in {
-		c.tenant, c.client = append(c.tenant, k.Tenant), append(c.client, k.Client)
+		c.tenant, c.client, c.device = append(c.tenant, k.Tenant), append(c.client, k.Client), append(c.device, k.Device)
 		c.seq, c.state = append(c.seq, int64(min(h.Seq, math.MaxInt64))), append(c.state, encodeHighWater(h))
 	}
 	return c
+}
+
+type seqEventCols struct {
+	tenant, client, device, event []string
+	seq                           []int64
+}
+
+// seqEventColumns lays out the ids to remember (one row per writer and
+// sequence: a later entry wins) and, per writer, the sequence at or below
+// which the remembered ids may go.
+func seqEventColumns(in []SeqEvent, forget map[ClientKey]uint64) (seqEventCols, seqEventCols) {
+	var c, f seqEventCols
+	type key struct {
+		w   ClientKey
+		seq uint64
+	}
+	at := make(map[key]int, len(in))
+	for _, e := range in {
+		if e.Seq > math.MaxInt64 {
+			continue // beyond any sequence the window keeps
+		}
+		if j, ok := at[key{e.Writer, e.Seq}]; ok {
+			c.event[j] = e.Event
+			continue
+		}
+		at[key{e.Writer, e.Seq}] = len(c.tenant)
+		c.tenant, c.client, c.device = append(c.tenant, e.Writer.Tenant), append(c.client, e.Writer.Client), append(c.device, e.Writer.Device)
+		c.seq, c.event = append(c.seq, int64(e.Seq)), append(c.event, e.Event)
+	}
+	for w, seq := range forget {
+		f.tenant, f.client, f.device = append(f.tenant, w.Tenant), append(f.client, w.Client), append(f.device, w.Device)
+		f.seq = append(f.seq, int64(min(seq, math.MaxInt64)))
+	}
+	return c, f
 }
 
 type outboxCols struct {

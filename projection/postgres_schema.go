@@ -78,6 +78,24 @@ CREATE TABLE {s}.outbox (
 	data    bytea NOT NULL
 );
 `,
+	// 2: devices. A writer is (tenant, client, device): marks gain the
+	// device ('' for a client's legacy log), and the event ids applied at
+	// each writer's sequences inside the dedupe window are remembered, so
+	// a sequence reused by another event is told from a duplicate.
+	`
+ALTER TABLE {s}.high_water ADD COLUMN device text COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE {s}.high_water DROP CONSTRAINT high_water_pkey;
+ALTER TABLE {s}.high_water ADD PRIMARY KEY (tenant, client, device);
+
+CREATE TABLE {s}.seq_events (
+	tenant text COLLATE "C" NOT NULL,
+	client text COLLATE "C" NOT NULL,
+	device text COLLATE "C" NOT NULL,
+	seq    bigint NOT NULL,
+	event  text NOT NULL,
+	PRIMARY KEY (tenant, client, device, seq)
+);
+`,
 }
 
 // migrate creates or upgrades the view schema in one transaction, under an
@@ -124,3 +142,7 @@ INSERT INTO `+q+`.schema_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO
 		return nil
 	})
 }
+
+// PostgresSchemaVersion is the version of the view schema this code
+// migrates to.
+var PostgresSchemaVersion = len(pgMigrations)

@@ -114,8 +114,8 @@ func TestPostgresStore_ConcurrentOpen(t *testing.T) {
 		t.Error(err)
 	}
 	var version int
-	if err := mustConnect(t, srv).QueryRow(context.Background(), `SELECT version FROM `+schema+`.schema_version`).Scan(&version); err != nil || version != 1 {
-		t.Fatalf("schema version %d (%v), want 1", version, err)
+	if err := mustConnect(t, srv).QueryRow(context.Background(), `SELECT version FROM `+schema+`.schema_version`).Scan(&version); err != nil || version != projection.PostgresSchemaVersion {
+		t.Fatalf("schema version %d (%v), want %d", version, err, projection.PostgresSchemaVersion)
 	}
 }
 

@@ -21,6 +21,15 @@ type Store interface {
 	// HighWater returns which client sequences of the client of a tenant
 	// have been applied: the zero HighWater when none.
 	HighWater(ctx context.Context, tenant, client string) (HighWater, error)
+	// WriterHighWater returns which sequences of writer k have been
+	// applied: the zero HighWater when none. HighWater(ctx, t, c) is
+	// WriterHighWater of ClientKey{t, c, ""}, the client's legacy log.
+	WriterHighWater(ctx context.Context, k ClientKey) (HighWater, error)
+	// SeqEvent returns the id of the event applied at sequence seq of
+	// writer k, as committed by Batch.SeqEvents: "" when none is held
+	// (never applied, written before ids were kept, or forgotten by
+	// Batch.ForgetSeqEvents).
+	SeqEvent(ctx context.Context, k ClientKey, seq uint64) (string, error)
 	// Checkpoint returns the last EVENTS sequence committed, 0 when none.
 	Checkpoint(ctx context.Context) (uint64, error)
 	// Streams returns the stream marks last committed (Batch.Streams): the
@@ -73,8 +82,19 @@ type PartitionedStore interface {
 	Partition(ctx context.Context, p Partition) (Store, error)
 }
 
-// ClientKey names one writer: high-water marks are kept per tenant and client.
-type ClientKey struct{ Tenant, Client string }
+// ClientKey names one writer: high-water marks are kept per tenant, client
+// and device (one local log of the client; events.Event.Device). Device ""
+// is the client's one legacy log, stored as marks were before devices.
+type ClientKey struct{ Tenant, Client, Device string }
+
+// SeqEvent is the event applied at one sequence of one writer, remembered
+// while the sequence is inside the dedupe window so that another event
+// reusing the sequence is told from a true duplicate.
+type SeqEvent struct {
+	Writer ClientKey
+	Seq    uint64
+	Event  string // the event id
+}
 
 // HighWater is what the projector has applied of one writer: every client
 // sequence up to Seq except the Holes. A hole is a sequence below Seq not
@@ -154,4 +174,10 @@ type Batch struct {
 	HighWater map[ClientKey]HighWater // new marks, each replacing the stored one whole; one with a Seq below the stored Seq is ignored (a mark never goes back)
 	Outbox    []OutboxEntry           // messages to add (Commit assigns Key)
 	Published []uint64                // outbox keys to delete
+	// SeqEvents are event ids to remember by writer and sequence
+	// (Store.SeqEvent), replacing any held for the same one.
+	SeqEvents []SeqEvent
+	// ForgetSeqEvents lets the store drop, per writer, the ids of every
+	// sequence at or below the given one (they left the dedupe window).
+	ForgetSeqEvents map[ClientKey]uint64
 }

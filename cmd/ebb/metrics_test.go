@@ -81,18 +81,18 @@ func TestMetrics_OutcomesAndLag(t *testing.T) {
 	if r := b.receipt(stale.ID); r.Outcome != events.OutcomeConflict {
 		t.Fatalf("stale edit under manual: %+v", r)
 	}
-	// lww: a create, then a copy of it under a new id with the same client
-	// sequence (a republish beyond the dedupe window): duplicate.
+	// lww: a create, then another event under a new id at the same client
+	// sequence (a copied or restored local store): reused, not duplicate.
 	note := a.event(events.OpPut, "notes", "n1", 0, `{"body":"x"}`)
 	a.push(note)
 	a.receipt(note.ID)
 	again := note
 	again.ID = a.ids.New().String()
 	if st := a.push(again); st[0] != gateway.StatusAccepted {
-		t.Fatalf("push of the late copy: %v", st)
+		t.Fatalf("push of the event at a used sequence: %v", st)
 	}
-	if r := a.receipt(again.ID); r.Outcome != events.OutcomeDuplicate {
-		t.Fatalf("late copy: %+v", r)
+	if r := a.receipt(again.ID); r.Outcome != events.OutcomeReused {
+		t.Fatalf("another event at a used sequence: %+v", r)
 	}
 	// Garbage straight into EVENTS: dead letter, outcome invalid.
 	if _, err := js.Publish(t.Context(), events.EventSubject("acme", "junk-client", "todos", "junk"), []byte("not json")); err != nil {
@@ -103,7 +103,7 @@ func TestMetrics_OutcomesAndLag(t *testing.T) {
 		outcome("manual", events.OutcomeApplied):           1,
 		outcome("manual", events.OutcomeConflict):          1,
 		outcome("lww", events.OutcomeApplied):              1,
-		outcome("lww", events.OutcomeDuplicate):            1,
+		outcome("lww", events.OutcomeReused):               1,
 		outcome(projectionNoPolicy, events.OutcomeInvalid): 1,
 		"ebb_projector_dead_letters_total":                 1,
 		"ebb_projector_lag":                                0,

@@ -30,6 +30,8 @@ func RunStoreSuite(t *testing.T, newStore func(t *testing.T) projection.Store) {
 		{"HighWaterNeverLowered", testHighWater},
 		{"HighWaterHoles", testHighWaterHoles},
 		{"HighWaterManyHoles", testHighWaterManyHoles},
+		{"DeviceWriters", testDeviceWriters},
+		{"SeqEvents", testSeqEvents},
 		{"CheckpointBackwardsIsAtomic", testCheckpointBackwards},
 		{"StreamMarks", testStreamMarks},
 		{"Reanchor", testReanchor},
