@@ -272,11 +272,14 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 		return nil, fmt.Errorf("open replica %s: %w", cfg.Dir, err)
 	}
 	path := filepath.Join(cfg.Dir, DBFile)
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 10 * time.Second, InitialMmapSize: storeMmap})
+	// OpenFile refuses a store that is missing (its marker says one was
+	// made), emptied, truncated or damaged, with one line naming the file
+	// and what to do, and leaves the file as it was: a new identity is
+	// never minted over an old one.
+	db, err := producer.OpenFile(path, producer.FileOptions{Timeout: 10 * time.Second, InitialMmapSize: storeMmap, AllocSize: storeGrowth})
 	if err != nil {
-		return nil, fmt.Errorf("open replica %s: %w", path, err)
+		return nil, fmt.Errorf("open replica: %w", err)
 	}
-	db.AllocSize = storeGrowth
 	logger := discardIfNil(cfg.Logger)
 	// The log's key check (in its meta bucket) covers the whole file: the
 	// view's buckets are only ever written by a replica that opened the log
