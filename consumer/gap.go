@@ -226,7 +226,7 @@ var metaUnanswered = []byte("unanswered")
 // settled by settleDueUnanswered; s is RECEIPTS.
 func (r *Replica) deferUnanswered(ctx context.Context, s jetstream.Stream, evs []*events.Event) error {
 	var upTo uint64
-	m, err := s.GetLastMsgForSubject(ctx, events.ReceiptSubject(r.tenant, r.client))
+	m, err := s.GetLastMsgForSubject(ctx, r.receiptFilter())
 	switch {
 	case err == nil:
 		upTo = m.Sequence
