@@ -49,6 +49,8 @@ func (usr User) Permissions() Permissions {
 			events.ClientEvents(usr.Tenant, usr.Name),
 			jsAPI+"STREAM.INFO."+events.StreamReceipts,
 			jsAPI+"CONSUMER.CREATE."+events.StreamReceipts+".*."+events.ReceiptSubject(usr.Tenant, usr.Name),
+			// A device log follows every device of its user with one filter.
+			jsAPI+"CONSUMER.CREATE."+events.StreamReceipts+".*."+events.ReceiptSubject(usr.Tenant, usr.Name)+".>",
 			jsAPI+"CONSUMER.MSG.NEXT."+events.StreamReceipts+".*",
 		)
 	case RoleService:
