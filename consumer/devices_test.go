@@ -319,3 +319,54 @@ func TestReplica_ReusedReceiptSurvivesACrash(t *testing.T) {
 		t.Fatalf("pending after the crash %+v, %v: want the write once, under a new device", pend, err)
 	}
 }
+
+// TestReplica_LegacyLogForks: a log made before devices existed reads its
+// receipts on the client's subject; a "reused" receipt there forks it to a
+// device, and from then on it reads its device's subject: the write sent
+// again is settled by a receipt there.
+func TestReplica_LegacyLogForks(t *testing.T) {
+	_, nc, js := mustServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	r, err := OpenReplica(ctx, ReplicaConfig{Dir: dir, Tenant: "t1", Client: "alice", Policies: testPolicies()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Make it a log from before devices: no device in its meta.
+	if err := r.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte("producer.meta")).Delete([]byte("device")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err = OpenReplica(ctx, ReplicaConfig{Dir: dir, Tenant: "t1", Client: "alice", Policies: testPolicies(), Conn: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if d := r.Log().Device(); d != "" {
+		t.Fatalf("device %q, want a legacy log", d)
+	}
+	if _, err := r.Put(ctx, "lww", "d1", events.Fields{"n": json.RawMessage(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	e1 := waitPublished(t, r, 1)[0].Event
+	publishDeviceReceipt(t, js, receiptOf(e1, events.OutcomeReused, 0)) // on the client's subject
+	var e2 *events.Event
+	waitFor(t, 10*time.Second, "the write to be sent again as a device", func() bool {
+		es, err := r.Log().Entries(ctx, producer.StatePublished)
+		if err == nil && len(es) == 1 && es[0].Event.ID != e1.ID {
+			e2 = es[0].Event
+		}
+		return e2 != nil
+	})
+	if e2.Device == "" {
+		t.Fatal("written again without a device")
+	}
+	publishDeviceReceipt(t, js, receiptOf(e2, events.OutcomeRejected, 0))
+	waitFor(t, 10*time.Second, "the device's receipt to be read", func() bool { return r.Status().Pending == 0 })
+	if st := r.Status(); st.Rejections != 1 || st.Quarantined != 0 {
+		t.Fatalf("status %+v: want the device's rejection", st)
+	}
+}
