@@ -8,6 +8,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
 )
 
 // Devices.
@@ -49,6 +50,74 @@ func receiptFilter(tenant, client, device string) string {
 	return events.ReceiptSubject(tenant, client) + ".>"
 }
 
+// metaForkedAt (consumer.meta) is the RECEIPTS sequence of the receipt
+// that forked a legacy log to its first device (8 bytes, big-endian),
+// until the follower reads the device's subject from there.
+var metaForkedAt = []byte("receipts_forked_at")
+
+// wantReceiptFilter is the filter the RECEIPTS follower should read with:
+// the log's current device's (receiptFilter), except that a legacy log
+// that forked keeps the client's subject while a legacy write it sent
+// still awaits its receipt there. Its device's receipts wait in the
+// stream meanwhile: rewindToFork reads them from the fork on.
+func (r *Replica) wantReceiptFilter() (string, error) {
+	want := r.receiptFilter()
+	legacy := events.ReceiptSubject(r.tenant, r.client)
+	if want == legacy {
+		return want, nil
+	}
+	waiting := false
+	err := r.db.View(func(tx *bbolt.Tx) error {
+		if tx.Bucket(bucketMeta).Get(metaForkedAt) == nil {
+			return nil // not a legacy log that forked, or switched already
+		}
+		es, err := r.log.Unsettled(tx)
+		for _, e := range es {
+			waiting = waiting || (e.Event.Device == "" && e.State != producer.StateFailed)
+		}
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("choose receipts filter: %w", err)
+	}
+	if waiting {
+		return legacy, nil
+	}
+	return want, nil
+}
+
+// rewindToFork moves the RECEIPTS cursor back to where a legacy log forked
+// (metaForkedAt), if it did, when its follower first reads the device's
+// subject: none of the device's receipts was read by the legacy filter,
+// and every one of them came after the fork. It returns where to start.
+func (r *Replica) rewindToFork(next uint64) (uint64, error) {
+	err := r.db.Update(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		v := meta.Get(metaForkedAt)
+		if len(v) != 8 {
+			return nil
+		}
+		at := binary.BigEndian.Uint64(v)
+		c, err := getCursor(tx, events.StreamReceipts)
+		if err != nil {
+			return err
+		}
+		if at < c.Seq {
+			c.Seq = at
+			if err := putCursor(tx, events.StreamReceipts, c); err != nil {
+				return err
+			}
+		}
+		next = c.Seq + 1
+		return meta.Delete(metaForkedAt)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("rewind receipts to the fork: %w", err)
+	}
+	r.startedAt(&r.receiptsP, next-1)
+	return next, nil
+}
+
 // deferRelog records rc, read at RECEIPTS sequence seq, inside the
 // receipts transaction tx, for relog to hand to the log after the commit.
 func (r *Replica) deferRelog(tx *bbolt.Tx, seq uint64, rc *events.Receipt) error {
@@ -84,6 +153,7 @@ func (r *Replica) relog(ctx context.Context) error {
 	var touched [][]byte
 	for _, it := range items {
 		rc := &it.rc
+		legacy := r.log.Device() == ""
 		if rc.Outcome == events.OutcomeReused {
 			ne, err := r.log.Reissue(ctx, rc)
 			if err != nil {
@@ -101,7 +171,16 @@ func (r *Replica) relog(ctx context.Context) error {
 		} else if _, err := r.log.ObserveReceipt(ctx, rc); err != nil {
 			return err
 		}
-		err := r.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketRelog).Delete(it.key) })
+		forked := legacy && r.log.Device() != ""
+		err := r.db.Update(func(tx *bbolt.Tx) error {
+			if forked {
+				// The device's receipts are read from here (rewindToFork).
+				if err := tx.Bucket(bucketMeta).Put(metaForkedAt, it.key[:8]); err != nil {
+					return err
+				}
+			}
+			return tx.Bucket(bucketRelog).Delete(it.key)
+		})
 		if err != nil {
 			return fmt.Errorf("drop deferred receipt of %s: %w", rc.Event, err)
 		}

@@ -218,6 +218,8 @@ type Replica struct {
 	// reissued maps events a "reused" receipt made the log write again to
 	// their new events, until a Sync that waited for the old one takes it.
 	reissued map[string]string
+	// following is the RECEIPTS follower's filter ("" before it starts).
+	following string
 
 	// links counts attachments started and not yet stopped (at most one).
 	links atomic.Int32
@@ -831,8 +833,21 @@ func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 			return 0, &applyError{err: fmt.Errorf("start following %s: %w", events.StreamReceipts, err)}
 		}
 		// The filter follows the log's device: a legacy log that forked
-		// reads its new device's subject from here on.
-		f.filters = []string{r.receiptFilter()}
+		// reads its new device's subject once its legacy writes are all
+		// answered, from where it forked.
+		filter, err := r.wantReceiptFilter()
+		if err != nil {
+			return 0, &applyError{err: fmt.Errorf("start following %s: %w", events.StreamReceipts, err)}
+		}
+		if filter != events.ReceiptSubject(r.tenant, r.client) {
+			if next, err = r.rewindToFork(next); err != nil {
+				return 0, &applyError{err: fmt.Errorf("start following %s: %w", events.StreamReceipts, err)}
+			}
+		}
+		f.filters = []string{filter}
+		r.mu.Lock()
+		r.following = filter
+		r.mu.Unlock()
 		return next, nil
 	}
 	f.prepare = func(m jetstream.Msg, v *receipt, _ *arena) {
@@ -861,7 +876,11 @@ func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 			return err
 		}
 		if f.filters[0] != r.receiptFilter() {
-			return errRestart // a legacy log forked: follow its device's subject
+			// A legacy log forked: follow its device's subject once its
+			// legacy writes are answered.
+			if want, err := r.wantReceiptFilter(); err != nil || want != f.filters[0] {
+				return errRestart
+			}
 		}
 		return nil
 	}
