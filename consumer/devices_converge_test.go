@@ -204,7 +204,7 @@ func copyDir(t *testing.T, src, dst string) {
 func TestDevices_TwoReplicasOfOneClientConverge(t *testing.T) {
 	s, _, js := mustServer(t)
 	server := mustProjector(t, js, testPolicies())
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
 	defer cancel()
 	nodes := []*node{openNode(t, t.TempDir(), "alice"), openNode(t, t.TempDir(), "alice")}
 	rng := rand.New(rand.NewPCG(7, 12))
@@ -239,7 +239,7 @@ func TestDevices_TwoReplicasOfOneClientConverge(t *testing.T) {
 func TestDevices_CopiedStore(t *testing.T) {
 	s, _, js := mustServer(t)
 	server := mustProjector(t, js, testPolicies())
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
 	defer cancel()
 	dirA, dirB := t.TempDir(), filepath.Join(t.TempDir(), "copy")
 	a := openNode(t, dirA, "")
@@ -283,7 +283,7 @@ func TestDevices_CopiedStore(t *testing.T) {
 func TestDevices_RestoredBackup(t *testing.T) {
 	s, _, js := mustServer(t)
 	server := mustProjector(t, js, testPolicies())
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
 	defer cancel()
 	dir, backup := t.TempDir(), filepath.Join(t.TempDir(), "backup")
 	docs := []string{"a", "b", "c"}
