@@ -70,8 +70,8 @@ func TestReplica_EncryptedRoundTrip(t *testing.T) {
 			for i, o := range []events.Outcome{events.OutcomeApplied, events.OutcomeRejected} {
 				e := es[i+1].Event
 				b, _ := events.EncodeReceipt(&events.Receipt{Schema: events.SchemaVersion, Event: e.ID, Tenant: tenant, Client: r.Client(),
-					Seq: e.Seq, Collection: e.Collection, Doc: e.Doc, Outcome: o, Version: 1, Reason: "test"})
-				if _, err := js.Publish(t.Context(), events.ReceiptSubject(tenant, r.Client()), b); err != nil {
+					Device: e.Device, Seq: e.Seq, Collection: e.Collection, Doc: e.Doc, Outcome: o, Version: 1, Reason: "test"})
+				if _, err := js.Publish(t.Context(), e.ReceiptSubject(), b); err != nil {
 					t.Fatal(err)
 				}
 			}

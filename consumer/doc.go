@@ -25,6 +25,12 @@
 // same policy code the server's projector runs: offline reads show offline
 // writes, and a write the server will lose under lww shows as lost already.
 //
+// OpenReplica opens the file with producer.OpenFile: a store that is
+// missing while its marker (DBFile + producer.MarkerSuffix) says one was
+// made, emptied, truncated or damaged is refused with one line naming the
+// file and what to do ('ebb doctor'), and the file is left as it was. A
+// new identity is never minted over an old one.
+//
 // A write leaves the overlay when the server has decided it: a receipt
 // (rejected/invalid: recorded as a Rejection and the app's value reverts to
 // the server's; duplicate: see below) or the change it caused
@@ -50,7 +56,8 @@
 //
 // A message on a subject the replica reads is used only if its payload is
 // the subject's: a change names the tenant, collection and document of its
-// subject; a receipt names the replica's tenant and client. One that does
+// subject; a receipt names the replica's tenant and client and travels on
+// its device's subject (events.DeviceReceiptSubject). One that does
 // not (ErrSubjectMismatch: another tenant's or document's payload written
 // onto the subject) or cannot be decoded (ErrUnreadable: garbage, a schema
 // newer than the client's) is quarantined: counted, logged with its
@@ -72,6 +79,48 @@
 // slow every start. A write whose own receipt was quarantined stays
 // pending until its receipt is read again and used. A full resync of a
 // stream clears its kept quarantine: the replay reads it all again.
+//
+// # Devices
+//
+// The writer the server deduplicates is a device's log, not a client: the
+// producer log mints a device id with the store, and a client id (under
+// auth, the user) may have any number of devices, each numbering its
+// events from 1. The RECEIPTS follower of a device log reads every
+// receipt subject of its client with one filter, ReceiptSubject(tenant,
+// client)+".>", so NATS permissions can confine it to its own client's
+// receipts; a legacy log (made before devices, device "") reads the
+// client's subject. A receipt of an event the log does not hold unsettled
+// (another device's of the client, or one settled already) changes
+// nothing: it is not quarantined, awaited or counted. Receipts of the
+// log's own earlier devices (before a fork) settle their events as usual.
+//
+// A store that was restored from an older backup, or copied and run in two
+// places, writes under sequences the server already has from another
+// event. Two receipts recover from it:
+//
+//   - "reused" (the projector holds another event under the event's
+//     sequence): producer.Log.Reissue writes the event again under a new
+//     device and settles the original with the receipt, in one transaction
+//     of the log's. The overlay shows the write pending throughout, once;
+//     Sync waits for the new event's fate as well.
+//   - any receipt of the current device for an event the log does not
+//     hold: producer.Log.ObserveReceipt forks the log to a new device if
+//     the server applied a sequence the log has not reached (a restored
+//     backup, or a copy that ran ahead), before the log writes it again.
+//
+// Both run after the receipts transaction commits, in stream order: that
+// transaction records them (bucket consumer.relog) with its cursor, and
+// each is dropped once the log has it. Both calls are idempotent, and the
+// records are read again at every open and follower start, so a crash in
+// between loses no write.
+//
+// A legacy log that forks keeps reading the client's subject while one of
+// its legacy writes is unsettled (their receipts travel there), then reads
+// its device's subjects from the receipt that forked it (the cursor is
+// moved back there once: no device receipt can come before it, and the
+// legacy filter read none). Not covered: a crash between the fork and
+// recording where it happened makes the follower switch at once, so the
+// receipts of that log's other unsettled legacy writes are not read.
 //
 // # Connections
 //

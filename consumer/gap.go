@@ -177,6 +177,17 @@ func (r *Replica) checkGaps(ctx context.Context, l *link, changes bool) {
 			l.receipts.restart()
 		}
 	}
+	// A legacy log that forked switches to its device's subject once its
+	// legacy writes are answered, which a change can do as well as a
+	// receipt.
+	r.mu.Lock()
+	following := r.following
+	r.mu.Unlock()
+	if following != "" && following != r.receiptFilter() {
+		if want, err := r.wantReceiptFilter(); err == nil && want != following {
+			l.receipts.restart()
+		}
+	}
 	if changes {
 		reset, _, err := r.changesReset(ctx, l.js)
 		switch {
@@ -226,7 +237,13 @@ var metaUnanswered = []byte("unanswered")
 // settled by settleDueUnanswered; s is RECEIPTS.
 func (r *Replica) deferUnanswered(ctx context.Context, s jetstream.Stream, evs []*events.Event) error {
 	var upTo uint64
-	m, err := s.GetLastMsgForSubject(ctx, events.ReceiptSubject(r.tenant, r.client))
+	r.mu.Lock()
+	filter := r.following
+	r.mu.Unlock()
+	if filter == "" {
+		filter = r.receiptFilter()
+	}
+	m, err := s.GetLastMsgForSubject(ctx, filter)
 	switch {
 	case err == nil:
 		upTo = m.Sequence

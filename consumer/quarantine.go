@@ -83,10 +83,11 @@ func mismatch(subject, tenant, collection, doc string) error {
 }
 
 // checkReceipt returns why rc cannot be used by the replica reading
-// subject, or nil.
+// subject, or nil: it must be a receipt of the replica's tenant and client
+// on its device's subject (events.DeviceReceiptSubject).
 func (r *Replica) checkReceipt(subject string, rc *events.Receipt) error {
-	if rc.Tenant != r.tenant || rc.Client != r.client || subject != events.ReceiptSubject(r.tenant, r.client) {
-		return fmt.Errorf("%w: receipt of %q/%q on %s", ErrSubjectMismatch, rc.Tenant, rc.Client, subject)
+	if rc.Tenant != r.tenant || rc.Client != r.client || subject != rc.Subject() {
+		return fmt.Errorf("%w: receipt of %q/%q device %q on %s", ErrSubjectMismatch, rc.Tenant, rc.Client, rc.Device, subject)
 	}
 	return nil
 }
@@ -247,6 +248,9 @@ func (r *Replica) retryQuarantinedChanges(ctx context.Context, s msgGetter) {
 func (r *Replica) retryQuarantinedReceipts(ctx context.Context, s msgGetter) {
 	var touched [][]byte
 	rejected := 0
+	device := r.log.Device() // before the transaction, as in applyReceipts
+	var b *receiptBatch      // read once per transaction, on first use
+	var btx *bbolt.Tx
 	r.retryQuarantined(ctx, s, events.StreamReceipts, func(tx *bbolt.Tx, m *jetstream.RawStreamMsg) (error, error) {
 		rc, err := decodeReceipt(m.Data)
 		if err != nil {
@@ -255,7 +259,13 @@ func (r *Replica) retryQuarantinedReceipts(ctx context.Context, s msgGetter) {
 		if err := r.checkReceipt(m.Subject, rc); err != nil {
 			return err, nil
 		}
-		n, key, err := r.applyReceipt(tx, rc)
+		if b == nil || btx != tx {
+			if b, err = r.newReceiptBatch(tx, device); err != nil {
+				return nil, err
+			}
+			btx = tx
+		}
+		n, key, err := r.applyReceipt(tx, b, m.Sequence, rc)
 		if err != nil {
 			return nil, err
 		}

@@ -64,12 +64,12 @@ func TestReplica_QuarantinesForeignAndUnreadable(t *testing.T) {
 	e := waitPublished(t, r, 1)[0].Event
 	// Receipts: garbage and another client's on this client's subject,
 	// then the real one.
-	if _, err := js.Publish(ctx, events.ReceiptSubject("t1", "me"), []byte(`not json`)); err != nil {
+	if _, err := js.Publish(ctx, e.ReceiptSubject(), []byte(`not json`)); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := events.EncodeReceipt(&events.Receipt{Schema: events.SchemaVersion, Event: e.ID, Tenant: "t2", Client: "eve",
-		Seq: e.Seq, Collection: e.Collection, Doc: e.Doc, Outcome: events.OutcomeApplied, Version: 1})
-	if _, err := js.Publish(ctx, events.ReceiptSubject("t1", "me"), b); err != nil {
+		Device: e.Device, Seq: e.Seq, Collection: e.Collection, Doc: e.Doc, Outcome: events.OutcomeApplied, Version: 1})
+	if _, err := js.Publish(ctx, e.ReceiptSubject(), b); err != nil {
 		t.Fatal(err)
 	}
 	n += 2

@@ -215,6 +215,11 @@ type Replica struct {
 	// is the last one's error.
 	quarantined    int
 	lastQuarantine error
+	// reissued maps events a "reused" receipt made the log write again to
+	// their new events, until a Sync that waited for the old one takes it.
+	reissued map[string]string
+	// following is the RECEIPTS follower's filter ("" before it starts).
+	following string
 
 	// links counts attachments started and not yet stopped (at most one).
 	links atomic.Int32
@@ -272,11 +277,14 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 		return nil, fmt.Errorf("open replica %s: %w", cfg.Dir, err)
 	}
 	path := filepath.Join(cfg.Dir, DBFile)
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 10 * time.Second, InitialMmapSize: storeMmap})
+	// OpenFile refuses a store that is missing (its marker says one was
+	// made), emptied, truncated or damaged, with one line naming the file
+	// and what to do, and leaves the file as it was: a new identity is
+	// never minted over an old one.
+	db, err := producer.OpenFile(path, producer.FileOptions{Timeout: 10 * time.Second, InitialMmapSize: storeMmap, AllocSize: storeGrowth})
 	if err != nil {
-		return nil, fmt.Errorf("open replica %s: %w", path, err)
+		return nil, fmt.Errorf("open replica: %w", err)
 	}
-	db.AllocSize = storeGrowth
 	logger := discardIfNil(cfg.Logger)
 	// The log's key check (in its meta bucket) covers the whole file: the
 	// view's buckets are only ever written by a replica that opened the log
@@ -310,6 +318,13 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 		return nil, fmt.Errorf("open replica %s: telemetry: %w", path, err)
 	}
 	if err := r.init(); err != nil {
+		r.tel.close()
+		_ = l.Close()
+		_ = db.Close()
+		return nil, fmt.Errorf("open replica %s: %w", path, err)
+	}
+	// Receipts a crash kept from reaching the log (see devices.go).
+	if err := r.relog(ctx); err != nil {
 		r.tel.close()
 		_ = l.Close()
 		_ = db.Close()
@@ -802,13 +817,38 @@ type receipt struct {
 
 func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 	f := &follower[receipt]{
-		js: js, stream: events.StreamReceipts, filters: []string{events.ReceiptSubject(r.tenant, r.client)}, batch: 256,
+		js: js, stream: events.StreamReceipts, filters: []string{r.receiptFilter()}, batch: 256,
 		log: r.logger.With(logStream, events.StreamReceipts), kick: make(chan struct{}, 1),
 	}
 	var created int64 // as in changesFollower
 	f.start = func(ctx context.Context) (next uint64, err error) {
+		if err := r.relog(ctx); err != nil {
+			return 0, &applyError{err: fmt.Errorf("start following %s: %w", events.StreamReceipts, err)}
+		}
 		next, created, err = r.startReceipts(ctx, js)
-		return next, err
+		if err != nil {
+			return next, err
+		}
+		if err := r.relog(ctx); err != nil {
+			return 0, &applyError{err: fmt.Errorf("start following %s: %w", events.StreamReceipts, err)}
+		}
+		// The filter follows the log's device: a legacy log that forked
+		// reads its new device's subject once its legacy writes are all
+		// answered, from where it forked.
+		filter, err := r.wantReceiptFilter()
+		if err != nil {
+			return 0, &applyError{err: fmt.Errorf("start following %s: %w", events.StreamReceipts, err)}
+		}
+		if filter != events.ReceiptSubject(r.tenant, r.client) {
+			if next, err = r.rewindToFork(next); err != nil {
+				return 0, &applyError{err: fmt.Errorf("start following %s: %w", events.StreamReceipts, err)}
+			}
+		}
+		f.filters = []string{filter}
+		r.mu.Lock()
+		r.following = filter
+		r.mu.Unlock()
+		return next, nil
 	}
 	f.prepare = func(m jetstream.Msg, v *receipt, _ *arena) {
 		v.rc, v.err = decodeReceipt(m.Data())
@@ -826,10 +866,33 @@ func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 				return errRestart
 			}
 		}
-		return r.applyReceipts(ctx, ds, created)
+		if err := r.applyReceipts(ctx, ds, created); err != nil {
+			return err
+		}
+		if afterReceiptsCommit != nil {
+			afterReceiptsCommit()
+		}
+		if err := r.relog(ctx); err != nil {
+			return err
+		}
+		if f.filters[0] != r.receiptFilter() {
+			// A legacy log forked: follow its device's subject once its
+			// legacy writes are answered.
+			if want, err := r.wantReceiptFilter(); err != nil || want != f.filters[0] {
+				return errRestart
+			}
+		}
+		return nil
 	}
 	return f
 }
+
+// afterReceiptsCommit, if set (by a crash test), runs after a receipts
+// transaction commits and before its deferred receipts reach the log.
+var afterReceiptsCommit func()
+
+// receiptFilter is the RECEIPTS filter of the log's current device.
+func (r *Replica) receiptFilter() string { return receiptFilter(r.tenant, r.client, r.log.Device()) }
 
 // receiptSkew is how much later than RECEIPTS' first message an event may
 // have been published (by the client's clock) and still have lost its
@@ -959,9 +1022,14 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 	rejected := 0
 	var prog Progress
 	var quarantined []error
+	device := r.log.Device() // before the transaction: an append holds the log's lock while it waits for one
 	err := r.db.Update(func(tx *bbolt.Tx) error {
 		touched, rejected, quarantined = touched[:0], 0, quarantined[:0]
 		c, err := getCursor(tx, events.StreamReceipts)
+		if err != nil {
+			return err
+		}
+		b, err := r.newReceiptBatch(tx, device)
 		if err != nil {
 			return err
 		}
@@ -986,7 +1054,7 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 				quarantined = append(quarantined, qerr)
 				continue
 			}
-			n, key, err := r.applyReceipt(tx, d.v.rc)
+			n, key, err := r.applyReceipt(tx, b, d.seq, d.v.rc)
 			if err != nil {
 				return err
 			}
@@ -1017,9 +1085,53 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 	return nil
 }
 
-// applyReceipt handles one receipt; it returns 1 if it recorded a rejection
-// and the key of the document whose view changed (nil if none).
-func (r *Replica) applyReceipt(tx *bbolt.Tx, rc *events.Receipt) (int, []byte, error) {
+// receiptBatch is what applying receipts in one transaction needs to know
+// of the log: its unsettled events by id, and its current device.
+type receiptBatch struct {
+	pend   map[string]*events.Event
+	device string
+}
+
+// newReceiptBatch reads the log's unsettled events inside tx; device is
+// the log's current device, read before tx began.
+func (r *Replica) newReceiptBatch(tx *bbolt.Tx, device string) (*receiptBatch, error) {
+	es, err := r.log.Unsettled(tx)
+	if err != nil {
+		return nil, err
+	}
+	b := &receiptBatch{pend: make(map[string]*events.Event, len(es)), device: device}
+	for _, e := range es {
+		b.pend[e.Event.ID] = e.Event
+	}
+	return b, nil
+}
+
+// applyReceipt handles one receipt, read at RECEIPTS sequence seq; it
+// returns 1 if it recorded a rejection and the key of the document whose
+// view changed (nil if none). A receipt of an event the log does not hold
+// unsettled (another device's of the client, or one settled already)
+// changes nothing, except that one of the current device is deferred to
+// the log's ObserveReceipt (it may name a sequence the log never wrote),
+// and a rejection makes a recorded unknown fate precise. A "reused"
+// receipt is deferred to the log's Reissue (see devices.go).
+func (r *Replica) applyReceipt(tx *bbolt.Tx, b *receiptBatch, seq uint64, rc *events.Receipt) (int, []byte, error) {
+	ent, ok := b.pend[rc.Event]
+	if !ok {
+		if rc.Device != "" && rc.Device == b.device {
+			if err := r.deferRelog(tx, seq, rc); err != nil {
+				return 0, nil, err
+			}
+		}
+		if rc.Outcome == events.OutcomeRejected || rc.Outcome == events.OutcomeInvalid {
+			return 0, nil, r.refineUnknownFate(tx, rc)
+		}
+		return 0, nil, nil
+	}
+	if rc.Outcome == events.OutcomeReused {
+		// Still pending (and on top of the view) until Reissue writes it
+		// again and settles it, in one transaction of the log's.
+		return 0, nil, r.deferRelog(tx, seq, rc)
+	}
 	key := docKey(rc.Collection, rc.Doc)
 	switch rc.Outcome {
 	case events.OutcomeApplied, events.OutcomeMerged, events.OutcomeConflict:
@@ -1029,13 +1141,6 @@ func (r *Replica) applyReceipt(tx *bbolt.Tx, rc *events.Receipt) (int, []byte, e
 		}
 		return 0, key, r.log.Settle(tx, rc)
 	case events.OutcomeRejected, events.OutcomeInvalid:
-		ent, ok, err := r.unsettled(tx, rc.Event)
-		if err != nil {
-			return 0, nil, err
-		}
-		if !ok {
-			return 0, nil, r.refineUnknownFate(tx, rc)
-		}
 		rej := Rejection{Event: rc.Event, Collection: ent.Collection, Doc: ent.Doc, Op: ent.Op, Fields: ent.Fields, Outcome: rc.Outcome, Reason: rc.Reason}
 		if err := putJSON(tx, r.seal, bucketRejections, []byte(rc.Event), rej); err != nil {
 			return 0, nil, fmt.Errorf("record rejection of %s: %w", rc.Event, err)
@@ -1468,28 +1573,37 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 	if err != nil {
 		return SyncReport{}, fmt.Errorf("sync: %w", err)
 	}
-	if err := l.pub.Flush(ctx); err != nil {
-		return SyncReport{}, fmt.Errorf("sync: push: %w", err)
-	}
-	// The publisher runs from Attach on, so it may have sent writes before
-	// this Sync began: count what it published that no Sync reported yet.
-	pushed := l.pushed.since(l.pub.Status().Published)
-	// Receipts lost while attached would keep this wait from ending: check
-	// now (the link's watchGaps checks again while it lasts).
-	r.checkGaps(ctx, l, false)
-	if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
-		es, err := r.log.Unsettled(tx)
-		if err != nil {
-			return false, err
+	pushed := 0
+	// A write a "reused" receipt made the log write again (as a new
+	// device) is waited for under its new event, until none is left.
+	for waiting := ids; ; {
+		if err := l.pub.Flush(ctx); err != nil {
+			return SyncReport{}, fmt.Errorf("sync: push: %w", err)
 		}
-		for _, e := range es {
-			if e.State != producer.StateFailed && slices.Contains(ids, e.Event.ID) {
-				return false, nil
+		// The publisher runs from Attach on, so it may have sent writes
+		// before this Sync began: count what it published that no Sync
+		// reported yet.
+		pushed += l.pushed.since(l.pub.Status().Published)
+		// Receipts lost while attached would keep this wait from ending:
+		// check now (the link's watchGaps checks again while it lasts).
+		r.checkGaps(ctx, l, false)
+		if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
+			es, err := r.log.Unsettled(tx)
+			if err != nil {
+				return false, err
 			}
+			for _, e := range es {
+				if e.State != producer.StateFailed && slices.Contains(waiting, e.Event.ID) {
+					return false, nil
+				}
+			}
+			return true, nil
+		}); err != nil {
+			return SyncReport{}, fmt.Errorf("sync: wait for receipts: %w", err)
 		}
-		return true, nil
-	}); err != nil {
-		return SyncReport{}, fmt.Errorf("sync: wait for receipts: %w", err)
+		if waiting = r.takeReissued(waiting); len(waiting) == 0 {
+			break
+		}
 	}
 	// A CHANGES reset while attached is noticed here at the latest: wait
 	// for the follower's restart to reset the view, or "caught up" would be

@@ -59,16 +59,16 @@ func TestReplica_ResyncsAfterChangesReset(t *testing.T) {
 	}
 }
 
-// publishReceipt publishes a receipt for e to its writer's RECEIPTS subject,
-// as the projector would.
+// publishReceipt publishes a receipt for e to its writer's (device's)
+// RECEIPTS subject, as the projector would.
 func publishReceipt(tb testing.TB, js jetstream.Publisher, e *events.Event, o events.Outcome, version uint64) {
 	tb.Helper()
 	b, err := events.EncodeReceipt(&events.Receipt{Schema: events.SchemaVersion, Event: e.ID, Tenant: e.Tenant, Client: e.Client,
-		Seq: e.Seq, Collection: e.Collection, Doc: e.Doc, Outcome: o, Version: version, Reason: "test"})
+		Device: e.Device, Seq: e.Seq, Collection: e.Collection, Doc: e.Doc, Outcome: o, Version: version, Reason: "test"})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := js.Publish(tb.Context(), events.ReceiptSubject(e.Tenant, e.Client), b); err != nil {
+	if _, err := js.Publish(tb.Context(), e.ReceiptSubject(), b); err != nil {
 		tb.Fatalf("publish receipt: %v", err)
 	}
 }

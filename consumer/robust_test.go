@@ -290,7 +290,7 @@ func TestReplica_DuplicateOfLostRejection(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "A's write to be rejected", func() bool {
-		m, err := rs.GetLastMsgForSubject(ctx, events.ReceiptSubject("t1", "a"))
+		m, err := rs.GetLastMsgForSubject(ctx, events.DeviceReceiptSubject("t1", "a", a.r.Log().Device()))
 		if err != nil {
 			return false
 		}

@@ -32,7 +32,7 @@ var (
 	// docKey -> empty, for synced documents with open conflicts.
 	bucketConflicts = []byte("consumer.conflicts")
 
-	allBuckets = [][]byte{bucketDocs, bucketMeta, bucketAwaiting, bucketRejections, bucketConflicts, bucketQuarantine}
+	allBuckets = [][]byte{bucketDocs, bucketMeta, bucketAwaiting, bucketRejections, bucketConflicts, bucketQuarantine, bucketRelog}
 	// scopeBuckets are what a full resync clears.
 	scopeBuckets = [][]byte{bucketDocs, bucketAwaiting, bucketConflicts}
 )

@@ -300,7 +300,10 @@ func openClient(ctx context.Context, m *Main, c clientFlags, connect bool) (*cli
 	}
 	log := slog.New(telemetry.LogHandler(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	// Under auth the client id is the user name (per-client credentials):
-	// the server lets a user read only its own receipts.
+	// the server lets a user read only its own receipts. Each data
+	// directory is one device of that user: its store mints its own device
+	// id, so a second device (or a reinstall) writes beside the first, and
+	// a damaged store is refused (see 'ebb doctor'), never replaced.
 	r, err := consumer.OpenReplica(ctx, consumer.ReplicaConfig{Dir: c.data, Tenant: c.tenant, Client: c.conn.user, Logger: log,
 		TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider(), Cipher: seal})
 	if err != nil {

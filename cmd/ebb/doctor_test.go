@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ebbsync/ebb/consumer"
+	"github.com/ebbsync/ebb/producer"
 )
 
 func TestCLI_DoctorFindsAndSetsAsideADamagedStore(t *testing.T) {
@@ -43,5 +44,16 @@ func TestCLI_DoctorFindsAndSetsAsideADamagedStore(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("store still in place after --reset: %v", err)
+	}
+	// The marker goes with the store: left in place it would refuse the
+	// new store the next command makes.
+	if _, err := os.Stat(path + producer.MarkerSuffix); !os.IsNotExist(err) {
+		t.Fatalf("marker still in place after --reset: %v", err)
+	}
+	if _, err := os.Stat(kept[0] + producer.MarkerSuffix); err != nil {
+		t.Fatalf("marker not set aside beside the store: %v", err)
+	}
+	if out, stderr, code := runIn(t, env, "put", "todos", "t2", `{"title":"new device"}`); code != 0 {
+		t.Fatalf("put after --reset: exit %d, %q %q: want a new store", code, out, stderr)
 	}
 }

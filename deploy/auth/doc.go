@@ -18,10 +18,11 @@
 //   - client: publishes events of its tenant as itself (events.ClientEvents;
 //     the projector refuses a payload whose client is not the subject's), reads its
 //     tenant's changes and its own receipts. Its client id is its user name,
-//     so its receipts subject is exactly events.ReceiptSubject(tenant, name).
+//     so its receipts are on events.ReceiptSubject(tenant, name) and, for
+//     each of its devices, the subjects below it (events.ClientReceipts).
 //   - service: reads its tenant's changes, also through the durable
-//     consumers it lists under durables, which it acknowledges; it writes
-//     nothing.
+//     consumers it lists under durables, which it acknowledges; over NATS
+//     it writes nothing (the HTTP gateway's writes are the server's own).
 //   - admin: everything (operators, `ebb verify`, `ebb serve --nats`).
 //
 // # Accounts: why a reply subject cannot reach a stream

@@ -81,6 +81,8 @@ func (usr User) imports() []string {
 			events.ClientEvents(usr.Tenant, usr.Name),
 			jsAPI+"STREAM.INFO."+events.StreamReceipts,
 			jsAPI+"CONSUMER.CREATE."+events.StreamReceipts+".*."+events.ReceiptSubject(usr.Tenant, usr.Name),
+			// A device log follows every device of its user with one filter.
+			jsAPI+"CONSUMER.CREATE."+events.StreamReceipts+".*."+events.ReceiptSubject(usr.Tenant, usr.Name)+".>",
 			jsAPI+"CONSUMER.MSG.NEXT."+events.StreamReceipts+".*",
 		)
 	case RoleService:
