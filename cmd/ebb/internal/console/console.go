@@ -136,7 +136,7 @@ func New(cfg Config) (*Console, error) {
 	api("rejections", c.rejections)
 	api("streams", c.streams)
 	api("journey", c.journey)
-	c.mux.HandleFunc(Prefix+"/api/", func(w http.ResponseWriter, r *http.Request) {
+	c.mux.HandleFunc("GET "+Prefix+"/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, errors.New("no such console route: "+r.URL.Path))
 	})
 	return c, nil

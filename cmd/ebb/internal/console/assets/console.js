@@ -114,15 +114,15 @@ async function conflicts() {
   const b = await api("conflicts", { tenant: state.tenant });
   main.innerHTML = `<h2>Open conflicts</h2>
     <table id="conflict-table"><tr><th>document</th><th>version</th><th>conflict</th><th>server side</th><th>incoming side</th><th></th></tr>
-    ${b.docs.flatMap((d) => d.conflicts.map((c) => `<tr>
+    ${b.docs.flatMap((d, i) => d.conflicts.map((c, j) => `<tr>
       <td><a href="#doc/${encodeURIComponent(d.collection)}/${encodeURIComponent(d.id)}">${esc(d.collection)}/${esc(d.id)}</a></td>
       <td>${d.version}</td><td><code>${esc(c.id)}</code> ${badge(c.policy)}</td>
       <td><pre>${json(c.sides[0]?.fields)}</pre></td><td><pre>${json(c.sides[1]?.fields)}</pre></td>
-      <td><button class="resolve" data-doc="${esc(d.collection + "\u0000" + d.id)}" data-id="${esc(c.id)}">Resolve…</button></td></tr>`)).join("")}
+      <td><button class="resolve" data-i="${i}" data-j="${j}">Resolve…</button></td></tr>`)).join("")}
     </table>${b.docs.length ? "" : "<p>No open conflicts.</p>"}`;
   for (const btn of main.querySelectorAll("button.resolve")) {
-    const d = b.docs.find((x) => x.collection + "\u0000" + x.id === btn.dataset.doc);
-    btn.onclick = () => openResolve(d, d.conflicts.find((c) => c.id === btn.dataset.id));
+    const d = b.docs[Number(btn.dataset.i)];
+    btn.onclick = () => openResolve(d, d.conflicts[Number(btn.dataset.j)]);
   }
 }
 
@@ -132,7 +132,7 @@ function openResolve(d, c) {
   const names = [...new Set([...Object.keys(server?.fields || {}), ...Object.keys(incoming?.fields || {})])].sort();
   $("#resolve-id").textContent = c.id;
   $("#resolve-doc").textContent = `${d.collection} / ${d.id}, version ${d.version}, policy ${c.policy}`;
-  const side = (s, which, title) => `<div class="side"><h3>${title}</h3><p>${esc(s?.client)} · v${s?.version ?? "?"}</p>
+  const side = (s, which, title) => `<div class="side"><h3>${title}</h3><p>${esc(s?.client)}${s?.version ? " · v" + s.version : ""}${s?.event ? " · event " + esc(s.event) : ""}</p>
     <table>${names.map((n) => `<tr><td><label><input type="radio" name="f-${esc(n)}" value="${which}" ${which === "server" ? "checked" : ""}> ${esc(n)}</label></td>
     <td><pre>${s?.fields && n in s.fields ? json(s.fields[n]) : "—"}</pre></td></tr>`).join("")}</table></div>`;
   $("#resolve-sides").innerHTML = side(server, "server", "Server side") + side(incoming, "incoming", "Incoming side");
