@@ -19,6 +19,7 @@ import (
 
 	"github.com/ebbsync/ebb/cmd/ebb/internal/console"
 	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
+	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection"
@@ -29,6 +30,7 @@ import (
 // address that can be stopped and served again (same origin for the
 // browser's IndexedDB).
 type stack struct {
+	nats  *embedded.Server
 	js    jetstream.JetStream
 	store projection.Store
 	addr  string
@@ -72,7 +74,7 @@ func newStack(t *testing.T) *stack {
 	mux.Handle("/", g)
 	mux.Handle(console.Prefix+"/", c)
 	mux.Handle(console.Prefix, c)
-	st := &stack{js: js, store: store, h: mux, addr: "127.0.0.1:0"}
+	st := &stack{nats: s, js: js, store: store, h: mux, addr: "127.0.0.1:0"}
 	st.start(t)
 	t.Cleanup(st.stop)
 	return st
@@ -234,4 +236,14 @@ func waitJS(t *testing.T, ctx context.Context, what, expr string) {
 	})
 }
 
-
+// evalString evaluates a JavaScript expression (awaiting a promise) to a string.
+func evalString(t *testing.T, ctx context.Context, expr string) string {
+	t.Helper()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(cctx, chromedp.Evaluate[string](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return s
+}

@@ -94,4 +94,3 @@ func TestConsole_ResolveConflictInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#lag-plot`)))
 	screenshot(t, ctx, "console-streams")
 }
-

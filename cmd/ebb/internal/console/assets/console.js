@@ -262,3 +262,5 @@ async function journey([id = ""] = []) {
 }
 
 boot().catch((err) => { if (!$("#login").hidden) return; main.innerHTML = `<p class="error">${esc(err.message)}</p>`; });
+
+if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js").catch(() => {});

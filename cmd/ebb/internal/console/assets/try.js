@@ -56,3 +56,6 @@ $("#add").addEventListener("submit", async (e) => {
 });
 
 connect().catch((err) => { $("#error").textContent = err.message; });
+
+// Keep this page and the client module loadable offline (sw.js).
+if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js").catch((err) => { $("#error").textContent = "offline cache: " + err.message; });
