@@ -19,6 +19,7 @@ import (
 
 	"github.com/ebbsync/ebb/cmd/ebb/internal/console"
 	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
+	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 	"github.com/ebbsync/ebb/events"
@@ -40,7 +41,10 @@ type stack struct {
 	srv *http.Server
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t *testing.T) *stack { return newStackWith(t, nil) }
+
+// newStackWith is newStack with the console (only) under auth by users.
+func newStackWith(t *testing.T, users *auth.Users) *stack {
 	t.Helper()
 	s := embeddedtest.MustStart(t, embeddedtest.InProcess())
 	js := embeddedtest.MustJetStream(t, embeddedtest.MustConnect(t, s))
@@ -66,7 +70,7 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := console.New(console.Config{JetStream: js, Store: store, TraceURL: "http://tracing.invalid/trace/{trace}"})
+	c, err := console.New(console.Config{JetStream: js, Store: store, Users: users, TraceURL: "http://tracing.invalid/trace/{trace}"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,8 +122,22 @@ func (st *stack) url(path string) string { return "http://" + st.addr + path }
 // push posts events through the gateway and fails unless all are accepted.
 func (st *stack) push(t *testing.T, tenant string, evs ...events.Event) {
 	t.Helper()
+	st.pushTraced(t, tenant, "", evs...)
+}
+
+// pushTraced is push with a traceparent request header (when not empty).
+func (st *stack) pushTraced(t *testing.T, tenant, traceparent string, evs ...events.Event) {
+	t.Helper()
 	body, _ := json.Marshal(evs)
-	resp, err := http.Post(st.url("/v1/"+tenant+"/events"), "application/json", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, st.url("/v1/"+tenant+"/events"), bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if traceparent != "" {
+		req.Header.Set("traceparent", traceparent)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/ebbsync/ebb/events"
 )
 
+const traceHex = "4bf92f3577b34da6a3ce929d0e0e4736"
+
 type writer struct {
 	client string
 	seq    uint64
@@ -41,11 +43,19 @@ func TestConsole_ResolveConflictInBrowser(t *testing.T) {
 	st := newStack(t)
 	alice, bob := newWriter("alice"), newWriter("bob")
 	first := alice.put("acme", "notes", "n1", 0, `{"title":"from alice","tags":"a"}`)
-	st.push(t, "acme", first)
+	st.pushTraced(t, "acme", "00-"+traceHex+"-00f067aa0ba902b7-01", first)
 	embeddedtest.WaitFor(t, 10*time.Second, "n1 at version 1", func() bool { return st.get(t, "acme", "notes", "n1").Version == 1 })
 	stale := bob.put("acme", "notes", "n1", 0, `{"title":"from bob","extra":true}`)
 	st.push(t, "acme", stale, alice.put("acme", "notes", "n2", 0, `{"title":"plain"}`))
 	embeddedtest.WaitFor(t, 10*time.Second, "n1 conflicted", func() bool { return len(st.get(t, "acme", "notes", "n1").Conflicts) == 1 })
+	// A refused write (a patch of no document) and a dead letter (a payload
+	// that is no event, published straight to EVENTS).
+	patch := alice.put("acme", "notes", "missing", 0, `{"x":1}`)
+	patch.Op = events.OpPatch
+	st.push(t, "acme", patch)
+	if _, err := st.js.Publish(t.Context(), events.EventSubject("acme", "mallory", "notes", "x"), []byte(`{"not":"an event"}`)); err != nil {
+		t.Fatal(err)
+	}
 	ctx := mustBrowser(t)
 
 	run(t, ctx, "load conflicts", chromedp.Navigate(st.url("/ui/#conflicts")),
@@ -90,6 +100,21 @@ func TestConsole_ResolveConflictInBrowser(t *testing.T) {
 		t.Fatalf("journey outcome %q, want applied", out)
 	}
 	screenshot(t, ctx, "console-journey")
+	if tr := textOf(t, ctx, "#journey-trace"); !strings.Contains(tr, traceHex) {
+		t.Fatalf("journey trace %q, want %s", tr, traceHex)
+	}
+	run(t, ctx, "rejections page", chromedp.Navigate(st.url("/ui/#rejections")),
+		chromedp.WaitVisible(chromedp.CSS(`#rejection-table td`)))
+	if out := textOf(t, ctx, "#rejection-table"); !strings.Contains(out, "alice") || !strings.Contains(out, "patch of a document that does not exist") {
+		t.Fatalf("rejections page %q, want alice's refused patch", out)
+	}
+	screenshot(t, ctx, "console-rejections")
+	run(t, ctx, "dead letters page", chromedp.Navigate(st.url("/ui/#dead")),
+		chromedp.WaitVisible(chromedp.CSS(`#dead-table td.error`)))
+	if out := textOf(t, ctx, "#dead-table"); !strings.Contains(out, "mallory") {
+		t.Fatalf("dead letters page %q, want mallory's message", out)
+	}
+	screenshot(t, ctx, "console-dead")
 	run(t, ctx, "streams page", chromedp.Navigate(st.url("/ui/#streams")),
 		chromedp.WaitVisible(chromedp.CSS(`#lag-plot`)))
 	screenshot(t, ctx, "console-streams")
