@@ -22,6 +22,16 @@
 // POST /v1/{tenant}/events, so the resolve goes through the projector like
 // any other write and has a receipt.
 //
+// The pages and scripts are cached by a service worker (sw.js, network
+// first), so the try-it app and the console load again with the server
+// unreachable; the API and the gateway are never cached.
+//
+// The browser client module (ebb-client.js) is a plain ES module any web
+// app may import from ClientPath: a durable log and view in IndexedDB
+// (each store its own device, ULID ids, HLC, sequences as
+// events/PROTOCOL.md says), pushed and pulled over the gateway's routes;
+// its header comment states its contract.
+//
 // Scans of RECEIPTS and DEAD read at most Config.MaxScan messages, the
 // newest ones; older ones are not shown (the answer says "truncated").
 //

@@ -23,7 +23,10 @@
 //   /v1/{tenant}/changes), with this device's pending writes applied on top
 //   for get()/list(). A pending write is settled when a change names it as
 //   its cause or holds it as an open conflict, or when a receipt for it
-//   arrives (GET /v1/{tenant}/receipts/{client}).
+//   arrives (GET /v1/{tenant}/receipts/{client}). Today that route serves
+//   only a client's legacy receipt subject, not its devices' ones, so a
+//   write the server refuses (rejected, invalid) stays pending here until
+//   the gateway serves device receipts too.
 // - "change" events (detail {collection, id, doc}) fire for every local
 //   write and every change received; "status" (detail {online, pending,
 //   error}) after every sync attempt.
@@ -247,7 +250,6 @@ export class Replica extends EventTarget {
   }
 
   async _push() {
-    const all = await this.pending();
     const unsent = (await this._outbox()).filter((e) => !e._sent).map(strip);
     if (unsent.length === 0) return;
     for (let i = 0; i < unsent.length; i += 1000) {
@@ -267,7 +269,6 @@ export class Replica extends EventTarget {
       await done(tx);
       if (resp.status >= 500) throw new Error("push: HTTP " + resp.status);
     }
-    void all;
   }
 
   async _outbox() {
