@@ -36,6 +36,7 @@ type stack struct {
 	store projection.Store
 	addr  string
 	h     http.Handler
+	creds [2]string // user and password push sends under auth
 
 	mu  sync.Mutex
 	srv *http.Server
@@ -43,7 +44,8 @@ type stack struct {
 
 func newStack(t *testing.T) *stack { return newStackWith(t, nil) }
 
-// newStackWith is newStack with the console (only) under auth by users.
+// newStackWith is newStack with the gateway and the console under auth by
+// users (nil: open); push then needs st.creds.
 func newStackWith(t *testing.T, users *auth.Users) *stack {
 	t.Helper()
 	s := embeddedtest.MustStart(t, embeddedtest.InProcess())
@@ -66,7 +68,7 @@ func newStackWith(t *testing.T, users *auth.Users) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Close(); _ = store.Close() })
-	g, err := gateway.New(gateway.Config{JetStream: js})
+	g, err := gateway.New(gateway.Config{JetStream: js, Users: users})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +138,9 @@ func (st *stack) pushTraced(t *testing.T, tenant, traceparent string, evs ...eve
 	req.Header.Set("Content-Type", "application/json")
 	if traceparent != "" {
 		req.Header.Set("traceparent", traceparent)
+	}
+	if st.creds[0] != "" {
+		req.SetBasicAuth(st.creds[0], st.creds[1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
