@@ -48,13 +48,16 @@ func TestAPI_AuthAdminSeesAllTenantsClientOnlyItsOwn(t *testing.T) {
 	users, err := auth.New([]auth.User{
 		{Name: "root", Password: "rootpw", Role: auth.RoleAdmin},
 		{Name: "alice", Password: "alicepw", Tenant: "acme", Role: auth.RoleClient},
+		{Name: "gus", Password: "guspw", Tenant: "globex", Role: auth.RoleClient},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := newStackWith(t, users)
 	w := newWriter("alice")
+	st.creds = [2]string{"alice", "alicepw"}
 	st.push(t, "acme", w.put("acme", "notes", "a1", 0, `{"v":1}`))
+	st.creds = [2]string{"gus", "guspw"}
 	st.push(t, "globex", newWriter("gus").put("globex", "notes", "g1", 0, `{"v":2}`))
 	embeddedtest.WaitFor(t, 10*time.Second, "both documents applied", func() bool {
 		return st.get(t, "acme", "notes", "a1").Version == 1 && st.get(t, "globex", "notes", "g1").Version == 1

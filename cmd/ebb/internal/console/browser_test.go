@@ -151,7 +151,10 @@ func (st *stack) pushTraced(t *testing.T, tenant, traceparent string, evs ...eve
 		Results []struct{ ID, Status, Error string }
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatal(err)
+		t.Fatalf("push to %s: HTTP %d: %v", tenant, resp.StatusCode, err)
+	}
+	if resp.StatusCode != http.StatusOK || len(out.Results) != len(evs) {
+		t.Fatalf("push to %s: HTTP %d with %d results for %d events", tenant, resp.StatusCode, len(out.Results), len(evs))
 	}
 	for _, r := range out.Results {
 		if r.Status != "accepted" {
