@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/ebbsync/ebb/cmd/ebb/internal/console"
 	"github.com/ebbsync/ebb/cmd/ebb/internal/datadir"
 	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/cmd/ebb/internal/telemetry"
@@ -414,7 +415,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	}
 	stops = append(stops, tel.Shutdown)
 
-	proj, err := startProjector(ctx, c, sec.view, js, tel, log, &stops)
+	proj, store, err := startProjector(ctx, c, sec.view, js, tel, log, &stops)
 	if err != nil {
 		return err
 	}
@@ -455,7 +456,17 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	httpAddr, err := serveHTTP(c.httpListen, c.headerTimeout, gw, sec.tls, log, &stops)
+	// The console (/ui) reads the view and the streams; everything else
+	// is the gateway's.
+	con, err := console.New(console.Config{JetStream: js, Store: store, Users: sec.users, Logger: log.With("component", "console")})
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", gw)
+	mux.Handle(console.Prefix+"/", con)
+	mux.Handle(console.Prefix, con)
+	httpAddr, err := serveHTTP(c.httpListen, c.headerTimeout, mux, sec.tls, log, &stops)
 	if err != nil {
 		return err
 	}
@@ -485,35 +496,35 @@ const viewFile = "view.db"
 
 // startProjector opens the view store (sealed with view unless it is nil)
 // and starts the projector on it.
-func startProjector(ctx context.Context, c serveConfig, view *keys.Cipher, js jetstream.JetStream, tel *telemetry.Telemetry, log *slog.Logger, stops *[]func(context.Context) error) (*projection.Projector, error) {
+func startProjector(ctx context.Context, c serveConfig, view *keys.Cipher, js jetstream.JetStream, tel *telemetry.Telemetry, log *slog.Logger, stops *[]func(context.Context) error) (*projection.Projector, projection.Store, error) {
 	policies, err := c.policies.resolve(projection.NewRegistry())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	store, err := openView(ctx, c.viewPath, view, 2*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("serve: %w", err)
+		return nil, nil, fmt.Errorf("serve: %w", err)
 	}
 	*stops = append(*stops, func(context.Context) error { return store.Close() })
 	if err := checkPolicyChange(ctx, c, store); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if c.recordedPolicies {
 		log.Info("no policies configured: using those recorded in the data directory", "policies", c.policies.String())
 	}
 	if err := c.policies.save(c.data); err != nil {
-		return nil, fmt.Errorf("serve: %w", err)
+		return nil, nil, fmt.Errorf("serve: %w", err)
 	}
 	proj, err := projection.New(js, store, projection.Config{Policies: policies, Logger: log,
 		TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider(), Propagator: tel.Propagator()})
 	if err != nil {
-		return nil, fmt.Errorf("serve: %w", err)
+		return nil, nil, fmt.Errorf("serve: %w", err)
 	}
 	if err := proj.Start(ctx); err != nil {
-		return nil, fmt.Errorf("serve: start projector: %w", err)
+		return nil, nil, fmt.Errorf("serve: start projector: %w", err)
 	}
 	*stops = append(*stops, func(context.Context) error { return proj.Close() })
-	return proj, nil
+	return proj, store, nil
 }
 
 // connectServer starts the embedded NATS server (unless c.natsURL names an
