@@ -69,6 +69,8 @@ func init() {
 			example: "ebb ls todos", run: runList},
 		"conflicts": {summary: "list open conflicts", args: "[COLLECTION]",
 			example: "ebb conflicts\nebb conflicts lists --json", run: runConflicts},
+		"history": {summary: "a document's conflict records on the server: open, resolved, and what lww and merge overwrote", args: "COLLECTION ID",
+			example: "ebb history lists l1\nebb history todos t1 --http https://ebb.example:8080 --json", run: runHistory},
 		"rejections": {summary: "list the writes the server refused and why; --dismiss EVENT clears one",
 			example: "ebb rejections\nebb rejections --dismiss 01J9Z8Q2V7XW3K5M6N8P0R2T4Y", run: runRejections},
 		"sync": {summary: "push pending writes, pull changes, wait for receipts",

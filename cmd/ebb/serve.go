@@ -435,6 +435,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 
 	gw, err := gateway.New(gateway.Config{
 		Writer:              writer,
+		History:             store,
 		MaxBody:             c.gateway.MaxBody,
 		MaxLongPolls:        c.gateway.MaxLongPolls,
 		MaxLongPollsPerUser: c.gateway.MaxLongPollsPerUser,

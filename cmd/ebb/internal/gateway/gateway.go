@@ -71,6 +71,10 @@ type Config struct {
 	// (see write.go and events/PROTOCOL.md). Nil: they answer 501. The
 	// gateway does not close it.
 	Writer *Writer
+	// History, if set, serves GET /v1/{tenant}/docs/{collection}/{id}/history:
+	// the document's conflict records, open, resolved and overwritten (the
+	// states lww and merge overwrote). Nil: 501.
+	History History
 	// WriteWait bounds how long a document write waits for its receipt
 	// before it answers 202 with the event to poll; default 5s.
 	WriteWait time.Duration
@@ -165,6 +169,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.mux.HandleFunc("GET /v1/{tenant}/docs/{collection}", g.guard(accessRead, g.listDocs))
 	g.mux.HandleFunc("GET /v1/{tenant}/docs/{collection}/{id}", g.guard(accessRead, g.getDoc))
 	g.mux.HandleFunc("GET /v1/{tenant}/conflicts", g.guard(accessRead, g.conflicts))
+	g.mux.HandleFunc("GET /v1/{tenant}/docs/{collection}/{id}/history", g.guard(accessRead, g.history))
 	// Document writes: any user who may read the tenant (a client or a
 	// service of it, an admin) writes as itself; writeIdentity decides.
 	for _, m := range []string{http.MethodPut, http.MethodPatch, http.MethodDelete} {
