@@ -46,9 +46,9 @@ func runBacklog(ctx context.Context, r *runner) ([]Result, error) {
 	}
 	base := "the same call on a replica with no unsettled writes"
 	return []Result{
-		r.row(Result{Workload: fmt.Sprintf("Get of one document with %d unsettled writes", u), Unit: "µs/op",
+		r.row(Result{Key: "get-backlog", Workload: fmt.Sprintf("Get of one document with %d unsettled writes", u), Unit: "µs/op",
 			Ebb: median(eg), Raw: median(wg), Ratio: median(rg), Target: Target{AtMost, 2}, Baseline: base}),
-		r.row(Result{Workload: fmt.Sprintf("Put with %d unsettled writes", u), Unit: "µs/op",
+		r.row(Result{Key: "put-backlog", Workload: fmt.Sprintf("Put with %d unsettled writes", u), Unit: "µs/op",
 			Ebb: median(ep), Raw: median(wp), Ratio: median(rp), Target: Target{AtMost, 2}, Baseline: base}),
 	}, nil
 }

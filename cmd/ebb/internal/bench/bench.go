@@ -93,6 +93,7 @@ func (t Target) Met(ratio float64) bool {
 // JetStream, or the same ebb call without the load the row is about) and
 // Ratio = Ebb/Raw, the median of the rounds' ratios.
 type Result struct {
+	Key      string  `json:"key"` // short and stable, as "push/always": for scripts and Go benchmark metrics
 	Workload string  `json:"workload"`
 	Sync     string  `json:"sync,omitempty"` // server fsync policy, when the row depends on it
 	Unit     string  `json:"unit"`

@@ -118,17 +118,17 @@ func runCatchUp(ctx context.Context, r *runner) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []Result{r.row(Result{Workload: fmt.Sprintf("catch-up of %d changes", n), Sync: sm.name, Unit: "docs/s",
+	out := []Result{r.row(Result{Key: "catch-up", Workload: fmt.Sprintf("catch-up of %d changes", n), Sync: sm.name, Unit: "docs/s",
 		Ebb: eb, Raw: rw, Ratio: ratio, Target: Target{AtLeast, 0.7},
 		Baseline: "ordered consumer reading the same messages",
 		Note:     fmt.Sprintf("peak Go heap (embedded server included) %.0f MiB ebb, %.0f MiB raw", median(ebbPeak), median(rawPeak))})}
 	perDoc := func(b int64) float64 { return float64(b) / float64(n) }
 	out = append(out,
-		r.row(Result{Workload: fmt.Sprintf("fresh catch-up bytes, %d docs", n), Unit: "bytes/doc",
+		r.row(Result{Key: "catch-up-bytes", Workload: fmt.Sprintf("fresh catch-up bytes, %d docs", n), Unit: "bytes/doc",
 			Ebb: perDoc(wireBytes), Raw: perDoc(jsonBytes), Ratio: float64(wireBytes) / float64(jsonBytes), Target: Target{AtMost, 1.2},
 			Baseline: "full-state download: the documents as one JSON array",
 			Note:     "subject, headers and change payload of every message pulled"}),
-		r.row(Result{Workload: fmt.Sprintf("local store size, %d docs", n), Unit: "bytes/doc",
+		r.row(Result{Key: "store-size", Workload: fmt.Sprintf("local store size, %d docs", n), Unit: "bytes/doc",
 			Ebb: perDoc(dbBytes), Raw: perDoc(jsonBytes), Ratio: float64(dbBytes) / float64(jsonBytes), Target: Target{AtMost, 2},
 			Baseline: "the document's JSON in a full-state download",
 			Note:     "size of " + consumer.DBFile + " after the catch-up, closed"}),

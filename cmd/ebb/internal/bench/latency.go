@@ -76,9 +76,9 @@ func runLatency(ctx context.Context, r *runner) ([]Result, error) {
 	what := fmt.Sprintf("write to visible on another replica, %d writes/s for %v", r.sizes.Rate, r.sizes.Duration)
 	base := "PublishMsgAsync to an ordered consumer, same schedule"
 	return []Result{
-		r.row(Result{Workload: what + ", p50", Sync: sm.name, Unit: "ms", Ebb: median(e50), Raw: median(w50), Ratio: median(r50),
+		r.row(Result{Key: "latency-p50", Workload: what + ", p50", Sync: sm.name, Unit: "ms", Ebb: median(e50), Raw: median(w50), Ratio: median(r50),
 			Target: Target{AtMost, 3}, Baseline: base}),
-		r.row(Result{Workload: what + ", p99", Sync: sm.name, Unit: "ms", Ebb: median(e99), Raw: median(w99), Ratio: median(r99),
+		r.row(Result{Key: "latency-p99", Workload: what + ", p99", Sync: sm.name, Unit: "ms", Ebb: median(e99), Raw: median(w99), Ratio: median(r99),
 			Target: Target{AtMost, 3}, Baseline: base}),
 	}, nil
 }

@@ -144,7 +144,7 @@ func (r *runner) project(ctx context.Context, sm syncMode, n int) (Result, error
 	if err != nil {
 		return Result{}, err
 	}
-	return r.row(Result{Workload: fmt.Sprintf("projector, %d events", n), Sync: sm.name, Unit: "events/s",
+	return r.row(Result{Key: "projector/" + sm.name, Workload: fmt.Sprintf("projector, %d events", n), Sync: sm.name, Unit: "events/s",
 		Ebb: eb, Raw: rw, Ratio: ratio, Target: Target{AtLeast, 0.6},
 		Baseline: "durable fetch(256)+ack of the same stream",
 		Note:     "a third create, the rest overwrite with a stale base (lww); the projector also publishes a change and a receipt per event"}), nil

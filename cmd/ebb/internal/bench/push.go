@@ -86,7 +86,7 @@ func (r *runner) push(ctx context.Context, e *env, sm syncMode, n int) (Result, 
 	if err != nil {
 		return Result{}, err
 	}
-	return r.row(Result{Workload: fmt.Sprintf("push of a %d backlog", n), Sync: sm.name, Unit: "msgs/s",
+	return r.row(Result{Key: "push/" + sm.name, Workload: fmt.Sprintf("push of a %d backlog", n), Sync: sm.name, Unit: "msgs/s",
 		Ebb: eb, Raw: rw, Ratio: ratio, Target: Target{AtLeast, 0.8},
 		Baseline: "PublishMsgAsync of the same events",
 		Note:     fmt.Sprintf("Publisher MaxInFlight %d, %d documents round-robin", pushWindow, benchDocs)}), nil

@@ -144,7 +144,7 @@ func (r *runner) put(ctx context.Context, sm syncMode) ([]Result, error) {
 		if err != nil {
 			return out, err
 		}
-		out = append(out, r.row(Result{Workload: fmt.Sprintf("Replica.Put online, %d goroutine(s), %d writes", writers, n), Sync: sm.name, Unit: "writes/s",
+		out = append(out, r.row(Result{Key: fmt.Sprintf("put-x%d/%s", writers, sm.name), Workload: fmt.Sprintf("Replica.Put online, %d goroutine(s), %d writes", writers, n), Sync: sm.name, Unit: "writes/s",
 			Ebb: eb, Raw: rw, Ratio: ratio, Target: Target{AtLeast, 0.5},
 			Baseline: "PublishMsgAsync of as many events from as many goroutines",
 			Note:     fmt.Sprintf("until Sync returns (all settled); the Put calls alone returned at %.0f/s", median(callRates))}))
