@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ebbsync/ebb/consumer"
 	"github.com/ebbsync/ebb/projection"
 )
@@ -76,16 +78,19 @@ func (r *runner) put(ctx context.Context, sm syncMode) ([]Result, error) {
 			ms := rawMsgs(msgs)
 			start := time.Now()
 			errs := make([]error, writers)
+			futures := make([][]jetstream.PubAckFuture, writers)
 			var wg sync.WaitGroup
 			for w := range writers {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					for i := w; i < len(ms); i += writers {
-						if _, err := e.js.PublishMsgAsync(ms[i], withStall); err != nil {
+						f, err := e.js.PublishMsgAsync(ms[i], withStall)
+						if err != nil {
 							errs[w] = fmt.Errorf("publish: %w", err)
 							return
 						}
+						futures[w] = append(futures[w], f)
 					}
 				}()
 			}
@@ -98,7 +103,17 @@ func (r *runner) put(ctx context.Context, sm syncMode) ([]Result, error) {
 			case <-ctx.Done():
 				return 0, ctx.Err()
 			}
-			return rate(n, time.Since(start)), nil
+			d := time.Since(start)
+			for _, fs := range futures {
+				for _, f := range fs {
+					select {
+					case err := <-f.Err():
+						return 0, fmt.Errorf("publish to %s: %w", f.Msg().Subject, err)
+					default:
+					}
+				}
+			}
+			return rate(n, d), nil
 		}
 		ebb := func(ctx context.Context, round int) (float64, error) {
 			dir, err := r.tempDir()
