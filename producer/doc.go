@@ -83,38 +83,18 @@
 // (publish to ack, seconds), and the gauges ebb.producer.pending and
 // ebb.producer.oldest_pending.age (seconds), both with attribute ebb.client.
 //
-// # Benchmarks
+// # Performance
 //
-// go test -bench . -benchtime 40000x ./producer on the 2-core test machine,
-// in-process embedded server, ~270 B events. BenchmarkProducer appends with
-// AppendBatch, 1024 writes per batch (one bbolt commit + fsync per batch;
-// Append alone is one fsync per event), while a Publisher with MaxInFlight
-// 4096 drains; the clock stops when Flush returns. BenchmarkRawPublishAsync
-// publishes the same payloads with Nats-Msg-Id via js.PublishMsgAsync and
-// waits for PublishAsyncComplete.
+// What a write costs, by contract: Append commits one bbolt transaction
+// (one fsync) per event, AppendBatch one for the whole batch. A Publisher
+// keeps at most MaxInFlight publishes awaiting their PubAck and at most one
+// per document (see Order), so a backlog spread over fewer documents than
+// MaxInFlight drains with fewer in flight.
 //
-//	server fsync        run  producer        raw async       ratio
-//	always (default)    1    3,351 msgs/s    3,961 msgs/s    85%
-//	always (default)    2    3,051 msgs/s    4,168 msgs/s    73%
-//	every 2 minutes     1    32,026 msgs/s   146,605 msgs/s  22%
-//	every 2 minutes     2    32,240 msgs/s   125,164 msgs/s  26%
-//	always (default)    3    4,062 msgs/s    4,972 msgs/s    82%
-//	every 2 minutes     3    38,603 msgs/s   113,088 msgs/s  34%
-//
-// Run 3 is with one publish per document in flight (see Order). The
-// benchmark writes 16 documents round-robin, so at most 16 of the 4096
-// window are in flight, and still nothing moved: the same day, just before
-// the change, the producer made 3,811 (always) and 35,827 (every 2 minutes)
-// msgs/s, raw async 2,469 and 87,062 (the machine is shared and noisy).
-//
-// With the embedded default (fsync every write) the server is the
-// bottleneck and the producer reaches 73-85% of raw publishing (the machine
-// is shared, so runs vary); the 80% goal is met only in some runs. With the
-// server's fsync relaxed the producer's own bbolt work (JSON state records,
-// five index puts per append, a read transaction per window refill, a write
-// transaction per ack batch) on the same two cores is the limit; with the
-// default window of 256 it is lower still (about 29,000 msgs/s draining a
-// full log).
+// The figures live in the README's Performance section, rerun with `ebb
+// bench` (workload push: a drained backlog beside js.PublishMsgAsync of the
+// same events, both server fsync policies) or with BenchmarkProducer and
+// BenchmarkRawPublishAsync in this package.
 //
 // # Encryption at rest
 //

@@ -340,36 +340,15 @@
 //
 // # Performance
 //
-// BenchmarkProjector against BenchmarkRawConsume (a durable consumer that
-// only fetches and acks the same stream), 20000 events of about 256 bytes,
-// a third creates and the rest stale patches, embedded JetStream with
-// background fsync, bbolt fsync per batch, 2 cores (AMD EPYC), go test
-// -bench . -benchtime 20000x:
+// The projector reads one message and publishes two (a change and a
+// receipt) per event, and commits one store transaction, one fsync, per
+// batch of up to Config.BatchSize events. In-order client sequences, the
+// common case, never touch the per-writer holes (see Duplicates).
 //
-//	BenchmarkProjector    12843 events/s   (77.9 µs/op)
-//	BenchmarkRawConsume   17555 events/s   (56.9 µs/op)
-//	ratio                 73%
-//
-// That is with holes tracked per writer (see Duplicates); the same day,
-// just before that change, 11914 against 15782 events/s (75%): no change
-// beyond the noise of the shared machine. In-order sequences, the common
-// case, never touch the holes.
-//
-// With telemetry added (outcome counters and the batch histogram always;
-// spans only with a TracerProvider, none here), three runs the same day on
-// the same machine under a load average near 3.7 (other engineers' tests):
-// 9109/17105 (first run: no-op spans per event, since removed), 10069/16544
-// and 17415/17679 events/s, projector/raw. The
-// spread is the machine's; the last run shows no cost beyond the noise.
-//
-// With the delivery checks (the consumer sequence of every message, an
-// idle audit of the consumer), three runs each, alternating with the code
-// just before them on the same machine (load average near 1.6): 18726/17886,
-// 9759/16630 and 13660/18076 events/s, projector/raw, against 12378/17349,
-// 9132/16957 and 13123/17651 before: no cost beyond the noise.
-//
-// The projector writes three messages per event (event read, change and
-// receipt published) and one store transaction per batch of up to 256.
+// The figures live in the README's Performance section, rerun with `ebb
+// bench` (workload projector: beside a durable consumer that only fetches
+// and acks the same stream, both server fsync policies) or with
+// BenchmarkProjector and BenchmarkRawConsume in this package.
 //
 // # Encryption at rest
 //

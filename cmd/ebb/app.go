@@ -89,6 +89,7 @@ func init() {
 		"context": {summary: "save and select client settings (server, tenant, user, data directory)", args: "save NAME | use NAME | ls | show [NAME] | rm NAME",
 			about:   "A context holds the client flags a user would otherwise export as EBB_* variables. Flags beat environment variables, which beat the context in use (--context NAME, env EBB_CONTEXT, or 'ebb context use'). Contexts live in $XDG_CONFIG_HOME/ebb (default ~/.config/ebb).",
 			example: "ebb context save alice --nats nats://127.0.0.1:4222 --tenant acme --user alice --data ./alice\nebb context use alice\nebb context ls", verbs: []string{"save", "use", "ls", "show", "rm"}, run: runContext},
+		"bench": {summary: "measure ebb beside raw JetStream on the same server: push, projector, catch-up, writes, latency", about: benchAbout, example: "ebb bench --quick\nebb bench --json > bench.json\nebb bench --only push,projector --rounds 5", run: runBench},
 		"version": {summary: "print the version, VCS revision and Go version of this binary",
 			example: "ebb version\nebb version --json", run: runVersion},
 		"completion": {summary: "print a shell completion script", args: "bash | zsh | fish",

@@ -1,0 +1,91 @@
+package bench
+
+import (
+	"flag"
+	"strings"
+	"testing"
+)
+
+// benchSizes picks the sizes of the Go benchmarks: quick unless
+// -bench.sizes=default or large.
+var benchSizes = flag.String("bench.sizes", "quick", "sizes of the Go benchmarks: quick, default or large")
+
+func sizes(tb testing.TB) Sizes {
+	switch *benchSizes {
+	case "quick":
+		return QuickSizes
+	case "default":
+		return DefaultSizes
+	case "large":
+		return LargeSizes
+	}
+	tb.Fatalf("-bench.sizes %q: want quick, default or large", *benchSizes)
+	return Sizes{}
+}
+
+// benchWorkload runs one workload of `ebb bench` b.N times (one round
+// each) and reports the rows of the last run as metrics: for each row,
+// key:ebb and key:raw in the row's unit and key:ratio. So
+//
+//	go test -bench Put -benchtime 1x -cpuprofile cpu.out ./cmd/ebb/internal/bench
+//
+// profiles exactly what the `ebb bench` row measures.
+func benchWorkload(b *testing.B, name string) {
+	var rows []Result
+	for range b.N {
+		var err error
+		rows, err = Run(b.Context(), Config{Dir: b.TempDir(), Sizes: sizes(b), Rounds: 1, Only: []string{name}})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, r := range rows {
+		unit := strings.NewReplacer("/", "-per-", "µ", "u").Replace(r.Unit)
+		b.ReportMetric(r.Ebb, r.Key+":ebb-"+unit)
+		b.ReportMetric(r.Raw, r.Key+":raw-"+unit)
+		b.ReportMetric(r.Ratio, r.Key+":ratio")
+	}
+}
+
+func BenchmarkPush(b *testing.B)      { benchWorkload(b, "push") }
+func BenchmarkProjector(b *testing.B) { benchWorkload(b, "projector") }
+func BenchmarkCatchUp(b *testing.B)   { benchWorkload(b, "catch-up") }
+func BenchmarkPut(b *testing.B)       { benchWorkload(b, "put") }
+func BenchmarkLatency(b *testing.B)   { benchWorkload(b, "latency") }
+func BenchmarkBacklog(b *testing.B)   { benchWorkload(b, "backlog") }
+
+func TestTarget_Met(t *testing.T) {
+	for _, c := range []struct {
+		t     Target
+		ratio float64
+		want  bool
+	}{
+		{Target{AtLeast, 0.8}, 0.8, true},
+		{Target{AtLeast, 0.8}, 0.79, false},
+		{Target{AtMost, 2}, 2, true},
+		{Target{AtMost, 2}, 2.01, false},
+	} {
+		if got := c.t.Met(c.ratio); got != c.want {
+			t.Errorf("%v met by %v = %v, want %v", c.t, c.ratio, got, c.want)
+		}
+	}
+}
+
+func TestMedianAndPercentile(t *testing.T) {
+	if m := median([]float64{3, 1, 2}); m != 2 {
+		t.Errorf("median 3,1,2 = %v", m)
+	}
+	if m := median([]float64{4, 1, 2, 3}); m != 2.5 {
+		t.Errorf("median 4,1,2,3 = %v", m)
+	}
+	xs := make([]float64, 100)
+	for i := range xs {
+		xs[i] = float64(100 - i)
+	}
+	if p := pct(xs, 50); p != 50 {
+		t.Errorf("p50 of 1..100 = %v", p)
+	}
+	if p := pct(xs, 99); p != 99 {
+		t.Errorf("p99 of 1..100 = %v", p)
+	}
+}

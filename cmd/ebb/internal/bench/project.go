@@ -1,0 +1,156 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/projection"
+)
+
+// runProjector: Sizes.Project events (a third create documents, the rest
+// overwrite them with a stale base version) in EVENTS; a projector with a
+// fresh view store applies all of them, timed from Start until its
+// checkpoint reaches the stream's last sequence; against a durable pull
+// consumer that fetches the same stream 256 at a time (the projector's
+// batch) and acks each batch as the projector does (AckAll, one ack of its
+// last message), doing nothing else. Each round runs on a fresh server.
+func runProjector(ctx context.Context, r *runner) ([]Result, error) {
+	var out []Result
+	for _, sm := range r.syncs() {
+		res, err := r.project(ctx, sm, r.sizes.Project)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+func (r *runner) project(ctx context.Context, sm syncMode, n int) (Result, error) {
+	var (
+		e      *env
+		msgs   uint64 // messages in EVENTS
+		last   uint64 // EVENTS' last sequence
+		consNo int
+	)
+	defer func() {
+		if e != nil {
+			e.stop()
+		}
+	}()
+	setup := func(ctx context.Context, round int) error {
+		if e != nil {
+			e.stop()
+		}
+		var err error
+		if e, err = r.newEnv(ctx, sm); err != nil {
+			return err
+		}
+		gen, err := r.openLog("bench-projector")
+		if err != nil {
+			return err
+		}
+		evs, err := appendWrites(ctx, gen, n, max(1, n/3))
+		gen.Close()
+		if err != nil {
+			return err
+		}
+		ms, err := eventMsgs(evs)
+		if err != nil {
+			return err
+		}
+		if err := publishAll(ctx, e.js, ms); err != nil {
+			return err
+		}
+		s, err := e.js.Stream(ctx, events.StreamEvents)
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", events.StreamEvents, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("stream %s info: %w", events.StreamEvents, err)
+		}
+		msgs, last = info.State.Msgs, info.State.LastSeq
+		return nil
+	}
+	raw := func(ctx context.Context, _ int) (float64, error) {
+		consNo++
+		name := fmt.Sprintf("ebb-bench-raw-%d", consNo)
+		start := time.Now()
+		cons, err := e.js.CreateOrUpdateConsumer(ctx, events.StreamEvents, jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckAllPolicy})
+		if err != nil {
+			return 0, fmt.Errorf("create consumer %s: %w", name, err)
+		}
+		defer e.js.DeleteConsumer(context.WithoutCancel(ctx), events.StreamEvents, name)
+		var got uint64
+		for got < msgs {
+			// Never ask for more than remain: Fetch would wait out
+			// MaxWait for messages that will not come.
+			batch, err := cons.Fetch(int(min(uint64(projection.DefaultBatchSize), msgs-got)), jetstream.FetchMaxWait(time.Second))
+			if err != nil {
+				return 0, fmt.Errorf("fetch: %w", err)
+			}
+			var last jetstream.Msg
+			for m := range batch.Messages() {
+				last = m
+				got++
+			}
+			if err := batch.Error(); err != nil {
+				return 0, fmt.Errorf("fetch: %w", err)
+			}
+			if last != nil {
+				if err := last.Ack(); err != nil {
+					return 0, fmt.Errorf("ack: %w", err)
+				}
+			}
+		}
+		return rate(int(msgs), time.Since(start)), nil
+	}
+	ebb := func(ctx context.Context, _ int) (float64, error) {
+		consNo++
+		d, err := r.tempDir()
+		if err != nil {
+			return 0, err
+		}
+		store, err := projection.OpenBolt(filepath.Join(d, "view.db"), projection.BoltOptions{})
+		if err != nil {
+			return 0, fmt.Errorf("open view: %w", err)
+		}
+		defer store.Close()
+		name := fmt.Sprintf("ebb-bench-projector-%d", consNo)
+		p, err := projection.New(e.js, store, projection.Config{Durable: name, Logger: r.log})
+		if err != nil {
+			return 0, fmt.Errorf("new projector: %w", err)
+		}
+		defer p.Close()
+		start := time.Now()
+		if err := p.Start(ctx); err != nil {
+			return 0, fmt.Errorf("start projector: %w", err)
+		}
+		err = waitUntil(ctx, 10*time.Minute, "projector", func() (bool, error) {
+			select {
+			case <-p.Done():
+				return false, fmt.Errorf("projector stopped: %w", p.Err())
+			default:
+			}
+			return p.Stats().Checkpoint >= last, nil
+		})
+		if err != nil {
+			return 0, err
+		}
+		return rate(int(msgs), time.Since(start)), nil
+	}
+	eb, rw, ratio, err := r.pairWith(ctx, fmt.Sprintf("projector %d (sync=%s)", n, sm.name), setup, raw, ebb)
+	if err != nil {
+		return Result{}, err
+	}
+	return r.row(Result{Key: "projector/" + sm.name, Workload: fmt.Sprintf("projector, %d events", n), Sync: sm.name, Unit: "events/s",
+		Ebb: eb, Raw: rw, Ratio: ratio, Target: Target{AtLeast, 0.6},
+		Baseline: "durable fetch(256) + AckAll per batch of the same stream",
+		Note:     "a third create, the rest overwrite with a stale base (lww); the projector also publishes a change and a receipt per event"}), nil
+}
