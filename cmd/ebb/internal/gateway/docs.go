@@ -35,15 +35,8 @@ func recordOf(c *events.Change) DocRecord {
 }
 
 func (g *Gateway) getDoc(w http.ResponseWriter, r *http.Request) {
-	tenant, err := g.tenant(r)
-	if err != nil {
-		g.fail(w, r, err)
-		return
-	}
-	coll, id := r.PathValue("collection"), r.PathValue("id")
-	if err := errors.Join(events.ValidateName("collection", coll, g.cfg.Limits.MaxNameBytes),
-		events.ValidateName("doc", id, g.cfg.Limits.MaxDocIDBytes)); err != nil {
-		g.fail(w, r, err)
+	tenant, coll, id, ok := g.docPath(w, r)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
@@ -139,4 +132,22 @@ type DocsResponse struct {
 	Docs    []DocRecord `json:"docs"`
 	LastSeq uint64      `json:"last_seq"`
 	More    bool        `json:"more"` // more documents may follow after LastSeq
+}
+
+// docPath reads and checks the tenant, collection and id of a
+// /v1/{tenant}/docs/{collection}/{id} request; on a bad one it has answered
+// the error and reports false.
+func (g *Gateway) docPath(w http.ResponseWriter, r *http.Request) (tenant, coll, id string, ok bool) {
+	tenant, err := g.tenant(r)
+	if err != nil {
+		g.fail(w, r, err)
+		return "", "", "", false
+	}
+	coll, id = r.PathValue("collection"), r.PathValue("id")
+	if err := errors.Join(events.ValidateName("collection", coll, g.cfg.Limits.MaxNameBytes),
+		events.ValidateName("doc", id, g.cfg.Limits.MaxDocIDBytes)); err != nil {
+		g.fail(w, r, err)
+		return "", "", "", false
+	}
+	return tenant, coll, id, true
 }

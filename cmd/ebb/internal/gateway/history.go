@@ -26,15 +26,8 @@ type HistoryResponse struct {
 var errNoHistory = errors.New("this server does not serve conflict history")
 
 func (g *Gateway) history(w http.ResponseWriter, r *http.Request) {
-	tenant, err := g.tenant(r)
-	if err != nil {
-		g.fail(w, r, err)
-		return
-	}
-	coll, id := r.PathValue("collection"), r.PathValue("id")
-	if err := errors.Join(events.ValidateName("collection", coll, g.cfg.Limits.MaxNameBytes),
-		events.ValidateName("doc", id, g.cfg.Limits.MaxDocIDBytes)); err != nil {
-		g.fail(w, r, err)
+	tenant, coll, id, ok := g.docPath(w, r)
+	if !ok {
 		return
 	}
 	if g.cfg.History == nil {

@@ -215,15 +215,8 @@ func (g *Gateway) current(ctx context.Context, tenant, coll, id string) (*events
 
 func (g *Gateway) writeDoc(w http.ResponseWriter, r *http.Request) {
 	op := map[string]events.Op{http.MethodPut: events.OpPut, http.MethodPatch: events.OpPatch, http.MethodDelete: events.OpDelete}[r.Method]
-	tenant, err := g.tenant(r)
-	if err != nil {
-		g.fail(w, r, err)
-		return
-	}
-	coll, id := r.PathValue("collection"), r.PathValue("id")
-	if err := errors.Join(events.ValidateName("collection", coll, g.cfg.Limits.MaxNameBytes),
-		events.ValidateName("doc", id, g.cfg.Limits.MaxDocIDBytes)); err != nil {
-		g.fail(w, r, err)
+	tenant, coll, id, ok := g.docPath(w, r)
+	if !ok {
 		return
 	}
 	if g.cfg.Writer == nil {
