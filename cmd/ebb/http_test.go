@@ -19,6 +19,7 @@ type phone struct {
 	t      *testing.T
 	base   string
 	client string
+	device string // empty: the client's legacy log
 	seq    uint64
 	ids    *events.IDSource
 	clock  *events.Clock
@@ -32,7 +33,7 @@ func newPhone(t *testing.T, base, client string) *phone {
 func (p *phone) event(op events.Op, coll, doc string, base uint64, fields string) events.Event {
 	p.seq++
 	e := events.Event{Schema: 1, ID: p.ids.New().String(), Tenant: "acme", Collection: coll, Doc: doc, Op: op,
-		BaseVersion: base, HLC: p.clock.Now(), Client: p.client, Seq: p.seq}
+		BaseVersion: base, HLC: p.clock.Now(), Client: p.client, Device: p.device, Seq: p.seq}
 	if fields != "" {
 		if err := json.Unmarshal([]byte(fields), &e.Fields); err != nil {
 			p.t.Fatal(err)
@@ -83,7 +84,11 @@ func (p *phone) receipt(id string) *events.Receipt {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		var resp gateway.ReceiptsResponse
-		if code := p.call("GET", fmt.Sprintf("/v1/acme/receipts/%s?after=%d&wait=5s", p.client, p.rcpt), nil, &resp); code != 200 {
+		path := fmt.Sprintf("/v1/acme/receipts/%s?after=%d&wait=5s", p.client, p.rcpt)
+		if p.device != "" {
+			path += "&device=" + p.device
+		}
+		if code := p.call("GET", path, nil, &resp); code != 200 {
 			p.t.Fatalf("receipts: %d", code)
 		}
 		for _, r := range resp.Receipts {
