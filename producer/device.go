@@ -75,10 +75,16 @@ func (l *Log) ObserveReceipt(ctx context.Context, r *events.Receipt) (bool, erro
 // with another copy of this log. In one transaction Reissue forks the log
 // to a new device (if the event's device is still the current one), writes
 // the event again there (a new id and sequence, the same change, After
-// mapped to the event that re-wrote its predecessor, if any), and settles
-// the original with the receipt, its reason naming the new event. It
-// returns the new event, or nil if the log holds no such unsettled event.
-// The write is never lost: a crash leaves either both changes or neither.
+// mapped along the chain of events that re-wrote its predecessor, if any),
+// keeping the original's HLC, and settles the original with the receipt,
+// its reason naming the new event. Keeping the HLC keeps the write where
+// its writer put it in time: a later write of the same document that the
+// server applied meanwhile still wins lww and merge against it, rather
+// than being reverted by a copy that arrived last. It returns the new
+// event, or nil if the log holds no such unsettled event. The entry is
+// never lost: a crash leaves either both changes or neither. (Whether the
+// copy wins against writes applied since is the policy's, as for any
+// stale write.)
 func (l *Log) Reissue(ctx context.Context, r *events.Receipt) (*events.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("reissue event %s: %w", r.Event, err)
@@ -118,16 +124,20 @@ func (l *Log) Reissue(ctx context.Context, r *events.Receipt) (*events.Event, er
 		}
 		w := Write{Collection: old.Event.Collection, Doc: old.Event.Doc, Op: old.Event.Op, Fields: old.Event.Fields,
 			BaseVersion: old.Event.BaseVersion, Resolves: old.Event.Resolves, After: old.Event.After}
-		if w.After != "" {
-			if v := tx.Bucket(bucketReissued).Get([]byte(w.After)); v != nil {
-				w.After = string(v)
+		// The predecessor may have been written again itself, perhaps more
+		// than once: follow the chain to the event that stands for it now.
+		for hops := 0; w.After != "" && hops < 64; hops++ {
+			v := tx.Bucket(bucketReissued).Get([]byte(w.After))
+			if v == nil {
+				break
 			}
+			w.After = string(v)
 		}
 		// newEvent numbers from the log's device fields: point them at the
 		// new device for this one event; they are adopted on commit.
 		prevDevice, prevBase := l.device, l.deviceBase
 		l.device, l.deviceBase = device, base
-		e, b, err := l.newEvent(w, l.seq+1)
+		e, b, err := l.newEventAt(w, l.seq+1, old.Event.HLC)
 		l.device, l.deviceBase = prevDevice, prevBase
 		if err != nil {
 			return err

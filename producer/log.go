@@ -428,6 +428,11 @@ func (l *Log) AppendBatch(ctx context.Context, ws []Write) (evs []*events.Event,
 // newEvent makes the event of w at local sequence local, under appendMu:
 // its id, HLC, device and device sequence, validated and encoded.
 func (l *Log) newEvent(w Write, local uint64) (*events.Event, []byte, error) {
+	return l.newEventAt(w, local, l.clock.Now())
+}
+
+// newEventAt is newEvent stamped with hlc.
+func (l *Log) newEventAt(w Write, local uint64, hlc events.HLC) (*events.Event, []byte, error) {
 	e := &events.Event{
 		Schema:      events.SchemaVersion,
 		ID:          l.ids.New().String(),
@@ -437,7 +442,7 @@ func (l *Log) newEvent(w Write, local uint64) (*events.Event, []byte, error) {
 		Op:          w.Op,
 		Fields:      w.Fields,
 		BaseVersion: w.BaseVersion,
-		HLC:         l.clock.Now(),
+		HLC:         hlc,
 		Client:      l.client,
 		Device:      l.device,
 		Seq:         local - l.deviceBase,
@@ -491,6 +496,11 @@ func (l *Log) storeNew(tx *bbolt.Tx, first uint64, evs []*events.Event, encoded 
 	}
 	if err := meta.Put(metaLastID, id[:]); err != nil {
 		return err
+	}
+	// A reissued event keeps its original, older HLC: the stored clock
+	// never goes back.
+	if last.HLC.Compare(decodeHLC(meta.Get(metaHLC))) <= 0 {
+		return nil
 	}
 	return meta.Put(metaHLC, encodeHLC(last.HLC))
 }

@@ -25,9 +25,13 @@ type FileOptions struct {
 
 // OpenFile opens the local store (a bbolt file) at path, creating it, and
 // its marker, only if neither exists. It checks the file before bbolt maps
-// it (CheckFile) and turns a bbolt panic on a damaged page into an error,
-// so a bad store is refused with one line naming the file, what is wrong,
-// and what to do, and the file is left as it was. Errors wrap
+// it (CheckFile) and turns a bbolt panic while opening into an error, so
+// a bad store is refused with one line naming the file, what is wrong, and
+// what to do, and the file is left as it was. Damage deeper in the file
+// shows when a transaction reads it; 'ebb doctor' (Diagnose) checks every
+// page. A store with no marker whose header is damaged is refused too,
+// though it may be a first run that crashed inside its creation: without
+// the marker it cannot be told from a store made before markers existed. Errors wrap
 // ErrStoreMissing, ErrStoreEmpty or ErrStoreDamaged.
 func OpenFile(path string, opts FileOptions) (db *bbolt.DB, err error) {
 	marker := path + MarkerSuffix
@@ -40,11 +44,11 @@ func OpenFile(path string, opts FileOptions) (db *bbolt.DB, err error) {
 	case errors.Is(err, ErrStoreMissing), errors.Is(err, ErrStoreEmpty) && made:
 		return nil, fmt.Errorf("%w; %s shows a store was made here: restore %s from a backup, or run 'ebb doctor --reset' to start a new device (its unsent writes are lost)", err, marker, path)
 	case errors.Is(err, ErrStoreEmpty):
-		// Created by a crash before its first commit (bbolt writes its
-		// header in Open): nothing was ever stored in it.
-		if rerr := os.Remove(path); rerr != nil {
-			return nil, fmt.Errorf("%w: remove it: %w", err, rerr)
-		}
+		// Nothing was ever stored in it: a crash before bbolt's first
+		// header write, or another opener creating it right now. bbolt
+		// takes the file's lock before it initialises an empty file, so it
+		// is opened, never removed (removing it could unlink a store
+		// another process is creating).
 	default:
 		return nil, fmt.Errorf("%w: keep the file, restore it from a backup, or run 'ebb doctor' to see what can be saved", err)
 	}
