@@ -23,10 +23,12 @@ const jsErrCodeHeaderExceedsMaximum jetstream.ErrorCode = 10097
 // refusedForGood reports whether a publish error of the projector's will
 // not go away by retrying, the one place that decides it: the message
 // itself is refused (over the maximum payload or message size, a bad
-// subject, headers refused or too big), or, once giveUp (the publish has
-// failed for Config.StallTimeout), no stream captures the subject.
-// Everything else (no connection, timeouts, leader changes, an account
-// out of storage) is retried.
+// subject, headers refused or too big). Everything else is retried, for
+// as long as it takes (Ready reports the stall): no connection, timeouts,
+// leader changes, an account out of storage, and no stream answering the
+// subject, which a cut route or a stream being recreated looks like, and
+// after which dropping a receipt would lose it for good. giveUp is unused
+// for now and kept for the callers' shape.
 func refusedForGood(err error, giveUp bool) bool {
 	switch {
 	case errors.Is(err, nats.ErrMaxPayload),
@@ -34,7 +36,7 @@ func refusedForGood(err error, giveUp bool) bool {
 		errors.Is(err, nats.ErrHeadersNotSupported):
 		return true
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
-		return giveUp
+		return false
 	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
