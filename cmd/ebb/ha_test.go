@@ -96,7 +96,9 @@ func startHAServer(t *testing.T, bin, name, natsURL, view string) *haServer {
 }
 
 // leases counts the leases s logged taking.
-func (s *haServer) leases() int { return strings.Count(s.logs.String(), `"lease taken: applying the partition"`) }
+func (s *haServer) leases() int {
+	return strings.Count(s.logs.String(), `"lease taken: applying the partition"`)
+}
 
 // holder is the name s holds its leases under, from its group's log line.
 func (s *haServer) holder() string {
