@@ -56,6 +56,11 @@ type PostgresOptions struct {
 // are rows of <schema>.docs with their fields as JSONB, so services can
 // query the view with SQL; the encoded state beside them is what the store
 // reads back, byte for byte what was committed. See doc.go, "PostgreSQL".
+// It is a PartitionedStore, so several ebb servers can share one view
+// (Group): each partition's checkpoint, stream marks, high-water marks,
+// remembered sequences and outbox are rows of their own (the part column),
+// the documents and conflicts are shared, and a partition's Commit is
+// fenced by Batch.Prev under the lock of its own meta row.
 type PostgresStore struct {
 	pool   *pgxpool.Pool
 	schema string
