@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -61,8 +62,14 @@ func TestServe_PartitionsNeedSharedView(t *testing.T) {
 }
 
 // haLeaseTTL is the HA test's lease TTL: short, to keep the test short;
-// a takeover takes about LeaseTTL and a quarter.
-const haLeaseTTL = 2 * time.Second
+// a takeover takes about LeaseTTL and a quarter. EBB_HA_LEASE_TTL sets
+// another, to measure by hand (EBB_HA_LEASE_TTL=5s: serve's default).
+var haLeaseTTL = func() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("EBB_HA_LEASE_TTL")); err == nil && d >= projection.MinLeaseTTL {
+		return d
+	}
+	return 2 * time.Second
+}()
 
 // haServer is one `ebb serve` process of the HA test.
 type haServer struct {
