@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -17,7 +18,7 @@ import (
 	"github.com/ebbsync/ebb/events"
 )
 
-var _ Store = (*PostgresStore)(nil)
+var _ PartitionedStore = (*PostgresStore)(nil)
 
 // Errors of the PostgreSQL view store. Match them with errors.Is.
 var (
@@ -55,13 +56,33 @@ type PostgresOptions struct {
 // are rows of <schema>.docs with their fields as JSONB, so services can
 // query the view with SQL; the encoded state beside them is what the store
 // reads back, byte for byte what was committed. See doc.go, "PostgreSQL".
+// It is a PartitionedStore, so several ebb servers can share one view
+// (Group): each partition's checkpoint, stream marks, high-water marks,
+// remembered sequences and outbox are rows of their own (the part column),
+// the documents and conflicts are shared, and a partition's Commit is
+// fenced by Batch.Prev under the lock of its own meta row.
 type PostgresStore struct {
 	pool   *pgxpool.Pool
 	schema string
 	sql    pgSQL
 
+	// root is the whole store (itself, or the one a partition's Store was
+	// made from): closing it closes the pool. part is the zero Partition
+	// for the whole store; its progress rows have part -1 (pgPart).
+	root *PostgresStore
+	part Partition
+
 	mu     sync.Mutex
 	closed bool
+}
+
+// pgPart is the value of the part column of partition p's progress rows:
+// -1 for the whole store.
+func pgPart(p Partition) int {
+	if p.whole() {
+		return -1
+	}
+	return p.Index
 }
 
 // pgSQL holds the statements, with the schema's name in them.
@@ -72,16 +93,21 @@ type pgSQL struct {
 	getSeqEvent, upsertSeqEvents, forgetSeqEvents                string
 }
 
-func newPgSQL(schema string) pgSQL {
+// newPgSQL returns the statements of the progress of partition part
+// (pgPart) in schema; the documents and conflicts are shared.
+func newPgSQL(schema string, part int) pgSQL {
 	q := pgx.Identifier{schema}.Sanitize()
-	r := strings.NewReplacer("{s}", q)
+	return pgStatements(strings.NewReplacer("{s}", q, "{p}", strconv.Itoa(part)))
+}
+
+func pgStatements(r *strings.Replacer) pgSQL {
 	return pgSQL{
 		getDoc:     r.Replace(`SELECT state FROM {s}.docs WHERE tenant = $1 AND collection = $2 AND doc = $3`),
-		getHWM:     r.Replace(`SELECT state FROM {s}.high_water WHERE tenant = $1 AND client = $2 AND device = $3`),
-		checkpoint: r.Replace(`SELECT checkpoint FROM {s}.meta WHERE id = 1`),
-		streams:    r.Replace(`SELECT streams FROM {s}.meta WHERE id = 1`),
-		lockMeta:   r.Replace(`SELECT checkpoint, next_outbox FROM {s}.meta WHERE id = 1 FOR UPDATE`),
-		updateMeta: r.Replace(`UPDATE {s}.meta SET checkpoint = $1, next_outbox = $2, streams = COALESCE($3::jsonb, streams) WHERE id = 1`),
+		getHWM:     r.Replace(`SELECT state FROM {s}.high_water WHERE part = {p} AND tenant = $1 AND client = $2 AND device = $3`),
+		checkpoint: r.Replace(`SELECT checkpoint FROM {s}.meta WHERE part = {p}`),
+		streams:    r.Replace(`SELECT streams FROM {s}.meta WHERE part = {p}`),
+		lockMeta:   r.Replace(`SELECT checkpoint, next_outbox, partitions FROM {s}.meta WHERE part = {p} FOR UPDATE`),
+		updateMeta: r.Replace(`UPDATE {s}.meta SET checkpoint = $1, next_outbox = $2, streams = COALESCE($3::jsonb, streams) WHERE part = {p}`),
 		upsertDocs: r.Replace(`INSERT INTO {s}.docs AS d (tenant, collection, doc, version, deleted, fields, conflicted, event, client, seq, hlc_wall, state)
 SELECT t, c, i, v, del, f::jsonb, cf, e, cl, sq, w, st
 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6::text[], $7::boolean[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bytea[])
@@ -92,19 +118,19 @@ ON CONFLICT (tenant, collection, doc) DO UPDATE SET version = excluded.version, 
 		upsertConflicts: r.Replace(`INSERT INTO {s}.conflicts (tenant, collection, doc, id, policy, status, record)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[])
 ON CONFLICT (tenant, collection, doc, id) DO UPDATE SET policy = excluded.policy, status = excluded.status, record = excluded.record`),
-		upsertHWM: r.Replace(`INSERT INTO {s}.high_water AS h (tenant, client, device, seq, state)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[])
-ON CONFLICT (tenant, client, device) DO UPDATE SET seq = excluded.seq, state = excluded.state WHERE h.seq <= excluded.seq`),
-		getSeqEvent: r.Replace(`SELECT event FROM {s}.seq_events WHERE tenant = $1 AND client = $2 AND device = $3 AND seq = $4`),
-		upsertSeqEvents: r.Replace(`INSERT INTO {s}.seq_events (tenant, client, device, seq, event)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
-ON CONFLICT (tenant, client, device, seq) DO UPDATE SET event = excluded.event`),
+		upsertHWM: r.Replace(`INSERT INTO {s}.high_water AS h (part, tenant, client, device, seq, state)
+SELECT {p}, * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[])
+ON CONFLICT (part, tenant, client, device) DO UPDATE SET seq = excluded.seq, state = excluded.state WHERE h.seq <= excluded.seq`),
+		getSeqEvent: r.Replace(`SELECT event FROM {s}.seq_events WHERE part = {p} AND tenant = $1 AND client = $2 AND device = $3 AND seq = $4`),
+		upsertSeqEvents: r.Replace(`INSERT INTO {s}.seq_events (part, tenant, client, device, seq, event)
+SELECT {p}, * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+ON CONFLICT (part, tenant, client, device, seq) DO UPDATE SET event = excluded.event`),
 		forgetSeqEvents: r.Replace(`DELETE FROM {s}.seq_events AS e USING unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS f(t, c, d, s)
-WHERE e.tenant = f.t AND e.client = f.c AND e.device = f.d AND e.seq <= f.s`),
-		deleteOut: r.Replace(`DELETE FROM {s}.outbox WHERE key = ANY($1::bigint[])`),
-		insertOut: r.Replace(`INSERT INTO {s}.outbox (key, subject, msg_id, header, data)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::bytea[])`),
-		outbox:        r.Replace(`SELECT key, subject, msg_id, header, data FROM {s}.outbox ORDER BY key LIMIT $1`),
+WHERE e.part = {p} AND e.tenant = f.t AND e.client = f.c AND e.device = f.d AND e.seq <= f.s`),
+		deleteOut: r.Replace(`DELETE FROM {s}.outbox WHERE part = {p} AND key = ANY($1::bigint[])`),
+		insertOut: r.Replace(`INSERT INTO {s}.outbox (part, key, subject, msg_id, header, data)
+SELECT {p}, * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::bytea[])`),
+		outbox:        r.Replace(`SELECT key, subject, msg_id, header, data FROM {s}.outbox WHERE part = {p} ORDER BY key LIMIT $1`),
 		conflicts:     r.Replace(`SELECT record FROM {s}.conflicts WHERE tenant = $1 AND collection = $2 AND doc = $3 ORDER BY id`),
 		scan:          r.Replace(`SELECT state FROM {s}.docs ORDER BY tenant, collection, doc`),
 		scanConflicts: r.Replace(`SELECT tenant, collection, doc, record FROM {s}.conflicts ORDER BY tenant, collection, doc, id`),
@@ -158,7 +184,74 @@ func OpenPostgres(ctx context.Context, connString string, opts PostgresOptions) 
 		pool.Close()
 		return nil, fmt.Errorf("open PostgreSQL view store %s: %w", where, err)
 	}
-	return &PostgresStore{pool: pool, schema: opts.Schema, sql: newPgSQL(opts.Schema)}, nil
+	s := &PostgresStore{pool: pool, schema: opts.Schema, sql: newPgSQL(opts.Schema, pgPart(Partition{}))}
+	s.root = s
+	return s, nil
+}
+
+// Partition implements PartitionedStore. A partition's progress rows
+// (meta, high_water, seq_events, outbox) carry its index in their part
+// column; the whole store's carry -1. The first Partition call of a view
+// records the count in the whole store's meta row, under that row's lock,
+// so a whole-store Commit racing it either lands before the copy or is
+// refused. The partition's Store shares the pool.
+func (s *PostgresStore) Partition(ctx context.Context, p Partition) (Store, error) {
+	if err := p.validate(); err != nil {
+		return nil, fmt.Errorf("partition view store: %w", err)
+	}
+	if p.whole() {
+		return nil, fmt.Errorf("partition view store: %w: Partition.Count %d, want 2 or more", ErrInvalidConfig, p.Count)
+	}
+	if s.root != s {
+		return nil, fmt.Errorf("partition view store: %w: a partition of a partition", ErrInvalidConfig)
+	}
+	if err := s.use(ctx); err != nil {
+		return nil, fmt.Errorf("partition %s of view store schema %s: %w", p, s.schema, err)
+	}
+	q := pgx.Identifier{s.schema}.Sanitize()
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT partitions FROM `+q+`.meta WHERE part = -1 FOR UPDATE`).Scan(&n); err != nil {
+			return fmt.Errorf("lock meta: %w", err)
+		}
+		if n != 0 && n != p.Count {
+			return fmt.Errorf("%w: the view is partitioned in %d, not %d", ErrInvalidConfig, n, p.Count)
+		}
+		if n == 0 {
+			if _, err := tx.Exec(ctx, `UPDATE `+q+`.meta SET partitions = $1 WHERE part = -1`, p.Count); err != nil {
+				return fmt.Errorf("record partition count: %w", err)
+			}
+		}
+		// Start where the whole store is: its checkpoint, stream marks and
+		// marks; partition 0 takes its outbox (keys and order kept).
+		tag, err := tx.Exec(ctx, `INSERT INTO `+q+`.meta (part, checkpoint, streams, next_outbox, partitions)
+SELECT $1, checkpoint, streams, CASE WHEN $1 = 0 THEN next_outbox ELSE 1 END, 0 FROM `+q+`.meta WHERE part = -1
+ON CONFLICT (part) DO NOTHING`, p.Index)
+		if err != nil {
+			return fmt.Errorf("create progress: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return nil // made before
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO `+q+`.high_water (part, tenant, client, device, seq, state)
+SELECT $1, tenant, client, device, seq, state FROM `+q+`.high_water WHERE part = -1`, p.Index); err != nil {
+			return fmt.Errorf("copy high-water marks: %w", err)
+		}
+		if p.Index != 0 {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO `+q+`.outbox (part, key, subject, msg_id, header, data)
+SELECT 0, key, subject, msg_id, header, data FROM `+q+`.outbox WHERE part = -1`); err != nil {
+			return fmt.Errorf("copy outbox: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("partition %s of view store schema %s: %w", p, s.schema, s.fail(err))
+	}
+	// Like BoltStore, a partition remembers the event ids of its writers'
+	// sequences from its start on; the whole store's are not copied.
+	return &PostgresStore{pool: s.pool, schema: s.schema, sql: newPgSQL(s.schema, pgPart(p)), root: s, part: p}, nil
 }
 
 // Schema returns the PostgreSQL schema the store lives in.
@@ -166,6 +259,7 @@ func (s *PostgresStore) Schema() string { return s.schema }
 
 // Close closes the connection pool, waiting for calls in progress to give
 // their connections back. It is safe to call more than once.
+// Closing a partition's Store (Partition) closes that Store only.
 func (s *PostgresStore) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -174,16 +268,27 @@ func (s *PostgresStore) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	s.pool.Close()
+	if s.root == s {
+		s.pool.Close()
+	}
 	return nil
+}
+
+// isClosed reports whether s, or the whole store it is a partition of, is
+// closed.
+func (s *PostgresStore) isClosed() bool {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if !closed && s.root != s {
+		return s.root.isClosed()
+	}
+	return closed
 }
 
 // use returns ErrClosed after Close, else ctx's error, if any.
 func (s *PostgresStore) use(ctx context.Context) error {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
+	if s.isClosed() {
 		return ErrClosed
 	}
 	return ctx.Err()
@@ -191,10 +296,7 @@ func (s *PostgresStore) use(ctx context.Context) error {
 
 // fail names err as ErrClosed when Close raced the call that got it.
 func (s *PostgresStore) fail(err error) error {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed && !errors.Is(err, ErrClosed) {
+	if s.isClosed() && !errors.Is(err, ErrClosed) {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	return err
@@ -351,11 +453,18 @@ func (s *PostgresStore) commit(ctx context.Context, b *Batch) ([]uint64, error) 
 	var keys []uint64
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var old, next int64
-		if err := tx.QueryRow(ctx, s.sql.lockMeta).Scan(&old, &next); err != nil {
+		var parts int
+		if err := tx.QueryRow(ctx, s.sql.lockMeta).Scan(&old, &next, &parts); err != nil {
 			return fmt.Errorf("lock meta: %w", err)
 		}
 		if b.Checkpoint < uint64(old) && !b.Reanchor {
 			return fmt.Errorf("%w: %d is below %d", ErrCheckpoint, b.Checkpoint, old)
+		}
+		if b.Prev != nil && *b.Prev != uint64(old) {
+			return fmt.Errorf("%w: the batch was decided from checkpoint %d, the store is at %d (another projector of partition %s committed)", ErrCheckpoint, *b.Prev, old, s.part)
+		}
+		if parts != 0 {
+			return fmt.Errorf("%w: the view is partitioned in %d: commit through its partitions", ErrCheckpoint, parts)
 		}
 		keys = make([]uint64, len(b.Outbox))
 		for i := range keys {

@@ -25,6 +25,9 @@ const (
 	crashKeepBatch = 3  // a batch's outbox entries are published by the batch this many later
 )
 
+// crashHelperApp is the application_name of the helper's connections.
+const crashHelperApp = "ebb-crash-helper"
+
 var crashMarksCreated = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 
 // crashBatch is batch n of the commit crash test: every document at
@@ -114,7 +117,7 @@ func TestPostgresStore_CrashCommit(t *testing.T) {
 	var last uint64
 	for kill := range 12 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestPostgresCommitHelper$")
-		cmd.Env = append(os.Environ(), pgHelperEnv+"=1", pgURLEnv+"="+srv.URL, pgSchemaEnv+"="+schema)
+		cmd.Env = append(os.Environ(), pgHelperEnv+"=1", pgURLEnv+"="+srv.URL+"&application_name="+crashHelperApp, pgSchemaEnv+"="+schema)
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -139,8 +142,19 @@ func TestPostgresStore_CrashCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 		<-exited
-		// The server may still be rolling back the killed connection's
-		// transaction; reads see committed state only, so check now.
+		// The server may still be finishing the killed connection's
+		// transaction: a COMMIT it had already received still commits.
+		// Check once its backends are gone, so the reads below, one
+		// snapshot each, all see the same state.
+		conn := mustConnect(t, srv)
+		waitFor(t, 30*time.Second, "the killed helper's connections to end", func() bool {
+			var n int
+			if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, crashHelperApp).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n == 0
+		})
+		conn.Close(ctx)
 		cp := checkCrashState(t, s)
 		if cp < last {
 			t.Fatalf("kill %d: checkpoint went back from %d to %d", kill, last, cp)

@@ -96,6 +96,30 @@ CREATE TABLE {s}.seq_events (
 	PRIMARY KEY (tenant, client, device, seq)
 );
 `,
+	// 3: partitions (PartitionedStore). The progress tables gain part: -1
+	// is the whole store (every row written before), 0..n-1 the
+	// partitions of a view partitioned in n, which meta's whole row
+	// records in partitions (0: not partitioned). docs and conflicts stay
+	// shared: a document belongs to one partition only.
+	`
+ALTER TABLE {s}.meta ADD COLUMN part int NOT NULL DEFAULT -1;
+ALTER TABLE {s}.meta ADD COLUMN partitions int NOT NULL DEFAULT 0;
+ALTER TABLE {s}.meta DROP CONSTRAINT meta_pkey;
+ALTER TABLE {s}.meta DROP COLUMN id;
+ALTER TABLE {s}.meta ADD PRIMARY KEY (part);
+
+ALTER TABLE {s}.high_water ADD COLUMN part int NOT NULL DEFAULT -1;
+ALTER TABLE {s}.high_water DROP CONSTRAINT high_water_pkey;
+ALTER TABLE {s}.high_water ADD PRIMARY KEY (part, tenant, client, device);
+
+ALTER TABLE {s}.seq_events ADD COLUMN part int NOT NULL DEFAULT -1;
+ALTER TABLE {s}.seq_events DROP CONSTRAINT seq_events_pkey;
+ALTER TABLE {s}.seq_events ADD PRIMARY KEY (part, tenant, client, device, seq);
+
+ALTER TABLE {s}.outbox ADD COLUMN part int NOT NULL DEFAULT -1;
+ALTER TABLE {s}.outbox DROP CONSTRAINT outbox_pkey;
+ALTER TABLE {s}.outbox ADD PRIMARY KEY (part, key);
+`,
 }
 
 // migrate creates or upgrades the view schema in one transaction, under an

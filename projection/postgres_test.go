@@ -47,6 +47,16 @@ func TestPostgresStore(t *testing.T) {
 	})
 }
 
+// TestPostgresStore_Partitions runs the shared PartitionedStore suite on
+// PostgreSQL: several projectors' progress kept apart over one view, with
+// the Batch.Prev fence.
+func TestPostgresStore_Partitions(t *testing.T) {
+	srv := pgtest.MustStart(t)
+	storetest.RunPartitionSuite(t, func(t *testing.T) projection.PartitionedStore {
+		return mustOpenPostgres(t, srv, pgtest.Schema(t))
+	})
+}
+
 // TestPostgresStore_Reopen: what one store committed another one opened
 // on the same schema later reads, the migration finding its schema
 // current; another schema is another, empty, view.

@@ -31,6 +31,7 @@ type serveFile struct {
 	Listen    listenConfig    `yaml:"listen" json:"listen"`
 	NATS      natsConfig      `yaml:"nats" json:"nats"`
 	View      viewConfig      `yaml:"view" json:"view"`
+	Projector projectorConfig `yaml:"projector" json:"projector"`
 	Policies  policyConfig    `yaml:"policies" json:"policies"`
 	Auth      authConfig      `yaml:"auth" json:"auth"`
 	TLS       tlsConfig       `yaml:"tls" json:"tls"`
@@ -61,6 +62,22 @@ type viewConfig struct {
 	// PostgresURL puts the view in PostgreSQL (documents as JSONB in the
 	// schema "ebb"); Path must then be empty.
 	PostgresURL string `yaml:"postgres_url" json:"postgres_url" secret:"url"`
+}
+
+// projectorConfig runs the projector as a projection.Group: several ebb
+// servers on one PostgreSQL view, one active projector per partition.
+type projectorConfig struct {
+	// Partitions splits the projector's work in this many partitions,
+	// each applied by whichever server holds its KV lease; 0 runs one
+	// projector with no lease (a single server). Every server of one view
+	// must use the same number, and it is fixed once the view is
+	// partitioned. Above 1 needs the PostgreSQL view.
+	Partitions int `yaml:"partitions" json:"partitions"`
+	// LeaseTTL is how long a partition's lease lives unrenewed: a dead
+	// server's partitions are taken over within about LeaseTTL and a
+	// quarter. 0 means projection.DefaultLeaseTTL (5s); every server must
+	// use the same.
+	LeaseTTL duration `yaml:"lease_ttl" json:"lease_ttl"`
 }
 
 type authConfig struct {

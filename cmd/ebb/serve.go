@@ -41,8 +41,12 @@ type serveConfig struct {
 	natsURL    string // comma-separated; empty: the embedded server
 	// replicas is the stream replicas asked for; 0 asks for none (new
 	// streams get 1, existing ones keep theirs).
-	replicas  int
-	syncEvery time.Duration
+	replicas int
+	// partitions > 0 runs a projection.Group of that many partitions,
+	// with leases of leaseTTL (0: the default); 0 runs one Projector.
+	partitions int
+	leaseTTL   time.Duration
+	syncEvery  time.Duration
 	// headerTimeout cuts an HTTP client that has not sent its request
 	// headers within it (slowloris).
 	headerTimeout time.Duration
@@ -92,6 +96,8 @@ func registerServeFlags(fs *flag.FlagSet, c *serveFile, pol policyFlags, meta *s
 	fs.StringVar(&c.Listen.HTTP, "http-listen", c.Listen.HTTP, "address of the HTTP listener (health, metrics, gateway)")
 	fs.Var((*urlList)(&c.NATS.URLs), "nats", "use this existing NATS JetStream server or cluster (comma-separated URLs) instead of the embedded one")
 	fs.IntVar(&c.NATS.Replicas, "replicas", c.NATS.Replicas, "replicas of each stream (3 on a 3-node cluster): new streams get them, existing ones are raised to them, never lowered; 0 creates R1 and keeps existing streams' replicas")
+	fs.IntVar(&c.Projector.Partitions, "partitions", c.Projector.Partitions, "split the projector in this many partitions, each applied by the one server holding its lease, so several ebb serve share one PostgreSQL view (same number on every server); 0: one projector, no lease")
+	fs.Var((*durationFlag)(&c.Projector.LeaseTTL), "lease-ttl", "with --partitions: how long a partition's lease lives unrenewed (takeover after a server dies takes about this and a quarter); 0 means 5s")
 	fs.Var((*durationFlag)(&c.NATS.FsyncInterval), "fsync-interval", "embedded JetStream fsync interval; 0 fsyncs every write before acking")
 	fs.Var((*durationFlag)(&c.Limits.HTTPHeaderTimeout), "http-header-timeout", "cut an HTTP client that has not sent its request headers within this long")
 	fs.Int64Var(&c.Limits.HTTPMaxBody, "http-max-body", c.Limits.HTTPMaxBody, "largest HTTP request body in bytes; larger ones are answered 413")
@@ -199,6 +205,15 @@ func (c serveFile) check() error {
 	if c.Data == "" {
 		errs = append(errs, usagef("--data (data) must not be empty"))
 	}
+	if p := c.Projector.Partitions; p < 0 || p > projection.MaxPartitions {
+		errs = append(errs, usagef("--partitions (projector.partitions) %d: want 0 to %d", p, projection.MaxPartitions))
+	}
+	if c.Projector.Partitions > 1 && c.View.PostgresURL == "" {
+		errs = append(errs, usagef("--partitions (projector.partitions) %d needs a view every server shares (--view postgres://...): with a bbolt view each server would have its own, and each would hold only the partitions it applies", c.Projector.Partitions))
+	}
+	if ttl := time.Duration(c.Projector.LeaseTTL); ttl != 0 && (ttl < projection.MinLeaseTTL || c.Projector.Partitions == 0) {
+		errs = append(errs, usagef("--lease-ttl (projector.lease_ttl) %s: want at least %s, with --partitions", ttl, projection.MinLeaseTTL))
+	}
 	if len(errs) == 0 {
 		return nil
 	}
@@ -249,6 +264,7 @@ func (c serveFile) serveConfig(recorded bool) serveConfig {
 	return serveConfig{
 		data: c.Data, viewPath: view, natsListen: c.Listen.NATS, httpListen: c.Listen.HTTP,
 		natsURL: strings.Join(c.NATS.URLs, ","), replicas: c.NATS.Replicas,
+		partitions: c.Projector.Partitions, leaseTTL: time.Duration(c.Projector.LeaseTTL),
 		syncEvery: time.Duration(c.NATS.FsyncInterval), headerTimeout: time.Duration(c.Limits.HTTPHeaderTimeout),
 		gateway: gateway.Config{MaxBody: c.Limits.HTTPMaxBody, MaxLongPolls: c.Limits.HTTPMaxLongPolls,
 			MaxLongPollsPerUser: c.Limits.HTTPMaxLongPollsPerUser},
@@ -446,7 +462,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 			if st := nc.Status(); st != nats.CONNECTED {
 				natsErr = fmt.Errorf("nats connection to %s: %s", url, st)
 			}
-			return errors.Join(natsErr, projectorReady(proj))
+			return errors.Join(natsErr, proj.ready())
 		},
 		Users:          sec.users,
 		Logger:         log,
@@ -482,9 +498,48 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	case <-ctx.Done():
 		log.Info("ebb shutting down")
 		return nil
-	case <-proj.Done():
-		return fmt.Errorf("serve: projector stopped: %w", proj.Err())
+	case <-proj.done():
+		return fmt.Errorf("serve: projector stopped: %w", proj.err())
 	}
+}
+
+// runningProjector is the projector serve runs: one Projector, or with
+// --partitions a Group of them (exactly one of the two is set).
+type runningProjector struct {
+	proj  *projection.Projector
+	group *projection.Group
+}
+
+func (r runningProjector) ready() error {
+	if r.group != nil {
+		return groupReady(r.group)
+	}
+	return projectorReady(r.proj)
+}
+
+// checkpoint is the checkpoint the lag gauge counts from: a group's
+// lowest over the partitions it holds. ok is false when this server
+// applies nothing (a group on standby): it has no lag of its own.
+func (r runningProjector) checkpoint() (cp uint64, ok bool) {
+	if r.group != nil {
+		st := r.group.Stats()
+		return st.Checkpoint, len(st.Held) > 0
+	}
+	return r.proj.Stats().Checkpoint, true
+}
+
+func (r runningProjector) done() <-chan struct{} {
+	if r.group != nil {
+		return r.group.Done()
+	}
+	return r.proj.Done()
+}
+
+func (r runningProjector) err() error {
+	if r.group != nil {
+		return errors.New("projector group stopped")
+	}
+	return r.proj.Err()
 }
 
 // projectorReady is /readyz's check of the projector: nil while it is
@@ -492,40 +547,58 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 // cause. It is the one call site of that check.
 var projectorReady = (*projection.Projector).Ready
 
+// groupReady is projectorReady with --partitions: a server on standby,
+// holding no partition, is ready.
+var groupReady = (*projection.Group).Ready
+
 // viewFile is the server view's bbolt file in the data directory.
 const viewFile = "view.db"
 
 // startProjector opens the view store (sealed with view unless it is nil)
-// and starts the projector on it.
-func startProjector(ctx context.Context, c serveConfig, view *keys.Cipher, js jetstream.JetStream, tel *telemetry.Telemetry, log *slog.Logger, stops *[]func(context.Context) error) (*projection.Projector, projection.Store, error) {
+// and starts the projector on it: with c.partitions a projection.Group,
+// which competes for the partitions' leases and applies those it holds.
+func startProjector(ctx context.Context, c serveConfig, view *keys.Cipher, js jetstream.JetStream, tel *telemetry.Telemetry, log *slog.Logger, stops *[]func(context.Context) error) (runningProjector, projection.Store, error) {
+	var none runningProjector
 	policies, err := c.policies.resolve(projection.NewRegistry())
 	if err != nil {
-		return nil, nil, err
+		return none, nil, err
 	}
 	store, err := openView(ctx, c.viewPath, view, 2*time.Second)
 	if err != nil {
-		return nil, nil, fmt.Errorf("serve: %w", err)
+		return none, nil, fmt.Errorf("serve: %w", err)
 	}
 	*stops = append(*stops, func(context.Context) error { return store.Close() })
 	if err := checkPolicyChange(ctx, c, store); err != nil {
-		return nil, nil, err
+		return none, nil, err
 	}
 	if c.recordedPolicies {
 		log.Info("no policies configured: using those recorded in the data directory", "policies", c.policies.String())
 	}
 	if err := c.policies.save(c.data); err != nil {
-		return nil, nil, fmt.Errorf("serve: %w", err)
+		return none, nil, fmt.Errorf("serve: %w", err)
 	}
-	proj, err := projection.New(js, store, projection.Config{Policies: policies, Logger: log,
-		TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider(), Propagator: tel.Propagator()})
+	cfg := projection.Config{Policies: policies, Logger: log,
+		TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider(), Propagator: tel.Propagator()}
+	if c.partitions > 0 {
+		g, err := projection.NewGroup(js, store, cfg, projection.GroupConfig{Partitions: c.partitions, LeaseTTL: c.leaseTTL, Replicas: c.replicas})
+		if err != nil {
+			return none, nil, fmt.Errorf("serve: %w", err)
+		}
+		if err := g.Start(ctx); err != nil {
+			return none, nil, fmt.Errorf("serve: %w", err)
+		}
+		*stops = append(*stops, func(context.Context) error { return g.Close() })
+		return runningProjector{group: g}, store, nil
+	}
+	proj, err := projection.New(js, store, cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("serve: %w", err)
+		return none, nil, fmt.Errorf("serve: %w", err)
 	}
 	if err := proj.Start(ctx); err != nil {
-		return nil, nil, fmt.Errorf("serve: start projector: %w", err)
+		return none, nil, fmt.Errorf("serve: start projector: %w", err)
 	}
 	*stops = append(*stops, func(context.Context) error { return proj.Close() })
-	return proj, store, nil
+	return runningProjector{proj: proj}, store, nil
 }
 
 // connectServer starts the embedded NATS server (unless c.natsURL names an
@@ -611,8 +684,9 @@ func serveHTTP(addr string, headerTimeout time.Duration, h http.Handler, tc *tls
 }
 
 // serverGauges reports each stream's message count and last sequence, and
-// the projector's checkpoint and lag behind EVENTS.
-func serverGauges(mp metric.MeterProvider, js jetstream.JetStream, proj *projection.Projector) error {
+// the projector's checkpoint and lag behind EVENTS (none from a server
+// on standby, which applies no partition).
+func serverGauges(mp metric.MeterProvider, js jetstream.JetStream, proj runningProjector) error {
 	meter := mp.Meter("github.com/ebbsync/ebb/cmd/ebb")
 	msgs, err := meter.Int64ObservableGauge("ebb.stream.messages", metric.WithDescription("messages held by each ebb stream"))
 	if err != nil {
@@ -641,8 +715,7 @@ func serverGauges(mp metric.MeterProvider, js jetstream.JetStream, proj *project
 			attr := metric.WithAttributes(streamAttr(name))
 			o.ObserveInt64(msgs, int64(st.CachedInfo().State.Msgs), attr)
 			o.ObserveInt64(last, int64(st.CachedInfo().State.LastSeq), attr)
-			if name == events.StreamEvents {
-				cp := proj.Stats().Checkpoint
+			if cp, ok := proj.checkpoint(); ok && name == events.StreamEvents {
 				o.ObserveInt64(checkpoint, int64(cp))
 				o.ObserveInt64(lag, int64(st.CachedInfo().State.LastSeq-min(cp, st.CachedInfo().State.LastSeq)))
 			}
