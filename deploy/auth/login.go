@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -133,15 +135,35 @@ func (g *Guard) record(user, source string, ok bool) {
 	}
 }
 
-// evict forgets every entry that is not locked; if all are, it forgets
-// them all rather than grow without bound.
+// evict forgets every entry that is not locked; if that leaves the map
+// full, it forgets half of it: sources first (an attacker has as many as
+// an IPv6 range holds), then the user locks that end soonest. A user's
+// lock goes only once the map is full of other users' locks, each of which
+// cost Burst+1 password checks (clearing everything, as before, handed an
+// attacker every lock back after 65536 cheap failures).
 func (g *Guard) evict(now time.Time) {
 	for k, e := range g.entries {
 		if !e.until.After(now) {
 			delete(g.entries, k)
 		}
 	}
-	if len(g.entries) >= maxTracked {
-		clear(g.entries)
+	if len(g.entries) < maxTracked {
+		return
+	}
+	keys := make([]string, 0, len(g.entries))
+	for k := range g.entries {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if sa, sb := strings.HasPrefix(a, "s:"), strings.HasPrefix(b, "s:"); sa != sb {
+			if sa {
+				return -1
+			}
+			return 1
+		}
+		return g.entries[a].until.Compare(g.entries[b].until)
+	})
+	for _, k := range keys[:len(keys)/2] {
+		delete(g.entries, k)
 	}
 }

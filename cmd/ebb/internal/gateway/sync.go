@@ -159,8 +159,10 @@ func (g *Gateway) duplicate(ctx context.Context, ev *events.Event, data []byte, 
 		}
 	}
 	return PushResult{ID: ev.ID, Status: StatusInvalid, Field: "id",
-		Error: fmt.Sprintf("event id %s already names another event (%s sequence %d, stored on %s): an event id names one write; give this one a new id",
-			ev.ID, events.StreamEvents, seq, stored.Subject)}
+		// Not the stored event's subject: it may name another tenant's
+		// client and document.
+		Error: fmt.Sprintf("event id %s already names another event (%s sequence %d): an event id names one write; give this one a new id",
+			ev.ID, events.StreamEvents, seq)}
 }
 
 // ChangeEntry is one change of a pull, with its CHANGES sequence.

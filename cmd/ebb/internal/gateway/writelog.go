@@ -127,7 +127,15 @@ func (l *writerLog) follow(ctx context.Context, js JetStream, after uint64) erro
 	case l.log.LastSeq() == 0:
 		// A new log has no event a receipt already sent could be for; the
 		// identity's older receipts (its own devices') are not its business.
-		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+		// Start after RECEIPTS' last sequence rather than "deliver new":
+		// an ordered consumer that lost its connection before delivering
+		// anything is recreated with the same policy, and "new" would then
+		// step over every receipt stored while it was away.
+		st, err := js.Stream(ctx, events.StreamReceipts)
+		if err != nil {
+			return fmt.Errorf("follow receipts: %w", err)
+		}
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, st.CachedInfo().State.LastSeq+1
 	}
 	cons, err := js.OrderedConsumer(ctx, events.StreamReceipts, cfg)
 	if err != nil {
