@@ -183,7 +183,8 @@ func benchPush(b *testing.B, js jetstream.JetStream, nc *nats.Conn, batch int) {
 }
 
 // compose.yaml runs the three nodes on their configs and two ebb servers
-// given all three nodes, with 3 replicas.
+// given all three nodes, with 3 replicas, sharing a PostgreSQL view in
+// partitions (two servers with views of their own would both project).
 func TestCompose_RunsTheClusterConfigs(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(clustertest.Dir(), "compose.yaml"))
 	if err != nil {
@@ -212,8 +213,9 @@ func TestCompose_RunsTheClusterConfigs(t *testing.T) {
 	for _, name := range []string{"ebb-1", "ebb-2"} {
 		cmd := strings.Join(f.Services[name].Command, " ")
 		if !strings.HasPrefix(cmd, "serve ") || !strings.Contains(cmd, "--replicas 3") ||
-			!strings.Contains(cmd, "--nats nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222") {
-			t.Errorf("%s command %q: want serve --replicas 3 --nats <the three nodes>", name, cmd)
+			!strings.Contains(cmd, "--nats nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222") ||
+			!strings.Contains(cmd, "--view postgres://") || !strings.Contains(cmd, "--partitions ") {
+			t.Errorf("%s command %q: want serve --replicas 3 --nats <the three nodes> --view postgres://... --partitions N (two servers need a shared view and leases)", name, cmd)
 		}
 	}
 }
