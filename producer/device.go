@@ -231,3 +231,30 @@ func (l *Log) LastEntry(ctx context.Context) (Entry, bool, error) {
 	}
 	return e, ok, nil
 }
+
+// Successor follows the chain of rewrites from event id (Reissue) to the
+// event that stands for it now: id itself when it was never written again.
+func (l *Log) Successor(ctx context.Context, id string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("successor of %s: %w", id, err)
+	}
+	release, err := l.use()
+	if err != nil {
+		return "", fmt.Errorf("successor of %s: %w", id, err)
+	}
+	defer release()
+	err = l.db.View(func(tx *bbolt.Tx) error {
+		for hops := 0; hops < 64; hops++ {
+			v := tx.Bucket(bucketReissued).Get([]byte(id))
+			if v == nil {
+				return nil
+			}
+			id = string(v)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("successor: %w", err)
+	}
+	return id, nil
+}

@@ -97,6 +97,12 @@ func TestLog_ReissueWritesAgainAsANewDevice(t *testing.T) {
 	if n2.Device != n1.Device || n2.Seq != 2 || n2.After != n1.ID {
 		t.Fatalf("second reissue (%s,%d,after %s): want device %s seq 2 after %s (no second fork)", n2.Device, n2.Seq, n2.After, n1.Device, n1.ID)
 	}
+	if got, err := l.Successor(t.Context(), first.ID); err != nil || got != n1.ID {
+		t.Fatalf("Successor(first) = %s, %v; want %s", got, err, n1.ID)
+	}
+	if got, err := l.Successor(t.Context(), n1.ID); err != nil || got != n1.ID {
+		t.Fatalf("Successor of a write never rewritten = %s, %v; want itself", got, err)
+	}
 	// Reissuing a settled event again is a no-op.
 	if again, err := l.Reissue(t.Context(), reused(first)); err != nil || again != nil {
 		t.Fatalf("reissue again: %v, %v", again, err)

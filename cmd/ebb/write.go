@@ -163,10 +163,20 @@ type writeOutcome struct {
 	Reason   string         `json:"reason,omitempty"`
 	Conflict string         `json:"conflict,omitempty"`
 	Version  uint64         `json:"applied_version,omitempty"` // the document version the receipt reported
+	// Rewritten is the original event when the store was found restored or
+	// copied and the write went again as Event, from a new device.
+	Rewritten string `json:"rewritten_from,omitempty"`
 }
 
 // outcomeOf reads the fate of event id after a Sync that returned serr.
 func outcomeOf(ctx context.Context, s *clientSession, id string, serr error) (writeOutcome, error) {
+	// A write the server answered "reused" was written again as a new
+	// device: report what became of that copy.
+	if next, err := s.r.Log().Successor(ctx, id); err == nil && next != id {
+		out, err := outcomeOf(ctx, s, next, serr)
+		out.Rewritten = id
+		return out, err
+	}
 	out := writeOutcome{Event: id}
 	e, ok, err := s.r.Log().Entry(ctx, id)
 	if err != nil {
@@ -200,6 +210,11 @@ func (o writeOutcome) failed() bool {
 
 // text is the one-line account of o.
 func (o writeOutcome) text() string {
+	if o.Rewritten != "" {
+		r := o
+		r.Rewritten = ""
+		return "written again as a new device (this store was restored or copied): " + r.text()
+	}
 	if o.State == "failed" {
 		return "refused by the server: " + o.Reason + " (see 'ebb status')"
 	}
@@ -218,7 +233,7 @@ func (o writeOutcome) text() string {
 	case events.OutcomeInvalid:
 		return "invalid: " + o.Reason + " (see 'ebb rejections')"
 	case events.OutcomeDuplicate:
-		return "synced, already applied (duplicate)"
+		return "synced, answered duplicate: applied before, or its fate unknown (see 'ebb rejections')"
 	case events.OutcomeReused:
 		return "written again as a new device: " + o.Reason
 	}
