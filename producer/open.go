@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -75,6 +76,12 @@ func OpenFile(path string, opts FileOptions) (db *bbolt.DB, err error) {
 			_ = db.Close()
 			return nil, fmt.Errorf("local store %s: write marker: %w", path, err)
 		}
+		// The new store's and marker's names must survive a power loss
+		// too, or a store with acknowledged writes could vanish with them.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("local store %s: sync its directory: %w", path, err)
+		}
 	}
 	return db, nil
 }
@@ -93,4 +100,17 @@ func writeMarker(path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// syncDir fsyncs a directory, so the names created in it are durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	if err := d.Sync(); err != nil {
+		_ = d.Close()
+		return err
+	}
+	return d.Close()
 }

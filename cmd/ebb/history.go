@@ -86,4 +86,3 @@ func runHistory(ctx context.Context, m *Main, args []string) error {
 	}
 	return nil
 }
-

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -394,13 +395,25 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	stops = append(stops, func(context.Context) error { return lock.Release() })
+	// natsStopped says whether the embedded server (if any) has stopped,
+	// so the lock is released only after nothing writes in the directory.
+	natsStopped := new(atomic.Bool)
+	natsStopped.Store(true)
+	stops = append(stops, func(context.Context) error {
+		if !natsStopped.Load() {
+			// The embedded server did not finish stopping in time and may
+			// still write its JetStream directory: keep the lock; the
+			// process's exit releases it.
+			return nil
+		}
+		return lock.Release()
+	})
 
 	sec, err := c.sec.load(c.data, c.natsURL)
 	if err != nil {
 		return err
 	}
-	nc, url, err := connectServer(ctx, c, sec, log, &stops)
+	nc, url, err := connectServer(ctx, c, sec, log, &stops, natsStopped)
 	if err != nil {
 		return err
 	}
@@ -603,7 +616,9 @@ func startProjector(ctx context.Context, c serveConfig, view *keys.Cipher, js je
 
 // connectServer starts the embedded NATS server (unless c.natsURL names an
 // external one) and connects to it.
-func connectServer(ctx context.Context, c serveConfig, sec security, log *slog.Logger, stops *[]func(context.Context) error) (*nats.Conn, string, error) {
+// stopped is set false while an embedded server runs, and true once it has
+// stopped.
+func connectServer(ctx context.Context, c serveConfig, sec security, log *slog.Logger, stops *[]func(context.Context) error, stopped *atomic.Bool) (*nats.Conn, string, error) {
 	opts := []nats.Option{nats.Name("ebb-serve"), nats.MaxReconnects(-1)}
 	if c.natsURL != "" {
 		nc, err := nats.Connect(c.natsURL, opts...)
@@ -640,7 +655,12 @@ func connectServer(ctx context.Context, c serveConfig, sec security, log *slog.L
 	if err != nil {
 		return nil, "", fmt.Errorf("serve: %w", err)
 	}
-	*stops = append(*stops, srv.Shutdown)
+	stopped.Store(false)
+	*stops = append(*stops, func(ctx context.Context) error {
+		err := srv.Shutdown(ctx)
+		stopped.Store(err == nil)
+		return err
+	})
 	nc, err := srv.Connect(opts...)
 	if err != nil {
 		return nil, "", fmt.Errorf("serve: connect to embedded nats: %w", err)
