@@ -30,7 +30,10 @@ type rawMsg struct {
 // path of the live projector and of Verify's rebuild, so both decide the
 // same. It is used by one goroutine at a time.
 type applier struct {
-	store       Store
+	store Store
+	// partitioned: a partition's applier, which sees only its documents' events
+	// (so a writer's sequence jumps past its mark by design).
+	partitioned bool
 	policies    Policies
 	limits      events.Limits
 	maxDrift    time.Duration
@@ -207,7 +210,10 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	if hw.applied(ev.Seq) {
 		return a.seen(ctx, m, ev, ck, hw)
 	}
-	if hw.ahead(ev.Seq, a.holeWindow) {
+	// A partition sees only the writer's events of its own documents, so
+	// its mark lags the writer's sequence by whatever went to the others:
+	// a jump is normal there, and refusing it would refuse real writes.
+	if !a.partitioned && hw.ahead(ev.Seq, a.holeWindow) {
 		// Not recorded: the writer's real sequences below it stay new.
 		return a.dead(m, ev, fmt.Sprintf("client sequence %d is %d ahead of the writer's high-water mark %d, beyond the dedupe window of %d: refused, so it cannot make the writer's later writes look like duplicates",
 			ev.Seq, ev.Seq-hw.Seq, hw.Seq, a.holeWindow))

@@ -237,6 +237,7 @@ func (c Config) applier(store Store, outbox bool) applier {
 		store: store, policies: c.Policies, limits: c.Limits, maxDrift: c.MaxDrift,
 		prop: c.Propagator, outbox: outbox,
 		holeWindow: c.HoleWindow, maxDocBytes: c.MaxDocBytes, log: c.Logger.With("component", "projector"),
+		partitioned: !c.Partition.whole(),
 	}
 }
 
