@@ -203,12 +203,17 @@ func ReconcileStreams(ctx context.Context, m StreamManager, o StreamOptions) ([]
 	for _, p := range plans {
 		switch {
 		case p.create:
-			if _, err := m.CreateStream(ctx, p.cfg); err != nil {
-				return done, fmt.Errorf("create stream %s: %w", p.cfg.Name, unavailable(err))
+			if err := untilAvailable(ctx, func(ctx context.Context) error {
+				_, err := m.CreateStream(ctx, p.cfg)
+				return err
+			}); err != nil {
+				return done, fmt.Errorf("create stream %s: %w", p.cfg.Name, err)
 			}
 		case p.update:
-			if _, err := m.UpdateStream(ctx, p.cfg); err != nil {
-				err = unavailable(err)
+			if err := untilAvailable(ctx, func(ctx context.Context) error {
+				_, err := m.UpdateStream(ctx, p.cfg)
+				return err
+			}); err != nil {
 				if !errors.Is(err, ErrJetStreamUnavailable) {
 					err = fmt.Errorf("%w: %w", ErrStreamMismatch, err)
 				}
@@ -331,6 +336,33 @@ func show(v any) string {
 // inside the caller's deadline, so an unanswered request is retried and
 // its cause named before the deadline passes.
 const attemptTimeout = 3 * time.Second
+
+// untilAvailable runs op until it succeeds, fails for another reason than
+// JetStream being unavailable or short of servers to place replicas on (a
+// cluster whose nodes are still joining), or ctx ends. The error is
+// unavailable's wrapping of op's last one.
+func untilAvailable(ctx context.Context, op func(context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err := op(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		var apiErr *jetstream.APIError
+		noPeers := errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeNoPeers
+		err = unavailable(err)
+		if !noPeers && !errors.Is(err, ErrJetStreamUnavailable) || ctx.Err() != nil {
+			return err
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
 
 // readStream returns the config of stream name, found false when it does not
 // exist. It retries while JetStream is unavailable, until ctx ends.
