@@ -26,6 +26,7 @@ type modelEvidence struct {
 	dumps      map[string]*modelDump // client -> what the replica says after its final sync ("late": the fresh replica)
 	syncErrs   map[string]string     // client -> why its final attach or sync failed
 	seen       []modelSeen           // every change the live watcher read, in stream order
+	heard      []modelSeen           // every change published while the observer was connected (no order)
 	events     map[string][]*events.Event
 	changesNow map[string]*events.Change // doc key -> the last change CHANGES holds
 	view       map[string]projection.Doc // doc key -> the server's view (view.db)
@@ -113,7 +114,7 @@ func (ev *modelEvidence) makers() map[string]map[uint64]string {
 			m[key][v] = id
 		}
 	}
-	for _, s := range ev.seen {
+	for _, s := range append(slices.Clip(ev.seen), ev.heard...) {
 		if s.Change != nil {
 			add(modelKey(s.Change.Collection, s.Change.Doc), s.Change.Version, s.Change.Event)
 		}
@@ -136,7 +137,7 @@ func (ev *modelEvidence) checkSynced() {
 	for _, c := range slices.Sorted(maps.Keys(ev.dumps)) {
 		d := ev.dumps[c]
 		if d.Pending != 0 {
-			ev.violate("sync", "%s: %d writes still pending after its final sync", c, d.Pending)
+			ev.violate("sync", "%s: %d writes still pending after its final sync (%d receipt resyncs since it opened)", c, d.Pending, d.Resyncs)
 		}
 		if d.StatusErr != "" {
 			ev.violate("sync", "%s: follower stopped: %s", c, d.StatusErr)
@@ -157,8 +158,8 @@ func (ev *modelEvidence) checkAcked(entries map[string]modelEntry) {
 	for _, id := range slices.Sorted(maps.Keys(entries)) {
 		e := entries[id]
 		if e.State != producer.StateSettled {
-			ev.violate("none vanished", "%s's event %s (%s %s/%s) is %s after the final sync (err %q)",
-				e.client, id, e.Event.Op, e.Event.Collection, e.Event.Doc, e.State, e.Err)
+			ev.violate("none vanished", "%s's event %s (%s %s/%s) is %s after the final sync (err %q; in EVENTS %d times)",
+				e.client, id, e.Event.Op, e.Event.Collection, e.Event.Doc, e.State, e.Err, len(ev.events[id]))
 		}
 		if len(ev.events[id]) == 0 {
 			ev.violate("none vanished", "%s's event %s (%s %s/%s, %s %s) never reached EVENTS",
@@ -223,7 +224,7 @@ func (ev *modelEvidence) checkOnce() {
 		}
 		made[id][fmt.Sprintf("%s@%d", key, v)] = true
 	}
-	for _, s := range ev.seen {
+	for _, s := range append(slices.Clip(ev.seen), ev.heard...) {
 		if s.Change != nil {
 			note(s.Change.Event, modelKey(s.Change.Collection, s.Change.Doc), s.Change.Version)
 		}
@@ -260,7 +261,7 @@ func (ev *modelEvidence) checkVersions(entries map[string]modelEntry, makers map
 		}
 		last[k] = c
 	}
-	for _, s := range ev.seen { // one version, one maker
+	for _, s := range append(slices.Clip(ev.seen), ev.heard...) { // one version, one maker
 		if c := s.Change; c != nil {
 			if id := makers[modelKey(c.Collection, c.Doc)][c.Version]; id != c.Event {
 				ev.violate("versions", "%s version %d made by both %s and %s", modelKey(c.Collection, c.Doc), c.Version, id, c.Event)
@@ -351,13 +352,15 @@ func (ev *modelEvidence) checkVersions(entries map[string]modelEntry, makers map
 // and records the concurrent ones it overwrote.
 func (ev *modelEvidence) checkSilentLoss(entries map[string]modelEntry) {
 	byVersion := map[string]map[uint64]*events.Change{}
-	for _, s := range ev.seen {
+	for _, s := range append(slices.Clip(ev.seen), ev.heard...) {
 		if c := s.Change; c != nil {
 			k := modelKey(c.Collection, c.Doc)
 			if byVersion[k] == nil {
 				byVersion[k] = map[uint64]*events.Change{}
 			}
-			byVersion[k][c.Version] = c
+			if byVersion[k][c.Version] == nil {
+				byVersion[k][c.Version] = c
+			}
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(byVersion)) {
@@ -392,7 +395,9 @@ func (ev *modelEvidence) checkSilentLoss(entries map[string]modelEntry) {
 			case pol == "merge":
 				for _, f := range slices.Sorted(maps.Keys(p.Fields)) {
 					if _, touched := e.Fields[f]; touched {
-						if p.Clocks[f].Version > e.BaseVersion && (!settled || !slices.Contains(c.Settled.Lost, f)) {
+						// A field its own writer set last is not another's write to lose.
+						concurrent := p.Clocks[f].Version > e.BaseVersion && p.Clocks[f].Client != e.Client
+						if concurrent && (!settled || !slices.Contains(c.Settled.Lost, f)) {
 							ev.violate("no silent loss", "%s: field %s changed concurrently (v%d) and overwritten with no record",
 								where, f, p.Clocks[f].Version)
 						}

@@ -20,7 +20,11 @@ import (
 
 // modelServer is the model test's `ebb serve`: a child process of the built
 // binary on a fixed loopback port (so replicas reconnect to the same URL
-// after a restart), its data in one directory for the whole run.
+// after a restart), its data in one directory for the whole run. It runs
+// with the default --fsync-interval (0: JetStream syncs every write before
+// acking it): with an interval, nats-server acks writes it still holds in
+// its own buffers, which a SIGKILL loses, a loss ebb does not promise to
+// survive.
 type modelServer struct {
 	t      testing.TB
 	bin    string
@@ -43,7 +47,7 @@ func (s *modelServer) start() error {
 	s.logs = &syncBuffer{}
 	s.all = append(s.all, s.logs)
 	args := append([]string{"serve", "--data", s.data, "--nats-listen", fmt.Sprintf("127.0.0.1:%d", s.port),
-		"--http-listen", "127.0.0.1:0", "--log-format", "json", "--fsync-interval", "1m"}, s.args...)
+		"--http-listen", "127.0.0.1:0", "--log-format", "json"}, s.args...)
 	cmd := exec.Command(s.bin, args...)
 	cmd.Stderr, cmd.Stdout = s.logs, io.Discard
 	if err := cmd.Start(); err != nil {
@@ -111,6 +115,13 @@ type modelObserver struct {
 	mu      sync.Mutex
 	changes []modelSeen // in the order read
 	last    uint64      // stream sequence of the last change read
+	// published is every change published while the observer was
+	// connected, read by a core NATS subscription: it sees what the
+	// stream compacts away before the watcher reads it, and also
+	// publishes JetStream then drops as duplicates, so it tells which
+	// event made which version, never stream order (Seq 0).
+	published []modelSeen
+	sub       *nats.Subscription
 }
 
 // modelSeen is one change the watcher read.
@@ -132,6 +143,20 @@ func newModelObserver(url string) (*modelObserver, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	o := &modelObserver{nc: nc, js: js, cancel: cancel}
+	o.sub, err = nc.Subscribe(events.TenantChanges(modelTenant), func(m *nats.Msg) {
+		c, err := events.DecodeChange(m.Data)
+		if err != nil {
+			c = nil
+		}
+		o.mu.Lock()
+		o.published = append(o.published, modelSeen{Change: c})
+		o.mu.Unlock()
+	})
+	if err != nil {
+		cancel()
+		nc.Close()
+		return nil, fmt.Errorf("observer subscribe: %w", err)
+	}
 	o.wg.Add(1)
 	go func() { defer o.wg.Done(); o.watch(ctx) }()
 	return o, nil
@@ -194,7 +219,15 @@ func (o *modelObserver) seen() ([]modelSeen, uint64) {
 	return append([]modelSeen(nil), o.changes...), o.last
 }
 
+// heard returns the changes the core subscription received.
+func (o *modelObserver) heard() []modelSeen {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]modelSeen(nil), o.published...)
+}
+
 func (o *modelObserver) close() {
+	_ = o.sub.Unsubscribe()
 	o.cancel()
 	o.wg.Wait()
 	o.nc.Close()
@@ -212,17 +245,26 @@ func (o *modelObserver) purge(ctx context.Context, stream string) error {
 	return nil
 }
 
-// purgeSubject removes the messages of one subject: a client's receipts
-// expiring.
-func (o *modelObserver) purgeSubject(ctx context.Context, stream, subject string) error {
+// expire removes the older half of stream's messages, as age-based
+// retention does (oldest first, every subject alike), and returns the
+// first sequence kept.
+func (o *modelObserver) expire(ctx context.Context, stream string) (uint64, error) {
 	st, err := o.js.Stream(ctx, stream)
 	if err != nil {
-		return fmt.Errorf("purge %s %s: %w", stream, subject, err)
+		return 0, fmt.Errorf("expire %s: %w", stream, err)
 	}
-	if err := st.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
-		return fmt.Errorf("purge %s %s: %w", stream, subject, err)
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("expire %s: %w", stream, err)
 	}
-	return nil
+	if info.State.Msgs == 0 {
+		return info.State.FirstSeq, nil
+	}
+	keep := info.State.FirstSeq + (info.State.LastSeq-info.State.FirstSeq)/2 + 1
+	if err := st.Purge(ctx, jetstream.WithPurgeSequence(keep)); err != nil {
+		return 0, fmt.Errorf("expire %s below %d: %w", stream, keep, err)
+	}
+	return keep, nil
 }
 
 // lastSeq returns the last sequence of stream.
