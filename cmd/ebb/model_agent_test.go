@@ -69,6 +69,7 @@ type modelDump struct {
 	Online     bool                 `json:"online"`
 	StatusErr  string               `json:"status_err,omitempty"`
 	Resyncs    int                  `json:"resyncs"`
+	LastResync string               `json:"last_resync,omitempty"`
 }
 
 // modelAgentConfig is passed to an agent in its environment.
@@ -235,6 +236,9 @@ func modelAgentDump(ctx context.Context, r *consumer.Replica, colls []string) (*
 	d := &modelDump{Client: r.Client(), Pending: st.Pending, Online: st.Online, Resyncs: st.Resyncs}
 	if st.Err != nil {
 		d.StatusErr = st.Err.Error()
+	}
+	if st.LastResync != nil {
+		d.LastResync = st.LastResync.Error()
 	}
 	for _, coll := range colls {
 		ds, err := r.List(ctx, coll, true)

@@ -91,7 +91,7 @@ func (ev *modelEvidence) check() {
 	}
 	makers := ev.makers()
 	ev.checkSynced()
-	ev.checkAcked(entries)
+	ev.checkAcked(entries, makers)
 	ev.checkFates(entries, makers)
 	ev.checkOnce()
 	ev.checkVersions(entries, makers)
@@ -137,7 +137,7 @@ func (ev *modelEvidence) checkSynced() {
 	for _, c := range slices.Sorted(maps.Keys(ev.dumps)) {
 		d := ev.dumps[c]
 		if d.Pending != 0 {
-			ev.violate("sync", "%s: %d writes still pending after its final sync (%d receipt resyncs since it opened)", c, d.Pending, d.Resyncs)
+			ev.violate("sync", "%s: %d writes still pending after its final sync (%d resyncs since it opened; last: %s)", c, d.Pending, d.Resyncs, d.LastResync)
 		}
 		if d.StatusErr != "" {
 			ev.violate("sync", "%s: follower stopped: %s", c, d.StatusErr)
@@ -148,7 +148,13 @@ func (ev *modelEvidence) checkSynced() {
 // checkAcked (invariant 1): an acknowledged write survives its writer's
 // crashes (it is in the writer's log), reached the server (EVENTS) and has
 // a fate; every event of the log did too, acknowledged or "maybe".
-func (ev *modelEvidence) checkAcked(entries map[string]modelEntry) {
+func (ev *modelEvidence) checkAcked(entries map[string]modelEntry, makers map[string]map[uint64]string) {
+	made := map[string]string{}
+	for k, vs := range makers {
+		for v, id := range vs {
+			made[id] = fmt.Sprintf("made %s v%d", k, v)
+		}
+	}
 	for _, id := range slices.Sorted(maps.Keys(ev.acked)) {
 		e, ok := entries[id]
 		if !ok || e.client != ev.acked[id] {
@@ -158,8 +164,12 @@ func (ev *modelEvidence) checkAcked(entries map[string]modelEntry) {
 	for _, id := range slices.Sorted(maps.Keys(entries)) {
 		e := entries[id]
 		if e.State != producer.StateSettled {
-			ev.violate("none vanished", "%s's event %s (%s %s/%s) is %s after the final sync (err %q; in EVENTS %d times)",
-				e.client, id, e.Event.Op, e.Event.Collection, e.Event.Doc, e.State, e.Err, len(ev.events[id]))
+			fate := made[id]
+			if fate == "" {
+				fate = "made no change seen"
+			}
+			ev.violate("none vanished", "%s's event %s (%s %s/%s) is %s after the final sync (err %q; in EVENTS %d times; %s)",
+				e.client, id, e.Event.Op, e.Event.Collection, e.Event.Doc, e.State, e.Err, len(ev.events[id]), fate)
 		}
 		if len(ev.events[id]) == 0 {
 			ev.violate("none vanished", "%s's event %s (%s %s/%s, %s %s) never reached EVENTS",
