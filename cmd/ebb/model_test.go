@@ -21,21 +21,34 @@ package main
 //
 // Then writes stop, the server comes back, every replica attaches and syncs
 // twice, a fresh replica joins and syncs, and the checker
-// (model_check_test.go) reads the replicas' dumps, EVENTS, CHANGES, the
-// live watcher's record of every change it saw, the server's view file and
-// `ebb verify`, and reports each violated invariant with its evidence.
+// (model_check_test.go) reads the replicas' dumps (view, conflicts,
+// rejections, every log entry's fate), EVENTS, CHANGES, a live record of
+// every change published, the server's view file and `ebb verify`, and
+// reports each violated invariant with its evidence: none vanished (every
+// acknowledged write is in its writer's log, reached EVENTS and got a fate
+// its writer can see), exactly once, versions (rise by one, one event per
+// version, every version accounted for), no silent loss (a stale write is
+// refused, kept as a conflict, or recorded, per policy), convergence
+// (replicas, the fresh one and CHANGES equal the server view), determinism
+// (`ebb verify`), and sync (every final sync completes).
 //
-// Run it:
+// Run it (from the module root):
 //
-//	go test -race -count=1 ./cmd/ebb/ -run '^TestModel$' -v            # short: 2 seeds + kept seeds
-//	go test -race -count=1 ./cmd/ebb/ -run '^TestModel$' -ebb.model.seed=42 -v    # one seed
-//	go test -count=1 -timeout 0 ./cmd/ebb/ -run '^TestModel$' -ebb.model.duration=30m -v  # long
+//	go test -race -count=1 ./cmd/ebb/ -run '^TestModel$' -v                          # short: kept seeds, at least 2 runs
+//	go test -race -count=1 ./cmd/ebb/ -run '^TestModel$' -ebb.model.seed=42 -v       # one seed
+//	go test -count=1 -timeout 0 ./cmd/ebb/ -run '^TestModel$' -ebb.model.duration=30m -ebb.model.keep -v  # long
 //
-// -ebb.model.ops sets the steps per seed (default 200 short, 1000 long);
-// -ebb.model.keep=true keeps going after a failing seed in the long run.
-// Seeds that found bugs are kept in testdata/model/seeds.txt ("SEED # why")
-// and run first, as regression cases. On failure the test logs the seed and
-// the command that reruns it.
+// -ebb.model.ops sets the steps per seed (default 200, 1000 in the long
+// run); -ebb.model.replicas the replicas (default 3, 3-5 by seed in the
+// long run); -ebb.model.faults narrows the faults (detach, kill, server,
+// purge-receipts, purge-changes; default all) to isolate a finding;
+// -ebb.model.keep goes on after a failing seed in the long run. The choices
+// of every step come from the seed alone; what the processes make of them
+// (how far a killed write got, which receipt a purge caught) varies with
+// timing, so a seed reproduces its finding most runs, not every run. Seeds
+// that found bugs are kept in testdata/model/seeds.txt with their settings
+// and run first, as regression cases. On failure the test logs the seed,
+// the command that reruns it, and the trace of steps.
 
 import (
 	"bufio"
@@ -67,7 +80,7 @@ const (
 	// modelSyncTimeout bounds each final sync, in milliseconds.
 	modelSyncTimeout = 5000
 	modelTenant      = "acme"
-	modelSeeds  = "testdata/model/seeds.txt"
+	modelSeeds       = "testdata/model/seeds.txt"
 )
 
 var (
@@ -88,14 +101,14 @@ func TestModel(t *testing.T) {
 	}
 	switch {
 	case *modelSeed != 0:
-		runModelSeed(t, bin, *modelSeed, modelSteps(false), modelReplicaCount(*modelSeed, false))
+		runModelSeed(t, bin, modelCase{seed: *modelSeed, steps: modelSteps(false), replicas: modelReplicaCount(*modelSeed, false), faults: *modelFaults})
 	case *modelDuration > 0:
 		deadline := time.Now().Add(*modelDuration)
 		var runs, failed int
 		for time.Now().Before(deadline) {
 			seed := rand.Uint64()
 			runs++
-			if !runModelSeed(t, bin, seed, modelSteps(true), modelReplicaCount(seed, true)) {
+			if !runModelSeed(t, bin, modelCase{seed: seed, steps: modelSteps(true), replicas: modelReplicaCount(seed, true), faults: *modelFaults}) {
 				failed++
 				if !*modelKeep {
 					break
@@ -104,15 +117,15 @@ func TestModel(t *testing.T) {
 		}
 		t.Logf("long run: %d seeds, %d failed, %d steps each", runs, failed, modelSteps(true))
 	default:
-		// The kept seeds, and fixed ones up to two seeds in all.
-		seeds := keptModelSeeds(t)
-		for s := uint64(1); len(seeds) < 2; s++ {
-			if !slices.Contains(seeds, s) {
-				seeds = append(seeds, s)
+		// The kept seeds, and fixed ones up to two runs in all.
+		cases := keptModelSeeds(t)
+		for s := uint64(1); len(cases) < 2; s++ {
+			if !slices.ContainsFunc(cases, func(c modelCase) bool { return c.seed == s }) {
+				cases = append(cases, modelCase{seed: s, steps: modelSteps(false), replicas: modelReplicaCount(s, false), faults: *modelFaults})
 			}
 		}
-		for _, s := range seeds {
-			runModelSeed(t, bin, s, modelSteps(false), modelReplicaCount(s, false))
+		for _, c := range cases {
+			runModelSeed(t, bin, c)
 		}
 	}
 }
@@ -137,9 +150,17 @@ func modelSteps(long bool) int {
 	return 200
 }
 
-// keptModelSeeds reads testdata/model/seeds.txt: one seed per line, then
-// an optional "# why" comment.
-func keptModelSeeds(t *testing.T) []uint64 {
+// modelCase is one seed's run and its settings.
+type modelCase struct {
+	seed            uint64
+	steps, replicas int
+	faults          string // as -ebb.model.faults
+}
+
+// keptModelSeeds reads testdata/model/seeds.txt: one case per line, a seed
+// then optional ops=N, replicas=N and faults=LIST (the flags' defaults
+// otherwise), then an optional "# why" comment.
+func keptModelSeeds(t *testing.T) []modelCase {
 	f, err := os.Open(modelSeeds)
 	if os.IsNotExist(err) {
 		return nil
@@ -148,25 +169,43 @@ func keptModelSeeds(t *testing.T) []uint64 {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out []uint64
+	var out []modelCase
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line, _, _ := strings.Cut(sc.Text(), "#")
-		if line = strings.TrimSpace(line); line == "" {
+		words := strings.Fields(line)
+		if len(words) == 0 {
 			continue
 		}
-		s, err := strconv.ParseUint(line, 10, 64)
+		seed, err := strconv.ParseUint(words[0], 10, 64)
 		if err != nil {
-			t.Fatalf("%s: bad seed %q: %v", modelSeeds, line, err)
+			t.Fatalf("%s: bad seed %q: %v", modelSeeds, words[0], err)
 		}
-		out = append(out, s)
+		c := modelCase{seed: seed, steps: modelSteps(false), replicas: modelReplicaCount(seed, false), faults: *modelFaults}
+		for _, w := range words[1:] {
+			k, v, _ := strings.Cut(w, "=")
+			switch k {
+			case "ops":
+				c.steps, err = strconv.Atoi(v)
+			case "replicas":
+				c.replicas, err = strconv.Atoi(v)
+			case "faults":
+				c.faults = v
+			default:
+				err = fmt.Errorf("unknown setting %q", k)
+			}
+			if err != nil {
+				t.Fatalf("%s: seed %d: %q: %v", modelSeeds, seed, w, err)
+			}
+		}
+		out = append(out, c)
 	}
 	return out
 }
 
-// modelFault reports whether fault is enabled by -ebb.model.faults.
-func modelFault(fault string) bool {
-	for _, f := range strings.Split(*modelFaults, ",") {
+// fault reports whether fault is enabled for this run (-ebb.model.faults).
+func (r *modelRun) fault(fault string) bool {
+	for _, f := range strings.Split(r.faults, ",") {
 		if f = strings.TrimSpace(f); f == "all" || f == fault {
 			return true
 		}
@@ -176,19 +215,20 @@ func modelFault(fault string) bool {
 
 // modelRun is the state of one seed's run.
 type modelRun struct {
-	t        *testing.T
-	rng      *rand.Rand
-	seed     uint64
-	root     string
-	srv      *modelServer
-	obs      *modelObserver
-	agents   []*modelAgent
-	clients  []string
-	acked    map[string]string // event id -> client: acknowledged writes
-	maybe    int               // writes whose agent was killed before replying
-	stats    modelStats
-	downFor  int // steps the server stays down (0: up)
-	trace    []string
+	t       *testing.T
+	rng     *rand.Rand
+	seed    uint64
+	root    string
+	srv     *modelServer
+	obs     *modelObserver
+	agents  []*modelAgent
+	clients []string
+	acked   map[string]string // event id -> client: acknowledged writes
+	maybe   int               // writes whose agent was killed before replying
+	stats   modelStats
+	downFor int // steps the server stays down (0: up)
+	trace   []string
+	faults  string // as -ebb.model.faults
 }
 
 type modelStats struct {
@@ -200,14 +240,15 @@ func (r *modelRun) logf(format string, args ...any) {
 }
 
 // runModelSeed runs one seed as a subtest and reports whether it passed.
-func runModelSeed(t *testing.T, bin string, seed uint64, steps, replicas int) bool {
+func runModelSeed(t *testing.T, bin string, c modelCase) bool {
+	seed, steps, replicas := c.seed, c.steps, c.replicas
 	return t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 		r := &modelRun{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-			root: t.TempDir(), acked: map[string]string{}}
+			root: t.TempDir(), acked: map[string]string{}, faults: c.faults}
 		defer func() {
 			if t.Failed() {
 				t.Logf("model seed %d FAILED; reproduce with:\n  go test -race -count=1 ./cmd/ebb/ -run '^TestModel$' -ebb.model.seed=%d -ebb.model.ops=%d -ebb.model.replicas=%d -ebb.model.faults=%s -v",
-					seed, seed, steps, replicas, *modelFaults)
+					seed, seed, steps, replicas, c.faults)
 			}
 		}()
 		r.run(steps, replicas, bin)
@@ -319,7 +360,7 @@ func (r *modelRun) step(i int) {
 		rep, err := r.agents[who].call(modelCmd{Cmd: "sync", TimeoutMS: 2000}, 30*time.Second)
 		r.must(i, err)
 		r.logf("%d: %s sync: %v %s", i, r.clients[who], rep.OK, rep.Err)
-	case k < 86 && !modelFault("detach"):
+	case k < 86 && !r.fault("detach"):
 	case k < 80:
 		rep, err := r.agents[who].call(modelCmd{Cmd: "detach"}, 30*time.Second)
 		r.must(i, err)
@@ -329,10 +370,10 @@ func (r *modelRun) step(i int) {
 		rep, err := r.agents[who].call(modelCmd{Cmd: "attach"}, 30*time.Second)
 		r.must(i, err)
 		r.logf("%d: %s attach: %v %s", i, r.clients[who], rep.OK, rep.Err)
-	case k < 91 && !modelFault("kill"):
+	case k < 91 && !r.fault("kill"):
 	case k < 91:
 		r.killMidWrite(i, who, modelCmd{Cmd: "write", Op: events.OpPut, Coll: coll, Doc: doc, Fields: putFields}, delay)
-	case k < 95 && !modelFault("server"):
+	case k < 95 && !r.fault("server"):
 	case k < 94:
 		if r.srv.up() {
 			r.stats.ServerKills++
@@ -347,7 +388,7 @@ func (r *modelRun) step(i int) {
 			r.must(i, r.srv.stop())
 			r.downFor = downFor
 		}
-	case k < 98 && !modelFault("purge-receipts"):
+	case k < 98 && !r.fault("purge-receipts"):
 	case k < 97:
 		if r.srv.up() {
 			r.stats.Purges++
@@ -363,7 +404,7 @@ func (r *modelRun) step(i int) {
 			r.logf("%d: purge RECEIPTS", i)
 			r.purge(i, func(ctx context.Context) error { return r.obs.purge(ctx, events.StreamReceipts) })
 		}
-	case !modelFault("purge-changes"):
+	case !r.fault("purge-changes"):
 	default:
 		if r.srv.up() {
 			r.stats.Purges++
