@@ -496,6 +496,30 @@ func modelFieldsString(f events.Fields) string {
 	return string(b)
 }
 
+// finalSync syncs a with a short timeout, tried again while the replica
+// still makes progress (its pending writes fall), so a slow machine is not
+// taken for a stuck write and a stuck write costs two timeouts.
+func (r *modelRun) finalSync(a *modelAgent) modelReply {
+	pending := -1
+	for {
+		rep, err := a.call(modelCmd{Cmd: "sync", TimeoutMS: modelSyncTimeout}, 60*time.Second)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		if rep.OK || !strings.Contains(rep.Err, "deadline") {
+			return rep
+		}
+		d, err := a.call(modelCmd{Cmd: "dump"}, 60*time.Second)
+		if err != nil || !d.OK {
+			r.t.Fatalf("dump %s: %v %s", a.cfg.Client, err, d.Err)
+		}
+		if pending >= 0 && d.Dump.Pending >= pending {
+			return rep
+		}
+		pending = d.Dump.Pending
+	}
+}
+
 // settleAndCheck stops the faults, brings everyone online, syncs, gathers
 // the evidence and checks it.
 func (r *modelRun) settleAndCheck() {
@@ -525,10 +549,7 @@ func (r *modelRun) settleAndCheck() {
 			if _, failed := ev.syncErrs[r.clients[i]]; failed {
 				continue
 			}
-			rep, err := a.call(modelCmd{Cmd: "sync", TimeoutMS: modelSyncTimeout}, 60*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
+			rep := r.finalSync(a)
 			if !rep.OK && (round == 1 || strings.Contains(rep.Err, "deadline")) {
 				ev.syncErrs[r.clients[i]] = fmt.Sprintf("sync (round %d): %s", round+1, rep.Err)
 			}
@@ -536,9 +557,7 @@ func (r *modelRun) settleAndCheck() {
 	}
 	late := startModelAgent(t, r.agentConfig("late", true))
 	r.agents = append(r.agents, late)
-	if rep, err := late.call(modelCmd{Cmd: "sync", TimeoutMS: modelSyncTimeout}, 60*time.Second); err != nil {
-		t.Fatal(err)
-	} else if !rep.OK {
+	if rep := r.finalSync(late); !rep.OK {
 		ev.syncErrs["late"] = "sync: " + rep.Err
 	}
 	for i, a := range r.agents {
@@ -606,8 +625,8 @@ func (r *modelRun) settleAndCheck() {
 	ev.verifyOut, ev.verifyErr = modelVerify(r.srv.bin, r.srv.data)
 
 	ev.check()
-	t.Logf("seed %d: checked %d acknowledged writes (%d maybe), %d events, %d changes seen, %d documents",
-		r.seed, len(r.acked), r.maybe, len(msgs), len(ev.seen), len(ev.view))
+	t.Logf("seed %d: checked %d acknowledged writes (%d maybe), %d events, %d changes seen, %d documents; verify: %s",
+		r.seed, len(r.acked), r.maybe, len(msgs), len(ev.heard), len(ev.view), strings.TrimSpace(ev.verifyOut))
 	perInvariant := map[string]int{}
 	for _, v := range ev.violations {
 		inv, _, _ := strings.Cut(v, "]")
