@@ -351,8 +351,26 @@ func (a *modelAgent) call(c modelCmd, timeout time.Duration) (modelReply, error)
 		}
 		return modelReply{}, fmt.Errorf("agent %s exited during %s: %v\n%s", a.cfg.Client, c.Cmd, a.waitErr, a.stderr.String())
 	case <-time.After(timeout):
-		return modelReply{}, fmt.Errorf("agent %s: no reply to %s within %v\n%s", a.cfg.Client, c.Cmd, timeout, a.stderr.String())
+		return modelReply{}, fmt.Errorf("agent %s: no reply to %s within %v; its goroutines:\n%s", a.cfg.Client, c.Cmd, timeout, a.stacks())
 	}
+}
+
+// stacks makes a hung agent print its goroutines (SIGQUIT) and returns
+// those that run ebb code, for the failure report.
+func (a *modelAgent) stacks() string {
+	_ = a.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-a.exited:
+	case <-time.After(10 * time.Second):
+		a.kill()
+	}
+	var keep []string
+	for _, g := range strings.Split(a.stderr.String(), "\n\n") {
+		if strings.Contains(g, "github.com/ebbsync/ebb/") {
+			keep = append(keep, g)
+		}
+	}
+	return strings.Join(keep, "\n\n")
 }
 
 // kill SIGKILLs the agent and returns the replies it sent that nobody read.

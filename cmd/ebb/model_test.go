@@ -300,18 +300,19 @@ func (r *modelRun) run(steps, n int, bin string) {
 	})
 
 	start := time.Now()
+	defer func() {
+		if t.Failed() {
+			r.dumpTrace()
+		}
+	}()
 	for i := range steps {
 		r.step(i)
 		if t.Failed() {
-			r.dumpTrace()
 			return
 		}
 	}
 	t.Logf("seed %d: %d replicas, %d steps in %v: %+v", r.seed, n, steps, time.Since(start).Round(time.Millisecond), r.stats)
 	r.settleAndCheck()
-	if r.t.Failed() {
-		r.dumpTrace()
-	}
 }
 
 func (r *modelRun) dumpTrace() {
