@@ -46,17 +46,32 @@
 // record. Telling the two apart for sure would need the server's decision
 // history, which neither CHANGES nor the duplicate receipt carries.
 //
-// # Unreadable messages
+// # Quarantine
 //
-// A change or receipt the replica cannot decode (a schema newer than the
-// client's, a malformed payload) is never skipped: skipping would move the
-// cursor past it, and after the client upgrades that document would stay
-// stale for good. The follower stops before it with an error wrapping
-// ErrUnreadable, logged once and kept in Status.Err (Sync returns it); the
-// replica keeps working offline, and the next Attach resumes from the
-// stored cursor: once the message is readable (the client upgraded, or the
-// server replaced it, CHANGES keeping the last change per document), the
-// catch-up completes.
+// A message on a subject the replica reads is used only if its payload is
+// the subject's: a change names the tenant, collection and document of its
+// subject; a receipt names the replica's tenant and client. One that does
+// not (ErrSubjectMismatch: another tenant's or document's payload written
+// onto the subject) or cannot be decoded (ErrUnreadable: garbage, a schema
+// newer than the client's) is quarantined: counted, logged with its
+// reason, and stepped over. Status.Quarantined counts them since open,
+// Status.LastQuarantine says which and why (wrapping ErrQuarantined). A
+// quarantined message never touches the view, so it cannot move a document
+// to another version or shadow the document's next change, which applies
+// as usual; and it never stops a follower, so every other document keeps
+// syncing.
+//
+// A message in a stream never changes, so only one in a newer schema can
+// become usable (after an upgrade): those are kept by stream sequence
+// (bucket consumer.quarantine), and each follower start reads up to 256 of
+// them again. One the stream still holds that the replica can now read is
+// applied as it would have been (a change only if newer than the view); one
+// the stream no longer holds (CHANGES replaced it with the document's next
+// change; RECEIPTS' age removed it) is forgotten. Garbage and foreign
+// payloads are not kept, so whoever writes them cannot grow the store or
+// slow every start. A write whose own receipt was quarantined stays
+// pending until its receipt is read again and used. A full resync of a
+// stream clears its kept quarantine: the replay reads it all again.
 //
 // # Connections
 //
@@ -82,17 +97,50 @@
 // last sequence is below the stored one, was reset: the view (not the
 // pending writes) is cleared and replayed from the start. A RECEIPTS gap
 // (stored sequence below the stream's first - 1, because the replica was
-// offline longer than RECEIPTS' retention, or a reset) is judged by the
-// log: the published-but-unreceipted events whose receipts could be gone
-// (any, after a reset; else those published before the stream's oldest
-// receipt, plus ten minutes for clock skew) are republished with their
-// ids, and a client with none outstanding just moves its cursor, with no
-// resync. The projector answers "duplicate" for those it applied (their
-// effect reaches the view through CHANGES) and applies those it never saw.
-// Both are logged and counted in
-// Status.Resyncs / Status.LastResync (wrapping ErrResync) and
-// SyncReport.Resynced, never silent. A reset that happens while a follower
-// is live is noticed at its next restart (reconnect, Attach).
+// offline longer than RECEIPTS' retention, or a purge, or a reset) is
+// judged by the log: the published-but-unreceipted events whose receipts
+// could be gone (any, after a reset; else those published before the
+// stream's oldest receipt, plus ten minutes for clock skew) are republished
+// with their ids, and a client with none outstanding just moves its cursor,
+// with no resync. The projector answers "duplicate" for those it applied
+// (their effect reaches the view through CHANGES) and applies those it
+// never saw. A republish JetStream drops as a duplicate (the first publish
+// is inside EVENTS' dedupe window) reaches no projector, so no receipt will
+// ever answer the republish; the first publish's receipt may still be in
+// the stream after the cursor, so once the follower has read every receipt
+// RECEIPTS held for the client at that point (kept in consumer.meta across
+// restarts), a write still without a receipt is settled as a "duplicate"
+// receipt would settle it (silently if the view shows its fate, else a
+// Rejection of unknown fate that a change it caused removes and a
+// rejected receipt arriving after all makes precise). Both are logged and counted in Status.Resyncs /
+// Status.LastResync (wrapping ErrResync) and SyncReport.Resynced, never
+// silent.
+//
+// Every full resync (a reset, or a scope change on reopen) first settles
+// the receipts still waiting for their change: they said how the server
+// decided, and the replay brings the state.
+//
+// The same gaps can open while the replica stays attached: nats.go's
+// ordered consumer remakes its server consumer by itself after a
+// reconnect, a server restart or missed heartbeats, and resumes after the
+// last message it delivered, stepping over what the stream lost meanwhile.
+// So the stream is also checked (read-only) before a batch from a remade
+// consumer is applied (for RECEIPTS also after a sequence jump while the
+// follower was behind), every ReplicaConfig.GapCheckInterval while writes
+// await their receipt (a lost receipt may be followed by no message at
+// all), and at every Sync, which waits for a CHANGES resync it finds
+// needed. A check that finds a reset or possibly lost receipts restarts the
+// follower, whose start recovers as above before anything past the gap is
+// applied. Not detected: a purge of only some subjects of RECEIPTS that
+// leaves its first sequence where it was.
+//
+// # Clock
+//
+// Every change applied feeds the producer log's hybrid logical clock
+// (events.Clock.Update), which always moves past it, even when the change
+// is far ahead of the client's wall clock: a write built on a change is
+// stamped after it. Bounding timestamps is the server's job; a drift past
+// the log's MaxDrift is only logged (at most once a minute).
 //
 // # Subscriptions
 //
@@ -102,6 +150,9 @@
 // it and stream order holds. Stop ends it at once; Drain lets delivered
 // changes finish. Watch is the ordered, ephemeral variant for read-only
 // watchers: it starts with the current state of every document and follows.
+// Both check each change against its subject as a replica does: one that
+// is unreadable or not its subject's never reaches the handler (Subscribe
+// terminates it, Watch skips it) and is counted in Quarantined.
 //
 // # Telemetry
 //
@@ -183,9 +234,11 @@
 // synced documents (consumer.docs: the 8-byte version stays in the clear so
 // applying a change compares versions without decrypting; the change
 // payload is sealed, bound to the document key and that version), receipts
-// awaiting their change and rejections. In the clear: bbolt keys, which are
+// awaiting their change, rejections and quarantined messages' subjects and
+// reasons. In the clear: bbolt keys, which are
 // collection names and document ids (consumer.docs, .conflicts, .awaiting
-// keys; event ULIDs of rejections), the cursors, and the scope (tenant and
+// keys; event ULIDs of rejections; stream sequences of quarantined
+// messages), the cursors, and the scope (tenant and
 // collection names). Names and ordering are visible to someone holding
 // the file; contents are not. Keyed hashes for the keys were left out: List
 // scans a collection by key prefix and reads ids from keys. The log's key

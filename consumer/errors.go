@@ -24,9 +24,17 @@ var (
 	// retention. It is never returned by a call; Status.Resyncs and
 	// SyncReport.Resynced report it, wrapping this error in their Reason.
 	ErrResync = errors.New("full resync")
-	// ErrUnreadable stops a Replica's follower at a message it cannot
-	// decode (a schema newer than this client's, a malformed payload). The
-	// follower does not skip it: its cursor stays before the message, the
-	// error is in Status.Err, and the next Attach resumes there.
+	// ErrUnreadable marks a message that cannot be decoded (a schema newer
+	// than this client's, a malformed payload). A Replica quarantines it
+	// (ErrQuarantined); Subscribe terminates it; Watch skips it.
 	ErrUnreadable = errors.New("unreadable message")
+	// ErrSubjectMismatch marks a message whose payload is not what its
+	// subject says: a change of another tenant, collection or document, a
+	// receipt of another tenant or client.
+	ErrSubjectMismatch = errors.New("payload does not match its subject")
+	// ErrQuarantined wraps the reason (ErrUnreadable, ErrSubjectMismatch)
+	// a message was set aside unused; see doc.go, "Quarantine". It is never
+	// returned by a call: Status.LastQuarantine, Subscription.Quarantined
+	// and Watcher.Quarantined report it.
+	ErrQuarantined = errors.New("message quarantined")
 )

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -62,6 +63,25 @@ type follower[T any] struct {
 	// consumer is created, so it can check the stream (reset, retention)
 	// and consult the store. An error is retried like a failed creation.
 	start func(ctx context.Context) (uint64, error)
+	// kick, if set, restarts the session when it receives: the consumer is
+	// stopped and start runs again (see errRestart). Whoever found that the
+	// stream needs start's checks sends on it, without blocking.
+	kick chan struct{}
+}
+
+// errRestart, returned by apply, ends the session without applying the
+// batch: run calls start again at once (after the shortest backoff), so the
+// stream is checked and the follower resumes from the stored cursor. It is
+// how a gap or a reset noticed while following is recovered from, the same
+// way as at start.
+var errRestart = errors.New("follower restart")
+
+// restart asks f's session to restart (see kick); it never blocks.
+func (f *follower[T]) restart() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
 }
 
 // delivery is one message as the reader goroutine hands it over: its
@@ -73,7 +93,13 @@ type delivery[T any] struct {
 	// seq is the message's stream sequence, pending the consumer's
 	// NumPending when it was delivered.
 	seq, pending uint64
-	v            T
+	// resumed: the message came from a consumer the ordered consumer made
+	// by itself after losing the one before (a reconnect, a server restart,
+	// missed heartbeats). It resumed after the last message it delivered,
+	// so it steps over whatever the stream lost in between without a word:
+	// apply checks the stream before it moves the cursor past a gap.
+	resumed bool
+	v       T
 }
 
 // batch is a run of deliveries and the arena their prepared bytes live in.
@@ -173,6 +199,8 @@ func (f *follower[T]) run(ctx context.Context) error {
 			return ae.err
 		case ctx.Err() != nil:
 			return ctx.Err()
+		case errors.Is(err, errRestart):
+			attempt = 0 // asked for: check the stream again now
 		}
 		d := backoffDelay(attempt)
 		f.log.Debug("follower interrupted, retrying", logStream, f.stream, logErr, err, logBackoff, d)
@@ -213,7 +241,21 @@ func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) 
 	// recycled rather than reallocated.
 	q := newHandoff[T](f.batch, f.gather)
 	go func() { q.finish(f.read(ctx, it, q)) }()
+	// A kick stops the iterator: the reader ends, and so does this session.
+	var kicked atomic.Bool
+	ended, kickDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(kickDone)
+		select {
+		case <-f.kick: // a nil kick never receives
+			kicked.Store(true)
+			it.Stop()
+		case <-ended:
+		}
+	}()
 	defer func() {
+		close(ended)
+		<-kickDone
 		it.Stop()
 		q.abandon()
 	}()
@@ -222,10 +264,15 @@ func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) 
 	for {
 		b, err := q.take(own)
 		if b == nil {
+			if kicked.Load() {
+				err = errRestart
+			}
 			return next, err
 		}
 		own = b
-		if err := f.apply(ctx, b.ds); err != nil {
+		if err := f.apply(ctx, b.ds); errors.Is(err, errRestart) {
+			return next, err
+		} else if err != nil {
 			return next, &applyError{err: err}
 		}
 		next = b.ds[len(b.ds)-1].seq + 1
@@ -236,20 +283,23 @@ func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) 
 // read is the reader goroutine's loop: it returns why it stopped.
 func (f *follower[T]) read(ctx context.Context, it jetstream.MessagesContext, q *handoff[T]) error {
 	opts := []jetstream.NextOpt{jetstream.NextContext(ctx)} // built once: a variadic slice per call would escape
+	var consumer string                                     // of the last message: the ordered consumer names its Nth consumer <prefix>_<N>
 	for {
 		m, err := it.Next(opts...)
 		if err != nil {
 			return err
 		}
-		seq, pending, err := msgSeq(m)
+		cons, seq, pending, err := msgSeq(m)
 		if err != nil {
 			return &applyError{err: fmt.Errorf("read metadata on %s: %w", f.stream, err)}
 		}
+		resumed := cons != consumer && (consumer != "" || !strings.HasSuffix(cons, "_1"))
+		consumer = cons
 		b, err := q.slot(ctx)
 		if err != nil {
 			return err
 		}
-		b.ds = append(b.ds, delivery[T]{subject: m.Subject(), seq: seq, pending: pending})
+		b.ds = append(b.ds, delivery[T]{subject: m.Subject(), seq: seq, pending: pending, resumed: resumed})
 		if f.prepare != nil {
 			f.prepare(m, &b.ds[len(b.ds)-1].v, &b.arena)
 		}
@@ -398,29 +448,37 @@ func (q *handoff[T]) abandon() {
 // errApplierStopped ends a reader whose applier has returned.
 var errApplierStopped = errors.New("applier stopped")
 
-// msgSeq returns m's stream sequence and the consumer's NumPending, read
-// from its reply subject without allocating; anything but the two forms
-// the server uses goes to m.Metadata.
+// msgSeq returns the name of the consumer that delivered m, m's stream
+// sequence and the consumer's NumPending, read from its reply subject
+// without allocating; anything but the two forms the server uses goes to
+// m.Metadata.
 //
 //	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
 //	$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>...]
-func msgSeq(m jetstream.Msg) (seq, pending uint64, err error) {
-	if seq, pending, ok := ackSeqs(m.Reply()); ok {
-		return seq, pending, nil
+func msgSeq(m jetstream.Msg) (consumer string, seq, pending uint64, err error) {
+	if consumer, seq, pending, ok := ackFields(m.Reply()); ok {
+		return consumer, seq, pending, nil
 	}
 	md, err := m.Metadata()
 	if err != nil {
-		return 0, 0, err
+		return "", 0, 0, err
 	}
-	return md.Sequence.Stream, md.NumPending, nil
+	return md.Consumer, md.Sequence.Stream, md.NumPending, nil
 }
 
 // ackSeqs parses the stream sequence and pending count of an ack subject
 // (see msgSeq); ok is false for anything else.
 func ackSeqs(reply string) (seq, pending uint64, ok bool) {
+	_, seq, pending, ok = ackFields(reply)
+	return seq, pending, ok
+}
+
+// ackFields parses the consumer name, stream sequence and pending count of
+// an ack subject (see msgSeq); ok is false for anything else.
+func ackFields(reply string) (consumer string, seq, pending uint64, ok bool) {
 	const prefix = "$JS.ACK."
 	if !strings.HasPrefix(reply, prefix) {
-		return 0, 0, false
+		return "", 0, 0, false
 	}
 	var tok [12]string
 	n := 2 // tokens 0 and 1 are $JS and ACK
@@ -438,15 +496,15 @@ func ackSeqs(reply string) (seq, pending uint64, ok bool) {
 	var seqTok, pendTok string
 	switch {
 	case n == 9:
-		seqTok, pendTok = tok[5], tok[8]
+		consumer, seqTok, pendTok = tok[3], tok[5], tok[8]
 	case n >= 11:
-		seqTok, pendTok = tok[7], tok[10]
+		consumer, seqTok, pendTok = tok[5], tok[7], tok[10]
 	default:
-		return 0, 0, false
+		return "", 0, 0, false
 	}
 	seq, ok1 := parseDecimal(seqTok)
 	pending, ok2 := parseDecimal(pendTok)
-	return seq, pending, ok1 && ok2
+	return consumer, seq, pending, ok1 && ok2
 }
 
 // parseDecimal parses a non-empty run of ASCII digits that fits in a

@@ -193,3 +193,36 @@ func sum(xs []int) int {
 	}
 	return n
 }
+
+func TestAckFields_Consumer(t *testing.T) {
+	for reply, want := range map[string]string{
+		"$JS.ACK.RECEIPTS.abc_2.1.42.7.1700000000000000000.9":               "abc_2",
+		"$JS.ACK._.ACCHASH.RECEIPTS.abc_1.1.42.7.1700000000000000000.9.rnd": "abc_1",
+	} {
+		if got, _, _, ok := ackFields(reply); !ok || got != want {
+			t.Errorf("ackFields(%q) consumer %q, %v; want %q", reply, got, ok, want)
+		}
+	}
+}
+
+func TestReceiptGapSuspect(t *testing.T) {
+	d := func(seq, pending uint64, resumed bool) delivery[receipt] {
+		return delivery[receipt]{seq: seq, pending: pending, resumed: resumed}
+	}
+	for _, tc := range []struct {
+		name string
+		prev Progress
+		ds   []delivery[receipt]
+		want bool
+	}{
+		{"live, other clients' receipts between", Progress{Seq: 10}, []delivery[receipt]{d(15, 0, false), d(20, 0, false)}, false},
+		{"remade consumer", Progress{Seq: 10}, []delivery[receipt]{d(11, 0, true)}, true},
+		{"jump while behind", Progress{Seq: 10, Pending: 3}, []delivery[receipt]{d(14, 2, false)}, true},
+		{"jump inside the batch while behind", Progress{Seq: 10}, []delivery[receipt]{d(11, 2, false), d(13, 1, false)}, true},
+		{"no jump while behind", Progress{Seq: 10, Pending: 2}, []delivery[receipt]{d(11, 1, false), d(12, 0, false)}, false},
+	} {
+		if got := receiptGapSuspect(tc.prev, tc.ds); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -65,18 +65,32 @@ type change struct {
 	header nats.Header // the message's (trace context)
 	key    []byte      // docKey of the document
 	value  []byte      // what bucketDocs will hold (putSyncedValue)
-	err    error       // the head did not decode: the change is skipped
+	err    error       // the head did not decode or is not its subject's: the change is quarantined
+	retry  bool        // err: a newer schema, worth reading again after an upgrade
 }
 
 // prepareChange decodes m's head and builds the view's key and value in a,
 // so the message's own copy of the payload is garbage once this returns.
 func prepareChange(m jetstream.Msg, c *change, a *arena) {
-	data := m.Data()
-	c.header = m.Headers()
-	if c.err = decodeHead(data, &c.head); c.err != nil {
+	prepareChangeData(m.Subject(), m.Data(), m.Headers(), c, a)
+}
+
+// prepareChangeData is prepareChange of a message's parts. A payload that
+// does not decode, or names another document than subject, is c.err
+// (wrapping ErrUnreadable or ErrSubjectMismatch).
+func prepareChangeData(subject string, data []byte, header nats.Header, c *change, a *arena) {
+	c.header = header
+	if err := decodeHead(data, &c.head); err != nil {
+		c.err = fmt.Errorf("%w: %w", ErrUnreadable, err)
+		c.retry = newerSchema(data)
 		return
 	}
 	h := &c.head
+	if !changeSubjectMatches(subject, h.Tenant, h.Collection, h.Doc) {
+		c.err = mismatch(subject, h.Tenant, h.Collection, h.Doc)
+		return
+	}
+	c.err, c.retry = nil, false
 	c.key = a.alloc(len(h.Collection) + 1 + len(h.Doc))
 	putDocKey(c.key, h.Collection, h.Doc)
 	c.value = a.alloc(8 + len(data))

@@ -87,6 +87,11 @@ type ReplicaConfig struct {
 	// MeterProvider receives the producer's metrics and the catch-up gauges
 	// ebb.replica.changes.applied, .pending and .sequence; nil means none.
 	MeterProvider metric.MeterProvider
+	// GapCheckInterval is how often an attached replica with writes
+	// awaiting their receipt checks RECEIPTS for receipts it can no longer
+	// get (see doc.go, "Resets and lost receipts"); Sync checks at once.
+	// Default DefaultGapCheckInterval.
+	GapCheckInterval time.Duration
 	// Cipher, if set, encrypts the local store at rest (the producer's log
 	// and the view: documents, awaiting receipts, rejections) with
 	// AES-256-GCM; see doc.go, "Encryption at rest". nil keeps it in
@@ -108,6 +113,9 @@ func (c *ReplicaConfig) validate() error {
 	}
 	if c.CatchUpBatch < 0 {
 		errs = append(errs, fmt.Errorf("%w: CatchUpBatch %d is negative", ErrInvalidConfig, c.CatchUpBatch))
+	}
+	if c.GapCheckInterval < 0 {
+		errs = append(errs, fmt.Errorf("%w: GapCheckInterval %s is negative", ErrInvalidConfig, c.GapCheckInterval))
 	}
 	return errors.Join(errs...)
 }
@@ -148,10 +156,15 @@ type Status struct {
 	// one happened (it wraps ErrResync).
 	Resyncs    int
 	LastResync error
+	// Quarantined counts the messages set aside since open: unreadable, or
+	// not what their subject says (see doc.go, "Quarantine");
+	// LastQuarantine says which and why (it wraps ErrQuarantined and
+	// ErrUnreadable or ErrSubjectMismatch).
+	Quarantined    int
+	LastQuarantine error
 	// Err is the last error that stopped a follower: the local store
-	// failed, or a message could not be decoded (ErrUnreadable; the
-	// follower's cursor stays before it). Local reads and writes go on;
-	// the next Attach clears it and resumes from the stored cursors.
+	// failed. Local reads and writes go on; the next Attach clears it and
+	// resumes from the stored cursors.
 	Err error
 }
 
@@ -198,9 +211,15 @@ type Replica struct {
 	lastErr    error
 	pulled     int // changes applied since open
 	rejected   int // rejections recorded since open
+	// quarantined counts messages quarantined since open; lastQuarantine
+	// is the last one's error.
+	quarantined    int
+	lastQuarantine error
 
 	// links counts attachments started and not yet stopped (at most one).
 	links atomic.Int32
+	// driftWarned is when a clock drift was last logged (Unix ns).
+	driftWarned atomic.Int64
 }
 
 // link is one attachment to a connection and the goroutines it runs.
@@ -215,6 +234,10 @@ type link struct {
 	// "caught up" by a cursor about to be reset.
 	ready     chan struct{}
 	readyOnce sync.Once
+	// changes and receipts are the link's followers, restarted (kicked)
+	// when a gap check finds their stream needs start's recovery.
+	changes  *follower[change]
+	receipts *follower[receipt]
 	// What Syncs have reported so far, so each Sync reports what happened
 	// since attaching or the previous Sync (the followers and the publisher
 	// run from Attach on, not only during a Sync): publishes of pub, and
@@ -314,7 +337,7 @@ func (r *Replica) init() error {
 		if old := meta.Get(metaScope); old != nil && string(old) != scope {
 			err := fmt.Errorf("%w: scope changed from %q to %q", ErrResync, old, scope)
 			r.noteResync(err)
-			if err := resetScope(tx); err != nil {
+			if err := r.resetScope(tx); err != nil {
 				return err
 			}
 		}
@@ -327,6 +350,22 @@ func (r *Replica) init() error {
 		}
 		return meta.Put(metaScope, []byte(scope))
 	})
+}
+
+// driftWarnEvery bounds how often a replica logs that its clock is behind
+// the changes it receives: every change would say so.
+const driftWarnEvery = time.Minute
+
+// noteDrift logs err (wrapping events.ErrClockDrift: a received timestamp
+// was far ahead of the local clock, which followed it anyway), at most once
+// per driftWarnEvery.
+func (r *Replica) noteDrift(err error) {
+	now := time.Now().UnixNano()
+	last := r.driftWarned.Load()
+	if now-last < int64(driftWarnEvery) || !r.driftWarned.CompareAndSwap(last, now) {
+		return
+	}
+	r.logger.Warn("local clock behind a received change; following it", logErr, err)
 }
 
 func (r *Replica) noteResync(err error) {
@@ -387,6 +426,12 @@ func (r *Replica) Attach(ctx context.Context, nc *nats.Conn) error {
 	r.links.Add(1)
 	r.lastErr = nil
 	changes, receipts := r.changesFollower(l), r.receiptsFollower(js)
+	l.changes, l.receipts = changes, receipts
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		r.watchGaps(lctx, l, orDefault(r.cfg.GapCheckInterval, DefaultGapCheckInterval))
+	}()
 	for _, f := range []struct {
 		stream string
 		run    func(context.Context) error
@@ -490,7 +535,7 @@ func (r *Replica) changesFollower(l *link) *follower[change] {
 	js := l.js
 	f := &follower[change]{
 		js: js, stream: events.StreamChanges, filters: r.filters, batch: r.batch,
-		log: r.logger.With(logStream, events.StreamChanges),
+		log: r.logger.With(logStream, events.StreamChanges), kick: make(chan struct{}, 1),
 	}
 	// created is the stream's creation time as the session's start saw it;
 	// start and apply run on the follower's goroutine, one after the other.
@@ -505,7 +550,17 @@ func (r *Replica) changesFollower(l *link) *follower[change] {
 	}
 	f.prepare = prepareChange
 	f.gather = catchUpGather
-	f.apply = func(ctx context.Context, ds []delivery[change]) error { return r.applyChanges(ctx, ds, created) }
+	f.apply = func(ctx context.Context, ds []delivery[change]) error {
+		// A consumer the ordered consumer remade by itself may have
+		// resumed on a stream deleted and recreated in between: check
+		// before its first message moves the cursor.
+		if resumedIn(ds) {
+			if reset, _, err := r.changesReset(ctx, js); err != nil || reset {
+				return errRestart
+			}
+		}
+		return r.applyChanges(ctx, ds, created)
+	}
 	return f
 }
 
@@ -532,6 +587,7 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (nex
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
 	}
 	if !reset(c) {
+		r.retryQuarantinedChanges(ctx, s)
 		return c.Seq + 1, created, nil
 	}
 	err = r.db.Update(func(tx *bbolt.Tx) error {
@@ -543,10 +599,7 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (nex
 			rerr := fmt.Errorf("%w: stream %s was reset (stored sequence %d, stream last %d, created %s)",
 				ErrResync, events.StreamChanges, c.Seq, info.State.LastSeq, info.Created.Format(time.RFC3339Nano))
 			r.noteResync(rerr)
-			if err := r.settleAllAwaiting(tx); err != nil {
-				return err
-			}
-			if err := resetScope(tx); err != nil {
+			if err := r.resetScope(tx); err != nil {
 				return err
 			}
 			c = cursor{}
@@ -559,7 +612,7 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (nex
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
 	}
 	r.startedAt(&r.changesP, next-1)
-	return next, created, nil
+	return next, created, nil // a reset cleared the quarantine: the replay reads it all again
 }
 
 // startedAt records that a follower's stored cursor was moved to seq
@@ -581,9 +634,9 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 	var touched [][]byte
 	applied := 0
 	var prog Progress
-	var stop error // an unreadable change: the batch ends before it
+	var quarantined []error
 	err := r.db.Update(func(tx *bbolt.Tx) error {
-		touched, applied, stop = touched[:0], 0, nil
+		touched, applied, quarantined = touched[:0], 0, quarantined[:0]
 		c, err := getCursor(tx, events.StreamChanges)
 		if err != nil {
 			return err
@@ -595,15 +648,18 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 				prog.Pending = d.pending
 				continue
 			}
-			if d.v.err != nil {
-				// Never step over a change the replica cannot read: its
-				// document would stay stale after an upgrade that can read
-				// it, the cursor being past it (invariant 3).
-				stop = unreadable(events.StreamChanges, d.subject, d.seq, d.v.err)
-				break
-			}
 			prog.Pending = d.pending
 			c.Seq = d.seq
+			if d.v.err != nil {
+				// Set aside, never applied: every other document goes on,
+				// and the start of a later follower reads it again.
+				qerr, err := r.quarantine(tx, events.StreamChanges, d.subject, d.seq, d.v.err, d.v.retry)
+				if err != nil {
+					return err
+				}
+				quarantined = append(quarantined, qerr)
+				continue
+			}
 			ch, key := &d.v.head, d.v.key
 			if ch.Tenant != r.tenant || !r.inScope(ch.Collection) {
 				r.logger.Warn("change outside scope skipped", "subject", d.subject, logSeq, d.seq)
@@ -612,16 +668,7 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 			if ch.Version <= v.version(key) {
 				continue
 			}
-			if err := v.put(key, ch.Version, d.v.value); err != nil {
-				return err
-			}
-			if err := v.indexConflicts(key, ch); err != nil {
-				return err
-			}
-			// A timestamp too far ahead is refused by the clock (ErrClockDrift):
-			// the change still applies, our clock just does not follow it.
-			_, _ = r.log.Clock().Update(ch.HLC)
-			if err := r.settleByChange(v, key, ch); err != nil {
+			if err := r.putChange(v, key, ch, d.v.value); err != nil {
 				return err
 			}
 			touched = append(touched, key)
@@ -637,19 +684,33 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 	if err != nil {
 		return fmt.Errorf("apply %d changes: %w", len(ds), err)
 	}
+	r.noteQuarantine(quarantined)
 	r.mu.Lock()
 	r.changesP = Progress{Seq: prog.Seq, Applied: r.changesP.Applied + uint64(len(ds)), Pending: prog.Pending}
 	r.pulled += applied
 	r.mu.Unlock()
 	r.committed(touched)
-	return stop
+	return nil
 }
 
-// unreadable is the error that stops a follower at a message it cannot
-// decode; see ErrUnreadable.
-func unreadable(stream, subject string, seq uint64, err error) error {
-	return fmt.Errorf("%w: %s message %d on %s (cursor kept before it; attach again once it is readable): %w",
-		ErrUnreadable, stream, seq, subject, err)
+// putChange stores ch (newer than the view's version of key; value is its
+// synced value) in v, and does what applying it implies: the conflict
+// index, the clock, and settling what it settles.
+func (r *Replica) putChange(v *view, key []byte, ch *changeHead, value []byte) error {
+	if err := v.put(key, ch.Version, value); err != nil {
+		return err
+	}
+	if err := v.indexConflicts(key, ch); err != nil {
+		return err
+	}
+	// The clock always moves past the change, so a write built on it is
+	// stamped after it even when this client's wall clock is behind;
+	// ErrClockDrift only says that it is (the server bounds timestamps,
+	// not the client).
+	if _, err := r.log.Clock().Update(ch.HLC); err != nil {
+		r.noteDrift(err)
+	}
+	return r.settleByChange(v, key, ch)
 }
 
 // settleByChange settles what ch settles: the replica's own event that
@@ -711,38 +772,62 @@ func (r *Replica) settleByChange(v *view, key []byte, ch *changeHead) error {
 	return nil
 }
 
-// settleAllAwaiting settles every receipt that waited for its change (used
-// before a full resync: the replay brings the authoritative state).
-func (r *Replica) settleAllAwaiting(tx *bbolt.Tx) error {
-	return tx.Bucket(bucketAwaiting).ForEach(func(k, v []byte) error {
+// resetScope starts a full resync inside tx: every receipt that waited for
+// its change settles its write (the receipt said how the server decided it;
+// the replay brings the authoritative state), then the view and the CHANGES
+// cursor are cleared (clearScope). Clearing without settling would leave
+// those writes pending forever: their receipt is consumed and gone.
+func (r *Replica) resetScope(tx *bbolt.Tx) error {
+	err := tx.Bucket(bucketAwaiting).ForEach(func(k, v []byte) error {
 		var rc events.Receipt
 		if err := getJSON(r.seal, bucketAwaiting, k, v, &rc); err != nil {
 			return fmt.Errorf("read awaiting receipt %q: %w", k, err)
 		}
 		return r.log.Settle(tx, &rc)
 	})
+	if err != nil {
+		return fmt.Errorf("settle awaiting receipts: %w", err)
+	}
+	return clearScope(tx)
 }
 
 // ---- following RECEIPTS ----
 
 // receipt is a RECEIPTS message decoded on the follower's reader goroutine.
 type receipt struct {
-	rc  *events.Receipt
-	err error
+	rc    *events.Receipt
+	err   error
+	retry bool // err: a newer schema, worth reading again after an upgrade
 }
 
 func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 	f := &follower[receipt]{
 		js: js, stream: events.StreamReceipts, filters: []string{events.ReceiptSubject(r.tenant, r.client)}, batch: 256,
-		log: r.logger.With(logStream, events.StreamReceipts),
+		log: r.logger.With(logStream, events.StreamReceipts), kick: make(chan struct{}, 1),
 	}
 	var created int64 // as in changesFollower
 	f.start = func(ctx context.Context) (next uint64, err error) {
 		next, created, err = r.startReceipts(ctx, js)
 		return next, err
 	}
-	f.prepare = func(m jetstream.Msg, v *receipt, _ *arena) { v.rc, v.err = events.DecodeReceipt(m.Data()) }
-	f.apply = func(ctx context.Context, ds []delivery[receipt]) error { return r.applyReceipts(ctx, ds, created) }
+	f.prepare = func(m jetstream.Msg, v *receipt, _ *arena) {
+		v.rc, v.err = decodeReceipt(m.Data())
+		v.retry = v.err != nil && newerSchema(m.Data())
+	}
+	f.apply = func(ctx context.Context, ds []delivery[receipt]) error {
+		// Receipts may have been lost before these: the ordered consumer
+		// resumed by itself, or it was behind the stream's retention.
+		// Check before the cursor moves past them for good.
+		r.mu.Lock()
+		prev := r.receiptsP
+		r.mu.Unlock()
+		if receiptGapSuspect(prev, ds) {
+			if lost, err := r.receiptsLost(ctx, js); err != nil || lost {
+				return errRestart
+			}
+		}
+		return r.applyReceipts(ctx, ds, created)
+	}
 	return f
 }
 
@@ -768,28 +853,7 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 	}
 	info := s.CachedInfo()
 	created = createdNano(info.Created)
-	// check returns the cursor to start from and why it moved: the stream
-	// was reset, or receipts after c are gone (behind). Neither: nothing is
-	// written here, and the first apply stores created with the cursor, as
-	// for CHANGES.
-	check := func(c cursor) (_ cursor, reset, behind bool) {
-		reset = c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq)
-		if reset {
-			c.Seq = 0
-		}
-		behind = info.State.FirstSeq > 0 && c.Seq+1 < info.State.FirstSeq
-		if behind {
-			c.Seq = info.State.FirstSeq - 1
-		}
-		return c, reset, behind
-	}
-	// atRisk: could e's receipt be among those gone? After a reset, any;
-	// otherwise if e was published before the oldest receipt still kept
-	// (or the stream keeps none).
-	atRisk := func(e producer.Entry, reset bool) bool {
-		first := info.State.FirstTime
-		return reset || first.IsZero() || e.PublishedAt.IsZero() || e.PublishedAt.Before(first.Add(receiptSkew))
-	}
+	check := func(c cursor) (cursor, bool, bool) { return receiptsCheck(info, created, c) }
 	var c cursor
 	err = r.db.View(func(tx *bbolt.Tx) (err error) {
 		c, err = getCursor(tx, events.StreamReceipts)
@@ -799,6 +863,10 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 	}
 	if _, reset, behind := check(c); !reset && !behind {
+		r.retryQuarantinedReceipts(ctx, s)
+		if err := r.settleDueUnansweredNow(); err != nil {
+			return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
+		}
 		return c.Seq + 1, created, nil
 	}
 	var lost []*events.Event
@@ -809,13 +877,23 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 			return err
 		}
 		c, reset, behind := check(old)
+		if reset {
+			// Quarantined and unanswered sequences are the old stream's;
+			// every unsettled write is republished below.
+			if err := clearQuarantine(tx, events.StreamReceipts); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketMeta).Delete(metaUnanswered); err != nil {
+				return fmt.Errorf("drop unanswered events: %w", err)
+			}
+		}
 		if reset || behind {
 			es, err := r.log.Unsettled(tx)
 			if err != nil {
 				return err
 			}
 			for _, e := range es {
-				if e.State == producer.StatePublished && atRisk(e, reset) {
+				if e.State == producer.StatePublished && receiptAtRisk(info, e, reset) {
 					lost = append(lost, e.Event)
 				}
 			}
@@ -832,27 +910,42 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 	}
 	r.startedAt(&r.receiptsP, next-1)
+	r.retryQuarantinedReceipts(ctx, s)
 	if len(lost) > 0 {
-		if err := r.republish(ctx, js, lost); err != nil {
+		dropped, err := r.republish(ctx, js, lost)
+		if len(dropped) > 0 {
+			err = errors.Join(err, r.deferUnanswered(ctx, s, dropped))
+		}
+		if err != nil {
 			return 0, 0, err
 		}
+	}
+	if err := r.settleDueUnansweredNow(); err != nil {
+		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 	}
 	return next, created, nil
 }
 
-// republish publishes evs again, each with its id as Nats-Msg-Id.
-func (r *Replica) republish(ctx context.Context, js jetstream.Publisher, evs []*events.Event) error {
+// republish publishes evs again, each with its id as Nats-Msg-Id, and
+// returns those JetStream dropped as duplicates (their first publish is
+// inside EVENTS' dedupe window): they reach no projector, so no receipt will
+// answer them (see unanswered).
+func (r *Replica) republish(ctx context.Context, js jetstream.Publisher, evs []*events.Event) (dropped []*events.Event, err error) {
 	for _, e := range evs {
 		b, err := events.EncodeEvent(e)
 		if err != nil {
-			return fmt.Errorf("republish event %s: %w", e.ID, err)
+			return dropped, fmt.Errorf("republish event %s: %w", e.ID, err)
 		}
-		if _, err := js.Publish(ctx, e.Subject(), b, jetstream.WithMsgID(e.ID)); err != nil {
-			return fmt.Errorf("republish event %s: %w", e.ID, err)
+		ack, err := js.Publish(ctx, e.Subject(), b, jetstream.WithMsgID(e.ID))
+		if err != nil {
+			return dropped, fmt.Errorf("republish event %s: %w", e.ID, err)
+		}
+		if ack.Duplicate {
+			dropped = append(dropped, e)
 		}
 	}
-	r.logger.Info("republished events whose receipts may be lost", "count", len(evs))
-	return nil
+	r.logger.Info("republished events whose receipts may be lost", "count", len(evs), "dropped", len(dropped))
+	return dropped, nil
 }
 
 // applyReceipts settles the replica's events from their receipts, in one
@@ -865,9 +958,9 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 	var touched [][]byte
 	rejected := 0
 	var prog Progress
-	var stop error // an unreadable receipt: the batch ends before it
+	var quarantined []error
 	err := r.db.Update(func(tx *bbolt.Tx) error {
-		touched, rejected, stop = touched[:0], 0, nil
+		touched, rejected, quarantined = touched[:0], 0, quarantined[:0]
 		c, err := getCursor(tx, events.StreamReceipts)
 		if err != nil {
 			return err
@@ -877,19 +970,23 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 				prog.Pending = d.pending
 				continue
 			}
-			if d.v.err != nil {
-				// As for changes: a receipt skipped is a write whose fate
-				// the writer never learns (invariant 1).
-				stop = unreadable(events.StreamReceipts, d.subject, d.seq, d.v.err)
-				break
-			}
 			prog.Pending = d.pending
 			c.Seq = d.seq
-			rc := d.v.rc
-			if rc.Client != r.client || rc.Tenant != r.tenant {
+			why := d.v.err
+			if why == nil {
+				why = r.checkReceipt(d.subject, d.v.rc)
+			}
+			if why != nil {
+				// As for changes: set aside and read again at the next
+				// start, so an upgrade can still tell the writer.
+				qerr, err := r.quarantine(tx, events.StreamReceipts, d.subject, d.seq, why, d.v.retry)
+				if err != nil {
+					return err
+				}
+				quarantined = append(quarantined, qerr)
 				continue
 			}
-			n, key, err := r.applyReceipt(tx, rc)
+			n, key, err := r.applyReceipt(tx, d.v.rc)
 			if err != nil {
 				return err
 			}
@@ -898,6 +995,12 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 				touched = append(touched, key)
 			}
 		}
+		n, keys, err := r.settleDueUnanswered(tx, c.Seq)
+		if err != nil {
+			return err
+		}
+		rejected += n
+		touched = append(touched, keys...)
 		prog.Seq = c.Seq
 		c.Created = created
 		return putCursor(tx, events.StreamReceipts, c)
@@ -905,12 +1008,13 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 	if err != nil {
 		return fmt.Errorf("apply %d receipts: %w", len(ds), err)
 	}
+	r.noteQuarantine(quarantined)
 	r.mu.Lock()
 	r.receiptsP = Progress{Seq: prog.Seq, Applied: r.receiptsP.Applied + uint64(len(ds)), Pending: prog.Pending}
 	r.rejected += rejected
 	r.mu.Unlock()
 	r.committed(touched)
-	return stop
+	return nil
 }
 
 // applyReceipt handles one receipt; it returns 1 if it recorded a rejection
@@ -926,8 +1030,11 @@ func (r *Replica) applyReceipt(tx *bbolt.Tx, rc *events.Receipt) (int, []byte, e
 		return 0, key, r.log.Settle(tx, rc)
 	case events.OutcomeRejected, events.OutcomeInvalid:
 		ent, ok, err := r.unsettled(tx, rc.Event)
-		if err != nil || !ok {
+		if err != nil {
 			return 0, nil, err
+		}
+		if !ok {
+			return 0, nil, r.refineUnknownFate(tx, rc)
 		}
 		rej := Rejection{Event: rc.Event, Collection: ent.Collection, Doc: ent.Doc, Op: ent.Op, Fields: ent.Fields, Outcome: rc.Outcome, Reason: rc.Reason}
 		if err := putJSON(tx, r.seal, bucketRejections, []byte(rc.Event), rej); err != nil {
@@ -979,6 +1086,9 @@ func (r *Replica) applyDuplicate(tx *bbolt.Tx, rc *events.Receipt) (int, []byte,
 	reason := "fate unknown: the server had already decided this write, but its receipt expired and the replica has not seen a change it caused (applied and since overwritten, or rejected); check the document"
 	if rc.Reason != "" {
 		reason += " (server: " + rc.Reason + ")"
+	}
+	if rc.Stream == 0 && rc.Reason == reasonUnanswered {
+		reason = reasonUnanswered // made up by settleDueUnanswered, not the server's
 	}
 	rej := Rejection{Event: rc.Event, Collection: ent.Collection, Doc: ent.Doc, Op: ent.Op, Fields: ent.Fields, Outcome: rc.Outcome, Reason: reason}
 	if err := putJSON(tx, r.seal, bucketRejections, []byte(rc.Event), rej); err != nil {
@@ -1305,6 +1415,7 @@ func (r *Replica) Status() Status {
 	s := Status{
 		Online: r.link != nil && r.lastErr == nil, Client: r.client, Changes: r.changesP, Receipts: r.receiptsP,
 		Resyncs: r.resyncs, LastResync: r.lastResync, Err: r.lastErr,
+		Quarantined: r.quarantined, LastQuarantine: r.lastQuarantine,
 	}
 	closed := r.closed
 	r.mu.Unlock()
@@ -1363,6 +1474,9 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 	// The publisher runs from Attach on, so it may have sent writes before
 	// this Sync began: count what it published that no Sync reported yet.
 	pushed := l.pushed.since(l.pub.Status().Published)
+	// Receipts lost while attached would keep this wait from ending: check
+	// now (the link's watchGaps checks again while it lasts).
+	r.checkGaps(ctx, l, false)
 	if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
 		es, err := r.log.Unsettled(tx)
 		if err != nil {
@@ -1376,6 +1490,23 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 		return true, nil
 	}); err != nil {
 		return SyncReport{}, fmt.Errorf("sync: wait for receipts: %w", err)
+	}
+	// A CHANGES reset while attached is noticed here at the latest: wait
+	// for the follower's restart to reset the view, or "caught up" would be
+	// judged by the old stream's cursor.
+	reset, created, err := r.changesReset(ctx, l.js)
+	if err != nil {
+		return SyncReport{}, fmt.Errorf("sync: %w", err)
+	}
+	if reset {
+		r.logger.Warn("stream reset while attached; recovering", logStream, events.StreamChanges)
+		l.changes.restart()
+		if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
+			c, err := getCursor(tx, events.StreamChanges)
+			return c.Created == created, err
+		}); err != nil {
+			return SyncReport{}, fmt.Errorf("sync: wait for the resync of %s: %w", events.StreamChanges, err)
+		}
 	}
 	target, err := r.lastInScope(ctx, l.js)
 	if err != nil {

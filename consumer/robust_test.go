@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
@@ -15,73 +16,115 @@ import (
 	"github.com/ebbsync/ebb/producer"
 )
 
-// TestReplica_StopsAtUnreadableChange: a change the replica cannot read (a
-// schema from a newer server) is not skipped: the follower stops before it,
-// Status reports why, and the cursor stays below it, so once the server's
-// change for that document is one the replica reads, a new Attach catches up
-// fully. Skipping it would leave the document stale forever (invariant 3).
-func TestReplica_StopsAtUnreadableChange(t *testing.T) {
+// TestReplica_QuarantinesUnreadableChange: a change the replica cannot read
+// (a schema from a newer server) is quarantined, not applied and not a
+// reason to stop: the changes after it apply, Sync completes, Status says
+// what was set aside. The quarantine is read again at the next start: a
+// message the stream still holds and the replica can now read (here, a
+// getter standing in for an upgraded client) is applied then, so the
+// document does not stay stale for good (invariant 3).
+func TestReplica_QuarantinesUnreadableChange(t *testing.T) {
 	_, nc, js := mustServer(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	want := serverView{}
 	a := testChange("t1", "c", "a", 1, 1)
-	seqA := publishChange(t, js, a)
-	want["a"] = a
+	publishChange(t, js, a)
 	bad := []byte(`{"schema":99,"tenant":"t1","collection":"c","doc":"b","version":1,"fields":{"n":2}}`)
-	if _, err := js.Publish(ctx, events.ChangeSubject("t1", "c", "b"), bad); err != nil {
+	ack, err := js.Publish(ctx, events.ChangeSubject("t1", "c", "b"), bad)
+	if err != nil {
 		t.Fatal(err)
 	}
 	c := testChange("t1", "c", "c", 1, 3)
 	publishChange(t, js, c)
-	want["c"] = c
 
 	r, err := OpenReplica(ctx, ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Conn: nc})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	waitFor(t, 10*time.Second, "the changes follower to stop", func() bool { return r.Status().Err != nil })
+	if _, err := r.Sync(ctx); err != nil {
+		t.Fatalf("sync past an unreadable change: %v", err)
+	}
 	st := r.Status()
-	if st.Online {
-		t.Errorf("status online with a stopped follower: %+v", st)
+	if !st.Online || st.Err != nil {
+		t.Errorf("status online %v, err %v: want the follower running", st.Online, st.Err)
 	}
-	if !errors.Is(st.Err, ErrUnreadable) || !errors.Is(st.Err, events.ErrUnknownSchema) {
-		t.Errorf("status error %v: want ErrUnreadable wrapping ErrUnknownSchema", st.Err)
+	if st.Quarantined != 1 || !errors.Is(st.LastQuarantine, ErrQuarantined) || !errors.Is(st.LastQuarantine, ErrUnreadable) ||
+		!errors.Is(st.LastQuarantine, events.ErrUnknownSchema) {
+		t.Errorf("status quarantined %d, last %v: want 1, wrapping ErrQuarantined, ErrUnreadable and ErrUnknownSchema", st.Quarantined, st.LastQuarantine)
 	}
-	if st.Changes.Seq != seqA {
-		t.Errorf("changes cursor %d: want %d, the change before the unreadable one", st.Changes.Seq, seqA)
+	for id, ch := range map[string]*events.Change{"a": a, "c": c} {
+		if d, err := r.Get(ctx, "c", id); err != nil || d.Version != ch.Version {
+			t.Errorf("doc %s: %+v %v, want v%d", id, d, err, ch.Version)
+		}
 	}
-	if _, err := r.Get(ctx, "c", "c"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("document after the unreadable change: %v, want ErrNotFound (not applied past it)", err)
-	}
-	if _, err := r.Sync(ctx); err == nil {
-		t.Error("Sync succeeded with a stopped follower")
-	}
-	if _, err := r.Get(ctx, "c", "a"); err != nil {
-		t.Errorf("local read while stopped: %v", err)
+	if _, err := r.Get(ctx, "c", "b"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unreadable doc b: %v, want ErrNotFound", err)
 	}
 
-	// The server re-emits b in a form the replica reads; CHANGES keeps the
-	// last message per subject, so the unreadable one is gone.
-	b := testChange("t1", "c", "b", 1, 2)
-	publishChange(t, js, b)
-	want["b"] = b
+	if k := quarantineKeys(t, r); k != 1 {
+		t.Fatalf("%d quarantined messages kept, want the one of a newer schema", k)
+	}
+
+	// An upgraded client reads the same message: the retry applies it.
+	good := testChange("t1", "c", "b", 1, 2)
+	gb, _ := events.EncodeChange(good)
+	r.retryQuarantinedChanges(ctx, fakeGetter{ack.Sequence: {Subject: events.ChangeSubject("t1", "c", "b"), Sequence: ack.Sequence, Data: gb}})
+	if d, err := r.Get(ctx, "c", "b"); err != nil || d.Version != 1 || string(d.Fields["n"]) != "2" {
+		t.Fatalf("doc b after the retry: %+v, %v", d, err)
+	}
+	if k := quarantineKeys(t, r); k != 0 {
+		t.Errorf("%d quarantined messages kept after the retry applied the only one", k)
+	}
+
+	// A newer-schema change the server replaces with a readable one is
+	// forgotten at the next start, and the replacement applies.
+	bad2 := []byte(`{"schema":99,"tenant":"t1","collection":"c","doc":"e","version":1}`)
+	if _, err := js.Publish(ctx, events.ChangeSubject("t1", "c", "e"), bad2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if k := quarantineKeys(t, r); k != 1 {
+		t.Fatalf("%d quarantined messages kept, want 1", k)
+	}
+	publishChange(t, js, testChange("t1", "c", "e", 1, 5))
 	if err := r.Attach(ctx, nc); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st := r.Status(); st.Err != nil || !st.Online {
-		t.Errorf("status after re-attach: online %v, error %v", st.Online, st.Err)
+	if d, err := r.Get(ctx, "c", "e"); err != nil || d.Version != 1 {
+		t.Errorf("doc e after its readable change: %+v, %v", d, err)
 	}
-	for id, ch := range want {
-		d, err := r.Get(ctx, "c", id)
-		if err != nil || d.Version != ch.Version {
-			t.Errorf("doc %s: %+v %v, want v%d", id, d, err, ch.Version)
-		}
+	if k := quarantineKeys(t, r); k != 0 {
+		t.Errorf("%d quarantined messages kept after CHANGES replaced the only one", k)
 	}
+}
+
+// fakeGetter serves messages by sequence; any other is not found.
+type fakeGetter map[uint64]*jetstream.RawStreamMsg
+
+func (f fakeGetter) GetMsg(_ context.Context, seq uint64, _ ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error) {
+	if m, ok := f[seq]; ok {
+		return m, nil
+	}
+	return nil, jetstream.ErrMsgNotFound
+}
+
+// quarantineKeys counts the quarantined messages r keeps.
+func quarantineKeys(tb testing.TB, r *Replica) int {
+	tb.Helper()
+	n := 0
+	if err := r.db.View(func(tx *bbolt.Tx) error {
+		n = tx.Bucket(bucketQuarantine).Stats().KeyN
+		return nil
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	return n
 }
 
 // TestReplica_ConcurrentAttach: concurrent Attach calls leave exactly one

@@ -32,7 +32,7 @@ var (
 	// docKey -> empty, for synced documents with open conflicts.
 	bucketConflicts = []byte("consumer.conflicts")
 
-	allBuckets = [][]byte{bucketDocs, bucketMeta, bucketAwaiting, bucketRejections, bucketConflicts}
+	allBuckets = [][]byte{bucketDocs, bucketMeta, bucketAwaiting, bucketRejections, bucketConflicts, bucketQuarantine}
 	// scopeBuckets are what a full resync clears.
 	scopeBuckets = [][]byte{bucketDocs, bucketAwaiting, bucketConflicts}
 )
@@ -247,9 +247,10 @@ func decodeSynced(seal *keys.Cipher, key, v []byte) (projection.Doc, error) {
 	return projection.DocFromChange(ch), nil
 }
 
-// resetScope forgets the synced state and the CHANGES cursor (a full
-// resync). Pending writes (the producer's log) and rejections stay.
-func resetScope(tx *bbolt.Tx) error {
+// clearScope forgets the synced state, the receipts awaiting their change,
+// the CHANGES cursor and its quarantined messages. Pending writes (the producer's log) and rejections
+// stay. Use Replica.resetScope, which settles the awaiting receipts first.
+func clearScope(tx *bbolt.Tx) error {
 	for _, name := range scopeBuckets {
 		if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bbolt.ErrBucketNotFound) {
 			return fmt.Errorf("reset %s: %w", name, err)
@@ -261,7 +262,7 @@ func resetScope(tx *bbolt.Tx) error {
 	if err := tx.Bucket(bucketMeta).Delete(cursorKey(events.StreamChanges)); err != nil {
 		return fmt.Errorf("reset changes cursor: %w", err)
 	}
-	return nil
+	return clearQuarantine(tx, events.StreamChanges)
 }
 
 // Rejection is a local write the server did not apply: a rejected or

@@ -124,6 +124,42 @@ type Subscription struct {
 	err    error // why the loop ended, read after done
 	log    *slog.Logger
 	stop   sync.Once
+	q      quarantineCount
+}
+
+// quarantineCount counts the messages a Subscription or Watcher set aside.
+type quarantineCount struct {
+	mu   sync.Mutex
+	n    int
+	last error
+}
+
+func (q *quarantineCount) add(err error) {
+	q.mu.Lock()
+	q.n++
+	q.last = err
+	q.mu.Unlock()
+}
+
+func (q *quarantineCount) get() (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n, q.last
+}
+
+// checkChange returns why a change decoded from a message on subject
+// (with decode's error err) must be set aside, wrapped in ErrQuarantined,
+// or nil.
+func checkChange(subject string, seq uint64, ch *events.Change, err error) error {
+	switch {
+	case err != nil:
+		err = fmt.Errorf("%w: %w", ErrUnreadable, err)
+	case !changeSubjectMatches(subject, ch.Tenant, ch.Collection, ch.Doc):
+		err = mismatch(subject, ch.Tenant, ch.Collection, ch.Doc)
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w: %s message %d on %s: %w", ErrQuarantined, events.StreamChanges, seq, subject, err)
 }
 
 // Subscribe starts a durable, acknowledged consumer of the CHANGES stream
@@ -131,7 +167,9 @@ type Subscription struct {
 // change. A change is acknowledged (and waited for: AckSync) only after the
 // handler returns nil; on an error it is negatively acknowledged with the
 // next Backoff delay and delivered again. A change whose payload cannot be
-// decoded is terminated (Term) and logged: retrying cannot fix it.
+// decoded, or is not the change of the document its subject names, is
+// terminated (Term), logged and counted (Quarantined): retrying cannot fix
+// it, and the handler never sees it.
 //
 // Delivery is at least once: a handler that succeeded just before a crash may
 // see its change again. Changes carry full state and a Version, so handlers
@@ -208,8 +246,14 @@ func (s *Subscription) loop(ctx context.Context, h Handler, backoff []time.Durat
 // terminated.
 func (s *Subscription) handle(ctx context.Context, m jetstream.Msg, h Handler, backoff []time.Duration) {
 	ch, err := events.DecodeChange(m.Data())
-	if err != nil {
-		s.log.Error("undecodable change terminated", "subject", m.Subject(), logErr, err)
+	var seq uint64
+	if md, mdErr := m.Metadata(); mdErr == nil {
+		seq = md.Sequence.Stream
+	}
+	if qerr := checkChange(m.Subject(), seq, ch, err); qerr != nil {
+		// Retrying cannot make it readable or its subject's.
+		s.log.Error("change quarantined (terminated)", logReason, qerr)
+		s.q.add(qerr)
 		_ = m.Term()
 		return
 	}
@@ -260,6 +304,12 @@ func (s *Subscription) Drain(ctx context.Context) error {
 // Done is closed once the subscription has ended.
 func (s *Subscription) Done() <-chan struct{} { return s.done }
 
+// Quarantined returns how many changes the subscription set aside without
+// calling its handler (undecodable, or not the change of the document
+// their subject names: terminated, never redelivered), and why the last
+// one was (wrapping ErrQuarantined).
+func (s *Subscription) Quarantined() (int, error) { return s.q.get() }
+
 // Err returns why the subscription ended on its own (nil after Stop or
 // Drain); valid once Done is closed.
 func (s *Subscription) Err() error {
@@ -293,6 +343,7 @@ type Watcher struct {
 	err      error
 	mu       sync.Mutex
 	progress Progress
+	q        quarantineCount
 }
 
 // watched is a change decoded on the watcher's reader goroutine.
@@ -330,11 +381,16 @@ func Watch(ctx context.Context, js StreamReader, cfg WatchConfig) (*Watcher, err
 	}
 	next := cfg.From
 	f.start = func(context.Context) (uint64, error) { return next, nil }
-	f.prepare = func(m jetstream.Msg, v *watched, _ *arena) { v.ch, v.err = events.DecodeChange(m.Data()) }
+	f.prepare = func(m jetstream.Msg, v *watched, _ *arena) {
+		v.ch, v.err = events.DecodeChange(m.Data())
+		_, seq, _, _ := msgSeq(m) // 0 if unparsable: it only names the message
+		v.err = checkChange(m.Subject(), seq, v.ch, v.err)
+	}
 	f.apply = func(ctx context.Context, ds []delivery[watched]) error {
 		for _, d := range ds {
 			if ch := d.v.ch; d.v.err != nil {
-				f.log.Error("undecodable change skipped", "subject", d.subject, logSeq, d.seq, logErr, d.v.err)
+				f.log.Error("change quarantined (skipped)", logReason, d.v.err)
+				w.q.add(d.v.err)
 			} else if err := cfg.Handler(ctx, ch); err != nil {
 				return fmt.Errorf("watch: handler on %s/%s v%d: %w", ch.Collection, ch.Doc, ch.Version, err)
 			}
@@ -353,6 +409,11 @@ func Watch(ctx context.Context, js StreamReader, cfg WatchConfig) (*Watcher, err
 	}()
 	return w, nil
 }
+
+// Quarantined returns how many changes the watcher skipped without calling
+// its handler (undecodable, or not the change of the document their
+// subject names), and why the last one was (wrapping ErrQuarantined).
+func (w *Watcher) Quarantined() (int, error) { return w.q.get() }
 
 // Progress reports how far the watcher has read.
 func (w *Watcher) Progress() Progress {

@@ -276,3 +276,33 @@ func FuzzDecodeReceipt(f *testing.F) {
 		}
 	})
 }
+
+func TestValidate_IntegersFitIn53Bits(t *testing.T) {
+	base := func() *Event {
+		return &Event{Schema: SchemaVersion, ID: NewIDSource(nil).New().String(), Tenant: "t", Collection: "c", Doc: "d",
+			Op: OpPut, HLC: HLC{Wall: 1, Logical: 0}, Client: "x", Seq: 1}
+	}
+	for _, tc := range []struct {
+		name  string
+		field string
+		mod   func(*Event)
+	}{
+		{"seq", "seq", func(e *Event) { e.Seq = MaxSafeInteger + 2 }},
+		{"base version", "base_version", func(e *Event) { e.BaseVersion = MaxSafeInteger + 1 }},
+		{"hlc wall", "hlc", func(e *Event) { e.HLC.Wall = MaxSafeInteger + 1 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := base()
+			tc.mod(e)
+			var fe *FieldError
+			if err := e.Validate(Limits{}); !errors.As(err, &fe) || fe.Field != tc.field || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Validate: %v, want an ErrInvalid naming %q", err, tc.field)
+			}
+		})
+	}
+	e := base()
+	e.Seq, e.BaseVersion = MaxSafeInteger, MaxSafeInteger
+	if err := e.Validate(Limits{}); err != nil {
+		t.Fatalf("2^53-1 is allowed: %v", err)
+	}
+}

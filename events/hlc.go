@@ -63,8 +63,9 @@ func CheckDrift(h HLC, now time.Time, maxDrift time.Duration) error {
 	return nil
 }
 
-// DefaultMaxDrift is how far in the future a received timestamp may be before
-// it is refused, when no other bound is configured.
+// DefaultMaxDrift is how far in the future a timestamp may be before it is
+// refused (the server's projector) or reported (Clock.Update), when no other
+// bound is configured.
 const DefaultMaxDrift = 5 * time.Minute
 
 // Clock is a hybrid logical clock. Its readings never go backwards, even when
@@ -78,8 +79,8 @@ type Clock struct {
 }
 
 // NewClock returns a clock reading physical time from now (time.Now if nil)
-// that refuses received timestamps more than maxDrift ahead of it (no bound
-// if maxDrift <= 0).
+// whose Update reports received timestamps more than maxDrift ahead of it
+// (never, if maxDrift <= 0).
 func NewClock(now func() time.Time, maxDrift time.Duration) *Clock {
 	if now == nil {
 		now = time.Now
@@ -101,16 +102,20 @@ func (c *Clock) Now() HLC {
 }
 
 // Update merges a timestamp received from elsewhere and returns a reading
-// after both it and every earlier reading. A remote timestamp more than the
-// clock's maxDrift ahead of physical time is refused with ErrClockDrift and
-// leaves the clock unchanged.
+// after both it and every earlier reading; every later reading is after it
+// too. It always advances: a clock that is behind its peers must still
+// stamp what it writes next after what it received, or a write built on a
+// change would be ordered before that change. Bounding timestamps is the
+// job of whoever accepts them as authority (the server's projector refuses
+// events too far ahead, see CheckDrift). So when remote is more than the
+// clock's maxDrift ahead of physical time, Update still advances and
+// returns, with that reading, an error wrapping ErrClockDrift: a signal
+// that this clock is slow (or the sender's fast), not a refusal.
 func (c *Clock) Update(remote HLC) (HLC, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	if err := CheckDrift(remote, now, c.maxDrift); err != nil {
-		return c.last, err
-	}
+	drift := CheckDrift(remote, now, c.maxDrift)
 	pt := now.UnixMilli()
 	switch {
 	case pt > c.last.Wall && pt > remote.Wall:
@@ -121,7 +126,7 @@ func (c *Clock) Update(remote HLC) (HLC, error) {
 	default:
 		c.tick()
 	}
-	return c.last, nil
+	return c.last, drift
 }
 
 // Observe raises the clock to at least h without a drift check; use it to

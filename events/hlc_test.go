@@ -51,7 +51,9 @@ func TestClock_Update(t *testing.T) {
 		{"local ahead", HLC{300, 2}, 100, HLC{150, 9}, HLC{300, 3}, nil},
 		{"equal wall, remote logical higher", HLC{300, 2}, 100, HLC{300, 7}, HLC{300, 8}, nil},
 		{"remote within drift", HLC{0, 0}, 1000, HLC{1000 + 60_000, 0}, HLC{61_000, 1}, nil},
-		{"remote beyond drift", HLC{500, 1}, 1000, HLC{1000 + 60_001, 0}, HLC{500, 1}, ErrClockDrift},
+		// A clock behind the sender still moves past what it received: the
+		// drift is reported, never a reason to stamp a later write earlier.
+		{"remote beyond drift", HLC{500, 1}, 1000, HLC{1000 + 60_001, 0}, HLC{61_001, 1}, ErrClockDrift},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,6 +71,25 @@ func TestClock_Update(t *testing.T) {
 				t.Fatalf("Last = %s, want %s", c.Last(), tt.want)
 			}
 		})
+	}
+}
+
+// TestClock_SlowClockFollowsReceived: a client whose wall clock is an hour
+// behind receives a timestamp from the server; every reading it takes
+// afterwards (its next write) is after that timestamp.
+func TestClock_SlowClockFollowsReceived(t *testing.T) {
+	ft := &fakeTime{t: time.UnixMilli(1_000_000)}
+	c := NewClock(ft.now, DefaultMaxDrift)
+	remote := HLC{Wall: ft.t.Add(time.Hour).UnixMilli(), Logical: 3}
+	got, err := c.Update(remote)
+	if !errors.Is(err, ErrClockDrift) {
+		t.Errorf("Update of a timestamp an hour ahead: err %v, want it to report ErrClockDrift", err)
+	}
+	if got.Compare(remote) <= 0 {
+		t.Fatalf("Update returned %s, not after the received %s", got, remote)
+	}
+	if next := c.Now(); next.Compare(remote) <= 0 {
+		t.Fatalf("next reading %s is not after the received %s", next, remote)
 	}
 }
 

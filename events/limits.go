@@ -73,6 +73,11 @@ func ValidateName(field, name string, max int) error {
 	return nil
 }
 
+// MaxSafeInteger is 2^53-1, the largest integer a JSON reader that holds
+// numbers as IEEE doubles (JavaScript's, for one) keeps exactly. Every
+// integer of the protocol stays at or below it.
+const MaxSafeInteger = 1<<53 - 1
+
 // Validate checks every field of e against the contract and limits l (zero
 // fields of l take DefaultLimits). It returns a *FieldError naming the first
 // problem found.
@@ -96,8 +101,22 @@ func (e *Event) Validate(l Limits) error {
 	if err := ValidateName("client", e.Client, l.MaxNameBytes); err != nil {
 		return err
 	}
+	if e.Device != "" {
+		if err := ValidateName("device", e.Device, l.MaxNameBytes); err != nil {
+			return err
+		}
+	}
 	if e.Seq == 0 {
 		return invalid("seq", "must be at least 1")
+	}
+	if e.Seq > MaxSafeInteger {
+		return invalid("seq", "%d is above 2^53-1, the largest integer every JSON reader keeps exactly", e.Seq)
+	}
+	if e.BaseVersion > MaxSafeInteger {
+		return invalid("base_version", "%d is above 2^53-1, the largest integer every JSON reader keeps exactly", e.BaseVersion)
+	}
+	if e.HLC.Wall > MaxSafeInteger {
+		return invalid("hlc", "wall %d is above 2^53-1, the largest integer every JSON reader keeps exactly", e.HLC.Wall)
 	}
 	if e.HLC.IsZero() || e.HLC.Wall < 0 {
 		return invalid("hlc", "must be a positive timestamp")

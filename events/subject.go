@@ -14,7 +14,7 @@ import (
 const (
 	EventsPrefix   = "ebb.evt"  // ebb.evt.<tenant>.<client>.<collection>.<doc>
 	ChangesPrefix  = "ebb.chg"  // ebb.chg.<tenant>.<collection>.<doc>
-	ReceiptsPrefix = "ebb.rcpt" // ebb.rcpt.<tenant>.<client>
+	ReceiptsPrefix = "ebb.rcpt" // ebb.rcpt.<tenant>.<client>[.<device>]
 	DeadPrefix     = "ebb.dead" // ebb.dead.<tenant>
 )
 
@@ -89,9 +89,27 @@ func ChangeSubject(tenant, collection, doc string) string {
 	return ChangesPrefix + "." + EncodeToken(tenant) + "." + EncodeToken(collection) + "." + EncodeToken(doc)
 }
 
-// ReceiptSubject is the subject that carries receipts for one client's events.
+// ReceiptSubject is the subject that carries receipts for the events of a
+// client's legacy log (events with no device).
 func ReceiptSubject(tenant, client string) string {
 	return ReceiptsPrefix + "." + EncodeToken(tenant) + "." + EncodeToken(client)
+}
+
+// DeviceReceiptSubject is the subject that carries receipts for the events
+// of one device of a client; with an empty device it is ReceiptSubject.
+func DeviceReceiptSubject(tenant, client, device string) string {
+	if device == "" {
+		return ReceiptSubject(tenant, client)
+	}
+	return ReceiptSubject(tenant, client) + "." + EncodeToken(device)
+}
+
+// ClientReceipts is the wildcard of every receipt subject of one client:
+// its legacy log's and every device's. A NATS permission to read it confines
+// a user to the receipts of its own devices.
+func ClientReceipts(tenant, client string) []string {
+	s := ReceiptSubject(tenant, client)
+	return []string{s, s + ".*"}
 }
 
 // DeadSubject is the subject of dead letters for a tenant; use the empty

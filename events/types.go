@@ -44,8 +44,15 @@ type Event struct {
 	BaseVersion uint64 `json:"base_version"` // 0: the client has not seen the document
 	HLC         HLC    `json:"hlc"`
 	Client      string `json:"client"`
-	Seq         uint64 `json:"seq"`                // client sequence, from 1, +1 per event
-	Resolves    string `json:"resolves,omitempty"` // OpResolve: the conflict id it settles
+	// Device is the id of the writing client's local log (one per device
+	// and install; a ULID minted with the store, never reused). A client
+	// (a user under auth) may have any number of devices; the writer the
+	// projector deduplicates is (tenant, client, device). Empty names the
+	// client's one legacy log.
+	Device string `json:"device,omitempty"`
+	Seq    uint64 `json:"seq"` // the device's sequence, from 1, +1 per event
+	// Resolves names the conflict an OpResolve settles.
+	Resolves string `json:"resolves,omitempty"`
 	// After is the id of the client's previous event on this document that
 	// had not been settled (no receipt) when this one was written: this
 	// event was built on top of it. The event is then fresh only if the
@@ -63,6 +70,12 @@ func (e *Event) Address() DocAddress {
 
 // Subject is the subject the event is published on.
 func (e *Event) Subject() string { return EventSubject(e.Tenant, e.Client, e.Collection, e.Doc) }
+
+// ReceiptSubject is the subject of the event's receipt.
+func (e *Event) ReceiptSubject() string { return DeviceReceiptSubject(e.Tenant, e.Client, e.Device) }
+
+// Subject is the subject the receipt is published on.
+func (r *Receipt) Subject() string { return DeviceReceiptSubject(r.Tenant, r.Client, r.Device) }
 
 // CheckSubject returns an error wrapping ErrInvalid unless subject is the
 // one e must travel on. The projector checks every event this way: NATS
@@ -147,6 +160,11 @@ type Change struct {
 	Seq        uint64                `json:"seq"`                 // its client sequence
 	Conflicts  []Conflict            `json:"conflicts,omitempty"` // open conflicts on the document
 	Settled    *Conflict             `json:"settled,omitempty"`   // the conflict this change settled or recorded
+	// AsWritten reports that this state is exactly what its cause event
+	// wrote onto the state its writer saw (decided fresh, or a resolve), not
+	// shaped by a policy (merged, conflicted, won or lost over a concurrent
+	// write). Only then is a later event with After = Event fresh.
+	AsWritten bool `json:"as_written,omitempty"`
 }
 
 // Address returns the document the change is about.
@@ -175,12 +193,18 @@ const (
 	OutcomeConflict  Outcome = "conflict"  // kept as an open conflict (manual); Conflict names it
 	OutcomeDuplicate Outcome = "duplicate" // already applied before; nothing changed
 	OutcomeInvalid   Outcome = "invalid"   // refused as malformed; also dead-lettered
+	// OutcomeReused: the writer's sequence was already taken by a
+	// different event (its log was restored from a backup or copied);
+	// nothing changed. The device must start a new log (a new Device) and
+	// write the event again there. Reason names the event that holds the
+	// sequence.
+	OutcomeReused Outcome = "reused"
 )
 
 // Valid reports whether o is one of the outcomes.
 func (o Outcome) Valid() bool {
 	switch o {
-	case OutcomeApplied, OutcomeMerged, OutcomeRejected, OutcomeConflict, OutcomeDuplicate, OutcomeInvalid:
+	case OutcomeApplied, OutcomeMerged, OutcomeRejected, OutcomeConflict, OutcomeDuplicate, OutcomeInvalid, OutcomeReused:
 		return true
 	}
 	return false
@@ -192,6 +216,7 @@ type Receipt struct {
 	Event      string  `json:"event"`
 	Tenant     string  `json:"tenant"`
 	Client     string  `json:"client"`
+	Device     string  `json:"device,omitempty"` // the event's Device
 	Seq        uint64  `json:"seq"`
 	Collection string  `json:"collection,omitempty"`
 	Doc        string  `json:"doc,omitempty"`
@@ -210,7 +235,8 @@ type DeadLetter struct {
 	Subject string              `json:"subject"`    // the original subject
 	Stream  uint64              `json:"stream_seq"` // its sequence in EVENTS
 	Header  map[string][]string `json:"header,omitempty"`
-	Data    []byte              `json:"data"` // the raw payload (base64 in JSON)
+	Data    []byte              `json:"data"`           // the raw payload, or its first bytes when Size is larger (base64 in JSON)
+	Size    int                 `json:"size,omitempty"` // the raw payload's length in bytes
 	Event   string              `json:"event,omitempty"`
 	Tenant  string              `json:"tenant,omitempty"`
 	Client  string              `json:"client,omitempty"`

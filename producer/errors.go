@@ -20,6 +20,14 @@ var (
 	// ErrAckTimeout is the retryable error recorded when JetStream did not
 	// acknowledge a publish within PublisherConfig.AckTimeout.
 	ErrAckTimeout = errors.New("no publish acknowledgement in time")
+	// ErrStoreMissing means a local store file does not exist (CheckFile).
+	ErrStoreMissing = errors.New("local store is missing")
+	// ErrStoreEmpty means a local store file exists but holds no bytes: it
+	// was truncated, or never written (CheckFile).
+	ErrStoreEmpty = errors.New("local store is empty")
+	// ErrStoreDamaged means a local store file is truncated or its header
+	// is unreadable (CheckFile).
+	ErrStoreDamaged = errors.New("local store is damaged")
 )
 
 // Log attribute keys, kept in one place so every line uses the same names.
@@ -34,4 +42,5 @@ const (
 	keyDowntime  = "downtime"
 	keyTenant    = "tenant"
 	keyClient    = "client"
+	keyDevice    = "device"
 )

@@ -80,8 +80,10 @@ type LogConfig struct {
 	Client string
 	// Limits bound the events Append accepts (zero fields: events.DefaultLimits).
 	Limits events.Limits
-	// MaxDrift bounds how far ahead a timestamp given to Clock().Update may be;
-	// zero means events.DefaultMaxDrift, negative disables the check.
+	// MaxDrift is how far ahead of the local clock a timestamp given to
+	// Clock().Update may be before Update reports events.ErrClockDrift (the
+	// clock advances past it either way); zero means events.DefaultMaxDrift,
+	// negative disables the report.
 	MaxDrift time.Duration
 	// Now is the physical clock; nil means time.Now.
 	Now func() time.Time
@@ -140,8 +142,10 @@ type Log struct {
 	closeMu    sync.RWMutex // held shared by every operation, exclusively by Close
 	closed     bool
 
-	appendMu sync.Mutex // serialises appends: seq, ids and commit order agree
-	seq      uint64     // last committed client sequence (under appendMu)
+	appendMu   sync.Mutex // serialises appends: seq, ids and commit order agree
+	seq        uint64     // last committed local sequence (under appendMu)
+	device     string     // the current device (under appendMu); "" in a legacy log
+	deviceBase uint64     // local sequence at which device started (under appendMu)
 
 	countMu  sync.Mutex
 	pendingN int
@@ -235,6 +239,19 @@ func OpenDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 			return fmt.Errorf("%w: log has client %q, config %q", ErrLogMismatch, client, cfg.Client)
 		}
 		l.client = client
+		// A new log mints its device; a log made before devices existed
+		// keeps writing as its legacy (empty) device, whose sequences the
+		// server already knows.
+		l.device = string(meta.Get(metaDevice))
+		if l.device == "" && meta.Get(metaTenant) == nil {
+			l.device = l.ids.New().String()
+			if err := meta.Put(metaDevice, []byte(l.device)); err != nil {
+				return err
+			}
+		}
+		if v := meta.Get(metaDeviceBase); len(v) == 8 {
+			l.deviceBase = keySeqOf(v)
+		}
 		if err := meta.Put(metaTenant, []byte(cfg.Tenant)); err != nil {
 			return err
 		}
@@ -266,7 +283,7 @@ func OpenDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open log %s: %w", db.Path(), err)
 	}
-	l.logger = logger.With(keyComponent, "producer.log", keyTenant, l.tenant, keyClient, l.client)
+	l.logger = logger.With(keyComponent, "producer.log", keyTenant, l.tenant, keyClient, l.client, keyDevice, l.device)
 	if l.metrics, err = newLogMetrics(l, cfg.MeterProvider); err != nil {
 		return nil, fmt.Errorf("open log %s: metrics: %w", db.Path(), err)
 	}
@@ -287,7 +304,9 @@ func (l *Log) Tenant() string { return l.tenant }
 // Client returns the client id, generated on first open if none was configured.
 func (l *Log) Client() string { return l.client }
 
-// LastSeq returns the client sequence of the last event appended (0 if none).
+// LastSeq returns the local sequence of the last event appended (0 if
+// none): the log's own numbering across every device it has had. An
+// event's Seq is its sequence within its device.
 func (l *Log) LastSeq() uint64 {
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
@@ -384,78 +403,96 @@ func (l *Log) AppendBatch(ctx context.Context, ws []Write) (evs []*events.Event,
 	now := l.now()
 	evs = make([]*events.Event, len(ws))
 	encoded := make([][]byte, len(ws))
-	var lastID ulid.ULID
 	for i, w := range ws {
-		id := l.ids.New()
-		lastID = id
-		e := &events.Event{
-			Schema:      events.SchemaVersion,
-			ID:          id.String(),
-			Tenant:      l.tenant,
-			Collection:  w.Collection,
-			Doc:         w.Doc,
-			Op:          w.Op,
-			Fields:      w.Fields,
-			BaseVersion: w.BaseVersion,
-			HLC:         l.clock.Now(),
-			Client:      l.client,
-			Seq:         l.seq + uint64(i) + 1,
-			Resolves:    w.Resolves,
-			After:       w.After,
-		}
-		if err := e.Validate(l.limits); err != nil {
-			return nil, fmt.Errorf("append write %d (%s/%s): %w", i, w.Collection, w.Doc, err)
-		}
-		b, err := events.EncodeEvent(e)
+		e, b, err := l.newEvent(w, l.seq+uint64(i)+1)
 		if err != nil {
 			return nil, fmt.Errorf("append write %d (%s/%s): %w", i, w.Collection, w.Doc, err)
 		}
 		evs[i], encoded[i] = e, b
 	}
 	last := evs[len(evs)-1]
-	err = l.db.Update(func(tx *bbolt.Tx) error {
-		evb, stb, pnb, unb, idb := tx.Bucket(bucketEvents), tx.Bucket(bucketState), tx.Bucket(bucketPending),
-			tx.Bucket(bucketUnsettled), tx.Bucket(bucketIDs)
-		st, err := jsonMarshal(stateRecord{State: StatePending, AppendedAt: now})
-		if err != nil {
-			return err
-		}
-		for i, e := range evs {
-			k := seqKey(e.Seq)
-			ob, err := jsonMarshal(outbound{ID: e.ID, Subject: e.Subject(), Trace: tc})
-			if err != nil {
-				return err
-			}
-			for _, p := range [...]struct {
-				b    *bbolt.Bucket
-				k, v []byte
-			}{{evb, k, l.seal.SealValue(bucketEvents, k, encoded[i])}, {stb, k, l.seal.SealValue(bucketState, k, st)},
-				{pnb, k, l.seal.SealValue(bucketPending, k, ob)}, {unb, k, []byte{}}, {idb, []byte(e.ID), k}} {
-				if err := p.b.Put(p.k, p.v); err != nil {
-					return fmt.Errorf("store event %s: %w", e.ID, err)
-				}
-			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		if err := meta.Put(metaSeq, seqKey(last.Seq)); err != nil {
-			return err
-		}
-		if err := meta.Put(metaLastID, lastID[:]); err != nil {
-			return err
-		}
-		return meta.Put(metaHLC, encodeHLC(last.HLC))
-	})
+	err = l.db.Update(func(tx *bbolt.Tx) error { return l.storeNew(tx, l.seq+1, evs, encoded, tc, now) })
 	if err != nil {
-		return nil, fmt.Errorf("append events %d..%d: %w", l.seq+1, last.Seq, err)
+		return nil, fmt.Errorf("append events %d..%d: %w", l.seq+1, l.seq+uint64(len(evs)), err)
 	}
-	l.seq = last.Seq
+	l.seq += uint64(len(evs))
 	l.countMu.Lock()
 	l.pendingN += len(evs)
 	l.countMu.Unlock()
 	l.appended.notify()
 	l.metrics.appended.Add(ctx, int64(len(evs)))
-	l.logger.DebugContext(ctx, "appended", keySeq, last.Seq, keyEvent, last.ID, "count", len(evs))
+	l.logger.DebugContext(ctx, "appended", keySeq, l.seq, keyEvent, last.ID, "count", len(evs))
 	return evs, nil
+}
+
+// newEvent makes the event of w at local sequence local, under appendMu:
+// its id, HLC, device and device sequence, validated and encoded.
+func (l *Log) newEvent(w Write, local uint64) (*events.Event, []byte, error) {
+	e := &events.Event{
+		Schema:      events.SchemaVersion,
+		ID:          l.ids.New().String(),
+		Tenant:      l.tenant,
+		Collection:  w.Collection,
+		Doc:         w.Doc,
+		Op:          w.Op,
+		Fields:      w.Fields,
+		BaseVersion: w.BaseVersion,
+		HLC:         l.clock.Now(),
+		Client:      l.client,
+		Device:      l.device,
+		Seq:         local - l.deviceBase,
+		Resolves:    w.Resolves,
+		After:       w.After,
+	}
+	if err := e.Validate(l.limits); err != nil {
+		return nil, nil, err
+	}
+	b, err := events.EncodeEvent(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e, b, nil
+}
+
+// storeNew stores evs, pending, at local sequences first, first+1, ...
+// inside tx, and advances the log's stored sequence, id and clock. The
+// caller holds appendMu and updates l.seq and the counts once tx commits.
+func (l *Log) storeNew(tx *bbolt.Tx, first uint64, evs []*events.Event, encoded [][]byte, tc map[string]string, now time.Time) error {
+	evb, stb, pnb, unb, idb := tx.Bucket(bucketEvents), tx.Bucket(bucketState), tx.Bucket(bucketPending),
+		tx.Bucket(bucketUnsettled), tx.Bucket(bucketIDs)
+	st, err := jsonMarshal(stateRecord{State: StatePending, AppendedAt: now})
+	if err != nil {
+		return err
+	}
+	for i, e := range evs {
+		k := seqKey(first + uint64(i))
+		ob, err := jsonMarshal(outbound{ID: e.ID, Subject: e.Subject(), Trace: tc})
+		if err != nil {
+			return err
+		}
+		for _, p := range [...]struct {
+			b    *bbolt.Bucket
+			k, v []byte
+		}{{evb, k, l.seal.SealValue(bucketEvents, k, encoded[i])}, {stb, k, l.seal.SealValue(bucketState, k, st)},
+			{pnb, k, l.seal.SealValue(bucketPending, k, ob)}, {unb, k, []byte{}}, {idb, []byte(e.ID), k}} {
+			if err := p.b.Put(p.k, p.v); err != nil {
+				return fmt.Errorf("store event %s: %w", e.ID, err)
+			}
+		}
+	}
+	last := evs[len(evs)-1]
+	id, err := ulid.ParseStrict(last.ID)
+	if err != nil {
+		return fmt.Errorf("store event %s: %w", last.ID, err)
+	}
+	meta := tx.Bucket(bucketMeta)
+	if err := meta.Put(metaSeq, seqKey(first+uint64(len(evs))-1)); err != nil {
+		return err
+	}
+	if err := meta.Put(metaLastID, id[:]); err != nil {
+		return err
+	}
+	return meta.Put(metaHLC, encodeHLC(last.HLC))
 }
 
 // Entries returns the entries in the given states (all entries if none), in

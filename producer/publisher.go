@@ -884,10 +884,12 @@ func (l *Log) markResults(rs []result) (failed []Entry, published int, err error
 	}
 	defer release()
 	now := l.now()
-	nPub, nFail := 0, 0
+	// nLate counts acks of entries a receipt settled first: published all
+	// the same, though no longer pending.
+	nPub, nFail, nLate := 0, 0, 0
 	err = l.db.Update(func(tx *bbolt.Tx) error {
 		failed = failed[:0]
-		nPub, nFail = 0, 0
+		nPub, nFail, nLate = 0, 0, 0
 		pending := tx.Bucket(bucketPending)
 		for _, r := range rs {
 			st, err := l.getState(tx, r.seq)
@@ -895,8 +897,14 @@ func (l *Log) markResults(rs []result) (failed []Entry, published int, err error
 				return err
 			}
 			if st.State != StatePending {
-				if st.State == StateSettled && st.StreamSeq == 0 && r.ack != nil {
-					st.StreamSeq = r.ack.Sequence
+				if st.State == StateSettled && r.ack != nil && (st.StreamSeq == 0 || st.PublishedAt.IsZero()) {
+					if st.PublishedAt.IsZero() {
+						nLate++
+						st.PublishedAt = now
+					}
+					if st.StreamSeq == 0 {
+						st.StreamSeq = r.ack.Sequence
+					}
 					if err := l.putState(tx, r.seq, st); err != nil {
 						return err
 					}
@@ -933,5 +941,5 @@ func (l *Log) markResults(rs []result) (failed []Entry, published int, err error
 	l.pendingN -= nPub + nFail
 	l.failedN += nFail
 	l.countMu.Unlock()
-	return failed, nPub, nil
+	return failed, nPub + nLate, nil
 }

@@ -20,17 +20,25 @@ var (
 	bucketPending   = []byte("producer.pending")   // seq -> outbound (JSON), entries not yet acked
 	bucketUnsettled = []byte("producer.unsettled") // seq -> empty, entries without a receipt
 	bucketIDs       = []byte("producer.ids")       // event id -> seq
+	bucketReissued  = []byte("producer.reissued")  // event id -> the id of the event that wrote it again (Reissue)
 
-	allBuckets = [][]byte{bucketMeta, bucketEvents, bucketState, bucketPending, bucketUnsettled, bucketIDs}
+	allBuckets = [][]byte{bucketMeta, bucketEvents, bucketState, bucketPending, bucketUnsettled, bucketIDs, bucketReissued}
 )
 
 // Meta keys.
 var (
 	metaTenant = []byte("tenant")
 	metaClient = []byte("client")
-	metaSeq    = []byte("seq")     // last assigned client sequence, 8 bytes big-endian
-	metaLastID = []byte("last_id") // last assigned event id, 16 bytes
-	metaHLC    = []byte("hlc")     // last assigned HLC, 8 bytes wall + 4 bytes logical
+	// metaDevice is the id of the log's current device (a ULID), absent in a
+	// log made before devices existed (its events carry no device).
+	metaDevice = []byte("device")
+	// metaDeviceBase is the local sequence at which the current device
+	// started, 8 bytes big-endian (absent: 0): an event's device sequence
+	// is its local sequence minus the base.
+	metaDeviceBase = []byte("device_base")
+	metaSeq        = []byte("seq")     // last assigned local sequence, 8 bytes big-endian
+	metaLastID     = []byte("last_id") // last assigned event id, 16 bytes
+	metaHLC        = []byte("hlc")     // last assigned HLC, 8 bytes wall + 4 bytes logical
 	// metaKeyCheck is the sealed check value of an encrypted log
 	// (keys.CheckStore); absent in a plaintext one.
 	metaKeyCheck = []byte("key_check")

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/propagation"
@@ -27,17 +30,16 @@ type rawMsg struct {
 // path of the live projector and of Verify's rebuild, so both decide the
 // same. It is used by one goroutine at a time.
 type applier struct {
-	store    Store
-	policies Policies
-	limits   events.Limits
-	maxDrift time.Duration
-	prop     propagation.TextMapPropagator
-	outbox   bool // produce changes, receipts and dead letters (false in a rebuild)
-	// holeWindow and maxHoleRanges bound the holes kept per writer (HighWater.record).
-	holeWindow    uint64
-	maxHoleRanges int
-	log           *slog.Logger
-	tracer        trace.Tracer // live projector with a TracerProvider only; nil otherwise
+	store       Store
+	policies    Policies
+	limits      events.Limits
+	maxDrift    time.Duration
+	prop        propagation.TextMapPropagator
+	outbox      bool   // produce changes, receipts and dead letters (false in a rebuild)
+	holeWindow  uint64 // the dedupe window of every writer (HighWater.record)
+	maxDocBytes int    // bound of a document's encoded change (Config.MaxDocBytes)
+	log         *slog.Logger
+	tracer      trace.Tracer // live projector with a TracerProvider only; nil otherwise
 
 	// batch state, reset by reset
 	batch    Batch
@@ -94,11 +96,9 @@ func (a *applier) highWater(ctx context.Context, k ClientKey) (*HighWater, error
 func (a *applier) duplicate(m rawMsg, ev *events.Event, hw *HighWater) error {
 	a.stats.duplicates++
 	reason := fmt.Sprintf("client sequence %d already applied (high-water mark %d)", ev.Seq, hw.Seq)
-	tooFar := hw.Seq-ev.Seq >= a.holeWindow
-	mayBeForgotten := len(hw.Holes) >= a.maxHoleRanges && ev.Seq < hw.Holes[0].From
-	if tooFar || mayBeForgotten {
-		reason = fmt.Sprintf("client sequence %d is not a remembered hole below the high-water mark %d (hole window %d, at most %d hole ranges): taken for a duplicate",
-			ev.Seq, hw.Seq, a.holeWindow, a.maxHoleRanges)
+	if hw.behind(ev.Seq, a.holeWindow) {
+		reason = fmt.Sprintf("client sequence %d is too far behind the high-water mark %d to tell from a duplicate (dedupe window %d): taken for a duplicate",
+			ev.Seq, hw.Seq, a.holeWindow)
 		if a.outbox {
 			a.log.WarnContext(a.traceCtx(context.Background()), "event too far behind its writer to tell from a duplicate; dropped as a duplicate",
 				"event", ev.ID, "tenant", ev.Tenant, "client", ev.Client, "seq", ev.Seq, "high_water", hw.Seq, "stream_seq", m.Seq)
@@ -145,9 +145,17 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	if hw.applied(ev.Seq) {
 		return a.duplicate(m, ev, hw)
 	}
+	if hw.ahead(ev.Seq, a.holeWindow) {
+		// Not recorded: the writer's real sequences below it stay new.
+		return a.dead(m, ev, fmt.Sprintf("client sequence %d is %d ahead of the writer's high-water mark %d, beyond the dedupe window of %d: refused, so it cannot make the writer's later writes look like duplicates",
+			ev.Seq, ev.Seq-hw.Seq, hw.Seq, a.holeWindow))
+	}
 	cur, err := a.doc(ctx, addr)
 	if err != nil {
 		return err
+	}
+	if reason := reusedID(cur, ev); reason != "" {
+		return a.dead(m, ev, reason)
 	}
 	d, err := Decide(a.policies, cur, ev)
 	if err != nil {
@@ -155,10 +163,20 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		// the stream behind it; the reason names the resolver.
 		return a.dead(m, ev, err.Error())
 	}
-	if forgot := hw.record(ev.Seq, a.holeWindow, a.maxHoleRanges); forgot > 0 && a.outbox {
-		a.log.WarnContext(a.traceCtx(ctx), "writer has more hole ranges than MaxHoleRanges; forgetting the oldest (an event still to come there will be taken for a duplicate)",
-			"tenant", ev.Tenant, "client", ev.Client, "forgotten_seqs", forgot, "high_water", hw.Seq, "max_hole_ranges", a.maxHoleRanges)
+	var change []byte // the encoded change, when the event makes a new state
+	if d.Doc != nil {
+		if change, err = events.EncodeChange(d.Doc.Change(d.Settled)); err != nil {
+			return a.dead(m, ev, fmt.Sprintf("encode the new state: %v", err))
+		}
+		if len(change) > a.maxDocBytes {
+			// Decided the same in a rebuild: the size of the state, not of
+			// anything the live projector alone sees.
+			d = rejected(fmt.Sprintf("the document would encode to %d bytes, over the limit of %d bytes (MaxDocBytes): not applied; remove fields or split the document",
+				len(change), a.maxDocBytes))
+			change = nil
+		}
 	}
+	hw.record(ev.Seq, a.holeWindow)
 	if a.batch.HighWater == nil {
 		a.batch.HighWater = make(map[ClientKey]HighWater)
 	}
@@ -180,13 +198,9 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		a.batch.Conflicts = append(a.batch.Conflicts, ConflictRecord{Address: addr, Conflict: *d.Settled})
 	}
 	if d.Doc != nil && a.outbox {
-		data, err := events.EncodeChange(d.Doc.Change(d.Settled))
-		if err != nil {
-			return err
-		}
 		a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
 			Subject: events.ChangeSubject(ev.Tenant, ev.Collection, ev.Doc),
-			MsgID:   "chg:" + ev.ID, Header: a.trace(m.Header), Data: data,
+			MsgID:   changeMsgID(d.Doc), Header: a.trace(m.Header), Data: change,
 		})
 	}
 	return a.receipt(m, r)
@@ -198,13 +212,14 @@ func (a *applier) receipt(m rawMsg, r *events.Receipt) error {
 	}
 	r.Schema = events.SchemaVersion
 	r.Stream = m.Seq
+	r.Reason = truncate(r.Reason, maxReasonBytes)
 	data, err := events.EncodeReceipt(r)
 	if err != nil {
 		return err
 	}
 	a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
 		Subject: events.ReceiptSubject(r.Tenant, r.Client),
-		MsgID:   "rcpt:" + r.Event, Header: a.trace(m.Header), Data: data,
+		MsgID:   receiptMsgID(r), Header: a.trace(m.Header), Data: data,
 	})
 	return nil
 }
@@ -237,13 +252,20 @@ func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
 	} else if json.Unmarshal(m.Data, &s) != nil {
 		s = sender{}
 	}
+	if _, err := events.ParseID(s.ID); err != nil {
+		s.ID = "" // not an event id: nothing to name, nobody to answer
+	}
 	s.Client = ""
 	if addr, err := events.ParseEventSubject(m.Subject); err == nil {
 		s.Client = addr.Client
 	}
+	reason = truncate(reason, maxReasonBytes)
+	// A reference to the message in EVENTS (subject, stream_seq) with a
+	// bounded copy, so the dead letter fits in a message whatever its cause.
 	dl := &events.DeadLetter{
 		Schema: events.SchemaVersion, Reason: reason, Subject: m.Subject, Stream: m.Seq,
-		Header: m.Header, Data: m.Data, Event: s.ID, Tenant: tenant, Client: s.Client,
+		Header: boundHeader(m.Header, maxDeadHeader), Data: m.Data[:min(len(m.Data), maxDeadData)], Size: len(m.Data),
+		Event: s.ID, Tenant: tenant, Client: s.Client,
 	}
 	data, err := events.EncodeDeadLetter(dl)
 	if err != nil {
@@ -252,15 +274,82 @@ func (a *applier) dead(m rawMsg, ev *events.Event, reason string) error {
 	a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
 		Subject: events.DeadSubject(tenant), MsgID: fmt.Sprintf("dead:%d", m.Seq), Data: data,
 	})
-	if tenant == "" || events.ValidateName("client", s.Client, events.DefaultLimits.MaxNameBytes) != nil {
-		return nil
-	}
-	if _, err := events.ParseID(s.ID); err != nil {
+	if tenant == "" || s.ID == "" || events.ValidateName("client", s.Client, events.DefaultLimits.MaxNameBytes) != nil {
 		return nil
 	}
 	return a.receipt(m, &events.Receipt{
 		Event: s.ID, Tenant: tenant, Client: s.Client, Seq: s.Seq, Outcome: events.OutcomeInvalid, Reason: reason,
 	})
+}
+
+// reusedID returns why ev must be refused when its id already names
+// another write of the document: its current state's cause, or an open
+// conflict (the id a resolve names). Only a true duplicate (the same
+// writer and sequence) may carry it again, and the dedupe answered that
+// before. Decided from the document's state alone, so a rebuild decides
+// the same. Empty when the id is free on this document.
+func reusedID(cur Doc, ev *events.Event) string {
+	if cur.Version > 0 && cur.Event == ev.ID {
+		return fmt.Sprintf("event id %s already names version %d of this document, written by client %q at sequence %d: an event id must name one write",
+			ev.ID, cur.Version, cur.Client, cur.Seq)
+	}
+	for _, c := range cur.Conflicts {
+		if c.ID == ev.ID {
+			return fmt.Sprintf("event id %s already names open conflict %s of this document: an event id must name one write", ev.ID, c.ID)
+		}
+	}
+	return ""
+}
+
+// changeMsgID is the Nats-Msg-Id of the change that made d: its document
+// (subject tokens, which hold neither '/' nor ':') and version, unique for
+// the state it publishes whatever event ids clients chose, and the same
+// when the outbox republishes it.
+func changeMsgID(d *Doc) string {
+	return fmt.Sprintf("chg:%s/%s/%s:%d", events.EncodeToken(d.Tenant), events.EncodeToken(d.Collection), events.EncodeToken(d.ID), d.Version)
+}
+
+// receiptMsgID is the Nats-Msg-Id of receipt r: the write it answers, by
+// writer (tenant and client tokens), event id and client sequence. Two
+// writes that share an event id (another client's, or the same client's at
+// another sequence) never lose a receipt; a true duplicate's receipt,
+// inside JetStream's window, is dropped as the first one's repeat.
+func receiptMsgID(r *events.Receipt) string {
+	return fmt.Sprintf("rcpt:%s/%s/%s:%d", events.EncodeToken(r.Tenant), events.EncodeToken(r.Client), r.Event, r.Seq)
+}
+
+// truncate cuts s to at most n bytes on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = " […]"
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}
+
+// boundHeader returns the entries of h, by key in order, while their keys
+// and values total at most n bytes; nil when h is empty.
+func boundHeader(h nats.Header, n int) map[string][]string {
+	if len(h) == 0 {
+		return nil
+	}
+	out := make(map[string][]string, len(h))
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		size := len(k)
+		for _, v := range h[k] {
+			size += len(v)
+		}
+		if size > n {
+			continue
+		}
+		n -= size
+		out[k] = h[k]
+	}
+	return out
 }
 
 func validTenant(t string) error {
@@ -290,3 +379,21 @@ func (a *applier) trace(h nats.Header) map[string][]string {
 	}
 	return out
 }
+
+// Bounds of what the applier publishes, so every message fits in a NATS
+// message (1 MiB by default) with room for its headers.
+const (
+	// DefaultMaxDocBytes bounds a document's encoded change, the whole
+	// state as published to CHANGES (its fields, clocks, open conflicts and
+	// the conflict record it settles): an event whose result would be
+	// larger is rejected. Config.MaxDocBytes overrides it.
+	DefaultMaxDocBytes = 512 << 10
+	// maxDeadData is how much of a refused message's payload a dead letter
+	// copies; the rest is in EVENTS at the dead letter's stream_seq.
+	maxDeadData = 4 << 10
+	// maxDeadHeader bounds the headers a dead letter copies (keys in
+	// order, values whole; the rest left out).
+	maxDeadHeader = 4 << 10
+	// maxReasonBytes bounds a receipt's or dead letter's reason.
+	maxReasonBytes = 1 << 10
+)

@@ -25,6 +25,7 @@ var (
 	bucketMeta      = []byte("meta")      // "checkpoint" -> uint64 big endian
 	bucketOutbox    = []byte("outbox")    // uint64 big endian -> encoded outboxRecord
 	keyCheckpoint   = []byte("checkpoint")
+	keyStreams      = []byte("streams") // (in bucketMeta) JSON StreamMarks, in the clear like the checkpoint
 	// keyKeyCheck (in bucketMeta) is the sealed check value of an
 	// encrypted store (keys.CheckStore); absent in a plaintext one.
 	keyKeyCheck = []byte("key_check")
@@ -191,15 +192,50 @@ func hwmKey(tenant, client string) []byte {
 	return append(append([]byte(tenant), 0), client...)
 }
 
-// encodeHighWater encodes h as its Seq then From and To of every hole,
-// each uint64 big endian. A mark without holes is 8 bytes, the format of
-// stores written before holes were kept, which therefore read as no holes.
+// encodeHighWater encodes h as its Seq (uint64 big endian, first, so a
+// reader can compare marks without decoding the rest) followed by its holes
+// in whichever of two forms is smaller:
+//
+//   - ranges: From and To of every hole, each uint64 big endian (16 bytes a
+//     range). A mark without holes is 8 bytes. This is the only format of
+//     stores written before the bitmap; its length is 8 + 16n.
+//   - bitmap: the byte 1, the first hole's sequence lo (uint64 big endian),
+//     then one bit per sequence lo .. Seq-1, set for a hole (byte i/8, bit
+//     i%8 from the least significant), and one zero byte of padding when the
+//     length would otherwise be 8 + 16n. At most 18 + window/8 bytes.
 func encodeHighWater(h HighWater) []byte {
-	b := make([]byte, 0, 8+16*len(h.Holes))
+	n := len(h.Holes)
+	if n > 0 {
+		lo := h.Holes[0].From
+		nb := (h.Seq - lo + 7) / 8
+		if lo > 0 && lo < h.Seq && 18+nb < uint64(16*n) {
+			return encodeHoleBitmap(h, lo, nb)
+		}
+	}
+	b := make([]byte, 0, 8+16*n)
 	b = binary.BigEndian.AppendUint64(b, h.Seq)
 	for _, r := range h.Holes {
 		b = binary.BigEndian.AppendUint64(b, r.From)
 		b = binary.BigEndian.AppendUint64(b, r.To)
+	}
+	return b
+}
+
+func encodeHoleBitmap(h HighWater, lo, nb uint64) []byte {
+	size := 17 + nb
+	if (size-8)%16 == 0 {
+		size++ // padding: never mistaken for the ranges form
+	}
+	b := make([]byte, size)
+	binary.BigEndian.PutUint64(b, h.Seq)
+	b[8] = 1
+	binary.BigEndian.PutUint64(b[9:], lo)
+	bits := b[17 : 17+nb]
+	for _, r := range h.Holes {
+		for s := r.From; s <= r.To; s++ {
+			i := s - lo
+			bits[i/8] |= 1 << (i % 8)
+		}
 	}
 	return b
 }
@@ -209,12 +245,42 @@ func decodeHighWater(b []byte) (HighWater, error) {
 	if len(b) == 0 {
 		return h, nil
 	}
-	if len(b) < 8 || (len(b)-8)%16 != 0 {
+	if len(b) < 8 {
 		return h, fmt.Errorf("high-water record of %d bytes", len(b))
 	}
 	h.Seq = binary.BigEndian.Uint64(b)
-	for b = b[8:]; len(b) > 0; b = b[16:] {
-		h.Holes = append(h.Holes, SeqRange{From: binary.BigEndian.Uint64(b), To: binary.BigEndian.Uint64(b[8:])})
+	if (len(b)-8)%16 == 0 {
+		for b = b[8:]; len(b) > 0; b = b[16:] {
+			h.Holes = append(h.Holes, SeqRange{From: binary.BigEndian.Uint64(b), To: binary.BigEndian.Uint64(b[8:])})
+		}
+		return h, nil
+	}
+	if len(b) < 18 || b[8] != 1 {
+		return HighWater{}, fmt.Errorf("high-water record of %d bytes in no known format", len(b))
+	}
+	lo := binary.BigEndian.Uint64(b[9:])
+	if lo == 0 || lo >= h.Seq {
+		return HighWater{}, fmt.Errorf("high-water bitmap from %d with mark %d", lo, h.Seq)
+	}
+	nb := (h.Seq - lo + 7) / 8
+	if rest := uint64(len(b) - 17); rest != nb && !(rest == nb+1 && (17+nb-8)%16 == 0) {
+		return HighWater{}, fmt.Errorf("high-water bitmap of %d bytes, want %d for sequences %d to %d", rest, nb, lo, h.Seq-1)
+	}
+	bits := b[17 : 17+nb]
+	for i := uint64(0); lo+i < h.Seq; {
+		if bits[i/8] == 0 && i%8 == 0 {
+			i += 8
+			continue
+		}
+		if bits[i/8]&(1<<(i%8)) == 0 {
+			i++
+			continue
+		}
+		from := lo + i
+		for lo+i < h.Seq && bits[i/8]&(1<<(i%8)) != 0 {
+			i++
+		}
+		h.Holes = append(h.Holes, SeqRange{From: from, To: lo + i - 1})
 	}
 	return h, nil
 }
@@ -246,6 +312,22 @@ func (s *BoltStore) Checkpoint(ctx context.Context) (uint64, error) {
 	return v, nil
 }
 
+// Streams implements Store.
+func (s *BoltStore) Streams(ctx context.Context) (StreamMarks, error) {
+	var m StreamMarks
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(keyStreams)
+		if v == nil {
+			return nil
+		}
+		return json.Unmarshal(v, &m)
+	})
+	if err != nil {
+		return StreamMarks{}, fmt.Errorf("read stream marks: %w", err)
+	}
+	return m, nil
+}
+
 type outboxRecord struct {
 	Subject string              `json:"s"`
 	MsgID   string              `json:"m"`
@@ -253,16 +335,27 @@ type outboxRecord struct {
 	Data    []byte              `json:"d"`
 }
 
-// Commit implements Store. A checkpoint below the stored one is refused with
-// ErrCheckpoint and nothing is written.
+// Commit implements Store.
 func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
+	if b.Reanchor && b.Streams == nil {
+		return fmt.Errorf("commit batch up to %d: %w: a re-anchor without stream marks", b.Checkpoint, ErrCheckpoint)
+	}
 	err := s.update(ctx, func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
-		if old := readU64(meta.Get(keyCheckpoint)); b.Checkpoint < old {
+		if old := readU64(meta.Get(keyCheckpoint)); b.Checkpoint < old && !b.Reanchor {
 			return fmt.Errorf("%w: %d is below %d", ErrCheckpoint, b.Checkpoint, old)
 		}
 		if err := meta.Put(keyCheckpoint, u64(b.Checkpoint)); err != nil {
 			return err
+		}
+		if b.Streams != nil {
+			v, err := json.Marshal(b.Streams)
+			if err != nil {
+				return err
+			}
+			if err := meta.Put(keyStreams, v); err != nil {
+				return err
+			}
 		}
 		docs := tx.Bucket(bucketDocs)
 		for i := range b.Docs {

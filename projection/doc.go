@@ -12,12 +12,23 @@
 // common to every policy come first; only a stale event (base version behind
 // the document) reaches the collection's [Resolver]: [LWW], [Merge],
 // [Reject], [Manual], or a custom one named in a [Registry]. Resolvers must
-// be deterministic: a rebuild replays every event through them again.
+// be deterministic: a rebuild replays every event through them again. A
+// custom resolver that returns an error, panics (Decide recovers it) or
+// breaks the Decision contract refuses its event: the projector
+// dead-letters it with the error or the panic's value as the reason, sends
+// an invalid receipt, and goes on with the next event.
 //
 // Awkward cases, decided once for every policy:
 //
 //   - A fresh write (base version = current) applies whatever its clock says:
 //     its writer saw the current state, so it is causally later.
+//   - A write built on its writer's pending predecessor (After) is fresh
+//     only if the current state is that predecessor's write exactly as
+//     written ([Doc].AsWritten: decided fresh, or a resolve). A predecessor
+//     that was merged, held as a manual conflict, or decided by lww over a
+//     concurrent write left a state its writer never saw, so the successor
+//     is stale and the policy decides it: merge keeps the concurrent fields,
+//     manual opens another conflict, lww records what it overwrites.
 //   - One edits, one deletes: a put against a tombstone, or a delete against
 //     an edit, is a whole-document race: lww (and merge, which has no fields
 //     to merge here) gives it to the later write by HLC, then client id;
@@ -30,6 +41,13 @@
 //     fields both wrote to the later HLC.
 //   - A base version ahead of the document is rejected (the writer saw a
 //     version that does not exist).
+//   - A document is bounded as a whole, not only per event: an event whose
+//     new state, encoded as the change the projector would publish (fields,
+//     clocks, open conflicts, the conflict record it settles), is larger
+//     than [Config].MaxDocBytes (default 512 KiB, well under the 1 MiB NATS
+//     message) is rejected with a reason naming the limit, under every
+//     policy, and the view is untouched. The size is the state's, so a
+//     rebuild decides the same.
 //   - A client clock an hour behind loses lww and merge to concurrent writes,
 //     as those policies promise; its fresh writes still apply.
 //   - A clock a year ahead would win every lww forever, so the projector
@@ -42,6 +60,10 @@
 //     the conflict stays open.
 //   - Duplicates: an event whose client sequence was applied before gets a
 //     duplicate receipt and changes nothing (see Duplicates below).
+//   - An event id names one write: an event whose id is the cause of the
+//     document's current state or an open conflict's id, but which is not
+//     that write (another writer or sequence; a true duplicate was answered
+//     before), is refused with a dead letter and an invalid receipt.
 //
 // # Duplicates
 //
@@ -54,25 +76,34 @@
 // producer's window, reaches EVENTS after events with higher sequences, and
 // a mark would drop it as a duplicate: a write lost silently. So per writer
 // (tenant and client) the store keeps a [HighWater]: the mark and the holes
-// below it, sequences not seen yet, as ranges. An event above the mark
-// applies and the sequences it skipped become a hole; an event in a hole
-// applies and fills it; anything else is a duplicate. The mark and holes are
-// committed with the view, in the same transaction.
+// below it, sequences not seen yet. An event above the mark applies and the
+// sequences it skipped become a hole; an event in a hole applies and fills
+// it; anything else is a duplicate. The mark and holes are committed with
+// the view, in the same transaction.
 //
-// Holes are bounded two ways. Those [Config].HoleWindow (default 65536) or
-// more below the mark are forgotten: the producer never lets an event be
-// overtaken by as much as its window (MaxInFlight, 256 by default, at most
-// 65536), so a hole that far down belongs to an event that failed for good
-// at the producer and will never come. A writer that jumps its sequence
-// costs one range, of at most HoleWindow sequences. And a writer may keep at
-// most [Config].MaxHoleRanges ranges (default 4096, 64 KiB): beyond that the
-// oldest ranges are forgotten with a warning in the log, rather than
-// refusing the event that made one too many. Forgetting the oldest keeps the
-// holes that matter, the ones just below the mark that in-flight events
-// will fill; a writer with a window w leaves at most w/2 ranges of those.
-// An event that arrives in a forgotten hole gets a duplicate receipt whose
-// reason says it is too far behind to tell, and a warning is logged. Verify
-// must run with the live HoleWindow and MaxHoleRanges to decide the same.
+// One number bounds it all, the dedupe window [Config].HoleWindow (default
+// 65536, the producer's largest MaxInFlight; at most [MaxHoleWindow]):
+//
+//   - every hole less than the window below the mark is remembered, however
+//     many there are (at most window/2 ranges); nothing inside the window
+//     is ever forgotten, so a late first-time event there always applies;
+//   - an event more than the window above the mark is refused: a dead
+//     letter and an invalid receipt whose reason names the window. The
+//     producer never lets an event be overtaken by as much as its window,
+//     so only a bug or a forged sequence jumps that far, and refusing it
+//     (not recording it) keeps the writer's real later writes from being
+//     taken for duplicates;
+//   - an event the window or more below the mark is too far behind to tell
+//     from a duplicate (its hole, if it was one, belongs to an event that
+//     failed for good at the producer): it gets a duplicate receipt whose
+//     reason says "too far behind", and a warning is logged.
+//
+// The store encodes a mark in at most 18 + window/8 bytes (8 KiB at the
+// default): the holes as ranges, or as a bitmap of the window when that is
+// smaller; a mark with no holes is 8 bytes, and stores written before the
+// bitmap read as they were. In-order sequences, the common case, never
+// touch the holes. Verify must run with the live HoleWindow to decide the
+// same.
 //
 // Nothing is lost silently (invariant 6): what lww and merge overwrite, on
 // either side, is kept as a conflict record with status overwritten (Sides[0]
@@ -87,8 +118,10 @@
 // its payload and its clock drift, drops duplicates, decides, and commits the
 // view, the checkpoint (last applied stream sequence), the writers'
 // high-water marks and holes, and an outbox of encoded changes, receipts and dead letters in one [Store]
-// transaction; then publishes the outbox (Nats-Msg-Id "chg:"/"rcpt:"+event
-// id, "dead:"+stream sequence, so a republish is dropped by JetStream),
+// transaction; then publishes the outbox (Nats-Msg-Id by document and
+// version for a change, by writer, event id and client sequence for a
+// receipt, by stream sequence for a dead letter, see events/PROTOCOL.md,
+// so a republish is dropped by JetStream),
 // removes the published entries in the next transaction, and acks the last
 // message. A crash at any point leaves either the whole batch or none of it;
 // on start the projector republishes what the outbox still holds and
@@ -96,9 +129,12 @@
 // source of truth for progress: recreating the consumer avoids waiting out
 // AckWait for messages a killed run fetched, yet the durable still shows
 // operators the projector's position and lag, and they can pause it.
-// Garbage, unknown schemas, subject mismatches and future clocks go to DEAD
-// with the reason, the raw data and headers, plus an invalid receipt to the
-// subject's tenant when the payload names a writer. Trace context in an
+// Garbage, unknown schemas, subject mismatches, future clocks, sequences
+// beyond the dedupe window, reused event ids and failing resolvers go to
+// DEAD with the reason and a reference to the message in EVENTS (subject,
+// stream sequence, size) with a bounded prefix of its data and headers,
+// plus an invalid receipt to the subject's tenant when the payload names a
+// writer. Trace context in an
 // event's headers is carried onto its change and receipt.
 //
 // The projector never skips a stream sequence (invariants 1 and 2). A
@@ -122,18 +158,76 @@
 // either way. Lag is the checkpoint's: Stats, and ebb_projector_lag in
 // ebb serve (EVENTS last sequence minus the checkpoint).
 //
+// Streams are identified (DESIGN.md): with the checkpoint, in the same
+// transaction, the store records which EVENTS incarnation it counts in
+// (the stream's creation time, [StreamMarks]). On start, and before
+// recreating its consumer, the projector compares: if EVENTS was deleted
+// and created again, or ends below the checkpoint (restored from an older
+// copy), resuming at checkpoint+1 would skip every new event below it. It
+// re-anchors instead, rather than refusing: it reads the new stream from
+// its first message, its first batch records the new incarnation with the
+// checkpoint counted from there in the batch's transaction (a crash
+// before that re-anchors again), and it judges every event by its writer's high-water
+// mark and holes, the state that already drops duplicates arriving after
+// the JetStream dedupe window, so an event the view applied from the old
+// stream gets a duplicate receipt and a new one applies. Nothing waits on
+// an operator and nothing is skipped; what is given up is the rebuild:
+// Stats.Reanchors and StreamMarks.Reanchors count re-anchors, and Verify
+// refuses a re-anchored view (its history began in a stream that is gone).
+//
+// The view is the authority for CHANGES. The store records which CHANGES
+// incarnation holds the view's changes, the last sequence the projector
+// published into it and the messages it held at the projector's last
+// look. On start (after publishing the outbox) and every two seconds (a
+// quarter of StallTimeout if shorter) while running, the projector reads CHANGES' info: created again, ending
+// below what it published, its first sequence beyond the last one it
+// published (a purge), or fewer messages than at the last look (a purge
+// or deletes), and it reseeds CHANGES from the view: every document's
+// current change, tombstones included, versions unchanged, under
+// Nats-Msg-Id "seed:<reseed ULID>:<subject>:<version>", which the dedupe
+// window cannot take for an earlier copy. It does so on its own goroutine,
+// between batches, so the reseed and the outbox never race, and records
+// the new identity once done (a crash in the middle reseeds again).
+// Stats.Reseeds counts reseeds. Not detected: a partial purge or delete
+// that leaves the last message the projector published and lands before
+// its next look has counted the messages it published since.
+//
 // Each chunk of outbox publishes waits at most [Config].PublishTimeout
 // (10s) for its acks: a PubAck lost while the connection stays up would
 // otherwise stall the projector for good. On expiry the publish counts as
 // failed: the entries stay in the outbox and go again, with backoff, under
 // the same Nats-Msg-Ids, which JetStream drops if the first copy arrived.
+// Changes of one document go out in version order, each only once the
+// one before it in the chunk is stored (receipts and dead letters go with
+// the first round), so a retry after a partial failure can never leave an
+// older state as a document's last message in CHANGES.
+// Publish errors are classified in one place: a message the servers will
+// never take (over the maximum payload or message size, a bad subject), or
+// one no stream has captured for [Config].StallTimeout (30s), is refused
+// for good: it goes to DEAD as a dead letter with the reason, the subject
+// it was going to and its payload when at most 64 KiB, and leaves the
+// outbox; every other error is retried with backoff, never given up.
+// [Projector.Ready] is nil while the projector makes progress or is idle
+// with nothing pending, else names why not: outbox publishes failing for
+// longer than StallTimeout (with the last error), the consumer failing to
+// be recreated for as long, or recreated three times in a row without
+// progress, events pending with no batch committed for StallTimeout, not
+// started, or stopped (with Err).
+//
 // A fatal error (a
 // failed Commit, say) stops the projector: Done closes and Err returns it.
+// Close never waits behind a start-up that is retrying the outbox: it
+// cancels it, and Start returns an error wrapping ErrClosed.
 //
 // [BoltStore] is the embedded store (one bbolt file); storetest.RunStoreSuite
 // is the suite every Store implementation must pass. [Verify] rebuilds the
 // view from EVENTS sequence 1 into a scratch store and compares hashes
-// (invariant 4), naming the first differing document and field.
+// (invariant 4), naming the first differing document and field. It never
+// waits for history that is not there: EVENTS missing, not starting at
+// sequence 1, ending (or holding nothing more) below the checkpoint, not
+// the incarnation the checkpoint counts in, or a re-anchored view, each
+// fail at once with an error wrapping ErrHistoryGone that names what is
+// missing.
 //
 // # Telemetry
 //

@@ -8,9 +8,11 @@ var (
 	ErrUnknownPolicy = errors.New("unknown conflict policy")
 	// ErrPolicyExists marks a Register under a name already taken.
 	ErrPolicyExists = errors.New("conflict policy already registered")
-	// ErrResolver marks a resolver that failed or broke the Decision contract
-	// (an outcome it may not return, a rejection with a new state). The
-	// projector stops on it rather than guess: the event stays unacked.
+	// ErrResolver marks a resolver that failed, panicked or broke the
+	// Decision contract (an outcome it may not return, a rejection with a
+	// new state). The projector refuses the event rather than guess or
+	// stall the stream behind it: a dead letter whose reason carries the
+	// error (a panic's value included) and an invalid receipt.
 	ErrResolver = errors.New("resolver failed")
 	// ErrInvalidConfig wraps every Config validation problem.
 	ErrInvalidConfig = errors.New("invalid projector config")
@@ -21,7 +23,9 @@ var (
 	ErrDiverged = errors.New("view diverged from its rebuild")
 	// ErrCheckpoint marks a Commit that would move the checkpoint backwards.
 	ErrCheckpoint = errors.New("checkpoint would go backwards")
-	// ErrHistoryGone marks a rebuild that cannot start: EVENTS no longer
-	// holds sequence 1 (a retention limit removed it).
+	// ErrHistoryGone marks a rebuild or Verify that cannot reproduce the
+	// view from EVENTS: the stream is missing, no longer holds sequence 1,
+	// ends below the checkpoint, or is not the incarnation the view came
+	// from (the message says which).
 	ErrHistoryGone = errors.New("event history incomplete")
 )

@@ -23,6 +23,10 @@ type Doc struct {
 	Event, Client          string                       // the event that caused this state and its writer
 	Seq                    uint64                       // its client sequence
 	Conflicts              []events.Conflict            // open conflicts (manual)
+	// AsWritten: this state is exactly what Event wrote onto the state its
+	// writer saw (decided fresh, or a resolve), so an event built on Event
+	// (events.Event.After) is fresh. False for every state a resolver made.
+	AsWritten bool
 }
 
 // Address returns the document's address.
@@ -47,6 +51,7 @@ func DocFromChange(c *events.Change) Doc {
 		Client:    c.Client,
 		Seq:       c.Seq,
 		Conflicts: cloneConflicts(c.Conflicts),
+		AsWritten: c.AsWritten,
 	}
 }
 
@@ -66,6 +71,7 @@ func (d *Doc) Change(settled *events.Conflict) *events.Change {
 		Client:    d.Client,
 		Seq:       d.Seq,
 		Conflicts: cloneConflicts(d.Conflicts),
+		AsWritten: d.AsWritten,
 	}
 	if settled != nil {
 		s := cloneConflict(*settled)
@@ -253,11 +259,14 @@ func (g *Registry) Policies(def string, collections map[string]string) (Policies
 
 // fresh reports whether ev was written against cur: its base version is
 // cur's, or, for an event built on its writer's pending predecessor
-// (ev.After), cur is the state that predecessor made. Anything else is
-// stale and goes to the collection's resolver.
+// (ev.After), cur is the state that predecessor made exactly as written
+// (cur.AsWritten): a predecessor that was merged, conflicted or decided
+// over a concurrent write left fields its writer never saw, so ev is
+// stale against them. Anything else is stale and goes to the collection's
+// resolver.
 func fresh(cur Doc, ev *events.Event) bool {
 	if ev.After != "" {
-		return cur.Event == ev.After
+		return cur.Event == ev.After && cur.AsWritten
 	}
 	return ev.BaseVersion == cur.Version
 }
@@ -275,13 +284,14 @@ func fresh(cur Doc, ev *events.Event) bool {
 //   - delete of a deleted document: applied, nothing changes. Delete of a
 //     document that never existed: rejected.
 //   - fresh (base version equal to the current version, or, for an event
-//     with After, the current state made by that predecessor): applied as
-//     written.
+//     with After, the current state made by that predecessor exactly as
+//     written, Doc.AsWritten): applied as written.
 //   - otherwise (stale): the collection's resolver decides.
 //
-// Every new state has version = cur.Version+1, its cause set to ev, and the
-// clocks of the fields ev changed set to (new version, ev.HLC). An error means
-// a custom resolver failed or broke its contract; built-ins never fail.
+// Every new state has version = cur.Version+1, its cause set to ev,
+// AsWritten true only for a fresh write or a resolve, and the clocks of the fields ev changed set to (new version, ev.HLC). An error means
+// a custom resolver failed, panicked or broke its contract (it wraps
+// ErrResolver); built-ins never fail.
 func Decide(p Policies, cur Doc, ev *events.Event) (Decision, error) {
 	if ev == nil {
 		return Decision{}, fmt.Errorf("decide: %w: nil event", ErrResolver)
@@ -302,14 +312,28 @@ func Decide(p Policies, cur Doc, ev *events.Event) (Decision, error) {
 		return Decision{Outcome: events.OutcomeApplied, Reason: fmt.Sprintf("already deleted at version %d", cur.Version)}, nil
 	case fresh(cur, ev):
 		n := apply(cur, ev)
+		n.AsWritten = true
 		return Decision{Outcome: events.OutcomeApplied, Doc: &n}, nil
 	}
 	r := p.For(ev.Collection)
-	d, err := r.Resolve(cur.Clone(), ev)
+	d, err := resolve(r, cur.Clone(), ev)
 	if err != nil {
 		return Decision{}, fmt.Errorf("resolve event %s with %s: %w", ev.ID, policyName(r), err)
 	}
 	return normalize(r, cur, ev, d)
+}
+
+// resolve calls r, turning a panic into an error wrapping ErrResolver that
+// carries the panic's value: a buggy custom resolver refuses its event
+// (the projector dead-letters it) instead of crashing the process on
+// every redelivery. Deterministic for a deterministic resolver.
+func resolve(r Resolver, cur Doc, ev *events.Event) (d Decision, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			d, err = Decision{}, fmt.Errorf("%w: panic: %v", ErrResolver, p)
+		}
+	}()
+	return r.Resolve(cur, ev)
 }
 
 // normalize enforces the Decision contract on what a resolver returned.
@@ -328,6 +352,7 @@ func normalize(r Resolver, cur Doc, ev *events.Event, d Decision) (Decision, err
 		n.Tenant, n.Collection, n.ID = cur.Tenant, cur.Collection, cur.ID
 		n.Version = cur.Version + 1
 		n.Event, n.Client, n.Seq = ev.ID, ev.Client, ev.Seq
+		n.AsWritten = false // shaped by a policy, whatever it says
 		if n.Deleted {
 			n.Fields = nil
 		}
@@ -371,16 +396,18 @@ func decideResolve(cur Doc, ev *events.Event) Decision {
 		n.Conflicts = nil
 	}
 	setAll(&n, cur, ev)
+	n.AsWritten = true // the resolve's fields are the whole live state
 	return Decision{Outcome: events.OutcomeApplied, Doc: &n, Settled: &settled}
 }
 
 // next returns the skeleton of the state after cur caused by ev: version +1,
-// cause ev, HLC ev's, everything else copied.
+// cause ev, HLC ev's, not AsWritten, everything else copied.
 func next(cur Doc, ev *events.Event) Doc {
 	n := cur.Clone()
 	n.Version = cur.Version + 1
 	n.HLC = ev.HLC
 	n.Event, n.Client, n.Seq = ev.ID, ev.Client, ev.Seq
+	n.AsWritten = false
 	return n
 }
 

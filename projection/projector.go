@@ -25,6 +25,8 @@ type JetStream interface {
 	CreateOrUpdateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error)
 	DeleteConsumer(ctx context.Context, stream, consumer string) error
 	OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error)
+	// Stream reads a stream's info: its identity (creation time) and state.
+	Stream(ctx context.Context, stream string) (jetstream.Stream, error)
 }
 
 // Defaults applied to zero Config fields.
@@ -45,6 +47,12 @@ const (
 	// received (a lost tail: no later delivery would show the gap), and
 	// how often it asks again while nothing arrives.
 	gapCheck = 2 * time.Second
+	// DefaultStallTimeout is Config.StallTimeout's default.
+	DefaultStallTimeout = 30 * time.Second
+	// streamWatch is how often the running projector reads the consumer's
+	// and the streams' info (progress for Ready, CHANGES' identity), at
+	// most; a quarter of StallTimeout when that is shorter.
+	streamWatch = 2 * time.Second
 	// maxRecreateBackoff bounds the wait between attempts to recreate the
 	// consumer.
 	maxRecreateBackoff = 5 * time.Second
@@ -74,19 +82,25 @@ type Config struct {
 	// Propagator moves trace context from an event's headers to its change's
 	// and receipt's; nil means W3C trace context and baggage.
 	Propagator propagation.TextMapPropagator
-	// HoleWindow is how far below a writer's high-water mark, in client
-	// sequences, a sequence not seen yet (a hole) is remembered, so that its
-	// event, arriving late, is applied rather than taken for a duplicate.
-	// The producer never lets an event be overtaken by as much as its window
-	// (PublisherConfig.MaxInFlight, 256 by default, at most 65536); holes
-	// further down are left by events that failed for good and never come.
-	// Zero means DefaultHoleWindow (65536). Verify must use the live value.
+	// HoleWindow is every writer's dedupe window, in client sequences:
+	// each sequence not seen yet (a hole) less than it below the writer's
+	// high-water mark is remembered, so that its event, arriving late, is
+	// applied rather than taken for a duplicate; an event more than it
+	// above the mark is refused (dead letter, invalid receipt). The
+	// producer never lets an event be overtaken by as much as its window
+	// (PublisherConfig.MaxInFlight, 256 by default, at most 65536), so this
+	// must not be below the writers' MaxInFlight. Zero means
+	// DefaultHoleWindow (65536); above MaxHoleWindow is invalid. Verify
+	// must use the live value.
 	HoleWindow uint64
-	// MaxHoleRanges bounds the ranges of holes remembered per writer (a
-	// jump of the sequence is one range, of at most HoleWindow sequences);
-	// beyond it the oldest are forgotten, with a warning. Zero means
-	// DefaultMaxHoleRanges (4096, 64 KiB per writer); negative is invalid.
-	MaxHoleRanges int
+	// MaxDocBytes bounds a document's state as published to CHANGES (the
+	// encoded change: fields, clocks, open conflicts and the conflict
+	// record it settles): an event whose result would be larger is
+	// rejected with a reason naming the limit, and the view is untouched.
+	// Keep it well under the NATS max_payload (1 MiB by default) to leave
+	// room for headers. Zero means DefaultMaxDocBytes (512 KiB); negative
+	// is invalid. Verify must use the live value.
+	MaxDocBytes int
 	// TracerProvider traces the live projector: one ebb.projector.apply
 	// span per event (kind consumer, a child of the trace context in the
 	// event's headers, with the event, policy and outcome), ended when its
@@ -109,6 +123,14 @@ type Config struct {
 	// JetStream drops if the first copy did arrive. Zero means
 	// DefaultPublishTimeout (10s); negative is invalid.
 	PublishTimeout time.Duration
+	// StallTimeout is how long the projector may go without progress
+	// before Ready reports it: outbox publishes failing, the consumer
+	// failing to be recreated, or events pending while no batch commits.
+	// A publish that has failed with "no stream" (no stream captures its
+	// subject) for this long is refused for good: dead-lettered, not
+	// retried forever. Zero means DefaultStallTimeout (30s); negative is
+	// invalid.
+	StallTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -133,11 +155,14 @@ func (c Config) withDefaults() Config {
 	if c.HoleWindow == 0 {
 		c.HoleWindow = DefaultHoleWindow
 	}
-	if c.MaxHoleRanges == 0 {
-		c.MaxHoleRanges = DefaultMaxHoleRanges
-	}
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.MaxDocBytes == 0 {
+		c.MaxDocBytes = DefaultMaxDocBytes
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = DefaultStallTimeout
 	}
 	return c
 }
@@ -150,11 +175,17 @@ func (c Config) validate() error {
 	if c.BatchSize > 10_000 {
 		errs = append(errs, fmt.Errorf("%w: BatchSize %d is above 10000", ErrInvalidConfig, c.BatchSize))
 	}
-	if c.MaxHoleRanges < 0 {
-		errs = append(errs, fmt.Errorf("%w: MaxHoleRanges %d is negative", ErrInvalidConfig, c.MaxHoleRanges))
+	if c.MaxDocBytes < 0 {
+		errs = append(errs, fmt.Errorf("%w: MaxDocBytes %d is negative", ErrInvalidConfig, c.MaxDocBytes))
+	}
+	if c.HoleWindow > MaxHoleWindow {
+		errs = append(errs, fmt.Errorf("%w: HoleWindow %d is above %d", ErrInvalidConfig, c.HoleWindow, MaxHoleWindow))
 	}
 	if c.PublishTimeout < 0 {
 		errs = append(errs, fmt.Errorf("%w: PublishTimeout %s is negative", ErrInvalidConfig, c.PublishTimeout))
+	}
+	if c.StallTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%w: StallTimeout %s is negative", ErrInvalidConfig, c.StallTimeout))
 	}
 	if strings.ContainsAny(c.Durable, ".*> \t\r\n") {
 		errs = append(errs, fmt.Errorf("%w: Durable %q holds a character a consumer name may not", ErrInvalidConfig, c.Durable))
@@ -166,7 +197,7 @@ func (c Config) applier(store Store, outbox bool) applier {
 	return applier{
 		store: store, policies: c.Policies, limits: c.Limits, maxDrift: c.MaxDrift,
 		prop: c.Propagator, outbox: outbox,
-		holeWindow: c.HoleWindow, maxHoleRanges: c.MaxHoleRanges, log: c.Logger.With("component", "projector"),
+		holeWindow: c.HoleWindow, maxDocBytes: c.MaxDocBytes, log: c.Logger.With("component", "projector"),
 	}
 }
 
@@ -178,6 +209,8 @@ type Stats struct {
 	Dead       uint64        // messages dead-lettered
 	Batches    uint64        // store transactions
 	Resets     uint64        // consumer recreated at checkpoint+1 after a missing delivery or a consume error
+	Reanchors  uint64        // times EVENTS was found to be another incarnation than the checkpoint's (see doc.go)
+	Reseeds    uint64        // times CHANGES was found recreated or purged and reseeded from the view
 	Lag        time.Duration // Now minus the stream time of the last committed event
 }
 
@@ -201,8 +234,18 @@ type Projector struct {
 	done    chan struct{}
 	err     error
 
-	checkpoint, applied, duplicates, dead, batches, resets atomic.Uint64
-	lastTime                                               atomic.Int64 // unix nanos
+	// marks is what the store records of the streams, or will once the
+	// next batch commits them (marksDirty; reanchor: that batch moves the
+	// checkpoint to a new EVENTS). Owned by Start, then by the loop's
+	// goroutine.
+	marks                StreamMarks
+	marksDirty, reanchor bool
+
+	health health // what Ready reports
+
+	checkpoint, applied, duplicates, dead, batches, resets, reanchors, reseeds atomic.Uint64
+	changesSeq                                                                 atomic.Uint64 // highest CHANGES sequence acked
+	lastTime                                                                   atomic.Int64  // unix nanos
 }
 
 // New returns a projector reading EVENTS through js into store. It checks cfg
@@ -230,29 +273,32 @@ func New(js JetStream, store Store, cfg Config) (*Projector, error) {
 // (re)creates the durable consumer at checkpoint+1 and starts applying
 // events on a goroutine the projector owns. It returns once consuming has
 // begun. ctx bounds the start-up and, cancelled later, stops the projector
-// like Close.
+// like Close. A Close during the start-up (publishing the outbox may
+// retry for as long as the servers refuse it) stops it: Start then
+// returns an error wrapping ErrClosed. After a failed Start, Done is
+// closed and the projector cannot be started again.
 func (p *Projector) Start(ctx context.Context) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.started {
+		p.mu.Unlock()
 		return fmt.Errorf("start projector: already started")
 	}
 	p.started = true
-	cp, err := p.store.Checkpoint(ctx)
-	if err != nil {
-		return fmt.Errorf("start projector: %w", err)
-	}
-	p.checkpoint.Store(cp)
-	if err := p.flushOutbox(ctx); err != nil {
-		return fmt.Errorf("start projector: %w", err)
-	}
-	f, err := p.openFeed(ctx, cp)
-	if err != nil {
-		return fmt.Errorf("start projector: %w", err)
-	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
 	p.cancel = cancel
+	p.mu.Unlock()
+
+	f, cp, err := p.startup(runCtx)
+	if err != nil {
+		cancel()
+		stop()
+		if ctx.Err() == nil && runCtx.Err() != nil {
+			err = fmt.Errorf("%w during start-up: %w", ErrClosed, err)
+		}
+		close(p.done)
+		return fmt.Errorf("start projector: %w", err)
+	}
 	go func() {
 		defer close(p.done)
 		defer stop()
@@ -272,6 +318,34 @@ func (p *Projector) Start(ctx context.Context) error {
 	}()
 	p.log.Info("projector started", "checkpoint", cp, "durable", p.cfg.Durable)
 	return nil
+}
+
+// startup is Start's I/O, under ctx, which Close cancels: it reads the
+// checkpoint and the stream marks, anchors on EVENTS, publishes the
+// outbox left from an earlier run, and opens the first feed.
+func (p *Projector) startup(ctx context.Context) (*feed, uint64, error) {
+	cp, err := p.store.Checkpoint(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if p.marks, err = p.store.Streams(ctx); err != nil {
+		return nil, 0, err
+	}
+	if cp, err = p.anchor(ctx, cp); err != nil {
+		return nil, 0, err
+	}
+	p.checkpoint.Store(cp)
+	if err := p.flushOutbox(ctx); err != nil {
+		return nil, 0, err
+	}
+	if err := p.checkChanges(ctx); err != nil {
+		return nil, 0, err
+	}
+	f, err := p.openFeed(ctx, cp)
+	if err != nil {
+		return nil, 0, err
+	}
+	return f, cp, nil
 }
 
 // consumer recreates the durable consumer to deliver from checkpoint+1. The
@@ -300,6 +374,47 @@ func (p *Projector) consumer(ctx context.Context, checkpoint uint64) (jetstream.
 		return nil, fmt.Errorf("create consumer %s: %w", p.cfg.Durable, err)
 	}
 	return cons, nil
+}
+
+// anchor checks that EVENTS is the incarnation the checkpoint counts in
+// and returns the checkpoint to resume from: checkpoint itself, or 0 when
+// EVENTS is another stream (deleted and created again, restored from an
+// older copy: created at another time, or ending below the checkpoint).
+// Then the view re-anchors: it reads the new incarnation from its first
+// message, and its first batch records it, with the checkpoint counted
+// from 0, in the batch's transaction (a crash before it re-anchors again),
+// and every event is judged by its writer's high-water mark and holes,
+// the same state that drops a duplicate arriving after the JetStream
+// dedupe window: an event the view applied from the old stream is a
+// duplicate, a new one applies. Resuming at the old checkpoint would skip
+// every new event below it. A view without marks (new, or from before
+// they were kept) adopts the stream it finds if the stream reaches its
+// checkpoint.
+func (p *Projector) anchor(ctx context.Context, checkpoint uint64) (uint64, error) {
+	s, err := p.js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", events.StreamEvents, err)
+	}
+	info := s.CachedInfo()
+	have := p.marks.Events
+	reaches := info.State.LastSeq >= checkpoint
+	switch {
+	case have.Created.Equal(info.Created) && reaches:
+		return checkpoint, nil
+	case have.Created.IsZero() && reaches:
+		p.marks.Events = StreamMark{Created: info.Created, FirstSeq: info.State.FirstSeq}
+		p.marksDirty = true
+		return checkpoint, nil
+	}
+	p.marks.Events = StreamMark{Created: info.Created, FirstSeq: info.State.FirstSeq}
+	p.marks.Reanchors++
+	p.marksDirty, p.reanchor = true, true
+	p.reanchors.Add(1)
+	p.checkpoint.Store(0)
+	p.log.Warn("EVENTS is not the stream the checkpoint came from; reading it from its first message, each event judged by its writer's marks",
+		"checkpoint", checkpoint, "recorded_created", have.Created, "stream_created", info.Created,
+		"stream_first_seq", info.State.FirstSeq, "stream_last_seq", info.State.LastSeq)
+	return 0, nil
 }
 
 // errMissed marks a feed that lost a delivery.
@@ -417,9 +532,12 @@ func (f *feed) audit(ctx context.Context) error {
 // checkpoint+1, as Start does, retrying with backoff until ctx ends. It
 // waits before recreating a feed that delivered nothing, so an error that
 // repeats does not spin.
-func (p *Projector) reopen(ctx context.Context, f *feed, checkpoint uint64, cause error, backoff *time.Duration) (*feed, error) {
+func (p *Projector) reopen(ctx context.Context, f *feed, checkpoint uint64, cause error, backoff *time.Duration) (*feed, uint64, error) {
 	f.close()
 	p.resets.Add(1)
+	p.health.reset(cause)
+	defer p.health.feed(time.Time{}, nil)
+	var failing time.Time
 	p.log.Warn("recreating the consumer at the checkpoint", "cause", cause, "checkpoint", checkpoint, "durable", p.cfg.Durable)
 	if f.dseq > 0 {
 		*backoff = 0
@@ -430,21 +548,29 @@ func (p *Projector) reopen(ctx context.Context, f *feed, checkpoint uint64, caus
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil, ctx.Err()
+				return nil, 0, ctx.Err()
 			case <-t.C:
 			}
 		}
 		*backoff = min(max(2**backoff, 50*time.Millisecond), maxRecreateBackoff)
-		nf, err := p.openFeed(ctx, checkpoint)
+		cp, err := p.anchor(ctx, checkpoint)
 		if err == nil {
-			return nf, nil
+			checkpoint = cp
+			var nf *feed
+			if nf, err = p.openFeed(ctx, checkpoint); err == nil {
+				return nf, checkpoint, nil
+			}
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		}
-		if errors.Is(err, nats.ErrConnectionClosed) {
-			return nil, fmt.Errorf("recreate consumer: %w", err)
+		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, ErrClosed) {
+			return nil, 0, fmt.Errorf("recreate consumer: %w", err)
 		}
+		if failing.IsZero() {
+			failing = time.Now()
+		}
+		p.health.feed(failing, err)
 		p.log.Warn("recreate consumer, retrying", "err", err, "backoff", *backoff)
 	}
 }
@@ -459,14 +585,29 @@ type delivery struct {
 // and replaces f by a new consumer at checkpoint+1 whenever f may have
 // lost a delivery (a gap, a lost tail, a consume error), so no stream
 // sequence is ever skipped. It stops the feed it holds before returning.
-func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) error {
+func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) (err error) {
 	defer func() { f.close() }()
+	defer func() {
+		// A clean stop records how far CHANGES got, so the next start
+		// compares it with the exact last sequence published.
+		if errors.Is(err, context.Canceled) && p.marksDirty {
+			p.marks.Changes.LastSeq = max(p.marks.Changes.LastSeq, p.changesSeq.Load())
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if cerr := p.commitMarks(sctx); cerr != nil {
+				p.log.Warn("record stream marks at stop", "err", cerr)
+			}
+		}
+	}()
 	var published []uint64 // outbox keys published, not yet removed
 	idle := time.NewTimer(idleFlush)
 	defer idle.Stop()
 	quiet := time.NewTimer(gapCheck) // fires after gapCheck without a delivery
 	defer quiet.Stop()
 	var backoff time.Duration // before recreating the consumer
+	watch := time.NewTicker(min(streamWatch, p.cfg.StallTimeout/4))
+	defer watch.Stop()
+	p.health.start()
 	batch := make([]delivery, 0, p.cfg.BatchSize)
 	var broken error // why f must be replaced, once the batch before it is in
 	take := func(m jetstream.Msg) error {
@@ -494,6 +635,11 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) error 
 					return err
 				}
 				published = nil
+			}
+			continue
+		case <-watch.C:
+			if err := p.watchStreams(ctx, f); err != nil {
+				return err
 			}
 			continue
 		case <-quiet.C:
@@ -526,14 +672,28 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) error 
 			idle.Reset(idleFlush)
 		}
 		if broken != nil {
-			nf, err := p.reopen(ctx, f, checkpoint, broken, &backoff)
+			nf, cp, err := p.reopen(ctx, f, checkpoint, broken, &backoff)
 			if err != nil {
 				return err
 			}
-			f = nf
+			f, checkpoint = nf, cp
 		}
 		quiet.Reset(gapCheck)
 	}
+}
+
+// watchStreams is the loop's periodic look at its consumer, its backlog
+// (nothing pending is progress, for Ready), and at CHANGES (checkChanges).
+// A failed request is left to the next look.
+func (p *Projector) watchStreams(ctx context.Context, f *feed) error {
+	ictx, cancel := context.WithTimeout(ctx, gapCheck)
+	info, err := f.cons.Info(ictx)
+	cancel()
+	if err == nil {
+		p.health.looked(info.NumPending + uint64(info.NumAckPending))
+	}
+	// Not under ictx: a reseed takes as long as the view is big.
+	return p.checkChanges(ctx)
 }
 
 // step applies one batch of new messages, in stream order: commit,
@@ -553,9 +713,20 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 	}
 	b := &p.ap.batch
 	b.Published = published
+	if m := &p.marks.Changes; !m.Created.IsZero() && p.changesSeq.Load() > m.LastSeq {
+		// The last CHANGES sequence published, so a restart after a crash
+		// compares with what is at most one batch old.
+		m.LastSeq, p.marksDirty = p.changesSeq.Load(), true
+	}
+	if p.marksDirty {
+		marks := p.marks
+		b.Streams, b.Reanchor = &marks, p.reanchor
+	}
 	if err := p.store.Commit(ctx, b); err != nil {
 		return 0, nil, err
 	}
+	p.marksDirty, p.reanchor = false, false
+	p.health.progressed()
 	if err := p.publish(ctx, b.Outbox); err != nil {
 		return 0, nil, err
 	}
@@ -606,14 +777,27 @@ func (p *Projector) flushOutbox(ctx context.Context) error {
 
 // publish publishes entries in order and waits for every ack, retrying
 // with backoff until ctx ends. The Nats-Msg-Id of each entry makes a retry
-// (or a republish after a crash) harmless within the dedupe window.
+// (or a republish after a crash) harmless within the dedupe window. An
+// entry the servers refuse for good (see refusedForGood) is dead-lettered
+// and counts as published, so one message can never stall the projector;
+// Ready reports a publish that keeps failing otherwise.
 func (p *Projector) publish(ctx context.Context, entries []OutboxEntry) error {
 	backoff := 50 * time.Millisecond
+	var failing time.Time // when this run of failures began
 	for {
-		err := p.publishOnce(ctx, entries)
-		if err == nil || ctx.Err() != nil {
+		giveUp := !failing.IsZero() && time.Since(failing) >= p.cfg.StallTimeout
+		err := p.publishOnce(ctx, entries, giveUp)
+		if err == nil {
+			p.health.publishOK()
+			return nil
+		}
+		if ctx.Err() != nil {
 			return err
 		}
+		if failing.IsZero() {
+			failing = time.Now()
+		}
+		p.health.publishFailed(failing, err)
 		p.log.Warn("publish outbox, retrying", "entries", len(entries), "err", err, "backoff", backoff)
 		t := time.NewTimer(backoff)
 		select {
@@ -626,26 +810,61 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry) error {
 	}
 }
 
-func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry) error {
+func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry, giveUp bool) error {
 	for len(entries) > 0 {
 		chunk := entries[:min(len(entries), publishChunk)]
 		entries = entries[len(chunk):]
-		if err := p.publishChunk(ctx, chunk); err != nil {
+		if err := p.publishChunk(ctx, chunk, giveUp); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// publishChunk publishes entries asynchronously, each in its own span, and
+// publishChunk publishes chunk in rounds: the first change of each
+// document in the chunk, with every receipt and dead letter, then, once
+// all of those are acked, the second change of each document, and so on.
+// CHANGES keeps one message per document and a retried publish goes
+// again whole: were two versions of a document in flight together, the
+// first lost and the second stored, the retry would store the first after
+// the second, and JetStream would drop the second's retry as a duplicate,
+// leaving the older state for good. In rounds, a version is published
+// only after every earlier one in the chunk is stored, so whatever is
+// retried, the last message of a document is its latest change.
+func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry, giveUp bool) error {
+	var rounds [][]OutboxEntry
+	seen := map[string]int{}
+	for _, e := range chunk {
+		r := 0
+		if strings.HasPrefix(e.Subject, events.ChangesPrefix+".") {
+			r = seen[e.Subject]
+			seen[e.Subject] = r + 1
+		}
+		if r == len(rounds) {
+			rounds = append(rounds, nil)
+		}
+		rounds[r] = append(rounds[r], e)
+	}
+	for _, round := range rounds {
+		if err := p.publishRound(ctx, round, giveUp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publishRound publishes entries asynchronously, each in its own span, and
 // waits for every ack, for at most Config.PublishTimeout: an ack may never
-// come, and the caller publishes the chunk again.
-func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) (err error) {
+// come, and the caller publishes the chunk again. Entries refused for
+// good (refusedForGood, with giveUp as given) are dead-lettered once the
+// rest of the round is stored.
+func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry, giveUp bool) (err error) {
 	deadline := time.NewTimer(p.cfg.PublishTimeout)
 	defer deadline.Stop()
 	futures := make([]jetstream.PubAckFuture, 0, len(chunk))
 	spans := make([]trace.Span, 0, len(chunk))
 	defer func() { endPublishSpans(spans, err) }()
+	var refused []refusal
 	for _, e := range chunk {
 		m := &nats.Msg{Subject: e.Subject, Data: e.Data}
 		if len(e.Header) > 0 {
@@ -657,17 +876,30 @@ func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) (err 
 		spans = append(spans, p.startPublishSpan(e, m))
 		f, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(e.MsgID))
 		if err != nil {
+			if refusedForGood(err, giveUp) {
+				refused = append(refused, refusal{e, err})
+				futures = append(futures, nil)
+				continue
+			}
 			return fmt.Errorf("publish %s to %s: %w", e.MsgID, e.Subject, err)
 		}
 		futures = append(futures, f)
 	}
 	for i, f := range futures {
+		if f == nil {
+			continue
+		}
 		select {
 		case ack := <-f.Ok():
 			if s := spans[i]; s != nil {
 				s.SetAttributes(events.AttrStreamSeq.Int64(int64(ack.Sequence)))
 			}
+			p.published(ack)
 		case err := <-f.Err():
+			if refusedForGood(err, giveUp) {
+				refused = append(refused, refusal{chunk[i], err})
+				continue
+			}
 			return fmt.Errorf("publish %s to %s: %w", chunk[i].MsgID, chunk[i].Subject, err)
 		case <-deadline.C:
 			return fmt.Errorf("publish %s to %s: no ack within %s: %w", chunk[i].MsgID, chunk[i].Subject, p.cfg.PublishTimeout, jetstream.ErrAsyncPublishTimeout)
@@ -675,7 +907,26 @@ func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) (err 
 			return ctx.Err()
 		}
 	}
+	for _, r := range refused {
+		if err := p.deadLetterRefused(ctx, r, giveUp); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// published notes an ack: the highest CHANGES sequence published is how
+// a purge of CHANGES is told (see watchStreams).
+func (p *Projector) published(ack *jetstream.PubAck) {
+	if ack == nil || ack.Stream != events.StreamChanges {
+		return
+	}
+	for {
+		old := p.changesSeq.Load()
+		if ack.Sequence <= old || p.changesSeq.CompareAndSwap(old, ack.Sequence) {
+			return
+		}
+	}
 }
 
 // Stats returns the projector's counters.
@@ -687,6 +938,8 @@ func (p *Projector) Stats() Stats {
 		Dead:       p.dead.Load(),
 		Batches:    p.batches.Load(),
 		Resets:     p.resets.Load(),
+		Reanchors:  p.reanchors.Load(),
+		Reseeds:    p.reseeds.Load(),
 	}
 	if t := p.lastTime.Load(); t != 0 {
 		s.Lag = max(0, p.cfg.Now().Sub(time.Unix(0, t)))
@@ -711,7 +964,7 @@ func (p *Projector) Err() error {
 // more than once, and before Start.
 func (p *Projector) Close() error {
 	p.mu.Lock()
-	cancel, started := p.cancel, p.started && p.cancel != nil
+	cancel, started := p.cancel, p.started
 	p.mu.Unlock()
 	if !started {
 		return nil

@@ -2,6 +2,7 @@ package projection
 
 import (
 	"context"
+	"time"
 
 	"github.com/ebbsync/ebb/events"
 )
@@ -22,8 +23,13 @@ type Store interface {
 	HighWater(ctx context.Context, tenant, client string) (HighWater, error)
 	// Checkpoint returns the last EVENTS sequence committed, 0 when none.
 	Checkpoint(ctx context.Context) (uint64, error)
+	// Streams returns the stream marks last committed (Batch.Streams): the
+	// zero StreamMarks when none ever was.
+	Streams(ctx context.Context) (StreamMarks, error)
 	// Commit applies b in one transaction: all of it or none of it. On
-	// success it sets the Key of every b.Outbox entry.
+	// success it sets the Key of every b.Outbox entry. A b.Checkpoint below
+	// the stored one is refused with an error wrapping ErrCheckpoint, and
+	// nothing is written, unless b.Reanchor is set (with b.Streams).
 	Commit(ctx context.Context, b *Batch) error
 	// Outbox returns up to limit (all if limit <= 0) unpublished entries in
 	// the order they were committed.
@@ -76,9 +82,36 @@ type OutboxEntry struct {
 	Data    []byte              // encoded payload
 }
 
+// StreamMark identifies one incarnation of a stream and how far the view
+// has gone in it. A stream deleted and created again under the same name
+// is another incarnation: its Created differs and its sequences restart.
+type StreamMark struct {
+	Created  time.Time // the stream's creation time (StreamInfo.Created); zero: nothing recorded
+	FirstSeq uint64    // EVENTS: the stream's first sequence when the view anchored on it
+	LastSeq  uint64    // CHANGES: the highest sequence the projector published into it, as last committed
+	Msgs     uint64    // CHANGES: the messages it held at the projector's last look (never fewer while intact)
+}
+
+// StreamMarks is what the view records of the streams it depends on, so a
+// projector never resumes on a stream its state did not come from
+// (DESIGN.md, "Streams and the view are identified").
+type StreamMarks struct {
+	// Events is the EVENTS incarnation the checkpoint counts in.
+	Events StreamMark
+	// Changes is the CHANGES incarnation that holds every document's
+	// current change: published into it, or reseeded from the view.
+	Changes StreamMark
+	// Reanchors counts the times the view moved to a new EVENTS
+	// incarnation: when non-zero, the view holds what an earlier one
+	// applied, and no rebuild from the current EVENTS can reproduce it.
+	Reanchors uint64
+}
+
 // Batch is everything one projector step writes, committed together.
 type Batch struct {
 	Checkpoint uint64                  // the new checkpoint (last EVENTS sequence the batch covers)
+	Streams    *StreamMarks            // when set, replaces the recorded stream marks
+	Reanchor   bool                    // Checkpoint starts over in the new EVENTS incarnation b.Streams names: it may be below the stored one
 	Docs       []Doc                   // new document states; a later entry for the same address wins
 	Conflicts  []ConflictRecord        // conflict records to write (replacing records with the same id)
 	HighWater  map[ClientKey]HighWater // new marks, each replacing the stored one whole; one with a Seq below the stored Seq is ignored (a mark never goes back)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -45,6 +46,9 @@ func Verify(ctx context.Context, js JetStream, live Store, cfg Config) (*VerifyR
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
+	if err := checkIdentity(ctx, js, live, cp); err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
 	dir, err := os.MkdirTemp("", "ebb-verify-*")
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
@@ -74,13 +78,70 @@ func Verify(ctx context.Context, js JetStream, live Store, cfg Config) (*VerifyR
 	return rep, nil
 }
 
+// checkIdentity fails with ErrHistoryGone when live's history is not in
+// the current EVENTS: the view was re-anchored on a new incarnation, or
+// EVENTS is not the incarnation its checkpoint counts in.
+func checkIdentity(ctx context.Context, js JetStream, live Store, checkpoint uint64) error {
+	marks, err := live.Streams(ctx)
+	if err != nil {
+		return err
+	}
+	if marks.Reanchors > 0 {
+		return fmt.Errorf("%w: the view was re-anchored %d time(s) on a new %s (its events before the re-anchor are in a stream that is gone): a rebuild cannot reproduce it",
+			ErrHistoryGone, marks.Reanchors, events.StreamEvents)
+	}
+	if marks.Events.Created.IsZero() {
+		return nil
+	}
+	info, err := eventsInfo(ctx, js)
+	if err != nil {
+		return err
+	}
+	if !info.Created.Equal(marks.Events.Created) {
+		return fmt.Errorf("%w: %s (created %s, sequences %d..%d) is not the stream the view's checkpoint %d counts in (created %s)",
+			ErrHistoryGone, events.StreamEvents, info.Created.UTC().Format(time.RFC3339Nano), info.State.FirstSeq, info.State.LastSeq,
+			checkpoint, marks.Events.Created.UTC().Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+// eventsInfo reads the info of EVENTS; a missing stream is ErrHistoryGone.
+func eventsInfo(ctx context.Context, js JetStream) (*jetstream.StreamInfo, error) {
+	s, err := js.Stream(ctx, events.StreamEvents)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("%w: stream %s does not exist", ErrHistoryGone, events.StreamEvents)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", events.StreamEvents, err)
+	}
+	return s.CachedInfo(), nil
+}
+
 // Rebuild replays EVENTS from sequence 1 through upTo into store, which
 // should be empty, deciding exactly as the projector does, without
-// publishing anything. It fails if EVENTS no longer holds sequence 1.
+// publishing anything. It never waits for events that are not there: when
+// EVENTS is missing, no longer holds sequence 1, ends below upTo, or holds
+// nothing more before upTo is reached (its last events deleted), it fails
+// with an error wrapping ErrHistoryGone that says which sequences are
+// missing.
 func Rebuild(ctx context.Context, js JetStream, store Store, cfg Config, upTo uint64) error {
 	cfg = cfg.withDefaults()
 	if upTo == 0 {
 		return nil
+	}
+	info, err := eventsInfo(ctx, js)
+	if err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	}
+	switch st := info.State; {
+	case st.Msgs == 0 && st.LastSeq >= upTo:
+		return fmt.Errorf("rebuild: %w: %s holds no events (it starts at sequence %d): events 1..%d are gone", ErrHistoryGone, events.StreamEvents, st.FirstSeq, upTo)
+	case st.LastSeq < upTo:
+		return fmt.Errorf("rebuild: %w: %s ends at sequence %d, below the checkpoint %d: events %d..%d are missing",
+			ErrHistoryGone, events.StreamEvents, st.LastSeq, upTo, st.LastSeq+1, upTo)
+	case st.FirstSeq > 1:
+		return fmt.Errorf("rebuild: %w: %s starts at sequence %d: events 1..%d are gone (a retention limit or a purge)",
+			ErrHistoryGone, events.StreamEvents, st.FirstSeq, st.FirstSeq-1)
 	}
 	cons, err := js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.EventsPrefix + ".>"},
@@ -107,7 +168,7 @@ func Rebuild(ctx context.Context, js JetStream, store Store, cfg Config, upTo ui
 		}
 		seq = md.Sequence.Stream
 		if first && seq != 1 {
-			return fmt.Errorf("rebuild: %w: %s starts at sequence %d", ErrHistoryGone, events.StreamEvents, seq)
+			return fmt.Errorf("rebuild: %w: %s starts at sequence %d: events 1..%d are gone", ErrHistoryGone, events.StreamEvents, seq, seq-1)
 		}
 		first = false
 		if seq > upTo {
@@ -115,6 +176,10 @@ func Rebuild(ctx context.Context, js JetStream, store Store, cfg Config, upTo ui
 		}
 		if err := ap.add(ctx, rawMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Seq: seq, Time: md.Timestamp}); err != nil {
 			return fmt.Errorf("rebuild: apply event at %d: %w", seq, err)
+		}
+		if seq < upTo && md.NumPending == 0 {
+			return fmt.Errorf("rebuild: %w: %s holds nothing after sequence %d, below the checkpoint %d: events %d..%d are missing",
+				ErrHistoryGone, events.StreamEvents, seq, upTo, seq+1, upTo)
 		}
 		if len(ap.docs) >= cfg.BatchSize*4 || seq == upTo {
 			if err := store.Commit(ctx, &ap.batch); err != nil {

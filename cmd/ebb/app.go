@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -19,6 +20,10 @@ type Main struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Getenv func(string) string
+
+	// collectFlags, when set, receives each command's flag set instead of
+	// the command running (shell completion lists the flags this way).
+	collectFlags func(*flag.FlagSet)
 }
 
 // NewMain returns a Main wired to the process's standard streams and environment.
@@ -26,25 +31,69 @@ func NewMain() *Main {
 	return &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
 }
 
-// command is one subcommand.
+// command is one subcommand. Its help (`ebb help NAME`, `ebb NAME --help`)
+// is built from these fields and the flags the command registers; each
+// subcommand lives in its own file and is added to commands below.
 type command struct {
-	summary string
+	summary string   // one line, what it does
+	args    string   // positional arguments, as in "COLLECTION ID JSON"; "" for none
+	about   string   // optional paragraph: what the arguments mean, what to know
+	example string   // one or more command lines, one a line
+	verbs   []string // for a noun with verbs (policy, context): its verbs, for completion
 	run     func(ctx context.Context, m *Main, args []string) error
 }
 
-var commands = map[string]command{
-	"serve":     {"run the server: embedded NATS JetStream, streams, projector, HTTP", runServe},
-	"put":       {"COLLECTION ID JSON: write a whole document (works offline)", runPut},
-	"patch":     {"COLLECTION ID JSON: change some fields; null removes one (works offline)", runPatch},
-	"delete":    {"COLLECTION ID: delete a document (works offline)", runDelete},
-	"resolve":   {"COLLECTION ID JSON: settle a document's open conflict with this value", runResolve},
-	"get":       {"COLLECTION ID: print a document, with pending local writes", runGet},
-	"ls":        {"COLLECTION: list document ids", runList},
-	"conflicts": {"[COLLECTION]: list open conflicts", runConflicts},
-	"sync":      {"push pending writes, pull changes, wait for receipts", runSync},
-	"watch":     {"[COLLECTION]: print changes as they arrive, one JSON object a line", runWatch},
-	"verify":    {"rebuild the view from EVENTS and compare it with the live one", runVerify},
-	"status":    {"pending and failed writes, last synced sequence, lag, reachability", runStatus},
+// docArg is the help paragraph of commands that take a JSON document.
+const docArg = "JSON is a JSON object of fields, @FILE to read it from FILE, or - to read it from stdin."
+
+// commands are the subcommands by name. It is filled in init because help
+// and completion read it.
+var commands map[string]command
+
+func init() {
+	commands = map[string]command{
+		"serve": {summary: "run the server: embedded NATS JetStream, streams, projector, HTTP",
+			about:   "Settings come from --config FILE (YAML; env EBB_CONFIG), then EBB_SERVE_* environment variables, then flags. --print-config prints the effective configuration. Without any policy setting a server on a built view uses the policies recorded in its data directory.",
+			example: "ebb serve --policy todos=manual\nebb serve --config /etc/ebb/ebb.yaml\nebb serve --config ebb.yaml --print-config --json", run: runServe},
+		"put": {summary: "write a whole document (works offline)", args: "COLLECTION ID JSON", about: docArg,
+			example: "ebb put todos t1 '{\"title\":\"milk\"}'\nebb put todos t2 @doc.json\ncat doc.json | ebb put todos t3 -", run: runPut},
+		"patch": {summary: "change some fields; null removes one (works offline)", args: "COLLECTION ID JSON", about: docArg,
+			example: "ebb patch todos t1 '{\"done\":true}'", run: runPatch},
+		"delete": {summary: "delete a document (works offline)", args: "COLLECTION ID",
+			example: "ebb delete todos t1", run: runDelete},
+		"resolve": {summary: "settle a document's open conflict with this value", args: "COLLECTION ID JSON", about: docArg,
+			example: "ebb resolve lists l1 '{\"name\":\"groceries\"}'", run: runResolve},
+		"get": {summary: "print a document, with pending local writes", args: "COLLECTION ID",
+			example: "ebb get todos t1\nebb get todos t1 --json", run: runGet},
+		"ls": {summary: "list document ids", args: "COLLECTION",
+			example: "ebb ls todos", run: runList},
+		"conflicts": {summary: "list open conflicts", args: "[COLLECTION]",
+			example: "ebb conflicts\nebb conflicts lists --json", run: runConflicts},
+		"rejections": {summary: "list the writes the server refused and why; --dismiss EVENT clears one",
+			example: "ebb rejections\nebb rejections --dismiss 01J9Z8Q2V7XW3K5M6N8P0R2T4Y", run: runRejections},
+		"sync": {summary: "push pending writes, pull changes, wait for receipts",
+			example: "ebb sync\nebb sync --timeout 1m --json", run: runSync},
+		"watch": {summary: "print changes as they arrive, one JSON object a line", args: "[COLLECTION]",
+			example: "ebb watch todos\nebb watch --all", run: runWatch},
+		"verify": {summary: "rebuild the view from EVENTS and compare it with the live one (server stopped)",
+			example: "ebb verify --data ./ebb-data\nebb verify --config ebb.yaml --json", run: runVerify},
+		"status": {summary: "pending and failed writes, last synced sequence, lag, reachability",
+			example: "ebb status\nebb status --json", run: runStatus},
+		"doctor": {summary: "check the local store; --reset sets a damaged one aside and starts a new device",
+			example: "ebb doctor\nebb doctor --reset", run: runDoctor},
+		"policy": {summary: "show or change the conflict policies recorded in a server's data directory", args: "show | set COLLECTION POLICY",
+			about:   "POLICY is lww, merge, reject or manual. set works offline (server stopped) and refuses a change verify could not replay: see 'ebb policy set --help'.",
+			example: "ebb policy show --data ./ebb-data\nebb policy set todos manual --data ./ebb-data", verbs: []string{"show", "set"}, run: runPolicy},
+		"context": {summary: "save and select client settings (server, tenant, user, data directory)", args: "save NAME | use NAME | ls | show [NAME] | rm NAME",
+			about:   "A context holds the client flags a user would otherwise export as EBB_* variables. Flags beat environment variables, which beat the context in use (--context NAME, env EBB_CONTEXT, or 'ebb context use'). Contexts live in $XDG_CONFIG_HOME/ebb (default ~/.config/ebb).",
+			example: "ebb context save alice --nats nats://127.0.0.1:4222 --tenant acme --user alice --data ./alice\nebb context use alice\nebb context ls", verbs: []string{"save", "use", "ls", "show", "rm"}, run: runContext},
+		"version": {summary: "print the version, VCS revision and Go version of this binary",
+			example: "ebb version\nebb version --json", run: runVersion},
+		"completion": {summary: "print a shell completion script", args: "bash | zsh | fish",
+			example: "source <(ebb completion bash)\nebb completion zsh > \"${fpath[1]}/_ebb\"\nebb completion fish > ~/.config/fish/completions/ebb.fish", verbs: []string{"bash", "zsh", "fish"}, run: runCompletion},
+		"help": {summary: "show the commands, or one command's arguments, flags and example", args: "[COMMAND]",
+			example: "ebb help\nebb help put", run: runHelp},
+	}
 }
 
 // ErrUsage marks a command line that could not be understood or input that
@@ -97,12 +146,16 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 }
 
 func (m *Main) run(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
 		m.usage()
-		if len(args) == 0 {
-			return usagef("no command given")
-		}
+		return usagef("no command given")
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		m.usage()
 		return nil
+	case "-v", "-version", "--version":
+		return runVersion(ctx, m, args[1:])
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -111,20 +164,71 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	return cmd.run(ctx, m, args[1:])
 }
 
-func (m *Main) usage() {
-	fmt.Fprintln(m.Stdout, "ebb: offline-first sync on NATS JetStream\n\nUsage: ebb <command> [flags]\n\nCommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
+// runHelp prints the command list, or with a command name that command's
+// help (the same as `ebb NAME --help`).
+func runHelp(ctx context.Context, m *Main, args []string) error {
+	switch {
+	case len(args) == 0:
+		m.usage()
+		return nil
+	case len(args) > 1:
+		return usagef("ebb help: want [COMMAND], got %d arguments", len(args))
+	case args[0] == "help":
+		m.commandHelp("help", nil)
+		return nil
 	}
-	sort.Strings(names)
-	for _, n := range names {
+	cmd, ok := commands[args[0]]
+	if !ok {
+		return usagef("unknown command %q (run 'ebb help')", args[0])
+	}
+	err := cmd.run(ctx, m, []string{"--help"})
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+func (m *Main) usage() {
+	fmt.Fprintln(m.Stdout, "ebb: offline-first sync on NATS JetStream\n\nUsage: ebb <command> [arguments] [flags]\n\nCommands:")
+	for _, n := range slices.Sorted(maps.Keys(commands)) {
 		fmt.Fprintf(m.Stdout, "  %-10s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(m.Stdout, "\nRun 'ebb help COMMAND' or 'ebb COMMAND --help' for a command's arguments, flags and examples.")
+}
+
+// commandHelp prints the help of the command name: usage line, summary,
+// notes, examples and, when fs is not nil, its flags.
+func (m *Main) commandHelp(name string, fs *flag.FlagSet) {
+	cmd := commands[strings.Fields(name)[0]]
+	usage := "ebb " + name
+	if cmd.args != "" && !strings.Contains(name, " ") {
+		usage += " " + cmd.args
+	}
+	fmt.Fprintf(m.Stdout, "Usage: %s [flags]\n\n%s\n", usage, cmd.summary)
+	if cmd.about != "" {
+		fmt.Fprintf(m.Stdout, "\n%s\n", cmd.about)
+	}
+	if cmd.example != "" {
+		fmt.Fprintln(m.Stdout, "\nExamples:")
+		for _, l := range strings.Split(cmd.example, "\n") {
+			fmt.Fprintf(m.Stdout, "  %s\n", l)
+		}
+	}
+	n := 0
+	if fs != nil {
+		fs.VisitAll(func(*flag.Flag) { n++ })
+	}
+	if n > 0 {
+		fmt.Fprintln(m.Stdout, "\nFlags:")
+		fs.SetOutput(m.Stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 }
 
 // newFlagSet returns a flag set for a subcommand that reports errors as
-// ErrUsage instead of exiting.
+// ErrUsage instead of exiting. name is the command ("put") or, for a
+// command with verbs, the command and verb ("policy set").
 func (m *Main) newFlagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("ebb "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported once, by Run
@@ -132,15 +236,19 @@ func (m *Main) newFlagSet(name string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args and wraps flag errors as ErrUsage; -h prints the
-// command's flags on Stdout.
+// parse parses args and wraps flag errors as ErrUsage; -h and --help print
+// the command's help on Stdout and return flag.ErrHelp (exit 0). While
+// completion collects flags (m.collectFlags set), it hands fs over instead
+// of parsing.
 func (m *Main) parse(fs *flag.FlagSet, args []string) error {
+	if m.collectFlags != nil {
+		m.collectFlags(fs)
+		return flag.ErrHelp
+	}
 	err := fs.Parse(args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
-		fs.SetOutput(m.Stdout)
-		fmt.Fprintf(m.Stdout, "Usage of %s:\n", fs.Name())
-		fs.PrintDefaults()
+		m.commandHelp(strings.TrimPrefix(fs.Name(), "ebb "), fs)
 		return err
 	case err != nil:
 		return usagef("%v", err)

@@ -48,6 +48,8 @@ type clientFlags struct {
 	conn   connFlags
 	// keyFile encrypts the local store (empty: plaintext).
 	keyFile string
+	// context names the saved context the defaults came from (--context).
+	context string
 }
 
 // connFlags are how a client reaches and proves itself to the server.
@@ -59,12 +61,12 @@ type connFlags struct {
 	password string
 }
 
-func (c *connFlags) register(m *Main, fs *flag.FlagSet) {
-	fs.StringVar(&c.tlsCA, "tls-ca", m.env("EBB_TLS_CA", ""), "PEM file of the CA that signed the server's certificate (env EBB_TLS_CA)")
-	fs.StringVar(&c.tlsCert, "tls-cert", m.env("EBB_TLS_CERT", ""), "PEM client certificate, for a server that verifies clients (env EBB_TLS_CERT)")
-	fs.StringVar(&c.tlsKey, "tls-key", m.env("EBB_TLS_KEY", ""), "PEM key of --tls-cert (env EBB_TLS_KEY)")
-	fs.StringVar(&c.user, "user", m.env("EBB_USER", ""), "user name; under auth it is also the client id (env EBB_USER)")
-	fs.StringVar(&c.password, "password", m.env("EBB_PASSWORD", ""), "password (env EBB_PASSWORD)")
+func (c *connFlags) register(m *Main, fs *flag.FlagSet, cc clientContext) {
+	fs.StringVar(&c.tlsCA, "tls-ca", m.env("EBB_TLS_CA", cc.TLSCA), "PEM file of the CA that signed the server's certificate (env EBB_TLS_CA)")
+	fs.StringVar(&c.tlsCert, "tls-cert", m.env("EBB_TLS_CERT", cc.TLSCert), "PEM client certificate, for a server that verifies clients (env EBB_TLS_CERT)")
+	fs.StringVar(&c.tlsKey, "tls-key", m.env("EBB_TLS_KEY", cc.TLSKey), "PEM key of --tls-cert (env EBB_TLS_KEY)")
+	fs.StringVar(&c.user, "user", m.env("EBB_USER", cc.User), "user name; under auth it is also the client id (env EBB_USER)")
+	fs.StringVar(&c.password, "password", m.env("EBB_PASSWORD", cc.Password), "password (env EBB_PASSWORD)")
 }
 
 // options returns the NATS options for c: TLS, credentials, and the
@@ -151,13 +153,24 @@ func (m *Main) env(name, def string) string {
 	return def
 }
 
-func (c *clientFlags) register(m *Main, fs *flag.FlagSet) {
-	fs.StringVar(&c.data, "data", m.env("EBB_DATA", defaultClientData), "client data directory (env EBB_DATA)")
-	fs.StringVar(&c.nats, "nats", m.env("EBB_NATS", defaultNATSURL), "NATS server URL (env EBB_NATS)")
-	fs.StringVar(&c.tenant, "tenant", m.env("EBB_TENANT", defaultTenant), "tenant (env EBB_TENANT)")
+// register binds the client flags. Their defaults come from the
+// environment (EBB_*), then from the context cc, then the built-in ones.
+func (c *clientFlags) register(m *Main, fs *flag.FlagSet, cc clientContext) {
+	fs.StringVar(&c.data, "data", m.env("EBB_DATA", or(cc.Data, defaultClientData)), "client data directory (env EBB_DATA)")
+	fs.StringVar(&c.nats, "nats", m.env("EBB_NATS", or(cc.NATS, defaultNATSURL)), "NATS server URL (env EBB_NATS)")
+	fs.StringVar(&c.tenant, "tenant", m.env("EBB_TENANT", or(cc.Tenant, defaultTenant)), "tenant (env EBB_TENANT)")
 	fs.BoolVar(&c.json, "json", false, "print JSON")
-	fs.StringVar(&c.keyFile, "key-file", m.env("EBB_KEY_FILE", ""), "encrypt the local store with this key file: 64 hex digits or a passphrase (env EBB_KEY_FILE)")
-	c.conn.register(m, fs)
+	fs.StringVar(&c.keyFile, "key-file", m.env("EBB_KEY_FILE", cc.KeyFile), "encrypt the local store with this key file: 64 hex digits or a passphrase (env EBB_KEY_FILE)")
+	fs.StringVar(&c.context, "context", "", "use this saved context instead of the one in use (env EBB_CONTEXT; see 'ebb context')")
+	c.conn.register(m, fs, cc)
+}
+
+// or returns v, or def when v is empty.
+func or(v, def string) string {
+	if v != "" {
+		return v
+	}
+	return def
 }
 
 // parseClient parses a client command line and checks it has exactly the
@@ -165,7 +178,11 @@ func (c *clientFlags) register(m *Main, fs *flag.FlagSet) {
 // extra, if not nil, registers the command's own flags.
 func parseClient(m *Main, name string, c *clientFlags, args []string, extra func(*flag.FlagSet), want ...string) ([]string, error) {
 	fs := m.newFlagSet(name)
-	c.register(m, fs)
+	cc, err := m.selectedContext(contextArg(args))
+	if err != nil && m.collectFlags == nil {
+		return nil, err
+	}
+	c.register(m, fs, cc)
 	if extra != nil {
 		extra(fs)
 	}

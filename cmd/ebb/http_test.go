@@ -141,8 +141,9 @@ func TestHTTP_PhoneScenario(t *testing.T) {
 	if rb.Outcome != events.OutcomeConflict || rb.Conflict == "" {
 		t.Fatalf("b's stale edit under manual: %+v", rb)
 	}
-	var conflicted []gateway.DocRecord
-	b.call("GET", "/v1/acme/conflicts", nil, &conflicted)
+	var conflictPage gateway.DocsResponse
+	b.call("GET", "/v1/acme/conflicts", nil, &conflictPage)
+	conflicted := conflictPage.Docs
 	if len(conflicted) != 1 || len(conflicted[0].Conflicts) != 1 || conflicted[0].Conflicts[0].ID != rb.Conflict {
 		t.Fatalf("conflicts: %+v", conflicted)
 	}

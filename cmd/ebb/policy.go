@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ebbsync/ebb/projection"
 )
@@ -38,10 +39,27 @@ func (p policyFlags) Set(v string) error {
 }
 
 // policyConfig is the server's choice of conflict policies. serve records it
-// in the data directory so verify replays under the same policies.
+// in the data directory (policies.json) so verify replays under the same
+// policies, and a serve given no policies uses the recorded ones.
 type policyConfig struct {
-	Default     string            `json:"default"`
-	Collections map[string]string `json:"collections,omitempty"`
+	Default     string            `json:"default" yaml:"default"`
+	Collections map[string]string `json:"collections,omitempty" yaml:"collections"`
+	// History lists the changes `ebb policy set` made, oldest first. It is
+	// a record, not yet replayed: each change was allowed only because no
+	// event of its collection was in EVENTS, so the current policies
+	// replay the whole stream as it was applied.
+	History []policyChange `json:"history,omitempty" yaml:"-"`
+}
+
+// policyChange is one recorded change of a collection's policy.
+type policyChange struct {
+	// After is the last EVENTS sequence applied under From; To is in
+	// force from the next one.
+	After      uint64    `json:"after_seq"`
+	Collection string    `json:"collection"`
+	From       string    `json:"from"`
+	To         string    `json:"to"`
+	At         time.Time `json:"at"`
 }
 
 const policyFile = "policies.json"
@@ -56,7 +74,14 @@ func (c policyConfig) resolve(reg *projection.Registry) (projection.Policies, er
 	return p, err
 }
 
+// save records c in dir, keeping the history already recorded there
+// unless c brings its own.
 func (c policyConfig) save(dir string) error {
+	if c.History == nil {
+		if prev, err := loadPolicies(dir); err == nil {
+			c.History = prev.History
+		}
+	}
 	b, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
 		return fmt.Errorf("save policies: %w", err)
@@ -91,8 +116,8 @@ func loadPolicies(dir string) (policyConfig, error) {
 // checkPolicyChange refuses policies other than those a non-empty view was
 // built under: `ebb verify` replays every event under the recorded
 // policies, so a change would make it report differences that are not
-// there (or hide real ones). Changing a policy needs a new data directory
-// until the projector keeps a history of policies.
+// there (or hide real ones). A serve given no policies uses the recorded
+// ones; `ebb policy set` changes one on purpose where verify stays true.
 func checkPolicyChange(ctx context.Context, c serveConfig, store interface {
 	Checkpoint(context.Context) (uint64, error)
 }) error {
@@ -113,7 +138,7 @@ func checkPolicyChange(ctx context.Context, c serveConfig, store interface {
 	if cp == 0 {
 		return nil
 	}
-	return usagef("the view in %s was built under policies %s; serving it under %s would make ebb verify replay its %d events under policies they were not applied with. Start with the same --policy and --default-policy flags, or use a new --data directory",
+	return usagef("the view in %s was built under policies %s; serving it under %s would make ebb verify replay its %d events under policies they were not applied with. Start without policy settings to use the recorded ones, change one on purpose with 'ebb policy set' (server stopped), or use a new --data directory",
 		c.data, prev, c.policies, cp)
 }
 

@@ -130,15 +130,15 @@ func sideString(s events.Side) string {
 
 // statusRecord is `ebb status --json`.
 type statusRecord struct {
-	Tenant     string `json:"tenant"`
-	Client     string `json:"client"`
-	Pending    int    `json:"pending"`
-	Failed     int    `json:"failed"`
-	Rejections int    `json:"rejections"`
-	Conflicts  int    `json:"conflicts"`
-	LastSeq    uint64 `json:"last_synced_seq"`
-	Lag        uint64 `json:"lag"`
-	Reachable  bool   `json:"reachable"`
+	Tenant     string  `json:"tenant"`
+	Client     string  `json:"client"`
+	Pending    int     `json:"pending"`
+	Failed     int     `json:"failed"`
+	Rejections int     `json:"rejections"`
+	Conflicts  int     `json:"conflicts"`
+	LastSeq    uint64  `json:"last_synced_seq"`
+	Lag        *uint64 `json:"lag"` // null: unknown, the server was not reached
+	Reachable  bool    `json:"reachable"`
 }
 
 func runStatus(ctx context.Context, m *Main, args []string) error {
@@ -163,9 +163,11 @@ func runStatus(ctx context.Context, m *Main, args []string) error {
 	rec := statusRecord{Tenant: c.tenant, Client: st.Client, Pending: st.Pending, Failed: len(failed),
 		Rejections: st.Rejections, Conflicts: len(conflicts), LastSeq: st.Changes.Seq, Reachable: s.online()}
 	if s.online() {
-		if rec.Lag, err = changesAfter(ctx, s.nc, c.tenant, rec.LastSeq); err != nil {
+		lag, err := changesAfter(ctx, s.nc, c.tenant, rec.LastSeq)
+		if err != nil {
 			return fmt.Errorf("status: %w", err)
 		}
+		rec.Lag = &lag
 	}
 	if c.json {
 		return printJSON(m.Stdout, rec)
@@ -174,8 +176,12 @@ func runStatus(ctx context.Context, m *Main, args []string) error {
 	if rec.Reachable {
 		reach = "yes (" + c.nats + ")"
 	}
-	fmt.Fprintf(m.Stdout, "tenant:          %s\nclient:          %s\npending:         %d\nfailed:          %d\nrejections:      %d\nconflicts:       %d\nlast synced seq: %d\nlag:             %d\nreachable:       %s\n",
-		rec.Tenant, rec.Client, rec.Pending, rec.Failed, rec.Rejections, rec.Conflicts, rec.LastSeq, rec.Lag, reach)
+	lag := "unknown (server not reached)"
+	if rec.Lag != nil {
+		lag = fmt.Sprint(*rec.Lag)
+	}
+	fmt.Fprintf(m.Stdout, "tenant:          %s\nclient:          %s\npending:         %d\nfailed:          %d\nrejections:      %d\nconflicts:       %d\nlast synced seq: %d\nlag:             %s\nreachable:       %s\n",
+		rec.Tenant, rec.Client, rec.Pending, rec.Failed, rec.Rejections, rec.Conflicts, rec.LastSeq, lag, reach)
 	return nil
 }
 

@@ -43,7 +43,7 @@ const usersYAML = `users:
   - {name: alice, password: alice-pw, tenant: acme, role: client}
   - {name: bob, password: bob-pw, tenant: acme, role: client}
   - {name: eve, password: eve-pw, tenant: evil, role: client}
-  - {name: svc, password: svc-pw, tenant: acme, role: service}
+  - {name: svc, password: svc-pw, tenant: acme, role: service, durables: [acme-billing, acme-billing2, acme-subscriber]}
   - {name: root, password: root-pw, role: admin}
 `
 
@@ -528,4 +528,29 @@ func with(env map[string]string, kv ...string) map[string]string {
 		out[kv[i]] = kv[i+1]
 	}
 	return out
+}
+
+// TestSecurity_WatchUnderAuth: `ebb watch` follows its tenant's changes
+// through the account imports, from the current state and live.
+func TestSecurity_WatchUnderAuth(t *testing.T) {
+	srv := serveInProcess(t, "", "--auth", writeFile(t, "users.yaml", usersYAML))
+	alice := map[string]string{"EBB_NATS": srv.nats, "EBB_TENANT": "acme", "EBB_DATA": filepath.Join(t.TempDir(), "alice"), "EBB_USER": "alice", "EBB_PASSWORD": "alice-pw"}
+	mustCLI(t, alice, "put", "todos", "t1", `{"title":"before"}`)
+	bob := with(alice, "EBB_USER", "bob", "EBB_PASSWORD", "bob-pw", "EBB_DATA", filepath.Join(t.TempDir(), "bob"))
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		m := &Main{Stdin: strings.NewReader(""), Stdout: out, Stderr: io.Discard, Getenv: func(k string) string { return bob[k] }}
+		done <- m.Run(ctx, []string{"watch", "--all"})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("watch: %v", err)
+		}
+	}()
+	waitFor(t, 20*time.Second, "watch to print the current state", func() bool { return strings.Contains(out.String(), "before") })
+	mustCLI(t, alice, "put", "todos", "t2", `{"title":"live"}`)
+	waitFor(t, 20*time.Second, "watch to print a live change", func() bool { return strings.Contains(out.String(), "live") })
 }

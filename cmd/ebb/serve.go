@@ -7,10 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -18,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/ebbsync/ebb/cmd/ebb/internal/datadir"
 	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/cmd/ebb/internal/telemetry"
 	"github.com/ebbsync/ebb/deploy/auth"
@@ -27,19 +30,30 @@ import (
 	"github.com/ebbsync/ebb/projection"
 )
 
-// serveConfig is what `ebb serve` was asked to do.
+// serveConfig is what `ebb serve` was asked to do, from the layered
+// serveFile (config.go).
 type serveConfig struct {
 	data       string
+	viewPath   string // the bbolt view
 	natsListen string
 	httpListen string
-	natsURL    string
-	syncEvery  time.Duration
+	natsURL    string // comma-separated; empty: the embedded server
+	// replicas is the stream replicas asked for; 0 asks for none (new
+	// streams get 1, existing ones keep theirs).
+	replicas  int
+	syncEvery time.Duration
 	// headerTimeout cuts an HTTP client that has not sent its request
 	// headers within it (slowloris).
 	headerTimeout time.Duration
-	policies      policyConfig
-	logs          logFlags
-	sec           securityFlags
+	// gateway holds the HTTP gateway's limits; serve fills in the rest.
+	gateway  gateway.Config
+	policies policyConfig
+	// recordedPolicies: no policy was configured, so c.policies are those
+	// recorded in the data directory.
+	recordedPolicies bool
+	logs             logFlags
+	sec              securityFlags
+	telemetry        telemetryConfig
 }
 
 // securityFlags are serve's TLS, authentication and encryption settings.
@@ -51,12 +65,204 @@ type securityFlags struct {
 	keyFile     string
 }
 
-func (f *securityFlags) register(m *Main, fs *flag.FlagSet) {
-	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate: serve NATS and HTTP over TLS")
-	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of --tls-cert")
-	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "PEM CA file: require and verify client certificates signed by it")
-	fs.StringVar(&f.authFile, "auth", "", "YAML users file: require credentials, confine each user to its tenant (see deploy/auth)")
-	fs.StringVar(&f.keyFile, "key-file", m.env("EBB_KEY_FILE", ""), "encrypt JetStream storage and the view with this key file: 64 hex digits or a passphrase (env EBB_KEY_FILE)")
+// serveMeta are serve's flags that are not configuration.
+type serveMeta struct {
+	config      string
+	printConfig bool
+	json        bool
+}
+
+// registerServeFlags binds serve's flags to c, pol (the --policy flags)
+// and meta. The flag defaults shown in help are c's values.
+func registerServeFlags(fs *flag.FlagSet, c *serveFile, pol policyFlags, meta *serveMeta) {
+	fs.StringVar(&meta.config, "config", meta.config, "YAML config file; flags and EBB_SERVE_* variables override it (env EBB_CONFIG)")
+	fs.BoolVar(&meta.printConfig, "print-config", false, "print the effective configuration (passwords redacted) and exit")
+	fs.BoolVar(&meta.json, "json", false, "with --print-config: print JSON instead of YAML")
+	fs.StringVar(&c.Data, "data", c.Data, "data directory (JetStream storage, the view, recorded policies)")
+	fs.StringVar(&c.View.Path, "view", c.View.Path, "the view's bbolt file (default view.db in --data)")
+	fs.StringVar(&c.Listen.NATS, "nats-listen", c.Listen.NATS, "address of the embedded NATS server's client listener")
+	fs.StringVar(&c.Listen.HTTP, "http-listen", c.Listen.HTTP, "address of the HTTP listener (health, metrics, gateway)")
+	fs.Var((*urlList)(&c.NATS.URLs), "nats", "use this existing NATS JetStream server or cluster (comma-separated URLs) instead of the embedded one")
+	fs.IntVar(&c.NATS.Replicas, "replicas", c.NATS.Replicas, "replicas of each stream (3 on a 3-node cluster): new streams get them, existing ones are raised to them, never lowered; 0 creates R1 and keeps existing streams' replicas")
+	fs.Var((*durationFlag)(&c.NATS.FsyncInterval), "fsync-interval", "embedded JetStream fsync interval; 0 fsyncs every write before acking")
+	fs.Var((*durationFlag)(&c.Limits.HTTPHeaderTimeout), "http-header-timeout", "cut an HTTP client that has not sent its request headers within this long")
+	fs.Int64Var(&c.Limits.HTTPMaxBody, "http-max-body", c.Limits.HTTPMaxBody, "largest HTTP request body in bytes; larger ones are answered 413")
+	fs.IntVar(&c.Limits.HTTPMaxLongPolls, "http-max-long-polls", c.Limits.HTTPMaxLongPolls, "long-polls served at once in all; more are answered 429")
+	fs.IntVar(&c.Limits.HTTPMaxLongPollsPerUser, "http-max-long-polls-per-user", c.Limits.HTTPMaxLongPollsPerUser, "long-polls served at once per user (per remote address without --auth); more are answered 429")
+	fs.Var(pol, "policy", "conflict policy of one collection, COLLECTION=POLICY (lww, merge, reject, manual); repeatable")
+	fs.StringVar(&c.Policies.Default, "default-policy", c.Policies.Default, "conflict policy of every other collection (default: the recorded one on a built view, else lww)")
+	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text, json, or auto (text on a terminal, JSON otherwise)")
+	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn, error")
+	fs.StringVar(&c.TLS.Cert, "tls-cert", c.TLS.Cert, "PEM certificate: serve NATS and HTTP over TLS")
+	fs.StringVar(&c.TLS.Key, "tls-key", c.TLS.Key, "PEM key of --tls-cert")
+	fs.StringVar(&c.TLS.ClientCA, "tls-client-ca", c.TLS.ClientCA, "PEM CA file: require and verify client certificates signed by it")
+	fs.StringVar(&c.Auth.File, "auth", c.Auth.File, "YAML users file: require credentials, confine each user to its tenant (see deploy/auth)")
+	fs.StringVar(&c.Keys.File, "key-file", c.Keys.File, "encrypt JetStream storage and the view with this key file: 64 hex digits or a passphrase (env EBB_KEY_FILE)")
+}
+
+// urlList is a flag of comma-separated URLs.
+type urlList []string
+
+func (u *urlList) String() string { return strings.Join(*u, ",") }
+
+func (u *urlList) Set(v string) error {
+	*u = nil
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*u = append(*u, p)
+		}
+	}
+	return nil
+}
+
+// durationFlag is a duration setting as a flag.
+type durationFlag duration
+
+func (d *durationFlag) String() string { return time.Duration(*d).String() }
+func (d *durationFlag) Set(v string) error {
+	x, err := time.ParseDuration(v)
+	*d = durationFlag(x)
+	return err
+}
+
+// loadServeConfig layers serve's configuration: defaults, the config file
+// (--config or env EBB_CONFIG), EBB_KEY_FILE, EBB_SERVE_* variables, then
+// the flags in args. It parses args twice: once to find --config (and to
+// report flag errors and --help), once over the loaded configuration so
+// only the flags given override it.
+func loadServeConfig(m *Main, args []string) (serveFile, serveMeta, error) {
+	meta := serveMeta{config: m.Getenv("EBB_CONFIG")}
+	first := defaultServeFile()
+	fs := m.newFlagSet("serve")
+	registerServeFlags(fs, &first, policyFlags{}, &meta)
+	if err := m.parse(fs, args); err != nil {
+		return serveFile{}, meta, err
+	}
+	if fs.NArg() > 0 {
+		return serveFile{}, meta, usagef("serve takes no arguments, got %q", fs.Args())
+	}
+	c := defaultServeFile()
+	if meta.config != "" {
+		if err := loadServeFile(meta.config, &c); err != nil {
+			return serveFile{}, meta, err
+		}
+	}
+	if k := m.Getenv("EBB_KEY_FILE"); k != "" {
+		c.Keys.File = k
+	}
+	if err := applyEnv(&c, m.Getenv); err != nil {
+		return serveFile{}, meta, err
+	}
+	pol := policyFlags{}
+	fs = m.newFlagSet("serve")
+	registerServeFlags(fs, &c, pol, &serveMeta{})
+	if err := m.parse(fs, args); err != nil {
+		return serveFile{}, meta, err
+	}
+	if len(pol) > 0 {
+		merged := maps.Clone(c.Policies.Collections)
+		if merged == nil {
+			merged = map[string]string{}
+		}
+		maps.Copy(merged, pol)
+		c.Policies.Collections = merged
+	}
+	return c, meta, nil
+}
+
+// check validates c all at once.
+func (c serveFile) check() error {
+	var errs []error
+	if c.Limits.HTTPMaxBody <= 0 || c.Limits.HTTPMaxLongPolls <= 0 || c.Limits.HTTPMaxLongPollsPerUser <= 0 {
+		errs = append(errs, usagef("--http-max-body, --http-max-long-polls and --http-max-long-polls-per-user must be positive"))
+	}
+	if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
+		errs = append(errs, usagef("--replicas (nats.replicas) %d: want 0 to 5 (JetStream's limit; 0 keeps existing streams' replicas)", c.NATS.Replicas))
+	}
+	if c.NATS.Replicas > 1 && len(c.NATS.URLs) == 0 {
+		errs = append(errs, usagef("--replicas (nats.replicas) %d needs a cluster (--nats); the embedded server is a single node", c.NATS.Replicas))
+	}
+	if c.View.PostgresURL != "" {
+		errs = append(errs, usagef("view.postgres_url: the PostgreSQL view store is not available yet; leave it empty for the bbolt view"))
+	}
+	if c.Data == "" {
+		errs = append(errs, usagef("--data (data) must not be empty"))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return &usageError{oneLineJoin(errs)}
+}
+
+// oneLineJoin joins errs into one error on one line.
+func oneLineJoin(errs []error) error {
+	msgs := make([]string, 0, len(errs))
+	for _, e := range errs {
+		msgs = append(msgs, e.Error())
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// policiesGiven reports whether any layer chose a policy.
+func (c serveFile) policiesGiven() bool {
+	return c.Policies.Default != "" || len(c.Policies.Collections) > 0
+}
+
+// effectivePolicies fills in c's policies: the configured ones (default
+// lww), or with none configured those recorded in the data directory.
+// recorded reports the latter.
+func (c *serveFile) effectivePolicies() (recorded bool, err error) {
+	if c.policiesGiven() {
+		if c.Policies.Default == "" {
+			c.Policies.Default = "lww"
+		}
+		return false, nil
+	}
+	pc, err := loadPolicies(c.Data)
+	if err != nil {
+		return false, err
+	}
+	c.Policies = policyConfig{Default: pc.Default, Collections: pc.Collections}
+	return true, nil
+}
+
+// serveConfig turns the layered configuration into what serve runs.
+func (c serveFile) serveConfig(recorded bool) serveConfig {
+	view := c.View.Path
+	if view == "" {
+		view = filepath.Join(c.Data, viewFile)
+	}
+	return serveConfig{
+		data: c.Data, viewPath: view, natsListen: c.Listen.NATS, httpListen: c.Listen.HTTP,
+		natsURL: strings.Join(c.NATS.URLs, ","), replicas: c.NATS.Replicas,
+		syncEvery: time.Duration(c.NATS.FsyncInterval), headerTimeout: time.Duration(c.Limits.HTTPHeaderTimeout),
+		gateway: gateway.Config{MaxBody: c.Limits.HTTPMaxBody, MaxLongPolls: c.Limits.HTTPMaxLongPolls,
+			MaxLongPollsPerUser: c.Limits.HTTPMaxLongPollsPerUser},
+		policies: c.Policies, recordedPolicies: recorded,
+		logs: logFlags{format: c.Log.Format, level: c.Log.Level},
+		sec: securityFlags{tlsCert: c.TLS.Cert, tlsKey: c.TLS.Key, tlsClientCA: c.TLS.ClientCA,
+			authFile: c.Auth.File, keyFile: c.Keys.File},
+		telemetry: c.Telemetry,
+	}
+}
+
+// otelGetenv reads OTEL_* variables from getenv, falling back to the
+// configured telemetry settings.
+func (t telemetryConfig) otelGetenv(getenv func(string) string) func(string) string {
+	return func(k string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		switch k {
+		case "OTEL_TRACES_EXPORTER":
+			return t.TracesExporter
+		case "OTEL_METRICS_EXPORTER":
+			return t.MetricsExporter
+		case "OTEL_EXPORTER_OTLP_ENDPOINT":
+			return t.OTLPEndpoint
+		}
+		return ""
+	}
 }
 
 // security is what securityFlags load to.
@@ -106,39 +312,36 @@ func (f *securityFlags) load(data, natsURL string) (security, error) {
 }
 
 func runServe(ctx context.Context, m *Main, args []string) error {
-	var c serveConfig
-	fs := m.newFlagSet("serve")
-	fs.StringVar(&c.data, "data", "./ebb-data", "data directory (JetStream storage and the view)")
-	fs.StringVar(&c.natsListen, "nats-listen", embedded.DefaultListen, "address of the embedded NATS server's client listener")
-	fs.StringVar(&c.httpListen, "http-listen", "127.0.0.1:8080", "address of the HTTP listener (health, metrics, gateway)")
-	fs.StringVar(&c.natsURL, "nats", "", "use this existing NATS JetStream server or cluster instead of the embedded one")
-	fs.DurationVar(&c.syncEvery, "fsync-interval", 0, "embedded JetStream fsync interval; 0 fsyncs every write before acking")
-	fs.DurationVar(&c.headerTimeout, "http-header-timeout", 10*time.Second, "cut an HTTP client that has not sent its request headers within this long")
-	perColl := policyFlags{}
-	fs.Var(perColl, "policy", "conflict policy of one collection, COLLECTION=POLICY (lww, merge, reject, manual); repeatable")
-	fs.StringVar(&c.policies.Default, "default-policy", "lww", "conflict policy of every other collection")
-	c.logs.register(fs)
-	c.sec.register(m, fs)
-	if err := m.parse(fs, args); err != nil {
+	fc, meta, err := loadServeConfig(m, args)
+	if err != nil {
 		return err
 	}
-	c.policies.Collections = perColl
+	if err := fc.check(); err != nil {
+		return err
+	}
+	recorded, err := fc.effectivePolicies()
+	if err != nil {
+		return err
+	}
+	c := fc.serveConfig(recorded)
 	if _, err := c.policies.resolve(projection.NewRegistry()); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("serve takes no arguments, got %q", fs.Args())
 	}
 	log, err := c.logs.logger(m.Stderr)
 	if err != nil {
 		return err
+	}
+	if meta.printConfig {
+		return printConfig(m.Stdout, fc, meta.json)
 	}
 	log = slog.New(telemetry.LogHandler(log.Handler())) // trace ids on lines logged inside a span
 	return serve(ctx, c, log)
 }
 
 // serve runs the server until ctx ends; every part it starts is stopped, in
-// reverse order, before it returns.
+// reverse order, before it returns. It locks the data directory (creating
+// it if missing) before it reads or writes anything in it, and holds the
+// lock until everything else has stopped.
 func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	var stops []func(context.Context) error
 	defer func() {
@@ -148,6 +351,15 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 			err = errors.Join(err, stops[i](sctx))
 		}
 	}()
+
+	// Nothing in the data directory is touched before it is ours: a second
+	// server that started nats-server on the same JetStream directory, even
+	// one that then failed, could destroy the first one's streams.
+	lock, err := datadir.Acquire(c.data, datadir.Options{Create: true, Command: "ebb serve"})
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	stops = append(stops, func(context.Context) error { return lock.Release() })
 
 	sec, err := c.sec.load(c.data, c.natsURL)
 	if err != nil {
@@ -164,13 +376,21 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		return fmt.Errorf("serve: jetstream: %w", err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = events.EnsureStreams(sctx, js, events.StreamOptions{})
+	changes, err := events.ReconcileStreams(sctx, js, events.StreamOptions{Replicas: c.replicas})
 	cancel()
+	for _, ch := range changes {
+		if ch.Kept {
+			log.Warn("stream setting differs from ebb's default; kept", "stream", ch.Stream, "setting", ch.Setting, "have", ch.Have, "default", ch.Want)
+		} else {
+			log.Info("stream changed", "stream", ch.Stream, "setting", ch.Setting, "from", ch.Have, "to", ch.Want)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 
-	tel, err := telemetry.New(ctx, telemetry.Config{ServiceName: "ebb", Prometheus: true, Getenv: os.Getenv})
+	tel, err := telemetry.New(ctx, telemetry.Config{ServiceName: c.telemetry.ServiceName, Prometheus: true,
+		Getenv: c.telemetry.otelGetenv(os.Getenv)})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -185,20 +405,23 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	}
 
 	gw, err := gateway.New(gateway.Config{
-		JetStream: js,
-		Metrics:   tel.MetricsHandler().ServeHTTP,
+		MaxBody:             c.gateway.MaxBody,
+		MaxLongPolls:        c.gateway.MaxLongPolls,
+		MaxLongPollsPerUser: c.gateway.MaxLongPollsPerUser,
+		JetStream:           js,
+		Metrics:             tel.MetricsHandler().ServeHTTP,
 		Ready: func(context.Context) error {
-			select {
-			case <-proj.Done():
-				return fmt.Errorf("projector stopped: %w", proj.Err())
-			default:
-				return nil
+			var natsErr error
+			if st := nc.Status(); st != nats.CONNECTED {
+				natsErr = fmt.Errorf("nats connection to %s: %s", url, st)
 			}
+			return errors.Join(natsErr, projectorReady(proj))
 		},
 		Users:          sec.users,
 		Logger:         log,
 		TracerProvider: tel.TracerProvider(),
 		Propagator:     tel.Propagator(),
+		MeterProvider:  tel.MeterProvider(),
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -223,6 +446,11 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	}
 }
 
+// projectorReady is /readyz's check of the projector: nil while it is
+// making progress (or idle with nothing to do), else an error naming the
+// cause. It is the one call site of that check.
+var projectorReady = (*projection.Projector).Ready
+
 // viewFile is the server view's bbolt file in the data directory.
 const viewFile = "view.db"
 
@@ -233,13 +461,16 @@ func startProjector(ctx context.Context, c serveConfig, view *keys.Cipher, js je
 	if err != nil {
 		return nil, err
 	}
-	store, err := projection.OpenBolt(filepath.Join(c.data, viewFile), projection.BoltOptions{Timeout: 2 * time.Second, Cipher: view})
+	store, err := projection.OpenBolt(c.viewPath, projection.BoltOptions{Timeout: 2 * time.Second, Cipher: view})
 	if err != nil {
-		return nil, fmt.Errorf("serve: open view (is another ebb serve using %s?): %w", c.data, err)
+		return nil, fmt.Errorf("serve: open view %s: %w", c.viewPath, err)
 	}
 	*stops = append(*stops, func(context.Context) error { return store.Close() })
 	if err := checkPolicyChange(ctx, c, store); err != nil {
 		return nil, err
+	}
+	if c.recordedPolicies {
+		log.Info("no policies configured: using those recorded in the data directory", "policies", c.policies.String())
 	}
 	if err := c.policies.save(c.data); err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
@@ -266,11 +497,21 @@ func connectServer(ctx context.Context, c serveConfig, sec security, log *slog.L
 			return nil, "", fmt.Errorf("serve: connect to %s: %w", c.natsURL, err)
 		}
 		*stops = append(*stops, func(context.Context) error { nc.Close(); return nil })
+		if sec.users != nil {
+			// The answers the external server's config (auth.NATSConfigWith)
+			// routes to ebb: stream info without other tenants' subjects,
+			// and consumer creation that refuses push consumers.
+			if err := auth.ServeAPI(nc); err != nil {
+				return nil, "", fmt.Errorf("serve: %w", err)
+			}
+		}
 		return nc, c.natsURL, nil
 	}
 	var users []*server.User
+	var login auth.LoginLimit
 	if sec.users != nil {
 		users = sec.users.NATSUsers()
+		login = sec.users.Limits().Login
 	}
 	srv, err := embedded.Start(ctx, embedded.Config{
 		Dir:          filepath.Join(c.data, "jetstream"),
@@ -279,6 +520,7 @@ func connectServer(ctx context.Context, c serveConfig, sec security, log *slog.L
 		Logger:       log,
 		TLS:          sec.tls,
 		Users:        users,
+		Login:        login,
 		JetStreamKey: sec.jsKey,
 	})
 	if err != nil {

@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ebbsync/ebb/cmd/ebb/internal/datadir"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/projection"
@@ -17,15 +20,20 @@ import (
 
 // runVerify rebuilds the view from EVENTS and compares it with the live one
 // (DESIGN.md invariant 4). It needs the server's data directory to itself:
-// stop `ebb serve` first. With --nats it reads EVENTS from that server
+// it takes the same lock as `ebb serve` and refuses, naming the holder,
+// while a server runs on it. With --nats it reads EVENTS from that server
 // instead of starting the embedded one on the data directory.
 func runVerify(ctx context.Context, m *Main, args []string) error {
-	var data, natsURL string
+	var data, natsURL, view, config string
+	var asJSON bool
 	fs := m.newFlagSet("verify")
+	fs.StringVar(&config, "config", m.Getenv("EBB_CONFIG"), "take --data, --view, --nats and --key-file from this ebb serve config file (env EBB_CONFIG); flags override it")
 	fs.StringVar(&data, "data", "./ebb-data", "the server's data directory")
+	fs.StringVar(&view, "view", "", "the view's bbolt file (default view.db in --data)")
 	fs.StringVar(&natsURL, "nats", "", "read EVENTS from this NATS server instead of the embedded one")
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	var conn connFlags
-	conn.register(m, fs)
+	conn.register(m, fs, clientContext{})
 	var keyFile string
 	fs.StringVar(&keyFile, "key-file", m.env("EBB_KEY_FILE", ""), "the key file ebb serve encrypts the data directory with (env EBB_KEY_FILE)")
 	if err := m.parse(fs, args); err != nil {
@@ -34,6 +42,39 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("verify takes no arguments, got %q", fs.Args())
 	}
+	if config != "" {
+		fc := defaultServeFile()
+		if err := loadServeFile(config, &fc); err != nil {
+			return err
+		}
+		if err := applyEnv(&fc, m.Getenv); err != nil {
+			return err
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["data"] {
+			data = fc.Data
+		}
+		if !set["view"] {
+			view = fc.View.Path
+		}
+		if !set["nats"] {
+			natsURL = strings.Join(fc.NATS.URLs, ",")
+		}
+		if !set["key-file"] && fc.Keys.File != "" && m.Getenv("EBB_KEY_FILE") == "" {
+			keyFile = fc.Keys.File
+		}
+	}
+	if view == "" {
+		view = filepath.Join(data, viewFile)
+	}
+	// The same lock as ebb serve's, taken before anything in data is read:
+	// verify starts nats-server on the data directory's JetStream storage.
+	lock, err := datadir.Acquire(data, datadir.Options{Command: "ebb verify"})
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	defer lock.Release()
 	pc, err := loadPolicies(data)
 	if err != nil {
 		return err
@@ -46,9 +87,9 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	live, err := projection.OpenBolt(filepath.Join(data, viewFile), projection.BoltOptions{Timeout: time.Second, Cipher: sec.view})
+	live, err := projection.OpenBolt(view, projection.BoltOptions{Timeout: time.Second, Cipher: sec.view})
 	if err != nil {
-		return fmt.Errorf("verify: open the live view in %s (stop ebb serve first): %w", data, err)
+		return fmt.Errorf("verify: open the live view %s: %w", view, err)
 	}
 	defer live.Close()
 
@@ -73,15 +114,36 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 		return fmt.Errorf("verify: %w", err)
 	}
 	rep, err := projection.Verify(ctx, js, live, projection.Config{Policies: policies})
+	if asJSON && (err == nil || errors.Is(err, projection.ErrDiverged)) {
+		if perr := printJSON(m.Stdout, verifyRecord{OK: err == nil, Docs: rep.Docs, Checkpoint: rep.Checkpoint,
+			LiveHash: rep.LiveHash, RebuiltHash: rep.RebuiltHash, Diff: rep.Diff, Policies: pc.String()}); perr != nil {
+			return perr
+		}
+	}
 	if errors.Is(err, projection.ErrDiverged) {
-		fmt.Fprintf(m.Stdout, "DIFFERENT after replaying events 1..%d: %s\n", rep.Checkpoint, rep.Diff)
+		if !asJSON {
+			fmt.Fprintf(m.Stdout, "DIFFERENT after replaying events 1..%d: %s\n", rep.Checkpoint, rep.Diff)
+		}
 		return &exitError{code: 1, err: fmt.Errorf("verify: the view differs from its rebuild: %s", rep.Diff)}
 	}
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	fmt.Fprintf(m.Stdout, "OK: %d documents, events 1..%d replayed, view hash %s\n", rep.Docs, rep.Checkpoint, rep.LiveHash)
+	if !asJSON {
+		fmt.Fprintf(m.Stdout, "OK: %d documents, events 1..%d replayed, view hash %s\n", rep.Docs, rep.Checkpoint, rep.LiveHash)
+	}
 	return nil
+}
+
+// verifyRecord is `ebb verify --json`.
+type verifyRecord struct {
+	OK          bool   `json:"ok"`
+	Docs        int    `json:"docs"`
+	Checkpoint  uint64 `json:"checkpoint"`
+	LiveHash    string `json:"live_hash"`
+	RebuiltHash string `json:"rebuilt_hash"`
+	Diff        string `json:"diff,omitempty"`
+	Policies    string `json:"policies"`
 }
 
 // verifyKeys reads the key the server data directory data is encrypted

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/ebbsync/ebb/consumer"
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
 )
 
 // pushTimeout bounds how long a write command waits to push and hear back
@@ -41,7 +45,14 @@ func runWrite(ctx context.Context, m *Main, op string, args []string, want ...st
 	coll, id := pos[0], pos[1]
 	var fields events.Fields
 	if len(pos) > 2 {
-		if fields, err = parseFields(pos[2]); err != nil {
+		doc, from, err := m.readDoc(pos[2])
+		if err != nil {
+			return err
+		}
+		if fields, err = parseFields(doc); err != nil {
+			if from != "" {
+				return usagef("%s: %v", from, err)
+			}
 			return err
 		}
 	}
@@ -66,18 +77,20 @@ func runWrite(ctx context.Context, m *Main, op string, args []string, want ...st
 		return usageIfInvalid(fmt.Errorf("%s %s/%s: %w", op, coll, id, err))
 	}
 
-	state := "queued, offline"
+	out := writeOutcome{State: "queued, offline"}
+	last, ok, err := s.r.Log().LastEntry(ctx)
+	if err != nil {
+		return fmt.Errorf("%s %s/%s: %w", op, coll, id, err)
+	}
+	if ok {
+		out.Event = last.Event.ID
+	}
 	if s.online() {
 		sctx, cancel := context.WithTimeout(ctx, pushTimeout)
-		_, err := s.r.Sync(sctx)
+		_, serr := s.r.Sync(sctx)
 		cancel()
-		switch {
-		case err == nil:
-			state = "synced"
-		case errors.Is(err, context.DeadlineExceeded):
-			state = "pushed, no receipt yet"
-		default:
-			state = "queued (" + err.Error() + ")"
+		if out, err = outcomeOf(ctx, s, out.Event, serr); err != nil {
+			return fmt.Errorf("%s %s/%s: %w", op, coll, id, err)
 		}
 		if d, err := s.r.Get(ctx, coll, id); err == nil || errors.Is(err, consumer.ErrNotFound) {
 			doc = d
@@ -85,13 +98,131 @@ func runWrite(ctx context.Context, m *Main, op string, args []string, want ...st
 	}
 	if c.json {
 		rec := recordOf(doc)
-		return printJSON(m.Stdout, struct {
+		if err := printJSON(m.Stdout, struct {
 			docRecord
-			State string `json:"state"`
-		}{rec, state})
+			writeOutcome
+		}{rec, out}); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(m.Stdout, "%s %s/%s: %s\n", op, coll, id, out.text())
 	}
-	fmt.Fprintf(m.Stdout, "%s %s/%s: %s\n", op, coll, id, state)
+	if out.failed() {
+		return errRefusedWrite
+	}
 	return nil
+}
+
+// maxDocInput bounds a document read from a file or stdin; the event's own
+// limits (events.DefaultLimits) are checked after.
+const maxDocInput = 64 << 20
+
+// readDoc returns the JSON document an argument stands for: the argument
+// itself, the contents of FILE for "@FILE", or stdin for "-". from names
+// the source ("" for the argument itself) for error messages.
+func (m *Main) readDoc(arg string) (doc, from string, err error) {
+	var r io.Reader
+	switch {
+	case arg == "-":
+		from, r = "stdin", m.Stdin
+		if r == nil {
+			return "", from, usagef("no stdin to read the document from")
+		}
+	case strings.HasPrefix(arg, "@"):
+		from = arg[1:]
+		f, err := os.Open(from)
+		if err != nil {
+			return "", from, usagef("read document: %v", err)
+		}
+		defer f.Close()
+		r = f
+	default:
+		return arg, "", nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxDocInput+1))
+	if err != nil {
+		return "", from, fmt.Errorf("read document from %s: %w", from, err)
+	}
+	if len(b) > maxDocInput {
+		return "", from, usagef("document in %s is larger than %d bytes", from, maxDocInput)
+	}
+	return string(b), from, nil
+}
+
+// errRefusedWrite is a write the server refused: the command has printed
+// what happened on stdout and exits 1.
+var errRefusedWrite = errors.New("the server refused the write")
+
+// writeOutcome is what became of one write, as far as the command saw.
+type writeOutcome struct {
+	// State: "queued, offline", "queued (<why>)" (not yet pushed),
+	// "pushed, no receipt yet", or "settled" once a receipt came.
+	State    string         `json:"state"`
+	Event    string         `json:"event,omitempty"`
+	Outcome  events.Outcome `json:"outcome,omitempty"`
+	Reason   string         `json:"reason,omitempty"`
+	Conflict string         `json:"conflict,omitempty"`
+	Version  uint64         `json:"applied_version,omitempty"` // the document version the receipt reported
+}
+
+// outcomeOf reads the fate of event id after a Sync that returned serr.
+func outcomeOf(ctx context.Context, s *clientSession, id string, serr error) (writeOutcome, error) {
+	out := writeOutcome{Event: id}
+	e, ok, err := s.r.Log().Entry(ctx, id)
+	if err != nil {
+		return out, err
+	}
+	switch {
+	case ok && e.State == producer.StateSettled:
+		out.State, out.Outcome, out.Reason, out.Conflict, out.Version = "settled", e.Outcome, e.Reason, e.Conflict, e.Version
+	case ok && e.State == producer.StateFailed:
+		out.State, out.Reason = "failed", e.Err
+	case ok && e.State == producer.StatePublished:
+		out.State = "pushed, no receipt yet"
+	case serr != nil && !errors.Is(serr, context.DeadlineExceeded):
+		out.State = "queued (" + serr.Error() + ")"
+	default:
+		out.State = "queued, not pushed yet"
+	}
+	return out, nil
+}
+
+// failed reports whether the server refused the write.
+func (o writeOutcome) failed() bool {
+	switch {
+	case o.State == "failed":
+		return true
+	case o.State != "settled":
+		return false
+	}
+	return o.Outcome == events.OutcomeRejected || o.Outcome == events.OutcomeInvalid
+}
+
+// text is the one-line account of o.
+func (o writeOutcome) text() string {
+	if o.State == "failed" {
+		return "refused by the server: " + o.Reason + " (see 'ebb status')"
+	}
+	if o.State != "settled" {
+		return o.State
+	}
+	switch o.Outcome {
+	case events.OutcomeApplied:
+		return fmt.Sprintf("synced, applied (version %d)", o.Version)
+	case events.OutcomeMerged:
+		return fmt.Sprintf("synced, merged with a concurrent write (version %d): %s", o.Version, o.Reason)
+	case events.OutcomeConflict:
+		return fmt.Sprintf("synced, conflict %s held open: settle it with 'ebb resolve' (see 'ebb conflicts')", o.Conflict)
+	case events.OutcomeRejected:
+		return "rejected: " + o.Reason + " (see 'ebb rejections')"
+	case events.OutcomeInvalid:
+		return "invalid: " + o.Reason + " (see 'ebb rejections')"
+	case events.OutcomeDuplicate:
+		return "synced, already applied (duplicate)"
+	case events.OutcomeReused:
+		return "written again as a new device: " + o.Reason
+	}
+	return string(o.Outcome)
 }
 
 // resolve settles the document's open conflict with fields.

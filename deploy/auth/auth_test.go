@@ -8,8 +8,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ebbsync/ebb/deploy/auth"
 )
@@ -29,6 +31,11 @@ func TestParse_Invalid(t *testing.T) {
 		{"client without tenant", "users: [{name: a, password: p, role: client}]", []string{"needs a tenant"}},
 		{"bad role", "users: [{name: a, password: p, tenant: t, role: root}]", []string{`role "root"`}},
 		{"reserved name", "users: [{name: _ebbx, password: p, role: admin}]", []string{"reserved"}},
+		{"durables of a client", "users: [{name: a, password: p, tenant: t, role: client, durables: [d]}]", []string{"durables are for role service"}},
+		{"durable owned twice", "users: [{name: a, password: p, tenant: t, role: service, durables: [d]}, {name: b, password: p, tenant: t, role: service, durables: [d]}]",
+			[]string{`durable "d" is already owned by "a"`}},
+		{"durable not a token", "users: [{name: a, password: p, tenant: t, role: service, durables: [a.b]}]", []string{`durable "a.b"`}},
+		{"negative limits", "limits: {max_connections: -1, login: {burst: -2}}\nusers: [{name: a, password: p, role: admin}]", []string{"max_connections -1", "login burst -2"}},
 		{"duplicate and empty, all at once", "users: [{name: a, password: p, role: admin}, {name: a, password: p, role: admin}, {name: '', password: p, role: admin}]",
 			[]string{"duplicate name", "user 3"}},
 	}
@@ -104,9 +111,12 @@ func TestPermissions_Confined(t *testing.T) {
 			t.Errorf("client permission %q is not confined", s)
 		}
 	}
-	svc := auth.User{Name: "billing", Tenant: "acme", Role: auth.RoleService}.Permissions()
-	if slices.ContainsFunc(svc.Publish, func(s string) bool { return strings.HasPrefix(s, "ebb.evt.") }) || !slices.Contains(svc.Publish, "$JS.ACK.CHANGES.>") {
-		t.Errorf("service publish %v: want acks, no events", svc.Publish)
+	svc := auth.User{Name: "billing", Tenant: "acme", Role: auth.RoleService, Durables: []string{"billing"}}.Permissions()
+	if slices.ContainsFunc(svc.Publish, func(s string) bool { return strings.HasPrefix(s, "ebb.evt.") }) || !slices.Contains(svc.Publish, "$JS.ACK.CHANGES.billing.>") {
+		t.Errorf("service publish %v: want acks of its durable, no events", svc.Publish)
+	}
+	if slices.Contains(svc.Publish, "$JS.ACK.CHANGES.>") {
+		t.Errorf("service may ack for every consumer: %v", svc.Publish)
 	}
 	// A name that is not a plain token gets an encoded, private inbox.
 	if got := auth.InboxPrefix("a.b"); got != "_INBOX_~YS5i" {
@@ -151,12 +161,22 @@ func TestNATSConfig_Golden(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nats-server refuses the generated config: %v", err)
 	}
-	want := u.NATSUsers()
+	want := slices.DeleteFunc(u.NATSUsers(), func(w *server.User) bool { return w.Username == auth.InternalUser })
 	if len(opts.Users) != len(want) {
 		t.Fatalf("config has %d users, want %d", len(opts.Users), len(want))
 	}
+	byName := map[string]*server.User{}
+	for _, u := range opts.Users {
+		byName[u.Username] = u
+	}
 	for i, w := range want {
-		got := opts.Users[i]
+		got := byName[w.Username]
+		if got == nil {
+			t.Fatalf("user %d %s is not in the config", i, w.Username)
+		}
+		if got.Account == nil || w.Account == nil || got.Account.Name != w.Account.Name {
+			t.Errorf("user %s: account %v, want %v", w.Username, got.Account, w.Account)
+		}
 		if got.Username != w.Username || got.Password != w.Password {
 			t.Errorf("user %d: %s, want %s with the same hash", i, got.Username, w.Username)
 		}
@@ -167,5 +187,36 @@ func TestNATSConfig_Golden(t *testing.T) {
 			!slices.Equal(got.Permissions.Subscribe.Allow, w.Permissions.Subscribe.Allow)) {
 			t.Errorf("user %s: permissions differ from NATSUsers", w.Username)
 		}
+	}
+}
+
+// TestAuthenticate_UnknownCostsLikeKnown: a failure for an unknown name
+// costs what a wrong password of a real (bcrypt) user costs, so timing
+// does not tell which names exist.
+func TestAuthenticate_UnknownCostsLikeKnown(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := auth.New([]auth.User{{Name: "carol", PasswordHash: string(hash), Tenant: "acme", Role: auth.RoleClient}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cost := func(name string) time.Duration {
+		var ds []time.Duration
+		for range 5 {
+			start := time.Now()
+			if _, err := u.Authenticate(name, "guess"); !errors.Is(err, auth.ErrBadCredentials) {
+				t.Fatalf("%s: %v", name, err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		slices.Sort(ds)
+		return ds[len(ds)/2]
+	}
+	known, unknown := cost("carol"), cost("mallory")
+	t.Logf("wrong password %s, unknown user %s", known, unknown)
+	if unknown < known/3 || unknown > known*3 {
+		t.Fatalf("unknown user costs %s, a wrong password %s: not the same order", unknown, known)
 	}
 }

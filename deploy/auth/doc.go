@@ -1,13 +1,17 @@
-// Package auth holds ebb's users and the NATS permissions of each role: the
-// one place that decides what a credential may touch (DESIGN.md invariant 7,
-// "a client credentialed for tenant A can neither read nor write tenant B").
+// Package auth holds ebb's users, their NATS accounts and permissions,
+// their quotas and the login guard: the one place that decides what a
+// credential may touch. It keeps DESIGN.md invariant 7 as restated in
+// events/PROTOCOL.md: a client of tenant A can neither read nor write
+// tenant B, including writes the server makes on its behalf.
 //
 // A users file (YAML, see Parse) names each user, its password (or a bcrypt
-// password_hash), its tenant and its role. The same Users value serves the
-// embedded nats-server (NATSUsers: one NATS user per ebb user, with subject
-// permissions) and the HTTP gateway (Authenticate), so the two paths can
-// never disagree about who may do what; NATSConfig writes the equivalent
-// authorization block for an external nats-server (deploy/nats-auth.conf).
+// password_hash), its tenant, its role and, for a service, the durables it
+// owns; an optional limits block sets the quotas (see Limits). The same
+// Users value serves the embedded nats-server (NATSUsers, with
+// NATSAuthenticator checking logins) and the HTTP gateway
+// (AuthenticateFrom), so the two paths cannot disagree about who may do
+// what; NATSConfig writes the equivalent configuration for an external
+// nats-server (deploy/nats-auth.conf).
 //
 // # Roles
 //
@@ -15,55 +19,119 @@
 //     the projector refuses a payload whose client is not the subject's), reads its
 //     tenant's changes and its own receipts. Its client id is its user name,
 //     so its receipts subject is exactly events.ReceiptSubject(tenant, name).
-//   - service: reads its tenant's changes, also through durable consumers
-//     that it acknowledges; it writes nothing.
-//   - admin: everything (operators, `ebb verify`).
+//   - service: reads its tenant's changes, also through the durable
+//     consumers it lists under durables, which it acknowledges; it writes
+//     nothing.
+//   - admin: everything (operators, `ebb verify`, `ebb serve --nats`).
 //
-// # What the NATS permissions allow, and why
+// # Accounts: why a reply subject cannot reach a stream
 //
-// JetStream is driven through request subjects, so tenant confinement is a
-// matter of allowing only the API subjects that carry the tenant in them.
-// The subjects below are the ones consumer.Replica, consumer.Watch and
-// producer.Publisher really use (found by running them under these
-// permissions and recording every $JS.API request, see
-// TestSecurity_TenantIsolation in cmd/ebb):
+// NATS checks permissions on the subject a client publishes to, never on
+// the reply subject it names, and JetStream publishes its answers (API
+// responses, PubAcks, direct-get messages) to that reply subject in the
+// account that holds the streams. With every user in that account, any
+// client could make the server write into any stream
+// (`pub '$JS.API.STREAM.INFO.CHANGES' ” --reply ebb.chg.acme.notes.n1`).
 //
-//	publish  ebb.evt.<tenant>.<user>.>                                client events, as itself
-//	publish  $JS.API.STREAM.INFO.CHANGES / .RECEIPTS                  reset detection
-//	publish  $JS.API.CONSUMER.CREATE.CHANGES.*.ebb.chg.<tenant>.>     ordered consumer, one filter
-//	publish  $JS.API.CONSUMER.CREATE.RECEIPTS.*.ebb.rcpt.<tenant>.<user>
-//	publish  $JS.API.CONSUMER.MSG.NEXT.CHANGES.* / .RECEIPTS.*        fetch
-//	publish  $JS.API.DIRECT.GET.CHANGES.ebb.chg.<tenant>.>            last change in scope
-//	subscribe _INBOX_<user>.>                                         the user's private inbox
+// So the streams, ebb's own connection and the admins live in account
+// StreamAccount ("EBB"), and every other user lives in an account of its
+// own (AccountOf) that holds no stream and imports from EBB, as services,
+// exactly the requests the user may make. nats-server maps the reply
+// subject of an imported request to a private one in EBB and delivers the
+// answer back into the asker's account: a reply subject a client names
+// lands in its own account, where nothing stores it. This closes the class
+// by design, not by filtering subjects one at a time.
 //
-// A service has no event publish and no receipts, but may also publish
-// $JS.ACK.CHANGES.> (acks of its durable consumers). Nothing else is
-// allowed: no stream create, update, delete or purge, no consumer list or
-// delete, no direct get by sequence ($JS.API.DIRECT.GET.CHANGES without a
-// subject), no STREAM.MSG.GET, no subscription outside the private inbox.
-// A user must connect with nats.CustomInboxPrefix(InboxPrefix(name)):
-// replies of JetStream requests and fetched messages go to the inbox, and a
-// shared _INBOX.> would let one tenant read another's fetches.
+// The imports, which are also the user's publish permissions inside its
+// account (defence in depth, and a clear "permissions violation" for
+// anything else):
 //
-// Consumer creation is confined by its filter: nats.go puts a single filter
-// subject into the create subject ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>)
-// and nats-server refuses a request whose body filter differs from it. A
-// consumer with several filter subjects (FilterSubjects) is created on
-// $JS.API.CONSUMER.CREATE.<stream>.<name>, which cannot be confined and is
-// therefore refused: a Replica or a consumer.Subscribe scoped to two or more
-// collections does not work under auth today (scoped to one collection or to
-// the whole tenant, they send one filter and work).
+//	ebb.evt.<tenant>.<user>.>                                client events, as itself; the PubAck is the answer
+//	$JS.API.STREAM.INFO.CHANGES / .RECEIPTS                  reset detection (see below)
+//	$JS.API.CONSUMER.CREATE.CHANGES.*.ebb.chg.<tenant>.>     ordered consumer, one filter
+//	$JS.API.CONSUMER.CREATE.RECEIPTS.*.ebb.rcpt.<tenant>.<user>
+//	$JS.API.CONSUMER.MSG.NEXT.CHANGES.* / .RECEIPTS.*        fetch (a streamed answer)
+//	$JS.API.DIRECT.GET.CHANGES.ebb.chg.<tenant>.>            last change in scope
+//	subscribe _INBOX_<user>.>                                the user's private inbox
 //
-// # Residual exposure
+// A service has no event publish and no receipts; for each durable it owns
+// it also has CONSUMER.INFO, CONSUMER.DELETE and $JS.ACK of that name.
+// Every user account also imports $JS.API.INFO from a subject nobody
+// answers: without an import covering it, nats-server would give the
+// account its own JetStream API import, overlapping the others. Nothing
+// else is reachable: no stream create, update, delete or purge, no
+// consumer list, no direct get by sequence, no STREAM.MSG.GET, no
+// subscription outside the private inbox. Clients connect with
+// nats.CustomInboxPrefix(InboxPrefix(name)) as before; clients need no
+// change, since the imports keep the $JS.API subject names.
 //
-// Subjects that name a consumer rather than a tenant cannot be confined by
-// subject: MSG.NEXT and (for services) $JS.ACK. A user who
-// knows the name of another tenant's consumer could fetch from it or ack
-// for it. Ordered consumers get random 22-character names and consumer
-// names cannot be listed, so this needs a durable consumer with a guessable
-// name: give service durables unguessable names. STREAM.INFO also answers
-// a subjects_filter request with per-subject counts, which shows the
-// subject names (encoded document ids) of other tenants, not their content.
+// Responders: in the embedded configuration (NATSUsers) two kinds of
+// request do not go to JetStream directly but to responders in EBB
+// (ServeAPI, which the embedded server runs on its own connection).
+// STREAM.INFO goes to ServeStreamInfo, which asks JetStream with an empty
+// request and drops the per-subject lists, since a subjects_filter would
+// list every tenant's subjects (login names, document ids).
+// CONSUMER.CREATE goes to ServeConsumerCreate, which refuses push
+// consumers (JetStream publishes a push consumer's messages to its
+// deliver subject in EBB, where a deliver subject onto another tenant's
+// stream subjects would write there: a reply subject by another name),
+// an ack wait below MinAckWait and an inactive threshold below
+// MinInactiveThreshold, and passes the rest on unchanged. NATSConfig
+// (external server) imports both directly, with those two holes, unless
+// generated with NATSConfigWith(true) and a connection in EBB runs
+// ServeAPI.
+//
+// # One account per user, not per tenant
+//
+// Per-tenant accounts would close the cross-tenant case as well (and
+// nats-server does not pass an answer on through the importing account's
+// own imports, so a reply onto a neighbour's event subject goes nowhere
+// either). An account per user is chosen for two reasons: nats-server's
+// account limits (connections, subscriptions, payload) then are per-user
+// quotas, which NATS offers no other way for plain users; and a reply
+// subject a user names can never reach another user's inbox, even one
+// whose random token leaked, since no one else is in the account. The
+// cost, from BenchmarkAccounts_* (go test -run x -bench Accounts
+// ./deploy/embedded), is in deploy/README.md: connection setup a little
+// slower, publish latency unchanged within noise, and some tens of KiB of
+// heap per user, so one server holds tens of thousands of users this way;
+// beyond that, accounts made on demand by auth callout.
+//
+// # Durables
+//
+// Consumer names are one subject token and NATS wildcards are whole
+// tokens, so a durable cannot be confined by a name prefix. A service
+// lists the durables it owns (User.Durables, unique in the file); the
+// permissions of every other user deny each API subject naming them
+// (create or update with any filter, the legacy DURABLE.CREATE, info,
+// fetch, ack, delete). So nobody else can take one over, read from it or
+// make the server delete it. NATS cannot check a request body; the
+// consumer create responder refuses ack waits and inactive thresholds
+// below a second, to the owner too. A durable not listed has no owner: any user of the tenant scope may
+// create or update it, and consumers count against the shared
+// Limits.MaxConsumers.
+//
+// # Quotas
+//
+// Limits are enforced by nats-server on each user's account: connections,
+// subscriptions and payload per user, and the JetStream consumers of EBB,
+// shared by all. Each has a default and is answered with nats-server's own
+// error (see Limits).
+//
+// # Logins
+//
+// Every login, NATS or HTTP, goes through a Guard: failures are counted
+// per user name and per source IP; past LoginLimit.Burst in a row, an
+// attempt is refused without any password check for a backoff that
+// doubles up to LoginLimit.MaxBackoff, and at most LoginLimit.Checks
+// bcrypt checks run at once. A locked name can thus be kept locked by an
+// attacker (at most MaxBackoff at a time, a success after it clears it);
+// behind a proxy every HTTP client has the proxy's source. If the file has
+// any password_hash, a failure for an unknown name or a plain password pays
+// one bcrypt at the file's highest cost, so failures do not tell which
+// names exist. A successful bcrypt check over HTTP is cached in memory by
+// a SHA-256 of the password so a busy client does not pay bcrypt per
+// request.
 //
 // # HTTP
 //
@@ -71,16 +139,4 @@
 // "Authorization: Bearer <token>" where the token is the base64 (standard,
 // padded) encoding of "user:password" — the Basic credentials under another
 // scheme, for clients whose HTTP stack only sets bearer tokens.
-// Authenticate checks a password in constant time (plain) or with bcrypt
-// (hash); a successful bcrypt check is cached in memory by a SHA-256 of the
-// password so a busy client does not pay bcrypt per request.
-// BenchmarkAuthenticate (go test -bench . ./deploy/auth, shared 2-core VM):
-//
-//	plain password           25 ns/op
-//	bcrypt, cached          159 ns/op
-//	bcrypt, wrong password   59 ms/op  (cost 10; every miss pays it)
-//
-// So wrong passwords are expensive to check: a flood of them costs the
-// server a core per ~17 requests a second. There is no rate limit yet;
-// put one in front of the gateway if it faces the internet.
 package auth

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -53,12 +54,20 @@ type User struct {
 	// ignored for admin.
 	Tenant string `yaml:"tenant,omitempty"`
 	Role   Role   `yaml:"role"`
+	// Durables are the names of the durable consumers on CHANGES that
+	// this user owns (role service only): only it may create, update,
+	// read from, ack for or delete them. Each is one subject token of
+	// letters, digits, '-' and '_', and no two users list the same name.
+	Durables []string `yaml:"durables,omitempty"`
 }
 
 // Users is a validated set of users. It is safe for concurrent use.
 type Users struct {
 	list   []User
 	byName map[string]int
+	limits Limits // with defaults
+	guard  *Guard
+	dummy  []byte // a bcrypt hash at the highest cost of the file, or nil
 
 	mu    sync.Mutex
 	known map[string][32]byte // user -> sha256 of a password bcrypt accepted
@@ -66,7 +75,8 @@ type Users struct {
 
 // file is the YAML document.
 type file struct {
-	Users []User `yaml:"users"`
+	Limits Limits `yaml:"limits"`
+	Users  []User `yaml:"users"`
 }
 
 // Load reads and validates the users file at path (see Parse).
@@ -100,11 +110,16 @@ func Parse(data []byte) (*Users, error) {
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidUsers, err)
 	}
-	return New(f.Users)
+	return NewWithLimits(f.Users, f.Limits)
 }
 
-// New validates list (see Parse) and returns it as Users.
-func New(list []User) (*Users, error) {
+// New validates list (see Parse) and returns it as Users with default
+// Limits.
+func New(list []User) (*Users, error) { return NewWithLimits(list, Limits{}) }
+
+// NewWithLimits validates list and limits (see Parse) and returns them as
+// Users; zero fields of limits take their defaults.
+func NewWithLimits(list []User, limits Limits) (*Users, error) {
 	var errs []error
 	bad := func(i int, name, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%w: user %d (%q): %s", ErrInvalidUsers, i+1, name, fmt.Sprintf(format, args...)))
@@ -112,8 +127,25 @@ func New(list []User) (*Users, error) {
 	if len(list) == 0 {
 		errs = append(errs, fmt.Errorf("%w: no users", ErrInvalidUsers))
 	}
-	u := &Users{list: slices.Clone(list), byName: make(map[string]int, len(list)), known: map[string][32]byte{}}
+	if err := limits.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	u := &Users{list: slices.Clone(list), byName: make(map[string]int, len(list)), known: map[string][32]byte{},
+		limits: limits.WithDefaults()}
+	owner := map[string]string{} // durable -> user
 	for i, usr := range u.list {
+		for _, d := range usr.Durables {
+			switch {
+			case usr.Role != RoleService:
+				bad(i, usr.Name, "durables are for role service, not %s", usr.Role)
+			case !isPlainName(d) || len(d) > 64:
+				bad(i, usr.Name, "durable %q: want 1 to 64 letters, digits, '-' or '_'", d)
+			case owner[d] != "":
+				bad(i, usr.Name, "durable %q is already owned by %q", d, owner[d])
+			default:
+				owner[d] = usr.Name
+			}
+		}
 		if err := events.ValidateName("name", usr.Name, events.DefaultLimits.MaxNameBytes); err != nil {
 			bad(i, usr.Name, "%v", err)
 		}
@@ -147,8 +179,42 @@ func New(list []User) (*Users, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	hashes := make([]string, 0, len(u.list))
+	for _, usr := range u.list {
+		hashes = append(hashes, usr.PasswordHash)
+	}
+	var err error
+	if u.dummy, err = dummyHash(hashes); err != nil {
+		return nil, err
+	}
+	u.guard = NewGuard(u.limits.Login)
 	return u, nil
 }
+
+// payFailure spends what a wrong password of the costliest bcrypt user
+// costs (nothing if there is none).
+func (u *Users) payFailure(password string) {
+	if u.dummy != nil {
+		_ = bcrypt.CompareHashAndPassword(u.dummy, []byte(password))
+	}
+}
+
+// isPlainName reports whether s is non-empty and only ASCII letters,
+// digits, '-' and '_': one subject token that needs no encoding.
+func isPlainName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Limits returns the limits of u, with defaults filled in.
+func (u *Users) Limits() Limits { return u.limits }
 
 // List returns the users in file order.
 func (u *Users) List() []User { return slices.Clone(u.list) }
@@ -162,31 +228,57 @@ func (u *Users) Lookup(name string) (User, bool) {
 	return u.list[i], true
 }
 
-// dummyHash is compared against when the user is unknown, so an unknown
-// name costs as much as a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("ebb-dummy"), bcrypt.MinCost)
+// AuthenticateFrom is Authenticate behind u's login Guard (see
+// LoginLimit): source is the client's address (host or host:port). A
+// refusal by the guard wraps ErrTooManyAttempts and is a *LockedError;
+// it costs no password check.
+func (u *Users) AuthenticateFrom(ctx context.Context, source, name, password string) (User, error) {
+	usr, known := u.Lookup(name)
+	cached := func() bool { return known && usr.PasswordHash != "" && u.cached(name, password) }
+	err := u.guard.CheckCached(ctx, name, Source(source), cached, func() error {
+		var err error
+		usr, err = u.Authenticate(name, password)
+		return err
+	})
+	if err != nil {
+		return User{}, err
+	}
+	return usr, nil
+}
+
+// cached reports whether password is the one bcrypt last accepted for name.
+func (u *Users) cached(name, password string) bool {
+	sum := sha256.Sum256([]byte(password))
+	u.mu.Lock()
+	have, hit := u.known[name]
+	u.mu.Unlock()
+	return hit && subtle.ConstantTimeCompare(have[:], sum[:]) == 1
+}
 
 // Authenticate returns the user called name if password is theirs, and an
-// error wrapping ErrBadCredentials otherwise.
+// error wrapping ErrBadCredentials otherwise. If any user has a
+// password_hash, every failure of an unknown name or of a plain password
+// also pays one bcrypt check at the highest cost in the file, so failures
+// do not tell which names exist (give all hashes one cost, or the cost
+// tells them apart); with plain passwords only, failures cost a constant
+// time compare. It has no rate limit: AuthenticateFrom adds it.
 func (u *Users) Authenticate(name, password string) (User, error) {
 	usr, ok := u.Lookup(name)
 	if !ok {
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		u.payFailure(password)
 		return User{}, fmt.Errorf("authenticate %q: %w", name, ErrBadCredentials)
 	}
 	if usr.PasswordHash == "" {
 		if subtle.ConstantTimeCompare([]byte(usr.Password), []byte(password)) != 1 {
+			u.payFailure(password)
 			return User{}, fmt.Errorf("authenticate %q: %w", name, ErrBadCredentials)
 		}
 		return usr, nil
 	}
-	sum := sha256.Sum256([]byte(password))
-	u.mu.Lock()
-	cached, hit := u.known[name]
-	u.mu.Unlock()
-	if hit && subtle.ConstantTimeCompare(cached[:], sum[:]) == 1 {
+	if u.cached(name, password) {
 		return usr, nil
 	}
+	sum := sha256.Sum256([]byte(password))
 	if err := bcrypt.CompareHashAndPassword([]byte(usr.PasswordHash), []byte(password)); err != nil {
 		return User{}, fmt.Errorf("authenticate %q: %w", name, ErrBadCredentials)
 	}

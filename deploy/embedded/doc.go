@@ -27,11 +27,21 @@
 //
 // Config.TLS (built by LoadServerTLS from PEM files) makes the client
 // listener require TLS, and client certificates when it has ClientCAs.
-// Config.Users (package deploy/auth makes them) turns on authentication
-// with per-user subject permissions; Start then adds an internal user with
-// a random password, which only Server.Connect knows. Whenever TLS or
-// Users is set, Server.Connect dials in process, so the server's own
-// connection needs neither a certificate nor a password on the network.
+// Config.Users (package deploy/auth makes them with auth.NATSUsers) turns
+// on authentication: every account a user points at is configured, with
+// its imports, exports, limits and JetStream; logins are checked by
+// auth.NATSAuthenticator under Config.Login (rate limited per user and
+// per source, failures of equal cost), not by nats-server's user list.
+// The internal user, which only Server.Connect knows, gets a random
+// password: the user named auth.InternalUser (in account auth.StreamAccount,
+// where the streams then live) or, without one, an added user with every
+// permission in the global account. With accounts, Start also answers
+// users' stream info requests (auth.ServeStreamInfo) on an internal
+// connection closed by Shutdown, and keeps the streams of a Dir first used
+// without auth (or the reverse) by moving Dir/jetstream/$G to
+// Dir/jetstream/EBB. Whenever TLS or Users is set, Server.Connect dials in
+// process, so the server's own connection needs neither a certificate nor
+// a password on the network.
 // Config.JetStreamKey encrypts JetStream's files with AES-GCM; read and
 // check the key with package deploy/keys first, since nats-server itself
 // does not refuse a wrong key (it skips the streams it cannot decrypt).

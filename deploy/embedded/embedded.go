@@ -2,14 +2,12 @@ package embedded
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +15,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/ebbsync/ebb/deploy/auth"
 )
 
 // Defaults applied to a zero Config field.
@@ -33,8 +33,12 @@ const (
 	// (sync_interval). Use it in SyncPolicy.Interval to get stock NATS behaviour.
 	NATSDefaultSyncInterval = 2 * time.Minute
 
-	// internalUserPrefix names the internal user Start adds with Users.
+	// internalUserPrefix starts the names reserved for the internal user.
 	internalUserPrefix = "_ebb"
+	// internalUser is the internal user's name (auth.InternalUser).
+	internalUser = auth.InternalUser
+	// globalAccount is nats-server's account of users without one.
+	globalAccount = "$G"
 	// tlsHandshakeTimeout bounds a client's TLS handshake.
 	tlsHandshakeTimeout = 5 * time.Second
 )
@@ -106,10 +110,17 @@ type Config struct {
 	// process connections (Server.Connect) skip TLS.
 	TLS *tls.Config
 	// Users, if any, turns on authentication: only these users may connect,
-	// each with its permissions (see package deploy/auth). Start adds one
-	// internal user with a random password and every permission, which
-	// Server.Connect uses; its password never leaves the process.
+	// each with its permissions and its account (see package deploy/auth,
+	// whose NATSUsers makes them). Every account a user points at is
+	// configured on the server. The internal user, which Server.Connect
+	// uses, gets a random password that never leaves the process: it is
+	// the user named auth.InternalUser if Users has one (in that user's
+	// account), else one added with every permission in the global
+	// account. Logins are checked by auth.NATSAuthenticator under Login.
 	Users []*server.User
+	// Login limits password guessing on the client listener when Users
+	// is set; zero fields take auth's defaults (see auth.LoginLimit).
+	Login auth.LoginLimit
 	// JetStreamKey, if set, encrypts JetStream's storage (AES-GCM) with
 	// this key (see package deploy/keys); it must be the same on every
 	// start on Dir. Start does not check it: nats-server skips streams it
@@ -170,10 +181,14 @@ func (c Config) validate() (listenAddr, error) {
 	if c.JetStreamKey != nil && len(c.JetStreamKey) < 16 {
 		bad("JetStreamKey is %d bytes, want at least 16", len(c.JetStreamKey))
 	}
+	if err := c.Login.Validate(); err != nil {
+		bad("Login: %v", err)
+	}
 	for i, u := range c.Users {
 		switch {
 		case u == nil || u.Username == "":
 			bad("Users[%d] has no name", i)
+		case u.Username == internalUser:
 		case strings.HasPrefix(u.Username, internalUserPrefix):
 			bad("Users[%d] %q: names starting with %q are reserved", i, u.Username, internalUserPrefix)
 		}
@@ -189,6 +204,7 @@ type Server struct {
 	clientURL string
 
 	internal *server.User // nil without Users
+	infoConn *nats.Conn   // serves users' API requests (auth.ServeAPI); nil without accounts
 
 	shutdownOnce sync.Once
 	shutdownDone chan struct{}
@@ -231,14 +247,24 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		opts.TLSVerify = cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
 		opts.TLSTimeout = tlsHandshakeTimeout.Seconds()
 	}
-	var internal *server.User
+	var (
+		internal *server.User
+		authn    *auth.NATSAuthenticator
+	)
 	if len(cfg.Users) > 0 {
-		pw := make([]byte, 32)
-		if _, err := rand.Read(pw); err != nil {
-			return nil, fmt.Errorf("start embedded nats: internal password: %w", err)
+		var users []*server.User
+		users, internal, err = withInternalUser(cfg.Users)
+		if err != nil {
+			return nil, fmt.Errorf("start embedded nats: %w", err)
 		}
-		internal = &server.User{Username: internalUserPrefix + "internal", Password: hex.EncodeToString(pw)}
-		opts.Users = append(slices.Clone(cfg.Users), internal)
+		opts.Accounts = accountsOf(users)
+		if authn, err = auth.NewNATSAuthenticator(users, cfg.Login); err != nil {
+			return nil, fmt.Errorf("start embedded nats: %w", err)
+		}
+		opts.CustomClientAuthentication = authn
+	}
+	if err := moveStreamAccount(cfg.Dir, internal); err != nil {
+		return nil, fmt.Errorf("start embedded nats: %w", err)
 	}
 	if cfg.JetStreamKey != nil {
 		opts.JetStreamKey = hex.EncodeToString(cfg.JetStreamKey)
@@ -254,6 +280,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded nats: %w", err)
+	}
+	if authn != nil {
+		authn.Bind(ns)
 	}
 	bridge := newLogBridge(logger)
 	ns.SetLoggerV2(bridge, bridge.debug, bridge.trace, false)
@@ -281,7 +310,29 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.clientURL = scheme + net.JoinHostPort(dialHost(addr.IP), strconv.Itoa(addr.Port))
 	}
+	if internal != nil && internal.Account != nil {
+		if err := s.serveStreamInfo(); err != nil {
+			_ = s.Shutdown(context.Background())
+			return nil, fmt.Errorf("start embedded nats: %w", err)
+		}
+	}
 	return s, nil
+}
+
+// serveStreamInfo answers users' stream info and consumer create requests
+// (the configuration of auth.NATSUsers sends them to auth.ServeAPI's
+// responders) on a connection of the internal user, closed by Shutdown.
+func (s *Server) serveStreamInfo() error {
+	nc, err := s.Connect(nats.Name("ebb-api"), nats.MaxReconnects(-1))
+	if err != nil {
+		return err
+	}
+	if err := auth.ServeAPI(nc); err != nil {
+		nc.Close()
+		return err
+	}
+	s.infoConn = nc
+	return nil
 }
 
 // waitReady polls the server until it accepts connections, it reports a fatal
@@ -369,6 +420,9 @@ func (s *Server) NATS() *server.Server { return s.ns }
 // keep waiting. It returns ctx's error if ctx ends first.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
+		if s.infoConn != nil {
+			s.infoConn.Close()
+		}
 		// nats-server's Shutdown blocks until done and cannot be cancelled; run
 		// it on its own goroutine so the caller's ctx bounds the wait. The
 		// goroutine ends when the server is down.

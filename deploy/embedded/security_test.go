@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 )
@@ -64,11 +65,11 @@ func TestStart_TLSAndUsers(t *testing.T) {
 
 func TestStart_JetStreamKeyAndUserValidation(t *testing.T) {
 	_, err := embedded.Start(t.Context(), embedded.Config{Dir: t.TempDir(), DontListen: true, JetStreamKey: []byte("short"),
-		Users: []*server.User{{Username: "_ebbx"}, nil}})
+		Users: []*server.User{{Username: "_ebbx"}, nil}, Login: auth.LoginLimit{Burst: -1}})
 	if !errors.Is(err, embedded.ErrInvalidConfig) {
 		t.Fatalf("err = %v, want ErrInvalidConfig", err)
 	}
-	for _, want := range []string{"JetStreamKey", "Users[0]", "Users[1]"} {
+	for _, want := range []string{"JetStreamKey", "Users[0]", "Users[1]", "Login"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection"
@@ -28,6 +29,8 @@ func RunStoreSuite(t *testing.T, newStore func(t *testing.T) projection.Store) {
 		{"HighWaterHoles", testHighWaterHoles},
 		{"HighWaterManyHoles", testHighWaterManyHoles},
 		{"CheckpointBackwardsIsAtomic", testCheckpointBackwards},
+		{"StreamMarks", testStreamMarks},
+		{"Reanchor", testReanchor},
 		{"Outbox", testOutbox},
 		{"ScanOrder", testScanOrder},
 		{"Close", testClose},
@@ -223,6 +226,74 @@ func testCheckpointBackwards(t *testing.T, s projection.Store) {
 	must(t, err)
 	if got.Version != 0 || len(out) != 0 || cp != 10 {
 		t.Fatalf("refused commit left doc v%d, %d outbox entries, checkpoint %d", got.Version, len(out), cp)
+	}
+}
+
+func sameMarks(a, b projection.StreamMarks) bool {
+	return a.Events.Created.Equal(b.Events.Created) && a.Changes.Created.Equal(b.Changes.Created) &&
+		a.Events.FirstSeq == b.Events.FirstSeq && a.Events.LastSeq == b.Events.LastSeq &&
+		a.Changes.FirstSeq == b.Changes.FirstSeq && a.Changes.LastSeq == b.Changes.LastSeq && a.Changes.Msgs == b.Changes.Msgs &&
+		a.Events.Msgs == b.Events.Msgs && a.Reanchors == b.Reanchors
+}
+
+// testStreamMarks: stream marks are committed with the checkpoint, read
+// back intact, and kept by a batch that does not set them.
+func testStreamMarks(t *testing.T, s projection.Store) {
+	m, err := s.Streams(ctx)
+	must(t, err)
+	if !sameMarks(m, projection.StreamMarks{}) {
+		t.Fatalf("empty store: stream marks %+v", m)
+	}
+	created := time.Date(2026, 1, 2, 3, 4, 5, 678901234, time.UTC)
+	want := projection.StreamMarks{
+		Events:  projection.StreamMark{Created: created, FirstSeq: 1},
+		Changes: projection.StreamMark{Created: created.Add(time.Second), LastSeq: 77, Msgs: 12},
+	}
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 3, Streams: &want}))
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 4}))
+	got, err := s.Streams(ctx)
+	must(t, err)
+	if !sameMarks(got, want) {
+		t.Fatalf("Streams = %+v, want %+v", got, want)
+	}
+	// A refused commit writes no marks either.
+	other := projection.StreamMarks{Events: projection.StreamMark{Created: created.Add(time.Hour)}}
+	if err := s.Commit(ctx, &projection.Batch{Checkpoint: 1, Streams: &other}); !errors.Is(err, projection.ErrCheckpoint) {
+		t.Fatalf("backwards commit with marks: %v, want ErrCheckpoint", err)
+	}
+	got, err = s.Streams(ctx)
+	must(t, err)
+	if !sameMarks(got, want) {
+		t.Fatalf("Streams after a refused commit = %+v, want %+v", got, want)
+	}
+}
+
+// testReanchor: a re-anchoring batch moves the checkpoint back, with its
+// marks, atomically; one without marks is refused whole.
+func testReanchor(t *testing.T, s projection.Store) {
+	a := addr("t", "c", "d")
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 10, Docs: []projection.Doc{doc(a, 1)}}))
+	err := s.Commit(ctx, &projection.Batch{Checkpoint: 0, Reanchor: true, Docs: []projection.Doc{doc(a, 2)}})
+	if !errors.Is(err, projection.ErrCheckpoint) {
+		t.Fatalf("re-anchor without marks: %v, want ErrCheckpoint", err)
+	}
+	if cp, err := s.Checkpoint(ctx); err != nil || cp != 10 {
+		t.Fatalf("refused re-anchor left checkpoint %d (%v), want 10", cp, err)
+	}
+	marks := projection.StreamMarks{Events: projection.StreamMark{Created: time.Unix(100, 0).UTC(), FirstSeq: 1}, Reanchors: 1}
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 0, Reanchor: true, Streams: &marks}))
+	cp, err := s.Checkpoint(ctx)
+	must(t, err)
+	got, err := s.Streams(ctx)
+	must(t, err)
+	d, err := s.Get(ctx, a)
+	must(t, err)
+	if cp != 0 || !sameMarks(got, marks) || d.Version != 1 {
+		t.Fatalf("after re-anchor: checkpoint %d, marks %+v, doc v%d; want 0, %+v, v1 (the view kept)", cp, got, d.Version, marks)
+	}
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 2}))
+	if cp, _ := s.Checkpoint(ctx); cp != 2 {
+		t.Fatalf("checkpoint %d after the re-anchor, want 2", cp)
 	}
 }
 

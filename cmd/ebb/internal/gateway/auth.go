@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/ebbsync/ebb/deploy/auth"
@@ -55,7 +57,10 @@ func credentials(r *http.Request) (user, password string, err error) {
 }
 
 // guard wraps h with authentication and the tenant check of a. Without
-// Config.Users it returns h unchanged.
+// Config.Users it returns h unchanged. Logins go through the users' login
+// guard (auth.Users.AuthenticateFrom), counted per user and per client
+// IP: a locked login is answered 429 with Retry-After, before any
+// password check.
 func (g *Gateway) guard(a access, h http.HandlerFunc) http.HandlerFunc {
 	if g.cfg.Users == nil {
 		return h
@@ -64,7 +69,13 @@ func (g *Gateway) guard(a access, h http.HandlerFunc) http.HandlerFunc {
 		name, password, err := credentials(r)
 		if err == nil {
 			var u auth.User
-			u, err = g.cfg.Users.Authenticate(name, password)
+			u, err = g.cfg.Users.AuthenticateFrom(r.Context(), r.RemoteAddr, name, password)
+			var locked *auth.LockedError
+			if errors.As(err, &locked) {
+				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(locked.RetryAfter.Seconds()))))
+				writeError(w, http.StatusTooManyRequests, err)
+				return
+			}
 			if err == nil {
 				if !allowed(u, a, r) {
 					writeError(w, http.StatusForbidden, errors.New("forbidden: user "+u.Name+" may not "+verb(a)+" here"))

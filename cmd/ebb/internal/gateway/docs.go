@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -63,9 +62,10 @@ func (g *Gateway) getDoc(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, fmt.Errorf("get %s/%s: %w", coll, id, err))
 		return
 	}
-	c, err := events.DecodeChange(m.Data)
+	c, err := readChange(m.Subject, m.Data)
 	if err != nil {
-		g.fail(w, r, fmt.Errorf("get %s/%s: stored change: %w", coll, id, err))
+		g.skipped(r.Context(), events.StreamChanges, m.Sequence, m.Subject, err)
+		g.fail(w, r, fmt.Errorf("document %s/%s: its last message in CHANGES (sequence %d) is not a change of it: %w", coll, id, m.Sequence, errNotFound))
 		return
 	}
 	if c.Deleted {
@@ -87,17 +87,7 @@ func (g *Gateway) listDocs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	withDeleted := r.URL.Query().Get("deleted") == "true"
-	docs := []DocRecord{}
-	err = g.lastPerSubject(r.Context(), events.CollectionChanges(tenant, coll), func(c *events.Change) {
-		if !c.Deleted || withDeleted {
-			docs = append(docs, recordOf(c))
-		}
-	})
-	if err != nil {
-		g.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, docs)
+	g.listPage(w, r, events.CollectionChanges(tenant, coll), func(c *events.Change) bool { return !c.Deleted || withDeleted })
 }
 
 func (g *Gateway) conflicts(w http.ResponseWriter, r *http.Request) {
@@ -106,55 +96,39 @@ func (g *Gateway) conflicts(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	docs := []DocRecord{}
-	err = g.lastPerSubject(r.Context(), events.TenantChanges(tenant), func(c *events.Change) {
-		if len(c.Conflicts) > 0 {
-			docs = append(docs, recordOf(c))
+	g.listPage(w, r, events.TenantChanges(tenant), func(c *events.Change) bool { return len(c.Conflicts) > 0 })
+}
+
+// listPage answers one page of the documents on filter that keep accepts.
+// CHANGES holds one message per document, its current state, so a page is
+// the changes feed's page (after, limit; no wait) with the documents keep
+// refuses left out: a page may hold fewer than limit documents, even none,
+// while more is true. A document written while a client pages through may
+// come again on a later page, at its newer state; none is missed.
+func (g *Gateway) listPage(w http.ResponseWriter, r *http.Request, filter string, keep func(*events.Change) bool) {
+	q := r.URL.Query()
+	if q.Has("wait") {
+		g.fail(w, r, bad("query parameter wait: lists do not long-poll; use the changes feed"))
+		return
+	}
+	resp := DocsResponse{Docs: []DocRecord{}}
+	var err error
+	resp.LastSeq, resp.More, err = pull(g, r, events.StreamChanges, filter, readChange, func(_ uint64, c *events.Change) {
+		if keep(c) {
+			resp.Docs = append(resp.Docs, recordOf(c))
 		}
 	})
 	if err != nil {
 		g.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, docs)
+	writeJSON(w, http.StatusOK, resp)
 }
 
-// lastPerSubject hands fn the current change of every document on filter.
-func (g *Gateway) lastPerSubject(ctx context.Context, filter string, fn func(*events.Change)) error {
-	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
-	defer cancel()
-	cons, err := g.cfg.JetStream.OrderedConsumer(ctx, events.StreamChanges, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{filter},
-		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
-		InactiveThreshold: 5 * time.Second,
-	})
-	if err != nil {
-		return fmt.Errorf("list %s: %w", filter, err)
-	}
-	for {
-		batch, err := cons.FetchNoWait(g.cfg.MaxPage)
-		if err != nil {
-			return fmt.Errorf("list %s: %w", filter, err)
-		}
-		n, more := 0, false
-		for m := range batch.Messages() {
-			n++
-			md, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("list %s: message metadata: %w", filter, err)
-			}
-			more = md.NumPending > 0
-			c, err := events.DecodeChange(m.Data())
-			if err != nil {
-				return fmt.Errorf("list %s: change at CHANGES sequence %d: %w", filter, md.Sequence.Stream, err)
-			}
-			fn(c)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("list %s: %w", filter, err)
-		}
-		if n == 0 || !more {
-			return nil
-		}
-	}
+// DocsResponse answers a list of documents (GET /docs/{collection},
+// /conflicts): one page of them. Pass LastSeq as the next request's after.
+type DocsResponse struct {
+	Docs    []DocRecord `json:"docs"`
+	LastSeq uint64      `json:"last_seq"`
+	More    bool        `json:"more"` // more documents may follow after LastSeq
 }

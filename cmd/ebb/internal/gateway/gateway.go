@@ -8,10 +8,13 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -26,17 +29,38 @@ type JetStream interface {
 	OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error)
 }
 
+// Defaults of Config's long-poll caps.
+const (
+	// DefaultMaxLongPolls bounds the ordered consumers long-polls hold on
+	// the NATS server at once.
+	DefaultMaxLongPolls = 1024
+	// DefaultMaxLongPollsPerUser leaves room for a user's few devices,
+	// each waiting on its changes and its receipts.
+	DefaultMaxLongPollsPerUser = 16
+)
+
 // Config configures a Gateway. Zero fields take the defaults noted.
 type Config struct {
-	JetStream JetStream                                    // required
-	Limits    events.Limits                                // event limits; default events.DefaultLimits
-	MaxBatch  int                                          // events in one push; default 1000
-	MaxBody   int64                                        // bytes in one request body; default 8 MiB
-	MaxPage   int                                          // changes or receipts in one pull; default 1000
-	MaxWait   time.Duration                                // longest long-poll; default 60s
-	Timeout   time.Duration                                // JetStream calls per request; default 10s
-	Ready     func(ctx context.Context) error              // readiness beyond stream presence; nil = none
-	Metrics   func(w http.ResponseWriter, r *http.Request) // /metrics handler; nil = 404
+	JetStream JetStream     // required
+	Limits    events.Limits // event limits; default events.DefaultLimits
+	MaxBatch  int           // events in one push; default 1000
+	MaxBody   int64         // bytes in one request body, any route; default 8 MiB; over it: 413
+	MaxPage   int           // changes or receipts in one pull; default 1000
+	MaxWait   time.Duration // longest long-poll; default 60s
+	Timeout   time.Duration // JetStream calls per request; default 10s
+	// MaxLongPolls caps the long-polls (pulls with wait > 0) served at
+	// once, over all users; default DefaultMaxLongPolls. One more is
+	// answered 429 at once.
+	MaxLongPolls int
+	// MaxLongPollsPerUser caps one user's long-polls served at once (the
+	// authenticated user; without Users, the remote address); default
+	// DefaultMaxLongPollsPerUser.
+	MaxLongPollsPerUser int
+	// Ready reports readiness beyond stream presence; nil = none. Its
+	// error is /readyz's cause; a joined error (errors.Join) lists each
+	// cause on its own.
+	Ready   func(ctx context.Context) error
+	Metrics func(w http.ResponseWriter, r *http.Request) // /metrics handler; nil = 404
 	// Users, if set, turns on authentication (HTTP Basic, or Bearer
 	// base64(user:password)): /v1/{tenant}/... answers 401 without valid
 	// credentials and 403 outside the user's tenant or role; /metrics is
@@ -50,6 +74,10 @@ type Config struct {
 	// Propagator reads trace context from requests and writes it into
 	// event headers; nil means W3C trace context and baggage.
 	Propagator propagation.TextMapPropagator
+	// MeterProvider, if set, gets the counter ebb.gateway.skipped
+	// (attributes stream, reason): messages not served because they were
+	// unreadable or did not match their subject.
+	MeterProvider metric.MeterProvider
 }
 
 func (c *Config) validate() error {
@@ -57,7 +85,7 @@ func (c *Config) validate() error {
 	if c.JetStream == nil {
 		errs = append(errs, errors.New("gateway config: JetStream is required"))
 	}
-	if c.MaxBatch < 0 || c.MaxBody < 0 || c.MaxPage < 0 || c.MaxWait < 0 || c.Timeout < 0 {
+	if c.MaxBatch < 0 || c.MaxBody < 0 || c.MaxPage < 0 || c.MaxWait < 0 || c.Timeout < 0 || c.MaxLongPolls < 0 || c.MaxLongPollsPerUser < 0 {
 		errs = append(errs, errors.New("gateway config: limits must not be negative"))
 	}
 	c.Limits = c.Limits.WithDefaults()
@@ -76,6 +104,12 @@ func (c *Config) validate() error {
 	if c.Timeout == 0 {
 		c.Timeout = 10 * time.Second
 	}
+	if c.MaxLongPolls == 0 {
+		c.MaxLongPolls = DefaultMaxLongPolls
+	}
+	if c.MaxLongPollsPerUser == 0 {
+		c.MaxLongPollsPerUser = DefaultMaxLongPollsPerUser
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -84,9 +118,12 @@ func (c *Config) validate() error {
 
 // Gateway serves ebb's HTTP API. It is an http.Handler.
 type Gateway struct {
-	cfg Config
-	mux *http.ServeMux
-	log *slog.Logger
+	cfg         Config
+	mux         *http.ServeMux
+	log         *slog.Logger
+	skips       atomic.Uint64
+	skipCounter metric.Int64Counter // nil without Config.MeterProvider
+	longPolls   *slots
 }
 
 // New returns a Gateway for cfg.
@@ -94,7 +131,16 @@ func New(cfg Config) (*Gateway, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger.With("component", "gateway")}
+	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger.With("component", "gateway"),
+		longPolls: newSlots(cfg.MaxLongPolls, cfg.MaxLongPollsPerUser)}
+	if cfg.MeterProvider != nil {
+		var err error
+		g.skipCounter, err = cfg.MeterProvider.Meter("github.com/ebbsync/ebb/cmd/ebb/internal/gateway").Int64Counter("ebb.gateway.skipped",
+			metric.WithDescription("messages the gateway did not serve: unreadable, or not matching their subject"))
+		if err != nil {
+			return nil, fmt.Errorf("gateway: metrics: %w", err)
+		}
+	}
 	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -111,8 +157,52 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. Every error answer is a JSON apiError,
+// the router's own too (no route: 404, wrong method: 405 with Allow).
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > g.cfg.MaxBody {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", g.cfg.MaxBody))
+		return
+	}
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBody)
+	}
+	if _, pattern := g.mux.Handler(r); pattern == "" {
+		// No route matched: the mux answers 404 or 405 in plain text.
+		w = &jsonErrorWriter{ResponseWriter: w}
+	}
+	g.mux.ServeHTTP(w, r)
+}
+
+// jsonErrorWriter turns the plain-text error answers of http.ServeMux into
+// JSON ones, keeping their status and headers (such as Allow).
+type jsonErrorWriter struct {
+	http.ResponseWriter
+	rewrote bool
+}
+
+func (j *jsonErrorWriter) WriteHeader(status int) {
+	if status < 400 {
+		j.ResponseWriter.WriteHeader(status)
+		return
+	}
+	j.rewrote = true
+	h := j.Header()
+	h.Del("Content-Length")
+	h.Del("X-Content-Type-Options")
+	msg := strings.ToLower(http.StatusText(status))
+	if status == http.StatusNotFound {
+		msg = "no such route: " + msg + " (percent-encode '/' and other reserved characters inside a path segment)"
+	}
+	writeJSON(j.ResponseWriter, status, apiError{Error: msg})
+}
+
+func (j *jsonErrorWriter) Write(b []byte) (int, error) {
+	if j.rewrote {
+		return len(b), nil // the plain-text body, replaced
+	}
+	return j.ResponseWriter.Write(b)
+}
 
 // apiError is the JSON body of every error response.
 type apiError struct {
@@ -144,7 +234,7 @@ func (b badRequest) Unwrap() error { return b.err }
 func bad(format string, args ...any) error { return badRequest{fmt.Errorf(format, args...)} }
 
 // fail writes err with 400 for client errors, 404 for missing documents,
-// 503 when NATS cannot answer, and 500 otherwise.
+// 429 over a long-poll cap, 503 when NATS cannot answer, and 500 otherwise.
 func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var br badRequest
 	switch {
@@ -152,6 +242,9 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusBadRequest, err)
 	case errors.Is(err, errNotFound):
 		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, errTooManyLongPolls):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, err)
 	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrNoResponders),
 		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, jetstream.ErrNoStreamResponse):
 		g.log.Warn("request failed: nats unavailable", "path", r.URL.Path, "err", err)
@@ -164,22 +257,55 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 var errNotFound = errors.New("not found")
 
+// readiness is /readyz's body: "ready", or "not ready" with every cause.
+type readiness struct {
+	Status string   `json:"status"`
+	Error  string   `json:"error,omitempty"`  // the causes in one line
+	Causes []string `json:"causes,omitempty"` // each cause on its own
+}
+
+// readyz answers 200 when every stream is present and Config.Ready is
+// content, else 503 naming each cause: every missing stream, and every
+// error Config.Ready joined.
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
 	defer cancel()
+	var causes []string
 	for _, name := range []string{events.StreamEvents, events.StreamChanges, events.StreamReceipts, events.StreamDead} {
 		if _, err := g.cfg.JetStream.Stream(ctx, name); err != nil {
-			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("stream %s: %w", name, err))
-			return
+			causes = append(causes, fmt.Sprintf("stream %s: %v", name, err))
 		}
 	}
 	if g.cfg.Ready != nil {
-		if err := g.cfg.Ready(ctx); err != nil {
-			writeError(w, http.StatusServiceUnavailable, err)
-			return
+		causes = append(causes, errorCauses(g.cfg.Ready(ctx))...)
+	}
+	if len(causes) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, readiness{Status: "not ready", Error: strings.Join(causes, "; "), Causes: causes})
+		return
+	}
+	writeJSON(w, http.StatusOK, readiness{Status: "ready"})
+}
+
+// errorCauses splits an errors.Join tree into its leaves' messages; nil
+// has none. An error that wraps several but says more than their joined
+// messages (fmt.Errorf with two %w) is one cause.
+func errorCauses(err error) []string {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out, msgs []string
+		for _, e := range j.Unwrap() {
+			if e != nil {
+				msgs = append(msgs, e.Error())
+				out = append(out, errorCauses(e)...)
+			}
+		}
+		if strings.Join(msgs, "\n") == err.Error() {
+			return out
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return []string{err.Error()}
 }
 
 // tenant reads and validates the {tenant} path value.

@@ -21,6 +21,7 @@ import (
 )
 
 type env struct {
+	gw  *gateway.Gateway
 	js  jetstream.JetStream
 	srv *httptest.Server
 	ids *events.IDSource
@@ -42,7 +43,7 @@ func newEnv(t *testing.T) *env {
 	}
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
-	return &env{js: js, srv: srv, ids: events.NewIDSource(nil), clk: events.NewClock(nil, 0)}
+	return &env{gw: g, js: js, srv: srv, ids: events.NewIDSource(nil), clk: events.NewClock(nil, 0)}
 }
 
 func (e *env) event(tenant, coll, doc string, seq uint64) events.Event {
@@ -196,10 +197,10 @@ func TestPullChanges_PagesDocsAndLongPoll(t *testing.T) {
 
 	// Docs: the deleted one is hidden, the conflicted one listed.
 	code, body := e.do(t, "GET", "/v1/acme/docs/todos", nil)
-	var list []gateway.DocRecord
+	var list gateway.DocsResponse
 	json.Unmarshal(body, &list)
-	if code != 200 || len(list) != 4 {
-		t.Fatalf("list: %d, %d docs: %s", code, len(list), body)
+	if code != 200 || len(list.Docs) != 4 {
+		t.Fatalf("list: %d, %d docs: %s", code, len(list.Docs), body)
 	}
 	if code, _ := e.do(t, "GET", "/v1/acme/docs/todos/d0", nil); code != 404 {
 		t.Fatalf("deleted doc: status %d, want 404", code)
@@ -211,8 +212,9 @@ func TestPullChanges_PagesDocsAndLongPoll(t *testing.T) {
 		t.Fatalf("get d3: %d %s", code, body)
 	}
 	code, body = e.do(t, "GET", "/v1/acme/conflicts", nil)
+	list = gateway.DocsResponse{}
 	json.Unmarshal(body, &list)
-	if code != 200 || len(list) != 1 || list[0].ID != "d1" {
+	if code != 200 || len(list.Docs) != 1 || list.Docs[0].ID != "d1" {
 		t.Fatalf("conflicts: %d %s", code, body)
 	}
 
@@ -264,4 +266,18 @@ func TestPullReceipts(t *testing.T) {
 	if code != 200 || len(resp.Receipts) != 0 {
 		t.Fatalf("receipts after the last: %d %s", code, body)
 	}
+}
+
+// doHeader sends a request without a body and returns the status, body
+// and headers of the answer.
+func (e *env) doHeader(t *testing.T, method, url string) (int, []byte, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out, resp.Header
 }

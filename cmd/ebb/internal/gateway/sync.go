@@ -187,7 +187,7 @@ func (g *Gateway) pullChanges(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := ChangesResponse{Changes: []ChangeEntry{}}
-	resp.LastSeq, resp.More, err = pull(g, r, events.StreamChanges, events.TenantChanges(tenant), events.DecodeChange,
+	resp.LastSeq, resp.More, err = pull(g, r, events.StreamChanges, events.TenantChanges(tenant), readChange,
 		func(seq uint64, c *events.Change) {
 			resp.Changes = append(resp.Changes, ChangeEntry{Seq: seq, Change: c})
 		})
@@ -210,7 +210,7 @@ func (g *Gateway) pullReceipts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := ReceiptsResponse{Receipts: []ReceiptEntry{}}
-	resp.LastSeq, resp.More, err = pull(g, r, events.StreamReceipts, events.ReceiptSubject(tenant, client), events.DecodeReceipt,
+	resp.LastSeq, resp.More, err = pull(g, r, events.StreamReceipts, events.ReceiptSubject(tenant, client), readReceipt,
 		func(seq uint64, rc *events.Receipt) {
 			resp.Receipts = append(resp.Receipts, ReceiptEntry{Seq: seq, Receipt: rc})
 		})
@@ -222,21 +222,32 @@ func (g *Gateway) pullReceipts(w http.ResponseWriter, r *http.Request) {
 }
 
 // pull reads the page the request asks for (after, limit, wait) of stream
-// on filter, decodes each message and hands it to add. It returns the
-// sequence to pass as the next after, and whether more are waiting.
-func pull[T any](g *Gateway, r *http.Request, stream, filter string, decode func([]byte) (T, error), add func(uint64, T)) (last uint64, more bool, err error) {
+// on filter, reads each message with read (which decodes it and checks it
+// against its subject) and hands it to add. A message read refuses is
+// skipped (counted and logged), never served and never fatal. It returns
+// the sequence to pass as the next after, past skipped messages too, and
+// whether more are waiting.
+func pull[T any](g *Gateway, r *http.Request, stream, filter string, read func(subject string, data []byte) (T, error), add func(uint64, T)) (last uint64, more bool, err error) {
 	after, limit, wait, err := g.page(r)
 	if err != nil {
 		return 0, false, err
 	}
-	last = after
-	more, err = g.readAfter(r.Context(), stream, filter, after, limit, wait, func(seq uint64, data []byte) error {
-		v, err := decode(data)
+	if wait > 0 {
+		release, err := g.longPolls.acquire(longPollUser(r))
 		if err != nil {
-			return fmt.Errorf("message at %s sequence %d: %w", stream, seq, err)
+			return 0, false, err
+		}
+		defer release()
+	}
+	last = after
+	more, err = g.readAfter(r.Context(), stream, filter, after, limit, wait, func(seq uint64, subject string, data []byte) error {
+		last = seq
+		v, err := read(subject, data)
+		if err != nil {
+			g.skipped(r.Context(), stream, seq, subject, err)
+			return nil
 		}
 		add(seq, v)
-		last = seq
 		return nil
 	})
 	return last, more, err
@@ -246,7 +257,7 @@ func pull[T any](g *Gateway, r *http.Request, stream, filter string, decode func
 // after `after`, in order. With none there and wait > 0 it waits up to wait
 // for the first. It reports whether more messages are waiting.
 func (g *Gateway) readAfter(ctx context.Context, stream, filter string, after uint64, limit int, wait time.Duration,
-	fn func(seq uint64, data []byte) error) (more bool, err error) {
+	fn func(seq uint64, subject string, data []byte) error) (more bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout+wait)
 	defer cancel()
 	cons, err := g.cfg.JetStream.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
@@ -264,7 +275,7 @@ func (g *Gateway) readAfter(ctx context.Context, stream, filter string, after ui
 			return fmt.Errorf("read %s: message metadata: %w", stream, err)
 		}
 		more = md.NumPending > 0
-		return fn(md.Sequence.Stream, m.Data())
+		return fn(md.Sequence.Stream, m.Subject(), m.Data())
 	}
 	n := 0
 	if wait > 0 {

@@ -1,0 +1,68 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/ebbsync/ebb/events"
+)
+
+// errForeign marks a message whose payload is not about the subject it was
+// stored on: another tenant's, client's or document's, whoever wrote it.
+var errForeign = errors.New("payload does not match its subject")
+
+// Reasons a message is skipped, the reason attribute of ebb.gateway.skipped.
+const (
+	skipUnreadable = "unreadable" // not a valid payload of its stream
+	skipForeign    = "foreign"    // a valid payload of another subject
+)
+
+// readChange decodes the change stored on subject and checks that it is
+// that subject's document's change.
+func readChange(subject string, data []byte) (*events.Change, error) {
+	c, err := events.DecodeChange(data)
+	if err != nil {
+		return nil, err
+	}
+	if want := events.ChangeSubject(c.Tenant, c.Collection, c.Doc); want != subject {
+		return nil, fmt.Errorf("%w: change of tenant %q, collection %q, doc %q stored on %s", errForeign, c.Tenant, c.Collection, c.Doc, subject)
+	}
+	return c, nil
+}
+
+// readReceipt decodes the receipt stored on subject and checks that it is
+// for that subject's tenant and client.
+func readReceipt(subject string, data []byte) (*events.Receipt, error) {
+	r, err := events.DecodeReceipt(data)
+	if err != nil {
+		return nil, err
+	}
+	if want := events.ReceiptSubject(r.Tenant, r.Client); want != subject {
+		return nil, fmt.Errorf("%w: receipt of tenant %q, client %q stored on %s", errForeign, r.Tenant, r.Client, subject)
+	}
+	return r, nil
+}
+
+// skipped records a message the gateway will not serve: it is counted
+// (Skipped, and the ebb.gateway.skipped counter) and logged with the
+// reason, and the caller goes on with the next message.
+func (g *Gateway) skipped(ctx context.Context, stream string, seq uint64, subject string, err error) {
+	reason := skipUnreadable
+	if errors.Is(err, errForeign) {
+		reason = skipForeign
+	}
+	g.skips.Add(1)
+	if g.skipCounter != nil {
+		g.skipCounter.Add(ctx, 1, metric.WithAttributes(attribute.String("stream", stream), attribute.String("reason", reason)))
+	}
+	g.log.WarnContext(ctx, "skipped a message that is not its subject's", "stream", stream, "seq", seq,
+		"subject", subject, "reason", reason, "err", err)
+}
+
+// Skipped returns how many messages the gateway has skipped because they
+// were unreadable or did not match their subject.
+func (g *Gateway) Skipped() uint64 { return g.skips.Load() }

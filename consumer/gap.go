@@ -1,0 +1,353 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.etcd.io/bbolt"
+
+	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
+)
+
+// DefaultGapCheckInterval is how often an attached replica with writes
+// awaiting their receipt checks RECEIPTS for receipts it can no longer get.
+const DefaultGapCheckInterval = 5 * time.Second
+
+// Gaps while attached.
+//
+// nats.go's ordered consumer remakes its server consumer by itself after a
+// reconnect, a server restart or missed heartbeats, and resumes after the
+// last message it delivered: messages the stream lost in between (RECEIPTS'
+// max age, a purge, a stream deleted and recreated) are stepped over
+// without a word. A follower's start checks the stream against the stored
+// cursor, but it only runs when the follower (re)starts. So the stream is
+// also checked, read-only, where a gap can show:
+//
+//   - before a batch is applied that holds a message from a remade consumer
+//     (delivery.resumed), or, for RECEIPTS, a jump in sequence while the
+//     follower was behind the stream (pending > 0);
+//   - every GapCheckInterval while writes await their receipt, since a lost
+//     receipt may be followed by no message at all;
+//   - at every Sync.
+//
+// A check that finds a reset stream, or receipts gone that a published
+// write may have had, restarts the follower (errRestart, kick): its start
+// recovers exactly as after a restart (resync, republish), and nothing is
+// applied past the gap before it has.
+
+// resumedIn reports whether a delivery of ds came from a consumer remade by
+// the ordered consumer.
+func resumedIn[T any](ds []delivery[T]) bool {
+	for i := range ds {
+		if ds[i].resumed {
+			return true
+		}
+	}
+	return false
+}
+
+// receiptGapSuspect reports whether receipts may have been lost before
+// those in ds, given the follower's progress before them: a delivery from a
+// remade consumer, or a sequence jump after a delivery that said the
+// stream held more for us (pending > 0), which retention or a purge may
+// have removed before the consumer got to it.
+func receiptGapSuspect(prev Progress, ds []delivery[receipt]) bool {
+	seq, pending := prev.Seq, prev.Pending
+	for i := range ds {
+		d := &ds[i]
+		if d.resumed || (pending > 0 && d.seq > seq+1) {
+			return true
+		}
+		seq, pending = d.seq, d.pending
+	}
+	return false
+}
+
+// changesReset checks CHANGES against the stored cursor: it was reset
+// (deleted and recreated, or its last sequence is below the cursor), as
+// startChanges judges it. created is the stream's creation time.
+func (r *Replica) changesReset(ctx context.Context, js jetstream.JetStream) (reset bool, created int64, err error) {
+	s, err := js.Stream(ctx, events.StreamChanges)
+	if err != nil {
+		return false, 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
+	}
+	info := s.CachedInfo()
+	created = createdNano(info.Created)
+	var c cursor
+	err = r.db.View(func(tx *bbolt.Tx) (err error) {
+		c, err = getCursor(tx, events.StreamChanges)
+		return err
+	})
+	if err != nil {
+		return false, 0, fmt.Errorf("check %s: %w", events.StreamChanges, err)
+	}
+	return c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq), created, nil
+}
+
+// receiptsCheck returns the RECEIPTS cursor to start from given the stream
+// (info, created) and the stored cursor c, and why it moved: the stream was
+// reset, or receipts after c are gone (behind).
+func receiptsCheck(info *jetstream.StreamInfo, created int64, c cursor) (_ cursor, reset, behind bool) {
+	reset = c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq)
+	if reset {
+		c.Seq = 0
+	}
+	behind = info.State.FirstSeq > 0 && c.Seq+1 < info.State.FirstSeq
+	if behind {
+		c.Seq = info.State.FirstSeq - 1
+	}
+	return c, reset, behind
+}
+
+// receiptAtRisk reports whether e's receipt could be among those gone: after
+// a reset, any; otherwise if e was published before the oldest receipt still
+// kept (plus receiptSkew), or the stream keeps none.
+func receiptAtRisk(info *jetstream.StreamInfo, e producer.Entry, reset bool) bool {
+	first := info.State.FirstTime
+	return reset || first.IsZero() || e.PublishedAt.IsZero() || e.PublishedAt.Before(first.Add(receiptSkew))
+}
+
+// receiptsLost reports whether the RECEIPTS follower must restart to
+// recover: the stream was reset, or receipts after the stored cursor are
+// gone and a published write awaiting its receipt may have had one of them.
+// It only reads.
+func (r *Replica) receiptsLost(ctx context.Context, js jetstream.JetStream) (bool, error) {
+	s, err := js.Stream(ctx, events.StreamReceipts)
+	if err != nil {
+		return false, fmt.Errorf("read stream %s: %w", events.StreamReceipts, err)
+	}
+	info := s.CachedInfo()
+	lost := false
+	err = r.db.View(func(tx *bbolt.Tx) error {
+		c, err := getCursor(tx, events.StreamReceipts)
+		if err != nil {
+			return err
+		}
+		_, reset, behind := receiptsCheck(info, createdNano(info.Created), c)
+		if reset {
+			lost = true
+			return nil
+		}
+		if !behind {
+			return nil
+		}
+		es, err := r.log.Unsettled(tx)
+		for _, e := range es {
+			lost = lost || (e.State == producer.StatePublished && receiptAtRisk(info, e, false))
+		}
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("check %s: %w", events.StreamReceipts, err)
+	}
+	return lost, nil
+}
+
+// awaitingReceipts reports whether a published write has no receipt yet.
+func (r *Replica) awaitingReceipts() bool {
+	waiting := false
+	_ = r.db.View(func(tx *bbolt.Tx) error {
+		es, err := r.log.Unsettled(tx)
+		for _, e := range es {
+			waiting = waiting || e.State == producer.StatePublished
+		}
+		return err
+	})
+	return waiting
+}
+
+// checkGaps checks RECEIPTS (while a write awaits its receipt) and, with
+// changes, CHANGES, and restarts the follower whose stream needs start's
+// recovery. An error (the server unreachable) leaves the next check to
+// find it: the followers' own restarts check again anyway.
+func (r *Replica) checkGaps(ctx context.Context, l *link, changes bool) {
+	if r.awaitingReceipts() {
+		lost, err := r.receiptsLost(ctx, l.js)
+		switch {
+		case err != nil:
+			r.logger.Debug("gap check", logStream, events.StreamReceipts, logErr, err)
+		case lost:
+			r.logger.Warn("receipts lost while attached; recovering", logStream, events.StreamReceipts)
+			l.receipts.restart()
+		}
+	}
+	if changes {
+		reset, _, err := r.changesReset(ctx, l.js)
+		switch {
+		case err != nil:
+			r.logger.Debug("gap check", logStream, events.StreamChanges, logErr, err)
+		case reset:
+			r.logger.Warn("stream reset while attached; recovering", logStream, events.StreamChanges)
+			l.changes.restart()
+		}
+	}
+}
+
+// watchGaps runs checkGaps on RECEIPTS every interval until ctx ends; the
+// link owns it.
+func (r *Replica) watchGaps(ctx context.Context, l *link, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.checkGaps(ctx, l, false)
+	}
+}
+
+// reasonUnanswered is the reason of the Rejection recorded for a write
+// whose receipt was lost and whose republish JetStream dropped as a
+// duplicate (see unanswered).
+const reasonUnanswered = "fate unknown: its receipt was lost from RECEIPTS before the replica read it, and the server will not answer it again (republished inside EVENTS' dedupe window); check the document"
+
+// unanswered is what the replica keeps (bucketMeta, metaUnanswered) of
+// events whose republish JetStream dropped as a duplicate: no receipt will
+// answer the republish, but the first publish's receipt may still be in
+// RECEIPTS after the cursor. So they are settled (settleDueUnanswered) only
+// once the RECEIPTS cursor reaches UpTo, the last receipt RECEIPTS held for
+// the client when they were dropped, if no receipt settled them by then.
+type unanswered struct {
+	UpTo   uint64   `json:"up_to"`
+	Events []string `json:"events"`
+}
+
+var metaUnanswered = []byte("unanswered")
+
+// deferUnanswered records evs, whose republish JetStream dropped, to be
+// settled by settleDueUnanswered; s is RECEIPTS.
+func (r *Replica) deferUnanswered(ctx context.Context, s jetstream.Stream, evs []*events.Event) error {
+	var upTo uint64
+	m, err := s.GetLastMsgForSubject(ctx, events.ReceiptSubject(r.tenant, r.client))
+	switch {
+	case err == nil:
+		upTo = m.Sequence
+	case !errors.Is(err, jetstream.ErrMsgNotFound):
+		return fmt.Errorf("last receipt of %s: %w", r.client, err)
+	}
+	err = r.db.Update(func(tx *bbolt.Tx) error {
+		u, err := getUnanswered(tx)
+		if err != nil {
+			return err
+		}
+		u.UpTo = max(u.UpTo, upTo)
+		for _, e := range evs {
+			if !slices.Contains(u.Events, e.ID) {
+				u.Events = append(u.Events, e.ID)
+			}
+		}
+		b, _ := json.Marshal(u) // a number and strings always encode
+		if err := tx.Bucket(bucketMeta).Put(metaUnanswered, b); err != nil {
+			return fmt.Errorf("store unanswered events: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("defer %d unanswered events: %w", len(evs), err)
+	}
+	return r.settleDueUnansweredNow()
+}
+
+func getUnanswered(tx *bbolt.Tx) (unanswered, error) {
+	var u unanswered
+	if b := tx.Bucket(bucketMeta).Get(metaUnanswered); b != nil {
+		if err := json.Unmarshal(b, &u); err != nil {
+			return u, fmt.Errorf("read unanswered events: %w", err)
+		}
+	}
+	return u, nil
+}
+
+// settleDueUnanswered settles, once the RECEIPTS cursor (seq) has reached
+// their UpTo, the unanswered events no receipt has settled: as for a
+// "duplicate" receipt (applyDuplicate), silently when the view shows their
+// fate (the change they caused, a conflict naming them), else as a
+// Rejection of unknown fate, which a change they caused arriving later
+// removes, and a rejected receipt arriving later makes precise. It returns
+// the rejections recorded and the documents whose view changed.
+func (r *Replica) settleDueUnanswered(tx *bbolt.Tx, seq uint64) (rejected int, touched [][]byte, err error) {
+	u, err := getUnanswered(tx)
+	if err != nil || len(u.Events) == 0 || u.UpTo > seq {
+		return 0, nil, err
+	}
+	for _, id := range u.Events {
+		rc := &events.Receipt{Schema: events.SchemaVersion, Event: id, Tenant: r.tenant, Client: r.client,
+			Outcome: events.OutcomeDuplicate, Reason: reasonUnanswered}
+		n, key, err := r.applyDuplicate(tx, rc)
+		if err != nil {
+			return 0, nil, err
+		}
+		rejected += n
+		if key != nil {
+			touched = append(touched, key)
+		}
+	}
+	if err := tx.Bucket(bucketMeta).Delete(metaUnanswered); err != nil {
+		return 0, nil, fmt.Errorf("drop unanswered events: %w", err)
+	}
+	return rejected, touched, nil
+}
+
+// settleDueUnansweredNow runs settleDueUnanswered at the stored RECEIPTS
+// cursor, writing only when something is due.
+func (r *Replica) settleDueUnansweredNow() error {
+	due := false
+	err := r.db.View(func(tx *bbolt.Tx) error {
+		c, err := getCursor(tx, events.StreamReceipts)
+		if err != nil {
+			return err
+		}
+		u, err := getUnanswered(tx)
+		due = len(u.Events) > 0 && u.UpTo <= c.Seq
+		return err
+	})
+	if err != nil || !due {
+		return err
+	}
+	var rejected int
+	var touched [][]byte
+	err = r.db.Update(func(tx *bbolt.Tx) error {
+		c, err := getCursor(tx, events.StreamReceipts)
+		if err != nil {
+			return err
+		}
+		rejected, touched, err = r.settleDueUnanswered(tx, c.Seq)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("settle unanswered events: %w", err)
+	}
+	r.mu.Lock()
+	r.rejected += rejected
+	r.mu.Unlock()
+	r.committed(touched)
+	return nil
+}
+
+// refineUnknownFate replaces the Rejection of unknown fate recorded for
+// rc's event (settleDueUnanswered, applyDuplicate) with rc, a rejected or
+// invalid receipt that arrived after all.
+func (r *Replica) refineUnknownFate(tx *bbolt.Tx, rc *events.Receipt) error {
+	b := tx.Bucket(bucketRejections)
+	raw := b.Get([]byte(rc.Event))
+	if raw == nil {
+		return nil
+	}
+	var rej Rejection
+	if err := getJSON(r.seal, bucketRejections, []byte(rc.Event), raw, &rej); err != nil {
+		return fmt.Errorf("read rejection %s: %w", rc.Event, err)
+	}
+	if rej.Outcome != events.OutcomeDuplicate {
+		return nil
+	}
+	rej.Outcome, rej.Reason = rc.Outcome, rc.Reason
+	return putJSON(tx, r.seal, bucketRejections, []byte(rc.Event), rej)
+}

@@ -1,0 +1,226 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
+	"github.com/ebbsync/ebb/projection"
+)
+
+// startProjector runs a projector on js and store until the test ends or
+// the caller closes it.
+func startProjector(tb testing.TB, js jetstream.JetStream, store projection.Store) *projection.Projector {
+	tb.Helper()
+	pr, err := projection.New(js, store, projection.Config{Policies: testPolicies()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pr.Start(tb.Context()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = pr.Close() })
+	return pr
+}
+
+// TestReplica_ReceiptLostWhileAttached: a replica stays attached while its
+// connection drops; meanwhile the projector rejects its write and the
+// receipt is purged from RECEIPTS before the replica reconnects. nats.go's
+// ordered consumer resumes by itself after the gap, and no later receipt
+// comes. Sync still completes, and the write is not silently pending: it is
+// a visible Rejection (its fate cannot be known for sure: the republish
+// falls inside EVENTS' dedupe window, so no new receipt answers it). Sync
+// finds the gap itself; without a Sync, the periodic check does.
+func TestReplica_ReceiptLostWhileAttached(t *testing.T) {
+	t.Run("sync", func(t *testing.T) { testReceiptLostWhileAttached(t, false) })
+	t.Run("periodic", func(t *testing.T) { testReceiptLostWhileAttached(t, true) })
+}
+
+func testReceiptLostWhileAttached(t *testing.T, periodic bool) {
+	s, _, js := mustServer(t)
+	store, err := projection.OpenBolt(filepath.Join(t.TempDir(), "view.db"), projection.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	pr := startProjector(t, js, store)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	// A's connection reconnects only once the gate opens.
+	gate := make(chan struct{})
+	opened := false
+	open := func() {
+		if !opened {
+			opened = true
+			close(gate)
+		}
+	}
+	t.Cleanup(open)
+	ncA, err := s.Connect(nats.MaxReconnects(-1), nats.CustomReconnectDelay(func(int) time.Duration { <-gate; return time.Millisecond }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ncA.Close)
+	cfg := ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "a", Policies: testPolicies(), Conn: ncA, GapCheckInterval: time.Hour}
+	if periodic {
+		cfg.GapCheckInterval = 50 * time.Millisecond
+	}
+	a, err := OpenReplica(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b := &node{}
+	if b.r, err = OpenReplica(ctx, ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "b", Policies: testPolicies()}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.r.Close()
+	b.online(t, s)
+	defer b.offline()
+
+	if _, err := a.Put(ctx, "reject", "d", events.Fields{"v": json.RawMessage(`0`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A goes offline and writes on v1 while B moves the document to v2: A's
+	// write will be rejected.
+	a.Detach()
+	if _, err := b.r.Put(ctx, "reject", "d", events.Fields{"x": json.RawMessage(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Patch(ctx, "reject", "d", events.Fields{"a": json.RawMessage(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+
+	// With the projector stopped, A attaches and publishes its write.
+	if err := pr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Attach(ctx, ncA); err != nil {
+		t.Fatal(err)
+	}
+	e := waitPublished(t, a, 1)[0].Event
+	rs, err := js.Stream(ctx, events.StreamReceipts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := rs.CachedInfo().State.LastSeq
+
+	// A's connection drops (A stays attached); the projector rejects the
+	// write and its receipt is purged before A is back.
+	cid, err := ncA.GetClientID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.NATS().DisconnectClientByID(cid); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "A's connection to drop", func() bool { return !ncA.IsConnected() })
+	startProjector(t, js, store)
+	waitFor(t, 20*time.Second, "the projector's receipt for A's write", func() bool {
+		info, err := rs.Info(ctx)
+		return err == nil && info.State.LastSeq > before
+	})
+	if err := rs.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	open()
+	waitFor(t, 10*time.Second, "A to reconnect", ncA.IsConnected)
+	if periodic {
+		waitFor(t, 10*time.Second, "the lost receipt to show without a Sync", func() bool { return a.Status().Rejections == 1 })
+	}
+
+	sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+	defer scancel()
+	if _, err := a.Sync(sctx); err != nil {
+		t.Fatalf("sync after the lost receipt: %v (write %s stayed pending)", err, e.ID)
+	}
+	st := a.Status()
+	if st.Pending != 0 {
+		t.Errorf("pending %d after sync, want 0", st.Pending)
+	}
+	rejs, err := a.Rejections(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rejs) != 1 || rejs[0].Event != e.ID || !strings.Contains(rejs[0].Reason, "fate unknown") {
+		t.Fatalf("rejections %+v: want one of unknown fate for %s", rejs, e.ID)
+	}
+	if st.Resyncs == 0 {
+		t.Errorf("status %+v: the lost receipts are not reported", st)
+	}
+	d, err := a.Get(ctx, "reject", "d")
+	if err != nil || d.Version != 2 || d.Pending != 0 || string(d.Fields["x"]) != "1" {
+		t.Fatalf("A's view %+v, %v: want the server's v2", d, err)
+	}
+}
+
+// TestReplica_RepublishDroppedWaitsForKeptReceipt: a replica whose RECEIPTS
+// cursor fell behind the stream (other clients' receipts were removed)
+// republishes its outstanding write; JetStream drops the republish as a
+// duplicate, but the write's first receipt is still in the stream after the
+// cursor. The write is settled by that receipt, never reported as a
+// rejection of unknown fate on the way.
+func TestReplica_RepublishDroppedWaitsForKeptReceipt(t *testing.T) {
+	_, nc, js := mustServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	r, err := OpenReplica(ctx, ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "a", Conn: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Put(ctx, "c", "d", events.Fields{"n": json.RawMessage(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	e := waitPublished(t, r, 1)[0].Event
+	r.Detach()
+	other := *e
+	other.Client = "other"
+	for range 3 {
+		publishReceipt(t, js, &other, events.OutcomeApplied, 1)
+	}
+	publishReceipt(t, js, e, events.OutcomeApplied, 1)
+	ch := testChange("t1", "c", "d", 1, 1)
+	ch.Event, ch.Client, ch.Seq = e.ID, "a", e.Seq
+	publishChange(t, js, ch)
+	rs, err := js.Stream(ctx, events.StreamReceipts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Purge(ctx, jetstream.WithPurgeSubject(events.ReceiptSubject("t1", "other"))); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := r.Attach(ctx, nc); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Rejected != 0 || r.Status().Rejections != 0 || r.Status().Pending != 0 {
+		t.Fatalf("report %+v, status %+v: want the write settled by its kept receipt, no rejection", rep, r.Status())
+	}
+	es, err := r.Log().Entries(ctx, producer.StateSettled)
+	if err != nil || len(es) != 1 || es[0].Outcome != events.OutcomeApplied {
+		t.Fatalf("settled %+v, %v: want the write applied", es, err)
+	}
+}

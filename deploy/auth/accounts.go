@@ -1,0 +1,210 @@
+package auth
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ebbsync/ebb/events"
+)
+
+// StreamAccount is the NATS account that holds ebb's streams, ebb's own
+// connection and the admins. No other user is in it.
+const StreamAccount = "EBB"
+
+// InternalUser is the name of the embedded server's own user. NATSUsers
+// lists it, in StreamAccount and with an unusable password, so that
+// package deploy/embedded knows the account to put its connection in; the
+// embedded server replaces the password with a random one.
+const InternalUser = ReservedPrefix + "internal"
+
+// userAccountPrefix starts the account name of every non-admin user.
+const userAccountPrefix = "USER_"
+
+// AccountOf returns the name of the NATS account usr lives in:
+// StreamAccount for an admin, an account of its own otherwise.
+func AccountOf(usr User) string {
+	if usr.Role == RoleAdmin {
+		return StreamAccount
+	}
+	return userAccountPrefix + events.EncodeToken(usr.Name)
+}
+
+// jsInfoSink is where a user account's $JS.API.INFO goes: nowhere. A
+// user account must import something that covers $JS.API.INFO, or
+// nats-server gives it its own JetStream API import ($JS.API.> into the
+// system account), which would answer every JetStream request of the user
+// alongside (and overlapping) the imports from StreamAccount.
+const jsInfoSink = "_ebb.none.js-info"
+
+// export is one service StreamAccount offers; streamed marks a request
+// answered by many messages (a fetch).
+type export struct {
+	subject  string
+	streamed bool
+}
+
+// exports are everything any user account may import from StreamAccount.
+// Each account imports only its own narrow subset (User.Permissions).
+var exports = []export{
+	{subject: events.EventsPrefix + ".>"}, // a publish answered by its PubAck
+	{subject: jsAPI + "STREAM.INFO." + events.StreamChanges},
+	{subject: jsAPI + "STREAM.INFO." + events.StreamReceipts},
+	{subject: jsAPI + "CONSUMER.CREATE." + events.StreamChanges + ".>"},
+	{subject: jsAPI + "CONSUMER.CREATE." + events.StreamReceipts + ".>"},
+	{subject: jsAPI + "CONSUMER.INFO." + events.StreamChanges + ".*"},
+	{subject: jsAPI + "CONSUMER.DELETE." + events.StreamChanges + ".*"},
+	{subject: jsAPI + "CONSUMER.MSG.NEXT." + events.StreamChanges + ".*", streamed: true},
+	{subject: jsAPI + "CONSUMER.MSG.NEXT." + events.StreamReceipts + ".*", streamed: true},
+	{subject: jsAPI + "DIRECT.GET." + events.StreamChanges + ".>"},
+	{subject: "$JS.ACK." + events.StreamChanges + ".>"},
+	{subject: jsInfoSink},
+	{subject: streamInfoSubject + ".*"},
+	{subject: consumerCreateSubject + ".>"},
+}
+
+// NATSConfig returns NATSConfigWith(false).
+func (u *Users) NATSConfig() (string, error) { return u.NATSConfigWith(false) }
+
+// NATSConfigWith returns the nats-server configuration of u for an external
+// server: an "accounts" block with StreamAccount (JetStream, the admins,
+// the exports) and one account per other user (that user, its imports and
+// its limits). Plain passwords are written as bcrypt hashes (cost
+// bcrypt.DefaultCost); password hashes as they are. Connect `ebb serve
+// --nats` as an admin. The embedded server uses the same configuration
+// (NATSUsers). With responder, users' stream info and consumer create
+// requests go to ServeAPI's responders, which must then run on a
+// connection in StreamAccount; without, they go to JetStream directly,
+// which answers a subjects_filter with every tenant's subjects and
+// accepts a push consumer delivering into any subject of StreamAccount.
+func (u *Users) NATSConfigWith(responder bool) (string, error) {
+	return u.natsConfig(func(usr User) (string, error) {
+		if usr.PasswordHash != "" {
+			return usr.PasswordHash, nil
+		}
+		h, err := bcrypt.GenerateFromPassword([]byte(usr.Password), bcrypt.DefaultCost)
+		if err != nil {
+			return "", fmt.Errorf("hash password of %q: %w", usr.Name, err)
+		}
+		return string(h), nil
+	}, false, responder)
+}
+
+// NATSUsers returns one nats-server user per user, each with its account
+// and its permissions, plus InternalUser in StreamAccount (see there): the
+// configuration NATSConfigWith(true) writes, parsed by nats-server itself
+// (the embedded server runs ServeAPI on its internal connection). A
+// password_hash is handed over as is (nats-server checks bcrypt itself),
+// so is a plain password. Every account a user points at is complete:
+// imports, exports, limits and JetStream.
+func (u *Users) NATSUsers() []*server.User {
+	conf, err := u.natsConfig(func(usr User) (string, error) {
+		if usr.PasswordHash != "" {
+			return usr.PasswordHash, nil
+		}
+		return usr.Password, nil
+	}, true, true)
+	if err != nil {
+		panic(fmt.Sprintf("auth: NATS configuration of valid users: %v", err)) // cannot happen: no hashing
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(conf); err != nil {
+		panic(fmt.Sprintf("auth: nats-server refuses the configuration it was generated for: %v\n%s", err, conf))
+	}
+	return opts.Users
+}
+
+func (u *Users) natsConfig(password func(User) (string, error), internal, responder bool) (string, error) {
+	l := u.limits
+	var b strings.Builder
+	b.WriteString("# Generated by ebb (deploy/auth). Every user but the admins has an account of\n")
+	b.WriteString("# its own that holds no stream and imports only the requests it may make from\n")
+	b.WriteString("# " + StreamAccount + ", so a reply subject it names lands in its own account.\n")
+	b.WriteString("# Clients connect with the inbox prefix _INBOX_<user> (nats.CustomInboxPrefix).\n")
+	b.WriteString("accounts {\n")
+	fmt.Fprintf(&b, "  %s: {\n", StreamAccount)
+	fmt.Fprintf(&b, "    jetstream: {max_consumers: %d}\n", l.MaxConsumers)
+	b.WriteString("    users: [\n")
+	if internal {
+		pw := make([]byte, 32)
+		if _, err := rand.Read(pw); err != nil {
+			return "", fmt.Errorf("internal user password: %w", err)
+		}
+		fmt.Fprintf(&b, "      {user: %s, password: %s}\n", strconv.Quote(InternalUser), strconv.Quote(hex.EncodeToString(pw)))
+	}
+	for _, usr := range u.list {
+		if usr.Role != RoleAdmin {
+			continue
+		}
+		pw, err := password(usr)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "      {user: %s, password: %s} # admin\n", strconv.Quote(usr.Name), strconv.Quote(pw))
+	}
+	b.WriteString("    ]\n    exports: [\n")
+	for _, e := range exports {
+		if e.streamed {
+			fmt.Fprintf(&b, "      {service: %s, response: stream}\n", strconv.Quote(e.subject))
+		} else {
+			fmt.Fprintf(&b, "      {service: %s}\n", strconv.Quote(e.subject))
+		}
+	}
+	b.WriteString("    ]\n  }\n")
+	for _, usr := range u.list {
+		if usr.Role == RoleAdmin {
+			continue
+		}
+		pw, err := password(usr)
+		if err != nil {
+			return "", err
+		}
+		p := u.permissionsIn(usr)
+		fmt.Fprintf(&b, "  # %s: role %s, tenant %s\n", usr.Name, usr.Role, usr.Tenant)
+		fmt.Fprintf(&b, "  %s: {\n", strconv.Quote(AccountOf(usr)))
+		fmt.Fprintf(&b, "    limits: {max_connections: %d, max_subscriptions: %d, max_payload: %d}\n", l.MaxConnections, l.MaxSubscriptions, l.MaxPayload)
+		fmt.Fprintf(&b, "    users: [\n      {\n        user: %s\n        password: %s\n", strconv.Quote(usr.Name), strconv.Quote(pw))
+		b.WriteString("        permissions: {\n")
+		writeList(&b, "publish", p.Publish, p.DenyPublish)
+		writeList(&b, "subscribe", p.Subscribe, nil)
+		b.WriteString("        }\n      }\n    ]\n    imports: [\n")
+		for _, s := range usr.imports() {
+			if stream, ok := strings.CutPrefix(s, jsAPI+"STREAM.INFO."); ok && responder {
+				fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(streamInfoSubject+"."+stream), strconv.Quote(s))
+				continue
+			}
+			if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.CREATE."); ok && responder {
+				// Wildcards map by position: the user's stream, name and
+				// filter tokens arrive as they were sent.
+				fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(consumerCreateSubject+"."+rest), strconv.Quote(s))
+				continue
+			}
+			fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}}\n", StreamAccount, strconv.Quote(s))
+		}
+		fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(jsInfoSink), strconv.Quote(jsAPI+"INFO"))
+		b.WriteString("    ]\n  }\n")
+	}
+	b.WriteString("}\n")
+	return b.String(), nil
+}
+
+func writeList(b *strings.Builder, name string, allow, deny []string) {
+	fmt.Fprintf(b, "          %s: {\n            allow: [\n", name)
+	for _, s := range allow {
+		fmt.Fprintf(b, "              %s\n", strconv.Quote(s))
+	}
+	b.WriteString("            ]\n")
+	if len(deny) > 0 {
+		b.WriteString("            deny: [\n")
+		for _, s := range deny {
+			fmt.Fprintf(b, "              %s\n", strconv.Quote(s))
+		}
+		b.WriteString("            ]\n")
+	}
+	b.WriteString("          }\n")
+}
