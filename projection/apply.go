@@ -55,7 +55,9 @@ type applier struct {
 }
 
 // stepStats counts what the current batch did.
-type stepStats struct{ applied, duplicates, dead int }
+// stepStats counts what one batch did; created is the documents it made
+// (first versions), which the projector adds to StreamMarks.Docs.
+type stepStats struct{ applied, duplicates, dead, created int }
 
 func (a *applier) reset(checkpoint uint64) {
 	a.batch = Batch{Checkpoint: checkpoint}
@@ -185,6 +187,9 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	version := cur.Version
 	if d.Doc != nil {
 		version = d.Doc.Version
+		if cur.Version == 0 {
+			a.stats.created++
+		}
 		a.docs[addr] = *d.Doc
 		a.batch.Docs = append(a.batch.Docs, *d.Doc)
 	}

@@ -293,4 +293,46 @@
 // Cost, the same run, 20,000 events, BenchmarkProjectorEncrypted against
 // BenchmarkProjector: 15,541/16,866 against 18,170/16,655 events/s, about
 // 0.93x, within this machine's noise.
+//
+// # PostgreSQL
+//
+// [OpenPostgres] opens the view on PostgreSQL ([PostgresStore], driver
+// pgx), for ebb serve beyond one machine; bbolt stays the embedded
+// default. It passes the same storetest.RunStoreSuite. Its tables live in
+// one schema ([PostgresOptions].Schema, default "ebb"), created or
+// migrated on open: versioned in <schema>.schema_version, in one
+// transaction under an advisory lock, so concurrent opens take turns and
+// reopening is a no-op; a version newer than the code is refused
+// (ErrSchemaVersion).
+//
+// Services may read the view with SQL (never write it: the projector owns
+// it). <schema>.docs has one row per document, tombstones included:
+// tenant, collection, doc, version, deleted, fields (JSONB), conflicted
+// (open manual conflicts), event, client, seq and hlc_wall (Unix ms) of
+// the write that made the state. fields is NULL for a tombstone, and for
+// the rare document whose values jsonb cannot hold (a \u0000 escape, an
+// unpaired surrogate): such a document is stored, not refused, and its
+// state stays whole. The store itself reads the state column, the encoded
+// change, so it gives back exactly what was committed and a rebuild into
+// bbolt hashes the same (Verify). <schema>.conflicts holds the conflict
+// history (policy and status as columns). Names order byte-wise (COLLATE
+// "C"), as Scan promises, whatever the database's collation.
+//
+// Each Commit is one transaction holding the documents, conflict records,
+// checkpoint, stream marks, high-water marks and outbox changes; it first
+// locks the single meta row, so commits take turns, the checkpoint check
+// cannot race, and outbox keys, kept in that row, rise in commit order. A
+// commit is as durable as the server makes it: PostgreSQL's defaults
+// (fsync, synchronous_commit on) are what ebb assumes. A commit whose
+// connection fails during COMMIT may have landed though it returns an
+// error; the projector stops on a failed Commit and resumes from what the
+// store holds, so that is safe.
+//
+// Encryption at rest is the database's (its storage or filesystem):
+// sealed fields would defeat a queryable view, so a Cipher in
+// PostgresOptions is refused (ErrPostgresCipher) rather than ignored.
+//
+// Tests start a throwaway server with deploy/pgtest; they skip when
+// PostgreSQL is not installed, but fail under CI=true.
+// BenchmarkProjectorPostgres runs BenchmarkProjector's workload on it.
 package projection

@@ -240,6 +240,10 @@ type Projector struct {
 	// goroutine.
 	marks                StreamMarks
 	marksDirty, reanchor bool
+	// unseeded counts documents a reseed could not put back in CHANGES
+	// (their changes refused for good), so the count check does not reseed
+	// again at every look.
+	unseeded uint64
 
 	health health // what Ready reports
 
@@ -330,6 +334,11 @@ func (p *Projector) startup(ctx context.Context) (*feed, uint64, error) {
 	}
 	if p.marks, err = p.store.Streams(ctx); err != nil {
 		return nil, 0, err
+	}
+	if !p.marks.DocsCounted {
+		if err := p.countDocs(ctx); err != nil {
+			return nil, 0, err
+		}
 	}
 	if cp, err = p.anchor(ctx, cp); err != nil {
 		return nil, 0, err
@@ -713,6 +722,10 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 	}
 	b := &p.ap.batch
 	b.Published = published
+	if n := p.ap.stats.created; n > 0 && p.marks.DocsCounted {
+		p.marks.Docs += uint64(n)
+		p.marksDirty = true
+	}
 	if m := &p.marks.Changes; !m.Created.IsZero() && p.changesSeq.Load() > m.LastSeq {
 		// The last CHANGES sequence published, so a restart after a crash
 		// compares with what is at most one batch old.

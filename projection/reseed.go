@@ -67,8 +67,23 @@ func (p *Projector) changesLost(info *jetstream.StreamInfo) string {
 		return fmt.Sprintf("CHANGES was purged: it starts at sequence %d, beyond %d, the last the projector published", st.FirstSeq, seq)
 	case st.Msgs < m.Msgs:
 		return fmt.Sprintf("CHANGES holds %d messages, fewer than the %d it held: some were deleted or purged", st.Msgs, m.Msgs)
+	case p.marks.DocsCounted && st.Msgs+p.unseeded < p.marks.Docs:
+		// Only the projector writes CHANGES, one message per document:
+		// this catches a purge however many changes were published since.
+		return fmt.Sprintf("CHANGES holds %d messages for the view's %d documents: some were deleted or purged", st.Msgs, p.marks.Docs)
 	}
 	return ""
+}
+
+// countDocs counts the view's documents once, for a view whose marks do
+// not have the count yet; the next batch records it.
+func (p *Projector) countDocs(ctx context.Context) error {
+	var n uint64
+	if err := p.store.Scan(ctx, func(Doc) error { n++; return nil }); err != nil {
+		return fmt.Errorf("count the view's documents: %w", err)
+	}
+	p.marks.Docs, p.marks.DocsCounted, p.marksDirty = n, true, true
+	return nil
 }
 
 // reseed republishes every document's current change from the view, the
@@ -123,6 +138,14 @@ func (p *Projector) reseed(ctx context.Context, why string) error {
 	// incarnation, whose sequences ran higher.
 	p.changesSeq.Store(after.State.LastSeq)
 	p.marks.Changes = StreamMark{Created: after.Created, LastSeq: after.State.LastSeq, Msgs: after.State.Msgs}
+	p.marks.Docs, p.marks.DocsCounted = uint64(docs), true
+	// Documents whose change CHANGES refused even now (dead-lettered) are
+	// not a reason to reseed again at every look.
+	p.unseeded = 0
+	if uint64(docs) > after.State.Msgs {
+		p.unseeded = uint64(docs) - after.State.Msgs
+		p.log.Error("CHANGES still lacks documents after a reseed (their changes were refused; see DEAD)", "missing", p.unseeded)
+	}
 	p.marksDirty = true
 	// Recorded now, so a restart does not reseed again; an empty view costs
 	// nothing to reseed, and waits for the next batch.

@@ -101,6 +101,13 @@ type StreamMarks struct {
 	// Changes is the CHANGES incarnation that holds every document's
 	// current change: published into it, or reseeded from the view.
 	Changes StreamMark
+	// Docs counts the view's documents (tombstones included) at the
+	// checkpoint, when DocsCounted (views from before it was kept are
+	// counted once, on start). An intact CHANGES holds one message for
+	// each once the outbox is published: fewer means some were purged or
+	// deleted, however the rest of CHANGES moved since.
+	Docs        uint64
+	DocsCounted bool
 	// Reanchors counts the times the view moved to a new EVENTS
 	// incarnation: when non-zero, the view holds what an earlier one
 	// applied, and no rebuild from the current EVENTS can reproduce it.

@@ -169,3 +169,49 @@ func TestProjector_ReseedInterruptedStartsAgain(t *testing.T) {
 	}
 	waitChangesMatch(t, e, store, want)
 }
+
+// TestProjector_ReseedsAfterPurgeHiddenByNewChanges: CHANGES purged and,
+// before the projector's next look, refilled by as many new changes as it
+// held, so neither its first sequence nor its message count gives the
+// purge away. The view's document count does: every purged document comes
+// back.
+func TestProjector_ReseedsAfterPurgeHiddenByNewChanges(t *testing.T) {
+	e := newEnv(t)
+	store := mustOpenBolt(t, "")
+	p := startProjector(t, e.js, store, projection.Config{})
+	projectDocs(t, e, p, store)
+	purgeStream(t, e, events.StreamChanges)
+	w := newWriter("acme", "tablet", 0)
+	var last uint64
+	for i := range 12 {
+		ev := w.event("notes", fmt.Sprintf("new%d", i), events.OpPut, 0, map[string]any{"i": i})
+		last = publish(t, e.js, eventMsg(t, ev), ev.ID)
+	}
+	waitCheckpoint(t, p, last)
+	docs := viewDocs22(t, store)
+	waitFor(t, 20*time.Second, "CHANGES holding all 22 documents", func() bool {
+		return msgCount(t, e.js, events.StreamChanges) >= uint64(len(docs))
+	})
+	for _, d := range docs {
+		if c := lastChange(t, e.js, d.Address()); c.Version != d.Version || c.Deleted != d.Deleted {
+			t.Errorf("CHANGES of %s: v%d deleted=%v, want v%d deleted=%v", d.ID, c.Version, c.Deleted, d.Version, d.Deleted)
+		}
+	}
+}
+
+// viewDocs22 returns the view's documents, which must be the ten of
+// projectDocs and twelve new ones.
+func viewDocs22(t *testing.T, store projection.Store) []projection.Doc {
+	t.Helper()
+	var docs []projection.Doc
+	if err := store.Scan(context.Background(), func(d projection.Doc) error {
+		docs = append(docs, d)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) != 22 {
+		t.Fatalf("%d documents in the view, want 22", len(docs))
+	}
+	return docs
+}

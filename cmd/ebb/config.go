@@ -58,8 +58,8 @@ type natsConfig struct {
 type viewConfig struct {
 	// Path of the bbolt view; empty means view.db in the data directory.
 	Path string `yaml:"path" json:"path"`
-	// PostgresURL is reserved for the PostgreSQL view store; it is refused
-	// until that store exists.
+	// PostgresURL puts the view in PostgreSQL (documents as JSONB in the
+	// schema "ebb"); Path must then be empty.
 	PostgresURL string `yaml:"postgres_url" json:"postgres_url" secret:"url"`
 }
 

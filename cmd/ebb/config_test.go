@@ -90,7 +90,8 @@ func TestServeConfig_UnknownKeysAndBadValues(t *testing.T) {
 		{"unknown nested key", "listen:\n  http: :1\n  htpp: :2\n", `ebb.yaml:3: unknown key "listen.htpp" (known under listen: nats, http)`},
 		{"wrong type", "nats:\n  replicas: three\n", "line 2"},
 		{"bad duration", "limits:\n  http_header_timeout: soon\n", "want a duration"},
-		{"postgres not yet", "view:\n  postgres_url: postgres://u:p@db/ebb\n", "PostgreSQL view store is not available yet"},
+		{"postgres url not a url", "view:\n  postgres_url: db.example/ebb\n", "want postgres://"},
+		{"view path and postgres", "view:\n  path: v.db\n  postgres_url: postgres://u:p@db/ebb\n", "not both"},
 		{"not YAML", "listen: [\n", "ebb.yaml"},
 	}
 	for _, tt := range tests {

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ebbsync/ebb/deploy/pgtest"
 )
 
 // The end-to-end test builds the real binary and runs README's quickstart
@@ -56,6 +58,8 @@ type e2e struct {
 	port    int
 	serve   *exec.Cmd
 	logs    *syncBuffer
+	// view, when set, is serve's and verify's --view (a PostgreSQL URL).
+	view string
 }
 
 func newE2E(t *testing.T) *e2e {
@@ -76,8 +80,12 @@ func newE2E(t *testing.T) *e2e {
 func (e *e2e) startServer(args ...string) {
 	e.t.Helper()
 	e.logs = &syncBuffer{}
-	cmd := exec.Command(e.bin, append([]string{"serve", "--data", filepath.Join(e.dir, "server"),
-		"--nats-listen", fmt.Sprintf("127.0.0.1:%d", e.port), "--http-listen", "127.0.0.1:0", "--log-format", "json"}, args...)...)
+	argv := []string{"serve", "--data", filepath.Join(e.dir, "server"),
+		"--nats-listen", fmt.Sprintf("127.0.0.1:%d", e.port), "--http-listen", "127.0.0.1:0", "--log-format", "json"}
+	if e.view != "" {
+		argv = append(argv, "--view", e.view)
+	}
+	cmd := exec.Command(e.bin, append(argv, args...)...)
 	cmd.Stderr = e.logs
 	cmd.Stdout = io.Discard
 	if err := cmd.Start(); err != nil {
@@ -160,8 +168,18 @@ func (e *e2e) doc(who, coll, id string) docRecord {
 
 func field(rec docRecord, name string) string { return string(rec.Doc[name]) }
 
-func TestE2E_Quickstart(t *testing.T) {
+func TestE2E_Quickstart(t *testing.T) { quickstart(t, newE2E(t)) }
+
+// TestE2E_QuickstartOnPostgres runs the README's quickstart with the view in
+// a throwaway PostgreSQL (`ebb serve --view postgres://...`).
+func TestE2E_QuickstartOnPostgres(t *testing.T) {
 	e := newE2E(t)
+	pg := pgtest.MustStart(t)
+	e.view = pg.URL
+	quickstart(t, e)
+}
+
+func quickstart(t *testing.T, e *e2e) {
 	e.startServer("--policy", "todos=manual", "--policy", "notes=merge")
 
 	// Both replicas online: alice writes, bob syncs and sees it.
@@ -242,7 +260,11 @@ func TestE2E_Quickstart(t *testing.T) {
 
 func (e *e2e) okVerify() {
 	e.t.Helper()
-	out, err := exec.Command(e.bin, "verify", "--data", filepath.Join(e.dir, "server")).CombinedOutput()
+	argv := []string{"verify", "--data", filepath.Join(e.dir, "server")}
+	if e.view != "" {
+		argv = append(argv, "--view", e.view)
+	}
+	out, err := exec.Command(e.bin, argv...).CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "OK:") {
 		e.t.Fatalf("verify: %v\n%s", err, out)
 	}

@@ -79,7 +79,14 @@ func registerServeFlags(fs *flag.FlagSet, c *serveFile, pol policyFlags, meta *s
 	fs.BoolVar(&meta.printConfig, "print-config", false, "print the effective configuration (passwords redacted) and exit")
 	fs.BoolVar(&meta.json, "json", false, "with --print-config: print JSON instead of YAML")
 	fs.StringVar(&c.Data, "data", c.Data, "data directory (JetStream storage, the view, recorded policies)")
-	fs.StringVar(&c.View.Path, "view", c.View.Path, "the view's bbolt file (default view.db in --data)")
+	fs.Func("view", "the view: a bbolt file (default view.db in --data) or a PostgreSQL URL postgres://...", func(v string) error {
+		if isPostgresURL(v) {
+			c.View.PostgresURL, c.View.Path = v, ""
+		} else {
+			c.View.Path, c.View.PostgresURL = v, ""
+		}
+		return nil
+	})
 	fs.StringVar(&c.Listen.NATS, "nats-listen", c.Listen.NATS, "address of the embedded NATS server's client listener")
 	fs.StringVar(&c.Listen.HTTP, "http-listen", c.Listen.HTTP, "address of the HTTP listener (health, metrics, gateway)")
 	fs.Var((*urlList)(&c.NATS.URLs), "nats", "use this existing NATS JetStream server or cluster (comma-separated URLs) instead of the embedded one")
@@ -182,8 +189,11 @@ func (c serveFile) check() error {
 	if c.NATS.Replicas > 1 && len(c.NATS.URLs) == 0 {
 		errs = append(errs, usagef("--replicas (nats.replicas) %d needs a cluster (--nats); the embedded server is a single node", c.NATS.Replicas))
 	}
-	if c.View.PostgresURL != "" {
-		errs = append(errs, usagef("view.postgres_url: the PostgreSQL view store is not available yet; leave it empty for the bbolt view"))
+	if c.View.PostgresURL != "" && c.View.Path != "" {
+		errs = append(errs, usagef("view: give path (a bbolt file) or postgres_url, not both"))
+	}
+	if c.View.PostgresURL != "" && !isPostgresURL(c.View.PostgresURL) {
+		errs = append(errs, usagef("view.postgres_url: want postgres://... or postgresql://..."))
 	}
 	if c.Data == "" {
 		errs = append(errs, usagef("--data (data) must not be empty"))
@@ -229,6 +239,9 @@ func (c *serveFile) effectivePolicies() (recorded bool, err error) {
 // serveConfig turns the layered configuration into what serve runs.
 func (c serveFile) serveConfig(recorded bool) serveConfig {
 	view := c.View.Path
+	if c.View.PostgresURL != "" {
+		view = c.View.PostgresURL
+	}
 	if view == "" {
 		view = filepath.Join(c.Data, viewFile)
 	}
@@ -271,6 +284,8 @@ type security struct {
 	users *auth.Users  // nil: no authentication
 	jsKey []byte       // nil: JetStream unencrypted
 	view  *keys.Cipher // nil: the view store unencrypted
+	// gateway seals the HTTP gateway's write logs; nil: unencrypted.
+	gateway *keys.Cipher
 }
 
 // load reads the files the flags name; natsURL says whether the embedded
@@ -306,6 +321,9 @@ func (f *securityFlags) load(data, natsURL string) (security, error) {
 	}
 	sec.jsKey = k.Derive(keys.PurposeJetStream)
 	if sec.view, err = k.Cipher(keys.PurposeView); err != nil {
+		return sec, fmt.Errorf("serve: %w", err)
+	}
+	if sec.gateway, err = k.Cipher(keys.PurposeGateway); err != nil {
 		return sec, fmt.Errorf("serve: %w", err)
 	}
 	return sec, nil
@@ -404,7 +422,18 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		return fmt.Errorf("serve: metrics: %w", err)
 	}
 
+	// HTTP writes (PUT/PATCH/DELETE of a document) are events the server
+	// builds in durable logs of its own, in the locked data directory.
+	writer, err := gateway.OpenWriter(ctx, gateway.WriterConfig{Dir: filepath.Join(c.data, "gateway"), JetStream: js, Conn: nc,
+		Cipher: sec.gateway, Logger: log, TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider()})
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	// Stopped after the HTTP server (stops run in reverse) and before NATS.
+	stops = append(stops, func(context.Context) error { return writer.Close() })
+
 	gw, err := gateway.New(gateway.Config{
+		Writer:              writer,
 		MaxBody:             c.gateway.MaxBody,
 		MaxLongPolls:        c.gateway.MaxLongPolls,
 		MaxLongPollsPerUser: c.gateway.MaxLongPollsPerUser,
@@ -461,9 +490,9 @@ func startProjector(ctx context.Context, c serveConfig, view *keys.Cipher, js je
 	if err != nil {
 		return nil, err
 	}
-	store, err := projection.OpenBolt(c.viewPath, projection.BoltOptions{Timeout: 2 * time.Second, Cipher: view})
+	store, err := openView(ctx, c.viewPath, view, 2*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("serve: open view %s: %w", c.viewPath, err)
+		return nil, fmt.Errorf("serve: %w", err)
 	}
 	*stops = append(*stops, func(context.Context) error { return store.Close() })
 	if err := checkPolicyChange(ctx, c, store); err != nil {

@@ -29,7 +29,7 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlagSet("verify")
 	fs.StringVar(&config, "config", m.Getenv("EBB_CONFIG"), "take --data, --view, --nats and --key-file from this ebb serve config file (env EBB_CONFIG); flags override it")
 	fs.StringVar(&data, "data", "./ebb-data", "the server's data directory")
-	fs.StringVar(&view, "view", "", "the view's bbolt file (default view.db in --data)")
+	fs.StringVar(&view, "view", "", "the view: a bbolt file (default view.db in --data) or a PostgreSQL URL postgres://...")
 	fs.StringVar(&natsURL, "nats", "", "read EVENTS from this NATS server instead of the embedded one")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	var conn connFlags
@@ -57,6 +57,9 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 		}
 		if !set["view"] {
 			view = fc.View.Path
+			if fc.View.PostgresURL != "" {
+				view = fc.View.PostgresURL
+			}
 		}
 		if !set["nats"] {
 			natsURL = strings.Join(fc.NATS.URLs, ",")
@@ -87,9 +90,9 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	live, err := projection.OpenBolt(view, projection.BoltOptions{Timeout: time.Second, Cipher: sec.view})
+	live, err := openView(ctx, view, sec.view, time.Second)
 	if err != nil {
-		return fmt.Errorf("verify: open the live view %s: %w", view, err)
+		return fmt.Errorf("verify: the live view: %w", err)
 	}
 	defer live.Close()
 

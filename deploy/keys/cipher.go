@@ -15,6 +15,7 @@ const (
 	PurposeJetStream = "nats-jetstream" // nats-server's JetStream storage (Key.Derive)
 	PurposeClient    = "client-store"   // a client's bbolt file: producer log and replica view
 	PurposeView      = "server-view"    // the server's bbolt view store
+	PurposeGateway   = "gateway-log"    // the HTTP gateway's logs of server-built writes
 )
 
 // ErrDecrypt means a sealed value failed authentication: it was sealed

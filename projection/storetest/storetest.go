@@ -1,5 +1,5 @@
 // Package storetest is the shared test suite every projection.Store
-// implementation must pass (the bbolt store today, PostgreSQL later): call
+// implementation must pass (BoltStore and PostgresStore): call
 // RunStoreSuite from the implementation's tests.
 package storetest
 
@@ -7,7 +7,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +35,9 @@ func RunStoreSuite(t *testing.T, newStore func(t *testing.T) projection.Store) {
 		{"Reanchor", testReanchor},
 		{"Outbox", testOutbox},
 		{"ScanOrder", testScanOrder},
+		{"ScanOrderBytewise", testScanOrderBytewise},
+		{"FieldsExact", testFieldsExact},
+		{"ConcurrentCommitsOrderOutbox", testConcurrentCommits},
 		{"Close", testClose},
 	}
 	for _, c := range cases {
@@ -362,5 +367,164 @@ func testClose(t *testing.T, s projection.Store) {
 	}
 	if err := s.Commit(ctx, &projection.Batch{}); !errors.Is(err, projection.ErrClosed) {
 		t.Fatalf("Commit after Close: %v, want ErrClosed", err)
+	}
+}
+
+// testFieldsExact: field values read back byte for byte as committed,
+// whatever a database would normalise (key order, spacing, number forms,
+// escapes) or refuse (a NUL escape, an unpaired surrogate), so a rebuild
+// into another store hashes the same and CHANGES carries what the writer
+// wrote. Tombstones and documents without fields read back too.
+func testFieldsExact(t *testing.T, s projection.Store) {
+	values := map[string]string{
+		"obj":       `{"b":1,"a":[1.0,2e3,-0.5E-2],"a2":{"z":null}}`,
+		"num":       `100000000000000000000001`,
+		"float":     `1.50`,
+		"nul":       `"a\u0000b"`,
+		"lone":      `"\ud800x"`,
+		"pair":      `"\ud83d\ude00"`,
+		"esc":       `"\\u0000 \" \n \u00e9"`,
+		"unicode":   `"é 日本 😀"`,
+		"emptyobj":  `{}`,
+		"emptylist": `[]`,
+	}
+	var kv []string
+	for k, v := range values {
+		kv = append(kv, k, v)
+	}
+	a, tomb, bare := addr("t", "c", "exact"), addr("t", "c", "tomb"), addr("t", "c", "bare")
+	d := doc(a, 1, kv...)
+	dead := doc(tomb, 2)
+	dead.Deleted = true
+	empty := doc(bare, 1)
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 1, Docs: []projection.Doc{d, dead, empty}}))
+	got, err := s.Get(ctx, a)
+	must(t, err)
+	for k, v := range values {
+		if string(got.Fields[k]) != v {
+			t.Errorf("field %s read back as %s, want %s", k, got.Fields[k], v)
+		}
+	}
+	if !reflect.DeepEqual(got, d) {
+		t.Errorf("Get\n got %+v\nwant %+v", got, d)
+	}
+	for _, w := range []projection.Doc{dead, empty} {
+		got, err := s.Get(ctx, w.Address())
+		must(t, err)
+		if !reflect.DeepEqual(got, w) {
+			t.Errorf("Get %s\n got %+v\nwant %+v", w.ID, got, w)
+		}
+	}
+	n := 0
+	must(t, s.Scan(ctx, func(got projection.Doc) error {
+		if got.ID == "exact" && !reflect.DeepEqual(got, d) {
+			t.Errorf("Scan\n got %+v\nwant %+v", got, d)
+		}
+		n++
+		return nil
+	}))
+	if n != 3 {
+		t.Errorf("Scan saw %d documents, want 3", n)
+	}
+}
+
+// testConcurrentCommits: commits racing from several goroutines (the
+// projector commits while its publisher removes entries) each land whole,
+// and the outbox reads back in commit order: every commit's entries
+// together, in the order given, under keys that rise in that order.
+func testConcurrentCommits(t *testing.T, s projection.Store) {
+	const writers, commits, per = 4, 10, 3
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*commits)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range commits {
+				b := &projection.Batch{Checkpoint: 1}
+				for i := range per {
+					b.Outbox = append(b.Outbox, projection.OutboxEntry{Subject: "s", MsgID: fmt.Sprintf("w%d-c%d-%d", w, c, i)})
+				}
+				if err := s.Commit(ctx, b); err != nil {
+					errs <- err
+					return
+				}
+				for i := 1; i < per; i++ {
+					if b.Outbox[i].Key <= b.Outbox[i-1].Key {
+						errs <- fmt.Errorf("commit %s: keys %d then %d", b.Outbox[0].MsgID, b.Outbox[i-1].Key, b.Outbox[i].Key)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	out, err := s.Outbox(ctx, 0)
+	must(t, err)
+	if len(out) != writers*commits*per {
+		t.Fatalf("outbox holds %d entries, want %d", len(out), writers*commits*per)
+	}
+	last := map[string]int{} // per writer: the last commit seen
+	for i := 0; i < len(out); i += per {
+		var w, c int
+		if _, err := fmt.Sscanf(out[i].MsgID, "w%d-c%d-0", &w, &c); err != nil {
+			t.Fatalf("entry %d is %s: a commit's entries are not together (%v)", i, out[i].MsgID, err)
+		}
+		for j := 1; j < per; j++ {
+			if want := fmt.Sprintf("w%d-c%d-%d", w, c, j); out[i+j].MsgID != want || out[i+j].Key <= out[i+j-1].Key {
+				t.Fatalf("entry %d is %s (key %d), want %s after key %d", i+j, out[i+j].MsgID, out[i+j].Key, want, out[i+j-1].Key)
+			}
+		}
+		if prev, ok := last[fmt.Sprint(w)]; ok && prev >= c {
+			t.Fatalf("writer %d: commit %d read back after commit %d", w, c, prev)
+		}
+		last[fmt.Sprint(w)] = c
+	}
+}
+
+// testScanOrderBytewise: Scan, ScanConflicts and Conflicts order names by
+// their bytes, not by a language's collation (which puts "a" before "B",
+// ignores punctuation, or sorts "é" beside "e").
+func testScanOrderBytewise(t *testing.T, s projection.Store) {
+	ids := []string{"z", "é", "ab", "a-c", "a", "B", "e"}
+	want := []string{"B", "a", "a-c", "ab", "e", "z", "é"}
+	b := &projection.Batch{Checkpoint: 1}
+	for _, id := range ids {
+		a := addr("T", "c", id)
+		b.Docs = append(b.Docs, doc(a, 1), doc(addr("a", "c", id), 1))
+		b.Conflicts = append(b.Conflicts, projection.ConflictRecord{Address: addr("T", "c", "d"), Conflict: events.Conflict{ID: id}})
+	}
+	must(t, s.Commit(ctx, b))
+	var got []string
+	must(t, s.Scan(ctx, func(d projection.Doc) error {
+		if d.Tenant == "T" {
+			got = append(got, d.ID)
+		} else if len(got) != len(ids) {
+			return fmt.Errorf("tenant %q scanned before all of tenant %q", d.Tenant, "T")
+		}
+		return nil
+	}))
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Scan order %q, want %q", got, want)
+	}
+	var confs []string
+	must(t, s.ScanConflicts(ctx, func(r projection.ConflictRecord) error {
+		confs = append(confs, r.Conflict.ID)
+		return nil
+	}))
+	if !reflect.DeepEqual(confs, want) {
+		t.Fatalf("ScanConflicts order %q, want %q", confs, want)
+	}
+	cs, err := s.Conflicts(ctx, addr("T", "c", "d"))
+	must(t, err)
+	confs = confs[:0]
+	for _, c := range cs {
+		confs = append(confs, c.ID)
+	}
+	if !reflect.DeepEqual(confs, want) {
+		t.Fatalf("Conflicts order %q, want %q", confs, want)
 	}
 }

@@ -2,13 +2,40 @@
 // metrics, read access to the server view, and a sync gateway for clients
 // that cannot speak NATS (a phone app doing plain HTTP, a browser, curl).
 //
-// The gateway holds no state of its own. A pushed batch of events is
+// The sync routes hold no state of their own. A pushed batch of events is
 // validated and published to EVENTS exactly as a NATS client would publish
 // it, with the event id as Nats-Msg-Id, so pushing the same batch again is
 // harmless. Changes, receipts and documents are read straight from the
 // CHANGES and RECEIPTS streams, which are the same compacted feed NATS
 // clients replay: a document's current state is the last message on its
 // change subject.
+//
+// Document writes (PUT, PATCH, DELETE on /v1/{tenant}/docs/{collection}/{id})
+// are for services and curl, which should not mint ULIDs, HLCs and client
+// sequences. A Writer builds the event for them, as a client's producer
+// would, in a durable producer.Log of the writing identity (the
+// authenticated user, or DefaultWriteClient without auth) inside the
+// server's data directory; the answer waits, bounded by Config.WriteWait,
+// for the event's receipt and reports its outcome. What the gateway
+// guarantees:
+//
+//   - Nothing acknowledged is lost: 2xx (202 included) is sent only after
+//     the event is fsynced in the log; the log's Publisher publishes it,
+//     after a restart too (OpenWriter opens every log in its directory).
+//   - At most once per Idempotency-Key: a retry with the same key and the
+//     same request answers from the first event (replayed), never writes
+//     again, across crashes (idempotency.go); the key with another request
+//     is 422. Without a key, each request is a new write.
+//   - If-Match / If-None-Match are checked against the document's last
+//     change when the request comes (412 with the current ETag); the event
+//     is written on that version, so a write that races in between is
+//     settled by the collection's policy like any client's: under reject
+//     it is rejected (412 when the request had If-Match), under manual it
+//     is a conflict (409), under lww and merge it may apply over the other
+//     write (recorded as overwritten, invariant 6). Strict compare-and-set
+//     is the reject policy's.
+//
+// The outcomes, statuses and headers are documented in events/PROTOCOL.md.
 //
 // A reader of those streams cannot trust what is stored on a subject: a
 // change or receipt is served only if its payload is readable and names

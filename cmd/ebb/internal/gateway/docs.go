@@ -48,24 +48,9 @@ func (g *Gateway) getDoc(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
 	defer cancel()
-	st, err := g.cfg.JetStream.Stream(ctx, events.StreamChanges)
+	c, err := g.lastChange(ctx, tenant, coll, id)
 	if err != nil {
-		g.fail(w, r, fmt.Errorf("get %s/%s: %w", coll, id, err))
-		return
-	}
-	m, err := st.GetLastMsgForSubject(ctx, events.ChangeSubject(tenant, coll, id))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		g.fail(w, r, fmt.Errorf("document %s/%s: %w", coll, id, errNotFound))
-		return
-	}
-	if err != nil {
-		g.fail(w, r, fmt.Errorf("get %s/%s: %w", coll, id, err))
-		return
-	}
-	c, err := readChange(m.Subject, m.Data)
-	if err != nil {
-		g.skipped(r.Context(), events.StreamChanges, m.Sequence, m.Subject, err)
-		g.fail(w, r, fmt.Errorf("document %s/%s: its last message in CHANGES (sequence %d) is not a change of it: %w", coll, id, m.Sequence, errNotFound))
+		g.fail(w, r, err)
 		return
 	}
 	if c.Deleted {
@@ -73,6 +58,29 @@ func (g *Gateway) getDoc(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, recordOf(c))
+}
+
+// lastChange reads the document's last change in CHANGES, a tombstone
+// included. A document that never existed, or whose last message is not a
+// readable change of it (skipped, as every reader does), is errNotFound.
+func (g *Gateway) lastChange(ctx context.Context, tenant, coll, id string) (*events.Change, error) {
+	st, err := g.cfg.JetStream.Stream(ctx, events.StreamChanges)
+	if err != nil {
+		return nil, fmt.Errorf("get %s/%s: %w", coll, id, err)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, events.ChangeSubject(tenant, coll, id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("document %s/%s: %w", coll, id, errNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s/%s: %w", coll, id, err)
+	}
+	c, err := readChange(m.Subject, m.Data)
+	if err != nil {
+		g.skipped(ctx, events.StreamChanges, m.Sequence, m.Subject, err)
+		return nil, fmt.Errorf("document %s/%s: its last message in CHANGES (sequence %d) is not a change of it: %w", coll, id, m.Sequence, errNotFound)
+	}
+	return c, nil
 }
 
 func (g *Gateway) listDocs(w http.ResponseWriter, r *http.Request) {

@@ -65,8 +65,16 @@ type Config struct {
 	// base64(user:password)): /v1/{tenant}/... answers 401 without valid
 	// credentials and 403 outside the user's tenant or role; /metrics is
 	// for admins; /healthz and /readyz stay open (they show no data).
-	Users  *auth.Users
-	Logger *slog.Logger
+	Users *auth.Users
+	// Writer, if set, serves document writes: PUT, PATCH and DELETE on
+	// /v1/{tenant}/docs/{collection}/{id} and GET /v1/{tenant}/writes/{event}
+	// (see write.go and events/PROTOCOL.md). Nil: they answer 501. The
+	// gateway does not close it.
+	Writer *Writer
+	// WriteWait bounds how long a document write waits for its receipt
+	// before it answers 202 with the event to poll; default 5s.
+	WriteWait time.Duration
+	Logger    *slog.Logger
 	// TracerProvider traces pushes (span ebb.gateway.push, continuing the
 	// request's traceparent); the pushed events carry its context. Nil
 	// means no spans: the events carry the request's trace context as is.
@@ -85,7 +93,7 @@ func (c *Config) validate() error {
 	if c.JetStream == nil {
 		errs = append(errs, errors.New("gateway config: JetStream is required"))
 	}
-	if c.MaxBatch < 0 || c.MaxBody < 0 || c.MaxPage < 0 || c.MaxWait < 0 || c.Timeout < 0 || c.MaxLongPolls < 0 || c.MaxLongPollsPerUser < 0 {
+	if c.MaxBatch < 0 || c.MaxBody < 0 || c.MaxPage < 0 || c.MaxWait < 0 || c.Timeout < 0 || c.MaxLongPolls < 0 || c.MaxLongPollsPerUser < 0 || c.WriteWait < 0 {
 		errs = append(errs, errors.New("gateway config: limits must not be negative"))
 	}
 	c.Limits = c.Limits.WithDefaults()
@@ -109,6 +117,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxLongPollsPerUser == 0 {
 		c.MaxLongPollsPerUser = DefaultMaxLongPollsPerUser
+	}
+	if c.WriteWait == 0 {
+		c.WriteWait = defaultWait
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -154,6 +165,12 @@ func New(cfg Config) (*Gateway, error) {
 	g.mux.HandleFunc("GET /v1/{tenant}/docs/{collection}", g.guard(accessRead, g.listDocs))
 	g.mux.HandleFunc("GET /v1/{tenant}/docs/{collection}/{id}", g.guard(accessRead, g.getDoc))
 	g.mux.HandleFunc("GET /v1/{tenant}/conflicts", g.guard(accessRead, g.conflicts))
+	// Document writes: any user who may read the tenant (a client or a
+	// service of it, an admin) writes as itself; writeIdentity decides.
+	for _, m := range []string{http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		g.mux.HandleFunc(m+" /v1/{tenant}/docs/{collection}/{id}", g.guard(accessRead, g.writeDoc))
+	}
+	g.mux.HandleFunc("GET /v1/{tenant}/writes/{event}", g.guard(accessRead, g.getWrite))
 	return g, nil
 }
 

@@ -14,8 +14,11 @@ import (
 	"github.com/ebbsync/ebb/events"
 )
 
-// spanPush is the span of one HTTP push of a batch of events.
-const spanPush = "ebb.gateway.push"
+// The gateway's server spans.
+const (
+	spanPush  = "ebb.gateway.push"  // one HTTP push of a batch of events
+	spanWrite = "ebb.gateway.write" // one PUT, PATCH or DELETE of a document
+)
 
 // propagator is Config.Propagator, or W3C trace context and baggage.
 func (g *Gateway) propagator() propagation.TextMapPropagator {
@@ -28,12 +31,18 @@ func (g *Gateway) propagator() propagation.TextMapPropagator {
 // startPush starts the push's server span, continuing the trace of the
 // request's traceparent/tracestate headers when the client sent them.
 func (g *Gateway) startPush(r *http.Request) (context.Context, trace.Span) {
+	return g.startSpan(r, spanPush)
+}
+
+// startSpan starts the server span name of request r, continuing the trace
+// of its traceparent/tracestate headers when the client sent them.
+func (g *Gateway) startSpan(r *http.Request, name string) (context.Context, trace.Span) {
 	tp := g.cfg.TracerProvider
 	if tp == nil {
 		tp = noop.NewTracerProvider()
 	}
 	parent := g.propagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	return tp.Tracer("github.com/ebbsync/ebb/cmd/ebb/internal/gateway").Start(parent, spanPush,
+	return tp.Tracer("github.com/ebbsync/ebb/cmd/ebb/internal/gateway").Start(parent, name,
 		trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
 			attribute.String("ebb.tenant", r.PathValue("tenant"))))

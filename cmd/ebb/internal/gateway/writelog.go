@@ -1,0 +1,267 @@
+package gateway
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.etcd.io/bbolt"
+
+	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
+)
+
+// Buckets the writer keeps beside the producer's in each log file. The
+// writer is their only reader and writer.
+var (
+	bucketWriteMeta   = []byte("gateway.meta")        // metaReceiptsSeq -> 8 bytes big-endian
+	bucketIdempotency = []byte("gateway.idempotency") // Idempotency-Key -> idemRecord (JSON)
+
+	metaReceiptsSeq = []byte("receipts_seq") // last RECEIPTS sequence settled into the log
+)
+
+// writerLog is one writing identity's log: its producer.Log and Publisher,
+// the follower of its receipts, and the requests waiting for them.
+type writerLog struct {
+	key logKey
+	db  *bbolt.DB
+	log *producer.Log
+	pub *producer.Publisher
+	cc  jetstream.ConsumeContext
+	lg  *slog.Logger
+
+	// appendMu serialises appends with their idempotency records, so at
+	// most one reservation is ever outstanding (see idempotency.go).
+	appendMu sync.Mutex
+
+	waitMu  sync.Mutex
+	waiters map[string]chan struct{} // event id -> closed when its entry settles or fails
+}
+
+func openWriterLog(ctx context.Context, w *Writer, k logKey, path string) (_ *writerLog, err error) {
+	db, err := producer.OpenFile(path, producer.FileOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = db.Close()
+		}
+	}()
+	l := &writerLog{key: k, db: db, waiters: map[string]chan struct{}{},
+		lg: w.log.With("tenant", k.tenant, "client", k.client)}
+	l.log, err = producer.OpenDB(db, producer.LogConfig{Tenant: k.tenant, Client: k.client, Limits: w.cfg.Limits,
+		Logger: w.cfg.Logger, TracerProvider: w.cfg.TracerProvider, MeterProvider: w.cfg.MeterProvider, Cipher: w.cfg.Cipher})
+	if err != nil {
+		return nil, err
+	}
+	var receiptsSeq uint64
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{bucketWriteMeta, bucketIdempotency} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		if v := tx.Bucket(bucketWriteMeta).Get(metaReceiptsSeq); len(v) == 8 {
+			receiptsSeq = beUint64(v)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = l.log.Close()
+		return nil, err
+	}
+	if err := l.recoverReservations(ctx); err != nil {
+		_ = l.log.Close()
+		return nil, err
+	}
+	pcfg := w.cfg.Publisher
+	onFailure := pcfg.OnFailure
+	pcfg.OnFailure = func(e producer.Entry) {
+		l.notify(e.Event.ID)
+		if onFailure != nil {
+			onFailure(e)
+		}
+	}
+	if pcfg.Logger == nil {
+		pcfg.Logger = w.cfg.Logger
+	}
+	if pcfg.TracerProvider == nil {
+		pcfg.TracerProvider = w.cfg.TracerProvider
+	}
+	if pcfg.MeterProvider == nil {
+		pcfg.MeterProvider = w.cfg.MeterProvider
+	}
+	if l.pub, err = producer.NewPublisher(l.log, w.cfg.JetStream, w.cfg.Conn, pcfg); err != nil {
+		_ = l.log.Close()
+		return nil, err
+	}
+	if err := l.pub.Start(w.ctx); err != nil {
+		_ = l.log.Close()
+		return nil, err
+	}
+	if err := l.follow(ctx, w.cfg.JetStream, receiptsSeq); err != nil {
+		_ = l.pub.Close()
+		_ = l.log.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// follow starts the follower of the identity's receipts after RECEIPTS
+// sequence after: each receipt settles its entry in the log, with the
+// follower's checkpoint in the same transaction, and wakes its waiters.
+func (l *writerLog) follow(ctx context.Context, js JetStream, after uint64) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.ReceiptSubject(l.key.tenant, l.key.client)}}
+	switch {
+	case after > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
+	case l.log.LastSeq() == 0:
+		// A new log has no event a receipt already sent could be for; the
+		// identity's older receipts (its own devices') are not its business.
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	}
+	cons, err := js.OrderedConsumer(ctx, events.StreamReceipts, cfg)
+	if err != nil {
+		return fmt.Errorf("follow receipts: %w", err)
+	}
+	l.cc, err = cons.Consume(l.onReceipt)
+	if err != nil {
+		return fmt.Errorf("follow receipts: %w", err)
+	}
+	return nil
+}
+
+// onReceipt settles the entry a receipt names, with the follower's
+// checkpoint in the same transaction. A message that is not a receipt of
+// its subject is skipped (logged), and so, silently, is a receipt of an
+// event this log did not write.
+func (l *writerLog) onReceipt(m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		l.lg.Error("receipt follower: message metadata", "err", err)
+		return
+	}
+	r, rerr := readReceipt(m.Subject(), m.Data())
+	if rerr != nil {
+		l.lg.Warn("receipt follower: skipped a message that is not a receipt of its subject", "seq", md.Sequence.Stream, "err", rerr)
+		return
+	}
+	ctx := context.Background()
+	// A receipt of a sequence of this log's device that it never wrote
+	// means the file was restored from an older copy: the log moves to a
+	// new device before it reuses a sequence.
+	if _, err := l.log.ObserveReceipt(ctx, r); err != nil {
+		l.lg.Error("receipt follower: observe receipt", "event", r.Event, "err", err)
+	}
+	if _, ours, err := l.log.Entry(ctx, r.Event); err == nil && !ours {
+		// A receipt of an event of the identity's own devices (a client
+		// that also writes over NATS): nothing to settle or store; the
+		// checkpoint lags behind it, which only costs a re-read.
+		return
+	}
+	err = l.db.Update(func(tx *bbolt.Tx) error {
+		if err := l.log.Settle(tx, r); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketWriteMeta).Put(metaReceiptsSeq, beBytes(md.Sequence.Stream))
+	})
+	if err != nil {
+		// The entry stays published; its request answers 202 and a later
+		// receipt of the same event (none comes) cannot settle it. Loud.
+		l.lg.Error("receipt follower: settle receipt", "seq", md.Sequence.Stream, "err", err)
+		return
+	}
+	if r.Outcome == events.OutcomeReused {
+		l.lg.Error("the server holds another event under this log's sequence (a copied write log?); the write was not applied",
+			"event", r.Event, "seq", r.Seq)
+	}
+	l.notify(r.Event)
+}
+
+// waitCh returns the channel closed when event id's entry next changes to
+// settled or failed.
+func (l *writerLog) waitCh(id string) <-chan struct{} {
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	ch := l.waiters[id]
+	if ch == nil {
+		ch = make(chan struct{})
+		l.waiters[id] = ch
+	}
+	return ch
+}
+
+func (l *writerLog) notify(id string) {
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	if ch := l.waiters[id]; ch != nil {
+		close(ch)
+		delete(l.waiters, id)
+	}
+}
+
+// forget drops the waiter channel of id if nobody was woken through it.
+func (l *writerLog) forget(id string, ch <-chan struct{}) {
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	if l.waiters[id] == ch {
+		delete(l.waiters, id)
+	}
+}
+
+// await returns event id's entry once it is settled or failed, or as it
+// stands when ctx ends first (the caller answers 202 then).
+func (l *writerLog) await(ctx context.Context, id string) (producer.Entry, error) {
+	for {
+		// Take the channel before reading the entry: a receipt settled
+		// after the read closes it.
+		ch := l.waitCh(id)
+		e, ok, err := l.log.Entry(context.WithoutCancel(ctx), id)
+		if err != nil {
+			l.forget(id, ch)
+			return producer.Entry{}, err
+		}
+		if !ok {
+			l.forget(id, ch)
+			return producer.Entry{}, fmt.Errorf("write %s: %w", id, errNotFound)
+		}
+		if e.State == producer.StateSettled || e.State == producer.StateFailed {
+			l.forget(id, ch)
+			return e, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			l.forget(id, ch)
+			return l.entryNow(ctx, id, e)
+		}
+	}
+}
+
+// entryNow re-reads event id's entry once a wait has ended, so the answer
+// says how far it got (published, say) rather than how it stood before;
+// last is the answer when it cannot be read.
+func (l *writerLog) entryNow(ctx context.Context, id string, last producer.Entry) (producer.Entry, error) {
+	if e, ok, err := l.log.Entry(context.WithoutCancel(ctx), id); err == nil && ok {
+		return e, nil
+	}
+	return last, nil
+}
+
+// close stops the follower and the publisher and closes the log file.
+func (l *writerLog) close() error {
+	if l.cc != nil {
+		l.cc.Stop()
+		<-l.cc.Closed()
+	}
+	return errors.Join(l.pub.Close(), l.log.Close(), l.db.Close())
+}
+
+func beBytes(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
