@@ -101,6 +101,7 @@ func (p *Projector) reseed(ctx context.Context, why string) error {
 		return nil // gone again: the next look tries
 	}
 	gen := events.NewIDSource(nil).New().String()
+	dead0 := p.dead.Load() // refused publishes dead-letter and count here
 	chunk := make([]OutboxEntry, 0, publishChunk)
 	flush := func() error {
 		if len(chunk) == 0 {
@@ -140,11 +141,11 @@ func (p *Projector) reseed(ctx context.Context, why string) error {
 	p.marks.Changes = StreamMark{Created: after.Created, LastSeq: after.State.LastSeq, Msgs: after.State.Msgs}
 	p.marks.Docs, p.marks.DocsCounted = uint64(docs), true
 	// Documents whose change CHANGES refused even now (dead-lettered) are
-	// not a reason to reseed again at every look.
-	p.unseeded = 0
-	if uint64(docs) > after.State.Msgs {
-		p.unseeded = uint64(docs) - after.State.Msgs
-		p.log.Error("CHANGES still lacks documents after a reseed (their changes were refused; see DEAD)", "missing", p.unseeded)
+	// not a reason to reseed again at every look. (Not Docs minus Msgs: a
+	// purge while reseeding would hide itself that way.)
+	p.unseeded = p.dead.Load() - dead0
+	if p.unseeded > 0 {
+		p.log.Error("CHANGES refused some documents' changes during a reseed (see DEAD)", "refused", p.unseeded)
 	}
 	p.marksDirty = true
 	// Recorded now, so a restart does not reseed again; an empty view costs
