@@ -226,7 +226,7 @@ func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) 
 	if err != nil {
 		return next, fmt.Errorf("create ordered consumer on %s at %d: %w", f.stream, next, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(f.batch))
+	it, err := cons.Messages(jetstream.PullMaxMessages(f.batch), jetstream.PullHeartbeat(followHeartbeat))
 	if err != nil {
 		return next, fmt.Errorf("read %s at %d: %w", f.stream, next, err)
 	}

@@ -73,7 +73,7 @@ func receiptGapSuspect(prev Progress, ds []delivery[receipt]) bool {
 // (deleted and recreated, or its last sequence is below the cursor), as
 // startChanges judges it. created is the stream's creation time.
 func (r *Replica) changesReset(ctx context.Context, js jetstream.JetStream) (reset bool, created int64, err error) {
-	s, err := js.Stream(ctx, events.StreamChanges)
+	s, err := stream(ctx, js, events.StreamChanges)
 	if err != nil {
 		return false, 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
 	}
@@ -118,7 +118,7 @@ func receiptAtRisk(info *jetstream.StreamInfo, e producer.Entry, reset bool) boo
 // gone and a published write awaiting its receipt may have had one of them.
 // It only reads.
 func (r *Replica) receiptsLost(ctx context.Context, js jetstream.JetStream) (bool, error) {
-	s, err := js.Stream(ctx, events.StreamReceipts)
+	s, err := stream(ctx, js, events.StreamReceipts)
 	if err != nil {
 		return false, fmt.Errorf("read stream %s: %w", events.StreamReceipts, err)
 	}
@@ -243,7 +243,7 @@ func (r *Replica) deferUnanswered(ctx context.Context, s jetstream.Stream, evs [
 	if filter == "" {
 		filter = r.receiptFilter()
 	}
-	m, err := s.GetLastMsgForSubject(ctx, filter)
+	m, err := lastMsgFor(ctx, s, filter)
 	switch {
 	case err == nil:
 		upTo = m.Sequence

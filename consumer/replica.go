@@ -586,7 +586,7 @@ func (r *Replica) changesFollower(l *link) *follower[change] {
 // view is cleared and replayed from the start (pending writes stay). Only a
 // reset writes here, so a (re)start costs no commit of its own.
 func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (next uint64, created int64, err error) {
-	s, err := js.Stream(ctx, events.StreamChanges)
+	s, err := stream(ctx, js, events.StreamChanges)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
 	}
@@ -910,7 +910,7 @@ const receiptSkew = 10 * time.Minute
 // behind the stream with nothing outstanding lost nothing: the cursor just
 // moves, with no resync.
 func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (next uint64, created int64, err error) {
-	s, err := js.Stream(ctx, events.StreamReceipts)
+	s, err := stream(ctx, js, events.StreamReceipts)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read stream %s: %w", events.StreamReceipts, err)
 	}
@@ -1655,13 +1655,13 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 // lastInScope returns the sequence of the last message in CHANGES under the
 // replica's filters (0 if none).
 func (r *Replica) lastInScope(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	s, err := js.Stream(ctx, events.StreamChanges)
+	s, err := stream(ctx, js, events.StreamChanges)
 	if err != nil {
 		return 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
 	}
 	var last uint64
 	for _, f := range r.filters {
-		m, err := s.GetLastMsgForSubject(ctx, f)
+		m, err := lastMsgFor(ctx, s, f)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
