@@ -108,7 +108,9 @@ func runModelAgent(cfg modelAgentConfig, in io.Reader, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// Info: resyncs, republishes and rejections are what a failing seed's
+	// report needs (modelAgent.logs); a run writes only a few hundred lines.
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	r, err := consumer.OpenReplica(ctx, consumer.ReplicaConfig{Dir: cfg.Dir, Tenant: cfg.Tenant, Client: cfg.Client,
 		Policies: pol, Logger: log})
 	if err != nil {
@@ -372,6 +374,9 @@ func (a *modelAgent) stacks() string {
 	}
 	return strings.Join(keep, "\n\n")
 }
+
+// logs returns the agent's log lines (its stderr), for a failure report.
+func (a *modelAgent) logs() string { return a.stderr.String() }
 
 // kill SIGKILLs the agent and returns the replies it sent that nobody read.
 func (a *modelAgent) kill() []modelReply {

@@ -56,6 +56,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -611,10 +612,12 @@ func (r *modelRun) settleAndCheck() {
 			ev.changesNow[k] = c
 		}
 	}
+	agentLogs := map[string]string{}
 	for _, a := range r.agents {
 		if err := a.quit(); err != nil {
 			t.Errorf("quit agent: %v", err)
 		}
+		agentLogs[a.cfg.Client] = a.logs()
 	}
 	r.agents = nil
 	if err := r.srv.stop(); err != nil {
@@ -642,6 +645,9 @@ func (r *modelRun) settleAndCheck() {
 	}
 	if len(ev.violations) > 0 {
 		t.Logf("server logs (last start):\n%s", modelTail(r.srv.logs.String(), 60))
+		for _, c := range slices.Sorted(maps.Keys(agentLogs)) {
+			t.Logf("replica %s logs (its last process):\n%s", c, modelTail(agentLogs[c], 40))
+		}
 	}
 }
 
