@@ -215,12 +215,20 @@ type applyError struct{ err error }
 
 func (e *applyError) Error() string { return e.err.Error() }
 
+// beforeConsumer, if set (by a test), runs after a follower's start checked
+// the stream and before its consumer is created: what the stream loses in
+// between, no start check sees.
+var beforeConsumer func(stream string)
+
 // session reads with one ordered consumer starting at next. It returns the
 // sequence after the last message handed to apply, and why it ended.
 func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.filters, DeliverPolicy: jetstream.DeliverAllPolicy}
 	if next > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, next
+	}
+	if beforeConsumer != nil {
+		beforeConsumer(f.stream)
 	}
 	cons, err := f.js.OrderedConsumer(ctx, f.stream, cfg)
 	if err != nil {

@@ -69,6 +69,43 @@ func receiptGapSuspect(prev Progress, ds []delivery[receipt]) bool {
 	return false
 }
 
+// receiptSkipped reports whether ds steps over a sequence (from prev.Seq,
+// the stored cursor) while a write of the log's device published before the
+// latest one ds answers still waits for its receipt: the receipt may be
+// among the sequences stepped over, removed (a purge, RECEIPTS' age) before
+// the consumer read it, with no reconnect and nothing pending to show it.
+// The follower's consumer is filtered, so a jump alone is the normal case
+// (other clients' receipts): only a write answered out of order makes the
+// stream worth checking. Once the cursor has moved past such a gap, no start
+// or periodic check can see it.
+func (r *Replica) receiptSkipped(prev Progress, ds []delivery[receipt]) bool {
+	seq, jumped := prev.Seq, false
+	var answered []string
+	var latest uint64 // the highest log sequence of the device that ds answers
+	device := r.log.Device()
+	for i := range ds {
+		d := &ds[i]
+		jumped = jumped || d.seq > seq+1
+		seq = d.seq
+		if rc := d.v.rc; rc != nil && d.v.err == nil && rc.Device == device {
+			answered = append(answered, rc.Event)
+			latest = max(latest, rc.Seq)
+		}
+	}
+	if !jumped || latest == 0 {
+		return false
+	}
+	skipped := false
+	_ = r.db.View(func(tx *bbolt.Tx) error {
+		es, err := r.log.Unsettled(tx)
+		for _, e := range es {
+			skipped = skipped || (e.State == producer.StatePublished && e.Event.Device == device && e.Event.Seq < latest && !slices.Contains(answered, e.Event.ID))
+		}
+		return err
+	})
+	return skipped
+}
+
 // changesReset checks CHANGES against the stored cursor: it was reset
 // (deleted and recreated, or its last sequence is below the cursor), as
 // startChanges judges it. created is the stream's creation time.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -222,5 +224,101 @@ func TestReplica_RepublishDroppedWaitsForKeptReceipt(t *testing.T) {
 	es, err := r.Log().Entries(ctx, producer.StateSettled)
 	if err != nil || len(es) != 1 || es[0].Outcome != events.OutcomeApplied {
 		t.Fatalf("settled %+v, %v: want the write applied", es, err)
+	}
+}
+
+// TestReplica_ReceiptLostBeforeALaterOne: a write's receipt is removed
+// from RECEIPTS after the follower's start checked the stream and before
+// its consumer read it (here: between the two; in the model test, a purge
+// right after an attach), and a receipt of a later write of the replica
+// follows. The follower's first delivery is that later receipt, from a
+// consumer nobody remade, with nothing pending before it: the cursor moved
+// past the lost receipt, so no later check found the stream behind, and
+// the first write stayed published with no receipt forever (issue 11's
+// seed 1 and 3: "0 resyncs", Sync times out). The jump over a write still
+// waiting is checked: the write is republished (JetStream drops it inside
+// its window) and settled as of unknown fate; Sync completes.
+func TestReplica_ReceiptLostBeforeALaterOne(t *testing.T) {
+	_, nc, js := mustServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	r, err := OpenReplica(ctx, ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "a", Conn: nc, GapCheckInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Put(ctx, "c", "d1", events.Fields{"n": json.RawMessage(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Put(ctx, "c", "d2", events.Fields{"n": json.RawMessage(`2`)}); err != nil {
+		t.Fatal(err)
+	}
+	es := waitPublished(t, r, 2)
+	first, second := es[0].Event, es[1].Event
+	if first.Seq > second.Seq {
+		first, second = second, first
+	}
+	r.Detach()
+
+	var once sync.Once
+	beforeConsumer = func(stream string) {
+		if stream != events.StreamReceipts {
+			return
+		}
+		once.Do(func() { // on the follower's goroutine: t.Error, not t.Fatal
+			receipt := func(e *events.Event) error {
+				b, err := events.EncodeReceipt(&events.Receipt{Schema: events.SchemaVersion, Event: e.ID, Tenant: e.Tenant, Client: e.Client,
+					Device: e.Device, Seq: e.Seq, Collection: e.Collection, Doc: e.Doc, Outcome: events.OutcomeApplied, Version: 1})
+				if err == nil {
+					_, err = js.Publish(ctx, e.ReceiptSubject(), b)
+				}
+				return err
+			}
+			ch := testChange("t1", "c", "d2", 1, 2)
+			ch.Event, ch.Client, ch.Seq = second.ID, "a", second.Seq
+			rs, err := js.Stream(ctx, events.StreamReceipts)
+			if err == nil {
+				err = receipt(first)
+			}
+			if err == nil {
+				err = rs.Purge(ctx)
+			}
+			if err == nil {
+				err = receipt(second)
+			}
+			if err == nil {
+				var b []byte
+				if b, err = events.EncodeChange(ch); err == nil {
+					_, err = js.Publish(ctx, events.ChangeSubject("t1", "c", "d2"), b)
+				}
+			}
+			if err != nil {
+				t.Errorf("lose the first receipt: %v", err)
+			}
+		})
+	}
+	t.Cleanup(func() { beforeConsumer = nil })
+	if err := r.Attach(ctx, nc); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the later write settled by its receipt", func() bool {
+		es, err := r.Log().Entries(ctx, producer.StateSettled)
+		return err == nil && slices.ContainsFunc(es, func(e producer.Entry) bool { return e.Event.ID == second.ID })
+	})
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	if _, err := r.Sync(sctx); err != nil {
+		t.Fatalf("sync: %v (write %s stayed pending: its lost receipt was stepped over)", err, first.ID)
+	}
+	st := r.Status()
+	if st.Pending != 0 || st.Resyncs == 0 {
+		t.Errorf("status %+v: want nothing pending and the lost receipt reported", st)
+	}
+	rejs, err := r.Rejections(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rejs) != 1 || rejs[0].Event != first.ID || !strings.Contains(rejs[0].Reason, "fate unknown") {
+		t.Fatalf("rejections %+v: want one of unknown fate for %s", rejs, first.ID)
 	}
 }

@@ -861,7 +861,7 @@ func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 		r.mu.Lock()
 		prev := r.receiptsP
 		r.mu.Unlock()
-		if receiptGapSuspect(prev, ds) {
+		if receiptGapSuspect(prev, ds) || r.receiptSkipped(prev, ds) {
 			if lost, err := r.receiptsLost(ctx, js); err != nil || lost {
 				return errRestart
 			}
