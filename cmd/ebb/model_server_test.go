@@ -7,6 +7,7 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -305,3 +306,26 @@ func (o *modelObserver) readAll(ctx context.Context, stream string) ([]*jetstrea
 }
 
 func modelServerData(root string) string { return filepath.Join(root, "server") }
+
+// changesLacking returns the documents the projector published a change of
+// (heard) that CHANGES holds no message for now, sorted.
+func (o *modelObserver) changesLacking(ctx context.Context) ([]string, error) {
+	msgs, err := o.readAll(ctx, events.StreamChanges)
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	for _, m := range msgs {
+		if c, err := events.DecodeChange(m.Data); err == nil {
+			have[modelKey(c.Collection, c.Doc)] = true
+		}
+	}
+	var lack []string
+	for _, s := range o.heard() {
+		if c := s.Change; c != nil && !have[modelKey(c.Collection, c.Doc)] && !slices.Contains(lack, modelKey(c.Collection, c.Doc)) {
+			lack = append(lack, modelKey(c.Collection, c.Doc))
+		}
+	}
+	slices.Sort(lack)
+	return lack, nil
+}

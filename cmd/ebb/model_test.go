@@ -498,6 +498,26 @@ func modelFieldsString(f events.Fields) string {
 	return string(b)
 }
 
+// awaitReseed waits up to 30 s until CHANGES holds a message for every
+// document the projector published a change of, and reports a convergence
+// violation when it never does.
+func (r *modelRun) awaitReseed(ev *modelEvidence) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		lack, err := r.obs.changesLacking(ctx)
+		cancel()
+		if err == nil && len(lack) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			ev.violate("convergence", "CHANGES still lacks %v 30 s after the faults stopped (never reseeded from the view; read error: %v)", lack, err)
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // polling pace, bounded by the deadline above
+	}
+}
+
 // finalSync syncs a with a short timeout, tried again while the replica
 // still makes progress (its pending writes fall), so a slow machine is not
 // taken for a stuck write and a stuck write costs two timeouts.
@@ -533,6 +553,10 @@ func (r *modelRun) settleAndCheck() {
 		}
 	}
 	ev := &modelEvidence{acked: r.acked, dumps: map[string]*modelDump{}, syncErrs: map[string]string{}}
+	// The projector finds a purged CHANGES at its next look (every 2 s) and
+	// reseeds it from the view; "everyone synced" means after that, so wait
+	// (bounded) until CHANGES holds every document it ever published.
+	r.awaitReseed(ev)
 	for i, a := range r.agents {
 		rep, err := a.call(modelCmd{Cmd: "attach"}, 30*time.Second)
 		if err != nil {
