@@ -160,7 +160,10 @@
 // could be gone (any, after a reset; else those published before the
 // stream's oldest receipt, plus ten minutes for clock skew) are republished
 // with their ids, and a client with none outstanding just moves its cursor,
-// with no resync. The projector answers "duplicate" for those it applied
+// with no resync. Which events to republish is stored in the transaction
+// that moves the cursor past the gap, and forgotten only once they are
+// republished, so a republish that fails (a detach, the server gone, a
+// crash) is done by the next start. The projector answers "duplicate" for those it applied
 // (their effect reaches the view through CHANGES) and applies those it
 // never saw. A republish JetStream drops as a duplicate (the first publish
 // is inside EVENTS' dedupe window) reaches no projector, so no receipt will

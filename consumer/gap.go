@@ -270,6 +270,42 @@ type unanswered struct {
 
 var metaUnanswered = []byte("unanswered")
 
+// metaRepublish (bucketMeta) holds the ids of the events a RECEIPTS start
+// found at risk, stored with the cursor that moved past their receipts,
+// until republishStored has republished them.
+var metaRepublish = []byte("republish")
+
+// addRepublish adds evs to the stored events to republish, in tx.
+func addRepublish(tx *bbolt.Tx, evs []*events.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	ids, err := getRepublish(tx)
+	if err != nil {
+		return err
+	}
+	for _, e := range evs {
+		if !slices.Contains(ids, e.ID) {
+			ids = append(ids, e.ID)
+		}
+	}
+	b, _ := json.Marshal(ids) // strings always encode
+	if err := tx.Bucket(bucketMeta).Put(metaRepublish, b); err != nil {
+		return fmt.Errorf("store events to republish: %w", err)
+	}
+	return nil
+}
+
+func getRepublish(tx *bbolt.Tx) ([]string, error) {
+	var ids []string
+	if b := tx.Bucket(bucketMeta).Get(metaRepublish); b != nil {
+		if err := json.Unmarshal(b, &ids); err != nil {
+			return nil, fmt.Errorf("read events to republish: %w", err)
+		}
+	}
+	return ids, nil
+}
+
 // deferUnanswered records evs, whose republish JetStream dropped, to be
 // settled by settleDueUnanswered; s is RECEIPTS.
 func (r *Replica) deferUnanswered(ctx context.Context, s jetstream.Stream, evs []*events.Event) error {

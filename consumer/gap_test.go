@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -321,4 +322,87 @@ func TestReplica_ReceiptLostBeforeALaterOne(t *testing.T) {
 	if len(rejs) != 1 || rejs[0].Event != first.ID || !strings.Contains(rejs[0].Reason, "fate unknown") {
 		t.Fatalf("rejections %+v: want one of unknown fate for %s", rejs, first.ID)
 	}
+}
+
+// lockedBuffer is an io.Writer safe for the replica's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestReplica_FailedRepublishIsRetried: a RECEIPTS start finds receipts
+// gone and moves its cursor past them, but the republish of the write
+// whose receipt may be among them fails (here EVENTS refuses it; a detach
+// or a kill in between does the same). The next start found the cursor in
+// place and never republished: the write waited for a receipt forever.
+// What to republish is stored with the cursor and republished by the next
+// start.
+func TestReplica_FailedRepublishIsRetried(t *testing.T) {
+	_, nc, js := mustServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r, err := OpenReplica(ctx, ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "a", Conn: nc, GapCheckInterval: time.Hour, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Put(ctx, "c", "d", events.Fields{"n": json.RawMessage(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	e := waitPublished(t, r, 1)[0].Event
+	r.Detach()
+	publishReceipt(t, js, e, events.OutcomeApplied, 1)
+	rs, err := js.Stream(ctx, events.StreamReceipts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// EVENTS again, empty, refusing every event for now.
+	es, err := js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := es.CachedInfo().Config
+	if err := js.DeleteStream(ctx, events.StreamEvents); err != nil {
+		t.Fatal(err)
+	}
+	refusing := cfg
+	refusing.MaxMsgSize = 1
+	if _, err := js.CreateStream(ctx, refusing); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := r.Attach(ctx, nc); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the republish to fail", func() bool {
+		return strings.Contains(logs.String(), "republish event "+e.ID)
+	})
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "the write republished into EVENTS", func() bool {
+		s, err := js.Stream(ctx, events.StreamEvents)
+		if err != nil {
+			return false
+		}
+		m, err := s.GetLastMsgForSubject(ctx, e.Subject())
+		return err == nil && m.Header.Get(jetstream.MsgIDHeader) == e.ID
+	})
 }
