@@ -250,6 +250,10 @@ func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) 
 	q := newHandoff[T](f.batch, f.gather)
 	go func() { q.finish(f.read(ctx, it, q)) }()
 	// A kick stops the iterator: the reader ends, and so does this session.
+	// So does ctx's end: Next honours NextContext only between messages,
+	// and while the ordered consumer remakes its consumer (inside Next, a
+	// server down or unreachable) it retries until stopped, so without
+	// Stop a Detach or Close waited for the server to come back.
 	var kicked atomic.Bool
 	ended, kickDone := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -257,6 +261,8 @@ func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) 
 		select {
 		case <-f.kick: // a nil kick never receives
 			kicked.Store(true)
+			it.Stop()
+		case <-ctx.Done():
 			it.Stop()
 		case <-ended:
 		}

@@ -406,3 +406,44 @@ func TestReplica_FailedRepublishIsRetried(t *testing.T) {
 		return err == nil && m.Header.Get(jetstream.MsgIDHeader) == e.ID
 	})
 }
+
+// TestReplica_DetachWhileConsumerRemade: the ordered consumer remakes its
+// server consumer inside Next, retrying until it is stopped (here RECEIPTS
+// was deleted, so every attempt fails; a server down does the same).
+// Detach cancelled the follower's context, which Next does not watch while
+// remaking, and waited for the reader: it never returned (seen in the
+// model test as an agent with no reply to attach). The session stops the
+// iterator when its context ends.
+func TestReplica_DetachWhileConsumerRemade(t *testing.T) {
+	s, nc, js := mustServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	r, err := OpenReplica(ctx, ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "a", Conn: nc, GapCheckInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	apiErrors := func() uint64 {
+		jsz, err := s.NATS().Jsz(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return jsz.API.Errors
+	}
+	if err := js.DeleteStream(ctx, events.StreamReceipts); err != nil {
+		t.Fatal(err)
+	}
+	before := apiErrors()
+	waitFor(t, 15*time.Second, "the ordered consumer failing to remake its consumer", func() bool { return apiErrors() > before })
+
+	done := make(chan struct{})
+	go func() { defer close(done); r.Detach() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Detach did not return while the ordered consumer was remaking its consumer")
+	}
+}
