@@ -139,6 +139,15 @@
 // publisher's Flush), waits for the fate of each, then pulls until the view
 // has every change in scope that CHANGES held at that point.
 //
+// Failover: the followers' pull requests ask for a 1 s idle heartbeat, so
+// a server that stops answering (a dead host, a partition) is noticed
+// after two missed heartbeats and the consumer is remade, on whichever
+// server nats.Conn reconnects to. Each read of a stream's state (stream
+// info, a subject's last message: at a follower's start, in gap checks and
+// in Sync) is bounded to 2 s per attempt and tried again while ctx lasts,
+// so a stream without a leader (a cluster electing one) delays Sync by
+// the election, not by the whole context.
+//
 // # Resets and lost receipts
 //
 // Every time a follower (re)starts it compares the stream with its stored
@@ -151,7 +160,10 @@
 // could be gone (any, after a reset; else those published before the
 // stream's oldest receipt, plus ten minutes for clock skew) are republished
 // with their ids, and a client with none outstanding just moves its cursor,
-// with no resync. The projector answers "duplicate" for those it applied
+// with no resync. Which events to republish is stored in the transaction
+// that moves the cursor past the gap, and forgotten only once they are
+// republished, so a republish that fails (a detach, the server gone, a
+// crash) is done by the next start. The projector answers "duplicate" for those it applied
 // (their effect reaches the view through CHANGES) and applies those it
 // never saw. A republish JetStream drops as a duplicate (the first publish
 // is inside EVENTS' dedupe window) reaches no projector, so no receipt will
@@ -175,7 +187,10 @@
 // last message it delivered, stepping over what the stream lost meanwhile.
 // So the stream is also checked (read-only) before a batch from a remade
 // consumer is applied (for RECEIPTS also after a sequence jump while the
-// follower was behind), every ReplicaConfig.GapCheckInterval while writes
+// follower was behind, and after a jump in a batch that answers a write of
+// the device while one published before it still waits: its receipt may
+// have been removed between the follower's start and its consumer's first
+// read), every ReplicaConfig.GapCheckInterval while writes
 // await their receipt (a lost receipt may be followed by no message at
 // all), and at every Sync, which waits for a CHANGES resync it finds
 // needed. A check that finds a reset or possibly lost receipts restarts the

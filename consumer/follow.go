@@ -215,6 +215,11 @@ type applyError struct{ err error }
 
 func (e *applyError) Error() string { return e.err.Error() }
 
+// beforeConsumer, if set (by a test), runs after a follower's start checked
+// the stream and before its consumer is created: what the stream loses in
+// between, no start check sees.
+var beforeConsumer func(stream string)
+
 // session reads with one ordered consumer starting at next. It returns the
 // sequence after the last message handed to apply, and why it ended.
 func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) {
@@ -222,11 +227,14 @@ func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) 
 	if next > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, next
 	}
+	if beforeConsumer != nil {
+		beforeConsumer(f.stream)
+	}
 	cons, err := f.js.OrderedConsumer(ctx, f.stream, cfg)
 	if err != nil {
 		return next, fmt.Errorf("create ordered consumer on %s at %d: %w", f.stream, next, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(f.batch))
+	it, err := cons.Messages(jetstream.PullMaxMessages(f.batch), jetstream.PullHeartbeat(followHeartbeat))
 	if err != nil {
 		return next, fmt.Errorf("read %s at %d: %w", f.stream, next, err)
 	}
@@ -242,6 +250,10 @@ func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) 
 	q := newHandoff[T](f.batch, f.gather)
 	go func() { q.finish(f.read(ctx, it, q)) }()
 	// A kick stops the iterator: the reader ends, and so does this session.
+	// So does ctx's end: Next honours NextContext only between messages,
+	// and while the ordered consumer remakes its consumer (inside Next, a
+	// server down or unreachable) it retries until stopped, so without
+	// Stop a Detach or Close waited for the server to come back.
 	var kicked atomic.Bool
 	ended, kickDone := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -249,6 +261,8 @@ func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) 
 		select {
 		case <-f.kick: // a nil kick never receives
 			kicked.Store(true)
+			it.Stop()
+		case <-ctx.Done():
 			it.Stop()
 		case <-ended:
 		}

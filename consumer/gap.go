@@ -69,11 +69,48 @@ func receiptGapSuspect(prev Progress, ds []delivery[receipt]) bool {
 	return false
 }
 
+// receiptSkipped reports whether ds steps over a sequence (from prev.Seq,
+// the stored cursor) while a write of the log's device published before the
+// latest one ds answers still waits for its receipt: the receipt may be
+// among the sequences stepped over, removed (a purge, RECEIPTS' age) before
+// the consumer read it, with no reconnect and nothing pending to show it.
+// The follower's consumer is filtered, so a jump alone is the normal case
+// (other clients' receipts): only a write answered out of order makes the
+// stream worth checking. Once the cursor has moved past such a gap, no start
+// or periodic check can see it.
+func (r *Replica) receiptSkipped(prev Progress, ds []delivery[receipt]) bool {
+	seq, jumped := prev.Seq, false
+	var answered []string
+	var latest uint64 // the highest log sequence of the device that ds answers
+	device := r.log.Device()
+	for i := range ds {
+		d := &ds[i]
+		jumped = jumped || d.seq > seq+1
+		seq = d.seq
+		if rc := d.v.rc; rc != nil && d.v.err == nil && rc.Device == device {
+			answered = append(answered, rc.Event)
+			latest = max(latest, rc.Seq)
+		}
+	}
+	if !jumped || latest == 0 {
+		return false
+	}
+	skipped := false
+	_ = r.db.View(func(tx *bbolt.Tx) error {
+		es, err := r.log.Unsettled(tx)
+		for _, e := range es {
+			skipped = skipped || (e.State == producer.StatePublished && e.Event.Device == device && e.Event.Seq < latest && !slices.Contains(answered, e.Event.ID))
+		}
+		return err
+	})
+	return skipped
+}
+
 // changesReset checks CHANGES against the stored cursor: it was reset
 // (deleted and recreated, or its last sequence is below the cursor), as
 // startChanges judges it. created is the stream's creation time.
 func (r *Replica) changesReset(ctx context.Context, js jetstream.JetStream) (reset bool, created int64, err error) {
-	s, err := js.Stream(ctx, events.StreamChanges)
+	s, err := stream(ctx, js, events.StreamChanges)
 	if err != nil {
 		return false, 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
 	}
@@ -118,7 +155,7 @@ func receiptAtRisk(info *jetstream.StreamInfo, e producer.Entry, reset bool) boo
 // gone and a published write awaiting its receipt may have had one of them.
 // It only reads.
 func (r *Replica) receiptsLost(ctx context.Context, js jetstream.JetStream) (bool, error) {
-	s, err := js.Stream(ctx, events.StreamReceipts)
+	s, err := stream(ctx, js, events.StreamReceipts)
 	if err != nil {
 		return false, fmt.Errorf("read stream %s: %w", events.StreamReceipts, err)
 	}
@@ -233,6 +270,42 @@ type unanswered struct {
 
 var metaUnanswered = []byte("unanswered")
 
+// metaRepublish (bucketMeta) holds the ids of the events a RECEIPTS start
+// found at risk, stored with the cursor that moved past their receipts,
+// until republishStored has republished them.
+var metaRepublish = []byte("republish")
+
+// addRepublish adds evs to the stored events to republish, in tx.
+func addRepublish(tx *bbolt.Tx, evs []*events.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	ids, err := getRepublish(tx)
+	if err != nil {
+		return err
+	}
+	for _, e := range evs {
+		if !slices.Contains(ids, e.ID) {
+			ids = append(ids, e.ID)
+		}
+	}
+	b, _ := json.Marshal(ids) // strings always encode
+	if err := tx.Bucket(bucketMeta).Put(metaRepublish, b); err != nil {
+		return fmt.Errorf("store events to republish: %w", err)
+	}
+	return nil
+}
+
+func getRepublish(tx *bbolt.Tx) ([]string, error) {
+	var ids []string
+	if b := tx.Bucket(bucketMeta).Get(metaRepublish); b != nil {
+		if err := json.Unmarshal(b, &ids); err != nil {
+			return nil, fmt.Errorf("read events to republish: %w", err)
+		}
+	}
+	return ids, nil
+}
+
 // deferUnanswered records evs, whose republish JetStream dropped, to be
 // settled by settleDueUnanswered; s is RECEIPTS.
 func (r *Replica) deferUnanswered(ctx context.Context, s jetstream.Stream, evs []*events.Event) error {
@@ -243,7 +316,7 @@ func (r *Replica) deferUnanswered(ctx context.Context, s jetstream.Stream, evs [
 	if filter == "" {
 		filter = r.receiptFilter()
 	}
-	m, err := s.GetLastMsgForSubject(ctx, filter)
+	m, err := lastMsgFor(ctx, s, filter)
 	switch {
 	case err == nil:
 		upTo = m.Sequence

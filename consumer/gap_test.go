@@ -3,8 +3,11 @@ package consumer
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -222,5 +225,225 @@ func TestReplica_RepublishDroppedWaitsForKeptReceipt(t *testing.T) {
 	es, err := r.Log().Entries(ctx, producer.StateSettled)
 	if err != nil || len(es) != 1 || es[0].Outcome != events.OutcomeApplied {
 		t.Fatalf("settled %+v, %v: want the write applied", es, err)
+	}
+}
+
+// TestReplica_ReceiptLostBeforeALaterOne: a write's receipt is removed
+// from RECEIPTS after the follower's start checked the stream and before
+// its consumer read it (here: between the two; in the model test, a purge
+// right after an attach), and a receipt of a later write of the replica
+// follows. The follower's first delivery is that later receipt, from a
+// consumer nobody remade, with nothing pending before it: the cursor moved
+// past the lost receipt, so no later check found the stream behind, and
+// the first write stayed published with no receipt forever (issue 11's
+// seed 1 and 3: "0 resyncs", Sync times out). The jump over a write still
+// waiting is checked: the write is republished (JetStream drops it inside
+// its window) and settled as of unknown fate; Sync completes.
+func TestReplica_ReceiptLostBeforeALaterOne(t *testing.T) {
+	_, nc, js := mustServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	r, err := OpenReplica(ctx, ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "a", Conn: nc, GapCheckInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Put(ctx, "c", "d1", events.Fields{"n": json.RawMessage(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Put(ctx, "c", "d2", events.Fields{"n": json.RawMessage(`2`)}); err != nil {
+		t.Fatal(err)
+	}
+	es := waitPublished(t, r, 2)
+	first, second := es[0].Event, es[1].Event
+	if first.Seq > second.Seq {
+		first, second = second, first
+	}
+	r.Detach()
+
+	var once sync.Once
+	beforeConsumer = func(stream string) {
+		if stream != events.StreamReceipts {
+			return
+		}
+		once.Do(func() { // on the follower's goroutine: t.Error, not t.Fatal
+			receipt := func(e *events.Event) error {
+				b, err := events.EncodeReceipt(&events.Receipt{Schema: events.SchemaVersion, Event: e.ID, Tenant: e.Tenant, Client: e.Client,
+					Device: e.Device, Seq: e.Seq, Collection: e.Collection, Doc: e.Doc, Outcome: events.OutcomeApplied, Version: 1})
+				if err == nil {
+					_, err = js.Publish(ctx, e.ReceiptSubject(), b)
+				}
+				return err
+			}
+			ch := testChange("t1", "c", "d2", 1, 2)
+			ch.Event, ch.Client, ch.Seq = second.ID, "a", second.Seq
+			rs, err := js.Stream(ctx, events.StreamReceipts)
+			if err == nil {
+				err = receipt(first)
+			}
+			if err == nil {
+				err = rs.Purge(ctx)
+			}
+			if err == nil {
+				err = receipt(second)
+			}
+			if err == nil {
+				var b []byte
+				if b, err = events.EncodeChange(ch); err == nil {
+					_, err = js.Publish(ctx, events.ChangeSubject("t1", "c", "d2"), b)
+				}
+			}
+			if err != nil {
+				t.Errorf("lose the first receipt: %v", err)
+			}
+		})
+	}
+	t.Cleanup(func() { beforeConsumer = nil })
+	if err := r.Attach(ctx, nc); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the later write settled by its receipt", func() bool {
+		es, err := r.Log().Entries(ctx, producer.StateSettled)
+		return err == nil && slices.ContainsFunc(es, func(e producer.Entry) bool { return e.Event.ID == second.ID })
+	})
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	if _, err := r.Sync(sctx); err != nil {
+		t.Fatalf("sync: %v (write %s stayed pending: its lost receipt was stepped over)", err, first.ID)
+	}
+	st := r.Status()
+	if st.Pending != 0 || st.Resyncs == 0 {
+		t.Errorf("status %+v: want nothing pending and the lost receipt reported", st)
+	}
+	rejs, err := r.Rejections(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rejs) != 1 || rejs[0].Event != first.ID || !strings.Contains(rejs[0].Reason, "fate unknown") {
+		t.Fatalf("rejections %+v: want one of unknown fate for %s", rejs, first.ID)
+	}
+}
+
+// lockedBuffer is an io.Writer safe for the replica's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestReplica_FailedRepublishIsRetried: a RECEIPTS start finds receipts
+// gone and moves its cursor past them, but the republish of the write
+// whose receipt may be among them fails (here EVENTS refuses it; a detach
+// or a kill in between does the same). The next start found the cursor in
+// place and never republished: the write waited for a receipt forever.
+// What to republish is stored with the cursor and republished by the next
+// start.
+func TestReplica_FailedRepublishIsRetried(t *testing.T) {
+	_, nc, js := mustServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r, err := OpenReplica(ctx, ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "a", Conn: nc, GapCheckInterval: time.Hour, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Put(ctx, "c", "d", events.Fields{"n": json.RawMessage(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	e := waitPublished(t, r, 1)[0].Event
+	r.Detach()
+	publishReceipt(t, js, e, events.OutcomeApplied, 1)
+	rs, err := js.Stream(ctx, events.StreamReceipts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// EVENTS again, empty, refusing every event for now.
+	es, err := js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := es.CachedInfo().Config
+	if err := js.DeleteStream(ctx, events.StreamEvents); err != nil {
+		t.Fatal(err)
+	}
+	refusing := cfg
+	refusing.MaxMsgSize = 1
+	if _, err := js.CreateStream(ctx, refusing); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := r.Attach(ctx, nc); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the republish to fail", func() bool {
+		return strings.Contains(logs.String(), "republish event "+e.ID)
+	})
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "the write republished into EVENTS", func() bool {
+		s, err := js.Stream(ctx, events.StreamEvents)
+		if err != nil {
+			return false
+		}
+		m, err := s.GetLastMsgForSubject(ctx, e.Subject())
+		return err == nil && m.Header.Get(jetstream.MsgIDHeader) == e.ID
+	})
+}
+
+// TestReplica_DetachWhileConsumerRemade: the ordered consumer remakes its
+// server consumer inside Next, retrying until it is stopped (here RECEIPTS
+// was deleted, so every attempt fails; a server down does the same).
+// Detach cancelled the follower's context, which Next does not watch while
+// remaking, and waited for the reader: it never returned (seen in the
+// model test as an agent with no reply to attach). The session stops the
+// iterator when its context ends.
+func TestReplica_DetachWhileConsumerRemade(t *testing.T) {
+	s, nc, js := mustServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	r, err := OpenReplica(ctx, ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "a", Conn: nc, GapCheckInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	apiErrors := func() uint64 {
+		jsz, err := s.NATS().Jsz(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return jsz.API.Errors
+	}
+	if err := js.DeleteStream(ctx, events.StreamReceipts); err != nil {
+		t.Fatal(err)
+	}
+	before := apiErrors()
+	waitFor(t, 15*time.Second, "the ordered consumer failing to remake its consumer", func() bool { return apiErrors() > before })
+
+	done := make(chan struct{})
+	go func() { defer close(done); r.Detach() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Detach did not return while the ordered consumer was remaking its consumer")
 	}
 }

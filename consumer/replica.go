@@ -586,7 +586,7 @@ func (r *Replica) changesFollower(l *link) *follower[change] {
 // view is cleared and replayed from the start (pending writes stay). Only a
 // reset writes here, so a (re)start costs no commit of its own.
 func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (next uint64, created int64, err error) {
-	s, err := js.Stream(ctx, events.StreamChanges)
+	s, err := stream(ctx, js, events.StreamChanges)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
 	}
@@ -861,7 +861,7 @@ func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 		r.mu.Lock()
 		prev := r.receiptsP
 		r.mu.Unlock()
-		if receiptGapSuspect(prev, ds) {
+		if receiptGapSuspect(prev, ds) || r.receiptSkipped(prev, ds) {
 			if lost, err := r.receiptsLost(ctx, js); err != nil || lost {
 				return errRestart
 			}
@@ -910,7 +910,7 @@ const receiptSkew = 10 * time.Minute
 // behind the stream with nothing outstanding lost nothing: the cursor just
 // moves, with no resync.
 func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (next uint64, created int64, err error) {
-	s, err := js.Stream(ctx, events.StreamReceipts)
+	s, err := stream(ctx, js, events.StreamReceipts)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read stream %s: %w", events.StreamReceipts, err)
 	}
@@ -927,6 +927,9 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 	}
 	if _, reset, behind := check(c); !reset && !behind {
 		r.retryQuarantinedReceipts(ctx, s)
+		if err := r.republishStored(ctx, js, s); err != nil {
+			return 0, 0, err
+		}
 		if err := r.settleDueUnansweredNow(); err != nil {
 			return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 		}
@@ -967,6 +970,13 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 		}
 		c.Created = created
 		next = c.Seq + 1
+		// The cursor moves past the gap in this transaction: what to
+		// republish is stored with it, so a republish that fails (the
+		// link detached, the server gone, the process killed) is done at
+		// the next start instead of being forgotten.
+		if err := addRepublish(tx, lost); err != nil {
+			return err
+		}
 		return putCursor(tx, events.StreamReceipts, c)
 	})
 	if err != nil {
@@ -974,19 +984,55 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 	}
 	r.startedAt(&r.receiptsP, next-1)
 	r.retryQuarantinedReceipts(ctx, s)
-	if len(lost) > 0 {
-		dropped, err := r.republish(ctx, js, lost)
-		if len(dropped) > 0 {
-			err = errors.Join(err, r.deferUnanswered(ctx, s, dropped))
-		}
-		if err != nil {
-			return 0, 0, err
-		}
+	if err := r.republishStored(ctx, js, s); err != nil {
+		return 0, 0, err
 	}
 	if err := r.settleDueUnansweredNow(); err != nil {
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 	}
 	return next, created, nil
+}
+
+// republishStored republishes the events a start stored (addRepublish)
+// that still await their receipt, defers those JetStream dropped
+// (deferUnanswered), and only then forgets them; s is RECEIPTS.
+func (r *Replica) republishStored(ctx context.Context, js jetstream.Publisher, s jetstream.Stream) error {
+	var evs []*events.Event
+	err := r.db.View(func(tx *bbolt.Tx) error {
+		ids, err := getRepublish(tx)
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		es, err := r.log.Unsettled(tx)
+		for _, e := range es {
+			if e.State == producer.StatePublished && slices.Contains(ids, e.Event.ID) {
+				evs = append(evs, e.Event)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("read events to republish: %w", err)
+	}
+	if len(evs) > 0 {
+		dropped, err := r.republish(ctx, js, evs)
+		if len(dropped) > 0 {
+			err = errors.Join(err, r.deferUnanswered(ctx, s, dropped))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	err = r.db.Update(func(tx *bbolt.Tx) error {
+		if tx.Bucket(bucketMeta).Get(metaRepublish) == nil {
+			return nil
+		}
+		return tx.Bucket(bucketMeta).Delete(metaRepublish)
+	})
+	if err != nil {
+		return fmt.Errorf("forget republished events: %w", err)
+	}
+	return nil
 }
 
 // republish publishes evs again, each with its id as Nats-Msg-Id, and
@@ -1655,13 +1701,13 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 // lastInScope returns the sequence of the last message in CHANGES under the
 // replica's filters (0 if none).
 func (r *Replica) lastInScope(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	s, err := js.Stream(ctx, events.StreamChanges)
+	s, err := stream(ctx, js, events.StreamChanges)
 	if err != nil {
 		return 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
 	}
 	var last uint64
 	for _, f := range r.filters {
-		m, err := s.GetLastMsgForSubject(ctx, f)
+		m, err := lastMsgFor(ctx, s, f)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
