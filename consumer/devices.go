@@ -160,12 +160,6 @@ func (r *Replica) relog(ctx context.Context) error {
 				return err
 			}
 			if ne != nil {
-				r.mu.Lock()
-				if r.reissued == nil {
-					r.reissued = make(map[string]string)
-				}
-				r.reissued[rc.Event] = ne.ID
-				r.mu.Unlock()
 				touched = append(touched, docKey(ne.Collection, ne.Doc))
 			}
 		} else if _, err := r.log.ObserveReceipt(ctx, rc); err != nil {
@@ -189,17 +183,20 @@ func (r *Replica) relog(ctx context.Context) error {
 	return nil
 }
 
-// takeReissued returns the events that wrote ids again (Reissue), and
-// forgets them.
-func (r *Replica) takeReissued(ids []string) []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// takeReissued returns the events that stand now for those of ids the log
+// wrote again (Reissue). It reads the log's own record, committed with the
+// settlement of the original, so a Sync woken by that very commit still
+// waits for the copy.
+func (r *Replica) takeReissued(ctx context.Context, ids []string) ([]string, error) {
 	var out []string
 	for _, id := range ids {
-		if ne, ok := r.reissued[id]; ok {
+		ne, err := r.log.Successor(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if ne != id {
 			out = append(out, ne)
-			delete(r.reissued, id)
 		}
 	}
-	return out
+	return out, nil
 }

@@ -215,9 +215,6 @@ type Replica struct {
 	// is the last one's error.
 	quarantined    int
 	lastQuarantine error
-	// reissued maps events a "reused" receipt made the log write again to
-	// their new events, until a Sync that waited for the old one takes it.
-	reissued map[string]string
 	// following is the RECEIPTS follower's filter ("" before it starts).
 	following string
 
@@ -1647,7 +1644,10 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 		}); err != nil {
 			return SyncReport{}, fmt.Errorf("sync: wait for receipts: %w", err)
 		}
-		if waiting = r.takeReissued(waiting); len(waiting) == 0 {
+		if waiting, err = r.takeReissued(ctx, waiting); err != nil {
+			return SyncReport{}, fmt.Errorf("sync: %w", err)
+		}
+		if len(waiting) == 0 {
 			break
 		}
 	}
