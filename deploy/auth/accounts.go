@@ -173,20 +173,13 @@ func (u *Users) natsConfig(password func(User) (string, error), internal, respon
 		writeList(&b, "publish", p.Publish, p.DenyPublish)
 		writeList(&b, "subscribe", p.Subscribe, nil)
 		b.WriteString("        }\n      }\n    ]\n    imports: [\n")
-		for _, s := range usr.imports() {
-			if stream, ok := strings.CutPrefix(s, jsAPI+"STREAM.INFO."); ok && responder {
-				fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(streamInfoSubject+"."+stream), strconv.Quote(s))
+		for _, im := range importsOf(usr, responder) {
+			if im.Local == im.Remote {
+				fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}}\n", StreamAccount, strconv.Quote(im.Remote))
 				continue
 			}
-			if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.CREATE."); ok && responder {
-				// Wildcards map by position: the user's stream, name and
-				// filter tokens arrive as they were sent.
-				fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(consumerCreateSubject+"."+rest), strconv.Quote(s))
-				continue
-			}
-			fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}}\n", StreamAccount, strconv.Quote(s))
+			fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(im.Remote), strconv.Quote(im.Local))
 		}
-		fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(jsInfoSink), strconv.Quote(jsAPI+"INFO"))
 		b.WriteString("    ]\n  }\n")
 	}
 	b.WriteString("}\n")
@@ -207,4 +200,39 @@ func writeList(b *strings.Builder, name string, allow, deny []string) {
 		b.WriteString("            ]\n")
 	}
 	b.WriteString("          }\n")
+}
+
+// Import is one service import of a user account from StreamAccount: what
+// the user publishes on Local reaches Remote in StreamAccount.
+type Import struct {
+	Local, Remote string
+}
+
+// Imports returns the service imports of usr's account in the embedded
+// configuration (NATSConfigWith(true), with ServeAPI's responders), for
+// code that builds such an account on a running server (package
+// deploy/auth/jwtlogin). It is empty for an admin.
+func Imports(usr User) []Import {
+	if usr.Role == RoleAdmin {
+		return nil
+	}
+	return importsOf(usr, true)
+}
+
+func importsOf(usr User, responder bool) []Import {
+	var out []Import
+	for _, s := range usr.imports() {
+		if stream, ok := strings.CutPrefix(s, jsAPI+"STREAM.INFO."); ok && responder {
+			out = append(out, Import{Local: s, Remote: streamInfoSubject + "." + stream})
+			continue
+		}
+		if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.CREATE."); ok && responder {
+			// Wildcards map by position: the user's stream, name and
+			// filter tokens arrive as they were sent.
+			out = append(out, Import{Local: s, Remote: consumerCreateSubject + "." + rest})
+			continue
+		}
+		out = append(out, Import{Local: s, Remote: s})
+	}
+	return append(out, Import{Local: jsAPI + "INFO", Remote: jsInfoSink})
 }

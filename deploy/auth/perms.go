@@ -93,6 +93,11 @@ func (usr User) imports() []string {
 	return pub
 }
 
+// PermissionsOf returns usr's permissions with the durables of every user
+// of u but usr denied: what a users-file user gets, for a user made
+// elsewhere (a verified login token) that u does not list.
+func (u *Users) PermissionsOf(usr User) Permissions { return u.permissionsIn(usr) }
+
 // permissionsIn returns usr's permissions with the durables of every other
 // user of u denied.
 func (u *Users) permissionsIn(usr User) Permissions {
