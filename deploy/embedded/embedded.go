@@ -121,6 +121,12 @@ type Config struct {
 	// Login limits password guessing on the client listener when Users
 	// is set; zero fields take auth's defaults (see auth.LoginLimit).
 	Login auth.LoginLimit
+	// TokenLogin, if set with Users, checks every login that presents a
+	// token (nats.Token) instead of a user name and password (package
+	// deploy/auth/jwtlogin makes one); the others go to
+	// auth.NATSAuthenticator as before. Start binds it to the server
+	// before the server accepts connections.
+	TokenLogin TokenLogin
 	// JetStreamKey, if set, encrypts JetStream's storage (AES-GCM) with
 	// this key (see package deploy/keys); it must be the same on every
 	// start on Dir. Start does not check it: nats-server skips streams it
@@ -262,6 +268,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("start embedded nats: %w", err)
 		}
 		opts.CustomClientAuthentication = authn
+		if cfg.TokenLogin != nil {
+			opts.CustomClientAuthentication = tokenFirst{token: cfg.TokenLogin, rest: authn}
+		}
 	}
 	if err := moveStreamAccount(cfg.Dir, internal); err != nil {
 		return nil, fmt.Errorf("start embedded nats: %w", err)
@@ -283,6 +292,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if authn != nil {
 		authn.Bind(ns)
+		if cfg.TokenLogin != nil {
+			cfg.TokenLogin.Bind(ns)
+		}
 	}
 	bridge := newLogBridge(logger)
 	ns.SetLoggerV2(bridge, bridge.debug, bridge.trace, false)
