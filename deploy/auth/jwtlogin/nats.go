@@ -1,0 +1,156 @@
+package jwtlogin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/ebbsync/ebb/deploy/auth"
+)
+
+// ErrNameTaken means a token names a user the users file lists, or one a
+// token of another tenant or role already logged in as on this server:
+// the account of that name is not this identity's.
+var ErrNameTaken = errors.New("user name taken")
+
+// natsVerifyTimeout bounds a NATS login's token check (a JWKS refresh at
+// most).
+const natsVerifyTimeout = 5 * time.Second
+
+// NATSLogin checks NATS logins that present a login token (nats.Token)
+// on the embedded server (embedded.Config.TokenLogin). It gives the
+// token's user exactly what a users-file user of that name, tenant and
+// role gets: an account of its own, auth.AccountOf, importing from
+// auth.StreamAccount the subjects auth.Imports lists, and the permissions
+// auth.Users.PermissionsOf returns. The account is made on the server at
+// the user's first login and kept until the server stops. The connection
+// is closed by the server when the token expires.
+//
+// A refused token is answered with nats-server's "Authorization
+// Violation" (the protocol has no other error for a failed login); the
+// reason (expired, wrong issuer, ...) is logged.
+type NATSLogin struct {
+	v     *Verifier
+	users *auth.Users
+	log   *slog.Logger
+	ns    atomic.Pointer[server.Server]
+
+	mu     sync.Mutex
+	placed map[string]auth.User // account name -> the identity it was made for
+}
+
+// NewNATSLogin returns a NATSLogin verifying with v; users are the users
+// file's (their names are refused to tokens, their durables denied to
+// token users); log receives refusals (nil discards them).
+func NewNATSLogin(v *Verifier, users *auth.Users, log *slog.Logger) *NATSLogin {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &NATSLogin{v: v, users: users, log: log, placed: map[string]auth.User{}}
+}
+
+// Bind gives n the server whose accounts it makes; before it, every
+// token is refused.
+func (n *NATSLogin) Bind(ns *server.Server) { n.ns.Store(ns) }
+
+// Check implements server.Authentication for a client presenting a token.
+func (n *NATSLogin) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.CLIENT {
+		return false
+	}
+	source := ""
+	if a := c.RemoteAddress(); a != nil {
+		source = a.String()
+	}
+	usr, err := n.Login(c.GetOpts().Token)
+	if err != nil {
+		n.log.Warn("nats token login refused", "source", source, "err", err)
+		return false
+	}
+	c.RegisterUser(usr)
+	return true
+}
+
+// Login verifies token and returns the nats-server user to register: in
+// its account (made now if it is the first login of that user) with its
+// permissions, until the token's expiry.
+func (n *NATSLogin) Login(token string) (*server.User, error) {
+	ns := n.ns.Load()
+	if ns == nil {
+		return nil, errors.New("token login: not bound to a server")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), natsVerifyTimeout)
+	defer cancel()
+	id, err := n.v.Verify(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	usr := id.User
+	if n.users != nil {
+		if _, listed := n.users.Lookup(usr.Name); listed {
+			return nil, fmt.Errorf("%w: %q is in the users file", ErrNameTaken, usr.Name)
+		}
+	}
+	acc, err := n.account(ns, usr)
+	if err != nil {
+		return nil, err
+	}
+	var p auth.Permissions
+	if n.users != nil {
+		p = n.users.PermissionsOf(usr)
+	} else {
+		p = usr.Permissions()
+	}
+	return &server.User{
+		Username:           usr.Name,
+		Account:            acc,
+		Permissions:        natsPermissions(p),
+		ConnectionDeadline: id.Expiry,
+	}, nil
+}
+
+// account returns usr's account on ns, made with its imports the first
+// time.
+func (n *NATSLogin) account(ns *server.Server, usr auth.User) (*server.Account, error) {
+	name := auth.AccountOf(usr)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if had, ok := n.placed[name]; ok {
+		if had.Tenant != usr.Tenant || had.Role != usr.Role {
+			return nil, fmt.Errorf("%w: %q logged in before as %s of tenant %q", ErrNameTaken, usr.Name, had.Role, had.Tenant)
+		}
+		return ns.LookupAccount(name)
+	}
+	stream, err := ns.LookupAccount(auth.StreamAccount)
+	if err != nil {
+		return nil, fmt.Errorf("token login %q: stream account: %w", usr.Name, err)
+	}
+	acc, isNew := ns.LookupOrRegisterAccount(name)
+	if !isNew {
+		// Not one this login made: the users file's, or the server's.
+		return nil, fmt.Errorf("%w: account %s exists", ErrNameTaken, name)
+	}
+	for _, im := range auth.Imports(usr) {
+		if err := acc.AddServiceImport(stream, im.Local, im.Remote); err != nil {
+			return nil, fmt.Errorf("token login %q: import %s: %w", usr.Name, im.Remote, err)
+		}
+	}
+	n.placed[name] = usr
+	return acc, nil
+}
+
+func natsPermissions(p auth.Permissions) *server.Permissions {
+	if p.All() {
+		return nil
+	}
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: p.Publish, Deny: p.DenyPublish},
+		Subscribe: &server.SubjectPermission{Allow: p.Subscribe},
+	}
+}
