@@ -52,15 +52,15 @@ var (
 
 // Defaults of Config.
 const (
-	DefaultUserClaim       = "sub"
-	DefaultTenantClaim     = "tenant"
-	DefaultRolesClaim      = "roles"
-	DefaultLeeway          = 30 * time.Second
-	DefaultRefresh         = 5 * time.Minute
-	DefaultMinRefresh      = 10 * time.Second
-	DefaultFetchTimeout    = 10 * time.Second
-	maxJWKSBytes           = 1 << 20
-	maxTokenBytes          = 16 << 10
+	DefaultUserClaim    = "sub"
+	DefaultTenantClaim  = "tenant"
+	DefaultRolesClaim   = "roles"
+	DefaultLeeway       = 30 * time.Second
+	DefaultRefresh      = 5 * time.Minute
+	DefaultMinRefresh   = 10 * time.Second
+	DefaultFetchTimeout = 10 * time.Second
+	maxJWKSBytes        = 1 << 20
+	maxTokenBytes       = 16 << 10
 )
 
 // DefaultAlgorithms are the signature algorithms accepted when
