@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/ebbsync/ebb/deploy/auth"
+	"github.com/ebbsync/ebb/deploy/auth/jwtlogin"
 )
 
 // access is what a route does with its tenant.
@@ -22,6 +24,15 @@ const (
 	accessAdmin                  // operator endpoints (/metrics)
 )
 
+// TokenVerifier checks a login token (a JWT from the app's identity
+// provider); *jwtlogin.Verifier is one. Its errors are shown to the
+// client.
+type TokenVerifier interface {
+	Verify(ctx context.Context, token string) (jwtlogin.Identity, error)
+}
+
+var _ TokenVerifier = (*jwtlogin.Verifier)(nil)
+
 type userKey struct{}
 
 // userOf returns the authenticated user of a request, if auth is on.
@@ -31,63 +42,100 @@ func userOf(ctx context.Context) (auth.User, bool) {
 }
 
 var (
-	errNoCredentials = errors.New("authentication required: HTTP Basic, or Bearer base64(user:password)")
+	errNoCredentials = errors.New("authentication required: HTTP Basic, Bearer base64(user:password), or Bearer <jwt> where login tokens are configured")
 	errBadToken      = errors.New("bearer token: want base64 of user:password")
+	errNoTokens      = errors.New("bearer token is a JWT, but this server accepts no login tokens")
 )
 
-// credentials reads Basic or Bearer credentials from r.
-func credentials(r *http.Request) (user, password string, err error) {
+// credentials reads Basic or Bearer credentials from r. A bearer token
+// with a '.' (which base64 never has) is a JWT: it is returned as jwt.
+func credentials(r *http.Request) (user, password, jwt string, err error) {
 	if u, p, ok := r.BasicAuth(); ok {
-		return u, p, nil
+		return u, p, "", nil
 	}
 	h := r.Header.Get("Authorization")
 	scheme, token, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", "", errNoCredentials
+		return "", "", "", errNoCredentials
 	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(token))
+	token = strings.TrimSpace(token)
+	if strings.Contains(token, ".") {
+		return "", "", token, nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(token)
 	if err != nil {
-		return "", "", errBadToken
+		return "", "", "", errBadToken
 	}
 	user, password, ok = strings.Cut(string(raw), ":")
 	if !ok {
-		return "", "", errBadToken
+		return "", "", "", errBadToken
 	}
-	return user, password, nil
+	return user, password, "", nil
 }
 
 // guard wraps h with authentication and the tenant check of a. Without
-// Config.Users it returns h unchanged. Logins go through the users' login
-// guard (auth.Users.AuthenticateFrom), counted per user and per client
-// IP: a locked login is answered 429 with Retry-After, before any
-// password check.
+// Config.Users and Config.Tokens it returns h unchanged. Password logins
+// go through the users' login guard (auth.Users.AuthenticateFrom),
+// counted per user and per client IP: a locked login is answered 429 with
+// Retry-After, before any password check. A JWT is verified by
+// Config.Tokens; its user may not be one the users file lists
+// (jwtlogin.CheckName). Every refusal is a 401 saying why.
 func (g *Gateway) guard(a access, h http.HandlerFunc) http.HandlerFunc {
-	if g.cfg.Users == nil {
+	if g.cfg.Users == nil && g.cfg.Tokens == nil {
 		return h
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		name, password, err := credentials(r)
+		u, err := g.authenticate(r)
+		var locked *auth.LockedError
+		if errors.As(err, &locked) {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(locked.RetryAfter.Seconds()))))
+			writeError(w, http.StatusTooManyRequests, err)
+			return
+		}
 		if err == nil {
-			var u auth.User
-			u, err = g.cfg.Users.AuthenticateFrom(r.Context(), r.RemoteAddr, name, password)
-			var locked *auth.LockedError
-			if errors.As(err, &locked) {
-				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(locked.RetryAfter.Seconds()))))
-				writeError(w, http.StatusTooManyRequests, err)
+			if !allowed(u, a, r) {
+				writeError(w, http.StatusForbidden, errors.New("forbidden: user "+u.Name+" may not "+verb(a)+" here"))
 				return
 			}
-			if err == nil {
-				if !allowed(u, a, r) {
-					writeError(w, http.StatusForbidden, errors.New("forbidden: user "+u.Name+" may not "+verb(a)+" here"))
-					return
-				}
-				h(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
-				return
+			h(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
+			return
+		}
+		if g.cfg.Users != nil {
+			w.Header().Add("WWW-Authenticate", `Basic realm="ebb", charset="UTF-8"`)
+		}
+		if g.cfg.Tokens != nil {
+			if errors.Is(err, jwtlogin.ErrInvalidToken) || errors.Is(err, jwtlogin.ErrNameTaken) {
+				w.Header().Add("WWW-Authenticate", `Bearer realm="ebb", error="invalid_token"`)
+			} else {
+				w.Header().Add("WWW-Authenticate", `Bearer realm="ebb"`)
 			}
 		}
-		w.Header().Set("WWW-Authenticate", `Basic realm="ebb", charset="UTF-8"`)
 		writeError(w, http.StatusUnauthorized, err)
 	}
+}
+
+// authenticate returns the user r's credentials name.
+func (g *Gateway) authenticate(r *http.Request) (auth.User, error) {
+	name, password, jwt, err := credentials(r)
+	switch {
+	case err != nil:
+		return auth.User{}, err
+	case jwt != "":
+		if g.cfg.Tokens == nil {
+			return auth.User{}, errNoTokens
+		}
+		id, err := g.cfg.Tokens.Verify(r.Context(), jwt)
+		if err != nil {
+			return auth.User{}, fmt.Errorf("login token: %w", err)
+		}
+		if err := jwtlogin.CheckName(g.cfg.Users, id.User.Name); err != nil {
+			return auth.User{}, fmt.Errorf("login token: %w", err)
+		}
+		return id.User, nil
+	case g.cfg.Users == nil:
+		return auth.User{}, errors.New("this server has no users file: log in with a token")
+	}
+	return g.cfg.Users.AuthenticateFrom(r.Context(), r.RemoteAddr, name, password)
 }
 
 func allowed(u auth.User, a access, r *http.Request) bool {

@@ -66,6 +66,11 @@ type Config struct {
 	// credentials and 403 outside the user's tenant or role; /metrics is
 	// for admins; /healthz and /readyz stay open (they show no data).
 	Users *auth.Users
+	// Tokens, if set, also turns on authentication and accepts
+	// "Authorization: Bearer <jwt>" from the app's login (see auth.go);
+	// a token's user has the permissions of a Users user of the same
+	// tenant and role.
+	Tokens TokenVerifier
 	// Writer, if set, serves document writes: PUT, PATCH and DELETE on
 	// /v1/{tenant}/docs/{collection}/{id} and GET /v1/{tenant}/writes/{event}
 	// (see write.go and events/PROTOCOL.md). Nil: they answer 501. The
