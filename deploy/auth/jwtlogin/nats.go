@@ -19,6 +19,19 @@ import (
 // the account of that name is not this identity's.
 var ErrNameTaken = errors.New("user name taken")
 
+// CheckName refuses a token's user name that users (nil: none) lists: a
+// token never acts as a users-file user. Every path that accepts tokens
+// (NATS, HTTP) calls it.
+func CheckName(users *auth.Users, name string) error {
+	if users == nil {
+		return nil
+	}
+	if _, listed := users.Lookup(name); listed {
+		return fmt.Errorf("%w: %q is in the users file", ErrNameTaken, name)
+	}
+	return nil
+}
+
 // natsVerifyTimeout bounds a NATS login's token check (a JWKS refresh at
 // most).
 const natsVerifyTimeout = 5 * time.Second
@@ -92,10 +105,8 @@ func (n *NATSLogin) Login(token string) (*server.User, error) {
 		return nil, err
 	}
 	usr := id.User
-	if n.users != nil {
-		if _, listed := n.users.Lookup(usr.Name); listed {
-			return nil, fmt.Errorf("%w: %q is in the users file", ErrNameTaken, usr.Name)
-		}
+	if err := CheckName(n.users, usr.Name); err != nil {
+		return nil, err
 	}
 	acc, err := n.account(ns, usr)
 	if err != nil {
