@@ -81,7 +81,22 @@ type projectorConfig struct {
 }
 
 type authConfig struct {
-	File string `yaml:"file" json:"file"` // YAML users file (deploy/auth); empty: no authentication
+	File string    `yaml:"file" json:"file"` // YAML users file (deploy/auth); empty: no authentication
+	JWT  jwtConfig `yaml:"jwt" json:"jwt"`   // login tokens from the app's identity provider
+}
+
+// jwtConfig turns on login with JWTs from the app's identity provider
+// (deploy/auth/jwtlogin), beside the users file; empty issuer: off.
+type jwtConfig struct {
+	Issuer        string   `yaml:"issuer" json:"issuer"`                   // required "iss"
+	Audience      string   `yaml:"audience" json:"audience"`               // required among "aud"
+	JWKSURL       string   `yaml:"jwks_url" json:"jwks_url"`               // the provider's key set
+	PublicKeyFile string   `yaml:"public_key_file" json:"public_key_file"` // or a PEM public key
+	UserClaim     string   `yaml:"user_claim" json:"user_claim"`           // default sub
+	TenantClaim   string   `yaml:"tenant_claim" json:"tenant_claim"`       // default tenant
+	RolesClaim    string   `yaml:"roles_claim" json:"roles_claim"`         // default roles
+	Leeway        duration `yaml:"leeway" json:"leeway"`                   // clock skew on exp/nbf; 0: 30s
+	Refresh       duration `yaml:"refresh" json:"refresh"`                 // JWKS refresh; 0: 5m
 }
 
 type tlsConfig struct {

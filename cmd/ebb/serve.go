@@ -26,6 +26,7 @@ import (
 	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/cmd/ebb/internal/telemetry"
 	"github.com/ebbsync/ebb/deploy/auth"
+	"github.com/ebbsync/ebb/deploy/auth/jwtlogin"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
@@ -69,6 +70,7 @@ type securityFlags struct {
 	tlsClientCA string
 	authFile    string
 	keyFile     string
+	jwt         jwtConfig
 }
 
 // serveMeta are serve's flags that are not configuration.
@@ -112,6 +114,10 @@ func registerServeFlags(fs *flag.FlagSet, c *serveFile, pol policyFlags, meta *s
 	fs.StringVar(&c.TLS.Key, "tls-key", c.TLS.Key, "PEM key of --tls-cert")
 	fs.StringVar(&c.TLS.ClientCA, "tls-client-ca", c.TLS.ClientCA, "PEM CA file: require and verify client certificates signed by it")
 	fs.StringVar(&c.Auth.File, "auth", c.Auth.File, "YAML users file: require credentials, confine each user to its tenant (see deploy/auth)")
+	fs.StringVar(&c.Auth.JWT.Issuer, "jwt-issuer", c.Auth.JWT.Issuer, "accept login JWTs from the identity provider with this issuer (iss), over HTTP and NATS; needs --auth")
+	fs.StringVar(&c.Auth.JWT.Audience, "jwt-audience", c.Auth.JWT.Audience, "audience (aud) every login JWT must carry")
+	fs.StringVar(&c.Auth.JWT.JWKSURL, "jwt-jwks-url", c.Auth.JWT.JWKSURL, "the identity provider's JWKS URL (refreshed; a rotation needs no restart)")
+	fs.StringVar(&c.Auth.JWT.PublicKeyFile, "jwt-public-key", c.Auth.JWT.PublicKeyFile, "PEM public key verifying login JWTs (instead of, or beside, --jwt-jwks-url)")
 	fs.StringVar(&c.Keys.File, "key-file", c.Keys.File, "encrypt JetStream storage and the view with this key file: 64 hex digits or a passphrase (env EBB_KEY_FILE)")
 }
 
@@ -272,7 +278,7 @@ func (c serveFile) serveConfig(recorded bool) serveConfig {
 		policies: c.Policies, recordedPolicies: recorded,
 		logs: logFlags{format: c.Log.Format, level: c.Log.Level},
 		sec: securityFlags{tlsCert: c.TLS.Cert, tlsKey: c.TLS.Key, tlsClientCA: c.TLS.ClientCA,
-			authFile: c.Auth.File, keyFile: c.Keys.File},
+			authFile: c.Auth.File, keyFile: c.Keys.File, jwt: c.Auth.JWT},
 		telemetry: c.Telemetry,
 	}
 }
@@ -298,10 +304,12 @@ func (t telemetryConfig) otelGetenv(getenv func(string) string) func(string) str
 
 // security is what securityFlags load to.
 type security struct {
-	tls   *tls.Config  // nil: plain
-	users *auth.Users  // nil: no authentication
-	jsKey []byte       // nil: JetStream unencrypted
-	view  *keys.Cipher // nil: the view store unencrypted
+	tls   *tls.Config // nil: plain
+	users *auth.Users // nil: no authentication
+	// tokens verifies login JWTs; nil: none accepted. Closed by serve.
+	tokens *jwtlogin.Verifier
+	jsKey  []byte       // nil: JetStream unencrypted
+	view   *keys.Cipher // nil: the view store unencrypted
 	// gateway seals the HTTP gateway's write logs; nil: unencrypted.
 	gateway *keys.Cipher
 }
@@ -413,6 +421,15 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
+	if sec.tokens, err = c.sec.jwt.verifier(sec.users != nil); err != nil {
+		return err
+	}
+	if sec.tokens != nil {
+		stops = append(stops, func(context.Context) error { return sec.tokens.Close() })
+		if c.natsURL != "" {
+			log.Warn("login tokens are accepted over HTTP only: NATS token logins need the embedded server")
+		}
+	}
 	nc, url, err := connectServer(ctx, c, sec, log, &stops, natsStopped)
 	if err != nil {
 		return err
@@ -478,6 +495,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 			return errors.Join(natsErr, proj.ready())
 		},
 		Users:          sec.users,
+		Tokens:         tokenVerifier(sec.tokens),
 		Logger:         log,
 		TracerProvider: tel.TracerProvider(),
 		Propagator:     tel.Propagator(),
@@ -650,6 +668,7 @@ func connectServer(ctx context.Context, c serveConfig, sec security, log *slog.L
 		TLS:          sec.tls,
 		Users:        users,
 		Login:        login,
+		TokenLogin:   tokenLogin(sec, log),
 		JetStreamKey: sec.jsKey,
 	})
 	if err != nil {
