@@ -19,6 +19,7 @@ import (
 	"github.com/ebbsync/ebb/cmd/ebb/internal/telemetry"
 	"github.com/ebbsync/ebb/consumer"
 	"github.com/ebbsync/ebb/deploy/auth"
+	"github.com/ebbsync/ebb/deploy/auth/jwtlogin"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
@@ -59,6 +60,9 @@ type connFlags struct {
 	tlsKey   string
 	user     string
 	password string
+	// token is a login JWT from the app's identity provider, used instead
+	// of a password (see resolveToken).
+	token string
 }
 
 func (c *connFlags) register(m *Main, fs *flag.FlagSet, cc clientContext) {
@@ -67,6 +71,35 @@ func (c *connFlags) register(m *Main, fs *flag.FlagSet, cc clientContext) {
 	fs.StringVar(&c.tlsKey, "tls-key", m.env("EBB_TLS_KEY", cc.TLSKey), "PEM key of --tls-cert (env EBB_TLS_KEY)")
 	fs.StringVar(&c.user, "user", m.env("EBB_USER", cc.User), "user name; under auth it is also the client id (env EBB_USER)")
 	fs.StringVar(&c.password, "password", m.env("EBB_PASSWORD", cc.Password), "password (env EBB_PASSWORD)")
+	fs.StringVar(&c.token, "token", m.env("EBB_TOKEN", cc.Token), "login JWT from the app's identity provider, instead of a password; the user defaults to its sub claim (env EBB_TOKEN)")
+}
+
+// resolveToken checks a login token before it is sent: it may not come
+// with a password, it must not have expired (the server would refuse it
+// with nothing but "Authorization Violation"), and without --user the
+// user name (the client id and inbox) is its sub claim. The server
+// verifies the token; nothing here is trusted.
+func (c *connFlags) resolveToken(now time.Time) error {
+	if c.token == "" {
+		return nil
+	}
+	if c.password != "" {
+		return usagef("--token and --password exclude each other")
+	}
+	sub, exp, err := jwtlogin.Peek(c.token, "")
+	if err != nil {
+		return usagef("--token: %v", err)
+	}
+	if !exp.IsZero() && now.After(exp) {
+		return usagef("--token: login token expired at %s: log in again", exp.UTC().Format(time.RFC3339))
+	}
+	if c.user == "" {
+		if sub == "" {
+			return usagef("--token: no sub claim; give --user as the server maps it")
+		}
+		c.user = sub
+	}
+	return nil
 }
 
 // options returns the NATS options for c: TLS, credentials, and the
@@ -81,7 +114,13 @@ func (c *connFlags) options() ([]nats.Option, error) {
 	if tc != nil {
 		opts = append(opts, nats.Secure(tc))
 	}
-	if c.user != "" {
+	if err := c.resolveToken(time.Now()); err != nil {
+		return nil, err
+	}
+	switch {
+	case c.token != "":
+		opts = append(opts, nats.Token(c.token), nats.CustomInboxPrefix(auth.InboxPrefix(c.user)))
+	case c.user != "":
 		opts = append(opts, nats.UserInfo(c.user, c.password), nats.CustomInboxPrefix(auth.InboxPrefix(c.user)))
 	}
 	return opts, nil
@@ -187,6 +226,9 @@ func parseClient(m *Main, name string, c *clientFlags, args []string, extra func
 		extra(fs)
 	}
 	if err := m.parse(fs, interleave(fs, args)); err != nil {
+		return nil, err
+	}
+	if err := c.conn.resolveToken(time.Now()); err != nil {
 		return nil, err
 	}
 	required := 0

@@ -23,6 +23,7 @@ type clientContext struct {
 	Tenant   string `json:"tenant,omitempty"`
 	User     string `json:"user,omitempty"`
 	Password string `json:"password,omitempty"`
+	Token    string `json:"token,omitempty"` // a login JWT, instead of a password
 	Data     string `json:"data,omitempty"`
 	TLSCA    string `json:"tls_ca,omitempty"`
 	TLSCert  string `json:"tls_cert,omitempty"`
@@ -153,6 +154,7 @@ func runContextSave(m *Main, args []string) error {
 	fs.StringVar(&cc.Tenant, "tenant", "", "tenant")
 	fs.StringVar(&cc.User, "user", "", "user name (the client id under auth)")
 	fs.StringVar(&cc.Password, "password", "", "password (stored in the context file, mode 0600)")
+	fs.StringVar(&cc.Token, "token", "", "login JWT instead of a password (stored in the context file, mode 0600)")
 	fs.StringVar(&cc.Data, "data", "", "client data directory (made absolute)")
 	fs.StringVar(&cc.TLSCA, "tls-ca", "", "PEM file of the CA that signed the server's certificate")
 	fs.StringVar(&cc.TLSCert, "tls-cert", "", "PEM client certificate")
@@ -321,10 +323,13 @@ func runContextOther(m *Main, verb string, args []string) error {
 	return nil
 }
 
-// redacted hides the password.
+// redacted hides the password and the token.
 func (c clientContext) redacted() clientContext {
 	if c.Password != "" {
 		c.Password = "REDACTED"
+	}
+	if c.Token != "" {
+		c.Token = "REDACTED"
 	}
 	return c
 }
@@ -332,7 +337,7 @@ func (c clientContext) redacted() clientContext {
 func (r contextRecord) text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "context:  %s (in use: %v)\n", r.Name, r.Current)
-	for _, kv := range [][2]string{{"nats", r.NATS}, {"tenant", r.Tenant}, {"user", r.User}, {"password", r.Password},
+	for _, kv := range [][2]string{{"nats", r.NATS}, {"tenant", r.Tenant}, {"user", r.User}, {"password", r.Password}, {"token", r.Token},
 		{"data", r.Data}, {"tls-ca", r.TLSCA}, {"tls-cert", r.TLSCert}, {"tls-key", r.TLSKey}, {"key-file", r.KeyFile}} {
 		if kv[1] != "" {
 			fmt.Fprintf(&b, "%-9s %s\n", kv[0]+":", kv[1])

@@ -39,7 +39,10 @@ func runHistory(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return usagef("--http %q: %v", base, err)
 	}
-	if c.conn.user != "" {
+	switch {
+	case c.conn.token != "":
+		req.Header.Set("Authorization", "Bearer "+c.conn.token)
+	case c.conn.user != "":
 		req.SetBasicAuth(c.conn.user, c.conn.password)
 	}
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}

@@ -216,3 +216,19 @@ func TestVerifier_PeriodicRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestPeek(t *testing.T) {
+	k := jwtlogintest.NewKey(t, "k1")
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	tok := jwtlogintest.Token(t, k, jwtlogintest.Claims{Subject: "alice", Tenant: "acme", Expiry: exp, Extra: map[string]any{"email": "a@x"}})
+	user, e, err := jwtlogin.Peek(tok, "")
+	if err != nil || user != "alice" || !e.Equal(exp) {
+		t.Fatalf("Peek: %q %v %v, want alice %v", user, e, err, exp)
+	}
+	if user, _, _ := jwtlogin.Peek(tok, "email"); user != "a@x" {
+		t.Fatalf("Peek by email: %q", user)
+	}
+	if _, _, err := jwtlogin.Peek("dXNlcjpwYXNz", ""); !errors.Is(err, jwtlogin.ErrMalformed) {
+		t.Fatalf("Peek of garbage: %v, want ErrMalformed", err)
+	}
+}
