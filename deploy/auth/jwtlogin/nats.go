@@ -32,6 +32,10 @@ func CheckName(users *auth.Users, name string) error {
 	return nil
 }
 
+// ErrTooManyConnections means a token's user already holds the users
+// file's max_connections NATS connections.
+var ErrTooManyConnections = errors.New("too many connections")
+
 // natsVerifyTimeout bounds a NATS login's token check (a JWKS refresh at
 // most).
 const natsVerifyTimeout = 5 * time.Second
@@ -43,7 +47,11 @@ const natsVerifyTimeout = 5 * time.Second
 // auth.StreamAccount the subjects auth.Imports lists, and the permissions
 // auth.Users.PermissionsOf returns. The account is made on the server at
 // the user's first login and kept until the server stops. The connection
-// is closed by the server when the token expires.
+// is closed by the server when the token expires. Of the users file's
+// quotas, max_connections applies (counted at login); max_subscriptions
+// and max_payload do not: nats-server offers no way to set them on an
+// account made at run time in a configured (non-operator) server, so the
+// server-wide maximum payload holds instead.
 //
 // A refused token is answered with nats-server's "Authorization
 // Violation" (the protocol has no other error for a failed login); the
@@ -86,8 +94,24 @@ func (n *NATSLogin) Check(c server.ClientAuthentication) bool {
 		n.log.Warn("nats token login refused", "source", source, "err", err)
 		return false
 	}
+	// The users file's max_connections, counted here: the account was made
+	// at run time, without the limits a configured account carries.
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if limit := n.maxConnections(); limit > 0 && usr.Account.NumLocalConnections() >= limit {
+		n.log.Warn("nats token login refused", "source", source, "user", usr.Username,
+			"err", fmt.Errorf("%w: %d connections", ErrTooManyConnections, limit))
+		return false
+	}
 	c.RegisterUser(usr)
 	return true
+}
+
+func (n *NATSLogin) maxConnections() int {
+	if n.users == nil {
+		return auth.DefaultMaxConnections
+	}
+	return n.users.Limits().MaxConnections
 }
 
 // Login verifies token and returns the nats-server user to register: in

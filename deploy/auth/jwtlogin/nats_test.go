@@ -210,3 +210,36 @@ func TestNATSLogin_ExpiryDisconnects(t *testing.T) {
 	defer nc.Close()
 	embeddedtest.WaitFor(t, 10*time.Second, "connection closed at the token's expiry", nc.IsClosed)
 }
+
+// TestNATSLogin_MaxConnections: a token's user holds at most the users
+// file's max_connections at once.
+func TestNATSLogin_MaxConnections(t *testing.T) {
+	k := jwtlogintest.NewKey(t, "k1")
+	users, err := auth.Parse([]byte("limits: {max_connections: 2}\nusers: [{name: bob, password: pw, tenant: globex, role: client}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp := jwtlogintest.Start(t, k)
+	v := mustVerifier(t, jwtlogin.Config{JWKSURL: idp.URL})
+	logs := &embeddedtest.Buffer{}
+	srv := embeddedtest.MustStart(t, func(c *embedded.Config) {
+		c.Users = users.NATSUsers()
+		c.TokenLogin = jwtlogin.NewNATSLogin(v, users, slog.New(slog.NewTextHandler(logs, nil)))
+	})
+	env := natsEnv{srv: srv, idp: idp, logs: logs}
+	tok := jwtlogintest.Token(t, k, jwtlogintest.Claims{Subject: "alice", Tenant: "acme"})
+	for i := range 2 {
+		nc, err := env.connect("alice", tok)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		defer nc.Close()
+	}
+	if nc, err := env.connect("alice", tok); err == nil {
+		nc.Close()
+		t.Fatal("third connection accepted over max_connections 2")
+	}
+	if !strings.Contains(logs.String(), jwtlogin.ErrTooManyConnections.Error()) {
+		t.Fatalf("refusal not logged: %s", logs.String())
+	}
+}
