@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/ebbsync/ebb/deploy/auth"
+	"github.com/ebbsync/ebb/events"
 )
 
 // Sentinel errors. Every error of Verify wraps ErrInvalidToken and, where
@@ -43,8 +45,9 @@ var (
 	ErrIssuer = errors.New("wrong issuer")
 	// ErrAudience: aud does not contain Config.Audience.
 	ErrAudience = errors.New("wrong audience")
-	// ErrClaims: the user or tenant claim is missing or not a string, or
-	// the roles name no role a token may carry (see Config.RolesClaim).
+	// ErrClaims: the user or tenant claim is missing, not a string, or not
+	// a valid name (events.ValidateName, as in the users file), or the
+	// roles hold one a token may not carry (see Config.RolesClaim).
 	ErrClaims = errors.New("bad claims")
 	// ErrInvalidConfig wraps every problem New finds in a Config.
 	ErrInvalidConfig = errors.New("invalid jwt login config")
@@ -334,6 +337,14 @@ func (v *Verifier) identity(claims map[string]any, exp time.Time) (Identity, err
 	tenant, err := str(v.cfg.TenantClaim)
 	if err != nil {
 		return Identity{}, err
+	}
+	// The users file's rules for names: they become subject tokens,
+	// account names and client ids.
+	if err := events.ValidateName("user claim "+strconv.Quote(v.cfg.UserClaim), name, events.DefaultLimits.MaxNameBytes); err != nil {
+		return Identity{}, fmt.Errorf("%w: %v", ErrClaims, err)
+	}
+	if err := events.ValidateName("tenant claim "+strconv.Quote(v.cfg.TenantClaim), tenant, events.DefaultLimits.MaxNameBytes); err != nil {
+		return Identity{}, fmt.Errorf("%w: %v", ErrClaims, err)
 	}
 	if strings.HasPrefix(name, auth.ReservedPrefix) {
 		return Identity{}, fmt.Errorf("%w: user %q: names starting with %q are reserved", ErrClaims, name, auth.ReservedPrefix)

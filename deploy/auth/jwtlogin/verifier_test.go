@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,6 +73,8 @@ func TestVerifier_Tokens(t *testing.T) {
 		{name: "no tenant", token: jwtlogintest.Token(t, k1, with(func(c *jwtlogintest.Claims) { c.Tenant = "" })), wantErr: jwtlogin.ErrClaims},
 		{name: "admin refused", token: jwtlogintest.Token(t, k1, with(func(c *jwtlogintest.Claims) { c.Roles = []string{"admin"} })), wantErr: jwtlogin.ErrClaims},
 		{name: "reserved name", token: jwtlogintest.Token(t, k1, with(func(c *jwtlogintest.Claims) { c.Subject = auth.ReservedPrefix + "internal" })), wantErr: jwtlogin.ErrClaims},
+		{name: "tenant with a control character", token: jwtlogintest.Token(t, k1, with(func(c *jwtlogintest.Claims) { c.Tenant = "ac\x00me" })), wantErr: jwtlogin.ErrClaims},
+		{name: "user name too long", token: jwtlogintest.Token(t, k1, with(func(c *jwtlogintest.Claims) { c.Subject = strings.Repeat("a", 129) })), wantErr: jwtlogin.ErrClaims},
 		{name: "hmac refused", token: hsToken, wantErr: jwtlogin.ErrMalformed},
 		{name: "not a jwt", token: "dXNlcjpwYXNz", wantErr: jwtlogin.ErrMalformed},
 	}
