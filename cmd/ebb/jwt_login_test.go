@@ -94,3 +94,25 @@ func httpBearer(t *testing.T, method, url, token string) (int, string) {
 	}
 	return resp.StatusCode, b.String()
 }
+
+// TestCLI_TokenInContext: a token saved in a context is used to log in,
+// and is not shown by context ls.
+func TestCLI_TokenInContext(t *testing.T) {
+	k := jwtlogintest.NewKey(t, "k1")
+	srv := serveWithIdP(t, k)
+	tok := jwtlogintest.Token(t, k, jwtlogintest.Claims{Subject: "erin", Tenant: "acme"})
+	env := map[string]string{"XDG_CONFIG_HOME": t.TempDir()}
+	if _, stderr, code := runIn(t, env, "context", "save", "erin", "--use", "--nats", srv.nats, "--tenant", "acme",
+		"--data", filepath.Join(t.TempDir(), "erin"), "--token", tok); code != 0 {
+		t.Fatalf("context save: %d %s", code, stderr)
+	}
+	if out, _, _ := runIn(t, env, "context", "show", "erin"); strings.Contains(out, tok) || !strings.Contains(out, "REDACTED") {
+		t.Fatalf("context show prints the token:\n%s", out)
+	}
+	if out, stderr, code := runIn(t, env, "put", "todos", "t1", `{"by":"erin"}`); code != 0 || !strings.Contains(out, "synced") {
+		t.Fatalf("put with the context's token: %d %q %s", code, out, stderr)
+	}
+	if _, stderr, code := runIn(t, env, "put", "todos", "t2", `{"a":1}`, "--password", "x"); code != 2 || !strings.Contains(stderr, "exclude each other") {
+		t.Fatalf("--token with --password: %d %s, want a usage error", code, stderr)
+	}
+}
