@@ -160,7 +160,10 @@ type Change struct {
 	Device     string                `json:"device,omitempty"`    // its writer's device (Event.Device); empty for a legacy log
 	Seq        uint64                `json:"seq"`                 // its sequence in that device's log
 	Conflicts  []Conflict            `json:"conflicts,omitempty"` // open conflicts on the document
-	Settled    *Conflict             `json:"settled,omitempty"`   // the conflict this change settled or recorded
+	// Settled is the conflict this change settled or recorded, on the change
+	// as first published; a copy reseeded from the view omits it (the view's
+	// conflict history keeps the record).
+	Settled *Conflict `json:"settled,omitempty"`
 	// AsWritten reports that this state is exactly what its cause event
 	// wrote onto the state its writer saw (decided fresh, or a resolve), not
 	// shaped by a policy (merged, conflicted, won or lost over a concurrent

@@ -359,8 +359,14 @@ func (ev *modelEvidence) checkVersions(entries map[string]modelEntry, makers map
 // predecessor applied exactly as written), or the collection's policy
 // handled it as stale: reject refuses it, manual opens a conflict, lww
 // records what it overwrote, merge keeps the fields its writer never saw
-// and records the concurrent ones it overwrote.
+// and records the concurrent ones it overwrote. The record is the one the
+// change carried (Settled) or, for a copy without it (a reseed of CHANGES
+// republishes the current state without its record), the view's history.
 func (ev *modelEvidence) checkSilentLoss(entries map[string]modelEntry) {
+	history := map[string]*events.Conflict{} // doc key + "/" + conflict id -> the view's record
+	for _, r := range ev.records {
+		history[modelKey(r.Address.Collection, r.Address.Doc)+"/"+r.Conflict.ID] = &r.Conflict
+	}
 	byVersion := map[string]map[uint64]*events.Change{}
 	for _, s := range append(slices.Clip(ev.seen), ev.heard...) {
 		if c := s.Change; c != nil {
@@ -389,12 +395,17 @@ func (ev *modelEvidence) checkSilentLoss(entries map[string]modelEntry) {
 			}
 			where := fmt.Sprintf("%s v%d->v%d by %s's %s %s (base %d, after %q): stale because %s", k, p.Version, c.Version,
 				e.Client, e.Op, e.ID, e.BaseVersion, e.After, why)
-			settled := c.Settled != nil && c.Settled.ID == e.ID
+			rec := c.Settled
+			if rec == nil || rec.ID != e.ID {
+				rec = history[k+"/"+e.ID]
+			}
+			settled := rec != nil
 			switch pol := c.Collection; {
 			case pol == "reject":
 				ev.violate("no silent loss", "%s: applied under reject", where)
 			case pol == "manual":
-				if !settled || c.Settled.Status != events.ConflictOpen {
+				opened := slices.ContainsFunc(c.Conflicts, func(o events.Conflict) bool { return o.ID == e.ID && o.Status == events.ConflictOpen })
+				if !opened && (!settled || rec.Status != events.ConflictOpen) {
 					ev.violate("no silent loss", "%s: replaced the document under manual without opening a conflict; %s",
 						where, modelDiff(p, c))
 				}
@@ -407,7 +418,7 @@ func (ev *modelEvidence) checkSilentLoss(entries map[string]modelEntry) {
 					if _, touched := e.Fields[f]; touched {
 						// A field its own writer set last is not another's write to lose.
 						concurrent := p.Clocks[f].Version > e.BaseVersion && p.Clocks[f].Client != e.Client
-						if concurrent && (!settled || !slices.Contains(c.Settled.Lost, f)) {
+						if concurrent && (!settled || !slices.Contains(rec.Lost, f)) {
 							ev.violate("no silent loss", "%s: field %s changed concurrently (v%d) and overwritten with no record",
 								where, f, p.Clocks[f].Version)
 						}
