@@ -148,11 +148,14 @@ type Log struct {
 	appendMu   sync.Mutex // serialises appends: seq, ids and commit order agree
 	groupMu    sync.Mutex // guards queue and committing (group.go)
 	queue      []*appendReq
-	committing bool         // a leader is committing or about to
-	commits    atomic.Int64 // group transactions committed
-	seq        uint64       // last committed local sequence (under appendMu)
-	device     string       // the current device (under appendMu); "" in a legacy log
-	deviceBase uint64       // local sequence at which device started (under appendMu)
+	committing bool          // a leader is committing or about to
+	enqueued   signal        // a request was queued
+	lastCommit time.Duration // how long the last group's commit took
+	expect     int           // requests in flight when the last commit ended
+	commits    atomic.Int64  // group transactions committed
+	seq        uint64        // last committed local sequence (under appendMu)
+	device     string        // the current device (under appendMu); "" in a legacy log
+	deviceBase uint64        // local sequence at which device started (under appendMu)
 
 	countMu  sync.Mutex
 	pendingN int
