@@ -17,13 +17,14 @@ func BenchmarkLogAppendConcurrent(b *testing.B) {
 	const writers = 8
 	b.Run("group-commit", func(b *testing.B) {
 		l := tempLog(b)
-		before := l.commits.Load()
+		before, pages := l.commits.Load(), pagesWritten(l.DB())
 		parallelWrites(b, writers, func(g, i int) error {
 			_, err := l.Append(b.Context(), put("c", fmt.Sprintf("w%d-%d", g, i), i))
 			return err
 		})
 		if c := l.commits.Load() - before; c > 0 {
 			b.ReportMetric(float64(b.N)/float64(c), "writes/commit")
+			b.ReportMetric(float64(pagesWritten(l.DB())-pages)/float64(c), "pages/commit")
 		}
 	})
 	b.Run("fsync-per-write", func(b *testing.B) {
@@ -33,6 +34,8 @@ func BenchmarkLogAppendConcurrent(b *testing.B) {
 		}
 		defer db.Close()
 		v := make([]byte, 256)
+		pages := pagesWritten(db)
+		defer func() { b.ReportMetric(float64(pagesWritten(db)-pages)/float64(b.N), "pages/commit") }()
 		parallelWrites(b, writers, func(g, i int) error {
 			return db.Update(func(tx *bbolt.Tx) error {
 				bk, err := tx.CreateBucketIfNotExists([]byte("raw"))
@@ -71,4 +74,10 @@ func parallelWrites(b *testing.B, n int, write func(g, i int) error) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
+}
+
+// pagesWritten is how many pages db's committed transactions wrote.
+func pagesWritten(db *bbolt.DB) int64 {
+	st := db.Stats()
+	return st.TxStats.GetWrite()
 }
