@@ -133,17 +133,19 @@ func (l *Log) submit(ctx context.Context, req *appendReq) error {
 		return nil
 	case <-ctx.Done():
 		l.groupMu.Lock()
-		if !req.taken && !req.leader {
+		if !req.taken {
+			// Not in a commit yet: withdraw, and pass on the lead if it
+			// was handed to this request.
 			l.queue = slices.DeleteFunc(l.queue, func(q *appendReq) bool { return q == req })
+			if req.leader {
+				l.passLead()
+			}
 			l.groupMu.Unlock()
 			return ctx.Err()
 		}
 		l.groupMu.Unlock()
-		select { // taken by a commit, or handed the lead: see it through
-		case <-req.lead:
-		case <-req.done:
-			return nil
-		}
+		<-req.done // its commit has begun: see it through
+		return nil
 	}
 	l.lead()
 	<-req.done
@@ -171,14 +173,20 @@ func (l *Log) lead() {
 	}
 	l.groupMu.Lock()
 	l.lastCommit, l.expect = took, len(group)+len(l.queue)
-	if len(l.queue) > 0 {
-		next := l.queue[0]
-		next.leader = true
-		close(next.lead)
-	} else {
-		l.committing = false
-	}
+	l.passLead()
 	l.groupMu.Unlock()
+}
+
+// passLead, under groupMu, hands the lead to the first queued request, or
+// ends the run of commits if none is queued.
+func (l *Log) passLead() {
+	if len(l.queue) == 0 {
+		l.committing = false
+		return
+	}
+	next := l.queue[0]
+	next.leader = true
+	close(next.lead)
 }
 
 // fillGroup waits, as the leader, until the queue holds as many requests
