@@ -105,3 +105,28 @@ func TestReplica_PutIndependentOfBacklog(t *testing.T) {
 		t.Errorf("Put allocates %.0f with 2000 unsettled writes elsewhere, %.0f with none", b, a)
 	}
 }
+
+// TestReplica_ReceiptsIndependentOfBacklog: applying a batch of receipts
+// looks each receipt's event up by id; it does not read every unsettled
+// write (as building a map of them per batch did).
+func TestReplica_ReceiptsIndependentOfBacklog(t *testing.T) {
+	apply := func(r *Replica) float64 {
+		seq := uint64(0)
+		return testing.AllocsPerRun(10, func() {
+			seq++
+			// Another device's receipt of an event this log does not hold:
+			// the lookup finds nothing and nothing changes but the cursor.
+			rc := &events.Receipt{Schema: events.SchemaVersion, Event: "01JAAAAAAAAAAAAAAAAAAAAAAA", Tenant: r.tenant,
+				Client: r.client, Device: "01JBBBBBBBBBBBBBBBBBBBBBBB", Seq: seq, Collection: "c", Doc: "x",
+				Outcome: events.OutcomeApplied, Version: 1}
+			ds := []delivery[receipt]{{subject: rc.Subject(), seq: seq, v: receipt{rc: rc}}}
+			if err := r.applyReceipts(t.Context(), ds, 1); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	none, loaded := backlogReplica(t, 0), backlogReplica(t, 2000)
+	if a, b := apply(none), apply(loaded); b > 2*a {
+		t.Errorf("a receipt allocates %.0f with 2000 unsettled writes, %.0f with none", b, a)
+	}
+}
