@@ -93,12 +93,18 @@ func (l *Log) loadIndexKey(tx *bbolt.Tx) error {
 }
 
 // ensureIndex builds the index inside tx if the file has none (a log
-// written before it existed, or whose key was just made): once, over every
-// unsettled entry.
+// written before it existed, or whose key was just made), or if the one it
+// has disagrees with producer.unsettled (a version without the index wrote
+// to the file since: its appends leave empty markers, its settles leave
+// index entries behind): once, over every unsettled entry. The check reads
+// keys and values only, no entry.
 func (l *Log) ensureIndex(tx *bbolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	if v := meta.Get(metaIndex); len(v) == 1 && v[0] == indexVersion {
-		return nil
+		if indexAgrees(tx) {
+			return nil
+		}
+		l.logger.Warn("the unsettled index disagrees with the log (written by an older version?): rebuilding it")
 	}
 	if tx.Bucket(bucketByDoc) != nil {
 		if err := tx.DeleteBucket(bucketByDoc); err != nil {
@@ -132,6 +138,29 @@ func (l *Log) ensureIndex(tx *bbolt.Tx) error {
 		l.logger.Info("indexed the unsettled writes of a log made before the index", "count", len(items))
 	}
 	return meta.Put(metaIndex, []byte{indexVersion})
+}
+
+// indexAgrees reports whether every unsettled marker names its index
+// prefix and the index holds as many entries as there are markers.
+func indexAgrees(tx *bbolt.Tx) bool {
+	byDoc := tx.Bucket(bucketByDoc)
+	if byDoc == nil {
+		return false
+	}
+	n := 0
+	c := tx.Bucket(bucketUnsettled).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(v) == 0 || byDoc.Get(append(bytes.Clone(v), k...)) == nil {
+			return false
+		}
+		n++
+	}
+	m := 0
+	ic := byDoc.Cursor()
+	for k, _ := ic.First(); k != nil; k, _ = ic.Next() {
+		m++
+	}
+	return n == m
 }
 
 // indexAdd marks entry k (a seqKey) of document collection/doc unsettled.

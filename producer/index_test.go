@@ -188,3 +188,52 @@ func TestLog_OpenIndexesOldFile(t *testing.T) {
 		})
 	}
 }
+
+// TestLog_OpenRepairsIndexAnOlderVersionBypassed: after a version without
+// the index wrote to an indexed file (an append with an empty marker and
+// no index entry; a settle that left its index entry), the next open
+// rebuilds the index.
+func TestLog_OpenRepairsIndexAnOlderVersionBypassed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log.db")
+	l := mustOpen(t, path)
+	evs := mustAppend(t, l, indexWrites()...)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		old  func(tx *bbolt.Tx, k []byte) error
+	}{
+		{"append", func(tx *bbolt.Tx, k []byte) error {
+			prefix := slices.Clone(tx.Bucket(bucketUnsettled).Get(k))
+			if err := tx.Bucket(bucketByDoc).Delete(append(prefix, k...)); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketUnsettled).Put(k, []byte{})
+		}},
+		{"settle", func(tx *bbolt.Tx, k []byte) error {
+			// The older version settles: marker and state go, the index
+			// entry stays.
+			return tx.Bucket(bucketUnsettled).Delete(k)
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			db, err := bbolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = db.Update(func(tx *bbolt.Tx) error {
+				k, _ := tx.Bucket(bucketUnsettled).Cursor().First()
+				return tt.old(tx, slices.Clone(k))
+			})
+			if cerr := db.Close(); err != nil || cerr != nil {
+				t.Fatal(err, cerr)
+			}
+			l := mustOpen(t, path)
+			checkIndex(t, l, evs)
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
