@@ -202,16 +202,17 @@ func TestLog_OpenRepairsIndexAnOlderVersionBypassed(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		name string
+		last bool // the older version touches the last entry, not the first
 		old  func(tx *bbolt.Tx, k []byte) error
 	}{
-		{"append", func(tx *bbolt.Tx, k []byte) error {
+		{"append", false, func(tx *bbolt.Tx, k []byte) error {
 			prefix := slices.Clone(tx.Bucket(bucketUnsettled).Get(k))
 			if err := tx.Bucket(bucketByDoc).Delete(append(prefix, k...)); err != nil {
 				return err
 			}
 			return tx.Bucket(bucketUnsettled).Put(k, []byte{})
 		}},
-		{"settle", func(tx *bbolt.Tx, k []byte) error {
+		{"settle", true, func(tx *bbolt.Tx, k []byte) error {
 			// The older version settles: marker and state go, the index
 			// entry stays.
 			return tx.Bucket(bucketUnsettled).Delete(k)
@@ -223,7 +224,11 @@ func TestLog_OpenRepairsIndexAnOlderVersionBypassed(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = db.Update(func(tx *bbolt.Tx) error {
-				k, _ := tx.Bucket(bucketUnsettled).Cursor().First()
+				c := tx.Bucket(bucketUnsettled).Cursor()
+				k, _ := c.First()
+				if tt.last {
+					k, _ = c.Last()
+				}
 				return tt.old(tx, slices.Clone(k))
 			})
 			if cerr := db.Close(); err != nil || cerr != nil {
