@@ -2,8 +2,10 @@ package consumer
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -11,9 +13,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
 )
 
 // benchLarge adds N=100,000 to the catch-up benchmarks; each size
@@ -171,4 +175,129 @@ func BenchmarkCatchUpRatio(b *testing.B) {
 			b.ReportMetric(100*raw.Seconds()/cu.Seconds(), "%-of-raw")
 		})
 	}
+}
+
+// benchUnsettled is the backlog of the local-store benchmarks (issue 15:
+// 100k unsettled writes).
+const benchUnsettled = 100_000
+
+// backlogBenchReplica opens an offline replica with a document "c"/"target"
+// and u unsettled writes over 4096 other documents, appended with
+// AppendBatch in batches of 1000.
+func backlogBenchReplica(b *testing.B, u int) *Replica {
+	b.Helper()
+	r, err := OpenReplica(b.Context(), ReplicaConfig{Dir: b.TempDir(), Tenant: "t1"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = r.Close() })
+	if _, err := r.Put(b.Context(), "c", "target", events.Fields{"v": json.RawMessage(`1`)}); err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < u; i += 1000 {
+		ws := make([]producer.Write, 0, 1000)
+		for j := i; j < min(u, i+1000); j++ {
+			ws = append(ws, producer.Write{Collection: "c", Doc: fmt.Sprintf("doc-%05d", j%4096), Op: events.OpPut,
+				Fields: events.Fields{"n": json.RawMessage(fmt.Sprint(j))}})
+		}
+		if _, err := r.Log().AppendBatch(b.Context(), ws); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return r
+}
+
+// BenchmarkReplicaGetBacklog: Get of one document with none and with
+// 100k unsettled writes to other documents (target: at most 2x).
+func BenchmarkReplicaGetBacklog(b *testing.B) {
+	for _, u := range []int{0, benchUnsettled} {
+		r := backlogBenchReplica(b, u)
+		b.Run(fmt.Sprintf("unsettled=%d", u), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := r.Get(b.Context(), "c", "target"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkReplicaPutBacklog: Put of a new document with none and with
+// 100k unsettled writes (target: at most 2x).
+func BenchmarkReplicaPutBacklog(b *testing.B) {
+	for _, u := range []int{0, benchUnsettled} {
+		r := backlogBenchReplica(b, u)
+		b.Run(fmt.Sprintf("unsettled=%d", u), func(b *testing.B) {
+			i := 0
+			for b.Loop() {
+				i++
+				if _, err := r.Put(b.Context(), "c", fmt.Sprint("new-", i), events.Fields{"v": json.RawMessage(`1`)}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkLocalWrites: 8 goroutines writing, group-committed through
+// Replica.Put, against 8 goroutines each committing one bbolt transaction
+// (one fsync) per write on the same disk; writes/s is the metric.
+func BenchmarkLocalWrites(b *testing.B) {
+	const writers = 8
+	b.Run("group-commit", func(b *testing.B) {
+		r, err := OpenReplica(b.Context(), ReplicaConfig{Dir: b.TempDir(), Tenant: "t1"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer r.Close()
+		runWriters(b, writers, func(g, i int) error {
+			_, err := r.Put(b.Context(), "c", fmt.Sprintf("w%d-%d", g, i), events.Fields{"v": json.RawMessage(`1`)})
+			return err
+		})
+	})
+	b.Run("fsync-per-write", func(b *testing.B) {
+		db, err := bbolt.Open(filepath.Join(b.TempDir(), "raw.db"), 0o600, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		v := make([]byte, 256)
+		runWriters(b, writers, func(g, i int) error {
+			return db.Update(func(tx *bbolt.Tx) error {
+				bk, err := tx.CreateBucketIfNotExists([]byte("raw"))
+				if err != nil {
+					return err
+				}
+				return bk.Put(fmt.Appendf(nil, "w%d-%d", g, i), v)
+			})
+		})
+	})
+}
+
+// runWriters calls write b.N times, spread over n goroutines, and reports
+// writes/s.
+func runWriters(b *testing.B, n int, write func(g, i int) error) {
+	b.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	b.ResetTimer()
+	for g := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < b.N; i += n {
+				if err := write(g, i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
 }

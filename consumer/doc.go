@@ -25,6 +25,15 @@
 // same policy code the server's projector runs: offline reads show offline
 // writes, and a write the server will lose under lww shows as lost already.
 //
+// Reads and writes cost the document they touch, not the backlog: Get and a
+// write's base read that document's unsettled writes from the log's index
+// (producer.Log.UnsettledFor), List its collection's, a receipt looks its
+// event up by id, and Sync waits on its writes one lookup at a time. A
+// write reads its base inside the log's transaction (producer.AppendWith),
+// so concurrent Puts are group-committed (one fsync for all of them) and
+// each still builds on the one stored before it. Batch makes several
+// writes in one transaction, all or nothing, each its own event.
+//
 // OpenReplica opens the file with producer.OpenFile: a store that is
 // missing while its marker (DBFile + producer.MarkerSuffix) says one was
 // made, emptied, truncated or damaged is refused with one line naming the

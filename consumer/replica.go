@@ -193,8 +193,7 @@ type Replica struct {
 	filters  []string
 	scope    map[string]bool // nil: every collection
 	batch    int
-	writeMu  sync.Mutex // serialises local writes so each reads the base version the previous one made
-	changed  signal     // broadcast after every view commit
+	changed  signal // broadcast after every view commit
 	watchers watchers
 	tel      *replicaTelemetry
 
@@ -1000,13 +999,16 @@ func (r *Replica) republishStored(ctx context.Context, js jetstream.Publisher, s
 		if err != nil || len(ids) == 0 {
 			return err
 		}
-		es, err := r.log.Unsettled(tx)
-		for _, e := range es {
-			if e.State == producer.StatePublished && slices.Contains(ids, e.Event.ID) {
+		for _, id := range ids {
+			e, ok, err := r.log.UnsettledEntry(tx, id)
+			if err != nil {
+				return err
+			}
+			if ok && e.State == producer.StatePublished {
 				evs = append(evs, e.Event)
 			}
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("read events to republish: %w", err)
@@ -1129,24 +1131,16 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 }
 
 // receiptBatch is what applying receipts in one transaction needs to know
-// of the log: its unsettled events by id, and its current device.
+// of the log: its current device. Each receipt looks its event up by id
+// (Log.UnsettledEntry), so a batch costs its receipts, not the backlog.
 type receiptBatch struct {
-	pend   map[string]*events.Event
 	device string
 }
 
-// newReceiptBatch reads the log's unsettled events inside tx; device is
-// the log's current device, read before tx began.
+// newReceiptBatch starts a batch inside tx; device is the log's current
+// device, read before tx began.
 func (r *Replica) newReceiptBatch(tx *bbolt.Tx, device string) (*receiptBatch, error) {
-	es, err := r.log.Unsettled(tx)
-	if err != nil {
-		return nil, err
-	}
-	b := &receiptBatch{pend: make(map[string]*events.Event, len(es)), device: device}
-	for _, e := range es {
-		b.pend[e.Event.ID] = e.Event
-	}
-	return b, nil
+	return &receiptBatch{device: device}, nil
 }
 
 // applyReceipt handles one receipt, read at RECEIPTS sequence seq; it
@@ -1158,7 +1152,10 @@ func (r *Replica) newReceiptBatch(tx *bbolt.Tx, device string) (*receiptBatch, e
 // and a rejection makes a recorded unknown fate precise. A "reused"
 // receipt is deferred to the log's Reissue (see devices.go).
 func (r *Replica) applyReceipt(tx *bbolt.Tx, b *receiptBatch, seq uint64, rc *events.Receipt) (int, []byte, error) {
-	ent, ok := b.pend[rc.Event]
+	ent, ok, err := r.unsettled(tx, rc.Event)
+	if err != nil {
+		return 0, nil, err
+	}
 	if !ok {
 		if rc.Device != "" && rc.Device == b.device {
 			if err := r.deferRelog(tx, seq, rc); err != nil {
@@ -1248,16 +1245,11 @@ func (r *Replica) applyDuplicate(tx *bbolt.Tx, rc *events.Receipt) (int, []byte,
 
 // unsettled finds the unsettled event id in the log.
 func (r *Replica) unsettled(tx *bbolt.Tx, id string) (*events.Event, bool, error) {
-	es, err := r.log.Unsettled(tx)
-	if err != nil {
+	e, ok, err := r.log.UnsettledEntry(tx, id)
+	if err != nil || !ok {
 		return nil, false, err
 	}
-	for _, e := range es {
-		if e.Event.ID == id {
-			return e.Event, true, nil
-		}
-	}
-	return nil, false, nil
+	return e.Event, true, nil
 }
 
 // committed wakes Sync waiters and watchers after a view commit.
@@ -1299,9 +1291,10 @@ func toDoc(collection, id string, d projection.Doc, pending int) Doc {
 	return Doc{Collection: collection, ID: id, Version: d.Version, Deleted: d.Deleted, Fields: d.Fields, Pending: pending, Conflicts: open}
 }
 
-// pendingByDoc groups the log's unsettled entries by document key.
-func (r *Replica) pendingByDoc(tx *bbolt.Tx) (map[string][]producer.Entry, error) {
-	es, err := r.log.Unsettled(tx)
+// pendingIn groups the log's unsettled entries of collection by document
+// key; it reads only that collection's (Log.UnsettledIn).
+func (r *Replica) pendingIn(tx *bbolt.Tx, collection string) (map[string][]producer.Entry, error) {
+	es, err := r.log.UnsettledIn(tx, collection)
 	if err != nil {
 		return nil, err
 	}
@@ -1320,11 +1313,11 @@ func (r *Replica) localDoc(tx *bbolt.Tx, collection, id string) (Doc, error) {
 	if err != nil {
 		return Doc{}, err
 	}
-	pend, err := r.pendingByDoc(tx)
+	pend, err := r.log.UnsettledFor(tx, collection, id)
 	if err != nil {
 		return Doc{}, err
 	}
-	d, n, err := r.overlay(cur, pend[string(key)])
+	d, n, err := r.overlay(cur, pend)
 	if err != nil {
 		return Doc{}, err
 	}
@@ -1362,7 +1355,7 @@ func (r *Replica) List(ctx context.Context, collection string, tombstones bool) 
 	}
 	var out []Doc
 	err := r.db.View(func(tx *bbolt.Tx) error {
-		pend, err := r.pendingByDoc(tx)
+		pend, err := r.pendingIn(tx, collection)
 		if err != nil {
 			return err
 		}
@@ -1487,16 +1480,24 @@ func (r *Replica) basis(tx *bbolt.Tx, collection, id string) (base uint64, after
 	if err != nil {
 		return 0, "", err
 	}
-	pend, err := r.pendingByDoc(tx)
+	pend, err := r.log.UnsettledFor(tx, collection, id)
 	if err != nil {
 		return 0, "", err
 	}
-	for _, e := range pend[string(key)] {
+	for _, e := range pend {
 		if e.State != producer.StateFailed {
 			after = e.Event.ID
 		}
 	}
 	return synced.Version, after, nil
+}
+
+// prepare is the producer.Prepare of the replica's writes: it sets a
+// write's base version and After from what tx holds (basis).
+func (r *Replica) prepare(tx *bbolt.Tx, w *producer.Write) error {
+	var err error
+	w.BaseVersion, w.After, err = r.basis(tx, w.Collection, w.Doc)
+	return err
 }
 
 func (r *Replica) write(ctx context.Context, w producer.Write) (Doc, error) {
@@ -1506,21 +1507,14 @@ func (r *Replica) write(ctx context.Context, w producer.Write) (Doc, error) {
 	if err := r.checkOpen(); err != nil {
 		return Doc{}, fmt.Errorf("%s %s/%s: %w", w.Op, w.Collection, w.Doc, err)
 	}
-	r.writeMu.Lock()
-	defer r.writeMu.Unlock()
-	err := r.db.View(func(tx *bbolt.Tx) error {
-		var err error
-		w.BaseVersion, w.After, err = r.basis(tx, w.Collection, w.Doc)
-		return err
-	})
-	if err != nil {
-		return Doc{}, fmt.Errorf("%s %s/%s: %w", w.Op, w.Collection, w.Doc, err)
-	}
-	if _, err := r.log.Append(ctx, w); err != nil {
+	// The base is read inside the log's transaction (prepare), so
+	// concurrent writes are group-committed and still each build on the
+	// one stored before it.
+	if _, err := r.log.AppendWith(ctx, []producer.Write{w}, r.prepare); err != nil {
 		return Doc{}, fmt.Errorf("%s %s/%s: %w", w.Op, w.Collection, w.Doc, err)
 	}
 	var d Doc
-	err = r.db.View(func(tx *bbolt.Tx) (err error) {
+	err := r.db.View(func(tx *bbolt.Tx) (err error) {
 		d, err = r.localDoc(tx, w.Collection, w.Doc)
 		return err
 	})
@@ -1571,10 +1565,9 @@ func (r *Replica) Status() Status {
 		return s
 	}
 	_ = r.db.View(func(tx *bbolt.Tx) error {
-		es, err := r.log.Unsettled(tx)
-		s.Pending = len(es)
+		s.Pending = r.log.UnsettledCount(tx)
 		s.Rejections = tx.Bucket(bucketRejections).Stats().KeyN
-		return err
+		return nil
 	})
 	return s
 }
@@ -1630,15 +1623,20 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 		// Receipts lost while attached would keep this wait from ending:
 		// check now (the link's watchGaps checks again while it lasts).
 		r.checkGaps(ctx, l, false)
+		// A write, once settled or failed, stays so: the check drops
+		// those from the front and stops at the first still waiting, so
+		// the whole wait costs O(writes) lookups, not O(backlog) per commit.
+		rest := waiting
 		if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
-			es, err := r.log.Unsettled(tx)
-			if err != nil {
-				return false, err
-			}
-			for _, e := range es {
-				if e.State != producer.StateFailed && slices.Contains(waiting, e.Event.ID) {
+			for len(rest) > 0 {
+				e, ok, err := r.log.UnsettledEntry(tx, rest[0])
+				if err != nil {
+					return false, err
+				}
+				if ok && e.State != producer.StateFailed {
 					return false, nil
 				}
+				rest = rest[1:]
 			}
 			return true, nil
 		}); err != nil {

@@ -85,8 +85,14 @@
 //
 // # Performance
 //
-// What a write costs, by contract: Append commits one bbolt transaction
-// (one fsync) per event, AppendBatch one for the whole batch. A Publisher
+// What a write costs, by contract: each Append, AppendBatch or AppendWith
+// call is committed whole in one bbolt transaction (one fsync), which
+// concurrent calls share (group commit, see group.go): N writers waiting at
+// once cost one fsync, not N, and a call's failure is its own. The
+// unsettled entries are indexed by document (producer.bydoc, written in the
+// transaction that appends or settles), so UnsettledFor, UnsettledIn and
+// UnsettledEntry cost the entries they return, not the backlog; a log
+// written before the index is indexed once when opened. A Publisher
 // keeps at most MaxInFlight publishes awaiting their PubAck and at most one
 // per document (see Order), so a backlog spread over fewer documents than
 // MaxInFlight drains with fewer in flight.
@@ -106,8 +112,11 @@
 // value copied to another entry fails to open instead of being read as
 // that entry. What stays in the clear: bbolt keys (client sequences,
 // event ULIDs in producer.ids), the meta bucket (tenant, client id, last
-// sequence, last ULID, HLC) and the empty unsettled markers: names and
-// counters, never document contents. producer.meta holds a sealed check
+// sequence, last ULID, HLC) and the unsettled index: its keys and the
+// unsettled markers' values are keyed hashes (HMAC-SHA256, truncated to 16
+// bytes, under a random key sealed in producer.meta) of the collection and
+// document, so they show which writes share a document, not its name:
+// names and counters, never document contents. producer.meta holds a sealed check
 // value (keys.CheckStore), so another key, no key, or a key on a plaintext
 // log is refused at open with keys.ErrWrongKey; a log is encrypted or not
 // for life.

@@ -7,11 +7,11 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/oklog/ulid/v2"
 	"go.etcd.io/bbolt"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -124,28 +124,38 @@ func (c LogConfig) validate() error {
 // and fsynced here before Append returns, and stays here, with its state,
 // after it is published and settled. It is safe for concurrent use.
 type Log struct {
-	db      *bbolt.DB
-	ownsDB  bool
-	seal    *keys.Cipher // nil: plaintext
-	tenant  string
-	client  string
-	limits  events.Limits
-	now     func() time.Time
-	clock   *events.Clock
-	ids     *events.IDSource
-	logger  *slog.Logger
-	prop    propagation.TextMapPropagator
-	tracer  trace.Tracer
-	metrics logMetrics
+	db     *bbolt.DB
+	ownsDB bool
+	seal   *keys.Cipher // nil: plaintext
+	// indexMAC keys the unsettled index of an encrypted log (index.go);
+	// nil in a plaintext one. Set once in OpenDB.
+	indexMAC []byte
+	tenant   string
+	client   string
+	limits   events.Limits
+	now      func() time.Time
+	clock    *events.Clock
+	ids      *events.IDSource
+	logger   *slog.Logger
+	prop     propagation.TextMapPropagator
+	tracer   trace.Tracer
+	metrics  logMetrics
 	// unregister removes the gauges' callback once, on Close.
 	unregister sync.Once
 	closeMu    sync.RWMutex // held shared by every operation, exclusively by Close
 	closed     bool
 
 	appendMu   sync.Mutex // serialises appends: seq, ids and commit order agree
-	seq        uint64     // last committed local sequence (under appendMu)
-	device     string     // the current device (under appendMu); "" in a legacy log
-	deviceBase uint64     // local sequence at which device started (under appendMu)
+	groupMu    sync.Mutex // guards queue and committing (group.go)
+	queue      []*appendReq
+	committing bool          // a leader is committing or about to
+	enqueued   signal        // a request was queued
+	lastCommit time.Duration // how long the last group's commit took
+	expect     int           // requests in flight when the last commit ended
+	commits    atomic.Int64  // group transactions committed
+	seq        uint64        // last committed local sequence (under appendMu)
+	device     string        // the current device (under appendMu); "" in a legacy log
+	deviceBase uint64        // local sequence at which device started (under appendMu)
 
 	countMu  sync.Mutex
 	pendingN int
@@ -208,6 +218,7 @@ func OpenDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 		ids:    events.NewIDSource(now),
 		prop:   propagation.TraceContext{},
 		tracer: tracerOf(cfg.TracerProvider),
+		logger: logger,
 		done:   make(chan struct{}),
 	}
 	err := db.Update(func(tx *bbolt.Tx) error {
@@ -225,6 +236,12 @@ func OpenDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 			if err := meta.Put(metaKeyCheck, check); err != nil {
 				return err
 			}
+		}
+		if err := l.loadIndexKey(tx); err != nil {
+			return err
+		}
+		if err := l.ensureIndex(tx); err != nil {
+			return err
 		}
 		if t := meta.Get(metaTenant); t != nil && string(t) != cfg.Tenant {
 			return fmt.Errorf("%w: log has tenant %q, config %q", ErrLogMismatch, t, cfg.Tenant)
@@ -366,63 +383,9 @@ func (l *Log) Append(ctx context.Context, w Write) (*events.Event, error) {
 // AppendBatch appends ws in order in one transaction with one fsync: either
 // all are stored or none is (any invalid write fails the whole batch, and the
 // error names its index). The batch is one span, ebb.producer.append.
-func (l *Log) AppendBatch(ctx context.Context, ws []Write) (evs []*events.Event, err error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("append: %w", err)
-	}
-	if len(ws) == 0 {
-		return nil, nil
-	}
-	ctx, span := l.tracer.Start(ctx, spanAppend, trace.WithAttributes(events.AttrCount.Int(len(ws))))
-	defer func() {
-		switch {
-		case err != nil:
-			span.RecordError(err)
-			span.SetStatus(codes.Error, "append failed")
-		case len(evs) == 1:
-			span.SetAttributes(eventAttrs(evs[0])...)
-		}
-		span.End()
-	}()
-	release, err := l.use()
-	if err != nil {
-		return nil, fmt.Errorf("append: %w", err)
-	}
-	defer release()
-
-	// The context stored with the entries is the append span's (or, with
-	// no tracer, whatever ctx carried), so the publish is its child.
-	tc := map[string]string{}
-	l.prop.Inject(ctx, propagation.MapCarrier(tc))
-	if len(tc) == 0 {
-		tc = nil
-	}
-
-	l.appendMu.Lock()
-	defer l.appendMu.Unlock()
-	now := l.now()
-	evs = make([]*events.Event, len(ws))
-	encoded := make([][]byte, len(ws))
-	for i, w := range ws {
-		e, b, err := l.newEvent(w, l.seq+uint64(i)+1)
-		if err != nil {
-			return nil, fmt.Errorf("append write %d (%s/%s): %w", i, w.Collection, w.Doc, err)
-		}
-		evs[i], encoded[i] = e, b
-	}
-	last := evs[len(evs)-1]
-	err = l.db.Update(func(tx *bbolt.Tx) error { return l.storeNew(tx, l.seq+1, evs, encoded, tc, now) })
-	if err != nil {
-		return nil, fmt.Errorf("append events %d..%d: %w", l.seq+1, l.seq+uint64(len(evs)), err)
-	}
-	l.seq += uint64(len(evs))
-	l.countMu.Lock()
-	l.pendingN += len(evs)
-	l.countMu.Unlock()
-	l.appended.notify()
-	l.metrics.appended.Add(ctx, int64(len(evs)))
-	l.logger.DebugContext(ctx, "appended", keySeq, l.seq, keyEvent, last.ID, "count", len(evs))
-	return evs, nil
+// Concurrent calls share a transaction (see AppendWith).
+func (l *Log) AppendBatch(ctx context.Context, ws []Write) ([]*events.Event, error) {
+	return l.AppendWith(ctx, ws, nil)
 }
 
 // newEvent makes the event of w at local sequence local, under appendMu:
@@ -463,8 +426,7 @@ func (l *Log) newEventAt(w Write, local uint64, hlc events.HLC) (*events.Event, 
 // inside tx, and advances the log's stored sequence, id and clock. The
 // caller holds appendMu and updates l.seq and the counts once tx commits.
 func (l *Log) storeNew(tx *bbolt.Tx, first uint64, evs []*events.Event, encoded [][]byte, tc map[string]string, now time.Time) error {
-	evb, stb, pnb, unb, idb := tx.Bucket(bucketEvents), tx.Bucket(bucketState), tx.Bucket(bucketPending),
-		tx.Bucket(bucketUnsettled), tx.Bucket(bucketIDs)
+	evb, stb, pnb, idb := tx.Bucket(bucketEvents), tx.Bucket(bucketState), tx.Bucket(bucketPending), tx.Bucket(bucketIDs)
 	st, err := jsonMarshal(stateRecord{State: StatePending, AppendedAt: now})
 	if err != nil {
 		return err
@@ -479,10 +441,13 @@ func (l *Log) storeNew(tx *bbolt.Tx, first uint64, evs []*events.Event, encoded 
 			b    *bbolt.Bucket
 			k, v []byte
 		}{{evb, k, l.seal.SealValue(bucketEvents, k, encoded[i])}, {stb, k, l.seal.SealValue(bucketState, k, st)},
-			{pnb, k, l.seal.SealValue(bucketPending, k, ob)}, {unb, k, []byte{}}, {idb, []byte(e.ID), k}} {
+			{pnb, k, l.seal.SealValue(bucketPending, k, ob)}, {idb, []byte(e.ID), k}} {
 			if err := p.b.Put(p.k, p.v); err != nil {
 				return fmt.Errorf("store event %s: %w", e.ID, err)
 			}
+		}
+		if err := l.indexAdd(tx, k, e.Collection, e.Doc); err != nil {
+			return fmt.Errorf("store event %s: index: %w", e.ID, err)
 		}
 	}
 	last := evs[len(evs)-1]
@@ -598,7 +563,7 @@ func (l *Log) Settle(tx *bbolt.Tx, r *events.Receipt) error {
 	if err := tx.Bucket(bucketPending).Delete(k); err != nil {
 		return fmt.Errorf("settle event %s: %w", r.Event, err)
 	}
-	if err := tx.Bucket(bucketUnsettled).Delete(k); err != nil {
+	if err := l.indexRemove(tx, k); err != nil {
 		return fmt.Errorf("settle event %s: %w", r.Event, err)
 	}
 	tx.OnCommit(func() {

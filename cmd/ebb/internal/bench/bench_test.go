@@ -47,12 +47,13 @@ func benchWorkload(b *testing.B, name string) {
 	}
 }
 
-func BenchmarkPush(b *testing.B)      { benchWorkload(b, "push") }
-func BenchmarkProjector(b *testing.B) { benchWorkload(b, "projector") }
-func BenchmarkCatchUp(b *testing.B)   { benchWorkload(b, "catch-up") }
-func BenchmarkPut(b *testing.B)       { benchWorkload(b, "put") }
-func BenchmarkLatency(b *testing.B)   { benchWorkload(b, "latency") }
-func BenchmarkBacklog(b *testing.B)   { benchWorkload(b, "backlog") }
+func BenchmarkPush(b *testing.B)        { benchWorkload(b, "push") }
+func BenchmarkProjector(b *testing.B)   { benchWorkload(b, "projector") }
+func BenchmarkCatchUp(b *testing.B)     { benchWorkload(b, "catch-up") }
+func BenchmarkPut(b *testing.B)         { benchWorkload(b, "put") }
+func BenchmarkLatency(b *testing.B)     { benchWorkload(b, "latency") }
+func BenchmarkBacklog(b *testing.B)     { benchWorkload(b, "backlog") }
+func BenchmarkLocalWrites(b *testing.B) { benchWorkload(b, "local-writes") }
 
 func TestTarget_Met(t *testing.T) {
 	for _, c := range []struct {

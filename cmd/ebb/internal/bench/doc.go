@@ -1,8 +1,10 @@
 // Package bench holds the workloads of `ebb bench`: each measures one path
 // of ebb (push, projector, catch-up, online writes, write-to-visible
-// latency, reads and writes over a backlog) beside its raw JetStream
-// baseline on the same server in the same run, and reports the ratio of
-// the two against the target of issue 15.
+// latency, reads and writes over a backlog, group-committed local writes)
+// beside its baseline in the same run: raw JetStream on the same server,
+// or, for the local-store rows, the same call without the backlog, or
+// bbolt committing one write per transaction on the same disk. It reports
+// the ratio of the two against the target of issue 15.
 //
 // Absolute figures on a shared machine are noise; the ratio of two runs
 // made side by side is not. So every workload alternates its raw and its
