@@ -47,7 +47,7 @@ func TestBench_QuickJSON(t *testing.T) {
 	}
 	for _, k := range []string{"push/always", "push/interval", "projector/always", "projector/interval",
 		"catch-up", "catch-up-bytes", "store-size", "put-x1/always", "put-x8/always", "put-x1/interval", "put-x8/interval",
-		"latency-p50", "latency-p99", "get-backlog", "put-backlog"} {
+		"latency-p50", "latency-p99", "get-backlog", "put-backlog", "local-writes-x8"} {
 		if !keys[k] {
 			t.Errorf("no row %q", k)
 		}
