@@ -69,6 +69,9 @@ func runRestore(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
+	if err := checkBackup(src, man); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
 	if view == "" {
 		view = filepath.Join(data, viewFile)
 	}
@@ -215,9 +218,30 @@ func rebuildRestored(ctx context.Context, js jetstream.JetStream, store viewStor
 	return docs, nil
 }
 
+// checkBackup checks every snapshot file against the SHA-256 in the
+// manifest, before anything is restored.
+func checkBackup(src string, man *backupManifest) error {
+	for _, s := range man.Streams {
+		f, err := os.Open(filepath.Join(src, s.File))
+		if err != nil {
+			return err
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", s.File, err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != s.SHA256 {
+			return fmt.Errorf("%s: SHA-256 %s, the manifest says %s: the backup is damaged", s.File, got, s.SHA256)
+		}
+	}
+	return nil
+}
+
 // restoreOne restores one stream from its snapshot file, checking the
-// file's SHA-256 as it goes (a mismatch fails after the server has the
-// bytes: the stream is then deleted again).
+// file's SHA-256 again as it goes (a file changed since checkBackup fails
+// after the server has the bytes: the stream is then deleted again).
 func restoreOne(ctx context.Context, nc *nats.Conn, src string, s backupStream) error {
 	f, err := os.Open(filepath.Join(src, s.File))
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/ebbsync/ebb/consumer"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/projection"
 )
 
 // testReplica is an app's replica, in process, of the e2e server.
@@ -241,4 +242,46 @@ func TestBackupRestore_LoseDataDirRestoreResume(t *testing.T) {
 
 func contextWithTimeout(t *testing.T, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(t.Context(), d)
+}
+
+// A restore refuses a data directory in use and a damaged backup; a
+// backup refuses to go without the policies unless told to.
+func TestRestore_RefusesUsedDataDirAndDamagedBackup(t *testing.T) {
+	e := newAdminEnv(t, projection.Config{})
+	env := map[string]string{"EBB_NATS": e.url}
+	dir := filepath.Join(t.TempDir(), "b")
+	if _, stderr, code := runIn(t, env, "backup", "--data", t.TempDir(), dir); code != 2 || !strings.Contains(stderr, "--no-policies") {
+		t.Fatalf("backup without policies: %d %s", code, stderr)
+	}
+	out, stderr, code := runIn(t, env, "backup", "--no-policies", "--json", dir)
+	var man struct {
+		Target  string         `json:"target"`
+		Streams []backupStream `json:"streams"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &man) != nil || len(man.Streams) != 4 || man.Streams[3].Name != events.StreamEvents {
+		t.Fatalf("backup --json: %d %s %s", code, out, stderr)
+	}
+
+	used := t.TempDir()
+	if err := os.WriteFile(filepath.Join(used, policyFile), []byte(`{"default":"lww"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runIn(t, nil, "restore", "--data", used, dir); code != 2 || !strings.Contains(stderr, "needs a new data directory") {
+		t.Fatalf("restore into a used data directory: %d %s", code, stderr)
+	}
+	if _, stderr, code := runIn(t, nil, "restore", "--data", t.TempDir(), t.TempDir()); code != 2 || !strings.Contains(stderr, "not an ebb backup") {
+		t.Fatalf("restore of a directory that is no backup: %d %s", code, stderr)
+	}
+	snap := filepath.Join(dir, man.Streams[0].File)
+	b, err := os.ReadFile(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-1] ^= 0xff
+	if err := os.WriteFile(snap, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runIn(t, nil, "restore", "--data", filepath.Join(t.TempDir(), "new"), dir); code != 1 || !strings.Contains(stderr, man.Streams[0].File+": SHA-256") {
+		t.Fatalf("restore of a damaged backup: %d %s", code, stderr)
+	}
 }
