@@ -63,6 +63,8 @@ type deadRecord struct {
 	// ReplayOf is set on the letter of a replayed copy that failed
 	// again: the ID of the letter that copy replayed.
 	ReplayOf uint64 `json:"replay_of,omitempty"`
+
+	subject string // the letter's subject in DEAD
 }
 
 // runDead is `ebb dead list|show|replay`.
@@ -317,7 +319,7 @@ func listDead(ctx context.Context, js jetstream.JetStream, tenant string, only b
 		if err != nil {
 			return fmt.Errorf("dead letter %d: %w", md.Sequence.Stream, err)
 		}
-		recs = append(recs, deadRecord{ID: md.Sequence.Stream, Time: md.Timestamp, Replayable: replayable(l), Letter: l, ReplayOf: replayOf(l)})
+		recs = append(recs, deadRecord{ID: md.Sequence.Stream, Time: md.Timestamp, Replayable: replayable(l), Letter: l, ReplayOf: replayOf(l), subject: subject})
 		return nil
 	})
 	if err != nil {
@@ -349,7 +351,7 @@ func getDead(ctx context.Context, js jetstream.JetStream, id uint64) (*deadRecor
 	if err != nil {
 		return nil, fmt.Errorf("dead letter %d: %w", id, err)
 	}
-	r := &deadRecord{ID: id, Time: msg.Time, Replayable: replayable(l), Letter: l, ReplayOf: replayOf(l)}
+	r := &deadRecord{ID: id, Time: msg.Time, Replayable: replayable(l), Letter: l, ReplayOf: replayOf(l), subject: msg.Subject}
 	rm, err := s.GetLastMsgForSubject(ctx, replaySubject(msg.Subject, id))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
@@ -387,14 +389,6 @@ func replayDead(ctx context.Context, js jetstream.JetStream, id uint64) (rec *re
 	if !replayable(l) {
 		return nil, false, fmt.Errorf("%w: %d holds no event (subject %s): %s", errNotReplayable, id, l.Subject, l.Reason)
 	}
-	dead, err := js.Stream(ctx, events.StreamDead)
-	if err != nil {
-		return nil, false, fmt.Errorf("read stream %s: %w", events.StreamDead, err)
-	}
-	deadMsg, err := dead.GetMsg(ctx, id)
-	if err != nil {
-		return nil, false, fmt.Errorf("read dead letter %d: %w", id, err)
-	}
 	out := &nats.Msg{Subject: l.Subject, Header: nats.Header{}}
 	source := "events"
 	evs, err := js.Stream(ctx, events.StreamEvents)
@@ -412,7 +406,7 @@ func replayDead(ctx context.Context, js jetstream.JetStream, id uint64) (rec *re
 		out.Data, source = l.Data, "dead letter"
 		copyHeaders(out.Header, l.Header)
 	case err == nil || errors.Is(err, jetstream.ErrMsgNotFound):
-		return nil, false, fmt.Errorf("%w: %s no longer holds sequence %d and the dead letter kept %d of its %d bytes", errNotReplayable, events.StreamEvents, l.Stream, len(l.Data), l.Size)
+		return nil, false, fmt.Errorf("%w: %s no longer holds the message at sequence %d and the dead letter kept %d of its %d bytes", errNotReplayable, events.StreamEvents, l.Stream, len(l.Data), l.Size)
 	default:
 		return nil, false, fmt.Errorf("read %s %d: %w", events.StreamEvents, l.Stream, err)
 	}
@@ -426,7 +420,7 @@ func replayDead(ctx context.Context, js jetstream.JetStream, id uint64) (rec *re
 	if err != nil {
 		return nil, false, err
 	}
-	_, err = js.PublishMsg(ctx, &nats.Msg{Subject: replaySubject(deadMsg.Subject, id), Data: data},
+	_, err = js.PublishMsg(ctx, &nats.Msg{Subject: replaySubject(r.subject, id), Data: data},
 		jetstream.WithMsgID(fmt.Sprintf("replayed:%d", id)), jetstream.WithExpectLastSequencePerSubject(0))
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {

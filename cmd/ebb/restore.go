@@ -25,7 +25,7 @@ import (
 )
 
 // restoreAbout is `ebb help restore`'s paragraph.
-const restoreAbout = `Restores into a new data directory (--data, which must hold no JetStream storage, policies or view), starting the embedded NATS on it for the time of the restore; or, with --nats, into an external NATS where none of the four streams exists. Sequence numbers do not change: each stream comes back from its snapshot with the same messages at the same sequences, with their timestamps. The server gives each restored stream a new creation time; its metadata (ebb.restored_from_created, ebb.restored_last_seq) names the stream the backup was taken of and the backup's last sequence, so a replica whose cursor is at or below it resumes where it was, pulling only what changed since, and one that had read past the backup resyncs fully. The view is rebuilt from EVENTS up to the sequence the projector had acknowledged when the backup began (what CHANGES and RECEIPTS in the backup reflect), with the writers' high-water marks, and records the restored EVENTS and CHANGES as its own; 'ebb serve' then applies the rest of EVENTS and publishes those changes and receipts again. Writes acknowledged after the backup began are not in it.`
+const restoreAbout = `Restores into a new data directory (--data, which must hold no JetStream storage, policies or view), starting the embedded NATS on it for the time of the restore; or, with --nats, into an external NATS where none of the four streams exists. Sequence numbers do not change: each stream comes back from its snapshot with the same messages at the same sequences, with their timestamps. The server gives each restored stream a new creation time; its metadata (ebb.restored_from_created, ebb.restored_last_seq) names the stream the backup was taken of and the backup's last sequence, so a replica whose cursor is at or below it resumes where it was, pulling only what changed since, and one that had read past the backup resyncs fully. The view is rebuilt from EVENTS up to the sequence the projector had acknowledged when the backup began (what CHANGES and RECEIPTS in the backup reflect), with the writers' high-water marks, and records the restored EVENTS and CHANGES as its own; 'ebb serve' then applies the rest of EVENTS and publishes those changes and receipts again. Writes acknowledged after the backup began are not in it. With --key-file the new data directory is encrypted as ebb serve --key-file encrypts it.`
 
 // restoreRecord is `ebb restore --json`.
 type restoreRecord struct {
@@ -54,6 +54,8 @@ func runRestore(ctx context.Context, m *Main, args []string) error {
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	var conn connFlags
 	conn.register(m, fs, clientContext{})
+	var keyFile string
+	fs.StringVar(&keyFile, "key-file", m.env("EBB_KEY_FILE", ""), "encrypt the new data directory with this key file, as ebb serve --key-file will (env EBB_KEY_FILE)")
 	if err := m.parse(fs, interleave(fs, args)); err != nil {
 		return err
 	}
@@ -83,6 +85,10 @@ func runRestore(ctx context.Context, m *Main, args []string) error {
 		return fmt.Errorf("restore: %w", err)
 	}
 	defer lock.Release()
+	sec, err := verifyKeys(keyFile, data)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
 
 	pc := policyConfig{Default: "lww"}
 	if man.Policies {
@@ -104,7 +110,7 @@ func runRestore(ctx context.Context, m *Main, args []string) error {
 		nc, err = conn.connect(natsURL, "ebb-restore")
 	} else {
 		var srv *embedded.Server
-		srv, err = embedded.Start(ctx, embedded.Config{Dir: filepath.Join(data, "jetstream"), DontListen: true})
+		srv, err = embedded.Start(ctx, embedded.Config{Dir: filepath.Join(data, "jetstream"), DontListen: true, JetStreamKey: sec.jsKey})
 		if err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}
@@ -144,7 +150,7 @@ func runRestore(ctx context.Context, m *Main, args []string) error {
 			return fmt.Errorf("restore: %w", err)
 		}
 	}
-	store, err := openView(ctx, view, nil, time.Second)
+	store, err := openView(ctx, view, sec.view, time.Second)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}

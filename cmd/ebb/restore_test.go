@@ -392,3 +392,32 @@ func TestBackupRestore_WhileWriting(t *testing.T) {
 	e.stopServer()
 	e.ok("", fmt.Sprintf("OK: %d documents", eventsLast), "verify", "--data", server)
 }
+
+// A backup of a server with --key-file holds its events in the clear (as
+// ebb backup says); a restore with --key-file encrypts the new data
+// directory again, and the server and verify read it with the key.
+func TestBackupRestore_KeyFile(t *testing.T) {
+	const marker = "ebb-restore-marker-51c2a9"
+	e := newE2E(t)
+	keyFile := writeFile(t, "key", "a passphrase for the server\n")
+	e.startServer("--key-file", keyFile)
+	e.ok("alice", "applied (version 1)", "put", "notes", "n1", `{"text":"`+marker+`"}`)
+	backup := filepath.Join(e.dir, "backup")
+	e.ok("", "backed up to", "backup", "--data", filepath.Join(e.dir, "server"), backup)
+	e.stopServer()
+	if hits, _ := grepTree(t, backup, []byte(marker)); len(hits) == 0 {
+		t.Fatalf("the backup's snapshots are not in the clear: the help and README say they are")
+	}
+	restored := filepath.Join(e.dir, "restored")
+	e.ok("", "1 documents", "restore", "--data", restored, "--key-file", keyFile, backup)
+	if hits, files := grepTree(t, restored, []byte(marker)); len(hits) > 0 || files == 0 {
+		t.Fatalf("restored data directory (%d files) holds the marker in the clear: %v", files, hits)
+	}
+	e.startServer("--data", restored, "--key-file", keyFile)
+	e.ok("bob", "pulled 1", "sync")
+	if got := field(e.doc("bob", "notes", "n1"), "text"); got != `"`+marker+`"` {
+		t.Fatalf("bob's notes/n1: %s", got)
+	}
+	e.stopServer()
+	e.ok("", "OK: 1 documents", "verify", "--data", restored, "--key-file", keyFile)
+}
