@@ -421,3 +421,27 @@ func TestBackupRestore_KeyFile(t *testing.T) {
 	e.stopServer()
 	e.ok("", "OK: 1 documents", "verify", "--data", restored, "--key-file", keyFile)
 }
+
+// Under authentication the operator commands run as an admin, and a
+// server restored from the backup serves its users again.
+func TestBackupRestore_Auth(t *testing.T) {
+	e := newE2E(t)
+	users := writeFile(t, "users.yaml", usersYAML)
+	e.startServer("--auth", users)
+	e.ok("alice", "applied (version 1)", "put", "--user", "alice", "--password", "alice-pw", "todos", "t1", `{"title":"milk"}`)
+	admin := []string{"--user", "root", "--password", "root-pw"}
+	e.ok("", projection.DefaultDurable, append([]string{"streams"}, admin...)...)
+	e.ok("", "no dead letters", append([]string{"dead", "list"}, admin...)...)
+	if _, _, code := e.run("", "streams", "--user", "alice", "--password", "alice-pw"); code == 0 {
+		t.Fatalf("a client read the server's streams")
+	}
+	backup := filepath.Join(e.dir, "backup")
+	e.ok("", "backed up to", append([]string{"backup", "--data", filepath.Join(e.dir, "server"), backup}, admin...)...)
+	e.stopServer()
+	restored := filepath.Join(e.dir, "restored")
+	e.ok("", "1 documents", "restore", "--data", restored, backup)
+	e.startServer("--data", restored, "--auth", users)
+	e.ok("bob", "pulled 1", "sync", "--user", "bob", "--password", "bob-pw")
+	e.stopServer()
+	e.ok("", "OK: 1 documents", "verify", "--data", restored)
+}
