@@ -217,3 +217,24 @@ func TestStreams_StateAndLag(t *testing.T) {
 		t.Fatalf("streams: %d\n%s", code, out)
 	}
 }
+
+// With --http, streams also shows the checkpoint the server committed,
+// from its /metrics.
+func TestStreams_ServerCheckpoint(t *testing.T) {
+	s := serveInProcess(t, "")
+	env := map[string]string{"EBB_NATS": s.nats, "EBB_DATA": filepath.Join(t.TempDir(), "alice"), "EBB_TENANT": "acme"}
+	if out, stderr, code := runIn(t, env, "put", "todos", "t1", `{"title":"milk"}`); code != 0 {
+		t.Fatalf("put: %d %s %s", code, out, stderr)
+	}
+	var rec streamsRecord
+	embeddedtest.WaitFor(t, 10*time.Second, "the server's checkpoint 1", func() bool {
+		out, _, code := runIn(t, env, "streams", "--http", s.http, "--json")
+		return code == 0 && json.Unmarshal([]byte(out), &rec) == nil && rec.Server != nil && rec.Server.Checkpoint == 1
+	})
+	if !rec.Server.Applying || rec.Server.Lag != 0 || rec.Streams[0].LastSeq != 1 {
+		t.Fatalf("streams --http: %+v", rec.Server)
+	}
+	if out, _, code := runIn(t, env, "streams", "--http", s.http); code != 0 || !strings.Contains(out, "projector checkpoint 1, lag 0") {
+		t.Fatalf("streams --http: %d\n%s", code, out)
+	}
+}

@@ -1,17 +1,22 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection"
 )
@@ -82,14 +87,31 @@ type projectorRecord struct {
 type streamsRecord struct {
 	Streams    []streamRecord    `json:"streams"`
 	Projectors []projectorRecord `json:"projectors"`
+	// Server is what one server's /metrics says of its projector, with --http.
+	Server *serverProjector `json:"server,omitempty"`
+}
+
+// serverProjector is a server's own view of its projector, from its
+// /metrics (ebb_projector_checkpoint, ebb_projector_lag): the checkpoint
+// it committed (with --partitions, the lowest of the partitions it
+// holds), which may be a batch ahead of the durable's ack floor.
+type serverProjector struct {
+	HTTP       string `json:"http"`
+	Checkpoint uint64 `json:"checkpoint"`
+	Lag        uint64 `json:"lag"`
+	// Applying is false for a server applying no partition (standby): it
+	// reports no checkpoint.
+	Applying bool `json:"applying"`
 }
 
 // runStreams prints the state of ebb's four streams and the projector's
 // lag, read from JetStream, so it works against a running server.
 func runStreams(ctx context.Context, m *Main, args []string) error {
 	var a adminFlags
+	var base string
 	fs := m.newFlagSet("streams")
 	a.register(m, fs)
+	fs.StringVar(&base, "http", "", "also read the projector's committed checkpoint from this server's /metrics (http://host:8080)")
 	if err := m.parse(fs, args); err != nil {
 		return err
 	}
@@ -105,6 +127,11 @@ func runStreams(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return fmt.Errorf("streams: %w", err)
 	}
+	if base != "" {
+		if rec.Server, err = scrapeProjector(ctx, a.conn, base); err != nil {
+			return fmt.Errorf("streams: %w", err)
+		}
+	}
 	if a.json {
 		return printJSON(m.Stdout, rec)
 	}
@@ -119,6 +146,11 @@ func runStreams(ctx context.Context, m *Main, args []string) error {
 			last = s.LastTime.UTC().Format(time.RFC3339)
 		}
 		fmt.Fprintf(m.Stdout, "%-9s %10d %12d %10d %10d %8d  %s\n", s.Name, s.Messages, s.Bytes, s.FirstSeq, s.LastSeq, s.Replicas, last)
+	}
+	if sp := rec.Server; sp != nil && sp.Applying {
+		fmt.Fprintf(m.Stdout, "\n%s: projector checkpoint %d, lag %d\n", sp.HTTP, sp.Checkpoint, sp.Lag)
+	} else if sp != nil {
+		fmt.Fprintf(m.Stdout, "\n%s: applies no partition (standby)\n", sp.HTTP)
 	}
 	if len(rec.Projectors) == 0 {
 		fmt.Fprintln(m.Stdout, "\nno projector durable on EVENTS (no server has run its projector here)")
@@ -188,4 +220,52 @@ func projectorDurables(ctx context.Context, s jetstream.Stream) ([]*jetstream.Co
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// scrapeProjector reads a server's projector checkpoint and lag from its
+// /metrics (Prometheus text).
+func scrapeProjector(ctx context.Context, conn connFlags, base string) (*serverProjector, error) {
+	tc, err := embedded.LoadClientTLS(conn.tlsCA, conn.tlsCert, conn.tlsKey)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	u := strings.TrimRight(base, "/") + "/metrics"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, usagef("--http %q: %v", base, err)
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: tc}}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w: %w", u, errUnreachable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("read %s: %s", u, resp.Status)
+	}
+	sp := &serverProjector{HTTP: base}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || strings.HasPrefix(name, "#") {
+			continue
+		}
+		name, _, _ = strings.Cut(name, "{")
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil || v < 0 {
+			continue
+		}
+		switch name {
+		case "ebb_projector_checkpoint":
+			sp.Checkpoint, sp.Applying = uint64(v), true
+		case "ebb_projector_lag":
+			sp.Lag = uint64(v)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", u, err)
+	}
+	return sp, nil
 }
