@@ -218,7 +218,11 @@ func rebuildRestored(ctx context.Context, js jetstream.JetStream, store viewStor
 		Changes: projection.StreamMark{Created: ci.Created, LastSeq: ci.State.LastSeq, Msgs: ci.State.Msgs},
 		Docs:    uint64(docs), DocsCounted: true,
 	}
-	if err := store.Commit(ctx, &projection.Batch{Checkpoint: upTo, Streams: &marks}); err != nil {
+	missing, err := missingChanges(ctx, js, store)
+	if err != nil {
+		return 0, err
+	}
+	if err := store.Commit(ctx, &projection.Batch{Checkpoint: upTo, Streams: &marks, Outbox: missing}); err != nil {
 		return 0, fmt.Errorf("record the restored streams in the view: %w", err)
 	}
 	return docs, nil
@@ -243,6 +247,45 @@ func checkBackup(src string, man *backupManifest) error {
 		}
 	}
 	return nil
+}
+
+// missingChanges returns, as outbox entries the projector publishes when
+// it starts, the current change of every document of the rebuilt view
+// that the restored CHANGES lacks or holds at a lower version. The
+// projector acknowledges a batch once its changes are stored, so normally
+// there is none; but a consumer it recreated (at its checkpoint + 1)
+// shows that checkpoint as its ack floor before a failing publish went
+// through. Each goes under the reseed's Nats-Msg-Id form,
+// seed:<ULID>:<subject>:<version>.
+func missingChanges(ctx context.Context, js jetstream.JetStream, store viewStore) ([]projection.OutboxEntry, error) {
+	have := map[string]uint64{}
+	err := readFiltered(ctx, js, events.StreamChanges, []string{events.ChangesPrefix + ".>"}, func(subject string, data []byte, _ *jetstream.MsgMetadata) error {
+		if c, err := events.DecodeChange(data); err == nil {
+			have[subject] = c.Version
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	gen := events.NewIDSource(nil).New().String()
+	var out []projection.OutboxEntry
+	err = store.Scan(ctx, func(d projection.Doc) error {
+		subject := events.ChangeSubject(d.Tenant, d.Collection, d.ID)
+		if have[subject] >= d.Version {
+			return nil
+		}
+		data, err := events.EncodeChange(d.Change(nil))
+		if err != nil {
+			return fmt.Errorf("encode change of %s/%s/%s: %w", d.Tenant, d.Collection, d.ID, err)
+		}
+		out = append(out, projection.OutboxEntry{Subject: subject, MsgID: fmt.Sprintf("seed:%s:%s:%d", gen, subject, d.Version), Data: data})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("compare the view with %s: %w", events.StreamChanges, err)
+	}
+	return out, nil
 }
 
 // restoreOne restores one stream from its snapshot file, checking the
