@@ -137,6 +137,17 @@ func TestDead_ListShowReplayAfterFix(t *testing.T) {
 		doc, err := e.store.Get(t.Context(), ev.Address())
 		return err == nil && doc.Version == 1 && string(doc.Fields["title"]) == `"milk"`
 	})
+	// Its receipt has the first receipt's Nats-Msg-Id: inside RECEIPTS'
+	// duplicate window JetStream drops it (as ebb help dead says), once
+	// the projector has published its batch and acked it.
+	embeddedtest.WaitFor(t, 10*time.Second, "the projector's ack of the replay", func() bool {
+		var rec streamsRecord
+		e.ebb(t, &rec, "streams")
+		return len(rec.Projectors) == 1 && rec.Projectors[0].AckFloor >= res[0].Record.Seq
+	})
+	if n := e.msgs(t, events.StreamReceipts); n != 1 {
+		t.Fatalf("RECEIPTS holds %d receipts, want the first (invalid) one only", n)
+	}
 	// The copy is the original: same payload and trace context, marked as a replay.
 	evs, _ := e.js.Stream(t.Context(), events.StreamEvents)
 	cp, err := evs.GetMsg(t.Context(), seq)
