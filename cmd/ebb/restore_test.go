@@ -272,6 +272,19 @@ func TestRestore_RefusesUsedDataDirAndDamagedBackup(t *testing.T) {
 	if _, stderr, code := runIn(t, nil, "restore", "--data", t.TempDir(), t.TempDir()); code != 2 || !strings.Contains(stderr, "not an ebb backup") {
 		t.Fatalf("restore of a directory that is no backup: %d %s", code, stderr)
 	}
+	// Into an external NATS: the streams come back there, the view in --data.
+	other := embeddedtest.MustStart(t)
+	ext := filepath.Join(t.TempDir(), "ext")
+	if out, stderr, code := runIn(t, nil, "restore", "--nats", other.ClientURL(), "--data", ext, dir); code != 0 || !strings.Contains(out, "restored into") {
+		t.Fatalf("restore --nats: %d %s %s", code, out, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(ext, viewFile)); err != nil {
+		t.Fatalf("restore --nats left no view in --data: %v", err)
+	}
+	if _, stderr, code := runIn(t, nil, "restore", "--nats", other.ClientURL(), "--data", filepath.Join(t.TempDir(), "ext2"), dir); code != 2 || !strings.Contains(stderr, "exists on the server") {
+		t.Fatalf("restore --nats onto existing streams: %d %s", code, stderr)
+	}
+
 	snap := filepath.Join(dir, man.Streams[0].File)
 	b, err := os.ReadFile(snap)
 	if err != nil {
