@@ -162,7 +162,11 @@
 // Every time a follower (re)starts it compares the stream with its stored
 // cursor. A CHANGES stream created later than the one recorded, or whose
 // last sequence is below the stored one, was reset: the view (not the
-// pending writes) is cleared and replayed from the start. A RECEIPTS gap
+// pending writes) is cleared and replayed from the start. A stream `ebb
+// restore` brought back from a backup of the recorded one (its metadata
+// MetaRestoredCreated and MetaRestoredLastSeq) holds the same messages
+// up to the backup's last sequence: a cursor at or below it resumes, one
+// beyond it was reset. A RECEIPTS gap
 // (stored sequence below the stream's first - 1, because the replica was
 // offline longer than RECEIPTS' retention, or a purge, or a reset) is
 // judged by the log: the published-but-unreceipted events whose receipts

@@ -124,14 +124,14 @@ func (r *Replica) changesReset(ctx context.Context, js jetstream.JetStream) (res
 	if err != nil {
 		return false, 0, fmt.Errorf("check %s: %w", events.StreamChanges, err)
 	}
-	return c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq), created, nil
+	return cursorReset(info, created, c), created, nil
 }
 
 // receiptsCheck returns the RECEIPTS cursor to start from given the stream
 // (info, created) and the stored cursor c, and why it moved: the stream was
 // reset, or receipts after c are gone (behind).
 func receiptsCheck(info *jetstream.StreamInfo, created int64, c cursor) (_ cursor, reset, behind bool) {
-	reset = c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq)
+	reset = cursorReset(info, created, c)
 	if reset {
 		c.Seq = 0
 	}

@@ -588,7 +588,7 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (nex
 	}
 	info := s.CachedInfo()
 	created = createdNano(info.Created)
-	reset := func(c cursor) bool { return c.Seq > 0 && (c.Created != created || info.State.LastSeq < c.Seq) }
+	reset := func(c cursor) bool { return cursorReset(info, created, c) }
 	var c cursor
 	err = r.db.View(func(tx *bbolt.Tx) (err error) {
 		c, err = getCursor(tx, events.StreamChanges)
