@@ -483,3 +483,46 @@ func (g *Group) Close() error {
 	<-g.done
 	return nil
 }
+
+// Epoch is a lease holder's fencing token: which holder of a partition's
+// lease is the newer. A Group takes it when it creates the lease: the
+// lease bucket's creation time, then the KV revision of the lease, which
+// rises with every holder of one bucket (a bucket deleted and created
+// again is newer as a whole). Compare with Before.
+type Epoch struct {
+	Bucket   time.Time // the lease bucket's creation time (its stream's)
+	Revision uint64    // the KV revision at which the holder created the lease
+}
+
+// Before reports whether e is older than o.
+func (e Epoch) Before(o Epoch) bool {
+	if !e.Bucket.Equal(o.Bucket) {
+		return e.Bucket.Before(o.Bucket)
+	}
+	return e.Revision < o.Revision
+}
+
+// IsZero reports whether e is the zero Epoch: no fence.
+func (e Epoch) IsZero() bool { return e.Bucket.IsZero() && e.Revision == 0 }
+
+func (e Epoch) String() string {
+	return fmt.Sprintf("%d@%s", e.Revision, e.Bucket.UTC().Format(time.RFC3339Nano))
+}
+
+// Fencer is a Store a lease holder can fence, so that a holder that lost
+// its lease without knowing it (paused past the TTL by a GC or a stopped
+// VM, cut off from NATS) can no longer commit once a newer one took
+// over: the lease alone cannot stop a process that is not running to
+// notice it lost it. A Group fences every partition's Store it applies
+// through, when the Store (a partition's, or the whole store) is a
+// Fencer; PostgresStore is one. BoltStore is not: its data directory's
+// lock allows one ebb server only, so there is no other holder to fence.
+type Fencer interface {
+	// Fence records e as the epoch of the store's newest holder and
+	// returns a Store through which every Commit first checks, in its own
+	// transaction, that no newer epoch has been recorded since: if one
+	// has, the Commit is refused with an error wrapping ErrFenced and
+	// nothing is written. Fence itself is refused (ErrFenced) when the
+	// store records an epoch newer than e. Reads are not fenced.
+	Fence(ctx context.Context, e Epoch) (Store, error)
+}
