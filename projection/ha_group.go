@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -115,8 +117,17 @@ type GroupStats struct {
 // the lease (a renewal refused, or none acknowledged within the TTL);
 // every batch of a partition is also fenced in the store by the
 // checkpoint it started from (Batch.Prev), so even a holder that did not
-// stop in time cannot apply an event twice. Start it once; Close stops
-// it and releases its leases.
+// stop in time cannot apply an event twice. When the store is a Fencer
+// (PostgresStore), each lease's Epoch is recorded in the store as the
+// holder takes it, before its projector starts, and every commit of an
+// older holder is refused (ErrFenced) from then on, whether or not the
+// new holder has committed yet: a holder paused past its TTL that
+// resumes mid-commit neither commits nor evicts its successor. And a
+// holder's projector publishes (changes, receipts, dead letters) only
+// while its lease is provably held by its own clock: what it committed
+// before a pause and had not published is published by its successor,
+// from the outbox, and never again by it after the lease ran out. Start
+// it once; Close stops it and releases its leases.
 type Group struct {
 	js    GroupJetStream
 	store Store // a PartitionedStore when Partitions > 1
@@ -130,6 +141,7 @@ type Group struct {
 	wg      sync.WaitGroup
 	done    chan struct{}
 	parts   []*leaseState
+	bucket  time.Time // the lease bucket's creation time: Epoch.Bucket
 	kvErr   error     // last lease request error
 	kvSince time.Time // when lease requests began failing; zero while they work
 	stats   GroupStats
@@ -190,10 +202,20 @@ func (g *Group) Start(ctx context.Context) error {
 		close(g.done)
 		return fmt.Errorf("start projector group: lease bucket %s: %w", g.gc.Bucket, err)
 	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		close(g.done)
+		return fmt.Errorf("start projector group: lease bucket %s status: %w", g.gc.Bucket, err)
+	}
+	var bucket time.Time
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
+		bucket = bs.StreamInfo().Created
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
 	g.mu.Lock()
 	g.cancel = cancel
+	g.bucket = bucket
 	g.mu.Unlock()
 	for i := range g.gc.Partitions {
 		g.wg.Add(1)
@@ -302,7 +324,12 @@ func (g *Group) hold(ctx context.Context, kv jetstream.KeyValue, i int, rev uint
 		cfg.Durable = ""
 	}
 	var wait time.Duration
-	proj, err := g.newProjector(pctx, cfg)
+	g.mu.Lock()
+	epoch := Epoch{Bucket: g.bucket, Revision: rev}
+	g.mu.Unlock()
+	lease := &leasedJS{GroupJetStream: g.js}
+	lease.until(valid)
+	proj, err := g.newProjector(pctx, lease, cfg, epoch)
 	g.mu.Lock()
 	g.stats.Acquired++
 	if err == nil {
@@ -343,6 +370,7 @@ func (g *Group) hold(ctx context.Context, kv jetstream.KeyValue, i int, rev uint
 			switch {
 			case err == nil:
 				rev, valid = next, t.Add(ttl)
+				lease.until(valid)
 				g.kvResult(nil)
 				continue
 			case ctx.Err() != nil:
@@ -391,8 +419,10 @@ release:
 	return wait
 }
 
-// newProjector is partition cfg.Partition's projector, fenced.
-func (g *Group) newProjector(ctx context.Context, cfg Config) (*Projector, error) {
+// newProjector is partition cfg.Partition's projector, publishing
+// through js, fenced: every batch by its starting checkpoint
+// (Batch.Prev), and, when the store is a Fencer, by epoch.
+func (g *Group) newProjector(ctx context.Context, js JetStream, cfg Config, epoch Epoch) (*Projector, error) {
 	store := g.store
 	if !cfg.Partition.whole() {
 		var err error
@@ -400,12 +430,70 @@ func (g *Group) newProjector(ctx context.Context, cfg Config) (*Projector, error
 			return nil, err
 		}
 	}
-	p, err := New(g.js, store, cfg)
+	if f, ok := store.(Fencer); ok {
+		var err error
+		if store, err = f.Fence(ctx, epoch); err != nil {
+			return nil, fmt.Errorf("fence partition %s with lease epoch %s: %w", cfg.Partition, epoch, err)
+		}
+	}
+	p, err := New(js, store, cfg)
 	if err != nil {
 		return nil, err
 	}
 	p.fenced = true
 	return p, nil
+}
+
+// leasedJS is the JetStream a held partition's projector uses: it
+// refuses every publish (changes, receipts, dead letters, a reseed) once
+// the lease can no longer be shown held, its last renewal a TTL old by
+// this process's monotonic clock. The hold loop stops the projector
+// before that; only a holder paused past its TTL (a GC, a stopped VM)
+// gets there, and on resuming it must not publish what a newer holder
+// may have superseded: a change of an older version, stored after the
+// new holder's and outside the dedupe window, would be the document's
+// last message in CHANGES. The refusal wraps ErrFenced; the projector
+// retries it (refusedForGood is false) until its group stops it.
+type leasedJS struct {
+	GroupJetStream
+	valid atomic.Pointer[time.Time]
+}
+
+func (j *leasedJS) until(t time.Time) { j.valid.Store(&t) }
+
+func (j *leasedJS) held() error {
+	if v := j.valid.Load(); v != nil && time.Now().Before(*v) {
+		return nil
+	}
+	return fmt.Errorf("%w: the lease ran out before this publish (the process was paused or cut off)", ErrFenced)
+}
+
+func (j *leasedJS) Publish(ctx context.Context, subject string, payload []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if err := j.held(); err != nil {
+		return nil, err
+	}
+	return j.GroupJetStream.Publish(ctx, subject, payload, opts...)
+}
+
+func (j *leasedJS) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if err := j.held(); err != nil {
+		return nil, err
+	}
+	return j.GroupJetStream.PublishMsg(ctx, msg, opts...)
+}
+
+func (j *leasedJS) PublishAsync(subject string, payload []byte, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	if err := j.held(); err != nil {
+		return nil, err
+	}
+	return j.GroupJetStream.PublishAsync(subject, payload, opts...)
+}
+
+func (j *leasedJS) PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	if err := j.held(); err != nil {
+		return nil, err
+	}
+	return j.GroupJetStream.PublishMsgAsync(msg, opts...)
 }
 
 // Stats returns the group's counters.
