@@ -20,7 +20,7 @@ import (
 )
 
 var (
-	_ PartitionedStore = (*PostgresStore)(nil)
+	_ PartitionCounter = (*PostgresStore)(nil)
 	_ Fencer           = (*PostgresStore)(nil)
 )
 
@@ -311,6 +311,20 @@ func pgEpoch(bucket, rev int64) Epoch {
 		e.Bucket = time.Unix(0, bucket)
 	}
 	return e
+}
+
+// PartitionCount implements PartitionCounter: the count the first
+// Partition call recorded, 0 when the view was never partitioned.
+func (s *PostgresStore) PartitionCount(ctx context.Context) (int, error) {
+	var n int
+	err := s.use(ctx)
+	if err == nil {
+		err = s.pool.QueryRow(ctx, `SELECT partitions FROM `+pgx.Identifier{s.schema}.Sanitize()+`.meta WHERE part = -1`).Scan(&n)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read the partition count: %w", s.fail(err))
+	}
+	return n, nil
 }
 
 // Schema returns the PostgreSQL schema the store lives in.
