@@ -26,7 +26,13 @@ type GroupJetStream interface {
 // Group defaults.
 const (
 	DefaultLeaseBucket = "ebb_projector_leases"
-	DefaultLeaseTTL    = 5 * time.Second
+	// DefaultLeaseTTL puts a takeover after a holder dies (about LeaseTTL
+	// and a quarter, plus the new projector's start) under 5s. A holder
+	// stops its projectors when its lease requests have failed for about
+	// two thirds of it (a KV stream without a leader for that long): a
+	// longer TTL rides out longer KV outages, a shorter one hands over
+	// sooner.
+	DefaultLeaseTTL = 3 * time.Second
 	// MinLeaseTTL bounds LeaseTTL from below: a holder renews three times
 	// per TTL, and a renewal must fit in a third of it.
 	MinLeaseTTL = time.Second
