@@ -30,7 +30,9 @@ var (
 	ErrCheckpoint = errors.New("checkpoint would go backwards")
 	// ErrFenced marks a Commit (or a Fence) through a Store fenced with a
 	// lease epoch older than the one the view records: another instance
-	// took the partition over since (see Fencer). Nothing was written.
+	// took the partition over since (see Fencer); nothing was written. It
+	// also marks a Group's publish refused because the holder's lease ran
+	// out (the holder was paused or cut off).
 	ErrFenced = errors.New("fenced by a newer lease holder")
 	// ErrHistoryGone marks a rebuild or Verify that cannot reproduce the
 	// view from EVENTS: the stream is missing, no longer holds sequence 1,
