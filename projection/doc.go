@@ -277,7 +277,7 @@
 // the checkpoint the batch started from (Batch.Prev). Who applies a
 // partition is decided by a lease per partition in the JetStream KV
 // bucket ebb_projector_leases, the bucket's TTL being the lease's
-// (GroupConfig.LeaseTTL, 5s): an instance takes a free lease with Create,
+// (GroupConfig.LeaseTTL, 3s): an instance takes a free lease with Create,
 // renews it by revision (compare and set) three times per TTL, and stops
 // the partition's projector as soon as a renewal is refused or it can no
 // longer show one was stored within the TTL; Close stops the projectors
@@ -287,7 +287,12 @@
 // quarter, plus the new projector's start. A holder paused past its
 // lease (a long GC pause, a stopped VM) that resumes in mid-commit is
 // refused by the fence, with ErrCheckpoint, and lets the partition go: no
-// event is applied twice, none skipped, whatever the timing. We chose the
+// event is applied twice, none skipped, whatever the timing. With a
+// [Fencer] store (PostgreSQL) the new holder also records its lease
+// [Epoch] in the store before it starts, so the stale holder's commit is
+// refused (ErrFenced) even when the new one has committed nothing yet,
+// and it cannot evict its successor; and a holder publishes only while
+// its lease is valid by its own clock. We chose the
 // KV lease over pinned-client priority groups, which nats-server 2.11+
 // (here 2.15) and nats.go 1.55 also offer: a pinned group shares one
 // durable among the instances, whereas the projector's recovery recreates
@@ -304,7 +309,8 @@
 // protocol's subjects). Partitions are not balanced: an instance takes
 // every free lease it finds, so the first one up applies all of them
 // until it stops or dies. The number of partitions is fixed once a view is
-// partitioned, and Verify does not yet rebuild a partitioned view.
+// partitioned. Verify rebuilds a partitioned view ([PartitionCounter])
+// partition by partition, each up to its own checkpoint.
 //
 // A fatal error (a
 // failed Commit, say) stops the projector: Done closes and Err returns it.

@@ -28,6 +28,12 @@ var (
 	ErrUnavailable = errors.New("projector unavailable")
 	// ErrCheckpoint marks a Commit that would move the checkpoint backwards.
 	ErrCheckpoint = errors.New("checkpoint would go backwards")
+	// ErrFenced marks a Commit (or a Fence) through a Store fenced with a
+	// lease epoch older than the one the view records: another instance
+	// took the partition over since (see Fencer); nothing was written. It
+	// also marks a Group's publish refused because the holder's lease ran
+	// out (the holder was paused or cut off).
+	ErrFenced = errors.New("fenced by a newer lease holder")
 	// ErrHistoryGone marks a rebuild or Verify that cannot reproduce the
 	// view from EVENTS: the stream is missing, no longer holds sequence 1,
 	// ends below the checkpoint, or is not the incarnation the view came

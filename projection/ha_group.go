@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -24,7 +26,13 @@ type GroupJetStream interface {
 // Group defaults.
 const (
 	DefaultLeaseBucket = "ebb_projector_leases"
-	DefaultLeaseTTL    = 5 * time.Second
+	// DefaultLeaseTTL puts a takeover after a holder dies (about LeaseTTL
+	// and a quarter, plus the new projector's start) under 5s. A holder
+	// stops its projectors when its lease requests have failed for about
+	// two thirds of it (a KV stream without a leader for that long): a
+	// longer TTL rides out longer KV outages, a shorter one hands over
+	// sooner.
+	DefaultLeaseTTL = 3 * time.Second
 	// MinLeaseTTL bounds LeaseTTL from below: a holder renews three times
 	// per TTL, and a renewal must fit in a third of it.
 	MinLeaseTTL = time.Second
@@ -115,8 +123,17 @@ type GroupStats struct {
 // the lease (a renewal refused, or none acknowledged within the TTL);
 // every batch of a partition is also fenced in the store by the
 // checkpoint it started from (Batch.Prev), so even a holder that did not
-// stop in time cannot apply an event twice. Start it once; Close stops
-// it and releases its leases.
+// stop in time cannot apply an event twice. When the store is a Fencer
+// (PostgresStore), each lease's Epoch is recorded in the store as the
+// holder takes it, before its projector starts, and every commit of an
+// older holder is refused (ErrFenced) from then on, whether or not the
+// new holder has committed yet: a holder paused past its TTL that
+// resumes mid-commit neither commits nor evicts its successor. And a
+// holder's projector publishes (changes, receipts, dead letters) only
+// while its lease is provably held by its own clock: what it committed
+// before a pause and had not published is published by its successor,
+// from the outbox, and never again by it after the lease ran out. Start
+// it once; Close stops it and releases its leases.
 type Group struct {
 	js    GroupJetStream
 	store Store // a PartitionedStore when Partitions > 1
@@ -130,6 +147,7 @@ type Group struct {
 	wg      sync.WaitGroup
 	done    chan struct{}
 	parts   []*leaseState
+	bucket  time.Time // the lease bucket's creation time: Epoch.Bucket
 	kvErr   error     // last lease request error
 	kvSince time.Time // when lease requests began failing; zero while they work
 	stats   GroupStats
@@ -190,10 +208,20 @@ func (g *Group) Start(ctx context.Context) error {
 		close(g.done)
 		return fmt.Errorf("start projector group: lease bucket %s: %w", g.gc.Bucket, err)
 	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		close(g.done)
+		return fmt.Errorf("start projector group: lease bucket %s status: %w", g.gc.Bucket, err)
+	}
+	var bucket time.Time
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
+		bucket = bs.StreamInfo().Created
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
 	g.mu.Lock()
 	g.cancel = cancel
+	g.bucket = bucket
 	g.mu.Unlock()
 	for i := range g.gc.Partitions {
 		g.wg.Add(1)
@@ -302,7 +330,12 @@ func (g *Group) hold(ctx context.Context, kv jetstream.KeyValue, i int, rev uint
 		cfg.Durable = ""
 	}
 	var wait time.Duration
-	proj, err := g.newProjector(pctx, cfg)
+	g.mu.Lock()
+	epoch := Epoch{Bucket: g.bucket, Revision: rev}
+	g.mu.Unlock()
+	lease := &leasedJS{GroupJetStream: g.js}
+	lease.until(valid)
+	proj, err := g.newProjector(pctx, lease, cfg, epoch)
 	g.mu.Lock()
 	g.stats.Acquired++
 	if err == nil {
@@ -343,6 +376,7 @@ func (g *Group) hold(ctx context.Context, kv jetstream.KeyValue, i int, rev uint
 			switch {
 			case err == nil:
 				rev, valid = next, t.Add(ttl)
+				lease.until(valid)
 				g.kvResult(nil)
 				continue
 			case ctx.Err() != nil:
@@ -391,8 +425,10 @@ release:
 	return wait
 }
 
-// newProjector is partition cfg.Partition's projector, fenced.
-func (g *Group) newProjector(ctx context.Context, cfg Config) (*Projector, error) {
+// newProjector is partition cfg.Partition's projector, publishing
+// through js, fenced: every batch by its starting checkpoint
+// (Batch.Prev), and, when the store is a Fencer, by epoch.
+func (g *Group) newProjector(ctx context.Context, js JetStream, cfg Config, epoch Epoch) (*Projector, error) {
 	store := g.store
 	if !cfg.Partition.whole() {
 		var err error
@@ -400,12 +436,70 @@ func (g *Group) newProjector(ctx context.Context, cfg Config) (*Projector, error
 			return nil, err
 		}
 	}
-	p, err := New(g.js, store, cfg)
+	if f, ok := store.(Fencer); ok {
+		var err error
+		if store, err = f.Fence(ctx, epoch); err != nil {
+			return nil, fmt.Errorf("fence partition %s with lease epoch %s: %w", cfg.Partition, epoch, err)
+		}
+	}
+	p, err := New(js, store, cfg)
 	if err != nil {
 		return nil, err
 	}
 	p.fenced = true
 	return p, nil
+}
+
+// leasedJS is the JetStream a held partition's projector uses: it
+// refuses every publish (changes, receipts, dead letters, a reseed) once
+// the lease can no longer be shown held, its last renewal a TTL old by
+// this process's monotonic clock. The hold loop stops the projector
+// before that; only a holder paused past its TTL (a GC, a stopped VM)
+// gets there, and on resuming it must not publish what a newer holder
+// may have superseded: a change of an older version, stored after the
+// new holder's and outside the dedupe window, would be the document's
+// last message in CHANGES. The refusal wraps ErrFenced; the projector
+// retries it (refusedForGood is false) until its group stops it.
+type leasedJS struct {
+	GroupJetStream
+	valid atomic.Pointer[time.Time]
+}
+
+func (j *leasedJS) until(t time.Time) { j.valid.Store(&t) }
+
+func (j *leasedJS) held() error {
+	if v := j.valid.Load(); v != nil && time.Now().Before(*v) {
+		return nil
+	}
+	return fmt.Errorf("%w: the lease ran out before this publish (the process was paused or cut off)", ErrFenced)
+}
+
+func (j *leasedJS) Publish(ctx context.Context, subject string, payload []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if err := j.held(); err != nil {
+		return nil, err
+	}
+	return j.GroupJetStream.Publish(ctx, subject, payload, opts...)
+}
+
+func (j *leasedJS) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if err := j.held(); err != nil {
+		return nil, err
+	}
+	return j.GroupJetStream.PublishMsg(ctx, msg, opts...)
+}
+
+func (j *leasedJS) PublishAsync(subject string, payload []byte, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	if err := j.held(); err != nil {
+		return nil, err
+	}
+	return j.GroupJetStream.PublishAsync(subject, payload, opts...)
+}
+
+func (j *leasedJS) PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	if err := j.held(); err != nil {
+		return nil, err
+	}
+	return j.GroupJetStream.PublishMsgAsync(msg, opts...)
 }
 
 // Stats returns the group's counters.
@@ -482,4 +576,47 @@ func (g *Group) Close() error {
 	}
 	<-g.done
 	return nil
+}
+
+// Epoch is a lease holder's fencing token: which holder of a partition's
+// lease is the newer. A Group takes it when it creates the lease: the
+// lease bucket's creation time, then the KV revision of the lease, which
+// rises with every holder of one bucket (a bucket deleted and created
+// again is newer as a whole). Compare with Before.
+type Epoch struct {
+	Bucket   time.Time // the lease bucket's creation time (its stream's)
+	Revision uint64    // the KV revision at which the holder created the lease
+}
+
+// Before reports whether e is older than o.
+func (e Epoch) Before(o Epoch) bool {
+	if !e.Bucket.Equal(o.Bucket) {
+		return e.Bucket.Before(o.Bucket)
+	}
+	return e.Revision < o.Revision
+}
+
+// IsZero reports whether e is the zero Epoch: no fence.
+func (e Epoch) IsZero() bool { return e.Bucket.IsZero() && e.Revision == 0 }
+
+func (e Epoch) String() string {
+	return fmt.Sprintf("%d@%s", e.Revision, e.Bucket.UTC().Format(time.RFC3339Nano))
+}
+
+// Fencer is a Store a lease holder can fence, so that a holder that lost
+// its lease without knowing it (paused past the TTL by a GC or a stopped
+// VM, cut off from NATS) can no longer commit once a newer one took
+// over: the lease alone cannot stop a process that is not running to
+// notice it lost it. A Group fences every partition's Store it applies
+// through, when the Store (a partition's, or the whole store) is a
+// Fencer; PostgresStore is one. BoltStore is not: its data directory's
+// lock allows one ebb server only, so there is no other holder to fence.
+type Fencer interface {
+	// Fence records e as the epoch of the store's newest holder and
+	// returns a Store through which every Commit first checks, in its own
+	// transaction, that no newer epoch has been recorded since: if one
+	// has, the Commit is refused with an error wrapping ErrFenced and
+	// nothing is written. Fence itself is refused (ErrFenced) when the
+	// store records an epoch newer than e. Reads are not fenced.
+	Fence(ctx context.Context, e Epoch) (Store, error)
 }

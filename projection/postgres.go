@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -18,7 +19,10 @@ import (
 	"github.com/ebbsync/ebb/events"
 )
 
-var _ PartitionedStore = (*PostgresStore)(nil)
+var (
+	_ PartitionCounter = (*PostgresStore)(nil)
+	_ Fencer           = (*PostgresStore)(nil)
+)
 
 // Errors of the PostgreSQL view store. Match them with errors.Is.
 var (
@@ -60,7 +64,9 @@ type PostgresOptions struct {
 // (Group): each partition's checkpoint, stream marks, high-water marks,
 // remembered sequences and outbox are rows of their own (the part column),
 // the documents and conflicts are shared, and a partition's Commit is
-// fenced by Batch.Prev under the lock of its own meta row.
+// fenced by Batch.Prev under the lock of its own meta row. It is a
+// Fencer: a Store returned by Fence also checks, under that lock, that no
+// newer lease holder's Epoch has been recorded in the row.
 type PostgresStore struct {
 	pool   *pgxpool.Pool
 	schema string
@@ -71,6 +77,8 @@ type PostgresStore struct {
 	// for the whole store; its progress rows have part -1 (pgPart).
 	root *PostgresStore
 	part Partition
+	// epoch fences every Commit (Fence); zero: not fenced.
+	epoch Epoch
 
 	mu     sync.Mutex
 	closed bool
@@ -88,6 +96,7 @@ func pgPart(p Partition) int {
 // pgSQL holds the statements, with the schema's name in them.
 type pgSQL struct {
 	getDoc, getHWM, checkpoint, streams, lockMeta, updateMeta    string
+	fence                                                        string
 	upsertDocs, upsertConflicts, upsertHWM, deleteOut, insertOut string
 	outbox, conflicts, scan, scanConflicts                       string
 	getSeqEvent, upsertSeqEvents, forgetSeqEvents                string
@@ -106,7 +115,9 @@ func pgStatements(r *strings.Replacer) pgSQL {
 		getHWM:     r.Replace(`SELECT state FROM {s}.high_water WHERE part = {p} AND tenant = $1 AND client = $2 AND device = $3`),
 		checkpoint: r.Replace(`SELECT checkpoint FROM {s}.meta WHERE part = {p}`),
 		streams:    r.Replace(`SELECT streams FROM {s}.meta WHERE part = {p}`),
-		lockMeta:   r.Replace(`SELECT checkpoint, next_outbox, partitions FROM {s}.meta WHERE part = {p} FOR UPDATE`),
+		lockMeta:   r.Replace(`SELECT checkpoint, next_outbox, partitions, epoch_bucket, epoch FROM {s}.meta WHERE part = {p} FOR UPDATE`),
+		fence: r.Replace(`UPDATE {s}.meta SET epoch_bucket = $1, epoch = $2 WHERE part = {p} AND (epoch_bucket, epoch) <= ($1, $2)
+RETURNING epoch_bucket`),
 		updateMeta: r.Replace(`UPDATE {s}.meta SET checkpoint = $1, next_outbox = $2, streams = COALESCE($3::jsonb, streams) WHERE part = {p}`),
 		upsertDocs: r.Replace(`INSERT INTO {s}.docs AS d (tenant, collection, doc, version, deleted, fields, conflicted, event, client, seq, hlc_wall, state)
 SELECT t, c, i, v, del, f::jsonb, cf, e, cl, sq, w, st
@@ -252,6 +263,68 @@ SELECT 0, key, subject, msg_id, header, data FROM `+q+`.outbox WHERE part = -1`)
 	// Like BoltStore, a partition remembers the event ids of its writers'
 	// sequences from its start on; the whole store's are not copied.
 	return &PostgresStore{pool: s.pool, schema: s.schema, sql: newPgSQL(s.schema, pgPart(p)), root: s, part: p}, nil
+}
+
+// Fence implements Fencer: it records e in the progress row of s (a
+// partition's, or the whole store's) unless a newer epoch is there, and
+// returns s fenced by e: every Commit reads the row's epoch under the
+// row's lock (the one that orders commits) and is refused with ErrFenced
+// when it is newer than e. The returned Store shares s's pool; closing
+// it closes that Store only. A Commit through a Store that was never
+// fenced is not checked: a single projector with no Group.
+func (s *PostgresStore) Fence(ctx context.Context, e Epoch) (Store, error) {
+	if e.IsZero() {
+		return nil, fmt.Errorf("fence view store schema %s partition %s: %w: a zero epoch", s.schema, s.part, ErrInvalidConfig)
+	}
+	if err := s.use(ctx); err != nil {
+		return nil, fmt.Errorf("fence view store schema %s partition %s: %w", s.schema, s.part, err)
+	}
+	var eb int64
+	err := s.pool.QueryRow(ctx, s.sql.fence, bucketNanos(e), int64(min(e.Revision, math.MaxInt64))).Scan(&eb)
+	if errors.Is(err, pgx.ErrNoRows) {
+		var sb, sr int64
+		err = s.pool.QueryRow(ctx, `SELECT epoch_bucket, epoch FROM `+pgx.Identifier{s.schema}.Sanitize()+`.meta WHERE part = $1`, pgPart(s.part)).Scan(&sb, &sr)
+		if err == nil {
+			err = fmt.Errorf("%w: lease epoch %s, the view records %s (a newer holder, or the lease bucket was created again with an older clock)", ErrFenced, e, pgEpoch(sb, sr))
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fence view store schema %s partition %s: %w", s.schema, s.part, s.fail(err))
+	}
+	// Its root is never itself, so closing it leaves the pool open.
+	return &PostgresStore{pool: s.pool, schema: s.schema, sql: s.sql, root: s.root, part: s.part, epoch: e}, nil
+}
+
+// bucketNanos is e.Bucket as a progress row records it: Unix
+// nanoseconds, 0 for the zero time.
+func bucketNanos(e Epoch) int64 {
+	if e.Bucket.IsZero() {
+		return 0
+	}
+	return e.Bucket.UnixNano()
+}
+
+// pgEpoch is the Epoch a progress row records.
+func pgEpoch(bucket, rev int64) Epoch {
+	e := Epoch{Revision: uint64(max(rev, 0))}
+	if bucket != 0 {
+		e.Bucket = time.Unix(0, bucket)
+	}
+	return e
+}
+
+// PartitionCount implements PartitionCounter: the count the first
+// Partition call recorded, 0 when the view was never partitioned.
+func (s *PostgresStore) PartitionCount(ctx context.Context) (int, error) {
+	var n int
+	err := s.use(ctx)
+	if err == nil {
+		err = s.pool.QueryRow(ctx, `SELECT partitions FROM `+pgx.Identifier{s.schema}.Sanitize()+`.meta WHERE part = -1`).Scan(&n)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read the partition count: %w", s.fail(err))
+	}
+	return n, nil
 }
 
 // Schema returns the PostgreSQL schema the store lives in.
@@ -452,10 +525,13 @@ func (s *PostgresStore) commit(ctx context.Context, b *Batch) ([]uint64, error) 
 
 	var keys []uint64
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var old, next int64
+		var old, next, eb, er int64
 		var parts int
-		if err := tx.QueryRow(ctx, s.sql.lockMeta).Scan(&old, &next, &parts); err != nil {
+		if err := tx.QueryRow(ctx, s.sql.lockMeta).Scan(&old, &next, &parts, &eb, &er); err != nil {
 			return fmt.Errorf("lock meta: %w", err)
+		}
+		if stored := pgEpoch(eb, er); !s.epoch.IsZero() && s.epoch.Before(stored) {
+			return fmt.Errorf("%w: this holder's lease epoch is %s, the view's partition %s records %s (another instance took it over)", ErrFenced, s.epoch, s.part, stored)
 		}
 		if b.Checkpoint < uint64(old) && !b.Reanchor {
 			return fmt.Errorf("%w: %d is below %d", ErrCheckpoint, b.Checkpoint, old)

@@ -120,6 +120,14 @@ ALTER TABLE {s}.outbox ADD COLUMN part int NOT NULL DEFAULT -1;
 ALTER TABLE {s}.outbox DROP CONSTRAINT outbox_pkey;
 ALTER TABLE {s}.outbox ADD PRIMARY KEY (part, key);
 `,
+	// 4: fencing (Fencer). Each progress row records the epoch of the
+	// newest lease holder that fenced it: the lease bucket's creation
+	// time in Unix nanoseconds, then the lease's KV revision; 0, 0 until
+	// one does.
+	`
+ALTER TABLE {s}.meta ADD COLUMN epoch_bucket bigint NOT NULL DEFAULT 0;
+ALTER TABLE {s}.meta ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+`,
 }
 
 // migrate creates or upgrades the view schema in one transaction, under an

@@ -3,12 +3,14 @@ package projection_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ebbsync/ebb/deploy/pgtest"
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection"
 )
@@ -111,5 +113,94 @@ func TestVerify_Reanchored(t *testing.T) {
 	_, err := projection.Verify(ctx, e.js, store, projection.Config{})
 	if !errors.Is(err, projection.ErrHistoryGone) || !strings.Contains(err.Error(), "re-anchored") {
 		t.Fatalf("Verify of a re-anchored view = %v, want ErrHistoryGone saying it was re-anchored", err)
+	}
+}
+
+// TestVerify_PartitionedPostgres: a PostgreSQL view applied by two
+// partitions' projectors, each to its own checkpoint, verifies against
+// EVENTS partition by partition, both when it was partitioned from the
+// start and when a whole-stream projector applied its first events
+// before the split; a document changed behind the projectors' back is
+// named as a divergence.
+func TestVerify_PartitionedPostgres(t *testing.T) {
+	srv := pgtest.MustStart(t)
+	const n = 2
+	for _, whole := range []int{0, 15} {
+		t.Run(fmt.Sprintf("%d events before the split", whole), func(t *testing.T) {
+			e := newEnv(t)
+			store := mustOpenPostgres(t, srv, pgtest.Schema(t))
+			cfg := projection.Config{Policies: testPolicies()}
+			w1, w2 := newWriter("acme", "phone", 0), newWriter("acme", "laptop", time.Millisecond)
+			var last uint64
+			put := func(from, to int) {
+				for k := from; k < to; k++ {
+					// Both writers create the same document: the second
+					// is stale (lww), an overwritten conflict record.
+					for _, w := range []*writer{w1, w2} {
+						ev := w.event("notes", fmt.Sprintf("d%d", k), events.OpPut, 0, map[string]any{"by": w.client, "k": k})
+						last = publish(t, e.js, eventMsg(t, ev), ev.ID)
+					}
+				}
+			}
+			if whole > 0 {
+				put(0, whole)
+				p := startProjector(t, e.js, store, cfg)
+				waitCheckpoint(t, p, last)
+				if err := p.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			put(whole, whole+30)
+			var ps []*projection.Projector
+			for i := range n {
+				pt := projection.Partition{Index: i, Count: n}
+				part, err := store.Partition(context.Background(), pt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pcfg := cfg
+				pcfg.Partition = pt
+				ps = append(ps, startProjector(t, e.js, part, pcfg))
+			}
+			for _, p := range ps {
+				waitCheckpoint(t, p, last)
+			}
+			// One partition stops behind the other: more events, only
+			// partition 0 applies them.
+			if err := ps[1].Close(); err != nil {
+				t.Fatal(err)
+			}
+			behind := last
+			put(whole+30, whole+40)
+			waitCheckpoint(t, ps[0], last)
+			if err := ps[0].Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			rep, err := projection.Verify(ctx, e.js, store, cfg)
+			if err != nil {
+				t.Fatalf("Verify of the partitioned view: %v", err)
+			}
+			if len(rep.Partitions) != n || rep.Partitions[0] != last || rep.Partitions[1] != behind || rep.Checkpoint != last {
+				t.Fatalf("report: checkpoint %d, partitions %v; want %d, [%d %d]", rep.Checkpoint, rep.Partitions, last, last, behind)
+			}
+			if rep.Docs == 0 || rep.LiveHash != rep.RebuiltHash {
+				t.Fatalf("report: %d documents, hashes %s and %s", rep.Docs, rep.LiveHash, rep.RebuiltHash)
+			}
+
+			// Tamper with one document: Verify names it.
+			conn := mustConnect(t, srv)
+			if _, err := conn.Exec(ctx, `UPDATE `+store.Schema()+`.docs SET version = version + 1,
+				state = convert_to(jsonb_set(convert_from(state, 'UTF8')::jsonb, '{version}', to_jsonb((convert_from(state, 'UTF8')::jsonb->>'version')::int + 1))::text, 'UTF8')
+				WHERE doc = 'd3'`); err != nil {
+				t.Fatal(err)
+			}
+			_, err = projection.Verify(ctx, e.js, store, cfg)
+			if !errors.Is(err, projection.ErrDiverged) || !strings.Contains(err.Error(), "d3") {
+				t.Fatalf("Verify of a tampered partitioned view = %v, want ErrDiverged naming d3", err)
+			}
+		})
 	}
 }

@@ -23,11 +23,23 @@ import (
 
 // VerifyReport is what Verify found.
 type VerifyReport struct {
-	Checkpoint  uint64 // the live view's checkpoint: the rebuild replayed EVENTS 1..Checkpoint
+	Checkpoint  uint64 // the live view's checkpoint: the rebuild replayed EVENTS 1..Checkpoint (partitioned: the highest partition's)
 	Docs        int    // documents in the live view
 	LiveHash    string // hex SHA-256 of the live view (documents and conflict history)
 	RebuiltHash string // the same of the rebuild
 	Diff        string // the first difference, empty when the hashes agree
+	// Partitions holds, for a partitioned view, each partition's
+	// checkpoint, by index: partition i was rebuilt from EVENTS up to
+	// Partitions[i]. Nil for a view that is not partitioned.
+	Partitions []uint64
+}
+
+// PartitionCounter is a PartitionedStore that says into how many
+// partitions its view was split (0: never partitioned), so Verify can
+// rebuild every partition. PostgresStore is one.
+type PartitionCounter interface {
+	PartitionedStore
+	PartitionCount(ctx context.Context) (int, error)
 }
 
 // Verify rebuilds the view by replaying EVENTS from sequence 1 up to the live
@@ -37,11 +49,27 @@ type VerifyReport struct {
 // error wrapping ErrDiverged naming the first one (document address and
 // field). Stop the live projector first, or live may move under the
 // comparison. The rebuild publishes nothing.
+//
+// A partitioned view (live a PartitionCounter that counts 2 or more) is
+// rebuilt as it was made: EVENTS up to the whole store's checkpoint into
+// the whole rebuild (the history from before the view was partitioned, if
+// any), which is then partitioned as the live one was, and each partition
+// i from there up to its own checkpoint, applying only its documents'
+// events, with its own writers' marks; every partition's stream marks are
+// checked as the whole store's are. Every partition must be stopped: a
+// Group's lease holders, on every server.
 func Verify(ctx context.Context, js JetStream, live Store, cfg Config) (*VerifyReport, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	cfg = cfg.withDefaults()
+	n := 0
+	if pc, ok := live.(PartitionCounter); ok {
+		var err error
+		if n, err = pc.PartitionCount(ctx); err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+	}
 	cp, err := live.Checkpoint(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
@@ -68,14 +96,55 @@ func Verify(ctx context.Context, js JetStream, live Store, cfg Config) (*VerifyR
 	if err := Rebuild(ctx, js, rebuilt, cfg, cp); err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
+	var parts []uint64
+	if n > 1 {
+		if parts, err = rebuildPartitions(ctx, js, live.(PartitionCounter), rebuilt, cfg, n, cp); err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+		for _, pcp := range parts {
+			cp = max(cp, pcp)
+		}
+	}
 	rep, err := Compare(ctx, live, rebuilt)
 	if rep != nil {
-		rep.Checkpoint = cp
+		rep.Checkpoint, rep.Partitions = cp, parts
 	}
 	if err != nil {
 		return rep, fmt.Errorf("verify: %w", err)
 	}
 	return rep, nil
+}
+
+// rebuildPartitions continues the whole rebuild (EVENTS 1..from) in n
+// partitions, as live was: each partition of rebuilt from from+1 up to
+// the live partition's checkpoint. It returns those checkpoints.
+func rebuildPartitions(ctx context.Context, js JetStream, live PartitionedStore, rebuilt *BoltStore, cfg Config, n int, from uint64) ([]uint64, error) {
+	cps := make([]uint64, n)
+	for i := range n {
+		p := Partition{Index: i, Count: n}
+		lp, err := live.Partition(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		cp, err := lp.Checkpoint(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("partition %s: %w", p, err)
+		}
+		if err := checkIdentity(ctx, js, lp, cp); err != nil {
+			return nil, fmt.Errorf("partition %s: %w", p, err)
+		}
+		rp, err := rebuilt.Partition(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("partition %s of the rebuild: %w", p, err)
+		}
+		pcfg := cfg
+		pcfg.Partition = p
+		if err := replay(ctx, js, rp, pcfg, from, cp); err != nil {
+			return nil, fmt.Errorf("partition %s: %w", p, err)
+		}
+		cps[i] = cp
+	}
+	return cps, nil
 }
 
 // checkIdentity fails with ErrHistoryGone when live's history is not in
@@ -125,72 +194,87 @@ func eventsInfo(ctx context.Context, js JetStream) (*jetstream.StreamInfo, error
 // with an error wrapping ErrHistoryGone that says which sequences are
 // missing.
 func Rebuild(ctx context.Context, js JetStream, store Store, cfg Config, upTo uint64) error {
-	cfg = cfg.withDefaults()
-	if upTo == 0 {
+	if err := replay(ctx, js, store, cfg.withDefaults(), 0, upTo); err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	}
+	return nil
+}
+
+// replay is Rebuild from sequence from+1 (store then holds the state at
+// from): with cfg.Partition set, it applies only that partition's
+// documents' events, letting the checkpoint pass the others', as the
+// partition's projector does.
+func replay(ctx context.Context, js JetStream, store Store, cfg Config, from, upTo uint64) error {
+	if upTo <= from {
 		return nil
 	}
 	info, err := eventsInfo(ctx, js)
 	if err != nil {
-		return fmt.Errorf("rebuild: %w", err)
+		return err
 	}
 	switch st := info.State; {
 	case st.Msgs == 0 && st.LastSeq >= upTo:
-		return fmt.Errorf("rebuild: %w: %s holds no events (it starts at sequence %d): events 1..%d are gone", ErrHistoryGone, events.StreamEvents, st.FirstSeq, upTo)
+		return fmt.Errorf("%w: %s holds no events (it starts at sequence %d): events %d..%d are gone", ErrHistoryGone, events.StreamEvents, st.FirstSeq, from+1, upTo)
 	case st.LastSeq < upTo:
-		return fmt.Errorf("rebuild: %w: %s ends at sequence %d, below the checkpoint %d: events %d..%d are missing",
+		return fmt.Errorf("%w: %s ends at sequence %d, below the checkpoint %d: events %d..%d are missing",
 			ErrHistoryGone, events.StreamEvents, st.LastSeq, upTo, st.LastSeq+1, upTo)
-	case st.FirstSeq > 1:
-		return fmt.Errorf("rebuild: %w: %s starts at sequence %d: events 1..%d are gone (a retention limit or a purge)",
-			ErrHistoryGone, events.StreamEvents, st.FirstSeq, st.FirstSeq-1)
+	case st.FirstSeq > from+1:
+		return fmt.Errorf("%w: %s starts at sequence %d: events %d..%d are gone (a retention limit or a purge)",
+			ErrHistoryGone, events.StreamEvents, st.FirstSeq, from+1, st.FirstSeq-1)
 	}
-	cons, err := js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.EventsPrefix + ".>"},
-	})
+	occ := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.EventsPrefix + ".>"}}
+	if from > 0 {
+		occ.DeliverPolicy, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
+	}
+	cons, err := js.OrderedConsumer(ctx, events.StreamEvents, occ)
 	if err != nil {
-		return fmt.Errorf("rebuild: ordered consumer on %s: %w", events.StreamEvents, err)
+		return fmt.Errorf("ordered consumer on %s: %w", events.StreamEvents, err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(2 * cfg.BatchSize))
 	if err != nil {
-		return fmt.Errorf("rebuild: read %s: %w", events.StreamEvents, err)
+		return fmt.Errorf("read %s: %w", events.StreamEvents, err)
 	}
 	defer it.Stop()
 	ap := cfg.applier(store, false)
-	ap.reset(0)
+	ap.reset(from)
 	first := true
-	for seq := uint64(0); seq < upTo; {
+	for seq := from; seq < upTo; {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			return fmt.Errorf("rebuild: read %s after %d: %w", events.StreamEvents, seq, err)
+			return fmt.Errorf("read %s after %d: %w", events.StreamEvents, seq, err)
 		}
 		md, err := m.Metadata()
 		if err != nil {
-			return fmt.Errorf("rebuild: metadata: %w", err)
+			return fmt.Errorf("metadata: %w", err)
 		}
 		seq = md.Sequence.Stream
-		if first && seq != 1 {
-			return fmt.Errorf("rebuild: %w: %s starts at sequence %d: events 1..%d are gone", ErrHistoryGone, events.StreamEvents, seq, seq-1)
+		if first && seq != from+1 {
+			return fmt.Errorf("%w: %s starts at sequence %d: events %d..%d are gone", ErrHistoryGone, events.StreamEvents, seq, from+1, seq-1)
 		}
 		first = false
 		if seq > upTo {
 			break
 		}
-		if err := ap.add(ctx, rawMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Seq: seq, Time: md.Timestamp}); err != nil {
-			return fmt.Errorf("rebuild: apply event at %d: %w", seq, err)
+		if cfg.Partition.whole() || PartitionOfSubject(m.Subject(), cfg.Partition.Count) == cfg.Partition.Index {
+			if err := ap.add(ctx, rawMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Seq: seq, Time: md.Timestamp}); err != nil {
+				return fmt.Errorf("apply event at %d: %w", seq, err)
+			}
 		}
+		ap.batch.Checkpoint = max(ap.batch.Checkpoint, seq) // another partition's: only the checkpoint passes it
 		if seq < upTo && md.NumPending == 0 {
-			return fmt.Errorf("rebuild: %w: %s holds nothing after sequence %d, below the checkpoint %d: events %d..%d are missing",
+			return fmt.Errorf("%w: %s holds nothing after sequence %d, below the checkpoint %d: events %d..%d are missing",
 				ErrHistoryGone, events.StreamEvents, seq, upTo, seq+1, upTo)
 		}
 		if len(ap.docs) >= cfg.BatchSize*4 || seq == upTo {
 			if err := store.Commit(ctx, &ap.batch); err != nil {
-				return fmt.Errorf("rebuild: %w", err)
+				return err
 			}
 			ap.reset(seq)
 		}
 	}
-	if ap.batch.Checkpoint > 0 && len(ap.batch.Docs)+len(ap.batch.Conflicts)+len(ap.batch.HighWater) > 0 {
+	if ap.batch.Checkpoint > from && len(ap.batch.Docs)+len(ap.batch.Conflicts)+len(ap.batch.HighWater) > 0 {
 		if err := store.Commit(ctx, &ap.batch); err != nil {
-			return fmt.Errorf("rebuild: %w", err)
+			return err
 		}
 	}
 	return nil

@@ -33,7 +33,8 @@ const failoverTarget = 5 * time.Second
 
 // `ebb serve --nats <3 URLs> --replicas 3` on the 3-node cluster of
 // deploy/cluster: the streams are R3; three replicas write while the EVENTS
-// stream leader and then the meta leader are killed and restarted; no
+// stream leader, then the meta leader, then the node serve is connected
+// to are killed and restarted; no
 // acknowledged write is lost, the replicas converge on the server view, and
 // ebb verify agrees. It logs the time from each kill to the next synced
 // write.
@@ -100,6 +101,7 @@ func TestCluster_R3SurvivesLeaderKills(t *testing.T) {
 		t.Logf("FAILOVER %s (nats-%d) killed at %s: next synced write after %s", what, node+1, killed.Format("15:04:05.000"), d.Round(time.Millisecond))
 		w.logFailed(t)
 		logServe(t, stderr.String()[logFrom:])
+		logFrom = len(stderr.String())
 		c.Restart(node)
 		c.WaitMetaLeader(30 * time.Second)
 		c.WaitCurrent(30*time.Second, events.StreamEvents, events.StreamChanges, events.StreamReceipts)
@@ -107,9 +109,11 @@ func TestCluster_R3SurvivesLeaderKills(t *testing.T) {
 		d = w.waitSynced(t, restarted, failoverBound)
 		t.Logf("FAILOVER %s (nats-%d) restarted: next synced write after %s; %s", what, node+1, d.Round(time.Millisecond), leaders(ctx, c, js))
 		w.logFailed(t)
+		logServe(t, stderr.String()[logFrom:])
 	}
 	kill("EVENTS stream leader", c.WaitStreamLeader(events.StreamEvents, 10*time.Second))
 	kill("meta leader", c.WaitMetaLeader(10*time.Second))
+	kill("serve's node (the one its connection is on)", serveNode(t, c))
 
 	written := w.stop(t)
 	if len(written) == 0 {
@@ -305,6 +309,19 @@ func serveConn(c *clustertest.Cluster) string {
 		}
 	}
 	return "?"
+}
+
+// serveNode is the index of the node serve's connection is on.
+func serveNode(t *testing.T, c *clustertest.Cluster) int {
+	t.Helper()
+	name := serveConn(c)
+	for i := range clustertest.Size {
+		if s := c.Node(i); s != nil && s.Name() == name {
+			return i
+		}
+	}
+	t.Fatalf("no node holds serve's connection (%s)", name)
+	return -1
 }
 
 func (w *writers) fail(err error) {

@@ -75,7 +75,7 @@ type projectorConfig struct {
 	Partitions int `yaml:"partitions" json:"partitions"`
 	// LeaseTTL is how long a partition's lease lives unrenewed: a dead
 	// server's partitions are taken over within about LeaseTTL and a
-	// quarter. 0 means projection.DefaultLeaseTTL (5s); every server must
+	// quarter. 0 means projection.DefaultLeaseTTL (3s); every server must
 	// use the same.
 	LeaseTTL duration `yaml:"lease_ttl" json:"lease_ttl"`
 }

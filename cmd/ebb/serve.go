@@ -100,7 +100,7 @@ func registerServeFlags(fs *flag.FlagSet, c *serveFile, pol policyFlags, meta *s
 	fs.Var((*urlList)(&c.NATS.URLs), "nats", "use this existing NATS JetStream server or cluster (comma-separated URLs) instead of the embedded one")
 	fs.IntVar(&c.NATS.Replicas, "replicas", c.NATS.Replicas, "replicas of each stream (3 on a 3-node cluster): new streams get them, existing ones are raised to them, never lowered; 0 creates R1 and keeps existing streams' replicas")
 	fs.IntVar(&c.Projector.Partitions, "partitions", c.Projector.Partitions, "split the projector in this many partitions, each applied by the one server holding its lease, so several ebb serve share one PostgreSQL view (same number on every server); 0: one projector, no lease")
-	fs.Var((*durationFlag)(&c.Projector.LeaseTTL), "lease-ttl", "with --partitions: how long a partition's lease lives unrenewed (takeover after a server dies takes about this and a quarter); 0 means 5s")
+	fs.Var((*durationFlag)(&c.Projector.LeaseTTL), "lease-ttl", "with --partitions: how long a partition's lease lives unrenewed (takeover after a server dies takes about this and a quarter); 0 means 3s")
 	fs.Var((*durationFlag)(&c.NATS.FsyncInterval), "fsync-interval", "embedded JetStream fsync interval; 0 fsyncs every write before acking")
 	fs.Var((*durationFlag)(&c.Limits.HTTPHeaderTimeout), "http-header-timeout", "cut an HTTP client that has not sent its request headers within this long")
 	fs.Int64Var(&c.Limits.HTTPMaxBody, "http-max-body", c.Limits.HTTPMaxBody, "largest HTTP request body in bytes; larger ones are answered 413")

@@ -22,7 +22,10 @@ import (
 // (DESIGN.md invariant 4). It needs the server's data directory to itself:
 // it takes the same lock as `ebb serve` and refuses, naming the holder,
 // while a server runs on it. With --nats it reads EVENTS from that server
-// instead of starting the embedded one on the data directory.
+// instead of starting the embedded one on the data directory. A
+// partitioned PostgreSQL view (ebb serve --partitions) is verified
+// partition by partition, each up to its own checkpoint; stop every
+// server applying it first.
 func runVerify(ctx context.Context, m *Main, args []string) error {
 	var data, natsURL, view, config string
 	var asJSON bool
@@ -119,7 +122,7 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	rep, err := projection.Verify(ctx, js, live, projection.Config{Policies: policies})
 	if asJSON && (err == nil || errors.Is(err, projection.ErrDiverged)) {
 		if perr := printJSON(m.Stdout, verifyRecord{OK: err == nil, Docs: rep.Docs, Checkpoint: rep.Checkpoint,
-			LiveHash: rep.LiveHash, RebuiltHash: rep.RebuiltHash, Diff: rep.Diff, Policies: pc.String()}); perr != nil {
+			LiveHash: rep.LiveHash, RebuiltHash: rep.RebuiltHash, Diff: rep.Diff, Policies: pc.String(), Partitions: rep.Partitions}); perr != nil {
 			return perr
 		}
 	}
@@ -133,7 +136,7 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 		return fmt.Errorf("verify: %w", err)
 	}
 	if !asJSON {
-		fmt.Fprintf(m.Stdout, "OK: %d documents, events 1..%d replayed, view hash %s\n", rep.Docs, rep.Checkpoint, rep.LiveHash)
+		fmt.Fprintf(m.Stdout, "OK: %d documents, events 1..%d replayed, view hash %s%s\n", rep.Docs, rep.Checkpoint, rep.LiveHash, partitionsLine(rep.Partitions))
 	}
 	return nil
 }
@@ -147,6 +150,22 @@ type verifyRecord struct {
 	RebuiltHash string `json:"rebuilt_hash"`
 	Diff        string `json:"diff,omitempty"`
 	Policies    string `json:"policies"`
+	// Partitions is each partition's checkpoint, by index, for a
+	// partitioned view (ebb serve --partitions): each was rebuilt up to it.
+	Partitions []uint64 `json:"partitions,omitempty"`
+}
+
+// partitionsLine says, for a partitioned view, how far each partition
+// was replayed; "" otherwise.
+func partitionsLine(cps []uint64) string {
+	if len(cps) == 0 {
+		return ""
+	}
+	parts := make([]string, len(cps))
+	for i, cp := range cps {
+		parts[i] = fmt.Sprintf("%d: 1..%d", i, cp)
+	}
+	return fmt.Sprintf("; %d partitions (%s)", len(cps), strings.Join(parts, ", "))
 }
 
 // verifyKeys reads the key the server data directory data is encrypted
