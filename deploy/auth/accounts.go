@@ -66,6 +66,7 @@ var exports = []export{
 	{subject: jsInfoSink},
 	{subject: streamInfoSubject + ".*"},
 	{subject: consumerCreateSubject + ".>"},
+	{subject: publishSubject + ".>"},
 }
 
 // NATSConfig returns NATSConfigWith(false).
@@ -176,6 +177,11 @@ func (u *Users) natsConfig(password func(User) (string, error), internal, respon
 		for _, s := range usr.imports() {
 			if stream, ok := strings.CutPrefix(s, jsAPI+"STREAM.INFO."); ok && responder {
 				fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(streamInfoSubject+"."+stream), strconv.Quote(s))
+				continue
+			}
+			if strings.HasPrefix(s, events.EventsPrefix+".") && responder {
+				// Through the publish responder, which keeps the quotas.
+				fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(publishSubject+"."+s), strconv.Quote(s))
 				continue
 			}
 			if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.CREATE."); ok && responder {

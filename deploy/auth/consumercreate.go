@@ -79,19 +79,3 @@ func consumerError(code int, desc string) []byte {
 		"error": map[string]any{"code": code, "description": desc}})
 	return b
 }
-
-// ServeAPI runs every responder a configuration made with one needs
-// (ServeStreamInfo, ServeConsumerCreate) on nc, a connection in
-// StreamAccount. They live as long as nc.
-func ServeAPI(nc *nats.Conn) error {
-	if _, err := ServeStreamInfo(nc); err != nil {
-		return err
-	}
-	if _, err := ServeConsumerCreate(nc); err != nil {
-		return err
-	}
-	if err := nc.Flush(); err != nil {
-		return fmt.Errorf("serve api: %w", err)
-	}
-	return nil
-}

@@ -70,9 +70,11 @@ func testExternalServer(t *testing.T, conf string, responders bool) {
 	defer ops.Close()
 	ojs := embeddedtest.MustJetStream(t, ops)
 	if responders {
-		if err := auth.ServeAPI(ops); err != nil {
+		api, err := auth.StartAPI(ops, nil, nil)
+		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = api.Close() })
 	}
 	st, err := ojs.CreateStream(ctx, jetstream.StreamConfig{Name: "CHANGES", Subjects: []string{"ebb.chg.>"}, AllowDirect: true, MaxMsgsPerSubject: 1})
 	if err != nil {

@@ -47,6 +47,17 @@ type Limits struct {
 	MaxConsumers int `yaml:"max_consumers"`
 	// Login limits password guessing (see LoginLimit).
 	Login LoginLimit `yaml:"login"`
+	// Publish is each user's rate into EVENTS (see PublishLimit),
+	// Storage each tenant's bytes in EVENTS, CHANGES and DEAD (see
+	// StorageLimit). A Meter enforces both (see Quotas); over NATS only
+	// with the responders (NATSUsers, NATSConfigWith(true)).
+	Publish PublishLimit `yaml:"publish"`
+	Storage StorageLimit `yaml:"storage"`
+}
+
+// Quotas returns the part of l a Meter enforces.
+func (l Limits) Quotas() Quotas {
+	return Quotas{Publish: l.Publish, Storage: l.Storage, MaxPayload: l.MaxPayload}
 }
 
 // WithDefaults returns l with every zero field set to its default.
@@ -64,6 +75,8 @@ func (l Limits) WithDefaults() Limits {
 		l.MaxConsumers = DefaultMaxConsumers
 	}
 	l.Login = l.Login.WithDefaults()
+	l.Publish = l.Publish.WithDefaults()
+	l.Storage = l.Storage.WithDefaults()
 	return l
 }
 
@@ -81,6 +94,9 @@ func (l Limits) validate() error {
 		errs = append(errs, fmt.Errorf("%w: limits: max_payload %d is above nats-server's 64 MiB", ErrInvalidUsers, l.MaxPayload))
 	}
 	if err := l.Login.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := (Quotas{Publish: l.Publish, Storage: l.Storage}).Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
