@@ -94,12 +94,3 @@ func (a *API) Close() error {
 	}
 	return nil
 }
-
-// ServeAPI is StartAPI with the default quotas, for callers that cannot
-// close it: the storage measures run until the process ends.
-//
-// Deprecated: use StartAPI, whose API is closed.
-func ServeAPI(nc *nats.Conn) error {
-	_, err := StartAPI(nc, nil, nil)
-	return err
-}

@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+
+	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
+)
+
+// hostileEvent returns a valid event of client in tenant on document doc,
+// encoded, with a payload of about pad bytes more.
+func hostileEvent(t *testing.T, tenant, client, doc string, seq uint64, pad int) (*events.Event, []byte) {
+	t.Helper()
+	ev := &events.Event{Schema: 1, ID: events.NewIDSource(nil).New().String(), Tenant: tenant, Collection: "todos",
+		Doc: doc, Op: events.OpPut, Fields: events.Fields{"pad": []byte(`"` + strings.Repeat("x", pad) + `"`)},
+		HLC: events.NewClock(nil, 0).Now(), Client: client, Seq: seq}
+	data, err := events.EncodeEvent(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev, data
+}
+
+// eventsOf counts the messages of one client in EVENTS (as an admin).
+func eventsOf(t *testing.T, js jetstream.JetStream, tenant, client string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(events.ClientEvents(tenant, client)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
+	return n
+}
+
+// quotaRefused reports whether err is the PubAck refusal of a quota with
+// the given JetStream err_code, and checks that it names what it must.
+func quotaRefused(t *testing.T, err error, errCode jetstream.ErrorCode, mustSay ...string) bool {
+	t.Helper()
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCode {
+		return false
+	}
+	for _, s := range mustSay {
+		if !strings.Contains(apiErr.Description, s) {
+			t.Errorf("refusal %q does not say %q", apiErr.Description, s)
+		}
+	}
+	return true
+}
+
+// TestHostile_PublishRateFlood: with the default quotas, a user flooding
+// EVENTS over NATS as fast as its connection allows has most events
+// refused with a PubAck naming the quota, only what the quota allows is
+// stored, and a well-behaved user publishing at the same time loses
+// nothing.
+func TestHostile_PublishRateFlood(t *testing.T) {
+	srv := serveInProcess(t, "", "--auth", writeFile(t, "users.yaml", usersYAML))
+	root := connectAs(t, srv.nats, "root", "root-pw", nil)
+	rjs, _ := jetstream.New(root)
+	eve := connectAs(t, srv.nats, "eve", "eve-pw", nil)
+	ejs, _ := jetstream.New(eve, jetstream.WithPublishAsyncMaxPending(8192))
+	alice := connectAs(t, srv.nats, "alice", "alice-pw", nil)
+	ajs, _ := jetstream.New(alice)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// Alice: 20 events at 40/s, well under the quota, while eve floods.
+	aliceErrs := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(25 * time.Millisecond)
+		defer tick.Stop()
+		var err error
+		for i := range 20 {
+			<-tick.C
+			_, data := hostileEvent(t, "acme", "alice", fmt.Sprintf("a%d", i), uint64(i+1), 10)
+			if _, perr := ajs.Publish(ctx, events.EventSubject("acme", "alice", "todos", fmt.Sprintf("a%d", i)), data); perr != nil && err == nil {
+				err = fmt.Errorf("alice's event %d: %w", i, perr)
+			}
+		}
+		aliceErrs <- err
+	}()
+
+	const flood = 3000
+	start := time.Now()
+	futures := make([]jetstream.PubAckFuture, 0, flood)
+	for i := range flood {
+		ev, data := hostileEvent(t, "evil", "eve", fmt.Sprintf("f%d", i), uint64(i+1), 10)
+		msg := nats.NewMsg(ev.Subject())
+		msg.Data = data
+		msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+		f, err := ejs.PublishMsgAsync(msg)
+		if err != nil {
+			t.Fatalf("flood event %d: %v", i, err)
+		}
+		futures = append(futures, f)
+	}
+	accepted, refused := 0, 0
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+			accepted++
+		case err := <-f.Err():
+			if !quotaRefused(t, err, jetstream.ErrorCode(19001), `tenant "evil" user "eve"`, "publish rate quota exceeded", "500 events/s") {
+				t.Fatalf("flood event %d: %v, want a publish rate refusal", i, err)
+			}
+			refused++
+		case <-ctx.Done():
+			t.Fatalf("flood event %d: no answer", i)
+		}
+	}
+	elapsed := time.Since(start)
+	t.Logf("flood of %d in %s: %d accepted, %d refused", flood, elapsed, accepted, refused)
+	// The bucket holds 2 s of rate (1000 events) and refills at 500/s.
+	if allowed := 1000 + int(500*elapsed.Seconds()) + 1; refused == 0 || accepted > allowed {
+		t.Fatalf("%d accepted and %d refused in %s; want some refused and at most %d accepted", accepted, refused, elapsed, allowed)
+	}
+	if err := <-aliceErrs; err != nil {
+		t.Fatalf("a well-behaved user was affected by the flood: %v", err)
+	}
+	if n := eventsOf(t, rjs, "evil", "eve"); n != accepted {
+		t.Fatalf("EVENTS holds %d of eve's events, %d were accepted", n, accepted)
+	}
+	if n := eventsOf(t, rjs, "acme", "alice"); n != 20 {
+		t.Fatalf("EVENTS holds %d of alice's events, want 20", n)
+	}
+}
+
+// TestHostile_PublishRateProducerKeepsWrites: a device writing faster than
+// its quota has events refused, and its local log keeps each one and
+// retries it with backoff until all are in EVENTS: nothing accepted by the
+// log is lost.
+func TestHostile_PublishRateProducerKeepsWrites(t *testing.T) {
+	srv := serveInProcess(t, "", "--auth", writeFile(t, "users.yaml", usersYAML), "--publish-rate", "40")
+	root := connectAs(t, srv.nats, "root", "root-pw", nil)
+	rjs, _ := jetstream.New(root)
+	eve := connectAs(t, srv.nats, "eve", "eve-pw", nil)
+	ejs, _ := jetstream.New(eve)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	log, err := producer.Open(filepath.Join(t.TempDir(), "eve.db"), producer.LogConfig{Tenant: "evil", Client: "eve"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	const n = 200 // the bucket holds 80 (2 s at 40/s): the rest waits for the rate
+	for i := range n {
+		if _, err := log.Append(ctx, producer.Write{Collection: "todos", Doc: fmt.Sprintf("d%d", i), Op: events.OpPut,
+			Fields: events.Fields{"i": json.RawMessage(fmt.Sprint(i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, err := producer.NewPublisher(log, ejs, eve, producer.PublisherConfig{BackoffInitial: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	sawRefusal := false
+	waitFor(t, 45*time.Second, "every logged event published", func() bool {
+		st := pub.Status()
+		if strings.Contains(st.LastError, "publish rate quota exceeded") {
+			sawRefusal = true
+		}
+		return st.Pending == 0
+	})
+	st := pub.Status()
+	if st.Failed != 0 {
+		t.Fatalf("%d events failed for good; a quota refusal must be retried", st.Failed)
+	}
+	if !sawRefusal && !strings.Contains(st.LastError, "publish rate quota exceeded") {
+		t.Fatalf("no refusal seen (last error %q); the test did not reach the quota", st.LastError)
+	}
+	if got := eventsOf(t, rjs, "evil", "eve"); got != n {
+		t.Fatalf("EVENTS holds %d of eve's events, want all %d", got, n)
+	}
+}
+
+// TestHostile_PublishRateHTTP: the HTTP push shares the user's quota: a
+// batch over it has its excess refused as failed with the quota named,
+// and another user's push is unaffected.
+func TestHostile_PublishRateHTTP(t *testing.T) {
+	srv := serveInProcess(t, "", "--auth", writeFile(t, "users.yaml", usersYAML), "--publish-rate", "10")
+	root := connectAs(t, srv.nats, "root", "root-pw", nil)
+	rjs, _ := jetstream.New(root)
+	batch := func(tenant, client string, n int) string {
+		var parts []string
+		for i := range n {
+			_, data := hostileEvent(t, tenant, client, fmt.Sprintf("h%d", i), uint64(i+1), 10)
+			parts = append(parts, string(data))
+		}
+		return "[" + strings.Join(parts, ",") + "]"
+	}
+	// 20 in the bucket (2 s at 10/s), plus what it refills while a batch
+	// runs: pushing batches until one is refused must stop near 20.
+	accepted := 0
+	var code int
+	var body string
+	var retryAfter string
+	for round := 0; round < 10; round++ {
+		req, err := http.NewRequest("POST", srv.http+"/v1/evil/events", strings.NewReader(batch("evil", "eve", 10)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("eve", "eve-pw")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		code, body, retryAfter = resp.StatusCode, string(b), resp.Header.Get("Retry-After")
+		accepted += strings.Count(body, `"status":"accepted"`)
+		if code != http.StatusOK {
+			break
+		}
+	}
+	if code != http.StatusTooManyRequests || retryAfter == "" ||
+		!strings.Contains(body, `tenant \"evil\" user \"eve\": publish rate quota exceeded`) {
+		t.Fatalf("after %d accepted: %d (Retry-After %q) %s; want 429 naming the quota", accepted, code, retryAfter, body)
+	}
+	if accepted < 20 || accepted > 30 {
+		t.Fatalf("%d events accepted over HTTP under a quota of 10/s with 2 s of burst", accepted)
+	}
+	if n := eventsOf(t, rjs, "evil", "eve"); n != accepted {
+		t.Fatalf("EVENTS holds %d of eve's events, %d were accepted", n, accepted)
+	}
+	code, body = httpDo(t, "POST", srv.http+"/v1/acme/events", "alice", "alice-pw", batch("acme", "alice", 5))
+	if code != 200 || strings.Count(body, `"status":"accepted"`) != 5 {
+		t.Fatalf("alice's push while eve is over her quota: %d %s", code, body)
+	}
+}
+
+// TestHostile_TenantStorageQuota: a tenant at its storage quota has its
+// next events refused, over NATS and HTTP, with an error naming the tenant
+// and the limit, while another tenant keeps writing.
+func TestHostile_TenantStorageQuota(t *testing.T) {
+	srv := serveInProcess(t, "", "--auth", writeFile(t, "users.yaml", usersYAML), "--tenant-storage", "40000")
+	eve := connectAs(t, srv.nats, "eve", "eve-pw", nil)
+	ejs, _ := jetstream.New(eve)
+	alice := connectAs(t, srv.nats, "alice", "alice-pw", nil)
+	ajs, _ := jetstream.New(alice)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	accepted := 0
+	var err error
+	for i := 0; i < 100 && err == nil; i++ {
+		_, data := hostileEvent(t, "evil", "eve", fmt.Sprintf("s%d", i), uint64(i+1), 1000)
+		if _, err = ejs.Publish(ctx, events.EventSubject("evil", "eve", "todos", fmt.Sprintf("s%d", i)), data); err == nil {
+			accepted++
+		}
+	}
+	if !quotaRefused(t, err, jetstream.ErrorCode(19002), `tenant "evil"`, "tenant storage quota exceeded", "its limit is 40000") {
+		t.Fatalf("after %d events of 1 KiB: %v, want the tenant storage refusal", accepted, err)
+	}
+	if accepted < 30 || accepted > 40 {
+		t.Fatalf("%d events of 1 KiB accepted under a 40000-byte quota", accepted)
+	}
+	if _, data := hostileEvent(t, "acme", "alice", "ok", 1, 1000); true {
+		if _, err := ajs.Publish(ctx, events.EventSubject("acme", "alice", "todos", "ok"), data); err != nil {
+			t.Fatalf("another tenant's event while evil is at its quota: %v", err)
+		}
+	}
+	_, data := hostileEvent(t, "evil", "eve", "http", 500, 10)
+	code, body := httpDo(t, "POST", srv.http+"/v1/evil/events", "eve", "eve-pw", "["+string(data)+"]")
+	if code != http.StatusInsufficientStorage || !strings.Contains(body, `"status":"failed"`) || !strings.Contains(body, "tenant storage quota exceeded") {
+		t.Fatalf("push over the storage quota: %d %s, want failed by the quota", code, body)
+	}
+}
