@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,17 +26,17 @@ func TestNATSConfig_ExternalServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Run("direct imports", func(t *testing.T) { testExternalServer(t, string(conf), false) })
-	t.Run("with responders", func(t *testing.T) {
+	t.Run("nats-auth.conf with responders", func(t *testing.T) { testExternalServer(t, string(conf), true) })
+	t.Run("direct imports", func(t *testing.T) {
 		u, err := auth.Load(filepath.Join("..", "users.example.yaml"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		conf, err := u.NATSConfigWith(true)
+		conf, err := u.NATSConfigWith(false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		testExternalServer(t, conf, true)
+		testExternalServer(t, conf, false)
 	})
 }
 
@@ -70,7 +71,8 @@ func testExternalServer(t *testing.T, conf string, responders bool) {
 	defer ops.Close()
 	ojs := embeddedtest.MustJetStream(t, ops)
 	if responders {
-		api, err := auth.StartAPI(ops, nil, nil)
+		// One event per second: the second of alice's is refused.
+		api, err := auth.StartAPI(ops, auth.NewMeter(auth.Quotas{Publish: auth.PublishLimit{EventsPerSecond: 1, Burst: time.Second}}), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,6 +97,13 @@ func testExternalServer(t *testing.T, conf string, responders bool) {
 	ajs := embeddedtest.MustJetStream(t, alice)
 	if _, err := ajs.Publish(ctx, "ebb.evt.acme.alice.todos.t1", []byte("{}")); err != nil {
 		t.Fatalf("alice publishes her event through the import: %v", err)
+	}
+	if responders {
+		_, err := ajs.Publish(ctx, "ebb.evt.acme.alice.todos.t2", []byte("{}"))
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != auth.ErrCodePublishRate {
+			t.Fatalf("alice's second event within a second: %v, want the publish rate refusal", err)
+		}
 	}
 	ast, err := ajs.Stream(ctx, "CHANGES")
 	if err != nil {

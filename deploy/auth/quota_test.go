@@ -93,3 +93,40 @@ users:
 		t.Fatalf("negative quotas: %v, want both refused", err)
 	}
 }
+
+// BenchmarkMeter_Measure: one storage measure of 20000 events of 300
+// bytes in EVENTS (go test -run x -bench Measure ./deploy/auth); msgs/s
+// is what sizes StorageLimit.Rescan for a large EVENTS.
+func BenchmarkMeter_Measure(b *testing.B) {
+	srv := embeddedtest.MustStart(b, embeddedtest.InProcess())
+	js := embeddedtest.MustJetStream(b, embeddedtest.MustConnect(b, srv))
+	ctx := context.Background()
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	const n = 20000
+	payload := []byte(strings.Repeat("x", 300))
+	for i := range n {
+		if _, err := js.PublishAsync(events.EventSubject(fmt.Sprintf("t%d", i%10), "u", "c", fmt.Sprint(i)), payload); err != nil {
+			b.Fatal(err)
+		}
+		if i%1000 == 999 {
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(time.Minute):
+				b.Fatal("publishes not acknowledged")
+			}
+		}
+	}
+	m := auth.NewMeter(auth.Quotas{})
+	b.ResetTimer()
+	for b.Loop() {
+		if err := m.Measure(ctx, js); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "msgs/s")
+	if got := m.Usage("t0"); got < n/10*300 {
+		b.Fatalf("usage of t0 %d, want at least %d", got, n/10*300)
+	}
+}
