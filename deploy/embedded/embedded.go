@@ -325,8 +325,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 }
 
 // serveStreamInfo answers users' stream info and consumer create requests
-// (the configuration of auth.NATSUsers sends them to auth.ServeAPI's
-// responders) on a connection of the internal user, closed by Shutdown.
+// and passes on their events under cfg.Meter's quotas (the configuration
+// of auth.NATSUsers sends them to auth.StartAPI's responders), on a
+// connection of the internal user; Shutdown closes both.
 func (s *Server) serveStreamInfo() error {
 	nc, err := s.Connect(nats.Name("ebb-api"), nats.MaxReconnects(-1))
 	if err != nil {
