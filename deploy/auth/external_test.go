@@ -64,10 +64,7 @@ func testExternalServer(t *testing.T, conf string, responders bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	ops, err := nats.Connect(ns.ClientURL(), nats.UserInfo("ops", "ops-secret"))
-	if err != nil {
-		t.Fatalf("admin connects: %v", err)
-	}
+	ops := connectSlowBcrypt(t, ns.ClientURL(), nats.UserInfo("ops", "ops-secret"))
 	defer ops.Close()
 	ojs := embeddedtest.MustJetStream(t, ops)
 	if responders {
@@ -89,10 +86,7 @@ func testExternalServer(t *testing.T, conf string, responders bool) {
 		t.Fatal(err)
 	}
 
-	alice, err := nats.Connect(ns.ClientURL(), nats.UserInfo("alice", "alice-secret"), nats.CustomInboxPrefix(auth.InboxPrefix("alice")))
-	if err != nil {
-		t.Fatalf("alice connects: %v", err)
-	}
+	alice := connectSlowBcrypt(t, ns.ClientURL(), nats.UserInfo("alice", "alice-secret"), nats.CustomInboxPrefix(auth.InboxPrefix("alice")))
 	defer alice.Close()
 	ajs := embeddedtest.MustJetStream(t, alice)
 	if _, err := ajs.Publish(ctx, "ebb.evt.acme.alice.todos.t1", []byte("{}")); err != nil {
@@ -153,4 +147,23 @@ func testExternalServer(t *testing.T, conf string, responders bool) {
 	if len(info.State.Subjects) != 0 {
 		t.Fatalf("stream info through the responder lists subjects: %v", info.State.Subjects)
 	}
+}
+
+// connectSlowBcrypt connects with opts, trying again while the login fails
+// by a timeout: nats-server checks the example's bcrypt hashes (cost 10)
+// itself, which under -race on a loaded machine can outlast nats.go's 2 s
+// handshake (an i/o timeout, or the server's first PING before the PONG).
+func connectSlowBcrypt(t *testing.T, url string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	var nc *nats.Conn
+	var err error
+	embeddedtest.WaitFor(t, time.Minute, "a login that does not time out", func() bool {
+		nc, err = nats.Connect(url, opts...)
+		if errors.Is(err, nats.ErrAuthorization) {
+			t.Fatalf("connect: %v", err)
+		}
+		return err == nil
+	})
+	t.Cleanup(nc.Close)
+	return nc
 }
