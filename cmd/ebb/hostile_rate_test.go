@@ -217,9 +217,10 @@ func TestHostile_PublishRateProducerKeepsWrites(t *testing.T) {
 	}
 }
 
-// TestHostile_PublishRateHTTP: the HTTP push shares the user's quota: a
-// batch over it has its excess refused as failed with the quota named,
-// and another user's push is unaffected.
+// TestHostile_PublishRateHTTP: the HTTP push keeps the user's quota: a
+// push over it is answered 429 with Retry-After and the quota named, the
+// user's NATS connection shares the same budget, and another user's push
+// is unaffected.
 func TestHostile_PublishRateHTTP(t *testing.T) {
 	srv := serveInProcess(t, "", "--auth", writeFile(t, "users.yaml", usersYAML), "--publish-rate", "10")
 	root := connectAs(t, srv.nats, "root", "root-pw", nil)
@@ -232,6 +233,8 @@ func TestHostile_PublishRateHTTP(t *testing.T) {
 		}
 		return "[" + strings.Join(parts, ",") + "]"
 	}
+	eve := connectAs(t, srv.nats, "eve", "eve-pw", nil)
+	ejs, _ := jetstream.New(eve)
 	// 20 in the bucket (2 s at 10/s), plus what it refills while a batch
 	// runs: pushing batches until one is refused must stop near 20.
 	accepted := 0
@@ -262,6 +265,36 @@ func TestHostile_PublishRateHTTP(t *testing.T) {
 	}
 	if accepted < 20 || accepted > 30 {
 		t.Fatalf("%d events accepted over HTTP under a quota of 10/s with 2 s of burst", accepted)
+	}
+	// One budget for both paths: 15 events at once over NATS fit in a
+	// bucket of 20 of its own, but not in the one HTTP just emptied.
+	var futures []jetstream.PubAckFuture
+	for i := range 15 {
+		ev, data := hostileEvent(t, "evil", "eve", fmt.Sprintf("n%d", i), uint64(1000+i), 10)
+		msg := nats.NewMsg(ev.Subject())
+		msg.Data = data
+		f, err := ejs.PublishMsgAsync(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		futures = append(futures, f)
+	}
+	natsRefused := 0
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+			accepted++
+		case err := <-f.Err():
+			if !quotaRefused(t, err, auth.ErrCodePublishRate, "publish rate quota exceeded") {
+				t.Fatalf("eve over NATS: %v", err)
+			}
+			natsRefused++
+		case <-time.After(10 * time.Second):
+			t.Fatal("no PubAck")
+		}
+	}
+	if natsRefused < 10 {
+		t.Fatalf("%d of 15 NATS events refused right after eve's HTTP budget ran out; want at least 10 (one budget)", natsRefused)
 	}
 	if n := eventsOf(t, rjs, "evil", "eve"); n != accepted {
 		t.Fatalf("EVENTS holds %d of eve's events, %d were accepted", n, accepted)
