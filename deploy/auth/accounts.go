@@ -189,8 +189,8 @@ func (u *Users) natsConfig(password func(User) (string, error), internal, respon
 			}
 			if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.CREATE."); ok && responder {
 				// Wildcards map by position: the user's stream, name and
-				// filter tokens arrive as they were sent.
-				fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(consumerCreateSubject+"."+rest), strconv.Quote(s))
+				// filter tokens arrive as they were sent, after its name.
+				fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(consumerCreateSubject+"."+events.EncodeToken(usr.Name)+"."+rest), strconv.Quote(s))
 				continue
 			}
 			fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}}\n", StreamAccount, strconv.Quote(s))

@@ -12,8 +12,8 @@ import (
 
 // API runs the responders a configuration made with them needs
 // (NATSUsers, NATSConfigWith(true)): stream info (ServeStreamInfo),
-// consumer create (ServeConsumerCreate), and the publish of events under
-// a Meter's quotas, whose storage measure it runs every
+// consumer create under the per-user consumer bound, and the publish of
+// events under a Meter's quotas, whose storage measure it runs every
 // StorageLimit.Rescan.
 type API struct {
 	subs   []*nats.Subscription
@@ -41,7 +41,7 @@ func StartAPI(nc *nats.Conn, m *Meter, onErr func(error)) (*API, error) {
 	a := &API{}
 	for _, serve := range []func() (*nats.Subscription, error){
 		func() (*nats.Subscription, error) { return ServeStreamInfo(nc) },
-		func() (*nats.Subscription, error) { return ServeConsumerCreate(nc) },
+		func() (*nats.Subscription, error) { return serveConsumerCreate(nc, js, m.q.MaxConsumersPerUser) },
 	} {
 		sub, err := serve()
 		if err != nil {

@@ -112,15 +112,19 @@
 // make the server delete it. NATS cannot check a request body; the
 // consumer create responder refuses ack waits and inactive thresholds
 // below a second, to the owner too. A durable not listed has no owner: any user of the tenant scope may
-// create or update it, and consumers count against the shared
-// Limits.MaxConsumers.
+// create or update it. Every consumer a user creates counts against its
+// own Limits.MaxConsumersPerUser and the shared Limits.MaxConsumers.
 //
 // # Quotas
 //
 // Limits are enforced by nats-server on each user's account: connections,
-// subscriptions and payload per user, and the JetStream consumers of EBB,
-// shared by all. Each has a default and is answered with nats-server's own
-// error (see Limits).
+// subscriptions and payload per user, and the JetStream consumers of each
+// stream of EBB, shared by all. Each has a default and is answered with
+// nats-server's own error (see Limits). The consumer create responder
+// also bounds the consumers one user holds on CHANGES and RECEIPTS
+// (Limits.MaxConsumersPerUser): it stamps each with the user's name
+// (OwnerMetadata) and counts them, listing the streams' consumers at most
+// every 5 s, so one user cannot use up the shared bound.
 //
 // nats-server has no message rate per account, and JetStream's account
 // limits (storage) apply to EBB, which holds every tenant's streams, so

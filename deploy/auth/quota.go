@@ -118,6 +118,9 @@ type Quotas struct {
 	// MaxPayload is the largest message a user may publish
 	// (Limits.MaxPayload); the byte bucket always holds at least one.
 	MaxPayload int
+	// MaxConsumersPerUser is Limits.MaxConsumersPerUser, which the
+	// consumer create responder keeps.
+	MaxConsumersPerUser int
 }
 
 // Or returns q with every zero field taken from base: flags (q) over a
@@ -141,6 +144,9 @@ func (q Quotas) Or(base Quotas) Quotas {
 	if q.MaxPayload == 0 {
 		q.MaxPayload = base.MaxPayload
 	}
+	if q.MaxConsumersPerUser == 0 {
+		q.MaxConsumersPerUser = base.MaxConsumersPerUser
+	}
 	return q
 }
 
@@ -156,8 +162,8 @@ func (q Quotas) Validate() error {
 	if s.TenantBytes < 0 || s.Rescan < 0 {
 		errs = append(errs, fmt.Errorf("%w: limits: storage tenant_bytes %d and rescan %s may not be negative", ErrInvalidUsers, s.TenantBytes, s.Rescan))
 	}
-	if q.MaxPayload < 0 {
-		errs = append(errs, fmt.Errorf("%w: limits: max_payload %d is negative", ErrInvalidUsers, q.MaxPayload))
+	if q.MaxPayload < 0 || q.MaxConsumersPerUser < 0 {
+		errs = append(errs, fmt.Errorf("%w: limits: max_payload %d and max_consumers_per_user %d may not be negative", ErrInvalidUsers, q.MaxPayload, q.MaxConsumersPerUser))
 	}
 	return errors.Join(errs...)
 }
@@ -168,6 +174,9 @@ func (q Quotas) WithDefaults() Quotas {
 	q.Storage = q.Storage.WithDefaults()
 	if q.MaxPayload == 0 {
 		q.MaxPayload = DefaultMaxPayload
+	}
+	if q.MaxConsumersPerUser == 0 {
+		q.MaxConsumersPerUser = DefaultMaxConsumersPerUser
 	}
 	return q
 }

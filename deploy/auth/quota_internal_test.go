@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -129,5 +130,34 @@ func TestQuotas_OrAndValidate(t *testing.T) {
 	}
 	if err := (Quotas{Publish: PublishLimit{EventsPerSecond: -1}, Storage: StorageLimit{TenantBytes: -1}}).Validate(); !errors.Is(err, ErrInvalidUsers) || !strings.Contains(err.Error(), "tenant_bytes") {
 		t.Fatalf("negative quotas: %v", err)
+	}
+}
+
+// A user cannot put its consumers under another's name: the responder
+// sets OwnerMetadata whatever the request says, and keeps the rest.
+func TestWithOwner_OverridesMetadata(t *testing.T) {
+	in := `{"stream_name":"CHANGES","config":{"name":"c1","metadata":{"ebb_user":"alice","app":"x"},"inactive_threshold":60000000000},"action":"create"}`
+	out, err := withOwner([]byte(in), "eve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req struct {
+		StreamName string `json:"stream_name"`
+		Action     string `json:"action"`
+		Config     struct {
+			Name              string            `json:"name"`
+			Metadata          map[string]string `json:"metadata"`
+			InactiveThreshold time.Duration     `json:"inactive_threshold"`
+		} `json:"config"`
+	}
+	if err := json.Unmarshal(out, &req); err != nil {
+		t.Fatal(err)
+	}
+	if req.Config.Metadata[OwnerMetadata] != "eve" || req.Config.Metadata["app"] != "x" || req.Config.Name != "c1" ||
+		req.Config.InactiveThreshold != time.Minute || req.StreamName != "CHANGES" || req.Action != "create" {
+		t.Fatalf("request after withOwner: %s", out)
+	}
+	if out, err := withOwner([]byte(`{"stream_name":"CHANGES"}`), "eve"); err != nil || !strings.Contains(string(out), `"ebb_user":"eve"`) {
+		t.Fatalf("a request without config: %s, %v", out, err)
 	}
 }
