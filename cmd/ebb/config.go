@@ -114,6 +114,12 @@ type limitsConfig struct {
 	HTTPMaxLongPolls        int      `yaml:"http_max_long_polls" json:"http_max_long_polls"`
 	HTTPMaxLongPollsPerUser int      `yaml:"http_max_long_polls_per_user" json:"http_max_long_polls_per_user"`
 	HTTPHeaderTimeout       duration `yaml:"http_header_timeout" json:"http_header_timeout"`
+	// With --auth: per-user publish rate and per-tenant storage quotas
+	// (see deploy/auth's Quotas); zero takes the users file's limits,
+	// else auth's defaults.
+	PublishEventsPerSecond float64 `yaml:"publish_events_per_second" json:"publish_events_per_second"`
+	PublishBytesPerSecond  int64   `yaml:"publish_bytes_per_second" json:"publish_bytes_per_second"`
+	TenantStorageBytes     int64   `yaml:"tenant_storage_bytes" json:"tenant_storage_bytes"`
 }
 
 // telemetryConfig sets the OpenTelemetry variables of the same meaning

@@ -15,12 +15,13 @@ import (
 )
 
 // quotaUsersYAML is usersYAML with small limits, so a test can reach each.
-const quotaUsersYAML = `limits: {max_connections: 3, max_subscriptions: 8, max_payload: 4096, max_consumers: 24}
+const quotaUsersYAML = `limits: {max_connections: 3, max_subscriptions: 8, max_payload: 4096, max_consumers: 20, max_consumers_per_user: 6}
 ` + usersYAML
 
 // TestHostile_Quotas: every per-user limit is reached by one user and
-// answered with nats-server's own error, while another user of the same
-// tenant is not affected.
+// answered with nats-server's own error (consumers per user: the consumer
+// create responder's), while another user of the same tenant is not
+// affected; the consumers of all users together meet JetStream's limit.
 func TestHostile_Quotas(t *testing.T) {
 	srv := serveInProcess(t, "", "--auth", writeFile(t, "users.yaml", quotaUsersYAML))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -113,23 +114,52 @@ func TestHostile_Quotas(t *testing.T) {
 		}
 	})
 
-	t.Run("consumers", func(t *testing.T) {
-		nc, err := dial("eve", "eve-pw", nil)
+	create := func(ctx context.Context, user, pw, name, filter string) error {
+		nc, err := dial(user, pw, nil)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		defer nc.Close()
 		js, _ := jetstream.New(nc)
+		// One create request; no subscription held.
+		_, err = js.CreateConsumer(ctx, events.StreamChanges, jetstream.ConsumerConfig{
+			Name: name, FilterSubject: filter, InactiveThreshold: time.Minute})
+		return err
+	}
+	t.Run("consumers per user", func(t *testing.T) {
 		var cerr error
 		n := 0
 		for ; n < 30 && cerr == nil; n++ {
-			// One create request each; no subscriptions held.
-			_, cerr = js.CreateConsumer(ctx, events.StreamChanges, jetstream.ConsumerConfig{
-				Name: fmt.Sprintf("eve%d", n), FilterSubject: events.TenantChanges("evil"), InactiveThreshold: time.Minute})
+			cerr = create(ctx, "eve", "eve-pw", fmt.Sprintf("eve%d", n), events.TenantChanges("evil"))
+		}
+		var apiErr *jetstream.APIError
+		if !errors.As(cerr, &apiErr) || apiErr.Code != 429 || !strings.Contains(apiErr.Description, `consumer quota: user "eve" holds 6 consumers`) ||
+			!strings.Contains(apiErr.Description, "its limit is 6") || n != 7 {
+			t.Fatalf("consumer %d: %v, want the 7th refused by the per-user consumer quota", n, cerr)
+		}
+		if err := create(ctx, "alice", "alice-pw", "alice0", events.TenantChanges("acme")); err != nil {
+			t.Fatalf("alice's consumer while eve is at her limit: %v", err)
+		}
+	})
+
+	t.Run("consumers in all", func(t *testing.T) {
+		var cerr error
+		n := 0
+		// max_consumers is per stream: eve's 6 and alice's 1 on CHANGES so
+		// far, then bob's 6 and svc's 6; alice's 3rd is the 21st, while she
+		// is far from her own 6.
+		for _, u := range []struct {
+			user, pw string
+			from     int
+		}{{"bob", "bob-pw", 0}, {"svc", "svc-pw", 0}, {"alice", "alice-pw", 1}} {
+			for i := u.from; i < 6 && cerr == nil; i++ {
+				cerr = create(ctx, u.user, u.pw, fmt.Sprintf("%s%d", u.user, i), events.TenantChanges("acme"))
+				n++
+			}
 		}
 		var apiErr *jetstream.APIError
 		if !errors.As(cerr, &apiErr) || !strings.Contains(apiErr.Description, "maximum consumers") {
-			t.Fatalf("after %d consumers: %v, want JetStream's maximum consumers error", n, cerr)
+			t.Fatalf("after %d more consumers: %v, want JetStream's maximum consumers error", n, cerr)
 		}
 	})
 }

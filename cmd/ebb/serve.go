@@ -53,7 +53,9 @@ type serveConfig struct {
 	// headers within it (slowloris).
 	headerTimeout time.Duration
 	// gateway holds the HTTP gateway's limits; serve fills in the rest.
-	gateway  gateway.Config
+	gateway gateway.Config
+	// quotas override the users file's publish and storage quotas.
+	quotas   auth.Quotas
 	policies policyConfig
 	// recordedPolicies: no policy was configured, so c.policies are those
 	// recorded in the data directory.
@@ -106,6 +108,9 @@ func registerServeFlags(fs *flag.FlagSet, c *serveFile, pol policyFlags, meta *s
 	fs.Int64Var(&c.Limits.HTTPMaxBody, "http-max-body", c.Limits.HTTPMaxBody, "largest HTTP request body in bytes; larger ones are answered 413")
 	fs.IntVar(&c.Limits.HTTPMaxLongPolls, "http-max-long-polls", c.Limits.HTTPMaxLongPolls, "long-polls served at once in all; more are answered 429")
 	fs.IntVar(&c.Limits.HTTPMaxLongPollsPerUser, "http-max-long-polls-per-user", c.Limits.HTTPMaxLongPollsPerUser, "long-polls served at once per user (per remote address without --auth); more are answered 429")
+	fs.Float64Var(&c.Limits.PublishEventsPerSecond, "publish-rate", c.Limits.PublishEventsPerSecond, "with --auth: events per second one user may publish (NATS and HTTP); 0: the users file's limit, else 500")
+	fs.Int64Var(&c.Limits.PublishBytesPerSecond, "publish-bytes-rate", c.Limits.PublishBytesPerSecond, "with --auth: event bytes per second one user may publish; 0: the users file's limit, else 4 MiB")
+	fs.Int64Var(&c.Limits.TenantStorageBytes, "tenant-storage", c.Limits.TenantStorageBytes, "with --auth: bytes one tenant may keep in EVENTS, CHANGES and DEAD; 0: the users file's limit, else 1 GiB")
 	fs.Var(pol, "policy", "conflict policy of one collection, COLLECTION=POLICY (lww, merge, reject, manual); repeatable")
 	fs.StringVar(&c.Policies.Default, "default-policy", c.Policies.Default, "conflict policy of every other collection (default: the recorded one on a built view, else lww)")
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text, json, or auto (text on a terminal, JSON otherwise)")
@@ -275,6 +280,8 @@ func (c serveFile) serveConfig(recorded bool) serveConfig {
 		syncEvery: time.Duration(c.NATS.FsyncInterval), headerTimeout: time.Duration(c.Limits.HTTPHeaderTimeout),
 		gateway: gateway.Config{MaxBody: c.Limits.HTTPMaxBody, MaxLongPolls: c.Limits.HTTPMaxLongPolls,
 			MaxLongPollsPerUser: c.Limits.HTTPMaxLongPollsPerUser},
+		quotas: auth.Quotas{Publish: auth.PublishLimit{EventsPerSecond: c.Limits.PublishEventsPerSecond, BytesPerSecond: c.Limits.PublishBytesPerSecond},
+			Storage: auth.StorageLimit{TenantBytes: c.Limits.TenantStorageBytes}},
 		policies: c.Policies, recordedPolicies: recorded,
 		logs: logFlags{format: c.Log.Format, level: c.Log.Level},
 		sec: securityFlags{tlsCert: c.TLS.Cert, tlsKey: c.TLS.Key, tlsClientCA: c.TLS.ClientCA,
@@ -306,6 +313,7 @@ func (t telemetryConfig) otelGetenv(getenv func(string) string) func(string) str
 type security struct {
 	tls   *tls.Config // nil: plain
 	users *auth.Users // nil: no authentication
+	meter *auth.Meter // users' publish and storage quotas; nil without users
 	// tokens verifies login JWTs; nil: none accepted. Closed by serve.
 	tokens *jwtlogin.Verifier
 	jsKey  []byte       // nil: JetStream unencrypted
@@ -430,6 +438,13 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 			log.Warn("login tokens are accepted over HTTP only: NATS token logins need the embedded server")
 		}
 	}
+	if sec.users != nil {
+		q := c.quotas.Or(sec.users.Limits().Quotas())
+		if err := q.Validate(); err != nil {
+			return usagef("quotas: %v", err)
+		}
+		sec.meter = auth.NewMeter(q)
+	}
 	nc, url, err := connectServer(ctx, c, sec, log, &stops, natsStopped)
 	if err != nil {
 		return err
@@ -471,7 +486,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 
 	// HTTP writes (PUT/PATCH/DELETE of a document) are events the server
 	// builds in durable logs of its own, in the locked data directory.
-	writer, err := gateway.OpenWriter(ctx, gateway.WriterConfig{Dir: filepath.Join(c.data, "gateway"), JetStream: js, Conn: nc,
+	writer, err := gateway.OpenWriter(ctx, gateway.WriterConfig{Dir: filepath.Join(c.data, "gateway"), JetStream: gateway.Metered(js, sec.meter), Conn: nc,
 		Cipher: sec.gateway, Logger: log, TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider()})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -485,7 +500,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		MaxBody:             c.gateway.MaxBody,
 		MaxLongPolls:        c.gateway.MaxLongPolls,
 		MaxLongPollsPerUser: c.gateway.MaxLongPollsPerUser,
-		JetStream:           js,
+		JetStream:           gateway.Metered(js, sec.meter),
 		Metrics:             tel.MetricsHandler().ServeHTTP,
 		Ready: func(context.Context) error {
 			var natsErr error
@@ -647,10 +662,15 @@ func connectServer(ctx context.Context, c serveConfig, sec security, log *slog.L
 		if sec.users != nil {
 			// The answers the external server's config (auth.NATSConfigWith)
 			// routes to ebb: stream info without other tenants' subjects,
-			// and consumer creation that refuses push consumers.
-			if err := auth.ServeAPI(nc); err != nil {
+			// consumer creation that refuses push consumers, and events
+			// under the publish and storage quotas.
+			api, err := auth.StartAPI(nc, sec.meter, func(err error) {
+				log.Warn("tenant storage measure failed; the previous counts stay", "err", err)
+			})
+			if err != nil {
 				return nil, "", fmt.Errorf("serve: %w", err)
 			}
+			*stops = append(*stops, func(context.Context) error { return api.Close() })
 		}
 		return nc, c.natsURL, nil
 	}
@@ -669,6 +689,7 @@ func connectServer(ctx context.Context, c serveConfig, sec security, log *slog.L
 		Users:        users,
 		Login:        login,
 		TokenLogin:   tokenLogin(sec, log),
+		Meter:        sec.meter,
 		JetStreamKey: sec.jsKey,
 	})
 	if err != nil {

@@ -66,10 +66,13 @@ var exports = []export{
 	{subject: jsInfoSink},
 	{subject: streamInfoSubject + ".*"},
 	{subject: consumerCreateSubject + ".>"},
+	{subject: publishSubject + ".>"},
 }
 
-// NATSConfig returns NATSConfigWith(false).
-func (u *Users) NATSConfig() (string, error) { return u.NATSConfigWith(false) }
+// NATSConfig returns NATSConfigWith(true): the configuration of
+// deploy/nats-auth.conf, for an external server that `ebb serve --nats`
+// (which runs StartAPI) is connected to.
+func (u *Users) NATSConfig() (string, error) { return u.NATSConfigWith(true) }
 
 // NATSConfigWith returns the nats-server configuration of u for an external
 // server: an "accounts" block with StreamAccount (JetStream, the admins,
@@ -77,11 +80,12 @@ func (u *Users) NATSConfig() (string, error) { return u.NATSConfigWith(false) }
 // its limits). Plain passwords are written as bcrypt hashes (cost
 // bcrypt.DefaultCost); password hashes as they are. Connect `ebb serve
 // --nats` as an admin. The embedded server uses the same configuration
-// (NATSUsers). With responder, users' stream info and consumer create
-// requests go to ServeAPI's responders, which must then run on a
-// connection in StreamAccount; without, they go to JetStream directly,
-// which answers a subjects_filter with every tenant's subjects and
-// accepts a push consumer delivering into any subject of StreamAccount.
+// (NATSUsers). With responder, users' events, stream info and consumer
+// create requests go to StartAPI's responders, which must then run on a
+// connection in StreamAccount (ebb serve runs them); without, they go to
+// JetStream directly, which keeps no publish rate or storage quota,
+// answers a subjects_filter with every tenant's subjects and accepts a
+// push consumer delivering into any subject of StreamAccount.
 func (u *Users) NATSConfigWith(responder bool) (string, error) {
 	return u.natsConfig(func(usr User) (string, error) {
 		if usr.PasswordHash != "" {
@@ -98,7 +102,7 @@ func (u *Users) NATSConfigWith(responder bool) (string, error) {
 // NATSUsers returns one nats-server user per user, each with its account
 // and its permissions, plus InternalUser in StreamAccount (see there): the
 // configuration NATSConfigWith(true) writes, parsed by nats-server itself
-// (the embedded server runs ServeAPI on its internal connection). A
+// (the embedded server runs StartAPI on its internal connection). A
 // password_hash is handed over as is (nats-server checks bcrypt itself),
 // so is a plain password. Every account a user points at is complete:
 // imports, exports, limits and JetStream.
@@ -226,10 +230,15 @@ func importsOf(usr User, responder bool) []Import {
 			out = append(out, Import{Local: s, Remote: streamInfoSubject + "." + stream})
 			continue
 		}
+		if strings.HasPrefix(s, events.EventsPrefix+".") && responder {
+			// Through the publish responder, which keeps the quotas.
+			out = append(out, Import{Local: s, Remote: publishSubject + "." + s})
+			continue
+		}
 		if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.CREATE."); ok && responder {
 			// Wildcards map by position: the user's stream, name and
-			// filter tokens arrive as they were sent.
-			out = append(out, Import{Local: s, Remote: consumerCreateSubject + "." + rest})
+			// filter tokens arrive as they were sent, after its name.
+			out = append(out, Import{Local: s, Remote: consumerCreateSubject + "." + events.EncodeToken(usr.Name) + "." + rest})
 			continue
 		}
 		out = append(out, Import{Local: s, Remote: s})

@@ -1,25 +1,40 @@
 package auth
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ebbsync/ebb/events"
 )
 
 // consumerCreateSubject is where, in StreamAccount, the consumer create
 // requests of users arrive when a responder serves them:
-// <consumerCreateSubject>.<stream>.<name>.<filter>, the same tokens as
-// after $JS.API.CONSUMER.CREATE.
+// <consumerCreateSubject>.<user token>.<stream>.<name>.<filter>: the
+// user's name (events.EncodeToken), then the same tokens as after
+// $JS.API.CONSUMER.CREATE.
 const consumerCreateSubject = "_ebb.api.consumer-create"
 
-// Bounds a user's consumer must keep (see ServeConsumerCreate).
+// Bounds a user's consumer must keep (see serveConsumerCreate).
 const (
 	MinAckWait           = time.Second
 	MinInactiveThreshold = time.Second
 )
+
+// OwnerMetadata is the consumer metadata key the consumer create responder
+// sets to the creating user's name; the per-user consumer count reads it.
+const OwnerMetadata = "ebb_user"
+
+// consumerRecount is how old the per-user consumer counts may get before
+// a create request counts again (consumers that expired are then gone).
+const consumerRecount = 5 * time.Second
 
 // consumerRequest is the part of a consumer create request the responder
 // checks; the request itself is passed on unchanged.
@@ -31,18 +46,82 @@ type consumerRequest struct {
 	} `json:"config"`
 }
 
-// ServeConsumerCreate answers the consumer create requests of users on
+// consumerCounter counts the consumers each user holds on CHANGES and
+// RECEIPTS, by their OwnerMetadata: listed at most every consumerRecount,
+// plus the ones created since.
+type consumerCounter struct {
+	js  jetstream.JetStream
+	max int
+
+	mu     sync.Mutex
+	counts map[string]int
+	at     time.Time
+}
+
+// admit refuses, with the description to answer, a new consumer of user
+// (a name) if it holds max already.
+func (c *consumerCounter) admit(ctx context.Context, user string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts == nil || time.Since(c.at) > consumerRecount {
+		counts := map[string]int{}
+		for _, stream := range []string{events.StreamChanges, events.StreamReceipts} {
+			s, err := c.js.Stream(ctx, stream)
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("count consumers: %w", err)
+			}
+			l := s.ListConsumers(ctx)
+			for info := range l.Info() {
+				if owner := info.Config.Metadata[OwnerMetadata]; owner != "" {
+					counts[owner]++
+				}
+			}
+			if err := l.Err(); err != nil {
+				return fmt.Errorf("count consumers: %w", err)
+			}
+		}
+		c.counts, c.at = counts, time.Now()
+	}
+	if n := c.counts[user]; n >= c.max {
+		return fmt.Errorf("consumer quota: user %q holds %d consumers on %s and %s, its limit is %d (max_consumers_per_user); delete one or let one expire",
+			user, n, events.StreamChanges, events.StreamReceipts, c.max)
+	}
+	return nil
+}
+
+func (c *consumerCounter) created(user string) {
+	c.mu.Lock()
+	if c.counts != nil {
+		c.counts[user]++
+	}
+	c.mu.Unlock()
+}
+
+// serveConsumerCreate answers the consumer create requests of users on
 // nc, a connection in StreamAccount, for a configuration made with a
-// responder (NATSUsers; see NATSConfigWith). The subject (stream, name,
-// filter) is the one the user's import allowed; the responder refuses,
-// with a JetStream API error, a push consumer (a deliver subject is a
-// subject JetStream publishes the consumer's messages to, in
+// responder (NATSUsers; see NATSConfigWith). The subject (user, stream,
+// name, filter) is the one the user's import allowed; the responder
+// refuses, with a JetStream API error, a push consumer (a deliver subject
+// is a subject JetStream publishes the consumer's messages to, in
 // StreamAccount: it would write one tenant's changes into another's
-// streams), an ack wait below MinAckWait and an inactive threshold below
-// MinInactiveThreshold; anything else is passed to JetStream as it came.
-// The subscription lives as long as nc or until it is unsubscribed.
-func ServeConsumerCreate(nc *nats.Conn) (*nats.Subscription, error) {
+// streams), an ack wait below MinAckWait, an inactive threshold below
+// MinInactiveThreshold, and a new consumer of a user that holds
+// maxPerUser (Limits.MaxConsumersPerUser) on CHANGES and RECEIPTS
+// already (code 429). Anything else is passed to JetStream with the
+// user's name as OwnerMetadata. The subscription lives as long as nc or
+// until it is unsubscribed.
+func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) (*nats.Subscription, error) {
+	count := &consumerCounter{js: js, max: maxPerUser}
 	sub, err := nc.Subscribe(consumerCreateSubject+".>", func(m *nats.Msg) {
+		userTok, rest, ok := strings.Cut(strings.TrimPrefix(m.Subject, consumerCreateSubject+"."), ".")
+		user, derr := events.DecodeToken(userTok)
+		if !ok || derr != nil {
+			_ = m.Respond(consumerError(400, "consumer create: no user in the request subject"))
+			return
+		}
 		var req consumerRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil {
 			_ = m.Respond(consumerError(400, "consumer create: unreadable request: "+err.Error()))
@@ -60,11 +139,27 @@ func ServeConsumerCreate(nc *nats.Conn) (*nats.Subscription, error) {
 			_ = m.Respond(consumerError(400, fmt.Sprintf("consumer create: inactive_threshold %s is below %s", c.InactiveThreshold, MinInactiveThreshold)))
 			return
 		}
-		api := jsAPI + "CONSUMER.CREATE." + strings.TrimPrefix(m.Subject, consumerCreateSubject+".")
-		resp, err := nc.Request(api, m.Data, streamInfoTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), streamInfoTimeout)
+		defer cancel()
+		if err := count.admit(ctx, user); err != nil {
+			_ = m.Respond(consumerError(429, err.Error()))
+			return
+		}
+		data, err := withOwner(m.Data, user)
+		if err != nil {
+			_ = m.Respond(consumerError(400, "consumer create: unreadable request: "+err.Error()))
+			return
+		}
+		resp, err := nc.Request(jsAPI+"CONSUMER.CREATE."+rest, data, streamInfoTimeout)
 		if err != nil {
 			_ = m.Respond(consumerError(503, "consumer create: "+err.Error()))
 			return
+		}
+		var answer struct {
+			Error json.RawMessage `json:"error"`
+		}
+		if json.Unmarshal(resp.Data, &answer) == nil && answer.Error == nil {
+			count.created(user)
 		}
 		_ = m.Respond(resp.Data)
 	})
@@ -74,24 +169,38 @@ func ServeConsumerCreate(nc *nats.Conn) (*nats.Subscription, error) {
 	return sub, nil
 }
 
+// withOwner returns the consumer create request data with the config's
+// metadata OwnerMetadata set to user, whatever the request said.
+func withOwner(data []byte, user string) ([]byte, error) {
+	var req map[string]json.RawMessage
+	if err := json.Unmarshal(data, &req); err != nil {
+		return nil, err
+	}
+	cfg := map[string]json.RawMessage{}
+	if raw, ok := req["config"]; ok {
+		if err := json.Unmarshal(raw, &cfg); err != nil {
+			return nil, err
+		}
+	}
+	md := map[string]string{}
+	if raw, ok := cfg["metadata"]; ok {
+		if err := json.Unmarshal(raw, &md); err != nil {
+			return nil, err
+		}
+	}
+	md[OwnerMetadata] = user
+	var err error
+	if cfg["metadata"], err = json.Marshal(md); err != nil {
+		return nil, err
+	}
+	if req["config"], err = json.Marshal(cfg); err != nil {
+		return nil, err
+	}
+	return json.Marshal(req)
+}
+
 func consumerError(code int, desc string) []byte {
 	b, _ := json.Marshal(map[string]any{"type": "io.nats.jetstream.api.v1.consumer_create_response",
 		"error": map[string]any{"code": code, "description": desc}})
 	return b
-}
-
-// ServeAPI runs every responder a configuration made with one needs
-// (ServeStreamInfo, ServeConsumerCreate) on nc, a connection in
-// StreamAccount. They live as long as nc.
-func ServeAPI(nc *nats.Conn) error {
-	if _, err := ServeStreamInfo(nc); err != nil {
-		return err
-	}
-	if _, err := ServeConsumerCreate(nc); err != nil {
-		return err
-	}
-	if err := nc.Flush(); err != nil {
-		return fmt.Errorf("serve api: %w", err)
-	}
-	return nil
 }

@@ -66,9 +66,11 @@
 // nats.CustomInboxPrefix(InboxPrefix(name)) as before; clients need no
 // change, since the imports keep the $JS.API subject names.
 //
-// Responders: in the embedded configuration (NATSUsers) two kinds of
-// request do not go to JetStream directly but to responders in EBB
-// (ServeAPI, which the embedded server runs on its own connection).
+// Responders: in the embedded configuration (NATSUsers) and in the one
+// NATSConfig writes for an external server (deploy/nats-auth.conf), three
+// kinds of request do not go to JetStream directly but to responders in
+// EBB (StartAPI, which the embedded server runs on its own connection
+// and `ebb serve --nats` on its connection to the external server).
 // STREAM.INFO goes to ServeStreamInfo, which asks JetStream with an empty
 // request and drops the per-subject lists, since a subjects_filter would
 // list every tenant's subjects (login names, document ids).
@@ -77,10 +79,11 @@
 // deliver subject in EBB, where a deliver subject onto another tenant's
 // stream subjects would write there: a reply subject by another name),
 // an ack wait below MinAckWait and an inactive threshold below
-// MinInactiveThreshold, and passes the rest on unchanged. NATSConfig
-// (external server) imports both directly, with those two holes, unless
-// generated with NATSConfigWith(true) and a connection in EBB runs
-// ServeAPI.
+// MinInactiveThreshold, and passes the rest on unchanged. A client's
+// events (ebb.evt.<tenant>.<user>.>) go to the publish responder, which
+// keeps the quotas (below) and passes each allowed event on to JetStream
+// with its headers, and JetStream's answer back. NATSConfigWith(false)
+// imports all three directly, with none of this.
 //
 // # One account per user, not per tenant
 //
@@ -109,15 +112,44 @@
 // make the server delete it. NATS cannot check a request body; the
 // consumer create responder refuses ack waits and inactive thresholds
 // below a second, to the owner too. A durable not listed has no owner: any user of the tenant scope may
-// create or update it, and consumers count against the shared
-// Limits.MaxConsumers.
+// create or update it. Every consumer a user creates counts against its
+// own Limits.MaxConsumersPerUser and the shared Limits.MaxConsumers.
 //
 // # Quotas
 //
 // Limits are enforced by nats-server on each user's account: connections,
-// subscriptions and payload per user, and the JetStream consumers of EBB,
-// shared by all. Each has a default and is answered with nats-server's own
-// error (see Limits).
+// subscriptions and payload per user, and the JetStream consumers of each
+// stream of EBB, shared by all. Each has a default and is answered with
+// nats-server's own error (see Limits). The consumer create responder
+// also bounds the consumers one user holds on CHANGES and RECEIPTS
+// (Limits.MaxConsumersPerUser): it stamps each with the user's name
+// (OwnerMetadata) and counts them, listing the streams' consumers at most
+// every 5 s, so one user cannot use up the shared bound.
+//
+// nats-server has no message rate per account, and JetStream's account
+// limits (storage) apply to EBB, which holds every tenant's streams, so
+// the publish rate and the storage quota are ebb's own: a Meter, asked by
+// the publish responder before it passes an event on, and by the HTTP
+// gateway before it publishes one. Per user, a token bucket of events and
+// of bytes (PublishLimit); per tenant, the bytes of its messages in
+// EVENTS, CHANGES and DEAD (StorageLimit). A refusal is a *QuotaError
+// (ErrPublishRate, ErrTenantStorage) naming the tenant, the user and the
+// limit, answered over NATS as the PubAck's API error (ErrCodePublishRate,
+// ErrCodeTenantStorage); producer.Publisher retries it with backoff, so a
+// device's log keeps every write it accepted.
+//
+// Storage is counted by the server, not by nats-server: per-tenant
+// streams would multiply the streams, the projector's consumers and its
+// checkpoints by the tenants, and max-msgs-per-subject bounds messages
+// per document, not bytes per tenant. A measure reads the three streams
+// headers-only (ordered consumers; no payloads) every StorageLimit.Rescan
+// and counts each message's subject, headers and payload size under its
+// tenant; between measures the events a Meter accepts are added. So the
+// count is never below the truth by more than what the projector derives
+// (changes, dead letters) since the last measure, and is above it by what
+// aged out or was compacted since then. With several ebb servers, each
+// has its own Meter and a queue group spreads events over them: a user's
+// rate is then up to one budget per server.
 //
 // # Logins
 //

@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,17 +26,17 @@ func TestNATSConfig_ExternalServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Run("direct imports", func(t *testing.T) { testExternalServer(t, string(conf), false) })
-	t.Run("with responders", func(t *testing.T) {
+	t.Run("nats-auth.conf with responders", func(t *testing.T) { testExternalServer(t, string(conf), true) })
+	t.Run("direct imports", func(t *testing.T) {
 		u, err := auth.Load(filepath.Join("..", "users.example.yaml"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		conf, err := u.NATSConfigWith(true)
+		conf, err := u.NATSConfigWith(false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		testExternalServer(t, conf, true)
+		testExternalServer(t, conf, false)
 	})
 }
 
@@ -63,16 +64,16 @@ func testExternalServer(t *testing.T, conf string, responders bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	ops, err := nats.Connect(ns.ClientURL(), nats.UserInfo("ops", "ops-secret"))
-	if err != nil {
-		t.Fatalf("admin connects: %v", err)
-	}
+	ops := connectSlowBcrypt(t, ns.ClientURL(), nats.UserInfo("ops", "ops-secret"))
 	defer ops.Close()
 	ojs := embeddedtest.MustJetStream(t, ops)
 	if responders {
-		if err := auth.ServeAPI(ops); err != nil {
+		// One event per second: the second of alice's is refused.
+		api, err := auth.StartAPI(ops, auth.NewMeter(auth.Quotas{Publish: auth.PublishLimit{EventsPerSecond: 1, Burst: time.Second}}), nil)
+		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = api.Close() })
 	}
 	st, err := ojs.CreateStream(ctx, jetstream.StreamConfig{Name: "CHANGES", Subjects: []string{"ebb.chg.>"}, AllowDirect: true, MaxMsgsPerSubject: 1})
 	if err != nil {
@@ -85,14 +86,18 @@ func testExternalServer(t *testing.T, conf string, responders bool) {
 		t.Fatal(err)
 	}
 
-	alice, err := nats.Connect(ns.ClientURL(), nats.UserInfo("alice", "alice-secret"), nats.CustomInboxPrefix(auth.InboxPrefix("alice")))
-	if err != nil {
-		t.Fatalf("alice connects: %v", err)
-	}
+	alice := connectSlowBcrypt(t, ns.ClientURL(), nats.UserInfo("alice", "alice-secret"), nats.CustomInboxPrefix(auth.InboxPrefix("alice")))
 	defer alice.Close()
 	ajs := embeddedtest.MustJetStream(t, alice)
 	if _, err := ajs.Publish(ctx, "ebb.evt.acme.alice.todos.t1", []byte("{}")); err != nil {
 		t.Fatalf("alice publishes her event through the import: %v", err)
+	}
+	if responders {
+		_, err := ajs.Publish(ctx, "ebb.evt.acme.alice.todos.t2", []byte("{}"))
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != auth.ErrCodePublishRate {
+			t.Fatalf("alice's second event within a second: %v, want the publish rate refusal", err)
+		}
 	}
 	ast, err := ajs.Stream(ctx, "CHANGES")
 	if err != nil {
@@ -142,4 +147,23 @@ func testExternalServer(t *testing.T, conf string, responders bool) {
 	if len(info.State.Subjects) != 0 {
 		t.Fatalf("stream info through the responder lists subjects: %v", info.State.Subjects)
 	}
+}
+
+// connectSlowBcrypt connects with opts, trying again while the login fails
+// by a timeout: nats-server checks the example's bcrypt hashes (cost 10)
+// itself, which under -race on a loaded machine can outlast nats.go's 2 s
+// handshake (an i/o timeout, or the server's first PING before the PONG).
+func connectSlowBcrypt(t *testing.T, url string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	var nc *nats.Conn
+	var err error
+	embeddedtest.WaitFor(t, time.Minute, "a login that does not time out", func() bool {
+		nc, err = nats.Connect(url, opts...)
+		if errors.Is(err, nats.ErrAuthorization) {
+			t.Fatalf("connect: %v", err)
+		}
+		return err == nil
+	})
+	t.Cleanup(nc.Close)
+	return nc
 }

@@ -19,9 +19,13 @@ const (
 	// room for its envelope and headers, and small enough that its dead
 	// letter stays under nats-server's 1 MiB message limit.
 	DefaultMaxPayload = 320 << 10
-	// DefaultMaxConsumers bounds the JetStream consumers of ebb's stream
-	// account, all users and ebb's own together.
+	// DefaultMaxConsumers bounds the JetStream consumers of each stream of
+	// ebb's stream account, all users and ebb's own together.
 	DefaultMaxConsumers = 4096
+	// DefaultMaxConsumersPerUser bounds the consumers one user holds on
+	// CHANGES and RECEIPTS: a few per device and process, with room for
+	// ordered consumers a reconnecting client left to expire.
+	DefaultMaxConsumersPerUser = 128
 )
 
 // Limits are the quotas of every non-admin user, enforced by nats-server
@@ -41,12 +45,30 @@ type Limits struct {
 	// DefaultMaxPayload if zero. A larger message is refused with
 	// "maximum payload violation" and the connection is closed.
 	MaxPayload int `yaml:"max_payload"`
-	// MaxConsumers of ebb's stream account, shared by everyone;
+	// MaxConsumers of each stream of ebb's stream account (nats-server's
+	// account limit is per stream), shared by everyone;
 	// DefaultMaxConsumers if zero. A consumer beyond it is refused with
 	// JetStream's "maximum consumers limit reached".
 	MaxConsumers int `yaml:"max_consumers"`
+	// MaxConsumersPerUser bounds the consumers one user holds on CHANGES
+	// and RECEIPTS (counted by the consumer create responder, from the
+	// consumers' OwnerMetadata); DefaultMaxConsumersPerUser if zero. One
+	// more is refused with a JetStream API error, code 429, "consumer
+	// quota: user ... holds N consumers ..., its limit is N".
+	MaxConsumersPerUser int `yaml:"max_consumers_per_user"`
 	// Login limits password guessing (see LoginLimit).
 	Login LoginLimit `yaml:"login"`
+	// Publish is each user's rate into EVENTS (see PublishLimit),
+	// Storage each tenant's bytes in EVENTS, CHANGES and DEAD (see
+	// StorageLimit). A Meter enforces both (see Quotas); over NATS only
+	// with the responders (NATSUsers, NATSConfigWith(true)).
+	Publish PublishLimit `yaml:"publish"`
+	Storage StorageLimit `yaml:"storage"`
+}
+
+// Quotas returns the part of l a Meter enforces.
+func (l Limits) Quotas() Quotas {
+	return Quotas{Publish: l.Publish, Storage: l.Storage, MaxPayload: l.MaxPayload, MaxConsumersPerUser: l.MaxConsumersPerUser}
 }
 
 // WithDefaults returns l with every zero field set to its default.
@@ -63,7 +85,12 @@ func (l Limits) WithDefaults() Limits {
 	if l.MaxConsumers == 0 {
 		l.MaxConsumers = DefaultMaxConsumers
 	}
+	if l.MaxConsumersPerUser == 0 {
+		l.MaxConsumersPerUser = DefaultMaxConsumersPerUser
+	}
 	l.Login = l.Login.WithDefaults()
+	l.Publish = l.Publish.WithDefaults()
+	l.Storage = l.Storage.WithDefaults()
 	return l
 }
 
@@ -72,7 +99,7 @@ func (l Limits) validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"max_connections", l.MaxConnections}, {"max_subscriptions", l.MaxSubscriptions}, {"max_payload", l.MaxPayload}, {"max_consumers", l.MaxConsumers}} {
+	}{{"max_connections", l.MaxConnections}, {"max_subscriptions", l.MaxSubscriptions}, {"max_payload", l.MaxPayload}, {"max_consumers", l.MaxConsumers}, {"max_consumers_per_user", l.MaxConsumersPerUser}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%w: limits: %s %d is negative", ErrInvalidUsers, f.name, f.v))
 		}
@@ -81,6 +108,9 @@ func (l Limits) validate() error {
 		errs = append(errs, fmt.Errorf("%w: limits: max_payload %d is above nats-server's 64 MiB", ErrInvalidUsers, l.MaxPayload))
 	}
 	if err := l.Login.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := (Quotas{Publish: l.Publish, Storage: l.Storage}).Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -127,6 +127,11 @@ type Config struct {
 	// auth.NATSAuthenticator as before. Start binds it to the server
 	// before the server accepts connections.
 	TokenLogin TokenLogin
+
+	// Meter, with Users, keeps users' publish rate and tenants' storage
+	// quotas (auth.StartAPI runs its measures); nil means one with auth's
+	// default quotas.
+	Meter *auth.Meter
 	// JetStreamKey, if set, encrypts JetStream's storage (AES-GCM) with
 	// this key (see package deploy/keys); it must be the same on every
 	// start on Dir. Start does not check it: nats-server skips streams it
@@ -210,7 +215,8 @@ type Server struct {
 	clientURL string
 
 	internal *server.User // nil without Users
-	infoConn *nats.Conn   // serves users' API requests (auth.ServeAPI); nil without accounts
+	infoConn *nats.Conn   // serves users' API requests (auth.StartAPI); nil without accounts
+	api      *auth.API    // the responders on infoConn; nil without accounts
 
 	shutdownOnce sync.Once
 	shutdownDone chan struct{}
@@ -332,18 +338,26 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 }
 
 // serveStreamInfo answers users' stream info and consumer create requests
-// (the configuration of auth.NATSUsers sends them to auth.ServeAPI's
-// responders) on a connection of the internal user, closed by Shutdown.
+// and passes on their events under cfg.Meter's quotas (the configuration
+// of auth.NATSUsers sends them to auth.StartAPI's responders), on a
+// connection of the internal user; Shutdown closes both.
 func (s *Server) serveStreamInfo() error {
 	nc, err := s.Connect(nats.Name("ebb-api"), nats.MaxReconnects(-1))
 	if err != nil {
 		return err
 	}
-	if err := auth.ServeAPI(nc); err != nil {
+	log := s.cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	api, err := auth.StartAPI(nc, s.cfg.Meter, func(err error) {
+		log.Warn("tenant storage measure failed; the previous counts stay", "err", err)
+	})
+	if err != nil {
 		nc.Close()
 		return err
 	}
-	s.infoConn = nc
+	s.infoConn, s.api = nc, api
 	return nil
 }
 
@@ -432,6 +446,9 @@ func (s *Server) NATS() *server.Server { return s.ns }
 // keep waiting. It returns ctx's error if ctx ends first.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
+		if s.api != nil {
+			_ = s.api.Close()
+		}
 		if s.infoConn != nil {
 			s.infoConn.Close()
 		}

@@ -24,6 +24,8 @@ type PushResult struct {
 	StreamSeq uint64 `json:"stream_seq,omitempty"`
 	Error     string `json:"error,omitempty"`
 	Field     string `json:"field,omitempty"`
+	// quota is set on a failure that is a quota refusal (auth.QuotaError).
+	quota *auth.QuotaError
 }
 
 // Push statuses.
@@ -81,6 +83,9 @@ func (g *Gateway) pushEvents(w http.ResponseWriter, r *http.Request) {
 		*res = g.publish(ctx, tenant, raw, r.Header)
 		if res.Status == StatusFailed {
 			status = http.StatusServiceUnavailable
+			if res.quota != nil {
+				status = quotaStatus(w, res.quota)
+			}
 		}
 	}
 	writeJSON(w, status, resp)
@@ -123,8 +128,12 @@ func (g *Gateway) publish(ctx context.Context, tenant string, raw json.RawMessag
 	g.injectTrace(ctx, msg)
 	ack, err := g.cfg.JetStream.PublishMsg(ctx, msg)
 	if err != nil {
+		res := PushResult{ID: ev.ID, Status: StatusFailed, Error: err.Error()}
+		if errors.As(err, &res.quota) {
+			return res
+		}
 		g.log.WarnContext(ctx, "push: publish event failed", "event", ev.ID, "err", err)
-		return PushResult{ID: ev.ID, Status: StatusFailed, Error: err.Error()}
+		return res
 	}
 	if ack.Duplicate {
 		return g.duplicate(ctx, ev, data, ack.Sequence)

@@ -1,0 +1,96 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// API runs the responders a configuration made with them needs
+// (NATSUsers, NATSConfigWith(true)): stream info (ServeStreamInfo),
+// consumer create under the per-user consumer bound, and the publish of
+// events under a Meter's quotas, whose storage measure it runs every
+// StorageLimit.Rescan.
+type API struct {
+	subs   []*nats.Subscription
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// StartAPI starts the responders on nc, a connection in StreamAccount,
+// enforcing m's quotas (nil: a Meter with the default Quotas). onErr, if
+// not nil, hears of each failed storage measure (the previous counts
+// stay in force). Close stops them; closing nc stops the responders but
+// not the measures.
+func StartAPI(nc *nats.Conn, m *Meter, onErr func(error)) (*API, error) {
+	if m == nil {
+		m = NewMeter(Quotas{})
+	}
+	if onErr == nil {
+		onErr = func(error) {}
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("start api: %w", err)
+	}
+	a := &API{}
+	for _, serve := range []func() (*nats.Subscription, error){
+		func() (*nats.Subscription, error) { return ServeStreamInfo(nc) },
+		func() (*nats.Subscription, error) { return serveConsumerCreate(nc, js, m.q.MaxConsumersPerUser) },
+	} {
+		sub, err := serve()
+		if err != nil {
+			_ = a.Close()
+			return nil, fmt.Errorf("start api: %w", err)
+		}
+		a.subs = append(a.subs, sub)
+	}
+	subs, sweep, err := servePublish(nc, m)
+	if err != nil {
+		_ = a.Close()
+		return nil, fmt.Errorf("start api: %w", err)
+	}
+	a.subs = append(a.subs, subs...)
+	if err := nc.Flush(); err != nil {
+		_ = a.Close()
+		return nil, fmt.Errorf("start api: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		m.runMeasures(ctx, js, onErr)
+	}()
+	go func() {
+		defer a.wg.Done()
+		sweep(ctx)
+	}()
+	return a, nil
+}
+
+// Close stops the responders and the storage measures and waits for
+// them. It is safe to call more than once.
+func (a *API) Close() error {
+	var errs []error
+	a.once.Do(func() {
+		if a.cancel != nil {
+			a.cancel()
+		}
+		for _, sub := range a.subs {
+			if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
+				errs = append(errs, err)
+			}
+		}
+		a.wg.Wait()
+	})
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close api: %w", err)
+	}
+	return nil
+}
