@@ -115,7 +115,7 @@ func (c *consumerCounter) created(user string) {
 // until it is unsubscribed.
 func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) (*nats.Subscription, error) {
 	count := &consumerCounter{js: js, max: maxPerUser}
-	sub, err := nc.Subscribe(consumerCreateSubject+".>", func(m *nats.Msg) {
+	sub, err := nc.QueueSubscribe(consumerCreateSubject+".>", "ebb-api", func(m *nats.Msg) {
 		userTok, rest, ok := strings.Cut(strings.TrimPrefix(m.Subject, consumerCreateSubject+"."), ".")
 		user, derr := events.DecodeToken(userTok)
 		if !ok || derr != nil {
