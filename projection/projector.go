@@ -862,7 +862,7 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 	}
 	p.marksDirty, p.reanchor = false, false
 	p.health.progressed()
-	if err := p.publish(ctx, b.Outbox); err != nil {
+	if err := p.publish(ctx, b.Outbox, false); err != nil {
 		return 0, nil, err
 	}
 	keys := make([]uint64, len(b.Outbox))
@@ -912,7 +912,8 @@ func (p *Projector) flushOutbox(ctx context.Context) error {
 		if err != nil || len(entries) == 0 {
 			return err
 		}
-		if err := p.publish(ctx, entries); err != nil {
+		// An earlier run may have published these already: see publish.
+		if err := p.publish(ctx, entries, true); err != nil {
 			return err
 		}
 		keys := make([]uint64, len(entries))
@@ -932,10 +933,26 @@ func (p *Projector) flushOutbox(ctx context.Context) error {
 // entry the servers refuse for good (see refusedForGood) is dead-lettered
 // and counts as published, so one message can never stall the projector;
 // Ready reports a publish that keeps failing otherwise.
-func (p *Projector) publish(ctx context.Context, entries []OutboxEntry) error {
+//
+// A retry, and a republish (again: entries an earlier run may have
+// published, the outbox it left), leaves out every change that a later
+// version of its document supersedes (current): JetStream remembers a
+// message id only while the message is held, once it restarts, and CHANGES
+// holds one message per document, so the id of a version that was stored
+// and then replaced by the next is forgotten by a restarted server. Sent
+// again, that version would be stored after the next one, whose own
+// republish is dropped as a duplicate: the older state would stay
+// CHANGES' last message for the document, for good.
+func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bool) error {
 	backoff := 50 * time.Millisecond
 	var failing time.Time // when this run of failures began
 	for {
+		if again || !failing.IsZero() {
+			var err error
+			if entries, err = p.current(ctx, entries); err != nil {
+				return err
+			}
+		}
 		giveUp := !failing.IsZero() && time.Since(failing) >= p.cfg.StallTimeout
 		err := p.publishOnce(ctx, entries, giveUp)
 		if err == nil {
@@ -959,6 +976,46 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry) error {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// current returns entries without the changes of a version below their
+// document's version in the view. The view commits a document's state with
+// its change in the outbox, and an entry leaves the outbox only once
+// published, so the later version's change is either among entries (or
+// later in the outbox) or already in CHANGES: leaving the older one out
+// loses nothing CHANGES keeps (one message per document), whereas
+// publishing it again may put it after the later one (see publish).
+// Receipts and dead letters are kept, and so is an entry that does not
+// decode as a change (publish decides its fate).
+func (p *Projector) current(ctx context.Context, entries []OutboxEntry) ([]OutboxEntry, error) {
+	out := make([]OutboxEntry, 0, len(entries))
+	versions := map[events.DocAddress]uint64{}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Subject, events.ChangesPrefix+".") {
+			out = append(out, e)
+			continue
+		}
+		c, err := events.DecodeChange(e.Data)
+		if err != nil {
+			out = append(out, e)
+			continue
+		}
+		addr := c.Address()
+		v, ok := versions[addr]
+		if !ok {
+			d, err := p.store.Get(ctx, addr)
+			if err != nil {
+				return nil, fmt.Errorf("read %s/%s/%s before publishing its change again: %w", addr.Tenant, addr.Collection, addr.Doc, err)
+			}
+			v, versions[addr] = d.Version, d.Version
+		}
+		if c.Version < v {
+			p.log.Debug("change superseded in the view; not published again", "msg_id", e.MsgID, "version", c.Version, "view_version", v)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry, giveUp bool) error {
