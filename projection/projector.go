@@ -153,10 +153,10 @@ type Config struct {
 	// StallTimeout is how long the projector may go without progress
 	// before Ready reports it: outbox publishes failing, the consumer
 	// failing to be recreated, or events pending while no batch commits.
-	// A publish that has failed with "no stream" (no stream captures its
-	// subject) for this long is refused for good: dead-lettered, not
-	// retried forever. Zero means DefaultStallTimeout (30s); negative is
-	// invalid.
+	// It gives nothing up: a publish that keeps failing with "no stream"
+	// (no stream captures its subject: a cut route, a stream being
+	// recreated) is retried for as long as it takes. Zero means
+	// DefaultStallTimeout (30s); negative is invalid.
 	StallTimeout time.Duration
 	// Partition is the share of EVENTS this projector applies (see
 	// Partition and Group); the zero value is the whole stream. With
@@ -953,8 +953,7 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bo
 				return err
 			}
 		}
-		giveUp := !failing.IsZero() && time.Since(failing) >= p.cfg.StallTimeout
-		err := p.publishOnce(ctx, entries, giveUp)
+		err := p.publishOnce(ctx, entries)
 		if err == nil {
 			p.health.publishOK()
 			return nil
@@ -1018,11 +1017,11 @@ func (p *Projector) current(ctx context.Context, entries []OutboxEntry) ([]Outbo
 	return out, nil
 }
 
-func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry, giveUp bool) error {
+func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry) error {
 	for len(entries) > 0 {
 		chunk := entries[:min(len(entries), publishChunk)]
 		entries = entries[len(chunk):]
-		if err := p.publishChunk(ctx, chunk, giveUp); err != nil {
+		if err := p.publishChunk(ctx, chunk); err != nil {
 			return err
 		}
 	}
@@ -1039,7 +1038,7 @@ func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry, give
 // leaving the older state for good. In rounds, a version is published
 // only after every earlier one in the chunk is stored, so whatever is
 // retried, the last message of a document is its latest change.
-func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry, giveUp bool) error {
+func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) error {
 	var rounds [][]OutboxEntry
 	seen := map[string]int{}
 	for _, e := range chunk {
@@ -1054,7 +1053,7 @@ func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry, giveU
 		rounds[r] = append(rounds[r], e)
 	}
 	for _, round := range rounds {
-		if err := p.publishRound(ctx, round, giveUp); err != nil {
+		if err := p.publishRound(ctx, round); err != nil {
 			return err
 		}
 	}
@@ -1064,9 +1063,9 @@ func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry, giveU
 // publishRound publishes entries asynchronously, each in its own span, and
 // waits for every ack, for at most Config.PublishTimeout: an ack may never
 // come, and the caller publishes the chunk again. Entries refused for
-// good (refusedForGood, with giveUp as given) are dead-lettered once the
+// good (refusedForGood) are dead-lettered once the
 // rest of the round is stored.
-func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry, giveUp bool) (err error) {
+func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry) (err error) {
 	deadline := time.NewTimer(p.cfg.PublishTimeout)
 	defer deadline.Stop()
 	futures := make([]jetstream.PubAckFuture, 0, len(chunk))
@@ -1084,7 +1083,7 @@ func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry, giveU
 		spans = append(spans, p.startPublishSpan(e, m))
 		f, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(e.MsgID))
 		if err != nil {
-			if refusedForGood(err, giveUp) {
+			if refusedForGood(err) {
 				refused = append(refused, refusal{e, err})
 				futures = append(futures, nil)
 				continue
@@ -1104,7 +1103,7 @@ func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry, giveU
 			}
 			p.published(ack)
 		case err := <-f.Err():
-			if refusedForGood(err, giveUp) {
+			if refusedForGood(err) {
 				refused = append(refused, refusal{chunk[i], err})
 				continue
 			}
@@ -1116,7 +1115,7 @@ func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry, giveU
 		}
 	}
 	for _, r := range refused {
-		if err := p.deadLetterRefused(ctx, r, giveUp); err != nil {
+		if err := p.deadLetterRefused(ctx, r); err != nil {
 			return err
 		}
 	}
