@@ -31,8 +31,14 @@ type modelEvidence struct {
 	changesNow map[string]*events.Change // doc key -> the last change CHANGES holds
 	view       map[string]projection.Doc // doc key -> the server's view (view.db)
 	records    []projection.ConflictRecord
-	verifyOut  string
-	verifyErr  error
+	// replayed maps each document version to the event that made it, as
+	// a replay of EVENTS decides (projection.Rebuild, deterministic, which
+	// ebb verify checks against the live view): the makers of versions no
+	// watcher could see (published by a restarted server's outbox before
+	// the observer reconnected, then compacted away by the next version).
+	replayed  map[string]map[uint64]string
+	verifyOut string
+	verifyErr error
 
 	violations []string
 }
@@ -63,6 +69,48 @@ func (ev *modelEvidence) readServerView(ctx context.Context, data string) error 
 		ev.records = append(ev.records, c)
 		return nil
 	})
+}
+
+// modelReplayStore is a scratch view that records which event made each
+// document version as a replay commits it.
+type modelReplayStore struct {
+	projection.Store
+	made map[string]map[uint64]string
+}
+
+func (s *modelReplayStore) Commit(ctx context.Context, b *projection.Batch) error {
+	if err := s.Store.Commit(ctx, b); err != nil {
+		return err
+	}
+	for _, d := range b.Docs {
+		if d.Tenant != modelTenant {
+			continue
+		}
+		k := modelKey(d.Collection, d.ID)
+		if s.made[k] == nil {
+			s.made[k] = map[uint64]string{}
+		}
+		if _, ok := s.made[k][d.Version]; !ok { // a delete of a tombstone keeps its version
+			s.made[k][d.Version] = d.Event
+		}
+	}
+	return nil
+}
+
+// modelReplay replays EVENTS through upTo into a scratch view in dir under
+// policies, as ebb verify does, and returns which event made each
+// document version.
+func modelReplay(ctx context.Context, js projection.JetStream, dir string, policies projection.Policies, upTo uint64) (map[string]map[uint64]string, error) {
+	st, err := projection.OpenBolt(filepath.Join(dir, "replay.db"), projection.BoltOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("open the replay's view: %w", err)
+	}
+	defer st.Close()
+	rs := &modelReplayStore{Store: st, made: map[string]map[uint64]string{}}
+	if err := projection.Rebuild(ctx, js, rs, projection.Config{Policies: policies}, upTo); err != nil {
+		return nil, fmt.Errorf("replay EVENTS: %w", err)
+	}
+	return rs.made, nil
 }
 
 // modelVerify runs `ebb verify` on the stopped server's data, bounded.
@@ -102,8 +150,11 @@ func (ev *modelEvidence) check() {
 	}
 }
 
-// makers maps each document version observed (by the watcher, in CHANGES,
-// in the view) to the event that made it.
+// makers maps each document version to the event that made it: as the
+// replay of EVENTS decided, then as observed (by the watcher, in CHANGES,
+// in the view), the first source that names a version winning, so a
+// change observed with another maker than the replay's is reported by
+// checkVersions.
 func (ev *modelEvidence) makers() map[string]map[uint64]string {
 	m := map[string]map[uint64]string{}
 	add := func(key string, v uint64, id string) {
@@ -112,6 +163,11 @@ func (ev *modelEvidence) makers() map[string]map[uint64]string {
 		}
 		if _, ok := m[key][v]; !ok {
 			m[key][v] = id
+		}
+	}
+	for k, vs := range ev.replayed {
+		for v, id := range vs {
+			add(k, v, id)
 		}
 	}
 	for _, s := range append(slices.Clip(ev.seen), ev.heard...) {

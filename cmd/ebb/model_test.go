@@ -66,6 +66,7 @@ import (
 	"time"
 
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/projection"
 )
 
 var (
@@ -611,6 +612,15 @@ func (r *modelRun) settleAndCheck() {
 	msgs, err := r.obs.readAll(ctx, events.StreamEvents)
 	if err != nil {
 		t.Fatal(err)
+	}
+	policies, err := projection.NewRegistry().Policies("", r.policies())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) > 0 {
+		if ev.replayed, err = modelReplay(ctx, r.obs.js, t.TempDir(), policies, msgs[len(msgs)-1].Sequence); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ev.events = map[string][]*events.Event{}
 	for _, m := range msgs {
