@@ -37,6 +37,8 @@ type modelEvidence struct {
 	// watcher could see (published by a restarted server's outbox before
 	// the observer reconnected, then compacted away by the next version).
 	replayed  map[string]map[uint64]string
+	receipts  map[string][]modelHeardReceipt // event id -> receipts heard published (while the observer was connected)
+	began     time.Time                      // when the run began (the trace's times count from it)
 	verifyOut string
 	verifyErr error
 
@@ -224,8 +226,9 @@ func (ev *modelEvidence) checkAcked(entries map[string]modelEntry, makers map[st
 			if fate == "" {
 				fate = "made no change seen"
 			}
-			ev.violate("none vanished", "%s's event %s (%s %s/%s) is %s after the final sync (err %q; in EVENTS %d times; %s)",
-				e.client, id, e.Event.Op, e.Event.Collection, e.Event.Doc, e.State, e.Err, len(ev.events[id]), fate)
+			ev.violate("none vanished", "%s's event %s (%s %s/%s, seq %d) is %s after the final sync (err %q; in EVENTS %d times; %s; appended at +%s, published at +%s; %s)",
+				e.client, id, e.Event.Op, e.Event.Collection, e.Event.Doc, e.Event.Seq, e.State, e.Err, len(ev.events[id]), fate,
+				ev.since(e.AppendedAt), ev.since(e.PublishedAt), ev.receiptsHeard(id))
 		}
 		if len(ev.events[id]) == 0 {
 			ev.violate("none vanished", "%s's event %s (%s %s/%s, %s %s) never reached EVENTS",
@@ -238,6 +241,27 @@ func (ev *modelEvidence) checkAcked(entries map[string]modelEntry, makers map[st
 			ev.violate("none vanished", "EVENTS holds %s from %s that no replica's log has", id, e.Client)
 		}
 	}
+}
+
+// since is t as the trace shows times: since the run began.
+func (ev *modelEvidence) since(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return fmt.Sprintf("%.3fs", t.Sub(ev.began).Seconds())
+}
+
+// receiptsHeard says which receipts of event id the observer heard, when.
+func (ev *modelEvidence) receiptsHeard(id string) string {
+	rs := ev.receipts[id]
+	if len(rs) == 0 {
+		return "no receipt heard"
+	}
+	var out []string
+	for _, r := range rs {
+		out = append(out, fmt.Sprintf("%s at +%s", r.Outcome, ev.since(r.At)))
+	}
+	return "receipts heard: " + strings.Join(out, ", ")
 }
 
 // checkFates (invariants 1, 6): every decided event's fate is one its
