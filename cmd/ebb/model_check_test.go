@@ -440,6 +440,11 @@ func (ev *modelEvidence) checkVersions(entries map[string]modelEntry, makers map
 // handled it as stale: reject refuses it, manual opens a conflict, lww
 // records what it overwrote, merge keeps the fields its writer never saw
 // and records the concurrent ones it overwrote.
+//
+// A change reseeded from the view carries no settled record (the view
+// keeps it in its conflict history, see projection's reseed), so a version
+// seen only as reseeded is judged by the server's conflict record of the
+// event that made it.
 func (ev *modelEvidence) checkSilentLoss(entries map[string]modelEntry) {
 	byVersion := map[string]map[uint64]*events.Change{}
 	for _, s := range append(slices.Clip(ev.seen), ev.heard...) {
@@ -448,9 +453,16 @@ func (ev *modelEvidence) checkSilentLoss(entries map[string]modelEntry) {
 			if byVersion[k] == nil {
 				byVersion[k] = map[uint64]*events.Change{}
 			}
-			if byVersion[k][c.Version] == nil {
+			if old := byVersion[k][c.Version]; old == nil || old.Settled == nil && c.Settled != nil {
 				byVersion[k][c.Version] = c
 			}
+		}
+	}
+	records := map[string]*events.Conflict{} // doc key + event id -> the server's record the event made
+	for i := range ev.records {
+		r := &ev.records[i]
+		if r.Address.Tenant == modelTenant {
+			records[modelKey(r.Address.Collection, r.Address.Doc)+"@"+r.Conflict.ID] = &r.Conflict
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(byVersion)) {
@@ -469,12 +481,23 @@ func (ev *modelEvidence) checkSilentLoss(entries map[string]modelEntry) {
 			}
 			where := fmt.Sprintf("%s v%d->v%d by %s's %s %s (base %d, after %q): stale because %s", k, p.Version, c.Version,
 				e.Client, e.Op, e.ID, e.BaseVersion, e.After, why)
-			settled := c.Settled != nil && c.Settled.ID == e.ID
+			rec := c.Settled
+			if rec == nil {
+				rec = records[k+"@"+e.ID] // a reseeded copy: the server's record, as it stands now
+			}
+			settled := rec != nil && rec.ID == e.ID
+			switch {
+			case c.Settled == nil && rec == nil:
+				where += " (the change seen carries no record, nor does the server's history)"
+			case c.Settled == nil:
+				where += fmt.Sprintf(" (the change seen carries no record; the server's is %s)", rec.Status)
+			}
 			switch pol := c.Collection; {
 			case pol == "reject":
 				ev.violate("no silent loss", "%s: applied under reject", where)
 			case pol == "manual":
-				if !settled || c.Settled.Status != events.ConflictOpen {
+				// Opened; the server's record may since be resolved.
+				if !settled || rec.Status != events.ConflictOpen && (c.Settled != nil || rec.Status != events.ConflictResolved) {
 					ev.violate("no silent loss", "%s: replaced the document under manual without opening a conflict; %s",
 						where, modelDiff(p, c))
 				}
@@ -487,7 +510,7 @@ func (ev *modelEvidence) checkSilentLoss(entries map[string]modelEntry) {
 					if _, touched := e.Fields[f]; touched {
 						// A field its own writer set last is not another's write to lose.
 						concurrent := p.Clocks[f].Version > e.BaseVersion && p.Clocks[f].Client != e.Client
-						if concurrent && (!settled || !slices.Contains(c.Settled.Lost, f)) {
+						if concurrent && (!settled || !slices.Contains(rec.Lost, f)) {
 							ev.violate("no silent loss", "%s: field %s changed concurrently (v%d) and overwritten with no record",
 								where, f, p.Clocks[f].Version)
 						}
