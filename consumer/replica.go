@@ -3,6 +3,7 @@ package consumer
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -404,6 +405,11 @@ func (r *Replica) Attach(ctx context.Context, nc *nats.Conn) error {
 		return fmt.Errorf("attach replica: %w: nil connection", ErrInvalidConfig)
 	}
 	pc := r.publisherConfig()
+	if app := pc.OnDuplicate; app != nil {
+		pc.OnDuplicate = func(id string) { r.duplicateAcked(id); app(id) }
+	} else {
+		pc.OnDuplicate = r.duplicateAcked
+	}
 	js, err := jetstream.New(nc, asyncPublishOpts(pc)...)
 	if err != nil {
 		return fmt.Errorf("attach replica: %w", err)
@@ -994,8 +1000,9 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 // (deferUnanswered), and only then forgets them; s is RECEIPTS.
 func (r *Replica) republishStored(ctx context.Context, js jetstream.Publisher, s jetstream.Stream) error {
 	var evs []*events.Event
-	err := r.db.View(func(tx *bbolt.Tx) error {
-		ids, err := getRepublish(tx)
+	var ids []string
+	err := r.db.View(func(tx *bbolt.Tx) (err error) {
+		ids, err = getRepublish(tx)
 		if err != nil || len(ids) == 0 {
 			return err
 		}
@@ -1022,11 +1029,19 @@ func (r *Replica) republishStored(ctx context.Context, js jetstream.Publisher, s
 			return err
 		}
 	}
+	// Only the ids read above: a write acked as a duplicate meanwhile
+	// (duplicateAcked) may have added one, for the next start.
 	err = r.db.Update(func(tx *bbolt.Tx) error {
-		if tx.Bucket(bucketMeta).Get(metaRepublish) == nil {
-			return nil
+		now, err := getRepublish(tx)
+		if err != nil || len(now) == 0 {
+			return err
 		}
-		return tx.Bucket(bucketMeta).Delete(metaRepublish)
+		now = slices.DeleteFunc(now, func(id string) bool { return slices.Contains(ids, id) })
+		if len(now) == 0 {
+			return tx.Bucket(bucketMeta).Delete(metaRepublish)
+		}
+		b, _ := json.Marshal(now) // strings always encode
+		return tx.Bucket(bucketMeta).Put(metaRepublish, b)
 	})
 	if err != nil {
 		return fmt.Errorf("forget republished events: %w", err)
@@ -1162,7 +1177,8 @@ func (r *Replica) applyReceipt(tx *bbolt.Tx, b *receiptBatch, seq uint64, rc *ev
 				return 0, nil, err
 			}
 		}
-		if rc.Outcome == events.OutcomeRejected || rc.Outcome == events.OutcomeInvalid {
+		switch rc.Outcome {
+		case events.OutcomeRejected, events.OutcomeInvalid, events.OutcomeApplied, events.OutcomeMerged, events.OutcomeConflict:
 			return 0, nil, r.refineUnknownFate(tx, rc)
 		}
 		return 0, nil, nil

@@ -73,6 +73,15 @@ type PublisherConfig struct {
 	// OnFailure is called, from the publisher's goroutine, for every entry
 	// that failed for good, after the failure is stored. It must not block.
 	OnFailure func(Entry)
+	// OnDuplicate is called, from the publisher's goroutine, with the id
+	// of every event whose publish JetStream acknowledged as a duplicate,
+	// after the acknowledgement is stored (the entry is published, unless
+	// a receipt settled it first). Such an event was stored by an earlier
+	// publish whose acknowledgement never arrived (the server or this
+	// process killed, or the link detached, with it in flight), so its
+	// receipt may have been published long before, and be gone from
+	// RECEIPTS by now. It must not block.
+	OnDuplicate func(id string)
 	// Logger receives give-ups, interruptions and recoveries; nil discards.
 	Logger *slog.Logger
 	// Jitter picks the wait for a backoff ceiling; nil means uniformly
@@ -397,6 +406,7 @@ type flight struct {
 // result is the fate of one flight, to store.
 type result struct {
 	seq uint64
+	id  string // the event's
 	ack *jetstream.PubAck
 	err error // permanent
 }
@@ -612,7 +622,7 @@ func (p *Publisher) send(ctx context.Context, m pendingMsg, probe bool) flight {
 // await returns the fate of f. With block false it returns ok=false at once
 // if f is not done. A retryable failure is returned as err (so is errStop).
 func (p *Publisher) await(ctx context.Context, f flight, block bool) (r result, ok bool, err error) {
-	r.seq = f.out.seq
+	r.seq, r.id = f.out.seq, f.out.id
 	if f.err != nil {
 		r.err = fmt.Errorf("publish event %s: %w", f.out.id, f.err)
 		return r, true, nil
@@ -723,6 +733,13 @@ func (p *Publisher) commit() {
 		}
 		if published > 0 {
 			p.recovered(now)
+		}
+		if p.cfg.OnDuplicate != nil {
+			for _, r := range rs {
+				if r.ack != nil && r.ack.Duplicate {
+					p.cfg.OnDuplicate(r.id)
+				}
+			}
 		}
 	}
 }

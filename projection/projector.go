@@ -153,10 +153,10 @@ type Config struct {
 	// StallTimeout is how long the projector may go without progress
 	// before Ready reports it: outbox publishes failing, the consumer
 	// failing to be recreated, or events pending while no batch commits.
-	// A publish that has failed with "no stream" (no stream captures its
-	// subject) for this long is refused for good: dead-lettered, not
-	// retried forever. Zero means DefaultStallTimeout (30s); negative is
-	// invalid.
+	// It gives nothing up: a publish that keeps failing with "no stream"
+	// (no stream captures its subject: a cut route, a stream being
+	// recreated) is retried for as long as it takes. Zero means
+	// DefaultStallTimeout (30s); negative is invalid.
 	StallTimeout time.Duration
 	// Partition is the share of EVENTS this projector applies (see
 	// Partition and Group); the zero value is the whole stream. With
@@ -862,7 +862,7 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 	}
 	p.marksDirty, p.reanchor = false, false
 	p.health.progressed()
-	if err := p.publish(ctx, b.Outbox); err != nil {
+	if err := p.publish(ctx, b.Outbox, false); err != nil {
 		return 0, nil, err
 	}
 	keys := make([]uint64, len(b.Outbox))
@@ -912,7 +912,8 @@ func (p *Projector) flushOutbox(ctx context.Context) error {
 		if err != nil || len(entries) == 0 {
 			return err
 		}
-		if err := p.publish(ctx, entries); err != nil {
+		// An earlier run may have published these already: see publish.
+		if err := p.publish(ctx, entries, true); err != nil {
 			return err
 		}
 		keys := make([]uint64, len(entries))
@@ -932,12 +933,27 @@ func (p *Projector) flushOutbox(ctx context.Context) error {
 // entry the servers refuse for good (see refusedForGood) is dead-lettered
 // and counts as published, so one message can never stall the projector;
 // Ready reports a publish that keeps failing otherwise.
-func (p *Projector) publish(ctx context.Context, entries []OutboxEntry) error {
+//
+// A retry, and a republish (again: entries an earlier run may have
+// published, the outbox it left), leaves out every change that a later
+// version of its document supersedes (current): JetStream remembers a
+// message id only while the message is held, once it restarts, and CHANGES
+// holds one message per document, so the id of a version that was stored
+// and then replaced by the next is forgotten by a restarted server. Sent
+// again, that version would be stored after the next one, whose own
+// republish is dropped as a duplicate: the older state would stay
+// CHANGES' last message for the document, for good.
+func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bool) error {
 	backoff := 50 * time.Millisecond
 	var failing time.Time // when this run of failures began
 	for {
-		giveUp := !failing.IsZero() && time.Since(failing) >= p.cfg.StallTimeout
-		err := p.publishOnce(ctx, entries, giveUp)
+		if again || !failing.IsZero() {
+			var err error
+			if entries, err = p.current(ctx, entries); err != nil {
+				return err
+			}
+		}
+		err := p.publishOnce(ctx, entries)
 		if err == nil {
 			p.health.publishOK()
 			return nil
@@ -961,11 +977,51 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry) error {
 	}
 }
 
-func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry, giveUp bool) error {
+// current returns entries without the changes of a version below their
+// document's version in the view. The view commits a document's state with
+// its change in the outbox, and an entry leaves the outbox only once
+// published, so the later version's change is either among entries (or
+// later in the outbox) or already in CHANGES: leaving the older one out
+// loses nothing CHANGES keeps (one message per document), whereas
+// publishing it again may put it after the later one (see publish).
+// Receipts and dead letters are kept, and so is an entry that does not
+// decode as a change (publish decides its fate).
+func (p *Projector) current(ctx context.Context, entries []OutboxEntry) ([]OutboxEntry, error) {
+	out := make([]OutboxEntry, 0, len(entries))
+	versions := map[events.DocAddress]uint64{}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Subject, events.ChangesPrefix+".") {
+			out = append(out, e)
+			continue
+		}
+		c, err := events.DecodeChange(e.Data)
+		if err != nil {
+			out = append(out, e)
+			continue
+		}
+		addr := c.Address()
+		v, ok := versions[addr]
+		if !ok {
+			d, err := p.store.Get(ctx, addr)
+			if err != nil {
+				return nil, fmt.Errorf("read %s/%s/%s before publishing its change again: %w", addr.Tenant, addr.Collection, addr.Doc, err)
+			}
+			v, versions[addr] = d.Version, d.Version
+		}
+		if c.Version < v {
+			p.log.Debug("change superseded in the view; not published again", "msg_id", e.MsgID, "version", c.Version, "view_version", v)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry) error {
 	for len(entries) > 0 {
 		chunk := entries[:min(len(entries), publishChunk)]
 		entries = entries[len(chunk):]
-		if err := p.publishChunk(ctx, chunk, giveUp); err != nil {
+		if err := p.publishChunk(ctx, chunk); err != nil {
 			return err
 		}
 	}
@@ -982,7 +1038,7 @@ func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry, give
 // leaving the older state for good. In rounds, a version is published
 // only after every earlier one in the chunk is stored, so whatever is
 // retried, the last message of a document is its latest change.
-func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry, giveUp bool) error {
+func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry) error {
 	var rounds [][]OutboxEntry
 	seen := map[string]int{}
 	for _, e := range chunk {
@@ -997,7 +1053,7 @@ func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry, giveU
 		rounds[r] = append(rounds[r], e)
 	}
 	for _, round := range rounds {
-		if err := p.publishRound(ctx, round, giveUp); err != nil {
+		if err := p.publishRound(ctx, round); err != nil {
 			return err
 		}
 	}
@@ -1007,9 +1063,9 @@ func (p *Projector) publishChunk(ctx context.Context, chunk []OutboxEntry, giveU
 // publishRound publishes entries asynchronously, each in its own span, and
 // waits for every ack, for at most Config.PublishTimeout: an ack may never
 // come, and the caller publishes the chunk again. Entries refused for
-// good (refusedForGood, with giveUp as given) are dead-lettered once the
+// good (refusedForGood) are dead-lettered once the
 // rest of the round is stored.
-func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry, giveUp bool) (err error) {
+func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry) (err error) {
 	deadline := time.NewTimer(p.cfg.PublishTimeout)
 	defer deadline.Stop()
 	futures := make([]jetstream.PubAckFuture, 0, len(chunk))
@@ -1027,7 +1083,7 @@ func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry, giveU
 		spans = append(spans, p.startPublishSpan(e, m))
 		f, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(e.MsgID))
 		if err != nil {
-			if refusedForGood(err, giveUp) {
+			if refusedForGood(err) {
 				refused = append(refused, refusal{e, err})
 				futures = append(futures, nil)
 				continue
@@ -1047,7 +1103,7 @@ func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry, giveU
 			}
 			p.published(ack)
 		case err := <-f.Err():
-			if refusedForGood(err, giveUp) {
+			if refusedForGood(err) {
 				refused = append(refused, refusal{chunk[i], err})
 				continue
 			}
@@ -1059,7 +1115,7 @@ func (p *Projector) publishRound(ctx context.Context, chunk []OutboxEntry, giveU
 		}
 	}
 	for _, r := range refused {
-		if err := p.deadLetterRefused(ctx, r, giveUp); err != nil {
+		if err := p.deadLetterRefused(ctx, r); err != nil {
 			return err
 		}
 	}

@@ -27,9 +27,8 @@ const jsErrCodeHeaderExceedsMaximum jetstream.ErrorCode = 10097
 // as long as it takes (Ready reports the stall): no connection, timeouts,
 // leader changes, an account out of storage, and no stream answering the
 // subject, which a cut route or a stream being recreated looks like, and
-// after which dropping a receipt would lose it for good. giveUp is unused
-// for now and kept for the callers' shape.
-func refusedForGood(err error, giveUp bool) bool {
+// after which dropping a receipt would lose it for good.
+func refusedForGood(err error) bool {
 	switch {
 	case errors.Is(err, nats.ErrMaxPayload),
 		errors.Is(err, nats.ErrBadSubject),
@@ -60,7 +59,7 @@ type refusal struct {
 // Its Nats-Msg-Id derives from the entry's, so a retry is dropped. A
 // dead letter refused for good too is logged and given up (never retried
 // forever); another failure is returned, and the round is retried.
-func (p *Projector) deadLetterRefused(ctx context.Context, r refusal, giveUp bool) error {
+func (p *Projector) deadLetterRefused(ctx context.Context, r refusal) error {
 	e := r.entry
 	reason := fmt.Sprintf("publish %s to %s refused for good: %v (%d bytes)", e.MsgID, e.Subject, r.err, len(e.Data))
 	dl := &events.DeadLetter{Schema: events.SchemaVersion, Reason: reason, Subject: e.Subject, Header: e.Header}
@@ -82,7 +81,7 @@ func (p *Projector) deadLetterRefused(ctx context.Context, r refusal, giveUp boo
 	switch {
 	case err == nil:
 		p.log.Error("outbox entry refused for good; dead-lettered", "msg_id", e.MsgID, "subject", e.Subject, "bytes", len(e.Data), "err", r.err)
-	case refusedForGood(err, giveUp):
+	case refusedForGood(err):
 		p.log.Error("outbox entry refused for good, and its dead letter too; dropped", "msg_id", e.MsgID, "subject", e.Subject,
 			"bytes", len(e.Data), "err", r.err, "dead_letter_err", err)
 	default:

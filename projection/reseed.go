@@ -107,7 +107,7 @@ func (p *Projector) reseed(ctx context.Context, why string) error {
 		if len(chunk) == 0 {
 			return nil
 		}
-		err := p.publish(ctx, chunk)
+		err := p.publish(ctx, chunk, false)
 		chunk = chunk[:0]
 		return err
 	}

@@ -31,8 +31,16 @@ type modelEvidence struct {
 	changesNow map[string]*events.Change // doc key -> the last change CHANGES holds
 	view       map[string]projection.Doc // doc key -> the server's view (view.db)
 	records    []projection.ConflictRecord
-	verifyOut  string
-	verifyErr  error
+	// replayed maps each document version to the event that made it, as
+	// a replay of EVENTS decides (projection.Rebuild, deterministic, which
+	// ebb verify checks against the live view): the makers of versions no
+	// watcher could see (published by a restarted server's outbox before
+	// the observer reconnected, then compacted away by the next version).
+	replayed  map[string]map[uint64]string
+	receipts  map[string][]modelHeardReceipt // event id -> receipts heard published (while the observer was connected)
+	began     time.Time                      // when the run began (the trace's times count from it)
+	verifyOut string
+	verifyErr error
 
 	violations []string
 }
@@ -63,6 +71,48 @@ func (ev *modelEvidence) readServerView(ctx context.Context, data string) error 
 		ev.records = append(ev.records, c)
 		return nil
 	})
+}
+
+// modelReplayStore is a scratch view that records which event made each
+// document version as a replay commits it.
+type modelReplayStore struct {
+	projection.Store
+	made map[string]map[uint64]string
+}
+
+func (s *modelReplayStore) Commit(ctx context.Context, b *projection.Batch) error {
+	if err := s.Store.Commit(ctx, b); err != nil {
+		return err
+	}
+	for _, d := range b.Docs {
+		if d.Tenant != modelTenant {
+			continue
+		}
+		k := modelKey(d.Collection, d.ID)
+		if s.made[k] == nil {
+			s.made[k] = map[uint64]string{}
+		}
+		if _, ok := s.made[k][d.Version]; !ok { // a delete of a tombstone keeps its version
+			s.made[k][d.Version] = d.Event
+		}
+	}
+	return nil
+}
+
+// modelReplay replays EVENTS through upTo into a scratch view in dir under
+// policies, as ebb verify does, and returns which event made each
+// document version.
+func modelReplay(ctx context.Context, js projection.JetStream, dir string, policies projection.Policies, upTo uint64) (map[string]map[uint64]string, error) {
+	st, err := projection.OpenBolt(filepath.Join(dir, "replay.db"), projection.BoltOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("open the replay's view: %w", err)
+	}
+	defer st.Close()
+	rs := &modelReplayStore{Store: st, made: map[string]map[uint64]string{}}
+	if err := projection.Rebuild(ctx, js, rs, projection.Config{Policies: policies}, upTo); err != nil {
+		return nil, fmt.Errorf("replay EVENTS: %w", err)
+	}
+	return rs.made, nil
 }
 
 // modelVerify runs `ebb verify` on the stopped server's data, bounded.
@@ -102,8 +152,11 @@ func (ev *modelEvidence) check() {
 	}
 }
 
-// makers maps each document version observed (by the watcher, in CHANGES,
-// in the view) to the event that made it.
+// makers maps each document version to the event that made it: as the
+// replay of EVENTS decided, then as observed (by the watcher, in CHANGES,
+// in the view), the first source that names a version winning, so a
+// change observed with another maker than the replay's is reported by
+// checkVersions.
 func (ev *modelEvidence) makers() map[string]map[uint64]string {
 	m := map[string]map[uint64]string{}
 	add := func(key string, v uint64, id string) {
@@ -112,6 +165,11 @@ func (ev *modelEvidence) makers() map[string]map[uint64]string {
 		}
 		if _, ok := m[key][v]; !ok {
 			m[key][v] = id
+		}
+	}
+	for k, vs := range ev.replayed {
+		for v, id := range vs {
+			add(k, v, id)
 		}
 	}
 	for _, s := range append(slices.Clip(ev.seen), ev.heard...) {
@@ -168,8 +226,9 @@ func (ev *modelEvidence) checkAcked(entries map[string]modelEntry, makers map[st
 			if fate == "" {
 				fate = "made no change seen"
 			}
-			ev.violate("none vanished", "%s's event %s (%s %s/%s) is %s after the final sync (err %q; in EVENTS %d times; %s)",
-				e.client, id, e.Event.Op, e.Event.Collection, e.Event.Doc, e.State, e.Err, len(ev.events[id]), fate)
+			ev.violate("none vanished", "%s's event %s (%s %s/%s, seq %d) is %s after the final sync (err %q; in EVENTS %d times; %s; appended at +%s, published at +%s; %s)",
+				e.client, id, e.Event.Op, e.Event.Collection, e.Event.Doc, e.Event.Seq, e.State, e.Err, len(ev.events[id]), fate,
+				ev.since(e.AppendedAt), ev.since(e.PublishedAt), ev.receiptsHeard(id))
 		}
 		if len(ev.events[id]) == 0 {
 			ev.violate("none vanished", "%s's event %s (%s %s/%s, %s %s) never reached EVENTS",
@@ -182,6 +241,27 @@ func (ev *modelEvidence) checkAcked(entries map[string]modelEntry, makers map[st
 			ev.violate("none vanished", "EVENTS holds %s from %s that no replica's log has", id, e.Client)
 		}
 	}
+}
+
+// since is t as the trace shows times: since the run began.
+func (ev *modelEvidence) since(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return fmt.Sprintf("%.3fs", t.Sub(ev.began).Seconds())
+}
+
+// receiptsHeard says which receipts of event id the observer heard, when.
+func (ev *modelEvidence) receiptsHeard(id string) string {
+	rs := ev.receipts[id]
+	if len(rs) == 0 {
+		return "no receipt heard"
+	}
+	var out []string
+	for _, r := range rs {
+		out = append(out, fmt.Sprintf("%s at +%s", r.Outcome, ev.since(r.At)))
+	}
+	return "receipts heard: " + strings.Join(out, ", ")
 }
 
 // checkFates (invariants 1, 6): every decided event's fate is one its
@@ -364,8 +444,10 @@ func (ev *modelEvidence) checkVersions(entries map[string]modelEntry, makers map
 // republishes the current state without its record), the view's history.
 func (ev *modelEvidence) checkSilentLoss(entries map[string]modelEntry) {
 	history := map[string]*events.Conflict{} // doc key + "/" + conflict id -> the view's record
-	for _, r := range ev.records {
-		history[modelKey(r.Address.Collection, r.Address.Doc)+"/"+r.Conflict.ID] = &r.Conflict
+	for i := range ev.records {
+		if r := &ev.records[i]; r.Address.Tenant == modelTenant {
+			history[modelKey(r.Address.Collection, r.Address.Doc)+"/"+r.Conflict.ID] = &r.Conflict
+		}
 	}
 	byVersion := map[string]map[uint64]*events.Change{}
 	for _, s := range append(slices.Clip(ev.seen), ev.heard...) {
@@ -374,7 +456,7 @@ func (ev *modelEvidence) checkSilentLoss(entries map[string]modelEntry) {
 			if byVersion[k] == nil {
 				byVersion[k] = map[uint64]*events.Change{}
 			}
-			if byVersion[k][c.Version] == nil {
+			if old := byVersion[k][c.Version]; old == nil || old.Settled == nil && c.Settled != nil {
 				byVersion[k][c.Version] = c
 			}
 		}
@@ -397,15 +479,22 @@ func (ev *modelEvidence) checkSilentLoss(entries map[string]modelEntry) {
 				e.Client, e.Op, e.ID, e.BaseVersion, e.After, why)
 			rec := c.Settled
 			if rec == nil || rec.ID != e.ID {
-				rec = history[k+"/"+e.ID]
+				rec = history[k+"/"+e.ID] // a reseeded copy: the view's record, as it stands now
 			}
 			settled := rec != nil
+			switch {
+			case c.Settled == nil && rec == nil:
+				where += " (the change seen carries no record, nor does the server's history)"
+			case c.Settled == nil:
+				where += fmt.Sprintf(" (the change seen carries no record; the server's is %s)", rec.Status)
+			}
 			switch pol := c.Collection; {
 			case pol == "reject":
 				ev.violate("no silent loss", "%s: applied under reject", where)
 			case pol == "manual":
 				opened := slices.ContainsFunc(c.Conflicts, func(o events.Conflict) bool { return o.ID == e.ID && o.Status == events.ConflictOpen })
-				if !opened && (!settled || rec.Status != events.ConflictOpen) {
+				// Seen only as a reseeded copy, the server's record may since be resolved.
+				if !opened && (!settled || rec.Status != events.ConflictOpen && (c.Settled != nil || rec.Status != events.ConflictResolved)) {
 					ev.violate("no silent loss", "%s: replaced the document under manual without opening a conflict; %s",
 						where, modelDiff(p, c))
 				}

@@ -123,6 +123,16 @@ type modelObserver struct {
 	// event made which version, never stream order (Seq 0).
 	published []modelSeen
 	sub       *nats.Subscription
+	// receipts is when a core subscription heard each receipt published
+	// while the observer was connected, by event id, with its outcome.
+	receipts map[string][]modelHeardReceipt
+	rsub     *nats.Subscription
+}
+
+// modelHeardReceipt is one receipt the observer heard.
+type modelHeardReceipt struct {
+	At      time.Time
+	Outcome events.Outcome
 }
 
 // modelSeen is one change the watcher read.
@@ -151,6 +161,21 @@ func newModelObserver(url string) (*modelObserver, error) {
 		}
 		o.mu.Lock()
 		o.published = append(o.published, modelSeen{Change: c})
+		o.mu.Unlock()
+	})
+	if err != nil {
+		cancel()
+		nc.Close()
+		return nil, fmt.Errorf("observer subscribe: %w", err)
+	}
+	o.receipts = map[string][]modelHeardReceipt{}
+	o.rsub, err = nc.Subscribe(events.ReceiptsPrefix+"."+events.EncodeToken(modelTenant)+".>", func(m *nats.Msg) {
+		rc, err := events.DecodeReceipt(m.Data)
+		if err != nil {
+			return
+		}
+		o.mu.Lock()
+		o.receipts[rc.Event] = append(o.receipts[rc.Event], modelHeardReceipt{At: time.Now(), Outcome: rc.Outcome})
 		o.mu.Unlock()
 	})
 	if err != nil {
@@ -227,8 +252,20 @@ func (o *modelObserver) heard() []modelSeen {
 	return append([]modelSeen(nil), o.published...)
 }
 
+// heardReceipts returns the receipts the observer heard, by event id.
+func (o *modelObserver) heardReceipts() map[string][]modelHeardReceipt {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make(map[string][]modelHeardReceipt, len(o.receipts))
+	for id, rs := range o.receipts {
+		out[id] = slices.Clone(rs)
+	}
+	return out
+}
+
 func (o *modelObserver) close() {
 	_ = o.sub.Unsubscribe()
+	_ = o.rsub.Unsubscribe()
 	o.cancel()
 	o.wg.Wait()
 	o.nc.Close()

@@ -66,6 +66,7 @@ import (
 	"time"
 
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/projection"
 )
 
 var (
@@ -229,15 +230,18 @@ type modelRun struct {
 	stats   modelStats
 	downFor int // steps the server stays down (0: up)
 	trace   []string
-	faults  string // as -ebb.model.faults
+	faults  string    // as -ebb.model.faults
+	began   time.Time // when the run began: the trace's times count from it
 }
 
 type modelStats struct {
 	Writes, Acked, Maybe, ReplicaKills, ServerKills, ServerStops, Purges, Detaches int
 }
 
+// logf adds a step to the trace, after the time since the run began
+// (which the checker's evidence, such as when a receipt was heard, uses).
 func (r *modelRun) logf(format string, args ...any) {
-	r.trace = append(r.trace, fmt.Sprintf(format, args...))
+	r.trace = append(r.trace, fmt.Sprintf("[%7.3fs] ", time.Since(r.began).Seconds())+fmt.Sprintf(format, args...))
 }
 
 // runModelSeed runs one seed as a subtest and reports whether it passed.
@@ -245,7 +249,7 @@ func runModelSeed(t *testing.T, bin string, c modelCase) bool {
 	seed, steps, replicas := c.seed, c.steps, c.replicas
 	return t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 		r := &modelRun{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-			root: t.TempDir(), acked: map[string]string{}, faults: c.faults}
+			root: t.TempDir(), acked: map[string]string{}, faults: c.faults, began: time.Now()}
 		defer func() {
 			if t.Failed() {
 				t.Logf("model seed %d FAILED; reproduce with:\n  go test -race -count=1 ./cmd/ebb/ -run '^TestModel$' -ebb.model.seed=%d -ebb.model.ops=%d -ebb.model.replicas=%d -ebb.model.faults=%s -v",
@@ -608,9 +612,19 @@ func (r *modelRun) settleAndCheck() {
 	waitFor(t, 30*time.Second, "the watcher to read CHANGES to its end", func() bool { _, s := r.obs.seen(); return s >= last })
 	ev.seen, _ = r.obs.seen()
 	ev.heard = r.obs.heard()
+	ev.receipts, ev.began = r.obs.heardReceipts(), r.began
 	msgs, err := r.obs.readAll(ctx, events.StreamEvents)
 	if err != nil {
 		t.Fatal(err)
+	}
+	policies, err := projection.NewRegistry().Policies("", r.policies())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) > 0 {
+		if ev.replayed, err = modelReplay(ctx, r.obs.js, t.TempDir(), policies, msgs[len(msgs)-1].Sequence); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ev.events = map[string][]*events.Event{}
 	for _, m := range msgs {
