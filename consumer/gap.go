@@ -564,7 +564,8 @@ func putSuspects(tx *bbolt.Tx, ids []string) error {
 // still holds one for the cursor to reach, else as of unknown fate. One
 // acknowledged as new reached EVENTS after the gap, so its receipt comes
 // after the cursor: it is forgotten, as is one settled or failed meanwhile.
-// A suspect still pending is kept. Not told apart: a duplicate ack of a
+// A suspect still pending is kept. Finding duplicates is a resync
+// (noteResync): receipts were lost; suspects alone are not. Not told apart: a duplicate ack of a
 // publish whose first attempt came after the gap (its ack timed out, the
 // publisher sent it again), whose receipt is still to come; if the
 // projector has not answered it when the write is deferred, it is settled
@@ -607,8 +608,8 @@ func (r *Replica) resolveSuspects(ctx context.Context, js jetstream.JetStream) e
 		if err != nil {
 			return fmt.Errorf("read stream %s: %w", events.StreamReceipts, err)
 		}
-		r.logger.Warn("writes pending at a receipt gap were acknowledged as duplicates: their receipts may be gone",
-			logStream, events.StreamReceipts, "count", len(dup))
+		r.noteResync(fmt.Errorf("%w: %d writes pending when receipts were lost from %s were then acknowledged as duplicates: their receipts may be gone",
+			ErrResync, len(dup), events.StreamReceipts))
 		if err := r.deferUnanswered(ctx, s, dup); err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.etcd.io/bbolt"
 
@@ -65,34 +66,9 @@ func TestReplica_ReceiptLostWhileWritePending(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// EVENTS takes no publish of the tenant until the RECEIPTS start has
-	// moved the cursor past the gap, so the start sees the write pending
-	// (otherwise the publisher may win the race and the write is judged
-	// as a published one).
-	evs, err := js.Stream(ctx, events.StreamEvents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := evs.CachedInfo().Config
-	closed := cfg
-	closed.Subjects = []string{"ebb.evt.nobody.>"}
-	if _, err := js.UpdateStream(ctx, closed); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Attach(ctx, nc); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "the RECEIPTS start to move past the gap", func() bool {
-		var c cursor
-		err := r.db.View(func(tx *bbolt.Tx) (err error) {
-			c, err = getCursor(tx, events.StreamReceipts)
-			return err
-		})
-		return err == nil && c.Seq >= 1
-	})
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	// The start must see the write pending (otherwise the publisher may
+	// win the race and the write is judged as a published one).
+	evs := attachPastGap(t, r, nc, js)
 
 	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
 	defer scancel()
@@ -116,8 +92,9 @@ func TestReplica_ReceiptLostWhileWritePending(t *testing.T) {
 
 // TestReplica_OfflineWritesAfterReceiptGap: the common case next to the
 // one above: writes made offline, never published, and a RECEIPTS gap
-// (other clients' receipts removed) when the replica attaches. They are
-// suspects like the write above, but their publish is new to EVENTS: each
+// (other clients' receipts removed) when the replica attaches, its start
+// running before the publisher sends them. They are suspects like the
+// write above, but their publish is new to EVENTS: each
 // ends as the projector decided it, never settled early as of unknown
 // fate. (Republishing every pending write at the gap, an earlier attempt
 // at the fix, raced the publisher: the second publish was dropped and
@@ -148,9 +125,7 @@ func TestReplica_OfflineWritesAfterReceiptGap(t *testing.T) {
 	if err := rs.Purge(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Attach(ctx, nc); err != nil {
-		t.Fatal(err)
-	}
+	attachPastGap(t, r, nc, js)
 	rep, err := r.Sync(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -158,8 +133,8 @@ func TestReplica_OfflineWritesAfterReceiptGap(t *testing.T) {
 	if rep.Rejected != 0 {
 		t.Errorf("sync report %+v: want no rejection", rep)
 	}
-	if st := r.Status(); st.Pending != 0 {
-		t.Errorf("status %+v: want nothing pending", st)
+	if st := r.Status(); st.Pending != 0 || st.Resyncs != 0 {
+		t.Errorf("status %+v: want nothing pending, and no resync (no receipt of this replica was lost)", st)
 	}
 	rejs, err := r.Rejections(ctx)
 	if err != nil || len(rejs) != 0 {
@@ -180,4 +155,37 @@ func TestReplica_OfflineWritesAfterReceiptGap(t *testing.T) {
 			t.Fatalf("d%d: %+v, %v: want the write applied at v1", i, d, err)
 		}
 	}
+}
+
+// attachPastGap attaches r with EVENTS taking no publish of the tenant until
+// r's RECEIPTS start has moved the cursor past the gap ahead of it, so the
+// start sees r's unpublished writes pending; it returns EVENTS.
+func attachPastGap(t *testing.T, r *Replica, nc *nats.Conn, js jetstream.JetStream) jetstream.Stream {
+	t.Helper()
+	ctx := t.Context()
+	evs, err := js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := evs.CachedInfo().Config
+	closed := cfg
+	closed.Subjects = []string{"ebb.evt.nobody.>"}
+	if _, err := js.UpdateStream(ctx, closed); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Attach(ctx, nc); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the RECEIPTS start to move past the gap", func() bool {
+		var c cursor
+		err := r.db.View(func(tx *bbolt.Tx) (err error) {
+			c, err = getCursor(tx, events.StreamReceipts)
+			return err
+		})
+		return err == nil && c.Seq >= 1
+	})
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return evs
 }
