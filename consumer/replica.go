@@ -957,7 +957,7 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 			}
 			lost, suspects = receiptsAtRisk(info, es, reset)
 		}
-		if len(lost)+len(suspects) > 0 {
+		if len(lost) > 0 {
 			r.noteResync(fmt.Errorf("%w: receipts after sequence %d may be gone (stream %s first %d at %s, last %d): republishing %d unsettled events, watching %d pending ones",
 				ErrResync, old.Seq, events.StreamReceipts, info.State.FirstSeq, info.State.FirstTime.Format(time.RFC3339), info.State.LastSeq, len(lost), len(suspects)))
 		}
