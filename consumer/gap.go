@@ -86,15 +86,17 @@ func receiptGapSuspect(prev Progress, ds []delivery[receipt]) bool {
 }
 
 // receiptSkipped reports whether ds steps over a sequence (from prev.Seq,
-// the stored cursor) while a write of the log's device written before the
-// latest one ds answers still waits for its receipt (published, or pending
-// with a publish that may have reached EVENTS: see awaitsReceipt): the receipt may be
+// the stored cursor) while a write of the log's device published before the
+// latest one ds answers still waits for its receipt: the receipt may be
 // among the sequences stepped over, removed (a purge, RECEIPTS' age) before
 // the consumer read it, with no reconnect and nothing pending to show it.
 // The follower's consumer is filtered, so a jump alone is the normal case
 // (other clients' receipts): only a write answered out of order makes the
 // stream worth checking. Once the cursor has moved past such a gap, no start
-// or periodic check can see it.
+// or periodic check can see it. Pending writes are left out: a burst keeps
+// many in flight while later ones are answered, which would cost a stream
+// read per batch; so a pending write whose publish reached EVENTS, ack
+// lost, and whose receipt goes in this window is not covered.
 func (r *Replica) receiptSkipped(prev Progress, ds []delivery[receipt]) bool {
 	seq, jumped := prev.Seq, false
 	var answered []string
@@ -116,7 +118,7 @@ func (r *Replica) receiptSkipped(prev Progress, ds []delivery[receipt]) bool {
 	_ = r.db.View(func(tx *bbolt.Tx) error {
 		es, err := r.log.Unsettled(tx)
 		for _, e := range es {
-			skipped = skipped || (awaitsReceipt(e) && e.Event.Device == device && e.Event.Seq < latest && !slices.Contains(answered, e.Event.ID))
+			skipped = skipped || (e.State == producer.StatePublished && e.Event.Device == device && e.Event.Seq < latest && !slices.Contains(answered, e.Event.ID))
 		}
 		return err
 	})
