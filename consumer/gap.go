@@ -524,8 +524,13 @@ func addSuspects(tx *bbolt.Tx, evs []*events.Event) error {
 	if err != nil {
 		return err
 	}
+	have := make(map[string]bool, len(ids)+len(evs)) // an offline log may hold many
+	for _, id := range ids {
+		have[id] = true
+	}
 	for _, e := range evs {
-		if !slices.Contains(ids, e.ID) {
+		if !have[e.ID] {
+			have[e.ID] = true
 			ids = append(ids, e.ID)
 		}
 	}
@@ -575,7 +580,7 @@ func putSuspects(tx *bbolt.Tx, ids []string) error {
 // (a rejection) or the change it caused removes it.
 func (r *Replica) resolveSuspects(ctx context.Context, js jetstream.JetStream) error {
 	var dup []*events.Event
-	var done []string
+	done := map[string]bool{}
 	err := r.db.View(func(tx *bbolt.Tx) error {
 		ids, err := getSuspects(tx)
 		if err != nil || len(ids) == 0 {
@@ -595,9 +600,9 @@ func (r *Replica) resolveSuspects(ctx context.Context, js jetstream.JetStream) e
 			case ok && e.State == producer.StatePending:
 			case ok && e.State == producer.StatePublished && e.Duplicate:
 				dup = append(dup, e.Event)
-				done = append(done, id)
+				done[id] = true
 			default:
-				done = append(done, id)
+				done[id] = true
 			}
 		}
 		return nil
@@ -621,7 +626,7 @@ func (r *Replica) resolveSuspects(ctx context.Context, js jetstream.JetStream) e
 		if err != nil {
 			return err
 		}
-		return putSuspects(tx, slices.DeleteFunc(ids, func(id string) bool { return slices.Contains(done, id) }))
+		return putSuspects(tx, slices.DeleteFunc(ids, func(id string) bool { return done[id] }))
 	})
 	if err != nil {
 		return fmt.Errorf("resolve writes pending at a receipt gap: %w", err)
