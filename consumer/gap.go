@@ -615,11 +615,11 @@ func (r *Replica) resolveSuspects(ctx context.Context, js jetstream.JetStream) e
 		if err != nil {
 			return fmt.Errorf("read stream %s: %w", events.StreamReceipts, err)
 		}
-		r.noteResync(fmt.Errorf("%w: %d writes pending when receipts were lost from %s were then acknowledged as duplicates: their receipts may be gone",
-			ErrResync, len(dup), events.StreamReceipts))
 		if err := r.deferUnanswered(ctx, s, dup); err != nil {
 			return err
 		}
+		r.noteResync(fmt.Errorf("%w: %d writes pending when receipts were lost from %s were then acknowledged as duplicates: their receipts may be gone",
+			ErrResync, len(dup), events.StreamReceipts))
 	}
 	err = r.db.Update(func(tx *bbolt.Tx) error {
 		ids, err := getSuspects(tx)
