@@ -321,9 +321,10 @@ func (r *Replica) watchGaps(ctx context.Context, l *link, every time.Duration) {
 }
 
 // reasonUnanswered is the reason of the Rejection recorded for a write
-// whose receipt was lost and whose republish JetStream dropped as a
+// whose receipt was lost and whose republish (or the publisher's publish,
+// for a write pending at the gap: resolveSuspects) JetStream dropped as a
 // duplicate (see unanswered).
-const reasonUnanswered = "fate unknown: its receipt was lost from RECEIPTS before the replica read it, and the server will not answer it again (republished inside EVENTS' dedupe window); check the document"
+const reasonUnanswered = "fate unknown: its receipt was lost from RECEIPTS before the replica read it, and the server will not answer it again (published again inside EVENTS' dedupe window); check the document"
 
 // unanswered is what the replica keeps (bucketMeta, metaUnanswered) of
 // events whose republish JetStream dropped as a duplicate: no receipt will
