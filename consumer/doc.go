@@ -186,7 +186,13 @@
 // restarts), a write still without a receipt is settled as a "duplicate"
 // receipt would settle it (silently if the view shows its fate, else a
 // Rejection of unknown fate that a change it caused removes and a
-// rejected receipt arriving after all makes precise). Both are logged and counted in Status.Resyncs /
+// rejected receipt arriving after all makes precise). A write still
+// pending at the gap may have reached EVENTS with its ack lost (a detach,
+// a crash), its receipt among those gone: it is kept as a suspect with the
+// cursor, and once the publisher's ack says JetStream dropped its publish
+// as a duplicate (producer.Entry.Duplicate; read at every Sync and every
+// GapCheckInterval), it is settled the same way; a new publish is answered
+// as usual. Both are logged and counted in Status.Resyncs /
 // Status.LastResync (wrapping ErrResync) and SyncReport.Resynced, never
 // silent.
 //

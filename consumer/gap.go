@@ -36,10 +36,26 @@ const DefaultGapCheckInterval = 5 * time.Second
 //     receipt may be followed by no message at all;
 //   - at every Sync.
 //
-// A check that finds a reset stream, or receipts gone that a published
-// write may have had, restarts the follower (errRestart, kick): its start
-// recovers exactly as after a restart (resync, republish), and nothing is
-// applied past the gap before it has.
+// A check that finds a reset stream, or receipts gone that a write
+// awaiting its receipt (published, or pending) may have had, restarts the
+// follower (errRestart, kick): its start recovers exactly as after a
+// restart (resync, republish), and nothing is applied past the gap before
+// it has.
+//
+// Pending writes at a gap.
+//
+// A write still pending when a start steps over a gap may have reached
+// EVENTS already, its ack lost (a detach or a kill between the publish and
+// the log storing its ack), and been answered by a receipt among those
+// gone. The publisher then sends it again, JetStream drops that publish as
+// a duplicate inside EVENTS' dedupe window and acknowledges it, and no
+// receipt answers it: it waited forever and Sync never completed. So the
+// start stores such writes as suspects with the cursor (receiptsAtRisk,
+// metaSuspects), and every gap check (each Sync, and every
+// GapCheckInterval) reads how the publisher's ack came back
+// (resolveSuspects): a duplicate is deferred as unanswered (settled by a
+// receipt still kept after the cursor, else as of unknown fate), a new
+// publish is answered as usual.
 
 // resumedIn reports whether a delivery of ds came from a consumer remade by
 // the ordered consumer.
@@ -77,7 +93,10 @@ func receiptGapSuspect(prev Progress, ds []delivery[receipt]) bool {
 // The follower's consumer is filtered, so a jump alone is the normal case
 // (other clients' receipts): only a write answered out of order makes the
 // stream worth checking. Once the cursor has moved past such a gap, no start
-// or periodic check can see it.
+// or periodic check can see it. Pending writes are left out: a burst keeps
+// many in flight while later ones are answered, which would cost a stream
+// read per batch; so a pending write whose publish reached EVENTS, ack
+// lost, and whose receipt goes in this window is not covered.
 func (r *Replica) receiptSkipped(prev Progress, ds []delivery[receipt]) bool {
 	seq, jumped := prev.Seq, false
 	var answered []string
@@ -142,9 +161,53 @@ func receiptsCheck(info *jetstream.StreamInfo, created int64, c cursor) (_ curso
 	return c, reset, behind
 }
 
+// awaitsReceipt reports whether e is a write whose receipt may be on its
+// way, or gone with a gap: published, or still pending. A pending write is
+// not only one never sent: its publish may have reached EVENTS with the
+// ack lost before the log recorded it (a detach, a kill, an ack timeout),
+// and the projector answered it. When such a receipt is lost, the
+// publisher's next publish of the write is dropped by JetStream as a
+// duplicate inside EVENTS' dedupe window and acknowledged, so no receipt
+// answers it either: unless the gap is judged with the write at risk, it
+// waits forever. A failed write (refused for good) waits for nothing.
+func awaitsReceipt(e producer.Entry) bool {
+	return e.State == producer.StatePublished || e.State == producer.StatePending
+}
+
+// receiptMayBeLost reports whether e awaits a receipt (awaitsReceipt) that
+// could be among those gone (receiptAtRisk).
+func receiptMayBeLost(info *jetstream.StreamInfo, e producer.Entry, reset bool) bool {
+	return awaitsReceipt(e) && receiptAtRisk(info, e, reset)
+}
+
+// receiptsAtRisk sorts the unsettled entries es of a RECEIPTS start that
+// steps over a gap (reset, or receipts gone after its cursor: see
+// receiptsCheck): lost are the published writes whose receipt could be
+// among those gone, to republish (addRepublish); suspects are the pending
+// ones, whose publish may have reached EVENTS with its ack lost. A suspect
+// is not republished: the publisher sends it anyway, and whether EVENTS
+// had it already is known only from that publish's ack (Entry.Duplicate),
+// which resolveSuspects reads.
+func receiptsAtRisk(info *jetstream.StreamInfo, es []producer.Entry, reset bool) (lost, suspects []*events.Event) {
+	for _, e := range es {
+		if !receiptAtRisk(info, e, reset) {
+			continue
+		}
+		switch e.State {
+		case producer.StatePublished:
+			lost = append(lost, e.Event)
+		case producer.StatePending:
+			suspects = append(suspects, e.Event)
+		}
+	}
+	return lost, suspects
+}
+
 // receiptAtRisk reports whether e's receipt could be among those gone: after
 // a reset, any; otherwise if e was published before the oldest receipt still
-// kept (plus receiptSkew), or the stream keeps none.
+// kept (plus receiptSkew), or the stream keeps none. A write never
+// acknowledged (PublishedAt zero) is always at risk: when its publish
+// reached EVENTS is unknown.
 func receiptAtRisk(info *jetstream.StreamInfo, e producer.Entry, reset bool) bool {
 	first := info.State.FirstTime
 	return reset || first.IsZero() || e.PublishedAt.IsZero() || e.PublishedAt.Before(first.Add(receiptSkew))
@@ -152,7 +215,8 @@ func receiptAtRisk(info *jetstream.StreamInfo, e producer.Entry, reset bool) boo
 
 // receiptsLost reports whether the RECEIPTS follower must restart to
 // recover: the stream was reset, or receipts after the stored cursor are
-// gone and a published write awaiting its receipt may have had one of them.
+// gone and a write awaiting its receipt (published or pending, see
+// awaitsReceipt) may have had one of them.
 // It only reads.
 func (r *Replica) receiptsLost(ctx context.Context, js jetstream.JetStream) (bool, error) {
 	s, err := stream(ctx, js, events.StreamReceipts)
@@ -176,7 +240,7 @@ func (r *Replica) receiptsLost(ctx context.Context, js jetstream.JetStream) (boo
 		}
 		es, err := r.log.Unsettled(tx)
 		for _, e := range es {
-			lost = lost || (e.State == producer.StatePublished && receiptAtRisk(info, e, false))
+			lost = lost || receiptMayBeLost(info, e, false)
 		}
 		return err
 	})
@@ -199,11 +263,15 @@ func (r *Replica) awaitingReceipts() bool {
 	return waiting
 }
 
-// checkGaps checks RECEIPTS (while a write awaits its receipt) and, with
-// changes, CHANGES, and restarts the follower whose stream needs start's
-// recovery. An error (the server unreachable) leaves the next check to
+// checkGaps settles the suspects whose publish JetStream dropped
+// (resolveSuspects), checks RECEIPTS (while a write awaits its receipt)
+// and, with changes, CHANGES, and restarts the follower whose stream needs
+// start's recovery. An error (the server unreachable) leaves the next check to
 // find it: the followers' own restarts check again anyway.
 func (r *Replica) checkGaps(ctx context.Context, l *link, changes bool) {
+	if err := r.resolveSuspects(ctx, l.js); err != nil {
+		r.logger.Debug("gap check", logStream, events.StreamReceipts, logErr, err)
+	}
 	if r.awaitingReceipts() {
 		lost, err := r.receiptsLost(ctx, l.js)
 		switch {
@@ -253,9 +321,10 @@ func (r *Replica) watchGaps(ctx context.Context, l *link, every time.Duration) {
 }
 
 // reasonUnanswered is the reason of the Rejection recorded for a write
-// whose receipt was lost and whose republish JetStream dropped as a
+// whose receipt was lost and whose republish (or the publisher's publish,
+// for a write pending at the gap: resolveSuspects) JetStream dropped as a
 // duplicate (see unanswered).
-const reasonUnanswered = "fate unknown: its receipt was lost from RECEIPTS before the replica read it, and the server will not answer it again (republished inside EVENTS' dedupe window); check the document"
+const reasonUnanswered = "fate unknown: its receipt was lost from RECEIPTS before the replica read it, and the server will not answer it again (published again inside EVENTS' dedupe window); check the document"
 
 // unanswered is what the replica keeps (bucketMeta, metaUnanswered) of
 // events whose republish JetStream dropped as a duplicate: no receipt will
@@ -491,4 +560,128 @@ func (r *Replica) refineUnknownFate(tx *bbolt.Tx, rc *events.Receipt) error {
 	}
 	rej.Outcome, rej.Reason = rc.Outcome, rc.Reason
 	return putJSON(tx, r.seal, bucketRejections, []byte(rc.Event), rej)
+}
+
+// metaSuspects (bucketMeta) holds the ids of the writes a RECEIPTS start
+// found pending when it stepped over a gap (receiptsAtRisk), stored with
+// the cursor that moved past it, until resolveSuspects has judged them.
+var metaSuspects = []byte("suspects")
+
+// addSuspects adds evs to the stored suspects, in tx.
+func addSuspects(tx *bbolt.Tx, evs []*events.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	ids, err := getSuspects(tx)
+	if err != nil {
+		return err
+	}
+	have := make(map[string]bool, len(ids)+len(evs)) // an offline log may hold many
+	for _, id := range ids {
+		have[id] = true
+	}
+	for _, e := range evs {
+		if !have[e.ID] {
+			have[e.ID] = true
+			ids = append(ids, e.ID)
+		}
+	}
+	return putSuspects(tx, ids)
+}
+
+func getSuspects(tx *bbolt.Tx) ([]string, error) {
+	var ids []string
+	if b := tx.Bucket(bucketMeta).Get(metaSuspects); b != nil {
+		if err := json.Unmarshal(b, &ids); err != nil {
+			return nil, fmt.Errorf("read writes pending at a receipt gap: %w", err)
+		}
+	}
+	return ids, nil
+}
+
+func putSuspects(tx *bbolt.Tx, ids []string) error {
+	if len(ids) == 0 {
+		if err := tx.Bucket(bucketMeta).Delete(metaSuspects); err != nil {
+			return fmt.Errorf("drop writes pending at a receipt gap: %w", err)
+		}
+		return nil
+	}
+	b, _ := json.Marshal(ids) // strings always encode
+	if err := tx.Bucket(bucketMeta).Put(metaSuspects, b); err != nil {
+		return fmt.Errorf("store writes pending at a receipt gap: %w", err)
+	}
+	return nil
+}
+
+// resolveSuspects judges the writes that were pending when a RECEIPTS start
+// stepped over a gap (metaSuspects), once the publisher has had an ack for
+// them. One JetStream acknowledged as a duplicate (Entry.Duplicate) had
+// reached EVENTS before, so its receipt may be among those gone, and the
+// publish that was acknowledged reached no projector: nothing will answer
+// it, and a republish would be dropped the same way. It is deferred as an
+// unanswered write (deferUnanswered): settled by its receipt if RECEIPTS
+// still holds one for the cursor to reach, else as of unknown fate. One
+// acknowledged as new reached EVENTS after the gap, so its receipt comes
+// after the cursor: it is forgotten, as is one settled or failed meanwhile.
+// A suspect still pending is kept. Finding duplicates is a resync
+// (noteResync): receipts were lost; suspects alone are not. Not told apart: a duplicate ack of a
+// publish whose first attempt came after the gap (its ack timed out, the
+// publisher sent it again), whose receipt is still to come; if the
+// projector has not answered it when the write is deferred, it is settled
+// as of unknown fate first, and its receipt, when read, makes that precise
+// (a rejection) or the change it caused removes it.
+func (r *Replica) resolveSuspects(ctx context.Context, js jetstream.JetStream) error {
+	var dup []*events.Event
+	done := map[string]bool{}
+	err := r.db.View(func(tx *bbolt.Tx) error {
+		ids, err := getSuspects(tx)
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		es, err := r.log.Unsettled(tx)
+		if err != nil {
+			return err
+		}
+		waiting := map[string]producer.Entry{}
+		for _, e := range es {
+			waiting[e.Event.ID] = e
+		}
+		for _, id := range ids {
+			e, ok := waiting[id]
+			switch {
+			case ok && e.State == producer.StatePending:
+			case ok && e.State == producer.StatePublished && e.Duplicate:
+				dup = append(dup, e.Event)
+				done[id] = true
+			default:
+				done[id] = true
+			}
+		}
+		return nil
+	})
+	if err != nil || len(done) == 0 {
+		return err
+	}
+	if len(dup) > 0 {
+		s, err := stream(ctx, js, events.StreamReceipts)
+		if err != nil {
+			return fmt.Errorf("read stream %s: %w", events.StreamReceipts, err)
+		}
+		if err := r.deferUnanswered(ctx, s, dup); err != nil {
+			return err
+		}
+		r.noteResync(fmt.Errorf("%w: %d writes pending when receipts were lost from %s were then acknowledged as duplicates: their receipts may be gone",
+			ErrResync, len(dup), events.StreamReceipts))
+	}
+	err = r.db.Update(func(tx *bbolt.Tx) error {
+		ids, err := getSuspects(tx)
+		if err != nil {
+			return err
+		}
+		return putSuspects(tx, slices.DeleteFunc(ids, func(id string) bool { return done[id] }))
+	})
+	if err != nil {
+		return fmt.Errorf("resolve writes pending at a receipt gap: %w", err)
+	}
+	return nil
 }

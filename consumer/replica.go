@@ -937,9 +937,9 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 		}
 		return c.Seq + 1, created, nil
 	}
-	var lost []*events.Event
+	var lost, suspects []*events.Event
 	err = r.db.Update(func(tx *bbolt.Tx) error {
-		lost = lost[:0]
+		lost, suspects = lost[:0], suspects[:0]
 		old, err := getCursor(tx, events.StreamReceipts)
 		if err != nil {
 			return err
@@ -960,15 +960,11 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 			if err != nil {
 				return err
 			}
-			for _, e := range es {
-				if e.State == producer.StatePublished && receiptAtRisk(info, e, reset) {
-					lost = append(lost, e.Event)
-				}
-			}
+			lost, suspects = receiptsAtRisk(info, es, reset)
 		}
 		if len(lost) > 0 {
-			r.noteResync(fmt.Errorf("%w: receipts after sequence %d may be gone (stream %s first %d at %s, last %d): republishing %d unsettled events",
-				ErrResync, old.Seq, events.StreamReceipts, info.State.FirstSeq, info.State.FirstTime.Format(time.RFC3339), info.State.LastSeq, len(lost)))
+			r.noteResync(fmt.Errorf("%w: receipts after sequence %d may be gone (stream %s first %d at %s, last %d): republishing %d unsettled events, watching %d pending ones",
+				ErrResync, old.Seq, events.StreamReceipts, info.State.FirstSeq, info.State.FirstTime.Format(time.RFC3339), info.State.LastSeq, len(lost), len(suspects)))
 		}
 		c.Created = created
 		next = c.Seq + 1
@@ -977,6 +973,9 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 		// link detached, the server gone, the process killed) is done at
 		// the next start instead of being forgotten.
 		if err := addRepublish(tx, lost); err != nil {
+			return err
+		}
+		if err := addSuspects(tx, suspects); err != nil {
 			return err
 		}
 		return putCursor(tx, events.StreamReceipts, c)

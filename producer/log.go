@@ -56,6 +56,13 @@ type Entry struct {
 	AppendedAt  time.Time
 	PublishedAt time.Time // zero until published
 	SettledAt   time.Time // zero until settled
+	// Duplicate: JetStream answered the publish that acknowledged the
+	// entry as a duplicate (its Nats-Msg-Id was inside EVENTS' dedupe
+	// window): an earlier publish of the event reached EVENTS, one whose
+	// ack the log never recorded (a detach, a crash, an ack timeout), and
+	// StreamSeq is that publish's sequence. No projector saw this publish,
+	// so the event's receipt, if any, answers the earlier one.
+	Duplicate bool
 }
 
 // Write is what an app asks to change: one document, one operation. The Log

@@ -930,6 +930,7 @@ func (l *Log) markResults(rs []result) (failed []Entry, published int, err error
 			}
 			if r.ack != nil {
 				st.State, st.StreamSeq, st.PublishedAt = StatePublished, r.ack.Sequence, now
+				st.Duplicate = r.ack.Duplicate
 				nPub++
 			} else {
 				st.State, st.Err = StateFailed, r.err.Error()

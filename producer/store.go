@@ -56,6 +56,7 @@ type stateRecord struct {
 	AppendedAt  time.Time      `json:"appended_at"`
 	PublishedAt time.Time      `json:"published_at,omitzero"`
 	SettledAt   time.Time      `json:"settled_at,omitzero"`
+	Duplicate   bool           `json:"duplicate,omitempty"`
 }
 
 // outbound is what the publisher needs to send a pending entry without
@@ -153,6 +154,7 @@ func entryOf(e *events.Event, st stateRecord) Entry {
 		AppendedAt:  st.AppendedAt,
 		PublishedAt: st.PublishedAt,
 		SettledAt:   st.SettledAt,
+		Duplicate:   st.Duplicate,
 	}
 }
 
