@@ -27,8 +27,9 @@ import (
 // drops the copy inside its dedupe window and acks it as a duplicate, and
 // no receipt will ever answer it: the write stayed published, Sync timed
 // out, with no resync (the model test's seed 4332561506497849166: "1 writes
-// still pending after its final sync (0 resyncs)"). A write whose publish
-// is acked as a duplicate is like a republish JetStream dropped: it is
+// still pending after its final sync (0 resyncs)"). The start that steps
+// over the gap keeps such pending writes as suspects; one whose publish is
+// then acked as a duplicate is like a republish JetStream dropped: it is
 // settled, as of unknown fate unless a receipt or a change shows its fate.
 func TestReplica_ReceiptLostWhileItsAckWas(t *testing.T) {
 	_, nc, js := mustServer(t)

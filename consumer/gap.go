@@ -375,47 +375,6 @@ func getRepublish(tx *bbolt.Tx) ([]string, error) {
 	return ids, nil
 }
 
-// duplicateAcked handles a write whose publish JetStream acknowledged as a
-// duplicate (producer.PublisherConfig.OnDuplicate): an earlier publish,
-// whose ack was lost, stored it while it was still pending, so a RECEIPTS
-// start that found receipts gone did not take it for one at risk and moved
-// the cursor past its receipt; no receipt would ever come. It is stored to
-// be republished, as a start stores a write at risk, and the RECEIPTS
-// follower restarts: its start republishes it (republishStored), JetStream
-// drops that too, and it is deferred as unanswered, so it settles once the
-// cursor reaches the client's last receipt, by its receipt if that is
-// still to come, else as of unknown fate unless the view shows its fate.
-// It runs on the publisher's goroutine and does no network I/O.
-func (r *Replica) duplicateAcked(id string) {
-	found := false
-	err := r.db.Update(func(tx *bbolt.Tx) error {
-		es, err := r.log.Unsettled(tx)
-		if err != nil {
-			return err
-		}
-		for _, e := range es {
-			if e.Event.ID == id && e.State == producer.StatePublished {
-				found = true
-				return addRepublish(tx, []*events.Event{e.Event})
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		r.logger.Error("store a write acknowledged as a duplicate to republish", logEvent, id, logErr, err)
-		return
-	}
-	if !found {
-		return // settled already
-	}
-	r.mu.Lock()
-	l := r.link
-	r.mu.Unlock()
-	if l != nil && l.receipts != nil {
-		l.receipts.restart()
-	}
-}
-
 // deferUnanswered records evs, whose republish JetStream dropped, to be
 // settled by settleDueUnanswered; s is RECEIPTS.
 func (r *Replica) deferUnanswered(ctx context.Context, s jetstream.Stream, evs []*events.Event) error {

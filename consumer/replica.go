@@ -405,11 +405,6 @@ func (r *Replica) Attach(ctx context.Context, nc *nats.Conn) error {
 		return fmt.Errorf("attach replica: %w: nil connection", ErrInvalidConfig)
 	}
 	pc := r.publisherConfig()
-	if app := pc.OnDuplicate; app != nil {
-		pc.OnDuplicate = func(id string) { r.duplicateAcked(id); app(id) }
-	} else {
-		pc.OnDuplicate = r.duplicateAcked
-	}
 	js, err := jetstream.New(nc, asyncPublishOpts(pc)...)
 	if err != nil {
 		return fmt.Errorf("attach replica: %w", err)
@@ -1028,8 +1023,8 @@ func (r *Replica) republishStored(ctx context.Context, js jetstream.Publisher, s
 			return err
 		}
 	}
-	// Only the ids read above: a write acked as a duplicate meanwhile
-	// (duplicateAcked) may have added one, for the next start.
+	// Only the ids read above: another start may have added one meanwhile,
+	// for the next start.
 	err = r.db.Update(func(tx *bbolt.Tx) error {
 		now, err := getRepublish(tx)
 		if err != nil || len(now) == 0 {

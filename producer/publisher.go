@@ -73,15 +73,6 @@ type PublisherConfig struct {
 	// OnFailure is called, from the publisher's goroutine, for every entry
 	// that failed for good, after the failure is stored. It must not block.
 	OnFailure func(Entry)
-	// OnDuplicate is called, from the publisher's goroutine, with the id
-	// of every event whose publish JetStream acknowledged as a duplicate,
-	// after the acknowledgement is stored (the entry is published, unless
-	// a receipt settled it first). Such an event was stored by an earlier
-	// publish whose acknowledgement never arrived (the server or this
-	// process killed, or the link detached, with it in flight), so its
-	// receipt may have been published long before, and be gone from
-	// RECEIPTS by now. It must not block.
-	OnDuplicate func(id string)
 	// Logger receives give-ups, interruptions and recoveries; nil discards.
 	Logger *slog.Logger
 	// Jitter picks the wait for a backoff ceiling; nil means uniformly
@@ -733,13 +724,6 @@ func (p *Publisher) commit() {
 		}
 		if published > 0 {
 			p.recovered(now)
-		}
-		if p.cfg.OnDuplicate != nil {
-			for _, r := range rs {
-				if r.ack != nil && r.ack.Duplicate {
-					p.cfg.OnDuplicate(r.id)
-				}
-			}
 		}
 	}
 }
