@@ -278,37 +278,9 @@
 // first batch stores the stream's identity with the cursor. Memory is
 // bounded by the pull buffer and the two batches, not by N.
 //
-// BenchmarkCatchUpRatio alternates a fresh catch-up (OpenReplica, Attach
-// and Sync to the end) with a bare ordered consumer reading the same stream
-// (nothing done, the same pull buffer) on one server, so both see the same
-// load; the ratio of the separate BenchmarkCatchUp and BenchmarkRawOrdered
-// moved by tens of points from run to run on the shared machine these
-// figures come from. `go test -bench CatchUpRatio -benchtime 5x
-// -bench.large` on a shared 2-core VM, embedded server in process; medians
-// of three runs (catch-up as a share of raw, then catch-up docs/s):
-//
-//	N        before this round   after
-//	  5,000   41%  170,000/s     52%  258,000/s
-//	 20,000   47%  214,000/s     59%  288,000/s
-//	100,000   47%  219,000/s     64%  311,000/s
-//
-// Single runs range from 45% to 56% at N=5000 and 56% to 66% above. Peak
-// heap (the whole process, embedded server included; it grows with N the
-// same way for the raw consumer, which stores nothing, so the growth is the
-// server's) is unchanged or lower: 17-19 MiB at N=5000, 32-38 MiB at 20,000,
-// 60-64 MiB at 100,000, within a few MiB of the raw consumer's; allocations
-// per document fell from about 31 to 24 (the raw consumer's 17 and bbolt's
-// put are most of what is left). What remains is the fixed cost of a
-// catch-up, a third of the time at N=5000 (creating the file, five fsyncs;
-// attaching; the first fetch: 4-7 ms together), the commit of the last
-// batch, which nothing overlaps, and CPU on two cores shared with the
-// server: per document the head decode (~0.35 us), the put (~0.3 us), the
-// commit's writes and fsyncs (~0.8 us) and GC, on top of what the server and
-// the raw consumer spend anyway. A larger pull buffer (4,000 messages) made
-// raw and catch-up faster alike in the runs measured, so it was left at
-// CatchUpBatch: it would only raise the worst case of buffered large
-// documents. The benchmark's documents arrive in key order; a catch-up in
-// random key order gets neither the skipped lookup nor the packed pages.
+// BenchmarkCatchUpRatio measures a fresh catch-up against a bare ordered
+// consumer reading the same stream; its figures are in the README's
+// Performance section.
 //
 // # Encryption at rest
 //

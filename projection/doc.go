@@ -244,11 +244,19 @@
 // the first round), so a retry after a partial failure can never leave an
 // older state as a document's last message in CHANGES.
 // Publish errors are classified in one place: a message the servers will
-// never take (over the maximum payload or message size, a bad subject), or
-// one no stream has captured for [Config].StallTimeout (30s), is refused
-// for good: it goes to DEAD as a dead letter with the reason, the subject
-// it was going to and its payload when at most 64 KiB, and leaves the
-// outbox; every other error is retried with backoff, never given up.
+// never take (over the maximum payload or message size, a bad subject,
+// headers refused or too big) is refused for good: it goes to DEAD as a
+// dead letter with the reason, the subject it was going to and its payload
+// when at most 64 KiB, and leaves the outbox. Every other error, no stream
+// answering the subject included (a cut route or a stream being recreated
+// looks like that), is retried with backoff for as long as it takes, never
+// given up; [Projector.Ready] reports the stall after StallTimeout.
+// A republish of the outbox at start, and every retry, leaves out a change
+// whose version is below its document's version in the view: after a
+// server restart JetStream's duplicate window holds only the ids of the
+// messages it still stores, and CHANGES keeps one per document, so an
+// older version sent again would be stored after the newer one (the newer
+// change is in the outbox or in CHANGES already, committed with the view).
 // [Projector.Ready] is nil while the projector makes progress or is idle
 // with nothing pending, else names why not: outbox publishes failing for
 // longer than StallTimeout (with the last error), the consumer failing to
