@@ -21,14 +21,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/console"
-	"github.com/ebbsync/ebb/cmd/ebb/internal/datadir"
-	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
-	"github.com/ebbsync/ebb/cmd/ebb/internal/telemetry"
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/auth/jwtlogin"
+	"github.com/ebbsync/ebb/deploy/console"
+	"github.com/ebbsync/ebb/deploy/datadir"
 	"github.com/ebbsync/ebb/deploy/embedded"
+	"github.com/ebbsync/ebb/deploy/gateway"
 	"github.com/ebbsync/ebb/deploy/keys"
+	"github.com/ebbsync/ebb/deploy/telemetry"
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection"
 )
