@@ -42,7 +42,8 @@ type serveConfig struct {
 	// headerTimeout cuts an HTTP client that has not sent its request
 	// headers within it (slowloris).
 	headerTimeout time.Duration
-	// gateway holds the HTTP gateway's limits; serve fills in the rest.
+	// gateway holds the HTTP gateway's limits; the server (deploy/server)
+	// fills in the rest.
 	gateway  gateway.Config
 	policies policyConfig
 	// recordedPolicies: no policy was configured, so c.policies are those
@@ -356,7 +357,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 // serve runs the server (deploy/server) until ctx ends, or until its
 // projector stops on its own; either way everything it started has
 // stopped, the data directory's lock last, before it returns.
-func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
+func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	sec, err := c.sec.load(c.natsURL)
 	if err != nil {
 		return err
@@ -365,7 +366,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		return err
 	}
 	if sec.tokens != nil {
-		defer sec.tokens.Close()
+		defer func() { err = errors.Join(err, sec.tokens.Close()) }()
 	}
 	cfg, err := c.serverConfig(sec, log)
 	if err != nil {
