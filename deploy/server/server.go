@@ -341,5 +341,9 @@ func (s *Server) watch() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), failedStartTimeout)
 	defer cancel()
-	s.stop(ctx, fmt.Errorf("projector stopped: %w", s.proj.err()))
+	cause := errors.New("projector stopped")
+	if err := s.proj.err(); err != nil {
+		cause = fmt.Errorf("projector stopped: %w", err)
+	}
+	s.stop(ctx, cause)
 }
