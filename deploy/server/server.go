@@ -78,7 +78,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	// on runCtx; once Start has returned, ctx no longer matters.
 	unbind := context.AfterFunc(ctx, cancel)
 	err = s.start(ctx, runCtx)
-	unbind()
+	if !unbind() && err == nil {
+		// ctx ended as the start finished, and has already cancelled
+		// runCtx: the parts on it are stopping.
+		err = fmt.Errorf("start: %w", context.Cause(ctx))
+	}
 	if err != nil {
 		sctx, scancel := context.WithTimeout(context.Background(), failedStartTimeout)
 		defer scancel()
