@@ -16,12 +16,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/telemetry"
 	"github.com/ebbsync/ebb/consumer"
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/auth/jwtlogin"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/keys"
+	"github.com/ebbsync/ebb/deploy/telemetry"
 	"github.com/ebbsync/ebb/events"
 )
 

@@ -16,8 +16,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/deploy/embedded"
+	"github.com/ebbsync/ebb/deploy/gateway"
 )
 
 // serveFile is the configuration of `ebb serve`: the shape of its YAML

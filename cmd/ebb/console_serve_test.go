@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/console"
+	"github.com/ebbsync/ebb/deploy/console"
 )
 
 // TestServe_ConsoleMounted: `ebb serve` serves the console at /ui and the

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/deploy/embedded"
+	"github.com/ebbsync/ebb/deploy/gateway"
 )
 
 // runHistory prints one document's conflict records from the server view:

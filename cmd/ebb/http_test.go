@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
+	"github.com/ebbsync/ebb/deploy/gateway"
 	"github.com/ebbsync/ebb/events"
 )
 

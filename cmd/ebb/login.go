@@ -5,9 +5,9 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/deploy/auth/jwtlogin"
 	"github.com/ebbsync/ebb/deploy/embedded"
+	"github.com/ebbsync/ebb/deploy/gateway"
 )
 
 // jwtFetchTimeout bounds the first JWKS fetch at start.

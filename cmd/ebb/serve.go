@@ -8,28 +8,18 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel/metric"
-
-	"github.com/ebbsync/ebb/cmd/ebb/internal/console"
-	"github.com/ebbsync/ebb/cmd/ebb/internal/datadir"
-	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
-	"github.com/ebbsync/ebb/cmd/ebb/internal/telemetry"
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/auth/jwtlogin"
 	"github.com/ebbsync/ebb/deploy/embedded"
+	"github.com/ebbsync/ebb/deploy/gateway"
 	"github.com/ebbsync/ebb/deploy/keys"
-	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/deploy/server"
+	"github.com/ebbsync/ebb/deploy/telemetry"
 	"github.com/ebbsync/ebb/projection"
 )
 
@@ -52,7 +42,8 @@ type serveConfig struct {
 	// headerTimeout cuts an HTTP client that has not sent its request
 	// headers within it (slowloris).
 	headerTimeout time.Duration
-	// gateway holds the HTTP gateway's limits; serve fills in the rest.
+	// gateway holds the HTTP gateway's limits; the server (deploy/server)
+	// fills in the rest.
 	gateway gateway.Config
 	// quotas override the users file's publish and storage quotas.
 	quotas   auth.Quotas
@@ -108,9 +99,6 @@ func registerServeFlags(fs *flag.FlagSet, c *serveFile, pol policyFlags, meta *s
 	fs.Int64Var(&c.Limits.HTTPMaxBody, "http-max-body", c.Limits.HTTPMaxBody, "largest HTTP request body in bytes; larger ones are answered 413")
 	fs.IntVar(&c.Limits.HTTPMaxLongPolls, "http-max-long-polls", c.Limits.HTTPMaxLongPolls, "long-polls served at once in all; more are answered 429")
 	fs.IntVar(&c.Limits.HTTPMaxLongPollsPerUser, "http-max-long-polls-per-user", c.Limits.HTTPMaxLongPollsPerUser, "long-polls served at once per user (per remote address without --auth); more are answered 429")
-	fs.Float64Var(&c.Limits.PublishEventsPerSecond, "publish-rate", c.Limits.PublishEventsPerSecond, "with --auth: events per second one user may publish (NATS and HTTP); 0: the users file's limit, else 500")
-	fs.Int64Var(&c.Limits.PublishBytesPerSecond, "publish-bytes-rate", c.Limits.PublishBytesPerSecond, "with --auth: event bytes per second one user may publish; 0: the users file's limit, else 4 MiB")
-	fs.Int64Var(&c.Limits.TenantStorageBytes, "tenant-storage", c.Limits.TenantStorageBytes, "with --auth: bytes one tenant may keep in EVENTS, CHANGES and DEAD; 0: the users file's limit, else 1 GiB")
 	fs.Var(pol, "policy", "conflict policy of one collection, COLLECTION=POLICY (lww, merge, reject, manual); repeatable")
 	fs.StringVar(&c.Policies.Default, "default-policy", c.Policies.Default, "conflict policy of every other collection (default: the recorded one on a built view, else lww)")
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text, json, or auto (text on a terminal, JSON otherwise)")
@@ -313,7 +301,6 @@ func (t telemetryConfig) otelGetenv(getenv func(string) string) func(string) str
 type security struct {
 	tls   *tls.Config // nil: plain
 	users *auth.Users // nil: no authentication
-	meter *auth.Meter // users' publish and storage quotas; nil without users
 	// tokens verifies login JWTs; nil: none accepted. Closed by serve.
 	tokens *jwtlogin.Verifier
 	jsKey  []byte       // nil: JetStream unencrypted
@@ -322,9 +309,10 @@ type security struct {
 	gateway *keys.Cipher
 }
 
-// load reads the files the flags name; natsURL says whether the embedded
-// server is used ("") or an external one.
-func (f *securityFlags) load(data, natsURL string) (security, error) {
+// load reads the files the flags name, except the key file, which the
+// server opens once it holds the data directory; natsURL says whether the
+// embedded server is used ("") or an external one.
+func (f *securityFlags) load(natsURL string) (security, error) {
 	var sec security
 	var err error
 	if f.tlsCert != "" || f.tlsKey != "" || f.tlsClientCA != "" {
@@ -337,28 +325,8 @@ func (f *securityFlags) load(data, natsURL string) (security, error) {
 			return sec, usagef("--auth: %v", err)
 		}
 	}
-	if natsURL != "" {
-		if f.keyFile != "" {
-			return sec, usagef("--key-file encrypts the embedded server's JetStream; configure an external server's encryption in its own config")
-		}
-		return sec, nil
-	}
-	if f.keyFile == "" {
-		if err := keys.CheckNoKey(data); err != nil {
-			return sec, fmt.Errorf("serve: %w", err)
-		}
-		return sec, nil
-	}
-	k, err := keys.Open(f.keyFile, data)
-	if err != nil {
-		return sec, fmt.Errorf("serve: %w", err)
-	}
-	sec.jsKey = k.Derive(keys.PurposeJetStream)
-	if sec.view, err = k.Cipher(keys.PurposeView); err != nil {
-		return sec, fmt.Errorf("serve: %w", err)
-	}
-	if sec.gateway, err = k.Cipher(keys.PurposeGateway); err != nil {
-		return sec, fmt.Errorf("serve: %w", err)
+	if natsURL != "" && f.keyFile != "" {
+		return sec, usagef("--key-file encrypts the embedded server's JetStream; configure an external server's encryption in its own config")
 	}
 	return sec, nil
 }
@@ -390,42 +358,11 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	return serve(ctx, c, log)
 }
 
-// serve runs the server until ctx ends; every part it starts is stopped, in
-// reverse order, before it returns. It locks the data directory (creating
-// it if missing) before it reads or writes anything in it, and holds the
-// lock until everything else has stopped.
+// serve runs the server (deploy/server) until ctx ends, or until its
+// projector stops on its own; either way everything it started has
+// stopped, the data directory's lock last, before it returns.
 func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
-	var stops []func(context.Context) error
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		for i := len(stops) - 1; i >= 0; i-- {
-			err = errors.Join(err, stops[i](sctx))
-		}
-	}()
-
-	// Nothing in the data directory is touched before it is ours: a second
-	// server that started nats-server on the same JetStream directory, even
-	// one that then failed, could destroy the first one's streams.
-	lock, err := datadir.Acquire(c.data, datadir.Options{Create: true, Command: "ebb serve"})
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	// natsStopped says whether the embedded server (if any) has stopped,
-	// so the lock is released only after nothing writes in the directory.
-	natsStopped := new(atomic.Bool)
-	natsStopped.Store(true)
-	stops = append(stops, func(context.Context) error {
-		if !natsStopped.Load() {
-			// The embedded server did not finish stopping in time and may
-			// still write its JetStream directory: keep the lock; the
-			// process's exit releases it.
-			return nil
-		}
-		return lock.Release()
-	})
-
-	sec, err := c.sec.load(c.data, c.natsURL)
+	sec, err := c.sec.load(c.natsURL)
 	if err != nil {
 		return err
 	}
@@ -433,159 +370,83 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		return err
 	}
 	if sec.tokens != nil {
-		stops = append(stops, func(context.Context) error { return sec.tokens.Close() })
-		if c.natsURL != "" {
-			log.Warn("login tokens are accepted over HTTP only: NATS token logins need the embedded server")
-		}
+		defer func() { err = errors.Join(err, sec.tokens.Close()) }()
 	}
-	if sec.users != nil {
-		q := c.quotas.Or(sec.users.Limits().Quotas())
-		if err := q.Validate(); err != nil {
-			return usagef("quotas: %v", err)
-		}
-		sec.meter = auth.NewMeter(q)
-	}
-	nc, url, err := connectServer(ctx, c, sec, log, &stops, natsStopped)
+	cfg, err := c.serverConfig(sec, log)
 	if err != nil {
 		return err
 	}
-	// Acks the projector gave up on must not pile up in nats.go's pending
-	// list: the async publish deadline matches the projector's.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(projection.DefaultPublishTimeout))
+	s, err := server.Start(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("serve: jetstream: %w", err)
-	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	changes, err := events.ReconcileStreams(sctx, js, events.StreamOptions{Replicas: c.replicas})
-	cancel()
-	for _, ch := range changes {
-		if ch.Kept {
-			log.Warn("stream setting differs from ebb's default; kept", "stream", ch.Stream, "setting", ch.Setting, "have", ch.Have, "default", ch.Want)
-		} else {
-			log.Info("stream changed", "stream", ch.Stream, "setting", ch.Setting, "from", ch.Have, "to", ch.Want)
+		if errors.Is(err, ErrUsage) {
+			return err
 		}
-	}
-	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-
-	tel, err := telemetry.New(ctx, telemetry.Config{ServiceName: c.telemetry.ServiceName, Prometheus: true,
-		Getenv: c.telemetry.otelGetenv(os.Getenv)})
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	stops = append(stops, tel.Shutdown)
-
-	proj, store, err := startProjector(ctx, c, sec.view, js, tel, log, &stops)
-	if err != nil {
-		return err
-	}
-	if err := serverGauges(tel.MeterProvider(), js, proj); err != nil {
-		return fmt.Errorf("serve: metrics: %w", err)
-	}
-
-	// HTTP writes (PUT/PATCH/DELETE of a document) are events the server
-	// builds in durable logs of its own, in the locked data directory.
-	writer, err := gateway.OpenWriter(ctx, gateway.WriterConfig{Dir: filepath.Join(c.data, "gateway"), JetStream: gateway.Metered(js, sec.meter), Conn: nc,
-		Cipher: sec.gateway, Logger: log, TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider()})
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	// Stopped after the HTTP server (stops run in reverse) and before NATS.
-	stops = append(stops, func(context.Context) error { return writer.Close() })
-
-	gw, err := gateway.New(gateway.Config{
-		Writer:              writer,
-		History:             store,
-		MaxBody:             c.gateway.MaxBody,
-		MaxLongPolls:        c.gateway.MaxLongPolls,
-		MaxLongPollsPerUser: c.gateway.MaxLongPollsPerUser,
-		JetStream:           gateway.Metered(js, sec.meter),
-		Metrics:             tel.MetricsHandler().ServeHTTP,
-		Ready: func(context.Context) error {
-			var natsErr error
-			if st := nc.Status(); st != nats.CONNECTED {
-				natsErr = fmt.Errorf("nats connection to %s: %s", url, st)
-			}
-			return errors.Join(natsErr, proj.ready())
-		},
-		Users:          sec.users,
-		Tokens:         tokenVerifier(sec.tokens),
-		Logger:         log,
-		TracerProvider: tel.TracerProvider(),
-		Propagator:     tel.Propagator(),
-		MeterProvider:  tel.MeterProvider(),
-	})
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	// The console (/ui) reads the view and the streams; everything else
-	// is the gateway's.
-	con, err := console.New(console.Config{JetStream: js, Store: store, Users: sec.users, Logger: log.With("component", "console")})
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/", gw)
-	mux.Handle(console.Prefix+"/", con)
-	mux.Handle(console.Prefix, con)
-	httpAddr, err := serveHTTP(c.httpListen, c.headerTimeout, mux, sec.tls, log, &stops)
-	if err != nil {
-		return err
-	}
-
-	scheme := "http://"
-	if sec.tls != nil {
-		scheme = "https://"
-	}
-	log.Info("ebb ready", "nats", url, "http", scheme+httpAddr, "data", c.data,
-		"tls", sec.tls != nil, "auth", sec.users != nil, "encrypted", sec.jsKey != nil)
 	select {
 	case <-ctx.Done():
 		log.Info("ebb shutting down")
-		return nil
-	case <-proj.done():
-		return fmt.Errorf("serve: projector stopped: %w", proj.err())
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		return s.Close(sctx)
+	case <-s.Done():
+		return fmt.Errorf("serve: %w", s.Wait())
 	}
 }
 
-// runningProjector is the projector serve runs: one Projector, or with
-// --partitions a Group of them (exactly one of the two is set).
-type runningProjector struct {
-	proj  *projection.Projector
-	group *projection.Group
+// serverConfig is c as the server's Config: the security loaded, the
+// policies resolved, and ebb serve's policy record kept in the data
+// directory (checked and saved before the projector starts).
+func (c serveConfig) serverConfig(sec security, log *slog.Logger) (server.Config, error) {
+	policies, err := c.policies.resolve(projection.NewRegistry())
+	if err != nil {
+		return server.Config{}, err
+	}
+	var urls []string
+	if c.natsURL != "" {
+		urls = strings.Split(c.natsURL, ",")
+	}
+	return server.Config{
+		Data:              c.data,
+		View:              c.viewPath,
+		NATSURLs:          urls,
+		NATSListen:        c.natsListen,
+		Replicas:          c.replicas,
+		FsyncInterval:     c.syncEvery,
+		Partitions:        c.partitions,
+		LeaseTTL:          c.leaseTTL,
+		Policies:          policies,
+		BeforeProject:     c.recordPolicies(log),
+		HTTPListen:        c.httpListen,
+		HTTPHeaderTimeout: c.headerTimeout,
+		Gateway:           c.gateway,
+		TLS:               sec.tls,
+		Users:             sec.users,
+		Quotas:            c.quotas,
+		Tokens:            tokenVerifier(sec.tokens),
+		TokenLogin:        tokenLogin(sec, log),
+		KeyFile:           c.sec.keyFile,
+		Logger:            log,
+		ServiceName:       c.telemetry.ServiceName,
+		Getenv:            c.telemetry.otelGetenv(os.Getenv),
+		ProjectorReady:    func(p *projection.Projector) error { return projectorReady(p) },
+		GroupReady:        func(g *projection.Group) error { return groupReady(g) },
+	}, nil
 }
 
-func (r runningProjector) ready() error {
-	if r.group != nil {
-		return groupReady(r.group)
+// recordPolicies is the server's BeforeProject: it refuses policies other
+// than those a non-empty view was built under, and records c's in the
+// data directory for verify (see policy.go).
+func (c serveConfig) recordPolicies(log *slog.Logger) func(context.Context, projection.Store) error {
+	return func(ctx context.Context, store projection.Store) error {
+		if err := checkPolicyChange(ctx, c, store); err != nil {
+			return err
+		}
+		if c.recordedPolicies {
+			log.Info("no policies configured: using those recorded in the data directory", "policies", c.policies.String())
+		}
+		return c.policies.save(c.data)
 	}
-	return projectorReady(r.proj)
-}
-
-// checkpoint is the checkpoint the lag gauge counts from: a group's
-// lowest over the partitions it holds. ok is false when this server
-// applies nothing (a group on standby): it has no lag of its own.
-func (r runningProjector) checkpoint() (cp uint64, ok bool) {
-	if r.group != nil {
-		st := r.group.Stats()
-		return st.Checkpoint, len(st.Held) > 0
-	}
-	return r.proj.Stats().Checkpoint, true
-}
-
-func (r runningProjector) done() <-chan struct{} {
-	if r.group != nil {
-		return r.group.Done()
-	}
-	return r.proj.Done()
-}
-
-func (r runningProjector) err() error {
-	if r.group != nil {
-		return errors.New("projector group stopped")
-	}
-	return r.proj.Err()
 }
 
 // projectorReady is /readyz's check of the projector: nil while it is
@@ -598,189 +459,4 @@ var projectorReady = (*projection.Projector).Ready
 var groupReady = (*projection.Group).Ready
 
 // viewFile is the server view's bbolt file in the data directory.
-const viewFile = "view.db"
-
-// startProjector opens the view store (sealed with view unless it is nil)
-// and starts the projector on it: with c.partitions a projection.Group,
-// which competes for the partitions' leases and applies those it holds.
-func startProjector(ctx context.Context, c serveConfig, view *keys.Cipher, js jetstream.JetStream, tel *telemetry.Telemetry, log *slog.Logger, stops *[]func(context.Context) error) (runningProjector, projection.Store, error) {
-	var none runningProjector
-	policies, err := c.policies.resolve(projection.NewRegistry())
-	if err != nil {
-		return none, nil, err
-	}
-	store, err := openView(ctx, c.viewPath, view, 2*time.Second)
-	if err != nil {
-		return none, nil, fmt.Errorf("serve: %w", err)
-	}
-	*stops = append(*stops, func(context.Context) error { return store.Close() })
-	if err := checkPolicyChange(ctx, c, store); err != nil {
-		return none, nil, err
-	}
-	if c.recordedPolicies {
-		log.Info("no policies configured: using those recorded in the data directory", "policies", c.policies.String())
-	}
-	if err := c.policies.save(c.data); err != nil {
-		return none, nil, fmt.Errorf("serve: %w", err)
-	}
-	cfg := projection.Config{Policies: policies, Logger: log,
-		TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider(), Propagator: tel.Propagator()}
-	if c.partitions > 0 {
-		g, err := projection.NewGroup(js, store, cfg, projection.GroupConfig{Partitions: c.partitions, LeaseTTL: c.leaseTTL, Replicas: c.replicas})
-		if err != nil {
-			return none, nil, fmt.Errorf("serve: %w", err)
-		}
-		if err := g.Start(ctx); err != nil {
-			return none, nil, fmt.Errorf("serve: %w", err)
-		}
-		*stops = append(*stops, func(context.Context) error { return g.Close() })
-		return runningProjector{group: g}, store, nil
-	}
-	proj, err := projection.New(js, store, cfg)
-	if err != nil {
-		return none, nil, fmt.Errorf("serve: %w", err)
-	}
-	if err := proj.Start(ctx); err != nil {
-		return none, nil, fmt.Errorf("serve: start projector: %w", err)
-	}
-	*stops = append(*stops, func(context.Context) error { return proj.Close() })
-	return runningProjector{proj: proj}, store, nil
-}
-
-// connectServer starts the embedded NATS server (unless c.natsURL names an
-// external one) and connects to it.
-// stopped is set false while an embedded server runs, and true once it has
-// stopped.
-func connectServer(ctx context.Context, c serveConfig, sec security, log *slog.Logger, stops *[]func(context.Context) error, stopped *atomic.Bool) (*nats.Conn, string, error) {
-	opts := []nats.Option{nats.Name("ebb-serve"), nats.MaxReconnects(-1)}
-	if c.natsURL != "" {
-		nc, err := nats.Connect(c.natsURL, opts...)
-		if err != nil {
-			return nil, "", fmt.Errorf("serve: connect to %s: %w", c.natsURL, err)
-		}
-		*stops = append(*stops, func(context.Context) error { nc.Close(); return nil })
-		if sec.users != nil {
-			// The answers the external server's config (auth.NATSConfigWith)
-			// routes to ebb: stream info without other tenants' subjects,
-			// consumer creation that refuses push consumers, and events
-			// under the publish and storage quotas.
-			api, err := auth.StartAPI(nc, sec.meter, func(err error) {
-				log.Warn("tenant storage measure failed; the previous counts stay", "err", err)
-			})
-			if err != nil {
-				return nil, "", fmt.Errorf("serve: %w", err)
-			}
-			*stops = append(*stops, func(context.Context) error { return api.Close() })
-		}
-		return nc, c.natsURL, nil
-	}
-	var users []*server.User
-	var login auth.LoginLimit
-	if sec.users != nil {
-		users = sec.users.NATSUsers()
-		login = sec.users.Limits().Login
-	}
-	srv, err := embedded.Start(ctx, embedded.Config{
-		Dir:          filepath.Join(c.data, "jetstream"),
-		Listen:       c.natsListen,
-		Sync:         embedded.SyncPolicy{Interval: c.syncEvery},
-		Logger:       log,
-		TLS:          sec.tls,
-		Users:        users,
-		Login:        login,
-		TokenLogin:   tokenLogin(sec, log),
-		Meter:        sec.meter,
-		JetStreamKey: sec.jsKey,
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("serve: %w", err)
-	}
-	stopped.Store(false)
-	*stops = append(*stops, func(ctx context.Context) error {
-		err := srv.Shutdown(ctx)
-		stopped.Store(err == nil)
-		return err
-	})
-	nc, err := srv.Connect(opts...)
-	if err != nil {
-		return nil, "", fmt.Errorf("serve: connect to embedded nats: %w", err)
-	}
-	*stops = append(*stops, func(context.Context) error { nc.Close(); return nil })
-	return nc, srv.ClientURL(), nil
-}
-
-// serveHTTP listens on addr and serves h until stopped; it returns the bound
-// address.
-func serveHTTP(addr string, headerTimeout time.Duration, h http.Handler, tc *tls.Config, log *slog.Logger, stops *[]func(context.Context) error) (string, error) {
-	if headerTimeout <= 0 {
-		headerTimeout = 10 * time.Second
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", fmt.Errorf("serve: http listen on %s: %w", addr, err)
-	}
-	if tc != nil {
-		ln = tls.NewListener(ln, tc)
-	}
-	hs := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: headerTimeout,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      2 * time.Minute, // above the gateway's longest long-poll
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	done := make(chan error, 1)
-	go func() { done <- hs.Serve(ln) }()
-	*stops = append(*stops, func(ctx context.Context) error {
-		err := hs.Shutdown(ctx)
-		if serr := <-done; !errors.Is(serr, http.ErrServerClosed) {
-			err = errors.Join(err, serr)
-		}
-		return err
-	})
-	return ln.Addr().String(), nil
-}
-
-// serverGauges reports each stream's message count and last sequence, and
-// the projector's checkpoint and lag behind EVENTS (none from a server
-// on standby, which applies no partition).
-func serverGauges(mp metric.MeterProvider, js jetstream.JetStream, proj runningProjector) error {
-	meter := mp.Meter("github.com/ebbsync/ebb/cmd/ebb")
-	msgs, err := meter.Int64ObservableGauge("ebb.stream.messages", metric.WithDescription("messages held by each ebb stream"))
-	if err != nil {
-		return err
-	}
-	last, err := meter.Int64ObservableGauge("ebb.stream.last_sequence", metric.WithDescription("last sequence of each ebb stream"))
-	if err != nil {
-		return err
-	}
-	checkpoint, err := meter.Int64ObservableGauge("ebb.projector.checkpoint", metric.WithDescription("last EVENTS sequence the projector committed"))
-	if err != nil {
-		return err
-	}
-	lag, err := meter.Int64ObservableGauge("ebb.projector.lag", metric.WithDescription("events stored in EVENTS that the projector has not applied yet"))
-	if err != nil {
-		return err
-	}
-	_, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		for _, name := range []string{events.StreamEvents, events.StreamChanges, events.StreamReceipts, events.StreamDead} {
-			st, err := js.Stream(ctx, name)
-			if err != nil {
-				return fmt.Errorf("stream %s: %w", name, err)
-			}
-			attr := metric.WithAttributes(streamAttr(name))
-			o.ObserveInt64(msgs, int64(st.CachedInfo().State.Msgs), attr)
-			o.ObserveInt64(last, int64(st.CachedInfo().State.LastSeq), attr)
-			if cp, ok := proj.checkpoint(); ok && name == events.StreamEvents {
-				o.ObserveInt64(checkpoint, int64(cp))
-				o.ObserveInt64(lag, int64(st.CachedInfo().State.LastSeq-min(cp, st.CachedInfo().State.LastSeq)))
-			}
-		}
-		return nil
-	}, msgs, last, checkpoint, lag)
-	return err
-}
+const viewFile = server.ViewFile

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/datadir"
+	"github.com/ebbsync/ebb/deploy/datadir"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/projection"

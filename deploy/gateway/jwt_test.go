@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/auth/jwtlogin"
 	"github.com/ebbsync/ebb/deploy/auth/jwtlogin/jwtlogintest"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
+	"github.com/ebbsync/ebb/deploy/gateway"
 )
 
 // jwtEnv is a gateway with a users file (bob of globex) and login tokens

@@ -1,6 +1,7 @@
-// Package telemetry wires OpenTelemetry for the ebb binary. Packages take a
+// Package telemetry wires OpenTelemetry for an ebb process: the ebb binary,
+// or a program embedding a server (deploy/server). Packages take a
 // trace.TracerProvider, a metric.MeterProvider and a propagator in their
-// configs; only the binary decides where telemetry goes.
+// configs; only the process decides where telemetry goes.
 //
 // Configuration is OpenTelemetry's standard environment variables, read by
 // the contrib autoexport package: OTEL_TRACES_EXPORTER (console, otlp, none)
@@ -12,7 +13,7 @@
 // The traces and metrics themselves come from the packages (see the
 // Observability section of README.md): producer, projection and consumer
 // take a TracerProvider and a MeterProvider, the gateway a TracerProvider
-// and a Propagator. serve and the client commands build a Telemetry and
+// and a Propagator. deploy/server and the client commands build a Telemetry and
 // hand them over; client commands call Shutdown before exiting so a console
 // exporter prints their spans.
 package telemetry

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
+	"github.com/ebbsync/ebb/deploy/gateway"
 	"github.com/ebbsync/ebb/events"
 )
 

@@ -14,8 +14,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
+	"github.com/ebbsync/ebb/deploy/gateway"
 	"github.com/ebbsync/ebb/events"
 )
 

@@ -1,4 +1,4 @@
-// Package console is ebb's web console, served under /ui by `ebb serve`,
+// Package console is ebb's web console, served under /ui by deploy/server (`ebb serve`),
 // and the home of the browser client module (/ui/ebb-client.js).
 //
 // The console is a single page (embedded HTML, CSS and plain JavaScript:

@@ -42,7 +42,7 @@ func (g *Gateway) startSpan(r *http.Request, name string) (context.Context, trac
 		tp = noop.NewTracerProvider()
 	}
 	parent := g.propagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	return tp.Tracer("github.com/ebbsync/ebb/cmd/ebb/internal/gateway").Start(parent, name,
+	return tp.Tracer("github.com/ebbsync/ebb/deploy/gateway").Start(parent, name,
 		trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
 			attribute.String("ebb.tenant", r.PathValue("tenant"))))

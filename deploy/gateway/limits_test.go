@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
+	"github.com/ebbsync/ebb/deploy/gateway"
 	"github.com/ebbsync/ebb/events"
 )
 

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/datadir"
+	"github.com/ebbsync/ebb/deploy/datadir"
 )
 
 func TestAcquire_SecondRefusedUntilReleased(t *testing.T) {

@@ -17,11 +17,11 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/console"
-	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
 	"github.com/ebbsync/ebb/deploy/auth"
+	"github.com/ebbsync/ebb/deploy/console"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
+	"github.com/ebbsync/ebb/deploy/gateway"
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection"
 )

@@ -155,7 +155,7 @@ func New(cfg Config) (*Gateway, error) {
 		longPolls: newSlots(cfg.MaxLongPolls, cfg.MaxLongPollsPerUser)}
 	if cfg.MeterProvider != nil {
 		var err error
-		g.skipCounter, err = cfg.MeterProvider.Meter("github.com/ebbsync/ebb/cmd/ebb/internal/gateway").Int64Counter("ebb.gateway.skipped",
+		g.skipCounter, err = cfg.MeterProvider.Meter("github.com/ebbsync/ebb/deploy/gateway").Int64Counter("ebb.gateway.skipped",
 			metric.WithDescription("messages the gateway did not serve: unreadable, or not matching their subject"))
 		if err != nil {
 			return nil, fmt.Errorf("gateway: metrics: %w", err)

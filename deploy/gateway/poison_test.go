@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/ebbsync/ebb/cmd/ebb/internal/gateway"
+	"github.com/ebbsync/ebb/deploy/gateway"
 	"github.com/ebbsync/ebb/events"
 )
 

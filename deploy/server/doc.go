@@ -1,0 +1,52 @@
+// Package server runs an ebb server inside a Go program: what `ebb serve`
+// runs, behind one Config, so a Go backend embeds ebb in a few lines and
+// the binary's serve command is only flags and a config file that fill
+// that Config.
+//
+//	s, err := server.Start(ctx, server.Config{Data: "ebb-data"})
+//	if err != nil { ... }
+//	defer s.Close(context.Background())
+//	// clients sync over NATS at s.NATSURL(), or over HTTP at s.URL()
+//
+// A server is, in the order Start brings them up (and Close stops them in
+// reverse): the data directory, locked (deploy/datadir) before anything in
+// it is read or written and released last, only once nothing writes in
+// it; NATS, embedded (deploy/embedded, storage in the data directory) or
+// an existing server or cluster (Config.NATSURLs); the four streams,
+// created or reconciled (events.ReconcileStreams: replicas raised when
+// asked and never lowered, operator-set settings kept with a warning);
+// OpenTelemetry (deploy/telemetry, Prometheus always collected for
+// /metrics); the view store (bbolt in the data directory, or PostgreSQL)
+// and the projector on it, one projection.Projector or, with
+// Config.Partitions, a projection.Group whose partitions are applied by
+// whichever server holds their KV lease; the stream and projector gauges;
+// the HTTP gateway (deploy/gateway: health, readiness, metrics, the sync
+// API and document writes, whose durable logs live in the data directory)
+// with the console (deploy/console) at /ui.
+//
+// Contracts:
+//
+//   - Start returns once the server serves, or fails having stopped what it
+//     started and released the data directory. Its ctx bounds the start
+//     only: the server then runs until Close, or until its projector stops
+//     on its own, in which case it stops itself and Done, Wait report why.
+//   - Every goroutine the server starts is owned by it and stopped by Close
+//     (or by the stop after its projector failed); Close is safe to call
+//     twice and concurrently, and bounded by its ctx.
+//   - Ready is /readyz: nil when every stream is present, the NATS
+//     connection is up and the projector is making progress (a Group on
+//     standby is ready); otherwise it names each cause.
+//   - Errors name what failed and on what; a Config refused before anything
+//     is touched wraps ErrInvalidConfig; the data directory's lock, key
+//     file and stream errors wrap those packages' sentinels
+//     (datadir.ErrLocked, keys.ErrWrongKey, ...).
+//
+// Where the packages live: the repository's top level is fixed (cmd,
+// events, producer, consumer, projection, deploy), and what runs a server
+// process, rather than what a client or the projector is, already lives in
+// deploy (embedded NATS, auth, keys). So the wiring is deploy/server and
+// the parts it wires, which Go's internal rule used to hide in cmd/ebb,
+// are its siblings deploy/gateway, deploy/console, deploy/telemetry and
+// deploy/datadir. A program that wants only the HTTP gateway on its own
+// connection imports deploy/gateway.
+package server

@@ -1,0 +1,78 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/ebbsync/ebb/deploy/auth"
+	"github.com/ebbsync/ebb/deploy/embedded"
+)
+
+// connect starts the embedded NATS server (unless c.NATSURLs names
+// external ones) and connects to it; jsKey encrypts the embedded
+// server's storage unless it is nil. It returns the connection and the
+// URL it was made to. While an embedded server runs, s.natsStopped is
+// false.
+func (s *Server) connect(ctx context.Context, c *Config, jsKey []byte, meter *auth.Meter) (*nats.Conn, string, error) {
+	opts := []nats.Option{nats.Name("ebb-serve"), nats.MaxReconnects(-1)}
+	if len(c.NATSURLs) > 0 {
+		url := strings.Join(c.NATSURLs, ",")
+		nc, err := nats.Connect(url, opts...)
+		if err != nil {
+			return nil, "", fmt.Errorf("connect to %s: %w", url, err)
+		}
+		s.stops = append(s.stops, func(context.Context) error { nc.Close(); return nil })
+		if c.Users != nil {
+			// The answers the external server's config (auth.NATSConfigWith)
+			// routes to ebb: stream info without other tenants' subjects,
+			// consumer creation that refuses push consumers, and events
+			// under the publish and storage quotas.
+			api, err := auth.StartAPI(nc, meter, func(err error) {
+				c.Logger.Warn("tenant storage measure failed; the previous counts stay", "err", err)
+			})
+			if err != nil {
+				return nil, "", err
+			}
+			s.stops = append(s.stops, func(context.Context) error { return api.Close() })
+		}
+		return nc, url, nil
+	}
+	var users []*server.User
+	var login auth.LoginLimit
+	if c.Users != nil {
+		users = c.Users.NATSUsers()
+		login = c.Users.Limits().Login
+	}
+	srv, err := embedded.Start(ctx, embedded.Config{
+		Dir:          filepath.Join(c.Data, "jetstream"),
+		Listen:       c.NATSListen,
+		Sync:         embedded.SyncPolicy{Interval: c.FsyncInterval},
+		Logger:       c.Logger,
+		TLS:          c.TLS,
+		Users:        users,
+		Login:        login,
+		TokenLogin:   c.TokenLogin,
+		Meter:        meter,
+		JetStreamKey: jsKey,
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	s.natsStopped.Store(false)
+	s.stops = append(s.stops, func(ctx context.Context) error {
+		err := srv.Shutdown(ctx)
+		s.natsStopped.Store(err == nil)
+		return err
+	})
+	nc, err := srv.Connect(opts...)
+	if err != nil {
+		return nil, "", fmt.Errorf("connect to embedded nats: %w", err)
+	}
+	s.stops = append(s.stops, func(context.Context) error { nc.Close(); return nil })
+	return nc, srv.ClientURL(), nil
+}
