@@ -130,10 +130,16 @@ type GroupStats struct {
 // new holder has committed yet: a holder paused past its TTL that
 // resumes mid-commit neither commits nor evicts its successor. And a
 // holder's projector publishes (changes, receipts, dead letters) only
-// while its lease is provably held by its own clock: what it committed
-// before a pause and had not published is published by its successor,
-// from the outbox, and never again by it after the lease ran out. Start
-// it once; Close stops it and releases its leases.
+// while its lease is provably held by its own clock and its connection
+// is up (nothing waits in a reconnect buffer): what it committed before a
+// pause and had not published is published by its successor, from the
+// outbox. One window stays: a holder paused between that check and the
+// write to its socket (microseconds) sends the message when it resumes;
+// JetStream drops it as a duplicate if the successor published the same
+// version within the duplicate window, and only a later version of the
+// same document, published by the successor in that window, can then be
+// followed by the older one in CHANGES. Start it once; Close stops it and
+// releases its leases.
 type Group struct {
 	js    GroupJetStream
 	store Store // a PartitionedStore when Partitions > 1
@@ -467,11 +473,21 @@ type leasedJS struct {
 
 func (j *leasedJS) until(t time.Time) { j.valid.Store(&t) }
 
+// held refuses a publish once the lease ran out, and while the
+// connection is down: nats.go would keep it in its reconnect buffer and
+// send it whenever the link comes back, long after the lease may have
+// run out (a refused publish is retried by the projector). ebb's server
+// connection has no reconnect buffer either (deploy/server); this check
+// covers any connection the group is given.
 func (j *leasedJS) held() error {
-	if v := j.valid.Load(); v != nil && time.Now().Before(*v) {
-		return nil
+	v := j.valid.Load()
+	if v == nil || !time.Now().Before(*v) {
+		return fmt.Errorf("%w: the lease ran out before this publish (the process was paused or cut off)", ErrFenced)
 	}
-	return fmt.Errorf("%w: the lease ran out before this publish (the process was paused or cut off)", ErrFenced)
+	if c, ok := j.GroupJetStream.(interface{ Conn() *nats.Conn }); ok && !c.Conn().IsConnected() {
+		return fmt.Errorf("projector publish refused while the NATS connection is %s", c.Conn().Status())
+	}
+	return nil
 }
 
 func (j *leasedJS) Publish(ctx context.Context, subject string, payload []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {

@@ -19,7 +19,11 @@ import (
 // URL it was made to. While an embedded server runs, s.natsStopped is
 // false.
 func (s *Server) connect(ctx context.Context, c *Config, jsKey []byte, meter *auth.Meter) (*nats.Conn, string, error) {
-	opts := []nats.Option{nats.Name("ebb-serve"), nats.MaxReconnects(-1)}
+	// No reconnect buffer: a publish made while the link is down fails
+	// (the projector and the gateway's writer retry it) instead of going
+	// out whenever the link is back, when a partition's lease may be
+	// another server's.
+	opts := []nats.Option{nats.Name("ebb-serve"), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1)}
 	if len(c.NATSURLs) > 0 {
 		url := strings.Join(c.NATSURLs, ",")
 		nc, err := nats.Connect(url, opts...)
