@@ -922,7 +922,12 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 	if err != nil {
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 	}
-	if _, reset, behind := check(c); !reset && !behind {
+	// A stream restored from a backup of the cursor's (not a reset: the
+	// cursor stays) lacks whatever the backup did not hold: every write
+	// still awaiting a receipt is at risk, its event perhaps gone from
+	// EVENTS too.
+	restored := func(c cursor) bool { return c.Seq > 0 && c.Created != created }
+	if _, reset, behind := check(c); !reset && !behind && !restored(c) {
 		r.retryQuarantinedReceipts(ctx, s)
 		if err := r.republishStored(ctx, js, s); err != nil {
 			return 0, 0, err
@@ -950,12 +955,12 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 				return fmt.Errorf("drop unanswered events: %w", err)
 			}
 		}
-		if reset || behind {
+		if reset || behind || restored(old) {
 			es, err := r.log.Unsettled(tx)
 			if err != nil {
 				return err
 			}
-			lost, suspects = receiptsAtRisk(info, es, reset)
+			lost, suspects = receiptsAtRisk(info, es, reset || restored(old))
 		}
 		if len(lost) > 0 {
 			r.noteResync(fmt.Errorf("%w: receipts after sequence %d may be gone (stream %s first %d at %s, last %d): republishing %d unsettled events, watching %d pending ones",
