@@ -133,7 +133,7 @@ func checkPolicyChange(ctx context.Context, c serveConfig, store interface {
 	}
 	cp, err := store.Checkpoint(ctx)
 	if err != nil {
-		return fmt.Errorf("serve: read the view's checkpoint: %w", err)
+		return fmt.Errorf("read the view's checkpoint: %w", err)
 	}
 	if cp == 0 {
 		return nil

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ebbsync/ebb/deploy/server"
 	"io"
 	"os"
 	"path/filepath"
@@ -150,7 +151,7 @@ func runRestore(ctx context.Context, m *Main, args []string) error {
 			return fmt.Errorf("restore: %w", err)
 		}
 	}
-	store, err := openView(ctx, view, sec.view, time.Second)
+	store, err := server.OpenView(ctx, view, sec.view, time.Second)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
@@ -185,7 +186,7 @@ func runRestore(ctx context.Context, m *Main, args []string) error {
 // and CHANGES as the streams the view counts in and published into, so the
 // projector resumes at upTo+1 without re-anchoring or reseeding CHANGES.
 // It returns the view's document count.
-func rebuildRestored(ctx context.Context, js jetstream.JetStream, store viewStore, cfg projection.Config, upTo uint64) (int, error) {
+func rebuildRestored(ctx context.Context, js jetstream.JetStream, store server.ViewStore, cfg projection.Config, upTo uint64) (int, error) {
 	cp, err := store.Checkpoint(ctx)
 	if err != nil {
 		return 0, err
@@ -257,7 +258,7 @@ func checkBackup(src string, man *backupManifest) error {
 // shows that checkpoint as its ack floor before a failing publish went
 // through. Each goes under the reseed's Nats-Msg-Id form,
 // seed:<ULID>:<subject>:<version>.
-func missingChanges(ctx context.Context, js jetstream.JetStream, store viewStore) ([]projection.OutboxEntry, error) {
+func missingChanges(ctx context.Context, js jetstream.JetStream, store server.ViewStore) ([]projection.OutboxEntry, error) {
 	have := map[string]uint64{}
 	err := readFiltered(ctx, js, events.StreamChanges, []string{events.ChangesPrefix + ".>"}, func(subject string, data []byte, _ *jetstream.MsgMetadata) error {
 		if c, err := events.DecodeChange(data); err == nil {
@@ -361,7 +362,7 @@ func freshDataDir(data string, embeddedNATS bool, view string) error {
 	if embeddedNATS {
 		check = append(check, filepath.Join(data, "jetstream"))
 	}
-	if !isPostgresURL(view) {
+	if !server.IsPostgresURL(view) {
 		check = append(check, view)
 	}
 	for _, p := range check {

@@ -81,7 +81,7 @@ func registerServeFlags(fs *flag.FlagSet, c *serveFile, pol policyFlags, meta *s
 	fs.BoolVar(&meta.json, "json", false, "with --print-config: print JSON instead of YAML")
 	fs.StringVar(&c.Data, "data", c.Data, "data directory (JetStream storage, the view, recorded policies)")
 	fs.Func("view", "the view: a bbolt file (default view.db in --data) or a PostgreSQL URL postgres://...", func(v string) error {
-		if isPostgresURL(v) {
+		if server.IsPostgresURL(v) {
 			c.View.PostgresURL, c.View.Path = v, ""
 		} else {
 			c.View.Path, c.View.PostgresURL = v, ""
@@ -202,7 +202,7 @@ func (c serveFile) check() error {
 	if c.View.PostgresURL != "" && c.View.Path != "" {
 		errs = append(errs, usagef("view: give path (a bbolt file) or postgres_url, not both"))
 	}
-	if c.View.PostgresURL != "" && !isPostgresURL(c.View.PostgresURL) {
+	if c.View.PostgresURL != "" && !server.IsPostgresURL(c.View.PostgresURL) {
 		errs = append(errs, usagef("view.postgres_url: want postgres://... or postgresql://..."))
 	}
 	if c.Data == "" {

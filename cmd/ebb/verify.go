@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/ebbsync/ebb/deploy/server"
 	"path/filepath"
 	"strings"
 	"time"
@@ -93,7 +94,7 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	live, err := openView(ctx, view, sec.view, time.Second)
+	live, err := server.OpenView(ctx, view, sec.view, time.Second)
 	if err != nil {
 		return fmt.Errorf("verify: the live view: %w", err)
 	}

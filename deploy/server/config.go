@@ -138,8 +138,9 @@ type Config struct {
 	GroupReady     func(*projection.Group) error
 }
 
-// isPostgres reports whether a View value names a PostgreSQL database.
-func isPostgres(view string) bool {
+// IsPostgresURL reports whether a View value names a PostgreSQL database
+// rather than a bbolt file.
+func IsPostgresURL(view string) bool {
 	return strings.HasPrefix(view, "postgres://") || strings.HasPrefix(view, "postgresql://")
 }
 
@@ -158,7 +159,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Partitions < 0 || c.Partitions > projection.MaxPartitions {
 		errs = append(errs, fmt.Errorf("Partitions %d: want 0 to %d", c.Partitions, projection.MaxPartitions))
 	}
-	if c.Partitions > 1 && !isPostgres(c.View) {
+	if c.Partitions > 1 && !IsPostgresURL(c.View) {
 		errs = append(errs, fmt.Errorf("Partitions %d needs a PostgreSQL View every server shares", c.Partitions))
 	}
 	if c.LeaseTTL != 0 && (c.LeaseTTL < projection.MinLeaseTTL || c.Partitions == 0) {

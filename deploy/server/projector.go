@@ -55,20 +55,22 @@ func (r runningProjector) err() error {
 	return r.proj.Err()
 }
 
-// viewStore is what the server needs of the view: the projector's Store,
+// ViewStore is what the server needs of the view: the projector's Store,
 // closed when done.
-type viewStore interface {
+// ViewStore is the view a server projects into: the projector's Store,
+// closed when done.
+type ViewStore interface {
 	projection.Store
 	Close() error
 }
 
-// openView opens the view: the bbolt file at view, or the PostgreSQL
+// OpenView opens the view: the bbolt file at view, or the PostgreSQL
 // database it names. A PostgreSQL view refuses a cipher
 // (projection.ErrPostgresCipher): its documents stay queryable JSONB, and
 // encryption at rest is the database's. The URL, which may hold a
 // password, is never part of an error.
-func openView(ctx context.Context, view string, cipher *keys.Cipher, timeout time.Duration) (viewStore, error) {
-	if isPostgres(view) {
+func OpenView(ctx context.Context, view string, cipher *keys.Cipher, timeout time.Duration) (ViewStore, error) {
+	if IsPostgresURL(view) {
 		s, err := projection.OpenPostgres(ctx, view, projection.PostgresOptions{Cipher: cipher})
 		if err != nil {
 			return nil, fmt.Errorf("open the PostgreSQL view: %w", err)
@@ -96,7 +98,7 @@ type providers struct {
 // cancelled, stops the projector.
 func (s *Server) startProjector(ctx, runCtx context.Context, c *Config, view *keys.Cipher, js jetstream.JetStream, tel providers) (runningProjector, projection.Store, error) {
 	var none runningProjector
-	store, err := openView(ctx, c.View, view, 2*time.Second)
+	store, err := OpenView(ctx, c.View, view, 2*time.Second)
 	if err != nil {
 		return none, nil, err
 	}
