@@ -12,7 +12,8 @@ import (
 
 // API runs the responders a configuration made with them needs
 // (NATSUsers, NATSConfigWith(true)): stream info (ServeStreamInfo),
-// consumer create under the per-user consumer bound, and the publish of
+// consumer create under the per-user consumer bound, fetches (MSG.NEXT)
+// from the asker's own consumers only (serveNext), and the publish of
 // events under a Meter's quotas, whose storage measure it runs every
 // StorageLimit.Rescan.
 type API struct {
@@ -42,6 +43,7 @@ func StartAPI(nc *nats.Conn, m *Meter, onErr func(error)) (*API, error) {
 	for _, serve := range []func() (*nats.Subscription, error){
 		func() (*nats.Subscription, error) { return ServeStreamInfo(nc) },
 		func() (*nats.Subscription, error) { return serveConsumerCreate(nc, js, m.q.MaxConsumersPerUser) },
+		func() (*nats.Subscription, error) { return serveNext(nc, js) },
 	} {
 		sub, err := serve()
 		if err != nil {
