@@ -43,10 +43,12 @@ func AccountOf(usr User) string {
 const jsInfoSink = "_ebb.none.js-info"
 
 // export is one service StreamAccount offers; streamed marks a request
-// answered by many messages (a fetch).
+// answered by many messages (a fetch); stream marks a stream export (not
+// a service).
 type export struct {
 	subject  string
 	streamed bool
+	stream   bool
 }
 
 // exports are everything any user account may import from StreamAccount.
@@ -66,6 +68,7 @@ var exports = []export{
 	{subject: jsInfoSink},
 	{subject: streamInfoSubject + ".*"},
 	{subject: consumerCreateSubject + ".>"},
+	{subject: deliverPrefix + ".>", stream: true}, // fetched messages, to each user's own inbox
 	{subject: publishSubject + ".>"},
 }
 
@@ -153,13 +156,28 @@ func (u *Users) natsConfig(password func(User) (string, error), internal, respon
 	}
 	b.WriteString("    ]\n    exports: [\n")
 	for _, e := range exports {
-		if e.streamed {
+		if e.stream {
+			fmt.Fprintf(&b, "      {stream: %s}\n", strconv.Quote(e.subject))
+		} else if e.streamed {
 			fmt.Fprintf(&b, "      {service: %s, response: stream}\n", strconv.Quote(e.subject))
 		} else {
 			fmt.Fprintf(&b, "      {service: %s}\n", strconv.Quote(e.subject))
 		}
 	}
-	b.WriteString("    ]\n  }\n")
+	b.WriteString("    ]\n")
+	if responder {
+		b.WriteString("    imports: [\n")
+		for _, usr := range u.list {
+			if usr.Role == RoleAdmin {
+				continue
+			}
+			for _, im := range fetchRoutesOf(usr).Requests {
+				fmt.Fprintf(&b, "      {stream: {account: %s, subject: %s}, to: %s}\n", strconv.Quote(AccountOf(usr)), strconv.Quote(im.Local), strconv.Quote(im.Remote))
+			}
+		}
+		b.WriteString("    ]\n")
+	}
+	b.WriteString("  }\n")
 	for _, usr := range u.list {
 		if usr.Role == RoleAdmin {
 			continue
@@ -183,6 +201,12 @@ func (u *Users) natsConfig(password func(User) (string, error), internal, respon
 				continue
 			}
 			fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(im.Remote), strconv.Quote(im.Local))
+		}
+		if responder {
+			r := fetchRoutesOf(usr)
+			fmt.Fprintf(&b, "      {stream: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(r.Deliveries.Remote), strconv.Quote(r.Deliveries.Local))
+			b.WriteString("    ]\n")
+			fmt.Fprintf(&b, "    exports: [\n      {stream: %s, accounts: [%s]}\n", strconv.Quote(r.Export), StreamAccount)
 		}
 		b.WriteString("    ]\n  }\n")
 	}
@@ -241,7 +265,85 @@ func importsOf(usr User, responder bool) []Import {
 			out = append(out, Import{Local: s, Remote: consumerCreateSubject + "." + events.EncodeToken(usr.Name) + "." + rest})
 			continue
 		}
+		if strings.HasPrefix(s, jsAPI+"CONSUMER.MSG.NEXT.") && responder {
+			continue // a stream StreamAccount imports (fetchRoutesOf)
+		}
 		out = append(out, Import{Local: s, Remote: s})
 	}
 	return append(out, Import{Local: jsAPI + "INFO", Remote: jsInfoSink})
+}
+
+// deliverPrefix starts the subjects, in StreamAccount, that the fetch
+// responder names as the reply of a fetch it forwards:
+// <deliverPrefix>.<user token>.<rest of the user's inbox>. Each user
+// account imports only its own ones, as a stream, into its inbox.
+const deliverPrefix = "_ebb.deliver"
+
+// FetchRoutes are the stream imports that carry a user's fetches (MSG.NEXT)
+// through the fetch responder in the embedded configuration, instead of a
+// service import. A service import would hide the user's inbox behind a
+// _R_ reply that a client connection may not name as a reply, and
+// JetStream's messages carry $JS.ACK replies no client may forward; a
+// stream keeps both.
+type FetchRoutes struct {
+	// Export is the subject the user's account exports as a stream to
+	// StreamAccount (its fetch requests).
+	Export string
+	// Requests are what StreamAccount imports from the user's account:
+	// Local in the user's account arrives on Remote in StreamAccount.
+	Requests []Import
+	// Deliveries is what the user's account imports from StreamAccount:
+	// Remote in StreamAccount arrives on Local, its inbox.
+	Deliveries Import
+}
+
+// FetchRoutesOf returns the fetch routes of usr's account (empty for an
+// admin), for code that builds such an account on a running server
+// (package deploy/auth/jwtlogin; see Link).
+func FetchRoutesOf(usr User) FetchRoutes {
+	if usr.Role == RoleAdmin {
+		return FetchRoutes{}
+	}
+	return fetchRoutesOf(usr)
+}
+
+func fetchRoutesOf(usr User) FetchRoutes {
+	user := events.EncodeToken(usr.Name)
+	r := FetchRoutes{
+		Export:     jsAPI + "CONSUMER.MSG.NEXT.>",
+		Deliveries: Import{Local: InboxPrefix(usr.Name) + ".>", Remote: deliverPrefix + "." + user + ".>"},
+	}
+	for _, s := range usr.imports() {
+		if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.MSG.NEXT."); ok {
+			r.Requests = append(r.Requests, Import{Local: s, Remote: nextSubject + "." + user + "." + events.EncodeToken(usr.Tenant) + "." + rest})
+		}
+	}
+	return r
+}
+
+// Link gives acc, usr's account on a running server, what the embedded
+// configuration gives it: the service imports (Imports) and the fetch
+// routes (FetchRoutesOf) to and from stream, StreamAccount.
+func Link(stream, acc *server.Account, usr User) error {
+	for _, im := range Imports(usr) {
+		if err := acc.AddServiceImport(stream, im.Local, im.Remote); err != nil {
+			return fmt.Errorf("link %s: import %s: %w", acc.Name, im.Remote, err)
+		}
+	}
+	if usr.Role == RoleAdmin {
+		return nil
+	}
+	r := fetchRoutesOf(usr)
+	if err := acc.AddStreamExport(r.Export, []*server.Account{stream}); err != nil {
+		return fmt.Errorf("link %s: export %s: %w", acc.Name, r.Export, err)
+	}
+	for _, im := range r.Requests {
+		if err := stream.AddMappedStreamImport(acc, im.Local, im.Remote); err != nil {
+			return fmt.Errorf("link %s: stream import %s: %w", acc.Name, im.Local, err)
+		}
+	}
+	if err := acc.AddMappedStreamImport(stream, r.Deliveries.Remote, r.Deliveries.Local); err != nil {
+		return fmt.Errorf("link %s: stream import %s: %w", acc.Name, r.Deliveries.Remote, err)
+	}
+	return nil
 }

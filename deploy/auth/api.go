@@ -12,14 +12,21 @@ import (
 
 // API runs the responders a configuration made with them needs
 // (NATSUsers, NATSConfigWith(true)): stream info (ServeStreamInfo),
-// consumer create under the per-user consumer bound, and the publish of
+// consumer create under the per-user consumer bound, fetches (MSG.NEXT)
+// from the asker's own consumers only (serveNext), and the publish of
 // events under a Meter's quotas, whose storage measure it runs every
 // StorageLimit.Rescan.
 type API struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
 	subs   []*nats.Subscription
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+
+	mu   sync.Mutex         // guards next
+	next *nats.Subscription // the fetch responder (Resubscribe replaces it)
+
+	wg   sync.WaitGroup
+	once sync.Once
 }
 
 // StartAPI starts the responders on nc, a connection in StreamAccount,
@@ -38,7 +45,10 @@ func StartAPI(nc *nats.Conn, m *Meter, onErr func(error)) (*API, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start api: %w", err)
 	}
-	a := &API{}
+	a := &API{nc: nc, js: js}
+	if a.next, err = serveNext(nc, js); err != nil {
+		return nil, fmt.Errorf("start api: %w", err)
+	}
 	for _, serve := range []func() (*nats.Subscription, error){
 		func() (*nats.Subscription, error) { return ServeStreamInfo(nc) },
 		func() (*nats.Subscription, error) { return serveConsumerCreate(nc, js, m.q.MaxConsumersPerUser) },
@@ -74,6 +84,34 @@ func StartAPI(nc *nats.Conn, m *Meter, onErr func(error)) (*API, error) {
 	return a, nil
 }
 
+// Resubscribe makes the fetch responder subscribe anew and waits until
+// the server has the new subscription, so that it hears the fetch routes
+// of user accounts linked on a running server since (Link): nats-server
+// routes a stream import only to the subscriptions made after it. The
+// old subscription is drained: a fetch it holds is still answered.
+// Call it after Link and before the user's connection is accepted.
+func (a *API) Resubscribe() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.next == nil {
+		return fmt.Errorf("resubscribe fetch responder: %w", nats.ErrBadSubscription) // closed
+	}
+	sub, err := serveNext(a.nc, a.js)
+	if err != nil {
+		return fmt.Errorf("resubscribe fetch responder: %w", err)
+	}
+	if err := a.nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("resubscribe fetch responder: %w", err)
+	}
+	old := a.next
+	a.next = sub
+	if err := old.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
+		return fmt.Errorf("resubscribe fetch responder: drain the old one: %w", err)
+	}
+	return nil
+}
+
 // Close stops the responders and the storage measures and waits for
 // them. It is safe to call more than once.
 func (a *API) Close() error {
@@ -82,7 +120,14 @@ func (a *API) Close() error {
 		if a.cancel != nil {
 			a.cancel()
 		}
-		for _, sub := range a.subs {
+		a.mu.Lock()
+		subs := append(a.subs, a.next)
+		a.next = nil
+		a.mu.Unlock()
+		for _, sub := range subs {
+			if sub == nil {
+				continue
+			}
 			if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
 				errs = append(errs, err)
 			}

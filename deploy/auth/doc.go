@@ -51,7 +51,7 @@
 //	$JS.API.STREAM.INFO.CHANGES / .RECEIPTS                  reset detection (see below)
 //	$JS.API.CONSUMER.CREATE.CHANGES.*.ebb.chg.<tenant>.>     ordered consumer, one filter
 //	$JS.API.CONSUMER.CREATE.RECEIPTS.*.ebb.rcpt.<tenant>.<user>
-//	$JS.API.CONSUMER.MSG.NEXT.CHANGES.* / .RECEIPTS.*        fetch (a streamed answer)
+//	$JS.API.CONSUMER.MSG.NEXT.CHANGES.* / .RECEIPTS.*        fetch, from the user's own consumers (below)
 //	$JS.API.DIRECT.GET.CHANGES.ebb.chg.<tenant>.>            last change in scope
 //	subscribe _INBOX_<user>.>                                the user's private inbox
 //
@@ -85,6 +85,35 @@
 // with its headers, and JetStream's answer back. NATSConfigWith(false)
 // imports all three directly, with none of this.
 //
+// Fetches (CONSUMER.MSG.NEXT) go to the fetch responder, which forwards
+// one only from a consumer of the asker: its OwnerMetadata (set by the
+// consumer create responder) is the asker's name, or it has none (an
+// admin's or ebb's own), and every filter subject lies within the
+// asker's scope (its tenant's changes; its own receipts); no filter is
+// the whole stream, refused. A foreign consumer is answered with a
+// status message 403 naming it, an unknown name with JetStream's own
+// "409 Consumer Deleted" (so an owner's ordered consumer makes a new
+// one); neither is forwarded, and the jetstream client reports both as
+// errors. So a stranger learns whether a name exists, never what it
+// reads. A fetch cannot travel as a service import: that hides the
+// asker's inbox behind a _R_ reply, which nats-server lets no client
+// connection name as a reply, and JetStream's messages carry $JS.ACK
+// replies no client may forward. So each user account exports its
+// fetch subjects as a stream to EBB, which imports them as
+// _ebb.api.next.<user>.<tenant>.<stream>.<consumer> (the mapping, not
+// the user, writes the name and tenant); the responder forwards with a
+// reply in _ebb.deliver.<user>.<inbox rest>, and the user's account
+// imports _ebb.deliver.<user>.> as a stream into its own inbox, with
+// the ack replies intact (FetchRoutesOf). A stream import reaches only
+// subscriptions made after it, so an account made on a running server
+// (Link, token logins) needs API.Resubscribe before its first fetch.
+// The price is one CONSUMER.INFO round trip and two more hops per fetch
+// request, not per message (BenchmarkFetch: some tenths of a
+// millisecond on a loaded machine), and the checks run one at a time on
+// the responder's subscription. A consumer deleted and made again by
+// someone else between the check and the fetch (microseconds) is not
+// caught.
+//
 // # One account per user, not per tenant
 //
 // Per-tenant accounts would close the cross-tenant case as well (and
@@ -111,8 +140,9 @@
 // fetch, ack, delete). So nobody else can take one over, read from it or
 // make the server delete it. NATS cannot check a request body; the
 // consumer create responder refuses ack waits and inactive thresholds
-// below a second, to the owner too. A durable not listed has no owner: any user of the tenant scope may
-// create or update it. Every consumer a user creates counts against its
+// below a second, to the owner too. A durable not listed is fetched from
+// only by the user that made it (see the fetch responder above); any
+// user of the tenant scope may still create or update it. Every consumer a user creates counts against its
 // own Limits.MaxConsumersPerUser and the shared Limits.MaxConsumers.
 //
 // # Quotas

@@ -217,6 +217,7 @@ type Server struct {
 	internal *server.User // nil without Users
 	infoConn *nats.Conn   // serves users' API requests (auth.StartAPI); nil without accounts
 	api      *auth.API    // the responders on infoConn; nil without accounts
+	tokens   *tokenFirst  // token logins, told of api; nil without them
 
 	shutdownOnce sync.Once
 	shutdownDone chan struct{}
@@ -262,6 +263,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	var (
 		internal *server.User
 		authn    *auth.NATSAuthenticator
+		tokens   *tokenFirst
 	)
 	if len(cfg.Users) > 0 {
 		var users []*server.User
@@ -275,7 +277,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		opts.CustomClientAuthentication = authn
 		if cfg.TokenLogin != nil {
-			opts.CustomClientAuthentication = tokenFirst{token: cfg.TokenLogin, rest: authn}
+			tokens = &tokenFirst{token: cfg.TokenLogin, rest: authn}
+			opts.CustomClientAuthentication = tokens
 		}
 	}
 	if err := moveStreamAccount(cfg.Dir, internal); err != nil {
@@ -300,12 +303,13 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		authn.Bind(ns)
 		if cfg.TokenLogin != nil {
 			cfg.TokenLogin.Bind(ns)
+			tokens.ns.Store(ns)
 		}
 	}
 	bridge := newLogBridge(logger)
 	ns.SetLoggerV2(bridge, bridge.debug, bridge.trace, false)
 
-	s := &Server{ns: ns, cfg: cfg, internal: internal, shutdownDone: make(chan struct{})}
+	s := &Server{ns: ns, cfg: cfg, internal: internal, tokens: tokens, shutdownDone: make(chan struct{})}
 	ns.Start()
 	if err := s.waitReady(ctx, bridge.fatal); err != nil {
 		// Best effort: release the listener and the store before reporting.
@@ -358,6 +362,9 @@ func (s *Server) serveStreamInfo() error {
 		return err
 	}
 	s.infoConn, s.api = nc, api
+	if s.tokens != nil {
+		s.tokens.api.Store(api)
+	}
 	return nil
 }
 

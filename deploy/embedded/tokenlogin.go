@@ -1,6 +1,12 @@
 package embedded
 
-import "github.com/nats-io/nats-server/v2/server"
+import (
+	"sync/atomic"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/ebbsync/ebb/deploy/auth"
+)
 
 // TokenLogin checks the logins that present a token; see Config.TokenLogin.
 type TokenLogin interface {
@@ -9,15 +15,37 @@ type TokenLogin interface {
 	Bind(*server.Server)
 }
 
-// tokenFirst sends a login with a token to token, any other to rest.
+// tokenFirst sends a login with a token to token, any other to rest. A
+// token login that made a new account (auth.Link) makes the fetch
+// responder subscribe again (auth.API.Resubscribe) before the connection
+// is accepted: nats-server routes the account's fetch requests only to
+// subscriptions made after its stream import. Such a login is refused
+// while the responders are not running yet.
 type tokenFirst struct {
 	token server.Authentication
 	rest  server.Authentication
+	ns    atomic.Pointer[server.Server]
+	api   atomic.Pointer[auth.API]
 }
 
-func (t tokenFirst) Check(c server.ClientAuthentication) bool {
-	if o := c.GetOpts(); o != nil && o.Token != "" && o.Username == "" {
-		return t.token.Check(c)
+func (t *tokenFirst) Check(c server.ClientAuthentication) bool {
+	o := c.GetOpts()
+	if o == nil || o.Token == "" || o.Username != "" {
+		return t.rest.Check(c)
 	}
-	return t.rest.Check(c)
+	ns := t.ns.Load()
+	before := 0
+	if ns != nil {
+		before = ns.NumLoadedAccounts()
+	}
+	if !t.token.Check(c) {
+		return false
+	}
+	if ns == nil || ns.NumLoadedAccounts() == before {
+		return true
+	}
+	// Without it, the user's fetches would reach no responder; before
+	// the responders run (the server is starting), the login is refused.
+	api := t.api.Load()
+	return api != nil && api.Resubscribe() == nil
 }

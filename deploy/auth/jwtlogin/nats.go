@@ -44,7 +44,8 @@ const natsVerifyTimeout = 5 * time.Second
 // on the embedded server (embedded.Config.TokenLogin). It gives the
 // token's user exactly what a users-file user of that name, tenant and
 // role gets: an account of its own, auth.AccountOf, importing from
-// auth.StreamAccount the subjects auth.Imports lists, and the permissions
+// auth.StreamAccount the subjects auth.Imports lists (with the fetch
+// routes: auth.Link), and the permissions
 // auth.Users.PermissionsOf returns. The account is made on the server at
 // the user's first login and kept until the server stops. The connection
 // is closed by the server when the token expires. Of the users file's
@@ -171,10 +172,8 @@ func (n *NATSLogin) account(ns *server.Server, usr auth.User) (*server.Account, 
 		// Not one this login made: the users file's, or the server's.
 		return nil, fmt.Errorf("%w: account %s exists", ErrNameTaken, name)
 	}
-	for _, im := range auth.Imports(usr) {
-		if err := acc.AddServiceImport(stream, im.Local, im.Remote); err != nil {
-			return nil, fmt.Errorf("token login %q: import %s: %w", usr.Name, im.Remote, err)
-		}
+	if err := auth.Link(stream, acc, usr); err != nil {
+		return nil, fmt.Errorf("token login %q: %w", usr.Name, err)
 	}
 	n.placed[name] = usr
 	return acc, nil
