@@ -34,8 +34,9 @@
 // the ones deploy/auth gives any user of that name, tenant and role:
 // over HTTP the gateway's tenant checks (auth.User.CanRead and the
 // others), over NATS the permissions of auth.Users.PermissionsOf and an
-// account of its own (auth.AccountOf) that imports auth.Imports from
-// auth.StreamAccount. A token whose user name the users file lists is
+// account of its own (auth.AccountOf) linked to auth.StreamAccount by
+// auth.Link: the imports of auth.Imports and the fetch routes of
+// auth.FetchRoutesOf, as a users-file user's. A token whose user name the users file lists is
 // refused (CheckName, ErrNameTaken): a token never acts as a listed user.
 // Over NATS, the name is also refused if a token of another tenant or
 // role already logged in as it on this server.
