@@ -60,8 +60,9 @@ const (
 	// to recreate the consumer (read EVENTS, delete, create): a request
 	// sent while a cluster elects a leader may never be answered, and
 	// waiting out the client's default (5s) per request made failovers
-	// slow. It grows by a second with every failed attempt.
-	recreateTimeout = 2 * time.Second
+	// slow: each request lost to an election costs this much. It grows by
+	// a second with every failed attempt, for a cluster that is only slow.
+	recreateTimeout = time.Second
 	// maxRecreateTimeout bounds recreateTimeout as it grows with every
 	// attempt that failed: nats.go's default request timeout.
 	maxRecreateTimeout = 5 * time.Second
