@@ -24,7 +24,7 @@ func unambiguousJSON(data []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var stack []*jsonObject // nil entries are arrays
-	values := 0         // top-level values
+	values := 0             // top-level values
 	for {
 		tok, err := dec.Token()
 		if errors.Is(err, io.EOF) {
