@@ -37,7 +37,8 @@ const OwnerMetadata = "ebb_user"
 const consumerRecount = 5 * time.Second
 
 // consumerRequest is the part of a consumer create request the responder
-// checks; the request itself is passed on unchanged.
+// checks; the request itself is passed on with only its owner set
+// (withOwner), and checked as it is passed on (checkConsumerRequest).
 type consumerRequest struct {
 	Config struct {
 		DeliverSubject    string        `json:"deliver_subject"`
@@ -104,14 +105,18 @@ func (c *consumerCounter) created(user string) {
 // nc, a connection in StreamAccount, for a configuration made with a
 // responder (NATSUsers; see NATSConfigWith). The subject (user, stream,
 // name, filter) is the one the user's import allowed; the responder
-// refuses, with a JetStream API error, a push consumer (a deliver subject
+// refuses, with a JetStream API error, a request any of whose JSON objects
+// holds two keys equal under encoding/json's case folding (unambiguousJSON:
+// JetStream and the check could each read another of the two), a config
+// or metadata that is no JSON object, a push consumer (a deliver subject
 // is a subject JetStream publishes the consumer's messages to, in
 // StreamAccount: it would write one tenant's changes into another's
 // streams), an ack wait below MinAckWait, an inactive threshold below
 // MinInactiveThreshold, and a new consumer of a user that holds
 // maxPerUser (Limits.MaxConsumersPerUser) on CHANGES and RECEIPTS
 // already (code 429). Anything else is passed to JetStream with the
-// user's name as OwnerMetadata. The subscription lives as long as nc or
+// user's name as OwnerMetadata; the checks read the very bytes JetStream
+// gets. The subscription lives as long as nc or
 // until it is unsubscribed.
 func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) (*nats.Subscription, error) {
 	count := &consumerCounter{js: js, max: maxPerUser}
@@ -122,32 +127,27 @@ func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) 
 			_ = m.Respond(consumerError(400, "consumer create: no user in the request subject"))
 			return
 		}
-		var req consumerRequest
-		if err := json.Unmarshal(m.Data, &req); err != nil {
+		// The bytes checked are the bytes JetStream gets: the request with
+		// its owner set, refused if any of its objects holds a key twice
+		// under encoding/json's case folding (the responder and JetStream
+		// could each take another of the two).
+		if err := unambiguousJSON(m.Data); err != nil {
+			_ = m.Respond(consumerError(400, "consumer create: "+err.Error()))
+			return
+		}
+		data, err := withOwner(m.Data, user)
+		if err != nil {
 			_ = m.Respond(consumerError(400, "consumer create: unreadable request: "+err.Error()))
 			return
 		}
-		c := req.Config
-		switch {
-		case c.DeliverSubject != "":
-			_ = m.Respond(consumerError(400, "consumer create: push consumers (deliver_subject) are not allowed; use a pull consumer"))
-			return
-		case c.AckWait > 0 && c.AckWait < MinAckWait:
-			_ = m.Respond(consumerError(400, fmt.Sprintf("consumer create: ack_wait %s is below %s", c.AckWait, MinAckWait)))
-			return
-		case c.InactiveThreshold > 0 && c.InactiveThreshold < MinInactiveThreshold:
-			_ = m.Respond(consumerError(400, fmt.Sprintf("consumer create: inactive_threshold %s is below %s", c.InactiveThreshold, MinInactiveThreshold)))
+		if desc := checkConsumerRequest(data); desc != "" {
+			_ = m.Respond(consumerError(400, desc))
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), streamInfoTimeout)
 		defer cancel()
 		if err := count.admit(ctx, user); err != nil {
 			_ = m.Respond(consumerError(429, err.Error()))
-			return
-		}
-		data, err := withOwner(m.Data, user)
-		if err != nil {
-			_ = m.Respond(consumerError(400, "consumer create: unreadable request: "+err.Error()))
 			return
 		}
 		resp, err := nc.Request(jsAPI+"CONSUMER.CREATE."+rest, data, streamInfoTimeout)
@@ -169,24 +169,58 @@ func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) 
 	return sub, nil
 }
 
+// checkConsumerRequest returns why the consumer create request data is
+// refused, or "": it must be unambiguous JSON (unambiguousJSON) and ask
+// for a pull consumer whose ack wait and inactive threshold, if set, are
+// at least MinAckWait and MinInactiveThreshold.
+func checkConsumerRequest(data []byte) string {
+	if err := unambiguousJSON(data); err != nil {
+		return "consumer create: " + err.Error()
+	}
+	var req consumerRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return "consumer create: unreadable request: " + err.Error()
+	}
+	c := req.Config
+	switch {
+	case c.DeliverSubject != "":
+		return "consumer create: push consumers (deliver_subject) are not allowed; use a pull consumer"
+	case c.AckWait > 0 && c.AckWait < MinAckWait:
+		return fmt.Sprintf("consumer create: ack_wait %s is below %s", c.AckWait, MinAckWait)
+	case c.InactiveThreshold > 0 && c.InactiveThreshold < MinInactiveThreshold:
+		return fmt.Sprintf("consumer create: inactive_threshold %s is below %s", c.InactiveThreshold, MinInactiveThreshold)
+	}
+	return ""
+}
+
 // withOwner returns the consumer create request data with the config's
-// metadata OwnerMetadata set to user, whatever the request said.
+// metadata OwnerMetadata set to user, whatever the request said. The
+// config and its metadata are found under any spelling encoding/json
+// would match ("Config", "METADATA") and written back as "config" and
+// "metadata"; data must be unambiguousJSON, so there is one of each. A
+// config or metadata that is present but no JSON object (null included)
+// is an error.
 func withOwner(data []byte, user string) ([]byte, error) {
 	var req map[string]json.RawMessage
 	if err := json.Unmarshal(data, &req); err != nil {
 		return nil, err
 	}
+	if req == nil {
+		return nil, errors.New("the request is no JSON object")
+	}
 	cfg := map[string]json.RawMessage{}
-	if raw, ok := req["config"]; ok {
-		if err := json.Unmarshal(raw, &cfg); err != nil {
-			return nil, err
+	if k, raw, ok := foldLookup(req, "config"); ok {
+		if err := json.Unmarshal(raw, &cfg); err != nil || cfg == nil {
+			return nil, fmt.Errorf("config: want a JSON object, got %.40s", raw)
 		}
+		delete(req, k)
 	}
 	md := map[string]string{}
-	if raw, ok := cfg["metadata"]; ok {
-		if err := json.Unmarshal(raw, &md); err != nil {
-			return nil, err
+	if k, raw, ok := foldLookup(cfg, "metadata"); ok {
+		if err := json.Unmarshal(raw, &md); err != nil || md == nil {
+			return nil, fmt.Errorf("config metadata: want a JSON object of strings, got %.40s", raw)
 		}
+		delete(cfg, k)
 	}
 	md[OwnerMetadata] = user
 	var err error
@@ -197,6 +231,18 @@ func withOwner(data []byte, user string) ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(req)
+}
+
+// foldLookup returns the key of m that encoding/json would match to name
+// (equal under its case folding) and its value.
+func foldLookup(m map[string]json.RawMessage, name string) (string, json.RawMessage, bool) {
+	f := foldKey(name)
+	for k, v := range m {
+		if foldKey(k) == f {
+			return k, v, true
+		}
+	}
+	return "", nil, false
 }
 
 func consumerError(code int, desc string) []byte {

@@ -79,10 +79,17 @@
 // deliver subject in EBB, where a deliver subject onto another tenant's
 // stream subjects would write there: a reply subject by another name),
 // an ack wait below MinAckWait and an inactive threshold below
-// MinInactiveThreshold, and passes the rest on unchanged. A client's
-// events (ebb.evt.<tenant>.<user>.>) go to the publish responder, which
-// keeps the quotas (below) and passes each allowed event on to JetStream
-// with its headers, and JetStream's answer back. NATSConfigWith(false)
+// MinInactiveThreshold, and passes the rest on with only its owner set
+// (below). It reads the bytes it sends: a request any of whose JSON
+// objects holds two keys equal under encoding/json's case folding
+// ("deliver_subject" and "Deliver_subject") is refused, since the check
+// and JetStream could each take another of the two. A client's events
+// (ebb.evt.<tenant>.<user>.>) go to the publish responder, which keeps the
+// quotas (below) and passes each allowed event on to JetStream with its
+// payload and headers, less every Nats-* header but Nats-Msg-Id and the
+// Nats-Expected-* checks on the event's own subject (server-owned ones such
+// as Nats-Msg-Size, Nats-Rollup or Nats-TTL, in any letter case), and
+// JetStream's answer back. NATSConfigWith(false)
 // imports all three directly, with none of this.
 //
 // Fetches (CONSUMER.MSG.NEXT) go to the fetch responder, which forwards
@@ -159,8 +166,10 @@
 // nats-server has no message rate per account, and JetStream's account
 // limits (storage) apply to EBB, which holds every tenant's streams, so
 // the publish rate and the storage quota are ebb's own: a Meter, asked by
-// the publish responder before it passes an event on, and by the HTTP
-// gateway before it publishes one. Per user, a token bucket of events and
+// the publish responder before it passes an event on, by the HTTP
+// gateway's push before it publishes one, and by its document writes
+// before one enters the server's write log (answered 429 or 507 there, so
+// a write the gateway accepted is never refused later). Per user, a token bucket of events and
 // of bytes (PublishLimit); per tenant, the bytes of its messages in
 // EVENTS, CHANGES and DEAD (StorageLimit). A refusal is a *QuotaError
 // (ErrPublishRate, ErrTenantStorage) naming the tenant, the user and the
@@ -174,12 +183,16 @@
 // per document, not bytes per tenant. A measure reads the three streams
 // headers-only (ordered consumers; no payloads) every StorageLimit.Rescan
 // and counts each message's subject, headers and payload size under its
-// tenant; between measures the events a Meter accepts are added. So the
-// count is never below the truth by more than what the projector derives
-// (changes, dead letters) since the last measure, and is above it by what
-// aged out or was compacted since then. With several ebb servers, each
-// has its own Meter and a queue group spreads events over them: a user's
-// rate is then up to one budget per server.
+// tenant (the size is the last Nats-Msg-Size, the one JetStream appends,
+// never below 0); between measures the events a Meter accepts are added.
+// So, with one server, the count is never below the truth by more than
+// what the projector derives (changes, dead letters) since the last
+// measure, and is above it by what aged out or was compacted since then.
+// With N ebb servers, each has its own Meter and a queue group spreads
+// events over them: a user's rate is then up to one budget per server,
+// and since each Meter adds only the events it accepted itself, a
+// tenant's storage may overshoot its quota up to N times between
+// measures.
 //
 // # Logins
 //

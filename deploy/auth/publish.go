@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // publishSubject is where, in StreamAccount, the events of users arrive
@@ -69,7 +70,7 @@ func servePublish(nc *nats.Conn, m *Meter) ([]*nats.Subscription, func(ctx conte
 }
 
 func (p *publishResponder) forward(msg *nats.Msg) {
-	out := &nats.Msg{Subject: strings.TrimPrefix(msg.Subject, publishSubject+"."), Header: msg.Header, Data: msg.Data}
+	out := &nats.Msg{Subject: strings.TrimPrefix(msg.Subject, publishSubject+"."), Header: clientHeaders(msg.Header), Data: msg.Data}
 	if err := p.m.AllowMsg(out); err != nil {
 		if msg.Reply != "" {
 			_ = msg.Respond(quotaRefusal(err))
@@ -85,6 +86,39 @@ func (p *publishResponder) forward(msg *nats.Msg) {
 		out.Reply = p.inbox + "." + tok
 	}
 	_ = p.nc.PublishMsg(out)
+}
+
+// clientNATSHeaders are the only Nats-* headers a client's event keeps
+// (by their canonical spelling): the dedupe id producer.Publisher and the
+// gateway send, and JetStream's optimistic checks, which only make the
+// publish fail. Nats-Expected-Last-Subject-Sequence-Subject is not among
+// them: it checks a subject other than the event's, another tenant's too.
+var clientNATSHeaders = map[string]bool{
+	jetstream.MsgIDHeader:               true,
+	jetstream.ExpectedStreamHeader:      true,
+	jetstream.ExpectedLastSeqHeader:     true,
+	jetstream.ExpectedLastSubjSeqHeader: true,
+	jetstream.ExpectedLastMsgIDHeader:   true,
+}
+
+// clientHeaders returns h without the headers the server owns: every key
+// that starts with "Nats-" in any letter case (JetStream's and
+// nats-server's: Nats-Msg-Size, which a headers-only read appends and the
+// storage measure reads, Nats-Rollup, Nats-TTL, Nats-Incr, Nats-Stream,
+// ...), except clientNATSHeaders spelled as nats.go spells them. Other
+// headers (trace context) are kept. h is not modified.
+func clientHeaders(h nats.Header) nats.Header {
+	if len(h) == 0 {
+		return h
+	}
+	out := make(nats.Header, len(h))
+	for k, vs := range h {
+		if len(k) >= 5 && strings.EqualFold(k[:5], "nats-") && !clientNATSHeaders[k] {
+			continue
+		}
+		out[k] = vs
+	}
+	return out
 }
 
 // answer passes JetStream's answer (a PubAck, an API error, or a status

@@ -161,3 +161,28 @@ func TestWithOwner_OverridesMetadata(t *testing.T) {
 		t.Fatalf("a request without config: %s, %v", out, err)
 	}
 }
+
+// TestUnambiguousJSON: keys equal under encoding/json's folding, at any
+// depth, are refused; everything else passes.
+func TestUnambiguousJSON(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		wantErr bool
+	}{
+		{`{"a":1,"b":[{"a":1},{"a":2}],"c":{"a":{"b":null}}}`, false},
+		{`[1,"x",{"k":[]},[]]`, false},
+		{`{"a":1,"A":2}`, true},
+		{`{"a":1,"a":2}`, true},
+		{`{"s":1,"ſ":2}`, true},
+		{`{"k":1,"\u212a":2}`, true},
+		{`{"deliver_subject":"x","\u0064eliver_subject":""}`, true},
+		{`{"x":[{"m":{"q":1,"Q":2}}]}`, true},
+		{`{"a":1}{"a":2}`, true},
+		{``, true},
+		{`{"a":`, true},
+	} {
+		if err := unambiguousJSON([]byte(tc.in)); (err != nil) != tc.wantErr || err != nil && !errors.Is(err, errAmbiguousJSON) {
+			t.Errorf("%s: %v, want error %v", tc.in, err, tc.wantErr)
+		}
+	}
+}

@@ -94,17 +94,19 @@ func measureStream(ctx context.Context, js jetstream.JetStream, name string, usa
 }
 
 // messageBytes is what one message of a headers-only read stands for:
-// subject, the headers it was stored with, and the payload size.
+// subject, the headers it was stored with, and the payload size. The
+// payload size is the last Nats-Msg-Size, the one JetStream appends to
+// the stored headers; an earlier one is a client's (stored before the
+// publish responder dropped them, or by an admin) and counts as any
+// other header. An unreadable or negative size counts as 0.
 func messageBytes(msg jetstream.Msg) int64 {
 	n := int64(len(msg.Subject()))
 	for k, vs := range msg.Headers() {
-		if k == nats.MsgSize {
-			for _, v := range vs {
-				if size, err := strconv.ParseInt(v, 10, 64); err == nil {
-					n += size
-				}
+		if k == nats.MsgSize && len(vs) > 0 {
+			if size, err := strconv.ParseInt(vs[len(vs)-1], 10, 64); err == nil && size > 0 {
+				n += size
 			}
-			continue
+			vs = vs[:len(vs)-1]
 		}
 		for _, v := range vs {
 			n += int64(len(k) + len(v) + 4) // "k: v\r\n"

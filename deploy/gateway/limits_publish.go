@@ -22,9 +22,11 @@ import (
 // publish returns the *auth.QuotaError (wrapping auth.ErrPublishRate or
 // auth.ErrTenantStorage) without sending anything: a push answers it as
 // the event's error (status failed, later events not attempted) with HTTP
-// 429 and Retry-After for a rate, 507 for storage (see quotaStatus), and a
-// document write's log keeps the event and retries it with backoff
-// (producer.Publisher treats it as retryable). Other subjects pass
+// 429 and Retry-After for a rate, 507 for storage (see quotaStatus). A
+// Writer given a Metered JetStream (WriterConfig.JetStream) takes m as its
+// Meter: it charges a document write when its request comes, answers one
+// over a quota with the same statuses before writing it into its log, and
+// has its logs publish through js unmetered. Other subjects pass
 // unmetered. A nil m returns js.
 func Metered(js WriterJetStream, m *auth.Meter) WriterJetStream {
 	if m == nil {
@@ -59,8 +61,8 @@ func (j *metered) PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (
 	return j.WriterJetStream.PublishMsgAsync(msg, opts...)
 }
 
-// quotaStatus sets Retry-After for a rate refusal and returns the push's
-// HTTP status for q: 429 for a rate, 507 for a tenant's storage.
+// quotaStatus sets Retry-After for a rate refusal and returns the HTTP
+// status of a push or document write refused for q: 429 for a rate, 507 for a tenant's storage.
 func quotaStatus(w http.ResponseWriter, q *auth.QuotaError) int {
 	if !errors.Is(q, auth.ErrPublishRate) {
 		return http.StatusInsufficientStorage

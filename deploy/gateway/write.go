@@ -287,6 +287,12 @@ func (g *Gateway) writeDoc(w http.ResponseWriter, r *http.Request) {
 		status = g.failWrite(w, r, err)
 		return
 	}
+	// The quotas are kept here, before the write enters the log: once
+	// there, its log publishes it whatever it takes.
+	if err := g.cfg.Writer.admit(tenant, client, coll, id, body); err != nil {
+		status = g.failWrite(w, r, err)
+		return
+	}
 	wr, err := wl.write(ctx, producer.Write{Collection: coll, Doc: id, Op: op, Fields: fields, BaseVersion: base}, key, fp, pre.conditional())
 	if err != nil {
 		status = g.failWrite(w, r, err)
@@ -322,8 +328,11 @@ func checkPrecondition(w http.ResponseWriter, pre precondition, cur *events.Chan
 // failWrite answers the errors of the write routes, and returns the status.
 func (g *Gateway) failWrite(w http.ResponseWriter, r *http.Request, err error) int {
 	var tooBig *http.MaxBytesError
+	var quota *auth.QuotaError
 	status := 0
 	switch {
+	case errors.As(err, &quota):
+		status = quotaStatus(w, quota) // 429 with Retry-After, or 507
 	case errors.As(err, &tooBig):
 		status = http.StatusRequestEntityTooLarge
 		err = fmt.Errorf("request body over %d bytes", tooBig.Limit)

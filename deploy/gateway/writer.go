@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/producer"
@@ -35,8 +36,18 @@ type WriterConfig struct {
 	// Dir holds the writer's logs, one bbolt file per tenant and client:
 	// Dir/<tenant token>/<client token>.db (events.EncodeToken). Created
 	// if missing. It must be inside the server's locked data directory.
-	Dir       string
+	Dir string
+	// JetStream is where the logs publish and the receipts are read. If it
+	// is Metered, its Meter becomes Meter (unless Meter is set) and the
+	// logs publish through the JetStream it wraps: each write is charged
+	// once, when its request comes, not again when its log publishes it.
 	JetStream WriterJetStream
+	// Meter, if set, keeps the writing identity's publish rate and its
+	// tenant's storage (auth.Meter.Allow): a document write over either
+	// is refused (HTTP 429 with Retry-After, or 507) before anything is
+	// written into its log, so every write the gateway accepts is one the
+	// quotas allowed, and its log publishes it unmetered.
+	Meter *auth.Meter
 	// Conn, optional, is the connection JetStream runs on (producer.Conn):
 	// with it a publish refused for permissions fails for good instead of
 	// being retried forever.
@@ -59,6 +70,12 @@ func (c *WriterConfig) validate() error {
 	}
 	if c.JetStream == nil {
 		errs = append(errs, errors.New("gateway writer config: JetStream is required"))
+	}
+	if mj, ok := c.JetStream.(*metered); ok {
+		if c.Meter == nil {
+			c.Meter = mj.m
+		}
+		c.JetStream = mj.WriterJetStream
 	}
 	c.Limits = c.Limits.WithDefaults()
 	if c.Logger == nil {
@@ -220,6 +237,23 @@ func (w *Writer) Close() error {
 		errs = append(errs, l.close())
 	}
 	return errors.Join(errs...)
+}
+
+// writeOverhead is what an event adds to a document write's fields, as a
+// message in EVENTS: its envelope (id, HLC, client, device and sequence,
+// base version, op, schema) and headers (Nats-Msg-Id, trace context). An
+// estimate: the storage measure counts the real bytes.
+const writeOverhead = 384
+
+// admit charges one document write of client (a client id) of tenant to
+// the Meter, if there is one: a refusal is its *auth.QuotaError, and
+// nothing is charged. body is the request's fields as sent.
+func (w *Writer) admit(tenant, client, coll, doc string, body []byte) error {
+	if w.cfg.Meter == nil {
+		return nil
+	}
+	size := len(events.EventSubject(tenant, client, coll, doc)) + len(coll) + len(doc) + len(body) + writeOverhead
+	return w.cfg.Meter.Allow(tenant, client, size)
 }
 
 // defaultWait is how long a write waits for its receipt by default.

@@ -24,7 +24,15 @@
 // key rotation needs no restart: a token signed with a new key is accepted
 // as soon as the provider serves that key, and one signed with a key the
 // provider dropped is refused once the set is refreshed. A failed refresh
-// keeps the keys already known. Parsing, JWKS decoding and claim checks are
+// keeps the keys already known. A refresh runs on the Verifier's own
+// context with its own timeout (DefaultFetchTimeout), never on the context
+// of the Verify that caused it, so a caller that sends an unknown key id
+// and goes away cannot abort it and burn the MinRefresh window; Verify
+// waits for it only as long as its own context lasts. After a fetch that
+// failed, an unknown key id may cause the next one FailedRefreshRetry (1 s)
+// later rather than MinRefresh: sooner, so a passing IdP outage does not
+// keep a new key out for MinRefresh, and still rate limited, so a flood of
+// unknown key ids makes at most one fetch per second per server. Parsing, JWKS decoding and claim checks are
 // go-jose's (github.com/go-jose/go-jose/v4); nothing here parses a token by
 // hand.
 //

@@ -51,45 +51,60 @@ func (v *Verifier) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 	return out, nil
 }
 
-// refresh fetches the JWKS unless a fetch is in flight (then it waits for
-// that one) and replaces the set on success. With force false it does
-// nothing if the last attempt is younger than MinRefresh.
-func (v *Verifier) refresh(ctx context.Context, force bool) error {
-	v.mu.Lock()
-	if ch := v.fetching; ch != nil {
-		v.mu.Unlock()
-		select {
-		case <-ch:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	if !force && v.cfg.Now().Sub(v.lastFetch) < v.cfg.MinRefresh {
-		v.mu.Unlock()
-		return nil
-	}
-	ch := make(chan struct{})
-	v.fetching = ch
-	v.lastFetch = v.cfg.Now()
-	v.mu.Unlock()
+// fetchCall is one JWKS fetch in flight; done is closed when it ends.
+type fetchCall struct {
+	done chan struct{}
+}
 
+// refresh makes sure a JWKS fetch is running (one starts unless one is in
+// flight; with force false, only if nextFetch has come) and waits for it
+// to end or for ctx, whichever is first. The fetch runs on the Verifier's
+// own context with its own timeout (runFetch), not on ctx: a caller that
+// goes away does not abort it, so it cannot burn the rate limit with a
+// fetch that never completes.
+func (v *Verifier) refresh(ctx context.Context, force bool) {
+	v.mu.Lock()
+	call := v.fetching
+	if call == nil {
+		now := v.cfg.Now()
+		if v.closed || !force && now.Before(v.nextFetch) {
+			v.mu.Unlock()
+			return
+		}
+		call = &fetchCall{done: make(chan struct{})}
+		v.fetching = call
+		v.nextFetch = now.Add(v.cfg.MinRefresh)
+		v.wg.Add(1)
+		go v.runFetch(call, now)
+	}
+	v.mu.Unlock()
+	select {
+	case <-call.done:
+	case <-ctx.Done():
+	}
+}
+
+// runFetch fetches the JWKS for call, started at started, bounded by
+// DefaultFetchTimeout and Close. On success the set is replaced; on
+// failure the old set is kept, the failure logged, and an unknown key id
+// may cause the next fetch FailedRefreshRetry after this one started
+// (MinRefresh if that is shorter) instead of MinRefresh.
+func (v *Verifier) runFetch(call *fetchCall, started time.Time) {
+	defer v.wg.Done()
+	ctx, cancel := context.WithTimeout(v.life, DefaultFetchTimeout)
+	defer cancel()
 	set, err := v.fetch(ctx)
 	v.mu.Lock()
 	if err == nil {
 		v.set = set
+	} else {
+		v.nextFetch = started.Add(min(v.cfg.MinRefresh, FailedRefreshRetry))
 	}
 	v.fetching = nil
 	v.mu.Unlock()
-	close(ch)
-	return err
-}
-
-// refreshForUnknown is the rate-limited refresh a token with an unknown
-// key id causes; a failure is logged and the old set kept.
-func (v *Verifier) refreshForUnknown(ctx context.Context) {
-	if err := v.refresh(ctx, false); err != nil {
-		v.log.Warn("jwt login: JWKS refresh for an unknown key id failed; keeping the known keys", "err", err)
+	close(call.done)
+	if err != nil && v.life.Err() == nil {
+		v.log.Warn("jwt login: JWKS refresh failed; keeping the known keys", "err", err)
 	}
 }
 
@@ -103,11 +118,7 @@ func (v *Verifier) refreshLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			fctx, cancel := context.WithTimeout(ctx, DefaultFetchTimeout)
-			if err := v.refresh(fctx, true); err != nil && ctx.Err() == nil {
-				v.log.Warn("jwt login: JWKS refresh failed; keeping the known keys", "err", err)
-			}
-			cancel()
+			v.refresh(ctx, true)
 		}
 	}
 }

@@ -62,8 +62,11 @@ const (
 	DefaultRefresh      = 5 * time.Minute
 	DefaultMinRefresh   = 10 * time.Second
 	DefaultFetchTimeout = 10 * time.Second
-	maxJWKSBytes        = 1 << 20
-	maxTokenBytes       = 16 << 10
+	// FailedRefreshRetry is how soon after a JWKS fetch that failed an
+	// unknown key id may cause the next one (MinRefresh if shorter).
+	FailedRefreshRetry = time.Second
+	maxJWKSBytes       = 1 << 20
+	maxTokenBytes      = 16 << 10
 )
 
 // DefaultAlgorithms are the signature algorithms accepted when
@@ -111,9 +114,13 @@ type Config struct {
 	// DefaultRefresh.
 	Refresh time.Duration
 	// MinRefresh is the least time between two fetches of the JWKS caused
-	// by unknown key ids; zero means DefaultMinRefresh.
+	// by unknown key ids (FailedRefreshRetry after a fetch that failed);
+	// zero means DefaultMinRefresh. Such a fetch runs on the Verifier's
+	// own context with a timeout of DefaultFetchTimeout, whatever the
+	// context of the Verify that caused it.
 	MinRefresh time.Duration
 	// HTTPClient fetches the JWKS; nil means a client with a timeout of
+	// DefaultFetchTimeout. Every fetch after New's is also bounded by
 	// DefaultFetchTimeout.
 	HTTPClient *http.Client
 	// Logger receives refresh failures; nil discards them.
@@ -143,11 +150,13 @@ type Verifier struct {
 
 	mu        sync.Mutex
 	set       []jose.JSONWebKey // from the JWKS
-	lastFetch time.Time         // of the last fetch attempt
-	fetching  chan struct{}     // closed when the fetch in flight ends; nil if none
+	nextFetch time.Time         // the earliest an unknown key id may cause a fetch
+	fetching  *fetchCall        // the fetch in flight; nil if none
+	closed    bool              // no fetch starts once set (Close)
 
+	life   context.Context // the refresh loop's and the fetches'; cancelled by Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the refresh loop and the fetches in flight
 	once   sync.Once
 }
 
@@ -197,15 +206,13 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	}
 	if v.cfg.JWKSURL != "" {
 		set, err := v.fetch(ctx)
-		v.lastFetch = v.cfg.Now()
 		if err != nil {
 			return nil, fmt.Errorf("jwt login: %w", err)
 		}
-		v.set = set
-		loop, cancel := context.WithCancel(context.Background())
-		v.cancel = cancel
+		v.set, v.nextFetch = set, v.cfg.Now().Add(v.cfg.MinRefresh)
+		v.life, v.cancel = context.WithCancel(context.Background())
 		v.wg.Add(1)
-		go v.refreshLoop(loop)
+		go v.refreshLoop(v.life)
 	}
 	return v, nil
 }
@@ -246,9 +253,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Close stops the refresh loop and waits for it. It is safe to call twice.
+// Close stops the refresh loop and any JWKS fetch in flight and waits for
+// them. It is safe to call twice.
 func (v *Verifier) Close() error {
 	v.once.Do(func() {
+		v.mu.Lock()
+		v.closed = true
+		v.mu.Unlock()
 		if v.cancel != nil {
 			v.cancel()
 		}
@@ -259,8 +270,10 @@ func (v *Verifier) Close() error {
 
 // Verify checks token (a compact JWS) and returns the identity it
 // carries. A key id missing from the JWKS triggers one refresh (at most
-// one per Config.MinRefresh for all callers) before the token is refused
-// with ErrUnknownKey. Every error wraps ErrInvalidToken.
+// one per Config.MinRefresh for all callers, or FailedRefreshRetry after
+// one that failed) before the token is refused with ErrUnknownKey; Verify
+// waits for it at most until ctx ends, and the refresh goes on without
+// it. Every error wraps ErrInvalidToken.
 func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 	id, err := v.verify(ctx, token)
 	if err != nil {
@@ -283,7 +296,7 @@ func (v *Verifier) verify(ctx context.Context, token string) (Identity, error) {
 	kid, alg := tok.Headers[0].KeyID, tok.Headers[0].Algorithm
 	keys := v.keysFor(kid, alg)
 	if len(keys) == 0 && v.cfg.JWKSURL != "" {
-		v.refreshForUnknown(ctx)
+		v.refresh(ctx, false)
 		keys = v.keysFor(kid, alg)
 	}
 	if len(keys) == 0 {

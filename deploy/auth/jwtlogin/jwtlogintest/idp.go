@@ -45,6 +45,7 @@ func NewKey(tb testing.TB, kid string) Key {
 type IdP struct {
 	URL     string // of the JWKS
 	fetches atomic.Int64
+	down    atomic.Bool
 
 	mu   sync.Mutex
 	keys []Key
@@ -56,6 +57,10 @@ func Start(tb testing.TB, keys ...Key) *IdP {
 	p := &IdP{keys: keys}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.fetches.Add(1)
+		if p.down.Load() {
+			http.Error(w, "identity provider down", http.StatusServiceUnavailable)
+			return
+		}
 		p.mu.Lock()
 		var set jose.JSONWebKeySet
 		for _, k := range p.keys {
@@ -76,6 +81,10 @@ func (p *IdP) Publish(keys ...Key) {
 	p.keys = keys
 	p.mu.Unlock()
 }
+
+// SetDown makes the JWKS answer 503 (down true) or serve its keys again.
+// A fetch while down still counts in Fetches.
+func (p *IdP) SetDown(down bool) { p.down.Store(down) }
 
 // Fetches counts the JWKS requests served.
 func (p *IdP) Fetches() int64 { return p.fetches.Load() }
