@@ -120,7 +120,7 @@ func (c *consumerCounter) created(user string) {
 // until it is unsubscribed.
 func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) (*nats.Subscription, error) {
 	count := &consumerCounter{js: js, max: maxPerUser}
-	sub, err := nc.QueueSubscribe(consumerCreateSubject+".>", "ebb-api", func(m *nats.Msg) {
+	sub, err := nc.QueueSubscribe(consumerCreateSubject+".>", "ebb-api", guarded("consumer create", func(m *nats.Msg) {
 		userTok, rest, ok := strings.Cut(strings.TrimPrefix(m.Subject, consumerCreateSubject+"."), ".")
 		user, derr := events.DecodeToken(userTok)
 		if !ok || derr != nil {
@@ -162,7 +162,7 @@ func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) 
 			count.created(user)
 		}
 		_ = m.Respond(resp.Data)
-	})
+	}))
 	if err != nil {
 		return nil, fmt.Errorf("serve consumer create: %w", err)
 	}

@@ -48,7 +48,7 @@ const nextDeleted = "Consumer Deleted"
 // forwarded. The subscription lives as long as nc or until it is
 // unsubscribed; its handler runs on nc's delivery goroutine.
 func serveNext(nc *nats.Conn, js jetstream.JetStream) (*nats.Subscription, error) {
-	sub, err := nc.QueueSubscribe(nextSubject+".>", "ebb-api", func(m *nats.Msg) {
+	sub, err := nc.QueueSubscribe(nextSubject+".>", "ebb-api", guarded("fetch", func(m *nats.Msg) {
 		rest := strings.TrimPrefix(m.Subject, nextSubject+".")
 		userTok, _, _ := strings.Cut(rest, ".")
 		user, err := events.DecodeToken(userTok)
@@ -71,7 +71,7 @@ func serveNext(nc *nats.Conn, js jetstream.JetStream) (*nats.Subscription, error
 			return
 		}
 		_ = nc.PublishMsg(&nats.Msg{Subject: forward, Reply: reply, Header: m.Header, Data: m.Data})
-	})
+	}))
 	if err != nil {
 		return nil, fmt.Errorf("serve fetch: %w", err)
 	}

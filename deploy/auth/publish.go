@@ -57,11 +57,11 @@ type pendingReply struct {
 // periodically until they end.
 func servePublish(nc *nats.Conn, m *Meter) ([]*nats.Subscription, func(ctx context.Context), error) {
 	p := &publishResponder{nc: nc, m: m, inbox: nc.NewRespInbox(), pending: map[string]pendingReply{}}
-	answers, err := nc.Subscribe(p.inbox+".*", p.answer)
+	answers, err := nc.Subscribe(p.inbox+".*", guarded("publish answer", p.answer))
 	if err != nil {
 		return nil, nil, fmt.Errorf("serve publish: %w", err)
 	}
-	requests, err := nc.QueueSubscribe(publishSubject+".>", "ebb-api", p.forward)
+	requests, err := nc.QueueSubscribe(publishSubject+".>", "ebb-api", guarded("publish", p.forward))
 	if err != nil {
 		_ = answers.Unsubscribe()
 		return nil, nil, fmt.Errorf("serve publish: %w", err)

@@ -26,7 +26,7 @@ const streamInfoTimeout = 5 * time.Second
 // document ids in CHANGES). The subscription lives as long as nc or until
 // it is unsubscribed; its handler runs on nc's delivery goroutine.
 func ServeStreamInfo(nc *nats.Conn) (*nats.Subscription, error) {
-	sub, err := nc.QueueSubscribe(streamInfoSubject+".*", "ebb-api", func(m *nats.Msg) {
+	sub, err := nc.QueueSubscribe(streamInfoSubject+".*", "ebb-api", guarded("stream info", func(m *nats.Msg) {
 		stream := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 		resp, err := nc.Request("$JS.API.STREAM.INFO."+stream, nil, streamInfoTimeout)
 		if err != nil {
@@ -34,7 +34,7 @@ func ServeStreamInfo(nc *nats.Conn) (*nats.Subscription, error) {
 			return
 		}
 		_ = m.Respond(withoutSubjects(resp.Data))
-	})
+	}))
 	if err != nil {
 		return nil, fmt.Errorf("serve stream info: %w", err)
 	}
