@@ -477,8 +477,10 @@ func (j *leasedJS) until(t time.Time) { j.valid.Store(&t) }
 // connection is down: nats.go would keep it in its reconnect buffer and
 // send it whenever the link comes back, long after the lease may have
 // run out (a refused publish is retried by the projector). ebb's server
-// connection has no reconnect buffer either (deploy/server); this check
-// covers any connection the group is given.
+// connection has no reconnect buffer either (deploy/server). The check
+// needs the JetStream the group is given to have Conn() (jetstream's
+// own does); a wrapper without it is not checked, and its connection
+// should be made with nats.ReconnectBufSize(-1).
 func (j *leasedJS) held() error {
 	v := j.valid.Load()
 	if v == nil || !time.Now().Before(*v) {

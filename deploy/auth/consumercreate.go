@@ -146,6 +146,10 @@ func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) 
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), streamInfoTimeout)
 		defer cancel()
+		if code, desc := takeover(ctx, js, user, rest); code != 0 {
+			_ = m.Respond(consumerError(code, desc))
+			return
+		}
 		if err := count.admit(ctx, user); err != nil {
 			_ = m.Respond(consumerError(429, err.Error()))
 			return
@@ -167,6 +171,60 @@ func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) 
 		return nil, fmt.Errorf("serve consumer create: %w", err)
 	}
 	return sub, nil
+}
+
+// takeover refuses (with an API error code and description) a create
+// that would update a consumer someone else made: JetStream's create is
+// "create or update", and an update would make the asker its owner (and
+// give it the fetches the fetch responder allows an owner), or change the
+// filter under a pull another user has parked on it. rest is the request
+// subject's <stream>.<name>.<filter> tokens, the filter confined by the
+// user's import (its third token is the user's tenant). An existing
+// consumer may be updated by its owner, or, when it has no owner (made by
+// an admin or by an ebb before owners were recorded), by a user whose
+// scope holds every one of its filters. Returns 0 when the create may go.
+func takeover(ctx context.Context, js jetstream.JetStream, user, rest string) (int, string) {
+	tok := strings.SplitN(rest, ".", 3)
+	if len(tok) != 3 {
+		return 400, "consumer create: malformed request subject"
+	}
+	stream, name, filter := tok[0], tok[1], tok[2]
+	ft := strings.Split(filter, ".")
+	if len(ft) < 3 {
+		return 400, "consumer create: malformed filter subject " + filter
+	}
+	tenant, err := events.DecodeToken(ft[2])
+	scope := fetchScope(user, tenant, stream)
+	if err != nil || scope == nil {
+		return 403, fmt.Sprintf("consumer create: no consumers on %s", stream)
+	}
+	c, err := js.Consumer(ctx, stream, name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, ""
+	}
+	if err != nil {
+		return 503, fmt.Sprintf("consumer create: look up consumer %s on %s: %v", name, stream, err)
+	}
+	cfg := c.CachedInfo().Config
+	switch owner := cfg.Metadata[OwnerMetadata]; {
+	case owner == user:
+		return 0, ""
+	case owner != "":
+		return 403, fmt.Sprintf("consumer create: consumer %s on %s exists and belongs to another user; choose another name", name, stream)
+	}
+	filters := cfg.FilterSubjects
+	if cfg.FilterSubject != "" {
+		filters = append(filters, cfg.FilterSubject)
+	}
+	for _, f := range filters {
+		if !withinAny(f, scope) {
+			return 403, fmt.Sprintf("consumer create: consumer %s on %s exists with a filter outside your scope; choose another name", name, stream)
+		}
+	}
+	if len(filters) == 0 {
+		return 403, fmt.Sprintf("consumer create: consumer %s on %s exists and reads the whole stream; choose another name", name, stream)
+	}
+	return 0, ""
 }
 
 // checkConsumerRequest returns why the consumer create request data is

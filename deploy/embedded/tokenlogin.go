@@ -26,6 +26,12 @@ type tokenFirst struct {
 	rest  server.Authentication
 	ns    atomic.Pointer[server.Server]
 	api   atomic.Pointer[auth.API]
+	// added counts the accounts token logins created; covered is the
+	// count the last successful Resubscribe started after. A login waits
+	// for a Resubscribe while covered < added, so an account whose first
+	// login's Resubscribe failed is covered by a later login, not left
+	// with its fetches unheard.
+	added, covered atomic.Uint64
 }
 
 func (t *tokenFirst) Check(c server.ClientAuthentication) bool {
@@ -41,11 +47,23 @@ func (t *tokenFirst) Check(c server.ClientAuthentication) bool {
 	if !t.token.Check(c) {
 		return false
 	}
-	if ns == nil || ns.NumLoadedAccounts() == before {
+	if ns != nil && ns.NumLoadedAccounts() != before {
+		t.added.Add(1)
+	}
+	want := t.added.Load()
+	if t.covered.Load() >= want {
 		return true
 	}
 	// Without it, the user's fetches would reach no responder; before
 	// the responders run (the server is starting), the login is refused.
 	api := t.api.Load()
-	return api != nil && api.Resubscribe() == nil
+	if api == nil || api.Resubscribe() != nil {
+		return false
+	}
+	for {
+		c := t.covered.Load()
+		if c >= want || t.covered.CompareAndSwap(c, want) {
+			return true
+		}
+	}
 }
