@@ -1,0 +1,274 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.etcd.io/bbolt"
+
+	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
+)
+
+// Status is a snapshot of a replica's state.
+type Status struct {
+	// Online: attached, with both followers running. A follower stopped by
+	// an error (Err) makes it false until the next Attach.
+	Online   bool
+	Client   string
+	Changes  Progress // the CHANGES follower
+	Receipts Progress // the RECEIPTS follower
+	// Pending counts local writes without a receipt (not yet published,
+	// published, or refused for good).
+	Pending int
+	// Rejections not yet dismissed.
+	Rejections int
+	// Resyncs counts full resyncs since open; LastResync says why the last
+	// one happened (it wraps ErrResync).
+	Resyncs    int
+	LastResync error
+	// Quarantined counts the messages set aside since open: unreadable, or
+	// not what their subject says (see doc.go, "Quarantine");
+	// LastQuarantine says which and why (it wraps ErrQuarantined and
+	// ErrUnreadable or ErrSubjectMismatch).
+	Quarantined    int
+	LastQuarantine error
+	// Err is the last error that stopped a follower: the local store
+	// failed. Local reads and writes go on; the next Attach clears it and
+	// resumes from the stored cursors.
+	Err error
+}
+
+// SyncReport tells what one Sync did.
+type SyncReport struct {
+	Pushed    int  // local writes published since attaching or the previous Sync
+	Pulled    int  // changes applied to the view since attaching or the previous Sync
+	Rejected  int  // local writes rejected since attaching or the previous Sync
+	Conflicts int  // open conflicts in the view after this sync
+	Resynced  bool // a full resync happened since attaching or the previous Sync (see Status.LastResync)
+}
+
+// Status returns a snapshot of the replica's state.
+func (r *Replica) Status() Status {
+	r.mu.Lock()
+	s := Status{
+		Online: r.link != nil && r.lastErr == nil, Client: r.client, Changes: r.changesP, Receipts: r.receiptsP,
+		Resyncs: r.resyncs, LastResync: r.lastResync, Err: r.lastErr,
+		Quarantined: r.quarantined, LastQuarantine: r.lastQuarantine,
+	}
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return s
+	}
+	_ = r.db.View(func(tx *bbolt.Tx) error {
+		s.Pending = r.log.UnsettledCount(tx)
+		s.Rejections = tx.Bucket(bucketRejections).Stats().KeyN
+		return nil
+	})
+	return s
+}
+
+func (r *Replica) counters() (pulled, rejected, resyncs int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pulled, r.rejected, r.resyncs
+}
+
+// Sync brings the replica up to date with the server, bounded by ctx: it
+// publishes every pending write (the publisher's Flush), waits for the fate
+// of every write published (receipts, and the changes they name), then
+// waits until the view has applied every change in scope that CHANGES held
+// when the receipts were in. It returns ErrOffline when not attached. The
+// report counts what happened during the call.
+func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
+	r.mu.Lock()
+	l := r.link
+	r.mu.Unlock()
+	if l == nil {
+		return SyncReport{}, fmt.Errorf("sync: %w", ErrOffline)
+	}
+	select {
+	case <-l.ready:
+	case <-ctx.Done():
+		return SyncReport{}, fmt.Errorf("sync: wait for the changes follower: %w", ctx.Err())
+	}
+	var ids []string
+	err := r.db.View(func(tx *bbolt.Tx) error {
+		es, err := r.log.Unsettled(tx)
+		for _, e := range es {
+			if e.State != producer.StateFailed {
+				ids = append(ids, e.Event.ID)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return SyncReport{}, fmt.Errorf("sync: %w", err)
+	}
+	pushed := 0
+	// A write a "reused" receipt made the log write again (as a new
+	// device) is waited for under its new event, until none is left.
+	for waiting := ids; ; {
+		if err := l.pub.Flush(ctx); err != nil {
+			return SyncReport{}, fmt.Errorf("sync: push: %w", err)
+		}
+		// The publisher runs from Attach on, so it may have sent writes
+		// before this Sync began: count what it published that no Sync
+		// reported yet.
+		pushed += l.pushed.since(l.pub.Status().Published)
+		// Receipts lost while attached would keep this wait from ending:
+		// check now (the link's watchGaps checks again while it lasts).
+		r.checkGaps(ctx, l, false)
+		// A write, once settled or failed, stays so: the check drops
+		// those from the front and stops at the first still waiting, so
+		// the whole wait costs O(writes) lookups, not O(backlog) per commit.
+		rest := waiting
+		if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
+			for len(rest) > 0 {
+				e, ok, err := r.log.UnsettledEntry(tx, rest[0])
+				if err != nil {
+					return false, err
+				}
+				if ok && e.State != producer.StateFailed {
+					return false, nil
+				}
+				rest = rest[1:]
+			}
+			return true, nil
+		}); err != nil {
+			return SyncReport{}, fmt.Errorf("sync: wait for receipts: %w", err)
+		}
+		if waiting, err = r.takeReissued(ctx, waiting); err != nil {
+			return SyncReport{}, fmt.Errorf("sync: %w", err)
+		}
+		if len(waiting) == 0 {
+			break
+		}
+	}
+	// A CHANGES reset while attached is noticed here at the latest: wait
+	// for the follower's restart to reset the view, or "caught up" would be
+	// judged by the old stream's cursor.
+	reset, created, err := r.changesReset(ctx, l.js)
+	if err != nil {
+		return SyncReport{}, fmt.Errorf("sync: %w", err)
+	}
+	if reset {
+		r.logger.Warn("stream reset while attached; recovering", logStream, events.StreamChanges)
+		l.changes.restart()
+		if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
+			c, err := getCursor(tx, events.StreamChanges)
+			return c.Created == created, err
+		}); err != nil {
+			return SyncReport{}, fmt.Errorf("sync: wait for the resync of %s: %w", events.StreamChanges, err)
+		}
+	}
+	target, err := r.lastInScope(ctx, l.js)
+	if err != nil {
+		return SyncReport{}, fmt.Errorf("sync: pull: %w", err)
+	}
+	if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
+		c, err := getCursor(tx, events.StreamChanges)
+		if err != nil || c.Seq < target {
+			return false, err
+		}
+		// A follower updates its progress and the counters this report
+		// reads just after its commit: wait until they cover what tx sees.
+		rc, err := getCursor(tx, events.StreamReceipts)
+		r.mu.Lock()
+		counted := r.changesP.Seq >= c.Seq && r.receiptsP.Seq >= rc.Seq
+		r.mu.Unlock()
+		return counted, err
+	}); err != nil {
+		return SyncReport{}, fmt.Errorf("sync: pull to %d: %w", target, err)
+	}
+	pulled1, rejected1, resyncs1 := r.counters()
+	conflicts, err := r.Conflicts(ctx)
+	if err != nil {
+		return SyncReport{}, fmt.Errorf("sync: %w", err)
+	}
+	return SyncReport{
+		Pushed: pushed, Pulled: l.pulled.since(uint64(pulled1)), Rejected: l.rejected.since(uint64(rejected1)),
+		Conflicts: len(conflicts), Resynced: l.resyncs.since(uint64(resyncs1)) > 0,
+	}, nil
+}
+
+// lastInScope returns the sequence of the last message in CHANGES under the
+// replica's filters (0 if none).
+func (r *Replica) lastInScope(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	s, err := stream(ctx, js, events.StreamChanges)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
+	}
+	var last uint64
+	for _, f := range r.filters {
+		m, err := lastMsgFor(ctx, s, f)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("last change under %s: %w", f, err)
+		}
+		last = max(last, m.Sequence)
+	}
+	return last, nil
+}
+
+// waitFor re-checks cond after every view commit until it holds, ctx ends,
+// or the replica goes offline.
+func (r *Replica) waitFor(ctx context.Context, cond func(tx *bbolt.Tx) (bool, error)) error {
+	for {
+		wake := r.changed.wait()
+		var ok bool
+		if err := r.db.View(func(tx *bbolt.Tx) (err error) {
+			ok, err = cond(tx)
+			return err
+		}); err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		r.mu.Lock()
+		offline, ferr := r.link == nil, r.lastErr
+		r.mu.Unlock()
+		if ferr != nil {
+			return ferr
+		}
+		if offline {
+			return ErrOffline
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// signal is a broadcast: wait returns a channel closed by the next notify.
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *signal) notify() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
+}
