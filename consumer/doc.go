@@ -305,4 +305,21 @@
 // medians 0.93x at N=5000 and 0.81x at N=20000, the spread being the shared
 // machine's; peak heap 20-23 against 18-19 MiB at N=5000 (the sealed copies,
 // which do not come from the batch's arena).
+//
+// # Files
+//
+// One job per file. The Replica: replica.go (ReplicaConfig, OpenReplica,
+// Close), link.go (Attach, Detach and the link they run), changes.go (the
+// CHANGES follower's start and apply), receipts.go (the RECEIPTS follower's
+// start, republish and apply), read.go (Doc and the overlay reads: Get,
+// List, Conflicts, Rejections), write.go (base versions and Put, Patch,
+// Delete, Resolve), batch.go (Batch), sync.go (Status, Sync and its wait),
+// watch.go (Replica.Watch). Under the followers: follow.go (the follower
+// and its pipeline), head.go (the change head decoder), gap.go (gap checks
+// and lost receipts), restored.go (whether a cursor still fits its stream),
+// devices.go (a client's devices and forked logs), quarantine.go (messages
+// set aside), store.go (the view's buckets and cursors). For services:
+// subscribe.go (Subscribe and Watch). Around them: request.go (JetStream
+// requests with retries), telemetry.go, errors.go (the sentinel errors),
+// logkeys.go.
 package consumer
