@@ -10,8 +10,6 @@ import (
 	"github.com/ebbsync/ebb/producer"
 )
 
-// write appends one write to the log with the version the app currently
-// sees as its base, and returns the new local view of the document.
 // basis is what a new write of a document builds on: the version the
 // replica last had from the server, and its own latest pending write of the
 // document, if any (events.Event.After). A failed write never reaches the
@@ -42,6 +40,8 @@ func (r *Replica) prepare(tx *bbolt.Tx, w *producer.Write) error {
 	return err
 }
 
+// write appends one write to the log with the version the app currently
+// sees as its base, and returns the new local view of the document.
 func (r *Replica) write(ctx context.Context, w producer.Write) (Doc, error) {
 	if !r.inScope(w.Collection) {
 		return Doc{}, fmt.Errorf("%s %s/%s: %w", w.Op, w.Collection, w.Doc, ErrOutOfScope)
