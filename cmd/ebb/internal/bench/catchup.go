@@ -14,7 +14,6 @@ import (
 
 	"github.com/ebbsync/ebb/consumer"
 	"github.com/ebbsync/ebb/events"
-	"github.com/ebbsync/ebb/projection"
 )
 
 // runCatchUp: Sizes.CatchUp documents written through a projector (so
@@ -145,23 +144,11 @@ func (r *runner) fillChanges(ctx context.Context, e *env, tenant string, n int) 
 		return err
 	}
 	defer gen.Close()
-	d, err := r.tempDir()
+	p, stopProjector, err := r.startProjector(ctx, e, "ebb-bench-fill")
 	if err != nil {
 		return err
 	}
-	store, err := projection.OpenBolt(filepath.Join(d, "view.db"), projection.BoltOptions{})
-	if err != nil {
-		return fmt.Errorf("open view: %w", err)
-	}
-	defer store.Close()
-	p, err := projection.New(e.js, store, projection.Config{Durable: "ebb-bench-fill", Logger: r.log})
-	if err != nil {
-		return fmt.Errorf("new projector: %w", err)
-	}
-	defer p.Close()
-	if err := p.Start(ctx); err != nil {
-		return fmt.Errorf("start projector: %w", err)
-	}
+	defer stopProjector()
 	const chunk = 10_000 // bounds memory at 1M
 	for i := 0; i < n; i += chunk {
 		evs, err := appendWritesFrom(ctx, gen, i, min(chunk, n-i), n)

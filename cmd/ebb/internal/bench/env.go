@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/projection"
 )
 
 // syncMode is a server fsync policy a workload runs under.
@@ -181,3 +183,28 @@ func waitUntil(ctx context.Context, timeout time.Duration, what string, cond fun
 
 // withStall lets an async publish wait for room in the window.
 var withStall = jetstream.WithStallWait(time.Minute)
+
+// startProjector starts a projector under durable on a fresh bolt view in
+// a temporary directory, untimed setup for the workloads that need the
+// server's side running; stop closes the projector, then the view.
+func (r *runner) startProjector(ctx context.Context, e *env, durable string) (_ *projection.Projector, stop func(), err error) {
+	d, err := r.tempDir()
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := projection.OpenBolt(filepath.Join(d, "view.db"), projection.BoltOptions{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open view: %w", err)
+	}
+	p, err := projection.New(e.js, store, projection.Config{Durable: durable, Logger: r.log})
+	if err != nil {
+		_ = store.Close()
+		return nil, nil, fmt.Errorf("new projector: %w", err)
+	}
+	if err := p.Start(ctx); err != nil {
+		_ = p.Close()
+		_ = store.Close()
+		return nil, nil, fmt.Errorf("start projector: %w", err)
+	}
+	return p, func() { _ = p.Close(); _ = store.Close() }, nil
+}

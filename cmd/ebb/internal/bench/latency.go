@@ -14,7 +14,6 @@ import (
 
 	"github.com/ebbsync/ebb/consumer"
 	"github.com/ebbsync/ebb/events"
-	"github.com/ebbsync/ebb/projection"
 )
 
 // runLatency: two online replicas on a server with a projector; the first
@@ -32,23 +31,11 @@ func runLatency(ctx context.Context, r *runner) ([]Result, error) {
 		return nil, err
 	}
 	defer e.stop()
-	d, err := r.tempDir()
+	_, stopProjector, err := r.startProjector(ctx, e, "ebb-bench-latency")
 	if err != nil {
 		return nil, err
 	}
-	store, err := projection.OpenBolt(d+"/view.db", projection.BoltOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("open view: %w", err)
-	}
-	defer store.Close()
-	p, err := projection.New(e.js, store, projection.Config{Durable: "ebb-bench-latency", Logger: r.log})
-	if err != nil {
-		return nil, fmt.Errorf("new projector: %w", err)
-	}
-	defer p.Close()
-	if err := p.Start(ctx); err != nil {
-		return nil, fmt.Errorf("start projector: %w", err)
-	}
+	defer stopProjector()
 	n := max(1, int(float64(r.sizes.Rate)*r.sizes.Duration.Seconds()))
 	interval := time.Second / time.Duration(max(1, r.sizes.Rate))
 	var e50, e99, w50, w99, r50, r99 []float64

@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebbsync/ebb/consumer"
-	"github.com/ebbsync/ebb/projection"
 )
 
 // putWriters are the goroutine counts of the put workload.
@@ -41,23 +40,11 @@ func (r *runner) put(ctx context.Context, sm syncMode) ([]Result, error) {
 		return nil, err
 	}
 	defer e.stop()
-	d, err := r.tempDir()
+	_, stopProjector, err := r.startProjector(ctx, e, "ebb-bench-put")
 	if err != nil {
 		return nil, err
 	}
-	store, err := projection.OpenBolt(d+"/view.db", projection.BoltOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("open view: %w", err)
-	}
-	defer store.Close()
-	p, err := projection.New(e.js, store, projection.Config{Durable: "ebb-bench-put", Logger: r.log})
-	if err != nil {
-		return nil, fmt.Errorf("new projector: %w", err)
-	}
-	defer p.Close()
-	if err := p.Start(ctx); err != nil {
-		return nil, fmt.Errorf("start projector: %w", err)
-	}
+	defer stopProjector()
 	gen, err := r.openLog("bench-put")
 	if err != nil {
 		return nil, err
