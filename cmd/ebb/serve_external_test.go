@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,7 +15,9 @@ import (
 )
 
 // With --nats, serve uses an existing NATS server: it creates the streams
-// there and its projector applies what clients publish to it.
+// there and its projector applies what clients publish to it. Its --data
+// directory does not exist yet: serve creates it (issue 14: it once
+// failed with a misleading "is another ebb serve using" error).
 func TestServe_ExternalNATS(t *testing.T) {
 	ext := embeddedtest.MustStart(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -22,7 +25,7 @@ func TestServe_ExternalNATS(t *testing.T) {
 	m := &Main{Stdout: &bytes.Buffer{}, Stderr: stderr, Getenv: func(string) string { return "" }}
 	done := make(chan error, 1)
 	go func() {
-		done <- m.Run(ctx, []string{"serve", "--data", t.TempDir(), "--nats", ext.ClientURL(), "--http-listen", "127.0.0.1:0", "--log-format", "json"})
+		done <- m.Run(ctx, []string{"serve", "--data", filepath.Join(t.TempDir(), "new"), "--nats", ext.ClientURL(), "--http-listen", "127.0.0.1:0", "--log-format", "json"})
 	}()
 	defer func() {
 		cancel()
