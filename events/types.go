@@ -169,6 +169,12 @@ type Change struct {
 	// shaped by a policy (merged, conflicted, won or lost over a concurrent
 	// write). Only then is a later event with After = Event fresh.
 	AsWritten bool `json:"as_written,omitempty"`
+	// Left is set only on a notice a filtering server (sync rules) sends
+	// in place of a change its user may no longer read: the document left
+	// the user's view, so its local copy is removed. Such a notice carries
+	// the address, Version and Event of the change and no Fields; it is
+	// never stored in CHANGES.
+	Left bool `json:"left,omitempty"`
 }
 
 // Address returns the document the change is about.
