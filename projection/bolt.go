@@ -620,6 +620,33 @@ func (s *BoltStore) Scan(ctx context.Context, fn func(Doc) error) error {
 	})
 }
 
+// DocsWithField implements Store. It scans the collection's documents
+// (bbolt has no index on fields): its cost is the collection's size.
+func (s *BoltStore) DocsWithField(ctx context.Context, tenant, collection, field, value string) ([]Doc, error) {
+	var out []Doc
+	prefix := addrKey(events.DocAddress{Tenant: tenant, Collection: collection})
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketDocs).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			d, err := s.decodeDoc(k, v)
+			if err != nil {
+				return fmt.Errorf("%q: %w", k, err)
+			}
+			if d.Exists() && fieldIs(d.Fields, field, value) {
+				out = append(out, d)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find %s/%s documents by field %s: %w", tenant, collection, field, err)
+	}
+	return out, nil
+}
+
 // ScanConflicts implements Store.
 func (s *BoltStore) ScanConflicts(ctx context.Context, fn func(ConflictRecord) error) error {
 	return s.view(ctx, func(tx *bolt.Tx) error {

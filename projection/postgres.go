@@ -99,6 +99,7 @@ type pgSQL struct {
 	fence                                                        string
 	upsertDocs, upsertConflicts, upsertHWM, deleteOut, insertOut string
 	outbox, conflicts, scan, scanConflicts                       string
+	docsWithField                                                string
 	getSeqEvent, upsertSeqEvents, forgetSeqEvents                string
 }
 
@@ -145,6 +146,10 @@ SELECT {p}, * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5:
 		conflicts:     r.Replace(`SELECT record FROM {s}.conflicts WHERE tenant = $1 AND collection = $2 AND doc = $3 ORDER BY id`),
 		scan:          r.Replace(`SELECT state FROM {s}.docs ORDER BY tenant, collection, doc`),
 		scanConflicts: r.Replace(`SELECT tenant, collection, doc, record FROM {s}.conflicts ORDER BY tenant, collection, doc, id`),
+		// fields is NULL for a document jsonb cannot hold: those are
+		// read and judged from their state.
+		docsWithField: r.Replace(`SELECT state FROM {s}.docs WHERE tenant = $1 AND collection = $2 AND NOT deleted
+	AND (fields->>$3 = $4 OR fields IS NULL) ORDER BY doc`),
 	}
 }
 
@@ -921,6 +926,39 @@ func (s *PostgresStore) Scan(ctx context.Context, fn func(Doc) error) error {
 		return fmt.Errorf("scan documents: %w", s.fail(err))
 	}
 	return nil
+}
+
+// DocsWithField implements Store, with a query on the fields column.
+func (s *PostgresStore) DocsWithField(ctx context.Context, tenant, collection, field, value string) ([]Doc, error) {
+	if err := s.use(ctx); err != nil {
+		return nil, err
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("find %s/%s documents by field %s: %w", tenant, collection, field, err)
+	}
+	rows, err := s.pool.Query(ctx, s.sql.docsWithField, tenant, collection, field, value)
+	if err != nil {
+		return nil, fail(s.fail(err))
+	}
+	defer rows.Close()
+	var out []Doc
+	for rows.Next() {
+		var state []byte
+		if err := rows.Scan(&state); err != nil {
+			return nil, fail(s.fail(err))
+		}
+		d, err := decodeDocState(state)
+		if err != nil {
+			return nil, fail(err)
+		}
+		if d.Exists() && fieldIs(d.Fields, field, value) { // ->> also matches 5 for "5"
+			out = append(out, d)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fail(s.fail(err))
+	}
+	return out, nil
 }
 
 // ScanConflicts implements Store.

@@ -2,6 +2,7 @@ package projection
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/ebbsync/ebb/events"
@@ -51,6 +52,11 @@ type Store interface {
 	// Scan calls fn for every document in address order (tenant, collection,
 	// id, byte-wise) until fn returns an error, which Scan returns.
 	Scan(ctx context.Context, fn func(Doc) error) error
+	// DocsWithField returns the live (not deleted) documents of collection
+	// in tenant whose field value is the JSON string value, in id order.
+	// The projector finds a parent's followers with it under sync rules
+	// (Config.Rules).
+	DocsWithField(ctx context.Context, tenant, collection, field, value string) ([]Doc, error)
 	// ScanConflicts calls fn for every conflict record, ordered by document
 	// address then conflict id.
 	ScanConflicts(ctx context.Context, fn func(ConflictRecord) error) error
@@ -151,6 +157,11 @@ type StreamMarks struct {
 	// deleted, however the rest of CHANGES moved since.
 	Docs        uint64
 	DocsCounted bool
+	// Rules is the fingerprint of the sync rules (Config.Rules) the
+	// audiences in CHANGES were last computed under; "" when none. A
+	// projector started under other rules publishes every live document's
+	// change again with its new audience, then records its own.
+	Rules string `json:",omitempty"`
 	// Reanchors counts the times the view moved to a new EVENTS
 	// incarnation: when non-zero, the view holds what an earlier one
 	// applied, and no rebuild from the current EVENTS can reproduce it.
@@ -180,4 +191,14 @@ type Batch struct {
 	// ForgetSeqEvents lets the store drop, per writer, the ids of every
 	// sequence at or below the given one (they left the dedupe window).
 	ForgetSeqEvents map[ClientKey]uint64
+}
+
+// fieldIs reports whether field of f is the JSON string value.
+func fieldIs(f events.Fields, field, value string) bool {
+	raw, ok := f[field]
+	if !ok {
+		return false
+	}
+	var v string
+	return json.Unmarshal(raw, &v) == nil && v == value
 }

@@ -39,6 +39,7 @@ func RunStoreSuite(t *testing.T, newStore func(t *testing.T) projection.Store) {
 		{"ScanOrder", testScanOrder},
 		{"ScanOrderBytewise", testScanOrderBytewise},
 		{"FieldsExact", testFieldsExact},
+		{"DocsWithField", testDocsWithField},
 		{"ConcurrentCommitsOrderOutbox", testConcurrentCommits},
 		{"Close", testClose},
 	}
