@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/projection/rules"
 )
 
 // rawMsg is one EVENTS message as the applier sees it.
@@ -43,6 +44,7 @@ type applier struct {
 	maxDocBytes int    // bound of a document's encoded change (Config.MaxDocBytes)
 	log         *slog.Logger
 	tracer      trace.Tracer // live projector with a TracerProvider only; nil otherwise
+	rules       *rules.Set   // sync rules (Config.Rules); nil: none
 
 	// batch state, reset by reset
 	batch    Batch
@@ -244,6 +246,9 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 			change = nil
 		}
 	}
+	if d, err = a.judgeWrite(ctx, m, ev, cur, d); err != nil { // sync rules (audience.go)
+		return err
+	}
 	old := hw.Seq
 	hw.record(ev.Seq, a.holeWindow)
 	a.remember(ck, ev, old, hw)
@@ -271,10 +276,17 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		a.batch.Conflicts = append(a.batch.Conflicts, ConflictRecord{Address: addr, Conflict: *d.Settled})
 	}
 	if d.Doc != nil && a.outbox {
+		h, err := a.changeHeader(ctx, a.trace(m.Header), cur, d.Doc) // sync rules (audience.go)
+		if err != nil {
+			return err
+		}
 		a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
 			Subject: events.ChangeSubject(ev.Tenant, ev.Collection, ev.Doc),
-			MsgID:   changeMsgID(d.Doc), Header: a.trace(m.Header), Data: change,
+			MsgID:   changeMsgID(d.Doc), Header: h, Data: change,
 		})
+		if err := a.reemitFollowers(ctx, ev, cur, d.Doc); err != nil {
+			return err
+		}
 	}
 	return a.receipt(m, r)
 }

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/projection/rules"
 )
 
 // JetStream is the part of jetstream.JetStream the projector and Verify use.
@@ -165,6 +166,14 @@ type Config struct {
 	// every batch is fenced by its starting checkpoint (Batch.Prev), and
 	// an empty Durable means DefaultDurable + "-p<Index>-of-<Count>".
 	Partition Partition
+	// Rules are the sync rules (see doc.go "Sync rules"): every change of
+	// a collection they decide carries its audience (events.HeaderReaders
+	// and HeaderWasReaders), and an event whose writer they do not let
+	// write the document is rejected. Nil means none: every change is the
+	// tenant's. Verify must use the live rules. Rules trust the writer's
+	// client and its events.HeaderWriterGroups as the server under auth
+	// stamps them; without auth they judge nothing a client cannot forge.
+	Rules *rules.Set
 }
 
 func (c Config) withDefaults() Config {
@@ -238,7 +247,7 @@ func (c Config) applier(store Store, outbox bool) applier {
 		store: store, policies: c.Policies, limits: c.Limits, maxDrift: c.MaxDrift,
 		prop: c.Propagator, outbox: outbox,
 		holeWindow: c.HoleWindow, maxDocBytes: c.MaxDocBytes, log: c.Logger.With("component", "projector"),
-		partitioned: !c.Partition.whole(),
+		partitioned: !c.Partition.whole(), rules: c.Rules,
 	}
 }
 
@@ -397,6 +406,9 @@ func (p *Projector) startup(ctx context.Context) (*feed, uint64, error) {
 		return nil, 0, err
 	}
 	if err := p.checkChanges(ctx); err != nil {
+		return nil, 0, err
+	}
+	if err := p.checkRules(ctx); err != nil { // sync rules (rules_reemit.go)
 		return nil, 0, err
 	}
 	f, err := p.openFeed(ctx, cp, 0)

@@ -122,7 +122,11 @@ func (p *Projector) reseed(ctx context.Context, why string) error {
 			return fmt.Errorf("encode change of %s/%s/%s: %w", d.Tenant, d.Collection, d.ID, err)
 		}
 		subject := events.ChangeSubject(d.Tenant, d.Collection, d.ID)
-		chunk = append(chunk, OutboxEntry{Subject: subject, MsgID: fmt.Sprintf("seed:%s:%s:%d", gen, subject, d.Version), Data: data})
+		h, err := p.seedHeader(ctx, d, nil) // sync rules (rules_reemit.go)
+		if err != nil {
+			return err
+		}
+		chunk = append(chunk, OutboxEntry{Subject: subject, MsgID: fmt.Sprintf("seed:%s:%s:%d", gen, subject, d.Version), Header: h, Data: data})
 		docs++
 		if len(chunk) == publishChunk {
 			return flush()
@@ -144,6 +148,7 @@ func (p *Projector) reseed(ctx context.Context, why string) error {
 	p.changesSeq.Store(after.State.LastSeq)
 	p.marks.Changes = StreamMark{Created: after.Created, LastSeq: after.State.LastSeq, Msgs: after.State.Msgs}
 	p.marks.Docs, p.marks.DocsCounted = uint64(docs), true
+	p.marks.Rules = p.cfg.Rules.Fingerprint() // the copies' audiences are the current rules'
 	// Documents whose change CHANGES refused even now (dead-lettered) are
 	// not a reason to reseed again at every look. (Not Docs minus Msgs: a
 	// purge while reseeding would hide itself that way.)
