@@ -316,11 +316,17 @@ func scalar(n *yaml.Node) string {
 }
 
 // Fingerprint identifies the rule set's meaning (not its text: comments,
-// order and spacing do not change it).
-func (s *Set) Fingerprint() string { return s.fingerprint }
+// order and spacing do not change it); "" for a nil Set (no rules).
+func (s *Set) Fingerprint() string {
+	if s == nil {
+		return ""
+	}
+	return s.fingerprint
+}
 
 // Ruled reports whether the rules decide who reads and writes collection:
-// a collection the file names, or any collection under default: deny.
+// a collection the file names, or any collection under default: deny. A
+// nil Set rules nothing; Audience and MayWrite then grant everything.
 func (s *Set) Ruled(collection string) bool {
 	if s == nil {
 		return false
@@ -339,7 +345,13 @@ func (s *Set) Collection(name string) (Collection, bool) {
 }
 
 // Followers returns the collections that follow parent, in name order.
-func (s *Set) Followers(parent string) []Child { return slices.Clone(s.followers[parent]) }
+// A nil Set has none.
+func (s *Set) Followers(parent string) []Child {
+	if s == nil {
+		return nil
+	}
+	return slices.Clone(s.followers[parent])
+}
 
 // Parent returns the document a follower's state follows: the parent
 // collection and the id in the follow field. ok is false when collection
