@@ -361,3 +361,36 @@ func TestProjectorRules_RulesChangeReemits(t *testing.T) {
 			lastChangeMsg(t, e.js, "acme", "lists", "l1").Header.Get(jetstream.MsgIDHeader), p.Stats())
 	}
 }
+
+// TestVisibility: the gateway's doc reads judge a document as the
+// projector's audience does, a follower through its parent in the view.
+func TestVisibility(t *testing.T) {
+	store := mustOpenBolt(t, "")
+	list := projection.Doc{Tenant: "acme", Collection: "lists", ID: "l1", Version: 1,
+		Fields: events.Fields{"owner": []byte(`"ann"`), "team": []byte(`"red"`)}}
+	if err := store.Commit(context.Background(), &projection.Batch{Checkpoint: 1, Docs: []projection.Doc{list}}); err != nil {
+		t.Fatal(err)
+	}
+	v := projection.Visibility{Rules: mustRules(t, testRules), Store: store}
+	tests := []struct {
+		coll, list string
+		want       string
+		ruled      bool
+	}{
+		{"todos", "l1", "g:red u:ann", true},
+		{"todos", "l9", "", true},
+		{"notes", "l1", "", false},
+	}
+	for _, tt := range tests {
+		aud, ruled, err := v.Audience(context.Background(), "acme", tt.coll, "x", events.Fields{"list": []byte(`"` + tt.list + `"`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := events.EncodeAudience(aud); got != tt.want || ruled != tt.ruled {
+			t.Errorf("%s of list %s: audience %q ruled %v, want %q %v", tt.coll, tt.list, got, ruled, tt.want, tt.ruled)
+		}
+	}
+	if aud, ruled, err := (projection.Visibility{}).Audience(context.Background(), "acme", "lists", "l1", list.Fields); err != nil || ruled || aud != nil {
+		t.Errorf("no rules: %q %v %v", aud, ruled, err)
+	}
+}
