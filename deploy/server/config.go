@@ -14,6 +14,7 @@ import (
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/gateway"
 	"github.com/ebbsync/ebb/projection"
+	"github.com/ebbsync/ebb/projection/rules"
 )
 
 // Defaults of Config's zero fields.
@@ -79,6 +80,14 @@ type Config struct {
 	// Policies are the projector's conflict policies; the zero value is
 	// lww for every collection.
 	Policies projection.Policies
+	// Rules, if set, are the sync rules (projection/rules): the projector
+	// writes each change's audience and refuses writes they forbid, and
+	// the reads of clients are filtered by them. They need Users
+	// (authentication): without an identity a write rule judges only what
+	// the client claims. A view first projected under other rules (or
+	// none) has every live document published again with its audience
+	// (projection.StreamMarks.Rules).
+	Rules *rules.Set
 	// BeforeProject, if set, is called with the open view once the data
 	// directory is locked and before the projector starts; an error from
 	// it stops the start and Start returns it as it is. ebb serve checks
@@ -167,6 +176,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.KeyFile != "" && len(c.NATSURLs) > 0 {
 		errs = append(errs, errors.New("KeyFile encrypts the embedded server's JetStream; configure an external server's encryption in its own config"))
+	}
+	if c.Rules != nil && c.Users == nil {
+		errs = append(errs, errors.New("Rules (sync rules) need Users: without authentication there is no user to judge"))
 	}
 	if (c.Tokens != nil || c.TokenLogin != nil) && c.Users == nil {
 		errs = append(errs, errors.New("Tokens and TokenLogin need Users"))

@@ -108,7 +108,7 @@ func (s *Server) startProjector(ctx, runCtx context.Context, c *Config, view *ke
 			return none, nil, err
 		}
 	}
-	cfg := projection.Config{Policies: c.Policies, Logger: c.Logger,
+	cfg := projection.Config{Policies: c.Policies, Rules: c.Rules, Logger: c.Logger,
 		TracerProvider: tel.tracer, MeterProvider: tel.meter, Propagator: tel.propagator}
 	if c.Partitions > 0 {
 		g, err := projection.NewGroup(js, store, cfg, projection.GroupConfig{Partitions: c.Partitions, LeaseTTL: c.LeaseTTL, Replicas: c.Replicas})
