@@ -21,6 +21,7 @@ import (
 	"github.com/ebbsync/ebb/deploy/server"
 	"github.com/ebbsync/ebb/deploy/telemetry"
 	"github.com/ebbsync/ebb/projection"
+	"github.com/ebbsync/ebb/projection/rules"
 )
 
 // serveConfig is what `ebb serve` was asked to do, from the layered
@@ -51,9 +52,14 @@ type serveConfig struct {
 	// recordedPolicies: no policy was configured, so c.policies are those
 	// recorded in the data directory.
 	recordedPolicies bool
-	logs             logFlags
-	sec              securityFlags
-	telemetry        telemetryConfig
+	// rulesPath is the --rules file; rules and rulesSrc what serve loaded
+	// from it (nil: no rules).
+	rulesPath string
+	rules     *rules.Set
+	rulesSrc  []byte
+	logs      logFlags
+	sec       securityFlags
+	telemetry telemetryConfig
 }
 
 // securityFlags are serve's TLS, authentication and encryption settings.
@@ -110,6 +116,7 @@ func registerServeFlags(fs *flag.FlagSet, c *serveFile, pol policyFlags, meta *s
 	fs.StringVar(&c.TLS.Key, "tls-key", c.TLS.Key, "PEM key of --tls-cert")
 	fs.StringVar(&c.TLS.ClientCA, "tls-client-ca", c.TLS.ClientCA, "PEM CA file: require and verify client certificates signed by it")
 	fs.StringVar(&c.Auth.File, "auth", c.Auth.File, "YAML users file: require credentials, confine each user to its tenant (see deploy/auth)")
+	fs.StringVar(&c.Rules, "rules", c.Rules, "YAML sync rules file: which users read and write each document (see projection/rules); needs --auth")
 	fs.StringVar(&c.Auth.JWT.Issuer, "jwt-issuer", c.Auth.JWT.Issuer, "accept login JWTs from the identity provider with this issuer (iss), over HTTP and NATS; needs --auth")
 	fs.StringVar(&c.Auth.JWT.Audience, "jwt-audience", c.Auth.JWT.Audience, "audience (aud) every login JWT must carry")
 	fs.StringVar(&c.Auth.JWT.JWKSURL, "jwt-jwks-url", c.Auth.JWT.JWKSURL, "the identity provider's JWKS URL (refreshed; a rotation needs no restart)")
@@ -217,6 +224,9 @@ func (c serveFile) check() error {
 	if ttl := time.Duration(c.Projector.LeaseTTL); ttl != 0 && (ttl < projection.MinLeaseTTL || c.Projector.Partitions == 0) {
 		errs = append(errs, usagef("--lease-ttl (projector.lease_ttl) %s: want at least %s, with --partitions", ttl, projection.MinLeaseTTL))
 	}
+	if c.Rules != "" && c.Auth.File == "" {
+		errs = append(errs, usagef("--rules (rules) needs --auth: sync rules judge users, and without authentication there is none"))
+	}
 	if len(errs) == 0 {
 		return nil
 	}
@@ -273,7 +283,7 @@ func (c serveFile) serveConfig(recorded bool) serveConfig {
 			MaxLongPollsPerUser: c.Limits.HTTPMaxLongPollsPerUser},
 		quotas: auth.Quotas{Publish: auth.PublishLimit{EventsPerSecond: c.Limits.PublishEventsPerSecond, BytesPerSecond: c.Limits.PublishBytesPerSecond},
 			Storage: auth.StorageLimit{TenantBytes: c.Limits.TenantStorageBytes}},
-		policies: c.Policies, recordedPolicies: recorded,
+		policies: c.Policies, recordedPolicies: recorded, rulesPath: c.Rules,
 		logs: logFlags{format: c.Log.Format, level: c.Log.Level},
 		sec: securityFlags{tlsCert: c.TLS.Cert, tlsKey: c.TLS.Key, tlsClientCA: c.TLS.ClientCA,
 			authFile: c.Auth.File, keyFile: c.Keys.File, jwt: c.Auth.JWT},
@@ -350,6 +360,9 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	if _, err := c.policies.resolve(projection.NewRegistry()); err != nil {
 		return err
 	}
+	if c.rules, c.rulesSrc, err = loadRules(c.rulesPath); err != nil {
+		return err
+	}
 	log, err := c.logs.logger(m.Stderr)
 	if err != nil {
 		return err
@@ -419,7 +432,8 @@ func (c serveConfig) serverConfig(sec security, log *slog.Logger) (server.Config
 		Partitions:        c.partitions,
 		LeaseTTL:          c.leaseTTL,
 		Policies:          policies,
-		BeforeProject:     c.recordPolicies(log),
+		Rules:             c.rules,
+		BeforeProject:     c.beforeProject(c.recordPolicies(log)),
 		HTTPListen:        c.httpListen,
 		HTTPHeaderTimeout: c.headerTimeout,
 		Gateway:           c.gateway,
