@@ -34,6 +34,7 @@ type serveFile struct {
 	Projector projectorConfig `yaml:"projector" json:"projector"`
 	Policies  policyConfig    `yaml:"policies" json:"policies"`
 	Auth      authConfig      `yaml:"auth" json:"auth"`
+	Rules     string          `yaml:"rules" json:"rules"` // sync rules file (projection/rules); needs auth
 	TLS       tlsConfig       `yaml:"tls" json:"tls"`
 	Keys      keysConfig      `yaml:"keys" json:"keys"`
 	Limits    limitsConfig    `yaml:"limits" json:"limits"`

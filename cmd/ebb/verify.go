@@ -90,6 +90,10 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
+	rs, err := recordedRules(data) // the sync rules serve ran (serve_rules.go)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
 	sec, err := verifyKeys(keyFile, data)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
@@ -120,7 +124,7 @@ func runVerify(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	rep, err := projection.Verify(ctx, js, live, projection.Config{Policies: policies})
+	rep, err := projection.Verify(ctx, js, live, projection.Config{Policies: policies, Rules: rs})
 	if asJSON && (err == nil || errors.Is(err, projection.ErrDiverged)) {
 		if perr := printJSON(m.Stdout, verifyRecord{OK: err == nil, Docs: rep.Docs, Checkpoint: rep.Checkpoint,
 			LiveHash: rep.LiveHash, RebuiltHash: rep.RebuiltHash, Diff: rep.Diff, Policies: pc.String(), Partitions: rep.Partitions}); perr != nil {
