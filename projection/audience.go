@@ -10,7 +10,7 @@ import (
 	"github.com/ebbsync/ebb/projection/rules"
 )
 
-// Sync rules in the applier (Config.Rules, see doc.go "Sync rules"): the
+// Sync rules in the applier (Config.Rules; see projection/rules and events/PROTOCOL.md, "Sync rules"): the
 // write check of an event, the audience headers of its change, and the
 // fresh copies of a parent's followers when its audience changes.
 

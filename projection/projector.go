@@ -166,7 +166,7 @@ type Config struct {
 	// every batch is fenced by its starting checkpoint (Batch.Prev), and
 	// an empty Durable means DefaultDurable + "-p<Index>-of-<Count>".
 	Partition Partition
-	// Rules are the sync rules (see doc.go "Sync rules"): every change of
+	// Rules are the sync rules (see projection/rules and events/PROTOCOL.md, "Sync rules"): every change of
 	// a collection they decide carries its audience (events.HeaderReaders
 	// and HeaderWasReaders), and an event whose writer they do not let
 	// write the document is rejected. Nil means none: every change is the

@@ -1,10 +1,15 @@
 package server_test
 
 import (
+	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/projection/rules"
 )
 
 // TestREADME_EmbeddingIsExampleStart: the README's "Embedding ebb in a Go
@@ -43,5 +48,41 @@ func TestREADME_EmbeddingIsExampleStart(t *testing.T) {
 			}
 		}
 		t.Fatalf("README block has %d lines, example_test.go %d", len(got), len(want))
+	}
+}
+
+// TestREADME_SyncRulesExampleParses: the rules file the README's "Sync
+// rules" section shows is accepted as written, and means what it says.
+func TestREADME_SyncRulesExampleParses(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n### Sync rules\n")
+	if !ok {
+		t.Fatal("README has no section Sync rules")
+	}
+	_, block, ok := strings.Cut(section, "\n```yaml\n")
+	if !ok {
+		t.Fatal("the README's sync rules section has no ```yaml block")
+	}
+	block, _, ok = strings.Cut(block, "```\n")
+	if !ok {
+		t.Fatal("the README's sync rules block is not closed")
+	}
+	s, err := rules.Parse([]byte(block))
+	if err != nil {
+		t.Fatalf("the README's rules: %v", err)
+	}
+	ctx := context.Background()
+	list := events.Fields{"owner": json.RawMessage(`"ann"`), "team": json.RawMessage(`"red"`)}
+	aud, _, err := s.Audience(ctx, "todos", events.Fields{"list": json.RawMessage(`"l1"`)},
+		func(context.Context, string, string) (events.Fields, bool, error) { return list, true, nil })
+	if err != nil || events.EncodeAudience(aud) != "g:red u:ann" {
+		t.Errorf("a todo of ann's red list: audience %q, %v", aud, err)
+	}
+	why, err := s.MayWrite(ctx, "lists", list, rules.Writer{Name: "bob", Groups: []string{"red"}}, nil)
+	if err != nil || why != "write needs you to be the user in field owner" {
+		t.Errorf("bob writing ann's list: %q, %v", why, err)
 	}
 }

@@ -55,10 +55,24 @@
 //
 // The audience of a document state is the set of principals
 // (events.Principals) its read rules grant: "*", "u:<user>", "g:<group>".
+// With projection.Config.Rules, every change the projector publishes for a
+// collection the rules decide carries the audience of its state in
+// events.HeaderReaders (a tombstone: its previous state's, so they learn
+// of the delete) and the previous state's in events.HeaderWasReaders: on
+// apply, on the outbox's republish, on a reseed (a reseeded tombstone has
+// no readers: the view keeps no fields to judge it by). When a parent's
+// audience changes, each live follower's change is published again, same
+// version, new audience. Under changed rules (the view records their
+// Fingerprint) every live document is published again.
+//
 // The writer of an event is its client (the subject's, which auth confines
 // to the user's name) with the groups the server stamped in
-// events.HeaderWriterGroups. Rules need authentication: without it there
-// is no identity to judge, and ebb serve refuses --rules without --auth.
+// events.HeaderWriterGroups; the projector judges it with [Set.MayWrite] on
+// the state before (when there is one) and the state after (when it is
+// live), and refuses it with a rejected receipt, "sync rules:
+// <collection>/<id>: <why>", leaving the view untouched. Rules need
+// authentication: without it there is no identity to judge, and ebb serve
+// refuses --rules without --auth.
 //
 // [Set.Fingerprint] identifies a rule set (a hash of its meaning, not of
 // its text), so a server can tell that the rules changed since it last ran.
