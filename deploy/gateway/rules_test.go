@@ -232,4 +232,6 @@ type jetstreamStub struct{ gateway.JetStream }
 
 type noHistory struct{}
 
-func (noHistory) Conflicts(context.Context, events.DocAddress) ([]events.Conflict, error) { return nil, nil }
+func (noHistory) Conflicts(context.Context, events.DocAddress) ([]events.Conflict, error) {
+	return nil, nil
+}

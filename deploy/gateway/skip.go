@@ -25,7 +25,9 @@ const (
 
 // readChange decodes the change stored on subject and checks that it is
 // that subject's document's change (feed.ReadChange).
-func readChange(subject string, data []byte) (*events.Change, error) { return feed.ReadChange(subject, data) }
+func readChange(subject string, data []byte) (*events.Change, error) {
+	return feed.ReadChange(subject, data)
+}
 
 // readReceipt decodes the receipt stored on subject and checks that it is
 // for that subject's tenant, client and device: a receipt with a device
