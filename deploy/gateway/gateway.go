@@ -284,7 +284,7 @@ func bad(format string, args ...any) error { return badRequest{fmt.Errorf(format
 func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var br badRequest
 	switch {
-	case errors.As(err, &br), errors.Is(err, events.ErrInvalid), errors.Is(err, events.ErrUnknownSchema):
+	case errors.As(err, &br), errors.Is(err, events.ErrInvalid), errors.Is(err, events.ErrUnknownSchema), errors.Is(err, feed.ErrBadRequest):
 		writeError(w, http.StatusBadRequest, err)
 	case errors.Is(err, errNotFound):
 		writeError(w, http.StatusNotFound, err)

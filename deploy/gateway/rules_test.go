@@ -5,7 +5,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebbsync/ebb/deploy/auth"
+	"github.com/ebbsync/ebb/deploy/embedded"
+	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 	"github.com/ebbsync/ebb/deploy/gateway"
 	"github.com/ebbsync/ebb/events"
 )
@@ -234,4 +239,46 @@ type noHistory struct{}
 
 func (noHistory) Conflicts(context.Context, events.DocAddress) ([]events.Conflict, error) {
 	return nil, nil
+}
+
+// TestRules_DocWriteStampsWriterGroups: an HTTP document write publishes
+// its event with the writing user's groups in events.HeaderWriterGroups,
+// and a user's later write carries its groups as they are then.
+func TestRules_DocWriteStampsWriterGroups(t *testing.T) {
+	users, err := auth.Parse([]byte(`users:
+  - {name: bob, password: bob-pw, tenant: acme, role: client}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := []string{"blue", "a b"}
+	var mu sync.Mutex
+	s := embeddedtest.MustStart(t, func(c *embedded.Config) { c.Sync.Interval = time.Minute })
+	e := &writeEnv{s: s, dir: filepath.Join(t.TempDir(), "gateway"), users: users,
+		groups: func(auth.User) []string { mu.Lock(); defer mu.Unlock(); return groups }}
+	e.nc = embeddedtest.MustConnect(t, s)
+	e.js = embeddedtest.MustJetStream(t, e.nc)
+	if err := events.EnsureStreams(t.Context(), e.js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.openWriter(t, 50*time.Millisecond) // no projector: the write answers 202
+	e.send(t, "PUT", "/v1/acme/docs/lists/l1", `{"n":1}`, "user", "bob").want(t, http.StatusAccepted)
+	mu.Lock()
+	groups = nil
+	mu.Unlock()
+	e.send(t, "PUT", "/v1/acme/docs/lists/l2", `{"n":2}`, "user", "bob").want(t, http.StatusAccepted)
+	st, err := e.js.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for doc, want := range map[string]string{"l1": "blue " + events.EncodeToken("a b"), "l2": ""} {
+		var m *jetstream.RawStreamMsg
+		embeddedtest.WaitFor(t, 10*time.Second, "the write of "+doc+" in EVENTS", func() bool {
+			m, err = st.GetLastMsgForSubject(t.Context(), events.EventSubject("acme", "bob", "lists", doc))
+			return err == nil
+		})
+		if got := m.Header.Values(events.HeaderWriterGroups); len(got) != 1 || got[0] != want {
+			t.Fatalf("%s: writer groups %q, want [%q]", doc, got, want)
+		}
+	}
 }
