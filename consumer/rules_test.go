@@ -267,3 +267,52 @@ func TestReplicaRules_RefusalDetected(t *testing.T) {
 		}
 	}
 }
+
+// refusingJS refuses ordered consumers on CHANGES as a server with sync
+// rules refuses a client's direct read.
+type refusingJS struct{ jetstream.JetStream }
+
+func (j refusingJS) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	if stream == events.StreamChanges {
+		return nil, &jetstream.APIError{Code: 403, ErrorCode: 10000, Description: "CHANGES is read through the change feed under sync rules"}
+	}
+	return j.JetStream.OrderedConsumer(ctx, stream, cfg)
+}
+
+// TestReplicaRules_SwitchesWhenRefused: a link whose direct read of
+// CHANGES is refused with "sync rules" switches to the change feed by
+// itself and converges on the visible documents.
+func TestReplicaRules_SwitchesWhenRefused(t *testing.T) {
+	_, nc, js := mustServer(t)
+	startResponder(t, nc, js)
+	publishAudience(t, js, testChange("acme", "lists", "anns", 1, 1), []string{annP}, nil)
+	publishAudience(t, js, testChange("acme", "lists", "bobs", 1, 2), []string{bobP}, nil)
+	r, err := OpenReplica(t.Context(), ReplicaConfig{Dir: t.TempDir(), Tenant: "acme", Client: "ann"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	l := &link{nc: nc, js: refusingJS{js}, ready: make(chan struct{})}
+	f := r.changesLink(l)
+	if l.feed.active.Load() {
+		t.Fatal("feed active before any refusal")
+	}
+	// Without auth nothing routes the default subject: ask on ann's.
+	l.feed.subject = feed.UserSubject("ann", "acme")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	waitFor(t, 10*time.Second, "ann's list over the feed", func() bool { return docIDs(t, r, "lists") == "[anns]" })
+	if !l.feed.active.Load() {
+		t.Fatal("converged without switching to the feed")
+	}
+	select {
+	case <-l.ready:
+	default:
+		t.Fatal("link not ready after the feed started")
+	}
+}
