@@ -99,8 +99,9 @@ func (c *ResponderConfig) validate() error {
 }
 
 // Responder answers change requests (ServeSubject) with the filtered page
-// of the asking user: the same Page the HTTP pull answers, through the
-// audience filter, each request in its own goroutine. Close stops it.
+// of the asking user: the same Page the HTTP pull answers, always through
+// the audience filter (its askers are client users; services read CHANGES
+// directly), each request in its own goroutine. Close stops it.
 type Responder struct {
 	nc        *nats.Conn
 	cfg       ResponderConfig
@@ -183,10 +184,10 @@ func (r *Responder) handle(m *nats.Msg) {
 		return
 	}
 	var req Request
-	dec := json.NewDecoder(bytes.NewReader(m.Data))
-	dec.DisallowUnknownFields()
 	if len(bytes.TrimSpace(m.Data)) > 0 {
-		if err := dec.Decode(&req); err != nil {
+		// Fields this responder does not know are ignored, so a newer
+		// client's request is still served.
+		if err := json.Unmarshal(m.Data, &req); err != nil {
 			r.refuse(m, http.StatusBadRequest, fmt.Errorf("change request: want {\"after\", \"limit\", \"wait_ms\", \"collections\"}: %w", err))
 			return
 		}
