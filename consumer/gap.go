@@ -129,6 +129,9 @@ func (r *Replica) receiptSkipped(prev Progress, ds []delivery[receipt]) bool {
 // (deleted and recreated, or its last sequence is below the cursor), as
 // startChanges judges it. created is the stream's creation time.
 func (r *Replica) changesReset(ctx context.Context, js jetstream.JetStream) (reset bool, created int64, err error) {
+	if fd := r.activeFeed(); fd != nil {
+		return r.rulesReset(ctx, fd)
+	}
 	s, err := stream(ctx, js, events.StreamChanges)
 	if err != nil {
 		return false, 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)

@@ -29,6 +29,8 @@ type link struct {
 	// when a gap check finds their stream needs start's recovery.
 	changes  *follower[change]
 	receipts *follower[receipt]
+	// feed is how changes reads CHANGES under sync rules (rules.go).
+	feed *rulesFeed
 	// What Syncs have reported so far, so each Sync reports what happened
 	// since attaching or the previous Sync (the followers and the publisher
 	// run from Attach on, not only during a Sync): publishes of pub, and
@@ -96,7 +98,7 @@ func (r *Replica) Attach(ctx context.Context, nc *nats.Conn) error {
 	r.link = l
 	r.links.Add(1)
 	r.lastErr = nil
-	changes, receipts := r.changesFollower(l), r.receiptsFollower(js)
+	changes, receipts := r.changesLink(l), r.receiptsFollower(js)
 	l.changes, l.receipts = changes, receipts
 	l.wg.Add(1)
 	go func() {

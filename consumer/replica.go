@@ -96,6 +96,12 @@ type ReplicaConfig struct {
 	// another, or a plaintext one with a key, fails with an error wrapping
 	// keys.ErrWrongKey that names the file.
 	Cipher *keys.Cipher
+	// RulesFeed, if set, is the request subject of the server's filtered
+	// change feed (sync rules; DefaultRulesFeed), which the replica reads
+	// CHANGES through instead of following the stream. Empty: it follows
+	// CHANGES, and switches to DefaultRulesFeed by itself when the server
+	// refuses it a direct read with "sync rules" (see rules.go).
+	RulesFeed string
 }
 
 func (c *ReplicaConfig) validate() error {

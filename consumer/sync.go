@@ -199,6 +199,9 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 // lastInScope returns the sequence of the last message in CHANGES under the
 // replica's filters (0 if none).
 func (r *Replica) lastInScope(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	if fd := r.activeFeed(); fd != nil {
+		return r.rulesTarget(ctx, fd)
+	}
 	s, err := stream(ctx, js, events.StreamChanges)
 	if err != nil {
 		return 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)

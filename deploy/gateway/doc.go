@@ -18,6 +18,20 @@
 // after the page, so an HTTP client can tell a reset stream or expired
 // receipts as a NATS client does from the stream info.
 //
+// The changes pull reads the same pages as NATS clients of the change
+// responder (deploy/feed, one copy of the reading code): ?collection=
+// (repeatable) narrows it to those collections. With sync rules
+// (Config.Visibility) a user of role client is served through the audience
+// filter of its principals (its name and its groups, Config.Groups): the
+// changes it may read, a Left notice for a document that left its view,
+// nothing of the others, its cursor moving past them all; a document it
+// may not read answers 404 on GET and on its history, as if it did not
+// exist, and is left out of lists and the conflict list (Visibility decides
+// from the document's current fields). Services and admins read the whole
+// tenant. Every event the gateway accepts from an authenticated user, by
+// push or document write, carries events.HeaderWriterGroups set by the
+// gateway to the user's groups (see stamping for a document write's log).
+//
 // Document writes (PUT, PATCH, DELETE on /v1/{tenant}/docs/{collection}/{id})
 // are for services and curl, which should not mint ULIDs, HLCs and client
 // sequences. A Writer builds the event for them, as a client's producer

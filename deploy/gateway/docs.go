@@ -50,7 +50,25 @@ func (g *Gateway) getDoc(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, fmt.Errorf("document %s/%s: deleted at version %d: %w", coll, id, c.Version, errNotFound))
 		return
 	}
+	if err := g.mayRead(ctx, c); err != nil {
+		g.fail(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, recordOf(c))
+}
+
+// mayRead fails with errNotFound, worded as for a document that does not
+// exist, when the request's user may not read c's document (sync rules).
+func (g *Gateway) mayRead(ctx context.Context, c *events.Change) error {
+	p, filtered := g.principals(ctx)
+	ok, err := g.visible(ctx, p, filtered, c)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("document %s/%s: %w", c.Collection, c.Doc, errNotFound)
+	}
+	return nil
 }
 
 // lastChange reads the document's last change in CHANGES, a tombstone
@@ -105,7 +123,9 @@ func (g *Gateway) conflicts(w http.ResponseWriter, r *http.Request) {
 // the changes feed's page (after, limit; no wait) with the documents keep
 // refuses left out: a page may hold fewer than limit documents, even none,
 // while more is true. A document written while a client pages through may
-// come again on a later page, at its newer state; none is missed.
+// come again on a later page, at its newer state; none is missed. Under
+// sync rules a client user's page leaves out the documents it may not read
+// (Visibility).
 func (g *Gateway) listPage(w http.ResponseWriter, r *http.Request, filter string, keep func(*events.Change) bool) {
 	q := r.URL.Query()
 	if q.Has("wait") {
@@ -113,12 +133,25 @@ func (g *Gateway) listPage(w http.ResponseWriter, r *http.Request, filter string
 		return
 	}
 	resp := DocsResponse{Docs: []DocRecord{}}
+	p, filtered := g.principals(r.Context())
+	var verr error
 	var err error
 	resp.LastSeq, resp.More, err = pull(g, r, events.StreamChanges, []string{filter}, readChange, func(_ uint64, c *events.Change) {
-		if keep(c) {
+		if !keep(c) || verr != nil {
+			return
+		}
+		ok, err := g.visible(r.Context(), p, filtered, c)
+		if err != nil {
+			verr = err
+			return
+		}
+		if ok {
 			resp.Docs = append(resp.Docs, recordOf(c))
 		}
 	})
+	if err == nil {
+		err = verr
+	}
 	if err != nil {
 		g.fail(w, r, err)
 		return

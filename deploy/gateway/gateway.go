@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ebbsync/ebb/deploy/auth"
+	"github.com/ebbsync/ebb/deploy/feed"
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -91,6 +92,19 @@ type Config struct {
 	// Propagator reads trace context from requests and writes it into
 	// event headers; nil means W3C trace context and baggage.
 	Propagator propagation.TextMapPropagator
+	// Visibility, if set, turns sync rules on (see visibility.go): a user
+	// of role client pulls only the changes it may read (a Left notice
+	// for a document that left its view), and reads, lists and the
+	// history of documents it may not read answer as if they did not
+	// exist (404, left out). Services and admins read the whole tenant.
+	// It needs authentication (Users or Tokens): without, there is no
+	// user to filter for.
+	Visibility Visibility
+	// Groups returns the groups of an authenticated user, the principals
+	// its reads are filtered by and the writer groups stamped on its
+	// events (events.HeaderWriterGroups); nil: none. It stands in until
+	// auth.User carries its groups.
+	Groups func(u auth.User) []string
 	// MeterProvider, if set, gets the counter ebb.gateway.skipped
 	// (attributes stream, reason): messages not served because they were
 	// unreadable or did not match their subject.
@@ -104,6 +118,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxBatch < 0 || c.MaxBody < 0 || c.MaxPage < 0 || c.MaxWait < 0 || c.Timeout < 0 || c.MaxLongPolls < 0 || c.MaxLongPollsPerUser < 0 || c.WriteWait < 0 {
 		errs = append(errs, errors.New("gateway config: limits must not be negative"))
+	}
+	if c.Visibility != nil && c.Users == nil && c.Tokens == nil {
+		errs = append(errs, errors.New("gateway config: Visibility (sync rules) needs authentication: set Users or Tokens"))
 	}
 	c.Limits = c.Limits.WithDefaults()
 	if c.MaxBatch == 0 {
@@ -143,7 +160,8 @@ type Gateway struct {
 	log         *slog.Logger
 	skips       atomic.Uint64
 	skipCounter metric.Int64Counter // nil without Config.MeterProvider
-	longPolls   *slots
+	longPolls   *feed.LongPolls
+	src         *feed.Source // reads pages of CHANGES and RECEIPTS
 }
 
 // New returns a Gateway for cfg.
@@ -152,7 +170,8 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger.With("component", "gateway"),
-		longPolls: newSlots(cfg.MaxLongPolls, cfg.MaxLongPollsPerUser)}
+		longPolls: feed.NewLongPolls(cfg.MaxLongPolls, cfg.MaxLongPollsPerUser)}
+	g.src = &feed.Source{JetStream: cfg.JetStream, Timeout: cfg.Timeout, Skipped: g.skipped}
 	if cfg.MeterProvider != nil {
 		var err error
 		g.skipCounter, err = cfg.MeterProvider.Meter("github.com/ebbsync/ebb/deploy/gateway").Int64Counter("ebb.gateway.skipped",
@@ -265,7 +284,7 @@ func bad(format string, args ...any) error { return badRequest{fmt.Errorf(format
 func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var br badRequest
 	switch {
-	case errors.As(err, &br), errors.Is(err, events.ErrInvalid), errors.Is(err, events.ErrUnknownSchema):
+	case errors.As(err, &br), errors.Is(err, events.ErrInvalid), errors.Is(err, events.ErrUnknownSchema), errors.Is(err, feed.ErrBadRequest):
 		writeError(w, http.StatusBadRequest, err)
 	case errors.Is(err, errNotFound):
 		writeError(w, http.StatusNotFound, err)

@@ -36,6 +36,18 @@ func (g *Gateway) history(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
 	defer cancel()
+	if _, filtered := g.principals(ctx); filtered {
+		// Under sync rules, a document the user may not read has no
+		// history it may see: 404, as if it did not exist.
+		c, err := g.lastChange(ctx, tenant, coll, id)
+		if err == nil {
+			err = g.mayRead(ctx, c)
+		}
+		if err != nil {
+			g.fail(w, r, err)
+			return
+		}
+	}
 	cs, err := g.cfg.History.Conflicts(ctx, events.DocAddress{Tenant: tenant, Collection: coll, Doc: id})
 	if err != nil {
 		g.fail(w, r, fmt.Errorf("conflict history of %s/%s: %w", coll, id, err))

@@ -8,30 +8,25 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/ebbsync/ebb/deploy/feed"
 	"github.com/ebbsync/ebb/events"
 )
 
 // errForeign marks a message whose payload is not about the subject it was
 // stored on: another tenant's, client's or document's, whoever wrote it.
-var errForeign = errors.New("payload does not match its subject")
+var errForeign = feed.ErrForeign
 
 // Reasons a message is skipped, the reason attribute of ebb.gateway.skipped.
 const (
 	skipUnreadable = "unreadable" // not a valid payload of its stream
 	skipForeign    = "foreign"    // a valid payload of another subject
+	skipAudience   = "audience"   // a change whose audience headers do not parse (sync rules)
 )
 
 // readChange decodes the change stored on subject and checks that it is
-// that subject's document's change.
+// that subject's document's change (feed.ReadChange).
 func readChange(subject string, data []byte) (*events.Change, error) {
-	c, err := events.DecodeChange(data)
-	if err != nil {
-		return nil, err
-	}
-	if want := events.ChangeSubject(c.Tenant, c.Collection, c.Doc); want != subject {
-		return nil, fmt.Errorf("%w: change of tenant %q, collection %q, doc %q stored on %s", errForeign, c.Tenant, c.Collection, c.Doc, subject)
-	}
-	return c, nil
+	return feed.ReadChange(subject, data)
 }
 
 // readReceipt decodes the receipt stored on subject and checks that it is
@@ -54,8 +49,11 @@ func readReceipt(subject string, data []byte) (*events.Receipt, error) {
 // reason, and the caller goes on with the next message.
 func (g *Gateway) skipped(ctx context.Context, stream string, seq uint64, subject string, err error) {
 	reason := skipUnreadable
-	if errors.Is(err, errForeign) {
+	switch {
+	case errors.Is(err, errForeign):
 		reason = skipForeign
+	case errors.Is(err, feed.ErrAudience):
+		reason = skipAudience
 	}
 	g.skips.Add(1)
 	if g.skipCounter != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebbsync/ebb/deploy/auth"
+	"github.com/ebbsync/ebb/deploy/feed"
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -125,6 +126,10 @@ func (g *Gateway) publish(ctx context.Context, tenant string, raw json.RawMessag
 	msg := nats.NewMsg(ev.Subject())
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	if u, ok := userOf(ctx); ok {
+		// Set by the server, never by the client: write rules trust it.
+		msg.Header.Set(events.HeaderWriterGroups, g.writerGroups(u))
+	}
 	g.injectTrace(ctx, msg)
 	ack, err := g.cfg.JetStream.PublishMsg(ctx, msg)
 	if err != nil {
@@ -175,19 +180,11 @@ func (g *Gateway) duplicate(ctx context.Context, ev *events.Event, data []byte, 
 }
 
 // ChangeEntry is one change of a pull, with its CHANGES sequence.
-type ChangeEntry struct {
-	Seq    uint64         `json:"seq"`
-	Change *events.Change `json:"change"`
-}
+type ChangeEntry = feed.Entry
 
-// ChangesResponse answers a pull of changes. Pass LastSeq as the next
-// request's after.
-type ChangesResponse struct {
-	Changes []ChangeEntry `json:"changes"`
-	LastSeq uint64        `json:"last_seq"`
-	More    bool          `json:"more"` // more changes are waiting after LastSeq
-	StreamState
-}
+// ChangesResponse answers a pull of changes (feed.Page). Pass LastSeq as
+// the next request's after.
+type ChangesResponse = feed.Page
 
 // ReceiptEntry is one receipt of a pull, with its RECEIPTS sequence.
 type ReceiptEntry struct {
@@ -204,22 +201,8 @@ type ReceiptsResponse struct {
 }
 
 // StreamState is where the stream a page was read from stands, read after
-// the page: an HTTP client keeps StreamCreated with its cursor and compares
-// (events/PROTOCOL.md, "Resets and lost messages"). The stream is the whole
-// of CHANGES or RECEIPTS, not the tenant's or client's part of it.
-type StreamState struct {
-	// FirstSeq is the stream's first sequence (0 when it is empty). For
-	// RECEIPTS, FirstSeq > after+1 means receipts after the cursor may be
-	// gone (expired by age, or purged).
-	FirstSeq uint64 `json:"first_seq"`
-	// StreamLastSeq is the stream's last sequence. A cursor above it is
-	// not of this stream's history.
-	StreamLastSeq uint64 `json:"stream_last_seq"`
-	// StreamCreated identifies the stream's incarnation: another value
-	// than the one kept with the cursor means the stream was deleted and
-	// created again, its sequences started over.
-	StreamCreated time.Time `json:"stream_created"`
-}
+// the page (feed.StreamState).
+type StreamState = feed.StreamState
 
 // page reads the after, limit and wait query parameters.
 func (g *Gateway) page(r *http.Request) (after uint64, limit int, wait time.Duration, err error) {
@@ -243,20 +226,36 @@ func (g *Gateway) page(r *http.Request) (after uint64, limit int, wait time.Dura
 	return after, limit, wait, nil
 }
 
+// pullChanges answers one page of the tenant's changes (feed.Source.Changes),
+// of the collections ?collection= names (repeatable; none: all), through
+// the audience filter for a client user when the gateway runs with sync
+// rules (Config.Visibility).
 func (g *Gateway) pullChanges(w http.ResponseWriter, r *http.Request) {
 	tenant, err := g.tenant(r)
 	if err != nil {
 		g.fail(w, r, err)
 		return
 	}
-	resp := ChangesResponse{Changes: []ChangeEntry{}}
-	resp.LastSeq, resp.More, err = pull(g, r, events.StreamChanges, []string{events.TenantChanges(tenant)}, readChange,
-		func(seq uint64, c *events.Change) {
-			resp.Changes = append(resp.Changes, ChangeEntry{Seq: seq, Change: c})
-		})
-	if err == nil {
-		resp.StreamState, err = g.streamState(r.Context(), events.StreamChanges)
+	after, limit, wait, err := g.page(r)
+	if err != nil {
+		g.fail(w, r, err)
+		return
 	}
+	q := feed.Query{Tenant: tenant, Collections: r.URL.Query()["collection"], After: after, Limit: limit, Wait: wait}
+	if _, err := feed.Filters(tenant, q.Collections, g.cfg.Limits); err != nil {
+		g.fail(w, r, bad("query parameter collection: %v", err))
+		return
+	}
+	q.Principals, q.Filtered = g.principals(r.Context())
+	if wait > 0 {
+		release, err := g.longPolls.Acquire(longPollUser(r))
+		if err != nil {
+			g.fail(w, r, err)
+			return
+		}
+		defer release()
+	}
+	resp, err := g.src.Changes(r.Context(), q)
 	if err != nil {
 		g.fail(w, r, err)
 		return
@@ -293,7 +292,7 @@ func (g *Gateway) pullReceipts(w http.ResponseWriter, r *http.Request) {
 			resp.Receipts = append(resp.Receipts, ReceiptEntry{Seq: seq, Receipt: rc})
 		})
 	if err == nil {
-		resp.StreamState, err = g.streamState(r.Context(), events.StreamReceipts)
+		resp.StreamState, err = g.src.State(r.Context(), events.StreamReceipts)
 	}
 	if err != nil {
 		g.fail(w, r, err)
@@ -314,101 +313,22 @@ func pull[T any](g *Gateway, r *http.Request, stream string, filters []string, r
 		return 0, false, err
 	}
 	if wait > 0 {
-		release, err := g.longPolls.acquire(longPollUser(r))
+		release, err := g.longPolls.Acquire(longPollUser(r))
 		if err != nil {
 			return 0, false, err
 		}
 		defer release()
 	}
 	last = after
-	more, err = g.readAfter(r.Context(), stream, filters, after, limit, wait, func(seq uint64, subject string, data []byte) error {
+	more, err = g.src.ReadAfter(r.Context(), stream, filters, after, limit, wait, func(seq uint64, m jetstream.Msg) error {
 		last = seq
-		v, err := read(subject, data)
+		v, err := read(m.Subject(), m.Data())
 		if err != nil {
-			g.skipped(r.Context(), stream, seq, subject, err)
+			g.skipped(r.Context(), stream, seq, m.Subject(), err)
 			return nil
 		}
 		add(seq, v)
 		return nil
 	})
 	return last, more, err
-}
-
-// readAfter hands fn up to limit messages of stream on filters with sequence
-// after `after`, in order. With none there and wait > 0 it waits up to wait
-// for the first. It reports whether more messages are waiting.
-func (g *Gateway) readAfter(ctx context.Context, stream string, filters []string, after uint64, limit int, wait time.Duration,
-	fn func(seq uint64, subject string, data []byte) error) (more bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout+wait)
-	defer cancel()
-	cons, err := g.cfg.JetStream.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    filters,
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       after + 1,
-		InactiveThreshold: 5 * time.Second,
-	})
-	if err != nil {
-		return false, fmt.Errorf("read %s after %d: %w", stream, after, err)
-	}
-	handle := func(m jetstream.Msg) error {
-		md, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("read %s: message metadata: %w", stream, err)
-		}
-		more = md.NumPending > 0
-		return fn(md.Sequence.Stream, m.Subject(), m.Data())
-	}
-	n := 0
-	if wait > 0 {
-		// Long-poll: the first message may not exist yet.
-		m, err := cons.Next(jetstream.FetchMaxWait(wait))
-		switch {
-		case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
-			return false, nil
-		case err != nil:
-			return false, fmt.Errorf("read %s after %d: %w", stream, after, err)
-		}
-		if err := handle(m); err != nil {
-			return false, err
-		}
-		n++
-		if !more {
-			return false, nil
-		}
-	}
-	if n < limit {
-		batch, err := cons.FetchNoWait(limit - n)
-		if err != nil {
-			return false, fmt.Errorf("read %s after %d: %w", stream, after, err)
-		}
-		for m := range batch.Messages() {
-			if err := handle(m); err != nil {
-				return false, err
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return false, fmt.Errorf("read %s after %d: %w", stream, after, err)
-		}
-	}
-	return more, nil
-}
-
-// streamState reads where stream stands. Called after a page is read, so a
-// message removed before the page was read shows as a FirstSeq beyond it.
-func (g *Gateway) streamState(ctx context.Context, stream string) (StreamState, error) {
-	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
-	defer cancel()
-	st, err := g.cfg.JetStream.Stream(ctx, stream)
-	if err != nil {
-		return StreamState{}, fmt.Errorf("read stream %s info: %w", stream, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return StreamState{}, fmt.Errorf("read stream %s info: %w", stream, err)
-	}
-	first := info.State.FirstSeq
-	if info.State.Msgs == 0 {
-		first = 0
-	}
-	return StreamState{FirstSeq: first, StreamLastSeq: info.State.LastSeq, StreamCreated: info.Created.UTC()}, nil
 }

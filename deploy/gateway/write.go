@@ -293,6 +293,10 @@ func (g *Gateway) writeDoc(w http.ResponseWriter, r *http.Request) {
 		status = g.failWrite(w, r, err)
 		return
 	}
+	if u, ok := userOf(r.Context()); ok {
+		v := g.writerGroups(u)
+		wl.groups.Store(&v)
+	}
 	wr, err := wl.write(ctx, producer.Write{Collection: coll, Doc: id, Op: op, Fields: fields, BaseVersion: base}, key, fp, pre.conditional())
 	if err != nil {
 		status = g.failWrite(w, r, err)

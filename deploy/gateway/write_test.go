@@ -42,6 +42,8 @@ type writeEnv struct {
 	// users, if set, turns authentication on; send's headers may then
 	// carry "user" (a name whose password is name+"-pw").
 	users *auth.Users
+	// groups, if set, is the gateway's Config.Groups.
+	groups func(auth.User) []string
 }
 
 // writePolicies: "todos" last writer wins, "strict" rejects stale writes,
@@ -102,7 +104,7 @@ func (e *writeEnv) openWriter(t *testing.T, wait time.Duration) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(gateway.Config{JetStream: e.js, Writer: w, WriteWait: wait, Users: e.users})
+	g, err := gateway.New(gateway.Config{JetStream: e.js, Writer: w, WriteWait: wait, Users: e.users, Groups: e.groups})
 	if err != nil {
 		t.Fatal(err)
 	}

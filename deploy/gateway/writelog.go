@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.etcd.io/bbolt"
@@ -34,6 +35,11 @@ type writerLog struct {
 	pub *producer.Publisher
 	cc  jetstream.ConsumeContext
 	lg  *slog.Logger
+
+	// groups is the identity's writer groups as its last authenticated
+	// request named them (nil: none since open), stamped on every event
+	// its publisher publishes (stamping).
+	groups atomic.Pointer[string]
 
 	// appendMu serialises appends with their idempotency records, so at
 	// most one reservation is ever outstanding (see idempotency.go).
@@ -97,7 +103,7 @@ func openWriterLog(ctx context.Context, w *Writer, k logKey, path string) (_ *wr
 	if pcfg.MeterProvider == nil {
 		pcfg.MeterProvider = w.cfg.MeterProvider
 	}
-	if l.pub, err = producer.NewPublisher(l.log, w.cfg.JetStream, w.cfg.Conn, pcfg); err != nil {
+	if l.pub, err = producer.NewPublisher(l.log, stamping{JetStream: w.cfg.JetStream, groups: &l.groups}, w.cfg.Conn, pcfg); err != nil {
 		_ = l.log.Close()
 		return nil, err
 	}

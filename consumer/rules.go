@@ -1,0 +1,430 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.etcd.io/bbolt"
+
+	"github.com/ebbsync/ebb/deploy/feed"
+	"github.com/ebbsync/ebb/events"
+)
+
+// DefaultRulesFeed is the request subject of the server's filtered change
+// feed (deploy/feed's responder), which a replica reads CHANGES through
+// under sync rules.
+const DefaultRulesFeed = feed.RequestSubject
+
+// rulesFeedWait is how long one request of the feed long-polls once the
+// replica has caught up.
+const rulesFeedWait = 30 * time.Second
+
+// rulesFeed is a link's way to read CHANGES through the filtered change
+// feed: the requests it sends, and whether the link reads through it
+// (active: set from the start by ReplicaConfig.RulesFeed, or once the
+// server refused a direct read with "sync rules").
+type rulesFeed struct {
+	nc          *nats.Conn
+	subject     string
+	collections []string
+	active      atomic.Bool
+}
+
+// page asks the feed for the changes after `after` (limit 0: the server's
+// page size), waiting up to wait for one.
+func (fd *rulesFeed) page(ctx context.Context, after uint64, limit int, wait time.Duration) (feed.Page, error) {
+	body, err := json.Marshal(feed.Request{After: after, Limit: limit, WaitMS: wait.Milliseconds(), Collections: fd.collections})
+	if err != nil {
+		return feed.Page{}, fmt.Errorf("change feed request: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait+requestTimeout)
+	defer cancel()
+	m, err := fd.nc.RequestWithContext(ctx, fd.subject, body)
+	if err != nil {
+		return feed.Page{}, fmt.Errorf("change feed %s after %d: %w", fd.subject, after, err)
+	}
+	p, err := feed.DecodeReply(m.Data)
+	if err != nil {
+		return feed.Page{}, fmt.Errorf("change feed %s after %d: %w", fd.subject, after, err)
+	}
+	return p, nil
+}
+
+// refusedForRules reports whether err is the server refusing a direct
+// read of CHANGES because sync rules filter this user's reads (a 403
+// whose description says "sync rules", the text deploy/auth promises).
+func refusedForRules(err error) bool {
+	var ae *jetstream.APIError
+	if !errors.As(err, &ae) {
+		var je jetstream.JetStreamError
+		if !errors.As(err, &je) || je.APIError() == nil {
+			return false
+		}
+		ae = je.APIError()
+	}
+	return ae.Code == 403 && strings.Contains(ae.Description, "sync rules")
+}
+
+// changesLink returns the link's CHANGES follower: the direct one of
+// changesFollower, made to read through the filtered change feed when
+// ReplicaConfig.RulesFeed says so, or from the moment the server refuses a
+// direct read with "sync rules". Over the feed it keeps the direct
+// follower's contracts: it resumes from the stored cursor, resyncs when
+// the feed's stream_created or stream_last_seq shows CHANGES was reset,
+// applies each change once through applyChanges (settling writes as
+// direct changes do), and replaces the local copy of a document that left
+// the user's view by a tombstone at the notice's version (applyRules).
+func (r *Replica) changesLink(l *link) *follower[change] {
+	f := r.changesFollower(l)
+	fd := &rulesFeed{nc: l.nc, subject: r.cfg.RulesFeed, collections: r.cfg.Collections}
+	if fd.subject != "" {
+		fd.active.Store(true)
+	} else {
+		fd.subject = DefaultRulesFeed
+	}
+	l.feed = fd
+	directJS, directStart, directApply, directPrepare := f.js, f.start, f.apply, f.prepare
+	var created int64 // of the feed session's start; start and apply run on the follower's goroutine
+	toFeed := func(err error) bool {
+		if fd.active.Load() || !refusedForRules(err) {
+			return false
+		}
+		r.logger.Info("server filters CHANGES by sync rules; reading through its change feed", "subject", fd.subject, logErr, err)
+		fd.active.Store(true)
+		return true
+	}
+	f.start = func(ctx context.Context) (uint64, error) {
+		if !fd.active.Load() {
+			next, err := directStart(ctx)
+			if !toFeed(err) {
+				return next, err
+			}
+		}
+		next, cr, err := r.startRules(ctx, fd)
+		if err == nil {
+			created = cr
+			l.readyOnce.Do(func() { close(l.ready) })
+		}
+		return next, err
+	}
+	f.js = rulesReader{StreamReader: directJS, fd: fd, created: &created, toFeed: toFeed}
+	f.prepare = func(m jetstream.Msg, c *change, a *arena) {
+		if fm, ok := m.(*feedMsg); ok && fm.advance {
+			*c = change{} // no key, no error: applyRules moves the cursor only
+			return
+		}
+		directPrepare(m, c, a)
+	}
+	f.apply = func(ctx context.Context, ds []delivery[change]) error {
+		if !fd.active.Load() {
+			return directApply(ctx, ds)
+		}
+		return r.applyRules(ctx, ds, created)
+	}
+	return f
+}
+
+// activeFeed returns the attached link's change feed if it reads CHANGES
+// through one, else nil.
+func (r *Replica) activeFeed() *rulesFeed {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.link == nil || r.link.feed == nil || !r.link.feed.active.Load() {
+		return nil
+	}
+	return r.link.feed
+}
+
+// feedInfo is the stream state a feed page reports, as stream info.
+func feedInfo(p feed.Page) *jetstream.StreamInfo {
+	return &jetstream.StreamInfo{Created: p.StreamCreated,
+		State: jetstream.StreamState{FirstSeq: p.FirstSeq, LastSeq: p.StreamLastSeq}}
+}
+
+// startRules is startChanges over the feed: it checks the stream state the
+// feed reports against the stored cursor and, if CHANGES was reset, clears
+// the view for a replay from the start (pending writes stay).
+func (r *Replica) startRules(ctx context.Context, fd *rulesFeed) (next uint64, created int64, err error) {
+	var c cursor
+	if err := r.db.View(func(tx *bbolt.Tx) (err error) {
+		c, err = getCursor(tx, events.StreamChanges)
+		return err
+	}); err != nil {
+		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
+	}
+	p, err := fd.page(ctx, c.Seq, 1, 0)
+	if err != nil {
+		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
+	}
+	info := feedInfo(p)
+	created = createdNano(info.Created)
+	reset := func(c cursor) bool { return cursorReset(info, created, c) }
+	if !reset(c) {
+		return c.Seq + 1, created, nil
+	}
+	err = r.db.Update(func(tx *bbolt.Tx) error {
+		c, err := getCursor(tx, events.StreamChanges)
+		if err != nil {
+			return err
+		}
+		if reset(c) {
+			rerr := fmt.Errorf("%w: stream %s was reset (stored sequence %d, stream last %d, created %s)",
+				ErrResync, events.StreamChanges, c.Seq, info.State.LastSeq, info.Created.Format(time.RFC3339Nano))
+			r.noteResync(rerr)
+			if err := r.resetScope(tx); err != nil {
+				return err
+			}
+			c = cursor{}
+		}
+		c.Created = created
+		next = c.Seq + 1
+		return putCursor(tx, events.StreamChanges, c)
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
+	}
+	r.startedAt(&r.changesP, next-1)
+	return next, created, nil
+}
+
+// rulesReset is changesReset over the feed.
+func (r *Replica) rulesReset(ctx context.Context, fd *rulesFeed) (reset bool, created int64, err error) {
+	var c cursor
+	if err := r.db.View(func(tx *bbolt.Tx) (err error) {
+		c, err = getCursor(tx, events.StreamChanges)
+		return err
+	}); err != nil {
+		return false, 0, fmt.Errorf("check %s: %w", events.StreamChanges, err)
+	}
+	p, err := fd.page(ctx, c.Seq, 1, 0)
+	if err != nil {
+		return false, 0, fmt.Errorf("check %s: %w", events.StreamChanges, err)
+	}
+	info := feedInfo(p)
+	created = createdNano(info.Created)
+	return cursorReset(info, created, c), created, nil
+}
+
+// rulesTarget is lastInScope over the feed: the cursor the follower
+// reaches once it has read everything the feed holds for the replica now
+// (the feed's last_seq moves past changes the user may not read, as the
+// follower's cursor does). It reads the feed from the stored cursor to its
+// end, so it costs what is still to be pulled.
+func (r *Replica) rulesTarget(ctx context.Context, fd *rulesFeed) (uint64, error) {
+	var c cursor
+	if err := r.db.View(func(tx *bbolt.Tx) (err error) {
+		c, err = getCursor(tx, events.StreamChanges)
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("last change in scope: %w", err)
+	}
+	after := c.Seq
+	for {
+		p, err := fd.page(ctx, after, 0, 0)
+		if err != nil {
+			return 0, fmt.Errorf("last change in scope: %w", err)
+		}
+		if p.LastSeq < after {
+			return 0, fmt.Errorf("last change in scope: the feed went back from %d to %d", after, p.LastSeq)
+		}
+		after = p.LastSeq
+		if !p.More {
+			return after, nil
+		}
+	}
+}
+
+// applyRules applies a batch read through the feed: runs of changes (Left
+// notices among them, as tombstones) through applyChanges, and the
+// cursor-only deliveries that carry the page's last_seq past changes the
+// user may not read.
+func (r *Replica) applyRules(ctx context.Context, ds []delivery[change], created int64) error {
+	for len(ds) > 0 {
+		i := 0
+		for i < len(ds) && !(ds[i].v.key == nil && ds[i].v.err == nil) {
+			i++
+		}
+		if i > 0 {
+			if err := r.applyChanges(ctx, ds[:i], created); err != nil {
+				return err
+			}
+			ds = ds[i:]
+			continue
+		}
+		if err := r.advanceChanges(ds[0].seq, ds[0].pending, created); err != nil {
+			return err
+		}
+		ds = ds[1:]
+	}
+	return nil
+}
+
+// advanceChanges moves the CHANGES cursor to seq (if it is behind) without
+// applying anything.
+func (r *Replica) advanceChanges(seq, pending uint64, created int64) error {
+	var prog uint64
+	err := r.db.Update(func(tx *bbolt.Tx) error {
+		c, err := getCursor(tx, events.StreamChanges)
+		if err != nil {
+			return err
+		}
+		c.Seq = max(c.Seq, seq)
+		c.Created = created
+		prog = c.Seq
+		return putCursor(tx, events.StreamChanges, c)
+	})
+	if err != nil {
+		return fmt.Errorf("advance %s cursor to %d: %w", events.StreamChanges, seq, err)
+	}
+	r.mu.Lock()
+	r.changesP = Progress{Seq: prog, Applied: r.changesP.Applied, Pending: pending}
+	r.mu.Unlock()
+	r.committed(nil)
+	return nil
+}
+
+// rulesReader is the follower's StreamReader while it reads through the
+// feed: its ordered consumers are feedConsumers. A direct consumer the
+// server refuses with "sync rules" switches the link to the feed and
+// restarts the session (so start checks the feed's stream state).
+type rulesReader struct {
+	StreamReader
+	fd      *rulesFeed
+	created *int64
+	toFeed  func(error) bool
+}
+
+func (rr rulesReader) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	if !rr.fd.active.Load() {
+		c, err := rr.StreamReader.OrderedConsumer(ctx, stream, cfg)
+		if rr.toFeed(err) {
+			return nil, fmt.Errorf("%w: %w", errRestart, err)
+		}
+		return c, err
+	}
+	next := uint64(1)
+	if cfg.DeliverPolicy == jetstream.DeliverByStartSequencePolicy {
+		next = cfg.OptStartSeq
+	}
+	return &feedConsumer{fd: rr.fd, after: next - 1, created: *rr.created}, nil
+}
+
+// feedConsumer is an ordered consumer of CHANGES over the feed; only
+// Messages is used (by follower.session).
+type feedConsumer struct {
+	jetstream.Consumer
+	fd      *rulesFeed
+	after   uint64
+	created int64
+}
+
+func (c *feedConsumer) Messages(...jetstream.PullMessagesOpt) (jetstream.MessagesContext, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &feedIter{fd: c.fd, after: c.after, created: c.created, ctx: ctx, cancel: cancel}, nil
+}
+
+// feedIter hands out the feed's pages one message at a time: each change
+// (a Left notice as a tombstone of its document at its version), then, if
+// the page's last_seq is beyond its last change, a cursor-only message at
+// last_seq. Once a page says nothing more is waiting, the next request
+// long-polls. A page whose stream state shows another CHANGES than the one
+// the session started on (created, or a last sequence below the cursor)
+// ends the session with errRestart, so start resyncs.
+type feedIter struct {
+	fd       *rulesFeed
+	after    uint64
+	created  int64
+	caughtUp bool
+	buf      []*feedMsg
+	ctx      context.Context
+	cancel   context.CancelFunc
+}
+
+func (it *feedIter) Next(...jetstream.NextOpt) (jetstream.Msg, error) {
+	for len(it.buf) == 0 {
+		if it.ctx.Err() != nil {
+			return nil, jetstream.ErrMsgIteratorClosed
+		}
+		var wait time.Duration
+		if it.caughtUp {
+			wait = rulesFeedWait
+		}
+		p, err := it.fd.page(it.ctx, it.after, 0, wait)
+		switch {
+		case it.ctx.Err() != nil:
+			return nil, jetstream.ErrMsgIteratorClosed
+		case err != nil:
+			return nil, err
+		case createdNano(p.StreamCreated) != it.created || p.StreamLastSeq < it.after:
+			return nil, fmt.Errorf("%w: change feed reports another %s (created %s, last %d) than the session's", errRestart,
+				events.StreamChanges, p.StreamCreated.Format(time.RFC3339Nano), p.StreamLastSeq)
+		}
+		if err := it.fill(p); err != nil {
+			return nil, err
+		}
+	}
+	m := it.buf[0]
+	it.buf[0] = nil
+	it.buf = it.buf[1:]
+	return m, nil
+}
+
+func (it *feedIter) fill(p feed.Page) error {
+	var ms []*feedMsg
+	last := it.after
+	for _, e := range p.Changes {
+		if e.Change == nil || e.Seq <= last {
+			continue // out of order or empty: never applied twice
+		}
+		c := e.Change
+		if c.Left {
+			c = &events.Change{Schema: c.Schema, Tenant: c.Tenant, Collection: c.Collection, Doc: c.Doc,
+				Version: c.Version, Event: c.Event, Deleted: true, Left: true}
+		}
+		data, err := events.EncodeChange(c)
+		if err != nil {
+			return fmt.Errorf("change feed: encode change at %d: %w", e.Seq, err)
+		}
+		ms = append(ms, &feedMsg{subject: events.ChangeSubject(c.Tenant, c.Collection, c.Doc), data: data, seq: e.Seq})
+		last = e.Seq
+	}
+	if p.LastSeq > last {
+		ms = append(ms, &feedMsg{seq: p.LastSeq, advance: true})
+		last = p.LastSeq
+	}
+	for i, m := range ms {
+		m.pending = uint64(len(ms) - 1 - i)
+		if p.More {
+			m.pending++
+		}
+	}
+	it.buf, it.after, it.caughtUp = ms, last, !p.More
+	return nil
+}
+
+func (it *feedIter) Stop()  { it.cancel() }
+func (it *feedIter) Drain() { it.cancel() }
+
+// feedMsg is one message of a feedIter, shaped as a CHANGES message.
+type feedMsg struct {
+	jetstream.Msg
+	subject      string
+	data         []byte
+	seq, pending uint64
+	advance      bool // no change: only carries the cursor to seq
+}
+
+func (m *feedMsg) Subject() string      { return m.subject }
+func (m *feedMsg) Data() []byte         { return m.data }
+func (m *feedMsg) Headers() nats.Header { return nil }
+func (m *feedMsg) Reply() string        { return "" }
+func (m *feedMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: m.seq}, NumPending: m.pending, Consumer: "feed_1"}, nil
+}

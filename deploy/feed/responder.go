@@ -1,0 +1,341 @@
+package feed
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ebbsync/ebb/events"
+)
+
+// Subjects of the change responder. A client requests RequestSubject; the
+// server's auth imports it into each client account, routed to the stream
+// account as RequestSubject.<EncodeToken(user)>.<EncodeToken(tenant)>, so
+// who asks is named by the server, never by the client. The responder
+// serves ServeSubject in QueueGroup.
+const (
+	RequestSubject = "_ebb.api.changes"
+	ServeSubject   = RequestSubject + ".>"
+	QueueGroup     = "ebb-api"
+)
+
+// UserSubject returns the subject a request of user of tenant arrives on.
+func UserSubject(user, tenant string) string {
+	return RequestSubject + "." + events.EncodeToken(user) + "." + events.EncodeToken(tenant)
+}
+
+// Request is the JSON body of a change request. Collections empty: every
+// collection of the tenant. Limit 0: the responder's MaxPage.
+type Request struct {
+	After       uint64   `json:"after"`
+	Limit       int      `json:"limit,omitempty"`
+	WaitMS      int64    `json:"wait_ms,omitempty"`
+	Collections []string `json:"collections,omitempty"`
+}
+
+// ErrorReply is the JSON body of a refused request; Status is the HTTP
+// status the gateway would answer (400, 403, 429, 500, 503).
+type ErrorReply struct {
+	Error  string `json:"error"`
+	Status int    `json:"status"`
+}
+
+// Identities looks up a user of tenant at request time: its groups, and
+// whether tenant has such a user (ok false: the request is refused 403).
+type Identities func(tenant, user string) (groups []string, ok bool)
+
+// ResponderConfig configures a Responder. Zero fields take the defaults
+// noted.
+type ResponderConfig struct {
+	MaxPage int           // changes in one page; default 1000
+	MaxWait time.Duration // longest long-poll; default 60s
+	Timeout time.Duration // JetStream calls per request; default DefaultTimeout
+	// MaxLongPolls and MaxLongPollsPerUser cap the long-polls served at
+	// once in all and for one user; default 1024 and 16. One more is
+	// refused with status 429.
+	MaxLongPolls, MaxLongPollsPerUser int
+	// MaxInFlight caps the requests without wait served at once; one more
+	// is refused with status 503. Default 64.
+	MaxInFlight int
+	Logger      *slog.Logger // nil discards
+	// Skipped, if set, is told of every change not served because it is
+	// unreadable (see Source.Skipped).
+	Skipped func(ctx context.Context, stream string, seq uint64, subject string, err error)
+}
+
+func (c *ResponderConfig) validate() error {
+	if c.MaxPage < 0 || c.MaxWait < 0 || c.Timeout < 0 || c.MaxLongPolls < 0 || c.MaxLongPollsPerUser < 0 || c.MaxInFlight < 0 {
+		return errors.New("feed responder config: limits must not be negative")
+	}
+	if c.MaxPage == 0 {
+		c.MaxPage = 1000
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = 60 * time.Second
+	}
+	if c.MaxLongPolls == 0 {
+		c.MaxLongPolls = 1024
+	}
+	if c.MaxLongPollsPerUser == 0 {
+		c.MaxLongPollsPerUser = 16
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 64
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Responder answers change requests (ServeSubject) with the filtered page
+// of the asking user: the same Page the HTTP pull answers, always through
+// the audience filter (its askers are client users; services read CHANGES
+// directly), each request in its own goroutine. Close stops it.
+type Responder struct {
+	nc        *nats.Conn
+	cfg       ResponderConfig
+	src       *Source
+	ids       Identities
+	log       *slog.Logger
+	sub       *nats.Subscription
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	longPolls *LongPolls
+	inFlight  chan struct{}
+	closeOnce sync.Once
+}
+
+// Serve starts a Responder on nc, a connection in the account that holds
+// the streams, reading through js. ids names each asking user's groups.
+func Serve(nc *nats.Conn, js JetStream, ids Identities, cfg ResponderConfig) (*Responder, error) {
+	var errs []error
+	if nc == nil {
+		errs = append(errs, errors.New("feed responder: nil connection"))
+	}
+	if js == nil {
+		errs = append(errs, errors.New("feed responder: nil JetStream"))
+	}
+	if ids == nil {
+		errs = append(errs, errors.New("feed responder: nil Identities"))
+	}
+	errs = append(errs, cfg.validate())
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Responder{nc: nc, cfg: cfg, ids: ids, log: cfg.Logger.With("component", "feed.responder"),
+		src: &Source{JetStream: js, Timeout: cfg.Timeout, Skipped: cfg.Skipped},
+		ctx: ctx, cancel: cancel,
+		longPolls: NewLongPolls(cfg.MaxLongPolls, cfg.MaxLongPollsPerUser),
+		inFlight:  make(chan struct{}, cfg.MaxInFlight)}
+	sub, err := nc.QueueSubscribe(ServeSubject, QueueGroup, r.handle)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("feed responder: subscribe %s: %w", ServeSubject, err)
+	}
+	if err := nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		cancel()
+		return nil, fmt.Errorf("feed responder: subscribe %s: %w", ServeSubject, err)
+	}
+	r.sub = sub
+	return r, nil
+}
+
+// Close stops answering, ends the long-polls in flight and waits for every
+// request being served. Safe to call twice.
+func (r *Responder) Close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		err = r.sub.Unsubscribe()
+		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
+			err = nil
+		}
+		r.cancel()
+		r.wg.Wait()
+	})
+	return err
+}
+
+// ActiveLongPolls returns how many long-polls are being served now.
+func (r *Responder) ActiveLongPolls() int { return r.longPolls.Active() }
+
+// handle runs on the subscription's goroutine: it admits the request and
+// serves it on a goroutine of its own.
+func (r *Responder) handle(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	user, tenant, err := parseSubject(m.Subject)
+	if err != nil {
+		r.refuse(m, http.StatusBadRequest, err)
+		return
+	}
+	var req Request
+	if len(bytes.TrimSpace(m.Data)) > 0 {
+		// Fields this responder does not know are ignored, so a newer
+		// client's request is still served.
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			r.refuse(m, http.StatusBadRequest, fmt.Errorf("change request: want {\"after\", \"limit\", \"wait_ms\", \"collections\"}: %w", err))
+			return
+		}
+	}
+	switch {
+	case req.Limit < 0 || req.Limit > r.cfg.MaxPage:
+		r.refuse(m, http.StatusBadRequest, fmt.Errorf("change request: limit %d: want 1 to %d (0: %d)", req.Limit, r.cfg.MaxPage, r.cfg.MaxPage))
+		return
+	case req.WaitMS < 0:
+		r.refuse(m, http.StatusBadRequest, fmt.Errorf("change request: wait_ms %d is negative", req.WaitMS))
+		return
+	}
+	if req.Limit == 0 {
+		req.Limit = r.cfg.MaxPage
+	}
+	wait := min(time.Duration(req.WaitMS)*time.Millisecond, r.cfg.MaxWait)
+	var release func()
+	if wait > 0 {
+		if release, err = r.longPolls.Acquire("user " + user + " of " + tenant); err != nil {
+			r.refuse(m, http.StatusTooManyRequests, err)
+			return
+		}
+	} else {
+		select {
+		case r.inFlight <- struct{}{}:
+			release = func() { <-r.inFlight }
+		default:
+			r.refuse(m, http.StatusServiceUnavailable, fmt.Errorf("change request: %d requests in flight; retry shortly", r.cfg.MaxInFlight))
+			return
+		}
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer release()
+		r.serve(m, user, tenant, req, wait)
+	}()
+}
+
+func (r *Responder) serve(m *nats.Msg, user, tenant string, req Request, wait time.Duration) {
+	groups, ok := r.ids(tenant, user)
+	if !ok {
+		r.refuse(m, http.StatusForbidden, fmt.Errorf("change request: tenant %q has no user %q", tenant, user))
+		return
+	}
+	max := r.nc.MaxPayload()
+	page, err := r.src.Changes(r.ctx, Query{Tenant: tenant, Collections: req.Collections, After: req.After, Limit: req.Limit,
+		Wait: wait, Filtered: true, Principals: events.Principals(user, groups), MaxBytes: int(max / 2)})
+	if err != nil {
+		r.refuse(m, statusOf(err), err)
+		return
+	}
+	data, err := encodePage(&page, max)
+	if err != nil {
+		r.refuse(m, http.StatusInternalServerError, err)
+		return
+	}
+	if err := m.Respond(data); err != nil {
+		r.log.Warn("answer change request", "user", user, "tenant", tenant, "err", err)
+	}
+}
+
+// encodePage encodes page, dropping changes from its end (and moving
+// LastSeq back before them, More set) until it fits in max bytes.
+func encodePage(page *Page, max int64) ([]byte, error) {
+	for {
+		data, err := json.Marshal(page)
+		if err != nil {
+			return nil, fmt.Errorf("encode page: %w", err)
+		}
+		if int64(len(data)) <= max {
+			return data, nil
+		}
+		n := len(page.Changes)
+		if n <= 1 {
+			return nil, fmt.Errorf("encode page: %d bytes, over the connection's max payload of %d", len(data), max)
+		}
+		page.LastSeq = page.Changes[n-1].Seq - 1
+		page.Changes = page.Changes[:n-1]
+		page.More = true
+	}
+}
+
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, ErrBadRequest), errors.Is(err, events.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrTooManyLongPolls):
+		return http.StatusTooManyRequests
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, jetstream.ErrNoStreamResponse):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func (r *Responder) refuse(m *nats.Msg, status int, err error) {
+	if status >= 500 {
+		r.log.Warn("change request failed", "subject", m.Subject, "status", status, "err", err)
+	}
+	data, _ := json.Marshal(ErrorReply{Error: err.Error(), Status: status})
+	if err := m.Respond(data); err != nil {
+		r.log.Debug("answer change request", "subject", m.Subject, "err", err)
+	}
+}
+
+// parseSubject reads the user and tenant a request's subject names.
+func parseSubject(subject string) (user, tenant string, err error) {
+	rest, ok := strings.CutPrefix(subject, RequestSubject+".")
+	tok := strings.Split(rest, ".")
+	if !ok || len(tok) != 2 {
+		return "", "", fmt.Errorf("change request on %s: want %s.<user>.<tenant>", subject, RequestSubject)
+	}
+	if user, err = events.DecodeToken(tok[0]); err != nil {
+		return "", "", fmt.Errorf("change request on %s: user: %w", subject, err)
+	}
+	if tenant, err = events.DecodeToken(tok[1]); err != nil {
+		return "", "", fmt.Errorf("change request on %s: tenant: %w", subject, err)
+	}
+	return user, tenant, nil
+}
+
+// DecodeReply reads a responder's answer: the page, or the refusal as a
+// *ReplyError.
+func DecodeReply(data []byte) (Page, error) {
+	var probe struct {
+		Error  *string `json:"error"`
+		Status int     `json:"status"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return Page{}, fmt.Errorf("decode change reply: %w", err)
+	}
+	if probe.Error != nil {
+		return Page{}, &ReplyError{Status: probe.Status, Msg: *probe.Error}
+	}
+	var p Page
+	if err := json.Unmarshal(data, &p); err != nil {
+		return Page{}, fmt.Errorf("decode change reply: %w", err)
+	}
+	return p, nil
+}
+
+// ReplyError is a request the responder refused.
+type ReplyError struct {
+	Status int
+	Msg    string
+}
+
+func (e *ReplyError) Error() string {
+	return fmt.Sprintf("change feed refused (%d): %s", e.Status, e.Msg)
+}
