@@ -259,10 +259,16 @@ func importsOf(usr User, responder bool) []Import {
 			out = append(out, Import{Local: s, Remote: publishSubject + "." + s})
 			continue
 		}
+		if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.CREATE."); ok && !responder && strings.Count(rest, ".") == 1 { // <stream>.*: no filter token
+			// Several filters in the body: only the responder can
+			// confine them; without it, the create has no import.
+			continue
+		}
 		if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.CREATE."); ok && responder {
 			// Wildcards map by position: the user's stream, name and
-			// filter tokens arrive as they were sent, after its name.
-			out = append(out, Import{Local: s, Remote: consumerCreateSubject + "." + events.EncodeToken(usr.Name) + "." + rest})
+			// filter tokens arrive as they were sent, after its name and
+			// tenant, which the mapping writes.
+			out = append(out, Import{Local: s, Remote: consumerCreateSubject + "." + events.EncodeToken(usr.Name) + "." + events.EncodeToken(usr.Tenant) + "." + rest})
 			continue
 		}
 		if strings.HasPrefix(s, jsAPI+"CONSUMER.MSG.NEXT.") && responder {

@@ -50,7 +50,9 @@
 //	ebb.evt.<tenant>.<user>.>                                client events, as itself; the PubAck is the answer
 //	$JS.API.STREAM.INFO.CHANGES / .RECEIPTS                  reset detection (see below)
 //	$JS.API.CONSUMER.CREATE.CHANGES.*.ebb.chg.<tenant>.>     ordered consumer, one filter
+//	$JS.API.CONSUMER.CREATE.CHANGES.*                        several filters, in the body (checked)
 //	$JS.API.CONSUMER.CREATE.RECEIPTS.*.ebb.rcpt.<tenant>.<user>
+//	$JS.API.CONSUMER.CREATE.RECEIPTS.*                       several filters, in the body (checked)
 //	$JS.API.CONSUMER.MSG.NEXT.CHANGES.* / .RECEIPTS.*        fetch, from the user's own consumers (below)
 //	$JS.API.DIRECT.GET.CHANGES.ebb.chg.<tenant>.>            last change in scope
 //	subscribe _INBOX_<user>.>                                the user's private inbox
@@ -74,7 +76,13 @@
 // STREAM.INFO goes to ServeStreamInfo, which asks JetStream with an empty
 // request and drops the per-subject lists, since a subjects_filter would
 // list every tenant's subjects (login names, document ids).
-// CONSUMER.CREATE goes to ServeConsumerCreate, which refuses push
+// CONSUMER.CREATE goes to the consumer create responder, which checks
+// every filter subject of the request (the one in the subject, and each
+// of filter_subject and filter_subjects in the body of a create on
+// $JS.API.CONSUMER.CREATE.<stream>.<name>, the subject a scope of several
+// collections uses) against the user's scope (its tenant's changes, its
+// own receipts) and refuses, naming the filter, one outside it or a
+// request with none; it also refuses push
 // consumers (JetStream publishes a push consumer's messages to its
 // deliver subject in EBB, where a deliver subject onto another tenant's
 // stream subjects would write there: a reply subject by another name),

@@ -45,6 +45,7 @@ func durableSubjects(d string) []string {
 func denyDurable(d string) []string {
 	c := events.StreamChanges
 	return []string{
+		jsAPI + "CONSUMER.CREATE." + c + "." + d,
 		jsAPI + "CONSUMER.CREATE." + c + "." + d + ".>",
 		jsAPI + "CONSUMER.DURABLE.CREATE." + c + "." + d,
 		jsAPI + "CONSUMER.INFO." + c + "." + d,
@@ -72,6 +73,9 @@ func (usr User) imports() []string {
 	pub := []string{
 		jsAPI + "STREAM.INFO." + events.StreamChanges,
 		jsAPI + "CONSUMER.CREATE." + events.StreamChanges + ".*." + changes,
+		// Several filters (a scope of two or more collections) travel in
+		// the body; the responder checks each of them.
+		jsAPI + "CONSUMER.CREATE." + events.StreamChanges + ".*",
 		jsAPI + "CONSUMER.MSG.NEXT." + events.StreamChanges + ".*",
 		jsAPI + "DIRECT.GET." + events.StreamChanges + "." + events.ChangesPrefix + "." + t + ".>",
 	}
@@ -83,6 +87,7 @@ func (usr User) imports() []string {
 			jsAPI+"CONSUMER.CREATE."+events.StreamReceipts+".*."+events.ReceiptSubject(usr.Tenant, usr.Name),
 			// A device log follows every device of its user with one filter.
 			jsAPI+"CONSUMER.CREATE."+events.StreamReceipts+".*."+events.ReceiptSubject(usr.Tenant, usr.Name)+".>",
+			jsAPI+"CONSUMER.CREATE."+events.StreamReceipts+".*",
 			jsAPI+"CONSUMER.MSG.NEXT."+events.StreamReceipts+".*",
 		)
 	case RoleService:
