@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -242,4 +243,58 @@ func TestNATSLogin_MaxConnections(t *testing.T) {
 	if !strings.Contains(logs.String(), jwtlogin.ErrTooManyConnections.Error()) {
 		t.Fatalf("refusal not logged: %s", logs.String())
 	}
+}
+
+// TestNATSLogin_IdentityGroups: NATSLogin is the auth.Directory of a
+// server with token logins: a users-file user as the file says, a token
+// user with the groups of its newest accepted login, nobody else.
+func TestNATSLogin_IdentityGroups(t *testing.T) {
+	k := jwtlogintest.NewKey(t, "k1")
+	users, err := auth.Parse([]byte("users: [{name: bob, password: pw, tenant: globex, role: client, groups: [blue]}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp := jwtlogintest.Start(t, k)
+	login := jwtlogin.NewNATSLogin(mustVerifier(t, jwtlogin.Config{JWKSURL: idp.URL}), users, nil)
+	srv := embeddedtest.MustStart(t, func(c *embedded.Config) {
+		c.Users = users.NATSUsers()
+		c.TokenLogin = login
+	})
+	env := natsEnv{srv: srv, idp: idp}
+	var dir auth.Directory = login
+	if bob, ok := dir.Identity("bob"); !ok || bob.Tenant != "globex" || len(bob.Groups) != 1 || bob.Groups[0] != "blue" {
+		t.Fatalf("Identity(bob) = %+v, %v", bob, ok)
+	}
+	if _, ok := dir.Identity("alice"); ok {
+		t.Fatal("Identity of a token user before any login")
+	}
+	for _, groups := range [][]any{{"red", "green"}, {"yellow"}} {
+		nc, err := env.connect("alice", jwtlogintest.Token(t, k, jwtlogintest.Claims{Subject: "alice", Tenant: "acme", Extra: map[string]any{"groups": groups}}))
+		if err != nil {
+			t.Fatalf("connect: %v", err)
+		}
+		defer nc.Close()
+		alice, ok := dir.Identity("alice")
+		if !ok || alice.Tenant != "acme" || alice.Role != auth.RoleClient || strings.Join(alice.Groups, ",") != strings.Join(sortedStrings(groups), ",") {
+			t.Fatalf("Identity(alice) after a login with groups %v = %+v, %v", groups, alice, ok)
+		}
+	}
+	// A refused login (expired) changes nothing.
+	if nc, err := env.connect("alice", jwtlogintest.Token(t, k, jwtlogintest.Claims{Subject: "alice", Tenant: "acme",
+		Expiry: time.Now().Add(-time.Hour), Extra: map[string]any{"groups": []any{"admins"}}})); err == nil {
+		nc.Close()
+		t.Fatal("an expired token logged in")
+	}
+	if alice, _ := dir.Identity("alice"); strings.Join(alice.Groups, ",") != "yellow" {
+		t.Fatalf("groups after a refused login: %v", alice.Groups)
+	}
+}
+
+func sortedStrings(in []any) []string {
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		out = append(out, s.(string))
+	}
+	slices.Sort(out)
+	return out
 }
