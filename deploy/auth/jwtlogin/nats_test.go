@@ -259,8 +259,16 @@ func TestNATSLogin_IdentityGroups(t *testing.T) {
 	srv := embeddedtest.MustStart(t, func(c *embedded.Config) {
 		c.Users = users.NATSUsers()
 		c.TokenLogin = login
+		c.Identities = login
 	})
 	env := natsEnv{srv: srv, idp: idp}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	ajs := embeddedtest.MustJetStream(t, embeddedtest.MustConnect(t, srv))
+	events0, err := ajs.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"ebb.evt.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var dir auth.Directory = login
 	if bob, ok := dir.Identity("bob"); !ok || bob.Tenant != "globex" || len(bob.Groups) != 1 || bob.Groups[0] != "blue" {
 		t.Fatalf("Identity(bob) = %+v, %v", bob, ok)
@@ -277,6 +285,18 @@ func TestNATSLogin_IdentityGroups(t *testing.T) {
 		alice, ok := dir.Identity("alice")
 		if !ok || alice.Tenant != "acme" || alice.Role != auth.RoleClient || strings.Join(alice.Groups, ",") != strings.Join(sortedStrings(groups), ",") {
 			t.Fatalf("Identity(alice) after a login with groups %v = %+v, %v", groups, alice, ok)
+		}
+		// The publish responder stamps the token's groups on her events.
+		ack, err := embeddedtest.MustJetStream(t, nc).Publish(ctx, "ebb.evt.acme.alice.todos.t1", []byte("{}"))
+		if err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+		m, err := events0.GetMsg(ctx, ack.Sequence)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := m.Header.Get(events.HeaderWriterGroups), strings.Join(sortedStrings(groups), " "); got != want {
+			t.Fatalf("writer groups %q, want %q", got, want)
 		}
 	}
 	// A refused login (expired) changes nothing.
