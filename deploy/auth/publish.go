@@ -34,7 +34,7 @@ type publishResponder struct {
 	nc    *nats.Conn
 	m     *Meter
 	dir   Directory // nil: no writer groups
-	inbox string // <inbox>.<n> are the forwarded events' reply subjects
+	inbox string    // <inbox>.<n> are the forwarded events' reply subjects
 
 	mu      sync.Mutex
 	n       uint64
