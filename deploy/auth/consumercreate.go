@@ -158,6 +158,10 @@ func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) 
 			_ = m.Respond(consumerError(400, desc))
 			return
 		}
+		if stream == ruledChanges {
+			_ = m.Respond(consumerError(403, "consumer create: "+filteredReadsRefusal))
+			return
+		}
 		scope := fetchScope(user, tenant, stream)
 		if scope == nil {
 			_ = m.Respond(consumerError(403, fmt.Sprintf("consumer create: no consumers on %s", stream)))

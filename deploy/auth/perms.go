@@ -59,15 +59,21 @@ func denyDurable(d string) []string {
 // account (see the package documentation for the list and the reasons).
 // They are also exactly the subjects its account imports from
 // StreamAccount, so a reply subject it names can reach nothing else.
-func (usr User) Permissions() Permissions {
+//
+// These are the permissions without filtered reads; Users.PermissionsOf
+// gives the ones of the Users' mode.
+func (usr User) Permissions() Permissions { return usr.permissions(false) }
+
+func (usr User) permissions(filtered bool) Permissions {
 	if usr.Role == RoleAdmin {
 		return Permissions{}
 	}
-	return Permissions{Publish: usr.imports(), Subscribe: []string{InboxPrefix(usr.Name) + ".>"}}
+	return Permissions{Publish: usr.imports(filtered), Subscribe: []string{InboxPrefix(usr.Name) + ".>"}}
 }
 
-// imports are the subjects usr's account imports from StreamAccount.
-func (usr User) imports() []string {
+// imports are the subjects usr's account imports from StreamAccount;
+// filtered is the Users' filtered reads mode (see Users.WithFilteredReads).
+func (usr User) imports(filtered bool) []string {
 	t := events.EncodeToken(usr.Tenant)
 	changes := events.TenantChanges(usr.Tenant)
 	pub := []string{
@@ -77,7 +83,14 @@ func (usr User) imports() []string {
 		// the body; the responder checks each of them.
 		jsAPI + "CONSUMER.CREATE." + events.StreamChanges + ".*",
 		jsAPI + "CONSUMER.MSG.NEXT." + events.StreamChanges + ".*",
-		jsAPI + "DIRECT.GET." + events.StreamChanges + "." + events.ChangesPrefix + "." + t + ".>",
+	}
+	if ruled := filtered && usr.Role == RoleClient; ruled {
+		// A client reads its changes through the change responder; its
+		// CHANGES creates and fetches are routed to a refusal
+		// (importsOf, fetchRoutesOf), and it has no direct get.
+		pub = append(pub, ChangesSubject)
+	} else {
+		pub = append(pub, jsAPI+"DIRECT.GET."+events.StreamChanges+"."+events.ChangesPrefix+"."+t+".>")
 	}
 	switch usr.Role {
 	case RoleClient:
@@ -98,15 +111,16 @@ func (usr User) imports() []string {
 	return pub
 }
 
-// PermissionsOf returns usr's permissions with the durables of every user
-// of u but usr denied: what a users-file user gets, for a user made
-// elsewhere (a verified login token) that u does not list.
+// PermissionsOf returns usr's permissions in u's filtered reads mode with
+// the durables of every user of u but usr denied: what a users-file user
+// gets, for a user made elsewhere (a verified login token) that u does
+// not list.
 func (u *Users) PermissionsOf(usr User) Permissions { return u.permissionsIn(usr) }
 
 // permissionsIn returns usr's permissions with the durables of every other
 // user of u denied.
 func (u *Users) permissionsIn(usr User) Permissions {
-	p := usr.Permissions()
+	p := usr.permissions(u.filtered)
 	if p.All() {
 		return p
 	}

@@ -73,6 +73,9 @@ type Users struct {
 	limits Limits // with defaults
 	guard  *Guard
 	dummy  []byte // a bcrypt hash at the highest cost of the file, or nil
+	// filtered: a client reads CHANGES only through the change
+	// responder (WithFilteredReads).
+	filtered bool
 
 	mu    sync.Mutex
 	known map[string][32]byte // user -> sha256 of a password bcrypt accepted

@@ -202,7 +202,11 @@ func (n *NATSLogin) account(ns *server.Server, usr auth.User) (*server.Account, 
 		// Not one this login made: the users file's, or the server's.
 		return nil, fmt.Errorf("%w: account %s exists", ErrNameTaken, name)
 	}
-	if err := auth.Link(stream, acc, usr); err != nil {
+	link := auth.Link
+	if n.users != nil {
+		link = n.users.Link // in the users' filtered reads mode
+	}
+	if err := link(stream, acc, usr); err != nil {
 		return nil, fmt.Errorf("token login %q: %w", usr.Name, err)
 	}
 	n.placed[name] = usr

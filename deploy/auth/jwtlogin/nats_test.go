@@ -318,3 +318,62 @@ func sortedStrings(in []any) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestNATSLogin_FilteredReads: with users in filtered reads mode, a token
+// client's account is made in that mode too: its CHANGES consumer is
+// refused ("sync rules") and its request on auth.ChangesSubject arrives
+// routed with its own name and tenant.
+func TestNATSLogin_FilteredReads(t *testing.T) {
+	k := jwtlogintest.NewKey(t, "k1")
+	users, err := auth.Parse([]byte("users: [{name: bob, password: pw, tenant: globex, role: client}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	users = users.WithFilteredReads(true)
+	idp := jwtlogintest.Start(t, k)
+	login := jwtlogin.NewNATSLogin(mustVerifier(t, jwtlogin.Config{JWKSURL: idp.URL}), users, nil)
+	srv := embeddedtest.MustStart(t, func(c *embedded.Config) {
+		c.Users = users.NATSUsers()
+		c.TokenLogin = login
+		c.Identities = login
+	})
+	env := natsEnv{srv: srv, idp: idp}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	admin := embeddedtest.MustConnect(t, srv)
+	if _, err := embeddedtest.MustJetStream(t, admin).CreateStream(ctx, jetstream.StreamConfig{Name: "CHANGES", Subjects: []string{"ebb.chg.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := admin.Subscribe(auth.ChangesSubject+".>", func(m *nats.Msg) {
+		user, tenant, err := auth.ChangesAsker(m.Subject)
+		if err != nil {
+			_ = m.Respond([]byte(err.Error()))
+			return
+		}
+		id, _ := login.Identity(user)
+		_ = m.Respond([]byte(user + "|" + tenant + "|" + strings.Join(id.Groups, ",")))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := admin.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := env.connect("alice", jwtlogintest.Token(t, k, jwtlogintest.Claims{Subject: "alice", Tenant: "acme", Extra: map[string]any{"groups": "red"}}))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer nc.Close()
+	resp, err := nc.Request(auth.ChangesSubject, nil, 5*time.Second)
+	if err != nil {
+		t.Fatalf("token client's changes request: %v", err)
+	}
+	if string(resp.Data) != "alice|acme|red" {
+		t.Fatalf("token client's changes request answered %q, want it routed as alice of acme (groups red)", resp.Data)
+	}
+	_, err = embeddedtest.MustJetStream(t, nc).OrderedConsumer(ctx, "CHANGES", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"ebb.chg.acme.>"}})
+	if err == nil || !strings.Contains(err.Error(), "sync rules") {
+		t.Fatalf("token client's CHANGES consumer in filtered mode: %v, want refused by sync rules", err)
+	}
+}
