@@ -90,7 +90,9 @@ func (u *Users) NATSConfig() (string, error) { return u.NATSConfigWith(true) }
 // connection in StreamAccount (ebb serve runs them); without, they go to
 // JetStream directly, which keeps no publish rate or storage quota,
 // answers a subjects_filter with every tenant's subjects and accepts a
-// push consumer delivering into any subject of StreamAccount.
+// push consumer delivering into any subject of StreamAccount; it neither
+// stamps writer groups nor lets a consumer have several filters, and it
+// is refused in filtered reads mode (WithFilteredReads).
 func (u *Users) NATSConfigWith(responder bool) (string, error) {
 	if u.filtered && !responder {
 		return "", errors.New("nats config: filtered reads need the responders: without them a client's CHANGES reads are not refused and its change requests reach nothing")

@@ -12,10 +12,13 @@ import (
 
 // API runs the responders a configuration made with them needs
 // (NATSUsers, NATSConfigWith(true)): stream info (ServeStreamInfo),
-// consumer create under the per-user consumer bound, fetches (MSG.NEXT)
-// from the asker's own consumers only (serveNext), and the publish of
-// events under a Meter's quotas, whose storage measure it runs every
-// StorageLimit.Rescan.
+// consumer create with every filter checked and under the per-user
+// consumer bound, fetches (MSG.NEXT) from the asker's own consumers only
+// (serveNext), both refusing a client's CHANGES reads in filtered reads
+// mode, and the publish of events under a Meter's quotas, stamped with
+// the writer's groups, whose storage measure it runs every
+// StorageLimit.Rescan. The change responder of filtered reads
+// (ChangesSubject) is not among them (package deploy/feed).
 type API struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
