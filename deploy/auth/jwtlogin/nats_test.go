@@ -89,6 +89,18 @@ func TestNATSLogin_TenantConfined(t *testing.T) {
 	if err != nil || !strings.Contains(string(msg.Data()), "acme") {
 		t.Fatalf("its tenant's change: %v", err)
 	}
+	// Two collections: the filters travel in the body, through the
+	// consumer create responder (issue 18 item 3).
+	two, err := js.OrderedConsumer(ctx, events.StreamChanges, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"ebb.chg.acme.todos.*", "ebb.chg.acme.lists.*"}})
+	if err != nil {
+		t.Fatalf("read two collections of its tenant: %v", err)
+	}
+	if msg, err := two.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil || !strings.Contains(string(msg.Data()), "acme") {
+		t.Fatalf("its tenant's change through two filters: %v", err)
+	}
+	if _, err := js.OrderedConsumer(ctx, events.StreamChanges, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"ebb.chg.acme.todos.*", "ebb.chg.globex.todos.*"}}); err == nil || !strings.Contains(err.Error(), "ebb.chg.globex.todos.*") {
+		t.Fatalf("two filters, one of another tenant: %v, want refused naming it", err)
+	}
 
 	refused := func(what string, err error) {
 		t.Helper()
