@@ -265,16 +265,25 @@ func (u *Users) Imports(usr User) []Import {
 
 // ruledChanges stands for CHANGES in the routed consumer create and
 // fetch subjects of a client in filtered reads mode: the responders
-// refuse it (errFilteredReads). It is no stream name, and only the
-// import mappings write it.
+// refuse it (filteredReadsRefusal). It is no stream name, and only the
+// import mappings write it (ruledRest).
 const ruledChanges = "CHANGES-BY-RULES"
+
+// ruledRest returns rest, the <stream>.<...> tokens of one of usr's
+// consumer create or fetch subjects, with CHANGES replaced by
+// ruledChanges if usr is a client in filtered reads mode.
+func ruledRest(usr User, filtered bool, rest string) string {
+	if stream, after, _ := strings.Cut(rest, "."); stream == events.StreamChanges && filtered && usr.Role == RoleClient {
+		return ruledChanges + "." + after
+	}
+	return rest
+}
 
 // filteredReadsRefusal is the text of a refused CHANGES read of a client
 // in filtered reads mode.
 const filteredReadsRefusal = "this server filters CHANGES by sync rules: a client reads its changes through " + ChangesSubject + ", not from CHANGES directly"
 
 func importsOf(usr User, responder, filtered bool) []Import {
-	ruled := filtered && usr.Role == RoleClient
 	var out []Import
 	for _, s := range usr.imports(filtered) {
 		if s == ChangesSubject {
@@ -300,9 +309,7 @@ func importsOf(usr User, responder, filtered bool) []Import {
 			// Wildcards map by position: the user's stream, name and
 			// filter tokens arrive as they were sent, after its name and
 			// tenant, which the mapping writes.
-			if stream, after, _ := strings.Cut(rest, "."); stream == events.StreamChanges && ruled {
-				rest = ruledChanges + "." + after
-			}
+			rest = ruledRest(usr, filtered, rest)
 			out = append(out, Import{Local: s, Remote: consumerCreateSubject + "." + events.EncodeToken(usr.Name) + "." + events.EncodeToken(usr.Tenant) + "." + rest})
 			continue
 		}
@@ -365,9 +372,7 @@ func fetchRoutesOf(usr User, filtered bool) FetchRoutes {
 	}
 	for _, s := range usr.imports(filtered) {
 		if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.MSG.NEXT."); ok {
-			if stream, after, _ := strings.Cut(rest, "."); stream == events.StreamChanges && filtered && usr.Role == RoleClient {
-				rest = ruledChanges + "." + after
-			}
+			rest = ruledRest(usr, filtered, rest)
 			r.Requests = append(r.Requests, Import{Local: s, Remote: nextSubject + "." + user + "." + events.EncodeToken(usr.Tenant) + "." + rest})
 		}
 	}

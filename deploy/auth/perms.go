@@ -84,7 +84,7 @@ func (usr User) imports(filtered bool) []string {
 		jsAPI + "CONSUMER.CREATE." + events.StreamChanges + ".*",
 		jsAPI + "CONSUMER.MSG.NEXT." + events.StreamChanges + ".*",
 	}
-	if ruled := filtered && usr.Role == RoleClient; ruled {
+	if filtered && usr.Role == RoleClient {
 		// A client reads its changes through the change responder; its
 		// CHANGES creates and fetches are routed to a refusal
 		// (importsOf, fetchRoutesOf), and it has no direct get.
