@@ -3,6 +3,7 @@ package auth
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -70,6 +71,7 @@ var exports = []export{
 	{subject: consumerCreateSubject + ".>"},
 	{subject: deliverPrefix + ".>", stream: true}, // fetched messages, to each user's own inbox
 	{subject: publishSubject + ".>"},
+	{subject: ChangesSubject + ".*.*"}, // filtered reads: <user>.<tenant>, written by the mapping
 }
 
 // NATSConfig returns NATSConfigWith(true): the configuration of
@@ -88,8 +90,13 @@ func (u *Users) NATSConfig() (string, error) { return u.NATSConfigWith(true) }
 // connection in StreamAccount (ebb serve runs them); without, they go to
 // JetStream directly, which keeps no publish rate or storage quota,
 // answers a subjects_filter with every tenant's subjects and accepts a
-// push consumer delivering into any subject of StreamAccount.
+// push consumer delivering into any subject of StreamAccount; it neither
+// stamps writer groups nor lets a consumer have several filters, and it
+// is refused in filtered reads mode (WithFilteredReads).
 func (u *Users) NATSConfigWith(responder bool) (string, error) {
+	if u.filtered && !responder {
+		return "", errors.New("nats config: filtered reads need the responders: without them a client's CHANGES reads are not refused and its change requests reach nothing")
+	}
 	return u.natsConfig(func(usr User) (string, error) {
 		if usr.PasswordHash != "" {
 			return usr.PasswordHash, nil
@@ -171,7 +178,7 @@ func (u *Users) natsConfig(password func(User) (string, error), internal, respon
 			if usr.Role == RoleAdmin {
 				continue
 			}
-			for _, im := range fetchRoutesOf(usr).Requests {
+			for _, im := range fetchRoutesOf(usr, u.filtered).Requests {
 				fmt.Fprintf(&b, "      {stream: {account: %s, subject: %s}, to: %s}\n", strconv.Quote(AccountOf(usr)), strconv.Quote(im.Local), strconv.Quote(im.Remote))
 			}
 		}
@@ -195,7 +202,7 @@ func (u *Users) natsConfig(password func(User) (string, error), internal, respon
 		writeList(&b, "publish", p.Publish, p.DenyPublish)
 		writeList(&b, "subscribe", p.Subscribe, nil)
 		b.WriteString("        }\n      }\n    ]\n    imports: [\n")
-		for _, im := range importsOf(usr, responder) {
+		for _, im := range importsOf(usr, responder, u.filtered) {
 			if im.Local == im.Remote {
 				fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}}\n", StreamAccount, strconv.Quote(im.Remote))
 				continue
@@ -203,7 +210,7 @@ func (u *Users) natsConfig(password func(User) (string, error), internal, respon
 			fmt.Fprintf(&b, "      {service: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(im.Remote), strconv.Quote(im.Local))
 		}
 		if responder {
-			r := fetchRoutesOf(usr)
+			r := fetchRoutesOf(usr, u.filtered)
 			fmt.Fprintf(&b, "      {stream: {account: %s, subject: %s}, to: %s}\n", StreamAccount, strconv.Quote(r.Deliveries.Remote), strconv.Quote(r.Deliveries.Local))
 			b.WriteString("    ]\n")
 			fmt.Fprintf(&b, "    exports: [\n      {stream: %s, accounts: [%s]}\n", strconv.Quote(r.Export), StreamAccount)
@@ -237,19 +244,53 @@ type Import struct {
 }
 
 // Imports returns the service imports of usr's account in the embedded
-// configuration (NATSConfigWith(true), with ServeAPI's responders), for
-// code that builds such an account on a running server (package
-// deploy/auth/jwtlogin). It is empty for an admin.
+// configuration (NATSConfigWith(true), with ServeAPI's responders) without
+// filtered reads, for code that builds such an account on a running
+// server (package deploy/auth/jwtlogin); Users.Imports gives them in the
+// Users' mode. It is empty for an admin.
 func Imports(usr User) []Import {
 	if usr.Role == RoleAdmin {
 		return nil
 	}
-	return importsOf(usr, true)
+	return importsOf(usr, true, false)
 }
 
-func importsOf(usr User, responder bool) []Import {
+// Imports is the package's Imports in u's filtered reads mode.
+func (u *Users) Imports(usr User) []Import {
+	if usr.Role == RoleAdmin {
+		return nil
+	}
+	return importsOf(usr, true, u.filtered)
+}
+
+// ruledChanges stands for CHANGES in the routed consumer create and
+// fetch subjects of a client in filtered reads mode: the responders
+// refuse it (filteredReadsRefusal). It is no stream name, and only the
+// import mappings write it (ruledRest).
+const ruledChanges = "CHANGES-BY-RULES"
+
+// ruledRest returns rest, the <stream>.<...> tokens of one of usr's
+// consumer create or fetch subjects, with CHANGES replaced by
+// ruledChanges if usr is a client in filtered reads mode.
+func ruledRest(usr User, filtered bool, rest string) string {
+	if stream, after, _ := strings.Cut(rest, "."); stream == events.StreamChanges && filtered && usr.Role == RoleClient {
+		return ruledChanges + "." + after
+	}
+	return rest
+}
+
+// filteredReadsRefusal is the text of a refused CHANGES read of a client
+// in filtered reads mode.
+const filteredReadsRefusal = "this server filters CHANGES by sync rules: a client reads its changes through " + ChangesSubject + ", not from CHANGES directly"
+
+func importsOf(usr User, responder, filtered bool) []Import {
 	var out []Import
-	for _, s := range usr.imports() {
+	for _, s := range usr.imports(filtered) {
+		if s == ChangesSubject {
+			// The mapping, not the user, names the asker.
+			out = append(out, Import{Local: s, Remote: ChangesSubject + "." + events.EncodeToken(usr.Name) + "." + events.EncodeToken(usr.Tenant)})
+			continue
+		}
 		if stream, ok := strings.CutPrefix(s, jsAPI+"STREAM.INFO."); ok && responder {
 			out = append(out, Import{Local: s, Remote: streamInfoSubject + "." + stream})
 			continue
@@ -259,10 +300,17 @@ func importsOf(usr User, responder bool) []Import {
 			out = append(out, Import{Local: s, Remote: publishSubject + "." + s})
 			continue
 		}
+		if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.CREATE."); ok && !responder && strings.Count(rest, ".") == 1 { // <stream>.*: no filter token
+			// Several filters in the body: only the responder can
+			// confine them; without it, the create has no import.
+			continue
+		}
 		if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.CREATE."); ok && responder {
 			// Wildcards map by position: the user's stream, name and
-			// filter tokens arrive as they were sent, after its name.
-			out = append(out, Import{Local: s, Remote: consumerCreateSubject + "." + events.EncodeToken(usr.Name) + "." + rest})
+			// filter tokens arrive as they were sent, after its name and
+			// tenant, which the mapping writes.
+			rest = ruledRest(usr, filtered, rest)
+			out = append(out, Import{Local: s, Remote: consumerCreateSubject + "." + events.EncodeToken(usr.Name) + "." + events.EncodeToken(usr.Tenant) + "." + rest})
 			continue
 		}
 		if strings.HasPrefix(s, jsAPI+"CONSUMER.MSG.NEXT.") && responder {
@@ -298,23 +346,33 @@ type FetchRoutes struct {
 }
 
 // FetchRoutesOf returns the fetch routes of usr's account (empty for an
-// admin), for code that builds such an account on a running server
-// (package deploy/auth/jwtlogin; see Link).
+// admin) without filtered reads, for code that builds such an account on
+// a running server (package deploy/auth/jwtlogin; see Link);
+// Users.FetchRoutesOf gives them in the Users' mode.
 func FetchRoutesOf(usr User) FetchRoutes {
 	if usr.Role == RoleAdmin {
 		return FetchRoutes{}
 	}
-	return fetchRoutesOf(usr)
+	return fetchRoutesOf(usr, false)
 }
 
-func fetchRoutesOf(usr User) FetchRoutes {
+// FetchRoutesOf is the package's FetchRoutesOf in u's filtered reads mode.
+func (u *Users) FetchRoutesOf(usr User) FetchRoutes {
+	if usr.Role == RoleAdmin {
+		return FetchRoutes{}
+	}
+	return fetchRoutesOf(usr, u.filtered)
+}
+
+func fetchRoutesOf(usr User, filtered bool) FetchRoutes {
 	user := events.EncodeToken(usr.Name)
 	r := FetchRoutes{
 		Export:     jsAPI + "CONSUMER.MSG.NEXT.>",
 		Deliveries: Import{Local: InboxPrefix(usr.Name) + ".>", Remote: deliverPrefix + "." + user + ".>"},
 	}
-	for _, s := range usr.imports() {
+	for _, s := range usr.imports(filtered) {
 		if rest, ok := strings.CutPrefix(s, jsAPI+"CONSUMER.MSG.NEXT."); ok {
+			rest = ruledRest(usr, filtered, rest)
 			r.Requests = append(r.Requests, Import{Local: s, Remote: nextSubject + "." + user + "." + events.EncodeToken(usr.Tenant) + "." + rest})
 		}
 	}
@@ -322,18 +380,26 @@ func fetchRoutesOf(usr User) FetchRoutes {
 }
 
 // Link gives acc, usr's account on a running server, what the embedded
-// configuration gives it: the service imports (Imports) and the fetch
-// routes (FetchRoutesOf) to and from stream, StreamAccount.
-func Link(stream, acc *server.Account, usr User) error {
-	for _, im := range Imports(usr) {
+// configuration without filtered reads gives it: the service imports
+// (Imports) and the fetch routes (FetchRoutesOf) to and from stream,
+// StreamAccount. Users.Link does it in the Users' mode.
+func Link(stream, acc *server.Account, usr User) error { return link(stream, acc, usr, false) }
+
+// Link is the package's Link in u's filtered reads mode.
+func (u *Users) Link(stream, acc *server.Account, usr User) error {
+	return link(stream, acc, usr, u.filtered)
+}
+
+func link(stream, acc *server.Account, usr User, filtered bool) error {
+	if usr.Role == RoleAdmin {
+		return nil
+	}
+	for _, im := range importsOf(usr, true, filtered) {
 		if err := acc.AddServiceImport(stream, im.Local, im.Remote); err != nil {
 			return fmt.Errorf("link %s: import %s: %w", acc.Name, im.Remote, err)
 		}
 	}
-	if usr.Role == RoleAdmin {
-		return nil
-	}
-	r := fetchRoutesOf(usr)
+	r := fetchRoutesOf(usr, filtered)
 	if err := acc.AddStreamExport(r.Export, []*server.Account{stream}); err != nil {
 		return fmt.Errorf("link %s: export %s: %w", acc.Name, r.Export, err)
 	}

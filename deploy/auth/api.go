@@ -12,10 +12,13 @@ import (
 
 // API runs the responders a configuration made with them needs
 // (NATSUsers, NATSConfigWith(true)): stream info (ServeStreamInfo),
-// consumer create under the per-user consumer bound, fetches (MSG.NEXT)
-// from the asker's own consumers only (serveNext), and the publish of
-// events under a Meter's quotas, whose storage measure it runs every
-// StorageLimit.Rescan.
+// consumer create with every filter checked and under the per-user
+// consumer bound, fetches (MSG.NEXT) from the asker's own consumers only
+// (serveNext), both refusing a client's CHANGES reads in filtered reads
+// mode, and the publish of events under a Meter's quotas, stamped with
+// the writer's groups, whose storage measure it runs every
+// StorageLimit.Rescan. The change responder of filtered reads
+// (ChangesSubject) is not among them (package deploy/feed).
 type API struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -29,12 +32,33 @@ type API struct {
 	once sync.Once
 }
 
-// StartAPI starts the responders on nc, a connection in StreamAccount,
-// enforcing m's quotas (nil: a Meter with the default Quotas). onErr, if
-// not nil, hears of each failed storage measure (the previous counts
-// stay in force). Close stops them; closing nc stops the responders but
-// not the measures.
+// APIConfig configures StartAPIWith; every field works left zero.
+type APIConfig struct {
+	// Meter keeps the publish and storage quotas; nil means a Meter with
+	// the default Quotas.
+	Meter *Meter
+	// OnError, if not nil, hears of each failed storage measure (the
+	// previous counts stay in force).
+	OnError func(error)
+	// Identities tells the publish responder who the writer of an event
+	// is, so it stamps the writer's groups (events.HeaderWriterGroups,
+	// StampWriterGroups) on it: the users file (*Users), or with token
+	// logins the jwtlogin.NATSLogin. nil: no event carries writer groups
+	// (a client's own value is dropped all the same).
+	Identities Directory
+}
+
+// StartAPI is StartAPIWith with m as Meter and onErr as OnError, and no
+// Identities.
 func StartAPI(nc *nats.Conn, m *Meter, onErr func(error)) (*API, error) {
+	return StartAPIWith(nc, APIConfig{Meter: m, OnError: onErr})
+}
+
+// StartAPIWith starts the responders on nc, a connection in
+// StreamAccount, as cfg says. Close stops them; closing nc stops the
+// responders but not the measures.
+func StartAPIWith(nc *nats.Conn, cfg APIConfig) (*API, error) {
+	m, onErr := cfg.Meter, cfg.OnError
 	if m == nil {
 		m = NewMeter(Quotas{})
 	}
@@ -60,7 +84,7 @@ func StartAPI(nc *nats.Conn, m *Meter, onErr func(error)) (*API, error) {
 		}
 		a.subs = append(a.subs, sub)
 	}
-	subs, sweep, err := servePublish(nc, m)
+	subs, sweep, err := servePublish(nc, m, cfg.Identities)
 	if err != nil {
 		_ = a.Close()
 		return nil, fmt.Errorf("start api: %w", err)

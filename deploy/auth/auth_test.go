@@ -35,6 +35,10 @@ func TestParse_Invalid(t *testing.T) {
 		{"durable owned twice", "users: [{name: a, password: p, tenant: t, role: service, durables: [d]}, {name: b, password: p, tenant: t, role: service, durables: [d]}]",
 			[]string{`durable "d" is already owned by "a"`}},
 		{"durable not a token", "users: [{name: a, password: p, tenant: t, role: service, durables: [a.b]}]", []string{`durable "a.b"`}},
+		{"empty group", "users: [{name: a, password: p, tenant: t, role: client, groups: ['']}]", []string{`user 1 ("a")`, "group", "must not be empty"}},
+		{"group with a control character", "users: [{name: a, password: p, tenant: t, role: client, groups: [\"te\\x01am\"]}]", []string{"group", "control character"}},
+		{"group twice", "users: [{name: a, password: p, tenant: t, role: client, groups: [team, team]}]", []string{`group "team" listed twice`}},
+		{"groups not a list", "users: [{name: a, password: p, tenant: t, role: client, groups: {a: b}}]", []string{"cannot unmarshal"}},
 		{"negative limits", "limits: {max_connections: -1, login: {burst: -2}}\nusers: [{name: a, password: p, role: admin}]", []string{"max_connections -1", "login burst -2"}},
 		{"duplicate and empty, all at once", "users: [{name: a, password: p, role: admin}, {name: a, password: p, role: admin}, {name: '', password: p, role: admin}]",
 			[]string{"duplicate name", "user 3"}},
@@ -219,4 +223,24 @@ func TestAuthenticate_UnknownCostsLikeKnown(t *testing.T) {
 	if unknown < known/3 || unknown > known*3 {
 		t.Fatalf("unknown user costs %s, a wrong password %s: not the same order", unknown, known)
 	}
+}
+
+// TestParse_Groups: a user's groups (issue 18, sync rules) are read from
+// the users file and given back by Lookup and Identity.
+func TestParse_Groups(t *testing.T) {
+	u, err := auth.Parse([]byte("users:\n  - {name: alice, password: p, tenant: acme, role: client, groups: [team-a, \"ops team\"]}\n  - {name: bob, password: p, tenant: acme, role: client}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, ok := u.Identity("alice")
+	if !ok || !slices.Equal(alice.Groups, []string{"team-a", "ops team"}) {
+		t.Fatalf("Identity(alice) = %+v, %v", alice, ok)
+	}
+	if bob, ok := u.Identity("bob"); !ok || len(bob.Groups) != 0 {
+		t.Fatalf("Identity(bob) = %+v, %v", bob, ok)
+	}
+	if _, ok := u.Identity("carol"); ok {
+		t.Fatal("Identity of an unknown user")
+	}
+	var _ auth.Directory = u
 }

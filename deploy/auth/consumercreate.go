@@ -17,9 +17,10 @@ import (
 
 // consumerCreateSubject is where, in StreamAccount, the consumer create
 // requests of users arrive when a responder serves them:
-// <consumerCreateSubject>.<user token>.<stream>.<name>.<filter>: the
-// user's name (events.EncodeToken), then the same tokens as after
-// $JS.API.CONSUMER.CREATE.
+// <consumerCreateSubject>.<user token>.<tenant token>.<stream>.<name>[.<filter>]:
+// the user's name and tenant (events.EncodeToken), written by the import
+// mapping, then the same tokens as after $JS.API.CONSUMER.CREATE (with
+// no filter for a create whose filters travel in the body).
 const consumerCreateSubject = "_ebb.api.consumer-create"
 
 // Bounds a user's consumer must keep (see serveConsumerCreate).
@@ -103,9 +104,12 @@ func (c *consumerCounter) created(user string) {
 
 // serveConsumerCreate answers the consumer create requests of users on
 // nc, a connection in StreamAccount, for a configuration made with a
-// responder (NATSUsers; see NATSConfigWith). The subject (user, stream,
-// name, filter) is the one the user's import allowed; the responder
-// refuses, with a JetStream API error, a request any of whose JSON objects
+// responder (NATSUsers; see NATSConfigWith). The subject (user, tenant,
+// stream, name, filter if any) is the one the user's import allowed; the
+// responder refuses, with a JetStream API error, a request whose filter
+// subjects (the subject's, the config's filter_subject and every one of
+// its filter_subjects) are not all within the user's scope, or that has
+// none (code 403, naming the filter: checkFilters), a request any of whose JSON objects
 // holds two keys equal under encoding/json's case folding (unambiguousJSON:
 // JetStream and the check could each read another of the two), a config
 // or metadata that is no JSON object, a push consumer (a deliver subject
@@ -121,12 +125,22 @@ func (c *consumerCounter) created(user string) {
 func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) (*nats.Subscription, error) {
 	count := &consumerCounter{js: js, max: maxPerUser}
 	sub, err := nc.QueueSubscribe(consumerCreateSubject+".>", "ebb-api", guarded("consumer create", func(m *nats.Msg) {
-		userTok, rest, ok := strings.Cut(strings.TrimPrefix(m.Subject, consumerCreateSubject+"."), ".")
-		user, derr := events.DecodeToken(userTok)
-		if !ok || derr != nil {
+		tok := strings.SplitN(strings.TrimPrefix(m.Subject, consumerCreateSubject+"."), ".", 5)
+		if len(tok) < 4 {
+			_ = m.Respond(consumerError(400, "consumer create: malformed request subject"))
+			return
+		}
+		user, uerr := events.DecodeToken(tok[0])
+		tenant, terr := events.DecodeToken(tok[1])
+		if uerr != nil || terr != nil {
 			_ = m.Respond(consumerError(400, "consumer create: no user in the request subject"))
 			return
 		}
+		stream, name, subjectFilter := tok[2], tok[3], ""
+		if len(tok) == 5 {
+			subjectFilter = tok[4]
+		}
+		rest := strings.Join(tok[2:], ".")
 		// The bytes checked are the bytes JetStream gets: the request with
 		// its owner set, refused if any of its objects holds a key twice
 		// under encoding/json's case folding (the responder and JetStream
@@ -144,9 +158,22 @@ func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) 
 			_ = m.Respond(consumerError(400, desc))
 			return
 		}
+		if stream == ruledChanges {
+			_ = m.Respond(consumerError(403, "consumer create: "+filteredReadsRefusal))
+			return
+		}
+		scope := fetchScope(user, tenant, stream)
+		if scope == nil {
+			_ = m.Respond(consumerError(403, fmt.Sprintf("consumer create: no consumers on %s", stream)))
+			return
+		}
+		if code, desc := checkFilters(data, subjectFilter, scope); code != 0 {
+			_ = m.Respond(consumerError(code, desc))
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), streamInfoTimeout)
 		defer cancel()
-		if code, desc := takeover(ctx, js, user, rest); code != 0 {
+		if code, desc := takeover(ctx, js, user, stream, name, scope); code != 0 {
 			_ = m.Respond(consumerError(code, desc))
 			return
 		}
@@ -177,27 +204,12 @@ func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) 
 // that would update a consumer someone else made: JetStream's create is
 // "create or update", and an update would make the asker its owner (and
 // give it the fetches the fetch responder allows an owner), or change the
-// filter under a pull another user has parked on it. rest is the request
-// subject's <stream>.<name>.<filter> tokens, the filter confined by the
-// user's import (its third token is the user's tenant). An existing
-// consumer may be updated by its owner, or, when it has no owner (made by
-// an admin or by an ebb before owners were recorded), by a user whose
-// scope holds every one of its filters. Returns 0 when the create may go.
-func takeover(ctx context.Context, js jetstream.JetStream, user, rest string) (int, string) {
-	tok := strings.SplitN(rest, ".", 3)
-	if len(tok) != 3 {
-		return 400, "consumer create: malformed request subject"
-	}
-	stream, name, filter := tok[0], tok[1], tok[2]
-	ft := strings.Split(filter, ".")
-	if len(ft) < 3 {
-		return 400, "consumer create: malformed filter subject " + filter
-	}
-	tenant, err := events.DecodeToken(ft[2])
-	scope := fetchScope(user, tenant, stream)
-	if err != nil || scope == nil {
-		return 403, fmt.Sprintf("consumer create: no consumers on %s", stream)
-	}
+// filter under a pull another user has parked on it. scope is what user
+// may read on stream (fetchScope). An existing consumer may be updated by
+// its owner, or, when it has no owner (made by an admin or by an ebb
+// before owners were recorded), by a user whose scope holds every one of
+// its filters. Returns 0 when the create may go.
+func takeover(ctx context.Context, js jetstream.JetStream, user, stream, name string, scope []string) (int, string) {
 	c, err := js.Consumer(ctx, stream, name)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return 0, ""
@@ -223,6 +235,46 @@ func takeover(ctx context.Context, js jetstream.JetStream, user, rest string) (i
 	}
 	if len(filters) == 0 {
 		return 403, fmt.Sprintf("consumer create: consumer %s on %s exists and reads the whole stream; choose another name", name, stream)
+	}
+	return 0, ""
+}
+
+// consumerFilters is the part of a consumer create request that says
+// what the consumer reads.
+type consumerFilters struct {
+	Config struct {
+		FilterSubject  string   `json:"filter_subject"`
+		FilterSubjects []string `json:"filter_subjects"`
+	} `json:"config"`
+}
+
+// checkFilters refuses (with an API error code and description naming
+// the filter) a consumer create request data whose filter subjects, the
+// one in the request subject (subjectFilter, "" if none) and every one
+// of the config's filter_subject and filter_subjects, are not all within
+// scope, or that has none (it would read the whole stream). data must be
+// unambiguousJSON: encoding/json then reads the same filters JetStream
+// does. Returns 0 when they are.
+func checkFilters(data []byte, subjectFilter string, scope []string) (int, string) {
+	var req consumerFilters
+	if err := json.Unmarshal(data, &req); err != nil {
+		return 400, "consumer create: unreadable request: " + err.Error()
+	}
+	var filters []string
+	if subjectFilter != "" {
+		filters = append(filters, subjectFilter)
+	}
+	if f := req.Config.FilterSubject; f != "" {
+		filters = append(filters, f)
+	}
+	filters = append(filters, req.Config.FilterSubjects...)
+	if len(filters) == 0 {
+		return 403, "consumer create: no filter subject: the consumer would read the whole stream; name your scope (" + strings.Join(scope, ", ") + ")"
+	}
+	for _, f := range filters {
+		if !withinAny(f, scope) {
+			return 403, fmt.Sprintf("consumer create: filter subject %q is outside your scope (%s)", f, strings.Join(scope, ", "))
+		}
 	}
 	return 0, ""
 }

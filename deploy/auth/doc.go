@@ -5,8 +5,9 @@
 // tenant B, including writes the server makes on its behalf.
 //
 // A users file (YAML, see Parse) names each user, its password (or a bcrypt
-// password_hash), its tenant, its role and, for a service, the durables it
-// owns; an optional limits block sets the quotas (see Limits). The same
+// password_hash), its tenant, its role, the groups it belongs to (which
+// sync rules name) and, for a service, the durables it owns; an optional
+// limits block sets the quotas (see Limits). The same
 // Users value serves the embedded nats-server (NATSUsers, with
 // NATSAuthenticator checking logins) and the HTTP gateway
 // (AuthenticateFrom), so the two paths cannot disagree about who may do
@@ -50,10 +51,19 @@
 //	ebb.evt.<tenant>.<user>.>                                client events, as itself; the PubAck is the answer
 //	$JS.API.STREAM.INFO.CHANGES / .RECEIPTS                  reset detection (see below)
 //	$JS.API.CONSUMER.CREATE.CHANGES.*.ebb.chg.<tenant>.>     ordered consumer, one filter
+//	$JS.API.CONSUMER.CREATE.CHANGES.*                        several filters, in the body (checked)
 //	$JS.API.CONSUMER.CREATE.RECEIPTS.*.ebb.rcpt.<tenant>.<user>
+//	$JS.API.CONSUMER.CREATE.RECEIPTS.*                       several filters, in the body (checked)
 //	$JS.API.CONSUMER.MSG.NEXT.CHANGES.* / .RECEIPTS.*        fetch, from the user's own consumers (below)
 //	$JS.API.DIRECT.GET.CHANGES.ebb.chg.<tenant>.>            last change in scope
 //	subscribe _INBOX_<user>.>                                the user's private inbox
+//
+// In filtered reads mode (Users.WithFilteredReads, for sync rules) a
+// client's CHANGES consumer creates and fetches are routed to a refusal
+// (403, "... sync rules ..."), it has no DIRECT.GET on CHANGES, and it
+// imports instead
+//
+//	_ebb.api.changes    to _ebb.api.changes.<user>.<tenant> in EBB: the change responder
 //
 // A service has no event publish and no receipts; for each durable it owns
 // it also has CONSUMER.INFO, CONSUMER.DELETE and $JS.ACK of that name.
@@ -74,7 +84,13 @@
 // STREAM.INFO goes to ServeStreamInfo, which asks JetStream with an empty
 // request and drops the per-subject lists, since a subjects_filter would
 // list every tenant's subjects (login names, document ids).
-// CONSUMER.CREATE goes to ServeConsumerCreate, which refuses push
+// CONSUMER.CREATE goes to the consumer create responder, which checks
+// every filter subject of the request (the one in the subject, and each
+// of filter_subject and filter_subjects in the body of a create on
+// $JS.API.CONSUMER.CREATE.<stream>.<name>, the subject a scope of several
+// collections uses) against the user's scope (its tenant's changes, its
+// own receipts) and refuses, naming the filter, one outside it or a
+// request with none; it also refuses push
 // consumers (JetStream publishes a push consumer's messages to its
 // deliver subject in EBB, where a deliver subject onto another tenant's
 // stream subjects would write there: a reply subject by another name),
@@ -89,8 +105,25 @@
 // payload and headers, less every Nats-* header but Nats-Msg-Id and the
 // Nats-Expected-* checks on the event's own subject (server-owned ones such
 // as Nats-Msg-Size, Nats-Rollup or Nats-TTL, in any letter case), and
-// JetStream's answer back. NATSConfigWith(false)
-// imports all three directly, with none of this.
+// JetStream's answer back. It also sets the events.HeaderWriterGroups
+// header to the writer's groups (StampWriterGroups), as the Directory it
+// is given says (APIConfig.Identities: the users file, or
+// jwtlogin.NATSLogin for token logins; none without one), after dropping
+// every value the client sent under that name in any letter case, so
+// write rules see only the server's. NATSConfigWith(false) imports all
+// three directly, with none of this: there a client's own
+// HeaderWriterGroups reaches EVENTS as sent, and it is refused in
+// filtered reads mode (nothing would refuse a client's CHANGES reads or
+// route its change requests).
+//
+// A client in filtered reads mode asks for its changes on ChangesSubject;
+// its import maps the request to ChangesSubject.<user>.<tenant> in EBB
+// (ChangesAsker reads them), where a change responder (package
+// deploy/feed) answers it with what the user's principals may read, the
+// reply going back to the asker as any imported request's. The user and
+// tenant tokens are the mapping's: a client naming them itself is a
+// permissions violation. The responder learns the user's groups from the
+// same Directory.
 //
 // Fetches (CONSUMER.MSG.NEXT) go to the fetch responder, which forwards
 // one only from a consumer of the asker: its OwnerMetadata (set by the

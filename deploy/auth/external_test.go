@@ -61,7 +61,9 @@ func testExternalServer(t *testing.T, conf string, responders bool) {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats-server not ready")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	// The bound covers two bcrypt logins (connectSlowBcrypt), which take
+	// tens of seconds under -race on a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
 	ops := connectSlowBcrypt(t, ns.ClientURL(), nats.UserInfo("ops", "ops-secret"))

@@ -92,6 +92,9 @@ func nextDecision(ctx context.Context, js jetstream.JetStream, rest string) (sta
 	if uerr != nil || terr != nil {
 		return nextStatusRefused, "ebb: fetch: no user in the request subject", ""
 	}
+	if stream == ruledChanges {
+		return nextStatusRefused, "ebb: fetch: " + filteredReadsRefusal, ""
+	}
 	scope := fetchScope(user, tenant, stream)
 	if scope == nil {
 		return nextStatusRefused, fmt.Sprintf("ebb: fetch: stream %s is not readable", stream), ""

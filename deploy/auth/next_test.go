@@ -19,7 +19,7 @@ const nextUsers = `users:
   - {name: eve, password: eve-pw, tenant: evil, role: client}
   - {name: alice, password: alice-pw, tenant: acme, role: client}
   - {name: bob, password: bob-pw, tenant: acme, role: client}
-  - {name: search, password: search-pw, tenant: acme, role: service}
+  - {name: search, password: search-pw, tenant: acme, role: service, durables: [search-two]}
 `
 
 func nextServer(t testing.TB) (*embedded.Server, jetstream.JetStream) {

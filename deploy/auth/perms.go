@@ -45,6 +45,7 @@ func durableSubjects(d string) []string {
 func denyDurable(d string) []string {
 	c := events.StreamChanges
 	return []string{
+		jsAPI + "CONSUMER.CREATE." + c + "." + d,
 		jsAPI + "CONSUMER.CREATE." + c + "." + d + ".>",
 		jsAPI + "CONSUMER.DURABLE.CREATE." + c + "." + d,
 		jsAPI + "CONSUMER.INFO." + c + "." + d,
@@ -58,22 +59,38 @@ func denyDurable(d string) []string {
 // account (see the package documentation for the list and the reasons).
 // They are also exactly the subjects its account imports from
 // StreamAccount, so a reply subject it names can reach nothing else.
-func (usr User) Permissions() Permissions {
+//
+// These are the permissions without filtered reads; Users.PermissionsOf
+// gives the ones of the Users' mode.
+func (usr User) Permissions() Permissions { return usr.permissions(false) }
+
+func (usr User) permissions(filtered bool) Permissions {
 	if usr.Role == RoleAdmin {
 		return Permissions{}
 	}
-	return Permissions{Publish: usr.imports(), Subscribe: []string{InboxPrefix(usr.Name) + ".>"}}
+	return Permissions{Publish: usr.imports(filtered), Subscribe: []string{InboxPrefix(usr.Name) + ".>"}}
 }
 
-// imports are the subjects usr's account imports from StreamAccount.
-func (usr User) imports() []string {
+// imports are the subjects usr's account imports from StreamAccount;
+// filtered is the Users' filtered reads mode (see Users.WithFilteredReads).
+func (usr User) imports(filtered bool) []string {
 	t := events.EncodeToken(usr.Tenant)
 	changes := events.TenantChanges(usr.Tenant)
 	pub := []string{
 		jsAPI + "STREAM.INFO." + events.StreamChanges,
 		jsAPI + "CONSUMER.CREATE." + events.StreamChanges + ".*." + changes,
+		// Several filters (a scope of two or more collections) travel in
+		// the body; the responder checks each of them.
+		jsAPI + "CONSUMER.CREATE." + events.StreamChanges + ".*",
 		jsAPI + "CONSUMER.MSG.NEXT." + events.StreamChanges + ".*",
-		jsAPI + "DIRECT.GET." + events.StreamChanges + "." + events.ChangesPrefix + "." + t + ".>",
+	}
+	if filtered && usr.Role == RoleClient {
+		// A client reads its changes through the change responder; its
+		// CHANGES creates and fetches are routed to a refusal
+		// (importsOf, fetchRoutesOf), and it has no direct get.
+		pub = append(pub, ChangesSubject)
+	} else {
+		pub = append(pub, jsAPI+"DIRECT.GET."+events.StreamChanges+"."+events.ChangesPrefix+"."+t+".>")
 	}
 	switch usr.Role {
 	case RoleClient:
@@ -83,6 +100,7 @@ func (usr User) imports() []string {
 			jsAPI+"CONSUMER.CREATE."+events.StreamReceipts+".*."+events.ReceiptSubject(usr.Tenant, usr.Name),
 			// A device log follows every device of its user with one filter.
 			jsAPI+"CONSUMER.CREATE."+events.StreamReceipts+".*."+events.ReceiptSubject(usr.Tenant, usr.Name)+".>",
+			jsAPI+"CONSUMER.CREATE."+events.StreamReceipts+".*",
 			jsAPI+"CONSUMER.MSG.NEXT."+events.StreamReceipts+".*",
 		)
 	case RoleService:
@@ -93,15 +111,16 @@ func (usr User) imports() []string {
 	return pub
 }
 
-// PermissionsOf returns usr's permissions with the durables of every user
-// of u but usr denied: what a users-file user gets, for a user made
-// elsewhere (a verified login token) that u does not list.
+// PermissionsOf returns usr's permissions in u's filtered reads mode with
+// the durables of every user of u but usr denied: what a users-file user
+// gets, for a user made elsewhere (a verified login token) that u does
+// not list.
 func (u *Users) PermissionsOf(usr User) Permissions { return u.permissionsIn(usr) }
 
 // permissionsIn returns usr's permissions with the durables of every other
 // user of u denied.
 func (u *Users) permissionsIn(usr User) Permissions {
-	p := usr.Permissions()
+	p := usr.permissions(u.filtered)
 	if p.All() {
 		return p
 	}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ebbsync/ebb/events"
 )
 
 // publishSubject is where, in StreamAccount, the events of users arrive
@@ -31,7 +33,8 @@ const pendingTTL = time.Minute
 type publishResponder struct {
 	nc    *nats.Conn
 	m     *Meter
-	inbox string // <inbox>.<n> are the forwarded events' reply subjects
+	dir   Directory // nil: no writer groups
+	inbox string    // <inbox>.<n> are the forwarded events' reply subjects
 
 	mu      sync.Mutex
 	n       uint64
@@ -55,8 +58,8 @@ type pendingReply struct {
 // queue group spreads the events over every ebb server running the
 // responder. It returns the two subscriptions and a sweep to run
 // periodically until they end.
-func servePublish(nc *nats.Conn, m *Meter) ([]*nats.Subscription, func(ctx context.Context), error) {
-	p := &publishResponder{nc: nc, m: m, inbox: nc.NewRespInbox(), pending: map[string]pendingReply{}}
+func servePublish(nc *nats.Conn, m *Meter, dir Directory) ([]*nats.Subscription, func(ctx context.Context), error) {
+	p := &publishResponder{nc: nc, m: m, dir: dir, inbox: nc.NewRespInbox(), pending: map[string]pendingReply{}}
 	answers, err := nc.Subscribe(p.inbox+".*", guarded("publish answer", p.answer))
 	if err != nil {
 		return nil, nil, fmt.Errorf("serve publish: %w", err)
@@ -71,6 +74,10 @@ func servePublish(nc *nats.Conn, m *Meter) ([]*nats.Subscription, func(ctx conte
 
 func (p *publishResponder) forward(msg *nats.Msg) {
 	out := &nats.Msg{Subject: strings.TrimPrefix(msg.Subject, publishSubject+"."), Header: clientHeaders(msg.Header), Data: msg.Data}
+	if out.Header == nil {
+		out.Header = nats.Header{}
+	}
+	StampWriterGroups(out.Header, p.writerGroups(out.Subject))
 	if err := p.m.AllowMsg(out); err != nil {
 		if msg.Reply != "" {
 			_ = msg.Respond(quotaRefusal(err))
@@ -86,6 +93,30 @@ func (p *publishResponder) forward(msg *nats.Msg) {
 		out.Reply = p.inbox + "." + tok
 	}
 	_ = p.nc.PublishMsg(out)
+}
+
+// writerGroups returns the groups of the writer of an event on subject
+// (ebb.evt.<tenant>.<user>.<collection>.<doc>; the user's import wrote
+// the tenant and user tokens): the Directory's, if it knows that user of
+// that tenant, else none.
+func (p *publishResponder) writerGroups(subject string) []string {
+	if p.dir == nil {
+		return nil
+	}
+	tok := strings.Split(subject, ".")
+	if len(tok) < 4 {
+		return nil
+	}
+	tenant, terr := events.DecodeToken(tok[2])
+	user, uerr := events.DecodeToken(tok[3])
+	if terr != nil || uerr != nil {
+		return nil
+	}
+	usr, ok := p.dir.Identity(user)
+	if !ok || usr.Tenant != tenant {
+		return nil
+	}
+	return usr.Groups
 }
 
 // clientNATSHeaders are the only Nats-* headers a client's event keeps

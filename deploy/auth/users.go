@@ -59,6 +59,11 @@ type User struct {
 	// read from, ack for or delete them. Each is one subject token of
 	// letters, digits, '-' and '_', and no two users list the same name.
 	Durables []string `yaml:"durables,omitempty"`
+	// Groups are the groups the user belongs to, which sync rules may
+	// name (events.GroupPrincipal) and which the server stamps on the
+	// user's events (events.HeaderWriterGroups). Each is a valid name
+	// (events.ValidateName), listed once.
+	Groups []string `yaml:"groups,omitempty"`
 }
 
 // Users is a validated set of users. It is safe for concurrent use.
@@ -68,6 +73,9 @@ type Users struct {
 	limits Limits // with defaults
 	guard  *Guard
 	dummy  []byte // a bcrypt hash at the highest cost of the file, or nil
+	// filtered: a client reads CHANGES only through the change
+	// responder (WithFilteredReads).
+	filtered bool
 
 	mu    sync.Mutex
 	known map[string][32]byte // user -> sha256 of a password bcrypt accepted
@@ -95,13 +103,14 @@ func Load(path string) (*Users, error) {
 // Parse decodes and validates a users file:
 //
 //	users:
-//	  - {name: alice, password: secret, tenant: acme, role: client}
+//	  - {name: alice, password: secret, tenant: acme, role: client, groups: [team-a]}
 //	  - {name: billing, password_hash: "$2a$10$...", tenant: acme, role: service}
 //	  - {name: ops, password: s3cret, role: admin}
 //
 // Unknown keys, duplicate names, names starting with ReservedPrefix, a
 // missing tenant (client, service), both or neither of password and
-// password_hash, and a password_hash that is not bcrypt are all refused; the
+// password_hash, a password_hash that is not bcrypt, and a group that is
+// no valid name or is listed twice are all refused; the
 // error wraps ErrInvalidUsers and lists every problem.
 func Parse(data []byte) (*Users, error) {
 	var f file
@@ -145,6 +154,9 @@ func NewWithLimits(list []User, limits Limits) (*Users, error) {
 			default:
 				owner[d] = usr.Name
 			}
+		}
+		if err := validateGroups(usr.Groups); err != nil {
+			bad(i, usr.Name, "%v", err)
 		}
 		if err := events.ValidateName("name", usr.Name, events.DefaultLimits.MaxNameBytes); err != nil {
 			bad(i, usr.Name, "%v", err)
@@ -191,6 +203,23 @@ func NewWithLimits(list []User, limits Limits) (*Users, error) {
 	return u, nil
 }
 
+// validateGroups checks a user's groups: each a valid name, none twice.
+func validateGroups(groups []string) error {
+	var errs []error
+	seen := make(map[string]bool, len(groups))
+	for _, g := range groups {
+		if err := events.ValidateName("group", g, events.DefaultLimits.MaxNameBytes); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if seen[g] {
+			errs = append(errs, fmt.Errorf("group %q listed twice", g))
+		}
+		seen[g] = true
+	}
+	return errors.Join(errs...)
+}
+
 // payFailure spends what a wrong password of the costliest bcrypt user
 // costs (nothing if there is none).
 func (u *Users) payFailure(password string) {
@@ -225,8 +254,14 @@ func (u *Users) Lookup(name string) (User, bool) {
 	if !ok {
 		return User{}, false
 	}
-	return u.list[i], true
+	usr := u.list[i]
+	usr.Durables, usr.Groups = slices.Clone(usr.Durables), slices.Clone(usr.Groups)
+	return usr, true
 }
+
+// Identity returns the user called name (as Lookup): Users is the
+// Directory of a server without token logins.
+func (u *Users) Identity(name string) (User, bool) { return u.Lookup(name) }
 
 // AuthenticateFrom is Authenticate behind u's login Guard (see
 // LoginLimit): source is the client's address (host or host:port). A

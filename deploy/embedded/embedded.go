@@ -132,6 +132,11 @@ type Config struct {
 	// quotas (auth.StartAPI runs its measures); nil means one with auth's
 	// default quotas.
 	Meter *auth.Meter
+	// Identities, with Users, tells the publish responder who each
+	// writer is, so it stamps the writer's groups on its events
+	// (auth.APIConfig.Identities: the users file, or the jwtlogin
+	// NATSLogin that is TokenLogin); nil means none is stamped.
+	Identities auth.Directory
 	// JetStreamKey, if set, encrypts JetStream's storage (AES-GCM) with
 	// this key (see package deploy/keys); it must be the same on every
 	// start on Dir. Start does not check it: nats-server skips streams it
@@ -354,9 +359,9 @@ func (s *Server) serveStreamInfo() error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	api, err := auth.StartAPI(nc, s.cfg.Meter, func(err error) {
+	api, err := auth.StartAPIWith(nc, auth.APIConfig{Meter: s.cfg.Meter, Identities: s.cfg.Identities, OnError: func(err error) {
 		log.Warn("tenant storage measure failed; the previous counts stay", "err", err)
-	})
+	}})
 	if err != nil {
 		nc.Close()
 		return err

@@ -15,6 +15,8 @@
 // "tenant", "roles") give the user name, its tenant and its role: "service"
 // among the roles makes an auth.RoleService, anything else an
 // auth.RoleClient; "admin" is refused, so a token never makes an operator.
+// Config.GroupsClaim (default "groups"; a string or a list of strings,
+// each a valid name) gives the user's groups, which sync rules name.
 // Every refusal wraps ErrInvalidToken and a sentinel saying why
 // (ErrExpired, ErrIssuer, ErrAudience, ErrSignature, ErrUnknownKey, ...).
 //
@@ -47,7 +49,12 @@
 // auth.FetchRoutesOf, as a users-file user's. A token whose user name the users file lists is
 // refused (CheckName, ErrNameTaken): a token never acts as a listed user.
 // Over NATS, the name is also refused if a token of another tenant or
-// role already logged in as it on this server.
+// role already logged in as it on this server. A NATSLogin is the
+// auth.Directory of its server (Identity): the users file's users, and
+// each token user with the groups of its newest accepted login, which the
+// publish responder stamps on the user's events and the change responder
+// filters by. In the users' filtered reads mode (auth.Users.WithFilteredReads)
+// a token user's account is made in that mode too (auth.Users.Link).
 //
 // # NATS: why not auth callout
 //

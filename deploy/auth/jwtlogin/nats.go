@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,7 +66,10 @@ type NATSLogin struct {
 
 	mu     sync.Mutex
 	placed map[string]auth.User // account name -> the identity it was made for
+	latest map[string]auth.User // user name -> the identity of its last accepted login
 }
+
+var _ auth.Directory = (*NATSLogin)(nil)
 
 // NewNATSLogin returns a NATSLogin verifying with v; users are the users
 // file's (their names are refused to tokens, their durables denied to
@@ -74,7 +78,7 @@ func NewNATSLogin(v *Verifier, users *auth.Users, log *slog.Logger) *NATSLogin {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &NATSLogin{v: v, users: users, log: log, placed: map[string]auth.User{}}
+	return &NATSLogin{v: v, users: users, log: log, placed: map[string]auth.User{}, latest: map[string]auth.User{}}
 }
 
 // Bind gives n the server whose accounts it makes; before it, every
@@ -90,7 +94,7 @@ func (n *NATSLogin) Check(c server.ClientAuthentication) bool {
 	if a := c.RemoteAddress(); a != nil {
 		source = a.String()
 	}
-	usr, err := n.Login(c.GetOpts().Token)
+	usr, id, err := n.login(c.GetOpts().Token)
 	if err != nil {
 		n.log.Warn("nats token login refused", "source", source, "err", err)
 		return false
@@ -105,7 +109,28 @@ func (n *NATSLogin) Check(c server.ClientAuthentication) bool {
 		return false
 	}
 	c.RegisterUser(usr)
+	n.latest[id.Name] = id
 	return true
+}
+
+// Identity implements auth.Directory: the users file's user called name
+// if it lists one, else the identity (tenant, role, groups) of the last
+// login this NATSLogin accepted for a token of name, false if there was
+// none since the server started. So a token user's groups are those of
+// its newest login: a connection still open with an older token acts
+// with the newer token's groups, and a token whose groups were cut acts
+// with its old ones until a newer login or its expiry.
+func (n *NATSLogin) Identity(name string) (auth.User, bool) {
+	if n.users != nil {
+		if usr, ok := n.users.Lookup(name); ok {
+			return usr, true
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	usr, ok := n.latest[name]
+	usr.Groups = slices.Clone(usr.Groups)
+	return usr, ok
 }
 
 func (n *NATSLogin) maxConnections() int {
@@ -119,23 +144,28 @@ func (n *NATSLogin) maxConnections() int {
 // its account (made now if it is the first login of that user) with its
 // permissions, until the token's expiry.
 func (n *NATSLogin) Login(token string) (*server.User, error) {
+	u, _, err := n.login(token)
+	return u, err
+}
+
+func (n *NATSLogin) login(token string) (*server.User, auth.User, error) {
 	ns := n.ns.Load()
 	if ns == nil {
-		return nil, errors.New("token login: not bound to a server")
+		return nil, auth.User{}, errors.New("token login: not bound to a server")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), natsVerifyTimeout)
 	defer cancel()
 	id, err := n.v.Verify(ctx, token)
 	if err != nil {
-		return nil, err
+		return nil, auth.User{}, err
 	}
 	usr := id.User
 	if err := CheckName(n.users, usr.Name); err != nil {
-		return nil, err
+		return nil, auth.User{}, err
 	}
 	acc, err := n.account(ns, usr)
 	if err != nil {
-		return nil, err
+		return nil, auth.User{}, err
 	}
 	var p auth.Permissions
 	if n.users != nil {
@@ -148,7 +178,7 @@ func (n *NATSLogin) Login(token string) (*server.User, error) {
 		Account:            acc,
 		Permissions:        natsPermissions(p),
 		ConnectionDeadline: id.Expiry,
-	}, nil
+	}, usr, nil
 }
 
 // account returns usr's account on ns, made with its imports the first
@@ -172,7 +202,11 @@ func (n *NATSLogin) account(ns *server.Server, usr auth.User) (*server.Account, 
 		// Not one this login made: the users file's, or the server's.
 		return nil, fmt.Errorf("%w: account %s exists", ErrNameTaken, name)
 	}
-	if err := auth.Link(stream, acc, usr); err != nil {
+	link := auth.Link
+	if n.users != nil {
+		link = n.users.Link // in the users' filtered reads mode
+	}
+	if err := link(stream, acc, usr); err != nil {
 		return nil, fmt.Errorf("token login %q: %w", usr.Name, err)
 	}
 	n.placed[name] = usr

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -87,6 +88,18 @@ func TestNATSLogin_TenantConfined(t *testing.T) {
 	msg, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
 	if err != nil || !strings.Contains(string(msg.Data()), "acme") {
 		t.Fatalf("its tenant's change: %v", err)
+	}
+	// Two collections: the filters travel in the body, through the
+	// consumer create responder (issue 18 item 3).
+	two, err := js.OrderedConsumer(ctx, events.StreamChanges, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"ebb.chg.acme.todos.*", "ebb.chg.acme.lists.*"}})
+	if err != nil {
+		t.Fatalf("read two collections of its tenant: %v", err)
+	}
+	if msg, err := two.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil || !strings.Contains(string(msg.Data()), "acme") {
+		t.Fatalf("its tenant's change through two filters: %v", err)
+	}
+	if _, err := js.OrderedConsumer(ctx, events.StreamChanges, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"ebb.chg.acme.todos.*", "ebb.chg.globex.todos.*"}}); err == nil || !strings.Contains(err.Error(), "ebb.chg.globex.todos.*") {
+		t.Fatalf("two filters, one of another tenant: %v, want refused naming it", err)
 	}
 
 	refused := func(what string, err error) {
@@ -241,5 +254,138 @@ func TestNATSLogin_MaxConnections(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), jwtlogin.ErrTooManyConnections.Error()) {
 		t.Fatalf("refusal not logged: %s", logs.String())
+	}
+}
+
+// TestNATSLogin_IdentityGroups: NATSLogin is the auth.Directory of a
+// server with token logins: a users-file user as the file says, a token
+// user with the groups of its newest accepted login, nobody else.
+func TestNATSLogin_IdentityGroups(t *testing.T) {
+	k := jwtlogintest.NewKey(t, "k1")
+	users, err := auth.Parse([]byte("users: [{name: bob, password: pw, tenant: globex, role: client, groups: [blue]}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp := jwtlogintest.Start(t, k)
+	login := jwtlogin.NewNATSLogin(mustVerifier(t, jwtlogin.Config{JWKSURL: idp.URL}), users, nil)
+	srv := embeddedtest.MustStart(t, func(c *embedded.Config) {
+		c.Users = users.NATSUsers()
+		c.TokenLogin = login
+		c.Identities = login
+	})
+	env := natsEnv{srv: srv, idp: idp}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	ajs := embeddedtest.MustJetStream(t, embeddedtest.MustConnect(t, srv))
+	events0, err := ajs.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"ebb.evt.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dir auth.Directory = login
+	if bob, ok := dir.Identity("bob"); !ok || bob.Tenant != "globex" || len(bob.Groups) != 1 || bob.Groups[0] != "blue" {
+		t.Fatalf("Identity(bob) = %+v, %v", bob, ok)
+	}
+	if _, ok := dir.Identity("alice"); ok {
+		t.Fatal("Identity of a token user before any login")
+	}
+	for _, groups := range [][]any{{"red", "green"}, {"yellow"}} {
+		nc, err := env.connect("alice", jwtlogintest.Token(t, k, jwtlogintest.Claims{Subject: "alice", Tenant: "acme", Extra: map[string]any{"groups": groups}}))
+		if err != nil {
+			t.Fatalf("connect: %v", err)
+		}
+		defer nc.Close()
+		alice, ok := dir.Identity("alice")
+		if !ok || alice.Tenant != "acme" || alice.Role != auth.RoleClient || strings.Join(alice.Groups, ",") != strings.Join(sortedStrings(groups), ",") {
+			t.Fatalf("Identity(alice) after a login with groups %v = %+v, %v", groups, alice, ok)
+		}
+		// The publish responder stamps the token's groups on her events.
+		ack, err := embeddedtest.MustJetStream(t, nc).Publish(ctx, "ebb.evt.acme.alice.todos.t1", []byte("{}"))
+		if err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+		m, err := events0.GetMsg(ctx, ack.Sequence)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := m.Header.Get(events.HeaderWriterGroups), strings.Join(sortedStrings(groups), " "); got != want {
+			t.Fatalf("writer groups %q, want %q", got, want)
+		}
+	}
+	// A refused login (expired) changes nothing.
+	if nc, err := env.connect("alice", jwtlogintest.Token(t, k, jwtlogintest.Claims{Subject: "alice", Tenant: "acme",
+		Expiry: time.Now().Add(-time.Hour), Extra: map[string]any{"groups": []any{"admins"}}})); err == nil {
+		nc.Close()
+		t.Fatal("an expired token logged in")
+	}
+	if alice, _ := dir.Identity("alice"); strings.Join(alice.Groups, ",") != "yellow" {
+		t.Fatalf("groups after a refused login: %v", alice.Groups)
+	}
+}
+
+func sortedStrings(in []any) []string {
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		out = append(out, s.(string))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestNATSLogin_FilteredReads: with users in filtered reads mode, a token
+// client's account is made in that mode too: its CHANGES consumer is
+// refused ("sync rules") and its request on auth.ChangesSubject arrives
+// routed with its own name and tenant.
+func TestNATSLogin_FilteredReads(t *testing.T) {
+	k := jwtlogintest.NewKey(t, "k1")
+	users, err := auth.Parse([]byte("users: [{name: bob, password: pw, tenant: globex, role: client}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	users = users.WithFilteredReads(true)
+	idp := jwtlogintest.Start(t, k)
+	login := jwtlogin.NewNATSLogin(mustVerifier(t, jwtlogin.Config{JWKSURL: idp.URL}), users, nil)
+	srv := embeddedtest.MustStart(t, func(c *embedded.Config) {
+		c.Users = users.NATSUsers()
+		c.TokenLogin = login
+		c.Identities = login
+	})
+	env := natsEnv{srv: srv, idp: idp}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	admin := embeddedtest.MustConnect(t, srv)
+	if _, err := embeddedtest.MustJetStream(t, admin).CreateStream(ctx, jetstream.StreamConfig{Name: "CHANGES", Subjects: []string{"ebb.chg.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := admin.Subscribe(auth.ChangesSubject+".>", func(m *nats.Msg) {
+		user, tenant, err := auth.ChangesAsker(m.Subject)
+		if err != nil {
+			_ = m.Respond([]byte(err.Error()))
+			return
+		}
+		id, _ := login.Identity(user)
+		_ = m.Respond([]byte(user + "|" + tenant + "|" + strings.Join(id.Groups, ",")))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := admin.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := env.connect("alice", jwtlogintest.Token(t, k, jwtlogintest.Claims{Subject: "alice", Tenant: "acme", Extra: map[string]any{"groups": "red"}}))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer nc.Close()
+	resp, err := nc.Request(auth.ChangesSubject, nil, 5*time.Second)
+	if err != nil {
+		t.Fatalf("token client's changes request: %v", err)
+	}
+	if string(resp.Data) != "alice|acme|red" {
+		t.Fatalf("token client's changes request answered %q, want it routed as alice of acme (groups red)", resp.Data)
+	}
+	_, err = embeddedtest.MustJetStream(t, nc).OrderedConsumer(ctx, "CHANGES", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"ebb.chg.acme.>"}})
+	if err == nil || !strings.Contains(err.Error(), "sync rules") {
+		t.Fatalf("token client's CHANGES consumer in filtered mode: %v, want refused by sync rules", err)
 	}
 }

@@ -58,6 +58,7 @@ const (
 	DefaultUserClaim    = "sub"
 	DefaultTenantClaim  = "tenant"
 	DefaultRolesClaim   = "roles"
+	DefaultGroupsClaim  = "groups"
 	DefaultLeeway       = 30 * time.Second
 	DefaultRefresh      = 5 * time.Minute
 	DefaultMinRefresh   = 10 * time.Second
@@ -107,6 +108,11 @@ type Config struct {
 	// otherwise the user is an auth.RoleClient. "admin" is refused: a
 	// token from the app's login never makes an operator.
 	UserClaim, TenantClaim, RolesClaim string
+	// GroupsClaim names the claim mapped to the user's groups (default
+	// DefaultGroupsClaim), which sync rules may name: absent, a string
+	// (one group) or a list of strings, each a valid name
+	// (events.ValidateName); anything else refuses the token (ErrClaims).
+	GroupsClaim string
 	// Algorithms are the signature algorithms accepted; empty means
 	// DefaultAlgorithms.
 	Algorithms []jose.SignatureAlgorithm
@@ -131,8 +137,8 @@ type Config struct {
 
 // Identity is who a verified token says its bearer is.
 type Identity struct {
-	// User carries Name, Tenant and Role; it has no password and no
-	// durables. Its permissions are those of a users-file user of the
+	// User carries Name, Tenant, Role and Groups (sorted, unique); it
+	// has no password and no durables. Its permissions are those of a users-file user of the
 	// same name, tenant and role (auth.User.Permissions).
 	User auth.User
 	// Roles are the token's roles claim as it was.
@@ -231,6 +237,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RolesClaim == "" {
 		c.RolesClaim = DefaultRolesClaim
+	}
+	if c.GroupsClaim == "" {
+		c.GroupsClaim = DefaultGroupsClaim
 	}
 	if len(c.Algorithms) == 0 {
 		c.Algorithms = DefaultAlgorithms
@@ -362,22 +371,21 @@ func (v *Verifier) identity(claims map[string]any, exp time.Time) (Identity, err
 	if strings.HasPrefix(name, auth.ReservedPrefix) {
 		return Identity{}, fmt.Errorf("%w: user %q: names starting with %q are reserved", ErrClaims, name, auth.ReservedPrefix)
 	}
-	var roles []string
-	switch r := claims[v.cfg.RolesClaim].(type) {
-	case nil:
-	case string:
-		roles = []string{r}
-	case []any:
-		for _, e := range r {
-			s, ok := e.(string)
-			if !ok {
-				return Identity{}, fmt.Errorf("%w: claim %q: want strings", ErrClaims, v.cfg.RolesClaim)
-			}
-			roles = append(roles, s)
-		}
-	default:
-		return Identity{}, fmt.Errorf("%w: claim %q: want a string or a list of strings", ErrClaims, v.cfg.RolesClaim)
+	roles, err := claimStrings(claims, v.cfg.RolesClaim)
+	if err != nil {
+		return Identity{}, err
 	}
+	groups, err := claimStrings(claims, v.cfg.GroupsClaim)
+	if err != nil {
+		return Identity{}, err
+	}
+	for _, g := range groups {
+		if err := events.ValidateName("group in claim "+strconv.Quote(v.cfg.GroupsClaim), g, events.DefaultLimits.MaxNameBytes); err != nil {
+			return Identity{}, fmt.Errorf("%w: %v", ErrClaims, err)
+		}
+	}
+	slices.Sort(groups)
+	groups = slices.Compact(groups)
 	role := auth.RoleClient
 	switch {
 	case slices.Contains(roles, string(auth.RoleAdmin)):
@@ -385,7 +393,33 @@ func (v *Verifier) identity(claims map[string]any, exp time.Time) (Identity, err
 	case slices.Contains(roles, string(auth.RoleService)):
 		role = auth.RoleService
 	}
-	return Identity{User: auth.User{Name: name, Tenant: tenant, Role: role}, Roles: roles, Expiry: exp}, nil
+	return Identity{User: auth.User{Name: name, Tenant: tenant, Role: role, Groups: groups}, Roles: roles, Expiry: exp}, nil
+}
+
+// claimStrings reads the claim called name: absent (nil), a string (one
+// element) or a list of strings.
+func claimStrings(claims map[string]any, name string) ([]string, error) {
+	switch r := claims[name].(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return []string{r}, nil
+	case []any:
+		out := make([]string, 0, len(r))
+		for _, e := range r {
+			s, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("%w: claim %q: want strings", ErrClaims, name)
+			}
+			out = append(out, s)
+		}
+		if len(out) == 0 {
+			return nil, nil
+		}
+		return out, nil
+	default:
+		return nil, fmt.Errorf("%w: claim %q: want a string or a list of strings", ErrClaims, name)
+	}
 }
 
 // keysFor returns the keys that may have signed a token with kid and alg:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -233,5 +234,52 @@ func TestPeek(t *testing.T) {
 	}
 	if _, _, err := jwtlogin.Peek("dXNlcjpwYXNz", ""); !errors.Is(err, jwtlogin.ErrMalformed) {
 		t.Fatalf("Peek of garbage: %v, want ErrMalformed", err)
+	}
+}
+
+// TestVerifier_Groups: the groups claim (default "groups", or
+// Config.GroupsClaim) is a string or a list of strings, each a valid name,
+// and becomes Identity.User.Groups; anything else refuses the token.
+func TestVerifier_Groups(t *testing.T) {
+	k := jwtlogintest.NewKey(t, "k1")
+	idp := jwtlogintest.Start(t, k)
+	v := mustVerifier(t, jwtlogin.Config{JWKSURL: idp.URL})
+	custom := mustVerifier(t, jwtlogin.Config{JWKSURL: idp.URL, GroupsClaim: "teams"})
+	tok := func(extra map[string]any) string {
+		return jwtlogintest.Token(t, k, jwtlogintest.Claims{Subject: "alice", Tenant: "acme", Extra: extra})
+	}
+	tests := []struct {
+		name    string
+		v       *jwtlogin.Verifier
+		token   string
+		want    []string
+		wantErr error
+	}{
+		{name: "list", v: v, token: tok(map[string]any{"groups": []any{"team-a", "ops team"}}), want: []string{"ops team", "team-a"}}, // sorted
+		{name: "one string", v: v, token: tok(map[string]any{"groups": "team-a"}), want: []string{"team-a"}},
+		{name: "absent", v: v, token: tok(nil)},
+		{name: "empty list", v: v, token: tok(map[string]any{"groups": []any{}})},
+		{name: "custom claim", v: custom, token: tok(map[string]any{"teams": []any{"red"}, "groups": []any{"ignored"}}), want: []string{"red"}},
+		{name: "a number", v: v, token: tok(map[string]any{"groups": 7}), wantErr: jwtlogin.ErrClaims},
+		{name: "a list with a number", v: v, token: tok(map[string]any{"groups": []any{"team-a", 7}}), wantErr: jwtlogin.ErrClaims},
+		{name: "an empty name", v: v, token: tok(map[string]any{"groups": []any{""}}), wantErr: jwtlogin.ErrClaims},
+		{name: "a control character", v: v, token: tok(map[string]any{"groups": "te\x01am"}), wantErr: jwtlogin.ErrClaims},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, err := tt.v.Verify(context.Background(), tt.token)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), "group") {
+					t.Fatalf("Verify: %v, want %v naming the groups claim", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			if !slices.Equal(id.User.Groups, tt.want) {
+				t.Fatalf("groups %q, want %q", id.User.Groups, tt.want)
+			}
+		})
 	}
 }
