@@ -227,6 +227,9 @@ func (c serveFile) check() error {
 	if c.Rules != "" && c.Auth.File == "" {
 		errs = append(errs, usagef("--rules (rules) needs --auth: sync rules judge users, and without authentication there is none"))
 	}
+	if c.Rules != "" && len(c.NATS.URLs) > 0 {
+		errs = append(errs, usagef("--rules (rules) with --nats: ebb cannot make an external server refuse clients' direct reads of changes, so sync rules run on the embedded server only"))
+	}
 	if len(errs) == 0 {
 		return nil
 	}
@@ -381,6 +384,12 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	sec, err := c.sec.load(c.natsURL)
 	if err != nil {
 		return err
+	}
+	if c.rules != nil && sec.users != nil {
+		// Under sync rules clients read changes only through the
+		// server's filtered feed; the token login's accounts are made
+		// from these same users.
+		sec.users = sec.users.WithFilteredReads(true)
 	}
 	if sec.tokens, err = c.sec.jwt.verifier(sec.users != nil); err != nil {
 		return err

@@ -180,6 +180,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Rules != nil && c.Users == nil {
 		errs = append(errs, errors.New("Rules (sync rules) need Users: without authentication there is no user to judge"))
 	}
+	if c.Rules != nil && c.Users != nil && !c.Users.FilteredReads() {
+		errs = append(errs, errors.New("Rules (sync rules) need Users in filtered-reads mode (Users.WithFilteredReads(true), and TokenLogin made from those Users): else a client reads every change of its tenant directly"))
+	}
+	if c.Rules != nil && len(c.NATSURLs) > 0 {
+		errs = append(errs, errors.New("Rules (sync rules) with NATSURLs: ebb cannot make an external server refuse clients' direct reads of CHANGES; sync rules run on the embedded server only"))
+	}
 	if (c.Tokens != nil || c.TokenLogin != nil) && c.Users == nil {
 		errs = append(errs, errors.New("Tokens and TokenLogin need Users"))
 	}

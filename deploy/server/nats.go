@@ -11,6 +11,7 @@ import (
 
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/embedded"
+	"github.com/ebbsync/ebb/deploy/feed"
 )
 
 // connect starts the embedded NATS server (unless c.NATSURLs names
@@ -36,9 +37,9 @@ func (s *Server) connect(ctx context.Context, c *Config, jsKey []byte, meter *au
 			// routes to ebb: stream info without other tenants' subjects,
 			// consumer creation that refuses push consumers, and events
 			// under the publish and storage quotas.
-			api, err := auth.StartAPI(nc, meter, func(err error) {
+			api, err := auth.StartAPIWith(nc, auth.APIConfig{Meter: meter, Identities: s.identities(c), OnError: func(err error) {
 				c.Logger.Warn("tenant storage measure failed; the previous counts stay", "err", err)
-			})
+			}})
 			if err != nil {
 				return nil, "", err
 			}
@@ -62,6 +63,7 @@ func (s *Server) connect(ctx context.Context, c *Config, jsKey []byte, meter *au
 		Login:        login,
 		TokenLogin:   c.TokenLogin,
 		Meter:        meter,
+		Identities:   s.identities(c),
 		JetStreamKey: jsKey,
 	})
 	if err != nil {
@@ -79,4 +81,33 @@ func (s *Server) connect(ctx context.Context, c *Config, jsKey []byte, meter *au
 	}
 	s.stops = append(s.stops, func(context.Context) error { nc.Close(); return nil })
 	return nc, srv.ClientURL(), nil
+}
+
+// identities is who the server's responders ask for a user's tenant and
+// groups (the writer-groups stamp, the change feed): the token login when
+// it knows users beyond the file (jwtlogin.NATSLogin does), else the
+// users file; nil without Users.
+func (s *Server) identities(c *Config) auth.Directory {
+	if c.Users == nil {
+		return nil
+	}
+	if d, ok := c.TokenLogin.(auth.Directory); ok {
+		return d
+	}
+	return c.Users
+}
+
+// feedIdentities adapts a Directory to the change feed's lookup: a user
+// is known only in its own tenant.
+func feedIdentities(d auth.Directory) feed.Identities {
+	return func(tenant, user string) ([]string, bool) {
+		if d == nil {
+			return nil, false
+		}
+		u, ok := d.Identity(user)
+		if !ok || u.Tenant != tenant {
+			return nil, false
+		}
+		return u.Groups, true
+	}
 }

@@ -48,7 +48,7 @@ func TestServer_RulesRefuseWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := testConfig(t)
-	cfg.Users, cfg.Rules = users, testRules(t)
+	cfg.Users, cfg.Rules = users.WithFilteredReads(true), testRules(t)
 	s := mustStart(t, cfg)
 	put := func(user, pass, body string) (int, string) {
 		t.Helper()

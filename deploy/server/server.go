@@ -17,6 +17,7 @@ import (
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/console"
 	"github.com/ebbsync/ebb/deploy/datadir"
+	"github.com/ebbsync/ebb/deploy/feed"
 	"github.com/ebbsync/ebb/deploy/gateway"
 	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/deploy/telemetry"
@@ -196,14 +197,18 @@ func (s *Server) start(ctx, runCtx context.Context) error {
 	gc.TracerProvider = prov.tracer
 	gc.Propagator = prov.propagator
 	gc.MeterProvider = prov.meter
-	// TODO(lead, issue 18): with c.Rules, set the gateway's sync-rules
-	// reads once E46's gateway.Config.Visibility is on main:
-	//	if c.Rules != nil { gc.Visibility = projection.Visibility{Rules: c.Rules, Store: store} }
-	// and, on the NATS side, E44's filtered-reads option of deploy/auth
-	// (clients may not read CHANGES directly) with E46's change responder
-	// (deploy/feed.Serve on a StreamAccount connection, stopped with the
-	// server). Until then the rules decide writes and the audience
-	// headers, but a client can still read every change of its tenant.
+	if c.Rules != nil {
+		// Sync rules: client users read documents and changes only
+		// through filters (the gateway's, and the change responder the
+		// filtered-reads accounts route "_ebb.api.changes" to).
+		gc.Visibility = projection.Visibility{Rules: c.Rules, Store: store}
+		gc.Groups = func(u auth.User) []string { return u.Groups }
+		fr, err := feed.Serve(nc, js, feedIdentities(s.identities(c)), feed.ResponderConfig{Logger: log.With("component", "feed")})
+		if err != nil {
+			return err
+		}
+		s.stops = append(s.stops, func(context.Context) error { fr.Close(); return nil })
+	}
 	gw, err := gateway.New(gc)
 	if err != nil {
 		return err
