@@ -63,8 +63,8 @@ func (r *Replica) Status() Status {
 	if closed {
 		return s
 	}
-	s.Pending = r.log.Counts().Unsettled
 	_ = r.log.View(context.Background(), func(tx *producer.Tx) error {
+		s.Pending = tx.UnsettledCount()
 		s.Rejections = tx.Bucket(bucketRejections).KeyN()
 		return nil
 	})

@@ -300,6 +300,27 @@ func ensureAwaiting(tx *bbolt.Tx, seqs []uint64) error {
 	return meta.Put(metaAwaiting, []byte{awaitingVersion})
 }
 
+// addUnsettled adds d to the stored count of unsettled entries in tx.
+func addUnsettled(tx *bbolt.Tx, d int64) error {
+	meta := tx.Bucket(bucketMeta)
+	n := int64(0)
+	if v := meta.Get(metaUnsettled); len(v) == 8 {
+		n = int64(keySeqOf(v))
+	}
+	if err := meta.Put(metaUnsettled, seqKey(uint64(max(n+d, 0)))); err != nil {
+		return fmt.Errorf("count unsettled entries: %w", err)
+	}
+	return nil
+}
+
+// unsettledCount is Tx.UnsettledCount inside tx.
+func unsettledCount(tx *bbolt.Tx) int {
+	if v := tx.Bucket(bucketMeta).Get(metaUnsettled); len(v) == 8 {
+		return int(keySeqOf(v))
+	}
+	return 0
+}
+
 // eachUnsettled is Tx.EachUnsettled inside tx.
 func (l *Log) eachUnsettled(tx *bbolt.Tx, fn func(Entry) (bool, error)) error {
 	c := tx.Bucket(bucketUnsettled).Cursor()
@@ -341,8 +362,10 @@ type Counts struct {
 func (c Counts) Published() int { return c.Unsettled - c.Pending - c.Failed }
 
 // Counts returns the log's counts, kept in memory: O(1), no transaction.
-// A transaction running concurrently may see its own changes before Counts
-// does.
+// They follow each commit, just after it: a reader may see a commit's
+// entries before Counts does (Tx.UnsettledCount is exact within a
+// transaction), so they suit decisions that are checked again, not
+// assertions about one commit.
 func (l *Log) Counts() Counts {
 	l.countMu.Lock()
 	defer l.countMu.Unlock()

@@ -78,6 +78,9 @@ func checkIndex(t *testing.T, l *Log, evs []*events.Event) {
 		if n := l.Counts().Unsettled; n != len(all) {
 			t.Errorf("Counts().Unsettled = %d, want %d", n, len(all))
 		}
+		if n := tx.UnsettledCount(); n != len(all) {
+			t.Errorf("UnsettledCount = %d, want %d", n, len(all))
+		}
 		return nil
 	})
 	if err != nil {

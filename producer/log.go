@@ -307,6 +307,9 @@ func openDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 				awaiting = append(awaiting, keySeqOf(k))
 			}
 		}
+		if err := meta.Put(metaUnsettled, seqKey(uint64(l.unsettledN))); err != nil {
+			return err
+		}
 		return ensureAwaiting(tx, awaiting)
 	})
 	if err != nil {
@@ -459,6 +462,9 @@ func (l *Log) storeNew(tx *bbolt.Tx, first uint64, evs []*events.Event, encoded 
 			return fmt.Errorf("store event %s: index: %w", e.ID, err)
 		}
 	}
+	if err := addUnsettled(tx, int64(len(evs))); err != nil {
+		return fmt.Errorf("store events: %w", err)
+	}
 	last := evs[len(evs)-1]
 	id, err := ulid.ParseStrict(last.ID)
 	if err != nil {
@@ -548,6 +554,9 @@ func (l *Log) settle(tx *bbolt.Tx, r *events.Receipt) error {
 		return fmt.Errorf("settle event %s: %w", r.Event, err)
 	}
 	if err := l.indexRemove(tx, k); err != nil {
+		return fmt.Errorf("settle event %s: %w", r.Event, err)
+	}
+	if err := addUnsettled(tx, -1); err != nil {
 		return fmt.Errorf("settle event %s: %w", r.Event, err)
 	}
 	tx.OnCommit(func() {

@@ -52,6 +52,10 @@ var (
 	// (awaitingVersion): absent in a file written before it, which openDB
 	// fills once.
 	metaAwaiting = []byte("awaiting_index")
+	// metaUnsettled is how many entries are unsettled, 8 bytes big-endian:
+	// changed in the transactions that append (storeNew) and settle, and
+	// recounted at every open.
+	metaUnsettled = []byte("unsettled_count")
 )
 
 const awaitingVersion = 1

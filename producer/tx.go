@@ -219,6 +219,10 @@ func (t *Tx) Awaiting(from uint64) (seq uint64, e Entry, ok bool, err error) {
 	return t.l.awaiting(t.tx, from)
 }
 
+// UnsettledCount returns how many entries are unsettled (pending,
+// published or failed) as tx sees the log: a stored count, O(1).
+func (t *Tx) UnsettledCount() int { return unsettledCount(t.tx) }
+
 // EachUnsettled calls fn for every unsettled entry, in log order, until fn
 // returns false or an error. It reads the whole backlog: it is for the
 // rare recoveries that must judge every unsettled write (a stream reset, a

@@ -76,6 +76,10 @@ func TestTx_Awaiting(t *testing.T) {
 	if c := l.Counts(); c.Unsettled != 4 || c.Pending != 2 {
 		t.Fatalf("counts after a reissue %+v, want 4 unsettled, 2 pending", c)
 	}
+	var n int
+	if err := l.View(t.Context(), func(tx *Tx) error { n = tx.UnsettledCount(); return nil }); err != nil || n != 4 {
+		t.Fatalf("UnsettledCount after a reissue %d, %v; want 4", n, err)
+	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
