@@ -80,7 +80,7 @@ func (r *Replica) pendingIn(tx *producer.Tx, collection string) (map[string][]pr
 // localDoc returns the view of one document inside tx.
 func (r *Replica) localDoc(tx *producer.Tx, collection, id string) (Doc, error) {
 	key := docKey(collection, id)
-	cur, err := syncedDoc(tx, r.seal, key)
+	cur, err := syncedDoc(tx, r.seal, r.tenant, key)
 	if err != nil {
 		return Doc{}, err
 	}
@@ -136,7 +136,7 @@ func (r *Replica) List(ctx context.Context, collection string, tombstones bool) 
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			cur, err := decodeSynced(r.seal, k, v)
+			cur, err := decodeSynced(r.seal, r.tenant, k, v)
 			if err != nil {
 				return err
 			}
@@ -182,7 +182,7 @@ func (r *Replica) Conflicts(ctx context.Context) ([]Conflict, error) {
 	var out []Conflict
 	err := r.log.View(ctx, func(tx *producer.Tx) error {
 		return tx.Bucket(bucketConflicts).ForEach(func(k, _ []byte) error {
-			d, err := syncedDoc(tx, r.seal, k)
+			d, err := syncedDoc(tx, r.seal, r.tenant, k)
 			if err != nil {
 				return err
 			}

@@ -444,7 +444,7 @@ func (r *Replica) applyDuplicate(tx *producer.Tx, rc *events.Receipt) (int, []by
 	if tx.Bucket(bucketAwaiting).Get(append(prefix, rc.Event...)) != nil {
 		return 0, nil, nil // its first receipt said how; its change settles it
 	}
-	synced, err := syncedDoc(tx, r.seal, key)
+	synced, err := syncedDoc(tx, r.seal, r.tenant, key)
 	if err != nil {
 		return 0, nil, err
 	}

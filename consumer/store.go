@@ -18,7 +18,8 @@ import (
 // shares one bbolt file with the producer's log ("producer.*") and one
 // transaction can change both.
 var (
-	// docKey -> 8-byte big-endian version + the change payload as received.
+	// docKey -> 8-byte big-endian version + the synced record: compact
+	// (synced.go), or the change payload as received if it did not decode.
 	bucketDocs = []byte("consumer.docs")
 	// cursor names and "scope" -> JSON.
 	bucketMeta = []byte("consumer.meta")
@@ -222,13 +223,16 @@ func syncedAAD(key, version []byte) []byte {
 	return append(append(make([]byte, 0, len(key)+1+len(version)), key...), append([]byte{0}, version...)...)
 }
 
-// syncedDoc returns the synced state of key as a projection.Doc (the zero
-// Doc when the view has none), decrypting with seal unless it is nil.
-func syncedDoc(tx *producer.Tx, seal *keys.Cipher, key []byte) (projection.Doc, error) {
-	return decodeSynced(seal, key, tx.Bucket(bucketDocs).Get(key))
+// syncedDoc returns the synced state of key as a projection.Doc of tenant
+// (the zero Doc when the view has none), decrypting with seal unless it is
+// nil.
+func syncedDoc(tx *producer.Tx, seal *keys.Cipher, tenant string, key []byte) (projection.Doc, error) {
+	return decodeSynced(seal, tenant, key, tx.Bucket(bucketDocs).Get(key))
 }
 
-func decodeSynced(seal *keys.Cipher, key, v []byte) (projection.Doc, error) {
+// decodeSynced reads v, a synced value of key: a compact record
+// (synced.go) or, as received, a change payload.
+func decodeSynced(seal *keys.Cipher, tenant string, key, v []byte) (projection.Doc, error) {
 	if v == nil {
 		return projection.Doc{}, nil
 	}
@@ -238,6 +242,9 @@ func decodeSynced(seal *keys.Cipher, key, v []byte) (projection.Doc, error) {
 	payload, err := seal.OpenValue(bucketDocs, syncedAAD(key, v[:8]), v[8:])
 	if err != nil {
 		return projection.Doc{}, fmt.Errorf("read synced %q: %w", key, err)
+	}
+	if len(payload) > 0 && payload[0] == syncedCompact {
+		return decodeCompact(tenant, key, versionOf(v), payload[1:])
 	}
 	ch, err := events.DecodeChange(payload)
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 // server, so nothing builds on it.
 func (r *Replica) basis(tx *producer.Tx, collection, id string) (base uint64, after string, err error) {
 	key := docKey(collection, id)
-	synced, err := syncedDoc(tx, r.seal, key)
+	synced, err := syncedDoc(tx, r.seal, r.tenant, key)
 	if err != nil {
 		return 0, "", err
 	}
