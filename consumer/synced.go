@@ -158,9 +158,8 @@ var compactKeys = [...]string{"schema", "tenant", "collection", "doc", "version"
 // change in the shape the projector writes that events.DecodeChange
 // accepts and would decode to exactly c: valid UTF-8, each known key once
 // and spelled exactly, plain strings, no conflicts, no settled conflict,
-// no unknown key at any level. Anything else reports false, for
-// DecodeChange to judge. The head (schema, tenant, collection, doc) was
-// checked by decodeHead.
+// no unknown key at any level, and the head DecodeChange requires.
+// Anything else reports false, for DecodeChange to judge.
 func scanCompact(data []byte, c *compactChange) bool {
 	if !utf8.Valid(data) {
 		return false
@@ -222,11 +221,17 @@ func scanCompact(data []byte, c *compactChange) bool {
 				c.clocks = append(c.clocks, k)
 				return ok
 			})
-		default: // the head: decodeHead read it
-			return s.skip(0)
+		case "schema":
+			n, ok := s.int(64)
+			return ok && n == events.SchemaVersion
+		default: // tenant, collection, doc: plain and not empty
+			v, ok := s.plain()
+			return ok && len(v) > 0
 		}
 	})
-	if !ok || seen&(1<<4) == 0 {
+	// The head (schema, tenant, collection, doc, version) is required, as
+	// events.DecodeChange requires it.
+	if !ok || seen&0b11111 != 0b11111 || c.version == 0 {
 		return false
 	}
 	s.ws()
