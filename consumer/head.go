@@ -65,8 +65,10 @@ type change struct {
 	header nats.Header // the message's (trace context)
 	key    []byte      // docKey of the document
 	value  []byte      // what bucketDocs will hold (putSyncedValue)
-	// scratch is where the compact record is built, reused with the change.
+	// scratch is where the compact record is built and compact what it is
+	// read into, reused with the change.
 	scratch []byte
+	compact compactChange
 	err     error // the head did not decode or is not its subject's: the change is quarantined
 	retry   bool  // err: a newer schema, worth reading again after an upgrade
 }
@@ -98,7 +100,7 @@ func prepareChangeData(subject string, data []byte, header nats.Header, c *chang
 	// The compact record (synced.go) when the change decodes, else the
 	// payload as received.
 	var ok bool
-	if c.scratch, ok = compactSynced(c.scratch[:0], data); ok {
+	if c.scratch, ok = compactSyncedWith(c.scratch[:0], data, &c.compact); ok {
 		data = c.scratch
 	}
 	c.value = a.alloc(8 + len(data))

@@ -58,7 +58,20 @@ const (
 // record's; anything else goes through events.DecodeChange.
 func compactSynced(dst, data []byte) ([]byte, bool) {
 	var c compactChange
-	if !scanCompact(data, &c) {
+	return compactSyncedWith(dst, data, &c)
+}
+
+// compactSyncedWith is compactSynced reading into c, whose slices it
+// reuses.
+func compactSyncedWith(dst, data []byte, cp *compactChange) ([]byte, bool) {
+	// Keep no slice of data: the payload is garbage once the record is made.
+	defer func() {
+		clear(cp.fields)
+		clear(cp.clocks)
+		*cp = compactChange{fields: cp.fields[:0], clocks: cp.clocks[:0]}
+	}()
+	c := cp
+	if !scanCompact(data, c) {
 		ch, err := events.DecodeChange(data)
 		if err != nil {
 			return dst, false
@@ -69,9 +82,10 @@ func compactSynced(dst, data []byte) ([]byte, bool) {
 				return dst, false
 			}
 		}
-		c = compactOf(ch, cs)
+		slow := compactOf(ch, cs)
+		c = &slow
 	}
-	return appendCompact(dst, &c), true
+	return appendCompact(dst, c), true
 }
 
 // compactChange is what a compact record holds, its bytes aliasing the
@@ -151,6 +165,9 @@ func appendCompact(b []byte, c *compactChange) []byte {
 	return b
 }
 
+// clockKeys are the keys of a field clock, by index.
+var clockKeys = [...]string{"version", "hlc", "client"}
+
 // compactKeys are the top-level keys scanCompact reads, by bit.
 var compactKeys = [...]string{"schema", "tenant", "collection", "doc", "version", "deleted", "fields", "hlc", "clocks", "event", "client", "device", "seq", "as_written"}
 
@@ -164,7 +181,7 @@ func scanCompact(data []byte, c *compactChange) bool {
 	if !utf8.Valid(data) {
 		return false
 	}
-	*c = compactChange{}
+	*c = compactChange{fields: c.fields[:0], clocks: c.clocks[:0]}
 	s := scanner{b: data}
 	var seen uint16
 	ok := s.object(func(key []byte) bool {
@@ -204,7 +221,7 @@ func scanCompact(data []byte, c *compactChange) bool {
 				k := rawClock{name: name}
 				var seen [3]bool
 				ok := s.object(func(key []byte) bool {
-					i := slices.Index([]string{"version", "hlc", "client"}, string(key))
+					i := slices.Index(clockKeys[:], string(key))
 					if i < 0 || seen[i] {
 						return false
 					}
