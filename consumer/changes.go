@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
 )
 
 func (r *Replica) changesFollower(l *link) *follower[change] {
@@ -60,7 +60,7 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (nex
 	created = createdNano(info.Created)
 	reset := func(c cursor) bool { return cursorReset(info, created, c) }
 	var c cursor
-	err = r.db.View(func(tx *bbolt.Tx) (err error) {
+	err = r.log.View(ctx, func(tx *producer.Tx) (err error) {
 		c, err = getCursor(tx, events.StreamChanges)
 		return err
 	})
@@ -71,7 +71,7 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (nex
 		r.retryQuarantinedChanges(ctx, s)
 		return c.Seq + 1, created, nil
 	}
-	err = r.db.Update(func(tx *bbolt.Tx) error {
+	err = r.log.Update(ctx, func(tx *producer.Tx) error {
 		c, err := getCursor(tx, events.StreamChanges)
 		if err != nil {
 			return err
@@ -116,7 +116,7 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 	applied := 0
 	var prog Progress
 	var quarantined []error
-	err := r.db.Update(func(tx *bbolt.Tx) error {
+	err := r.log.Update(ctx, func(tx *producer.Tx) error {
 		touched, applied, quarantined = touched[:0], 0, quarantined[:0]
 		c, err := getCursor(tx, events.StreamChanges)
 		if err != nil {
@@ -214,7 +214,7 @@ func (r *Replica) settleByChange(v *view, key []byte, ch *changeHead) error {
 				}
 			}
 		}
-		if err := r.log.Settle(tx, rc); err != nil {
+		if err := tx.Settle(rc); err != nil {
 			return err
 		}
 		// A change the event caused proves it applied: drop a Rejection
@@ -240,7 +240,7 @@ func (r *Replica) settleByChange(v *view, key []byte, ch *changeHead) error {
 		if rc.Version > ch.Version {
 			continue
 		}
-		if err := r.log.Settle(tx, &rc); err != nil {
+		if err := tx.Settle(&rc); err != nil {
 			return err
 		}
 		done = append(done, k)
@@ -258,13 +258,13 @@ func (r *Replica) settleByChange(v *view, key []byte, ch *changeHead) error {
 // the replay brings the authoritative state), then the view and the CHANGES
 // cursor are cleared (clearScope). Clearing without settling would leave
 // those writes pending forever: their receipt is consumed and gone.
-func (r *Replica) resetScope(tx *bbolt.Tx) error {
+func (r *Replica) resetScope(tx *producer.Tx) error {
 	err := tx.Bucket(bucketAwaiting).ForEach(func(k, v []byte) error {
 		var rc events.Receipt
 		if err := getJSON(r.seal, bucketAwaiting, k, v, &rc); err != nil {
 			return fmt.Errorf("read awaiting receipt %q: %w", k, err)
 		}
-		return r.log.Settle(tx, &rc)
+		return tx.Settle(&rc)
 	})
 	if err != nil {
 		return fmt.Errorf("settle awaiting receipts: %w", err)

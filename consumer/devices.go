@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/producer"
 )
@@ -60,21 +58,21 @@ var metaForkedAt = []byte("receipts_forked_at")
 // that forked keeps the client's subject while a legacy write it sent
 // still awaits its receipt there. Its device's receipts wait in the
 // stream meanwhile: rewindToFork reads them from the fork on.
-func (r *Replica) wantReceiptFilter() (string, error) {
+func (r *Replica) wantReceiptFilter(ctx context.Context) (string, error) {
 	want := r.receiptFilter()
 	legacy := events.ReceiptSubject(r.tenant, r.client)
 	if want == legacy {
 		return want, nil
 	}
 	waiting := false
-	err := r.db.View(func(tx *bbolt.Tx) error {
+	err := r.log.View(ctx, func(tx *producer.Tx) error {
 		if tx.Bucket(bucketMeta).Get(metaForkedAt) == nil {
 			return nil // not a legacy log that forked, or switched already
 		}
-		es, err := r.log.Unsettled(tx)
-		for _, e := range es {
-			waiting = waiting || (e.Event.Device == "" && e.State != producer.StateFailed)
-		}
+		// The legacy writes come first in the log: a legacy write awaits
+		// its fate if and only if the first write awaiting one is legacy.
+		_, e, ok, err := tx.Awaiting(1)
+		waiting = ok && e.Event.Device == ""
 		return err
 	})
 	if err != nil {
@@ -90,8 +88,8 @@ func (r *Replica) wantReceiptFilter() (string, error) {
 // (metaForkedAt), if it did, when its follower first reads the device's
 // subject: none of the device's receipts was read by the legacy filter,
 // and every one of them came after the fork. It returns where to start.
-func (r *Replica) rewindToFork(next uint64) (uint64, error) {
-	err := r.db.Update(func(tx *bbolt.Tx) error {
+func (r *Replica) rewindToFork(ctx context.Context, next uint64) (uint64, error) {
+	err := r.log.Update(ctx, func(tx *producer.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		v := meta.Get(metaForkedAt)
 		if len(v) != 8 {
@@ -120,7 +118,7 @@ func (r *Replica) rewindToFork(next uint64) (uint64, error) {
 
 // deferRelog records rc, read at RECEIPTS sequence seq, inside the
 // receipts transaction tx, for relog to hand to the log after the commit.
-func (r *Replica) deferRelog(tx *bbolt.Tx, seq uint64, rc *events.Receipt) error {
+func (r *Replica) deferRelog(tx *producer.Tx, seq uint64, rc *events.Receipt) error {
 	k := make([]byte, 8, 8+len(rc.Event))
 	binary.BigEndian.PutUint64(k, seq)
 	k = append(k, rc.Event...)
@@ -137,7 +135,7 @@ func (r *Replica) relog(ctx context.Context) error {
 		rc  events.Receipt
 	}
 	var items []item
-	err := r.db.View(func(tx *bbolt.Tx) error {
+	err := r.log.View(ctx, func(tx *producer.Tx) error {
 		return tx.Bucket(bucketRelog).ForEach(func(k, v []byte) error {
 			it := item{key: append([]byte(nil), k...)}
 			if err := getJSON(r.seal, bucketRelog, k, v, &it.rc); err != nil {
@@ -166,7 +164,7 @@ func (r *Replica) relog(ctx context.Context) error {
 			return err
 		}
 		forked := legacy && r.log.Device() != ""
-		err := r.db.Update(func(tx *bbolt.Tx) error {
+		err := r.log.Update(ctx, func(tx *producer.Tx) error {
 			if forked {
 				// The device's receipts are read from here (rewindToFork).
 				if err := tx.Bucket(bucketMeta).Put(metaForkedAt, it.key[:8]); err != nil {
@@ -181,22 +179,4 @@ func (r *Replica) relog(ctx context.Context) error {
 	}
 	r.committed(touched)
 	return nil
-}
-
-// takeReissued returns the events that stand now for those of ids the log
-// wrote again (Reissue). It reads the log's own record, committed with the
-// settlement of the original, so a Sync woken by that very commit still
-// waits for the copy.
-func (r *Replica) takeReissued(ctx context.Context, ids []string) ([]string, error) {
-	var out []string
-	for _, id := range ids {
-		ne, err := r.log.Successor(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if ne != id {
-			out = append(out, ne)
-		}
-	}
-	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -106,8 +107,8 @@ func TestReplica_FollowsEveryDeviceOfItsClient(t *testing.T) {
 	if st.Quarantined != 0 || st.Rejections != 2 || st.Err != nil {
 		t.Fatalf("status %+v: want nothing quarantined and exactly this device's two rejections", st)
 	}
-	_ = r.db.View(func(tx *bbolt.Tx) error {
-		if n := tx.Bucket(bucketAwaiting).Stats().KeyN; n != 0 {
+	_ = r.log.View(t.Context(), func(tx *producer.Tx) error {
+		if n := tx.Bucket(bucketAwaiting).KeyN(); n != 0 {
 			t.Errorf("%d receipts awaiting a change: another device's applied receipt was kept", n)
 		}
 		return nil
@@ -333,11 +334,19 @@ func TestReplica_LegacyLogForks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Make it a log from before devices: no device in its meta.
-	if err := r.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte("producer.meta")).Delete([]byte("device")) }); err != nil {
+	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Close(); err != nil {
+	// Make it a log from before devices: no device in its meta (under the
+	// log's API, on the closed file).
+	db, err := bbolt.Open(filepath.Join(dir, DBFile), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte("producer.meta")).Delete([]byte("device")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
 	r, err = OpenReplica(ctx, ReplicaConfig{Dir: dir, Tenant: "t1", Client: "alice", Policies: testPolicies(), Conn: nc})

@@ -20,21 +20,35 @@
 // the producer's log ("producer.*" buckets) and its view ("consumer.*"),
 // so one transaction applies a batch of changes, advances the stored
 // sequence, and settles the pending writes those changes or receipts
-// settle. What the app reads (Get, List, Watch) is the synced state with
+// settle. The file has one owner, the producer.Log: the replica reaches
+// its own buckets only through the log's transactions (producer.Log.View
+// and Update give a *producer.Tx: the log's typed methods, such as
+// Tx.Settle and Tx.UnsettledFor, and Tx.Bucket for "consumer.*" names),
+// and never holds the *bbolt.DB nor touches a "producer.*" bucket. What the app reads (Get, List, Watch) is the synced state with
 // the client's unsettled writes applied on top by projection.Decide, the
 // same policy code the server's projector runs: offline reads show offline
 // writes, and a write the server will lose under lww shows as lost already.
 //
 // Reads and writes cost the document they touch, not the backlog: Get and a
 // write's base read that document's unsettled writes from the log's index
-// (producer.Log.UnsettledFor), List its collection's, a receipt looks its
-// event up by id, and Sync waits on its writes one lookup at a time. A
-// write reads its base inside the log's transaction (producer.AppendWith),
+// (producer.Tx.UnsettledFor), List its collection's, a receipt looks its
+// event up by id. Sync waits for the writes up to the log's last sequence
+// when it starts (and the copies Reissue makes of them) through the log's
+// index of writes awaiting their fate (producer.Tx.Awaiting): one seek per
+// view commit, whatever the backlog, and failed writes, which wait for
+// nothing, are not in it. The gap checks cost the same: whether a write
+// awaits its receipt comes from the log's counts (producer.Log.Counts), a
+// receipt batch that skipped sequences reads the writes awaiting their
+// fate before its latest answer only, suspects are looked up by id. Only a
+// RECEIPTS start over a gap (a reset, receipts gone after the cursor, a
+// restored stream) judges every unsettled write (producer.Tx.EachUnsettled):
+// once per gap, never per operation. A write reads its base inside the
+// log's transaction (producer.Log.AppendWith),
 // so concurrent Puts are group-committed (one fsync for all of them) and
 // each still builds on the one stored before it. Batch makes several
 // writes in one transaction, all or nothing, each its own event.
 //
-// OpenReplica opens the file with producer.OpenFile: a store that is
+// OpenReplica opens the file with producer.OpenStore: a store that is
 // missing while its marker (DBFile + producer.MarkerSuffix) says one was
 // made, emptied, truncated or damaged is refused with one line naming the
 // file and what to do ('ebb doctor'), and the file is left as it was. A
@@ -255,11 +269,17 @@
 // each message from the ordered consumer, reads its stream sequence and
 // pending count from the reply subject, and decodes the head of the change
 // (version, address, cause) with a one-pass scanner that falls back to
-// encoding/json for anything unusual (FuzzDecodeHead holds the two equal);
-// the full, strict decode happens on read. It builds the view's key and
-// value (the change bytes as received, behind an 8-byte version) in the
-// batch's arena and keeps nothing else of the message, so the client's copy
-// is garbage at once. It appends to the batch being filled under a mutex,
+// encoding/json for anything unusual (FuzzDecodeHead holds the two equal).
+// It builds the view's key and value in the batch's arena and keeps
+// nothing else of the message, so the client's copy is garbage at once.
+// The value is an 8-byte version and the synced record (synced.go): what
+// projection.Doc holds, compact (ids as 16 bytes, a field clock equal to
+// the document's own as one byte, no tenant, address or settled conflict),
+// read from the payload in one pass when it has the projector's shape and
+// through events.DecodeChange otherwise; a payload that does not decode is
+// kept as received and judged on read, as before. A document of ~130
+// bytes of JSON costs ~210 bytes of file instead of ~700
+// (TestReplica_StoreSizePerDocument). It appends to the batch being filled under a mutex,
 // with no channel operation per message; the applier swaps that batch for
 // the one it has just committed, so two batches and their arenas are
 // recycled for the whole catch-up and preparing a message allocates only
@@ -287,8 +307,8 @@
 // With ReplicaConfig.Cipher the whole local file is encrypted value by
 // value: the producer's log (see the producer package) and the view's
 // synced documents (consumer.docs: the 8-byte version stays in the clear so
-// applying a change compares versions without decrypting; the change
-// payload is sealed, bound to the document key and that version), receipts
+// applying a change compares versions without decrypting; the synced
+// record is sealed, bound to the document key and that version), receipts
 // awaiting their change, rejections and quarantined messages' subjects and
 // reasons. In the clear: bbolt keys, which are
 // collection names and document ids (consumer.docs, .conflicts, .awaiting
@@ -318,7 +338,11 @@
 // and its pipeline), head.go (the change head decoder), gap.go (gap checks
 // and lost receipts), restored.go (whether a cursor still fits its stream),
 // devices.go (a client's devices and forked logs), quarantine.go (messages
-// set aside), store.go (the view's buckets and cursors). For services:
+// set aside), synced.go (the compact synced record of a document),
+// store.go (the view's buckets and cursors, read and written
+// through the producer.Tx of the log that owns the file; the *bbolt.DB and
+// the log's buckets moved out of reach of this package, so the log alone
+// keeps its indexes and counts true). For services:
 // subscribe.go (Subscribe and Watch). Around them: request.go (JetStream
 // requests with retries), telemetry.go, errors.go (the sentinel errors),
 // logkeys.go.

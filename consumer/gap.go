@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/producer"
@@ -97,7 +96,7 @@ func receiptGapSuspect(prev Progress, ds []delivery[receipt]) bool {
 // many in flight while later ones are answered, which would cost a stream
 // read per batch; so a pending write whose publish reached EVENTS, ack
 // lost, and whose receipt goes in this window is not covered.
-func (r *Replica) receiptSkipped(prev Progress, ds []delivery[receipt]) bool {
+func (r *Replica) receiptSkipped(ctx context.Context, prev Progress, ds []delivery[receipt]) bool {
 	seq, jumped := prev.Seq, false
 	var answered []string
 	var latest uint64 // the highest log sequence of the device that ds answers
@@ -114,13 +113,20 @@ func (r *Replica) receiptSkipped(prev Progress, ds []delivery[receipt]) bool {
 	if !jumped || latest == 0 {
 		return false
 	}
+	// The writes awaiting their fate, in log order, up to the device's
+	// latest answered one: normally those still in flight behind it, not
+	// the backlog after it.
 	skipped := false
-	_ = r.db.View(func(tx *bbolt.Tx) error {
-		es, err := r.log.Unsettled(tx)
-		for _, e := range es {
-			skipped = skipped || (e.State == producer.StatePublished && e.Event.Device == device && e.Event.Seq < latest && !slices.Contains(answered, e.Event.ID))
+	_ = r.log.View(ctx, func(tx *producer.Tx) error {
+		for from := uint64(1); !skipped; {
+			seq, e, ok, err := tx.Awaiting(from)
+			if err != nil || !ok || (e.Event.Device == device && e.Event.Seq >= latest) {
+				return err
+			}
+			skipped = e.State == producer.StatePublished && e.Event.Device == device && !slices.Contains(answered, e.Event.ID)
+			from = seq + 1
 		}
-		return err
+		return nil
 	})
 	return skipped
 }
@@ -139,7 +145,7 @@ func (r *Replica) changesReset(ctx context.Context, js jetstream.JetStream) (res
 	info := s.CachedInfo()
 	created = createdNano(info.Created)
 	var c cursor
-	err = r.db.View(func(tx *bbolt.Tx) (err error) {
+	err = r.log.View(ctx, func(tx *producer.Tx) (err error) {
 		c, err = getCursor(tx, events.StreamChanges)
 		return err
 	})
@@ -228,7 +234,7 @@ func (r *Replica) receiptsLost(ctx context.Context, js jetstream.JetStream) (boo
 	}
 	info := s.CachedInfo()
 	lost := false
-	err = r.db.View(func(tx *bbolt.Tx) error {
+	err = r.log.View(ctx, func(tx *producer.Tx) error {
 		c, err := getCursor(tx, events.StreamReceipts)
 		if err != nil {
 			return err
@@ -241,11 +247,18 @@ func (r *Replica) receiptsLost(ctx context.Context, js jetstream.JetStream) (boo
 		if !behind {
 			return nil
 		}
-		es, err := r.log.Unsettled(tx)
-		for _, e := range es {
-			lost = lost || receiptMayBeLost(info, e, false)
+		// Receipts are gone after the cursor: a rare gap, not a
+		// per-operation path. A pending write is always at risk (when its
+		// publish reached EVENTS is unknown); otherwise every write
+		// awaiting its receipt is judged, the backlog at most.
+		if r.log.Counts().Pending > 0 {
+			lost = true
+			return nil
 		}
-		return err
+		return tx.EachUnsettled(func(e producer.Entry) (bool, error) {
+			lost = receiptMayBeLost(info, e, false)
+			return !lost, nil
+		})
 	})
 	if err != nil {
 		return false, fmt.Errorf("check %s: %w", events.StreamReceipts, err)
@@ -253,17 +266,10 @@ func (r *Replica) receiptsLost(ctx context.Context, js jetstream.JetStream) (boo
 	return lost, nil
 }
 
-// awaitingReceipts reports whether a published write has no receipt yet.
+// awaitingReceipts reports whether a published write has no receipt yet,
+// from the log's counts: O(1).
 func (r *Replica) awaitingReceipts() bool {
-	waiting := false
-	_ = r.db.View(func(tx *bbolt.Tx) error {
-		es, err := r.log.Unsettled(tx)
-		for _, e := range es {
-			waiting = waiting || e.State == producer.StatePublished
-		}
-		return err
-	})
-	return waiting
+	return r.log.Counts().Published() > 0
 }
 
 // checkGaps settles the suspects whose publish JetStream dropped
@@ -292,7 +298,7 @@ func (r *Replica) checkGaps(ctx context.Context, l *link, changes bool) {
 	following := r.following
 	r.mu.Unlock()
 	if following != "" && following != r.receiptFilter() {
-		if want, err := r.wantReceiptFilter(); err == nil && want != following {
+		if want, err := r.wantReceiptFilter(ctx); err == nil && want != following {
 			l.receipts.restart()
 		}
 	}
@@ -348,7 +354,7 @@ var metaUnanswered = []byte("unanswered")
 var metaRepublish = []byte("republish")
 
 // addRepublish adds evs to the stored events to republish, in tx.
-func addRepublish(tx *bbolt.Tx, evs []*events.Event) error {
+func addRepublish(tx *producer.Tx, evs []*events.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
@@ -368,7 +374,7 @@ func addRepublish(tx *bbolt.Tx, evs []*events.Event) error {
 	return nil
 }
 
-func getRepublish(tx *bbolt.Tx) ([]string, error) {
+func getRepublish(tx *producer.Tx) ([]string, error) {
 	var ids []string
 	if b := tx.Bucket(bucketMeta).Get(metaRepublish); b != nil {
 		if err := json.Unmarshal(b, &ids); err != nil {
@@ -395,7 +401,7 @@ func (r *Replica) deferUnanswered(ctx context.Context, s jetstream.Stream, evs [
 	case !errors.Is(err, jetstream.ErrMsgNotFound):
 		return fmt.Errorf("last receipt of %s: %w", r.client, err)
 	}
-	err = r.db.Update(func(tx *bbolt.Tx) error {
+	err = r.log.Update(ctx, func(tx *producer.Tx) error {
 		u, err := getUnanswered(tx)
 		if err != nil {
 			return err
@@ -415,10 +421,10 @@ func (r *Replica) deferUnanswered(ctx context.Context, s jetstream.Stream, evs [
 	if err != nil {
 		return fmt.Errorf("defer %d unanswered events: %w", len(evs), err)
 	}
-	return r.settleDueUnansweredNow()
+	return r.settleDueUnansweredNow(ctx)
 }
 
-func getUnanswered(tx *bbolt.Tx) (unanswered, error) {
+func getUnanswered(tx *producer.Tx) (unanswered, error) {
 	var u unanswered
 	if b := tx.Bucket(bucketMeta).Get(metaUnanswered); b != nil {
 		if err := json.Unmarshal(b, &u); err != nil {
@@ -435,7 +441,7 @@ func getUnanswered(tx *bbolt.Tx) (unanswered, error) {
 // Rejection of unknown fate, which a change they caused arriving later
 // removes, and a rejected receipt arriving later makes precise. It returns
 // the rejections recorded and the documents whose view changed.
-func (r *Replica) settleDueUnanswered(tx *bbolt.Tx, seq uint64) (rejected int, touched [][]byte, err error) {
+func (r *Replica) settleDueUnanswered(tx *producer.Tx, seq uint64) (rejected int, touched [][]byte, err error) {
 	u, err := getUnanswered(tx)
 	if err != nil || len(u.Events) == 0 || u.UpTo > seq {
 		return 0, nil, err
@@ -460,9 +466,9 @@ func (r *Replica) settleDueUnanswered(tx *bbolt.Tx, seq uint64) (rejected int, t
 
 // settleDueUnansweredNow runs settleDueUnanswered at the stored RECEIPTS
 // cursor, writing only when something is due.
-func (r *Replica) settleDueUnansweredNow() error {
+func (r *Replica) settleDueUnansweredNow(ctx context.Context) error {
 	due := false
-	err := r.db.View(func(tx *bbolt.Tx) error {
+	err := r.log.View(ctx, func(tx *producer.Tx) error {
 		c, err := getCursor(tx, events.StreamReceipts)
 		if err != nil {
 			return err
@@ -476,7 +482,7 @@ func (r *Replica) settleDueUnansweredNow() error {
 	}
 	var rejected int
 	var touched [][]byte
-	err = r.db.Update(func(tx *bbolt.Tx) error {
+	err = r.log.Update(ctx, func(tx *producer.Tx) error {
 		c, err := getCursor(tx, events.StreamReceipts)
 		if err != nil {
 			return err
@@ -500,7 +506,7 @@ func (r *Replica) settleDueUnansweredNow() error {
 // merged or conflict one (a write acked as a duplicate is settled as
 // unanswered once the cursor reaches the client's last receipt, which its
 // first publish's receipt may follow if the projector was behind).
-func (r *Replica) refineUnknownFate(tx *bbolt.Tx, rc *events.Receipt) error {
+func (r *Replica) refineUnknownFate(tx *producer.Tx, rc *events.Receipt) error {
 	b := tx.Bucket(bucketRejections)
 	raw := b.Get([]byte(rc.Event))
 	if raw == nil {
@@ -530,7 +536,7 @@ func (r *Replica) refineUnknownFate(tx *bbolt.Tx, rc *events.Receipt) error {
 var metaSuspects = []byte("suspects")
 
 // addSuspects adds evs to the stored suspects, in tx.
-func addSuspects(tx *bbolt.Tx, evs []*events.Event) error {
+func addSuspects(tx *producer.Tx, evs []*events.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
@@ -551,7 +557,7 @@ func addSuspects(tx *bbolt.Tx, evs []*events.Event) error {
 	return putSuspects(tx, ids)
 }
 
-func getSuspects(tx *bbolt.Tx) ([]string, error) {
+func getSuspects(tx *producer.Tx) ([]string, error) {
 	var ids []string
 	if b := tx.Bucket(bucketMeta).Get(metaSuspects); b != nil {
 		if err := json.Unmarshal(b, &ids); err != nil {
@@ -561,7 +567,7 @@ func getSuspects(tx *bbolt.Tx) ([]string, error) {
 	return ids, nil
 }
 
-func putSuspects(tx *bbolt.Tx, ids []string) error {
+func putSuspects(tx *producer.Tx, ids []string) error {
 	if len(ids) == 0 {
 		if err := tx.Bucket(bucketMeta).Delete(metaSuspects); err != nil {
 			return fmt.Errorf("drop writes pending at a receipt gap: %w", err)
@@ -595,21 +601,17 @@ func putSuspects(tx *bbolt.Tx, ids []string) error {
 func (r *Replica) resolveSuspects(ctx context.Context, js jetstream.JetStream) error {
 	var dup []*events.Event
 	done := map[string]bool{}
-	err := r.db.View(func(tx *bbolt.Tx) error {
+	err := r.log.View(ctx, func(tx *producer.Tx) error {
 		ids, err := getSuspects(tx)
 		if err != nil || len(ids) == 0 {
 			return err
 		}
-		es, err := r.log.Unsettled(tx)
-		if err != nil {
-			return err
-		}
-		waiting := map[string]producer.Entry{}
-		for _, e := range es {
-			waiting[e.Event.ID] = e
-		}
+		// One lookup per suspect, not a read of the backlog.
 		for _, id := range ids {
-			e, ok := waiting[id]
+			e, ok, err := tx.UnsettledEntry(id)
+			if err != nil {
+				return err
+			}
 			switch {
 			case ok && e.State == producer.StatePending:
 			case ok && e.State == producer.StatePublished && e.Duplicate:
@@ -635,7 +637,7 @@ func (r *Replica) resolveSuspects(ctx context.Context, js jetstream.JetStream) e
 		r.noteResync(fmt.Errorf("%w: %d writes pending when receipts were lost from %s were then acknowledged as duplicates: their receipts may be gone",
 			ErrResync, len(dup), events.StreamReceipts))
 	}
-	err = r.db.Update(func(tx *bbolt.Tx) error {
+	err = r.log.Update(ctx, func(tx *producer.Tx) error {
 		ids, err := getSuspects(tx)
 		if err != nil {
 			return err

@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/producer"
@@ -178,7 +177,7 @@ func attachPastGap(t *testing.T, r *Replica, nc *nats.Conn, js jetstream.JetStre
 	}
 	waitFor(t, 10*time.Second, "the RECEIPTS start to move past the gap", func() bool {
 		var c cursor
-		err := r.db.View(func(tx *bbolt.Tx) (err error) {
+		err := r.log.View(t.Context(), func(tx *producer.Tx) (err error) {
 			c, err = getCursor(tx, events.StreamReceipts)
 			return err
 		})

@@ -65,8 +65,12 @@ type change struct {
 	header nats.Header // the message's (trace context)
 	key    []byte      // docKey of the document
 	value  []byte      // what bucketDocs will hold (putSyncedValue)
-	err    error       // the head did not decode or is not its subject's: the change is quarantined
-	retry  bool        // err: a newer schema, worth reading again after an upgrade
+	// scratch is where the compact record is built and compact what it is
+	// read into, reused with the change.
+	scratch []byte
+	compact compactChange
+	err     error // the head did not decode or is not its subject's: the change is quarantined
+	retry   bool  // err: a newer schema, worth reading again after an upgrade
 }
 
 // prepareChange decodes m's head and builds the view's key and value in a,
@@ -93,6 +97,12 @@ func prepareChangeData(subject string, data []byte, header nats.Header, c *chang
 	c.err, c.retry = nil, false
 	c.key = a.alloc(len(h.Collection) + 1 + len(h.Doc))
 	putDocKey(c.key, h.Collection, h.Doc)
+	// The compact record (synced.go) when the change decodes, else the
+	// payload as received.
+	var ok bool
+	if c.scratch, ok = compactSyncedWith(c.scratch[:0], data, &c.compact); ok {
+		data = c.scratch
+	}
 	c.value = a.alloc(8 + len(data))
 	putSyncedValue(c.value, h.Version, data)
 }

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
 )
 
 // Quarantine.
@@ -107,7 +107,7 @@ func newerSchema(data []byte) bool {
 // next start if retry (see newerSchema), and returns the error Status
 // reports for it. The caller counts it with noteQuarantine once tx has
 // committed.
-func (r *Replica) quarantine(tx *bbolt.Tx, stream, subject string, seq uint64, why error, retry bool) (error, error) {
+func (r *Replica) quarantine(tx *producer.Tx, stream, subject string, seq uint64, why error, retry bool) (error, error) {
 	qerr := fmt.Errorf("%w: %s message %d on %s: %w", ErrQuarantined, stream, seq, subject, why)
 	if !retry {
 		return qerr, nil
@@ -146,10 +146,10 @@ type msgGetter interface {
 // are dropped. A failure to read is logged and leaves the entries for the
 // next start: the follower must start even where it may not read messages
 // by sequence.
-func (r *Replica) retryQuarantined(ctx context.Context, s msgGetter, stream string, use func(tx *bbolt.Tx, m *jetstream.RawStreamMsg) (still, err error)) {
+func (r *Replica) retryQuarantined(ctx context.Context, s msgGetter, stream string, use func(tx *producer.Tx, m *jetstream.RawStreamMsg) (still, err error)) {
 	prefix := append([]byte(stream), 0)
 	var seqs []uint64
-	_ = r.db.View(func(tx *bbolt.Tx) error {
+	_ = r.log.View(ctx, func(tx *producer.Tx) error {
 		c := tx.Bucket(bucketQuarantine).Cursor()
 		for k, _ := c.Seek(prefix); k != nil && len(seqs) < maxRetries && len(k) == len(prefix)+8 && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
 			seqs = append(seqs, binary.BigEndian.Uint64(k[len(prefix):]))
@@ -169,7 +169,7 @@ func (r *Replica) retryQuarantined(ctx context.Context, s msgGetter, stream stri
 		msgs[i] = m
 	}
 	released := 0
-	err := r.db.Update(func(tx *bbolt.Tx) error {
+	err := r.log.Update(ctx, func(tx *producer.Tx) error {
 		released = 0
 		for i, seq := range seqs {
 			if m := msgs[i]; m != nil {
@@ -197,7 +197,7 @@ func (r *Replica) retryQuarantined(ctx context.Context, s msgGetter, stream stri
 
 // clearQuarantine forgets the quarantined messages of stream (a full
 // resync of it reads them again).
-func clearQuarantine(tx *bbolt.Tx, stream string) error {
+func clearQuarantine(tx *producer.Tx, stream string) error {
 	prefix := append([]byte(stream), 0)
 	c := tx.Bucket(bucketQuarantine).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && len(k) > len(prefix) && string(k[:len(prefix)]) == string(prefix); k, _ = c.Seek(prefix) {
@@ -222,7 +222,7 @@ func decodeReceipt(data []byte) (*events.Receipt, error) {
 // still holds and the replica can now read, where newer than the view.
 func (r *Replica) retryQuarantinedChanges(ctx context.Context, s msgGetter) {
 	var touched [][]byte
-	r.retryQuarantined(ctx, s, events.StreamChanges, func(tx *bbolt.Tx, m *jetstream.RawStreamMsg) (error, error) {
+	r.retryQuarantined(ctx, s, events.StreamChanges, func(tx *producer.Tx, m *jetstream.RawStreamMsg) (error, error) {
 		var c change
 		var a arena
 		prepareChangeData(m.Subject, m.Data, m.Header, &c, &a)
@@ -250,8 +250,8 @@ func (r *Replica) retryQuarantinedReceipts(ctx context.Context, s msgGetter) {
 	rejected := 0
 	device := r.log.Device() // before the transaction, as in applyReceipts
 	var b *receiptBatch      // read once per transaction, on first use
-	var btx *bbolt.Tx
-	r.retryQuarantined(ctx, s, events.StreamReceipts, func(tx *bbolt.Tx, m *jetstream.RawStreamMsg) (error, error) {
+	var btx *producer.Tx
+	r.retryQuarantined(ctx, s, events.StreamReceipts, func(tx *producer.Tx, m *jetstream.RawStreamMsg) (error, error) {
 		rc, err := decodeReceipt(m.Data)
 		if err != nil {
 			return err, nil

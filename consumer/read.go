@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/producer"
 	"github.com/ebbsync/ebb/projection"
@@ -66,8 +64,8 @@ func toDoc(collection, id string, d projection.Doc, pending int) Doc {
 
 // pendingIn groups the log's unsettled entries of collection by document
 // key; it reads only that collection's (Log.UnsettledIn).
-func (r *Replica) pendingIn(tx *bbolt.Tx, collection string) (map[string][]producer.Entry, error) {
-	es, err := r.log.UnsettledIn(tx, collection)
+func (r *Replica) pendingIn(tx *producer.Tx, collection string) (map[string][]producer.Entry, error) {
+	es, err := tx.UnsettledIn(collection)
 	if err != nil {
 		return nil, err
 	}
@@ -80,13 +78,13 @@ func (r *Replica) pendingIn(tx *bbolt.Tx, collection string) (map[string][]produ
 }
 
 // localDoc returns the view of one document inside tx.
-func (r *Replica) localDoc(tx *bbolt.Tx, collection, id string) (Doc, error) {
+func (r *Replica) localDoc(tx *producer.Tx, collection, id string) (Doc, error) {
 	key := docKey(collection, id)
-	cur, err := syncedDoc(tx, r.seal, key)
+	cur, err := syncedDoc(tx, r.seal, r.tenant, key)
 	if err != nil {
 		return Doc{}, err
 	}
-	pend, err := r.log.UnsettledFor(tx, collection, id)
+	pend, err := tx.UnsettledFor(collection, id)
 	if err != nil {
 		return Doc{}, err
 	}
@@ -107,7 +105,7 @@ func (r *Replica) Get(ctx context.Context, collection, id string) (Doc, error) {
 		return Doc{}, fmt.Errorf("get %s/%s: %w", collection, id, err)
 	}
 	var d Doc
-	err := r.db.View(func(tx *bbolt.Tx) (err error) {
+	err := r.log.View(ctx, func(tx *producer.Tx) (err error) {
 		d, err = r.localDoc(tx, collection, id)
 		return err
 	})
@@ -127,7 +125,7 @@ func (r *Replica) List(ctx context.Context, collection string, tombstones bool) 
 		return nil, fmt.Errorf("list %s: %w", collection, err)
 	}
 	var out []Doc
-	err := r.db.View(func(tx *bbolt.Tx) error {
+	err := r.log.View(ctx, func(tx *producer.Tx) error {
 		pend, err := r.pendingIn(tx, collection)
 		if err != nil {
 			return err
@@ -138,7 +136,7 @@ func (r *Replica) List(ctx context.Context, collection string, tombstones bool) 
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			cur, err := decodeSynced(r.seal, k, v)
+			cur, err := decodeSynced(r.seal, r.tenant, k, v)
 			if err != nil {
 				return err
 			}
@@ -182,9 +180,9 @@ func (r *Replica) Conflicts(ctx context.Context) ([]Conflict, error) {
 		return nil, fmt.Errorf("list conflicts: %w", err)
 	}
 	var out []Conflict
-	err := r.db.View(func(tx *bbolt.Tx) error {
+	err := r.log.View(ctx, func(tx *producer.Tx) error {
 		return tx.Bucket(bucketConflicts).ForEach(func(k, _ []byte) error {
-			d, err := syncedDoc(tx, r.seal, k)
+			d, err := syncedDoc(tx, r.seal, r.tenant, k)
 			if err != nil {
 				return err
 			}
@@ -209,7 +207,7 @@ func (r *Replica) Rejections(ctx context.Context) ([]Rejection, error) {
 		return nil, fmt.Errorf("list rejections: %w", err)
 	}
 	var out []Rejection
-	err := r.db.View(func(tx *bbolt.Tx) error {
+	err := r.log.View(ctx, func(tx *producer.Tx) error {
 		return tx.Bucket(bucketRejections).ForEach(func(k, v []byte) error {
 			var rej Rejection
 			if err := getJSON(r.seal, bucketRejections, k, v, &rej); err != nil {
@@ -230,7 +228,7 @@ func (r *Replica) DismissRejection(ctx context.Context, event string) error {
 	if err := r.checkOpen(); err != nil {
 		return fmt.Errorf("dismiss rejection %s: %w", event, err)
 	}
-	err := r.db.Update(func(tx *bbolt.Tx) error {
+	err := r.log.Update(ctx, func(tx *producer.Tx) error {
 		return tx.Bucket(bucketRejections).Delete([]byte(event))
 	})
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/producer"
@@ -42,12 +41,12 @@ func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 		// The filter follows the log's device: a legacy log that forked
 		// reads its new device's subject once its legacy writes are all
 		// answered, from where it forked.
-		filter, err := r.wantReceiptFilter()
+		filter, err := r.wantReceiptFilter(ctx)
 		if err != nil {
 			return 0, &applyError{err: fmt.Errorf("start following %s: %w", events.StreamReceipts, err)}
 		}
 		if filter != events.ReceiptSubject(r.tenant, r.client) {
-			if next, err = r.rewindToFork(next); err != nil {
+			if next, err = r.rewindToFork(ctx, next); err != nil {
 				return 0, &applyError{err: fmt.Errorf("start following %s: %w", events.StreamReceipts, err)}
 			}
 		}
@@ -68,7 +67,7 @@ func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 		r.mu.Lock()
 		prev := r.receiptsP
 		r.mu.Unlock()
-		if receiptGapSuspect(prev, ds) || r.receiptSkipped(prev, ds) {
+		if receiptGapSuspect(prev, ds) || r.receiptSkipped(ctx, prev, ds) {
 			if lost, err := r.receiptsLost(ctx, js); err != nil || lost {
 				return errRestart
 			}
@@ -85,7 +84,7 @@ func (r *Replica) receiptsFollower(js jetstream.JetStream) *follower[receipt] {
 		if f.filters[0] != r.receiptFilter() {
 			// A legacy log forked: follow its device's subject once its
 			// legacy writes are answered.
-			if want, err := r.wantReceiptFilter(); err != nil || want != f.filters[0] {
+			if want, err := r.wantReceiptFilter(ctx); err != nil || want != f.filters[0] {
 				return errRestart
 			}
 		}
@@ -125,7 +124,7 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 	created = createdNano(info.Created)
 	check := func(c cursor) (cursor, bool, bool) { return receiptsCheck(info, created, c) }
 	var c cursor
-	err = r.db.View(func(tx *bbolt.Tx) (err error) {
+	err = r.log.View(ctx, func(tx *producer.Tx) (err error) {
 		c, err = getCursor(tx, events.StreamReceipts)
 		return err
 	})
@@ -142,13 +141,13 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 		if err := r.republishStored(ctx, js, s); err != nil {
 			return 0, 0, err
 		}
-		if err := r.settleDueUnansweredNow(); err != nil {
+		if err := r.settleDueUnansweredNow(ctx); err != nil {
 			return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 		}
 		return c.Seq + 1, created, nil
 	}
 	var lost, suspects []*events.Event
-	err = r.db.Update(func(tx *bbolt.Tx) error {
+	err = r.log.Update(ctx, func(tx *producer.Tx) error {
 		lost, suspects = lost[:0], suspects[:0]
 		old, err := getCursor(tx, events.StreamReceipts)
 		if err != nil {
@@ -166,8 +165,11 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 			}
 		}
 		if reset || behind || restored(old) {
-			es, err := r.log.Unsettled(tx)
-			if err != nil {
+			// A start over a gap judges every unsettled write: each may
+			// have had a receipt among those gone. This reads the whole
+			// backlog, once per gap, never per receipt.
+			var es []producer.Entry
+			if err := tx.EachUnsettled(func(e producer.Entry) (bool, error) { es = append(es, e); return true, nil }); err != nil {
 				return err
 			}
 			lost, suspects = receiptsAtRisk(info, es, reset || restored(old))
@@ -198,7 +200,7 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 	if err := r.republishStored(ctx, js, s); err != nil {
 		return 0, 0, err
 	}
-	if err := r.settleDueUnansweredNow(); err != nil {
+	if err := r.settleDueUnansweredNow(ctx); err != nil {
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamReceipts, err)
 	}
 	return next, created, nil
@@ -210,13 +212,13 @@ func (r *Replica) startReceipts(ctx context.Context, js jetstream.JetStream) (ne
 func (r *Replica) republishStored(ctx context.Context, js jetstream.Publisher, s jetstream.Stream) error {
 	var evs []*events.Event
 	var ids []string
-	err := r.db.View(func(tx *bbolt.Tx) (err error) {
+	err := r.log.View(ctx, func(tx *producer.Tx) (err error) {
 		ids, err = getRepublish(tx)
 		if err != nil || len(ids) == 0 {
 			return err
 		}
 		for _, id := range ids {
-			e, ok, err := r.log.UnsettledEntry(tx, id)
+			e, ok, err := tx.UnsettledEntry(id)
 			if err != nil {
 				return err
 			}
@@ -240,7 +242,7 @@ func (r *Replica) republishStored(ctx context.Context, js jetstream.Publisher, s
 	}
 	// Only the ids read above: another start may have added one meanwhile,
 	// for the next start.
-	err = r.db.Update(func(tx *bbolt.Tx) error {
+	err = r.log.Update(ctx, func(tx *producer.Tx) error {
 		now, err := getRepublish(tx)
 		if err != nil || len(now) == 0 {
 			return err
@@ -292,7 +294,7 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 	var prog Progress
 	var quarantined []error
 	device := r.log.Device() // before the transaction: an append holds the log's lock while it waits for one
-	err := r.db.Update(func(tx *bbolt.Tx) error {
+	err := r.log.Update(ctx, func(tx *producer.Tx) error {
 		touched, rejected, quarantined = touched[:0], 0, quarantined[:0]
 		c, err := getCursor(tx, events.StreamReceipts)
 		if err != nil {
@@ -363,7 +365,7 @@ type receiptBatch struct {
 
 // newReceiptBatch starts a batch inside tx; device is the log's current
 // device, read before tx began.
-func (r *Replica) newReceiptBatch(tx *bbolt.Tx, device string) (*receiptBatch, error) {
+func (r *Replica) newReceiptBatch(tx *producer.Tx, device string) (*receiptBatch, error) {
 	return &receiptBatch{device: device}, nil
 }
 
@@ -375,7 +377,7 @@ func (r *Replica) newReceiptBatch(tx *bbolt.Tx, device string) (*receiptBatch, e
 // the log's ObserveReceipt (it may name a sequence the log never wrote),
 // and a rejection makes a recorded unknown fate precise. A "reused"
 // receipt is deferred to the log's Reissue (see devices.go).
-func (r *Replica) applyReceipt(tx *bbolt.Tx, b *receiptBatch, seq uint64, rc *events.Receipt) (int, []byte, error) {
+func (r *Replica) applyReceipt(tx *producer.Tx, b *receiptBatch, seq uint64, rc *events.Receipt) (int, []byte, error) {
 	ent, ok, err := r.unsettled(tx, rc.Event)
 	if err != nil {
 		return 0, nil, err
@@ -404,18 +406,18 @@ func (r *Replica) applyReceipt(tx *bbolt.Tx, b *receiptBatch, seq uint64, rc *ev
 			ak := append(append(append([]byte{}, key...), 0), rc.Event...)
 			return 0, nil, putJSON(tx, r.seal, bucketAwaiting, ak, rc)
 		}
-		return 0, key, r.log.Settle(tx, rc)
+		return 0, key, tx.Settle(rc)
 	case events.OutcomeRejected, events.OutcomeInvalid:
 		rej := Rejection{Event: rc.Event, Collection: ent.Collection, Doc: ent.Doc, Op: ent.Op, Fields: ent.Fields, Outcome: rc.Outcome, Reason: rc.Reason}
 		if err := putJSON(tx, r.seal, bucketRejections, []byte(rc.Event), rej); err != nil {
 			return 0, nil, fmt.Errorf("record rejection of %s: %w", rc.Event, err)
 		}
 		r.logger.Info("write rejected", logEvent, rc.Event, logDoc, ent.Doc, logReason, rc.Reason)
-		return 1, docKey(ent.Collection, ent.Doc), r.log.Settle(tx, rc)
+		return 1, docKey(ent.Collection, ent.Doc), tx.Settle(rc)
 	case events.OutcomeDuplicate:
 		return r.applyDuplicate(tx, rc)
 	default:
-		return 0, key, r.log.Settle(tx, rc)
+		return 0, key, tx.Settle(rc)
 	}
 }
 
@@ -432,7 +434,7 @@ func (r *Replica) applyReceipt(tx *bbolt.Tx, b *receiptBatch, seq uint64, rc *ev
 // rather than its write vanishing from the overlay. A change caused by the
 // event that arrives later proves it applied and removes that Rejection
 // (settleByChange).
-func (r *Replica) applyDuplicate(tx *bbolt.Tx, rc *events.Receipt) (int, []byte, error) {
+func (r *Replica) applyDuplicate(tx *producer.Tx, rc *events.Receipt) (int, []byte, error) {
 	ent, ok, err := r.unsettled(tx, rc.Event)
 	if err != nil || !ok {
 		return 0, nil, err
@@ -442,7 +444,7 @@ func (r *Replica) applyDuplicate(tx *bbolt.Tx, rc *events.Receipt) (int, []byte,
 	if tx.Bucket(bucketAwaiting).Get(append(prefix, rc.Event...)) != nil {
 		return 0, nil, nil // its first receipt said how; its change settles it
 	}
-	synced, err := syncedDoc(tx, r.seal, key)
+	synced, err := syncedDoc(tx, r.seal, r.tenant, key)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -451,7 +453,7 @@ func (r *Replica) applyDuplicate(tx *bbolt.Tx, rc *events.Receipt) (int, []byte,
 		known = known || c.ID == rc.Event || c.Resolution == rc.Event
 	}
 	if known {
-		return 0, key, r.log.Settle(tx, rc)
+		return 0, key, tx.Settle(rc)
 	}
 	reason := "fate unknown: the server had already decided this write, but its receipt expired and the replica has not seen a change it caused (applied and since overwritten, or rejected); check the document"
 	if rc.Reason != "" {
@@ -465,12 +467,12 @@ func (r *Replica) applyDuplicate(tx *bbolt.Tx, rc *events.Receipt) (int, []byte,
 		return 0, nil, fmt.Errorf("record unknown fate of %s: %w", rc.Event, err)
 	}
 	r.logger.Warn("write of unknown fate", logEvent, rc.Event, logDoc, ent.Doc, logReason, reason)
-	return 1, key, r.log.Settle(tx, rc)
+	return 1, key, tx.Settle(rc)
 }
 
 // unsettled finds the unsettled event id in the log.
-func (r *Replica) unsettled(tx *bbolt.Tx, id string) (*events.Event, bool, error) {
-	e, ok, err := r.log.UnsettledEntry(tx, id)
+func (r *Replica) unsettled(tx *producer.Tx, id string) (*events.Event, bool, error) {
+	e, ok, err := tx.UnsettledEntry(id)
 	if err != nil || !ok {
 		return nil, false, err
 	}

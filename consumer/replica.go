@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"go.etcd.io/bbolt"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
@@ -130,7 +129,6 @@ func (c *ReplicaConfig) validate() error {
 // is safe for concurrent use.
 type Replica struct {
 	cfg      ReplicaConfig
-	db       *bbolt.DB
 	seal     *keys.Cipher // nil: plaintext
 	log      *producer.Log
 	logger   *slog.Logger
@@ -179,27 +177,26 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 		return nil, fmt.Errorf("open replica %s: %w", cfg.Dir, err)
 	}
 	path := filepath.Join(cfg.Dir, DBFile)
-	// OpenFile refuses a store that is missing (its marker says one was
+	// OpenStore refuses a store that is missing (its marker says one was
 	// made), emptied, truncated or damaged, with one line naming the file
 	// and what to do, and leaves the file as it was: a new identity is
-	// never minted over an old one.
-	db, err := producer.OpenFile(path, producer.FileOptions{Timeout: 10 * time.Second, InitialMmapSize: storeMmap, AllocSize: storeGrowth})
-	if err != nil {
-		return nil, fmt.Errorf("open replica: %w", err)
-	}
+	// never minted over an old one. The log owns the file; the view's
+	// buckets live in it, reached through the log's transactions.
 	logger := discardIfNil(cfg.Logger)
 	// The log's key check (in its meta bucket) covers the whole file: the
 	// view's buckets are only ever written by a replica that opened the log
 	// with the same cipher first.
-	l, err := producer.OpenDB(db, producer.LogConfig{Tenant: cfg.Tenant, Client: cfg.Client, Logger: logger,
-		TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider, Cipher: cfg.Cipher})
+	l, err := producer.OpenStore(path, producer.LogConfig{Tenant: cfg.Tenant, Client: cfg.Client, Logger: logger,
+		TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider, Cipher: cfg.Cipher},
+		producer.FileOptions{Timeout: 10 * time.Second, InitialMmapSize: storeMmap, AllocSize: storeGrowth})
 	if err != nil {
-		_ = db.Close()
+		if errors.Is(err, producer.ErrStoreMissing) || errors.Is(err, producer.ErrStoreEmpty) || errors.Is(err, producer.ErrStoreDamaged) {
+			return nil, fmt.Errorf("open replica: %w", err)
+		}
 		return nil, fmt.Errorf("open replica %s: %w", path, err)
 	}
 	r := &Replica{
 		cfg:     cfg,
-		db:      db,
 		seal:    cfg.Cipher,
 		log:     l,
 		tenant:  cfg.Tenant,
@@ -216,20 +213,17 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 	}
 	if r.tel, err = newReplicaTelemetry(r, cfg); err != nil {
 		_ = l.Close()
-		_ = db.Close()
 		return nil, fmt.Errorf("open replica %s: telemetry: %w", path, err)
 	}
-	if err := r.init(); err != nil {
+	if err := r.init(ctx); err != nil {
 		r.tel.close()
 		_ = l.Close()
-		_ = db.Close()
 		return nil, fmt.Errorf("open replica %s: %w", path, err)
 	}
 	// Receipts a crash kept from reaching the log (see devices.go).
 	if err := r.relog(ctx); err != nil {
 		r.tel.close()
 		_ = l.Close()
-		_ = db.Close()
 		return nil, fmt.Errorf("open replica %s: %w", path, err)
 	}
 	if cfg.Conn != nil {
@@ -242,9 +236,9 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 }
 
 // init creates the buckets and resets the view when the scope changed.
-func (r *Replica) init() error {
+func (r *Replica) init(ctx context.Context) error {
 	scope := strings.Join(r.filters, " ")
-	return r.db.Update(func(tx *bbolt.Tx) error {
+	return r.log.Update(ctx, func(tx *producer.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
@@ -296,11 +290,10 @@ func (r *Replica) Close() error {
 	r.closed = true
 	r.mu.Unlock()
 	r.watchers.closeAll()
-	err := r.log.Close()
-	if cerr := r.db.Close(); cerr != nil {
-		err = errors.Join(err, fmt.Errorf("close replica store: %w", cerr))
+	if err := r.log.Close(); err != nil {
+		return fmt.Errorf("close replica store: %w", err)
 	}
-	return err
+	return nil
 }
 
 func (r *Replica) inScope(collection string) bool { return r.scope == nil || r.scope[collection] }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 	"github.com/ebbsync/ebb/events"
@@ -118,8 +117,8 @@ func (f fakeGetter) GetMsg(_ context.Context, seq uint64, _ ...jetstream.GetMsgO
 func quarantineKeys(tb testing.TB, r *Replica) int {
 	tb.Helper()
 	n := 0
-	if err := r.db.View(func(tx *bbolt.Tx) error {
-		n = tx.Bucket(bucketQuarantine).Stats().KeyN
+	if err := r.log.View(context.Background(), func(tx *producer.Tx) error {
+		n = tx.Bucket(bucketQuarantine).KeyN()
 		return nil
 	}); err != nil {
 		tb.Fatal(err)
@@ -188,7 +187,7 @@ func TestReplica_QuietClientNoReceiptResync(t *testing.T) {
 	}
 	// The replica read up to sequence 2 once; then everything expired.
 	created := createdNano(s.CachedInfo().Created)
-	if err := r.db.Update(func(tx *bbolt.Tx) error {
+	if err := r.log.Update(ctx, func(tx *producer.Tx) error {
 		return putCursor(tx, events.StreamReceipts, cursor{Seq: 2, Created: created})
 	}); err != nil {
 		t.Fatal(err)

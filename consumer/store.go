@@ -4,14 +4,13 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
+
 	"fmt"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
 	"github.com/ebbsync/ebb/projection"
 )
 
@@ -19,7 +18,8 @@ import (
 // shares one bbolt file with the producer's log ("producer.*") and one
 // transaction can change both.
 var (
-	// docKey -> 8-byte big-endian version + the change payload as received.
+	// docKey -> 8-byte big-endian version + the synced record: compact
+	// (synced.go), or the change payload as received if it did not decode.
 	bucketDocs = []byte("consumer.docs")
 	// cursor names and "scope" -> JSON.
 	bucketMeta = []byte("consumer.meta")
@@ -48,7 +48,7 @@ type cursor struct {
 
 func cursorKey(stream string) []byte { return []byte("cursor." + stream) }
 
-func getCursor(tx *bbolt.Tx, stream string) (cursor, error) {
+func getCursor(tx *producer.Tx, stream string) (cursor, error) {
 	var c cursor
 	v := tx.Bucket(bucketMeta).Get(cursorKey(stream))
 	if v == nil {
@@ -60,7 +60,7 @@ func getCursor(tx *bbolt.Tx, stream string) (cursor, error) {
 	return c, nil
 }
 
-func putCursor(tx *bbolt.Tx, stream string, c cursor) error {
+func putCursor(tx *producer.Tx, stream string, c cursor) error {
 	b, _ := json.Marshal(c) // a struct of two integers always encodes
 	if err := tx.Bucket(bucketMeta).Put(cursorKey(stream), b); err != nil {
 		return fmt.Errorf("write cursor of %s: %w", stream, err)
@@ -99,7 +99,7 @@ func splitDocKey(k []byte) (collection, id string) {
 }
 
 // syncedVersion returns the version of the synced state of key (0: none).
-func syncedVersion(tx *bbolt.Tx, key []byte) uint64 {
+func syncedVersion(tx *producer.Tx, key []byte) uint64 {
 	return versionOf(tx.Bucket(bucketDocs).Get(key))
 }
 
@@ -123,10 +123,10 @@ func putSyncedValue(v []byte, version uint64, payload []byte) {
 // awaiting receipts, so an empty bucketAwaiting stays empty, and an empty
 // bucketConflicts needs no delete until a change puts a key there.
 type view struct {
-	tx        *bbolt.Tx
+	tx        *producer.Tx
 	seal      *keys.Cipher // nil: plaintext
-	docs      *bbolt.Bucket
-	conflicts *bbolt.Bucket
+	docs      *producer.Bucket
+	conflicts *producer.Bucket
 	anyOpen   bool // bucketConflicts may hold keys
 	awaiting  bool // bucketAwaiting may hold keys
 	// last is the greatest key in bucketDocs: a key after it is not there.
@@ -142,7 +142,7 @@ type view struct {
 // little. Fewer pages to write make the commit cheaper.
 const appendFill = 0.9
 
-func openView(tx *bbolt.Tx, seal *keys.Cipher) *view {
+func openView(tx *producer.Tx, seal *keys.Cipher) *view {
 	v := &view{tx: tx, seal: seal, docs: tx.Bucket(bucketDocs), conflicts: tx.Bucket(bucketConflicts), appending: true}
 	v.anyOpen = !emptyBucket(v.conflicts)
 	v.awaiting = !emptyBucket(tx.Bucket(bucketAwaiting))
@@ -150,7 +150,7 @@ func openView(tx *bbolt.Tx, seal *keys.Cipher) *view {
 	return v
 }
 
-func emptyBucket(b *bbolt.Bucket) bool {
+func emptyBucket(b *producer.Bucket) bool {
 	k, _ := b.Cursor().First()
 	return k == nil
 }
@@ -184,7 +184,7 @@ func (v *view) put(key []byte, version uint64, value []byte) error {
 // close readies the buckets for the commit.
 func (v *view) close() {
 	if v.appending {
-		v.docs.FillPercent = appendFill
+		v.docs.SetFillPercent(appendFill)
 	}
 }
 
@@ -223,13 +223,16 @@ func syncedAAD(key, version []byte) []byte {
 	return append(append(make([]byte, 0, len(key)+1+len(version)), key...), append([]byte{0}, version...)...)
 }
 
-// syncedDoc returns the synced state of key as a projection.Doc (the zero
-// Doc when the view has none), decrypting with seal unless it is nil.
-func syncedDoc(tx *bbolt.Tx, seal *keys.Cipher, key []byte) (projection.Doc, error) {
-	return decodeSynced(seal, key, tx.Bucket(bucketDocs).Get(key))
+// syncedDoc returns the synced state of key as a projection.Doc of tenant
+// (the zero Doc when the view has none), decrypting with seal unless it is
+// nil.
+func syncedDoc(tx *producer.Tx, seal *keys.Cipher, tenant string, key []byte) (projection.Doc, error) {
+	return decodeSynced(seal, tenant, key, tx.Bucket(bucketDocs).Get(key))
 }
 
-func decodeSynced(seal *keys.Cipher, key, v []byte) (projection.Doc, error) {
+// decodeSynced reads v, a synced value of key: a compact record
+// (synced.go) or, as received, a change payload.
+func decodeSynced(seal *keys.Cipher, tenant string, key, v []byte) (projection.Doc, error) {
 	if v == nil {
 		return projection.Doc{}, nil
 	}
@@ -239,6 +242,9 @@ func decodeSynced(seal *keys.Cipher, key, v []byte) (projection.Doc, error) {
 	payload, err := seal.OpenValue(bucketDocs, syncedAAD(key, v[:8]), v[8:])
 	if err != nil {
 		return projection.Doc{}, fmt.Errorf("read synced %q: %w", key, err)
+	}
+	if len(payload) > 0 && payload[0] == syncedCompact {
+		return decodeCompact(tenant, key, versionOf(v), payload[1:])
 	}
 	ch, err := events.DecodeChange(payload)
 	if err != nil {
@@ -250,9 +256,9 @@ func decodeSynced(seal *keys.Cipher, key, v []byte) (projection.Doc, error) {
 // clearScope forgets the synced state, the receipts awaiting their change,
 // the CHANGES cursor and its quarantined messages. Pending writes (the producer's log) and rejections
 // stay. Use Replica.resetScope, which settles the awaiting receipts first.
-func clearScope(tx *bbolt.Tx) error {
+func clearScope(tx *producer.Tx) error {
 	for _, name := range scopeBuckets {
-		if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bbolt.ErrBucketNotFound) {
+		if err := tx.DeleteBucket(name); err != nil {
 			return fmt.Errorf("reset %s: %w", name, err)
 		}
 		if _, err := tx.CreateBucket(name); err != nil {
@@ -280,7 +286,7 @@ type Rejection struct {
 
 // putJSON stores v as JSON under key in bucket, sealed with seal unless it
 // is nil.
-func putJSON(tx *bbolt.Tx, seal *keys.Cipher, bucket, key []byte, v any) error {
+func putJSON(tx *producer.Tx, seal *keys.Cipher, bucket, key []byte, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %T: %w", v, err)

@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/producer"
@@ -64,9 +63,9 @@ func (r *Replica) Status() Status {
 	if closed {
 		return s
 	}
-	_ = r.db.View(func(tx *bbolt.Tx) error {
-		s.Pending = r.log.UnsettledCount(tx)
-		s.Rejections = tx.Bucket(bucketRejections).Stats().KeyN
+	_ = r.log.View(context.Background(), func(tx *producer.Tx) error {
+		s.Pending = tx.UnsettledCount()
+		s.Rejections = tx.Bucket(bucketRejections).KeyN()
 		return nil
 	})
 	return s
@@ -96,23 +95,13 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 	case <-ctx.Done():
 		return SyncReport{}, fmt.Errorf("sync: wait for the changes follower: %w", ctx.Err())
 	}
-	var ids []string
-	err := r.db.View(func(tx *bbolt.Tx) error {
-		es, err := r.log.Unsettled(tx)
-		for _, e := range es {
-			if e.State != producer.StateFailed {
-				ids = append(ids, e.Event.ID)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		return SyncReport{}, fmt.Errorf("sync: %w", err)
-	}
+	// Every write unsettled now has a local sequence at most the log's
+	// last one; the wait walks the index of writes awaiting their fate
+	// (see waitSet), so it costs a seek per view commit and per write
+	// waited for, not the backlog.
+	ws := newWaitSet(r.log.LastSeq())
 	pushed := 0
-	// A write a "reused" receipt made the log write again (as a new
-	// device) is waited for under its new event, until none is left.
-	for waiting := ids; ; {
+	for {
 		if err := l.pub.Flush(ctx); err != nil {
 			return SyncReport{}, fmt.Errorf("sync: push: %w", err)
 		}
@@ -123,29 +112,17 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 		// Receipts lost while attached would keep this wait from ending:
 		// check now (the link's watchGaps checks again while it lasts).
 		r.checkGaps(ctx, l, false)
-		// A write, once settled or failed, stays so: the check drops
-		// those from the front and stops at the first still waiting, so
-		// the whole wait costs O(writes) lookups, not O(backlog) per commit.
-		rest := waiting
-		if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
-			for len(rest) > 0 {
-				e, ok, err := r.log.UnsettledEntry(tx, rest[0])
-				if err != nil {
-					return false, err
-				}
-				if ok && e.State != producer.StateFailed {
-					return false, nil
-				}
-				rest = rest[1:]
-			}
-			return true, nil
-		}); err != nil {
+		if err := r.waitFor(ctx, ws.done); err != nil {
 			return SyncReport{}, fmt.Errorf("sync: wait for receipts: %w", err)
 		}
-		if waiting, err = r.takeReissued(ctx, waiting); err != nil {
+		var more int
+		if err := r.log.View(ctx, func(tx *producer.Tx) (err error) {
+			more, err = ws.addCopies(tx)
+			return err
+		}); err != nil {
 			return SyncReport{}, fmt.Errorf("sync: %w", err)
 		}
-		if len(waiting) == 0 {
+		if more == 0 {
 			break
 		}
 	}
@@ -159,7 +136,7 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 	if reset {
 		r.logger.Warn("stream reset while attached; recovering", logStream, events.StreamChanges)
 		l.changes.restart()
-		if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
+		if err := r.waitFor(ctx, func(tx *producer.Tx) (bool, error) {
 			c, err := getCursor(tx, events.StreamChanges)
 			return c.Created == created, err
 		}); err != nil {
@@ -170,7 +147,7 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 	if err != nil {
 		return SyncReport{}, fmt.Errorf("sync: pull: %w", err)
 	}
-	if err := r.waitFor(ctx, func(tx *bbolt.Tx) (bool, error) {
+	if err := r.waitFor(ctx, func(tx *producer.Tx) (bool, error) {
 		c, err := getCursor(tx, events.StreamChanges)
 		if err != nil || c.Seq < target {
 			return false, err
@@ -194,6 +171,70 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 		Pushed: pushed, Pulled: l.pulled.since(uint64(pulled1)), Rejected: l.rejected.since(uint64(rejected1)),
 		Conflicts: len(conflicts), Resynced: l.resyncs.since(uint64(resyncs1)) > 0,
 	}, nil
+}
+
+// waitSet is what a Sync waits for: every write of the log up to local
+// sequence horizon (those unsettled when it began) and the copies a
+// "reused" receipt made the log write of any of them (Log.Reissue: a new
+// event at a later sequence, the original settled in the same
+// transaction), until none awaits its fate (pending or published; a failed
+// write waits for nothing). A write, once settled or failed, stays so, so
+// from only moves forward.
+type waitSet struct {
+	horizon uint64
+	from    uint64          // no write in [1, from) up to horizon awaits
+	copies  map[uint64]bool // copies of waited-for writes, after horizon
+	open    []uint64        // copies not yet seen settled or failed, in order
+	seen    uint64          // producer.copies read up to this sequence
+}
+
+func newWaitSet(horizon uint64) *waitSet {
+	return &waitSet{horizon: horizon, from: 1, copies: map[uint64]bool{}, seen: horizon}
+}
+
+// done reports whether nothing ws waits for awaits its fate in tx: one
+// seek for the range, one per open copy.
+func (ws *waitSet) done(tx *producer.Tx) (bool, error) {
+	seq, _, ok, err := tx.Awaiting(ws.from)
+	if err != nil {
+		return false, err
+	}
+	if ok && seq <= ws.horizon {
+		ws.from = seq
+		return false, nil
+	}
+	ws.from = ws.horizon + 1
+	for len(ws.open) > 0 {
+		seq, _, ok, err := tx.Awaiting(ws.open[0])
+		if err != nil {
+			return false, err
+		}
+		if ok && seq == ws.open[0] {
+			return false, nil
+		}
+		ws.open = ws.open[1:]
+	}
+	return true, nil
+}
+
+// addCopies adds the copies written since the last call of writes ws
+// waits for, and returns how many. It reads only copies made after
+// horizon.
+func (ws *waitSet) addCopies(tx *producer.Tx) (int, error) {
+	cs, err := tx.CopiesAfter(ws.seen)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range cs {
+		ws.seen = c.Seq
+		if c.Of <= ws.horizon || ws.copies[c.Of] {
+			ws.copies[c.Seq] = true
+			ws.open = append(ws.open, c.Seq)
+			n++
+		}
+	}
+	return n, nil
 }
 
 // lastInScope returns the sequence of the last message in CHANGES under the
@@ -222,11 +263,11 @@ func (r *Replica) lastInScope(ctx context.Context, js jetstream.JetStream) (uint
 
 // waitFor re-checks cond after every view commit until it holds, ctx ends,
 // or the replica goes offline.
-func (r *Replica) waitFor(ctx context.Context, cond func(tx *bbolt.Tx) (bool, error)) error {
+func (r *Replica) waitFor(ctx context.Context, cond func(tx *producer.Tx) (bool, error)) error {
 	for {
 		wake := r.changed.wait()
 		var ok bool
-		if err := r.db.View(func(tx *bbolt.Tx) (err error) {
+		if err := r.log.View(ctx, func(tx *producer.Tx) (err error) {
 			ok, err = cond(tx)
 			return err
 		}); err != nil {

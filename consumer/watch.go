@@ -6,7 +6,7 @@ import (
 	"slices"
 	"sync"
 
-	"go.etcd.io/bbolt"
+	"github.com/ebbsync/ebb/producer"
 )
 
 // watchers are the Replica.Watch goroutines, owned by the replica.
@@ -126,7 +126,7 @@ func (r *Replica) Watch(ctx context.Context, collection string) (<-chan Doc, err
 			for _, k := range keys {
 				col, id := splitDocKey([]byte(k))
 				var d Doc
-				err := r.db.View(func(tx *bbolt.Tx) (err error) {
+				err := r.log.View(ctx, func(tx *producer.Tx) (err error) {
 					d, err = r.localDoc(tx, col, id)
 					return err
 				})

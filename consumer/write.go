@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/producer"
 )
@@ -14,13 +12,13 @@ import (
 // replica last had from the server, and its own latest pending write of the
 // document, if any (events.Event.After). A failed write never reaches the
 // server, so nothing builds on it.
-func (r *Replica) basis(tx *bbolt.Tx, collection, id string) (base uint64, after string, err error) {
+func (r *Replica) basis(tx *producer.Tx, collection, id string) (base uint64, after string, err error) {
 	key := docKey(collection, id)
-	synced, err := syncedDoc(tx, r.seal, key)
+	synced, err := syncedDoc(tx, r.seal, r.tenant, key)
 	if err != nil {
 		return 0, "", err
 	}
-	pend, err := r.log.UnsettledFor(tx, collection, id)
+	pend, err := tx.UnsettledFor(collection, id)
 	if err != nil {
 		return 0, "", err
 	}
@@ -34,7 +32,7 @@ func (r *Replica) basis(tx *bbolt.Tx, collection, id string) (base uint64, after
 
 // prepare is the producer.Prepare of the replica's writes: it sets a
 // write's base version and After from what tx holds (basis).
-func (r *Replica) prepare(tx *bbolt.Tx, w *producer.Write) error {
+func (r *Replica) prepare(tx *producer.Tx, w *producer.Write) error {
 	var err error
 	w.BaseVersion, w.After, err = r.basis(tx, w.Collection, w.Doc)
 	return err
@@ -56,7 +54,7 @@ func (r *Replica) write(ctx context.Context, w producer.Write) (Doc, error) {
 		return Doc{}, fmt.Errorf("%s %s/%s: %w", w.Op, w.Collection, w.Doc, err)
 	}
 	var d Doc
-	err := r.db.View(func(tx *bbolt.Tx) (err error) {
+	err := r.log.View(ctx, func(tx *producer.Tx) (err error) {
 		d, err = r.localDoc(tx, w.Collection, w.Doc)
 		return err
 	})

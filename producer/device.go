@@ -148,9 +148,12 @@ func (l *Log) Reissue(ctx context.Context, r *events.Receipt) (*events.Event, er
 		if err := tx.Bucket(bucketReissued).Put([]byte(r.Event), []byte(e.ID)); err != nil {
 			return err
 		}
+		if err := tx.Bucket(bucketCopies).Put(seqKey(l.seq+1), seqKey(seq)); err != nil {
+			return err
+		}
 		settled := *r
 		settled.Reason = fmt.Sprintf("%s; written again as event %s", r.Reason, e.ID)
-		if err := l.Settle(tx, &settled); err != nil {
+		if err := l.settle(tx, &settled); err != nil {
 			return err
 		}
 		ne = e
@@ -166,6 +169,7 @@ func (l *Log) Reissue(ctx context.Context, r *events.Receipt) (*events.Event, er
 	l.device, l.deviceBase = device, base
 	l.countMu.Lock()
 	l.pendingN++
+	l.unsettledN++ // the copy; the original's settle took one off
 	l.countMu.Unlock()
 	l.appended.notify()
 	if forked {

@@ -188,20 +188,15 @@ func TestCheckFile(t *testing.T) {
 	_ = db.Close()
 }
 
-func TestOpenFile_NeverReplacesAStoreThatExisted(t *testing.T) {
+func TestOpenStore_NeverReplacesAStoreThatExisted(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ebb.db")
-	db, err := OpenFile(path, FileOptions{})
+	l, err := OpenStore(path, LogConfig{Tenant: "t1"}, FileOptions{})
 	if err != nil {
 		t.Fatalf("new store: %v", err)
 	}
-	l, err := OpenDB(db, LogConfig{Tenant: "t1"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	mustAppend(t, l, put("c", "d", 1))
 	_ = l.Close()
-	_ = db.Close()
 	if _, err := os.Stat(path + MarkerSuffix); err != nil {
 		t.Fatalf("no marker after creating the store: %v", err)
 	}
@@ -222,17 +217,17 @@ func TestOpenFile_NeverReplacesAStoreThatExisted(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.damage()
 			before, _ := os.ReadFile(path)
-			db, err := OpenFile(path, FileOptions{})
+			l, err := OpenStore(path, LogConfig{Tenant: "t1"}, FileOptions{})
 			if err == nil {
-				db.Close()
+				l.Close()
 				t.Fatal("opened a damaged store")
 			}
 			if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
-				t.Fatalf("OpenFile: %v, want one line wrapping %v and saying %q", err, tc.wantErr, tc.want)
+				t.Fatalf("OpenStore: %v, want one line wrapping %v and saying %q", err, tc.wantErr, tc.want)
 			}
 			after, _ := os.ReadFile(path)
 			if string(before) != string(after) {
-				t.Fatal("OpenFile changed the damaged file")
+				t.Fatal("OpenStore changed the damaged file")
 			}
 		})
 	}
@@ -241,11 +236,11 @@ func TestOpenFile_NeverReplacesAStoreThatExisted(t *testing.T) {
 	if err := os.WriteFile(legacy, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	db, err = OpenFile(legacy, FileOptions{})
+	l, err = OpenStore(legacy, LogConfig{Tenant: "t1"}, FileOptions{})
 	if err != nil {
 		t.Fatalf("legacy store: %v", err)
 	}
-	db.Close()
+	l.Close()
 	if _, err := os.Stat(legacy + MarkerSuffix); err != nil {
 		t.Fatalf("legacy store not marked: %v", err)
 	}
@@ -258,7 +253,7 @@ func TestLog_AckAfterReceiptCountsAsPublished(t *testing.T) {
 	l := tempLog(t)
 	e := mustAppend(t, l, put("c", "d", 1))[0]
 	if err := l.db.Update(func(tx *bbolt.Tx) error {
-		return l.Settle(tx, &events.Receipt{Event: e.ID, Tenant: e.Tenant, Client: e.Client, Seq: e.Seq, Outcome: events.OutcomeApplied, Version: 1, Stream: 7})
+		return l.settle(tx, &events.Receipt{Event: e.ID, Tenant: e.Tenant, Client: e.Client, Seq: e.Seq, Outcome: events.OutcomeApplied, Version: 1, Stream: 7})
 	}); err != nil {
 		t.Fatal(err)
 	}

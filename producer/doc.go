@@ -90,9 +90,14 @@
 // concurrent calls share (group commit, see group.go): N writers waiting at
 // once cost one fsync, not N, and a call's failure is its own. The
 // unsettled entries are indexed by document (producer.bydoc, written in the
-// transaction that appends or settles), so UnsettledFor, UnsettledIn and
-// UnsettledEntry cost the entries they return, not the backlog; a log
-// written before the index is indexed once when opened. A Publisher
+// transaction that appends or settles), so Tx.UnsettledFor, UnsettledIn and
+// UnsettledEntry cost the entries they return, not the backlog; the
+// entries awaiting their fate (pending or published, not failed) are
+// indexed by sequence (producer.awaiting, written where an entry is
+// appended, fails or settles), so Tx.Awaiting costs one seek; the copies
+// Reissue writes are indexed by sequence (producer.copies); and Log.Counts
+// is kept in memory. A log written before an index is indexed once when
+// opened. Only Tx.EachUnsettled reads the whole backlog. A Publisher
 // keeps at most MaxInFlight publishes awaiting their PubAck and at most one
 // per document (see Order), so a backlog spread over fewer documents than
 // MaxInFlight drains with fewer in flight.
@@ -123,4 +128,31 @@
 //
 // BenchmarkProducerEncrypted measures the cost of sealing against
 // BenchmarkProducer; the figures are in the README's Performance section.
+//
+// # The local store
+//
+// A Log owns its bbolt file and every bucket in it (OpenStore, or Open for
+// a file of its own). Other packages that keep state beside the log, so
+// that one transaction changes both (the consumer's view, the gateway's
+// writer), run their transactions through Log.View and Log.Update: the
+// *Tx they get has the log's typed methods (Settle, UnsettledFor,
+// UnsettledIn, UnsettledEntry, Awaiting, CopiesAfter, EachUnsettled) and
+// Bucket, which opens buckets of their own namespace and refuses the
+// log's ("producer.*", ErrReservedBucket). No *bbolt.DB or *bbolt.Tx is
+// reachable from outside the package, so the log's indexes and counts
+// cannot be bypassed; a change, a settle and a cursor written in one
+// Update commit together or not at all.
+//
+// # Files
+//
+// log.go (Log, LogConfig, Open, Append, Entries, settle), open.go
+// (OpenStore and the checks of a file before bbolt maps it, its marker),
+// file.go (CheckFile), tx.go (Tx, Bucket, Cursor: the API other packages
+// reach the file through; moved here from the *bbolt.Tx parameters that
+// Unsettled, Settle, UnsettledFor and Prepare had, and the DB and OpenDB
+// that handed the file out), store.go (bucket names, records, entry
+// reads), index.go (the unsettled-by-document and awaiting indexes,
+// Counts), group.go (group commit and Prepare), device.go (devices,
+// Reissue, Successor), publisher.go (Publisher), doctor.go (Diagnose),
+// codec.go, telemetry.go, errors.go.
 package producer

@@ -10,7 +10,7 @@ var (
 	// ErrLogMismatch means an existing log belongs to another tenant or
 	// client than the LogConfig asks for.
 	ErrLogMismatch = errors.New("log belongs to another tenant or client")
-	// ErrNotDurable means a bbolt DB given to OpenDB has NoSync set, so an
+	// ErrNotDurable means the bbolt DB a log is opened in has NoSync set, so an
 	// append would not survive a crash.
 	ErrNotDurable = errors.New("bbolt db has NoSync set")
 	// ErrClosed is returned by a Log or Publisher used after Close.

@@ -38,10 +38,10 @@ import (
 // before the log stamps it: it may set BaseVersion and After (and any other
 // field) from what tx holds, which includes every write stored before it in
 // the same transaction, of its own call or of others grouped with it (so
-// UnsettledFor(tx, ...) sees them). It must only read tx, must not block,
+// tx.UnsettledFor sees them). It must only read tx, must not block,
 // and may run more than once for one write (a group retried without a
 // failed member); an error fails its own call, which stores nothing.
-type Prepare func(tx *bbolt.Tx, w *Write) error
+type Prepare func(tx *Tx, w *Write) error
 
 // maxGroupWait bounds how long a leader waits for its group to fill.
 const maxGroupWait = 2 * time.Millisecond
@@ -256,6 +256,7 @@ func (l *Log) commitGroup(group []*appendReq) {
 		l.commits.Add(1)
 		l.countMu.Lock()
 		l.pendingN += n
+		l.unsettledN += n
 		l.countMu.Unlock()
 		l.appended.notify()
 		return
@@ -281,7 +282,7 @@ func (l *Log) storeReq(tx *bbolt.Tx, q *appendReq, seq uint64, now time.Time) ([
 		return evs, nil
 	}
 	for i, w := range q.ws {
-		if err := q.prep(tx, &w); err != nil {
+		if err := q.prep(&Tx{l: l, tx: tx}, &w); err != nil {
 			return nil, fmt.Errorf("append write %d (%s/%s): prepare: %w", i, w.Collection, w.Doc, err)
 		}
 		local := seq + uint64(i) + 1

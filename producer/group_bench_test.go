@@ -17,14 +17,14 @@ func BenchmarkLogAppendConcurrent(b *testing.B) {
 	const writers = 8
 	b.Run("group-commit", func(b *testing.B) {
 		l := tempLog(b)
-		before, pages := l.commits.Load(), pagesWritten(l.DB())
+		before, pages := l.commits.Load(), pagesWritten(l.db)
 		parallelWrites(b, writers, func(g, i int) error {
 			_, err := l.Append(b.Context(), put("c", fmt.Sprintf("w%d-%d", g, i), i))
 			return err
 		})
 		if c := l.commits.Load() - before; c > 0 {
 			b.ReportMetric(float64(b.N)/float64(c), "writes/commit")
-			b.ReportMetric(float64(pagesWritten(l.DB())-pages)/float64(c), "pages/commit")
+			b.ReportMetric(float64(pagesWritten(l.db)-pages)/float64(c), "pages/commit")
 		}
 	})
 	b.Run("fsync-per-write", func(b *testing.B) {

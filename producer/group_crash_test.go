@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -71,8 +69,8 @@ func TestHelperProcessGroup(t *testing.T) {
 				say("A " + strings.Join(ids, " "))
 				if n%4 == 1 {
 					e := evs[0]
-					err := l.DB().Update(func(tx *bbolt.Tx) error {
-						return l.Settle(tx, &events.Receipt{Event: e.ID, Tenant: e.Tenant, Client: e.Client, Seq: e.Seq, Outcome: events.OutcomeApplied, Version: 1})
+					err := l.Update(context.Background(), func(tx *Tx) error {
+						return tx.Settle(&events.Receipt{Event: e.ID, Tenant: e.Tenant, Client: e.Client, Seq: e.Seq, Outcome: events.OutcomeApplied, Version: 1})
 					})
 					if err != nil {
 						fmt.Fprintln(os.Stderr, err)

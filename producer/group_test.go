@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/ebbsync/ebb/events"
 )
 
@@ -119,8 +117,8 @@ func TestLog_GroupCommitFailureIsItsOwn(t *testing.T) {
 // write stored before it, of its own call and of calls grouped with it.
 func TestLog_AppendWithPrepare(t *testing.T) {
 	l := tempLog(t)
-	after := func(tx *bbolt.Tx, w *Write) error {
-		es, err := l.UnsettledFor(tx, w.Collection, w.Doc)
+	after := func(tx *Tx, w *Write) error {
+		es, err := tx.UnsettledFor(w.Collection, w.Doc)
 		if err != nil {
 			return err
 		}
@@ -166,7 +164,7 @@ func TestLog_AppendWithPrepare(t *testing.T) {
 	}
 	// A Prepare error fails its call alone.
 	boom := errors.New("boom")
-	_, err = l.AppendWith(t.Context(), []Write{put("c", "x", 1)}, func(*bbolt.Tx, *Write) error { return boom })
+	_, err = l.AppendWith(t.Context(), []Write{put("c", "x", 1)}, func(*Tx, *Write) error { return boom })
 	if !errors.Is(err, boom) {
 		t.Fatalf("AppendWith with a failing Prepare: %v, want boom", err)
 	}

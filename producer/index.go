@@ -29,7 +29,7 @@ var (
 	bucketByDoc = []byte("producer.bydoc") // docIndex(collection, doc) + seq -> empty
 
 	// metaIndex is the version of the index the file holds (indexVersion):
-	// absent in a file written before the index existed, which OpenDB
+	// absent in a file written before the index existed, which openDB
 	// indexes once.
 	metaIndex = []byte("unsettled_index")
 	// metaIndexKey is the sealed HMAC key of an encrypted log's index.
@@ -169,6 +169,9 @@ func (l *Log) indexAdd(tx *bbolt.Tx, k []byte, collection, doc string) error {
 	if err := tx.Bucket(bucketUnsettled).Put(k, prefix); err != nil {
 		return err
 	}
+	if err := tx.Bucket(bucketAwaiting).Put(k, []byte{}); err != nil {
+		return err
+	}
 	return tx.Bucket(bucketByDoc).Put(append(prefix, k...), []byte{})
 }
 
@@ -190,15 +193,14 @@ func (l *Log) indexRemove(tx *bbolt.Tx, k []byte) error {
 	if err := tx.Bucket(bucketByDoc).Delete(ik); err != nil {
 		return err
 	}
+	if err := tx.Bucket(bucketAwaiting).Delete(k); err != nil {
+		return err
+	}
 	return unb.Delete(k)
 }
 
-// UnsettledFor returns the unsettled entries (pending, published and
-// failed) of one document, in log order, read inside the caller's
-// transaction tx (read-only or not) on the log's DB. It reads only that
-// document's entries: its cost is the writes on the document, not the
-// backlog.
-func (l *Log) UnsettledFor(tx *bbolt.Tx, collection, doc string) ([]Entry, error) {
+// unsettledFor is Tx.UnsettledFor inside tx.
+func (l *Log) unsettledFor(tx *bbolt.Tx, collection, doc string) ([]Entry, error) {
 	es, err := l.unsettledUnder(tx, l.docIndex(collection, doc), func(e *Entry) bool {
 		return e.Event.Collection == collection && e.Event.Doc == doc
 	})
@@ -208,11 +210,8 @@ func (l *Log) UnsettledFor(tx *bbolt.Tx, collection, doc string) ([]Entry, error
 	return es, nil
 }
 
-// UnsettledIn returns the unsettled entries of every document of
-// collection inside tx, grouped by document (each document's in log order;
-// the documents in no promised order). It reads only that collection's
-// entries.
-func (l *Log) UnsettledIn(tx *bbolt.Tx, collection string) ([]Entry, error) {
+// unsettledIn is Tx.UnsettledIn inside tx.
+func (l *Log) unsettledIn(tx *bbolt.Tx, collection string) ([]Entry, error) {
 	es, err := l.unsettledUnder(tx, l.collectionIndex(collection), func(e *Entry) bool {
 		return e.Event.Collection == collection
 	})
@@ -244,10 +243,8 @@ func (l *Log) unsettledUnder(tx *bbolt.Tx, prefix []byte, match func(*Entry) boo
 	return out, nil
 }
 
-// UnsettledEntry returns the entry of event id inside tx if it is
-// unsettled (pending, published or failed); false if the log holds no such
-// event or it is settled.
-func (l *Log) UnsettledEntry(tx *bbolt.Tx, id string) (Entry, bool, error) {
+// unsettledEntry is Tx.UnsettledEntry inside tx.
+func (l *Log) unsettledEntry(tx *bbolt.Tx, id string) (Entry, bool, error) {
 	ids := tx.Bucket(bucketIDs)
 	if ids == nil {
 		return Entry{}, false, fmt.Errorf("read unsettled entry %s: bucket %s missing: not the log's database", id, bucketIDs)
@@ -263,12 +260,114 @@ func (l *Log) UnsettledEntry(tx *bbolt.Tx, id string) (Entry, bool, error) {
 	return e, true, nil
 }
 
-// UnsettledCount returns how many entries are unsettled, inside tx,
-// without reading them.
-func (l *Log) UnsettledCount(tx *bbolt.Tx) int {
-	b := tx.Bucket(bucketUnsettled)
-	if b == nil {
-		return 0
+// awaiting is Tx.Awaiting inside tx.
+func (l *Log) awaiting(tx *bbolt.Tx, from uint64) (uint64, Entry, bool, error) {
+	k, _ := tx.Bucket(bucketAwaiting).Cursor().Seek(seqKey(from))
+	if k == nil {
+		return 0, Entry{}, false, nil
 	}
-	return b.Stats().KeyN
+	seq := keySeqOf(k)
+	e, err := l.readEntry(tx, seq)
+	if err != nil {
+		return 0, Entry{}, false, fmt.Errorf("find the first write awaiting its fate: %w", err)
+	}
+	return seq, e, true, nil
+}
+
+// ensureAwaiting fills producer.awaiting inside tx from seqs, the
+// unsettled entries that are not failed (read by openDB), unless the file
+// holds it already and it has len(seqs) keys: a file written before it
+// existed, or by a version that did not keep it, is indexed once.
+func ensureAwaiting(tx *bbolt.Tx, seqs []uint64) error {
+	meta := tx.Bucket(bucketMeta)
+	b := tx.Bucket(bucketAwaiting)
+	if v := meta.Get(metaAwaiting); len(v) == 1 && v[0] == awaitingVersion && b.Stats().KeyN == len(seqs) {
+		return nil
+	}
+	if err := tx.DeleteBucket(bucketAwaiting); err != nil {
+		return fmt.Errorf("drop stale awaiting index: %w", err)
+	}
+	b, err := tx.CreateBucket(bucketAwaiting)
+	if err != nil {
+		return fmt.Errorf("create awaiting index: %w", err)
+	}
+	b.FillPercent = 0.9 // filled in key order
+	for _, seq := range seqs {
+		if err := b.Put(seqKey(seq), []byte{}); err != nil {
+			return fmt.Errorf("index awaiting entry %d: %w", seq, err)
+		}
+	}
+	return meta.Put(metaAwaiting, []byte{awaitingVersion})
+}
+
+// addUnsettled adds d to the stored count of unsettled entries in tx.
+func addUnsettled(tx *bbolt.Tx, d int64) error {
+	meta := tx.Bucket(bucketMeta)
+	n := int64(0)
+	if v := meta.Get(metaUnsettled); len(v) == 8 {
+		n = int64(keySeqOf(v))
+	}
+	if err := meta.Put(metaUnsettled, seqKey(uint64(max(n+d, 0)))); err != nil {
+		return fmt.Errorf("count unsettled entries: %w", err)
+	}
+	return nil
+}
+
+// unsettledCount is Tx.UnsettledCount inside tx.
+func unsettledCount(tx *bbolt.Tx) int {
+	if v := tx.Bucket(bucketMeta).Get(metaUnsettled); len(v) == 8 {
+		return int(keySeqOf(v))
+	}
+	return 0
+}
+
+// eachUnsettled is Tx.EachUnsettled inside tx.
+func (l *Log) eachUnsettled(tx *bbolt.Tx, fn func(Entry) (bool, error)) error {
+	c := tx.Bucket(bucketUnsettled).Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		e, err := l.readEntry(tx, keySeqOf(k))
+		if err != nil {
+			return fmt.Errorf("list unsettled entries: %w", err)
+		}
+		more, err := fn(e)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// copiesAfter is Tx.CopiesAfter inside tx.
+func (l *Log) copiesAfter(tx *bbolt.Tx, after uint64) ([]Copy, error) {
+	var out []Copy
+	c := tx.Bucket(bucketCopies).Cursor()
+	for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
+		if len(k) != 8 || len(v) != 8 {
+			return nil, fmt.Errorf("read copies: bad record %x", k)
+		}
+		out = append(out, Copy{Seq: keySeqOf(k), Of: keySeqOf(v)})
+	}
+	return out, nil
+}
+
+// Counts is how many entries of the log stand where, as of the last
+// commit.
+type Counts struct {
+	Unsettled int // without a receipt: pending, published or failed
+	Pending   int // not yet acknowledged by JetStream
+	Failed    int // refused for good, without a receipt
+}
+
+// Published is how many entries were acknowledged and await their receipt.
+func (c Counts) Published() int { return c.Unsettled - c.Pending - c.Failed }
+
+// Counts returns the log's counts, kept in memory: O(1), no transaction.
+// They follow each commit, just after it: a reader may see a commit's
+// entries before Counts does (Tx.UnsettledCount is exact within a
+// transaction), so they suit decisions that are checked again, not
+// assertions about one commit.
+func (l *Log) Counts() Counts {
+	l.countMu.Lock()
+	defer l.countMu.Unlock()
+	return Counts{Unsettled: l.unsettledN, Pending: l.pendingN, Failed: l.failedN}
 }

@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -22,8 +23,8 @@ func entryIDs(es []Entry) []string {
 
 func settle(t testing.TB, l *Log, e *events.Event) {
 	t.Helper()
-	err := l.DB().Update(func(tx *bbolt.Tx) error {
-		return l.Settle(tx, &events.Receipt{Event: e.ID, Tenant: e.Tenant, Client: e.Client, Seq: e.Seq, Outcome: events.OutcomeApplied, Version: 1})
+	err := l.Update(context.Background(), func(tx *Tx) error {
+		return tx.Settle(&events.Receipt{Event: e.ID, Tenant: e.Tenant, Client: e.Client, Seq: e.Seq, Outcome: events.OutcomeApplied, Version: 1})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -31,12 +32,13 @@ func settle(t testing.TB, l *Log, e *events.Event) {
 }
 
 // checkIndex compares UnsettledFor, UnsettledIn and UnsettledEntry with a
-// full scan (Unsettled) for every document of evs.
+// full scan (EachUnsettled) for every document of evs, and Counts with
+// the scan.
 func checkIndex(t *testing.T, l *Log, evs []*events.Event) {
 	t.Helper()
-	err := l.DB().View(func(tx *bbolt.Tx) error {
-		all, err := l.Unsettled(tx)
-		if err != nil {
+	err := l.View(t.Context(), func(tx *Tx) error {
+		var all []Entry
+		if err := tx.EachUnsettled(func(e Entry) (bool, error) { all = append(all, e); return true, nil }); err != nil {
 			return err
 		}
 		byDoc, byCol := map[[2]string][]string{}, map[string][]string{}
@@ -46,14 +48,14 @@ func checkIndex(t *testing.T, l *Log, evs []*events.Event) {
 			byCol[e.Event.Collection] = append(byCol[e.Event.Collection], e.Event.ID)
 		}
 		for _, e := range evs {
-			es, err := l.UnsettledFor(tx, e.Collection, e.Doc)
+			es, err := tx.UnsettledFor(e.Collection, e.Doc)
 			if err != nil {
 				return err
 			}
 			if got, want := entryIDs(es), byDoc[[2]string{e.Collection, e.Doc}]; !slices.Equal(got, want) {
 				t.Errorf("UnsettledFor(%s, %s) = %v, want %v", e.Collection, e.Doc, got, want)
 			}
-			_, ok, err := l.UnsettledEntry(tx, e.ID)
+			_, ok, err := tx.UnsettledEntry(e.ID)
 			if err != nil {
 				return err
 			}
@@ -62,7 +64,7 @@ func checkIndex(t *testing.T, l *Log, evs []*events.Event) {
 			}
 		}
 		for col, want := range byCol {
-			es, err := l.UnsettledIn(tx, col)
+			es, err := tx.UnsettledIn(col)
 			if err != nil {
 				return err
 			}
@@ -73,7 +75,10 @@ func checkIndex(t *testing.T, l *Log, evs []*events.Event) {
 				t.Errorf("UnsettledIn(%s) = %d entries, want %d", col, len(got), len(want))
 			}
 		}
-		if n := l.UnsettledCount(tx); n != len(all) {
+		if n := l.Counts().Unsettled; n != len(all) {
+			t.Errorf("Counts().Unsettled = %d, want %d", n, len(all))
+		}
+		if n := tx.UnsettledCount(); n != len(all) {
 			t.Errorf("UnsettledCount = %d, want %d", n, len(all))
 		}
 		return nil
@@ -172,8 +177,8 @@ func TestLog_OpenIndexesOldFile(t *testing.T) {
 			settle(t, l, evs[2])
 			more := mustAppend(t, l, put("a", "bc", "new"))
 			checkIndex(t, l, append(evs, more...))
-			err := l.DB().View(func(tx *bbolt.Tx) error {
-				es, err := l.UnsettledFor(tx, "a", "bc")
+			err := l.View(t.Context(), func(tx *Tx) error {
+				es, err := tx.UnsettledFor("a", "bc")
 				if err != nil {
 					return err
 				}

@@ -135,7 +135,7 @@ type Log struct {
 	ownsDB bool
 	seal   *keys.Cipher // nil: plaintext
 	// indexMAC keys the unsettled index of an encrypted log (index.go);
-	// nil in a plaintext one. Set once in OpenDB.
+	// nil in a plaintext one. Set once in openDB.
 	indexMAC []byte
 	tenant   string
 	client   string
@@ -164,9 +164,10 @@ type Log struct {
 	device     string        // the current device (under appendMu); "" in a legacy log
 	deviceBase uint64        // local sequence at which device started (under appendMu)
 
-	countMu  sync.Mutex
-	pendingN int
-	failedN  int
+	countMu    sync.Mutex
+	pendingN   int
+	failedN    int
+	unsettledN int // entries without a receipt, as of the last commit
 
 	appended signal // an append committed
 	progress signal // an entry left pending (published, failed or settled)
@@ -183,7 +184,7 @@ func Open(path string, cfg LogConfig) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open log %s: %w", path, err)
 	}
-	l, err := OpenDB(db, cfg)
+	l, err := openDB(db, cfg)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -192,11 +193,11 @@ func Open(path string, cfg LogConfig) (*Log, error) {
 	return l, nil
 }
 
-// OpenDB opens the log inside db, which it may share with other data (the
-// consumer's local view), so one transaction can change both. The log's
-// buckets are named "producer.*". db must not have NoSync set
-// (ErrNotDurable). Close does not close db.
-func OpenDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
+// openDB opens the log inside db, which other packages' buckets may share
+// (through View and Update). The log's buckets are named "producer.*". db
+// must not have NoSync set (ErrNotDurable). Close closes db only if
+// ownsDB is set.
+func openDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("open log: %w", err)
 	}
@@ -292,17 +293,24 @@ func OpenDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 		}
 		l.clock.Observe(decodeHLC(meta.Get(metaHLC)))
 		l.pendingN = tx.Bucket(bucketPending).Stats().KeyN
+		var awaiting []uint64
 		c := tx.Bucket(bucketUnsettled).Cursor()
 		for k, _ := c.First(); k != nil; k, _ = c.Next() {
 			st, err := l.getState(tx, keySeqOf(k))
 			if err != nil {
 				return err
 			}
+			l.unsettledN++
 			if st.State == StateFailed {
 				l.failedN++
+			} else {
+				awaiting = append(awaiting, keySeqOf(k))
 			}
 		}
-		return nil
+		if err := meta.Put(metaUnsettled, seqKey(uint64(l.unsettledN))); err != nil {
+			return err
+		}
+		return ensureAwaiting(tx, awaiting)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open log %s: %w", db.Path(), err)
@@ -313,9 +321,6 @@ func OpenDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 	}
 	return l, nil
 }
-
-// DB returns the bbolt database the log lives in.
-func (l *Log) DB() *bbolt.DB { return l.db }
 
 // Clock returns the log's hybrid logical clock. Append stamps events with it;
 // feed it every HLC seen from elsewhere with Clock().Update so the client's
@@ -457,6 +462,9 @@ func (l *Log) storeNew(tx *bbolt.Tx, first uint64, evs []*events.Event, encoded 
 			return fmt.Errorf("store event %s: index: %w", e.ID, err)
 		}
 	}
+	if err := addUnsettled(tx, int64(len(evs))); err != nil {
+		return fmt.Errorf("store events: %w", err)
+	}
 	last := evs[len(evs)-1]
 	id, err := ulid.ParseStrict(last.ID)
 	if err != nil {
@@ -511,33 +519,8 @@ func (l *Log) Entries(ctx context.Context, states ...State) ([]Entry, error) {
 	return out, nil
 }
 
-// Unsettled returns the entries without a receipt (pending, published and
-// failed), in log order, read inside the caller's transaction tx (read-only
-// or not) on the log's DB, so a view and the log are read consistently.
-func (l *Log) Unsettled(tx *bbolt.Tx) ([]Entry, error) {
-	b := tx.Bucket(bucketUnsettled)
-	if b == nil {
-		return nil, fmt.Errorf("list unsettled entries: bucket %s missing: not the log's database", bucketUnsettled)
-	}
-	var out []Entry
-	c := b.Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		e, err := l.readEntry(tx, keySeqOf(k))
-		if err != nil {
-			return nil, fmt.Errorf("list unsettled entries: %w", err)
-		}
-		out = append(out, e)
-	}
-	return out, nil
-}
-
-// Settle records receipt r on the event it names, inside the caller's
-// writable transaction tx on the log's DB: the entry becomes settled with
-// the receipt's outcome, reason, conflict, version and stream sequence, and
-// is no longer published (even if it was still pending). A receipt for an
-// event this log does not hold, or for one already settled, changes nothing
-// and is not an error.
-func (l *Log) Settle(tx *bbolt.Tx, r *events.Receipt) error {
+// settle is Tx.Settle inside tx.
+func (l *Log) settle(tx *bbolt.Tx, r *events.Receipt) error {
 	if r == nil {
 		return nil
 	}
@@ -573,8 +556,12 @@ func (l *Log) Settle(tx *bbolt.Tx, r *events.Receipt) error {
 	if err := l.indexRemove(tx, k); err != nil {
 		return fmt.Errorf("settle event %s: %w", r.Event, err)
 	}
+	if err := addUnsettled(tx, -1); err != nil {
+		return fmt.Errorf("settle event %s: %w", r.Event, err)
+	}
 	tx.OnCommit(func() {
 		l.countMu.Lock()
+		l.unsettledN--
 		switch was {
 		case StatePending:
 			l.pendingN--

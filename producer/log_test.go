@@ -123,35 +123,85 @@ func TestLog_AppendBatchAllOrNothing(t *testing.T) {
 	}
 }
 
-func TestLog_OpenDBShared(t *testing.T) {
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "shared.db"), 0o600, nil)
+// TestLog_StoreSharedThroughTx: another package's buckets live in the
+// log's file and change with the log in one transaction (a rollback undoes
+// both), the log's own buckets cannot be reached, and a NoSync db is
+// refused.
+func TestLog_StoreSharedThroughTx(t *testing.T) {
+	l := tempLog(t)
+	evs := mustAppend(t, l, put("c", "d1", 1), put("c", "d2", 2))
+	for _, name := range []string{"producer.events", "producer.unsettled", "producer.new"} {
+		err := l.Update(t.Context(), func(tx *Tx) error {
+			if tx.Bucket([]byte(name)) != nil {
+				t.Errorf("Bucket(%s) reached the log's bucket", name)
+			}
+			if _, err := tx.CreateBucketIfNotExists([]byte(name)); !errors.Is(err, ErrReservedBucket) {
+				t.Errorf("CreateBucketIfNotExists(%s): %v, want ErrReservedBucket", name, err)
+			}
+			return tx.DeleteBucket([]byte(name))
+		})
+		if !errors.Is(err, ErrReservedBucket) {
+			t.Errorf("DeleteBucket(%s): %v, want ErrReservedBucket", name, err)
+		}
+	}
+	boom := errors.New("boom")
+	write := func(fail bool) error {
+		return l.Update(t.Context(), func(tx *Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte("other.state"))
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte("k"), []byte("v")); err != nil {
+				return err
+			}
+			if err := tx.Settle(&events.Receipt{Event: evs[0].ID, Outcome: events.OutcomeApplied}); err != nil {
+				return err
+			}
+			if fail {
+				return boom
+			}
+			return nil
+		})
+	}
+	if err := write(true); !errors.Is(err, boom) {
+		t.Fatalf("rolled back update: %v", err)
+	}
+	read := func() (v string, n int) {
+		t.Helper()
+		if err := l.View(t.Context(), func(tx *Tx) error {
+			if b := tx.Bucket([]byte("other.state")); b != nil {
+				v = string(b.Get([]byte("k")))
+			}
+			return tx.EachUnsettled(func(Entry) (bool, error) { n++; return true, nil })
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return v, n
+	}
+	if v, n := read(); v != "" || n != 2 || l.Counts().Unsettled != 2 {
+		t.Fatalf("after a rollback: value %q, %d unsettled (count %d); want none and 2", v, n, l.Counts().Unsettled)
+	}
+	if err := write(false); err != nil {
+		t.Fatal(err)
+	}
+	if v, n := read(); v != "v" || n != 1 || l.Counts().Unsettled != 1 {
+		t.Fatalf("after a commit: value %q, %d unsettled (count %d); want v and 1", v, n, l.Counts().Unsettled)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.View(t.Context(), func(*Tx) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("View after Close: %v, want ErrClosed", err)
+	}
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), "nosync.db"), 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	l, err := OpenDB(db, LogConfig{Tenant: "t1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs := mustAppend(t, l, put("c", "d1", 1), put("c", "d2", 2))
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// The db is still open and holds the log's buckets.
-	if err := db.View(func(tx *bbolt.Tx) error {
-		us, err := l.Unsettled(tx)
-		if len(us) != 2 {
-			t.Errorf("unsettled %d", len(us))
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
 	db.NoSync = true
-	if _, err := OpenDB(db, LogConfig{Tenant: "t1"}); !errors.Is(err, ErrNotDurable) {
+	if _, err := openDB(db, LogConfig{Tenant: "t1"}); !errors.Is(err, ErrNotDurable) {
 		t.Fatalf("NoSync db: %v, want ErrNotDurable", err)
 	}
-	_ = evs
 }
 
 func TestLog_Settle(t *testing.T) {
@@ -161,7 +211,7 @@ func TestLog_Settle(t *testing.T) {
 		Outcome: events.OutcomeRejected, Reason: "stale", Version: 7, Stream: 42}
 	settle := func(r *events.Receipt) {
 		t.Helper()
-		if err := l.DB().Update(func(tx *bbolt.Tx) error { return l.Settle(tx, r) }); err != nil {
+		if err := l.Update(t.Context(), func(tx *Tx) error { return tx.Settle(r) }); err != nil {
 			t.Fatalf("settle: %v", err)
 		}
 	}
@@ -173,7 +223,9 @@ func TestLog_Settle(t *testing.T) {
 		t.Fatalf("settled entry %+v", e)
 	}
 	var us []Entry
-	if err := l.DB().View(func(tx *bbolt.Tx) (err error) { us, err = l.Unsettled(tx); return err }); err != nil {
+	if err := l.View(t.Context(), func(tx *Tx) error {
+		return tx.EachUnsettled(func(e Entry) (bool, error) { us = append(us, e); return true, nil })
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if len(us) != 2 || us[0].Event.ID != evs[0].ID || us[1].Event.ID != evs[2].ID {
@@ -181,8 +233,8 @@ func TestLog_Settle(t *testing.T) {
 	}
 	// A settle in a transaction that rolls back changes nothing.
 	errRollback := errors.New("rollback")
-	err := l.DB().Update(func(tx *bbolt.Tx) error {
-		if err := l.Settle(tx, &events.Receipt{Event: evs[0].ID, Outcome: events.OutcomeApplied}); err != nil {
+	err := l.Update(t.Context(), func(tx *Tx) error {
+		if err := tx.Settle(&events.Receipt{Event: evs[0].ID, Outcome: events.OutcomeApplied}); err != nil {
 			return err
 		}
 		return errRollback

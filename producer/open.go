@@ -11,20 +11,43 @@ import (
 )
 
 // MarkerSuffix names the file beside a local store that says a store was
-// made there: "<store>.made". OpenFile writes it when it creates the store
+// made there: "<store>.made". OpenStore writes it when it creates the store
 // and refuses to make a new store where it exists, so a store that went
 // missing or was emptied is never silently replaced by a new identity with
 // its pending writes gone.
 const MarkerSuffix = ".made"
 
-// FileOptions tune OpenFile; zero values are bbolt's defaults.
+// FileOptions tune OpenStore; zero values are bbolt's defaults.
 type FileOptions struct {
 	Timeout         time.Duration // how long to wait for another process's lock; 0: 10s
 	InitialMmapSize int
 	AllocSize       int
 }
 
-// OpenFile opens the local store (a bbolt file) at path, creating it, and
+// OpenStore opens the local store (a bbolt file) at path with the log in
+// it, creating the file, and its marker, only if neither exists. The Log
+// owns the file: every other package that keeps state in it does so
+// through Log.View and Log.Update; Close closes it. See openFile for the
+// checks made before bbolt maps the file. Errors wrap ErrStoreMissing,
+// ErrStoreEmpty or ErrStoreDamaged, or are Open's.
+func OpenStore(path string, cfg LogConfig, opts FileOptions) (*Log, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("open log %s: %w", path, err)
+	}
+	db, err := openFile(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	l, err := openDB(db, cfg)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	l.ownsDB = true
+	return l, nil
+}
+
+// openFile opens the local store (a bbolt file) at path, creating it, and
 // its marker, only if neither exists. It checks the file before bbolt maps
 // it (CheckFile) and turns a bbolt panic while opening into an error, so
 // a bad store is refused with one line naming the file, what is wrong, and
@@ -34,7 +57,7 @@ type FileOptions struct {
 // though it may be a first run that crashed inside its creation: without
 // the marker it cannot be told from a store made before markers existed. Errors wrap
 // ErrStoreMissing, ErrStoreEmpty or ErrStoreDamaged.
-func OpenFile(path string, opts FileOptions) (db *bbolt.DB, err error) {
+func openFile(path string, opts FileOptions) (db *bbolt.DB, err error) {
 	marker := path + MarkerSuffix
 	_, merr := os.Stat(marker)
 	made := merr == nil
@@ -91,7 +114,7 @@ func writeMarker(path string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.WriteString("an ebb local store was made here (see producer.OpenFile)\n"); err != nil {
+	if _, err := f.WriteString("an ebb local store was made here (see producer.OpenStore)\n"); err != nil {
 		_ = f.Close()
 		return err
 	}

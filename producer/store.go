@@ -21,8 +21,14 @@ var (
 	bucketUnsettled = []byte("producer.unsettled") // seq -> empty, entries without a receipt
 	bucketIDs       = []byte("producer.ids")       // event id -> seq
 	bucketReissued  = []byte("producer.reissued")  // event id -> the id of the event that wrote it again (Reissue)
+	bucketCopies    = []byte("producer.copies")    // seq of a copy Reissue wrote -> seq of its original
+	// bucketAwaiting holds seq -> empty for the entries that await their
+	// fate: unsettled and not failed (pending or published). Added in
+	// storeNew, removed where an entry fails (putState) or settles, in
+	// those transactions.
+	bucketAwaiting = []byte("producer.awaiting")
 
-	allBuckets = [][]byte{bucketMeta, bucketEvents, bucketState, bucketPending, bucketUnsettled, bucketIDs, bucketReissued}
+	allBuckets = [][]byte{bucketMeta, bucketEvents, bucketState, bucketPending, bucketUnsettled, bucketIDs, bucketReissued, bucketCopies, bucketAwaiting}
 )
 
 // Meta keys.
@@ -42,7 +48,17 @@ var (
 	// metaKeyCheck is the sealed check value of an encrypted log
 	// (keys.CheckStore); absent in a plaintext one.
 	metaKeyCheck = []byte("key_check")
+	// metaAwaiting is the version of producer.awaiting the file holds
+	// (awaitingVersion): absent in a file written before it, which openDB
+	// fills once.
+	metaAwaiting = []byte("awaiting_index")
+	// metaUnsettled is how many entries are unsettled, 8 bytes big-endian:
+	// changed in the transactions that append (storeNew) and settle, and
+	// recounted at every open.
+	metaUnsettled = []byte("unsettled_count")
 )
+
+const awaitingVersion = 1
 
 // stateRecord is the mutable part of an entry.
 type stateRecord struct {
@@ -115,6 +131,13 @@ func (l *Log) putState(tx *bbolt.Tx, seq uint64, r stateRecord) error {
 	k := seqKey(seq)
 	if err := tx.Bucket(bucketState).Put(k, l.seal.SealValue(bucketState, k, b)); err != nil {
 		return fmt.Errorf("write state of entry %d: %w", seq, err)
+	}
+	// An entry that failed or settled no longer awaits its fate; this is
+	// where the publisher's failures reach the index.
+	if r.State == StateFailed || r.State == StateSettled {
+		if err := tx.Bucket(bucketAwaiting).Delete(k); err != nil {
+			return fmt.Errorf("write state of entry %d: unmark awaiting: %w", seq, err)
+		}
 	}
 	return nil
 }

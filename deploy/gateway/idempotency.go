@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/ebbsync/ebb/producer"
 )
 
@@ -48,7 +46,7 @@ var errKeyReused = errors.New("idempotency key reused with a different request")
 const maxIdempotencyKey = 255
 
 func (l *writerLog) getRecord(key string) (rec idemRecord, ok bool, err error) {
-	err = l.db.View(func(tx *bbolt.Tx) error {
+	err = l.log.View(context.Background(), func(tx *producer.Tx) error {
 		v := tx.Bucket(bucketIdempotency).Get([]byte(key))
 		if v == nil {
 			return nil
@@ -67,7 +65,7 @@ func (l *writerLog) putRecord(key string, rec *idemRecord) error {
 	if err != nil {
 		return err
 	}
-	err = l.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketIdempotency).Put([]byte(key), v) })
+	err = l.log.Update(context.Background(), func(tx *producer.Tx) error { return tx.Bucket(bucketIdempotency).Put([]byte(key), v) })
 	if err != nil {
 		return fmt.Errorf("store idempotency key %q: %w", key, err)
 	}
@@ -75,7 +73,7 @@ func (l *writerLog) putRecord(key string, rec *idemRecord) error {
 }
 
 func (l *writerLog) dropRecord(key string) error {
-	err := l.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketIdempotency).Delete([]byte(key)) })
+	err := l.log.Update(context.Background(), func(tx *producer.Tx) error { return tx.Bucket(bucketIdempotency).Delete([]byte(key)) })
 	if err != nil {
 		return fmt.Errorf("drop idempotency key %q: %w", key, err)
 	}
@@ -130,7 +128,7 @@ func (l *writerLog) resolve(ctx context.Context, key string, rec idemRecord) (id
 func (l *writerLog) recoverReservations(ctx context.Context) error {
 	var pending []string
 	var recs []idemRecord
-	err := l.db.View(func(tx *bbolt.Tx) error {
+	err := l.log.View(ctx, func(tx *producer.Tx) error {
 		return tx.Bucket(bucketIdempotency).ForEach(func(k, v []byte) error {
 			var rec idemRecord
 			if err := json.Unmarshal(v, &rec); err != nil {

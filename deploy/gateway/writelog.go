@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/producer"
@@ -30,8 +29,7 @@ var (
 // the follower of its receipts, and the requests waiting for them.
 type writerLog struct {
 	key logKey
-	db  *bbolt.DB
-	log *producer.Log
+	log *producer.Log // owns the file: the writer's buckets are reached through its transactions
 	pub *producer.Publisher
 	cc  jetstream.ConsumeContext
 	lg  *slog.Logger
@@ -50,24 +48,16 @@ type writerLog struct {
 }
 
 func openWriterLog(ctx context.Context, w *Writer, k logKey, path string) (_ *writerLog, err error) {
-	db, err := producer.OpenFile(path, producer.FileOptions{})
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			_ = db.Close()
-		}
-	}()
-	l := &writerLog{key: k, db: db, waiters: map[string]chan struct{}{},
+	l := &writerLog{key: k, waiters: map[string]chan struct{}{},
 		lg: w.log.With("tenant", k.tenant, "client", k.client)}
-	l.log, err = producer.OpenDB(db, producer.LogConfig{Tenant: k.tenant, Client: k.client, Limits: w.cfg.Limits,
-		Logger: w.cfg.Logger, TracerProvider: w.cfg.TracerProvider, MeterProvider: w.cfg.MeterProvider, Cipher: w.cfg.Cipher})
+	l.log, err = producer.OpenStore(path, producer.LogConfig{Tenant: k.tenant, Client: k.client, Limits: w.cfg.Limits,
+		Logger: w.cfg.Logger, TracerProvider: w.cfg.TracerProvider, MeterProvider: w.cfg.MeterProvider, Cipher: w.cfg.Cipher},
+		producer.FileOptions{})
 	if err != nil {
 		return nil, err
 	}
 	var receiptsSeq uint64
-	err = db.Update(func(tx *bbolt.Tx) error {
+	err = l.log.Update(ctx, func(tx *producer.Tx) error {
 		for _, b := range [][]byte{bucketWriteMeta, bucketIdempotency, bucketReissued} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
@@ -186,8 +176,8 @@ func (l *writerLog) onReceipt(m jetstream.Msg) {
 		l.onReused(ctx, r, md.Sequence.Stream)
 		return
 	}
-	err = l.db.Update(func(tx *bbolt.Tx) error {
-		if err := l.log.Settle(tx, r); err != nil {
+	err = l.log.Update(ctx, func(tx *producer.Tx) error {
+		if err := tx.Settle(r); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketWriteMeta).Put(metaReceiptsSeq, beBytes(md.Sequence.Stream))
@@ -217,7 +207,7 @@ func (l *writerLog) onReused(ctx context.Context, r *events.Receipt, streamSeq u
 		l.lg.Error("receipt follower: write a reused event again", "event", r.Event, "seq", streamSeq, "err", err)
 		return
 	}
-	err = l.db.Update(func(tx *bbolt.Tx) error {
+	err = l.log.Update(ctx, func(tx *producer.Tx) error {
 		if ne != nil {
 			if err := tx.Bucket(bucketReissued).Put([]byte(r.Event), []byte(ne.ID)); err != nil {
 				return err
@@ -245,7 +235,7 @@ func (l *writerLog) current(ctx context.Context, id string) (producer.Entry, boo
 			return e, ok, err
 		}
 		var next string
-		if err := l.db.View(func(tx *bbolt.Tx) error {
+		if err := l.log.View(ctx, func(tx *producer.Tx) error {
 			next = string(tx.Bucket(bucketReissued).Get([]byte(id)))
 			return nil
 		}); err != nil {
@@ -341,7 +331,7 @@ func (l *writerLog) close() error {
 		l.cc.Stop()
 		<-l.cc.Closed()
 	}
-	return errors.Join(l.pub.Close(), l.log.Close(), l.db.Close())
+	return errors.Join(l.pub.Close(), l.log.Close())
 }
 
 func beBytes(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
