@@ -9,9 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ebbsync/ebb/producer"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/deploy/feed"
 	"github.com/ebbsync/ebb/events"
@@ -153,7 +153,7 @@ func feedInfo(p feed.Page) *jetstream.StreamInfo {
 // the view for a replay from the start (pending writes stay).
 func (r *Replica) startRules(ctx context.Context, fd *rulesFeed) (next uint64, created int64, err error) {
 	var c cursor
-	if err := r.db.View(func(tx *bbolt.Tx) (err error) {
+	if err := r.log.View(ctx, func(tx *producer.Tx) (err error) {
 		c, err = getCursor(tx, events.StreamChanges)
 		return err
 	}); err != nil {
@@ -169,7 +169,7 @@ func (r *Replica) startRules(ctx context.Context, fd *rulesFeed) (next uint64, c
 	if !reset(c) {
 		return c.Seq + 1, created, nil
 	}
-	err = r.db.Update(func(tx *bbolt.Tx) error {
+	err = r.log.Update(ctx, func(tx *producer.Tx) error {
 		c, err := getCursor(tx, events.StreamChanges)
 		if err != nil {
 			return err
@@ -197,7 +197,7 @@ func (r *Replica) startRules(ctx context.Context, fd *rulesFeed) (next uint64, c
 // rulesReset is changesReset over the feed.
 func (r *Replica) rulesReset(ctx context.Context, fd *rulesFeed) (reset bool, created int64, err error) {
 	var c cursor
-	if err := r.db.View(func(tx *bbolt.Tx) (err error) {
+	if err := r.log.View(ctx, func(tx *producer.Tx) (err error) {
 		c, err = getCursor(tx, events.StreamChanges)
 		return err
 	}); err != nil {
@@ -219,7 +219,7 @@ func (r *Replica) rulesReset(ctx context.Context, fd *rulesFeed) (reset bool, cr
 // end, so it costs what is still to be pulled.
 func (r *Replica) rulesTarget(ctx context.Context, fd *rulesFeed) (uint64, error) {
 	var c cursor
-	if err := r.db.View(func(tx *bbolt.Tx) (err error) {
+	if err := r.log.View(ctx, func(tx *producer.Tx) (err error) {
 		c, err = getCursor(tx, events.StreamChanges)
 		return err
 	}); err != nil {
@@ -258,7 +258,7 @@ func (r *Replica) applyRules(ctx context.Context, ds []delivery[change], created
 			ds = ds[i:]
 			continue
 		}
-		if err := r.advanceChanges(ds[0].seq, ds[0].pending, created); err != nil {
+		if err := r.advanceChanges(ctx, ds[0].seq, ds[0].pending, created); err != nil {
 			return err
 		}
 		ds = ds[1:]
@@ -268,9 +268,9 @@ func (r *Replica) applyRules(ctx context.Context, ds []delivery[change], created
 
 // advanceChanges moves the CHANGES cursor to seq (if it is behind) without
 // applying anything.
-func (r *Replica) advanceChanges(seq, pending uint64, created int64) error {
+func (r *Replica) advanceChanges(ctx context.Context, seq, pending uint64, created int64) error {
 	var prog uint64
-	err := r.db.Update(func(tx *bbolt.Tx) error {
+	err := r.log.Update(ctx, func(tx *producer.Tx) error {
 		c, err := getCursor(tx, events.StreamChanges)
 		if err != nil {
 			return err

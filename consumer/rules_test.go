@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ebbsync/ebb/producer"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.etcd.io/bbolt"
 
 	"github.com/ebbsync/ebb/deploy/feed"
 	"github.com/ebbsync/ebb/events"
@@ -104,7 +104,7 @@ func docIDs(tb testing.TB, r *Replica, coll string) string {
 func changesCursor(tb testing.TB, r *Replica) cursor {
 	tb.Helper()
 	var c cursor
-	if err := r.db.View(func(tx *bbolt.Tx) (err error) {
+	if err := r.log.View(context.Background(), func(tx *producer.Tx) (err error) {
 		c, err = getCursor(tx, events.StreamChanges)
 		return err
 	}); err != nil {
@@ -175,7 +175,7 @@ func TestReplicaRules_LeftRemovesLocalCopy(t *testing.T) {
 	publishAudience(t, js, testChange("acme", "lists", "reds", 2, 2), []string{bobP}, []string{redP})
 	waitFor(t, 10*time.Second, "the Left notice of reds applied", func() bool {
 		var v uint64
-		_ = r.db.View(func(tx *bbolt.Tx) error { v = syncedVersion(tx, docKey("lists", "reds")); return nil })
+		_ = r.log.View(t.Context(), func(tx *producer.Tx) error { v = syncedVersion(tx, docKey("lists", "reds")); return nil })
 		return v == 2
 	})
 	d, err := r.Get(t.Context(), "lists", "reds")
