@@ -135,7 +135,10 @@ func (r *Replica) receiptSkipped(ctx context.Context, prev Progress, ds []delive
 // (deleted and recreated, or its last sequence is below the cursor), as
 // startChanges judges it. created is the stream's creation time.
 func (r *Replica) changesReset(ctx context.Context, js jetstream.JetStream) (reset bool, created int64, err error) {
-	if fd := r.activeFeed(); fd != nil {
+	if fd, err := r.activeFeed(ctx); err != nil || fd != nil {
+		if err != nil {
+			return false, 0, err
+		}
 		return r.rulesReset(ctx, fd)
 	}
 	s, err := stream(ctx, js, events.StreamChanges)

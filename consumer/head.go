@@ -71,6 +71,7 @@ type change struct {
 	compact compactChange
 	err     error // the head did not decode or is not its subject's: the change is quarantined
 	retry   bool  // err: a newer schema, worth reading again after an upgrade
+	left    bool  // a Left notice of the change feed (rules.go): forget the document
 }
 
 // prepareChange decodes m's head and builds the view's key and value in a,

@@ -1,11 +1,13 @@
 package consumer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,7 +37,16 @@ type rulesFeed struct {
 	subject     string
 	collections []string
 	active      atomic.Bool
+	// decided is closed once the link knows how it reads CHANGES: its
+	// follower started directly, or switched to the feed. Until then a
+	// direct read elsewhere (Sync's target, its reset check) could be the
+	// one the server refuses (a direct get is denied outright and only
+	// times out), so those wait for it.
+	decided    chan struct{}
+	decideOnce sync.Once
 }
+
+func (fd *rulesFeed) decide() { fd.decideOnce.Do(func() { close(fd.decided) }) }
 
 // page asks the feed for the changes after `after` (limit 0: the server's
 // page size), waiting up to wait for one.
@@ -83,9 +94,10 @@ func refusedForRules(err error) bool {
 // the user's view by a tombstone at the notice's version (applyRules).
 func (r *Replica) changesLink(l *link) *follower[change] {
 	f := r.changesFollower(l)
-	fd := &rulesFeed{nc: l.nc, subject: r.cfg.RulesFeed, collections: r.cfg.Collections}
+	fd := &rulesFeed{nc: l.nc, subject: r.cfg.RulesFeed, collections: r.cfg.Collections, decided: make(chan struct{})}
 	if fd.subject != "" {
 		fd.active.Store(true)
+		fd.decide()
 	} else {
 		fd.subject = DefaultRulesFeed
 	}
@@ -98,6 +110,7 @@ func (r *Replica) changesLink(l *link) *follower[change] {
 		}
 		r.logger.Info("server filters CHANGES by sync rules; reading through its change feed", "subject", fd.subject, logErr, err)
 		fd.active.Store(true)
+		fd.decide()
 		return true
 	}
 	f.start = func(ctx context.Context) (uint64, error) {
@@ -121,6 +134,9 @@ func (r *Replica) changesLink(l *link) *follower[change] {
 			return
 		}
 		directPrepare(m, c, a)
+		if fm, ok := m.(*feedMsg); ok && fm.left && c.err == nil {
+			c.left = true // applyRules forgets the document, whatever its version
+		}
 	}
 	f.apply = func(ctx context.Context, ds []delivery[change]) error {
 		if !fd.active.Load() {
@@ -132,14 +148,27 @@ func (r *Replica) changesLink(l *link) *follower[change] {
 }
 
 // activeFeed returns the attached link's change feed if it reads CHANGES
-// through one, else nil.
-func (r *Replica) activeFeed() *rulesFeed {
+// through one, else nil. It first waits, within ctx, until the link knows
+// which: its first consumer on CHANGES was made, or refused for sync rules.
+func (r *Replica) activeFeed(ctx context.Context) (*rulesFeed, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.link == nil || r.link.feed == nil || !r.link.feed.active.Load() {
-		return nil
+	var fd *rulesFeed
+	if r.link != nil {
+		fd = r.link.feed
 	}
-	return r.link.feed
+	r.mu.Unlock()
+	if fd == nil {
+		return nil, nil
+	}
+	select {
+	case <-fd.decided:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for the link to start reading %s: %w", events.StreamChanges, ctx.Err())
+	}
+	if !fd.active.Load() {
+		return nil, nil
+	}
+	return fd, nil
 }
 
 // feedInfo is the stream state a feed page reports, as stream info.
@@ -212,11 +241,11 @@ func (r *Replica) rulesReset(ctx context.Context, fd *rulesFeed) (reset bool, cr
 	return cursorReset(info, created, c), created, nil
 }
 
-// rulesTarget is lastInScope over the feed: the cursor the follower
-// reaches once it has read everything the feed holds for the replica now
-// (the feed's last_seq moves past changes the user may not read, as the
-// follower's cursor does). It reads the feed from the stored cursor to its
-// end, so it costs what is still to be pulled.
+// rulesTarget is lastInScope over the feed: the sequence of the last
+// change (or Left notice) the feed holds for the replica now, or the
+// stored cursor if there is none after it; the follower's cursor reaches
+// it once everything the user may read is applied. It reads the feed from
+// the stored cursor to its end, so it costs what is still to be pulled.
 func (r *Replica) rulesTarget(ctx context.Context, fd *rulesFeed) (uint64, error) {
 	var c cursor
 	if err := r.log.View(ctx, func(tx *producer.Tx) (err error) {
@@ -225,7 +254,11 @@ func (r *Replica) rulesTarget(ctx context.Context, fd *rulesFeed) (uint64, error
 	}); err != nil {
 		return 0, fmt.Errorf("last change in scope: %w", err)
 	}
-	after := c.Seq
+	// The target is the last change the feed sends this user (a change or
+	// a Left notice), not the last sequence it read: the follower's
+	// long-poll waits on past changes the user may not read, so the cursor
+	// may stay short of those until a readable one comes.
+	after, target := c.Seq, c.Seq
 	for {
 		p, err := fd.page(ctx, after, 0, 0)
 		if err != nil {
@@ -234,21 +267,31 @@ func (r *Replica) rulesTarget(ctx context.Context, fd *rulesFeed) (uint64, error
 		if p.LastSeq < after {
 			return 0, fmt.Errorf("last change in scope: the feed went back from %d to %d", after, p.LastSeq)
 		}
+		if n := len(p.Changes); n > 0 {
+			target = max(target, p.Changes[n-1].Seq)
+		}
 		after = p.LastSeq
 		if !p.More {
-			return after, nil
+			return target, nil
 		}
 	}
 }
 
-// applyRules applies a batch read through the feed: runs of changes (Left
-// notices among them, as tombstones) through applyChanges, and the
+// applyRules applies a batch read through the feed: runs of changes
+// through applyChanges, Left notices through forgetLeft, and the
 // cursor-only deliveries that carry the page's last_seq past changes the
 // user may not read.
 func (r *Replica) applyRules(ctx context.Context, ds []delivery[change], created int64) error {
 	for len(ds) > 0 {
+		if ds[0].v.left {
+			if err := r.forgetLeft(ctx, &ds[0], created); err != nil {
+				return err
+			}
+			ds = ds[1:]
+			continue
+		}
 		i := 0
-		for i < len(ds) && !(ds[i].v.key == nil && ds[i].v.err == nil) {
+		for i < len(ds) && !(ds[i].v.key == nil && ds[i].v.err == nil) && !ds[i].v.left {
 			i++
 		}
 		if i > 0 {
@@ -263,6 +306,66 @@ func (r *Replica) applyRules(ctx context.Context, ds []delivery[change], created
 		}
 		ds = ds[1:]
 	}
+	return nil
+}
+
+// forgetLeft applies a Left notice: the synced copy of its document is
+// removed, whatever its version, with the cursor in one transaction. Not a
+// tombstone at the notice's version: the document may come back at that
+// same version (the projector publishes a fresh copy of a follower when
+// its parent's audience changes), and a copy no newer than the view's
+// state is taken for one already applied. Receipts that waited for a
+// change of the document are settled (that change may never be sent);
+// pending writes stay, each until its receipt.
+func (r *Replica) forgetLeft(ctx context.Context, d *delivery[change], created int64) error {
+	var prog uint64
+	err := r.log.Update(ctx, func(tx *producer.Tx) error {
+		c, err := getCursor(tx, events.StreamChanges)
+		if err != nil {
+			return err
+		}
+		if d.seq <= c.Seq {
+			return nil
+		}
+		key := d.v.key
+		if err := tx.Bucket(bucketDocs).Delete(key); err != nil {
+			return fmt.Errorf("forget %q: %w", key, err)
+		}
+		if err := tx.Bucket(bucketConflicts).Delete(key); err != nil {
+			return fmt.Errorf("forget conflicts of %q: %w", key, err)
+		}
+		prefix := append(append([]byte{}, key...), 0)
+		aw := tx.Bucket(bucketAwaiting)
+		var done [][]byte
+		cur := aw.Cursor()
+		for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
+			var rc events.Receipt
+			if err := getJSON(r.seal, bucketAwaiting, k, v, &rc); err != nil {
+				return fmt.Errorf("read awaiting receipt %q: %w", k, err)
+			}
+			if err := tx.Settle(&rc); err != nil {
+				return err
+			}
+			done = append(done, append([]byte{}, k...))
+		}
+		for _, k := range done {
+			if err := aw.Delete(k); err != nil {
+				return fmt.Errorf("drop awaiting receipt %q: %w", k, err)
+			}
+		}
+		c.Seq, c.Created = d.seq, created
+		prog = c.Seq
+		return putCursor(tx, events.StreamChanges, c)
+	})
+	if err != nil {
+		return fmt.Errorf("apply the notice that %q left the view: %w", d.v.key, err)
+	}
+	if prog != 0 {
+		r.mu.Lock()
+		r.changesP = Progress{Seq: prog, Applied: r.changesP.Applied + 1, Pending: d.pending}
+		r.mu.Unlock()
+	}
+	r.committed([][]byte{d.v.key})
 	return nil
 }
 
@@ -306,6 +409,9 @@ func (rr rulesReader) OrderedConsumer(ctx context.Context, stream string, cfg je
 		c, err := rr.StreamReader.OrderedConsumer(ctx, stream, cfg)
 		if rr.toFeed(err) {
 			return nil, fmt.Errorf("%w: %w", errRestart, err)
+		}
+		if err == nil {
+			rr.fd.decide() // the server let this link read CHANGES directly
 		}
 		return c, err
 	}
@@ -392,7 +498,7 @@ func (it *feedIter) fill(p feed.Page) error {
 		if err != nil {
 			return fmt.Errorf("change feed: encode change at %d: %w", e.Seq, err)
 		}
-		ms = append(ms, &feedMsg{subject: events.ChangeSubject(c.Tenant, c.Collection, c.Doc), data: data, seq: e.Seq})
+		ms = append(ms, &feedMsg{subject: events.ChangeSubject(c.Tenant, c.Collection, c.Doc), data: data, seq: e.Seq, left: c.Left})
 		last = e.Seq
 	}
 	if p.LastSeq > last {
@@ -419,6 +525,7 @@ type feedMsg struct {
 	data         []byte
 	seq, pending uint64
 	advance      bool // no change: only carries the cursor to seq
+	left         bool // a Change.Left notice: the document left the user's view
 }
 
 func (m *feedMsg) Subject() string      { return m.subject }

@@ -173,14 +173,19 @@ func TestReplicaRules_LeftRemovesLocalCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishAudience(t, js, testChange("acme", "lists", "reds", 2, 2), []string{bobP}, []string{redP})
+	seq := changesCursor(t, r).Seq
 	waitFor(t, 10*time.Second, "the Left notice of reds applied", func() bool {
 		var v uint64
 		_ = r.log.View(t.Context(), func(tx *producer.Tx) error { v = syncedVersion(tx, docKey("lists", "reds")); return nil })
-		return v == 2
+		return v == 0 && changesCursor(t, r).Seq > seq // forgotten, not a tombstone
 	})
-	d, err := r.Get(t.Context(), "lists", "reds")
-	if err != nil || d.Pending != 1 {
-		t.Fatalf("pending write on a document that left the view: %+v %v, want it kept pending", d, err)
+	// The document is gone from the view; the write stays in the log,
+	// pending, until its receipt says what became of it.
+	if st := r.Status(); st.Pending != 1 {
+		t.Fatalf("pending writes after reds left the view: %d, want the write kept pending", st.Pending)
+	}
+	if _, err := r.Get(t.Context(), "lists", "reds"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("reds left the view but Get finds it: %v", err)
 	}
 	// Back in view at version 3: applies.
 	publishAudience(t, js, testChange("acme", "lists", "anns", 3, 5), []string{annP}, []string{bobP})
@@ -314,5 +319,31 @@ func TestReplicaRules_SwitchesWhenRefused(t *testing.T) {
 	case <-l.ready:
 	default:
 		t.Fatal("link not ready after the feed started")
+	}
+}
+
+// A document that leaves a user's view and comes back without a new write
+// (its parent's audience changed twice, so the projector re-published it at
+// the same version) is on the replica again: the Left notice must not leave a
+// record that makes the copy at the same version look already applied.
+func TestReplicaRules_BackInViewAtSameVersion(t *testing.T) {
+	_, nc, js := mustServer(t)
+	startResponder(t, nc, js)
+	publishAudience(t, js, testChange("acme", "todos", "t1", 2, 1), []string{annP}, nil)
+	r := openRulesReplica(t, t.TempDir(), nc)
+	syncWithin(t, r)
+	if got := docIDs(t, r, "todos"); got != "[t1]" {
+		t.Fatalf("todos %s", got)
+	}
+	publishAudience(t, js, testChange("acme", "todos", "t1", 2, 1), []string{bobP}, []string{annP})
+	syncWithin(t, r)
+	if _, err := r.Get(t.Context(), "todos", "t1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("t1 left ann's view but is still on her replica: %v", err)
+	}
+	publishAudience(t, js, testChange("acme", "todos", "t1", 2, 1), []string{annP}, []string{bobP})
+	syncWithin(t, r)
+	d, err := r.Get(t.Context(), "todos", "t1")
+	if err != nil || d.Version != 2 {
+		t.Fatalf("t1 back in ann's view at version 2: got %+v, %v", d, err)
 	}
 }

@@ -240,7 +240,10 @@ func (ws *waitSet) addCopies(tx *producer.Tx) (int, error) {
 // lastInScope returns the sequence of the last message in CHANGES under the
 // replica's filters (0 if none).
 func (r *Replica) lastInScope(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	if fd := r.activeFeed(); fd != nil {
+	if fd, err := r.activeFeed(ctx); err != nil || fd != nil {
+		if err != nil {
+			return 0, err
+		}
 		return r.rulesTarget(ctx, fd)
 	}
 	s, err := stream(ctx, js, events.StreamChanges)
