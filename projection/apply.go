@@ -249,6 +249,10 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	if d, err = a.judgeWrite(ctx, m, ev, cur, d); err != nil { // sync rules (audience.go)
 		return err
 	}
+	hidden, err := a.hiddenFrom(ctx, m, ev, cur, d) // sync rules: say nothing of a state the writer may not read
+	if err != nil {
+		return err
+	}
 	old := hw.Seq
 	hw.record(ev.Seq, a.holeWindow)
 	a.remember(ck, ev, old, hw)
@@ -258,6 +262,9 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	a.batch.HighWater[ck] = *hw // a copy of the header: set again after every change
 	a.stats.applied++
 	version := cur.Version
+	if hidden {
+		version = 0
+	}
 	if d.Doc != nil {
 		version = d.Doc.Version
 		if cur.Version == 0 {

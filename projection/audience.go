@@ -175,3 +175,20 @@ func (a *applier) reemitFollowers(ctx context.Context, ev *events.Event, cur Doc
 	}
 	return nil
 }
+
+// hiddenFrom reports whether a refused event's receipt must not tell its
+// writer about the document's state: the rules name its collection and
+// the writer is not among the readers of the current state, so the
+// receipt says neither its version (the receipt's Version is then 0) nor
+// anything the projector read there. Decided from the event and the view
+// alone, like judgeWrite.
+func (a *applier) hiddenFrom(ctx context.Context, m rawMsg, ev *events.Event, cur Doc, d Decision) (bool, error) {
+	if d.Outcome != events.OutcomeRejected || !cur.Exists() || !a.rules.Ruled(ev.Collection) {
+		return false, nil
+	}
+	aud, err := a.audience(ctx, cur)
+	if err != nil {
+		return false, err
+	}
+	return !events.InAudience(aud, events.Principals(ev.Client, writerGroups(m.Header))), nil
+}
