@@ -50,8 +50,9 @@ type applier struct {
 	hwm      map[ClientKey]*HighWater // the batch's view of each writer's mark; batch.HighWater holds copies
 	seqIDs   map[seqKey]string        // the event ids the batch applied, by writer and sequence (batch.SeqEvents)
 	stats    stepStats
+	started  time.Time          // when the live projector began deciding the batch
 	outcomes map[outcomeKey]int // outcomes by policy (live projector only)
-	spans    []trace.Span       // apply spans, ended by finishSpans once the batch is out
+	spans    []trace.Span       // apply spans: ended by finishSpans if the batch fails, else handed to its flight (takeSpans)
 
 	// the message being applied (traced)
 	spanCtx context.Context // its apply span's context; nil outside traced

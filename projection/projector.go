@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -694,6 +695,34 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) (err e
 		}
 	}()
 	var published []uint64 // outbox keys published, not yet removed
+	// out is the committed batch whose outbox is being published (at
+	// most one): the next batch is decided meanwhile, and committed and
+	// published only once out has landed, so batches go out in commit
+	// order and the outbox holds at most one batch not yet published, as
+	// without the overlap. Its context ends with the loop, which waits
+	// for it.
+	var out *flight
+	fctx, fcancel := context.WithCancel(ctx)
+	defer func() {
+		fcancel()
+		if out != nil {
+			<-out.done
+		}
+	}()
+	// land waits until out is published and acked, and takes its keys.
+	land := func() error {
+		if out == nil {
+			return nil
+		}
+		<-out.done
+		fl := out
+		out = nil
+		if fl.err != nil {
+			return fl.err
+		}
+		published = append(published, fl.keys...)
+		return nil
+	}
 	idle := time.NewTimer(idleFlush)
 	defer idle.Stop()
 	quiet := time.NewTimer(gapCheck) // fires after gapCheck without a delivery
@@ -718,12 +747,24 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) (err e
 	}
 	for {
 		batch, broken = batch[:0], nil
+		var landed <-chan struct{} // nil (never ready) with nothing in flight
+		if out != nil {
+			landed = out.done
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-landed:
+			if err := land(); err != nil {
+				return err
+			}
+			continue
 		case <-f.broken:
 			broken = f.err
 		case <-idle.C:
+			if err := land(); err != nil {
+				return err
+			}
 			if len(published) > 0 {
 				if err := p.store.RemoveOutbox(ctx, published); err != nil {
 					return err
@@ -732,6 +773,10 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) (err e
 			}
 			continue
 		case <-watch.C:
+			// A reseed publishes from the view: never beside the outbox.
+			if err := land(); err != nil {
+				return err
+			}
 			if err := p.watchStreams(ctx, f); err != nil {
 				return err
 			}
@@ -758,14 +803,29 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) (err e
 			}
 		}
 		if len(batch) > 0 {
-			next, keys, err := p.step(ctx, batch, checkpoint, published)
+			// Decided while out is published; committed only once it has
+			// landed, so the view is never ahead of an unpublished batch
+			// but the one in flight (see publish).
+			if err := p.decide(ctx, batch, checkpoint); err != nil {
+				return err
+			}
+			if err := land(); err != nil {
+				p.ap.finishSpans(err)
+				return err
+			}
+			fl, err := p.commitBatch(ctx, batch, published)
 			if err != nil {
 				return err
 			}
-			checkpoint, published = next, keys
+			published = nil // that commit removed them
+			checkpoint, out = fl.checkpoint, fl
+			go p.send(fctx, fl)
 			idle.Reset(idleFlush)
 		}
 		if broken != nil {
+			if err := land(); err != nil {
+				return err
+			}
 			nf, cp, err := p.reopen(ctx, f, checkpoint, broken, &backoff)
 			if err != nil {
 				return err
@@ -823,27 +883,56 @@ func quorumLost(what string, ci *jetstream.ClusterInfo) string {
 	return fmt.Sprintf("%s has no quorum: its leader %s has heard from %d of %d peers within %s", what, ci.Leader, live-1, peers-1, peerSilence)
 }
 
-// step applies one batch of new messages, in stream order: commit,
-// publish, ack. It returns the new checkpoint and the outbox keys it
-// published.
-func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint64, published []uint64) (_ uint64, _ []uint64, err error) {
-	start := time.Now()
+// flight is a committed batch on its way out: send publishes its outbox,
+// acks its last message and then counts it in Stats, on a goroutine of
+// its own while the loop decides the next batch. done closes
+// when send returns; err and keys are read only after.
+type flight struct {
+	checkpoint uint64
+	outbox     []OutboxEntry
+	ack        jetstream.Msg // the batch's last message (AckAll)
+	last       time.Time     // stream time of the batch's last event
+	stats      stepStats
+	outcomes   map[outcomeKey]int
+	spans      []trace.Span // apply spans, ended once published
+	start      time.Time
+
+	done chan struct{}
+	err  error
+	keys []uint64 // outbox keys published
+}
+
+// decide applies one batch of new messages, in stream order, into the
+// applier's batch, without committing it.
+func (p *Projector) decide(ctx context.Context, batch []delivery, checkpoint uint64) error {
 	p.ap.reset(checkpoint)
-	defer func() { p.ap.finishSpans(err) }()
-	var last time.Time
-	var lastSeq uint64
+	p.ap.started = time.Now()
 	for _, d := range batch {
 		m, md := d.msg, d.md
-		last, lastSeq = md.Timestamp, md.Sequence.Stream
 		if !p.cfg.Partition.whole() && PartitionOfSubject(m.Subject(), p.cfg.Partition.Count) != p.cfg.Partition.Index {
 			continue // another partition's: only the checkpoint passes it
 		}
 		if err := p.ap.add(ctx, rawMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Seq: md.Sequence.Stream, Time: md.Timestamp}); err != nil {
-			return 0, nil, fmt.Errorf("apply event at %d: %w", md.Sequence.Stream, err)
+			err = fmt.Errorf("apply event at %d: %w", md.Sequence.Stream, err)
+			p.ap.finishSpans(err)
+			return err
 		}
 	}
+	return nil
+}
+
+// commitBatch commits the batch decide made of batch: the view, the
+// checkpoint, the marks and the outbox in one transaction, removing the
+// published outbox keys. It returns the batch as a flight for send.
+func (p *Projector) commitBatch(ctx context.Context, batch []delivery, published []uint64) (_ *flight, err error) {
+	defer func() {
+		if err != nil {
+			p.ap.finishSpans(err)
+		}
+	}()
+	md := batch[len(batch)-1].md
 	b := &p.ap.batch
-	b.Checkpoint = max(b.Checkpoint, lastSeq)
+	b.Checkpoint = max(b.Checkpoint, md.Sequence.Stream)
 	b.Published = published
 	if n := p.ap.stats.created; n > 0 && p.marks.DocsCounted {
 		p.marks.Docs += uint64(n)
@@ -859,35 +948,49 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 		b.Streams, b.Reanchor = &marks, p.reanchor
 	}
 	if err := p.commit(ctx, b); err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	p.marksDirty, p.reanchor = false, false
 	p.health.progressed()
-	if err := p.publish(ctx, b.Outbox, false); err != nil {
-		return 0, nil, err
+	return &flight{checkpoint: b.Checkpoint, outbox: b.Outbox, ack: batch[len(batch)-1].msg, last: md.Timestamp,
+		stats: p.ap.stats, outcomes: maps.Clone(p.ap.outcomes), spans: p.ap.takeSpans(), start: p.ap.started,
+		done: make(chan struct{})}, nil
+}
+
+// send publishes fl's outbox, acks its last message and counts the batch,
+// then closes fl.done. The loop runs it on a goroutine of its own, one
+// flight at a time in commit order, and waits for it before it stops.
+func (p *Projector) send(ctx context.Context, fl *flight) {
+	defer close(fl.done)
+	fl.err = p.publish(ctx, fl.outbox, false)
+	for _, s := range fl.spans {
+		endApplySpan(s, fl.err)
 	}
-	keys := make([]uint64, len(b.Outbox))
-	for i, e := range b.Outbox {
-		keys[i] = e.Key
+	if fl.err != nil {
+		return
+	}
+	fl.keys = make([]uint64, len(fl.outbox))
+	for i, e := range fl.outbox {
+		fl.keys[i] = e.Key
 	}
 	// AckAll: acking the last message acks the whole batch, and the
 	// redeliveries before it. An ack lost in a crash is harmless: the next
 	// run restarts from the checkpoint.
-	if err := batch[len(batch)-1].msg.Ack(); err != nil {
+	if err := fl.ack.Ack(); err != nil {
 		p.log.Debug("ack", "err", err)
 	}
-	p.recordBatch(ctx, time.Since(start))
-	p.applied.Add(uint64(p.ap.stats.applied))
-	p.duplicates.Add(uint64(p.ap.stats.duplicates))
-	p.dead.Add(uint64(p.ap.stats.dead))
+	p.recordBatch(ctx, fl, time.Since(fl.start))
+	p.applied.Add(uint64(fl.stats.applied))
+	p.duplicates.Add(uint64(fl.stats.duplicates))
+	p.dead.Add(uint64(fl.stats.dead))
 	p.batches.Add(1)
-	if !last.IsZero() {
-		p.lastTime.Store(last.UnixNano())
+	if !fl.last.IsZero() {
+		p.lastTime.Store(fl.last.UnixNano())
 	}
 	// The checkpoint last: whoever sees it (Stats, a test waiting for it)
-	// sees the counters of the batch that reached it.
-	p.checkpoint.Store(b.Checkpoint)
-	return b.Checkpoint, keys, nil
+	// sees the counters of the batch that reached it, its outbox
+	// published.
+	p.checkpoint.Store(fl.checkpoint)
 }
 
 // commit commits b, fenced by the stored checkpoint when the projector

@@ -1,0 +1,158 @@
+package projection_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/projection"
+)
+
+// gateJS holds back the ack of every asynchronous publish until open is
+// called, and records what was published, in order.
+type gateJS struct {
+	jetstream.JetStream
+	gate     chan struct{}
+	openOnce sync.Once
+	wg       sync.WaitGroup
+
+	mu       sync.Mutex
+	subjects []string
+}
+
+func newGateJS(js jetstream.JetStream) *gateJS {
+	return &gateJS{JetStream: js, gate: make(chan struct{})}
+}
+
+func (j *gateJS) open() { j.openOnce.Do(func() { close(j.gate) }) }
+
+func (j *gateJS) published() []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.subjects)
+}
+
+// gatedFuture delivers its inner future's result once the gate is open.
+type gatedFuture struct {
+	jetstream.PubAckFuture
+	ok  chan *jetstream.PubAck
+	err chan error
+}
+
+func (f *gatedFuture) Ok() <-chan *jetstream.PubAck { return f.ok }
+func (f *gatedFuture) Err() <-chan error            { return f.err }
+
+func (j *gateJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	f, err := j.JetStream.PublishMsgAsync(m, opts...)
+	if err != nil {
+		return nil, err
+	}
+	j.mu.Lock()
+	j.subjects = append(j.subjects, m.Subject)
+	j.mu.Unlock()
+	g := &gatedFuture{PubAckFuture: f, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		var ack *jetstream.PubAck
+		var perr error
+		select {
+		case ack = <-f.Ok():
+		case perr = <-f.Err():
+		}
+		<-j.gate
+		if perr != nil {
+			g.err <- perr
+			return
+		}
+		g.ok <- ack
+	}()
+	return g, nil
+}
+
+// readsStore is a BoltStore that records the documents read (Get).
+type readsStore struct {
+	*projection.BoltStore
+	mu   sync.Mutex
+	read map[string]bool // by document id
+}
+
+func (s *readsStore) Get(ctx context.Context, addr events.DocAddress) (projection.Doc, error) {
+	s.mu.Lock()
+	s.read[addr.Doc] = true
+	s.mu.Unlock()
+	return s.BoltStore.Get(ctx, addr)
+}
+
+func (s *readsStore) wasRead(doc string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.read[doc]
+}
+
+// TestProjector_DecidesNextBatchWhilePublishing: while one batch's
+// publishes wait for their acks, the projector decides the next batch
+// (it reads the next batch's documents), but commits nothing of it,
+// publishes nothing of it, acks nothing and reports no progress in Stats
+// until the first batch has landed, so the outbox never holds more than
+// the batch in flight; then everything goes out, in stream order.
+func TestProjector_DecidesNextBatchWhilePublishing(t *testing.T) {
+	e := newEnv(t)
+	store := &readsStore{BoltStore: mustOpenBolt(t, ""), read: map[string]bool{}}
+	w := newWriter("acme", "phone", 0)
+	const n = 6
+	var docs, subjects []string
+	for i := range n {
+		doc := fmt.Sprintf("d%d", i)
+		docs = append(docs, doc)
+		subjects = append(subjects, events.ChangeSubject("acme", "notes", doc))
+		ev := w.event("notes", doc, events.OpPut, 0, map[string]any{"n": i})
+		publish(t, e.js, eventMsg(t, ev), ev.ID)
+	}
+	js := newGateJS(e.js)
+	t.Cleanup(func() { js.open(); js.wg.Wait() })
+	p := startProjector(t, js, store, projection.Config{Policies: testPolicies(), BatchSize: 2})
+
+	// A batch holds at most 2 events: reading d2 (the third event) is
+	// deciding a second batch while the first waits for its acks.
+	waitFor(t, 30*time.Second, "the next batch decided while the first is unacked", func() bool {
+		return store.wasRead(docs[2])
+	})
+	cp, err := store.Checkpoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp > 2 {
+		t.Fatalf("store checkpoint %d with the first batch unacked: a later batch was committed before it landed", cp)
+	}
+	if got := p.Stats().Checkpoint; got != 0 {
+		t.Fatalf("Stats().Checkpoint = %d with no publish acked, want 0", got)
+	}
+	for _, s := range js.published() {
+		if s == subjects[2] || s == subjects[3] {
+			t.Fatalf("published %s of a later batch before the first batch landed: %v", s, js.published())
+		}
+	}
+
+	js.open()
+	waitCheckpoint(t, p, n)
+	var changes []string
+	for _, s := range js.published() {
+		if slices.Contains(subjects, s) {
+			changes = append(changes, s)
+		}
+	}
+	if !slices.Equal(changes, subjects) {
+		t.Fatalf("changes published in order %v, want %v", changes, subjects)
+	}
+	if got := msgCount(t, e.js, events.StreamChanges); got != n {
+		t.Fatalf("CHANGES holds %d messages, want %d", got, n)
+	}
+}
