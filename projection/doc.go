@@ -252,11 +252,19 @@
 // looks like that), is retried with backoff for as long as it takes, never
 // given up; [Projector.Ready] reports the stall after StallTimeout.
 // A republish of the outbox at start, and every retry, leaves out a change
-// whose version is below its document's version in the view: after a
-// server restart JetStream's duplicate window holds only the ids of the
-// messages it still stores, and CHANGES keeps one per document, so an
-// older version sent again would be stored after the newer one (the newer
-// change is in the outbox or in CHANGES already, committed with the view).
+// whose version is below the one CHANGES holds for its document (read
+// from the stream's leader): after a server restart JetStream's duplicate
+// window holds only the ids of the messages it still stores, and CHANGES
+// keeps one per document, so an older version sent again would be stored
+// after the newer one. Every version not yet stored goes, in order, so a
+// crash mid-batch drops no version from the live feed. When CHANGES cannot
+// be read it leaves out what is below the view's version instead (CHANGES'
+// last message stays right; a version never published may be skipped).
+//
+// The loop decides the next batch while the last one's outbox is published
+// (and its last message acked) on a goroutine of its own; it commits that
+// batch only once the publish is done, so the outbox never holds more than
+// the batch in flight, and batches go out in stream order.
 // [Projector.Ready] is nil while the projector makes progress or is idle
 // with nothing pending, else names why not: outbox publishes failing for
 // longer than StallTimeout (with the last error), the consumer failing to

@@ -2,6 +2,7 @@ package projection
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -1081,18 +1082,24 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bo
 	}
 }
 
-// current returns entries without the changes of a version below their
-// document's version in the view. The view commits a document's state with
-// its change in the outbox, and an entry leaves the outbox only once
-// published, so the later version's change is either among entries (or
-// later in the outbox) or already in CHANGES: leaving the older one out
-// loses nothing CHANGES keeps (one message per document), whereas
-// publishing it again may put it after the later one (see publish).
-// Receipts and dead letters are kept, and so is an entry that does not
-// decode as a change (publish decides its fate).
+// current returns entries without the changes of a version below the one
+// CHANGES holds for their document (storedVersion): JetStream keeps one
+// message per document and, once restarted, remembers the ids of the
+// messages it holds only, so such a change sent again would be stored
+// after the newer one (see publish). A change at or above the stored
+// version goes (again): one that is stored is dropped as a duplicate,
+// one that is not was never published, and the entries of a document
+// go out in version order (publishChunk). Where CHANGES cannot be read,
+// it falls back to the view, which is never behind CHANGES: it leaves out
+// a change whose version is below its document's version in the view
+// (the later change is in the outbox or in CHANGES, committed with the
+// view), which keeps CHANGES' last message right but may leave a version
+// that was never published out of the live feed. Receipts and dead
+// letters are kept, and so is an entry that does not decode as a change
+// (publish decides its fate).
 func (p *Projector) current(ctx context.Context, entries []OutboxEntry) ([]OutboxEntry, error) {
 	out := make([]OutboxEntry, 0, len(entries))
-	versions := map[events.DocAddress]uint64{}
+	floor := map[string]uint64{} // by subject: the lowest version that may go
 	for _, e := range entries {
 		if !strings.HasPrefix(e.Subject, events.ChangesPrefix+".") {
 			out = append(out, e)
@@ -1103,22 +1110,88 @@ func (p *Projector) current(ctx context.Context, entries []OutboxEntry) ([]Outbo
 			out = append(out, e)
 			continue
 		}
-		addr := c.Address()
-		v, ok := versions[addr]
+		v, ok := floor[e.Subject]
 		if !ok {
-			d, err := p.store.Get(ctx, addr)
-			if err != nil {
-				return nil, fmt.Errorf("read %s/%s/%s before publishing its change again: %w", addr.Tenant, addr.Collection, addr.Doc, err)
+			var serr error
+			if v, serr = p.storedVersion(ctx, e.Subject); serr != nil {
+				addr := c.Address()
+				d, err := p.store.Get(ctx, addr)
+				if err != nil {
+					return nil, fmt.Errorf("read %s/%s/%s before publishing its change again: %w", addr.Tenant, addr.Collection, addr.Doc, err)
+				}
+				p.log.Debug("CHANGES unreadable: the view decides what goes again", "subject", e.Subject, "err", serr)
+				v = d.Version
 			}
-			v, versions[addr] = d.Version, d.Version
+			floor[e.Subject] = v
 		}
 		if c.Version < v {
-			p.log.Debug("change superseded in the view; not published again", "msg_id", e.MsgID, "version", c.Version, "view_version", v)
+			p.log.Debug("change superseded; not published again", "msg_id", e.MsgID, "version", c.Version, "floor", v)
 			continue
 		}
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// storedVersion returns the version of the last change CHANGES holds on
+// subject, 0 when it holds none. It asks the stream's leader when the
+// JetStream gives its connection (a direct get may be answered by a
+// replica that lags), else reads it through the stream.
+func (p *Projector) storedVersion(ctx context.Context, subject string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, recreateTimeout)
+	defer cancel()
+	var data []byte
+	if js, ok := p.js.(interface {
+		Conn() *nats.Conn
+		Options() jetstream.JetStreamOptions
+	}); ok {
+		prefix := js.Options().APIPrefix
+		if prefix == "" {
+			prefix = jetstream.DefaultAPIPrefix
+		}
+		req, _ := json.Marshal(map[string]string{"last_by_subj": subject})
+		m, err := js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET."+events.StreamChanges, req)
+		if err != nil {
+			return 0, fmt.Errorf("last change on %s: %w", subject, err)
+		}
+		var resp struct {
+			Message *struct {
+				Data []byte `json:"data"`
+			} `json:"message"`
+			Error *jetstream.APIError `json:"error"`
+		}
+		if err := json.Unmarshal(m.Data, &resp); err != nil {
+			return 0, fmt.Errorf("last change on %s: %w", subject, err)
+		}
+		switch {
+		case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+			return 0, nil
+		case resp.Error != nil:
+			return 0, fmt.Errorf("last change on %s: %w", subject, resp.Error)
+		case resp.Message == nil:
+			return 0, fmt.Errorf("last change on %s: %w", subject, jetstream.ErrInvalidJetStreamResponse)
+		}
+		data = resp.Message.Data
+	} else {
+		s, err := p.js.Stream(ctx, events.StreamChanges)
+		if err != nil {
+			return 0, fmt.Errorf("last change on %s: %w", subject, err)
+		}
+		m, err := s.GetLastMsgForSubject(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("last change on %s: %w", subject, err)
+		}
+		data = m.Data
+	}
+	c, err := events.DecodeChange(data)
+	if err != nil {
+		// Not one of ours (or unreadable): nothing to order against.
+		return 0, nil
+	}
+	return c.Version, nil
 }
 
 func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry) error {
