@@ -43,7 +43,8 @@
 //     version that does not exist).
 //   - A document is bounded as a whole, not only per event: an event whose
 //     new state, encoded as the change the projector would publish (fields,
-//     clocks, open conflicts, the conflict record it settles), is larger
+//     open conflicts, the conflict record it settles, and the clocks where
+//     the policy publishes them: see Changes on the wire), is larger
 //     than [Config].MaxDocBytes (default 512 KiB, well under the 1 MiB NATS
 //     message) is rejected with a reason naming the limit, under every
 //     policy, and the view is untouched. The size is the state's, so a
@@ -342,6 +343,19 @@
 // the incarnation the checkpoint counts in, or a re-anchored view, each
 // fail at once with an error wrapping ErrHistoryGone that names what is
 // missing.
+//
+// # Changes on the wire
+//
+// A change carries the whole state of its document, but its per-field
+// clocks only where a replica may need them to decide its pending writes
+// as the server will: under Merge and custom resolvers. LWW, Reject and
+// Manual changes leave them out, so a field costs its own bytes on
+// CHANGES; the view keeps every clock under every policy (Verify hashes
+// them, a reseed and a later switch to merge start from them), and the
+// conflict record an lww change publishes is decided on the view's
+// clocks. A replica's overlay decides an lww patch on a state without
+// clocks: the state is the same, only the Lost list of the record it
+// predicts may be shorter than the server's.
 //
 // # Telemetry
 //

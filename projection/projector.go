@@ -124,8 +124,8 @@ type Config struct {
 	// must use the live value.
 	HoleWindow uint64
 	// MaxDocBytes bounds a document's state as published to CHANGES (the
-	// encoded change: fields, clocks, open conflicts and the conflict
-	// record it settles): an event whose result would be larger is
+	// encoded change: fields, open conflicts, the conflict record it
+	// settles, and clocks under merge or a custom resolver): an event whose result would be larger is
 	// rejected with a reason naming the limit, and the view is untouched.
 	// Keep it well under the NATS max_payload (1 MiB by default) to leave
 	// room for headers. Zero means DefaultMaxDocBytes (512 KiB); negative
