@@ -258,9 +258,12 @@
 // window holds only the ids of the messages it still stores, and CHANGES
 // keeps one per document, so an older version sent again would be stored
 // after the newer one. Every version not yet stored goes, in order, so a
-// crash mid-batch drops no version from the live feed. When CHANGES cannot
-// be read it leaves out what is below the view's version instead (CHANGES'
-// last message stays right; a version never published may be skipped).
+// crash mid-batch drops no later version of a published document from the
+// live feed. When CHANGES cannot be read, or holds nothing of the document
+// (its first change never went out, or CHANGES was purged: a reseed
+// repairs that), it leaves out what is below the view's version instead
+// (CHANGES' last message stays right; a version never published may be
+// skipped).
 //
 // The loop decides the next batch while the last one's outbox is published
 // (and its last message acked) on a goroutine of its own; it commits that

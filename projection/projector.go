@@ -1090,11 +1090,13 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bo
 // version goes (again): one that is stored is dropped as a duplicate,
 // one that is not was never published, and the entries of a document
 // go out in version order (publishChunk). Where CHANGES cannot be read,
-// it falls back to the view, which is never behind CHANGES: it leaves out
-// a change whose version is below its document's version in the view
-// (the later change is in the outbox or in CHANGES, committed with the
-// view), which keeps CHANGES' last message right but may leave a version
-// that was never published out of the live feed. Receipts and dead
+// or holds no change of the document (never published, or CHANGES purged,
+// which a reseed repairs from the view), the view decides, as it is never
+// behind CHANGES: a change whose version is below its document's version
+// in the view is left out (the later change is in the outbox or in
+// CHANGES, committed with the view). That keeps CHANGES' last message
+// right, but may leave a version that was never published out of the
+// live feed. Receipts and dead
 // letters are kept, and so is an entry that does not decode as a change
 // (publish decides its fate).
 func (p *Projector) current(ctx context.Context, entries []OutboxEntry) ([]OutboxEntry, error) {
@@ -1113,13 +1115,15 @@ func (p *Projector) current(ctx context.Context, entries []OutboxEntry) ([]Outbo
 		v, ok := floor[e.Subject]
 		if !ok {
 			var serr error
-			if v, serr = p.storedVersion(ctx, e.Subject); serr != nil {
+			if v, serr = p.storedVersion(ctx, e.Subject); serr != nil || v == 0 {
 				addr := c.Address()
 				d, err := p.store.Get(ctx, addr)
 				if err != nil {
 					return nil, fmt.Errorf("read %s/%s/%s before publishing its change again: %w", addr.Tenant, addr.Collection, addr.Doc, err)
 				}
-				p.log.Debug("CHANGES unreadable: the view decides what goes again", "subject", e.Subject, "err", serr)
+				if serr != nil {
+					p.log.Debug("CHANGES unreadable: the view decides what goes again", "subject", e.Subject, "err", serr)
+				}
 				v = d.Version
 			}
 			floor[e.Subject] = v
