@@ -154,7 +154,7 @@ type Change struct {
 	Deleted    bool                  `json:"deleted,omitempty"`
 	Fields     Fields                `json:"fields,omitempty"`    // the whole document; omitted when empty (always on a tombstone)
 	HLC        HLC                   `json:"hlc"`                 // clock of the write that made this state
-	Clocks     map[string]FieldClock `json:"clocks,omitempty"`    // per-field clocks, for field-level merge
+	Clocks     map[string]FieldClock `json:"clocks,omitempty"`    // per-field clocks, for field-level merge: only under merge or a custom resolver (PROTOCOL.md)
 	Event      string                `json:"event"`               // the event that caused this change
 	Client     string                `json:"client"`              // its writer
 	Device     string                `json:"device,omitempty"`    // its writer's device (Event.Device); empty for a legacy log

@@ -52,8 +52,9 @@ type applier struct {
 	hwm      map[ClientKey]*HighWater // the batch's view of each writer's mark; batch.HighWater holds copies
 	seqIDs   map[seqKey]string        // the event ids the batch applied, by writer and sequence (batch.SeqEvents)
 	stats    stepStats
+	started  time.Time          // when the live projector began deciding the batch
 	outcomes map[outcomeKey]int // outcomes by policy (live projector only)
-	spans    []trace.Span       // apply spans, ended by finishSpans once the batch is out
+	spans    []trace.Span       // apply spans: ended by finishSpans if the batch fails, else handed to its flight (takeSpans)
 
 	// the message being applied (traced)
 	spanCtx context.Context // its apply span's context; nil outside traced
@@ -235,7 +236,7 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	}
 	var change []byte // the encoded change, when the event makes a new state
 	if d.Doc != nil {
-		if change, err = events.EncodeChange(d.Doc.Change(d.Settled)); err != nil {
+		if change, err = events.EncodeChange(a.policies.onWire(d.Doc.Change(d.Settled))); err != nil {
 			return a.dead(m, ev, fmt.Sprintf("encode the new state: %v", err))
 		}
 		if len(change) > a.maxDocBytes {
@@ -504,8 +505,9 @@ func (a *applier) trace(h nats.Header) map[string][]string {
 // message (1 MiB by default) with room for its headers.
 const (
 	// DefaultMaxDocBytes bounds a document's encoded change, the whole
-	// state as published to CHANGES (its fields, clocks, open conflicts and
-	// the conflict record it settles): an event whose result would be
+	// state as published to CHANGES (its fields, open conflicts, the
+	// conflict record it settles, and clocks under merge or a custom
+	// resolver): an event whose result would be
 	// larger is rejected. Config.MaxDocBytes overrides it.
 	DefaultMaxDocBytes = 512 << 10
 	// maxDeadData is how much of a refused message's payload a dead letter

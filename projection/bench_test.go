@@ -64,6 +64,7 @@ func benchProjector(b *testing.B, opts projection.BoltOptions) {
 	waitFor(b, 5*time.Minute, "projector", func() bool { return p.Stats().Checkpoint >= uint64(b.N) })
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+	b.ReportMetric(float64(b.N)/float64(p.Stats().Batches), "events/batch")
 }
 
 func BenchmarkRawConsume(b *testing.B) {

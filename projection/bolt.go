@@ -23,7 +23,7 @@ var (
 	bucketConflicts = []byte("conflicts") // address key \x00 conflict id -> encoded events.Conflict
 	bucketHWM       = []byte("hwm")       // hwmKey -> encoded HighWater (see encodeHighWater)
 	bucketMeta      = []byte("meta")      // "checkpoint" -> uint64 big endian
-	bucketOutbox    = []byte("outbox")    // uint64 big endian -> encoded outboxRecord
+	bucketOutbox    = []byte("outbox")    // uint64 big endian -> encodeOutboxEntry's record (or a JSON outboxRecord, before)
 	keyCheckpoint   = []byte("checkpoint")
 	keyStreams      = []byte("streams") // (in bucketMeta) JSON StreamMarks, in the clear like the checkpoint
 	// keyKeyCheck (in bucketMeta) is the sealed check value of an
@@ -428,6 +428,8 @@ func (s *BoltStore) Streams(ctx context.Context) (StreamMarks, error) {
 	return m, nil
 }
 
+// outboxRecord is an outbox entry as stores written before the binary
+// form (bolt_outbox.go) hold it; they still read.
 type outboxRecord struct {
 	Subject string              `json:"s"`
 	MsgID   string              `json:"m"`
@@ -514,10 +516,7 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 			if err != nil {
 				return err
 			}
-			v, err := json.Marshal(outboxRecord{Subject: e.Subject, MsgID: e.MsgID, Header: e.Header, Data: e.Data})
-			if err != nil {
-				return err
-			}
+			v := encodeOutboxEntry(e)
 			k := u64(seq)
 			if err := out.Put(k, s.seal.SealValue(s.bOutbox, k, v)); err != nil {
 				return err
@@ -542,11 +541,12 @@ func (s *BoltStore) Outbox(ctx context.Context, limit int) ([]OutboxEntry, error
 			if err != nil {
 				return fmt.Errorf("outbox entry %d: %w", readU64(k), err)
 			}
-			var r outboxRecord
-			if err := json.Unmarshal(v, &r); err != nil {
+			e, err := decodeOutboxEntry(v)
+			if err != nil {
 				return fmt.Errorf("outbox entry %d: %w", readU64(k), err)
 			}
-			out = append(out, OutboxEntry{Key: readU64(k), Subject: r.Subject, MsgID: r.MsgID, Header: r.Header, Data: r.Data})
+			e.Key = readU64(k)
+			out = append(out, e)
 		}
 		return nil
 	})

@@ -43,7 +43,8 @@
 //     version that does not exist).
 //   - A document is bounded as a whole, not only per event: an event whose
 //     new state, encoded as the change the projector would publish (fields,
-//     clocks, open conflicts, the conflict record it settles), is larger
+//     open conflicts, the conflict record it settles, and the clocks where
+//     the policy publishes them: see Changes on the wire), is larger
 //     than [Config].MaxDocBytes (default 512 KiB, well under the 1 MiB NATS
 //     message) is rejected with a reason naming the limit, under every
 //     policy, and the view is untouched. The size is the state's, so a
@@ -252,11 +253,22 @@
 // looks like that), is retried with backoff for as long as it takes, never
 // given up; [Projector.Ready] reports the stall after StallTimeout.
 // A republish of the outbox at start, and every retry, leaves out a change
-// whose version is below its document's version in the view: after a
-// server restart JetStream's duplicate window holds only the ids of the
-// messages it still stores, and CHANGES keeps one per document, so an
-// older version sent again would be stored after the newer one (the newer
-// change is in the outbox or in CHANGES already, committed with the view).
+// whose version is below the one CHANGES holds for its document (read
+// from the stream's leader): after a server restart JetStream's duplicate
+// window holds only the ids of the messages it still stores, and CHANGES
+// keeps one per document, so an older version sent again would be stored
+// after the newer one. Every version not yet stored goes, in order, so a
+// crash mid-batch drops no later version of a published document from the
+// live feed. When CHANGES cannot be read, or holds nothing of the document
+// (its first change never went out, or CHANGES was purged: a reseed
+// repairs that), it leaves out what is below the view's version instead
+// (CHANGES' last message stays right; a version never published may be
+// skipped).
+//
+// The loop decides the next batch while the last one's outbox is published
+// (and its last message acked) on a goroutine of its own; it commits that
+// batch only once the publish is done, so the outbox never holds more than
+// the batch in flight, and batches go out in stream order.
 // [Projector.Ready] is nil while the projector makes progress or is idle
 // with nothing pending, else names why not: outbox publishes failing for
 // longer than StallTimeout (with the last error), the consumer failing to
@@ -334,6 +346,19 @@
 // the incarnation the checkpoint counts in, or a re-anchored view, each
 // fail at once with an error wrapping ErrHistoryGone that names what is
 // missing.
+//
+// # Changes on the wire
+//
+// A change carries the whole state of its document, but its per-field
+// clocks only where a replica may need them to decide its pending writes
+// as the server will: under Merge and custom resolvers. LWW, Reject and
+// Manual changes leave them out, so a field costs its own bytes on
+// CHANGES; the view keeps every clock under every policy (Verify hashes
+// them, a reseed and a later switch to merge start from them), and the
+// conflict record an lww change publishes is decided on the view's
+// clocks. A replica's overlay decides an lww patch on a state without
+// clocks: the state is the same, only the Lost list of the record it
+// predicts may be shorter than the server's.
 //
 // # Telemetry
 //

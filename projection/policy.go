@@ -183,6 +183,36 @@ func policyName(r Resolver) events.Policy {
 	return "custom"
 }
 
+// wireClocks reports whether the changes of a collection under r carry
+// their per-field clocks on CHANGES. A replica decides its pending writes
+// on the state a change carries (the overlay), so the clocks go wherever
+// a decision's state may depend on them: under Merge (a field's clock
+// tells whether it changed concurrently) and under a custom resolver,
+// which may read them. Under LWW, Reject and Manual the state never does;
+// LWW reads them only for the Lost list of the record it keeps, and the
+// server's record (the change's settled, the view's conflict history),
+// decided on the view's clocks, is the one that counts. The view keeps
+// every clock under every policy, so Verify, a reseed and a policy
+// changed to merge later start from them.
+func wireClocks(r Resolver) bool {
+	switch policyName(r) {
+	case events.PolicyLWW, events.PolicyReject, events.PolicyManual:
+		_, ok := r.(builtin)
+		return !ok
+	}
+	return true
+}
+
+// onWire returns c as it is published on CHANGES under p: without its
+// per-field clocks unless its collection's policy needs them (wireClocks).
+// c is changed in place: Doc.Change returns a change of its own.
+func (p Policies) onWire(c *events.Change) *events.Change {
+	if !wireClocks(p.For(c.Collection)) {
+		c.Clocks = nil
+	}
+	return c
+}
+
 // Registry names resolvers so configuration can pick them by name. A new
 // Registry knows the built-ins ("lww", "merge", "reject", "manual"); the
 // embedding program registers its own. It is not safe for concurrent

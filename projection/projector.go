@@ -2,9 +2,11 @@ package projection
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -123,8 +125,8 @@ type Config struct {
 	// must use the live value.
 	HoleWindow uint64
 	// MaxDocBytes bounds a document's state as published to CHANGES (the
-	// encoded change: fields, clocks, open conflicts and the conflict
-	// record it settles): an event whose result would be larger is
+	// encoded change: fields, open conflicts, the conflict record it
+	// settles, and clocks under merge or a custom resolver): an event whose result would be larger is
 	// rejected with a reason naming the limit, and the view is untouched.
 	// Keep it well under the NATS max_payload (1 MiB by default) to leave
 	// room for headers. Zero means DefaultMaxDocBytes (512 KiB); negative
@@ -706,6 +708,34 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) (err e
 		}
 	}()
 	var published []uint64 // outbox keys published, not yet removed
+	// out is the committed batch whose outbox is being published (at
+	// most one): the next batch is decided meanwhile, and committed and
+	// published only once out has landed, so batches go out in commit
+	// order and the outbox holds at most one batch not yet published, as
+	// without the overlap. Its context ends with the loop, which waits
+	// for it.
+	var out *flight
+	fctx, fcancel := context.WithCancel(ctx)
+	defer func() {
+		fcancel()
+		if out != nil {
+			<-out.done
+		}
+	}()
+	// land waits until out is published and acked, and takes its keys.
+	land := func() error {
+		if out == nil {
+			return nil
+		}
+		<-out.done
+		fl := out
+		out = nil
+		if fl.err != nil {
+			return fl.err
+		}
+		published = append(published, fl.keys...)
+		return nil
+	}
 	idle := time.NewTimer(idleFlush)
 	defer idle.Stop()
 	quiet := time.NewTimer(gapCheck) // fires after gapCheck without a delivery
@@ -730,12 +760,24 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) (err e
 	}
 	for {
 		batch, broken = batch[:0], nil
+		var landed <-chan struct{} // nil (never ready) with nothing in flight
+		if out != nil {
+			landed = out.done
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-landed:
+			if err := land(); err != nil {
+				return err
+			}
+			continue
 		case <-f.broken:
 			broken = f.err
 		case <-idle.C:
+			if err := land(); err != nil {
+				return err
+			}
 			if len(published) > 0 {
 				if err := p.store.RemoveOutbox(ctx, published); err != nil {
 					return err
@@ -744,6 +786,10 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) (err e
 			}
 			continue
 		case <-watch.C:
+			// A reseed publishes from the view: never beside the outbox.
+			if err := land(); err != nil {
+				return err
+			}
 			if err := p.watchStreams(ctx, f); err != nil {
 				return err
 			}
@@ -770,14 +816,29 @@ func (p *Projector) loop(ctx context.Context, f *feed, checkpoint uint64) (err e
 			}
 		}
 		if len(batch) > 0 {
-			next, keys, err := p.step(ctx, batch, checkpoint, published)
+			// Decided while out is published; committed only once it has
+			// landed, so the view is never ahead of an unpublished batch
+			// but the one in flight (see publish).
+			if err := p.decide(ctx, batch, checkpoint); err != nil {
+				return err
+			}
+			if err := land(); err != nil {
+				p.ap.finishSpans(err)
+				return err
+			}
+			fl, err := p.commitBatch(ctx, batch, published)
 			if err != nil {
 				return err
 			}
-			checkpoint, published = next, keys
+			published = nil // that commit removed them
+			checkpoint, out = fl.checkpoint, fl
+			go p.send(fctx, fl)
 			idle.Reset(idleFlush)
 		}
 		if broken != nil {
+			if err := land(); err != nil {
+				return err
+			}
 			nf, cp, err := p.reopen(ctx, f, checkpoint, broken, &backoff)
 			if err != nil {
 				return err
@@ -835,27 +896,56 @@ func quorumLost(what string, ci *jetstream.ClusterInfo) string {
 	return fmt.Sprintf("%s has no quorum: its leader %s has heard from %d of %d peers within %s", what, ci.Leader, live-1, peers-1, peerSilence)
 }
 
-// step applies one batch of new messages, in stream order: commit,
-// publish, ack. It returns the new checkpoint and the outbox keys it
-// published.
-func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint64, published []uint64) (_ uint64, _ []uint64, err error) {
-	start := time.Now()
+// flight is a committed batch on its way out: send publishes its outbox,
+// acks its last message and then counts it in Stats, on a goroutine of
+// its own while the loop decides the next batch. done closes
+// when send returns; err and keys are read only after.
+type flight struct {
+	checkpoint uint64
+	outbox     []OutboxEntry
+	ack        jetstream.Msg // the batch's last message (AckAll)
+	last       time.Time     // stream time of the batch's last event
+	stats      stepStats
+	outcomes   map[outcomeKey]int
+	spans      []trace.Span // apply spans, ended once published
+	start      time.Time
+
+	done chan struct{}
+	err  error
+	keys []uint64 // outbox keys published
+}
+
+// decide applies one batch of new messages, in stream order, into the
+// applier's batch, without committing it.
+func (p *Projector) decide(ctx context.Context, batch []delivery, checkpoint uint64) error {
 	p.ap.reset(checkpoint)
-	defer func() { p.ap.finishSpans(err) }()
-	var last time.Time
-	var lastSeq uint64
+	p.ap.started = time.Now()
 	for _, d := range batch {
 		m, md := d.msg, d.md
-		last, lastSeq = md.Timestamp, md.Sequence.Stream
 		if !p.cfg.Partition.whole() && PartitionOfSubject(m.Subject(), p.cfg.Partition.Count) != p.cfg.Partition.Index {
 			continue // another partition's: only the checkpoint passes it
 		}
 		if err := p.ap.add(ctx, rawMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Seq: md.Sequence.Stream, Time: md.Timestamp}); err != nil {
-			return 0, nil, fmt.Errorf("apply event at %d: %w", md.Sequence.Stream, err)
+			err = fmt.Errorf("apply event at %d: %w", md.Sequence.Stream, err)
+			p.ap.finishSpans(err)
+			return err
 		}
 	}
+	return nil
+}
+
+// commitBatch commits the batch decide made of batch: the view, the
+// checkpoint, the marks and the outbox in one transaction, removing the
+// published outbox keys. It returns the batch as a flight for send.
+func (p *Projector) commitBatch(ctx context.Context, batch []delivery, published []uint64) (_ *flight, err error) {
+	defer func() {
+		if err != nil {
+			p.ap.finishSpans(err)
+		}
+	}()
+	md := batch[len(batch)-1].md
 	b := &p.ap.batch
-	b.Checkpoint = max(b.Checkpoint, lastSeq)
+	b.Checkpoint = max(b.Checkpoint, md.Sequence.Stream)
 	b.Published = published
 	if n := p.ap.stats.created; n > 0 && p.marks.DocsCounted {
 		p.marks.Docs += uint64(n)
@@ -871,35 +961,49 @@ func (p *Projector) step(ctx context.Context, batch []delivery, checkpoint uint6
 		b.Streams, b.Reanchor = &marks, p.reanchor
 	}
 	if err := p.commit(ctx, b); err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	p.marksDirty, p.reanchor = false, false
 	p.health.progressed()
-	if err := p.publish(ctx, b.Outbox, false); err != nil {
-		return 0, nil, err
+	return &flight{checkpoint: b.Checkpoint, outbox: b.Outbox, ack: batch[len(batch)-1].msg, last: md.Timestamp,
+		stats: p.ap.stats, outcomes: maps.Clone(p.ap.outcomes), spans: p.ap.takeSpans(), start: p.ap.started,
+		done: make(chan struct{})}, nil
+}
+
+// send publishes fl's outbox, acks its last message and counts the batch,
+// then closes fl.done. The loop runs it on a goroutine of its own, one
+// flight at a time in commit order, and waits for it before it stops.
+func (p *Projector) send(ctx context.Context, fl *flight) {
+	defer close(fl.done)
+	fl.err = p.publish(ctx, fl.outbox, false)
+	for _, s := range fl.spans {
+		endApplySpan(s, fl.err)
 	}
-	keys := make([]uint64, len(b.Outbox))
-	for i, e := range b.Outbox {
-		keys[i] = e.Key
+	if fl.err != nil {
+		return
+	}
+	fl.keys = make([]uint64, len(fl.outbox))
+	for i, e := range fl.outbox {
+		fl.keys[i] = e.Key
 	}
 	// AckAll: acking the last message acks the whole batch, and the
 	// redeliveries before it. An ack lost in a crash is harmless: the next
 	// run restarts from the checkpoint.
-	if err := batch[len(batch)-1].msg.Ack(); err != nil {
+	if err := fl.ack.Ack(); err != nil {
 		p.log.Debug("ack", "err", err)
 	}
-	p.recordBatch(ctx, time.Since(start))
-	p.applied.Add(uint64(p.ap.stats.applied))
-	p.duplicates.Add(uint64(p.ap.stats.duplicates))
-	p.dead.Add(uint64(p.ap.stats.dead))
+	p.recordBatch(ctx, fl, time.Since(fl.start))
+	p.applied.Add(uint64(fl.stats.applied))
+	p.duplicates.Add(uint64(fl.stats.duplicates))
+	p.dead.Add(uint64(fl.stats.dead))
 	p.batches.Add(1)
-	if !last.IsZero() {
-		p.lastTime.Store(last.UnixNano())
+	if !fl.last.IsZero() {
+		p.lastTime.Store(fl.last.UnixNano())
 	}
 	// The checkpoint last: whoever sees it (Stats, a test waiting for it)
-	// sees the counters of the batch that reached it.
-	p.checkpoint.Store(b.Checkpoint)
-	return b.Checkpoint, keys, nil
+	// sees the counters of the batch that reached it, its outbox
+	// published.
+	p.checkpoint.Store(fl.checkpoint)
 }
 
 // commit commits b, fenced by the stored checkpoint when the projector
@@ -990,18 +1094,26 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bo
 	}
 }
 
-// current returns entries without the changes of a version below their
-// document's version in the view. The view commits a document's state with
-// its change in the outbox, and an entry leaves the outbox only once
-// published, so the later version's change is either among entries (or
-// later in the outbox) or already in CHANGES: leaving the older one out
-// loses nothing CHANGES keeps (one message per document), whereas
-// publishing it again may put it after the later one (see publish).
-// Receipts and dead letters are kept, and so is an entry that does not
-// decode as a change (publish decides its fate).
+// current returns entries without the changes of a version below the one
+// CHANGES holds for their document (storedVersion): JetStream keeps one
+// message per document and, once restarted, remembers the ids of the
+// messages it holds only, so such a change sent again would be stored
+// after the newer one (see publish). A change at or above the stored
+// version goes (again): one that is stored is dropped as a duplicate,
+// one that is not was never published, and the entries of a document
+// go out in version order (publishChunk). Where CHANGES cannot be read,
+// or holds no change of the document (never published, or CHANGES purged,
+// which a reseed repairs from the view), the view decides, as it is never
+// behind CHANGES: a change whose version is below its document's version
+// in the view is left out (the later change is in the outbox or in
+// CHANGES, committed with the view). That keeps CHANGES' last message
+// right, but may leave a version that was never published out of the
+// live feed. Receipts and dead
+// letters are kept, and so is an entry that does not decode as a change
+// (publish decides its fate).
 func (p *Projector) current(ctx context.Context, entries []OutboxEntry) ([]OutboxEntry, error) {
 	out := make([]OutboxEntry, 0, len(entries))
-	versions := map[events.DocAddress]uint64{}
+	floor := map[string]uint64{} // by subject: the lowest version that may go
 	for _, e := range entries {
 		if !strings.HasPrefix(e.Subject, events.ChangesPrefix+".") {
 			out = append(out, e)
@@ -1012,22 +1124,90 @@ func (p *Projector) current(ctx context.Context, entries []OutboxEntry) ([]Outbo
 			out = append(out, e)
 			continue
 		}
-		addr := c.Address()
-		v, ok := versions[addr]
+		v, ok := floor[e.Subject]
 		if !ok {
-			d, err := p.store.Get(ctx, addr)
-			if err != nil {
-				return nil, fmt.Errorf("read %s/%s/%s before publishing its change again: %w", addr.Tenant, addr.Collection, addr.Doc, err)
+			var serr error
+			if v, serr = p.storedVersion(ctx, e.Subject); serr != nil || v == 0 {
+				addr := c.Address()
+				d, err := p.store.Get(ctx, addr)
+				if err != nil {
+					return nil, fmt.Errorf("read %s/%s/%s before publishing its change again: %w", addr.Tenant, addr.Collection, addr.Doc, err)
+				}
+				if serr != nil {
+					p.log.Debug("CHANGES unreadable: the view decides what goes again", "subject", e.Subject, "err", serr)
+				}
+				v = d.Version
 			}
-			v, versions[addr] = d.Version, d.Version
+			floor[e.Subject] = v
 		}
 		if c.Version < v {
-			p.log.Debug("change superseded in the view; not published again", "msg_id", e.MsgID, "version", c.Version, "view_version", v)
+			p.log.Debug("change superseded; not published again", "msg_id", e.MsgID, "version", c.Version, "floor", v)
 			continue
 		}
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// storedVersion returns the version of the last change CHANGES holds on
+// subject, 0 when it holds none. It asks the stream's leader when the
+// JetStream gives its connection (a direct get may be answered by a
+// replica that lags), else reads it through the stream.
+func (p *Projector) storedVersion(ctx context.Context, subject string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, recreateTimeout)
+	defer cancel()
+	var data []byte
+	if js, ok := p.js.(interface {
+		Conn() *nats.Conn
+		Options() jetstream.JetStreamOptions
+	}); ok {
+		prefix := js.Options().APIPrefix
+		if prefix == "" {
+			prefix = jetstream.DefaultAPIPrefix
+		}
+		req, _ := json.Marshal(map[string]string{"last_by_subj": subject})
+		m, err := js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET."+events.StreamChanges, req)
+		if err != nil {
+			return 0, fmt.Errorf("last change on %s: %w", subject, err)
+		}
+		var resp struct {
+			Message *struct {
+				Data []byte `json:"data"`
+			} `json:"message"`
+			Error *jetstream.APIError `json:"error"`
+		}
+		if err := json.Unmarshal(m.Data, &resp); err != nil {
+			return 0, fmt.Errorf("last change on %s: %w", subject, err)
+		}
+		switch {
+		case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+			return 0, nil
+		case resp.Error != nil:
+			return 0, fmt.Errorf("last change on %s: %w", subject, resp.Error)
+		case resp.Message == nil:
+			return 0, fmt.Errorf("last change on %s: %w", subject, jetstream.ErrInvalidJetStreamResponse)
+		}
+		data = resp.Message.Data
+	} else {
+		s, err := p.js.Stream(ctx, events.StreamChanges)
+		if err != nil {
+			return 0, fmt.Errorf("last change on %s: %w", subject, err)
+		}
+		m, err := s.GetLastMsgForSubject(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("last change on %s: %w", subject, err)
+		}
+		data = m.Data
+	}
+	c, err := events.DecodeChange(data)
+	if err != nil {
+		// Not one of ours (or unreadable): nothing to order against.
+		return 0, nil
+	}
+	return c.Version, nil
 }
 
 func (p *Projector) publishOnce(ctx context.Context, entries []OutboxEntry) error {

@@ -147,24 +147,37 @@ func (a *applier) traceCtx(ctx context.Context) context.Context {
 }
 
 // finishSpans ends the batch's apply spans, marking them failed with err
-// when the batch did not commit or publish.
+// when the batch did not commit.
 func (a *applier) finishSpans(err error) {
 	for _, s := range a.spans {
-		if err != nil {
-			s.RecordError(err)
-			s.SetStatus(codes.Error, "batch not committed")
-		}
-		s.End()
+		endApplySpan(s, err)
 	}
 	a.spans = a.spans[:0]
 }
 
-// recordBatch adds a committed batch to the metrics.
-func (p *Projector) recordBatch(ctx context.Context, took time.Duration) {
-	for k, n := range p.ap.outcomes {
+// takeSpans hands the batch's apply spans to the caller, which ends them
+// (endApplySpan) once the batch is published.
+func (a *applier) takeSpans() []trace.Span {
+	spans := a.spans
+	a.spans = nil
+	return spans
+}
+
+// endApplySpan ends an apply span, failed with err if set.
+func endApplySpan(s trace.Span, err error) {
+	if err != nil {
+		s.RecordError(err)
+		s.SetStatus(codes.Error, "batch not published")
+	}
+	s.End()
+}
+
+// recordBatch adds a published batch to the metrics.
+func (p *Projector) recordBatch(ctx context.Context, fl *flight, took time.Duration) {
+	for k, n := range fl.outcomes {
 		p.metrics.outcomes.Add(ctx, int64(n), metric.WithAttributes(events.AttrPolicy.String(k.policy), events.AttrOutcome.String(string(k.outcome))))
 	}
-	if d := p.ap.stats.dead; d > 0 {
+	if d := fl.stats.dead; d > 0 {
 		p.metrics.dead.Add(ctx, int64(d))
 	}
 	p.metrics.apply.Record(ctx, took.Seconds())
