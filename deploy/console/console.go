@@ -67,6 +67,11 @@ type Config struct {
 	// default DefaultTimeout.
 	Timeout time.Duration
 	Logger  *slog.Logger // nil: discard
+	// Filtered says sync rules decide what each client user may read
+	// (the server filters its reads): the console, which shows whole
+	// tenants, then refuses client users on every route but "me" (admins
+	// and services keep it).
+	Filtered bool
 }
 
 func (c *Config) validate() error {
@@ -126,6 +131,9 @@ func New(cfg Config) (*Console, error) {
 		http.Redirect(w, r, Prefix+"/", http.StatusMovedPermanently)
 	})
 	api := func(path string, h func(w http.ResponseWriter, r *http.Request, u viewer) (any, error)) {
+		if cfg.Filtered && path != "me" {
+			h = wholeTenant(h)
+		}
 		c.mux.HandleFunc("GET "+Prefix+"/api/"+path, c.guard(h))
 	}
 	api("me", c.me)
@@ -140,6 +148,17 @@ func New(cfg Config) (*Console, error) {
 		writeError(w, http.StatusNotFound, errors.New("no such console route: "+r.URL.Path))
 	})
 	return c, nil
+}
+
+// wholeTenant refuses client users a route that shows a whole tenant,
+// under sync rules (Config.Filtered).
+func wholeTenant(h func(w http.ResponseWriter, r *http.Request, u viewer) (any, error)) func(w http.ResponseWriter, r *http.Request, u viewer) (any, error) {
+	return func(w http.ResponseWriter, r *http.Request, v viewer) (any, error) {
+		if v.role == string(auth.RoleClient) {
+			return nil, status(http.StatusForbidden, "forbidden: sync rules decide what user %s may read, and the console shows whole tenants (admins and services only); read through the gateway", v.name)
+		}
+		return h(w, r, v)
+	}
 }
 
 // ServeHTTP serves the console.

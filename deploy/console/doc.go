@@ -38,7 +38,9 @@
 // Under auth (Config.Users) every /ui/api/ route needs the gateway's
 // credentials (HTTP Basic, or Bearer base64(user:password)), checked
 // through the same login guard (auth.Users.AuthenticateFrom). An admin
-// sees every tenant; any other user only its own. The static assets are
+// sees every tenant; any other user only its own; under sync rules
+// (Config.Filtered) a client user gets only "me", since every other route
+// shows a whole tenant and the rules decide what a client reads. The static assets are
 // served without credentials: they hold no data. The API never sends
 // WWW-Authenticate, so a browser shows the console's own login form, not
 // its Basic dialog.

@@ -224,6 +224,15 @@ func TestSyncRules_TwoUsersSeeExactlyTheirDocuments(t *testing.T) {
 		refuse("HTTP GET "+p+" lists bob's documents", code == http.StatusOK && !strings.Contains(body, "l-bob") && !strings.Contains(body, "t-bob"))
 	}
 
+	// The console (/ui) shows whole tenants: under rules it is not for
+	// client users.
+	for _, p := range []string{"/ui/api/doc?tenant=acme&collection=lists&id=l-bob", "/ui/api/docs?tenant=acme&collection=lists",
+		"/ui/api/conflicts?tenant=acme", "/ui/api/dead?tenant=acme", "/ui/api/rejections?tenant=acme",
+		"/ui/api/journey?tenant=acme&collection=lists&id=l-bob"} {
+		code, body := w.http("ann", http.MethodGet, p, "")
+		refuse(fmt.Sprintf("console GET %s: %d", p, code), code == http.StatusForbidden || (code == http.StatusNotFound && !strings.Contains(body, "l-bob")))
+	}
+
 	// Forbidden writes, as ann: over NATS each is rejected with a receipt.
 	must(ann.Put(ctx, "lists", "l-bob", fields("owner", "ann", "team", "red", "title", "mine now")))
 	must(ann.Put(ctx, "todos", "t-bob", fields("list", "l-bob", "text", "eat the cake")))

@@ -215,7 +215,7 @@ func (s *Server) start(ctx, runCtx context.Context) error {
 	}
 	// The console (/ui) reads the view and the streams; everything else
 	// is the gateway's.
-	con, err := console.New(console.Config{JetStream: js, Store: store, Users: c.Users, Logger: log.With("component", "console")})
+	con, err := console.New(console.Config{JetStream: js, Store: store, Users: c.Users, Filtered: c.Rules != nil, Logger: log.With("component", "console")})
 	if err != nil {
 		return err
 	}
