@@ -187,7 +187,7 @@ type Publisher struct {
 	bo     backoff
 	cursor uint64 // last sequence sent; the next round continues after it
 
-	results chan []result // acks and refusals, from run to the committer
+	results *resultQueue // acks and refusals, from run to the committer
 	rewind  atomic.Bool   // the committer failed: send again from the oldest pending
 }
 
@@ -218,7 +218,7 @@ func NewPublisher(l *Log, js JetStream, conn Conn, cfg PublisherConfig) (*Publis
 		cfg:     cfg,
 		logger:  cfg.Logger.With(keyComponent, "producer.publisher", keyTenant, l.Tenant(), keyClient, l.Client()),
 		stopped: make(chan struct{}),
-		results: make(chan []result, 64),
+		results: newResultQueue(),
 		tracer:  tracerOf(cfg.TracerProvider),
 		metrics: pm,
 		bo:      backoff{initial: cfg.BackoffInitial, max: cfg.BackoffMax, jitter: cfg.Jitter},
@@ -321,7 +321,7 @@ var errStop = errors.New("stop")
 
 func (p *Publisher) run(ctx context.Context) {
 	defer p.wg.Done()
-	defer close(p.results)
+	defer p.results.close()
 	probe := false
 	for {
 		if ctx.Err() != nil {
@@ -655,7 +655,8 @@ func (p *Publisher) await(ctx context.Context, f flight, block bool) (r result, 
 	return r, true, nil
 }
 
-// store hands results to the committer; an ack resets the backoff.
+// store hands results to the committer, which never holds publishing
+// back (see resultQueue); an ack resets the backoff.
 func (p *Publisher) store(ctx context.Context, done []result) error {
 	if len(done) == 0 {
 		return nil
@@ -666,31 +667,21 @@ func (p *Publisher) store(ctx context.Context, done []result) error {
 			break
 		}
 	}
-	select {
-	case p.results <- done:
-		return nil
-	case <-ctx.Done():
-		return errStop
-	}
+	return p.results.put(ctx, done)
 }
 
-// commit stores results until run closes the channel, batching whatever
-// has queued up into one transaction, then reports failures and recovery.
+// commit stores results until run closes the queue, each time all that
+// queued up during the previous commit in one transaction, then reports
+// failures and recovery.
 func (p *Publisher) commit() {
 	defer p.wg.Done()
-	for rs := range p.results {
-	more:
-		for {
-			select {
-			case next, ok := <-p.results:
-				if !ok {
-					break more
-				}
-				rs = append(rs, next...)
-			default:
-				break more
-			}
+	var spare []result
+	for {
+		rs, ok := p.results.take(spare)
+		if !ok {
+			return
 		}
+		spare = rs
 		failed, published, err := p.log.markResults(rs)
 		if err == nil {
 			// Count before waking Flush, so a Flush that returns sees the count.
