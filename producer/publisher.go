@@ -398,7 +398,8 @@ type result struct {
 	err error // permanent
 }
 
-// readPage is the fewest pending entries a round reads at a time.
+// readPage is how many pending entries a round reads from the log at a
+// time.
 const readPage = 256
 
 // round publishes pending entries after p.cursor until none is left (nil), a
@@ -413,8 +414,8 @@ const readPage = 256
 // to the window (sent or held behind their document) no further than
 // MaxInFlight client sequences past the oldest one the round has not
 // finished, which bounds the entries held in memory and how far an event
-// can be overtaken (see doc.go); they are read from the log a page
-// (readPage, or the window's free room if larger) at a time. Results go, in
+// can be overtaken (see doc.go); they are read from the log readPage at a
+// time. Results go, in
 // the order the publishes were sent, to the committer, which stores all
 // that arrived during its previous commit in its next one.
 func (p *Publisher) round(ctx context.Context, probe bool) (rerr error) {
@@ -451,9 +452,10 @@ func (p *Publisher) round(ctx context.Context, probe bool) (rerr error) {
 			}
 			if len(ahead) == 0 {
 				// Read a page at a time, not what the window has room
-				// for: one read transaction per page, not per ack.
+				// for: one read transaction per page, not per ack, and
+				// the first publishes leave after one page is read.
 				var err error
-				ahead, err = p.log.pendingAfter(p.cursor, max(readPage, limit-len(inflight)), 0)
+				ahead, err = p.log.pendingAfter(p.cursor, readPage, 0)
 				if err != nil {
 					if errors.Is(err, ErrClosed) {
 						return errStop

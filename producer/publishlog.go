@@ -40,7 +40,11 @@ func (l *Log) pendingAfter(after uint64, n int, below uint64) ([]pendingMsg, err
 	defer release()
 	var out []pendingMsg
 	err = l.db.View(func(tx *bbolt.Tx) error {
-		evb := tx.Bucket(bucketEvents)
+		// Pending entries are a run of the events' keys (mostly all of
+		// the newest): step a cursor over the events beside the pending
+		// one instead of searching from the root for each.
+		evc := tx.Bucket(bucketEvents).Cursor()
+		var ek []byte
 		c := tx.Bucket(bucketPending).Cursor()
 		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < n; k, v = c.Next() {
 			seq := keySeqOf(k)
@@ -55,8 +59,14 @@ func (l *Log) pendingAfter(after uint64, n int, below uint64) ([]pendingMsg, err
 			if err != nil {
 				return fmt.Errorf("read pending entry %d: %w", seq, err)
 			}
-			data := evb.Get(k)
-			if data == nil {
+			var data []byte
+			if ek != nil {
+				ek, data = evc.Next()
+			}
+			if !bytes.Equal(ek, k) {
+				ek, data = evc.Seek(k)
+			}
+			if !bytes.Equal(ek, k) {
 				return fmt.Errorf("read pending entry %d: event missing", seq)
 			}
 			if data, err = l.seal.OpenValue(bucketEvents, k, data); err != nil {

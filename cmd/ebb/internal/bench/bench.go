@@ -52,6 +52,9 @@ type Config struct {
 	Rounds int
 	// Only, if not empty, names the workloads to run (see Workloads).
 	Only []string
+	// Sync, if not empty, runs the embedded servers with only this fsync
+	// policy: "always" or "interval" (for profiling one of them).
+	Sync string
 	// Progress is told of every step; nil means none.
 	Progress func(Step)
 	// Logger receives the embedded servers' and components' warnings;
@@ -139,6 +142,9 @@ var workloads = []workload{
 // not one of Workloads.
 var ErrUnknownWorkload = errors.New("unknown workload")
 
+// ErrUnknownSync is returned by Run for a Config.Sync it cannot honour.
+var ErrUnknownSync = errors.New("unknown sync policy")
+
 // Run runs the workloads and returns their rows. It stops at the first
 // workload that fails, returning the rows measured so far with the error.
 func Run(ctx context.Context, cfg Config) ([]Result, error) {
@@ -186,6 +192,9 @@ type runner struct {
 
 func newRunner(cfg Config) (*runner, error) {
 	r := &runner{cfg: cfg, sizes: cfg.Sizes, rounds: cfg.Rounds, log: cfg.Logger}
+	if cfg.Sync != "" && (cfg.NATSURL != "" || len(r.syncs()) == 0) {
+		return nil, fmt.Errorf("bench: %w %q: want always or interval, with embedded servers", ErrUnknownSync, cfg.Sync)
+	}
 	if r.sizes == (Sizes{}) {
 		r.sizes = DefaultSizes
 	}

@@ -10,6 +10,10 @@ import (
 // -bench.sizes=default or large.
 var benchSizes = flag.String("bench.sizes", "quick", "sizes of the Go benchmarks: quick, default or large")
 
+// benchSync, if set, runs the Go benchmarks under one server fsync policy
+// (Config.Sync), so a profile shows one of them.
+var benchSync = flag.String("bench.sync", "", "server fsync policy of the Go benchmarks: always or interval (default both)")
+
 func sizes(tb testing.TB) Sizes {
 	switch *benchSizes {
 	case "quick":
@@ -34,7 +38,7 @@ func benchWorkload(b *testing.B, name string) {
 	var rows []Result
 	for range b.N {
 		var err error
-		rows, err = Run(b.Context(), Config{Dir: b.TempDir(), Sizes: sizes(b), Rounds: 1, Only: []string{name}})
+		rows, err = Run(b.Context(), Config{Dir: b.TempDir(), Sizes: sizes(b), Rounds: 1, Only: []string{name}, Sync: *benchSync})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -27,10 +27,19 @@ func (r *runner) syncs() []syncMode {
 	if r.cfg.NATSURL != "" {
 		return []syncMode{{name: "server's"}}
 	}
-	return []syncMode{
+	all := []syncMode{
 		{name: "always", policy: embedded.SyncPolicy{}},
 		{name: "interval", policy: embedded.SyncPolicy{Interval: embedded.NATSDefaultSyncInterval}},
 	}
+	if r.cfg.Sync == "" {
+		return all
+	}
+	for _, sm := range all {
+		if sm.name == r.cfg.Sync {
+			return []syncMode{sm}
+		}
+	}
+	return nil // refused by newRunner
 }
 
 // rawStream is the stream the baselines publish to: EVENTS' configuration
