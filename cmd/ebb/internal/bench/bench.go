@@ -130,7 +130,7 @@ func Workloads() []string {
 
 var workloads = []workload{
 	{"push", pairSteps(true), runPush},
-	{"projector", pairSteps(true), runProjector},
+	{"projector", func(r *runner) int { return 3 * r.rounds * len(r.syncs()) }, runProjector},
 	{"catch-up", func(r *runner) int { return 1 + pairSteps(false)(r) }, runCatchUp},
 	{"put", func(r *runner) int { return 4 * len(r.syncs()) * r.rounds }, runPut},
 	{"latency", func(r *runner) int { return 2 * r.rounds }, runLatency},
@@ -252,40 +252,74 @@ func (r *runner) pair(ctx context.Context, what string, raw, ebb func(ctx contex
 
 // pairWith is pair with setup called before each round, untimed.
 func (r *runner) pairWith(ctx context.Context, what string, setup func(ctx context.Context, round int) error, raw, ebb func(ctx context.Context, round int) (float64, error)) (e, w, ratio float64, err error) {
-	var es, ws, rs []float64
+	e, ws, rs, err := r.pairsWith(ctx, what, setup, []baseline{{"raw", raw}}, ebb)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return e, ws[0], rs[0], nil
+}
+
+// baseline is one raw run of a round, named in the progress line.
+type baseline struct {
+	name string
+	run  func(ctx context.Context, round int) (float64, error)
+}
+
+// pairsWith is pairWith with several baselines: each round runs setup,
+// then the baselines and ebb (the baselines first in odd rounds, ebb first
+// in even ones), and it returns the median of ebb's figures and, per
+// baseline, the median of its figures and of the per-round ratios
+// ebb/baseline.
+func (r *runner) pairsWith(ctx context.Context, what string, setup func(ctx context.Context, round int) error, raws []baseline, ebb func(ctx context.Context, round int) (float64, error)) (e float64, w, ratio []float64, err error) {
+	var es []float64
+	ws, rs := make([][]float64, len(raws)), make([][]float64, len(raws))
 	for i := range r.rounds {
 		if setup != nil {
 			if err := setup(ctx, i); err != nil {
-				return 0, 0, 0, err
+				return 0, nil, nil, err
 			}
 		}
-		var fe, fw float64
-		first, second := func() error {
-			r.step("%s: raw (round %d/%d)", what, i+1, r.rounds)
-			var err error
-			fw, err = raw(ctx, i)
-			return err
-		}, func() error {
+		fw := make([]float64, len(raws))
+		var fe float64
+		runRaws := func() error {
+			for k, b := range raws {
+				r.step("%s: %s (round %d/%d)", what, b.name, i+1, r.rounds)
+				var err error
+				if fw[k], err = b.run(ctx, i); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		runEbb := func() error {
 			r.step("%s: ebb (round %d/%d)", what, i+1, r.rounds)
 			var err error
 			fe, err = ebb(ctx, i)
 			return err
 		}
+		first, second := runRaws, runEbb
 		if i%2 == 1 {
 			first, second = second, first
 		}
 		if err := first(); err != nil {
-			return 0, 0, 0, err
+			return 0, nil, nil, err
 		}
 		if err := second(); err != nil {
-			return 0, 0, 0, err
+			return 0, nil, nil, err
 		}
-		es, ws = append(es, fe), append(ws, fw)
-		if fw != 0 {
-			rs = append(rs, fe/fw)
+		es = append(es, fe)
+		for k := range raws {
+			ws[k] = append(ws[k], fw[k])
+			if fw[k] != 0 {
+				rs[k] = append(rs[k], fe/fw[k])
+			}
 		}
 	}
-	return median(es), median(ws), median(rs), nil
+	for k := range raws {
+		w = append(w, median(ws[k]))
+		ratio = append(ratio, median(rs[k]))
+	}
+	return median(es), w, ratio, nil
 }
 
 // row fills in a Result's ratio verdict.
