@@ -23,19 +23,21 @@ type Sizes struct {
 	Backlog   int // unsettled writes under Get and Put (workload backlog)
 	BacklogOp int // Get and Put calls timed per side (workload backlog)
 	Local     int // Replica.Put calls from 8 goroutines, offline (workload local-writes)
+	Delta     int // documents of which 1% change (workload delta)
+	Fsync     int // Replica.Put calls counted for fsyncs (workload fsync)
 }
 
 // QuickSizes is a small run (seconds): a smoke test, not a measurement.
 var QuickSizes = Sizes{Push: 2000, Project: 2000, CatchUp: 2000, Put: 200, Rate: 200,
-	Duration: time.Second, Backlog: 2000, BacklogOp: 20, Local: 400}
+	Duration: time.Second, Backlog: 2000, BacklogOp: 20, Local: 400, Delta: 2000, Fsync: 400}
 
 // DefaultSizes is a run of a few minutes on a 2-core machine.
 var DefaultSizes = Sizes{Push: 20_000, Project: 20_000, CatchUp: 10_000, Put: 2000, Rate: 500,
-	Duration: 5 * time.Second, Backlog: 10_000, BacklogOp: 50, Local: 4000}
+	Duration: 5 * time.Second, Backlog: 10_000, BacklogOp: 50, Local: 4000, Delta: 20_000, Fsync: 4000}
 
 // LargeSizes are the sizes (100k backlog, 1M catch-up): long.
 var LargeSizes = Sizes{Push: 100_000, Project: 100_000, CatchUp: 1_000_000, Put: 5000, Rate: 500,
-	Duration: 10 * time.Second, Backlog: 100_000, BacklogOp: 50, Local: 20_000}
+	Duration: 10 * time.Second, Backlog: 100_000, BacklogOp: 50, Local: 20_000, Delta: 100_000, Fsync: 20_000}
 
 // Config configures Run. Every field may be left zero.
 type Config struct {
@@ -136,6 +138,7 @@ var workloads = []workload{
 	{"latency", func(r *runner) int { return 2 * r.rounds }, runLatency},
 	{"backlog", func(r *runner) int { return 2 * r.rounds }, runBacklog},
 	{"local-writes", pairSteps(false), runLocalWrites},
+	{"delta", func(*runner) int { return 2 }, runDelta},
 }
 
 // ErrUnknownWorkload is returned by Run for a name in Config.Only that is
