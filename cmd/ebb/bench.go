@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"runtime"
 	"strings"
@@ -28,6 +29,10 @@ var benchAbout = "Each workload runs beside its raw JetStream baseline on the sa
 	strings.Join(bench.Workloads(), ", ") + "."
 
 func runBench(ctx context.Context, m *Main, args []string) error {
+	if bench.IsFsyncChild() {
+		// Started by the fsync workload of an `ebb bench` under strace.
+		return bench.RunFsyncChild(ctx)
+	}
 	var (
 		asJSON, quick, large bool
 		natsURL, only, dir   string
@@ -54,6 +59,9 @@ func runBench(ctx context.Context, m *Main, args []string) error {
 		return usagef("bench: --rounds %d: want at least 1", rounds)
 	}
 	cfg := bench.Config{NATSURL: natsURL, Dir: dir, Sizes: bench.DefaultSizes, Rounds: rounds}
+	if self, err := os.Executable(); err == nil {
+		cfg.Self = []string{self, "bench"}
+	}
 	switch {
 	case quick:
 		cfg.Sizes = bench.QuickSizes

@@ -54,6 +54,10 @@ type Config struct {
 	Rounds int
 	// Only, if not empty, names the workloads to run (see Workloads).
 	Only []string
+	// Self is the command line that starts this program again so that it
+	// calls RunFsyncChild when IsFsyncChild (see fsync.go); without it the
+	// fsync workload reports no rows.
+	Self []string
 	// Sync, if not empty, runs the embedded servers with only this fsync
 	// policy: "always" or "interval" (for profiling one of them).
 	Sync string
@@ -139,6 +143,7 @@ var workloads = []workload{
 	{"backlog", func(r *runner) int { return 2 * r.rounds }, runBacklog},
 	{"local-writes", pairSteps(false), runLocalWrites},
 	{"delta", func(*runner) int { return 2 }, runDelta},
+	{"fsync", func(r *runner) int { return len(r.syncs()) }, runFsync},
 }
 
 // ErrUnknownWorkload is returned by Run for a name in Config.Only that is

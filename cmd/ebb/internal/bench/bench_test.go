@@ -2,6 +2,8 @@ package bench
 
 import (
 	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -38,7 +40,8 @@ func benchWorkload(b *testing.B, name string) {
 	var rows []Result
 	for range b.N {
 		var err error
-		rows, err = Run(b.Context(), Config{Dir: b.TempDir(), Sizes: sizes(b), Rounds: 1, Only: []string{name}, Sync: *benchSync})
+		rows, err = Run(b.Context(), Config{Dir: b.TempDir(), Sizes: sizes(b), Rounds: 1, Only: []string{name}, Sync: *benchSync,
+			Self: []string{os.Args[0], "-test.run=^TestFsyncChild$", "-test.count=1"}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -58,6 +61,19 @@ func BenchmarkPut(b *testing.B)         { benchWorkload(b, "put") }
 func BenchmarkLatency(b *testing.B)     { benchWorkload(b, "latency") }
 func BenchmarkBacklog(b *testing.B)     { benchWorkload(b, "backlog") }
 func BenchmarkLocalWrites(b *testing.B) { benchWorkload(b, "local-writes") }
+func BenchmarkDelta(b *testing.B)       { benchWorkload(b, "delta") }
+func BenchmarkFsync(b *testing.B)       { benchWorkload(b, "fsync") }
+
+// TestFsyncChild is the child process of the fsync workload (see
+// fsync.go); run on its own it does nothing.
+func TestFsyncChild(t *testing.T) {
+	if !IsFsyncChild() {
+		t.Skip("only the fsync workload's child process runs this")
+	}
+	if err := RunFsyncChild(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
 
 func TestTarget_Met(t *testing.T) {
 	for _, c := range []struct {
@@ -92,5 +108,39 @@ func TestMedianAndPercentile(t *testing.T) {
 	}
 	if p := pct(xs, 99); p != 99 {
 		t.Errorf("p99 of 1..100 = %v", p)
+	}
+}
+
+// TestCountFsyncs: only sync calls between the markers count, by the
+// directory of the file they name; strace's resumed halves of a call
+// interrupted by another thread do not count twice.
+func TestCountFsyncs(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "strace.out")
+	lines := []string{
+		`100 fdatasync(7</D/client/ebb.db>) = 0`,
+		`100 fsync(9</D/mark.begin>) = 0`,
+		`100 fdatasync(7</D/client/ebb.db> <unfinished ...>`,
+		`101 fsync(12</D/server/w-1/jetstream/$G/streams/EVENTS/msgs/1.blk>) = 0`,
+		`100 <... fdatasync resumed>) = 0`,
+		`102 fdatasync(13</D/server/w-1/view.db>) = 0`,
+		`102 fsync(14</elsewhere/x>) = 0`,
+		`100 fdatasync(7</D/client/ebb.db>) = 0`,
+		`100 fsync(9</D/mark.end>) = 0`,
+		`101 fsync(12</D/server/w-1/jetstream/$G/streams/EVENTS/msgs/1.blk>) = 0`,
+	}
+	text := strings.ReplaceAll(strings.Join(lines, "\n"), "/D/", dir+"/")
+	if err := os.WriteFile(out, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := countFsyncs(out, dir, markBegin, markEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != (fsyncCounts{client: 2, server: 2}) {
+		t.Errorf("counts %+v, want client 2, server 2", c)
+	}
+	if _, err := countFsyncs(out, dir, markRawBegin, markRawEnd); err == nil {
+		t.Error("counted between markers that are not there")
 	}
 }
