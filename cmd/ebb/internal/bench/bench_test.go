@@ -3,6 +3,7 @@ package bench
 import (
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -142,5 +143,42 @@ func TestCountFsyncs(t *testing.T) {
 	}
 	if _, err := countFsyncs(out, dir, markRawBegin, markRawEnd); err == nil {
 		t.Error("counted between markers that are not there")
+	}
+}
+
+// TestFsync_Rows runs the fsync workload at the quick size: it starts this
+// test binary again under strace and reports both rows per sync policy,
+// each with a count above zero (every write is fsynced somewhere at
+// sync=always). It asserts no bound.
+func TestFsync_Rows(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts embedded servers under strace")
+	}
+	if _, err := exec.LookPath("strace"); err != nil {
+		t.Skip("no strace")
+	}
+	rows, err := Run(t.Context(), Config{Dir: t.TempDir(), Sizes: QuickSizes, Rounds: 1, Only: []string{"fsync"},
+		Self: []string{os.Args[0], "-test.run=^TestFsyncChild$", "-test.count=1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Result{}
+	for _, r := range rows {
+		got[r.Key] = r
+	}
+	for _, k := range []string{"fsync-client/always", "fsync-server/always", "fsync-client/interval", "fsync-server/interval"} {
+		r, ok := got[k]
+		if !ok {
+			t.Errorf("no row %s in %+v", k, rows)
+			continue
+		}
+		if r.Ratio != r.Ebb || r.Raw != 1 || r.Met != r.Target.Met(r.Ratio) {
+			t.Errorf("%s: %+v", k, r)
+		}
+	}
+	for _, k := range []string{"fsync-client/always", "fsync-server/always", "fsync-client/interval"} {
+		if got[k].Ebb <= 0 {
+			t.Errorf("%s: %v fsyncs per write, want some", k, got[k].Ebb)
+		}
 	}
 }
