@@ -415,9 +415,9 @@ const readPage = 256
 // MaxInFlight client sequences past the oldest one the round has not
 // finished, which bounds the entries held in memory and how far an event
 // can be overtaken (see doc.go); they are read from the log readPage at a
-// time. Results go, in
-// the order the publishes were sent, to the committer, which stores all
-// that arrived during its previous commit in its next one.
+// time. Results go, in the order the publishes were sent, to the
+// committer, which stores all that arrived during its previous commit in
+// its next one.
 func (p *Publisher) round(ctx context.Context, probe bool) (rerr error) {
 	var (
 		inflight []flight // sent, in send order
@@ -671,8 +671,9 @@ func (p *Publisher) await(ctx context.Context, f flight, block bool) (r result, 
 	return r, true, nil
 }
 
-// store hands results to the committer, which never holds publishing
-// back (see resultQueue); an ack resets the backoff.
+// store hands results to the committer without waiting for its commit
+// (only for room, past maxQueuedResults: see resultQueue); an ack resets
+// the backoff.
 func (p *Publisher) store(ctx context.Context, done []result) error {
 	if len(done) == 0 {
 		return nil
