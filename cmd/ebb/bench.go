@@ -26,7 +26,7 @@ type benchReport struct {
 }
 
 // benchAbout is the help paragraph of `ebb bench`.
-var benchAbout = "Each workload runs beside its raw JetStream baseline on the same server in the same run, alternating which goes first, and reports the medians and ebb/raw against the target of issue 15. Absolute figures on a shared machine are noise; the ratios are what to compare. Without --nats every workload starts its own embedded servers (fsync per write, and the background interval) in a temporary directory; --nats must name a scratch server: the workloads create the ebb streams there and run projectors over them. Workloads (--only): " +
+var benchAbout = "Each workload runs beside its raw JetStream baseline on the same server in the same run, alternating which goes first, and reports the medians and ebb/raw against the target of issue 15. Absolute figures on a shared machine are noise; the ratios are what to compare. Without --nats every workload starts its own embedded servers (fsync per write, and the background interval) in a temporary directory; --nats must name a scratch server: the workloads create the ebb streams there and run projectors over them. The fsync workload runs ebb again under strace -f and counts its fsync calls; without strace on PATH (or with --nats) its rows are left out. Workloads (--only): " +
 	strings.Join(bench.Workloads(), ", ") + "."
 
 func runBench(ctx context.Context, m *Main, args []string) error {
