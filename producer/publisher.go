@@ -13,12 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.etcd.io/bbolt"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/ebbsync/ebb/events"
 )
 
 // JetStream is the part of jetstream.JetStream the Publisher uses.
@@ -187,8 +183,8 @@ type Publisher struct {
 	bo     backoff
 	cursor uint64 // last sequence sent; the next round continues after it
 
-	results chan []result // acks and refusals, from run to the committer
-	rewind  atomic.Bool   // the committer failed: send again from the oldest pending
+	results *resultQueue // acks and refusals, from run to the committer
+	rewind  atomic.Bool  // the committer failed: send again from the oldest pending
 }
 
 // NewPublisher returns a Publisher for l that publishes with js. conn, which
@@ -218,7 +214,7 @@ func NewPublisher(l *Log, js JetStream, conn Conn, cfg PublisherConfig) (*Publis
 		cfg:     cfg,
 		logger:  cfg.Logger.With(keyComponent, "producer.publisher", keyTenant, l.Tenant(), keyClient, l.Client()),
 		stopped: make(chan struct{}),
-		results: make(chan []result, 64),
+		results: newResultQueue(),
 		tracer:  tracerOf(cfg.TracerProvider),
 		metrics: pm,
 		bo:      backoff{initial: cfg.BackoffInitial, max: cfg.BackoffMax, jitter: cfg.Jitter},
@@ -321,7 +317,7 @@ var errStop = errors.New("stop")
 
 func (p *Publisher) run(ctx context.Context) {
 	defer p.wg.Done()
-	defer close(p.results)
+	defer p.results.close()
 	probe := false
 	for {
 		if ctx.Err() != nil {
@@ -402,6 +398,10 @@ type result struct {
 	err error // permanent
 }
 
+// readPage is how many pending entries a round reads from the log at a
+// time.
+const readPage = 256
+
 // round publishes pending entries after p.cursor until none is left (nil), a
 // retryable failure (the error), or ctx or the log ends (errStop).
 //
@@ -410,17 +410,20 @@ type result struct {
 // a document is held back until the earlier one is acknowledged or failed
 // for good, while events of other documents keep flowing. So a retryable
 // failure in the middle of the window can let events of other documents
-// overtake an event, never one of its own document. Entries are read no
-// further than MaxInFlight client sequences past the oldest one the round
-// has not finished, which bounds the entries held in memory and how far an
-// event can be overtaken (see doc.go). Results go, in the order the
-// publishes were sent, to the committer, which stores them in as few
-// transactions as they arrive.
+// overtake an event, never one of its own document. Entries are admitted
+// to the window (sent or held behind their document) no further than
+// MaxInFlight client sequences past the oldest one the round has not
+// finished, which bounds the entries held in memory and how far an event
+// can be overtaken (see doc.go); they are read from the log readPage at a
+// time. Results go, in the order the publishes were sent, to the
+// committer, which stores all that arrived during its previous commit in
+// its next one.
 func (p *Publisher) round(ctx context.Context, probe bool) (rerr error) {
 	var (
 		inflight []flight // sent, in send order
 		w        = newWindow(uint64(p.cfg.MaxInFlight))
-		stopErr  error // a retryable send failure: drain the window, then return it
+		stopErr  error        // a retryable send failure: drain the window, then return it
+		ahead    []pendingMsg // read after p.cursor, not yet admitted to the window
 	)
 	defer func() {
 		// Publishes still in flight are abandoned: they go again next round.
@@ -447,20 +450,28 @@ func (p *Publisher) round(ctx context.Context, probe bool) (rerr error) {
 			if bounded && p.cursor+1 >= below {
 				break // read far enough ahead of the oldest unfinished entry
 			}
-			msgs, err := p.log.pendingAfter(p.cursor, limit-len(inflight), below)
-			if err != nil {
-				if errors.Is(err, ErrClosed) {
-					return errStop
+			if len(ahead) == 0 {
+				// Read a page at a time, not what the window has room
+				// for: one read transaction per page, not per ack, and
+				// the first publishes leave after one page is read.
+				var err error
+				ahead, err = p.log.pendingAfter(p.cursor, readPage, 0)
+				if err != nil {
+					if errors.Is(err, ErrClosed) {
+						return errStop
+					}
+					return err
 				}
-				return err
+				if len(ahead) == 0 {
+					break
+				}
 			}
-			if len(msgs) == 0 {
-				break
-			}
-			for _, m := range msgs {
+			for len(ahead) > 0 && len(inflight) < limit {
+				m := ahead[0]
 				if !w.admit(m) {
-					break fill // past the bound (only on an unbounded read)
+					break fill // past the bound: it waits in ahead
 				}
+				ahead = ahead[1:]
 				p.cursor = m.seq
 				if w.hold(m) {
 					continue // its document has a publish in flight
@@ -593,7 +604,12 @@ func (w *window) nextReady() (pendingMsg, bool) {
 // connection and checks whether the server answered the message with a
 // permission violation (which NATS reports on the connection, not the ack).
 func (p *Publisher) send(ctx context.Context, m pendingMsg, probe bool) flight {
-	f := flight{out: m, span: p.startPublishSpan(m), sent: time.Now()}
+	f := flight{out: m, sent: time.Now()}
+	if p.cfg.TracerProvider != nil {
+		// Without a provider there is no span to start, and the message
+		// carries the append's trace context as stored.
+		f.span = p.startPublishSpan(m)
+	}
 	var before error
 	if probe && p.conn != nil {
 		before = p.conn.LastError()
@@ -655,7 +671,9 @@ func (p *Publisher) await(ctx context.Context, f flight, block bool) (r result, 
 	return r, true, nil
 }
 
-// store hands results to the committer; an ack resets the backoff.
+// store hands results to the committer without waiting for its commit
+// (only for room, past maxQueuedResults: see resultQueue); an ack resets
+// the backoff.
 func (p *Publisher) store(ctx context.Context, done []result) error {
 	if len(done) == 0 {
 		return nil
@@ -666,31 +684,21 @@ func (p *Publisher) store(ctx context.Context, done []result) error {
 			break
 		}
 	}
-	select {
-	case p.results <- done:
-		return nil
-	case <-ctx.Done():
-		return errStop
-	}
+	return p.results.put(ctx, done)
 }
 
-// commit stores results until run closes the channel, batching whatever
-// has queued up into one transaction, then reports failures and recovery.
+// commit stores results until run closes the queue, each time all that
+// queued up during the previous commit in one transaction, then reports
+// failures and recovery.
 func (p *Publisher) commit() {
 	defer p.wg.Done()
-	for rs := range p.results {
-	more:
-		for {
-			select {
-			case next, ok := <-p.results:
-				if !ok {
-					break more
-				}
-				rs = append(rs, next...)
-			default:
-				break more
-			}
+	var spare []result
+	for {
+		rs, ok := p.results.take(spare)
+		if !ok {
+			return
 		}
+		spare = rs
 		failed, published, err := p.log.markResults(rs)
 		if err == nil {
 			// Count before waking Flush, so a Flush that returns sees the count.
@@ -818,130 +826,3 @@ func (b *backoff) next() time.Duration {
 
 // reset starts the next run of failures from the initial wait.
 func (b *backoff) reset() { b.attempt = 0 }
-
-// pendingMsg is a pending entry ready to publish.
-type pendingMsg struct {
-	seq uint64
-	id  string
-	msg *nats.Msg
-}
-
-// pendingAfter returns up to n pending entries with a sequence above after
-// and, unless below is 0, under below, in order, as messages: subject, event
-// payload, Nats-Msg-Id and the trace context captured at Append.
-func (l *Log) pendingAfter(after uint64, n int, below uint64) ([]pendingMsg, error) {
-	release, err := l.use()
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	var out []pendingMsg
-	err = l.db.View(func(tx *bbolt.Tx) error {
-		evb := tx.Bucket(bucketEvents)
-		c := tx.Bucket(bucketPending).Cursor()
-		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < n; k, v = c.Next() {
-			if below != 0 && keySeqOf(k) >= below {
-				break
-			}
-			v, err := l.seal.OpenValue(bucketPending, k, v)
-			if err != nil {
-				return fmt.Errorf("read pending entry %d: %w", keySeqOf(k), err)
-			}
-			var ob outbound
-			if err := jsonUnmarshal(v, &ob); err != nil {
-				return fmt.Errorf("read pending entry %d: %w", keySeqOf(k), err)
-			}
-			data := evb.Get(k)
-			if data == nil {
-				return fmt.Errorf("read pending entry %d: event missing", keySeqOf(k))
-			}
-			if data, err = l.seal.OpenValue(bucketEvents, k, data); err != nil {
-				return fmt.Errorf("read pending entry %d: %w", keySeqOf(k), err)
-			}
-			h := nats.Header{jetstream.MsgIDHeader: []string{ob.ID}}
-			if len(ob.Trace) > 0 {
-				tctx := l.prop.Extract(context.Background(), propagation.MapCarrier(ob.Trace))
-				l.prop.Inject(tctx, events.HeaderCarrier(h))
-			}
-			out = append(out, pendingMsg{
-				seq: keySeqOf(k),
-				id:  ob.ID,
-				msg: &nats.Msg{Subject: ob.Subject, Data: append([]byte(nil), data...), Header: h},
-			})
-		}
-		return nil
-	})
-	return out, err
-}
-
-// markResults stores publish results in one transaction: acked entries
-// become published, refused ones failed. Entries no longer pending (settled
-// by a receipt meanwhile) keep their state. It returns the entries that
-// failed and how many were published.
-func (l *Log) markResults(rs []result) (failed []Entry, published int, err error) {
-	release, err := l.use()
-	if err != nil {
-		return nil, 0, err
-	}
-	defer release()
-	now := l.now()
-	// nLate counts acks of entries a receipt settled first: published all
-	// the same, though no longer pending.
-	nPub, nFail, nLate := 0, 0, 0
-	err = l.db.Update(func(tx *bbolt.Tx) error {
-		failed = failed[:0]
-		nPub, nFail, nLate = 0, 0, 0
-		pending := tx.Bucket(bucketPending)
-		for _, r := range rs {
-			st, err := l.getState(tx, r.seq)
-			if err != nil {
-				return err
-			}
-			if st.State != StatePending {
-				if st.State == StateSettled && r.ack != nil && (st.StreamSeq == 0 || st.PublishedAt.IsZero()) {
-					if st.PublishedAt.IsZero() {
-						nLate++
-						st.PublishedAt = now
-					}
-					if st.StreamSeq == 0 {
-						st.StreamSeq = r.ack.Sequence
-					}
-					if err := l.putState(tx, r.seq, st); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-			if r.ack != nil {
-				st.State, st.StreamSeq, st.PublishedAt = StatePublished, r.ack.Sequence, now
-				st.Duplicate = r.ack.Duplicate
-				nPub++
-			} else {
-				st.State, st.Err = StateFailed, r.err.Error()
-				nFail++
-			}
-			if err := l.putState(tx, r.seq, st); err != nil {
-				return err
-			}
-			if err := pending.Delete(seqKey(r.seq)); err != nil {
-				return fmt.Errorf("unmark pending entry %d: %w", r.seq, err)
-			}
-			if st.State == StateFailed {
-				e, err := l.readEntry(tx, r.seq)
-				if err != nil {
-					return err
-				}
-				failed = append(failed, e)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, 0, err
-	}
-	l.countMu.Lock()
-	l.pendingN -= nPub + nFail
-	l.failedN += nFail
-	l.countMu.Unlock()
-	return failed, nPub + nLate, nil
-}

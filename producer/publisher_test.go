@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -361,4 +362,74 @@ func TestPermanent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPublisher_PublishesWhileStoringIsSlow: storing acks (a bbolt commit
+// with an fsync) never holds publishing back. While the log's file is held
+// by another write transaction, the publisher keeps sending until every
+// pending entry is in EVENTS; the acks are stored once the file is free,
+// each entry published exactly once.
+func TestPublisher_PublishesWhileStoringIsSlow(t *testing.T) {
+	const n = 3000 // well above MaxInFlight times any fixed number of queued batches
+	s := embeddedtest.MustStart(t)
+	nc := embeddedtest.MustConnect(t, s)
+	js := embeddedtest.MustJetStream(t, nc)
+	mustEnsureStreams(t, js, events.StreamOptions{})
+	l := tempLog(t)
+	var ws []Write
+	for i := range n {
+		ws = append(ws, put("c", fmt.Sprintf("d%d", i%512), i))
+	}
+	mustAppend(t, l, ws...)
+
+	// Hold the file's writer lock: every commit of the publisher waits.
+	held, release := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = l.db.Update(func(*bbolt.Tx) error { close(held); <-release; return nil })
+	}()
+	<-held
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+		wg.Wait()
+	}()
+
+	p := mustPublisher(t, l, js, nc, PublisherConfig{MaxInFlight: 16})
+	stream, err := js.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "every entry in EVENTS while acks cannot be stored", func() bool {
+		info, err := stream.Info(t.Context())
+		return err == nil && info.State.Msgs == n
+	})
+	if st := p.Status(); st.Pending != n {
+		t.Fatalf("with the file held: %d pending, want all %d (nothing stored yet)", st.Pending, n)
+	}
+	close(release)
+	released = true
+	fctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := p.Flush(fctx); err != nil {
+		t.Fatal(err)
+	}
+	es, err := l.Entries(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		if e.State != StatePublished || e.Duplicate {
+			t.Fatalf("entry %d: %s duplicate=%v, want published once", e.Event.Seq, e.State, e.Duplicate)
+		}
+	}
+	stored := readEvents(t, js)
+	if len(stored) != n {
+		t.Fatalf("stream holds %d events, want %d", len(stored), n)
+	}
+	checkOrder(t, stored, 16)
 }

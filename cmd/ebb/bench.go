@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"runtime"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/ebbsync/ebb/cmd/ebb/internal/bench"
@@ -24,10 +26,14 @@ type benchReport struct {
 }
 
 // benchAbout is the help paragraph of `ebb bench`.
-var benchAbout = "Each workload runs beside its raw JetStream baseline on the same server in the same run, alternating which goes first, and reports the medians and ebb/raw against the target of issue 15. Absolute figures on a shared machine are noise; the ratios are what to compare. Without --nats every workload starts its own embedded servers (fsync per write, and the background interval) in a temporary directory; --nats must name a scratch server: the workloads create the ebb streams there and run projectors over them. Workloads (--only): " +
+var benchAbout = "Each workload runs beside its raw JetStream baseline on the same server in the same run, alternating which goes first, and reports the medians and ebb/raw against the target of issue 15. Absolute figures on a shared machine are noise; the ratios are what to compare. Without --nats every workload starts its own embedded servers (fsync per write, and the background interval) in a temporary directory; --nats must name a scratch server: the workloads create the ebb streams there and run projectors over them. The fsync workload runs ebb again under strace -f and counts its fsync calls; without strace on PATH (or with --nats) its rows are left out. Workloads (--only): " +
 	strings.Join(bench.Workloads(), ", ") + "."
 
 func runBench(ctx context.Context, m *Main, args []string) error {
+	if bench.IsFsyncChild() {
+		// Started by the fsync workload of an `ebb bench` under strace.
+		return bench.RunFsyncChild(ctx)
+	}
 	var (
 		asJSON, quick, large bool
 		natsURL, only, dir   string
@@ -54,6 +60,12 @@ func runBench(ctx context.Context, m *Main, args []string) error {
 		return usagef("bench: --rounds %d: want at least 1", rounds)
 	}
 	cfg := bench.Config{NATSURL: natsURL, Dir: dir, Sizes: bench.DefaultSizes, Rounds: rounds}
+	// The fsync workload runs `ebb bench` again as its child; a test
+	// binary (this command run in process) is not ebb, so there it is
+	// skipped, and the bench package's own tests cover it.
+	if self, err := os.Executable(); err == nil && !testing.Testing() {
+		cfg.Self = []string{self, "bench"}
+	}
 	switch {
 	case quick:
 		cfg.Sizes = bench.QuickSizes

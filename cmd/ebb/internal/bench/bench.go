@@ -23,19 +23,21 @@ type Sizes struct {
 	Backlog   int // unsettled writes under Get and Put (workload backlog)
 	BacklogOp int // Get and Put calls timed per side (workload backlog)
 	Local     int // Replica.Put calls from 8 goroutines, offline (workload local-writes)
+	Delta     int // documents of which 1% change (workload delta)
+	Fsync     int // Replica.Put calls counted for fsyncs (workload fsync)
 }
 
 // QuickSizes is a small run (seconds): a smoke test, not a measurement.
 var QuickSizes = Sizes{Push: 2000, Project: 2000, CatchUp: 2000, Put: 200, Rate: 200,
-	Duration: time.Second, Backlog: 2000, BacklogOp: 20, Local: 400}
+	Duration: time.Second, Backlog: 2000, BacklogOp: 20, Local: 400, Delta: 2000, Fsync: 400}
 
 // DefaultSizes is a run of a few minutes on a 2-core machine.
 var DefaultSizes = Sizes{Push: 20_000, Project: 20_000, CatchUp: 10_000, Put: 2000, Rate: 500,
-	Duration: 5 * time.Second, Backlog: 10_000, BacklogOp: 50, Local: 4000}
+	Duration: 5 * time.Second, Backlog: 10_000, BacklogOp: 50, Local: 4000, Delta: 20_000, Fsync: 4000}
 
 // LargeSizes are the sizes (100k backlog, 1M catch-up): long.
 var LargeSizes = Sizes{Push: 100_000, Project: 100_000, CatchUp: 1_000_000, Put: 5000, Rate: 500,
-	Duration: 10 * time.Second, Backlog: 100_000, BacklogOp: 50, Local: 20_000}
+	Duration: 10 * time.Second, Backlog: 100_000, BacklogOp: 50, Local: 20_000, Delta: 100_000, Fsync: 20_000}
 
 // Config configures Run. Every field may be left zero.
 type Config struct {
@@ -52,6 +54,13 @@ type Config struct {
 	Rounds int
 	// Only, if not empty, names the workloads to run (see Workloads).
 	Only []string
+	// Self is the command line that starts this program again so that it
+	// calls RunFsyncChild when IsFsyncChild (see fsync.go); without it the
+	// fsync workload reports no rows.
+	Self []string
+	// Sync, if not empty, runs the embedded servers with only this fsync
+	// policy: "always" or "interval" (for profiling one of them).
+	Sync string
 	// Progress is told of every step; nil means none.
 	Progress func(Step)
 	// Logger receives the embedded servers' and components' warnings;
@@ -127,17 +136,22 @@ func Workloads() []string {
 
 var workloads = []workload{
 	{"push", pairSteps(true), runPush},
-	{"projector", pairSteps(true), runProjector},
+	{"projector", func(r *runner) int { return 3 * r.rounds * len(r.syncs()) }, runProjector},
 	{"catch-up", func(r *runner) int { return 1 + pairSteps(false)(r) }, runCatchUp},
 	{"put", func(r *runner) int { return 4 * len(r.syncs()) * r.rounds }, runPut},
 	{"latency", func(r *runner) int { return 2 * r.rounds }, runLatency},
 	{"backlog", func(r *runner) int { return 2 * r.rounds }, runBacklog},
 	{"local-writes", pairSteps(false), runLocalWrites},
+	{"delta", func(*runner) int { return 2 }, runDelta},
+	{"fsync", func(r *runner) int { return len(r.syncs()) }, runFsync},
 }
 
 // ErrUnknownWorkload is returned by Run for a name in Config.Only that is
 // not one of Workloads.
 var ErrUnknownWorkload = errors.New("unknown workload")
+
+// ErrUnknownSync is returned by Run for a Config.Sync it cannot honour.
+var ErrUnknownSync = errors.New("unknown sync policy")
 
 // Run runs the workloads and returns their rows. It stops at the first
 // workload that fails, returning the rows measured so far with the error.
@@ -186,6 +200,9 @@ type runner struct {
 
 func newRunner(cfg Config) (*runner, error) {
 	r := &runner{cfg: cfg, sizes: cfg.Sizes, rounds: cfg.Rounds, log: cfg.Logger}
+	if cfg.Sync != "" && (cfg.NATSURL != "" || len(r.syncs()) == 0) {
+		return nil, fmt.Errorf("bench: %w %q: want always or interval, with embedded servers", ErrUnknownSync, cfg.Sync)
+	}
 	if r.sizes == (Sizes{}) {
 		r.sizes = DefaultSizes
 	}
@@ -243,40 +260,74 @@ func (r *runner) pair(ctx context.Context, what string, raw, ebb func(ctx contex
 
 // pairWith is pair with setup called before each round, untimed.
 func (r *runner) pairWith(ctx context.Context, what string, setup func(ctx context.Context, round int) error, raw, ebb func(ctx context.Context, round int) (float64, error)) (e, w, ratio float64, err error) {
-	var es, ws, rs []float64
+	e, ws, rs, err := r.pairsWith(ctx, what, setup, []baseline{{"raw", raw}}, ebb)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return e, ws[0], rs[0], nil
+}
+
+// baseline is one raw run of a round, named in the progress line.
+type baseline struct {
+	name string
+	run  func(ctx context.Context, round int) (float64, error)
+}
+
+// pairsWith is pairWith with several baselines: each round runs setup,
+// then the baselines and ebb (the baselines first in odd rounds, ebb first
+// in even ones), and it returns the median of ebb's figures and, per
+// baseline, the median of its figures and of the per-round ratios
+// ebb/baseline.
+func (r *runner) pairsWith(ctx context.Context, what string, setup func(ctx context.Context, round int) error, raws []baseline, ebb func(ctx context.Context, round int) (float64, error)) (e float64, w, ratio []float64, err error) {
+	var es []float64
+	ws, rs := make([][]float64, len(raws)), make([][]float64, len(raws))
 	for i := range r.rounds {
 		if setup != nil {
 			if err := setup(ctx, i); err != nil {
-				return 0, 0, 0, err
+				return 0, nil, nil, err
 			}
 		}
-		var fe, fw float64
-		first, second := func() error {
-			r.step("%s: raw (round %d/%d)", what, i+1, r.rounds)
-			var err error
-			fw, err = raw(ctx, i)
-			return err
-		}, func() error {
+		fw := make([]float64, len(raws))
+		var fe float64
+		runRaws := func() error {
+			for k, b := range raws {
+				r.step("%s: %s (round %d/%d)", what, b.name, i+1, r.rounds)
+				var err error
+				if fw[k], err = b.run(ctx, i); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		runEbb := func() error {
 			r.step("%s: ebb (round %d/%d)", what, i+1, r.rounds)
 			var err error
 			fe, err = ebb(ctx, i)
 			return err
 		}
+		first, second := runRaws, runEbb
 		if i%2 == 1 {
 			first, second = second, first
 		}
 		if err := first(); err != nil {
-			return 0, 0, 0, err
+			return 0, nil, nil, err
 		}
 		if err := second(); err != nil {
-			return 0, 0, 0, err
+			return 0, nil, nil, err
 		}
-		es, ws = append(es, fe), append(ws, fw)
-		if fw != 0 {
-			rs = append(rs, fe/fw)
+		es = append(es, fe)
+		for k := range raws {
+			ws[k] = append(ws[k], fw[k])
+			if fw[k] != 0 {
+				rs[k] = append(rs[k], fe/fw[k])
+			}
 		}
 	}
-	return median(es), median(ws), median(rs), nil
+	for k := range raws {
+		w = append(w, median(ws[k]))
+		ratio = append(ratio, median(rs[k]))
+	}
+	return median(es), w, ratio, nil
 }
 
 // row fills in a Result's ratio verdict.

@@ -27,10 +27,19 @@ func (r *runner) syncs() []syncMode {
 	if r.cfg.NATSURL != "" {
 		return []syncMode{{name: "server's"}}
 	}
-	return []syncMode{
+	all := []syncMode{
 		{name: "always", policy: embedded.SyncPolicy{}},
 		{name: "interval", policy: embedded.SyncPolicy{Interval: embedded.NATSDefaultSyncInterval}},
 	}
+	if r.cfg.Sync == "" {
+		return all
+	}
+	for _, sm := range all {
+		if sm.name == r.cfg.Sync {
+			return []syncMode{sm}
+		}
+	}
+	return nil // refused by newRunner
 }
 
 // rawStream is the stream the baselines publish to: EVENTS' configuration
@@ -40,6 +49,14 @@ const (
 	rawStream  = "EBB_BENCH_RAW"
 	rawSubject = "ebbbench.raw"
 )
+
+// rawOutStreams are where the projector's second baseline publishes its
+// two messages per event: CHANGES' and RECEIPTS' configurations under
+// other names and subjects.
+var rawOutStreams = []struct{ of, name, subject string }{
+	{events.StreamChanges, "EBB_BENCH_RAW_CHG", "ebbbench.chg"},
+	{events.StreamReceipts, "EBB_BENCH_RAW_RCPT", "ebbbench.rcpt"},
+}
 
 // env is one server with the ebb streams and the raw stream.
 type env struct {
@@ -92,10 +109,15 @@ func (r *runner) newEnv(ctx context.Context, sync syncMode) (*env, error) {
 		e.stop()
 		return nil, fmt.Errorf("ensure streams on %s: %w", url, err)
 	}
-	raw := rawStreamConfig()
-	if _, err := e.js.CreateOrUpdateStream(ctx, raw); err != nil {
-		e.stop()
-		return nil, fmt.Errorf("create stream %s on %s: %w", raw.Name, url, err)
+	raws := []jetstream.StreamConfig{rawStreamConfig(events.StreamEvents, rawStream, rawSubject)}
+	for _, o := range rawOutStreams {
+		raws = append(raws, rawStreamConfig(o.of, o.name, o.subject))
+	}
+	for _, raw := range raws {
+		if _, err := e.js.CreateOrUpdateStream(ctx, raw); err != nil {
+			e.stop()
+			return nil, fmt.Errorf("create stream %s on %s: %w", raw.Name, url, err)
+		}
 	}
 	return e, nil
 }
@@ -109,16 +131,18 @@ func (r *runner) connect(url string) (*nats.Conn, error) {
 	return nc, nil
 }
 
-func rawStreamConfig() jetstream.StreamConfig {
+// rawStreamConfig is the configuration of ebb's stream of under name,
+// with subjects subject.>.
+func rawStreamConfig(of, name, subject string) jetstream.StreamConfig {
 	for _, c := range events.Streams(events.StreamOptions{}) {
-		if c.Name == events.StreamEvents {
-			c.Name = rawStream
-			c.Subjects = []string{rawSubject + ".>"}
-			c.Description = "ebb bench: raw JetStream baselines"
+		if c.Name == of {
+			c.Name = name
+			c.Subjects = []string{subject + ".>"}
+			c.Description = "ebb bench: raw JetStream baselines (" + of + ")"
 			return c
 		}
 	}
-	panic("events.Streams has no " + events.StreamEvents)
+	panic("events.Streams has no " + of)
 }
 
 // rawSubjectOf maps an ebb subject ("ebb.evt.t.c.d") into the raw stream,
