@@ -16,6 +16,8 @@ collections:
   lists:
     read: [{user: owner}]
     write: [{everyone: true}]
+  todos:
+    follow: {collection: lists, field: list}
 `
 
 // TestProjectorRules_WasReadersCumulative: CHANGES keeps one message per
@@ -47,6 +49,13 @@ func TestProjectorRules_WasReadersCumulative(t *testing.T) {
 		waitAudience(t, e.js, "lists", "r1", 2, "u:ann", "u:ann")
 		apply(w.event("lists", "r1", events.OpPut, 2, map[string]any{"owner": "bob"}))
 		waitAudience(t, e.js, "lists", "r1", 3, "u:bob", "u:ann")
+	})
+	t.Run("a follower's parent moves twice", func(t *testing.T) {
+		apply(w.event("lists", "p1", events.OpPut, 0, map[string]any{"owner": "ann"}))
+		apply(w.event("todos", "f1", events.OpPut, 0, map[string]any{"list": "p1"}))
+		apply(w.event("lists", "p1", events.OpPatch, 1, map[string]any{"owner": "bob"}))
+		apply(w.event("lists", "p1", events.OpPatch, 2, map[string]any{"owner": "carl"}))
+		waitAudience(t, e.js, "todos", "f1", 1, "u:carl", "u:ann u:bob u:carl")
 	})
 }
 
