@@ -254,6 +254,13 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	if err != nil {
 		return err
 	}
+	var aud audiences // sync rules (audience.go): who reads the change, who may hold a copy
+	var ruled bool
+	if d.Doc != nil {
+		if aud, ruled, err = a.heldBy(ctx, cur, d.Doc); err != nil {
+			return err
+		}
+	}
 	old := hw.Seq
 	hw.record(ev.Seq, a.holeWindow)
 	a.remember(ck, ev, old, hw)
@@ -284,10 +291,7 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		a.batch.Conflicts = append(a.batch.Conflicts, ConflictRecord{Address: addr, Conflict: *d.Settled})
 	}
 	if d.Doc != nil && a.outbox {
-		h, err := a.changeHeader(ctx, a.trace(m.Header), cur, d.Doc) // sync rules (audience.go)
-		if err != nil {
-			return err
-		}
+		h := changeHeader(a.trace(m.Header), aud, ruled)
 		a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
 			Subject: events.ChangeSubject(ev.Tenant, ev.Collection, ev.Doc),
 			MsgID:   changeMsgID(d.Doc), Header: h, Data: change,

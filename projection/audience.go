@@ -81,25 +81,109 @@ func (a *applier) audience(ctx context.Context, d Doc) ([]string, error) {
 	return aud, err
 }
 
-// changeHeader returns h (the trace headers of a change, may be nil) with
-// the audience of the change from cur to next when the rules decide its
-// collection: the readers of next (of cur for a tombstone, so that they
-// learn of the delete) and the readers of cur.
-func (a *applier) changeHeader(ctx context.Context, h map[string][]string, cur Doc, next *Doc) (map[string][]string, error) {
-	if !a.rules.Ruled(next.Collection) {
-		return h, nil
+// MaxAudienceBytes bounds a document's cumulative audience (Doc.Audience)
+// as a header value (events.EncodeAudience), so that the readers header of
+// a tombstone and every was-readers header fit in a NATS message with room
+// to spare. A union that would pass it is [events.Everyone] instead, and
+// stays so: the document's later changes then name every user of the
+// tenant in WasReaders (a tombstone: in its readers). That is safe (every
+// holder still learns its copy is gone) and costs some privacy: a user
+// who never held the document gets a Left notice (or the tombstone), which
+// tells it the document's id, version and last event exist. So does a
+// document some of whose states every user could read ("*").
+const MaxAudienceBytes = 16 << 10
+
+// unionAudience returns the sorted, unique union of audiences, bounded by
+// MaxAudienceBytes; [events.Everyone] when one holds it (it names every
+// user already) or when the union passes the bound.
+func unionAudience(audiences ...[]string) []string {
+	var out []string
+	for _, a := range audiences {
+		out = append(out, a...)
 	}
-	was, err := a.audience(ctx, cur)
+	if len(out) == 0 {
+		return nil
+	}
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if _, all := slices.BinarySearch(out, events.Everyone); all {
+		return []string{events.Everyone}
+	}
+	size := len(out) - 1
+	for _, p := range out {
+		size += len(p)
+	}
+	if size > MaxAudienceBytes {
+		return []string{events.Everyone}
+	}
+	return out
+}
+
+// holders returns who may hold a copy of the document whose current state
+// is d, under set: its cumulative audience (d.Audience), the readers of d
+// (a view written before Audience was kept has only those) and, for a
+// follower, its parent's cumulative audience (a parent's change gives its
+// followers to the parent's new readers without writing the followers,
+// see reemitFollowers). get reads a document, the parent.
+func holders(ctx context.Context, set *rules.Set, d Doc, get func(context.Context, events.DocAddress) (Doc, error)) ([]string, error) {
+	if !d.Exists() {
+		return unionAudience(d.Audience), nil
+	}
+	lookup := func(ctx context.Context, c, id string) (events.Fields, bool, error) {
+		pd, err := get(ctx, events.DocAddress{Tenant: d.Tenant, Collection: c, Doc: id})
+		return pd.Fields, pd.Exists(), err
+	}
+	readers, _, err := set.Audience(ctx, d.Collection, d.Fields, lookup)
 	if err != nil {
 		return nil, err
 	}
-	readers := was
-	if !next.Deleted {
-		if readers, err = a.audience(ctx, *next); err != nil {
+	var parent []string
+	if pc, id, follows, ok := set.Parent(d.Collection, d.Fields); follows && ok {
+		pd, err := get(ctx, events.DocAddress{Tenant: d.Tenant, Collection: pc, Doc: id})
+		if err != nil {
 			return nil, err
 		}
+		parent = pd.Audience
 	}
-	return withAudience(h, readers, was), nil
+	return unionAudience(d.Audience, readers, parent), nil
+}
+
+// audiences is what one change of a ruled collection says of its
+// audience: its readers and its was-readers.
+type audiences struct{ readers, was []string }
+
+// heldBy computes the audience of the change from cur to next and sets
+// next.Audience, the cumulative audience: was-readers are everyone who
+// may hold a copy of cur (holders), readers are the readers of next (a
+// tombstone: its was-readers, so the delete reaches every holder), and
+// next.Audience is their union. ok is false, and next.Audience nil, when
+// the rules do not decide the collection. Decided from the batch and the
+// view alone, so a rebuild computes the same.
+func (a *applier) heldBy(ctx context.Context, cur Doc, next *Doc) (aud audiences, ok bool, err error) {
+	if !a.rules.Ruled(next.Collection) {
+		next.Audience = nil
+		return audiences{}, false, nil
+	}
+	if aud.was, err = holders(ctx, a.rules, cur, a.doc); err != nil {
+		return audiences{}, false, err
+	}
+	aud.readers = aud.was
+	if !next.Deleted {
+		if aud.readers, err = a.audience(ctx, *next); err != nil {
+			return audiences{}, false, err
+		}
+	}
+	next.Audience = unionAudience(aud.was, aud.readers)
+	return aud, true, nil
+}
+
+// changeHeader returns h (the trace headers of a change, may be nil) with
+// the audience headers aud set when ruled (heldBy).
+func changeHeader(h map[string][]string, aud audiences, ruled bool) map[string][]string {
+	if !ruled {
+		return h
+	}
+	return withAudience(h, aud.readers, aud.was)
 }
 
 // withAudience returns a copy of h with the audience headers set.
@@ -116,7 +200,9 @@ func withAudience(h map[string][]string, readers, was []string) map[string][]str
 // reemitFollowers queues a fresh copy of the change of each live follower
 // of the document ev changed from cur to next, when the audience its
 // followers inherit changed (a deleted parent gives them nobody): same
-// version, the new audience as readers, the old as was-readers, under
+// version, the new audience as readers, and as was-readers the old one
+// with everyone who may hold a copy of the follower (holders, which reads
+// next's cumulative audience from the batch), under
 // Nats-Msg-Id "follow:<event id>:<subject>:<version>". The followers are
 // the view's (Store.DocsWithField) and the batch's.
 func (a *applier) reemitFollowers(ctx context.Context, ev *events.Event, cur Doc, next *Doc) error {
@@ -166,10 +252,14 @@ func (a *applier) reemitFollowers(ctx context.Context, ev *events.Event, cur Doc
 			if err != nil {
 				return fmt.Errorf("encode the change of follower %s/%s: %w", addr.Collection, addr.Doc, err)
 			}
+			held, err := holders(ctx, a.rules, d, a.doc)
+			if err != nil {
+				return err
+			}
 			subject := events.ChangeSubject(addr.Tenant, addr.Collection, addr.Doc)
 			a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
 				Subject: subject, MsgID: fmt.Sprintf("follow:%s:%s:%d", ev.ID, subject, d.Version),
-				Header: withAudience(nil, after, before), Data: data,
+				Header: withAudience(nil, after, unionAudience(held, before)), Data: data,
 			})
 		}
 	}

@@ -19,7 +19,7 @@ var _ PartitionedStore = (*BoltStore)(nil)
 
 // Bucket names of the bbolt view store.
 var (
-	bucketDocs      = []byte("docs")      // address key -> encoded events.Change (Settled nil)
+	bucketDocs      = []byte("docs")      // address key -> encoded state (docstate.go: the events.Change, Settled nil, and the audience)
 	bucketConflicts = []byte("conflicts") // address key \x00 conflict id -> encoded events.Conflict
 	bucketHWM       = []byte("hwm")       // hwmKey -> encoded HighWater (see encodeHighWater)
 	bucketMeta      = []byte("meta")      // "checkpoint" -> uint64 big endian
@@ -264,11 +264,7 @@ func (s *BoltStore) decodeDoc(key, v []byte) (Doc, error) {
 	if err != nil {
 		return Doc{}, err
 	}
-	var c events.Change
-	if err := json.Unmarshal(v, &c); err != nil {
-		return Doc{}, err
-	}
-	return DocFromChange(&c), nil
+	return decodeDocState(v)
 }
 
 // Get implements Store.
@@ -471,7 +467,7 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 		docs := tx.Bucket(bucketDocs)
 		for i := range b.Docs {
 			d := &b.Docs[i]
-			v, err := events.EncodeChange(d.Change(nil))
+			v, err := encodeDocState(d)
 			if err != nil {
 				return err
 			}

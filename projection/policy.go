@@ -28,6 +28,14 @@ type Doc struct {
 	// writer saw (decided fresh, or a resolve), so an event built on Event
 	// (events.Event.After) is fresh. False for every state a resolver made.
 	AsWritten bool
+	// Audience, for a collection the sync rules decide, is everyone who
+	// may hold a copy of the document: every principal who was a reader
+	// of any of its states so far (sorted, unique; nil: nobody, or a
+	// collection no rule names, or a view written before it was kept). It
+	// is bounded (MaxAudienceBytes): past the bound it is
+	// [events.Everyone]. The projector keeps it (heldBy); the stores keep
+	// it with the state; it is never part of the change on the wire.
+	Audience []string
 }
 
 // Address returns the document's address.
@@ -89,6 +97,7 @@ func (d Doc) Clone() Doc {
 	d.Fields = cloneFields(d.Fields)
 	d.Clocks = cloneClocks(d.Clocks)
 	d.Conflicts = cloneConflicts(d.Conflicts)
+	d.Audience = slices.Clone(d.Audience)
 	return d
 }
 

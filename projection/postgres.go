@@ -380,14 +380,6 @@ func (s *PostgresStore) fail(err error) error {
 	return err
 }
 
-func decodeDocState(state []byte) (Doc, error) {
-	var c events.Change
-	if err := json.Unmarshal(state, &c); err != nil {
-		return Doc{}, err
-	}
-	return DocFromChange(&c), nil
-}
-
 // Get implements Store.
 func (s *PostgresStore) Get(ctx context.Context, addr events.DocAddress) (Doc, error) {
 	d := Doc{Tenant: addr.Tenant, Collection: addr.Collection, ID: addr.Doc}
@@ -604,7 +596,7 @@ func docColumns(in []Doc) (docCols, error) {
 	at := make(map[events.DocAddress]int, len(in))
 	for i := range in {
 		d := &in[i]
-		state, err := events.EncodeChange(d.Change(nil))
+		state, err := encodeDocState(d) // docstate.go: the change and the audience
 		if err != nil {
 			return c, fmt.Errorf("encode document %s/%s/%s: %w", d.Tenant, d.Collection, d.ID, err)
 		}

@@ -155,7 +155,9 @@ func TestProjectorRules_AudienceOnApply(t *testing.T) {
 
 	ev = ann.event("lists", "l1", events.OpDelete, 2, nil)
 	waitCheckpoint(t, p, publish(t, e.js, ruledMsg(t, ev), ev.ID))
-	waitAudience(t, e.js, "lists", "l1", 3, "g:blue u:ann", "g:blue u:ann")
+	// A tombstone goes to everyone who may hold a copy: every reader of
+	// every state so far.
+	waitAudience(t, e.js, "lists", "l1", 3, "g:blue g:red u:ann", "g:blue g:red u:ann")
 
 	ev = ann.event("notes", "n1", events.OpPut, 0, map[string]any{"owner": "ann"})
 	waitCheckpoint(t, p, publish(t, e.js, ruledMsg(t, ev), ev.ID))
@@ -244,21 +246,23 @@ func TestProjectorRules_ParentChangeReemitsChildren(t *testing.T) {
 	ev := ann.event("lists", "l1", events.OpPatch, 1, map[string]any{"team": "blue"})
 	waitCheckpoint(t, p, publish(t, e.js, ruledMsg(t, ev), ev.ID))
 	for _, id := range []string{"t1", "t2"} {
-		waitAudience(t, e.js, "todos", id, 1, "g:blue u:ann", "g:red u:ann")
+		// was-readers: everyone who may hold a copy (the parent's
+		// readers so far, new ones included).
+		waitAudience(t, e.js, "todos", id, 1, "g:blue u:ann", "g:blue g:red u:ann")
 	}
 	waitAudience(t, e.js, "todos", "other", 1, "g:green u:ann", "") // another list's: not re-emitted
 	// A change that leaves the audience as it was re-emits nothing.
 	before := lastSeq(t, e.js, events.StreamChanges)
 	ev = ann.event("lists", "l1", events.OpPatch, 2, map[string]any{"title": "groceries"})
 	waitCheckpoint(t, p, publish(t, e.js, ruledMsg(t, ev), ev.ID))
-	waitAudience(t, e.js, "lists", "l1", 3, "g:blue u:ann", "g:blue u:ann")
+	waitAudience(t, e.js, "lists", "l1", 3, "g:blue u:ann", "g:blue g:red u:ann")
 	if got := lastSeq(t, e.js, events.StreamChanges); got != before+1 {
 		t.Errorf("a title change published %d changes, want 1 (the list's)", got-before)
 	}
 	// The parent deleted: its children are nobody's.
 	ev = ann.event("lists", "l1", events.OpDelete, 3, nil)
 	waitCheckpoint(t, p, publish(t, e.js, ruledMsg(t, ev), ev.ID))
-	waitAudience(t, e.js, "todos", "t1", 1, "", "g:blue u:ann")
+	waitAudience(t, e.js, "todos", "t1", 1, "", "g:blue g:red u:ann")
 }
 
 // TestProjectorRules_ReseedAndRepublishCarryAudience: the changes the

@@ -24,16 +24,23 @@ func (p *Projector) viewLookup(tenant string) rules.Lookup {
 
 // seedHeader returns the audience headers of a copy of d's change that the
 // projector publishes outside a batch (a reseed, a change of rules): nil
-// when the rules do not decide its collection. was is the audience the
-// copy replaces, when known. A tombstone's copy has no readers: the view
-// keeps no fields to judge it by.
+// when the rules do not decide its collection. The copy carries the
+// headers apply gave the state: was-readers are everyone who may hold a
+// copy (holders: d.Audience, the readers of d and a follower's parent's
+// audience) with was, the audience of the message the copy replaces when
+// known; readers are d's readers, a tombstone's its was-readers, so that
+// every holder learns of the delete from the copy.
 func (p *Projector) seedHeader(ctx context.Context, d Doc, was []string) (map[string][]string, error) {
 	if !p.cfg.Rules.Ruled(d.Collection) {
 		return nil, nil
 	}
-	var readers []string
+	held, err := holders(ctx, p.cfg.Rules, d, p.store.Get)
+	if err != nil {
+		return nil, err
+	}
+	was = unionAudience(held, was)
+	readers := was
 	if d.Exists() {
-		var err error
 		if readers, _, err = p.cfg.Rules.Audience(ctx, d.Collection, d.Fields, p.viewLookup(d.Tenant)); err != nil {
 			return nil, err
 		}
@@ -45,8 +52,10 @@ func (p *Projector) seedHeader(ctx context.Context, d Doc, was []string) (map[st
 // audiences were computed under other rules than Config.Rules
 // (StreamMarks.Rules; rules added, changed or removed), so readers gain
 // and lose documents as the new rules say: the same version, the new
-// audience as readers and the one the copy replaces (the readers header
-// of the document's last message in CHANGES) as was-readers, under
+// audience as readers and as was-readers everyone who may hold a copy
+// (seedHeader) with the audience of the document's last message in
+// CHANGES (its readers and was-readers: a user who read an earlier copy
+// the view's Audience does not name still learns the document left), under
 // Nats-Msg-Id "rules:<id>:<subject>:<version>" (a ULID per run).
 // Tombstones keep their message. It then records the rules' fingerprint;
 // a crash before that runs it again on the next start. It costs a read of
@@ -84,7 +93,9 @@ func (p *Projector) checkRules(ctx context.Context) error {
 		subject := events.ChangeSubject(d.Tenant, d.Collection, d.ID)
 		var was []string
 		if m, err := stream.GetLastMsgForSubject(ctx, subject); err == nil {
-			was, _ = events.ParseAudience(m.Header.Get(events.HeaderReaders))
+			r, _ := events.ParseAudience(m.Header.Get(events.HeaderReaders))
+			w, _ := events.ParseAudience(m.Header.Get(events.HeaderWasReaders))
+			was = unionAudience(r, w)
 		} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
 			return fmt.Errorf("read the last change of %s: %w", subject, err)
 		}

@@ -57,13 +57,17 @@
 // (events.Principals) its read rules grant: "*", "u:<user>", "g:<group>".
 // With projection.Config.Rules, every change the projector publishes for a
 // collection the rules decide carries the audience of its state in
-// events.HeaderReaders (a tombstone: its previous state's, so they learn
-// of the delete) and the previous state's in events.HeaderWasReaders: on
-// apply, on the outbox's republish, on a reseed (a reseeded tombstone has
-// no readers: the view keeps no fields to judge it by). When a parent's
-// audience changes, each live follower's change is published again, same
-// version, new audience. Under changed rules (the view records their
-// Fingerprint) every live document is published again.
+// events.HeaderReaders and, in events.HeaderWasReaders, everyone who may
+// still hold a copy: every principal who was a reader of any state of the
+// document so far (its cumulative audience, which the view keeps with the
+// state, bounded: past projection.MaxAudienceBytes it is "*"; a follower
+// adds its parent's). A user who missed intermediate changes thus still
+// gets its notice that the document left its view. A tombstone's readers
+// are its was-readers, so every holder learns of the delete. The headers
+// are the same on apply, on the outbox's republish and on a reseed. When a
+// parent's audience changes, each live follower's change is published
+// again, same version, new audience. Under changed rules (the view records
+// their Fingerprint) every live document is published again.
 //
 // The writer of an event is its client (the subject's, which auth confines
 // to the user's name) with the groups the server stamped in
