@@ -321,3 +321,20 @@ func TestResponder_LongPollCapPerUser(t *testing.T) {
 	}
 	<-first
 }
+
+// TestChanges_ShortWaitOverBeforeAsked: a long-poll whose wait is over
+// before the fetch is even asked (a short wait on a busy machine) is an
+// empty page, not an error (FetchContext refuses a deadline already past).
+func TestChanges_ShortWaitOverBeforeAsked(t *testing.T) {
+	e := newEnv(t)
+	src := &feed.Source{JetStream: e.js}
+	for range 20 {
+		p, err := src.Changes(t.Context(), feed.Query{Tenant: "acme", Limit: 10, Wait: time.Nanosecond})
+		if err != nil {
+			t.Fatalf("a long-poll of 1ns: %v, want an empty page", err)
+		}
+		if len(p.Changes) != 0 {
+			t.Fatalf("changes %+v on an empty stream", p.Changes)
+		}
+	}
+}

@@ -88,11 +88,16 @@ func (s *Source) ReadAfter(ctx context.Context, stream string, filters []string,
 		// early when ctx does (a client gone, a responder closing).
 		wctx, wcancel := context.WithTimeout(ctx, wait)
 		m, err := cons.Next(jetstream.FetchContext(wctx))
+		// The wait may be over before Next even asks (FetchContext then
+		// refuses a deadline already past, as ErrInvalidOption): on a
+		// busy machine making the consumer can take all of a short wait.
+		waited := wctx.Err() != nil
 		wcancel()
 		switch {
 		case ctx.Err() != nil:
 			return false, fmt.Errorf("read %s after %d: %w", stream, after, ctx.Err())
-		case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages), errors.Is(err, context.DeadlineExceeded):
+		case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages), errors.Is(err, context.DeadlineExceeded),
+			err != nil && waited:
 			return false, nil
 		case err != nil:
 			return false, fmt.Errorf("read %s after %d: %w", stream, after, err)
