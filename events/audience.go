@@ -8,12 +8,14 @@ import (
 
 // Sync rules (issue 18) decide, per document, who may read it. The projector
 // writes the answer on each change it publishes to CHANGES as the audience:
-// a set of principals in the HeaderReaders header, and the audience of the
-// document's previous state in HeaderWasReaders. A server that filters the
-// change feed for a user (HTTP pull, the NATS change responder) sends a
-// change to a user one of whose principals is in its readers; a user who was
-// a reader of the previous state but is not one of the new state gets a
-// notice instead (Change.Left), so its local copy is removed. A change with
+// a set of principals in the HeaderReaders header, and in HeaderWasReaders
+// everyone who was a reader of any earlier state (who may still hold a copy:
+// CHANGES keeps one message per document, so a reader offline across several
+// moves sees only the last). A server that filters the change feed for a
+// user (HTTP pull, the NATS change responder) sends a change to a user one of
+// whose principals is in its readers; a user who may hold a copy but is not
+// a reader of the new state gets a notice instead (Change.Left), so its local
+// copy is removed. A change with
 // no HeaderReaders header is about a collection no rule names: every user of
 // the tenant reads it, as without rules.
 //
