@@ -275,13 +275,15 @@ func (l *Log) awaiting(tx *bbolt.Tx, from uint64) (uint64, Entry, bool, error) {
 }
 
 // ensureAwaiting fills producer.awaiting inside tx from seqs, the
-// unsettled entries that are not failed (read by openDB), unless the file
-// holds it already and it has len(seqs) keys: a file written before it
-// existed, or by a version that did not keep it, is indexed once.
+// unsettled entries that are not failed in order (read by openDB), unless
+// the file holds it already with exactly those keys: a file written before
+// it existed, or written since by a version that did not keep it (which may
+// settle one write and append another, so a count of keys would not tell),
+// is indexed again. The check walks the index once, as openDB walked the
+// unsettled entries.
 func ensureAwaiting(tx *bbolt.Tx, seqs []uint64) error {
 	meta := tx.Bucket(bucketMeta)
-	b := tx.Bucket(bucketAwaiting)
-	if v := meta.Get(metaAwaiting); len(v) == 1 && v[0] == awaitingVersion && b.Stats().KeyN == len(seqs) {
+	if v := meta.Get(metaAwaiting); len(v) == 1 && v[0] == awaitingVersion && sameKeys(tx.Bucket(bucketAwaiting), seqs) {
 		return nil
 	}
 	if err := tx.DeleteBucket(bucketAwaiting); err != nil {
@@ -298,6 +300,22 @@ func ensureAwaiting(tx *bbolt.Tx, seqs []uint64) error {
 		}
 	}
 	return meta.Put(metaAwaiting, []byte{awaitingVersion})
+}
+
+// sameKeys reports whether b's keys are exactly seqs (in order).
+func sameKeys(b *bbolt.Bucket, seqs []uint64) bool {
+	if b == nil {
+		return false
+	}
+	c := b.Cursor()
+	i := 0
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if i == len(seqs) || keySeqOf(k) != seqs[i] {
+			return false
+		}
+		i++
+	}
+	return i == len(seqs)
 }
 
 // addUnsettled adds d to the stored count of unsettled entries in tx.

@@ -5,8 +5,10 @@ import (
 	"sync"
 )
 
-// maxQueuedResults bounds the publish results waiting for the committer.
-// Publishing never waits on a commit below it: acks keep arriving while a
+// maxQueuedResults bounds the publish results waiting for the committer:
+// a put waits while the queue holds this many or more, then appends its
+// whole batch (at most MaxInFlight), so the queue may hold up to this plus
+// one batch. Publishing never waits on a commit below it: acks keep arriving while a
 // commit (and its fsync) runs, and the next commit stores all of them. It
 // is reached only when the disk is slower than the server for long; then
 // the run goroutine waits for room, which bounds memory.
