@@ -282,7 +282,12 @@ func (g *Gateway) writeDoc(w http.ResponseWriter, r *http.Request) {
 		status = g.failWrite(w, r, err)
 		return
 	}
-	base, err := checkPrecondition(w, pre, cur)
+	st, err := g.stateFor(jsCtx, cur)
+	if err != nil {
+		status = g.failWrite(w, r, err)
+		return
+	}
+	base, err := checkPrecondition(w, pre, st)
 	if err != nil {
 		status = g.failWrite(w, r, err)
 		return
@@ -305,28 +310,64 @@ func (g *Gateway) writeDoc(w http.ResponseWriter, r *http.Request) {
 	status = g.answerWrite(w, r, tenant, wl, wr)
 }
 
-// checkPrecondition checks pre against the document's current state and
-// returns the base version to write on. A failed precondition is 412 with
-// the current ETag.
-func checkPrecondition(w http.ResponseWriter, pre precondition, cur *events.Change) (uint64, error) {
-	var version uint64
-	exists := cur != nil && !cur.Deleted
-	if cur != nil {
-		version = cur.Version
+// docState is what a write's precondition is judged on: the document's
+// last change as the request's user may see it.
+type docState struct {
+	exists  bool   // its last change is not a tombstone
+	version uint64 // the last change's version (a tombstone's too)
+	hidden  bool   // sync rules: the user may not read the current state
+}
+
+// stateFor is cur (the document's last change, nil if none) as the
+// request's user may see it: under sync rules a live document the user may
+// not read is hidden.
+func (g *Gateway) stateFor(ctx context.Context, cur *events.Change) (docState, error) {
+	if cur == nil {
+		return docState{}, nil
 	}
-	if exists {
-		w.Header().Set("ETag", etag(version))
+	st := docState{exists: !cur.Deleted, version: cur.Version}
+	if !st.exists {
+		return st, nil // a tombstone's version is never answered (checkPrecondition)
+	}
+	p, filtered := g.principals(ctx)
+	ok, err := g.visible(ctx, p, filtered, cur)
+	if err != nil {
+		return docState{}, err
+	}
+	st.hidden = !ok
+	return st, nil
+}
+
+// checkPrecondition checks pre against the document's state and returns
+// the base version to write on. A failed precondition is 412 with the
+// current ETag. On a hidden state every precondition fails 412 whatever its
+// value, with no ETag and no version: If-Match answers exactly as on a
+// document that does not exist, If-None-Match: * says only that the user
+// may not read the document. A write without a precondition is written on
+// the current version for the projector to judge (its receipt then hides
+// the state too: PROTOCOL.md, Sync rules).
+func checkPrecondition(w http.ResponseWriter, pre precondition, st docState) (uint64, error) {
+	switch {
+	case st.hidden && pre.ifMatch:
+		return 0, fmt.Errorf("%w: If-Match: the document does not exist", errPreconditionFailed)
+	case st.hidden && pre.ifNoneMatch:
+		return 0, fmt.Errorf("%w: If-None-Match: *: you may not read the document", errPreconditionFailed)
+	case st.hidden:
+		return st.version, nil
+	}
+	if st.exists {
+		w.Header().Set("ETag", etag(st.version))
 	}
 	switch {
-	case pre.ifMatch && !exists:
+	case pre.ifMatch && !st.exists:
 		return 0, fmt.Errorf("%w: If-Match: the document does not exist", errPreconditionFailed)
-	case pre.ifMatch && !pre.anyVersion && pre.version != version:
-		return 0, fmt.Errorf("%w: If-Match %s: the document is at version %d", errPreconditionFailed, etag(pre.version), version)
-	case pre.ifNoneMatch && exists:
-		return 0, fmt.Errorf("%w: If-None-Match: *: the document exists at version %d", errPreconditionFailed, version)
+	case pre.ifMatch && !pre.anyVersion && pre.version != st.version:
+		return 0, fmt.Errorf("%w: If-Match %s: the document is at version %d", errPreconditionFailed, etag(pre.version), st.version)
+	case pre.ifNoneMatch && st.exists:
+		return 0, fmt.Errorf("%w: If-None-Match: *: the document exists at version %d", errPreconditionFailed, st.version)
 	}
 	w.Header().Del("ETag")
-	return version, nil
+	return st.version, nil
 }
 
 // failWrite answers the errors of the write routes, and returns the status.
