@@ -282,7 +282,7 @@ func (g *Gateway) writeDoc(w http.ResponseWriter, r *http.Request) {
 		status = g.failWrite(w, r, err)
 		return
 	}
-	st, err := g.stateFor(jsCtx, cur)
+	st, err := g.stateFor(jsCtx, coll, id, cur)
 	if err != nil {
 		status = g.failWrite(w, r, err)
 		return
@@ -313,19 +313,21 @@ func (g *Gateway) writeDoc(w http.ResponseWriter, r *http.Request) {
 // docState is what a write's precondition is judged on: the document's
 // last change as the request's user may see it.
 type docState struct {
-	exists  bool   // its last change is not a tombstone
-	version uint64 // the last change's version (a tombstone's too)
-	hidden  bool   // sync rules: the user may not read the current state
+	collection, doc string
+	exists          bool   // its last change is not a tombstone
+	version         uint64 // the last change's version (a tombstone's too)
+	hidden          bool   // sync rules: the user may not read the current state
 }
 
-// stateFor is cur (the document's last change, nil if none) as the
-// request's user may see it: under sync rules a live document the user may
-// not read is hidden.
-func (g *Gateway) stateFor(ctx context.Context, cur *events.Change) (docState, error) {
+// stateFor is the state of the document coll/id, whose last change is cur
+// (nil if none), as the request's user may see it: under sync rules a live
+// document the user may not read is hidden.
+func (g *Gateway) stateFor(ctx context.Context, coll, id string, cur *events.Change) (docState, error) {
+	st := docState{collection: coll, doc: id}
 	if cur == nil {
-		return docState{}, nil
+		return st, nil
 	}
-	st := docState{exists: !cur.Deleted, version: cur.Version}
+	st.exists, st.version = !cur.Deleted, cur.Version
 	if !st.exists {
 		return st, nil // a tombstone's version is never answered (checkPrecondition)
 	}
@@ -340,18 +342,15 @@ func (g *Gateway) stateFor(ctx context.Context, cur *events.Change) (docState, e
 
 // checkPrecondition checks pre against the document's state and returns
 // the base version to write on. A failed precondition is 412 with the
-// current ETag. On a hidden state every precondition fails 412 whatever its
-// value, with no ETag and no version: If-Match answers exactly as on a
-// document that does not exist, If-None-Match: * says only that the user
-// may not read the document. A write without a precondition is written on
-// the current version for the projector to judge (its receipt then hides
-// the state too: PROTOCOL.md, Sync rules).
+// current ETag. On a hidden state every precondition, whatever its value,
+// is errNotFound worded as GET's (404, no ETag, no version): the user may
+// not compare anything with a state it may not read. A write without a
+// precondition is written on the current version for the projector to
+// judge (its receipt then hides the state too: PROTOCOL.md, Sync rules).
 func checkPrecondition(w http.ResponseWriter, pre precondition, st docState) (uint64, error) {
 	switch {
-	case st.hidden && pre.ifMatch:
-		return 0, fmt.Errorf("%w: If-Match: the document does not exist", errPreconditionFailed)
-	case st.hidden && pre.ifNoneMatch:
-		return 0, fmt.Errorf("%w: If-None-Match: *: you may not read the document", errPreconditionFailed)
+	case st.hidden && (pre.ifMatch || pre.ifNoneMatch):
+		return 0, fmt.Errorf("document %s/%s: %w", st.collection, st.doc, errNotFound)
 	case st.hidden:
 		return st.version, nil
 	}
