@@ -84,12 +84,13 @@ func TestRulesHole_WritePreconditionLeaksVersion(t *testing.T) {
 		leaks++
 		t.Errorf("LEAK: ann learns bob's deleted list existed and its version: %s", body)
 	}
-	// The e2e test's "HTTP DELETE l-bob refused" is refused before any
-	// rule: DELETE without If-Match is 428 whatever the rules say.
-	code, _, body = w.httpH("ann", http.MethodDelete, "/v1/acme/docs/lists/l-bob", "", nil)
-	t.Logf("ann DELETE l-bob without If-Match (as rules_e2e_test does): %d %s", code, strings.TrimSpace(body))
-	if code == http.StatusPreconditionRequired {
-		t.Errorf("WEAK TEST: rules_e2e_test's DELETE refusal is a 428 precondition-required, not the rules: %s", body)
+	// The e2e test's "HTTP DELETE l-bob refused" was refused before any
+	// rule: DELETE without If-Match is 428 whatever the rules say. It now
+	// sends the valid If-Match, as here: only the rules refuse it.
+	code, h, body = w.httpH("ann", http.MethodDelete, "/v1/acme/docs/lists/l-bob", "", map[string]string{"If-Match": `"3"`})
+	t.Logf("ann DELETE l-bob If-Match 3 (as rules_e2e_test does): %d %s", code, strings.TrimSpace(body))
+	if code != http.StatusNotFound || h.Get("ETag") != "" {
+		t.Errorf("ann's DELETE of l-bob at its version: %d ETag %q %s, want 404 as her GET", code, h.Get("ETag"), body)
 	}
 	if leaks > 0 {
 		t.Logf("%d leaks", leaks)
