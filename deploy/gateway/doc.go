@@ -27,7 +27,10 @@
 // nothing of the others, its cursor moving past them all; a document it
 // may not read answers 404 on GET and on its history, as if it did not
 // exist, and is left out of lists and the conflict list (Visibility decides
-// from the document's current fields). Services and admins read the whole
+// from the document's current fields); GET of a deleted document answers
+// such a user 404 without the tombstone's version. A write's precondition
+// on a document it may not read answers 404 as GET does, whatever its
+// value, with no ETag or version, and writes nothing. Services and admins read the whole
 // tenant. Every event the gateway accepts from an authenticated user, by
 // push or document write, carries events.HeaderWriterGroups set by the
 // gateway to the user's groups (see stamping for a document write's log).
@@ -50,7 +53,8 @@
 //     again, across crashes (idempotency.go); the key with another request
 //     is 422. Without a key, each request is a new write.
 //   - If-Match / If-None-Match are checked against the document's last
-//     change when the request comes (412 with the current ETag); the event
+//     change when the request comes (412 with the current ETag; under sync
+//     rules only for a user who may read it, else 404 as above); the event
 //     is written on that version, so a write that races in between is
 //     settled by the collection's policy like any client's: under reject
 //     it is rejected (412 when the request had If-Match), under manual it

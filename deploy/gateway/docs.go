@@ -46,6 +46,12 @@ func (g *Gateway) getDoc(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
+	if _, filtered := g.principals(ctx); c.Deleted && filtered {
+		// Under sync rules a tombstone says nothing: not whose it was,
+		// nor its version, worded as a document that never existed.
+		g.fail(w, r, fmt.Errorf("document %s/%s: %w", coll, id, errNotFound))
+		return
+	}
 	if c.Deleted {
 		g.fail(w, r, fmt.Errorf("document %s/%s: deleted at version %d: %w", coll, id, c.Version, errNotFound))
 		return

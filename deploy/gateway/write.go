@@ -282,7 +282,12 @@ func (g *Gateway) writeDoc(w http.ResponseWriter, r *http.Request) {
 		status = g.failWrite(w, r, err)
 		return
 	}
-	base, err := checkPrecondition(w, pre, cur)
+	st, err := g.stateFor(jsCtx, coll, id, cur)
+	if err != nil {
+		status = g.failWrite(w, r, err)
+		return
+	}
+	base, err := checkPrecondition(w, pre, st)
 	if err != nil {
 		status = g.failWrite(w, r, err)
 		return
@@ -305,28 +310,63 @@ func (g *Gateway) writeDoc(w http.ResponseWriter, r *http.Request) {
 	status = g.answerWrite(w, r, tenant, wl, wr)
 }
 
-// checkPrecondition checks pre against the document's current state and
-// returns the base version to write on. A failed precondition is 412 with
-// the current ETag.
-func checkPrecondition(w http.ResponseWriter, pre precondition, cur *events.Change) (uint64, error) {
-	var version uint64
-	exists := cur != nil && !cur.Deleted
-	if cur != nil {
-		version = cur.Version
+// docState is what a write's precondition is judged on: the document's
+// last change as the request's user may see it.
+type docState struct {
+	collection, doc string
+	exists          bool   // its last change is not a tombstone
+	version         uint64 // the last change's version (a tombstone's too)
+	hidden          bool   // sync rules: the user may not read the current state
+}
+
+// stateFor is the state of the document coll/id, whose last change is cur
+// (nil if none), as the request's user may see it: under sync rules a live
+// document the user may not read is hidden.
+func (g *Gateway) stateFor(ctx context.Context, coll, id string, cur *events.Change) (docState, error) {
+	st := docState{collection: coll, doc: id}
+	if cur == nil {
+		return st, nil
 	}
-	if exists {
-		w.Header().Set("ETag", etag(version))
+	st.exists, st.version = !cur.Deleted, cur.Version
+	if !st.exists {
+		return st, nil // a tombstone's version is never answered (checkPrecondition)
+	}
+	p, filtered := g.principals(ctx)
+	ok, err := g.visible(ctx, p, filtered, cur)
+	if err != nil {
+		return docState{}, err
+	}
+	st.hidden = !ok
+	return st, nil
+}
+
+// checkPrecondition checks pre against the document's state and returns
+// the base version to write on. A failed precondition is 412 with the
+// current ETag. On a hidden state every precondition, whatever its value,
+// is errNotFound worded as GET's (404, no ETag, no version): the user may
+// not compare anything with a state it may not read. A write without a
+// precondition is written on the current version for the projector to
+// judge (its receipt then hides the state too: PROTOCOL.md, Sync rules).
+func checkPrecondition(w http.ResponseWriter, pre precondition, st docState) (uint64, error) {
+	switch {
+	case st.hidden && (pre.ifMatch || pre.ifNoneMatch):
+		return 0, fmt.Errorf("document %s/%s: %w", st.collection, st.doc, errNotFound)
+	case st.hidden:
+		return st.version, nil
+	}
+	if st.exists {
+		w.Header().Set("ETag", etag(st.version))
 	}
 	switch {
-	case pre.ifMatch && !exists:
+	case pre.ifMatch && !st.exists:
 		return 0, fmt.Errorf("%w: If-Match: the document does not exist", errPreconditionFailed)
-	case pre.ifMatch && !pre.anyVersion && pre.version != version:
-		return 0, fmt.Errorf("%w: If-Match %s: the document is at version %d", errPreconditionFailed, etag(pre.version), version)
-	case pre.ifNoneMatch && exists:
-		return 0, fmt.Errorf("%w: If-None-Match: *: the document exists at version %d", errPreconditionFailed, version)
+	case pre.ifMatch && !pre.anyVersion && pre.version != st.version:
+		return 0, fmt.Errorf("%w: If-Match %s: the document is at version %d", errPreconditionFailed, etag(pre.version), st.version)
+	case pre.ifNoneMatch && st.exists:
+		return 0, fmt.Errorf("%w: If-None-Match: *: the document exists at version %d", errPreconditionFailed, st.version)
 	}
 	w.Header().Del("ETag")
-	return version, nil
+	return st.version, nil
 }
 
 // failWrite answers the errors of the write routes, and returns the status.

@@ -44,6 +44,8 @@ type writeEnv struct {
 	users *auth.Users
 	// groups, if set, is the gateway's Config.Groups.
 	groups func(auth.User) []string
+	// visibility, if set, is the gateway's Config.Visibility (sync rules).
+	visibility gateway.Visibility
 }
 
 // writePolicies: "todos" last writer wins, "strict" rejects stale writes,
@@ -104,7 +106,7 @@ func (e *writeEnv) openWriter(t *testing.T, wait time.Duration) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(gateway.Config{JetStream: e.js, Writer: w, WriteWait: wait, Users: e.users, Groups: e.groups})
+	g, err := gateway.New(gateway.Config{JetStream: e.js, Writer: w, WriteWait: wait, Users: e.users, Groups: e.groups, Visibility: e.visibility})
 	if err != nil {
 		t.Fatal(err)
 	}

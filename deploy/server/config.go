@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ebbsync/ebb/deploy/auth"
+	"github.com/ebbsync/ebb/deploy/auth/jwtlogin"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/gateway"
 	"github.com/ebbsync/ebb/projection"
@@ -121,6 +122,7 @@ type Config struct {
 	// Tokens, if set, also accepts login JWTs on HTTP (the gateway's
 	// Bearer tokens); TokenLogin accepts them as NATS logins on the
 	// embedded server. Both need Users. The server does not close them.
+	// With Rules, TokenLogin must be a FilteredLogin reporting true.
 	Tokens     gateway.TokenVerifier
 	TokenLogin embedded.TokenLogin
 	// KeyFile, if set, encrypts the embedded JetStream storage, the
@@ -146,6 +148,16 @@ type Config struct {
 	ProjectorReady func(*projection.Projector) error
 	GroupReady     func(*projection.Group) error
 }
+
+// FilteredLogin is a TokenLogin that says whether it gives token users
+// filtered reads (their accounts import no CHANGES: they read through the
+// server's filtered feed); *jwtlogin.NATSLogin is one. Under Rules a
+// TokenLogin must be one, reporting true.
+type FilteredLogin interface {
+	FilteredReads() bool
+}
+
+var _ FilteredLogin = (*jwtlogin.NATSLogin)(nil)
 
 // IsPostgresURL reports whether a View value names a PostgreSQL database
 // rather than a bbolt file.
@@ -182,6 +194,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Rules != nil && c.Users != nil && !c.Users.FilteredReads() {
 		errs = append(errs, errors.New("Rules (sync rules) need Users in filtered-reads mode (Users.WithFilteredReads(true), and TokenLogin made from those Users): else a client reads every change of its tenant directly"))
+	}
+	if fl, ok := c.TokenLogin.(FilteredLogin); c.Rules != nil && c.TokenLogin != nil && (!ok || !fl.FilteredReads()) {
+		errs = append(errs, errors.New("Rules (sync rules) need a TokenLogin in filtered-reads mode (jwtlogin.NewNATSLogin with the Users of WithFilteredReads(true)): else token users' accounts read every change of their tenant directly"))
 	}
 	if c.Rules != nil && len(c.NATSURLs) > 0 {
 		errs = append(errs, errors.New("Rules (sync rules) with NATSURLs: ebb cannot make an external server refuse clients' direct reads of CHANGES; sync rules run on the embedded server only"))

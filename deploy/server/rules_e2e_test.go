@@ -18,6 +18,7 @@ import (
 	"github.com/ebbsync/ebb/consumer"
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
+	"github.com/ebbsync/ebb/deploy/feed"
 	"github.com/ebbsync/ebb/deploy/server"
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection/rules"
@@ -199,21 +200,44 @@ func TestSyncRules_TwoUsersSeeExactlyTheirDocuments(t *testing.T) {
 		cancel()
 		refuse("NATS durable on "+filter, err != nil)
 	}
-	if st, err := js.Stream(ctx, events.StreamChanges); err == nil {
+	// Reading l-bob's last change by the JetStream API itself, whether or
+	// not ann may get a stream handle: the request fails, or its reply
+	// holds nothing of bob's list.
+	lbob := events.ChangeSubject("acme", "lists", "l-bob")
+	for _, api := range []struct{ subject, body string }{
+		{"$JS.API.STREAM.MSG.GET." + events.StreamChanges, fmt.Sprintf(`{"last_by_subj":%q}`, lbob)},
+		{"$JS.API.DIRECT.GET." + events.StreamChanges, fmt.Sprintf(`{"last_by_subj":%q}`, lbob)},
+		{"$JS.API.DIRECT.GET." + events.StreamChanges + "." + lbob, ""},
+	} {
 		c, cancel := short()
-		_, err = st.GetLastMsgForSubject(c, events.ChangeSubject("acme", "lists", "l-bob"))
+		m, err := nc.RequestWithContext(c, api.subject, []byte(api.body))
 		cancel()
-		refuse("NATS direct get of l-bob's change", err != nil)
-	} else {
-		refuse("NATS stream handle (not even info)", true)
+		refuse(fmt.Sprintf("NATS %s %s", api.subject, api.body), err != nil || (!strings.Contains(string(m.Data), "secret") &&
+			m.Header.Get("Nats-Subject") == "" && !strings.Contains(string(m.Data), `"message"`)))
 	}
-	// The change responder, asked by ann for everything, sends none of
-	// bob's documents.
+	// The change responder, asked by ann for everything, answers a page
+	// that holds her documents and none of bob's.
 	msg, err := nc.RequestWithContext(ctx, auth.ChangesSubject, []byte(`{"after":0,"limit":1000}`))
 	if err != nil {
 		t.Fatalf("ann's change feed request: %v", err)
 	}
-	refuse("NATS change feed sends bob's documents", !strings.Contains(string(msg.Data), "l-bob") && !strings.Contains(string(msg.Data), "t-bob"))
+	var page feed.Page
+	var feedErr feed.ErrorReply
+	if err := json.Unmarshal(msg.Data, &feedErr); err != nil || feedErr.Error != "" {
+		t.Fatalf("ann's change feed request answered an error: %s", msg.Data)
+	}
+	if err := json.Unmarshal(msg.Data, &page); err != nil {
+		t.Fatalf("ann's change feed reply is not a page: %v: %s", err, msg.Data)
+	}
+	var fed []string
+	for _, e := range page.Changes {
+		if !e.Change.Left {
+			fed = append(fed, e.Change.Collection+"/"+e.Change.Doc)
+		}
+	}
+	slices.Sort(fed)
+	refuse(fmt.Sprintf("NATS change feed sends ann %v, want exactly her documents", fed),
+		slices.Equal(fed, []string{"lists/l-ann", "notes/n1", "todos/t-ann"}))
 	// HTTP.
 	for _, p := range []string{"/v1/acme/docs/lists/l-bob", "/v1/acme/docs/todos/t-bob", "/v1/acme/docs/lists/l-bob/history"} {
 		code, _ := w.http("ann", http.MethodGet, p, "")
@@ -258,11 +282,24 @@ func TestSyncRules_TwoUsersSeeExactlyTheirDocuments(t *testing.T) {
 		code, body := w.http("ann", http.MethodPut, p, `{"owner":"ann","list":"l-bob"}`)
 		refuse(fmt.Sprintf("HTTP PUT %s: %d %s", p, code, body), code >= 400 && code < 500 && !strings.Contains(body, `"version"`))
 	}
-	code, _ := w.http("ann", http.MethodDelete, "/v1/acme/docs/lists/l-bob", "")
-	refuse("HTTP DELETE l-bob", code >= 400 && code < 500)
+	// DELETE with l-bob's current version in If-Match (bob's replica
+	// knows it; the server's GET shows bob the same): no precondition
+	// fails, so only the rules refuse it, 404 as ann's GET.
+	lb, err := bob.Get(ctx, "lists", "l-bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifMatch := fmt.Sprintf(`"%d"`, lb.Version)
+	if _, _, b := w.httpH("bob", http.MethodGet, "/v1/acme/docs/lists/l-bob", "", nil); !strings.Contains(b, fmt.Sprintf(`"version":%d,`, lb.Version)) {
+		t.Fatalf("bob's GET of l-bob: %s, his replica says version %d", b, lb.Version)
+	}
+	code, h, body := w.httpH("ann", http.MethodDelete, "/v1/acme/docs/lists/l-bob", "", map[string]string{"If-Match": ifMatch})
+	refuse(fmt.Sprintf("HTTP DELETE l-bob If-Match %s: %d %s", ifMatch, code, body),
+		code == http.StatusNotFound && h.Get("ETag") == "" && !strings.Contains(body, "version"))
 	t.Logf("forbidden reads and writes: %d tried, %d refused", tried, refused)
-	if refused != tried {
-		t.Fatalf("%d of %d forbidden reads and writes refused", refused, tried)
+	const wantTried = 31 // 6 consumers, 3 JetStream API gets, the feed, 14 HTTP and console reads, 7 writes
+	if tried != wantTried || refused != tried {
+		t.Fatalf("%d of %d forbidden reads and writes refused, want all of %d", refused, tried, wantTried)
 	}
 	syncOK(t, bob)
 	if d, err := bob.Get(ctx, "lists", "l-bob"); err != nil || !strings.Contains(string(d.Fields["title"]), "secret plans v2") {

@@ -81,6 +81,13 @@ func NewNATSLogin(v *Verifier, users *auth.Users, log *slog.Logger) *NATSLogin {
 	return &NATSLogin{v: v, users: users, log: log, placed: map[string]auth.User{}, latest: map[string]auth.User{}}
 }
 
+// FilteredReads reports whether n links token users' accounts and sets
+// their permissions in filtered reads mode: true only when n was made from
+// Users in that mode (auth.Users.WithFilteredReads(true)); from other
+// Users, or none, token users read CHANGES directly. Sync rules need true
+// (deploy/server refuses Rules with a TokenLogin reporting false).
+func (n *NATSLogin) FilteredReads() bool { return n.users != nil && n.users.FilteredReads() }
+
 // Bind gives n the server whose accounts it makes; before it, every
 // token is refused.
 func (n *NATSLogin) Bind(ns *server.Server) { n.ns.Store(ns) }
