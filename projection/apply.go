@@ -236,7 +236,7 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	}
 	var change []byte // the encoded change, when the event makes a new state
 	if d.Doc != nil {
-		if change, err = events.EncodeChange(a.policies.onWire(d.Doc.Change(d.Settled))); err != nil {
+		if change, err = a.policies.EncodeChange(d.Doc, d.Settled); err != nil {
 			return a.dead(m, ev, fmt.Sprintf("encode the new state: %v", err))
 		}
 		if len(change) > a.maxDocBytes {

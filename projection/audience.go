@@ -248,7 +248,7 @@ func (a *applier) reemitFollowers(ctx context.Context, ev *events.Event, cur Doc
 			if !d.Exists() || !fieldIs(d.Fields, ch.Field, next.ID) {
 				continue // moved to another parent or deleted in this batch
 			}
-			data, err := events.EncodeChange(d.Change(nil))
+			data, err := a.policies.EncodeChange(&d, nil)
 			if err != nil {
 				return fmt.Errorf("encode the change of follower %s/%s: %w", addr.Collection, addr.Doc, err)
 			}

@@ -103,7 +103,7 @@ func (p *Projector) checkRules(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		data, err := events.EncodeChange(d.Change(nil))
+		data, err := p.ap.policies.EncodeChange(&d, nil)
 		if err != nil {
 			return fmt.Errorf("encode change of %s/%s/%s: %w", d.Tenant, d.Collection, d.ID, err)
 		}
