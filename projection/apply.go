@@ -285,9 +285,14 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Device: ev.Device, Seq: ev.Seq,
 		Collection: ev.Collection, Doc: ev.Doc, Outcome: d.Outcome, Reason: d.Reason, Version: version,
 	}
+	if hidden {
+		r.Reason = hiddenReason(ev.Collection, ev.Doc) // whatever decided it: no version, event, clock or size
+	}
 	a.note(ev, d.Outcome, version)
 	if d.Settled != nil {
-		r.Conflict = d.Settled.ID
+		if !hidden {
+			r.Conflict = d.Settled.ID
+		}
 		a.batch.Conflicts = append(a.batch.Conflicts, ConflictRecord{Address: addr, Conflict: *d.Settled})
 	}
 	if d.Doc != nil && a.outbox {

@@ -268,17 +268,28 @@ func (a *applier) reemitFollowers(ctx context.Context, ev *events.Event, cur Doc
 
 // hiddenFrom reports whether a refused event's receipt must not tell its
 // writer about the document's state: the rules name its collection and
-// the writer is not among the readers of the current state, so the
-// receipt says neither its version (the receipt's Version is then 0) nor
-// anything the projector read there. Decided from the event and the view
-// alone, like judgeWrite.
+// the writer is not among the readers of the current state (of a
+// tombstone: its cumulative Audience), so the receipt says nothing of it,
+// whatever refused the event (the policy, the rules, the size bound): its
+// Version is 0, its Reason hiddenReason's and it names no conflict record.
+// Decided from the event and the view alone, like judgeWrite.
 func (a *applier) hiddenFrom(ctx context.Context, m rawMsg, ev *events.Event, cur Doc, d Decision) (bool, error) {
-	if d.Outcome != events.OutcomeRejected || !cur.Exists() || !a.rules.Ruled(ev.Collection) {
+	if d.Outcome != events.OutcomeRejected || cur.Version == 0 || !a.rules.Ruled(ev.Collection) {
 		return false, nil
 	}
-	aud, err := a.audience(ctx, cur)
-	if err != nil {
-		return false, err
+	aud := unionAudience(cur.Audience)
+	if cur.Exists() {
+		var err error
+		if aud, err = a.audience(ctx, cur); err != nil {
+			return false, err
+		}
 	}
 	return !events.InAudience(aud, events.Principals(ev.Client, writerGroups(m.Header))), nil
+}
+
+// hiddenReason is the reason of a receipt hidden from its writer
+// (hiddenFrom): the same for every refusal, so it tells nothing of the
+// state.
+func hiddenReason(collection, doc string) string {
+	return fmt.Sprintf("sync rules: %s/%s: you may not write this document", collection, doc)
 }
