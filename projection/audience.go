@@ -47,7 +47,10 @@ func (a *applier) lookup(tenant string) rules.Lookup {
 // write the document: judged on the state before (when there is one) and
 // on the state after (when it is live), so a writer can neither edit nor
 // delete a document it may not write, nor create one, nor move one, where
-// it could not write it. The writer is the event's client (the subject's,
+// it could not write it; nor create one over a tombstone unless it is
+// among the tombstone's readers (its cumulative Audience; Everyone admits
+// every writer), so that re-creating a deleted parent's id cannot take
+// over its orphaned followers. The writer is the event's client (the subject's,
 // which auth confines to the user) with the groups the server stamped.
 // Decided from the event and the view alone, so a rebuild decides the
 // same.
@@ -56,6 +59,12 @@ func (a *applier) judgeWrite(ctx context.Context, m rawMsg, ev *events.Event, cu
 		return d, nil
 	}
 	w := rules.Writer{Name: ev.Client, Groups: writerGroups(m.Header)}
+	if cur.Deleted && cur.Version > 0 && d.Doc.Exists() &&
+		!events.InAudience(unionAudience(cur.Audience), events.Principals(w.Name, w.Groups)) {
+		// A create over a tombstone would give the writer the deleted
+		// document's orphaned followers: only one who could read it may.
+		return rejected(hiddenReason(ev.Collection, ev.Doc)), nil
+	}
 	for _, s := range []*Doc{&cur, d.Doc} {
 		if !s.Exists() {
 			continue
