@@ -97,7 +97,8 @@ func lastAudience(ctx context.Context, stream jetstream.Stream, subject string) 
 // records the rules' fingerprint; a crash before that runs it again on the
 // next start. It does not return before that is done: a failure (CHANGES
 // unreadable, a publish refused) is retried with backoff until ctx ends,
-// and then returned, so the projector never serves under new rules the
+// and then returned (a commit refused by a fence, ErrFenced or
+// ErrCheckpoint, at once), so the projector never serves under new rules the
 // changes computed under the old ones. With no CHANGES stream there is
 // nothing to serve and nothing is done. It costs a read of CHANGES and a
 // publish per document of the projector's partition.
@@ -113,8 +114,8 @@ func (p *Projector) checkRules(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("publish changes again under new sync rules: %w", err)
+		if ctx.Err() != nil || errors.Is(err, ErrCheckpoint) || errors.Is(err, ErrFenced) || errors.Is(err, ErrClosed) {
+			return fmt.Errorf("publish changes again under new sync rules: %w", err) // ended, or the view is another's now
 		}
 		p.log.Warn("publish changes again under new sync rules, retrying", "err", err, "backoff", backoff)
 		t := time.NewTimer(backoff)
@@ -197,12 +198,13 @@ func (p *Projector) reemitRules(ctx context.Context, fp, gen string) error {
 	if err := p.growAudiences(ctx, grown); err != nil {
 		return err
 	}
+	recorded := p.marks.Rules
 	p.marks.Rules = fp
 	if m := &p.marks.Changes; !m.Created.IsZero() {
 		m.LastSeq = max(m.LastSeq, p.changesSeq.Load()) // what the copies moved CHANGES to
 	}
 	if err := p.commitMarks(ctx); err != nil {
-		p.marks.Rules = "" // not recorded: the next attempt runs again
+		p.marks.Rules = recorded // not recorded: the next attempt runs again
 		return err
 	}
 	p.log.Info("published every document under the new sync rules", "documents", docs, "rules", fp)
