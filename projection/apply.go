@@ -236,7 +236,7 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	}
 	var change []byte // the encoded change, when the event makes a new state
 	if d.Doc != nil {
-		if change, err = events.EncodeChange(a.policies.onWire(d.Doc.Change(d.Settled))); err != nil {
+		if change, err = a.policies.EncodeChange(d.Doc, d.Settled); err != nil {
 			return a.dead(m, ev, fmt.Sprintf("encode the new state: %v", err))
 		}
 		if len(change) > a.maxDocBytes {
@@ -285,9 +285,14 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Device: ev.Device, Seq: ev.Seq,
 		Collection: ev.Collection, Doc: ev.Doc, Outcome: d.Outcome, Reason: d.Reason, Version: version,
 	}
+	if hidden {
+		r.Reason = hiddenReason(ev.Collection, ev.Doc) // whatever decided it: no version, event, clock or size
+	}
 	a.note(ev, d.Outcome, version)
 	if d.Settled != nil {
-		r.Conflict = d.Settled.ID
+		if !hidden {
+			r.Conflict = d.Settled.ID
+		}
 		a.batch.Conflicts = append(a.batch.Conflicts, ConflictRecord{Address: addr, Conflict: *d.Settled})
 	}
 	if d.Doc != nil && a.outbox {

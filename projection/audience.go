@@ -47,7 +47,10 @@ func (a *applier) lookup(tenant string) rules.Lookup {
 // write the document: judged on the state before (when there is one) and
 // on the state after (when it is live), so a writer can neither edit nor
 // delete a document it may not write, nor create one, nor move one, where
-// it could not write it. The writer is the event's client (the subject's,
+// it could not write it; nor create one over a tombstone unless it is
+// among the tombstone's readers (its cumulative Audience; Everyone admits
+// every writer), so that re-creating a deleted parent's id cannot take
+// over its orphaned followers. The writer is the event's client (the subject's,
 // which auth confines to the user) with the groups the server stamped.
 // Decided from the event and the view alone, so a rebuild decides the
 // same.
@@ -56,6 +59,12 @@ func (a *applier) judgeWrite(ctx context.Context, m rawMsg, ev *events.Event, cu
 		return d, nil
 	}
 	w := rules.Writer{Name: ev.Client, Groups: writerGroups(m.Header)}
+	if cur.Deleted && cur.Version > 0 && d.Doc.Exists() &&
+		!events.InAudience(unionAudience(cur.Audience), events.Principals(w.Name, w.Groups)) {
+		// A create over a tombstone would give the writer the deleted
+		// document's orphaned followers: only one who could read it may.
+		return rejected(hiddenReason(ev.Collection, ev.Doc)), nil
+	}
 	for _, s := range []*Doc{&cur, d.Doc} {
 		if !s.Exists() {
 			continue
@@ -248,7 +257,7 @@ func (a *applier) reemitFollowers(ctx context.Context, ev *events.Event, cur Doc
 			if !d.Exists() || !fieldIs(d.Fields, ch.Field, next.ID) {
 				continue // moved to another parent or deleted in this batch
 			}
-			data, err := events.EncodeChange(d.Change(nil))
+			data, err := a.policies.EncodeChange(&d, nil)
 			if err != nil {
 				return fmt.Errorf("encode the change of follower %s/%s: %w", addr.Collection, addr.Doc, err)
 			}
@@ -268,17 +277,28 @@ func (a *applier) reemitFollowers(ctx context.Context, ev *events.Event, cur Doc
 
 // hiddenFrom reports whether a refused event's receipt must not tell its
 // writer about the document's state: the rules name its collection and
-// the writer is not among the readers of the current state, so the
-// receipt says neither its version (the receipt's Version is then 0) nor
-// anything the projector read there. Decided from the event and the view
-// alone, like judgeWrite.
+// the writer is not among the readers of the current state (of a
+// tombstone: its cumulative Audience), so the receipt says nothing of it,
+// whatever refused the event (the policy, the rules, the size bound): its
+// Version is 0, its Reason hiddenReason's and it names no conflict record.
+// Decided from the event and the view alone, like judgeWrite.
 func (a *applier) hiddenFrom(ctx context.Context, m rawMsg, ev *events.Event, cur Doc, d Decision) (bool, error) {
-	if d.Outcome != events.OutcomeRejected || !cur.Exists() || !a.rules.Ruled(ev.Collection) {
+	if d.Outcome != events.OutcomeRejected || cur.Version == 0 || !a.rules.Ruled(ev.Collection) {
 		return false, nil
 	}
-	aud, err := a.audience(ctx, cur)
-	if err != nil {
-		return false, err
+	aud := unionAudience(cur.Audience)
+	if cur.Exists() {
+		var err error
+		if aud, err = a.audience(ctx, cur); err != nil {
+			return false, err
+		}
 	}
 	return !events.InAudience(aud, events.Principals(ev.Client, writerGroups(m.Header))), nil
+}
+
+// hiddenReason is the reason of a receipt hidden from its writer
+// (hiddenFrom): the same for every refusal, so it tells nothing of the
+// state.
+func hiddenReason(collection, doc string) string {
+	return fmt.Sprintf("sync rules: %s/%s: you may not write this document", collection, doc)
 }

@@ -257,7 +257,11 @@
 // from the stream's leader): after a server restart JetStream's duplicate
 // window holds only the ids of the messages it still stores, and CHANGES
 // keeps one per document, so an older version sent again would be stored
-// after the newer one. Every version not yet stored goes, in order, so a
+// after the newer one. Of a document's entries at one version (its change,
+// then copies a follower re-emit queued with a newer audience) only the
+// last goes: versions cannot order them, and the earlier one, its id
+// forgotten, would be stored after the copy and leave the old audience
+// last. Every version not yet stored goes, in order, so a
 // crash mid-batch drops no later version of a published document from the
 // live feed. When CHANGES cannot be read, or holds nothing of the document
 // (its first change never went out, or CHANGES was purged: a reseed
@@ -353,7 +357,10 @@
 // clocks only where a replica may need them to decide its pending writes
 // as the server will: under Merge and custom resolvers. LWW, Reject and
 // Manual changes leave them out, so a field costs its own bytes on
-// CHANGES; the view keeps every clock under every policy (Verify hashes
+// CHANGES. Every path that publishes a change (apply, a follower's or a
+// rules change's re-emit, a reseed, ebb restore) encodes it the same way
+// ([Policies.EncodeChange]), so a copy is the size MaxDocBytes bounded;
+// the view keeps every clock under every policy (Verify hashes
 // them, a reseed and a later switch to merge start from them), and the
 // conflict record an lww change publishes is decided on the view's
 // clocks. A replica's overlay decides an lww patch on a state without

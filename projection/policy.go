@@ -222,6 +222,15 @@ func (p Policies) onWire(c *events.Change) *events.Change {
 	return c
 }
 
+// EncodeChange returns the change of d, with settled as its record (nil
+// for a copy outside the event that made the state: a re-emit, a reseed,
+// a restore), encoded as CHANGES carries it under p (onWire). Every path
+// that publishes a document's change encodes it here, so a copy is the
+// size of the live change that MaxDocBytes bounded.
+func (p Policies) EncodeChange(d *Doc, settled *events.Conflict) ([]byte, error) {
+	return events.EncodeChange(p.onWire(d.Change(settled)))
+}
+
 // Registry names resolvers so configuration can pick them by name. A new
 // Registry knows the built-ins ("lww", "merge", "reject", "manual"); the
 // embedding program registers its own. It is not safe for concurrent

@@ -1101,7 +1101,12 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bo
 // after the newer one (see publish). A change at or above the stored
 // version goes (again): one that is stored is dropped as a duplicate,
 // one that is not was never published, and the entries of a document
-// go out in version order (publishChunk). Where CHANGES cannot be read,
+// go out in version order (publishChunk). Of the entries of a document at
+// one version (its change and the copies a follower re-emit or a change
+// of rules queued after it, with a newer audience) only the last goes:
+// versions cannot order them, and the earlier one, its id forgotten by a
+// restarted NATS, would be stored after the copy that replaced it, its
+// old audience last in CHANGES. Where CHANGES cannot be read,
 // or holds no change of the document (never published, or CHANGES purged,
 // which a reseed repairs from the view), the view decides, as it is never
 // behind CHANGES: a change whose version is below its document's version
@@ -1112,16 +1117,31 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bo
 // letters are kept, and so is an entry that does not decode as a change
 // (publish decides its fate).
 func (p *Projector) current(ctx context.Context, entries []OutboxEntry) ([]OutboxEntry, error) {
+	type at struct {
+		subject string
+		version uint64
+	}
 	out := make([]OutboxEntry, 0, len(entries))
 	floor := map[string]uint64{} // by subject: the lowest version that may go
-	for _, e := range entries {
+	changes := make([]*events.Change, len(entries))
+	last := map[at]int{} // the index of the last entry of a subject at a version
+	for i, e := range entries {
 		if !strings.HasPrefix(e.Subject, events.ChangesPrefix+".") {
+			continue
+		}
+		if c, err := events.DecodeChange(e.Data); err == nil {
+			changes[i] = c
+			last[at{e.Subject, c.Version}] = i
+		}
+	}
+	for i, e := range entries {
+		c := changes[i]
+		if c == nil {
 			out = append(out, e)
 			continue
 		}
-		c, err := events.DecodeChange(e.Data)
-		if err != nil {
-			out = append(out, e)
+		if last[at{e.Subject, c.Version}] != i {
+			p.log.Debug("change replaced by a later copy at its version; not published again", "msg_id", e.MsgID, "version", c.Version)
 			continue
 		}
 		v, ok := floor[e.Subject]

@@ -117,7 +117,7 @@ func (p *Projector) reseed(ctx context.Context, why string) error {
 		if !part.whole() && PartitionOfDoc(d.Address(), part.Count) != part.Index {
 			return nil // another partition's projector reseeds it
 		}
-		data, err := events.EncodeChange(p.ap.policies.onWire(d.Change(nil)))
+		data, err := p.ap.policies.EncodeChange(&d, nil)
 		if err != nil {
 			return fmt.Errorf("encode change of %s/%s/%s: %w", d.Tenant, d.Collection, d.ID, err)
 		}

@@ -187,12 +187,13 @@ func TestProjectorRules_ForbiddenWriteRejected(t *testing.T) {
 	}{
 		{"a team member edits the owner's list", bob.event("lists", "l1", events.OpPatch, 1, map[string]any{"title": "mine"}), []string{"red"},
 			"sync rules: lists/l1: write needs you to be the user in field owner"},
+		// bob reads no state of l1: the receipt is hidden from him (hiddenFrom), its reason generic.
 		{"a writer takes the list over (the state before refuses)", bob.event("lists", "l1", events.OpPut, 1, map[string]any{"owner": "bob"}), nil,
-			"sync rules: lists/l1: write needs you to be the user in field owner"},
+			"sync rules: lists/l1: you may not write this document"},
 		{"a writer creates a list for another user (the state after refuses)", bob.event("lists", "l2", events.OpPut, 0, map[string]any{"owner": "ann"}), nil,
 			"sync rules: lists/l2: write needs you to be the user in field owner"},
 		{"a writer deletes another's list", bob.event("lists", "l1", events.OpDelete, 1, nil), nil,
-			"sync rules: lists/l1: write needs you to be the user in field owner"},
+			"sync rules: lists/l1: you may not write this document"},
 		{"a todo of another's list", bob.event("todos", "t1", events.OpPut, 0, map[string]any{"list": "l1"}), []string{"red"},
 			"sync rules: todos/t1: write needs you to be the user in field owner"},
 		{"a todo of a list that does not exist", ann.event("todos", "t2", events.OpPut, 0, map[string]any{"list": "nope"}), nil,

@@ -219,7 +219,7 @@ func rebuildRestored(ctx context.Context, js jetstream.JetStream, store server.V
 		Changes: projection.StreamMark{Created: ci.Created, LastSeq: ci.State.LastSeq, Msgs: ci.State.Msgs},
 		Docs:    uint64(docs), DocsCounted: true,
 	}
-	missing, err := missingChanges(ctx, js, store)
+	missing, err := missingChanges(ctx, js, store, cfg)
 	if err != nil {
 		return 0, err
 	}
@@ -258,7 +258,7 @@ func checkBackup(src string, man *backupManifest) error {
 // shows that checkpoint as its ack floor before a failing publish went
 // through. Each goes under the reseed's Nats-Msg-Id form,
 // seed:<ULID>:<subject>:<version>.
-func missingChanges(ctx context.Context, js jetstream.JetStream, store server.ViewStore) ([]projection.OutboxEntry, error) {
+func missingChanges(ctx context.Context, js jetstream.JetStream, store server.ViewStore, cfg projection.Config) ([]projection.OutboxEntry, error) {
 	have := map[string]uint64{}
 	err := readFiltered(ctx, js, events.StreamChanges, []string{events.ChangesPrefix + ".>"}, func(subject string, data []byte, _ *jetstream.MsgMetadata) error {
 		if c, err := events.DecodeChange(data); err == nil {
@@ -276,7 +276,7 @@ func missingChanges(ctx context.Context, js jetstream.JetStream, store server.Vi
 		if have[subject] >= d.Version {
 			return nil
 		}
-		data, err := events.EncodeChange(d.Change(nil))
+		data, err := cfg.Policies.EncodeChange(&d, nil)
 		if err != nil {
 			return fmt.Errorf("encode change of %s/%s/%s: %w", d.Tenant, d.Collection, d.ID, err)
 		}
