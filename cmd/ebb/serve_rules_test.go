@@ -83,3 +83,14 @@ func TestServe_RulesRecorded(t *testing.T) {
 		t.Fatalf("rules still recorded after a serve without rules: %v", err)
 	}
 }
+
+// TestServe_RulesRefusedWithExternalNATS: ebb cannot make an external
+// server's accounts refuse clients' direct reads of CHANGES, so sync rules
+// with --nats are refused before anything is touched.
+func TestServe_RulesRefusedWithExternalNATS(t *testing.T) {
+	users := writeTestFile(t, "users.yaml", "users:\n  - {name: ann, password: ann-secret, tenant: acme, role: client}\n")
+	err := runServeArgs(t, "--auth", users, "--rules", writeTestFile(t, "rules.yaml", serveTestRules), "--nats", "nats://127.0.0.1:1")
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "--rules (rules) with --nats") {
+		t.Fatalf("serve --rules --nats: %v, want a usage error naming both", err)
+	}
+}
