@@ -88,19 +88,9 @@ func runCatchUp(ctx context.Context, r *runner) ([]Result, error) {
 			if err != nil {
 				return 0, fmt.Errorf("list: %w", err)
 			}
-			type fullDoc struct {
-				Collection string        `json:"collection"`
-				ID         string        `json:"id"`
-				Version    uint64        `json:"version"`
-				Fields     events.Fields `json:"fields"`
-			}
-			all := make([]fullDoc, 0, len(docs))
-			for _, d := range docs {
-				all = append(all, fullDoc{d.Collection, d.ID, d.Version, d.Fields})
-			}
-			b, err := json.Marshal(all)
+			b, err := fullState(docs)
 			if err != nil {
-				return 0, fmt.Errorf("encode full state: %w", err)
+				return 0, err
 			}
 			jsonBytes = int64(len(b))
 			if err := rep.Close(); err != nil {
@@ -149,52 +139,7 @@ func (r *runner) fillChanges(ctx context.Context, e *env, tenant string, n int) 
 		return err
 	}
 	defer stopProjector()
-	const chunk = 10_000 // bounds memory at 1M
-	for i := 0; i < n; i += chunk {
-		evs, err := appendWritesFrom(ctx, gen, i, min(chunk, n-i), n)
-		if err != nil {
-			return err
-		}
-		ms, err := eventMsgs(evs)
-		if err != nil {
-			return err
-		}
-		if err := publishAll(ctx, e.js, ms); err != nil {
-			return err
-		}
-	}
-	s, err := e.js.Stream(ctx, events.StreamEvents)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", events.StreamEvents, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("stream %s info: %w", events.StreamEvents, err)
-	}
-	last := info.State.LastSeq
-	if err := waitUntil(ctx, 60*time.Minute, "projector", func() (bool, error) {
-		select {
-		case <-p.Done():
-			return false, fmt.Errorf("projector stopped: %w", p.Err())
-		default:
-		}
-		return p.Stats().Checkpoint >= last, nil
-	}); err != nil {
-		return err
-	}
-	// The checkpoint commits before the outbox is published: wait until
-	// CHANGES holds the tenant's n documents.
-	cs, err := e.js.Stream(ctx, events.StreamChanges)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", events.StreamChanges, err)
-	}
-	return waitUntil(ctx, 10*time.Minute, "changes published", func() (bool, error) {
-		info, err := cs.Info(ctx, jetstream.WithSubjectFilter(events.TenantChanges(tenant)))
-		if err != nil {
-			return false, fmt.Errorf("stream %s info: %w", events.StreamChanges, err)
-		}
-		return len(info.State.Subjects) >= n, nil
-	})
+	return r.writeThrough(ctx, e, p, gen, 0, n, n)
 }
 
 // readOrdered reads n changes of tenant with a bare ordered consumer and
@@ -275,4 +220,24 @@ func storeSize(path string) (held, length int64, err error) {
 		return 0, 0, fmt.Errorf("local store size: %s: %w", path, err)
 	}
 	return held, fi.Size(), nil
+}
+
+// fullState is the baseline of the byte rows: a full-state download, the
+// documents as one JSON array of {collection, id, version, fields}.
+func fullState(docs []consumer.Doc) ([]byte, error) {
+	type fullDoc struct {
+		Collection string        `json:"collection"`
+		ID         string        `json:"id"`
+		Version    uint64        `json:"version"`
+		Fields     events.Fields `json:"fields"`
+	}
+	all := make([]fullDoc, 0, len(docs))
+	for _, d := range docs {
+		all = append(all, fullDoc{d.Collection, d.ID, d.Version, d.Fields})
+	}
+	b, err := json.Marshal(all)
+	if err != nil {
+		return nil, fmt.Errorf("encode full state: %w", err)
+	}
+	return b, nil
 }

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -88,19 +87,9 @@ func runDelta(ctx context.Context, r *runner) ([]Result, error) {
 	if len(docs) != n {
 		return nil, fmt.Errorf("delta: the replica caught up on %d documents, want %d", len(docs), n)
 	}
-	type fullDoc struct {
-		Collection string        `json:"collection"`
-		ID         string        `json:"id"`
-		Version    uint64        `json:"version"`
-		Fields     events.Fields `json:"fields"`
-	}
-	all := make([]fullDoc, 0, len(docs))
-	for _, d := range docs {
-		all = append(all, fullDoc{d.Collection, d.ID, d.Version, d.Fields})
-	}
-	full, err := json.Marshal(all)
+	full, err := fullState(docs)
 	if err != nil {
-		return nil, fmt.Errorf("encode full state: %w", err)
+		return nil, err
 	}
 
 	r.step("delta: %d of %d documents changed, the replica syncs again", changed, n)
