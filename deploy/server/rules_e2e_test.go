@@ -39,7 +39,9 @@ type rulesWorld struct {
 	srv *server.Server
 }
 
-func startRulesWorld(t *testing.T) *rulesWorld {
+// rulesUsers are ann (group red) and bob (group blue), clients of acme;
+// rulesSet is e2eRules.
+func rulesUsers(t *testing.T) *auth.Users {
 	t.Helper()
 	users, err := auth.New([]auth.User{
 		{Name: "ann", Password: "ann-secret", Tenant: "acme", Role: auth.RoleClient, Groups: []string{"red"}},
@@ -48,12 +50,22 @@ func startRulesWorld(t *testing.T) *rulesWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return users
+}
+
+func rulesSet(t *testing.T) *rules.Set {
+	t.Helper()
 	set, err := rules.Parse([]byte(e2eRules))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return set
+}
+
+func startRulesWorld(t *testing.T) *rulesWorld {
+	t.Helper()
 	cfg := testConfig(t)
-	cfg.Users, cfg.Rules = users.WithFilteredReads(true), set
+	cfg.Users, cfg.Rules = rulesUsers(t).WithFilteredReads(true), rulesSet(t)
 	return &rulesWorld{t: t, srv: mustStart(t, cfg)}
 }
 

@@ -16,7 +16,6 @@ import (
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 	"github.com/ebbsync/ebb/deploy/server"
 	"github.com/ebbsync/ebb/events"
-	"github.com/ebbsync/ebb/projection/rules"
 )
 
 func (w *rulesWorld) httpH(user, method, path, body string, h map[string]string) (int, http.Header, string) {
@@ -104,17 +103,7 @@ func TestRulesHole_WritePreconditionLeaksVersion(t *testing.T) {
 // every document on every replica: checkRules takes the old message's
 // missing Ebb-Readers as "nobody" for was-readers, so no Left is sent.
 func TestRulesHole_RulesOnLeavesOldCopies(t *testing.T) {
-	users, err := auth.New([]auth.User{
-		{Name: "ann", Password: "ann-secret", Tenant: "acme", Role: auth.RoleClient, Groups: []string{"red"}},
-		{Name: "bob", Password: "bob-secret", Tenant: "acme", Role: auth.RoleClient, Groups: []string{"blue"}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := rules.Parse([]byte(e2eRules))
-	if err != nil {
-		t.Fatal(err)
-	}
+	users, set := rulesUsers(t), rulesSet(t)
 	data := filepath.Join(t.TempDir(), "data")
 	annDir, bobDir := t.TempDir(), t.TempDir()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
