@@ -58,7 +58,6 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (nex
 	}
 	info := s.CachedInfo()
 	created = createdNano(info.Created)
-	reset := func(c cursor) bool { return cursorReset(info, created, c) }
 	var c cursor
 	err = r.log.View(ctx, func(tx *producer.Tx) (err error) {
 		c, err = getCursor(tx, events.StreamChanges)
@@ -67,16 +66,38 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (nex
 	if err != nil {
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
 	}
-	if !reset(c) {
+	if !cursorReset(info, created, c) {
 		r.retryQuarantinedChanges(ctx, s)
 		return c.Seq + 1, created, nil
 	}
+	if next, err = r.resetChanges(ctx, info, created); err != nil {
+		return 0, 0, err
+	}
+	return next, created, nil // a reset cleared the quarantine: the replay reads it all again
+}
+
+// startedAt records that a follower's stored cursor was moved to seq
+// before it started reading, and wakes waiters (Sync waits until progress
+// covers the stored cursor).
+func (r *Replica) startedAt(p *Progress, seq uint64) {
+	r.mu.Lock()
+	p.Seq = seq
+	r.mu.Unlock()
+	r.changed.notify()
+}
+
+// resetChanges is the second half of a start that found CHANGES reset
+// against the stored cursor (judged again inside the transaction): it
+// clears the replica's scope for a replay from the start (pending writes
+// stay), records the stream's creation time and returns the sequence to
+// read from.
+func (r *Replica) resetChanges(ctx context.Context, info *jetstream.StreamInfo, created int64) (next uint64, err error) {
 	err = r.log.Update(ctx, func(tx *producer.Tx) error {
 		c, err := getCursor(tx, events.StreamChanges)
 		if err != nil {
 			return err
 		}
-		if reset(c) {
+		if cursorReset(info, created, c) {
 			rerr := fmt.Errorf("%w: stream %s was reset (stored sequence %d, stream last %d, created %s)",
 				ErrResync, events.StreamChanges, c.Seq, info.State.LastSeq, info.Created.Format(time.RFC3339Nano))
 			r.noteResync(rerr)
@@ -90,20 +111,10 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (nex
 		return putCursor(tx, events.StreamChanges, c)
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
+		return 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
 	}
 	r.startedAt(&r.changesP, next-1)
-	return next, created, nil // a reset cleared the quarantine: the replay reads it all again
-}
-
-// startedAt records that a follower's stored cursor was moved to seq
-// before it started reading, and wakes waiters (Sync waits until progress
-// covers the stored cursor).
-func (r *Replica) startedAt(p *Progress, seq uint64) {
-	r.mu.Lock()
-	p.Seq = seq
-	r.mu.Unlock()
-	r.changed.notify()
+	return next, nil
 }
 
 // applyChanges applies a batch of CHANGES messages in one transaction with

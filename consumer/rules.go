@@ -194,32 +194,12 @@ func (r *Replica) startRules(ctx context.Context, fd *rulesFeed) (next uint64, c
 	}
 	info := feedInfo(p)
 	created = createdNano(info.Created)
-	reset := func(c cursor) bool { return cursorReset(info, created, c) }
-	if !reset(c) {
+	if !cursorReset(info, created, c) {
 		return c.Seq + 1, created, nil
 	}
-	err = r.log.Update(ctx, func(tx *producer.Tx) error {
-		c, err := getCursor(tx, events.StreamChanges)
-		if err != nil {
-			return err
-		}
-		if reset(c) {
-			rerr := fmt.Errorf("%w: stream %s was reset (stored sequence %d, stream last %d, created %s)",
-				ErrResync, events.StreamChanges, c.Seq, info.State.LastSeq, info.Created.Format(time.RFC3339Nano))
-			r.noteResync(rerr)
-			if err := r.resetScope(tx); err != nil {
-				return err
-			}
-			c = cursor{}
-		}
-		c.Created = created
-		next = c.Seq + 1
-		return putCursor(tx, events.StreamChanges, c)
-	})
-	if err != nil {
-		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
+	if next, err = r.resetChanges(ctx, info, created); err != nil {
+		return 0, 0, err
 	}
-	r.startedAt(&r.changesP, next-1)
 	return next, created, nil
 }
 
