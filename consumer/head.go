@@ -393,7 +393,12 @@ func (s *scanner) int(bits uint) (int64, bool) {
 
 // hlc reads {"wall": int64, "logical": uint32} (other keys ignored, as
 // encoding/json does).
-func (s *scanner) hlc(h *events.HLC) bool {
+func (s *scanner) hlc(h *events.HLC) bool { return s.hlcOf(h, false) }
+
+// hlcOf reads an HLC object, each key at most once; strict refuses any
+// other key, else other keys are skipped (but not one encoding/json would
+// fold onto "wall" or "logical").
+func (s *scanner) hlcOf(h *events.HLC, strict bool) bool {
 	var seen [2]bool
 	return s.object(func(key []byte) bool {
 		switch string(key) {
@@ -415,7 +420,7 @@ func (s *scanner) hlc(h *events.HLC) bool {
 			h.Logical = uint32(n)
 			return ok
 		default:
-			if foldsTo(key, "wall") || foldsTo(key, "logical") {
+			if strict || foldsTo(key, "wall") || foldsTo(key, "logical") {
 				return false
 			}
 			return s.skip(0)

@@ -292,32 +292,7 @@ func (s *scanner) plainInto(dst *[]byte) bool {
 
 // strictHLC reads {"wall": int64, "logical": uint32}, each at most once
 // and nothing else.
-func (s *scanner) strictHLC(h *events.HLC) bool {
-	var seen [2]bool
-	return s.object(func(key []byte) bool {
-		switch string(key) {
-		case "wall":
-			if seen[0] {
-				return false
-			}
-			seen[0] = true
-			n, ok := s.int(64)
-			h.Wall = n
-			return ok
-		case "logical":
-			if seen[1] {
-				return false
-			}
-			seen[1] = true
-			var n uint64
-			ok := s.uint(32, &n)
-			h.Logical = uint32(n)
-			return ok
-		default:
-			return false
-		}
-	})
-}
+func (s *scanner) strictHLC(h *events.HLC) bool { return s.hlcOf(h, true) }
 
 func appendHLC(b []byte, h events.HLC) []byte {
 	b = binary.AppendUvarint(b, uint64(h.Wall))
