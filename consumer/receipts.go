@@ -402,7 +402,7 @@ func (r *Replica) applyReceipt(tx *producer.Tx, b *receiptBatch, seq uint64, rc 
 	key := docKey(rc.Collection, rc.Doc)
 	switch rc.Outcome {
 	case events.OutcomeApplied, events.OutcomeMerged, events.OutcomeConflict:
-		if rc.Collection != "" && rc.Version > syncedVersion(tx, key) {
+		if rc.Collection != "" && rc.Version > seenVersion(tx, key) {
 			ak := append(append(append([]byte{}, key...), 0), rc.Event...)
 			return 0, nil, putJSON(tx, r.seal, bucketAwaiting, ak, rc)
 		}

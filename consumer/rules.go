@@ -3,6 +3,7 @@ package consumer
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -313,6 +314,14 @@ func (r *Replica) forgetLeft(ctx context.Context, d *delivery[change], created i
 		}
 		if err := tx.Bucket(bucketConflicts).Delete(key); err != nil {
 			return fmt.Errorf("forget conflicts of %q: %w", key, err)
+		}
+		// A receipt of this version or an older one, read later (the
+		// receipts follower runs on its own), waits for no change: the
+		// feed sends none of it to this user.
+		var lv [8]byte
+		binary.BigEndian.PutUint64(lv[:], d.v.head.Version)
+		if err := tx.Bucket(bucketLeft).Put(key, lv[:]); err != nil {
+			return fmt.Errorf("note that %q left the view: %w", key, err)
 		}
 		prefix := append(append([]byte{}, key...), 0)
 		aw := tx.Bucket(bucketAwaiting)

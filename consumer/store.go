@@ -32,9 +32,14 @@ var (
 	// docKey -> empty, for synced documents with open conflicts.
 	bucketConflicts = []byte("consumer.conflicts")
 
-	allBuckets = [][]byte{bucketDocs, bucketMeta, bucketAwaiting, bucketRejections, bucketConflicts, bucketQuarantine, bucketRelog}
+	// docKey -> 8-byte version: the version of the last Left notice of a
+	// document (sync rules, rules.go): it left the user's view there, so
+	// a receipt naming that version or an older one waits for no change.
+	bucketLeft = []byte("consumer.left")
+
+	allBuckets = [][]byte{bucketDocs, bucketMeta, bucketAwaiting, bucketRejections, bucketConflicts, bucketQuarantine, bucketRelog, bucketLeft}
 	// scopeBuckets are what a full resync clears.
-	scopeBuckets = [][]byte{bucketDocs, bucketAwaiting, bucketConflicts}
+	scopeBuckets = [][]byte{bucketDocs, bucketAwaiting, bucketConflicts, bucketLeft}
 )
 
 var metaScope = []byte("scope")
@@ -101,6 +106,19 @@ func splitDocKey(k []byte) (collection, id string) {
 // syncedVersion returns the version of the synced state of key (0: none).
 func syncedVersion(tx *producer.Tx, key []byte) uint64 {
 	return versionOf(tx.Bucket(bucketDocs).Get(key))
+}
+
+// seenVersion is the newest version of key the replica has seen: its
+// synced state's, or the one at which it left the user's view (a Left
+// notice), whichever is newer. A receipt at or below it waits for nothing.
+func seenVersion(tx *producer.Tx, key []byte) uint64 {
+	v := syncedVersion(tx, key)
+	if b := tx.Bucket(bucketLeft); b != nil {
+		if l := b.Get(key); len(l) == 8 {
+			v = max(v, binary.BigEndian.Uint64(l))
+		}
+	}
+	return v
 }
 
 func versionOf(v []byte) uint64 {

@@ -226,6 +226,15 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		return err
 	}
 	if reason := reusedID(cur, ev); reason != "" {
+		// Under sync rules the reason names the state: not to a writer
+		// who may not read it.
+		hidden, err := a.hiddenFrom(ctx, m, ev, cur, rejected(reason))
+		if err != nil {
+			return err
+		}
+		if hidden {
+			reason = hiddenReason(ev.Collection, ev.Doc)
+		}
 		return a.dead(m, ev, reason)
 	}
 	d, err := Decide(a.policies, cur, ev)
@@ -274,7 +283,9 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		version = 0
 	}
 	if d.Doc != nil {
-		version = d.Doc.Version
+		if !hidden {
+			version = d.Doc.Version
+		}
 		if cur.Version == 0 {
 			a.stats.created++
 		}
@@ -285,8 +296,11 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		Event: ev.ID, Tenant: ev.Tenant, Client: ev.Client, Device: ev.Device, Seq: ev.Seq,
 		Collection: ev.Collection, Doc: ev.Doc, Outcome: d.Outcome, Reason: d.Reason, Version: version,
 	}
-	if hidden {
+	switch {
+	case hidden && d.Outcome == events.OutcomeRejected:
 		r.Reason = hiddenReason(ev.Collection, ev.Doc) // whatever decided it: no version, event, clock or size
+	case hidden:
+		r.Reason = "" // applied on a state the writer may not read: nothing of it
 	}
 	a.note(ev, d.Outcome, version)
 	if d.Settled != nil {

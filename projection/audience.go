@@ -59,11 +59,18 @@ func (a *applier) judgeWrite(ctx context.Context, m rawMsg, ev *events.Event, cu
 		return d, nil
 	}
 	w := rules.Writer{Name: ev.Client, Groups: writerGroups(m.Header)}
-	if cur.Deleted && cur.Version > 0 && d.Doc.Exists() &&
-		!events.InAudience(unionAudience(cur.Audience), events.Principals(w.Name, w.Groups)) {
-		// A create over a tombstone would give the writer the deleted
-		// document's orphaned followers: only one who could read it may.
-		return rejected(hiddenReason(ev.Collection, ev.Doc)), nil
+	if cur.Deleted && cur.Version > 0 && d.Doc.Exists() {
+		// A create over a tombstone would hand the deleted document's
+		// live followers to whoever the new state names, and the
+		// tombstone keeps nothing to judge who may (its readers of long
+		// ago are not its followers' readers): refused while any lives.
+		orphans, err := a.liveFollowers(ctx, cur)
+		if err != nil {
+			return d, err
+		}
+		if orphans > 0 {
+			return rejected(fmt.Sprintf("sync rules: %s/%s: a deleted document with %d live followers cannot be created again", ev.Collection, ev.Doc, orphans)), nil
+		}
 	}
 	for _, s := range []*Doc{&cur, d.Doc} {
 		if !s.Exists() {
@@ -77,7 +84,49 @@ func (a *applier) judgeWrite(ctx context.Context, m rawMsg, ev *events.Event, cu
 			return rejected(fmt.Sprintf("sync rules: %s/%s: %s", ev.Collection, ev.Doc, why)), nil
 		}
 	}
+	if d.Doc.Exists() {
+		// The readers header must fit a NATS message: a state whose
+		// readers would not is refused, never applied and then lost on
+		// the way to CHANGES. Followers take their parent's readers,
+		// bounded here when the parent was written.
+		aud, err := a.audience(ctx, *d.Doc)
+		if err != nil {
+			return d, err
+		}
+		if n := len(events.EncodeAudience(aud)); n > MaxAudienceBytes {
+			return rejected(fmt.Sprintf("sync rules: %s/%s: the document's readers would take %d bytes, over the limit of %d (MaxAudienceBytes): name a group instead of so many users",
+				ev.Collection, ev.Doc, n, MaxAudienceBytes)), nil
+		}
+	}
 	return d, nil
+}
+
+// liveFollowers counts the live documents that follow doc (a tombstone)
+// under the rules, in the view and in the batch.
+func (a *applier) liveFollowers(ctx context.Context, doc Doc) (int, error) {
+	n := 0
+	for _, ch := range a.rules.Followers(doc.Collection) {
+		found := map[events.DocAddress]bool{}
+		stored, err := a.store.DocsWithField(ctx, doc.Tenant, ch.Collection, ch.Field, doc.ID)
+		if err != nil {
+			return 0, err
+		}
+		for _, d := range stored {
+			if cur, ok := a.docs[d.Address()]; ok {
+				d = cur // the batch's state is newer
+			}
+			if d.Exists() && fieldIs(d.Fields, ch.Field, doc.ID) {
+				found[d.Address()] = true
+			}
+		}
+		for addr, d := range a.docs {
+			if addr.Tenant == doc.Tenant && addr.Collection == ch.Collection && d.Exists() && fieldIs(d.Fields, ch.Field, doc.ID) {
+				found[addr] = true
+			}
+		}
+		n += len(found)
+	}
+	return n, nil
 }
 
 // audience returns the readers of a document state: nil for nobody, and
@@ -283,7 +332,21 @@ func (a *applier) reemitFollowers(ctx context.Context, ev *events.Event, cur Doc
 // Version is 0, its Reason hiddenReason's and it names no conflict record.
 // Decided from the event and the view alone, like judgeWrite.
 func (a *applier) hiddenFrom(ctx context.Context, m rawMsg, ev *events.Event, cur Doc, d Decision) (bool, error) {
-	if d.Outcome != events.OutcomeRejected || cur.Version == 0 || !a.rules.Ruled(ev.Collection) {
+	if !a.rules.Ruled(ev.Collection) {
+		return false, nil
+	}
+	if d.Doc != nil && d.Doc.Exists() {
+		// Applied (or merged, or in conflict): the writer is told the
+		// new state's version only if it may read that state. Else the
+		// receipt carries none, which also settles the write at once on
+		// its replica: the change it would wait for never reaches it.
+		aud, err := a.audience(ctx, *d.Doc)
+		if err != nil {
+			return false, err
+		}
+		return !events.InAudience(aud, events.Principals(ev.Client, writerGroups(m.Header))), nil
+	}
+	if cur.Version == 0 {
 		return false, nil
 	}
 	aud := unionAudience(cur.Audience)

@@ -13,13 +13,14 @@ import (
 	"github.com/ebbsync/ebb/projection"
 )
 
-// TestRulesRecreate_TombstoneAdmitsOnlyItsReaders: re-creating a deleted
-// list's id would hand its orphaned todos (followers) to the new owner. A
-// create over a tombstone of a ruled collection is allowed only to a
-// writer among the tombstone's readers (its cumulative audience): bob, who
-// never read l1, is refused with the hidden receipt; carl of team red, who
-// did, may create it.
-func TestRulesRecreate_TombstoneAdmitsOnlyItsReaders(t *testing.T) {
+// TestRulesRecreate_TombstoneWithLiveFollowersRefused: re-creating a
+// deleted list's id would hand its orphaned todos (followers) to whoever
+// the new state names. While any follower lives, a create over the
+// tombstone is refused to everyone: bob, who never read l1, gets the
+// hidden receipt; carl of team red, who read l1 once (but not what was
+// added after), is refused too, told why. A tombstone with no followers
+// may be created again.
+func TestRulesRecreate_TombstoneWithLiveFollowersRefused(t *testing.T) {
 	e := newEnv(t)
 	store := mustOpenBolt(t, "")
 	p := startProjector(t, e.js, store, projection.Config{Rules: mustRules(t, testRules)})
@@ -28,6 +29,8 @@ func TestRulesRecreate_TombstoneAdmitsOnlyItsReaders(t *testing.T) {
 		ann.event("lists", "l1", events.OpPut, 0, map[string]any{"owner": "ann", "team": "red"}),
 		ann.event("todos", "t1", events.OpPut, 0, map[string]any{"list": "l1", "title": "secret"}),
 		ann.event("lists", "l1", events.OpDelete, 1, nil),
+		ann.event("lists", "l2", events.OpPut, 0, map[string]any{"owner": "ann"}),
+		ann.event("lists", "l2", events.OpDelete, 1, nil),
 	} {
 		waitCheckpoint(t, p, publish(t, e.js, ruledMsg(t, ev), ev.ID))
 	}
@@ -37,13 +40,18 @@ func TestRulesRecreate_TombstoneAdmitsOnlyItsReaders(t *testing.T) {
 	if r.Outcome != events.OutcomeRejected || r.Version != 0 || r.Reason != "sync rules: lists/l1: you may not write this document" {
 		t.Errorf("bob re-creating ann's deleted list: receipt %s v%d %q, want rejected v0 with the hidden reason", r.Outcome, r.Version, r.Reason)
 	}
-	if d, _ := store.Get(context.Background(), hijack.Address()); !d.Deleted || d.Version != 2 {
-		t.Fatalf("after bob's create l1 is v%d deleted=%v: bob owns ann's orphaned todos", d.Version, d.Deleted)
-	}
 	again := carl.event("lists", "l1", events.OpPut, 0, map[string]any{"owner": "carl"})
 	waitCheckpoint(t, p, publish(t, e.js, ruledMsg(t, again, "red"), again.ID))
-	if r := receiptOf(t, e.js, again); r.Outcome != events.OutcomeApplied {
-		t.Errorf("carl, of team red which read l1, re-creating it: receipt %s %q, want applied", r.Outcome, r.Reason)
+	if r := receiptOf(t, e.js, again); r.Outcome != events.OutcomeRejected || !strings.Contains(r.Reason, "live followers") {
+		t.Errorf("carl, who read l1 once, re-creating it over its live todo: receipt %s %q, want rejected naming the followers", r.Outcome, r.Reason)
+	}
+	if d, _ := store.Get(context.Background(), hijack.Address()); !d.Deleted || d.Version != 2 {
+		t.Fatalf("after the creates l1 is v%d deleted=%v: someone took over ann's orphaned todo", d.Version, d.Deleted)
+	}
+	free := bob.event("lists", "l2", events.OpPut, 0, map[string]any{"owner": "bob"})
+	waitCheckpoint(t, p, publish(t, e.js, ruledMsg(t, free), free.ID))
+	if r := receiptOf(t, e.js, free); r.Outcome != events.OutcomeApplied {
+		t.Errorf("bob creating l2 again (a tombstone nothing follows): receipt %s %q, want applied", r.Outcome, r.Reason)
 	}
 }
 

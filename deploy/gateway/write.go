@@ -328,10 +328,14 @@ func (g *Gateway) stateFor(ctx context.Context, coll, id string, cur *events.Cha
 		return st, nil
 	}
 	st.exists, st.version = !cur.Deleted, cur.Version
-	if !st.exists {
-		return st, nil // a tombstone's version is never answered (checkPrecondition)
-	}
 	p, filtered := g.principals(ctx)
+	if !st.exists {
+		// A tombstone's version is never answered (checkPrecondition);
+		// under rules it keeps no fields to judge a reader by, so it is
+		// hidden as GET hides it: a precondition on it is 404.
+		st.hidden = filtered
+		return st, nil
+	}
 	ok, err := g.visible(ctx, p, filtered, cur)
 	if err != nil {
 		return docState{}, err

@@ -9,12 +9,12 @@ import (
 	"github.com/ebbsync/ebb/projection"
 )
 
-// TestRVC_HiddenReceiptStillNamesTheState: hiddenFrom zeroes the
+// TestProjector_HiddenReceiptStillNamesTheState: hiddenFrom zeroes the
 // receipt's Version for a refused writer who may not read the document,
 // but judgeWrite runs only when the policy produced a new state, so a
 // stale write that LWW rejects first keeps Decide's reason: the current
 // version, the event id and the HLC of a state bob may not read.
-func TestRVC_HiddenReceiptStillNamesTheState(t *testing.T) {
+func TestProjector_HiddenReceiptStillNamesTheState(t *testing.T) {
 	e := newEnv(t)
 	store := mustOpenBolt(t, "")
 	p := startProjector(t, e.js, store, projection.Config{Rules: mustRules(t, testRules)})

@@ -9,13 +9,13 @@ import (
 	"github.com/ebbsync/ebb/projection"
 )
 
-// TestRVC_FollowerReemitCarriesClocksPastTheSizeBound: under LWW the live
+// TestProjector_FollowerReemitCarriesClocksPastTheSizeBound: under LWW the live
 // change of a follower is bounded by MaxDocBytes without its clocks
 // (onWire), but reemitFollowers (audience.go) encodes d.Change(nil) WITH
 // every clock. A follower well under the bound live is refused for good
 // (max payload) when its parent's audience changes: the copy is
 // dead-lettered and CHANGES keeps the follower under its OLD audience.
-func TestRVC_FollowerReemitCarriesClocksPastTheSizeBound(t *testing.T) {
+func TestProjector_FollowerReemitCarriesClocksPastTheSizeBound(t *testing.T) {
 	e := newEnv(t, func(c *embedded.Config) { c.MaxPayload = 64 << 10 })
 	store := mustOpenBolt(t, "")
 	p := startProjector(t, e.js, store, projection.Config{Rules: mustRules(t, testRules), MaxDocBytes: 48 << 10})

@@ -12,7 +12,7 @@ import (
 	"github.com/ebbsync/ebb/projection"
 )
 
-// TestRVC_RepublishAfterServerRestartPutsTheOldAudienceLast: one batch
+// TestProjector_RepublishAfterServerRestartPutsTheOldAudienceLast: one batch
 // held t1's change (v1, readers team red) and, after l1 moved to team
 // blue, reemitFollowers' copy of t1 at the SAME version (readers blue, was
 // red). Both were published; the machine died before the next commit
@@ -22,7 +22,7 @@ import (
 // version" (current): the original v1 is >= 1, goes, is stored (its id is
 // forgotten); the copy is then dropped as a duplicate. CHANGES ends with
 // t1 readable by team red, which may no longer read it, and no Left.
-func TestRVC_RepublishAfterServerRestartPutsTheOldAudienceLast(t *testing.T) {
+func TestProjector_RepublishAfterServerRestartPutsTheOldAudienceLast(t *testing.T) {
 	e := newEnv(t)
 	store := mustOpenBolt(t, "")
 	ctx := context.Background()
