@@ -47,10 +47,10 @@ func (a *applier) lookup(tenant string) rules.Lookup {
 // write the document: judged on the state before (when there is one) and
 // on the state after (when it is live), so a writer can neither edit nor
 // delete a document it may not write, nor create one, nor move one, where
-// it could not write it; nor create one over a tombstone unless it is
-// among the tombstone's readers (its cumulative Audience; Everyone admits
-// every writer), so that re-creating a deleted parent's id cannot take
-// over its orphaned followers. The writer is the event's client (the subject's,
+// it could not write it; nor create one over a tombstone that live
+// documents follow, so that re-creating a deleted parent's id cannot take
+// over its orphaned followers; nor make a state whose readers would not
+// fit a header (MaxAudienceBytes). The writer is the event's client (the subject's,
 // which auth confines to the user) with the groups the server stamped.
 // Decided from the event and the view alone, so a rebuild decides the
 // same.
