@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection"
 	"github.com/ebbsync/ebb/projection/rules"
@@ -19,23 +22,7 @@ import (
 // longer holds the list.
 func TestReplicaRules_LeftAfterTwoMoves(t *testing.T) {
 	s, nc, js := mustServer(t)
-	set, err := rules.Parse([]byte("collections:\n  lists:\n    read: [{user: owner}]\n    write: [{everyone: true}]\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := projection.OpenBolt(filepath.Join(t.TempDir(), "view.db"), projection.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, err := projection.New(js, store, projection.Config{Rules: set})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pr.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pr.Close(); _ = store.Close() })
-	startResponder(t, nc, js)
+	startRulesProjector(t, nc, js, ownerReadsEveryoneWrites)
 
 	// A service moves the list between owners; its replica reads the
 	// whole tenant (no rules feed).
@@ -81,3 +68,31 @@ func TestReplicaRules_LeftAfterTwoMoves(t *testing.T) {
 		t.Fatalf("ann's replica still holds a list that moved to bob then carl while she was offline: %v", err)
 	}
 }
+
+// startRulesProjector runs a projector on js under rules (YAML) with a
+// bbolt view of its own, and the change responder on nc, until the test
+// ends: the server side of sync rules, for replicas of ann, bob and carl.
+func startRulesProjector(t *testing.T, nc *nats.Conn, js jetstream.JetStream, src string) {
+	t.Helper()
+	set, err := rules.Parse([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := projection.OpenBolt(filepath.Join(t.TempDir(), "view.db"), projection.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := projection.New(js, store, projection.Config{Rules: set})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pr.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pr.Close(); _ = store.Close() })
+	startResponder(t, nc, js)
+}
+
+// ownerReadsEveryoneWrites are rules under which a user may write what
+// it may not read.
+const ownerReadsEveryoneWrites = "collections:\n  lists:\n    read: [{user: owner}]\n    write: [{everyone: true}]\n"
