@@ -53,8 +53,10 @@ func (r *Replica) write(ctx context.Context, w producer.Write) (Doc, error) {
 	if _, err := r.log.AppendWith(ctx, []producer.Write{w}, r.prepare); err != nil {
 		return Doc{}, fmt.Errorf("%s %s/%s: %w", w.Op, w.Collection, w.Doc, err)
 	}
+	// Committed: the write will be published whatever ctx does now, so
+	// reading it back must not fail because the caller gave up.
 	var d Doc
-	err := r.log.View(ctx, func(tx *producer.Tx) (err error) {
+	err := r.log.View(context.WithoutCancel(ctx), func(tx *producer.Tx) (err error) {
 		d, err = r.localDoc(tx, w.Collection, w.Doc)
 		return err
 	})
