@@ -84,13 +84,13 @@ func (r *runner) project(ctx context.Context, sm syncMode, n int) ([]Result, err
 		msgs, last = info.State.Msgs, info.State.LastSeq
 		return nil
 	}
-	raw := func(ctx context.Context, _ int) (float64, error) {
-		consNo++
-		name := fmt.Sprintf("ebb-bench-raw-%d", consNo)
-		start := time.Now()
+	// drain reads the msgs events of EVENTS with a fresh durable named
+	// name as the projector does (batches of DefaultBatchSize, each acked
+	// on its last message: AckAll), handing each message to each if set.
+	drain := func(ctx context.Context, name string, each func(jetstream.Msg) error) error {
 		cons, err := e.js.CreateOrUpdateConsumer(ctx, events.StreamEvents, jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckAllPolicy})
 		if err != nil {
-			return 0, fmt.Errorf("create consumer %s: %w", name, err)
+			return fmt.Errorf("create consumer %s: %w", name, err)
 		}
 		defer e.js.DeleteConsumer(context.WithoutCancel(ctx), events.StreamEvents, name)
 		var got uint64
@@ -99,21 +99,34 @@ func (r *runner) project(ctx context.Context, sm syncMode, n int) ([]Result, err
 			// MaxWait for messages that will not come.
 			batch, err := cons.Fetch(int(min(uint64(projection.DefaultBatchSize), msgs-got)), jetstream.FetchMaxWait(time.Second))
 			if err != nil {
-				return 0, fmt.Errorf("fetch: %w", err)
+				return fmt.Errorf("fetch: %w", err)
 			}
 			var last jetstream.Msg
 			for m := range batch.Messages() {
 				last = m
 				got++
+				if each != nil {
+					if err := each(m); err != nil {
+						return err
+					}
+				}
 			}
 			if err := batch.Error(); err != nil {
-				return 0, fmt.Errorf("fetch: %w", err)
+				return fmt.Errorf("fetch: %w", err)
 			}
 			if last != nil {
 				if err := last.Ack(); err != nil {
-					return 0, fmt.Errorf("ack: %w", err)
+					return fmt.Errorf("ack: %w", err)
 				}
 			}
+		}
+		return nil
+	}
+	raw := func(ctx context.Context, _ int) (float64, error) {
+		consNo++
+		start := time.Now()
+		if err := drain(ctx, fmt.Sprintf("ebb-bench-raw-%d", consNo), nil); err != nil {
+			return 0, err
 		}
 		return rate(int(msgs), time.Since(start)), nil
 	}
@@ -125,42 +138,22 @@ func (r *runner) project(ctx context.Context, sm syncMode, n int) ([]Result, err
 	ids := newIDs()
 	rawPublish := func(ctx context.Context, _ int) (float64, error) {
 		consNo++
-		name := fmt.Sprintf("ebb-bench-raw-publish-%d", consNo)
 		start := time.Now()
-		cons, err := e.js.CreateOrUpdateConsumer(ctx, events.StreamEvents, jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckAllPolicy})
+		err := drain(ctx, fmt.Sprintf("ebb-bench-raw-publish-%d", consNo), func(m jetstream.Msg) error {
+			_, rest, _ := strings.Cut(m.Subject(), ".")
+			for _, out := range []*nats.Msg{
+				{Subject: rawOutStreams[0].subject + "." + rest, Data: m.Data()},
+				{Subject: rawOutStreams[1].subject + ".t.c", Data: receipt},
+			} {
+				out.Header = nats.Header{jetstream.MsgIDHeader: []string{ids()}}
+				if _, err := e.js.PublishMsgAsync(out, withStall); err != nil {
+					return fmt.Errorf("publish to %s: %w", out.Subject, err)
+				}
+			}
+			return nil
+		})
 		if err != nil {
-			return 0, fmt.Errorf("create consumer %s: %w", name, err)
-		}
-		defer e.js.DeleteConsumer(context.WithoutCancel(ctx), events.StreamEvents, name)
-		var got uint64
-		for got < msgs {
-			batch, err := cons.Fetch(int(min(uint64(projection.DefaultBatchSize), msgs-got)), jetstream.FetchMaxWait(time.Second))
-			if err != nil {
-				return 0, fmt.Errorf("fetch: %w", err)
-			}
-			var last jetstream.Msg
-			for m := range batch.Messages() {
-				last = m
-				got++
-				_, rest, _ := strings.Cut(m.Subject(), ".")
-				for _, out := range []*nats.Msg{
-					{Subject: rawOutStreams[0].subject + "." + rest, Data: m.Data()},
-					{Subject: rawOutStreams[1].subject + ".t.c", Data: receipt},
-				} {
-					out.Header = nats.Header{jetstream.MsgIDHeader: []string{ids()}}
-					if _, err := e.js.PublishMsgAsync(out, withStall); err != nil {
-						return 0, fmt.Errorf("publish to %s: %w", out.Subject, err)
-					}
-				}
-			}
-			if err := batch.Error(); err != nil {
-				return 0, fmt.Errorf("fetch: %w", err)
-			}
-			if last != nil {
-				if err := last.Ack(); err != nil {
-					return 0, fmt.Errorf("ack: %w", err)
-				}
-			}
+			return 0, err
 		}
 		select {
 		case <-e.js.PublishAsyncComplete():
