@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.etcd.io/bbolt"
 
+	"github.com/ebbsync/ebb/producer/producertest"
+
 	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/producer"
@@ -250,7 +252,7 @@ func BenchmarkLocalWrites(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer r.Close()
-		runWriters(b, writers, func(g, i int) error {
+		producertest.ParallelWrites(b, writers, func(g, i int) error {
 			_, err := r.Put(b.Context(), "c", fmt.Sprintf("w%d-%d", g, i), events.Fields{"v": json.RawMessage(`1`)})
 			return err
 		})
@@ -261,43 +263,6 @@ func BenchmarkLocalWrites(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer db.Close()
-		v := make([]byte, 256)
-		runWriters(b, writers, func(g, i int) error {
-			return db.Update(func(tx *bbolt.Tx) error {
-				bk, err := tx.CreateBucketIfNotExists([]byte("raw"))
-				if err != nil {
-					return err
-				}
-				return bk.Put(fmt.Appendf(nil, "w%d-%d", g, i), v)
-			})
-		})
+		producertest.ParallelWrites(b, writers, producertest.RawWrite(db))
 	})
-}
-
-// runWriters calls write b.N times, spread over n goroutines, and reports
-// writes/s.
-func runWriters(b *testing.B, n int, write func(g, i int) error) {
-	b.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	b.ResetTimer()
-	for g := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := g; i < b.N; i += n {
-				if err := write(g, i); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.StopTimer()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
 }
