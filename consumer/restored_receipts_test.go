@@ -98,7 +98,10 @@ func testRestoredStrands(t *testing.T, withMeta bool) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(10 * time.Millisecond) // a later creation time
+	// The recreated streams must have a later creation time than the old.
+	waitFor(t, time.Second, "the clock past the old streams' creation", func() bool {
+		return time.Now().After(einfo.Created.Add(time.Millisecond)) && time.Now().After(rinfo.Created.Add(time.Millisecond))
+	})
 	recreate(einfo, withMeta)
 	recreate(rinfo, withMeta)
 
