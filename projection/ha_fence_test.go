@@ -15,17 +15,20 @@ import (
 )
 
 // probe counts what one instance's commits did, each waiting on a gate
-// first.
+// first. It counts the commits that began while armed or were paused by
+// the gate; a commit already under way when the test shuts the gate and
+// arms the probe is not one the test paused, so it is not counted.
 type probe struct {
 	g                 *gate
 	ok, refused, done atomic.Int64
-	armed             atomic.Bool // count only while set
+	armed             atomic.Bool
 }
 
 func (p *probe) commit(ctx context.Context, s projection.Store, b *projection.Batch) error {
-	p.g.wait()
+	armed := p.armed.Load()
+	paused := p.g.wait()
 	err := s.Commit(ctx, b)
-	if p.armed.Load() {
+	if armed || paused {
 		switch {
 		case err == nil:
 			p.ok.Add(1)

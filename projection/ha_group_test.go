@@ -208,14 +208,21 @@ func (g *gate) release() {
 }
 
 // wait blocks while the gate is shut, ignoring ctx: a paused process
-// does not notice its deadlines passing.
-func (g *gate) wait() {
+// does not notice its deadlines passing. It reports whether it found the
+// gate shut (and so was paused).
+func (g *gate) wait() (paused bool) {
 	g.mu.Lock()
 	ch := g.open
 	g.mu.Unlock()
+	select {
+	case <-ch:
+		return false
+	default:
+	}
 	g.waiting.Add(1)
 	<-ch
 	g.waiting.Add(-1)
+	return true
 }
 
 // pausedStore is a PartitionedStore whose partitions' Commits wait on a
