@@ -32,7 +32,7 @@ func TestIdempotency_ReservationResolvedAfterCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = w.Close() })
-		wl, err := w.logFor(ctx, "acme", DefaultWriteClient)
+		wl, _, err := w.acquire(ctx, logKey{"acme", DefaultWriteClient}, true)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -257,11 +257,12 @@ func (g *Gateway) writeDoc(w http.ResponseWriter, r *http.Request) {
 	}()
 	jsCtx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
-	wl, err := g.cfg.Writer.logFor(jsCtx, tenant, client)
+	wl, release, err := g.cfg.Writer.acquire(jsCtx, logKey{tenant, client}, true)
 	if err != nil {
 		status = g.failWrite(w, r, err)
 		return
 	}
+	defer release() // after the answer: the log stays open while the request waits for its receipt
 	// A retry of a request already written answers from its event, before
 	// any precondition: the version has moved on because of it.
 	if key != "" {
@@ -392,6 +393,9 @@ func (g *Gateway) failWrite(w http.ResponseWriter, r *http.Request, err error) i
 		status = http.StatusUnprocessableEntity
 	case errors.Is(err, errWriterClosed), errors.Is(err, producer.ErrClosed):
 		status = http.StatusServiceUnavailable // shutting down; retry with the same Idempotency-Key
+	case errors.Is(err, errTooManyLogs):
+		w.Header().Set("Retry-After", "1")
+		status = http.StatusServiceUnavailable // nothing written; retry with the same Idempotency-Key
 	}
 	if status != 0 {
 		writeError(w, status, err)
@@ -502,7 +506,12 @@ func (g *Gateway) getWrite(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("event")
-	wl := g.cfg.Writer.opened(tenant, client)
+	wl, release, err := g.cfg.Writer.acquire(r.Context(), logKey{tenant, client}, false)
+	if err != nil {
+		g.failWrite(w, r, err)
+		return
+	}
+	defer release()
 	if wl == nil {
 		g.fail(w, r, fmt.Errorf("write %s: %w", id, errNotFound))
 		return

@@ -46,6 +46,8 @@ type writeEnv struct {
 	groups func(auth.User) []string
 	// visibility, if set, is the gateway's Config.Visibility (sync rules).
 	visibility gateway.Visibility
+	// wcfg, if set, changes the WriterConfig openWriter opens the Writer with.
+	wcfg func(*gateway.WriterConfig)
 }
 
 // writePolicies: "todos" last writer wins, "strict" rejects stale writes,
@@ -102,7 +104,11 @@ func (e *writeEnv) openWriter(t *testing.T, wait time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	w, err := gateway.OpenWriter(ctx, gateway.WriterConfig{Dir: e.dir, JetStream: e.js, Conn: e.nc})
+	wc := gateway.WriterConfig{Dir: e.dir, JetStream: e.js, Conn: e.nc}
+	if e.wcfg != nil {
+		e.wcfg(&wc)
+	}
+	w, err := gateway.OpenWriter(ctx, wc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -30,9 +31,11 @@ var (
 type writerLog struct {
 	key logKey
 	log *producer.Log // owns the file: the writer's buckets are reached through its transactions
-	pub *producer.Publisher
-	cc  jetstream.ConsumeContext
-	lg  *slog.Logger
+	pub  *producer.Publisher
+	js   JetStream
+	cons jetstream.Consumer // the receipts follower
+	cc   jetstream.ConsumeContext
+	lg   *slog.Logger
 
 	// groups is the identity's writer groups as its last authenticated
 	// request named them (nil: none since open), stamped on every event
@@ -45,14 +48,16 @@ type writerLog struct {
 
 	waitMu  sync.Mutex
 	waiters map[string]chan struct{} // event id -> closed when its entry settles or fails
+
+	// Guarded by the Writer's mu (pool.go).
+	refs int       // requests using the log now
+	used time.Time // when the last of them ended (or began)
 }
 
 func openWriterLog(ctx context.Context, w *Writer, k logKey, path string) (_ *writerLog, err error) {
 	l := &writerLog{key: k, waiters: map[string]chan struct{}{},
 		lg: w.log.With("tenant", k.tenant, "client", k.client)}
-	l.log, err = producer.OpenStore(path, producer.LogConfig{Tenant: k.tenant, Client: k.client, Limits: w.cfg.Limits,
-		Logger: w.cfg.Logger, TracerProvider: w.cfg.TracerProvider, MeterProvider: w.cfg.MeterProvider, Cipher: w.cfg.Cipher},
-		producer.FileOptions{})
+	l.log, err = producer.OpenStore(path, w.logConfig(k), producer.FileOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -137,6 +142,7 @@ func (l *writerLog) follow(ctx context.Context, js JetStream, after uint64) erro
 	if err != nil {
 		return fmt.Errorf("follow receipts: %w", err)
 	}
+	l.js, l.cons = js, cons
 	l.cc, err = cons.Consume(l.onReceipt)
 	if err != nil {
 		return fmt.Errorf("follow receipts: %w", err)
@@ -325,13 +331,53 @@ func (l *writerLog) entryNow(ctx context.Context, id string, last producer.Entry
 	return last, nil
 }
 
+// settled reports whether every entry of the log is settled, exactly
+// (in a transaction: Counts may lag a commit).
+func (l *writerLog) settled(ctx context.Context) bool {
+	if l.log.Counts().Unsettled != 0 {
+		return false
+	}
+	n := -1
+	if err := l.log.View(ctx, func(tx *producer.Tx) error { n = tx.UnsettledCount(); return nil }); err != nil {
+		l.lg.Error("count unsettled writes", "err", err)
+		return false
+	}
+	return n == 0
+}
+
+// consumerDeleteTimeout bounds the delete of a closed log's receipts
+// consumer.
+const consumerDeleteTimeout = 5 * time.Second
+
 // close stops the follower and the publisher and closes the log file.
+// The follower's consumer is deleted on the server: stopping an ordered
+// consumer only leaves it to expire (after five minutes), and a log
+// closed and reopened for every burst of an identity's writes would
+// otherwise pile them up in RECEIPTS. A failed delete is logged; the
+// server still expires it.
 func (l *writerLog) close() error {
 	if l.cc != nil {
 		l.cc.Stop()
 		<-l.cc.Closed()
+		l.deleteConsumer()
 	}
 	return errors.Join(l.pub.Close(), l.log.Close())
+}
+
+func (l *writerLog) deleteConsumer() {
+	info := l.cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), consumerDeleteTimeout)
+	defer cancel()
+	st, err := l.js.Stream(ctx, events.StreamReceipts)
+	if err == nil {
+		err = st.DeleteConsumer(ctx, info.Name)
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		l.lg.Warn("delete the receipts consumer of a closed write log; the server expires it", "consumer", info.Name, "err", err)
+	}
 }
 
 func beBytes(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -61,7 +61,35 @@ type WriterConfig struct {
 	MeterProvider  metric.MeterProvider // the producer's metrics; nil: none
 	// Publisher tunes each log's publisher; its zero value works.
 	Publisher producer.PublisherConfig
+	// MaxOpenLogs bounds how many logs are open at once (each holds its
+	// file, its publisher's goroutine and a receipts consumer);
+	// DefaultMaxOpenLogs if zero. A request of an identity whose log is
+	// closed, when the bound is reached, first closes the least recently
+	// used logs that may be closed (see IdleClose for which); if none
+	// may, it is refused with 503 and Retry-After, logged and counted
+	// (ebb.gateway.writer.refused), and nothing is written. Logs with
+	// unsettled writes found at open are opened beyond the bound.
+	MaxOpenLogs int
+	// IdleClose is how long a log stays open after its identity's last
+	// request; DefaultIdleClose if zero; negative: logs are closed only to
+	// keep MaxOpenLogs. A log is closed only with no request in flight and
+	// every entry it holds settled (a receipt came for each), never with
+	// a write pending, published without its receipt, or failed: those
+	// need its publisher and receipt follower. The file stays (see
+	// Writer), and the identity's next request reopens it where it was.
+	IdleClose time.Duration
 }
+
+// Defaults of WriterConfig.
+const (
+	// DefaultMaxOpenLogs keeps the writer's files and NATS consumers well
+	// below a process's usual 1024 open files.
+	DefaultMaxOpenLogs = 256
+	// DefaultIdleClose closes a settled log a minute after its last
+	// request: a busy identity keeps its log open, an idle one costs a
+	// reopen (a file open and a consumer create) on its next write.
+	DefaultIdleClose = time.Minute
+)
 
 func (c *WriterConfig) validate() error {
 	var errs []error
@@ -76,6 +104,15 @@ func (c *WriterConfig) validate() error {
 			c.Meter = mj.m
 		}
 		c.JetStream = mj.WriterJetStream
+	}
+	if c.MaxOpenLogs < 0 {
+		errs = append(errs, fmt.Errorf("gateway writer config: MaxOpenLogs %d is negative", c.MaxOpenLogs))
+	}
+	if c.MaxOpenLogs == 0 {
+		c.MaxOpenLogs = DefaultMaxOpenLogs
+	}
+	if c.IdleClose == 0 {
+		c.IdleClose = DefaultIdleClose
 	}
 	c.Limits = c.Limits.WithDefaults()
 	if c.Logger == nil {
@@ -93,18 +130,32 @@ func (c *WriterConfig) validate() error {
 // the requests waiting for them. Idempotency keys are kept in the log's
 // file beside it (see idempotency.go).
 //
-// OpenWriter opens every log already in Dir and starts its publisher, so
-// writes acknowledged before a crash are published after it. Close stops
-// them all. A Writer is safe for concurrent use.
+// A log is open only while it has work: OpenWriter opens every log in Dir
+// that holds a write not yet settled (so writes acknowledged before a
+// crash are published after it) and leaves the others closed; a request
+// opens its identity's log; a log idle for WriterConfig.IdleClose with
+// every entry settled is closed, and at most WriterConfig.MaxOpenLogs are
+// open at once (pool.go). Reopening resumes exactly where the log was: the
+// same file, device, sequence, idempotency records and receipts
+// checkpoint. Files are never deleted, however long their identity stays
+// away: a new file would be a new device numbered from 1 (harmless to
+// the projector's dedupe) but would forget the identity's Idempotency-Key
+// records (a retry would write again) and its writes' outcomes (GET of a
+// write would be 404), and its marker would refuse it (producer.OpenStore);
+// a settled log costs disk only. Close stops them all. A Writer is safe
+// for concurrent use.
 type Writer struct {
-	cfg WriterConfig
-	log *slog.Logger
+	cfg     WriterConfig
+	log     *slog.Logger
+	metrics writerMetrics
 
 	mu     sync.Mutex
 	logs   map[logKey]*writerLog
+	busy   map[logKey]chan struct{} // logs being opened or closed, closed when done
 	closed bool
-	ctx    context.Context // the publishers' and followers' lifetime
+	ctx    context.Context // the publishers', followers' and reaper's lifetime
 	cancel context.CancelFunc
+	wg     sync.WaitGroup // the reaper
 }
 
 type logKey struct{ tenant, client string }
@@ -112,11 +163,12 @@ type logKey struct{ tenant, client string }
 // errWriterClosed is returned by a Writer used after Close.
 var errWriterClosed = errors.New("gateway writer closed")
 
-// OpenWriter opens the Writer in cfg.Dir: every log there is opened and
-// its publisher and receipt follower started. A log that cannot be opened
-// (damaged, missing while its marker shows it was made, wrong key) fails
-// the open: its acknowledged writes would be lost otherwise. ctx bounds
-// the open only.
+// OpenWriter opens the Writer in cfg.Dir: every log there with a write
+// not yet settled is opened and its publisher and receipt follower
+// started; the others stay closed until their identity's next request. A
+// log that cannot be opened (damaged, missing while its marker shows it
+// was made, wrong key) fails the open: its acknowledged writes would be
+// lost otherwise. ctx bounds the open only.
 func OpenWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -126,19 +178,65 @@ func OpenWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	w := &Writer{cfg: cfg, log: cfg.Logger.With("component", "gateway.writer"), logs: map[logKey]*writerLog{},
-		ctx: runCtx, cancel: cancel}
+		busy: map[logKey]chan struct{}{}, ctx: runCtx, cancel: cancel}
+	var err error
+	if w.metrics, err = newWriterMetrics(cfg.MeterProvider, w); err != nil {
+		cancel()
+		return nil, fmt.Errorf("open gateway writer: %w", err)
+	}
 	found, err := w.existing()
 	if err != nil {
-		cancel()
+		_ = w.Close()
 		return nil, err
 	}
 	for _, k := range found {
-		if _, err := w.open(ctx, k); err != nil {
+		if err := w.recover(ctx, k); err != nil {
 			_ = w.Close()
 			return nil, err
 		}
 	}
+	if n := len(w.logs); n > cfg.MaxOpenLogs {
+		w.log.Warn("more write logs hold unsettled writes than MaxOpenLogs: all are open until they settle; new identities are refused meanwhile",
+			"open", n, "max_open_logs", cfg.MaxOpenLogs)
+	}
+	if cfg.IdleClose > 0 {
+		w.wg.Add(1)
+		go w.reap(runCtx)
+	}
 	return w, nil
+}
+
+// recover opens k's log if it holds an entry not yet settled, which its
+// publisher and follower must carry on; a settled log is only checked
+// (opened and closed) and stays closed.
+func (w *Writer) recover(ctx context.Context, k logKey) error {
+	path := w.path(k)
+	lg, err := producer.OpenStore(path, w.logConfig(k), producer.FileOptions{})
+	if err != nil {
+		return fmt.Errorf("open write log of %s/%s: %w", k.tenant, k.client, err)
+	}
+	unsettled := lg.Counts().Unsettled
+	if err := lg.Close(); err != nil {
+		return fmt.Errorf("open write log of %s/%s: %w", k.tenant, k.client, err)
+	}
+	if unsettled == 0 {
+		return nil
+	}
+	l, err := openWriterLog(ctx, w, k, path)
+	if err != nil {
+		return fmt.Errorf("open write log of %s/%s: %w", k.tenant, k.client, err)
+	}
+	l.used = time.Now()
+	w.mu.Lock()
+	w.logs[k] = l
+	w.mu.Unlock()
+	return nil
+}
+
+// logConfig is the producer.LogConfig of k's log.
+func (w *Writer) logConfig(k logKey) producer.LogConfig {
+	return producer.LogConfig{Tenant: k.tenant, Client: k.client, Limits: w.cfg.Limits,
+		Logger: w.cfg.Logger, TracerProvider: w.cfg.TracerProvider, MeterProvider: w.cfg.MeterProvider, Cipher: w.cfg.Cipher}
 }
 
 // existing lists the identities that have a log (or a marker of one) in Dir.
@@ -185,39 +283,18 @@ func (w *Writer) path(k logKey) string {
 	return filepath.Join(w.cfg.Dir, events.EncodeToken(k.tenant), events.EncodeToken(k.client)+".db")
 }
 
-// logFor returns the open log of (tenant, client), opening it on first use.
-func (w *Writer) logFor(ctx context.Context, tenant, client string) (*writerLog, error) {
-	return w.open(ctx, logKey{tenant, client})
+// made reports whether k has a log file, or the marker of one, in Dir.
+func (w *Writer) made(k logKey) bool {
+	for _, p := range []string{w.path(k), w.path(k) + producer.MarkerSuffix} {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
-// opened returns the log of (tenant, client) if it exists (every existing
-// log is opened by OpenWriter), or nil.
-func (w *Writer) opened(tenant, client string) *writerLog {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.logs[logKey{tenant, client}]
-}
-
-func (w *Writer) open(ctx context.Context, k logKey) (*writerLog, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		return nil, errWriterClosed
-	}
-	if l := w.logs[k]; l != nil {
-		return l, nil
-	}
-	path := w.path(k)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("open write log of %s/%s: %w", k.tenant, k.client, err)
-	}
-	l, err := openWriterLog(ctx, w, k, path)
-	if err != nil {
-		return nil, fmt.Errorf("open write log of %s/%s: %w", k.tenant, k.client, err)
-	}
-	w.logs[k] = l
-	return l, nil
-}
+// mkdirFor makes the directory of the file at path.
+func mkdirFor(path string) error { return os.MkdirAll(filepath.Dir(path), 0o700) }
 
 // Close stops every publisher and receipt follower and closes the logs.
 // Writes in flight stay in their logs and are published on the next open.
@@ -229,13 +306,19 @@ func (w *Writer) Close() error {
 		return nil
 	}
 	w.closed = true
-	logs := w.logs
 	w.mu.Unlock()
 	w.cancel()
+	w.wg.Wait()
+	w.waitIdle() // no open or close starts once closed is set
+	w.mu.Lock()
+	logs := w.logs
+	w.logs = map[logKey]*writerLog{}
+	w.mu.Unlock()
 	var errs []error
 	for _, l := range logs {
 		errs = append(errs, l.close())
 	}
+	errs = append(errs, w.metrics.close())
 	return errors.Join(errs...)
 }
 
