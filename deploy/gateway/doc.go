@@ -47,7 +47,19 @@
 //
 //   - Nothing acknowledged is lost: 2xx (202 included) is sent only after
 //     the event is fsynced in the log; the log's Publisher publishes it,
-//     after a restart too (OpenWriter opens every log in its directory).
+//     after a restart too (OpenWriter opens every log in its directory
+//     that holds a write not yet settled).
+//   - Logs are open only while they have work: a log is closed once no
+//     request uses it, every entry it holds is settled and it has been
+//     idle for WriterConfig.IdleClose, and at most
+//     WriterConfig.MaxOpenLogs are open (the least recently used
+//     closable ones make room). A log with a write pending or without
+//     its receipt is never closed; when the bound is full of such logs,
+//     a write of an identity whose log is closed is refused with 503 and
+//     Retry-After, before anything is written, logged and counted
+//     (ebb.gateway.writer.refused). A reopened log resumes where it was
+//     (device, sequence, idempotency keys, receipts checkpoint); files
+//     are kept for good (Writer says why).
 //   - At most once per Idempotency-Key: a retry with the same key and the
 //     same request answers from the first event (replayed), never writes
 //     again, across crashes (idempotency.go); the key with another request

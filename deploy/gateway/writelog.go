@@ -29,8 +29,8 @@ var (
 // writerLog is one writing identity's log: its producer.Log and Publisher,
 // the follower of its receipts, and the requests waiting for them.
 type writerLog struct {
-	key logKey
-	log *producer.Log // owns the file: the writer's buckets are reached through its transactions
+	key  logKey
+	log  *producer.Log // owns the file: the writer's buckets are reached through its transactions
 	pub  *producer.Publisher
 	js   JetStream
 	cons jetstream.Consumer // the receipts follower

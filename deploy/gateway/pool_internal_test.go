@@ -1,0 +1,88 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
+	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
+)
+
+// TestPool_NeverClosesUnsettledOrInUse: with no projector, a log whose
+// write is published but has no receipt is never closed, neither by the
+// reaper however long it was idle nor to make room; a log in use is not
+// closed either; a settled, unused one is closed by both. At the bound
+// with nothing closable, acquire is errTooManyLogs.
+func TestPool_NeverClosesUnsettledOrInUse(t *testing.T) {
+	s := embeddedtest.MustStart(t, embeddedtest.InProcess())
+	nc := embeddedtest.MustConnect(t, s)
+	js := embeddedtest.MustJetStream(t, nc)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := OpenWriter(ctx, WriterConfig{Dir: filepath.Join(t.TempDir(), "gw"), JetStream: js, Conn: nc, MaxOpenLogs: 2, IdleClose: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	a, b, c := logKey{"acme", "a"}, logKey{"acme", "b"}, logKey{"acme", "c"}
+
+	la, release, err := w.acquire(ctx, a, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := la.write(ctx, producer.Write{Collection: "todos", Doc: "t1", Op: events.OpPut, Fields: events.Fields{"n": []byte("1")}}, "", "", false); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	embeddedtest.WaitFor(t, 10*time.Second, "a's write is published", func() bool { return la.log.Counts().Pending == 0 })
+	_, release, err = w.acquire(ctx, b, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+
+	w.closeIdle(ctx, time.Now().Add(time.Hour))
+	if w.opened(a) == nil || w.opened(b) != nil {
+		t.Fatalf("after the reaper: a open %v (unsettled: want open), b open %v (settled: want closed)", w.opened(a) != nil, w.opened(b) != nil)
+	}
+
+	// b in use and a unsettled fill the bound: c is refused.
+	_, releaseB, err := w.acquire(ctx, b, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.acquire(ctx, c, true); !errors.Is(err, errTooManyLogs) {
+		t.Fatalf("acquire c at the bound with nothing closable: %v, want errTooManyLogs", err)
+	}
+	releaseB()
+	if _, release, err = w.acquire(ctx, c, true); err != nil {
+		t.Fatalf("acquire c once b is unused: %v", err)
+	}
+	release()
+	if w.opened(a) == nil || w.opened(b) != nil || w.opened(c) == nil {
+		t.Fatalf("after c: a open %v, b open %v, c open %v; want a and c", w.opened(a) != nil, w.opened(b) != nil, w.opened(c) != nil)
+	}
+	// Without create, an identity with no log gets none.
+	if l, release, err := w.acquire(ctx, logKey{"acme", "never"}, false); err != nil || l != nil {
+		t.Fatalf("acquire without create: %v %v", l, err)
+	} else {
+		release()
+	}
+	if w.made(logKey{"acme", "never"}) {
+		t.Fatal("acquire without create made a log")
+	}
+}
+
+// opened returns k's log if it is open, for tests.
+func (w *Writer) opened(k logKey) *writerLog {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.logs[k]
+}
