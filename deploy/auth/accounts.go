@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"golang.org/x/crypto/bcrypt"
 
@@ -379,25 +380,32 @@ func fetchRoutesOf(usr User, filtered bool) FetchRoutes {
 	return r
 }
 
-// Link gives acc, usr's account on a running server, what the embedded
-// configuration without filtered reads gives it: the service imports
-// (Imports) and the fetch routes (FetchRoutesOf) to and from stream,
-// StreamAccount. Users.Link does it in the Users' mode.
-func Link(stream, acc *server.Account, usr User) error { return link(stream, acc, usr, false) }
-
-// Link is the package's Link in u's filtered reads mode.
-func (u *Users) Link(stream, acc *server.Account, usr User) error {
-	return link(stream, acc, usr, u.filtered)
+// Link gives acc, usr's account newly made on ns, a running server, what
+// the embedded configuration without filtered reads gives a users-file
+// user's account: the limits of l (max_connections, max_subscriptions and
+// max_payload, as NATSConfigWith writes them; zero fields are their
+// defaults), the service imports (Imports) and the fetch routes
+// (FetchRoutesOf) to and from stream, StreamAccount. Users.Link does it
+// in the Users' mode with the Users' limits. Call it once, on an account
+// with nothing else in it: the limits and service imports are set as the
+// account's claims (nats-server's Server.UpdateAccountClaims, the only
+// way it offers to limit an account made at run time), which replace any
+// imports and exports the account had.
+func Link(ns *server.Server, stream, acc *server.Account, usr User, l Limits) error {
+	return link(ns, stream, acc, usr, false, l)
 }
 
-func link(stream, acc *server.Account, usr User, filtered bool) error {
+// Link is the package's Link in u's filtered reads mode, with u's limits.
+func (u *Users) Link(ns *server.Server, stream, acc *server.Account, usr User) error {
+	return link(ns, stream, acc, usr, u.filtered, u.limits)
+}
+
+func link(ns *server.Server, stream, acc *server.Account, usr User, filtered bool, l Limits) error {
 	if usr.Role == RoleAdmin {
 		return nil
 	}
-	for _, im := range importsOf(usr, true, filtered) {
-		if err := acc.AddServiceImport(stream, im.Local, im.Remote); err != nil {
-			return fmt.Errorf("link %s: import %s: %w", acc.Name, im.Remote, err)
-		}
+	if err := claimAccount(ns, stream, acc, importsOf(usr, true, filtered), l); err != nil {
+		return err
 	}
 	r := fetchRoutesOf(usr, filtered)
 	if err := acc.AddStreamExport(r.Export, []*server.Account{stream}); err != nil {
@@ -410,6 +418,36 @@ func link(stream, acc *server.Account, usr User, filtered bool) error {
 	}
 	if err := acc.AddMappedStreamImport(stream, r.Deliveries.Remote, r.Deliveries.Local); err != nil {
 		return fmt.Errorf("link %s: stream import %s: %w", acc.Name, r.Deliveries.Remote, err)
+	}
+	return nil
+}
+
+// claimAccount sets acc's limits (l, as the generated configuration's
+// "limits" block) and its service imports from stream through claims.
+// The imports go in the same claims, not after: nats-server gives an
+// account whose claims are set without an import covering $JS.API.INFO
+// its own JetStream API import (see jsInfoSink), and replaces an
+// account's imports whenever its claims are set. nats-server skips an
+// import it cannot add (logging it at debug level); the count of the
+// account's imports tells.
+func claimAccount(ns *server.Server, stream, acc *server.Account, ims []Import, l Limits) error {
+	l = l.WithDefaults()
+	ac := jwt.NewAccountClaims(acc.Name)
+	ac.Name = acc.Name
+	ac.Limits.Conn = int64(l.MaxConnections)
+	ac.Limits.Subs = int64(l.MaxSubscriptions)
+	ac.Limits.Payload = int64(l.MaxPayload)
+	for _, im := range ims {
+		ji := &jwt.Import{Type: jwt.Service, Account: stream.Name, Subject: jwt.Subject(im.Remote)}
+		if im.Local != im.Remote {
+			ji.LocalSubject = jwt.RenamingSubject(im.Local)
+		}
+		ac.Imports.Add(ji)
+	}
+	before := acc.NumServiceImports() // the server's own (system) imports, set again with the claims
+	ns.UpdateAccountClaims(acc, ac)
+	if got := acc.NumServiceImports() - before; got != len(ims) {
+		return fmt.Errorf("link %s: %d of its %d service imports from %s were accepted", acc.Name, got, len(ims), stream.Name)
 	}
 	return nil
 }

@@ -187,10 +187,13 @@
 //
 // # Quotas
 //
-// Limits are enforced by nats-server on each user's account: connections,
-// subscriptions and payload per user, and the JetStream consumers of each
-// stream of EBB, shared by all. Each has a default and is answered with
-// nats-server's own error (see Limits). The consumer create responder
+// Limits are enforced by nats-server on each user's account: connections
+// per user, subscriptions per connection and payload per message, and the
+// JetStream consumers of each stream of EBB, shared by all. Each has a
+// default and is answered with nats-server's own error (see Limits). A
+// token user's account, made at run time (deploy/auth/jwtlogin), gets the
+// same connection, subscription and payload limits from the same Limits
+// (Link sets them as the account's claims). The consumer create responder
 // also bounds the consumers one user holds on CHANGES and RECEIPTS
 // (Limits.MaxConsumersPerUser): it stamps each with the user's name
 // (OwnerMetadata) and counts them, listing the streams' consumers at most
@@ -221,11 +224,24 @@
 // So, with one server, the count is never below the truth by more than
 // what the projector derives (changes, dead letters) since the last
 // measure, and is above it by what aged out or was compacted since then.
-// With N ebb servers, each has its own Meter and a queue group spreads
-// events over them: a user's rate is then up to one budget per server,
-// and since each Meter adds only the events it accepted itself, a
-// tenant's storage may overshoot its quota up to N times between
-// measures.
+//
+// # Rate and storage quotas are per server
+//
+// Each ebb server has its own Meter, and nothing is shared between them:
+// with N servers on one NATS (a queue group spreads NATS publishes over
+// their responders, and an HTTP client may write through any of them), a
+// user may publish up to N times PublishLimit, one budget per server, and
+// since each Meter adds only the events it accepted itself, a tenant's
+// storage may overshoot StorageLimit by up to N times what it accepts
+// between measures (each measure reads the streams, so the overshoot does
+// not accumulate past one Rescan). Set the limits for one server's share
+// (the budget divided by N) where that matters. The login Guard is per
+// server too: N servers allow N times the guesses. Sharing the budgets
+// (in a JetStream KV, say) would put a round trip on every publish and
+// has not been done. The connection, subscription and payload limits and
+// MaxConsumers are nats-server's (per account and per stream, wherever
+// the users connect), and MaxConsumersPerUser is counted from the
+// streams' consumers, which every server sees alike.
 //
 // # Logins
 //

@@ -11,8 +11,9 @@ const (
 	// DefaultMaxConnections is how many NATS connections one user may hold
 	// at once (one per device and process is the normal case).
 	DefaultMaxConnections = 16
-	// DefaultMaxSubscriptions is how many NATS subscriptions one user may
-	// hold at once, over all its connections' inboxes and consumers.
+	// DefaultMaxSubscriptions is how many NATS subscriptions one
+	// connection of a user may hold at once (nats-server applies an
+	// account's max_subscriptions to each of its connections).
 	DefaultMaxSubscriptions = 256
 	// DefaultMaxPayload is the largest message, in bytes, a user may
 	// publish: an event at events.DefaultLimits (256 KiB of fields) with
@@ -29,17 +30,19 @@ const (
 )
 
 // Limits are the quotas of every non-admin user, enforced by nats-server
-// on the user's own account (see the package documentation), and the login
-// limits of both NATS and HTTP. The zero value of a field means its
+// on the user's own account, the users file's and a token user's alike
+// (see the package documentation), and the login limits of both NATS and
+// HTTP. The zero value of a field means its
 // default; a negative value is invalid.
 type Limits struct {
 	// MaxConnections per user; DefaultMaxConnections if zero. A
 	// connection beyond it is refused with "maximum account active
 	// connections exceeded".
 	MaxConnections int `yaml:"max_connections"`
-	// MaxSubscriptions per user; DefaultMaxSubscriptions if zero. A
-	// subscription beyond it is refused with "maximum subscriptions
-	// exceeded".
+	// MaxSubscriptions per connection of a user;
+	// DefaultMaxSubscriptions if zero. A subscription beyond it is
+	// refused with "maximum subscriptions exceeded"
+	// (nats.ErrMaxSubscriptionsExceeded).
 	MaxSubscriptions int `yaml:"max_subscriptions"`
 	// MaxPayload per message a user publishes, in bytes;
 	// DefaultMaxPayload if zero. A larger message is refused with

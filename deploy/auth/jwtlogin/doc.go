@@ -83,10 +83,15 @@
 // is what a callout response would do, without the round trip. With an
 // external server (ebb serve --nats) tokens work over HTTP only.
 //
-// Quotas: max_connections of the users file is counted at login for a
-// token's user; max_subscriptions and max_payload are not applied to
-// accounts made at run time (nats-server sets them only from
-// configuration or account JWTs), so the server-wide payload limit holds.
+// Quotas: a token user's account has the users file's limits, as a
+// users-file user's account has them from the configuration:
+// max_connections (also counted at login), max_subscriptions and
+// max_payload, refused with nats-server's own errors ("maximum account
+// active connections exceeded", "maximum subscriptions exceeded",
+// "maximum payload violation"). nats-server sets them on an account made
+// at run time only through the account's claims, so auth.Link sets them
+// there with the account's imports. The publish rate and storage quotas
+// are the responders' (auth.Meter), per server (see deploy/auth).
 //
 // A refused NATS login is answered "Authorization Violation", the only
 // error the protocol has for it; the reason is logged by the server, and

@@ -49,11 +49,12 @@ const natsVerifyTimeout = 5 * time.Second
 // routes: auth.Link), and the permissions
 // auth.Users.PermissionsOf returns. The account is made on the server at
 // the user's first login and kept until the server stops. The connection
-// is closed by the server when the token expires. Of the users file's
-// quotas, max_connections applies (counted at login); max_subscriptions
-// and max_payload do not: nats-server offers no way to set them on an
-// account made at run time in a configured (non-operator) server, so the
-// server-wide maximum payload holds instead.
+// is closed by the server when the token expires. The account has the
+// users file's limits (auth.Limits: max_connections, max_subscriptions,
+// max_payload; their defaults without a users file), set by auth.Link as
+// a users-file user's account has them from the configuration;
+// max_connections is also counted at login (a login over it is refused,
+// ErrTooManyConnections in the log).
 //
 // A refused token is answered with nats-server's "Authorization
 // Violation" (the protocol has no other error for a failed login); the
@@ -209,9 +210,13 @@ func (n *NATSLogin) account(ns *server.Server, usr auth.User) (*server.Account, 
 		// Not one this login made: the users file's, or the server's.
 		return nil, fmt.Errorf("%w: account %s exists", ErrNameTaken, name)
 	}
-	link := auth.Link
+	link := func(stream, acc *server.Account, usr auth.User) error {
+		return auth.Link(ns, stream, acc, usr, auth.Limits{})
+	}
 	if n.users != nil {
-		link = n.users.Link // in the users' filtered reads mode
+		link = func(stream, acc *server.Account, usr auth.User) error {
+			return n.users.Link(ns, stream, acc, usr) // in the users' filtered reads mode, with their limits
+		}
 	}
 	if err := link(stream, acc, usr); err != nil {
 		return nil, fmt.Errorf("token login %q: %w", usr.Name, err)
