@@ -82,8 +82,9 @@ type WriterConfig struct {
 
 // Defaults of WriterConfig.
 const (
-	// DefaultMaxOpenLogs keeps the writer's files and NATS consumers well
-	// below a process's usual 1024 open files.
+	// DefaultMaxOpenLogs keeps the writer's files well below a process's
+	// usual 1024 open files, and its receipts consumers well below
+	// RECEIPTS' share of auth.DefaultMaxConsumers.
 	DefaultMaxOpenLogs = 256
 	// DefaultIdleClose closes a settled log a minute after its last
 	// request: a busy identity keeps its log open, an idle one costs a
