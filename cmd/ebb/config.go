@@ -115,6 +115,11 @@ type limitsConfig struct {
 	HTTPMaxLongPolls        int      `yaml:"http_max_long_polls" json:"http_max_long_polls"`
 	HTTPMaxLongPollsPerUser int      `yaml:"http_max_long_polls_per_user" json:"http_max_long_polls_per_user"`
 	HTTPHeaderTimeout       duration `yaml:"http_header_timeout" json:"http_header_timeout"`
+	// The gateway's per-identity write logs: how many open at once, and
+	// how long one stays open idle (negative: closed only to keep the
+	// bound).
+	HTTPMaxWriteLogs int      `yaml:"http_max_write_logs" json:"http_max_write_logs"`
+	HTTPWriteLogIdle duration `yaml:"http_write_log_idle" json:"http_write_log_idle"`
 	// With --auth: per-user publish rate and per-tenant storage quotas
 	// (see deploy/auth's Quotas); zero takes the users file's limits,
 	// else auth's defaults.
@@ -148,6 +153,8 @@ func defaultServeFile() serveFile {
 			HTTPMaxLongPolls:        gateway.DefaultMaxLongPolls,
 			HTTPMaxLongPollsPerUser: gateway.DefaultMaxLongPollsPerUser,
 			HTTPHeaderTimeout:       duration(10 * time.Second),
+			HTTPMaxWriteLogs:        gateway.DefaultMaxOpenLogs,
+			HTTPWriteLogIdle:        duration(gateway.DefaultIdleClose),
 		},
 		Telemetry: telemetryConfig{ServiceName: "ebb"},
 		Log:       logConfig{Format: "auto", Level: "info"},

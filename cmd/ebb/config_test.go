@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ebbsync/ebb/deploy/gateway"
 )
 
 // printConfigOf runs `ebb serve --print-config` with env and args and
@@ -174,5 +176,26 @@ func TestServeConfig_TelemetryDefaultsForOTELVariables(t *testing.T) {
 	get := tc.otelGetenv(func(k string) string { return env[k] })
 	if get("OTEL_TRACES_EXPORTER") != "console" || get("OTEL_EXPORTER_OTLP_ENDPOINT") != "http://collector:4318" || get("OTEL_METRICS_EXPORTER") != "" {
 		t.Fatalf("otel variables: %q %q %q", get("OTEL_TRACES_EXPORTER"), get("OTEL_EXPORTER_OTLP_ENDPOINT"), get("OTEL_METRICS_EXPORTER"))
+	}
+}
+
+// The gateway writer's bounds on its open logs come from flags or the
+// file, reach the server's config, and refuse values that mean nothing.
+func TestServeConfig_WriteLogLimits(t *testing.T) {
+	c := printConfigOf(t, nil, "--http-max-write-logs", "12", "--http-write-log-idle", "-1s")
+	if c.Limits.HTTPMaxWriteLogs != 12 || time.Duration(c.Limits.HTTPWriteLogIdle) != -time.Second {
+		t.Fatalf("flags not applied: %+v", c.Limits)
+	}
+	if got := c.serveConfig(false).writeLogs; got.MaxOpenLogs != 12 || got.IdleClose != -time.Second {
+		t.Fatalf("server's write-log limits %+v, want 12 and -1s", got)
+	}
+	if d := defaultServeFile(); d.Limits.HTTPMaxWriteLogs != gateway.DefaultMaxOpenLogs || time.Duration(d.Limits.HTTPWriteLogIdle) != gateway.DefaultIdleClose {
+		t.Fatalf("defaults %+v, want the gateway's", d.Limits)
+	}
+	for _, args := range [][]string{{"--http-max-write-logs", "0"}, {"--http-max-write-logs", "-3"}, {"--http-write-log-idle", "0s"}} {
+		_, stderr, code := runIn(t, nil, append([]string{"serve", "--print-config"}, args...)...)
+		if code != 2 || !strings.Contains(stderr, args[0]) {
+			t.Errorf("serve %v: exit %d, %q; want a usage error naming %s", args, code, stderr, args[0])
+		}
 	}
 }

@@ -43,6 +43,8 @@ type serveConfig struct {
 	// headerTimeout cuts an HTTP client that has not sent its request
 	// headers within it (slowloris).
 	headerTimeout time.Duration
+	// writeLogs bounds the gateway's per-identity write logs.
+	writeLogs server.WriteLogLimits
 	// gateway holds the HTTP gateway's limits; the server (deploy/server)
 	// fills in the rest.
 	gateway gateway.Config
@@ -104,6 +106,8 @@ func registerServeFlags(fs *flag.FlagSet, c *serveFile, pol policyFlags, meta *s
 	fs.Var((*durationFlag)(&c.Limits.HTTPHeaderTimeout), "http-header-timeout", "cut an HTTP client that has not sent its request headers within this long")
 	fs.Int64Var(&c.Limits.HTTPMaxBody, "http-max-body", c.Limits.HTTPMaxBody, "largest HTTP request body in bytes; larger ones are answered 413")
 	fs.IntVar(&c.Limits.HTTPMaxLongPolls, "http-max-long-polls", c.Limits.HTTPMaxLongPolls, "long-polls served at once in all; more are answered 429")
+	fs.IntVar(&c.Limits.HTTPMaxWriteLogs, "http-max-write-logs", c.Limits.HTTPMaxWriteLogs, "document writers' logs (one per HTTP identity) open at once; beyond it idle settled ones close, least recently used first")
+	fs.Var((*durationFlag)(&c.Limits.HTTPWriteLogIdle), "http-write-log-idle", "close an HTTP identity's write log this long after its last request, once it holds nothing unsettled; negative: only to keep --http-max-write-logs")
 	fs.IntVar(&c.Limits.HTTPMaxLongPollsPerUser, "http-max-long-polls-per-user", c.Limits.HTTPMaxLongPollsPerUser, "long-polls served at once per user (per remote address without --auth); more are answered 429")
 	fs.Float64Var(&c.Limits.PublishEventsPerSecond, "publish-rate", c.Limits.PublishEventsPerSecond, "with --auth: events per second one user may publish (NATS and HTTP); 0: the users file's limit, else 500")
 	fs.Int64Var(&c.Limits.PublishBytesPerSecond, "publish-bytes-rate", c.Limits.PublishBytesPerSecond, "with --auth: event bytes per second one user may publish; 0: the users file's limit, else 4 MiB")
@@ -200,6 +204,12 @@ func (c serveFile) check() error {
 	if c.Limits.HTTPMaxBody <= 0 || c.Limits.HTTPMaxLongPolls <= 0 || c.Limits.HTTPMaxLongPollsPerUser <= 0 {
 		errs = append(errs, usagef("--http-max-body, --http-max-long-polls and --http-max-long-polls-per-user must be positive"))
 	}
+	if c.Limits.HTTPMaxWriteLogs <= 0 {
+		errs = append(errs, usagef("--http-max-write-logs (limits.http_max_write_logs) %d: want a positive number of open write logs", c.Limits.HTTPMaxWriteLogs))
+	}
+	if c.Limits.HTTPWriteLogIdle == 0 {
+		errs = append(errs, usagef("--http-write-log-idle (limits.http_write_log_idle) 0: want a positive duration, or a negative one to close logs only to keep the bound"))
+	}
 	if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
 		errs = append(errs, usagef("--replicas (nats.replicas) %d: want 0 to 5 (JetStream's limit; 0 keeps existing streams' replicas)", c.NATS.Replicas))
 	}
@@ -282,6 +292,7 @@ func (c serveFile) serveConfig(recorded bool) serveConfig {
 		natsURL: strings.Join(c.NATS.URLs, ","), replicas: c.NATS.Replicas,
 		partitions: c.Projector.Partitions, leaseTTL: time.Duration(c.Projector.LeaseTTL),
 		syncEvery: time.Duration(c.NATS.FsyncInterval), headerTimeout: time.Duration(c.Limits.HTTPHeaderTimeout),
+		writeLogs: server.WriteLogLimits{MaxOpenLogs: c.Limits.HTTPMaxWriteLogs, IdleClose: time.Duration(c.Limits.HTTPWriteLogIdle)},
 		gateway: gateway.Config{MaxBody: c.Limits.HTTPMaxBody, MaxLongPolls: c.Limits.HTTPMaxLongPolls,
 			MaxLongPollsPerUser: c.Limits.HTTPMaxLongPollsPerUser},
 		quotas: auth.Quotas{Publish: auth.PublishLimit{EventsPerSecond: c.Limits.PublishEventsPerSecond, BytesPerSecond: c.Limits.PublishBytesPerSecond},
@@ -445,6 +456,7 @@ func (c serveConfig) serverConfig(sec security, log *slog.Logger) (server.Config
 		BeforeProject:     c.beforeProject(c.recordPolicies(log)),
 		HTTPListen:        c.httpListen,
 		HTTPHeaderTimeout: c.headerTimeout,
+		WriteLogs:         c.writeLogs,
 		Gateway:           c.gateway,
 		TLS:               sec.tls,
 		Users:             sec.users,

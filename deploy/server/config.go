@@ -101,6 +101,11 @@ type Config struct {
 	// HTTPHeaderTimeout cuts an HTTP client that has not sent its request
 	// headers within it; 0 or less means DefaultHTTPHeaderTimeout.
 	HTTPHeaderTimeout time.Duration
+	// WriteLogs bounds the gateway's per-identity write logs (document
+	// writes over HTTP): MaxOpenLogs and IdleClose of
+	// gateway.WriterConfig, whose zero values take its defaults. Dir,
+	// connections, cipher and telemetry are the server's.
+	WriteLogs WriteLogLimits
 	// Gateway holds the HTTP gateway's limits (MaxBody, MaxLongPolls,
 	// ...; zero fields take the gateway's defaults). Start sets its
 	// wiring itself, over anything given there: JetStream, Writer,
@@ -237,4 +242,13 @@ func (c Config) withDefaults() (Config, error) {
 		c.GroupReady = (*projection.Group).Ready
 	}
 	return c, nil
+}
+
+// WriteLogLimits are the gateway writer's bounds on its open logs (see
+// gateway.WriterConfig): at most MaxOpenLogs open at once, each closed
+// IdleClose after its identity's last request once it holds nothing
+// unsettled (negative: closed only to keep the bound).
+type WriteLogLimits struct {
+	MaxOpenLogs int
+	IdleClose   time.Duration
 }

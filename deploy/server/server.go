@@ -178,7 +178,8 @@ func (s *Server) start(ctx, runCtx context.Context) error {
 	// HTTP writes (PUT/PATCH/DELETE of a document) are events the server
 	// builds in durable logs of its own, in the locked data directory.
 	writer, err := gateway.OpenWriter(ctx, gateway.WriterConfig{Dir: filepath.Join(c.Data, "gateway"), JetStream: gateway.Metered(js, meter), Conn: nc,
-		Cipher: ciphers.gateway, Logger: log, TracerProvider: prov.tracer, MeterProvider: prov.meter})
+		Cipher: ciphers.gateway, Logger: log, TracerProvider: prov.tracer, MeterProvider: prov.meter,
+		MaxOpenLogs: c.WriteLogs.MaxOpenLogs, IdleClose: c.WriteLogs.IdleClose})
 	if err != nil {
 		return err
 	}
