@@ -16,11 +16,18 @@ import (
 type storedDoc struct {
 	*events.Change
 	Audience []string `json:"ebb_audience,omitempty"`
+	// Kept is Doc.Kept: a pointer, so that an empty map (kept, none of
+	// the fields) is told from nothing kept.
+	Kept *events.Fields `json:"ebb_kept,omitempty"`
 }
 
 // encodeDocState returns the stored form of d.
 func encodeDocState(d *Doc) ([]byte, error) {
-	return json.Marshal(storedDoc{Change: d.Change(nil), Audience: d.Audience})
+	s := storedDoc{Change: d.Change(nil), Audience: d.Audience}
+	if d.Kept != nil {
+		s.Kept = &d.Kept
+	}
+	return json.Marshal(s)
 }
 
 // decodeDocState reads a state written by encodeDocState (or, before the
@@ -35,5 +42,11 @@ func decodeDocState(state []byte) (Doc, error) {
 	}
 	d := DocFromChange(s.Change)
 	d.Audience = slices.Clone(s.Audience)
+	if s.Kept != nil {
+		d.Kept = *s.Kept
+		if d.Kept == nil {
+			d.Kept = events.Fields{}
+		}
+	}
 	return d, nil
 }

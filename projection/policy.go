@@ -36,6 +36,15 @@ type Doc struct {
 	// [events.Everyone]. The projector keeps it (heldBy); the stores keep
 	// it with the state; it is never part of the change on the wire.
 	Audience []string
+	// Kept, on a tombstone of a collection that sync rules make a parent
+	// (one some collection follows), is what it keeps of its last live
+	// state: the values of the fields the collection's write rules read
+	// (rules.Set.Kept; non-nil, possibly empty), so that whoever could
+	// write that state may still delete or move its followers and create
+	// it again over them (audience.go, judgeWrite). nil on a live state,
+	// on a tombstone nothing follows, and on one deleted before it was
+	// kept. The stores keep it with the state; it is never on the wire.
+	Kept events.Fields
 }
 
 // Address returns the document's address.
@@ -98,6 +107,7 @@ func (d Doc) Clone() Doc {
 	d.Clocks = cloneClocks(d.Clocks)
 	d.Conflicts = cloneConflicts(d.Conflicts)
 	d.Audience = slices.Clone(d.Audience)
+	d.Kept = maps.Clone(d.Kept) // not cloneFields: an empty Kept is not nil
 	return d
 }
 

@@ -41,6 +41,7 @@ func RunStoreSuite(t *testing.T, newStore func(t *testing.T) projection.Store) {
 		{"FieldsExact", testFieldsExact},
 		{"DocsWithField", testDocsWithField},
 		{"Audience", testAudience},
+		{"Kept", testKept},
 		{"ConcurrentCommitsOrderOutbox", testConcurrentCommits},
 		{"Close", testClose},
 	}
