@@ -224,6 +224,7 @@ func holders(ctx context.Context, set *rules.Set, d Doc, get func(context.Contex
 	if err != nil {
 		return nil, err
 	}
+	readers, _ = boundReaders(readers) // such a state's copies went out read by nobody
 	var parent []string
 	if pc, id, follows, ok := set.Parent(d.Collection, d.Fields); follows && ok {
 		pd, err := get(ctx, events.DocAddress{Tenant: d.Tenant, Collection: pc, Doc: id})
@@ -256,6 +257,22 @@ func (a *applier) heldBy(ctx context.Context, cur Doc, next *Doc, readers []stri
 	}
 	next.Audience = unionAudience(aud.was, aud.readers)
 	return aud, nil
+}
+
+// boundReaders returns the readers a copy of a state's change may carry:
+// readers, or nobody (over true) when they would pass MaxAudienceBytes as
+// a header value. A write never makes such a state (judgeWrite refuses
+// it), but new rules may give one to a state written before them; its
+// copies (a re-emission under the rules, a reseed) then go read by
+// nobody rather than be refused by JetStream and dead-lettered, leaving
+// CHANGES with the old readers: every holder gets its Left notice and
+// the document stays in the view, unread until a write names fewer
+// readers. The projector counts and logs each (Stats.OverAudience).
+func boundReaders(readers []string) (bounded []string, over bool) {
+	if audienceBytes(readers) > MaxAudienceBytes {
+		return nil, true
+	}
+	return readers, false
 }
 
 // audienceBytes is the size of an audience as a header value

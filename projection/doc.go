@@ -379,7 +379,10 @@
 // message carries (a replica's apply of the change is its child). Dead
 // letters get no publish span. Metrics: ebb.projector.outcomes (attributes
 // ebb.policy and ebb.outcome; policy "none" when the event could not be
-// decoded), ebb.projector.dead_letters, and the histogram
+// decoded), ebb.projector.dead_letters, ebb.projector.over_audience
+// (copies published read by nobody because their readers under the sync
+// rules would pass MaxAudienceBytes, see Stats.OverAudience), and the
+// histogram
 // ebb.projector.apply.duration (one batch, seconds). The lag gauge is the
 // server's (EVENTS last sequence minus Stats().Checkpoint). Verify never
 // traces or counts.
