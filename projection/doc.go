@@ -342,7 +342,12 @@
 // cancels it, and Start returns an error wrapping ErrClosed.
 //
 // [BoltStore] is the embedded store (one bbolt file); storetest.RunStoreSuite
-// is the suite every Store implementation must pass. [Verify] rebuilds the
+// is the suite every Store implementation must pass. Under sync rules the
+// projector finds a parent's followers with Store.DocsWithField: bbolt
+// answers it from a field index kept in the same transaction as the
+// documents, built the first time a (collection, field) is asked for and
+// rebuilt when a write transaction that did not keep it touched the file
+// (PostgreSQL queries its fields column). [Verify] rebuilds the
 // view from EVENTS sequence 1 into a scratch store and compares hashes
 // (invariant 4), naming the first differing document and field. It never
 // waits for history that is not there: EVENTS missing, not starting at
@@ -405,7 +410,8 @@
 // entry of the bbolt view with AES-256-GCM, each bound to its bucket and
 // key. In the clear: keys (tenant, collection, document names; client ids
 // of high-water marks; conflict ids), the checkpoint and the high-water
-// marks. A sealed check value in the meta bucket refuses another key, no
+// marks. The field index holds a field's value as its HMAC-SHA-256 (16
+// bytes) under a random key kept sealed in the meta bucket. A sealed check value in the meta bucket refuses another key, no
 // key, or a key on a plaintext store (keys.ErrWrongKey). Verify's rebuild
 // is sealed with a random key that is never stored, so the view never
 // touches the temporary directory in the clear.
