@@ -1073,7 +1073,7 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bo
 		if again || !failing.IsZero() {
 			var err error
 			if entries, err = p.current(ctx, entries); err != nil {
-				return err
+				return stopped(ctx, err)
 			}
 		}
 		err := p.publishOnce(ctx, entries)
@@ -1082,7 +1082,7 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bo
 			return nil
 		}
 		if ctx.Err() != nil {
-			return err
+			return stopped(ctx, err)
 		}
 		if failing.IsZero() {
 			failing = time.Now()
@@ -1098,6 +1098,17 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bo
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// stopped returns err, which happened while ctx ended (a Close), as an
+// error that also wraps ctx's, so that the loop takes it for the stop it
+// is rather than for a failure of the projector; err alone when ctx is
+// still live.
+func stopped(ctx context.Context, err error) error {
+	if ctx.Err() == nil || errors.Is(err, ctx.Err()) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ctx.Err(), err)
 }
 
 // current returns entries without the changes of a version below the one
