@@ -498,7 +498,7 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 		}
 		confs := tx.Bucket(bucketConflicts)
 		for _, r := range b.Conflicts {
-			v, err := json.Marshal(r.Conflict)
+			v, err := encodeConflict(&r.Conflict) // json.Marshal's bytes (jsonenc.go)
 			if err != nil {
 				return err
 			}

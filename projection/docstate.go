@@ -21,14 +21,32 @@ type storedDoc struct {
 	Kept *events.Fields `json:"ebb_kept,omitempty"`
 }
 
-// encodeDocState returns the stored form of d.
+// encodeDocState returns the stored form of d: the bytes json.Marshal
+// writes for its storedDoc (jsonenc.go; jsonenc_test.go checks them).
 func encodeDocState(d *Doc) ([]byte, error) {
-	s := storedDoc{Change: d.Change(nil), Audience: d.Audience}
-	if d.Kept != nil {
-		s.Kept = &d.Kept
+	b, err := appendChangeMembers(append(make([]byte, 0, 512), '{'), d.encoded(nil))
+	if err != nil {
+		return nil, err
 	}
-	return json.Marshal(s)
+	if len(d.Audience) > 0 {
+		b = append(b, `,"ebb_audience":[`...)
+		for i, p := range d.Audience {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, p)
+		}
+		b = append(b, ']')
+	}
+	if d.Kept != nil {
+		b = append(b, `,"ebb_kept":`...)
+		if b, err = appendFields(b, d.Kept); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, '}'), nil
 }
+
 
 // decodeDocState reads a state written by encodeDocState (or, before the
 // audience was kept, by events.EncodeChange).

@@ -100,6 +100,22 @@ func (d *Doc) Change(settled *events.Conflict) *events.Change {
 	return c
 }
 
+// encoded returns the change of d for encoding only: like Change, but it
+// shares d's maps and slices and settled, so it must be neither kept nor
+// changed (onWire may set its own Clocks member to nil). It encodes to
+// the same bytes as Change (empty maps and slices are omitted either way)
+// without copying every field and clock of the document per encode.
+func (d *Doc) encoded(settled *events.Conflict) *events.Change {
+	return &events.Change{
+		Schema: events.SchemaVersion,
+		Tenant: d.Tenant, Collection: d.Collection, Doc: d.ID,
+		Version: d.Version, Deleted: d.Deleted, Fields: d.Fields,
+		HLC: d.HLC, Clocks: d.Clocks,
+		Event: d.Event, Client: d.Client, Device: d.Device, Seq: d.Seq,
+		Conflicts: d.Conflicts, Settled: settled, AsWritten: d.AsWritten,
+	}
+}
+
 // Clone returns a deep copy of d (field values, which are immutable by
 // convention, are shared).
 func (d Doc) Clone() Doc {
@@ -224,7 +240,8 @@ func wireClocks(r Resolver) bool {
 
 // onWire returns c as it is published on CHANGES under p: without its
 // per-field clocks unless its collection's policy needs them (wireClocks).
-// c is changed in place: Doc.Change returns a change of its own.
+// c is changed in place: Doc.Change and Doc.encoded return a change of
+// their own (whose maps onWire never writes).
 func (p Policies) onWire(c *events.Change) *events.Change {
 	if !wireClocks(p.For(c.Collection)) {
 		c.Clocks = nil
@@ -238,7 +255,7 @@ func (p Policies) onWire(c *events.Change) *events.Change {
 // that publishes a document's change encodes it here, so a copy is the
 // size of the live change that MaxDocBytes bounded.
 func (p Policies) EncodeChange(d *Doc, settled *events.Conflict) ([]byte, error) {
-	return events.EncodeChange(p.onWire(d.Change(settled)))
+	return encodeChange(p.onWire(d.encoded(settled))) // events.EncodeChange's bytes (jsonenc.go)
 }
 
 // Registry names resolvers so configuration can pick them by name. A new
