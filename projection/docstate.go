@@ -47,7 +47,6 @@ func encodeDocState(d *Doc) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-
 // decodeDocState reads a state written by encodeDocState (or, before the
 // audience was kept, by events.EncodeChange).
 func decodeDocState(state []byte) (Doc, error) {

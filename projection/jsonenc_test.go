@@ -45,10 +45,10 @@ func TestJSONEncoder_SameBytesAsMarshal(t *testing.T) {
 		Lost: []string{"x", odd}, Resolution: "r1"}
 	full := Doc{
 		Tenant: "t" + odd, Collection: "c", ID: "d", Version: 9, Deleted: true,
-		Fields:    events.Fields{"b": json.RawMessage(`"v"`), "a": json.RawMessage(`{"n":null}`), "nil": nil, "ws": json.RawMessage("[1,\n2]"), "u": json.RawMessage("\"\u2028\"")},
-		HLC:       events.HLC{Wall: 1 << 50, Logical: 1 << 31},
-		Clocks:    map[string]events.FieldClock{"b": {Version: 2, HLC: events.HLC{Wall: 3}, Client: odd}, "a": {Version: 1}},
-		Event:     "e", Client: "cl", Device: "dev", Seq: 1 << 60,
+		Fields: events.Fields{"b": json.RawMessage(`"v"`), "a": json.RawMessage(`{"n":null}`), "nil": nil, "ws": json.RawMessage("[1,\n2]"), "u": json.RawMessage("\"\u2028\"")},
+		HLC:    events.HLC{Wall: 1 << 50, Logical: 1 << 31},
+		Clocks: map[string]events.FieldClock{"b": {Version: 2, HLC: events.HLC{Wall: 3}, Client: odd}, "a": {Version: 1}},
+		Event:  "e", Client: "cl", Device: "dev", Seq: 1 << 60,
 		Conflicts: []events.Conflict{conf, {ID: "c2"}},
 		AsWritten: true,
 		Audience:  []string{"g:red", "u:" + odd},
