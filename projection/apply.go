@@ -340,10 +340,7 @@ func (a *applier) receipt(m rawMsg, r *events.Receipt) error {
 	r.Schema = events.SchemaVersion
 	r.Stream = m.Seq
 	r.Reason = truncate(r.Reason, maxReasonBytes)
-	data, err := events.EncodeReceipt(r)
-	if err != nil {
-		return err
-	}
+	data := encodeReceipt(r) // events.EncodeReceipt's bytes (jsonenc.go)
 	a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
 		Subject: r.Subject(),
 		MsgID:   receiptMsgID(r), Header: a.trace(m.Header), Data: data,

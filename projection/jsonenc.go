@@ -10,7 +10,7 @@ import (
 )
 
 // A hand-written encoder for what the projector encodes per event (a
-// change, the stored state, a conflict record): the same bytes as
+// change, the stored state, a conflict record, a receipt): the same bytes as
 // encoding/json's Marshal of the events types, without reflection. Field
 // values (json.RawMessage) are copied as they are when they are compact
 // and hold nothing Marshal escapes, else given to Marshal. jsonenc_test.go
@@ -310,4 +310,48 @@ func encodeChange(c *events.Change) ([]byte, error) {
 // encodeConflict returns what json.Marshal returns for c.
 func encodeConflict(c *events.Conflict) ([]byte, error) {
 	return appendConflict(make([]byte, 0, 256), c)
+}
+
+// encodeReceipt returns what events.EncodeReceipt returns for r.
+func encodeReceipt(r *events.Receipt) []byte {
+	b := make([]byte, 0, 256)
+	b = append(b, `{"schema":`...)
+	b = strconv.AppendInt(b, int64(r.Schema), 10)
+	b = append(b, `,"event":`...)
+	b = appendJSONString(b, r.Event)
+	b = append(b, `,"tenant":`...)
+	b = appendJSONString(b, r.Tenant)
+	b = append(b, `,"client":`...)
+	b = appendJSONString(b, r.Client)
+	if r.Device != "" {
+		b = append(b, `,"device":`...)
+		b = appendJSONString(b, r.Device)
+	}
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, r.Seq, 10)
+	if r.Collection != "" {
+		b = append(b, `,"collection":`...)
+		b = appendJSONString(b, r.Collection)
+	}
+	if r.Doc != "" {
+		b = append(b, `,"doc":`...)
+		b = appendJSONString(b, r.Doc)
+	}
+	b = append(b, `,"outcome":`...)
+	b = appendJSONString(b, string(r.Outcome))
+	if r.Reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendJSONString(b, r.Reason)
+	}
+	if r.Version != 0 {
+		b = append(b, `,"version":`...)
+		b = strconv.AppendUint(b, r.Version, 10)
+	}
+	if r.Conflict != "" {
+		b = append(b, `,"conflict":`...)
+		b = appendJSONString(b, r.Conflict)
+	}
+	b = append(b, `,"stream_seq":`...)
+	b = strconv.AppendUint(b, r.Stream, 10)
+	return append(b, '}')
 }

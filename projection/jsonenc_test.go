@@ -20,7 +20,7 @@ func marshalDocState(d *Doc) ([]byte, error) {
 }
 
 // TestJSONEncoder_SameBytesAsMarshal: the hand-written encoder of changes,
-// stored states and conflict records writes exactly what encoding/json
+// stored states, conflict records and receipts writes exactly what encoding/json
 // writes, for every member of the types (a member added to them fails the
 // count below until jsonenc.go encodes it), for strings that need escaping
 // (HTML, control characters, invalid UTF-8, U+2028) and field values that
@@ -33,6 +33,7 @@ func TestJSONEncoder_SameBytesAsMarshal(t *testing.T) {
 		reflect.TypeFor[events.FieldClock](): 3,
 		reflect.TypeFor[events.HLC]():        2,
 		reflect.TypeFor[storedDoc]():         3,
+		reflect.TypeFor[events.Receipt]():    13,
 	} {
 		if typ.NumField() != n {
 			t.Errorf("%s has %d members, jsonenc.go encodes %d: encode the new ones and count them here", typ, typ.NumField(), n)
@@ -89,6 +90,17 @@ func TestJSONEncoder_SameBytesAsMarshal(t *testing.T) {
 		want, werr := json.Marshal(c)
 		if err != nil || werr != nil || !bytes.Equal(got, want) {
 			t.Fatalf("conflict\n got %s (%v)\nwant %s (%v)", got, err, want, werr)
+		}
+	}
+	for _, r := range []events.Receipt{
+		{},
+		{Schema: 1, Event: "e", Tenant: odd, Client: "c", Device: "d", Seq: 3, Collection: "l", Doc: odd, Outcome: events.OutcomeRejected,
+			Reason: odd, Version: 4, Conflict: "k", Stream: 1 << 62},
+	} {
+		got := encodeReceipt(&r)
+		want, err := events.EncodeReceipt(&r)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("receipt\n got %s\nwant %s (%v)", got, want, err)
 		}
 	}
 	if _, err := encodeChange(&events.Change{Fields: events.Fields{"bad": json.RawMessage(`{not json`)}}); err == nil {
