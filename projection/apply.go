@@ -228,7 +228,7 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	if reason := reusedID(cur, ev); reason != "" {
 		// Under sync rules the reason names the state: not to a writer
 		// who may not read it.
-		hidden, err := a.hiddenFrom(ctx, m, ev, cur, rejected(reason))
+		hidden, err := a.hiddenFrom(ctx, m, ev, cur, rejected(reason), audiences{})
 		if err != nil {
 			return err
 		}
@@ -245,6 +245,7 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 	}
 	var change []byte // the encoded change, when the event makes a new state
 	if d.Doc != nil {
+		a.keep(cur, d.Doc) // sync rules: what a parent's tombstone keeps for its followers (audience.go)
 		if change, err = a.policies.EncodeChange(d.Doc, d.Settled); err != nil {
 			return a.dead(m, ev, fmt.Sprintf("encode the new state: %v", err))
 		}
@@ -256,19 +257,27 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 			change = nil
 		}
 	}
-	if d, err = a.judgeWrite(ctx, m, ev, cur, d); err != nil { // sync rules (audience.go)
-		return err
-	}
-	hidden, err := a.hiddenFrom(ctx, m, ev, cur, d) // sync rules: say nothing of a state the writer may not read
-	if err != nil {
-		return err
-	}
-	var aud audiences // sync rules (audience.go): who reads the change, who may hold a copy
-	var ruled bool
-	if d.Doc != nil {
-		if aud, ruled, err = a.heldBy(ctx, cur, d.Doc); err != nil {
+	// Sync rules (audience.go): the readers of the new state, computed
+	// once for the write check, the receipt and the change's headers.
+	ruled := a.rules.Ruled(ev.Collection)
+	var readers []string
+	if ruled && d.Doc != nil && d.Doc.Exists() {
+		if readers, err = a.audience(ctx, *d.Doc); err != nil {
 			return err
 		}
+	}
+	if d, err = a.judgeWrite(ctx, m, ev, cur, d, readers); err != nil {
+		return err
+	}
+	var aud audiences // who reads the change, who may hold a copy
+	if ruled && d.Doc != nil {
+		if aud, err = a.heldBy(ctx, cur, d.Doc, readers); err != nil {
+			return err
+		}
+	}
+	hidden, err := a.hiddenFrom(ctx, m, ev, cur, d, aud) // say nothing of a state the writer may not read
+	if err != nil {
+		return err
 	}
 	old := hw.Seq
 	hw.record(ev.Seq, a.holeWindow)
@@ -310,12 +319,12 @@ func (a *applier) apply(ctx context.Context, m rawMsg) error {
 		a.batch.Conflicts = append(a.batch.Conflicts, ConflictRecord{Address: addr, Conflict: *d.Settled})
 	}
 	if d.Doc != nil && a.outbox {
-		h := changeHeader(a.trace(m.Header), aud, ruled)
+		h := changeHeader(a.trace(m.Header), aud, ruled && d.Doc != nil)
 		a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
 			Subject: events.ChangeSubject(ev.Tenant, ev.Collection, ev.Doc),
 			MsgID:   changeMsgID(d.Doc), Header: h, Data: change,
 		})
-		if err := a.reemitFollowers(ctx, ev, cur, d.Doc); err != nil {
+		if err := a.reemitFollowers(ctx, ev, cur, d.Doc, readers); err != nil {
 			return err
 		}
 	}
@@ -331,10 +340,7 @@ func (a *applier) receipt(m rawMsg, r *events.Receipt) error {
 	r.Schema = events.SchemaVersion
 	r.Stream = m.Seq
 	r.Reason = truncate(r.Reason, maxReasonBytes)
-	data, err := events.EncodeReceipt(r)
-	if err != nil {
-		return err
-	}
+	data := encodeReceipt(r) // events.EncodeReceipt's bytes (jsonenc.go)
 	a.batch.Outbox = append(a.batch.Outbox, OutboxEntry{
 		Subject: r.Subject(),
 		MsgID:   receiptMsgID(r), Header: a.trace(m.Header), Data: data,

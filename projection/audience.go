@@ -3,6 +3,7 @@ package projection
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -39,7 +40,27 @@ func (a *applier) lookup(tenant string) rules.Lookup {
 		if err != nil {
 			return nil, false, err
 		}
-		return d.Fields, d.Exists(), nil
+		if !d.Exists() {
+			return d.Kept, false, nil // a deleted parent: what its tombstone kept for the write rules
+		}
+		return d.Fields, true, nil
+	}
+}
+
+// keep sets what next, the state an event makes from cur, keeps for the
+// write rules of its followers (Doc.Kept): a tombstone made from a live
+// state keeps the fields its collection's write rules read
+// (rules.Set.Kept), a tombstone made from a tombstone what that one kept,
+// a live state nothing. Decided from the states alone, so a rebuild keeps
+// the same.
+func (a *applier) keep(cur Doc, next *Doc) {
+	switch {
+	case !next.Deleted:
+		next.Kept = nil
+	case cur.Exists():
+		next.Kept = a.rules.Kept(next.Collection, cur.Fields)
+	default:
+		next.Kept = maps.Clone(cur.Kept)
 	}
 }
 
@@ -48,25 +69,37 @@ func (a *applier) lookup(tenant string) rules.Lookup {
 // on the state after (when it is live), so a writer can neither edit nor
 // delete a document it may not write, nor create one, nor move one, where
 // it could not write it; nor create one over a tombstone that live
-// documents follow, so that re-creating a deleted parent's id cannot take
-// over its orphaned followers; nor make a state whose readers would not
+// documents follow unless it could write the tombstone's last live state
+// (what it kept, Doc.Kept), so that re-creating a deleted parent's id
+// cannot take over its orphaned followers; nor make a state whose readers would not
 // fit a header (MaxAudienceBytes). The writer is the event's client (the subject's,
 // which auth confines to the user) with the groups the server stamped.
 // Decided from the event and the view alone, so a rebuild decides the
-// same.
-func (a *applier) judgeWrite(ctx context.Context, m rawMsg, ev *events.Event, cur Doc, d Decision) (Decision, error) {
+// same. readers are the readers of d.Doc (the apply computed them once).
+func (a *applier) judgeWrite(ctx context.Context, m rawMsg, ev *events.Event, cur Doc, d Decision, readers []string) (Decision, error) {
 	if d.Doc == nil || !a.rules.Ruled(ev.Collection) {
 		return d, nil
 	}
 	w := rules.Writer{Name: ev.Client, Groups: writerGroups(m.Header)}
 	if cur.Deleted && cur.Version > 0 && d.Doc.Exists() {
-		// A create over a tombstone would hand the deleted document's
-		// live followers to whoever the new state names, and the
-		// tombstone keeps nothing to judge who may (its readers of long
-		// ago are not its followers' readers): refused while any lives.
+		// A create over a tombstone hands the deleted document's live
+		// followers to whoever the new state names: refused while any
+		// lives, but to a writer of its last live state.
 		orphans, err := a.liveFollowers(ctx, cur)
 		if err != nil {
 			return d, err
+		}
+		if orphans > 0 && cur.Kept != nil {
+			// Whoever could write the last live state could have given
+			// its followers to any readers it may write anyway: judged
+			// on what the tombstone kept of it, and on the new state.
+			why, err := a.rules.MayWrite(ctx, ev.Collection, cur.Kept, w, a.lookup(ev.Tenant))
+			if err != nil {
+				return d, err
+			}
+			if why == "" {
+				orphans = 0
+			}
 		}
 		if orphans > 0 {
 			return rejected(fmt.Sprintf("sync rules: %s/%s: a deleted document with %d live followers cannot be created again", ev.Collection, ev.Doc, orphans)), nil
@@ -89,11 +122,7 @@ func (a *applier) judgeWrite(ctx context.Context, m rawMsg, ev *events.Event, cu
 		// readers would not is refused, never applied and then lost on
 		// the way to CHANGES. Followers take their parent's readers,
 		// bounded here when the parent was written.
-		aud, err := a.audience(ctx, *d.Doc)
-		if err != nil {
-			return d, err
-		}
-		if n := len(events.EncodeAudience(aud)); n > MaxAudienceBytes {
+		if n := audienceBytes(readers); n > MaxAudienceBytes {
 			return rejected(fmt.Sprintf("sync rules: %s/%s: the document's readers would take %d bytes, over the limit of %d (MaxAudienceBytes): name a group instead of so many users",
 				ev.Collection, ev.Doc, n, MaxAudienceBytes)), nil
 		}
@@ -195,6 +224,7 @@ func holders(ctx context.Context, set *rules.Set, d Doc, get func(context.Contex
 	if err != nil {
 		return nil, err
 	}
+	readers, _ = boundReaders(readers) // such a state's copies went out read by nobody
 	var parent []string
 	if pc, id, follows, ok := set.Parent(d.Collection, d.Fields); follows && ok {
 		pd, err := get(ctx, events.DocAddress{Tenant: d.Tenant, Collection: pc, Doc: id})
@@ -210,29 +240,52 @@ func holders(ctx context.Context, set *rules.Set, d Doc, get func(context.Contex
 // audience: its readers and its was-readers.
 type audiences struct{ readers, was []string }
 
-// heldBy computes the audience of the change from cur to next and sets
-// next.Audience, the cumulative audience: was-readers are everyone who
-// may hold a copy of cur (holders), readers are the readers of next (a
-// tombstone: its was-readers, so the delete reaches every holder), and
-// next.Audience is their union. ok is false, and next.Audience nil, when
-// the rules do not decide the collection. Decided from the batch and the
-// view alone, so a rebuild computes the same.
-func (a *applier) heldBy(ctx context.Context, cur Doc, next *Doc) (aud audiences, ok bool, err error) {
-	if !a.rules.Ruled(next.Collection) {
-		next.Audience = nil
-		return audiences{}, false, nil
-	}
+// heldBy computes the audience of the change from cur to next, a state of
+// a collection the rules decide, and sets next.Audience, the cumulative
+// audience: was-readers are everyone who may hold a copy of cur
+// (holders), readers are the readers of next (given: the apply computed
+// them; a tombstone's are its was-readers, so the delete reaches every
+// holder), and next.Audience is their union. Decided from the batch and
+// the view alone, so a rebuild computes the same.
+func (a *applier) heldBy(ctx context.Context, cur Doc, next *Doc, readers []string) (aud audiences, err error) {
 	if aud.was, err = holders(ctx, a.rules, cur, a.doc); err != nil {
-		return audiences{}, false, err
+		return audiences{}, err
 	}
 	aud.readers = aud.was
 	if !next.Deleted {
-		if aud.readers, err = a.audience(ctx, *next); err != nil {
-			return audiences{}, false, err
-		}
+		aud.readers = readers
 	}
 	next.Audience = unionAudience(aud.was, aud.readers)
-	return aud, true, nil
+	return aud, nil
+}
+
+// boundReaders returns the readers a copy of a state's change may carry:
+// readers, or nobody (over true) when they would pass MaxAudienceBytes as
+// a header value. A write never makes such a state (judgeWrite refuses
+// it), but new rules may give one to a state written before them; its
+// copies (a re-emission under the rules, a reseed) then go read by
+// nobody rather than be refused by JetStream and dead-lettered, leaving
+// CHANGES with the old readers: every holder gets its Left notice and
+// the document stays in the view, unread until a write names fewer
+// readers. The projector counts and logs each (Stats.OverAudience).
+func boundReaders(readers []string) (bounded []string, over bool) {
+	if audienceBytes(readers) > MaxAudienceBytes {
+		return nil, true
+	}
+	return readers, false
+}
+
+// audienceBytes is the size of an audience as a header value
+// (events.EncodeAudience), without encoding it.
+func audienceBytes(aud []string) int {
+	if len(aud) == 0 {
+		return 0
+	}
+	n := len(aud) - 1
+	for _, p := range aud {
+		n += len(p)
+	}
+	return n
 }
 
 // changeHeader returns h (the trace headers of a change, may be nil) with
@@ -262,17 +315,14 @@ func withAudience(h map[string][]string, readers, was []string) map[string][]str
 // with everyone who may hold a copy of the follower (holders, which reads
 // next's cumulative audience from the batch), under
 // Nats-Msg-Id "follow:<event id>:<subject>:<version>". The followers are
-// the view's (Store.DocsWithField) and the batch's.
-func (a *applier) reemitFollowers(ctx context.Context, ev *events.Event, cur Doc, next *Doc) error {
+// the view's (Store.DocsWithField) and the batch's. after is the readers
+// of next (nil for a tombstone), which the apply computed.
+func (a *applier) reemitFollowers(ctx context.Context, ev *events.Event, cur Doc, next *Doc, after []string) error {
 	children := a.rules.Followers(next.Collection)
 	if len(children) == 0 {
 		return nil
 	}
 	before, err := a.audience(ctx, cur)
-	if err != nil {
-		return err
-	}
-	after, err := a.audience(ctx, *next)
 	if err != nil {
 		return err
 	}
@@ -330,33 +380,31 @@ func (a *applier) reemitFollowers(ctx context.Context, ev *events.Event, cur Doc
 // tombstone: its cumulative Audience), so the receipt says nothing of it,
 // whatever refused the event (the policy, the rules, the size bound): its
 // Version is 0, its Reason hiddenReason's and it names no conflict record.
-// Decided from the event and the view alone, like judgeWrite.
-func (a *applier) hiddenFrom(ctx context.Context, m rawMsg, ev *events.Event, cur Doc, d Decision) (bool, error) {
+// Decided from the event and the view alone, like judgeWrite. aud is
+// the audience of the new state's change (heldBy) when d makes one.
+func (a *applier) hiddenFrom(ctx context.Context, m rawMsg, ev *events.Event, cur Doc, d Decision, aud audiences) (bool, error) {
 	if !a.rules.Ruled(ev.Collection) {
 		return false, nil
 	}
-	if d.Doc != nil && d.Doc.Exists() {
-		// Applied (or merged, or in conflict): the writer is told the
-		// new state's version only if it may read that state. Else the
-		// receipt carries none, which also settles the write at once on
-		// its replica: the change it would wait for never reaches it.
-		aud, err := a.audience(ctx, *d.Doc)
-		if err != nil {
-			return false, err
-		}
-		return !events.InAudience(aud, events.Principals(ev.Client, writerGroups(m.Header))), nil
+	if d.Doc != nil {
+		// Applied (or merged, or in conflict, or deleted): the writer is
+		// told the new state's version only if the change reaches it
+		// (a tombstone reaches every holder). Else the receipt carries
+		// none, which also settles the write at once on its replica: the
+		// change it would wait for never reaches it.
+		return !events.InAudience(aud.readers, events.Principals(ev.Client, writerGroups(m.Header))), nil
 	}
 	if cur.Version == 0 {
 		return false, nil
 	}
-	aud := unionAudience(cur.Audience)
+	held := unionAudience(cur.Audience)
 	if cur.Exists() {
 		var err error
-		if aud, err = a.audience(ctx, cur); err != nil {
+		if held, err = a.audience(ctx, cur); err != nil {
 			return false, err
 		}
 	}
-	return !events.InAudience(aud, events.Principals(ev.Client, writerGroups(m.Header))), nil
+	return !events.InAudience(held, events.Principals(ev.Client, writerGroups(m.Header))), nil
 }
 
 // hiddenReason is the reason of a receipt hidden from its writer

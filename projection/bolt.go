@@ -58,6 +58,10 @@ type BoltStore struct {
 	// (bolt_writers.go): bucketSeqEvents, or the partition's own.
 	bSeq []byte
 
+	// fieldKey is the HMAC key of the field index's tokens in an
+	// encrypted store (root only; bolt_fields.go); nil in plaintext.
+	fieldKey []byte
+
 	mu      sync.RWMutex
 	closed  bool
 	pclosed bool // a partition's Store closed (under root.mu)
@@ -90,6 +94,8 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open view store %s: %w", path, err)
 	}
+	s := &BoltStore{db: db, seal: opts.Cipher, bMeta: bucketMeta, bHWM: bucketHWM, bOutbox: bucketOutbox, bSeq: bucketSeqEvents}
+	s.root = s
 	err = db.Update(func(tx *bolt.Tx) error {
 		existed := tx.Bucket(bucketMeta) != nil
 		for _, b := range [][]byte{bucketDocs, bucketConflicts, bucketHWM, bucketMeta, bucketOutbox} {
@@ -99,17 +105,23 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		}
 		meta := tx.Bucket(bucketMeta)
 		check, err := keys.CheckStore(opts.Cipher, meta.Get(keyKeyCheck), existed)
-		if err != nil || check == nil {
+		if err != nil {
 			return err
 		}
-		return meta.Put(keyKeyCheck, check)
+		if check != nil {
+			if err := meta.Put(keyKeyCheck, check); err != nil {
+				return err
+			}
+		}
+		if err := openFieldKey(tx, s); err != nil { // bolt_fields.go
+			return err
+		}
+		return stampFields(tx)
 	})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open view store %s: %w", path, err)
 	}
-	s := &BoltStore{db: db, seal: opts.Cipher, bMeta: bucketMeta, bHWM: bucketHWM, bOutbox: bucketOutbox, bSeq: bucketSeqEvents}
-	s.root = s
 	return s, nil
 }
 
@@ -229,7 +241,12 @@ func (s *BoltStore) update(ctx context.Context, fn func(tx *bolt.Tx) error) erro
 	if s.root.closed || s.pclosed {
 		return ErrClosed
 	}
-	return s.db.Update(fn)
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return stampFields(tx) // every write transaction keeps the field index (bolt_fields.go)
+	})
 }
 
 func addrKey(a events.DocAddress) []byte {
@@ -464,6 +481,9 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 				return err
 			}
 		}
+		if err := s.indexDocs(tx, indexedFields(tx), b.Docs); err != nil { // bolt_fields.go
+			return err
+		}
 		docs := tx.Bucket(bucketDocs)
 		for i := range b.Docs {
 			d := &b.Docs[i]
@@ -478,7 +498,7 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 		}
 		confs := tx.Bucket(bucketConflicts)
 		for _, r := range b.Conflicts {
-			v, err := json.Marshal(r.Conflict)
+			v, err := encodeConflict(&r.Conflict) // json.Marshal's bytes (jsonenc.go)
 			if err != nil {
 				return err
 			}
@@ -501,6 +521,7 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 			return err
 		}
 		out := tx.Bucket(s.bOutbox)
+		out.FillPercent = appendFill // keys only ever rise
 		for _, k := range b.Published {
 			if err := out.Delete(u64(k)); err != nil {
 				return err
@@ -526,6 +547,13 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 	}
 	return nil
 }
+
+// appendFill is the FillPercent of a bucket whose keys only ever rise
+// (the outbox, a writer's remembered event ids): bbolt then splits a full
+// page where it ends instead of in half, so such a bucket takes about
+// half the pages, and a commit writes about half as many, that the
+// default 0.5 would leave half empty.
+const appendFill = 1.0
 
 // Outbox implements Store.
 func (s *BoltStore) Outbox(ctx context.Context, limit int) ([]OutboxEntry, error) {
@@ -614,33 +642,6 @@ func (s *BoltStore) Scan(ctx context.Context, fn func(Doc) error) error {
 			return fn(d)
 		})
 	})
-}
-
-// DocsWithField implements Store. It scans the collection's documents
-// (bbolt has no index on fields): its cost is the collection's size.
-func (s *BoltStore) DocsWithField(ctx context.Context, tenant, collection, field, value string) ([]Doc, error) {
-	var out []Doc
-	prefix := addrKey(events.DocAddress{Tenant: tenant, Collection: collection})
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketDocs).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			d, err := s.decodeDoc(k, v)
-			if err != nil {
-				return fmt.Errorf("%q: %w", k, err)
-			}
-			if d.Exists() && fieldIs(d.Fields, field, value) {
-				out = append(out, d)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("find %s/%s documents by field %s: %w", tenant, collection, field, err)
-	}
-	return out, nil
 }
 
 // ScanConflicts implements Store.

@@ -86,6 +86,7 @@ func (s *BoltStore) commitSeqEvents(tx *bolt.Tx, b *Batch) error {
 			if wb, err = root.CreateBucketIfNotExists(wk); err != nil {
 				return fmt.Errorf("event ids of %s: %w", e.Writer, err)
 			}
+			wb.FillPercent = appendFill // a writer's sequences rise, but for the late ones of its holes
 			buckets[e.Writer] = wb
 		}
 		if err := wb.Put(u64(e.Seq), s.seal.SealValue(s.bSeq, seqEventAAD(wk, e.Seq), []byte(e.Event))); err != nil {

@@ -342,7 +342,12 @@
 // cancels it, and Start returns an error wrapping ErrClosed.
 //
 // [BoltStore] is the embedded store (one bbolt file); storetest.RunStoreSuite
-// is the suite every Store implementation must pass. [Verify] rebuilds the
+// is the suite every Store implementation must pass. Under sync rules the
+// projector finds a parent's followers with Store.DocsWithField: bbolt
+// answers it from a field index kept in the same transaction as the
+// documents, built the first time a (collection, field) is asked for and
+// rebuilt when a write transaction that did not keep it touched the file
+// (PostgreSQL queries its fields column). [Verify] rebuilds the
 // view from EVENTS sequence 1 into a scratch store and compares hashes
 // (invariant 4), naming the first differing document and field. It never
 // waits for history that is not there: EVENTS missing, not starting at
@@ -379,7 +384,10 @@
 // message carries (a replica's apply of the change is its child). Dead
 // letters get no publish span. Metrics: ebb.projector.outcomes (attributes
 // ebb.policy and ebb.outcome; policy "none" when the event could not be
-// decoded), ebb.projector.dead_letters, and the histogram
+// decoded), ebb.projector.dead_letters, ebb.projector.over_audience
+// (copies published read by nobody because their readers under the sync
+// rules would pass MaxAudienceBytes, see Stats.OverAudience), and the
+// histogram
 // ebb.projector.apply.duration (one batch, seconds). The lag gauge is the
 // server's (EVENTS last sequence minus Stats().Checkpoint). Verify never
 // traces or counts.
@@ -389,7 +397,13 @@
 // The projector reads one message and publishes two (a change and a
 // receipt) per event, and commits one store transaction, one fsync, per
 // batch of up to Config.BatchSize events. In-order client sequences, the
-// common case, never touch the per-writer holes (see Duplicates).
+// common case, never touch the per-writer holes (see Duplicates). The
+// change, the stored state, the conflict record and the receipt of an
+// event are encoded without reflection and without copying the document
+// (jsonenc.go), to exactly the bytes encoding/json writes for the events
+// types, so nothing on the wire or in the stores differs from a
+// json.Marshal; the bbolt outbox and remembered ids, whose keys only rise,
+// fill their pages.
 //
 // The figures live in the README's Performance section, rerun with `ebb
 // bench` (workload projector: beside a durable consumer that only fetches
@@ -402,7 +416,8 @@
 // entry of the bbolt view with AES-256-GCM, each bound to its bucket and
 // key. In the clear: keys (tenant, collection, document names; client ids
 // of high-water marks; conflict ids), the checkpoint and the high-water
-// marks. A sealed check value in the meta bucket refuses another key, no
+// marks. The field index holds a field's value as its HMAC-SHA-256 (16
+// bytes) under a random key kept sealed in the meta bucket. A sealed check value in the meta bucket refuses another key, no
 // key, or a key on a plaintext store (keys.ErrWrongKey). Verify's rebuild
 // is sealed with a random key that is never stored, so the view never
 // touches the temporary directory in the clear.

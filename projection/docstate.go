@@ -16,11 +16,35 @@ import (
 type storedDoc struct {
 	*events.Change
 	Audience []string `json:"ebb_audience,omitempty"`
+	// Kept is Doc.Kept: a pointer, so that an empty map (kept, none of
+	// the fields) is told from nothing kept.
+	Kept *events.Fields `json:"ebb_kept,omitempty"`
 }
 
-// encodeDocState returns the stored form of d.
+// encodeDocState returns the stored form of d: the bytes json.Marshal
+// writes for its storedDoc (jsonenc.go; jsonenc_test.go checks them).
 func encodeDocState(d *Doc) ([]byte, error) {
-	return json.Marshal(storedDoc{Change: d.Change(nil), Audience: d.Audience})
+	b, err := appendChangeMembers(append(make([]byte, 0, 512), '{'), d.encoded(nil))
+	if err != nil {
+		return nil, err
+	}
+	if len(d.Audience) > 0 {
+		b = append(b, `,"ebb_audience":[`...)
+		for i, p := range d.Audience {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, p)
+		}
+		b = append(b, ']')
+	}
+	if d.Kept != nil {
+		b = append(b, `,"ebb_kept":`...)
+		if b, err = appendFields(b, d.Kept); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, '}'), nil
 }
 
 // decodeDocState reads a state written by encodeDocState (or, before the
@@ -35,5 +59,11 @@ func decodeDocState(state []byte) (Doc, error) {
 	}
 	d := DocFromChange(s.Change)
 	d.Audience = slices.Clone(s.Audience)
+	if s.Kept != nil {
+		d.Kept = *s.Kept
+		if d.Kept == nil {
+			d.Kept = events.Fields{}
+		}
+	}
 	return d, nil
 }

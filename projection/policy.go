@@ -36,6 +36,15 @@ type Doc struct {
 	// [events.Everyone]. The projector keeps it (heldBy); the stores keep
 	// it with the state; it is never part of the change on the wire.
 	Audience []string
+	// Kept, on a tombstone of a collection that sync rules make a parent
+	// (one some collection follows), is what it keeps of its last live
+	// state: the values of the fields the collection's write rules read
+	// (rules.Set.Kept; non-nil, possibly empty), so that whoever could
+	// write that state may still delete or move its followers and create
+	// it again over them (audience.go, judgeWrite). nil on a live state,
+	// on a tombstone nothing follows, and on one deleted before it was
+	// kept. The stores keep it with the state; it is never on the wire.
+	Kept events.Fields
 }
 
 // Address returns the document's address.
@@ -91,6 +100,22 @@ func (d *Doc) Change(settled *events.Conflict) *events.Change {
 	return c
 }
 
+// encoded returns the change of d for encoding only: like Change, but it
+// shares d's maps and slices and settled, so it must be neither kept nor
+// changed (onWire may set its own Clocks member to nil). It encodes to
+// the same bytes as Change (empty maps and slices are omitted either way)
+// without copying every field and clock of the document per encode.
+func (d *Doc) encoded(settled *events.Conflict) *events.Change {
+	return &events.Change{
+		Schema: events.SchemaVersion,
+		Tenant: d.Tenant, Collection: d.Collection, Doc: d.ID,
+		Version: d.Version, Deleted: d.Deleted, Fields: d.Fields,
+		HLC: d.HLC, Clocks: d.Clocks,
+		Event: d.Event, Client: d.Client, Device: d.Device, Seq: d.Seq,
+		Conflicts: d.Conflicts, Settled: settled, AsWritten: d.AsWritten,
+	}
+}
+
 // Clone returns a deep copy of d (field values, which are immutable by
 // convention, are shared).
 func (d Doc) Clone() Doc {
@@ -98,6 +123,7 @@ func (d Doc) Clone() Doc {
 	d.Clocks = cloneClocks(d.Clocks)
 	d.Conflicts = cloneConflicts(d.Conflicts)
 	d.Audience = slices.Clone(d.Audience)
+	d.Kept = maps.Clone(d.Kept) // not cloneFields: an empty Kept is not nil
 	return d
 }
 
@@ -214,7 +240,8 @@ func wireClocks(r Resolver) bool {
 
 // onWire returns c as it is published on CHANGES under p: without its
 // per-field clocks unless its collection's policy needs them (wireClocks).
-// c is changed in place: Doc.Change returns a change of its own.
+// c is changed in place: Doc.Change and Doc.encoded return a change of
+// their own (whose maps onWire never writes).
 func (p Policies) onWire(c *events.Change) *events.Change {
 	if !wireClocks(p.For(c.Collection)) {
 		c.Clocks = nil
@@ -228,7 +255,7 @@ func (p Policies) onWire(c *events.Change) *events.Change {
 // that publishes a document's change encodes it here, so a copy is the
 // size of the live change that MaxDocBytes bounded.
 func (p Policies) EncodeChange(d *Doc, settled *events.Conflict) ([]byte, error) {
-	return events.EncodeChange(p.onWire(d.Change(settled)))
+	return encodeChange(p.onWire(d.encoded(settled))) // events.EncodeChange's bytes (jsonenc.go)
 }
 
 // Registry names resolvers so configuration can pick them by name. A new

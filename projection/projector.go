@@ -255,15 +255,20 @@ func (c Config) applier(store Store, outbox bool) applier {
 
 // Stats are a projector's counters since Start.
 type Stats struct {
-	Checkpoint uint64        // last EVENTS sequence committed
-	Applied    uint64        // events decided (applied, merged, rejected, conflict)
-	Duplicates uint64        // events dropped as duplicates (client sequence applied before)
-	Dead       uint64        // messages dead-lettered
-	Batches    uint64        // store transactions
-	Resets     uint64        // consumer recreated at checkpoint+1 after a missing delivery or a consume error
-	Reanchors  uint64        // times EVENTS was found to be another incarnation than the checkpoint's (see doc.go)
-	Reseeds    uint64        // times CHANGES was found recreated or purged and reseeded from the view
-	Lag        time.Duration // Now minus the stream time of the last committed event
+	Checkpoint uint64 // last EVENTS sequence committed
+	Applied    uint64 // events decided (applied, merged, rejected, conflict)
+	Duplicates uint64 // events dropped as duplicates (client sequence applied before)
+	Dead       uint64 // messages dead-lettered
+	Batches    uint64 // store transactions
+	Resets     uint64 // consumer recreated at checkpoint+1 after a missing delivery or a consume error
+	Reanchors  uint64 // times EVENTS was found to be another incarnation than the checkpoint's (see doc.go)
+	Reseeds    uint64 // times CHANGES was found recreated or purged and reseeded from the view
+	// OverAudience counts copies of a document's change published with
+	// nobody as readers because its readers would pass MaxAudienceBytes
+	// (a re-emission under new rules, a reseed; a write is refused
+	// instead): each also logged as a warning naming the document.
+	OverAudience uint64
+	Lag          time.Duration // Now minus the stream time of the last committed event
 }
 
 // Projector consumes EVENTS in stream order and applies every event to the
@@ -307,6 +312,7 @@ type Projector struct {
 	health health // what Ready reports
 
 	checkpoint, applied, duplicates, dead, batches, resets, reanchors, reseeds atomic.Uint64
+	overAudience                                                               atomic.Uint64 // Stats.OverAudience
 	changesSeq                                                                 atomic.Uint64 // highest CHANGES sequence acked
 	lastTime                                                                   atomic.Int64  // unix nanos
 }
@@ -1067,7 +1073,7 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bo
 		if again || !failing.IsZero() {
 			var err error
 			if entries, err = p.current(ctx, entries); err != nil {
-				return err
+				return stopped(ctx, err)
 			}
 		}
 		err := p.publishOnce(ctx, entries)
@@ -1076,7 +1082,7 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bo
 			return nil
 		}
 		if ctx.Err() != nil {
-			return err
+			return stopped(ctx, err)
 		}
 		if failing.IsZero() {
 			failing = time.Now()
@@ -1092,6 +1098,17 @@ func (p *Projector) publish(ctx context.Context, entries []OutboxEntry, again bo
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// stopped returns err, which happened while ctx ended (a Close), as an
+// error that also wraps ctx's, so that the loop takes it for the stop it
+// is rather than for a failure of the projector; err alone when ctx is
+// still live.
+func stopped(ctx context.Context, err error) error {
+	if ctx.Err() == nil || errors.Is(err, ctx.Err()) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ctx.Err(), err)
 }
 
 // current returns entries without the changes of a version below the one
@@ -1360,6 +1377,8 @@ func (p *Projector) Stats() Stats {
 		Resets:     p.resets.Load(),
 		Reanchors:  p.reanchors.Load(),
 		Reseeds:    p.reseeds.Load(),
+
+		OverAudience: p.overAudience.Load(),
 	}
 	if t := p.lastTime.Load(); t != 0 {
 		s.Lag = max(0, p.cfg.Now().Sub(time.Unix(0, t)))

@@ -31,7 +31,9 @@ func (p *Projector) viewLookup(tenant string) rules.Lookup {
 // copy (holders: d.Audience, the readers of d and a follower's parent's
 // audience) with was, the audience of the message the copy replaces when
 // known; readers are d's readers, a tombstone's its was-readers, so that
-// every holder learns of the delete from the copy.
+// every holder learns of the delete from the copy; nobody when d's
+// readers would pass MaxAudienceBytes (boundReaders: counted in
+// Stats.OverAudience and logged).
 func (p *Projector) seedHeader(ctx context.Context, d Doc, was []string) (map[string][]string, error) {
 	aud, ruled, err := p.seedAudience(ctx, d, was)
 	if err != nil || !ruled {
@@ -55,6 +57,13 @@ func (p *Projector) seedAudience(ctx context.Context, d Doc, was []string) (aud 
 	if d.Exists() {
 		if aud.readers, _, err = p.cfg.Rules.Audience(ctx, d.Collection, d.Fields, p.viewLookup(d.Tenant)); err != nil {
 			return audiences{}, false, err
+		}
+		var over bool
+		if aud.readers, over = boundReaders(aud.readers); over {
+			p.overAudience.Add(1)
+			p.metrics.overAud.Add(ctx, 1)
+			p.log.WarnContext(ctx, "a document's readers under the sync rules would pass the readers bound: its change is published read by nobody until a write names fewer readers",
+				"tenant", d.Tenant, "collection", d.Collection, "doc", d.ID, "version", d.Version, "max_audience_bytes", MaxAudienceBytes)
 		}
 	}
 	return aud, true, nil

@@ -27,6 +27,7 @@ const (
 	metricOutcomes  = "ebb.projector.outcomes"
 	metricDead      = "ebb.projector.dead_letters"
 	metricApplyTime = "ebb.projector.apply.duration"
+	metricOverAud   = "ebb.projector.over_audience"
 )
 
 // noPolicy is the policy attribute of an event whose collection is not
@@ -47,6 +48,7 @@ type projectorMetrics struct {
 	outcomes metric.Int64Counter
 	dead     metric.Int64Counter
 	apply    metric.Float64Histogram
+	overAud  metric.Int64Counter // Stats.OverAudience
 }
 
 func newProjectorMetrics(mp metric.MeterProvider) (projectorMetrics, error) {
@@ -62,6 +64,10 @@ func newProjectorMetrics(mp metric.MeterProvider) (projectorMetrics, error) {
 	}
 	if pm.dead, err = m.Int64Counter(metricDead, metric.WithUnit("{message}"),
 		metric.WithDescription("EVENTS messages the projector could not apply and sent to DEAD with a reason")); err != nil {
+		return pm, err
+	}
+	if pm.overAud, err = m.Int64Counter(metricOverAud, metric.WithUnit("{message}"),
+		metric.WithDescription("copies of a document's change published read by nobody because its readers under the sync rules would pass the readers bound (MaxAudienceBytes)")); err != nil {
 		return pm, err
 	}
 	pm.apply, err = m.Float64Histogram(metricApplyTime, metric.WithUnit("s"),

@@ -291,7 +291,7 @@ func digest(ctx context.Context, s Store) (*viewDigest, error) {
 	d := &viewDigest{docs: map[events.DocAddress][32]byte{}, confs: map[string][32]byte{}}
 	h := sha256.New()
 	err := s.Scan(ctx, func(doc Doc) error {
-		b, err := events.EncodeChange(doc.Change(nil))
+		b, err := events.EncodeChange(doc.encoded(nil))
 		if err != nil {
 			return err
 		}

@@ -35,8 +35,13 @@
 // follow: {collection: P, field: F} makes a document of the collection read
 // and written exactly as the document of collection P whose id is in field F
 // (a todo as its list). F must hold a string; a missing or non-string field,
-// or a parent that does not exist or is deleted, gives nobody: no reader, and
-// every write refused. P must itself have read rules: follow chains are
+// or a parent that does not exist, gives nobody: no reader, and every write
+// refused. A deleted parent gives no reader either, but its followers'
+// writes are judged on what its tombstone kept of its last live state: the
+// fields its write rules read ([Set.Kept], which the projector keeps with
+// the tombstone and gives back through [Lookup]), so whoever could write
+// the parent last may still delete or move its followers; with nothing
+// kept, nobody may. P must itself have read rules: follow chains are
 // refused (depth 1), so there are no cycles. A collection has either read
 // (and write) rules or follow, never both.
 //

@@ -96,6 +96,12 @@ type Writer struct {
 
 // Lookup reads a document of the same tenant: its fields and whether it
 // exists (created and not deleted). The rules call it for a follow's parent.
+// For a parent that does not exist, fields non-nil (possibly empty) are
+// what its tombstone kept of its last live state for the write rules
+// ([Set.Kept]): writes of its followers are judged on them, reads never
+// (a deleted parent's followers are read by nobody). nil fields: nothing
+// kept (never created, or deleted before anything was kept), and nobody
+// may write its followers.
 type Lookup func(ctx context.Context, collection, id string) (fields events.Fields, exists bool, err error)
 
 // Load reads and parses the rules file at path.
@@ -368,10 +374,35 @@ func (s *Set) Parent(collection string, fields events.Fields) (parent, id string
 	return c.Follow.Collection, "", true, false
 }
 
+// Kept returns what a tombstone of collection keeps of its last live
+// state, whose fields are fields, so that writes of its followers can be
+// judged after it is deleted (see Lookup): the values of the fields its
+// write rules read, as a non-nil map (empty when they read none, as under
+// {everyone: true}). nil when no collection follows collection: nothing
+// needs it. The rest of the state is not kept.
+func (s *Set) Kept(collection string, fields events.Fields) events.Fields {
+	if s == nil || len(s.followers[collection]) == 0 {
+		return nil
+	}
+	c := s.collections[collection]
+	if c == nil {
+		return nil
+	}
+	out := events.Fields{}
+	for _, r := range c.Write {
+		if v, ok := fields[r.Field]; ok && r.Field != "" {
+			out[r.Field] = v
+		}
+	}
+	return out
+}
+
 // judged returns the rules that decide a document of collection with
 // fields, and the fields they read: the parent's for a follower (nil
 // rules and ok false: nobody).
-func (s *Set) judged(ctx context.Context, collection string, fields events.Fields, lookup Lookup) (c *Collection, f events.Fields, why string, err error) {
+// A follower of a deleted parent is judged, for a write only, on what the
+// parent's tombstone kept (see Lookup).
+func (s *Set) judged(ctx context.Context, collection string, fields events.Fields, lookup Lookup, write bool) (c *Collection, f events.Fields, why string, err error) {
 	c = s.collections[collection]
 	if c == nil {
 		return nil, nil, "", nil
@@ -391,6 +422,9 @@ func (s *Set) judged(ctx context.Context, collection string, fields events.Field
 		return nil, nil, "", fmt.Errorf("sync rules: read parent %s/%s of a %s document: %w", pc, id, collection, err)
 	}
 	if !exists {
+		if write && pf != nil {
+			return s.collections[pc], pf, "", nil // a deleted parent: who could write its last live state
+		}
 		return nil, nil, fmt.Sprintf("its parent %s/%s (field %s) does not exist", pc, id, c.Follow.Field), nil
 	}
 	return s.collections[pc], pf, "", nil
@@ -404,7 +438,7 @@ func (s *Set) Audience(ctx context.Context, collection string, fields events.Fie
 	if !s.Ruled(collection) {
 		return nil, false, nil
 	}
-	c, f, _, err := s.judged(ctx, collection, fields, lookup)
+	c, f, _, err := s.judged(ctx, collection, fields, lookup, false)
 	if err != nil || c == nil {
 		return nil, true, err
 	}
@@ -442,7 +476,7 @@ func (s *Set) MayWrite(ctx context.Context, collection string, fields events.Fie
 	if _, named := s.collections[collection]; !named {
 		return "the rules deny every collection they do not name (default: deny)", nil
 	}
-	c, f, why, err := s.judged(ctx, collection, fields, lookup)
+	c, f, why, err := s.judged(ctx, collection, fields, lookup, true)
 	if err != nil {
 		return "", err
 	}

@@ -252,3 +252,57 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// deleted is a Lookup whose documents are all deleted: a parent's fields
+// are what its tombstone kept (nil: nothing).
+type deleted map[string]events.Fields
+
+func (d deleted) lookup(_ context.Context, c, id string) (events.Fields, bool, error) {
+	return d[c+"/"+id], false, nil
+}
+
+// TestKept_DeletedParentJudgesWritesNotReads: a tombstone keeps the fields
+// its write rules read (only for a collection something follows); a
+// follower of a deleted parent is written by whoever could write what it
+// kept, read by nobody, and written by nobody when nothing was kept.
+func TestKept_DeletedParentJudgesWritesNotReads(t *testing.T) {
+	s := mustParse(t, example)
+	ctx := context.Background()
+	list := fields(t, map[string]any{"owner": "ann", "team": "red", "title": "secret"})
+	kept := s.Kept("lists", list)
+	if len(kept) != 1 || string(kept["owner"]) != `"ann"` {
+		t.Fatalf("Kept(lists) = %v, want only owner", kept)
+	}
+	if k := s.Kept("notes", fields(t, map[string]any{"owner": "ann"})); k != nil {
+		t.Errorf("Kept(notes), which nothing follows = %v, want nil", k)
+	}
+	everyone := mustParse(t, "collections:\n  lists: {read: [{everyone: true}]}\n  todos: {follow: {collection: lists, field: list}}\n")
+	if k := everyone.Kept("lists", list); k == nil || len(k) != 0 {
+		t.Errorf("Kept under everyone = %v (nil %v), want empty, not nil", k, k == nil)
+	}
+	store := deleted{"lists/l1": kept, "lists/l2": nil}
+	todo := func(l string) events.Fields { return fields(t, map[string]any{"list": l}) }
+	for _, tt := range []struct {
+		name    string
+		fields  events.Fields
+		w       rules.Writer
+		refused string
+	}{
+		{"its last writer", todo("l1"), rules.Writer{Name: "ann"}, ""},
+		{"a reader who could not write it", todo("l1"), rules.Writer{Name: "bob", Groups: []string{"red"}}, "be the user in field owner"},
+		{"nothing kept", todo("l2"), rules.Writer{Name: "ann"}, "does not exist"},
+		{"never existed", todo("l9"), rules.Writer{Name: "ann"}, "does not exist"},
+	} {
+		got, err := s.MayWrite(ctx, "todos", tt.fields, tt.w, store.lookup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (tt.refused == "") != (got == "") || !strings.Contains(got, tt.refused) {
+			t.Errorf("%s: MayWrite = %q, want refusal containing %q", tt.name, got, tt.refused)
+		}
+	}
+	aud, ruled, err := s.Audience(ctx, "todos", todo("l1"), store.lookup)
+	if err != nil || !ruled || aud != nil {
+		t.Errorf("Audience of a deleted parent's follower = %q ruled %v err %v, want nobody", aud, ruled, err)
+	}
+}

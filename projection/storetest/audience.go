@@ -1,9 +1,12 @@
 package storetest
 
 import (
+	"encoding/json"
+	"maps"
 	"slices"
 	"testing"
 
+	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection"
 )
 
@@ -55,4 +58,37 @@ func testAudience(t *testing.T, s projection.Store) {
 	if c := d.Change(nil); c == nil {
 		t.Fatal("no change")
 	}
+}
+
+// testKept: what a parent's tombstone keeps of its last live state for
+// its followers' write rules (Doc.Kept) is stored with it and read back
+// by Get and Scan: some fields, none (kept, but empty: not nil), or
+// nothing kept (nil).
+func testKept(t *testing.T, s projection.Store) {
+	some := doc(addr("t", "lists", "k1"), 2)
+	some.Deleted = true
+	some.Kept = events.Fields{"owner": json.RawMessage(`"ann"`)}
+	empty := doc(addr("t", "lists", "k2"), 2)
+	empty.Deleted = true
+	empty.Kept = events.Fields{}
+	none := doc(addr("t", "lists", "k3"), 2)
+	none.Deleted = true
+	must(t, s.Commit(ctx, &projection.Batch{Checkpoint: 1, Docs: []projection.Doc{some, empty, none}}))
+	want := map[string]events.Fields{"k1": some.Kept, "k2": empty.Kept, "k3": nil}
+	check := func(how string, d projection.Doc) {
+		t.Helper()
+		w, ok := want[d.ID]
+		if !ok {
+			return
+		}
+		if (d.Kept == nil) != (w == nil) || !maps.EqualFunc(d.Kept, w, func(x, y json.RawMessage) bool { return string(x) == string(y) }) {
+			t.Errorf("%s %s: kept %v (nil %v), want %v (nil %v)", how, d.ID, d.Kept, d.Kept == nil, w, w == nil)
+		}
+	}
+	for id := range want {
+		d, err := s.Get(ctx, addr("t", "lists", id))
+		must(t, err)
+		check("Get", d)
+	}
+	must(t, s.Scan(ctx, func(d projection.Doc) error { check("Scan", d); return nil }))
 }

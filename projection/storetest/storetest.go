@@ -40,7 +40,9 @@ func RunStoreSuite(t *testing.T, newStore func(t *testing.T) projection.Store) {
 		{"ScanOrderBytewise", testScanOrderBytewise},
 		{"FieldsExact", testFieldsExact},
 		{"DocsWithField", testDocsWithField},
+		{"DocsWithFieldAfterMoves", testDocsWithFieldAfterMoves},
 		{"Audience", testAudience},
+		{"Kept", testKept},
 		{"ConcurrentCommitsOrderOutbox", testConcurrentCommits},
 		{"Close", testClose},
 	}
