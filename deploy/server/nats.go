@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -32,6 +34,11 @@ func (s *Server) connect(ctx context.Context, c *Config, jsKey []byte, meter *au
 			return nil, "", fmt.Errorf("connect to %s: %w", url, err)
 		}
 		s.stops = append(s.stops, func(context.Context) error { nc.Close(); return nil })
+		if c.Rules != nil {
+			if err := checkFilteredReads(ctx, nc, c.NATSURLs); err != nil {
+				return nil, "", err
+			}
+		}
 		if c.Users != nil {
 			// The answers the external server's config (auth.NATSConfigWith)
 			// routes to ebb: stream info without other tenants' subjects,
@@ -110,4 +117,36 @@ func feedIdentities(d auth.Directory) feed.Identities {
 		}
 		return u.Groups, true
 	}
+}
+
+// filteredCheckTimeout bounds the check that an external server runs the
+// filtered reads configuration: one request answered on the same
+// connection, refused at once ("no responders") without the marker.
+const filteredCheckTimeout = 5 * time.Second
+
+// checkFilteredReads fails unless the external server nc is connected to
+// (at urls) runs accounts written in filtered reads mode: without them a
+// client reads every change of its tenant directly, whatever the rules.
+// The error wraps auth.ErrNotFilteredReads and names the fix.
+func checkFilteredReads(ctx context.Context, nc *nats.Conn, urls []string) error {
+	cctx, cancel := context.WithTimeout(ctx, filteredCheckTimeout)
+	defer cancel()
+	err := auth.CheckFilteredReads(cctx, nc)
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("sync rules on NATS %s: %w; write its accounts in filtered reads mode with `ebb nats-config --auth USERS.yaml --rules RULES.yaml -o nats-auth.conf` "+
+		"(auth.Users.WithFilteredReads(true).NATSConfig()), include that file in every NATS server's config and reload them (nats-server --signal reload)", redactURLs(urls), err)
+}
+
+// redactURLs joins urls with their passwords replaced by "xxxxx".
+func redactURLs(urls []string) string {
+	out := make([]string, len(urls))
+	for i, s := range urls {
+		out[i] = "(unparsable URL)"
+		if u, err := url.Parse(s); err == nil {
+			out[i] = u.Redacted()
+		}
+	}
+	return strings.Join(out, ",")
 }
