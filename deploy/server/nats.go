@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -28,14 +29,16 @@ func (s *Server) connect(ctx context.Context, c *Config, jsKey []byte, meter *au
 	// another server's.
 	opts := []nats.Option{nats.Name("ebb-serve"), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1)}
 	if len(c.NATSURLs) > 0 {
-		url := strings.Join(c.NATSURLs, ",")
-		nc, err := nats.Connect(url, opts...)
+		// The URLs may hold the admin's password: the server shows them
+		// (logs, errors, /readyz, NATSURL) only redacted.
+		url := redactURLs(c.NATSURLs)
+		nc, err := nats.Connect(strings.Join(c.NATSURLs, ","), opts...)
 		if err != nil {
 			return nil, "", fmt.Errorf("connect to %s: %w", url, err)
 		}
 		s.stops = append(s.stops, func(context.Context) error { nc.Close(); return nil })
 		if c.Rules != nil {
-			if err := checkFilteredReads(ctx, nc, c.NATSURLs); err != nil {
+			if err := checkFilteredReads(ctx, nc, url); err != nil {
 				return nil, "", err
 			}
 		}
@@ -125,27 +128,37 @@ func feedIdentities(d auth.Directory) feed.Identities {
 const filteredCheckTimeout = 5 * time.Second
 
 // checkFilteredReads fails unless the external server nc is connected to
-// (at urls) runs accounts written in filtered reads mode: without them a
+// (at where, redacted URLs) runs accounts written in filtered reads mode: without them a
 // client reads every change of its tenant directly, whatever the rules.
 // The error wraps auth.ErrNotFilteredReads and names the fix.
-func checkFilteredReads(ctx context.Context, nc *nats.Conn, urls []string) error {
+func checkFilteredReads(ctx context.Context, nc *nats.Conn, where string) error {
 	cctx, cancel := context.WithTimeout(ctx, filteredCheckTimeout)
 	defer cancel()
 	err := auth.CheckFilteredReads(cctx, nc)
 	if err == nil {
 		return nil
 	}
+	if !errors.Is(err, auth.ErrNotFilteredReads) {
+		return fmt.Errorf("sync rules on NATS %s: %w", where, err)
+	}
 	return fmt.Errorf("sync rules on NATS %s: %w; write its accounts in filtered reads mode with `ebb nats-config --auth USERS.yaml --rules RULES.yaml -o nats-auth.conf` "+
-		"(auth.Users.WithFilteredReads(true).NATSConfig()), include that file in every NATS server's config and reload them (nats-server --signal reload)", redactURLs(urls), err)
+		"(auth.Users.WithFilteredReads(true).NATSConfig()), include that file in every NATS server's config and reload them (nats-server --signal reload)", where, err)
 }
 
-// redactURLs joins urls with their passwords replaced by "xxxxx".
+// redactURLs joins urls with commas, each with its password replaced by
+// "xxxxx"; one that does not parse as a URL (nats.go also takes
+// host:port) is shown as it is unless it holds an "@".
 func redactURLs(urls []string) string {
 	out := make([]string, len(urls))
 	for i, s := range urls {
-		out[i] = "(unparsable URL)"
-		if u, err := url.Parse(s); err == nil {
+		u, err := url.Parse(s)
+		switch {
+		case err == nil:
 			out[i] = u.Redacted()
+		case strings.Contains(s, "@"):
+			out[i] = "(a URL that does not parse)"
+		default:
+			out[i] = s
 		}
 	}
 	return strings.Join(out, ",")
