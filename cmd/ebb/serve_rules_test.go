@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/auth/authtest"
+	"github.com/ebbsync/ebb/deploy/auth/jwtlogin/jwtlogintest"
 )
 
 const serveTestRules = "collections:\n  lists:\n    read: [{user: owner}]\n    write: [{user: owner}]\n"
@@ -164,5 +166,31 @@ func TestServe_RulesExternalNATSNotFiltered(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "ops-secret") {
 		t.Errorf("error %q shows the admin's NATS password", err)
+	}
+}
+
+// TestServe_RulesExternalNATSTokensOverHTTP: login tokens with sync rules
+// on an external server work over HTTP (the gateway verifies them, the
+// rules filter what the token user reads) and not over NATS, where only
+// the embedded server has the login hook; serve says so at start rather
+// than refusing, since the HTTP half works.
+func TestServe_RulesExternalNATSTokensOverHTTP(t *testing.T) {
+	users, rulesPath := externalServeUsers(t), writeTestFile(t, "rules.yaml", serveTestRules)
+	url := externalNATSFor(t, "--auth", users, "--rules", rulesPath)
+	k := jwtlogintest.NewKey(t, "k1")
+	idp := jwtlogintest.Start(t, k)
+	s := serveInProcess(t, "", "--auth", users, "--rules", rulesPath, "--nats", url,
+		"--jwt-issuer", jwtlogintest.Issuer, "--jwt-audience", jwtlogintest.Audience, "--jwt-jwks-url", idp.URL)
+	if !strings.Contains(s.stderr.String(), "login tokens are accepted over HTTP only") {
+		t.Errorf("serve did not say NATS token logins need the embedded server:\n%s", s.stderr.String())
+	}
+	tok := jwtlogintest.Token(t, k, jwtlogintest.Claims{Subject: "tina", Tenant: "acme"})
+	if code, body := httpBearer(t, "GET", s.http+"/v1/acme/changes?after=0", tok); code != 200 {
+		t.Fatalf("HTTP changes with a token under rules on external NATS: %d %s", code, body)
+	}
+	clientURL := strings.Replace(url, "ops:ops-secret@", "", 1)
+	if nc, err := nats.Connect(clientURL, nats.Token(tok)); err == nil {
+		nc.Close()
+		t.Fatal("the external server took a token login")
 	}
 }
