@@ -12,7 +12,7 @@
 // NATSAuthenticator checking logins) and the HTTP gateway
 // (AuthenticateFrom), so the two paths cannot disagree about who may do
 // what; NATSConfig writes the equivalent configuration for an external
-// nats-server (deploy/nats-auth.conf).
+// nats-server (`ebb nats-config`; deploy/nats-auth.conf).
 //
 // # Roles
 //
