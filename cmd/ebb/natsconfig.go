@@ -21,6 +21,7 @@ func runNATSConfig(ctx context.Context, m *Main, args []string) error {
 	rulesFile := fs.String("rules", "", "YAML sync rules file ebb serve --rules runs: write the filtered reads configuration (the file is checked)")
 	filtered := fs.Bool("filtered", false, "write the filtered reads configuration (sync rules) without naming a rules file")
 	out := fs.String("o", "", "write the configuration to this file (mode 0600) instead of stdout")
+	asJSON := fs.Bool("json", false, "print a JSON object instead: filtered, users, and the configuration (config) or the file written (file)")
 	if err := m.parse(fs, args); err != nil {
 		return err
 	}
@@ -49,11 +50,31 @@ func runNATSConfig(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return fmt.Errorf("nats-config: %w", err)
 	}
-	if *out == "" {
+	if *out != "" {
+		if err := writePrivateFile(*out, []byte(conf)); err != nil {
+			return err
+		}
+	}
+	switch {
+	case *asJSON:
+		r := natsConfigResult{Filtered: *filtered, Users: len(users.List()), File: *out}
+		if *out == "" {
+			r.Config = conf
+		}
+		return printJSON(m.Stdout, r)
+	case *out == "":
 		_, err := io.WriteString(m.Stdout, conf)
 		return err
 	}
-	return writePrivateFile(*out, []byte(conf))
+	return nil
+}
+
+// natsConfigResult is what `ebb nats-config --json` prints.
+type natsConfigResult struct {
+	Filtered bool   `json:"filtered"`         // filtered reads mode (sync rules)
+	Users    int    `json:"users"`            // users in the configuration
+	File     string `json:"file,omitempty"`   // the file -o wrote
+	Config   string `json:"config,omitempty"` // the configuration, without -o
 }
 
 // hasAdmin reports whether u lists a user of role admin.

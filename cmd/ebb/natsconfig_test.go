@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -109,6 +110,12 @@ func TestNATSConfig_CommandIsGenerated(t *testing.T) {
 			}
 			if st, err := os.Stat(out); err != nil || st.Mode().Perm() != 0o600 {
 				t.Fatalf("-o file mode %v, %v; want 0600", st.Mode().Perm(), err)
+			}
+
+			stdout, err = runNATSConfigArgs(t, append([]string{"--auth", exampleUsers, "--json"}, tc.args...)...)
+			var r natsConfigResult
+			if err != nil || json.Unmarshal([]byte(stdout), &r) != nil || r.Config != tc.want || r.Filtered != tc.marker || r.Users != len(users.List()) {
+				t.Fatalf("nats-config --json: %v, %+v", err, r)
 			}
 		})
 	}
