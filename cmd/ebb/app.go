@@ -55,6 +55,9 @@ func init() {
 		"serve": {summary: "run the server: embedded NATS JetStream, streams, projector, HTTP",
 			about:   "Settings come from --config FILE (YAML; env EBB_CONFIG), then EBB_SERVE_* environment variables, then flags. --print-config prints the effective configuration. Without any policy setting a server on a built view uses the policies recorded in its data directory.",
 			example: "ebb serve --policy todos=manual\nebb serve --config /etc/ebb/ebb.yaml\nebb serve --config ebb.yaml --print-config --json", run: runServe},
+		"nats-config": {summary: "print the accounts block of an external NATS server's config for a users file (--rules: filtered reads)",
+			about:   natsConfigAbout,
+			example: "ebb nats-config --auth users.yaml > nats-auth.conf\nebb nats-config --auth users.yaml --rules rules.yaml -o /etc/nats/nats-auth.conf", run: runNATSConfig},
 		"put": {summary: "write a whole document (works offline)", args: "COLLECTION ID JSON", about: docArg,
 			example: "ebb put todos t1 '{\"title\":\"milk\"}'\nebb put todos t2 @doc.json\ncat doc.json | ebb put todos t3 -", run: runPut},
 		"patch": {summary: "change some fields; null removes one (works offline)", args: "COLLECTION ID JSON", about: docArg,
@@ -206,7 +209,7 @@ func runHelp(ctx context.Context, m *Main, args []string) error {
 func (m *Main) usage() {
 	fmt.Fprintln(m.Stdout, "ebb: offline-first sync on NATS JetStream\n\nUsage: ebb <command> [arguments] [flags]\n\nCommands:")
 	for _, n := range slices.Sorted(maps.Keys(commands)) {
-		fmt.Fprintf(m.Stdout, "  %-10s %s\n", n, commands[n].summary)
+		fmt.Fprintf(m.Stdout, "  %-11s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(m.Stdout, "\nRun 'ebb help COMMAND' or 'ebb COMMAND --help' for a command's arguments, flags and examples.")
 }

@@ -120,7 +120,7 @@ func registerServeFlags(fs *flag.FlagSet, c *serveFile, pol policyFlags, meta *s
 	fs.StringVar(&c.TLS.Key, "tls-key", c.TLS.Key, "PEM key of --tls-cert")
 	fs.StringVar(&c.TLS.ClientCA, "tls-client-ca", c.TLS.ClientCA, "PEM CA file: require and verify client certificates signed by it")
 	fs.StringVar(&c.Auth.File, "auth", c.Auth.File, "YAML users file: require credentials, confine each user to its tenant (see deploy/auth)")
-	fs.StringVar(&c.Rules, "rules", c.Rules, "YAML sync rules file: which users read and write each document (see projection/rules); needs --auth")
+	fs.StringVar(&c.Rules, "rules", c.Rules, "YAML sync rules file: which users read and write each document (see projection/rules); needs --auth, and with --nats a NATS server configured by 'ebb nats-config --rules'")
 	fs.StringVar(&c.Auth.JWT.Issuer, "jwt-issuer", c.Auth.JWT.Issuer, "accept login JWTs from the identity provider with this issuer (iss), over HTTP and NATS; needs --auth")
 	fs.StringVar(&c.Auth.JWT.Audience, "jwt-audience", c.Auth.JWT.Audience, "audience (aud) every login JWT must carry")
 	fs.StringVar(&c.Auth.JWT.JWKSURL, "jwt-jwks-url", c.Auth.JWT.JWKSURL, "the identity provider's JWKS URL (refreshed; a rotation needs no restart)")
@@ -236,9 +236,6 @@ func (c serveFile) check() error {
 	}
 	if c.Rules != "" && c.Auth.File == "" {
 		errs = append(errs, usagef("--rules (rules) needs --auth: sync rules judge users, and without authentication there is none"))
-	}
-	if c.Rules != "" && len(c.NATS.URLs) > 0 {
-		errs = append(errs, usagef("--rules (rules) with --nats: ebb cannot make an external server refuse clients' direct reads of changes, so sync rules run on the embedded server only"))
 	}
 	if len(errs) == 0 {
 		return nil

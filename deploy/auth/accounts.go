@@ -144,6 +144,11 @@ func (u *Users) natsConfig(password func(User) (string, error), internal, respon
 	b.WriteString("accounts {\n")
 	fmt.Fprintf(&b, "  %s: {\n", StreamAccount)
 	fmt.Fprintf(&b, "    jetstream: {max_consumers: %d}\n", l.MaxConsumers)
+	if u.filtered {
+		// The marker CheckFilteredReads looks for: only a configuration
+		// written in filtered reads mode carries it.
+		fmt.Fprintf(&b, "    mappings: {\n      %s: %s\n    }\n", strconv.Quote(FilteredModeSubject), strconv.Quote(filteredModeTarget))
+	}
 	b.WriteString("    users: [\n")
 	if internal {
 		pw := make([]byte, 32)

@@ -12,7 +12,7 @@
 // NATSAuthenticator checking logins) and the HTTP gateway
 // (AuthenticateFrom), so the two paths cannot disagree about who may do
 // what; NATSConfig writes the equivalent configuration for an external
-// nats-server (deploy/nats-auth.conf).
+// nats-server (`ebb nats-config`; deploy/nats-auth.conf).
 //
 // # Roles
 //
@@ -75,6 +75,13 @@
 // subscription outside the private inbox. Clients connect with
 // nats.CustomInboxPrefix(InboxPrefix(name)) as before; clients need no
 // change, since the imports keep the $JS.API subject names.
+//
+// A configuration written in filtered reads mode also carries a marker
+// its admins can see: StreamAccount maps FilteredModeSubject to a subject
+// of its own, a mapping the configuration without the mode lacks.
+// CheckFilteredReads asks through it on an admin's connection, so `ebb
+// serve --rules --nats` refuses an external server whose accounts are not
+// in the mode (`ebb nats-config --rules` writes them).
 //
 // Responders: in the embedded configuration (NATSUsers) and in the one
 // NATSConfig writes for an external server (deploy/nats-auth.conf), three

@@ -1,8 +1,12 @@
 package auth
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/ebbsync/ebb/events"
 )
@@ -57,3 +61,49 @@ func (u *Users) WithFilteredReads(on bool) *Users {
 // FilteredReads reports whether u is in filtered reads mode
 // (WithFilteredReads).
 func (u *Users) FilteredReads() bool { return u.filtered }
+
+// FilteredModeSubject is the marker of filtered reads mode in a NATS
+// configuration: the accounts NATSConfig (and NATSUsers) writes for Users
+// in that mode map it, in StreamAccount, to a subject of their own
+// (an account-level subject mapping), and a configuration without the
+// mode has no such mapping. CheckFilteredReads looks for it.
+const FilteredModeSubject = "_ebb.mode.filtered"
+
+// filteredModeTarget is what StreamAccount maps FilteredModeSubject to in
+// filtered reads mode.
+const filteredModeTarget = FilteredModeSubject + ".on"
+
+// ErrNotFilteredReads is wrapped by CheckFilteredReads's error when the
+// NATS server's configuration is not in filtered reads mode.
+var ErrNotFilteredReads = errors.New("the NATS server's accounts are not in filtered reads mode")
+
+// CheckFilteredReads reports whether the account of nc, which must be a
+// connection in StreamAccount (an admin's, as `ebb serve --nats` makes),
+// runs a configuration written in filtered reads mode
+// (Users.WithFilteredReads(true).NATSConfig()): it answers requests on
+// the subject FilteredModeSubject is mapped to and asks on
+// FilteredModeSubject. nil means the mapping delivered the request; an
+// error wrapping ErrNotFilteredReads that no answer came (no mapping:
+// nats-server answers "no responders" at once, or ctx ended first);
+// any other error says what failed. ctx bounds the wait: give it a short
+// deadline. It proves the marker, not that the accounts were written from
+// the same users file.
+func CheckFilteredReads(ctx context.Context, nc *nats.Conn) error {
+	sub, err := nc.Subscribe(filteredModeTarget, func(m *nats.Msg) { _ = m.Respond(nil) })
+	if err != nil {
+		return fmt.Errorf("filtered reads check: subscribe %s: %w", filteredModeTarget, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("filtered reads check: flush: %w", err)
+	}
+	_, err = nc.RequestWithContext(ctx, FilteredModeSubject, nil)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return fmt.Errorf("%w: a request on %s got no answer (%v): account %s has no mapping of it to %s",
+			ErrNotFilteredReads, FilteredModeSubject, err, StreamAccount, filteredModeTarget)
+	}
+	return fmt.Errorf("filtered reads check: request %s: %w", FilteredModeSubject, err)
+}

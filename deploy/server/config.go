@@ -85,7 +85,10 @@ type Config struct {
 	// writes each change's audience and refuses writes they forbid, and
 	// the reads of clients are filtered by them. They need Users
 	// (authentication): without an identity a write rule judges only what
-	// the client claims. A view first projected under other rules (or
+	// the client claims. With NATSURLs, the external server must run the
+	// accounts of Users in filtered reads mode (NATSConfig of
+	// Users.WithFilteredReads(true), `ebb nats-config --rules`): Start
+	// checks their marker (auth.CheckFilteredReads) and fails without it. A view first projected under other rules (or
 	// none) has every live document published again with its audience
 	// (projection.StreamMarks.Rules).
 	Rules *rules.Set
@@ -126,7 +129,10 @@ type Config struct {
 	Quotas auth.Quotas
 	// Tokens, if set, also accepts login JWTs on HTTP (the gateway's
 	// Bearer tokens); TokenLogin accepts them as NATS logins on the
-	// embedded server. Both need Users. The server does not close them.
+	// embedded server only (it needs the embedded server's login hook;
+	// with NATSURLs token users log in over HTTP, and TokenLogin serves
+	// only as the Directory of the users it knows). Both need Users. The
+	// server does not close them.
 	// With Rules, TokenLogin must be a FilteredLogin reporting true.
 	Tokens     gateway.TokenVerifier
 	TokenLogin embedded.TokenLogin
@@ -202,9 +208,6 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if fl, ok := c.TokenLogin.(FilteredLogin); c.Rules != nil && c.TokenLogin != nil && (!ok || !fl.FilteredReads()) {
 		errs = append(errs, errors.New("Rules (sync rules) need a TokenLogin in filtered-reads mode (jwtlogin.NewNATSLogin with the Users of WithFilteredReads(true)): else token users' accounts read every change of their tenant directly"))
-	}
-	if c.Rules != nil && len(c.NATSURLs) > 0 {
-		errs = append(errs, errors.New("Rules (sync rules) with NATSURLs: ebb cannot make an external server refuse clients' direct reads of CHANGES; sync rules run on the embedded server only"))
 	}
 	if (c.Tokens != nil || c.TokenLogin != nil) && c.Users == nil {
 		errs = append(errs, errors.New("Tokens and TokenLogin need Users"))

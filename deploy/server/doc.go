@@ -36,6 +36,15 @@
 //   - Ready is /readyz: nil when every stream is present, the NATS
 //     connection is up and the projector is making progress (a Group on
 //     standby is ready); otherwise it names each cause.
+//   - With Config.Rules and Config.NATSURLs, the external server must run
+//     the accounts of Config.Users written in filtered reads mode (`ebb
+//     nats-config --rules`): Start checks their marker on its admin
+//     connection (auth.CheckFilteredReads) before starting anything on it
+//     and fails, wrapping auth.ErrNotFilteredReads and naming the fix,
+//     without it. The change responder, the writer-group stamp and the
+//     consumer create responder then run on that connection as on the
+//     embedded server; NATS token logins (Config.TokenLogin) need the
+//     embedded server, so there token users log in over HTTP only.
 //   - Errors name what failed and on what; a Config refused before anything
 //     is touched wraps ErrInvalidConfig; the data directory's lock, key
 //     file and stream errors wrap those packages' sentinels

@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -26,12 +29,19 @@ func (s *Server) connect(ctx context.Context, c *Config, jsKey []byte, meter *au
 	// another server's.
 	opts := []nats.Option{nats.Name("ebb-serve"), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1)}
 	if len(c.NATSURLs) > 0 {
-		url := strings.Join(c.NATSURLs, ",")
-		nc, err := nats.Connect(url, opts...)
+		// The URLs may hold the admin's password: the server shows them
+		// (logs, errors, /readyz, NATSURL) only redacted.
+		url := redactURLs(c.NATSURLs)
+		nc, err := nats.Connect(strings.Join(c.NATSURLs, ","), opts...)
 		if err != nil {
 			return nil, "", fmt.Errorf("connect to %s: %w", url, err)
 		}
 		s.stops = append(s.stops, func(context.Context) error { nc.Close(); return nil })
+		if c.Rules != nil {
+			if err := checkFilteredReads(ctx, nc, url); err != nil {
+				return nil, "", err
+			}
+		}
 		if c.Users != nil {
 			// The answers the external server's config (auth.NATSConfigWith)
 			// routes to ebb: stream info without other tenants' subjects,
@@ -110,4 +120,46 @@ func feedIdentities(d auth.Directory) feed.Identities {
 		}
 		return u.Groups, true
 	}
+}
+
+// filteredCheckTimeout bounds the check that an external server runs the
+// filtered reads configuration: one request answered on the same
+// connection, refused at once ("no responders") without the marker.
+const filteredCheckTimeout = 5 * time.Second
+
+// checkFilteredReads fails unless the external server nc is connected to
+// (at where, redacted URLs) runs accounts written in filtered reads mode: without them a
+// client reads every change of its tenant directly, whatever the rules.
+// The error wraps auth.ErrNotFilteredReads and names the fix.
+func checkFilteredReads(ctx context.Context, nc *nats.Conn, where string) error {
+	cctx, cancel := context.WithTimeout(ctx, filteredCheckTimeout)
+	defer cancel()
+	err := auth.CheckFilteredReads(cctx, nc)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, auth.ErrNotFilteredReads) {
+		return fmt.Errorf("sync rules on NATS %s: %w", where, err)
+	}
+	return fmt.Errorf("sync rules on NATS %s: %w; write its accounts in filtered reads mode with `ebb nats-config --auth USERS.yaml --rules RULES.yaml -o nats-auth.conf` "+
+		"(auth.Users.WithFilteredReads(true).NATSConfig()), include that file in every NATS server's config and reload them (nats-server --signal reload)", where, err)
+}
+
+// redactURLs joins urls with commas, each with its password replaced by
+// "xxxxx"; one that does not parse as a URL (nats.go also takes
+// host:port) is shown as it is unless it holds an "@".
+func redactURLs(urls []string) string {
+	out := make([]string, len(urls))
+	for i, s := range urls {
+		u, err := url.Parse(s)
+		switch {
+		case err == nil:
+			out[i] = u.Redacted()
+		case strings.Contains(s, "@"):
+			out[i] = "(a URL that does not parse)"
+		default:
+			out[i] = s
+		}
+	}
+	return strings.Join(out, ",")
 }

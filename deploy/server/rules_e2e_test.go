@@ -37,6 +37,8 @@ const e2eRules = `collections:
 type rulesWorld struct {
 	t   *testing.T
 	srv *server.Server
+	// natsURL is where clients connect: the server's NATS when empty.
+	natsURL string
 }
 
 // rulesUsers are ann (group red) and bob (group blue), clients of acme;
@@ -71,7 +73,11 @@ func startRulesWorld(t *testing.T) *rulesWorld {
 
 func (w *rulesWorld) conn(user string) *nats.Conn {
 	w.t.Helper()
-	nc, err := nats.Connect(w.srv.NATSURL(), nats.UserInfo(user, user+"-secret"), nats.CustomInboxPrefix(auth.InboxPrefix(user)))
+	url := w.natsURL
+	if url == "" {
+		url = w.srv.NATSURL()
+	}
+	nc, err := nats.Connect(url, nats.UserInfo(user, user+"-secret"), nats.CustomInboxPrefix(auth.InboxPrefix(user)))
 	if err != nil {
 		w.t.Fatalf("connect as %s: %v", user, err)
 	}

@@ -76,21 +76,3 @@ func TestServer_RulesRefuseWrite(t *testing.T) {
 		t.Fatalf("bob's put: %d %s, want 409 refusing it without telling what l1 holds", code, body)
 	}
 }
-
-// TestStart_RulesRefusedWithExternalNATS: the library refuses sync rules
-// on an external server (it cannot confine clients' reads there).
-func TestStart_RulesRefusedWithExternalNATS(t *testing.T) {
-	users, err := auth.New([]auth.User{{Name: "ann", Password: "ann-secret", Tenant: "acme", Role: auth.RoleClient}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig(t)
-	cfg.Users, cfg.Rules, cfg.NATSURLs = users.WithFilteredReads(true), testRules(t), []string{"nats://127.0.0.1:1"}
-	s, err := server.Start(t.Context(), cfg)
-	if !errors.Is(err, server.ErrInvalidConfig) || !strings.Contains(err.Error(), "NATSURLs") {
-		if s != nil {
-			s.Close(context.Background())
-		}
-		t.Fatalf("start with rules and an external server: %v, want ErrInvalidConfig naming NATSURLs", err)
-	}
-}

@@ -303,7 +303,8 @@ func (s *Server) URL() string {
 }
 
 // NATSURL is the URL of the NATS server the server uses: the embedded
-// server's client URL, or Config.NATSURLs joined with commas.
+// server's client URL, or Config.NATSURLs joined with commas, each with
+// its password (if any) replaced by "xxxxx".
 func (s *Server) NATSURL() string { return s.natsURL }
 
 // Done is closed once the server has stopped, after Close or after its
