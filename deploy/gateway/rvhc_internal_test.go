@@ -70,8 +70,23 @@ func TestRV_FailedWritePinsLogForever(t *testing.T) {
 	if w.opened(a) != nil {
 		t.Errorf("after restart a's log (only a failed write) is opened again by OpenWriter")
 	}
-	if _, _, err := w.acquire(ctx, b, true); errors.Is(err, errTooManyLogs) {
-		t.Errorf("after restart b still refused: %v", err)
+	_, relB, err := w.acquire(ctx, b, true)
+	if errors.Is(err, errTooManyLogs) {
+		t.Fatalf("after restart b still refused: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	relB()
+	// The failed write's outcome stays readable: a's log reopens (closing
+	// b's, within the bound) and says it failed, and why.
+	la, relA, err := w.acquire(ctx, a, false)
+	if err != nil || la == nil {
+		t.Fatalf("reopen a's log: %v (log %v)", err, la)
+	}
+	defer relA()
+	if e, ok, err := la.log.Entry(ctx, wr.ID); err != nil || !ok || e.State != producer.StateFailed || e.Err == "" {
+		t.Errorf("a's failed write after reopen: %+v ok %v err %v; want failed with its error", e, ok, err)
 	}
 }
 

@@ -331,18 +331,29 @@ func (l *writerLog) entryNow(ctx context.Context, id string, last producer.Entry
 	return last, nil
 }
 
-// settled reports whether every entry of the log is settled, exactly
-// (in a transaction: Counts may lag a commit).
-func (l *writerLog) settled(ctx context.Context) bool {
-	if l.log.Counts().Unsettled != 0 {
+// awaiting is how many entries of c await their fate: pending (the
+// publisher's work) or published without a receipt (the follower's). A
+// failed entry does not count: it needs neither, and stays in the file,
+// its outcome readable, when the log is closed.
+func awaiting(c producer.Counts) int { return c.Pending + c.Published() }
+
+// idle reports whether no entry of the log awaits its fate (awaiting),
+// exactly (in a transaction: Counts may lag a commit), so the log may be
+// closed.
+func (l *writerLog) idle(ctx context.Context) bool {
+	if awaiting(l.log.Counts()) != 0 {
 		return false
 	}
-	n := -1
-	if err := l.log.View(ctx, func(tx *producer.Tx) error { n = tx.UnsettledCount(); return nil }); err != nil {
-		l.lg.Error("count unsettled writes", "err", err)
+	found := true
+	if err := l.log.View(ctx, func(tx *producer.Tx) error {
+		_, _, ok, err := tx.Awaiting(0)
+		found = ok
+		return err
+	}); err != nil {
+		l.lg.Error("look for writes awaiting their receipt", "err", err)
 		return false
 	}
-	return n == 0
+	return !found
 }
 
 // consumerDeleteTimeout bounds the delete of a closed log's receipts

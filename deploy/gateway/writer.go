@@ -68,15 +68,19 @@ type WriterConfig struct {
 	// used logs that may be closed (see IdleClose for which); if none
 	// may, it is refused with 503 and Retry-After, logged and counted
 	// (ebb.gateway.writer.refused), and nothing is written. Logs with
-	// unsettled writes found at open are opened beyond the bound.
+	// writes awaiting their fate found at open are opened beyond the
+	// bound.
 	MaxOpenLogs int
 	// IdleClose is how long a log stays open after its identity's last
 	// request; DefaultIdleClose if zero; negative: logs are closed only to
 	// keep MaxOpenLogs. A log is closed only with no request in flight and
-	// every entry it holds settled (a receipt came for each), never with
-	// a write pending, published without its receipt, or failed: those
-	// need its publisher and receipt follower. The file stays (see
-	// Writer), and the identity's next request reopens it where it was.
+	// no entry awaiting its fate: never with a write pending (its
+	// publisher's work) or published without its receipt (its receipt
+	// follower's). A write that failed for good (refused by the server:
+	// over max_msg_size, a permission) needs neither and does not keep its
+	// log open; it stays in the file and its outcome is read after a
+	// reopen. The file stays (see Writer), and the identity's next request
+	// reopens it where it was.
 	IdleClose time.Duration
 }
 
@@ -132,10 +136,12 @@ func (c *WriterConfig) validate() error {
 // file beside it (see idempotency.go).
 //
 // A log is open only while it has work: OpenWriter opens every log in Dir
-// that holds a write not yet settled (so writes acknowledged before a
-// crash are published after it) and leaves the others closed; a request
-// opens its identity's log; a log idle for WriterConfig.IdleClose with
-// every entry settled is closed, and at most WriterConfig.MaxOpenLogs are
+// that holds a write pending or published without its receipt (so writes
+// acknowledged before a crash are published and settled after it) and
+// leaves the others closed, those whose writes are all settled or failed
+// for good; a request opens its identity's log; a log idle for
+// WriterConfig.IdleClose with no write pending or awaiting its receipt is
+// closed, and at most WriterConfig.MaxOpenLogs are
 // open at once (pool.go). Reopening resumes exactly where the log was: the
 // same file, device, sequence, idempotency records and receipts
 // checkpoint. Files are never deleted, however long their identity stays
@@ -143,7 +149,7 @@ func (c *WriterConfig) validate() error {
 // the projector's dedupe) but would forget the identity's Idempotency-Key
 // records (a retry would write again) and its writes' outcomes (GET of a
 // write would be 404), and its marker would refuse it (producer.OpenStore);
-// a settled log costs disk only. Close stops them all. A Writer is safe
+// a closed log costs disk only. Close stops them all. A Writer is safe
 // for concurrent use.
 type Writer struct {
 	cfg     WriterConfig
@@ -165,7 +171,7 @@ type logKey struct{ tenant, client string }
 var errWriterClosed = errors.New("gateway writer closed")
 
 // OpenWriter opens the Writer in cfg.Dir: every log there with a write
-// not yet settled is opened and its publisher and receipt follower
+// pending or published without its receipt is opened and its publisher and receipt follower
 // started; the others stay closed until their identity's next request. A
 // log that cannot be opened (damaged, missing while its marker shows it
 // was made, wrong key) fails the open: its acknowledged writes would be
@@ -197,7 +203,7 @@ func OpenWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		}
 	}
 	if n := len(w.logs); n > cfg.MaxOpenLogs {
-		w.log.Warn("more write logs hold unsettled writes than MaxOpenLogs: all are open until they settle; new identities are refused meanwhile",
+		w.log.Warn("more write logs hold writes awaiting their receipt than MaxOpenLogs: all are open until they settle; new identities are refused meanwhile",
 			"open", n, "max_open_logs", cfg.MaxOpenLogs)
 	}
 	if cfg.IdleClose > 0 {
@@ -207,8 +213,9 @@ func OpenWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	return w, nil
 }
 
-// recover opens k's log if it holds an entry not yet settled, which its
-// publisher and follower must carry on; a settled log is only checked
+// recover opens k's log if it holds an entry pending or published
+// without its receipt, which its publisher and follower must carry on;
+// another log (every entry settled or failed for good) is only checked
 // (opened and closed) and stays closed.
 func (w *Writer) recover(ctx context.Context, k logKey) error {
 	path := w.path(k)
@@ -216,11 +223,11 @@ func (w *Writer) recover(ctx context.Context, k logKey) error {
 	if err != nil {
 		return fmt.Errorf("open write log of %s/%s: %w", k.tenant, k.client, err)
 	}
-	unsettled := lg.Counts().Unsettled
+	n := awaiting(lg.Counts()) // exact: the counts are read at open
 	if err := lg.Close(); err != nil {
 		return fmt.Errorf("open write log of %s/%s: %w", k.tenant, k.client, err)
 	}
-	if unsettled == 0 {
+	if n == 0 {
 		return nil
 	}
 	l, err := openWriterLog(ctx, w, k, path)
