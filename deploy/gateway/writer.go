@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,6 +164,8 @@ type Writer struct {
 	ctx    context.Context // the publishers', followers' and reaper's lifetime
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the reaper
+
+	deletes *consumerDeleter // closed logs' receipts consumers
 }
 
 type logKey struct{ tenant, client string }
@@ -186,6 +189,8 @@ func OpenWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	w := &Writer{cfg: cfg, log: cfg.Logger.With("component", "gateway.writer"), logs: map[logKey]*writerLog{},
 		busy: map[logKey]chan struct{}{}, ctx: runCtx, cancel: cancel}
+	// Room to queue the deletes of every open log's consumer at Close.
+	w.deletes = newConsumerDeleter(cfg.JetStream, w.log, cfg.MaxOpenLogs+consumerDeleteWorkers)
 	var err error
 	if w.metrics, err = newWriterMetrics(cfg.MeterProvider, w); err != nil {
 		cancel()
@@ -326,8 +331,46 @@ func (w *Writer) Close() error {
 	for _, l := range logs {
 		errs = append(errs, l.close())
 	}
+	w.deletes.close(closeDeleteWait)
 	errs = append(errs, w.metrics.close())
 	return errors.Join(errs...)
+}
+
+// retryBackoff returns a backoff for retries against NATS, the one the
+// logs' publishers use (WriterConfig.Publisher's BackoffInitial,
+// BackoffMax and Jitter, or their defaults).
+func (w *Writer) retryBackoff() *retryBackoff {
+	p := w.cfg.Publisher
+	b := &retryBackoff{initial: p.BackoffInitial, max: p.BackoffMax, jitter: p.Jitter}
+	if b.initial <= 0 {
+		b.initial = producer.DefaultBackoffInitial
+	}
+	if b.max <= 0 {
+		b.max = max(producer.DefaultBackoffMax, b.initial)
+	}
+	if b.jitter == nil {
+		b.jitter = func(d time.Duration) time.Duration { return rand.N(d + 1) }
+	}
+	return b
+}
+
+// retryBackoff computes exponential waits with full jitter, as
+// producer.PublisherConfig describes: attempt n waits a random time in
+// [0, min(max, initial*2^n)].
+type retryBackoff struct {
+	initial, max time.Duration
+	jitter       func(time.Duration) time.Duration
+	attempt      int
+}
+
+// next returns the wait before the next retry and counts the attempt.
+func (b *retryBackoff) next() time.Duration {
+	ceiling := b.initial
+	for i := 0; i < b.attempt && ceiling < b.max; i++ {
+		ceiling *= 2
+	}
+	b.attempt++
+	return b.jitter(min(ceiling, b.max))
 }
 
 // writeOverhead is what an event adds to a document write's fields, as a
