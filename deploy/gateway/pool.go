@@ -219,7 +219,9 @@ func (w *Writer) closeIdle(ctx context.Context, now time.Time) {
 		w.mu.Unlock()
 		return
 	}
-	idle := w.closableLocked(len(w.logs), now.Add(-w.cfg.IdleClose))
+	cutoff := now.Add(-w.cfg.IdleClose)
+	idle := w.closableLocked(len(w.logs), cutoff)
+	w.reapCutoff = cutoff
 	w.mu.Unlock()
 	w.closeLogs(ctx, idle, closeIdle)
 }

@@ -160,6 +160,9 @@ type Writer struct {
 	mu     sync.Mutex
 	logs   map[logKey]*writerLog
 	busy   map[logKey]chan struct{} // logs being opened or closed, closed when done
+	// reapCutoff is the idle cutoff of the reaper's last turn: every
+	// closable log unused since before it was taken for closing then.
+	reapCutoff time.Time
 	closed bool
 	ctx    context.Context // the publishers', followers' and reaper's lifetime
 	cancel context.CancelFunc
