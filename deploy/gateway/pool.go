@@ -25,7 +25,9 @@ import (
 // log has been unused for IdleClose, and acquire, which closes the least
 // recently used closable logs to stay within MaxOpenLogs. A log being
 // opened or closed is in Writer.busy, so nobody opens a file that is
-// still being closed (bbolt's file lock would make it wait).
+// still being closed (bbolt's file lock would make it wait); both are
+// local (the follower starts, and a closed log's consumer is deleted, in
+// the background), so nobody waits there on NATS.
 
 // errTooManyLogs: MaxOpenLogs logs are open and none may be closed. 503.
 var errTooManyLogs = errors.New("too many write logs open")

@@ -65,10 +65,11 @@ type WriterConfig struct {
 	// MaxOpenLogs bounds how many logs are open at once (each holds its
 	// file, its publisher's goroutine and a receipts consumer);
 	// DefaultMaxOpenLogs if zero. A request of an identity whose log is
-	// closed, when the bound is reached, first closes the least recently
-	// used logs that may be closed (see IdleClose for which); if none
-	// may, it is refused with 503 and Retry-After, logged and counted
-	// (ebb.gateway.writer.refused), and nothing is written. Logs with
+	// closed (a write, or a GET of a write), when the bound is reached,
+	// first closes the least recently used logs that may be closed (see
+	// IdleClose for which); if none may, it is refused with 503 and
+	// Retry-After, logged and counted (ebb.gateway.writer.refused), and
+	// nothing is written. Logs with
 	// writes awaiting their fate found at open are opened beyond the
 	// bound.
 	MaxOpenLogs int
@@ -93,7 +94,7 @@ const (
 	DefaultMaxOpenLogs = 256
 	// DefaultIdleClose closes a settled log a minute after its last
 	// request: a busy identity keeps its log open, an idle one costs a
-	// reopen (a file open and a consumer create) on its next write.
+	// reopen (a file open and a consumer create) on its next request.
 	DefaultIdleClose = time.Minute
 )
 
@@ -152,6 +153,28 @@ func (c *WriterConfig) validate() error {
 // write would be 404), and its marker would refuse it (producer.OpenStore);
 // a closed log costs disk only. Close stops them all. A Writer is safe
 // for concurrent use.
+//
+// Opening and closing a log never waits on NATS. An open log's receipt
+// follower starts in the background and retries with the publisher's
+// backoff (WriterConfig.Publisher) until NATS answers, so a log opens,
+// answers reads and takes writes during an outage; a new log's publisher
+// waits for the follower's start point (RECEIPTS' last sequence), so no
+// receipt of it is missed. A closed log's receipts consumer is deleted in
+// the background by a few goroutines the Writer owns, each delete bounded
+// by a short timeout (consumerdelete.go); Close waits for those queued at
+// most a second and leaves the rest to the server, which expires an
+// unused ordered consumer after its inactive threshold (five minutes).
+//
+// RECEIPTS consumers: each open log holds one, and RECEIPTS' consumer
+// limit (auth.Limits.MaxConsumers, auth.DefaultMaxConsumers 4096) is
+// shared with users' consumers. With closed logs' consumers deleted, the
+// writer holds at most MaxOpenLogs (256 by default) plus those whose
+// delete failed and that have not yet expired: under churn while deletes
+// fail, at most MaxOpenLogs plus the logs closed within the last five
+// minutes. A consumer RECEIPTS refuses (its limit reached) fails no
+// request: the log takes and publishes writes, the refusal is logged as
+// an error, and the follower retries until a consumer frees; the writes
+// settle then, and their requests answer 202 meanwhile.
 type Writer struct {
 	cfg     WriterConfig
 	log     *slog.Logger
