@@ -180,16 +180,16 @@ type Writer struct {
 	log     *slog.Logger
 	metrics writerMetrics
 
-	mu     sync.Mutex
-	logs   map[logKey]*writerLog
-	busy   map[logKey]chan struct{} // logs being opened or closed, closed when done
+	mu   sync.Mutex
+	logs map[logKey]*writerLog
+	busy map[logKey]chan struct{} // logs being opened or closed, closed when done
 	// reapCutoff is the idle cutoff of the reaper's last turn: every
 	// closable log unused since before it was taken for closing then.
 	reapCutoff time.Time
-	closed bool
-	ctx    context.Context // the publishers', followers' and reaper's lifetime
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // the reaper
+	closed     bool
+	ctx        context.Context // the publishers', followers' and reaper's lifetime
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup // the reaper
 
 	deletes *consumerDeleter // closed logs' receipts consumers
 }
