@@ -215,13 +215,13 @@ func OpenWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	w := &Writer{cfg: cfg, log: cfg.Logger.With("component", "gateway.writer"), logs: map[logKey]*writerLog{},
 		busy: map[logKey]chan struct{}{}, ctx: runCtx, cancel: cancel}
-	// Room to queue the deletes of every open log's consumer at Close.
-	w.deletes = newConsumerDeleter(cfg.JetStream, w.log, cfg.MaxOpenLogs+consumerDeleteWorkers)
 	var err error
 	if w.metrics, err = newWriterMetrics(cfg.MeterProvider, w); err != nil {
 		cancel()
 		return nil, fmt.Errorf("open gateway writer: %w", err)
 	}
+	// Room to queue the deletes of every open log's consumer at Close.
+	w.deletes = newConsumerDeleter(cfg.JetStream, w.log, cfg.MaxOpenLogs+consumerDeleteWorkers)
 	found, err := w.existing()
 	if err != nil {
 		_ = w.Close()
