@@ -48,18 +48,26 @@
 //   - Nothing acknowledged is lost: 2xx (202 included) is sent only after
 //     the event is fsynced in the log; the log's Publisher publishes it,
 //     after a restart too (OpenWriter opens every log in its directory
-//     that holds a write not yet settled).
+//     that holds a write pending or awaiting its receipt).
 //   - Logs are open only while they have work: a log is closed once no
-//     request uses it, every entry it holds is settled and it has been
-//     idle for WriterConfig.IdleClose, and at most
-//     WriterConfig.MaxOpenLogs are open (the least recently used
-//     closable ones make room). A log with a write pending or without
-//     its receipt is never closed; when the bound is full of such logs,
-//     a write of an identity whose log is closed is refused with 503 and
+//     request uses it, no write it holds is pending or published without
+//     its receipt, and it has been idle for WriterConfig.IdleClose; at
+//     most WriterConfig.MaxOpenLogs are open (the least recently used
+//     closable ones make room). A write that failed for good does not
+//     keep its log open: its outcome stays in the file. Any request of an
+//     identity whose log is closed reopens it, GET of a write included,
+//     and so may close another identity's idle log; when the bound is
+//     full of logs in use or with writes pending or awaiting receipts,
+//     the request (a write, or a GET of a write) is refused with 503 and
 //     Retry-After, before anything is written, logged and counted
-//     (ebb.gateway.writer.refused). A reopened log resumes where it was
-//     (device, sequence, idempotency keys, receipts checkpoint); files
-//     are kept for good (Writer says why).
+//     (ebb.gateway.writer.refused). A log opens without NATS: its
+//     receipt follower starts in the background, retrying, so during an
+//     outage GET of a write answers from the file and a write is
+//     accepted (202) and published once NATS is back. A closed log's
+//     receipts consumer is deleted in the background, best effort. A
+//     reopened log resumes where it was (device, sequence, idempotency
+//     keys, receipts checkpoint); files are kept for good (Writer says
+//     why).
 //   - At most once per Idempotency-Key: a retry with the same key and the
 //     same request answers from the first event (replayed), never writes
 //     again, across crashes (idempotency.go); the key with another request

@@ -16,15 +16,18 @@ import (
 //
 // A request uses its identity's log between acquire and the release it
 // returns; a log is open while it is in Writer.logs. A log may be closed
-// only when no request uses it (refs 0) and every entry it holds is
-// settled (writerLog.settled): then neither its publisher nor its
-// follower has anything left to do, and a reopen starts them where the
+// only when no request uses it (refs 0) and no entry it holds awaits its
+// fate (writerLog.idle: none pending, none published without a receipt;
+// failed ones do not count): then neither its publisher nor its follower
+// has anything left to do, and a reopen starts them where the
 // file says (the follower after its checkpoint; the idempotency records
 // and the device in the file). Two things close logs: the reaper, once a
 // log has been unused for IdleClose, and acquire, which closes the least
 // recently used closable logs to stay within MaxOpenLogs. A log being
 // opened or closed is in Writer.busy, so nobody opens a file that is
-// still being closed (bbolt's file lock would make it wait).
+// still being closed (bbolt's file lock would make it wait); both are
+// local (the follower starts, and a closed log's consumer is deleted, in
+// the background), so nobody waits there on NATS.
 
 // errTooManyLogs: MaxOpenLogs logs are open and none may be closed. 503.
 var errTooManyLogs = errors.New("too many write logs open")
@@ -147,9 +150,9 @@ func (w *Writer) releaser(l *writerLog) func() {
 // MaxOpenLogs, and none may be closed, and returns its error.
 func (w *Writer) refuse(ctx context.Context, k logKey, n int) error {
 	w.metrics.refused(ctx)
-	w.log.Warn("write refused: every open write log is in use or holds unsettled writes; raise MaxOpenLogs if this lasts",
+	w.log.Warn("write refused: every open write log is in use or holds writes awaiting their receipt; raise MaxOpenLogs if this lasts",
 		"tenant", k.tenant, "client", k.client, "open", n, "max_open_logs", w.cfg.MaxOpenLogs)
-	return fmt.Errorf("%w: %d open (MaxOpenLogs %d), each in use or holding writes not yet settled; retry later",
+	return fmt.Errorf("%w: %d open (MaxOpenLogs %d), each in use or holding writes awaiting their receipt; retry later",
 		errTooManyLogs, n, w.cfg.MaxOpenLogs)
 }
 
@@ -159,7 +162,7 @@ func (w *Writer) refuse(ctx context.Context, k logKey, n int) error {
 func (w *Writer) closableLocked(n int, idleSince time.Time) map[logKey]*writerLog {
 	var cands []logKey
 	for k, l := range w.logs {
-		if l.refs == 0 && (idleSince.IsZero() || l.used.Before(idleSince)) && l.log.Counts().Unsettled == 0 {
+		if l.refs == 0 && (idleSince.IsZero() || l.used.Before(idleSince)) && awaiting(l.log.Counts()) == 0 {
 			cands = append(cands, k)
 		}
 	}
@@ -169,7 +172,7 @@ func (w *Writer) closableLocked(n int, idleSince time.Time) map[logKey]*writerLo
 		if len(out) == n {
 			break
 		}
-		if l := w.logs[k]; l.settled(context.Background()) {
+		if l := w.logs[k]; l.idle(context.Background()) {
 			out[k] = l
 			delete(w.logs, k)
 			w.busy[k] = make(chan struct{})
@@ -183,7 +186,7 @@ func (w *Writer) closableLocked(n int, idleSince time.Time) map[logKey]*writerLo
 func (w *Writer) closeLogs(ctx context.Context, logs map[logKey]*writerLog, reason string) {
 	for k, l := range logs {
 		if err := l.close(); err != nil {
-			// Its entries are all settled: nothing is lost, and the next
+			// No entry awaits a publish or a receipt: nothing is lost, and the next
 			// open of the file reports what is wrong with it.
 			w.log.Error("close write log", "tenant", k.tenant, "client", k.client, "err", err)
 		}
@@ -218,7 +221,9 @@ func (w *Writer) closeIdle(ctx context.Context, now time.Time) {
 		w.mu.Unlock()
 		return
 	}
-	idle := w.closableLocked(len(w.logs), now.Add(-w.cfg.IdleClose))
+	cutoff := now.Add(-w.cfg.IdleClose)
+	idle := w.closableLocked(len(w.logs), cutoff)
+	w.reapCutoff = cutoff
 	w.mu.Unlock()
 	w.closeLogs(ctx, idle, closeIdle)
 }
@@ -262,11 +267,11 @@ func newWriterMetrics(mp metric.MeterProvider, w *Writer) (writerMetrics, error)
 		return m, err
 	}
 	if m.closedN, err = meter.Int64Counter("ebb.gateway.writer.closed",
-		metric.WithDescription("write logs closed, all settled: reason idle (unused for IdleClose) or bound (to stay within MaxOpenLogs)")); err != nil {
+		metric.WithDescription("write logs closed, none with a write awaiting its receipt: reason idle (unused for IdleClose) or bound (to stay within MaxOpenLogs)")); err != nil {
 		return m, err
 	}
 	if m.refusedN, err = meter.Int64Counter("ebb.gateway.writer.refused",
-		metric.WithDescription("document writes refused (503) because MaxOpenLogs logs were open, each in use or holding unsettled writes")); err != nil {
+		metric.WithDescription("document writes refused (503) because MaxOpenLogs logs were open, each in use or holding writes awaiting their receipt")); err != nil {
 		return m, err
 	}
 	gauge, err := meter.Int64ObservableGauge("ebb.gateway.writer.open_logs",

@@ -86,3 +86,41 @@ func (w *Writer) opened(k logKey) *writerLog {
 	defer w.mu.Unlock()
 	return w.logs[k]
 }
+
+// TestPool_ReadAtTheBoundRefused: a request that only reads (GET of a
+// write, acquire without create) of an identity whose log is closed
+// reopens it like a write, so at the bound, with nothing closable, it is
+// refused with errTooManyLogs (503) too; with room it reopens the log.
+func TestPool_ReadAtTheBoundRefused(t *testing.T) {
+	s := embeddedtest.MustStart(t, embeddedtest.InProcess())
+	nc := embeddedtest.MustConnect(t, s)
+	js := embeddedtest.MustJetStream(t, nc)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := OpenWriter(ctx, WriterConfig{Dir: filepath.Join(t.TempDir(), "gw"), JetStream: js, Conn: nc, MaxOpenLogs: 1, IdleClose: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	a, b := logKey{"acme", "a"}, logKey{"acme", "b"}
+	_, release, err := w.acquire(ctx, b, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	la, release, err := w.acquire(ctx, a, true) // closes b's, for the bound
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := la.write(ctx, producer.Write{Collection: "todos", Doc: "t1", Op: events.OpPut, Fields: events.Fields{"n": []byte("1")}}, "", "", false); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	embeddedtest.WaitFor(t, 10*time.Second, "a's write is published", func() bool { return la.log.Counts().Pending == 0 })
+	if _, _, err := w.acquire(ctx, b, false); !errors.Is(err, errTooManyLogs) {
+		t.Fatalf("a read of b's closed log at the bound, a's awaiting its receipt: %v, want errTooManyLogs", err)
+	}
+}

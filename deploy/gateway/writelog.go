@@ -29,13 +29,18 @@ var (
 // writerLog is one writing identity's log: its producer.Log and Publisher,
 // the follower of its receipts, and the requests waiting for them.
 type writerLog struct {
-	key  logKey
-	log  *producer.Log // owns the file: the writer's buckets are reached through its transactions
-	pub  *producer.Publisher
-	js   JetStream
-	cons jetstream.Consumer // the receipts follower
-	cc   jetstream.ConsumeContext
-	lg   *slog.Logger
+	key logKey
+	log *producer.Log // owns the file: the writer's buckets are reached through its transactions
+	pub *producer.Publisher
+	lg  *slog.Logger
+
+	// The receipts follower, started by followLoop in the background;
+	// cons and cc are set by it and read only after wg.Wait.
+	stop         context.CancelFunc
+	wg           sync.WaitGroup
+	cons         jetstream.Consumer
+	cc           jetstream.ConsumeContext
+	dropConsumer func(name string) // queues a consumer's delete (Writer.deletes)
 
 	// groups is the identity's writer groups as its last authenticated
 	// request named them (nil: none since open), stamped on every event
@@ -102,51 +107,109 @@ func openWriterLog(ctx context.Context, w *Writer, k logKey, path string) (_ *wr
 		_ = l.log.Close()
 		return nil, err
 	}
-	if err := l.pub.Start(w.ctx); err != nil {
-		_ = l.log.Close()
-		return nil, err
+	// The follower needs NATS; the log does not: it opens, answers reads
+	// and takes writes during an outage, and its follower starts in the
+	// background, retrying until NATS answers (followLoop). A new log's
+	// publisher waits for the follower's start point (see followLoop).
+	hold := receiptsSeq == 0 && l.log.LastSeq() == 0
+	if !hold {
+		if err := l.pub.Start(w.ctx); err != nil {
+			_ = l.log.Close()
+			return nil, err
+		}
 	}
-	if err := l.follow(ctx, w.cfg.JetStream, receiptsSeq); err != nil {
-		_ = l.pub.Close()
-		_ = l.log.Close()
-		return nil, err
-	}
+	fctx, stop := context.WithCancel(w.ctx)
+	l.stop, l.dropConsumer = stop, w.deletes.delete
+	l.wg.Add(1)
+	go l.followLoop(fctx, w.ctx, w.cfg.JetStream, receiptsSeq, hold, w.retryBackoff())
 	return l, nil
 }
 
-// follow starts the follower of the identity's receipts after RECEIPTS
-// sequence after: each receipt settles its entry in the log, with the
-// follower's checkpoint in the same transaction, and wakes its waiters.
-func (l *writerLog) follow(ctx context.Context, js JetStream, after uint64) error {
+// followAttemptTimeout bounds one attempt to start a receipt follower.
+const followAttemptTimeout = 5 * time.Second
+
+// followLoop starts the follower of the identity's receipts after
+// RECEIPTS sequence after, retrying with backoff until it runs or ctx
+// ends: each receipt settles its entry in the log, with the follower's
+// checkpoint in the same transaction, and wakes its waiters (onReceipt).
+// With hold (a new log, nothing published yet), the follower starts
+// after RECEIPTS' last sequence, and the publisher, started with pubCtx,
+// only once that is known, so no receipt of this log can precede it.
+func (l *writerLog) followLoop(ctx, pubCtx context.Context, js JetStream, after uint64, hold bool, bo *retryBackoff) {
+	defer l.wg.Done()
 	// Every receipt subject of the identity: its legacy log's and each of
 	// its devices' (this log's current device, the ones it forked from,
 	// and the identity's NATS devices, which onReceipt skips).
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: events.ClientReceipts(l.key.tenant, l.key.client)}
-	switch {
-	case after > 0:
+	if after > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
-	case l.log.LastSeq() == 0:
+	}
+	for failures := 0; ; failures++ {
+		err := l.startFollower(ctx, pubCtx, js, &cfg, &hold)
+		if err == nil {
+			if failures > 0 {
+				l.lg.Info("receipt follower started", "attempts", failures+1)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case errors.Is(err, jetstream.ErrMaximumConsumersLimit):
+			// RECEIPTS' limit is shared with users' consumers. The log
+			// stays open and takes writes; they are published, and settle
+			// once the follower gets a consumer.
+			l.lg.Error("receipt follower: RECEIPTS refused a consumer (its consumer limit is reached): writes of this log are accepted and published but not settled until one frees; retrying",
+				"attempt", failures+1, "err", err)
+		case failures == 0 || failures&(failures-1) == 0: // 1st, 2nd, 3rd, 5th, 9th...
+			l.lg.Warn("receipt follower: cannot start (NATS unreachable?); the log takes writes meanwhile; retrying",
+				"attempt", failures+1, "err", err)
+		}
+		t := time.NewTimer(bo.next())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// startFollower makes one attempt of followLoop.
+func (l *writerLog) startFollower(ctx, pubCtx context.Context, js JetStream, cfg *jetstream.OrderedConsumerConfig, hold *bool) error {
+	actx, cancel := context.WithTimeout(ctx, followAttemptTimeout)
+	defer cancel()
+	if *hold {
 		// A new log has no event a receipt already sent could be for; the
 		// identity's older receipts (its own devices') are not its business.
 		// Start after RECEIPTS' last sequence rather than "deliver new":
 		// an ordered consumer that lost its connection before delivering
 		// anything is recreated with the same policy, and "new" would then
 		// step over every receipt stored while it was away.
-		st, err := js.Stream(ctx, events.StreamReceipts)
+		st, err := js.Stream(actx, events.StreamReceipts)
 		if err != nil {
 			return fmt.Errorf("follow receipts: %w", err)
 		}
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, st.CachedInfo().State.LastSeq+1
+		*hold = false
+		if err := l.pub.Start(pubCtx); err != nil {
+			// Only after Close, which waits for this goroutine first.
+			l.lg.Error("start the publisher of a write log", "err", err)
+		}
 	}
-	cons, err := js.OrderedConsumer(ctx, events.StreamReceipts, cfg)
+	cons, err := js.OrderedConsumer(actx, events.StreamReceipts, *cfg)
 	if err != nil {
 		return fmt.Errorf("follow receipts: %w", err)
 	}
-	l.js, l.cons = js, cons
-	l.cc, err = cons.Consume(l.onReceipt)
+	cc, err := cons.Consume(l.onReceipt)
 	if err != nil {
+		if info := cons.CachedInfo(); info != nil {
+			l.dropConsumer(info.Name)
+		}
 		return fmt.Errorf("follow receipts: %w", err)
 	}
+	l.cons, l.cc = cons, cc
 	return nil
 }
 
@@ -331,53 +394,45 @@ func (l *writerLog) entryNow(ctx context.Context, id string, last producer.Entry
 	return last, nil
 }
 
-// settled reports whether every entry of the log is settled, exactly
-// (in a transaction: Counts may lag a commit).
-func (l *writerLog) settled(ctx context.Context) bool {
-	if l.log.Counts().Unsettled != 0 {
+// awaiting is how many entries of c await their fate: pending (the
+// publisher's work) or published without a receipt (the follower's). A
+// failed entry does not count: it needs neither, and stays in the file,
+// its outcome readable, when the log is closed.
+func awaiting(c producer.Counts) int { return c.Pending + c.Published() }
+
+// idle reports whether no entry of the log awaits its fate (awaiting),
+// exactly (in a transaction: Counts may lag a commit), so the log may be
+// closed.
+func (l *writerLog) idle(ctx context.Context) bool {
+	if awaiting(l.log.Counts()) != 0 {
 		return false
 	}
-	n := -1
-	if err := l.log.View(ctx, func(tx *producer.Tx) error { n = tx.UnsettledCount(); return nil }); err != nil {
-		l.lg.Error("count unsettled writes", "err", err)
+	found := true
+	if err := l.log.View(ctx, func(tx *producer.Tx) error {
+		_, _, ok, err := tx.Awaiting(0)
+		found = ok
+		return err
+	}); err != nil {
+		l.lg.Error("look for writes awaiting their receipt", "err", err)
 		return false
 	}
-	return n == 0
+	return !found
 }
 
-// consumerDeleteTimeout bounds the delete of a closed log's receipts
-// consumer.
-const consumerDeleteTimeout = 5 * time.Second
-
-// close stops the follower and the publisher and closes the log file.
-// The follower's consumer is deleted on the server: stopping an ordered
-// consumer only leaves it to expire (after five minutes), and a log
-// closed and reopened for every burst of an identity's writes would
-// otherwise pile them up in RECEIPTS. A failed delete is logged; the
-// server still expires it.
+// close stops the follower (or its attempts to start) and the publisher
+// and closes the log file, without waiting on NATS: the follower's
+// consumer is queued for deletion on the server (consumerdelete.go).
 func (l *writerLog) close() error {
+	l.stop()
+	l.wg.Wait()
 	if l.cc != nil {
 		l.cc.Stop()
 		<-l.cc.Closed()
-		l.deleteConsumer()
+		if info := l.cons.CachedInfo(); info != nil {
+			l.dropConsumer(info.Name)
+		}
 	}
 	return errors.Join(l.pub.Close(), l.log.Close())
-}
-
-func (l *writerLog) deleteConsumer() {
-	info := l.cons.CachedInfo()
-	if info == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), consumerDeleteTimeout)
-	defer cancel()
-	st, err := l.js.Stream(ctx, events.StreamReceipts)
-	if err == nil {
-		err = st.DeleteConsumer(ctx, info.Name)
-	}
-	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		l.lg.Warn("delete the receipts consumer of a closed write log; the server expires it", "consumer", info.Name, "err", err)
-	}
 }
 
 func beBytes(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,19 +65,24 @@ type WriterConfig struct {
 	// MaxOpenLogs bounds how many logs are open at once (each holds its
 	// file, its publisher's goroutine and a receipts consumer);
 	// DefaultMaxOpenLogs if zero. A request of an identity whose log is
-	// closed, when the bound is reached, first closes the least recently
-	// used logs that may be closed (see IdleClose for which); if none
-	// may, it is refused with 503 and Retry-After, logged and counted
-	// (ebb.gateway.writer.refused), and nothing is written. Logs with
-	// unsettled writes found at open are opened beyond the bound.
+	// closed (a write, or a GET of a write), when the bound is reached,
+	// first closes the least recently used logs that may be closed (see
+	// IdleClose for which); if none may, it is refused with 503 and
+	// Retry-After, logged and counted (ebb.gateway.writer.refused), and
+	// nothing is written. Logs with
+	// writes awaiting their fate found at open are opened beyond the
+	// bound.
 	MaxOpenLogs int
 	// IdleClose is how long a log stays open after its identity's last
 	// request; DefaultIdleClose if zero; negative: logs are closed only to
 	// keep MaxOpenLogs. A log is closed only with no request in flight and
-	// every entry it holds settled (a receipt came for each), never with
-	// a write pending, published without its receipt, or failed: those
-	// need its publisher and receipt follower. The file stays (see
-	// Writer), and the identity's next request reopens it where it was.
+	// no entry awaiting its fate: never with a write pending (its
+	// publisher's work) or published without its receipt (its receipt
+	// follower's). A write that failed for good (refused by the server:
+	// over max_msg_size, a permission) needs neither and does not keep its
+	// log open; it stays in the file and its outcome is read after a
+	// reopen. The file stays (see Writer), and the identity's next request
+	// reopens it where it was.
 	IdleClose time.Duration
 }
 
@@ -88,7 +94,7 @@ const (
 	DefaultMaxOpenLogs = 256
 	// DefaultIdleClose closes a settled log a minute after its last
 	// request: a busy identity keeps its log open, an idle one costs a
-	// reopen (a file open and a consumer create) on its next write.
+	// reopen (a file open and a consumer create) on its next request.
 	DefaultIdleClose = time.Minute
 )
 
@@ -132,10 +138,12 @@ func (c *WriterConfig) validate() error {
 // file beside it (see idempotency.go).
 //
 // A log is open only while it has work: OpenWriter opens every log in Dir
-// that holds a write not yet settled (so writes acknowledged before a
-// crash are published after it) and leaves the others closed; a request
-// opens its identity's log; a log idle for WriterConfig.IdleClose with
-// every entry settled is closed, and at most WriterConfig.MaxOpenLogs are
+// that holds a write pending or published without its receipt (so writes
+// acknowledged before a crash are published and settled after it) and
+// leaves the others closed, those whose writes are all settled or failed
+// for good; a request opens its identity's log; a log idle for
+// WriterConfig.IdleClose with no write pending or awaiting its receipt is
+// closed, and at most WriterConfig.MaxOpenLogs are
 // open at once (pool.go). Reopening resumes exactly where the log was: the
 // same file, device, sequence, idempotency records and receipts
 // checkpoint. Files are never deleted, however long their identity stays
@@ -143,20 +151,47 @@ func (c *WriterConfig) validate() error {
 // the projector's dedupe) but would forget the identity's Idempotency-Key
 // records (a retry would write again) and its writes' outcomes (GET of a
 // write would be 404), and its marker would refuse it (producer.OpenStore);
-// a settled log costs disk only. Close stops them all. A Writer is safe
+// a closed log costs disk only. Close stops them all. A Writer is safe
 // for concurrent use.
+//
+// Opening and closing a log never waits on NATS. An open log's receipt
+// follower starts in the background and retries with the publisher's
+// backoff (WriterConfig.Publisher) until NATS answers, so a log opens,
+// answers reads and takes writes during an outage; a new log's publisher
+// waits for the follower's start point (RECEIPTS' last sequence), so no
+// receipt of it is missed. A closed log's receipts consumer is deleted in
+// the background by a few goroutines the Writer owns, each delete bounded
+// by a short timeout (consumerdelete.go); Close waits for those queued at
+// most a second and leaves the rest to the server, which expires an
+// unused ordered consumer after its inactive threshold (five minutes).
+//
+// RECEIPTS consumers: each open log holds one, and RECEIPTS' consumer
+// limit (auth.Limits.MaxConsumers, auth.DefaultMaxConsumers 4096) is
+// shared with users' consumers. With closed logs' consumers deleted, the
+// writer holds at most MaxOpenLogs (256 by default) plus those whose
+// delete failed and that have not yet expired: under churn while deletes
+// fail, at most MaxOpenLogs plus the logs closed within the last five
+// minutes. A consumer RECEIPTS refuses (its limit reached) fails no
+// request: the log takes and publishes writes, the refusal is logged as
+// an error, and the follower retries until a consumer frees; the writes
+// settle then, and their requests answer 202 meanwhile.
 type Writer struct {
 	cfg     WriterConfig
 	log     *slog.Logger
 	metrics writerMetrics
 
-	mu     sync.Mutex
-	logs   map[logKey]*writerLog
-	busy   map[logKey]chan struct{} // logs being opened or closed, closed when done
-	closed bool
-	ctx    context.Context // the publishers', followers' and reaper's lifetime
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // the reaper
+	mu   sync.Mutex
+	logs map[logKey]*writerLog
+	busy map[logKey]chan struct{} // logs being opened or closed, closed when done
+	// reapCutoff is the idle cutoff of the reaper's last turn: every
+	// closable log unused since before it was taken for closing then.
+	reapCutoff time.Time
+	closed     bool
+	ctx        context.Context // the publishers', followers' and reaper's lifetime
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup // the reaper
+
+	deletes *consumerDeleter // closed logs' receipts consumers
 }
 
 type logKey struct{ tenant, client string }
@@ -165,7 +200,7 @@ type logKey struct{ tenant, client string }
 var errWriterClosed = errors.New("gateway writer closed")
 
 // OpenWriter opens the Writer in cfg.Dir: every log there with a write
-// not yet settled is opened and its publisher and receipt follower
+// pending or published without its receipt is opened and its publisher and receipt follower
 // started; the others stay closed until their identity's next request. A
 // log that cannot be opened (damaged, missing while its marker shows it
 // was made, wrong key) fails the open: its acknowledged writes would be
@@ -185,6 +220,8 @@ func OpenWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		cancel()
 		return nil, fmt.Errorf("open gateway writer: %w", err)
 	}
+	// Room to queue the deletes of every open log's consumer at Close.
+	w.deletes = newConsumerDeleter(cfg.JetStream, w.log, cfg.MaxOpenLogs+consumerDeleteWorkers)
 	found, err := w.existing()
 	if err != nil {
 		_ = w.Close()
@@ -197,7 +234,7 @@ func OpenWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		}
 	}
 	if n := len(w.logs); n > cfg.MaxOpenLogs {
-		w.log.Warn("more write logs hold unsettled writes than MaxOpenLogs: all are open until they settle; new identities are refused meanwhile",
+		w.log.Warn("more write logs hold writes awaiting their receipt than MaxOpenLogs: all are open until they settle; new identities are refused meanwhile",
 			"open", n, "max_open_logs", cfg.MaxOpenLogs)
 	}
 	if cfg.IdleClose > 0 {
@@ -207,8 +244,9 @@ func OpenWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	return w, nil
 }
 
-// recover opens k's log if it holds an entry not yet settled, which its
-// publisher and follower must carry on; a settled log is only checked
+// recover opens k's log if it holds an entry pending or published
+// without its receipt, which its publisher and follower must carry on;
+// another log (every entry settled or failed for good) is only checked
 // (opened and closed) and stays closed.
 func (w *Writer) recover(ctx context.Context, k logKey) error {
 	path := w.path(k)
@@ -216,11 +254,11 @@ func (w *Writer) recover(ctx context.Context, k logKey) error {
 	if err != nil {
 		return fmt.Errorf("open write log of %s/%s: %w", k.tenant, k.client, err)
 	}
-	unsettled := lg.Counts().Unsettled
+	n := awaiting(lg.Counts()) // exact: the counts are read at open
 	if err := lg.Close(); err != nil {
 		return fmt.Errorf("open write log of %s/%s: %w", k.tenant, k.client, err)
 	}
-	if unsettled == 0 {
+	if n == 0 {
 		return nil
 	}
 	l, err := openWriterLog(ctx, w, k, path)
@@ -319,8 +357,46 @@ func (w *Writer) Close() error {
 	for _, l := range logs {
 		errs = append(errs, l.close())
 	}
+	w.deletes.close(closeDeleteWait)
 	errs = append(errs, w.metrics.close())
 	return errors.Join(errs...)
+}
+
+// retryBackoff returns a backoff for retries against NATS, the one the
+// logs' publishers use (WriterConfig.Publisher's BackoffInitial,
+// BackoffMax and Jitter, or their defaults).
+func (w *Writer) retryBackoff() *retryBackoff {
+	p := w.cfg.Publisher
+	b := &retryBackoff{initial: p.BackoffInitial, max: p.BackoffMax, jitter: p.Jitter}
+	if b.initial <= 0 {
+		b.initial = producer.DefaultBackoffInitial
+	}
+	if b.max <= 0 {
+		b.max = max(producer.DefaultBackoffMax, b.initial)
+	}
+	if b.jitter == nil {
+		b.jitter = func(d time.Duration) time.Duration { return rand.N(d + 1) }
+	}
+	return b
+}
+
+// retryBackoff computes exponential waits with full jitter, as
+// producer.PublisherConfig describes: attempt n waits a random time in
+// [0, min(max, initial*2^n)].
+type retryBackoff struct {
+	initial, max time.Duration
+	jitter       func(time.Duration) time.Duration
+	attempt      int
+}
+
+// next returns the wait before the next retry and counts the attempt.
+func (b *retryBackoff) next() time.Duration {
+	ceiling := b.initial
+	for i := 0; i < b.attempt && ceiling < b.max; i++ {
+		ceiling *= 2
+	}
+	b.attempt++
+	return b.jitter(min(ceiling, b.max))
 }
 
 // writeOverhead is what an event adds to a document write's fields, as a

@@ -200,7 +200,14 @@ func TestWriter_FullOfUnsettledRefusesLoudly(t *testing.T) {
 	})
 	first := e.send(t, "PUT", "/v1/acme/docs/todos/a", `{"n":1}`, "user", userName(0), "Idempotency-Key", "a").want(t, http.StatusAccepted)
 	embeddedtest.WaitFor(t, 10*time.Second, "the first write is published", func() bool { return e.countEvents(t) == 1 })
-	// Long past IdleClose: the reaper had many turns and kept the log.
+	// The reaper has judged the log idle past IdleClose, and kept it.
+	embeddedtest.WaitFor(t, 10*time.Second, "a reaper turn past IdleClose of the first log", func() bool {
+		open, reaped := e.w.ReapedPast("acme", userName(0))
+		return !open || reaped
+	})
+	if open, _ := e.w.ReapedPast("acme", userName(0)); !open {
+		t.Fatal("the reaper closed a log whose write has no receipt")
+	}
 	refused := e.send(t, "PUT", "/v1/acme/docs/todos/b", `{"n":1}`, "user", userName(1), "Idempotency-Key", "b").want(t, http.StatusServiceUnavailable)
 	if refused.header.Get("Retry-After") == "" || !strings.Contains(refused.raw, "MaxOpenLogs 1") {
 		t.Fatalf("refusal: Retry-After %q, body %s", refused.header.Get("Retry-After"), refused.raw)
