@@ -13,14 +13,14 @@ import (
 	"github.com/ebbsync/ebb/producer"
 )
 
-// TestRV_FailedWritePinsLogForever: a write NATS refuses for good (here:
+// TestPool_FailedWriteDoesNotPinItsLog: a write NATS refuses for good (here:
 // bigger than the stream's max_msg_size) is StateFailed, which counts as
 // unsettled and never gets a receipt. Its log can then never be closed,
 // neither idle nor for the bound, for the life of the file (OpenWriter
 // reopens it at every start): each such identity takes one of
 // MaxOpenLogs for good, and once they fill the bound every other
 // identity is refused 503 forever.
-func TestRV_FailedWritePinsLogForever(t *testing.T) {
+func TestPool_FailedWriteDoesNotPinItsLog(t *testing.T) {
 	s := embeddedtest.MustStart(t, embeddedtest.InProcess())
 	nc := embeddedtest.MustConnect(t, s)
 	js := embeddedtest.MustJetStream(t, nc)
@@ -90,13 +90,13 @@ func TestRV_FailedWritePinsLogForever(t *testing.T) {
 	}
 }
 
-// TestRV_ReaperBatchBlocksVictims: each close of a log deletes its
+// TestPool_ReaperNeverBlocksOnConsumerDeletes: each close of a log deletes its
 // receipts consumer with a 5s timeout, one log after another, and
 // Writer.Close ignores its caller's deadline: with NATS unreachable
 // (reconnecting) shutting down a writer with N open logs takes N x 5s.
 // The reaper does the same with every victim marked busy for the whole
 // batch, so a request of the last victim waits for all of them.
-func TestRV_ReaperBatchBlocksVictims(t *testing.T) {
+func TestPool_ReaperNeverBlocksOnConsumerDeletes(t *testing.T) {
 	s := embeddedtest.MustStart(t)
 	nc := embeddedtest.MustConnect(t, s)
 	js := embeddedtest.MustJetStream(t, nc)
@@ -163,11 +163,11 @@ func TestRV_ReaperBatchBlocksVictims(t *testing.T) {
 	_ = w.Close()
 }
 
-// TestRV_WriterCloseHangsWhenNATSUnreachable: Writer.Close deletes the
+// TestWriter_CloseBoundedWhenNATSUnreachable: Writer.Close deletes the
 // consumer of every open log in turn, 5s each with NATS unreachable, so
 // shutting down with N open logs (up to MaxOpenLogs, 256 by default:
 // over 21 minutes) blocks N x 5s; server.stop's ctx is not passed down.
-func TestRV_WriterCloseHangsWhenNATSUnreachable(t *testing.T) {
+func TestWriter_CloseBoundedWhenNATSUnreachable(t *testing.T) {
 	s := embeddedtest.MustStart(t)
 	nc := embeddedtest.MustConnect(t, s)
 	js := embeddedtest.MustJetStream(t, nc)
