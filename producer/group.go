@@ -226,7 +226,7 @@ func (l *Log) commitGroup(group []*appendReq) {
 		var failed *appendReq
 		seq := l.seq
 		now := l.now()
-		err := l.db.Update(func(tx *bbolt.Tx) error {
+		err := l.update(func(tx *bbolt.Tx) error {
 			failed, seq = nil, l.seq
 			for _, q := range live {
 				evs, err := l.storeReq(tx, q, seq, now)
@@ -253,7 +253,7 @@ func (l *Log) commitGroup(group []*appendReq) {
 		}
 		n := int(seq - l.seq)
 		l.seq = seq
-		l.commits.Add(1)
+		l.requests.Add(int64(len(live)))
 		l.countMu.Lock()
 		l.pendingN += n
 		l.unsettledN += n

@@ -102,7 +102,7 @@ func (l *Log) markResults(rs []result) (failed []Entry, published int, err error
 	// nLate counts acks of entries a receipt settled first: published all
 	// the same, though no longer pending.
 	nPub, nFail, nLate := 0, 0, 0
-	err = l.db.Update(func(tx *bbolt.Tx) error {
+	err = l.update(func(tx *bbolt.Tx) error {
 		failed = failed[:0]
 		nPub, nFail, nLate = 0, 0, 0
 		pending, states := tx.Bucket(bucketPending), tx.Bucket(bucketState)

@@ -54,7 +54,7 @@ func (l *Log) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return l.mapClosed(l.db.Update(func(tx *bbolt.Tx) error { return fn(&Tx{l: l, tx: tx}) }))
+	return l.mapClosed(l.update(func(tx *bbolt.Tx) error { return fn(&Tx{l: l, tx: tx}) }))
 }
 
 func (l *Log) mapClosed(err error) error {
