@@ -219,6 +219,13 @@ func (t *Tx) Awaiting(from uint64) (seq uint64, e Entry, ok bool, err error) {
 	return t.l.awaiting(t.tx, from)
 }
 
+// Holds reports whether the log holds event id, in any state (the event
+// was appended to this log, under any of its devices). It costs one lookup.
+func (t *Tx) Holds(id string) bool {
+	ids := t.tx.Bucket(bucketIDs)
+	return ids != nil && ids.Get([]byte(id)) != nil
+}
+
 // UnsettledCount returns how many entries are unsettled (pending,
 // published or failed) as tx sees the log: a stored count, O(1).
 func (t *Tx) UnsettledCount() int { return unsettledCount(t.tx) }
