@@ -46,7 +46,17 @@
 // log's transaction (producer.Log.AppendWith),
 // so concurrent Puts are group-committed (one fsync for all of them) and
 // each still builds on the one stored before it. Batch makes several
-// writes in one transaction, all or nothing, each its own event.
+// writes in one transaction, all or nothing, each its own event. The
+// bookkeeping that follows a write online, the receipt follower's and the
+// change follower's applies (and the publisher's ack marks, in the
+// producer), are requests in the same group-commit queue
+// (producer.Log.Batch): whatever is queued when a commit starts shares one
+// transaction and one fsync with the Puts queued with it, and a batch's
+// failure is its own (the rest of its group commits without it). So those
+// applies may run more than once; their spans and logs are made once their
+// transaction has committed. A receipt that arrives after the change that
+// settled its write (the usual order online) is a lookup and a cursor
+// move in that shared transaction, nothing more.
 //
 // OpenReplica opens the file with producer.OpenStore: a store that is
 // missing while its marker (DBFile + producer.MarkerSuffix) says one was
@@ -127,7 +137,7 @@
 //     of the log's. The overlay shows the write pending throughout, once;
 //     Sync waits for the new event's fate as well.
 //   - any receipt of the current device for an event the log does not
-//     hold: producer.Log.ObserveReceipt forks the log to a new device if
+//     hold at all (producer.Tx.Holds): producer.Log.ObserveReceipt forks the log to a new device if
 //     the server applied a sequence the log has not reached (a restored
 //     backup, or a copy that ran ahead), before the log writes it again.
 //
@@ -257,8 +267,8 @@
 // producer log and publisher (append and publish spans, write metrics; see
 // the producer package) and trace the replica's apply of each change that
 // carries trace context: a span ebb.replica.apply (kind consumer), a child
-// of the projector's publish of the change, ended when the view transaction
-// commits. So one write is one trace from the writer's append to every
+// of the projector's publish of the change, starting when its view
+// transaction begins and ended when it commits. So one write is one trace from the writer's append to every
 // replica's apply. Catch-up progress is observable as
 // ebb.replica.changes.applied, .pending and .sequence (attribute
 // ebb.client).

@@ -49,7 +49,9 @@ func (l *Log) View(ctx context.Context, fn func(tx *Tx) error) error {
 // Update runs fn in a read-write transaction on the local store and
 // commits it (one fsync) if fn returns nil; an error rolls every change of
 // fn back, the log's included. Update transactions are serialised with
-// each other and with appends. It fails with ErrClosed after Close.
+// each other and with appends. fn runs once, in a transaction of its own;
+// Batch shares the appends' group commit instead. It fails with ErrClosed
+// after Close.
 func (l *Log) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
