@@ -15,7 +15,7 @@ import (
 func (r *Replica) changesFollower(l *link) *follower[change] {
 	js := l.js
 	f := &follower[change]{
-		js: js, stream: events.StreamChanges, filters: r.filters, batch: r.batch,
+		js: js, stream: events.StreamChanges, filters: r.filters, batch: r.batch, grow: catchUpGrow * r.batch,
 		log: r.logger.With(logStream, events.StreamChanges), kick: make(chan struct{}, 1),
 	}
 	// created is the stream's creation time as the session's start saw it;

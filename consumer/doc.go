@@ -296,9 +296,13 @@
 // the head's strings. While the stream holds more than was read (the
 // message's pending count), the applier waits for a full batch
 // (CatchUpBatch; at most 50 ms, in case the count overstated what comes),
-// so a long catch-up costs one commit per thousand documents, whatever the
-// speed of the disk, and live tailing one per change. Reading and parsing
-// the next batch overlaps the commit (and fsync) of this one. Inside the
+// so a long catch-up costs at most one commit per thousand documents,
+// whatever the speed of the disk, and live tailing one per change. Reading
+// and parsing the next batch overlaps the commit (and fsync) of this one,
+// and does not stop at CatchUpBatch: while a commit runs the reader fills
+// the next batch up to four times that, which the applier takes whole, so
+// a disk slower than the stream gets fewer, larger commits instead of
+// holding the reader up. Inside the
 // transaction a change costs a bucket lookup and a put; a key after the
 // bucket's last needs no lookup, and a transaction that only appended packs
 // its pages 90% full instead of bbolt's 50%. The store maps 64 MiB up front
@@ -306,7 +310,8 @@
 // not remap (and fsync a new size) at every doubling from 32 KiB. Starting
 // or restarting a follower writes nothing unless the stream was reset: the
 // first batch stores the stream's identity with the cursor. Memory is
-// bounded by the pull buffer and the two batches, not by N.
+// bounded by the pull buffer and the two batches (each at most four times
+// CatchUpBatch), not by N.
 //
 // BenchmarkCatchUpRatio measures a fresh catch-up against a bare ordered
 // consumer reading the same stream; its figures are in the README's
