@@ -29,7 +29,7 @@ func (r *Replica) changesFollower(l *link) *follower[change] {
 		}
 		return next, err
 	}
-	f.prepare = prepareChange
+	f.prepare = newChangePreparer().prepare // the reader goroutine's
 	f.gather = catchUpGather
 	f.apply = func(ctx context.Context, ds []delivery[change]) error {
 		// A consumer the ordered consumer remade by itself may have

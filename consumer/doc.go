@@ -293,7 +293,9 @@
 // with no channel operation per message; the applier swaps that batch for
 // the one it has just committed, so two batches and their arenas are
 // recycled for the whole catch-up and preparing a message allocates only
-// the head's strings. While the stream holds more than was read (the
+// the head's strings: the compact record is built in a buffer the reader
+// keeps for the follower's life (TestPrepareChange_ReusesScratchAcrossBatches).
+// While the stream holds more than was read (the
 // message's pending count), the applier waits for a full batch
 // (CatchUpBatch; at most 50 ms, in case the count overstated what comes),
 // so a long catch-up costs at most one commit per thousand documents,

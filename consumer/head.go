@@ -58,32 +58,40 @@ func decodeHead(data []byte, h *changeHead) error {
 	return nil
 }
 
-// change is a CHANGES message as prepareChange readies it for the view, on
+// change is a CHANGES message as a changePreparer readies it for the view, on
 // the follower's reader goroutine (off the store transaction).
 type change struct {
 	head   changeHead
 	header nats.Header // the message's (trace context)
 	key    []byte      // docKey of the document
 	value  []byte      // what bucketDocs will hold (putSyncedValue)
-	// scratch is where the compact record is built and compact what it is
-	// read into, reused with the change.
+	err    error       // the head did not decode or is not its subject's: the change is quarantined
+	retry  bool        // err: a newer schema, worth reading again after an upgrade
+	left   bool        // a Left notice of the change feed (rules.go): forget the document
+}
+
+// changePreparer readies CHANGES messages for the view (prepare, data). It
+// keeps the buffer the compact record is built in and the field lists it
+// is read into, so a catch-up grows them once, not once per document (a
+// delivery's change is cleared each time its batch is recycled). One
+// goroutine uses it at a time: the follower's reader.
+type changePreparer struct {
 	scratch []byte
 	compact compactChange
-	err     error // the head did not decode or is not its subject's: the change is quarantined
-	retry   bool  // err: a newer schema, worth reading again after an upgrade
-	left    bool  // a Left notice of the change feed (rules.go): forget the document
 }
 
-// prepareChange decodes m's head and builds the view's key and value in a,
-// so the message's own copy of the payload is garbage once this returns.
-func prepareChange(m jetstream.Msg, c *change, a *arena) {
-	prepareChangeData(m.Subject(), m.Data(), m.Headers(), c, a)
+func newChangePreparer() *changePreparer { return &changePreparer{} }
+
+// prepare decodes m's head and builds the view's key and value in a, so
+// the message's own copy of the payload is garbage once this returns.
+func (p *changePreparer) prepare(m jetstream.Msg, c *change, a *arena) {
+	p.data(m.Subject(), m.Data(), m.Headers(), c, a)
 }
 
-// prepareChangeData is prepareChange of a message's parts. A payload that
-// does not decode, or names another document than subject, is c.err
-// (wrapping ErrUnreadable or ErrSubjectMismatch).
-func prepareChangeData(subject string, data []byte, header nats.Header, c *change, a *arena) {
+// data is prepare of a message's parts. A payload that does not decode, or
+// names another document than subject, is c.err (wrapping ErrUnreadable or
+// ErrSubjectMismatch).
+func (p *changePreparer) data(subject string, data []byte, header nats.Header, c *change, a *arena) {
 	c.header = header
 	if err := decodeHead(data, &c.head); err != nil {
 		c.err = fmt.Errorf("%w: %w", ErrUnreadable, err)
@@ -101,8 +109,8 @@ func prepareChangeData(subject string, data []byte, header nats.Header, c *chang
 	// The compact record (synced.go) when the change decodes, else the
 	// payload as received.
 	var ok bool
-	if c.scratch, ok = compactSyncedWith(c.scratch[:0], data, &c.compact); ok {
-		data = c.scratch
+	if p.scratch, ok = compactSyncedWith(p.scratch[:0], data, &p.compact); ok {
+		data = p.scratch
 	}
 	c.value = a.alloc(8 + len(data))
 	putSyncedValue(c.value, h.Version, data)
