@@ -41,9 +41,14 @@ type changeHead struct {
 // the rest of the payload is well-formed JSON; anything it is not sure of,
 // it hands to encoding/json, so the result (value or error) is always the
 // one json.Unmarshal gives. FuzzDecodeHead holds the two paths equal.
-func decodeHead(data []byte, h *changeHead) error {
+func decodeHead(data []byte, h *changeHead) error { return decodeHeadAfter(data, h, nil) }
+
+// decodeHeadAfter is decodeHead reusing prev's tenant, collection and
+// client strings where the payload's are equal (a catch-up's changes mostly
+// share them), so they cost no allocation; prev may be nil.
+func decodeHeadAfter(data []byte, h *changeHead, prev *changeHead) error {
 	*h = changeHead{}
-	if !scanHead(data, h) {
+	if !scanHead(data, h, prev) {
 		*h = changeHead{}
 		if err := json.Unmarshal(data, h); err != nil {
 			return fmt.Errorf("decode change: %w", err)
@@ -78,6 +83,9 @@ type change struct {
 type changePreparer struct {
 	scratch []byte
 	compact compactChange
+	// last holds the tenant, collection and client of the last change
+	// prepared, which the next one reuses when equal (decodeHeadAfter).
+	last changeHead
 }
 
 func newChangePreparer() *changePreparer { return &changePreparer{} }
@@ -93,12 +101,13 @@ func (p *changePreparer) prepare(m jetstream.Msg, c *change, a *arena) {
 // ErrSubjectMismatch).
 func (p *changePreparer) data(subject string, data []byte, header nats.Header, c *change, a *arena) {
 	c.header = header
-	if err := decodeHead(data, &c.head); err != nil {
+	if err := decodeHeadAfter(data, &c.head, &p.last); err != nil {
 		c.err = fmt.Errorf("%w: %w", ErrUnreadable, err)
 		c.retry = newerSchema(data)
 		return
 	}
 	h := &c.head
+	p.last = changeHead{Tenant: h.Tenant, Collection: h.Collection, Client: h.Client}
 	if !changeSubjectMatches(subject, h.Tenant, h.Collection, h.Doc) {
 		c.err = mismatch(subject, h.Tenant, h.Collection, h.Doc)
 		return
@@ -159,8 +168,15 @@ const maxSkipDepth = 64
 // anything it does not handle itself: a head key written in another case or
 // twice, escapes or non-ASCII bytes in a head string, null or a number
 // outside plain integer syntax in a head field, deep nesting.
-func scanHead(data []byte, h *changeHead) bool {
+//
+// A string equal to prev's (if prev is not nil) of the same field is
+// prev's, not a copy.
+func scanHead(data []byte, h *changeHead, prev *changeHead) bool {
 	s := scanner{b: data}
+	var none changeHead
+	if prev == nil {
+		prev = &none
+	}
 	var seen uint16
 	ok := s.object(func(key []byte) bool {
 		k := headKey(key)
@@ -180,9 +196,9 @@ func scanHead(data []byte, h *changeHead) bool {
 			h.Schema = int(n)
 			return ok
 		case 1:
-			return s.str(&h.Tenant)
+			return s.strLike(&h.Tenant, prev.Tenant)
 		case 2:
-			return s.str(&h.Collection)
+			return s.strLike(&h.Collection, prev.Collection)
 		case 3:
 			return s.str(&h.Doc)
 		case 4:
@@ -192,7 +208,7 @@ func scanHead(data []byte, h *changeHead) bool {
 		case 6:
 			return s.str(&h.Event)
 		case 7:
-			return s.str(&h.Client)
+			return s.strLike(&h.Client, prev.Client)
 		case 8:
 			return s.uint(64, &h.Seq)
 		case 9:
@@ -321,9 +337,16 @@ func (s *scanner) plain() ([]byte, bool) {
 	return nil, false
 }
 
-func (s *scanner) str(dst *string) bool {
+func (s *scanner) str(dst *string) bool { return s.strLike(dst, "") }
+
+// strLike is str that stores like, not a copy, when the string equals it.
+func (s *scanner) strLike(dst *string, like string) bool {
 	v, ok := s.plain()
-	if ok {
+	switch {
+	case !ok:
+	case like != "" && string(v) == like: // compared without a copy
+		*dst = like
+	default:
 		*dst = string(v)
 	}
 	return ok
