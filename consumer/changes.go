@@ -15,7 +15,7 @@ import (
 func (r *Replica) changesFollower(l *link) *follower[change] {
 	js := l.js
 	f := &follower[change]{
-		js: js, stream: events.StreamChanges, filters: r.filters, batch: r.batch,
+		js: js, stream: events.StreamChanges, filters: r.filters, batch: r.batch, grow: catchUpGrow * r.batch,
 		log: r.logger.With(logStream, events.StreamChanges), kick: make(chan struct{}, 1),
 	}
 	// created is the stream's creation time as the session's start saw it;
@@ -29,7 +29,7 @@ func (r *Replica) changesFollower(l *link) *follower[change] {
 		}
 		return next, err
 	}
-	f.prepare = prepareChange
+	f.prepare = newChangePreparer().prepare // the reader goroutine's
 	f.gather = catchUpGather
 	f.apply = func(ctx context.Context, ds []delivery[change]) error {
 		// A consumer the ordered consumer remade by itself may have
@@ -121,14 +121,21 @@ func (r *Replica) resetChanges(ctx context.Context, info *jetstream.StreamInfo, 
 // the cursor (and created, the stream's creation time): each change
 // replaces the synced state if its version is newer (so a redelivered
 // change changes nothing), settles the pending event it was caused by and
-// any receipt that waited for it, and feeds the clock.
+// any receipt that waited for it, and feeds the clock. The transaction is
+// the log's next group commit (Log.Batch), shared with the appends and
+// other bookkeeping queued beside it; its fn may run more than once, so
+// everything it computes restarts with it, and its spans and logs are made
+// once the batch is committed.
 func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], created int64) error {
 	var touched [][]byte
 	applied := 0
 	var prog Progress
 	var quarantined []error
-	err := r.log.Update(ctx, func(tx *producer.Tx) error {
-		touched, applied, quarantined = touched[:0], 0, quarantined[:0]
+	var traced []int // deliveries applied, for their spans
+	var outside []int
+	start := time.Now()
+	err := r.log.Batch(ctx, func(tx *producer.Tx) error {
+		touched, applied, quarantined, traced, outside = touched[:0], 0, quarantined[:0], traced[:0], outside[:0]
 		c, err := getCursor(tx, events.StreamChanges)
 		if err != nil {
 			return err
@@ -154,7 +161,7 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 			}
 			ch, key := &d.v.head, d.v.key
 			if ch.Tenant != r.tenant || !r.inScope(ch.Collection) {
-				r.logger.Warn("change outside scope skipped", "subject", d.subject, logSeq, d.seq)
+				outside = append(outside, i)
 				continue
 			}
 			if ch.Version <= v.version(key) {
@@ -165,14 +172,20 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 			}
 			touched = append(touched, key)
 			applied++
-			r.tel.changeApplied(d.v.header, ch, d.seq, r.client)
+			traced = append(traced, i)
 		}
 		v.close()
 		prog.Seq = c.Seq
 		c.Created = created
 		return putCursor(tx, events.StreamChanges, c)
 	})
+	for _, i := range traced {
+		r.tel.changeApplied(ds[i].v.header, &ds[i].v.head, ds[i].seq, r.client, start)
+	}
 	r.tel.endApplies(err)
+	for _, i := range outside {
+		r.logger.Warn("change outside scope skipped", "subject", ds[i].subject, logSeq, ds[i].seq)
+	}
 	if err != nil {
 		return fmt.Errorf("apply %d changes: %w", len(ds), err)
 	}

@@ -46,7 +46,17 @@
 // log's transaction (producer.Log.AppendWith),
 // so concurrent Puts are group-committed (one fsync for all of them) and
 // each still builds on the one stored before it. Batch makes several
-// writes in one transaction, all or nothing, each its own event.
+// writes in one transaction, all or nothing, each its own event. The
+// bookkeeping that follows a write online, the receipt follower's and the
+// change follower's applies (and the publisher's ack marks, in the
+// producer), are requests in the same group-commit queue
+// (producer.Log.Batch): whatever is queued when a commit starts shares one
+// transaction and one fsync with the Puts queued with it, and a batch's
+// failure is its own (the rest of its group commits without it). So those
+// applies may run more than once; their spans and logs are made once their
+// transaction has committed. A receipt that arrives after the change that
+// settled its write (the usual order online) is a lookup and a cursor
+// move in that shared transaction, nothing more.
 //
 // OpenReplica opens the file with producer.OpenStore: a store that is
 // missing while its marker (DBFile + producer.MarkerSuffix) says one was
@@ -127,7 +137,7 @@
 //     of the log's. The overlay shows the write pending throughout, once;
 //     Sync waits for the new event's fate as well.
 //   - any receipt of the current device for an event the log does not
-//     hold: producer.Log.ObserveReceipt forks the log to a new device if
+//     hold at all (producer.Tx.Holds): producer.Log.ObserveReceipt forks the log to a new device if
 //     the server applied a sequence the log has not reached (a restored
 //     backup, or a copy that ran ahead), before the log writes it again.
 //
@@ -257,8 +267,8 @@
 // producer log and publisher (append and publish spans, write metrics; see
 // the producer package) and trace the replica's apply of each change that
 // carries trace context: a span ebb.replica.apply (kind consumer), a child
-// of the projector's publish of the change, ended when the view transaction
-// commits. So one write is one trace from the writer's append to every
+// of the projector's publish of the change, starting when its view
+// transaction begins and ended when it commits. So one write is one trace from the writer's append to every
 // replica's apply. Catch-up progress is observable as
 // ebb.replica.changes.applied, .pending and .sequence (attribute
 // ebb.client).
@@ -283,12 +293,18 @@
 // with no channel operation per message; the applier swaps that batch for
 // the one it has just committed, so two batches and their arenas are
 // recycled for the whole catch-up and preparing a message allocates only
-// the head's strings. While the stream holds more than was read (the
+// the head's strings: the compact record is built in a buffer the reader
+// keeps for the follower's life (TestPrepareChange_ReusesScratchAcrossBatches).
+// While the stream holds more than was read (the
 // message's pending count), the applier waits for a full batch
 // (CatchUpBatch; at most 50 ms, in case the count overstated what comes),
-// so a long catch-up costs one commit per thousand documents, whatever the
-// speed of the disk, and live tailing one per change. Reading and parsing
-// the next batch overlaps the commit (and fsync) of this one. Inside the
+// so a long catch-up costs at most one commit per thousand documents,
+// whatever the speed of the disk, and live tailing one per change. Reading
+// and parsing the next batch overlaps the commit (and fsync) of this one,
+// and does not stop at CatchUpBatch: while a commit runs the reader fills
+// the next batch up to four times that, which the applier takes whole, so
+// a disk slower than the stream gets fewer, larger commits instead of
+// holding the reader up. Inside the
 // transaction a change costs a bucket lookup and a put; a key after the
 // bucket's last needs no lookup, and a transaction that only appended packs
 // its pages 90% full instead of bbolt's 50%. The store maps 64 MiB up front
@@ -296,7 +312,8 @@
 // not remap (and fsync a new size) at every doubling from 32 KiB. Starting
 // or restarting a follower writes nothing unless the stream was reset: the
 // first batch stores the stream's identity with the cursor. Memory is
-// bounded by the pull buffer and the two batches, not by N.
+// bounded by the pull buffer and the two batches (each at most four times
+// CatchUpBatch), not by N.
 //
 // BenchmarkCatchUpRatio measures a fresh catch-up against a bare ordered
 // consumer reading the same stream; its figures are in the README's

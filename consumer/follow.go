@@ -43,8 +43,13 @@ type follower[T any] struct {
 	js      StreamReader
 	stream  string
 	filters []string
-	batch   int // most messages per apply; also the pull buffer
-	log     *slog.Logger
+	batch   int // the pull buffer; with gather, the messages an apply waits for
+	// grow, if above batch, is the most messages per apply: while apply
+	// runs the reader keeps filling the next batch up to grow, so a store
+	// that commits slower than messages arrive commits fewer, larger
+	// batches. Zero means batch.
+	grow int
+	log  *slog.Logger
 	// prepare, if set, fills v from m on the reader goroutine. It must not
 	// touch the store: it runs while apply may be running. Bytes that must
 	// live until the batch is applied can come from a, the batch's arena.
@@ -247,7 +252,7 @@ func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) 
 	// one per message when live. So reading and parsing the next batch
 	// overlaps applying and committing this one, and the two batches are
 	// recycled rather than reallocated.
-	q := newHandoff[T](f.batch, f.gather)
+	q := newHandoff[T](f.batch, max(f.grow, f.batch), f.gather)
 	go func() { q.finish(f.read(ctx, it, q)) }()
 	// A kick stops the iterator: the reader ends, and so does this session.
 	// So does ctx's end: Next honours NextContext only between messages,
@@ -322,12 +327,15 @@ func (f *follower[T]) read(ctx context.Context, it jetstream.MessagesContext, q 
 }
 
 // handoff passes deliveries from a follower's reader goroutine to its
-// applier in batches. The reader appends to fill under mu; the applier
+// applier in batches: the applier takes what has arrived (with gather, once
+// at least max have, or the stream's last), and the reader stops filling at
+// limit until it does. The reader appends to fill under mu; the applier
 // swaps fill for the batch it has just applied. Messages cross without a
 // channel operation each: the reader signals only when fill turns
 // non-empty or worth taking, the applier only when it frees room.
 type handoff[T any] struct {
-	max    int
+	max    int           // a batch worth taking without gathering more
+	limit  int           // the most a batch holds: the reader waits for room beyond it
 	gather time.Duration // see follower.gather
 	mu     sync.Mutex
 	fill   *batch[T]
@@ -339,11 +347,12 @@ type handoff[T any] struct {
 	timer  *time.Timer   // the applier's, bounding a gather
 }
 
-func newHandoff[T any](max int, gather time.Duration) *handoff[T] {
+func newHandoff[T any](target, limit int, gather time.Duration) *handoff[T] {
 	q := &handoff[T]{
-		max:    max,
+		max:    target,
+		limit:  max(limit, target),
 		gather: gather,
-		fill:   &batch[T]{ds: make([]delivery[T], 0, max)},
+		fill:   &batch[T]{ds: make([]delivery[T], 0, target)},
 		ready:  make(chan struct{}, 1),
 		room:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
@@ -355,11 +364,11 @@ func newHandoff[T any](max int, gather time.Duration) *handoff[T] {
 }
 
 // slot locks q and returns the filling batch once it has room for one more
-// delivery; the caller appends it, then calls release. It fails when ctx
-// ends or the applier has stopped.
+// delivery (below limit); the caller appends it, then calls release. It
+// fails when ctx ends or the applier has stopped.
 func (q *handoff[T]) slot(ctx context.Context) (*batch[T], error) {
 	q.mu.Lock()
-	for len(q.fill.ds) >= q.max {
+	for len(q.fill.ds) >= q.limit {
 		q.mu.Unlock()
 		select {
 		case <-q.room:
@@ -377,7 +386,9 @@ func (q *handoff[T]) slot(ctx context.Context) (*batch[T], error) {
 // for what was just appended.
 func (q *handoff[T]) release() {
 	n := len(q.fill.ds)
-	wake := n == 1 || q.complete()
+	// Past max the batch is complete already: one wake-up at max, not
+	// one per message.
+	wake := n == 1 || n == q.max || q.fill.ds[n-1].pending == 0
 	q.mu.Unlock()
 	if wake {
 		select {

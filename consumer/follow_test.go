@@ -116,7 +116,7 @@ func TestHandoff_GatherFullBatches(t *testing.T) {
 		for i := range pendings {
 			pendings[i] = uint64(len(pendings) - 1 - i)
 		}
-		q := newHandoff[int](10, time.Minute)
+		q := newHandoff[int](10, 10, time.Minute)
 		go func() { q.finish(handoffReader(t.Context(), q, pendings)) }()
 		sizes, err := takeAll(t, q)
 		if err == nil || sum(sizes) != 25 {
@@ -134,7 +134,7 @@ func TestHandoff_GatherGivesUpAfterGather(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		// The pending count promises more than ever comes: the partial batch
 		// is applied once gather has passed.
-		q := newHandoff[int](10, 50*time.Millisecond)
+		q := newHandoff[int](10, 10, 50*time.Millisecond)
 		ctx, cancel := context.WithCancel(t.Context())
 		release := make(chan struct{})
 		go func() {
@@ -157,7 +157,7 @@ func TestHandoff_GatherGivesUpAfterGather(t *testing.T) {
 
 func TestHandoff_NoGatherTakesAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		q := newHandoff[int](10, 0)
+		q := newHandoff[int](10, 10, 0)
 		release := make(chan struct{})
 		go func() {
 			err := handoffReader(t.Context(), q, []uint64{100})
@@ -176,7 +176,7 @@ func TestHandoff_NoGatherTakesAtOnce(t *testing.T) {
 func TestHandoff_AbandonUnblocksReader(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		// The reader waits for room in a full batch; the applier stops.
-		q := newHandoff[int](2, 0)
+		q := newHandoff[int](2, 2, 0)
 		go func() { q.finish(handoffReader(t.Context(), q, []uint64{5, 4, 3, 2})) }()
 		synctest.Wait()
 		q.abandon()
@@ -225,4 +225,30 @@ func TestReceiptGapSuspect(t *testing.T) {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+func TestHandoff_GrowsWhileApplierBusy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// The applier is busy (it takes nothing) while 50 messages arrive,
+		// all with more pending: the reader keeps filling past the gather
+		// target (10) up to the limit (40) and waits there; the applier's
+		// next take gets all 40, one larger commit instead of four.
+		pendings := make([]uint64, 50)
+		for i := range pendings {
+			pendings[i] = uint64(len(pendings) - 1 - i)
+		}
+		q := newHandoff[int](10, 40, time.Minute)
+		go func() { q.finish(handoffReader(t.Context(), q, pendings)) }()
+		synctest.Wait() // the reader is blocked: the batch is at its limit
+		q.mu.Lock()
+		filled := len(q.fill.ds)
+		q.mu.Unlock()
+		if filled != 40 {
+			t.Fatalf("reader stopped at %d while the applier was busy, want 40", filled)
+		}
+		sizes, err := takeAll(t, q)
+		if err == nil || sum(sizes) != 50 || sizes[0] != 40 {
+			t.Fatalf("took %v (%v), want 40 first, all 50, then the reader's error", sizes, err)
+		}
+	})
 }

@@ -41,9 +41,14 @@ type changeHead struct {
 // the rest of the payload is well-formed JSON; anything it is not sure of,
 // it hands to encoding/json, so the result (value or error) is always the
 // one json.Unmarshal gives. FuzzDecodeHead holds the two paths equal.
-func decodeHead(data []byte, h *changeHead) error {
+func decodeHead(data []byte, h *changeHead) error { return decodeHeadAfter(data, h, nil) }
+
+// decodeHeadAfter is decodeHead reusing prev's tenant, collection and
+// client strings where the payload's are equal (a catch-up's changes mostly
+// share them), so they cost no allocation; prev may be nil.
+func decodeHeadAfter(data []byte, h *changeHead, prev *changeHead) error {
 	*h = changeHead{}
-	if !scanHead(data, h) {
+	if !scanHead(data, h, prev) {
 		*h = changeHead{}
 		if err := json.Unmarshal(data, h); err != nil {
 			return fmt.Errorf("decode change: %w", err)
@@ -58,39 +63,51 @@ func decodeHead(data []byte, h *changeHead) error {
 	return nil
 }
 
-// change is a CHANGES message as prepareChange readies it for the view, on
+// change is a CHANGES message as a changePreparer readies it for the view, on
 // the follower's reader goroutine (off the store transaction).
 type change struct {
 	head   changeHead
 	header nats.Header // the message's (trace context)
 	key    []byte      // docKey of the document
 	value  []byte      // what bucketDocs will hold (putSyncedValue)
-	// scratch is where the compact record is built and compact what it is
-	// read into, reused with the change.
+	err    error       // the head did not decode or is not its subject's: the change is quarantined
+	retry  bool        // err: a newer schema, worth reading again after an upgrade
+	left   bool        // a Left notice of the change feed (rules.go): forget the document
+}
+
+// changePreparer readies CHANGES messages for the view (prepare, data). It
+// keeps the buffer the compact record is built in and the field lists it
+// is read into, so a catch-up grows them once, not once per document (a
+// delivery's change is cleared each time its batch is recycled). One
+// goroutine uses it at a time: the follower's reader.
+type changePreparer struct {
 	scratch []byte
 	compact compactChange
-	err     error // the head did not decode or is not its subject's: the change is quarantined
-	retry   bool  // err: a newer schema, worth reading again after an upgrade
-	left    bool  // a Left notice of the change feed (rules.go): forget the document
+	// last holds the tenant, collection and client of the last change
+	// prepared, which the next one reuses when equal (decodeHeadAfter).
+	last changeHead
 }
 
-// prepareChange decodes m's head and builds the view's key and value in a,
-// so the message's own copy of the payload is garbage once this returns.
-func prepareChange(m jetstream.Msg, c *change, a *arena) {
-	prepareChangeData(m.Subject(), m.Data(), m.Headers(), c, a)
+func newChangePreparer() *changePreparer { return &changePreparer{} }
+
+// prepare decodes m's head and builds the view's key and value in a, so
+// the message's own copy of the payload is garbage once this returns.
+func (p *changePreparer) prepare(m jetstream.Msg, c *change, a *arena) {
+	p.data(m.Subject(), m.Data(), m.Headers(), c, a)
 }
 
-// prepareChangeData is prepareChange of a message's parts. A payload that
-// does not decode, or names another document than subject, is c.err
-// (wrapping ErrUnreadable or ErrSubjectMismatch).
-func prepareChangeData(subject string, data []byte, header nats.Header, c *change, a *arena) {
+// data is prepare of a message's parts. A payload that does not decode, or
+// names another document than subject, is c.err (wrapping ErrUnreadable or
+// ErrSubjectMismatch).
+func (p *changePreparer) data(subject string, data []byte, header nats.Header, c *change, a *arena) {
 	c.header = header
-	if err := decodeHead(data, &c.head); err != nil {
+	if err := decodeHeadAfter(data, &c.head, &p.last); err != nil {
 		c.err = fmt.Errorf("%w: %w", ErrUnreadable, err)
 		c.retry = newerSchema(data)
 		return
 	}
 	h := &c.head
+	p.last = changeHead{Tenant: h.Tenant, Collection: h.Collection, Client: h.Client}
 	if !changeSubjectMatches(subject, h.Tenant, h.Collection, h.Doc) {
 		c.err = mismatch(subject, h.Tenant, h.Collection, h.Doc)
 		return
@@ -101,8 +118,8 @@ func prepareChangeData(subject string, data []byte, header nats.Header, c *chang
 	// The compact record (synced.go) when the change decodes, else the
 	// payload as received.
 	var ok bool
-	if c.scratch, ok = compactSyncedWith(c.scratch[:0], data, &c.compact); ok {
-		data = c.scratch
+	if p.scratch, ok = compactSyncedWith(p.scratch[:0], data, &p.compact); ok {
+		data = p.scratch
 	}
 	c.value = a.alloc(8 + len(data))
 	putSyncedValue(c.value, h.Version, data)
@@ -151,8 +168,15 @@ const maxSkipDepth = 64
 // anything it does not handle itself: a head key written in another case or
 // twice, escapes or non-ASCII bytes in a head string, null or a number
 // outside plain integer syntax in a head field, deep nesting.
-func scanHead(data []byte, h *changeHead) bool {
+//
+// A string equal to prev's (if prev is not nil) of the same field is
+// prev's, not a copy.
+func scanHead(data []byte, h *changeHead, prev *changeHead) bool {
 	s := scanner{b: data}
+	var none changeHead
+	if prev == nil {
+		prev = &none
+	}
 	var seen uint16
 	ok := s.object(func(key []byte) bool {
 		k := headKey(key)
@@ -172,9 +196,9 @@ func scanHead(data []byte, h *changeHead) bool {
 			h.Schema = int(n)
 			return ok
 		case 1:
-			return s.str(&h.Tenant)
+			return s.strLike(&h.Tenant, prev.Tenant)
 		case 2:
-			return s.str(&h.Collection)
+			return s.strLike(&h.Collection, prev.Collection)
 		case 3:
 			return s.str(&h.Doc)
 		case 4:
@@ -184,7 +208,7 @@ func scanHead(data []byte, h *changeHead) bool {
 		case 6:
 			return s.str(&h.Event)
 		case 7:
-			return s.str(&h.Client)
+			return s.strLike(&h.Client, prev.Client)
 		case 8:
 			return s.uint(64, &h.Seq)
 		case 9:
@@ -313,9 +337,16 @@ func (s *scanner) plain() ([]byte, bool) {
 	return nil, false
 }
 
-func (s *scanner) str(dst *string) bool {
+func (s *scanner) str(dst *string) bool { return s.strLike(dst, "") }
+
+// strLike is str that stores like, not a copy, when the string equals it.
+func (s *scanner) strLike(dst *string, like string) bool {
 	v, ok := s.plain()
-	if ok {
+	switch {
+	case !ok:
+	case like != "" && string(v) == like: // compared without a copy
+		*dst = like
+	default:
 		*dst = string(v)
 	}
 	return ok

@@ -83,10 +83,10 @@ func TestDecodeHead_AgreesWithEncodingJSON(t *testing.T) {
 		checkHeadAgrees(t, data)
 	}
 	var h changeHead
-	if !scanHead(headSeeds(t)[0], &h) {
+	if !scanHead(headSeeds(t)[0], &h, nil) {
 		t.Error("the payload events.EncodeChange writes missed the fast path")
 	}
-	if !scanHead(headSeeds(t)[1], &h) {
+	if !scanHead(headSeeds(t)[1], &h, nil) {
 		t.Error("a payload with escapes in its fields and conflicts missed the fast path")
 	}
 }

@@ -225,7 +225,7 @@ func (r *Replica) retryQuarantinedChanges(ctx context.Context, s msgGetter) {
 	r.retryQuarantined(ctx, s, events.StreamChanges, func(tx *producer.Tx, m *jetstream.RawStreamMsg) (error, error) {
 		var c change
 		var a arena
-		prepareChangeData(m.Subject, m.Data, m.Header, &c, &a)
+		newChangePreparer().data(m.Subject, m.Data, m.Header, &c, &a)
 		if c.err != nil {
 			return c.err, nil
 		}

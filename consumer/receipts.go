@@ -293,8 +293,10 @@ func (r *Replica) applyReceipts(ctx context.Context, ds []delivery[receipt], cre
 	rejected := 0
 	var prog Progress
 	var quarantined []error
-	device := r.log.Device() // before the transaction: an append holds the log's lock while it waits for one
-	err := r.log.Update(ctx, func(tx *producer.Tx) error {
+	device := r.log.Device() // before the transaction: a group commit holds the log's append lock
+	// The log's next group commit (Log.Batch): fn may run more than once,
+	// so it restarts what it computes, and logs only once committed.
+	err := r.log.Batch(ctx, func(tx *producer.Tx) error {
 		touched, rejected, quarantined = touched[:0], 0, quarantined[:0]
 		c, err := getCursor(tx, events.StreamReceipts)
 		if err != nil {
@@ -373,8 +375,9 @@ func (r *Replica) newReceiptBatch(tx *producer.Tx, device string) (*receiptBatch
 // returns 1 if it recorded a rejection and the key of the document whose
 // view changed (nil if none). A receipt of an event the log does not hold
 // unsettled (another device's of the client, or one settled already)
-// changes nothing, except that one of the current device is deferred to
-// the log's ObserveReceipt (it may name a sequence the log never wrote),
+// changes nothing, except that one of the current device the log does
+// not hold at all is deferred to the log's ObserveReceipt (it may name a
+// sequence the log never wrote),
 // and a rejection makes a recorded unknown fate precise. A "reused"
 // receipt is deferred to the log's Reissue (see devices.go).
 func (r *Replica) applyReceipt(tx *producer.Tx, b *receiptBatch, seq uint64, rc *events.Receipt) (int, []byte, error) {
@@ -383,7 +386,10 @@ func (r *Replica) applyReceipt(tx *producer.Tx, b *receiptBatch, seq uint64, rc 
 		return 0, nil, err
 	}
 	if !ok {
-		if rc.Device != "" && rc.Device == b.device {
+		// One the log holds (settled: its change came first) needs no
+		// relog: ObserveReceipt would find its sequence written, and
+		// Reissue nothing unsettled to write again.
+		if rc.Device != "" && rc.Device == b.device && !tx.Holds(rc.Event) {
 			if err := r.deferRelog(tx, seq, rc); err != nil {
 				return 0, nil, err
 			}
@@ -412,7 +418,7 @@ func (r *Replica) applyReceipt(tx *producer.Tx, b *receiptBatch, seq uint64, rc 
 		if err := putJSON(tx, r.seal, bucketRejections, []byte(rc.Event), rej); err != nil {
 			return 0, nil, fmt.Errorf("record rejection of %s: %w", rc.Event, err)
 		}
-		r.logger.Info("write rejected", logEvent, rc.Event, logDoc, ent.Doc, logReason, rc.Reason)
+		tx.OnCommit(func() { r.logger.Info("write rejected", logEvent, rc.Event, logDoc, ent.Doc, logReason, rc.Reason) })
 		return 1, docKey(ent.Collection, ent.Doc), tx.Settle(rc)
 	case events.OutcomeDuplicate:
 		return r.applyDuplicate(tx, rc)
@@ -466,7 +472,7 @@ func (r *Replica) applyDuplicate(tx *producer.Tx, rc *events.Receipt) (int, []by
 	if err := putJSON(tx, r.seal, bucketRejections, []byte(rc.Event), rej); err != nil {
 		return 0, nil, fmt.Errorf("record unknown fate of %s: %w", rc.Event, err)
 	}
-	r.logger.Warn("write of unknown fate", logEvent, rc.Event, logDoc, ent.Doc, logReason, reason)
+	tx.OnCommit(func() { r.logger.Warn("write of unknown fate", logEvent, rc.Event, logDoc, ent.Doc, logReason, reason) })
 	return 1, key, tx.Settle(rc)
 }
 

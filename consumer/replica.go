@@ -26,9 +26,15 @@ import (
 // file holding the producer's log and the consumer's view.
 const DBFile = "ebb.db"
 
-// DefaultCatchUpBatch is how many changes one view transaction applies at
-// most while catching up.
+// DefaultCatchUpBatch is how many changes the CHANGES follower pulls at a
+// time, and how many one view transaction waits for while catching up.
 const DefaultCatchUpBatch = 1000
+
+// catchUpGrow bounds a view transaction at this many times CatchUpBatch:
+// while one commits, the follower keeps reading, so a store slower than the
+// stream commits fewer, larger batches (fewer fsyncs) instead of holding
+// the reader up. Memory stays bounded: two batches of at most that size.
+const catchUpGrow = 4
 
 // storeMmap and storeGrowth size the local store's memory map and file
 // growth. bbolt maps a new file 32 KiB at a time and, until the map passes
@@ -71,8 +77,10 @@ type ReplicaConfig struct {
 	Collections []string
 	// Logger; nil discards.
 	Logger *slog.Logger
-	// CatchUpBatch bounds changes per view transaction; default
-	// DefaultCatchUpBatch.
+	// CatchUpBatch is how many changes the CHANGES follower pulls at a time
+	// and, while catching up, gathers for one view transaction; a
+	// transaction takes up to four times as many when they arrived while
+	// the last one committed. Default DefaultCatchUpBatch.
 	CatchUpBatch int
 	// Publisher tunes the producer's publisher; its zero value works.
 	Publisher producer.PublisherConfig

@@ -1,6 +1,8 @@
 package consumer
 
 import (
+	"time"
+
 	"context"
 	"sync"
 
@@ -99,9 +101,10 @@ func (r *Replica) publisherConfig() producer.PublisherConfig {
 
 // changeApplied starts the span of applying the change at seq with
 // headers h, as a child of the trace context h carries (the projector's
-// publish of the change). It is ended by endApplies once the batch's
-// transaction is over. Changes without trace context get no span.
-func (t *replicaTelemetry) changeApplied(h nats.Header, ch *changeHead, seq uint64, client string) {
+// publish of the change), at start (when its batch's transaction began).
+// It is ended by endApplies once the batch's transaction is over. Changes
+// without trace context get no span.
+func (t *replicaTelemetry) changeApplied(h nats.Header, ch *changeHead, seq uint64, client string, start time.Time) {
 	if t == nil || !t.enabled || len(h) == 0 {
 		return
 	}
@@ -109,7 +112,7 @@ func (t *replicaTelemetry) changeApplied(h nats.Header, ch *changeHead, seq uint
 	if !trace.SpanContextFromContext(parent).IsValid() {
 		return
 	}
-	_, span := t.tracer.Start(parent, spanApply, trace.WithSpanKind(trace.SpanKindConsumer),
+	_, span := t.tracer.Start(parent, spanApply, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(start),
 		trace.WithAttributes(events.AttrSystem.String("nats"), events.AttrSubject.String(events.ChangeSubject(ch.Tenant, ch.Collection, ch.Doc)),
 			events.AttrCollection.String(ch.Collection), events.AttrDoc.String(ch.Doc), events.AttrVersion.Int64(int64(ch.Version)),
 			events.AttrEvent.String(ch.Event), events.AttrStreamSeq.Int64(int64(seq)), events.AttrClient.String(client)))

@@ -56,7 +56,7 @@ func (l *Log) ObserveReceipt(ctx context.Context, r *events.Receipt) (bool, erro
 	}
 	var device string
 	var base uint64
-	err = l.db.Update(func(tx *bbolt.Tx) (err error) {
+	err = l.update(func(tx *bbolt.Tx) (err error) {
 		device, base, err = l.fork(tx)
 		return err
 	})
@@ -103,7 +103,7 @@ func (l *Log) Reissue(ctx context.Context, r *events.Receipt) (*events.Event, er
 		base   = l.deviceBase
 		forked bool
 	)
-	err = l.db.Update(func(tx *bbolt.Tx) error {
+	err = l.update(func(tx *bbolt.Tx) error {
 		k := tx.Bucket(bucketIDs).Get([]byte(r.Event))
 		if k == nil {
 			return nil

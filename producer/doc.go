@@ -15,8 +15,9 @@
 // publishes, at most one per document at a time. Each message carries the
 // event id as Nats-Msg-Id and the W3C trace context of the Append in its
 // headers ([events.HeaderCarrier]). A PubAck, duplicate or not, marks the
-// entry published; acks are stored in batches, one transaction per batch, by
-// a committer goroutine, so there is no fsync per ack. Retryable failures
+// entry published; acks are stored in batches by a committer goroutine,
+// each batch a Log.Batch request that shares the next group commit with
+// the appends queued beside it, so there is no fsync per ack. Retryable failures
 // (no connection, timeouts, no responders, leader changes) are retried
 // forever with exponential backoff and full jitter, and every retry restarts
 // from the oldest unacknowledged entry. While the connection is down the
@@ -88,7 +89,17 @@
 // What a write costs, by contract: each Append, AppendBatch or AppendWith
 // call is committed whole in one bbolt transaction (one fsync), which
 // concurrent calls share (group commit, see group.go): N writers waiting at
-// once cost one fsync, not N, and a call's failure is its own. The
+// once cost one fsync, not N, and a call's failure is its own. Bookkeeping
+// joins the same queue: Log.Batch (a replica's receipt and change applies)
+// and the Publisher's ack marks run in the transaction of the next group
+// commit, beside the appends queued with them, so a write online and what
+// follows it share fsyncs instead of taking one each. A Batch fn may run
+// more than once (its group retried without a member that failed) and must
+// only touch its tx; Log.Update keeps a transaction of its own, its fn run
+// once. An append never waits for bookkeeping to arrive (the leader's wait
+// for its group to fill counts appends only), though it may share a commit
+// with bookkeeping already queued. Log.Stats counts the commits and the
+// requests they held. The
 // unsettled entries are indexed by document (producer.bydoc, written in the
 // transaction that appends or settles), so Tx.UnsettledFor, UnsettledIn and
 // UnsettledEntry cost the entries they return, not the backlog; the
@@ -134,9 +145,10 @@
 // A Log owns its bbolt file and every bucket in it (OpenStore, or Open for
 // a file of its own). Other packages that keep state beside the log, so
 // that one transaction changes both (the consumer's view, the gateway's
-// writer), run their transactions through Log.View and Log.Update: the
+// writer), run their transactions through Log.View, Log.Update and
+// Log.Batch (shared with the group commit, see Performance): the
 // *Tx they get has the log's typed methods (Settle, UnsettledFor,
-// UnsettledIn, UnsettledEntry, Awaiting, CopiesAfter, EachUnsettled) and
+// UnsettledIn, UnsettledEntry, Awaiting, CopiesAfter, EachUnsettled, Holds) and
 // Bucket, which opens buckets of their own namespace and refuses the
 // log's ("producer.*", ErrReservedBucket). No *bbolt.DB or *bbolt.Tx is
 // reachable from outside the package, so the log's indexes and counts
@@ -152,7 +164,7 @@
 // Unsettled, Settle, UnsettledFor and Prepare had, and the DB and OpenDB
 // that handed the file out), store.go (bucket names, records, entry
 // reads), index.go (the unsettled-by-document and awaiting indexes,
-// Counts), group.go (group commit and Prepare), device.go (devices,
+// Counts), group.go (group commit, Prepare and Batch), stats.go (Stats), device.go (devices,
 // Reissue, Successor), publisher.go (Publisher), doctor.go (Diagnose),
 // codec.go, telemetry.go, errors.go.
 package producer

@@ -15,24 +15,41 @@ import (
 	"github.com/ebbsync/ebb/events"
 )
 
-// Group commit. Every append (Append, AppendBatch, AppendWith) is a
-// request queued on the log. The first caller that finds no commit running
-// leads: it takes every request queued by then and commits them in one bbolt
-// transaction (one fsync), in queue order, then hands the lead to the first
-// request queued meanwhile, if any, and returns. So N concurrent callers
-// share fsyncs instead of queueing for one each, no goroutine runs behind the
-// callers' backs, and no caller leads for longer than one commit beyond its
-// own. A request is all-or-nothing: when one of a group fails (an invalid
-// write, a Prepare error), the transaction is rolled back and the group is
-// committed again without it, so its failure is its own.
+// Group commit. Every append (Append, AppendBatch, AppendWith) and every
+// Batch is a request queued on the log. The first caller that finds no
+// commit running leads: it takes every request queued by then and commits
+// them in one bbolt transaction (one fsync), in queue order, then hands the
+// lead to the first request queued meanwhile, if any, and returns. So N
+// concurrent callers share fsyncs instead of queueing for one each, no
+// goroutine runs behind the callers' backs, and no caller leads for longer
+// than one commit beyond its own. A request is all-or-nothing: when one of a
+// group fails (an invalid write, a Prepare error, a Batch fn's error), the
+// transaction is rolled back and the group is committed again without it, so
+// its failure is its own (and the others' Prepare and Batch fns run again).
+//
+// Bookkeeping (Batch: the publisher's ack marks, a replica's receipt and
+// change applies) rides in the same queue as appends, so what is queued when
+// a commit starts shares its transaction and its fsync with the appends
+// queued with it, instead of taking bbolt's writer lock for a commit of its
+// own. Queue order is commit order within the transaction: a caller that
+// waits for one request before it makes the next (a follower's batches, the
+// publisher's acks of entries it read after their append committed) sees them
+// committed in that order.
 //
 // Callers that just got their result come back with their next write a
 // moment after the next leader has started, so a leader that took the queue
 // at once would commit about half of the writers each time. It first waits
-// for as many requests as were in flight when the last commit ended (its
+// for as many appends as were in flight when the last commit ended (its
 // group plus those queued behind it), for at most a quarter of the last
 // commit's duration (capped at maxGroupWait): a lone writer never waits, and
-// a writer that stopped costs at most that much latency to the others.
+// a writer that stopped costs at most that much latency to the others. Only
+// appends are waited for: an append never waits for bookkeeping to arrive.
+//
+// bbolt's own DB.Batch does the same for fns alone, but it starts a batch on
+// a timer (MaxBatchDelay, 10 ms by default) or at MaxBatchSize, which would
+// add that delay to every ack, receipt and change apply of a quiet replica,
+// and its batches would not share a transaction with the appends of this
+// queue; extending this queue gets both the sharing and no timer.
 
 // Prepare completes a write inside the transaction that stores it, just
 // before the log stamps it: it may set BaseVersion and After (and any other
@@ -49,11 +66,13 @@ const maxGroupWait = 2 * time.Millisecond
 // errMemberFailed rolls a group's transaction back: one request failed.
 var errMemberFailed = errors.New("a request of the group failed")
 
-// appendReq is one caller's request in the group-commit queue.
+// appendReq is one caller's request in the group-commit queue: an append
+// (ws) or, with fn set, a Batch.
 type appendReq struct {
 	ws   []Write
 	prep Prepare
 	tc   map[string]string
+	fn   func(tx *bbolt.Tx) error
 	// Set by the committer, read by the caller after done is closed.
 	evs []*events.Event
 	err error
@@ -115,6 +134,44 @@ func (l *Log) AppendWith(ctx context.Context, ws []Write, prep Prepare) (evs []*
 	return req.evs, nil
 }
 
+// Batch runs fn in a read-write transaction on the local store, like
+// Update, but shared: fn runs in the transaction of the log's next group
+// commit, beside the appends and other Batches queued with it, so they all
+// cost one commit and one fsync (see doc.go, "Performance"). When Batch
+// returns nil, what fn wrote is durable. fn's error is its own: Batch
+// returns it, nothing fn wrote is stored, and the others of its group are
+// committed without it. So fn may run more than once (its group retried
+// without another member that failed): it must only read and write tx,
+// reset whatever it computes at its start, and leave effects outside the
+// store to tx.OnCommit or to its caller after Batch returns. fn must not
+// block, nor call the Log's methods (it runs while the log's append lock is
+// held; Tx's methods are what it has). Requests are committed in the order
+// they were queued, so a caller that waits for one Batch before making the
+// next sees them committed in that order. If ctx ends while the call waits
+// for its turn, Batch returns ctx's error and fn does not run; once its
+// commit has begun it waits for that commit. Close waits for queued
+// Batches to be committed; after Close, Batch fails with ErrClosed.
+func (l *Log) Batch(ctx context.Context, fn func(tx *Tx) error) error {
+	return l.batch(ctx, func(tx *bbolt.Tx) error { return fn(&Tx{l: l, tx: tx}) })
+}
+
+// batch queues fn as a group-commit request and waits for its commit.
+func (l *Log) batch(ctx context.Context, fn func(tx *bbolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	release, err := l.use()
+	if err != nil {
+		return err
+	}
+	defer release()
+	req := &appendReq{fn: fn, lead: make(chan struct{}), done: make(chan struct{})}
+	if err := l.submit(ctx, req); err != nil {
+		return err
+	}
+	return req.err
+}
+
 // submit queues req and returns once it is committed (or failed): as the
 // leader of a group, or as a member another caller committed. It returns
 // ctx's error only if req was withdrawn before any commit took it.
@@ -172,7 +229,7 @@ func (l *Log) lead() {
 		close(q.done)
 	}
 	l.groupMu.Lock()
-	l.lastCommit, l.expect = took, len(group)+len(l.queue)
+	l.lastCommit, l.expect = took, appendsIn(group)+appendsIn(l.queue)
 	l.passLead()
 	l.groupMu.Unlock()
 }
@@ -189,9 +246,20 @@ func (l *Log) passLead() {
 	close(next.lead)
 }
 
-// fillGroup waits, as the leader, until the queue holds as many requests
-// as were in flight when the last commit ended, or a quarter of that
-// commit's duration (at most maxGroupWait) has passed.
+// appendsIn counts the appends (not Batches) of reqs.
+func appendsIn(reqs []*appendReq) int {
+	n := 0
+	for _, q := range reqs {
+		if q.fn == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// fillGroup waits, as the leader, until the queue holds as many appends as
+// were in flight when the last commit ended, or a quarter of that commit's
+// duration (at most maxGroupWait) has passed.
 func (l *Log) fillGroup() {
 	l.groupMu.Lock()
 	want, wait := l.expect, min(l.lastCommit/4, maxGroupWait)
@@ -203,7 +271,7 @@ func (l *Log) fillGroup() {
 	defer timer.Stop()
 	for {
 		l.groupMu.Lock()
-		n, more := len(l.queue), l.enqueued.wait()
+		n, more := appendsIn(l.queue), l.enqueued.wait()
 		l.groupMu.Unlock()
 		if n >= want {
 			return
@@ -226,9 +294,16 @@ func (l *Log) commitGroup(group []*appendReq) {
 		var failed *appendReq
 		seq := l.seq
 		now := l.now()
-		err := l.db.Update(func(tx *bbolt.Tx) error {
+		err := l.update(func(tx *bbolt.Tx) error {
 			failed, seq = nil, l.seq
 			for _, q := range live {
+				if q.fn != nil {
+					if err := q.fn(tx); err != nil {
+						q.err, failed = err, q
+						return errMemberFailed
+					}
+					continue
+				}
 				evs, err := l.storeReq(tx, q, seq, now)
 				if err != nil {
 					q.err, failed = err, q
@@ -247,18 +322,24 @@ func (l *Log) commitGroup(group []*appendReq) {
 		if err != nil {
 			for _, q := range live {
 				q.evs = nil
-				q.err = fmt.Errorf("append events %d..%d: %w", l.seq+1, seq, err)
+				if q.fn != nil {
+					q.err = fmt.Errorf("commit: %w", l.mapClosed(err))
+				} else {
+					q.err = fmt.Errorf("append events %d..%d: %w", l.seq+1, seq, err)
+				}
 			}
 			return
 		}
 		n := int(seq - l.seq)
 		l.seq = seq
-		l.commits.Add(1)
+		l.requests.Add(int64(len(live)))
 		l.countMu.Lock()
 		l.pendingN += n
 		l.unsettledN += n
 		l.countMu.Unlock()
-		l.appended.notify()
+		if n > 0 {
+			l.appended.notify()
+		}
 		return
 	}
 }

@@ -159,7 +159,8 @@ type Log struct {
 	enqueued   signal        // a request was queued
 	lastCommit time.Duration // how long the last group's commit took
 	expect     int           // requests in flight when the last commit ended
-	commits    atomic.Int64  // group transactions committed
+	commits    atomic.Int64  // write transactions committed (Stats)
+	requests   atomic.Int64  // requests committed through the group (Stats)
 	seq        uint64        // last committed local sequence (under appendMu)
 	device     string        // the current device (under appendMu); "" in a legacy log
 	deviceBase uint64        // local sequence at which device started (under appendMu)

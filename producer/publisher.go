@@ -436,6 +436,10 @@ func (p *Publisher) round(ctx context.Context, probe bool) (rerr error) {
 		if probe {
 			limit = 1
 		}
+		// Taken before reading: an append committed after the read below
+		// wakes the wait for acks, so it is sent while earlier publishes
+		// are still in flight instead of after their acks.
+		appended := p.log.appended.wait()
 	fill:
 		for stopErr == nil && len(inflight) < limit {
 			// Entries released by their document's previous publish go
@@ -485,11 +489,17 @@ func (p *Publisher) round(ctx context.Context, probe bool) (rerr error) {
 			return stopErr
 		}
 
-		// Wait for the oldest, then take every later one already done.
+		// Wait for the oldest, then take every later one already done; a
+		// new append ends the wait (when the window has room), back to
+		// filling it.
 		var done []result
+		var wake <-chan struct{}
+		if !probe && len(inflight) < limit {
+			wake = appended
+		}
 		for len(inflight) > 0 {
 			block := len(done) == 0
-			r, ok, err := p.await(ctx, inflight[0], block)
+			r, ok, err := p.await(ctx, inflight[0], block, wake)
 			if err != nil {
 				if serr := p.store(ctx, done); serr != nil {
 					return serr
@@ -627,8 +637,10 @@ func (p *Publisher) send(ctx context.Context, m pendingMsg, probe bool) flight {
 }
 
 // await returns the fate of f. With block false it returns ok=false at once
-// if f is not done. A retryable failure is returned as err (so is errStop).
-func (p *Publisher) await(ctx context.Context, f flight, block bool) (r result, ok bool, err error) {
+// if f is not done; with block true it waits, and returns ok=false if wake
+// closes first (nil: never). A retryable failure is returned as err (so is
+// errStop).
+func (p *Publisher) await(ctx context.Context, f flight, block bool, wake <-chan struct{}) (r result, ok bool, err error) {
 	r.seq, r.id = f.out.seq, f.out.id
 	if f.err != nil {
 		r.err = fmt.Errorf("publish event %s: %w", f.out.id, f.err)
@@ -644,6 +656,8 @@ func (p *Publisher) await(ctx context.Context, f flight, block bool) (r result, 
 		select {
 		case ack = <-f.fut.Ok():
 		case perr = <-f.fut.Err():
+		case <-wake:
+			return r, false, nil
 		case <-t.C:
 			return r, false, fmt.Errorf("publish event %s: %w after %s", f.out.id, ErrAckTimeout, p.cfg.AckTimeout)
 		case <-ctx.Done():

@@ -92,17 +92,17 @@ func (l *Log) pendingAfter(after uint64, n int, below uint64) ([]pendingMsg, err
 // become published, refused ones failed. Entries no longer pending (settled
 // by a receipt meanwhile) keep their state. It returns the entries that
 // failed and how many were published.
+//
+// The transaction is a Batch's: it shares the next group commit with the
+// appends and bookkeeping queued beside it, and its fn may run more than
+// once, so it starts from scratch each time. Every entry it marks was
+// appended by a commit before it (the publisher read it from the log).
 func (l *Log) markResults(rs []result) (failed []Entry, published int, err error) {
-	release, err := l.use()
-	if err != nil {
-		return nil, 0, err
-	}
-	defer release()
 	now := l.now()
 	// nLate counts acks of entries a receipt settled first: published all
 	// the same, though no longer pending.
 	nPub, nFail, nLate := 0, 0, 0
-	err = l.db.Update(func(tx *bbolt.Tx) error {
+	err = l.batch(context.Background(), func(tx *bbolt.Tx) error {
 		failed = failed[:0]
 		nPub, nFail, nLate = 0, 0, 0
 		pending, states := tx.Bucket(bucketPending), tx.Bucket(bucketState)

@@ -49,12 +49,14 @@ func (l *Log) View(ctx context.Context, fn func(tx *Tx) error) error {
 // Update runs fn in a read-write transaction on the local store and
 // commits it (one fsync) if fn returns nil; an error rolls every change of
 // fn back, the log's included. Update transactions are serialised with
-// each other and with appends. It fails with ErrClosed after Close.
+// each other and with appends. fn runs once, in a transaction of its own;
+// Batch shares the appends' group commit instead. It fails with ErrClosed
+// after Close.
 func (l *Log) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return l.mapClosed(l.db.Update(func(tx *bbolt.Tx) error { return fn(&Tx{l: l, tx: tx}) }))
+	return l.mapClosed(l.update(func(tx *bbolt.Tx) error { return fn(&Tx{l: l, tx: tx}) }))
 }
 
 func (l *Log) mapClosed(err error) error {
@@ -217,6 +219,13 @@ func (t *Tx) UnsettledEntry(id string) (Entry, bool, error) {
 // sequences are the log's own numbering (Log.LastSeq), across devices.
 func (t *Tx) Awaiting(from uint64) (seq uint64, e Entry, ok bool, err error) {
 	return t.l.awaiting(t.tx, from)
+}
+
+// Holds reports whether the log holds event id, in any state (the event
+// was appended to this log, under any of its devices). It costs one lookup.
+func (t *Tx) Holds(id string) bool {
+	ids := t.tx.Bucket(bucketIDs)
+	return ids != nil && ids.Get([]byte(id)) != nil
 }
 
 // UnsettledCount returns how many entries are unsettled (pending,
