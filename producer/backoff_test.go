@@ -106,9 +106,12 @@ func TestPublisher_BackoffExponentialCappedAndReset(t *testing.T) {
 }
 
 func TestBackoff_FullJitterBounds(t *testing.T) {
-	b := backoff{initial: time.Millisecond, max: time.Second, jitter: PublisherConfig{}.mustDefaults(t).Jitter}
+	b, err := PublisherConfig{BackoffInitial: time.Millisecond, BackoffMax: time.Second}.NewBackoff()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range 200 {
-		d := b.next()
+		d := b.Next()
 		ceiling := min(time.Second, time.Millisecond<<min(i, 40))
 		if d < 0 || d > ceiling {
 			t.Fatalf("attempt %d: wait %s outside [0, %s]", i, d, ceiling)
@@ -116,6 +119,13 @@ func TestBackoff_FullJitterBounds(t *testing.T) {
 	}
 	if _, err := (PublisherConfig{MaxInFlight: -1, BackoffInitial: time.Second, BackoffMax: time.Millisecond}).withDefaults(); !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("bad config: %v", err)
+	}
+	if _, err := (PublisherConfig{BackoffInitial: time.Second, BackoffMax: time.Millisecond}).NewBackoff(); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("NewBackoff of a bad config: %v", err)
+	}
+	b.Reset()
+	if d := b.Next(); d > time.Millisecond {
+		t.Fatalf("after Reset: wait %s, want at most the initial 1ms", d)
 	}
 }
 

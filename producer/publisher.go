@@ -180,7 +180,7 @@ type Publisher struct {
 	retryCount int
 
 	// Owned by the run goroutine.
-	bo     backoff
+	bo     Backoff
 	cursor uint64 // last sequence sent; the next round continues after it
 
 	results *resultQueue // acks and refusals, from run to the committer
@@ -217,7 +217,7 @@ func NewPublisher(l *Log, js JetStream, conn Conn, cfg PublisherConfig) (*Publis
 		results: newResultQueue(),
 		tracer:  tracerOf(cfg.TracerProvider),
 		metrics: pm,
-		bo:      backoff{initial: cfg.BackoffInitial, max: cfg.BackoffMax, jitter: cfg.Jitter},
+		bo:      Backoff{initial: cfg.BackoffInitial, max: cfg.BackoffMax, jitter: cfg.Jitter},
 	}
 	return p, nil
 }
@@ -351,7 +351,7 @@ func (p *Publisher) run(ctx context.Context) {
 			// sent after it can stay ahead of it.
 			p.cursor = 0
 			probe = errors.Is(err, ErrAckTimeout)
-			d := p.bo.next()
+			d := p.bo.Next()
 			p.interrupted(err, d)
 			if p.wait(ctx, nil, d) != nil {
 				return
@@ -694,7 +694,7 @@ func (p *Publisher) store(ctx context.Context, done []result) error {
 	}
 	for _, r := range done {
 		if r.ack != nil {
-			p.bo.reset()
+			p.bo.Reset()
 			break
 		}
 	}
@@ -819,24 +819,3 @@ func permanent(err error) bool {
 // maximum allowed" (JSStreamHeaderExceedsMaximumErr), which nats.go does
 // not name.
 const jsErrCodeHeaderExceedsMaximum jetstream.ErrorCode = 10097
-
-// backoff computes exponential waits with full jitter.
-type backoff struct {
-	initial, max time.Duration
-	jitter       func(time.Duration) time.Duration
-	attempt      int
-}
-
-// next returns the wait before the next retry and counts the attempt.
-func (b *backoff) next() time.Duration {
-	ceiling := b.initial
-	for i := 0; i < b.attempt && ceiling < b.max; i++ {
-		ceiling *= 2
-	}
-	ceiling = min(ceiling, b.max)
-	b.attempt++
-	return b.jitter(ceiling)
-}
-
-// reset starts the next run of failures from the initial wait.
-func (b *backoff) reset() { b.attempt = 0 }

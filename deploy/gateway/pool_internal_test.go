@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,5 +124,34 @@ func TestPool_ReadAtTheBoundRefused(t *testing.T) {
 	embeddedtest.WaitFor(t, 10*time.Second, "a's write is published", func() bool { return la.log.Counts().Pending == 0 })
 	if _, _, err := w.acquire(ctx, b, false); !errors.Is(err, errTooManyLogs) {
 		t.Fatalf("a read of b's closed log at the bound, a's awaiting its receipt: %v, want errTooManyLogs", err)
+	}
+}
+
+// A writer config whose bounds or publisher backoff mean nothing is
+// refused at OpenWriter, naming the field, before any file is made.
+func TestOpenWriter_RefusesBadConfig(t *testing.T) {
+	s := embeddedtest.MustStart(t, embeddedtest.InProcess())
+	nc := embeddedtest.MustConnect(t, s)
+	js := embeddedtest.MustJetStream(t, nc)
+	for _, c := range []struct {
+		cfg  WriterConfig
+		want string
+	}{
+		{WriterConfig{MaxOpenLogs: -1}, "MaxOpenLogs -1"},
+		{WriterConfig{Publisher: producer.PublisherConfig{BackoffInitial: time.Second, BackoffMax: time.Millisecond}}, "BackoffMax"},
+	} {
+		dir := filepath.Join(t.TempDir(), "gw")
+		c.cfg.Dir, c.cfg.JetStream, c.cfg.Conn = dir, js, nc
+		w, err := OpenWriter(t.Context(), c.cfg)
+		if err == nil {
+			w.Close()
+			t.Fatalf("OpenWriter(%+v) accepted, want an error naming %s", c.cfg, c.want)
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("OpenWriter: %v, want it to name %s", err, c.want)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a refused config made %s: %v", dir, err)
+		}
 	}
 }

@@ -135,7 +135,7 @@ const followAttemptTimeout = 5 * time.Second
 // With hold (a new log, nothing published yet), the follower starts
 // after RECEIPTS' last sequence, and the publisher, started with pubCtx,
 // only once that is known, so no receipt of this log can precede it.
-func (l *writerLog) followLoop(ctx, pubCtx context.Context, js JetStream, after uint64, hold bool, bo *retryBackoff) {
+func (l *writerLog) followLoop(ctx, pubCtx context.Context, js JetStream, after uint64, hold bool, bo *producer.Backoff) {
 	defer l.wg.Done()
 	// Every receipt subject of the identity: its legacy log's and each of
 	// its devices' (this log's current device, the ones it forked from,
@@ -166,7 +166,7 @@ func (l *writerLog) followLoop(ctx, pubCtx context.Context, js JetStream, after 
 			l.lg.Warn("receipt follower: cannot start (NATS unreachable?); the log takes writes meanwhile; retrying",
 				"attempt", failures+1, "err", err)
 		}
-		t := time.NewTimer(bo.next())
+		t := time.NewTimer(bo.Next())
 		select {
 		case <-ctx.Done():
 			t.Stop()

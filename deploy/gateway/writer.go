@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,6 +113,9 @@ func (c *WriterConfig) validate() error {
 	}
 	if c.MaxOpenLogs < 0 {
 		errs = append(errs, fmt.Errorf("gateway writer config: MaxOpenLogs %d is negative", c.MaxOpenLogs))
+	}
+	if _, err := c.Publisher.NewBackoff(); err != nil {
+		errs = append(errs, fmt.Errorf("gateway writer config: Publisher: %w", err))
 	}
 	if c.MaxOpenLogs == 0 {
 		c.MaxOpenLogs = DefaultMaxOpenLogs
@@ -364,39 +366,14 @@ func (w *Writer) Close() error {
 
 // retryBackoff returns a backoff for retries against NATS, the one the
 // logs' publishers use (WriterConfig.Publisher's BackoffInitial,
-// BackoffMax and Jitter, or their defaults).
-func (w *Writer) retryBackoff() *retryBackoff {
-	p := w.cfg.Publisher
-	b := &retryBackoff{initial: p.BackoffInitial, max: p.BackoffMax, jitter: p.Jitter}
-	if b.initial <= 0 {
-		b.initial = producer.DefaultBackoffInitial
-	}
-	if b.max <= 0 {
-		b.max = max(producer.DefaultBackoffMax, b.initial)
-	}
-	if b.jitter == nil {
-		b.jitter = func(d time.Duration) time.Duration { return rand.N(d + 1) }
+// BackoffMax and Jitter, or their defaults; OpenWriter refused a config
+// that makes none).
+func (w *Writer) retryBackoff() *producer.Backoff {
+	b, err := w.cfg.Publisher.NewBackoff()
+	if err != nil {
+		panic(fmt.Sprintf("gateway writer: publisher backoff of a config OpenWriter accepted: %v", err))
 	}
 	return b
-}
-
-// retryBackoff computes exponential waits with full jitter, as
-// producer.PublisherConfig describes: attempt n waits a random time in
-// [0, min(max, initial*2^n)].
-type retryBackoff struct {
-	initial, max time.Duration
-	jitter       func(time.Duration) time.Duration
-	attempt      int
-}
-
-// next returns the wait before the next retry and counts the attempt.
-func (b *retryBackoff) next() time.Duration {
-	ceiling := b.initial
-	for i := 0; i < b.attempt && ceiling < b.max; i++ {
-		ceiling *= 2
-	}
-	b.attempt++
-	return b.jitter(min(ceiling, b.max))
 }
 
 // writeOverhead is what an event adds to a document write's fields, as a
