@@ -147,7 +147,7 @@ func (u *Users) natsConfig(password func(User) (string, error), internal, respon
 	if u.filtered {
 		// The marker CheckFilteredReads looks for: only a configuration
 		// written in filtered reads mode carries it.
-		fmt.Fprintf(&b, "    mappings: {\n      %s: %s\n    }\n", strconv.Quote(FilteredModeSubject), strconv.Quote(filteredModeTarget))
+		fmt.Fprintf(&b, "    mappings: {\n      %s: %s\n    }\n", strconv.Quote(FilteredModeSubject), strconv.Quote(u.filteredModeTarget()))
 	}
 	b.WriteString("    users: [\n")
 	if internal {

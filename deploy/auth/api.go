@@ -24,6 +24,7 @@ type API struct {
 	js     jetstream.JetStream
 	subs   []*nats.Subscription
 	cancel context.CancelFunc
+	ruled  func(user string) bool // APIConfig.Rules's refusal; nil without
 
 	mu   sync.Mutex         // guards next
 	next *nats.Subscription // the fetch responder (Resubscribe replaces it)
@@ -46,6 +47,32 @@ type APIConfig struct {
 	// logins the jwtlogin.NATSLogin. nil: no event carries writer groups
 	// (a client's own value is dropped all the same).
 	Identities Directory
+	// Rules says the server runs sync rules: the consumer create and
+	// fetch responders then refuse every CHANGES read of a user that
+	// Identities does not know as a service (clients, token users,
+	// unknown names), as filtered reads mode does, whatever the accounts
+	// the NATS server runs say (an operator may have reloaded it with
+	// accounts written without --rules). Clients read their changes
+	// through the change feed only. Without Identities every such read
+	// is refused.
+	Rules bool
+}
+
+// ruledReader returns the check the responders refuse a user's CHANGES
+// reads by under cfg.Rules: true for any user ids does not know as a
+// service. nil without Rules.
+func ruledReader(cfg APIConfig) func(user string) bool {
+	if !cfg.Rules {
+		return nil
+	}
+	ids := cfg.Identities
+	return func(user string) bool {
+		if ids == nil {
+			return true
+		}
+		u, ok := ids.Identity(user)
+		return !ok || u.Role != RoleService
+	}
 }
 
 // StartAPI is StartAPIWith with m as Meter and onErr as OnError, and no
@@ -69,13 +96,15 @@ func StartAPIWith(nc *nats.Conn, cfg APIConfig) (*API, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start api: %w", err)
 	}
-	a := &API{nc: nc, js: js}
-	if a.next, err = serveNext(nc, js); err != nil {
+	a := &API{nc: nc, js: js, ruled: ruledReader(cfg)}
+	if a.next, err = serveNext(nc, js, a.ruled); err != nil {
 		return nil, fmt.Errorf("start api: %w", err)
 	}
 	for _, serve := range []func() (*nats.Subscription, error){
 		func() (*nats.Subscription, error) { return ServeStreamInfo(nc) },
-		func() (*nats.Subscription, error) { return serveConsumerCreate(nc, js, m.q.MaxConsumersPerUser) },
+		func() (*nats.Subscription, error) {
+			return serveConsumerCreate(nc, js, m.q.MaxConsumersPerUser, a.ruled)
+		},
 	} {
 		sub, err := serve()
 		if err != nil {
@@ -120,7 +149,7 @@ func (a *API) Resubscribe() error {
 	if a.next == nil {
 		return fmt.Errorf("resubscribe fetch responder: %w", nats.ErrBadSubscription) // closed
 	}
-	sub, err := serveNext(a.nc, a.js)
+	sub, err := serveNext(a.nc, a.js, a.ruled)
 	if err != nil {
 		return fmt.Errorf("resubscribe fetch responder: %w", err)
 	}

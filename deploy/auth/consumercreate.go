@@ -122,7 +122,12 @@ func (c *consumerCounter) created(user string) {
 // user's name as OwnerMetadata; the checks read the very bytes JetStream
 // gets. The subscription lives as long as nc or
 // until it is unsubscribed.
-func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) (*nats.Subscription, error) {
+//
+// With a non-nil ruled (APIConfig.Rules), a create on CHANGES by a user
+// ruled refuses is refused as in filtered reads mode (403), whatever the
+// subject says: the accounts the server runs may have been written
+// without filtered reads.
+func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int, ruled func(user string) bool) (*nats.Subscription, error) {
 	count := &consumerCounter{js: js, max: maxPerUser}
 	sub, err := nc.QueueSubscribe(consumerCreateSubject+".>", "ebb-api", guarded("consumer create", func(m *nats.Msg) {
 		tok := strings.SplitN(strings.TrimPrefix(m.Subject, consumerCreateSubject+"."), ".", 5)
@@ -158,7 +163,7 @@ func serveConsumerCreate(nc *nats.Conn, js jetstream.JetStream, maxPerUser int) 
 			_ = m.Respond(consumerError(400, desc))
 			return
 		}
-		if stream == ruledChanges {
+		if stream == ruledChanges || (stream == events.StreamChanges && ruled != nil && ruled(user)) {
 			_ = m.Respond(consumerError(403, "consumer create: "+filteredReadsRefusal))
 			return
 		}

@@ -2,8 +2,12 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -64,46 +68,124 @@ func (u *Users) FilteredReads() bool { return u.filtered }
 
 // FilteredModeSubject is the marker of filtered reads mode in a NATS
 // configuration: the accounts NATSConfig (and NATSUsers) writes for Users
-// in that mode map it, in StreamAccount, to a subject of their own
-// (an account-level subject mapping), and a configuration without the
-// mode has no such mapping. CheckFilteredReads looks for it.
+// in that mode map it, in StreamAccount, to
+// FilteredModeSubject.<fingerprint> (an account-level subject mapping),
+// the fingerprint being AccountsFingerprint of the Users they were written
+// from; a configuration without the mode has no such mapping.
+// FilteredMarker and CheckFilteredReads look for it.
 const FilteredModeSubject = "_ebb.mode.filtered"
 
 // filteredModeTarget is what StreamAccount maps FilteredModeSubject to in
-// filtered reads mode.
-const filteredModeTarget = FilteredModeSubject + ".on"
+// u's accounts (filtered reads mode only).
+func (u *Users) filteredModeTarget() string {
+	return FilteredModeSubject + "." + u.AccountsFingerprint()
+}
 
-// ErrNotFilteredReads is wrapped by CheckFilteredReads's error when the
-// NATS server's configuration is not in filtered reads mode.
+// AccountsFingerprint is a digest (32 hex digits) of what the accounts
+// NATSConfig writes for u depend on: every user's name, role, tenant,
+// groups and durables, and the filtered reads mode. It leaves out the
+// passwords (NATSConfig hashes them with a random salt each time), so
+// two configurations written from the same users file carry the same
+// fingerprint, and one written from a file that differs in any of those
+// another.
+func (u *Users) AccountsFingerprint() string {
+	type entry struct {
+		Name, Role, Tenant string
+		Groups, Durables   []string
+	}
+	list := make([]entry, 0, len(u.list))
+	for _, usr := range u.list {
+		e := entry{Name: usr.Name, Role: string(usr.Role), Tenant: usr.Tenant,
+			Groups: slices.Sorted(slices.Values(usr.Groups)), Durables: slices.Sorted(slices.Values(usr.Durables))}
+		if usr.Role == RoleAdmin {
+			e.Tenant = "" // ignored for an admin, and not written
+		}
+		list = append(list, e)
+	}
+	slices.SortFunc(list, func(a, b entry) int { return strings.Compare(a.Name, b.Name) })
+	b, err := json.Marshal(struct {
+		Filtered bool
+		Users    []entry
+	}{u.filtered, list})
+	if err != nil {
+		panic(fmt.Sprintf("auth: fingerprint of users: %v", err)) // cannot happen: strings and slices
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// ErrNotFilteredReads is wrapped by FilteredMarker's and
+// CheckFilteredReads's error when the NATS server's configuration is not
+// in filtered reads mode (it carries no marker).
 var ErrNotFilteredReads = errors.New("the NATS server's accounts are not in filtered reads mode")
 
-// CheckFilteredReads reports whether the account of nc, which must be a
-// connection in StreamAccount (an admin's, as `ebb serve --nats` makes),
-// runs a configuration written in filtered reads mode
-// (Users.WithFilteredReads(true).NATSConfig()): it answers requests on
-// the subject FilteredModeSubject is mapped to and asks on
-// FilteredModeSubject. nil means the mapping delivered the request; an
-// error wrapping ErrNotFilteredReads that no answer came (no mapping:
-// nats-server answers "no responders" at once, or ctx ended first);
-// any other error says what failed. ctx bounds the wait: give it a short
-// deadline. It proves the marker, not that the accounts were written from
-// the same users file.
-func CheckFilteredReads(ctx context.Context, nc *nats.Conn) error {
-	sub, err := nc.Subscribe(filteredModeTarget, func(m *nats.Msg) { _ = m.Respond(nil) })
+// ErrOtherUsersFile is wrapped by CheckFilteredReads's error when the NATS
+// server's accounts are in filtered reads mode but were written from
+// other users than the ones checked (another AccountsFingerprint).
+var ErrOtherUsersFile = errors.New("the NATS accounts were generated from another users file")
+
+// FilteredMarker asks, on nc, which must be a connection in StreamAccount
+// (an admin's, as `ebb serve --nats` makes), the server nc is connected
+// to for the marker of filtered reads mode, and returns the fingerprint
+// it carries (AccountsFingerprint of the Users its accounts were written
+// from). It answers requests on FilteredModeSubject.> with the subject
+// they arrived on, and asks on FilteredModeSubject: only that server's
+// mapping (applied where the request enters) can turn the one into the
+// other, and no user account can hear either (they import nothing of
+// them). An error wrapping ErrNotFilteredReads says that no answer came
+// (no mapping: nats-server answers "no responders" at once, or ctx ended
+// first); any other error says what failed. ctx bounds the wait: give it
+// a short deadline.
+func FilteredMarker(ctx context.Context, nc *nats.Conn) (string, error) {
+	sub, err := nc.Subscribe(FilteredModeSubject+".>", func(m *nats.Msg) { _ = m.Respond([]byte(m.Subject)) })
 	if err != nil {
-		return fmt.Errorf("filtered reads check: subscribe %s: %w", filteredModeTarget, err)
+		return "", fmt.Errorf("filtered reads check: subscribe %s.>: %w", FilteredModeSubject, err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	if err := nc.FlushWithContext(ctx); err != nil {
-		return fmt.Errorf("filtered reads check: flush: %w", err)
+		return "", fmt.Errorf("filtered reads check: flush: %w", err)
 	}
-	_, err = nc.RequestWithContext(ctx, FilteredModeSubject, nil)
+	m, err := nc.RequestWithContext(ctx, FilteredModeSubject, nil)
 	switch {
 	case err == nil:
-		return nil
+		fp, ok := strings.CutPrefix(string(m.Data), FilteredModeSubject+".")
+		if !ok || fp == "" {
+			return "", fmt.Errorf("filtered reads check: unexpected answer %q to %s", m.Data, FilteredModeSubject)
+		}
+		return fp, nil
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-		return fmt.Errorf("%w: a request on %s got no answer (%v): account %s has no mapping of it to %s",
-			ErrNotFilteredReads, FilteredModeSubject, err, StreamAccount, filteredModeTarget)
+		return "", fmt.Errorf("%w: on server %s, a request on %s got no answer (%v): account %s has no mapping of it",
+			ErrNotFilteredReads, serverName(nc), FilteredModeSubject, err, StreamAccount)
 	}
-	return fmt.Errorf("filtered reads check: request %s: %w", FilteredModeSubject, err)
+	return "", fmt.Errorf("filtered reads check on server %s: request %s: %w", serverName(nc), FilteredModeSubject, err)
+}
+
+// CheckFilteredReads reports whether the server nc is connected to (nc
+// must be in StreamAccount, see FilteredMarker) runs the accounts
+// NATSConfig writes for u in filtered reads mode: nil if its marker
+// carries u's AccountsFingerprint; an error wrapping ErrNotFilteredReads
+// if it has no marker, one wrapping ErrOtherUsersFile if the marker is
+// another users file's (or of a version of ebb that wrote no
+// fingerprint); any other error says what failed. It checks that one
+// server only: a cluster's every node must be checked on a connection of
+// its own.
+func CheckFilteredReads(ctx context.Context, nc *nats.Conn, u *Users) error {
+	fp, err := FilteredMarker(ctx, nc)
+	if err != nil {
+		return err
+	}
+	if want := u.WithFilteredReads(true).AccountsFingerprint(); fp != want {
+		return fmt.Errorf("%w: server %s has accounts of fingerprint %s, this users file's is %s", ErrOtherUsersFile, serverName(nc), fp, want)
+	}
+	return nil
+}
+
+// serverName names the server nc is connected to: its server_name and
+// its URL without credentials.
+func serverName(nc *nats.Conn) string {
+	name, url := nc.ConnectedServerName(), nc.ConnectedUrlRedacted()
+	if name == "" {
+		return url
+	}
+	return fmt.Sprintf("%s (%s)", name, url)
 }

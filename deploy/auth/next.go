@@ -45,9 +45,11 @@ const nextDeleted = "Consumer Deleted"
 // filter is the whole stream). A consumer of someone else, or outside
 // the scope, is refused with status nextStatusRefused naming it; a
 // consumer that does not exist with nextStatusGone. Neither is
-// forwarded. The subscription lives as long as nc or until it is
+// forwarded. With a non-nil ruled (APIConfig.Rules), a fetch on CHANGES
+// by a user ruled refuses is refused as in filtered reads mode, whatever
+// the subject says. The subscription lives as long as nc or until it is
 // unsubscribed; its handler runs on nc's delivery goroutine.
-func serveNext(nc *nats.Conn, js jetstream.JetStream) (*nats.Subscription, error) {
+func serveNext(nc *nats.Conn, js jetstream.JetStream, ruled func(user string) bool) (*nats.Subscription, error) {
 	sub, err := nc.QueueSubscribe(nextSubject+".>", "ebb-api", guarded("fetch", func(m *nats.Msg) {
 		rest := strings.TrimPrefix(m.Subject, nextSubject+".")
 		userTok, _, _ := strings.Cut(rest, ".")
@@ -62,7 +64,7 @@ func serveNext(nc *nats.Conn, js jetstream.JetStream) (*nats.Subscription, error
 		reply := deliverPrefix + "." + userTok + "." + inbox
 		ctx, cancel := context.WithTimeout(context.Background(), streamInfoTimeout)
 		defer cancel()
-		status, desc, forward := nextDecision(ctx, js, rest)
+		status, desc, forward := nextDecision(ctx, js, rest, ruled)
 		if status != "" {
 			refusal := nats.NewMsg(reply)
 			refusal.Header.Set("Status", status)
@@ -81,7 +83,7 @@ func serveNext(nc *nats.Conn, js jetstream.JetStream) (*nats.Subscription, error
 // nextDecision returns the JetStream subject to forward a fetch to, for
 // rest (<user>.<tenant>.<stream>.<consumer> tokens), or the status and
 // description of its refusal.
-func nextDecision(ctx context.Context, js jetstream.JetStream, rest string) (status, desc, forward string) {
+func nextDecision(ctx context.Context, js jetstream.JetStream, rest string, ruled func(user string) bool) (status, desc, forward string) {
 	tok := strings.Split(rest, ".")
 	if len(tok) != 4 {
 		return nextStatusRefused, "ebb: fetch: malformed request subject", ""
@@ -92,7 +94,7 @@ func nextDecision(ctx context.Context, js jetstream.JetStream, rest string) (sta
 	if uerr != nil || terr != nil {
 		return nextStatusRefused, "ebb: fetch: no user in the request subject", ""
 	}
-	if stream == ruledChanges {
+	if stream == ruledChanges || (stream == events.StreamChanges && ruled != nil && ruled(user)) {
 		return nextStatusRefused, "ebb: fetch: " + filteredReadsRefusal, ""
 	}
 	scope := fetchScope(user, tenant, stream)
