@@ -87,11 +87,23 @@ type Config struct {
 	// (authentication): without an identity a write rule judges only what
 	// the client claims. With NATSURLs, the external server must run the
 	// accounts of Users in filtered reads mode (NATSConfig of
-	// Users.WithFilteredReads(true), `ebb nats-config --rules`): Start
-	// checks their marker (auth.CheckFilteredReads) and fails without it. A view first projected under other rules (or
+	// Users.WithFilteredReads(true), `ebb nats-config --rules`) on every
+	// server of the cluster: Start checks each one's marker and its
+	// fingerprint of Users (auth.CheckFilteredReads) and fails without
+	// it, and RulesCheckInterval says when it checks again. Leaf nodes
+	// cannot be discovered and are not checked: they must carry the same
+	// accounts. Whatever the accounts say, the responders then refuse
+	// every client's CHANGES read (auth.APIConfig.Rules). A view first projected under other rules (or
 	// none) has every live document published again with its audience
 	// (projection.StreamMarks.Rules).
 	Rules *rules.Set
+	// RulesCheckInterval is how often, with Rules and NATSURLs, the
+	// server checks every NATS server's accounts again (and after every
+	// reconnect); while a check fails the server is not ready, logs an
+	// error for each failed check, stops the change feed, refuses HTTP
+	// change reads and turns CHANGES's direct get off, until a check
+	// passes. 0 means DefaultRulesCheckInterval.
+	RulesCheckInterval time.Duration
 	// BeforeProject, if set, is called with the open view once the data
 	// directory is locked and before the projector starts; an error from
 	// it stops the start and Start returns it as it is. ebb serve checks
@@ -231,6 +243,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.HTTPHeaderTimeout <= 0 {
 		c.HTTPHeaderTimeout = DefaultHTTPHeaderTimeout
+	}
+	if c.RulesCheckInterval <= 0 {
+		c.RulesCheckInterval = DefaultRulesCheckInterval
 	}
 	if c.ServiceName == "" {
 		c.ServiceName = DefaultServiceName

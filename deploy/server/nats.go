@@ -2,12 +2,9 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/url"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -27,18 +24,25 @@ func (s *Server) connect(ctx context.Context, c *Config, jsKey []byte, meter *au
 	// (the projector and the gateway's writer retry it) instead of going
 	// out whenever the link is back, when a partition's lease may be
 	// another server's.
-	opts := []nats.Option{nats.Name("ebb-serve"), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1)}
+	opts := []nats.Option{nats.Name("ebb-serve"), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1),
+		// A reconnect may land on another node, or on a server reloaded
+		// since: the sync-rules interlock checks again (see guardRules).
+		nats.ReconnectHandler(func(*nats.Conn) { s.kickRulesCheck() })}
 	if len(c.NATSURLs) > 0 {
 		// The URLs may hold the admin's password: the server shows them
-		// (logs, errors, /readyz, NATSURL) only redacted.
-		url := redactURLs(c.NATSURLs)
+		// (logs, errors, /readyz, NATSURL) only redacted (RedactURL).
+		url := RedactURLs(c.NATSURLs)
 		nc, err := nats.Connect(strings.Join(c.NATSURLs, ","), opts...)
 		if err != nil {
-			return nil, "", fmt.Errorf("connect to %s: %w", url, err)
+			return nil, "", fmt.Errorf("connect to %s: %w", url, redactErr(err, c.NATSURLs))
 		}
 		s.stops = append(s.stops, func(context.Context) error { nc.Close(); return nil })
 		if c.Rules != nil {
-			if err := checkFilteredReads(ctx, nc, url); err != nil {
+			if err := s.checkRulesAccounts(ctx, nc); err != nil {
+				return nil, "", err
+			}
+		} else if c.Users != nil {
+			if err := s.refuseRulesAccounts(ctx, nc); err != nil {
 				return nil, "", err
 			}
 		}
@@ -46,8 +50,10 @@ func (s *Server) connect(ctx context.Context, c *Config, jsKey []byte, meter *au
 			// The answers the external server's config (auth.NATSConfigWith)
 			// routes to ebb: stream info without other tenants' subjects,
 			// consumer creation that refuses push consumers, and events
-			// under the publish and storage quotas.
-			api, err := auth.StartAPIWith(nc, auth.APIConfig{Meter: meter, Identities: s.identities(c), OnError: func(err error) {
+			// under the publish and storage quotas; under sync rules the
+			// consumer creation and fetches refuse every client's CHANGES
+			// read, whatever the accounts say.
+			api, err := auth.StartAPIWith(nc, auth.APIConfig{Meter: meter, Identities: s.identities(c), Rules: c.Rules != nil, OnError: func(err error) {
 				c.Logger.Warn("tenant storage measure failed; the previous counts stay", "err", err)
 			}})
 			if err != nil {
@@ -120,46 +126,4 @@ func feedIdentities(d auth.Directory) feed.Identities {
 		}
 		return u.Groups, true
 	}
-}
-
-// filteredCheckTimeout bounds the check that an external server runs the
-// filtered reads configuration: one request answered on the same
-// connection, refused at once ("no responders") without the marker.
-const filteredCheckTimeout = 5 * time.Second
-
-// checkFilteredReads fails unless the external server nc is connected to
-// (at where, redacted URLs) runs accounts written in filtered reads mode: without them a
-// client reads every change of its tenant directly, whatever the rules.
-// The error wraps auth.ErrNotFilteredReads and names the fix.
-func checkFilteredReads(ctx context.Context, nc *nats.Conn, where string) error {
-	cctx, cancel := context.WithTimeout(ctx, filteredCheckTimeout)
-	defer cancel()
-	err := auth.CheckFilteredReads(cctx, nc)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, auth.ErrNotFilteredReads) {
-		return fmt.Errorf("sync rules on NATS %s: %w", where, err)
-	}
-	return fmt.Errorf("sync rules on NATS %s: %w; write its accounts in filtered reads mode with `ebb nats-config --auth USERS.yaml --rules RULES.yaml -o nats-auth.conf` "+
-		"(auth.Users.WithFilteredReads(true).NATSConfig()), include that file in every NATS server's config and reload them (nats-server --signal reload)", where, err)
-}
-
-// redactURLs joins urls with commas, each with its password replaced by
-// "xxxxx"; one that does not parse as a URL (nats.go also takes
-// host:port) is shown as it is unless it holds an "@".
-func redactURLs(urls []string) string {
-	out := make([]string, len(urls))
-	for i, s := range urls {
-		u, err := url.Parse(s)
-		switch {
-		case err == nil:
-			out[i] = u.Redacted()
-		case strings.Contains(s, "@"):
-			out[i] = "(a URL that does not parse)"
-		default:
-			out[i] = s
-		}
-	}
-	return strings.Join(out, ",")
 }

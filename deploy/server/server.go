@@ -17,7 +17,6 @@ import (
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/console"
 	"github.com/ebbsync/ebb/deploy/datadir"
-	"github.com/ebbsync/ebb/deploy/feed"
 	"github.com/ebbsync/ebb/deploy/gateway"
 	"github.com/ebbsync/ebb/deploy/keys"
 	"github.com/ebbsync/ebb/deploy/telemetry"
@@ -58,6 +57,11 @@ type Server struct {
 	stopErr   error         // from the stops; set before done is closed
 	cause     error         // why the server stopped on its own; set before done is closed
 	watcher   sync.WaitGroup
+
+	// The sync-rules interlock on external NATS (guardRules): rulesKick
+	// asks for a check now, rules is its state and the change feed's.
+	rulesKick chan struct{}
+	rules     rulesGuard
 }
 
 // Start starts a server as cfg says and returns once it serves: the data
@@ -74,7 +78,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Server{cfg: c, cancel: cancel, closing: make(chan struct{}), done: make(chan struct{})}
+	s := &Server{cfg: c, cancel: cancel, closing: make(chan struct{}), done: make(chan struct{}), rulesKick: make(chan struct{}, 1)}
 	s.natsStopped.Store(true)
 	// A cancelled ctx aborts the start, including parts that already run
 	// on runCtx; once Start has returned, ctx no longer matters.
@@ -204,11 +208,10 @@ func (s *Server) start(ctx, runCtx context.Context) error {
 		// filtered-reads accounts route "_ebb.api.changes" to).
 		gc.Visibility = projection.Visibility{Rules: c.Rules, Store: store}
 		gc.Groups = func(u auth.User) []string { return u.Groups }
-		fr, err := feed.Serve(nc, js, feedIdentities(s.identities(c)), feed.ResponderConfig{Logger: log.With("component", "feed")})
-		if err != nil {
+		if err := s.startFeed(); err != nil {
 			return err
 		}
-		s.stops = append(s.stops, func(context.Context) error { fr.Close(); return nil })
+		s.stops = append(s.stops, func(context.Context) error { s.stopFeed(); return nil })
 	}
 	gw, err := gateway.New(gc)
 	if err != nil {
@@ -222,10 +225,28 @@ func (s *Server) start(ctx, runCtx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", gw)
+	guarded := c.Rules != nil && len(c.NATSURLs) > 0
+	if guarded {
+		// Refused while the sync-rules interlock fails (guardRules).
+		mux.Handle("GET /v1/{tenant}/changes", s.rulesGate(gw))
+	}
 	mux.Handle(console.Prefix+"/", con)
 	mux.Handle(console.Prefix, con)
 	if s.httpAddr, err = s.serveHTTP(c.HTTPListen, c.HTTPHeaderTimeout, mux, c.TLS, log); err != nil {
 		return err
+	}
+
+	if guarded {
+		// Start checked every server already (connect); from now on the
+		// check runs every RulesCheckInterval and after every reconnect.
+		gctx, gcancel := context.WithCancel(runCtx)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.guardRules(gctx, c.RulesCheckInterval)
+		}()
+		s.stops = append(s.stops, func(context.Context) error { gcancel(); wg.Wait(); return nil })
 	}
 
 	log.Info("ebb ready", "nats", url, "http", s.URL(), "data", c.Data,
@@ -273,7 +294,11 @@ func (s *Server) ready(context.Context) error {
 	if st := s.nc.Status(); st != nats.CONNECTED {
 		natsErr = fmt.Errorf("nats connection to %s: %s", s.natsURL, st)
 	}
-	return errors.Join(natsErr, s.proj.ready(&s.cfg))
+	var rulesErr error
+	if err := s.rulesFailure(); err != nil {
+		rulesErr = fmt.Errorf("sync rules interlock (clients' change reads stopped): %w", err)
+	}
+	return errors.Join(natsErr, rulesErr, s.proj.ready(&s.cfg))
 }
 
 // Ready reports whether the server is ready, as /readyz does: nil, or an

@@ -1,0 +1,142 @@
+package server
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+)
+
+// redacted replaces a password or a token in what RedactURL shows.
+const redacted = "xxxxx"
+
+// RedactURL returns s, one NATS URL or several separated by commas (as
+// nats.Connect takes them, and in every form it takes: with or without a
+// scheme, user and password, a token alone, or text that does not parse
+// as a URL), with every secret replaced by "xxxxx": in each URL, whatever
+// lies between the start (or the "//" after the scheme) and the last "@"
+// is the user information; a user:password keeps its user, a token alone
+// (no ":") is replaced whole. A URL without "@" is shown as it is. It
+// never parses, so a URL that does not parse is redacted all the same.
+func RedactURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		parts[i] = redactOne(p)
+	}
+	return strings.Join(parts, ",")
+}
+
+// RedactURLs is RedactURL of urls joined with commas.
+func RedactURLs(urls []string) string { return RedactURL(strings.Join(urls, ",")) }
+
+// splitUserInfo cuts one URL into what precedes its user information
+// (the scheme and "//", if any), the user information, and the rest
+// (host, port, ...); userinfo is "" and ok false without an "@".
+func splitUserInfo(s string) (prefix, userinfo, rest string, ok bool) {
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
+		return "", "", s, false
+	}
+	start := 0
+	if i := strings.Index(s[:at], "//"); i >= 0 {
+		start = i + 2
+	}
+	return s[:start], s[start:at], s[at+1:], true
+}
+
+func redactOne(s string) string {
+	prefix, userinfo, rest, ok := splitUserInfo(s)
+	if !ok {
+		return s
+	}
+	if user, _, hasPass := strings.Cut(userinfo, ":"); hasPass {
+		return prefix + user + ":" + redacted + "@" + rest
+	}
+	return prefix + redacted + "@" + rest
+}
+
+// withoutUserInfo returns the URL s with no user information.
+func withoutUserInfo(s string) string {
+	prefix, _, rest, ok := splitUserInfo(s)
+	if !ok {
+		return s
+	}
+	return prefix + rest
+}
+
+// credentials returns the nats.Options that log in as the first URL of
+// urls holding user information does (a user and password, or a token),
+// for a connection to a URL without it; none if no URL holds any.
+func credentials(urls []string) []nats.Option {
+	for _, u := range urls {
+		for _, p := range strings.Split(u, ",") {
+			_, userinfo, _, ok := splitUserInfo(strings.TrimSpace(p))
+			if !ok || userinfo == "" {
+				continue
+			}
+			user, pass, hasPass := strings.Cut(userinfo, ":")
+			user, pass = unescape(user), unescape(pass)
+			if hasPass {
+				return []nats.Option{nats.UserInfo(user, pass)}
+			}
+			return []nats.Option{nats.Token(user)}
+		}
+	}
+	return nil
+}
+
+func unescape(s string) string {
+	if u, err := url.PathUnescape(s); err == nil {
+		return u
+	}
+	return s
+}
+
+// redactError is an error whose text has every secret of the URLs it
+// was made about removed; errors.Is and As still see the original.
+type redactError struct {
+	msg string
+	err error
+}
+
+func (e *redactError) Error() string { return e.msg }
+func (e *redactError) Unwrap() error { return e.err }
+
+// redactErr returns err with each of urls (and the secret in each) taken
+// out of its text: a URL as RedactURL shows it. An error of a URL that
+// does not parse (*url.Error, whose text quotes the URL and the part of
+// it that did not parse) says only that, and so does any error whose
+// text would still show a secret. nil for nil.
+func redactErr(err error, urls []string) error {
+	if err == nil {
+		return nil
+	}
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		return &redactError{msg: "a NATS URL does not parse (" + ue.Op + "; not shown: it may hold a password)", err: err}
+	}
+	msg := err.Error()
+	for _, u := range urls {
+		for _, p := range strings.Split(u, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" {
+				continue
+			}
+			msg = strings.ReplaceAll(msg, p, redactOne(p))
+			_, userinfo, _, ok := splitUserInfo(p)
+			if !ok || userinfo == "" {
+				continue
+			}
+			secret := userinfo
+			if _, pass, hasPass := strings.Cut(userinfo, ":"); hasPass {
+				secret = pass
+			}
+			for _, s := range []string{secret, unescape(secret)} {
+				if s != "" && strings.Contains(msg, s) {
+					return &redactError{msg: "NATS: an error whose text would show a password", err: err}
+				}
+			}
+		}
+	}
+	return &redactError{msg: msg, err: err}
+}

@@ -1,0 +1,272 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ebbsync/ebb/deploy/auth"
+	"github.com/ebbsync/ebb/deploy/feed"
+	"github.com/ebbsync/ebb/events"
+)
+
+// DefaultRulesCheckInterval is Config.RulesCheckInterval's default.
+const DefaultRulesCheckInterval = 10 * time.Second
+
+// filteredCheckTimeout bounds the check of one NATS server (the
+// connection to it included): one request answered on the same
+// connection, refused at once ("no responders") without the marker.
+const filteredCheckTimeout = 5 * time.Second
+
+// ErrNATSConfiguredForRules is wrapped by Start's error when a server
+// without Rules, on NATSURLs with Users, finds an external server whose
+// accounts carry the marker of filtered reads mode (any fingerprint):
+// those accounts are a sync-rules fleet's, and a server without rules
+// would serve every client all of its tenant's changes.
+var ErrNATSConfiguredForRules = errors.New("this NATS is configured for sync rules")
+
+// rulesFix is what an operator does when the interlock fails.
+const rulesFix = "write the accounts in filtered reads mode from the users file ebb serve runs with `ebb nats-config --auth USERS.yaml --rules RULES.yaml -o nats-auth.conf` " +
+	"(auth.Users.WithFilteredReads(true).NATSConfig()), include that file in every NATS server's config and reload them (nats-server --signal reload)"
+
+// eachServer runs check on a connection of its own to every server nc
+// knows (nc.Servers(): the URLs it was given and the ones the cluster
+// told it of), made with the credentials of the server's NATSURLs and,
+// if nc uses TLS, over TLS; it returns the errors joined, each naming
+// the server (its URL without credentials). A server it cannot connect
+// to is an error too. Leaf nodes are not among them: no cluster tells of
+// them.
+func (s *Server) eachServer(ctx context.Context, nc *nats.Conn, check func(context.Context, *nats.Conn) error) error {
+	var urls []string
+	for _, u := range nc.Servers() {
+		if u = withoutUserInfo(u); !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
+	}
+	if len(urls) == 0 {
+		return errors.New("nats: the connection knows no server to check")
+	}
+	opts := append(credentials(s.cfg.NATSURLs), nats.Name("ebb-serve-check"), nats.NoReconnect(), nats.DontRandomize(),
+		nats.IgnoreDiscoveredServers(), nats.Timeout(filteredCheckTimeout))
+	if _, err := nc.TLSConnectionState(); err == nil {
+		opts = append(opts, nats.Secure())
+	}
+	var errs []error
+	for _, u := range urls {
+		cctx, cancel := context.WithTimeout(ctx, filteredCheckTimeout)
+		node, err := nats.Connect(u, opts...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("NATS server %s cannot be checked: connect: %w", RedactURL(u), redactErr(err, s.cfg.NATSURLs)))
+			cancel()
+			continue
+		}
+		if err := check(cctx, node); err != nil {
+			errs = append(errs, redactErr(err, s.cfg.NATSURLs))
+		}
+		node.Close()
+		cancel()
+	}
+	return errors.Join(errs...)
+}
+
+// checkRulesAccounts fails unless every server of the cluster nc is
+// connected to (eachServer) runs the accounts of the server's Users in
+// filtered reads mode (auth.CheckFilteredReads: the marker with the
+// fingerprint of those Users): without them a client reads every change
+// of its tenant directly, whatever the rules. The error wraps
+// auth.ErrNotFilteredReads or auth.ErrOtherUsersFile and names the fix.
+func (s *Server) checkRulesAccounts(ctx context.Context, nc *nats.Conn) error {
+	err := s.eachServer(ctx, nc, func(ctx context.Context, node *nats.Conn) error {
+		return auth.CheckFilteredReads(ctx, node, s.cfg.Users)
+	})
+	if err == nil {
+		return nil
+	}
+	hint := rulesFix
+	if errors.Is(err, auth.ErrOtherUsersFile) {
+		hint = "the NATS accounts were generated from another users file: regenerate them with `ebb nats-config --auth USERS.yaml --rules RULES.yaml -o nats-auth.conf` from the users file ebb serve runs with, and reload every NATS server (nats-server --signal reload)"
+	}
+	return fmt.Errorf("sync rules on NATS %s: %w; %s", RedactURLs(s.cfg.NATSURLs), err, hint)
+}
+
+// refuseRulesAccounts fails, wrapping ErrNATSConfiguredForRules, if any
+// server of the cluster nc is connected to carries the marker of
+// filtered reads mode: a server without rules must not serve a
+// sync-rules fleet's NATS. A server it cannot check is only logged.
+func (s *Server) refuseRulesAccounts(ctx context.Context, nc *nats.Conn) error {
+	var marked []string
+	err := s.eachServer(ctx, nc, func(ctx context.Context, node *nats.Conn) error {
+		fp, err := auth.FilteredMarker(ctx, node)
+		switch {
+		case err == nil:
+			marked = append(marked, fmt.Sprintf("%s (fingerprint %s)", node.ConnectedUrlRedacted(), fp))
+			return nil
+		case errors.Is(err, auth.ErrNotFilteredReads):
+			return nil
+		}
+		return err
+	})
+	if len(marked) > 0 {
+		return fmt.Errorf("%w: the accounts of NATS server %v are in filtered reads mode (written by `ebb nats-config --rules`); "+
+			"run ebb serve with --rules (the same rules and users file as the fleet), or regenerate the accounts without --rules and reload", ErrNATSConfiguredForRules, marked)
+	}
+	if err != nil {
+		s.cfg.Logger.Warn("could not check whether the NATS accounts are a sync-rules fleet's", "err", err)
+	}
+	return nil
+}
+
+// kickRulesCheck asks guardRules for a check now (after a reconnect);
+// it never blocks.
+func (s *Server) kickRulesCheck() {
+	select {
+	case s.rulesKick <- struct{}{}:
+	default:
+	}
+}
+
+// rulesGuard is the state of the sync-rules interlock on external NATS.
+type rulesGuard struct {
+	mu       sync.Mutex
+	failing  error           // the last check's failure; nil while it passes
+	feed     *feed.Responder // the change feed; nil while stopped
+	directed bool            // CHANGES's allow_direct was turned off by the guard
+}
+
+// rulesFailure returns why the interlock fails, nil while it passes (and
+// without rules on external NATS).
+func (s *Server) rulesFailure() error {
+	s.rules.mu.Lock()
+	defer s.rules.mu.Unlock()
+	return s.rules.failing
+}
+
+// startFeed starts the change feed's responder unless it runs.
+func (s *Server) startFeed() error {
+	s.rules.mu.Lock()
+	defer s.rules.mu.Unlock()
+	if s.rules.feed != nil {
+		return nil
+	}
+	fr, err := feed.Serve(s.nc, s.js, feedIdentities(s.identities(&s.cfg)), feed.ResponderConfig{Logger: s.cfg.Logger.With("component", "feed")})
+	if err != nil {
+		return err
+	}
+	s.rules.feed = fr
+	return nil
+}
+
+// stopFeed stops the change feed's responder if it runs.
+func (s *Server) stopFeed() {
+	s.rules.mu.Lock()
+	fr := s.rules.feed
+	s.rules.feed = nil
+	s.rules.mu.Unlock()
+	if fr != nil {
+		_ = fr.Close()
+	}
+}
+
+// guardRules re-checks the accounts of every NATS server
+// (checkRulesAccounts) every interval and after every reconnect, until
+// ctx ends. While the check fails the server is not ready (Ready,
+// /readyz name the cause), every failed check is logged as an error, the
+// change feed is stopped, HTTP change reads are refused (rulesGate) and
+// CHANGES's direct get (which NATS itself serves, to whatever accounts
+// import it) is turned off; once it passes again all of it comes back.
+func (s *Server) guardRules(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.rulesKick:
+		}
+		err := s.checkRulesAccounts(ctx, s.nc)
+		if ctx.Err() != nil {
+			return
+		}
+		s.applyRulesCheck(ctx, err)
+	}
+}
+
+// applyRulesCheck puts the server in the state a check's result asks.
+func (s *Server) applyRulesCheck(ctx context.Context, err error) {
+	log := s.cfg.Logger
+	s.rules.mu.Lock()
+	was := s.rules.failing
+	s.rules.failing = err
+	s.rules.mu.Unlock()
+	if err != nil {
+		log.Error("sync rules interlock failed: clients' change reads are stopped and the server is not ready until the NATS accounts pass again", "err", err)
+		s.stopFeed()
+		if derr := s.setDirect(ctx, false); derr != nil {
+			log.Error("sync rules interlock: could not turn off CHANGES's direct get", "err", derr)
+		}
+		return
+	}
+	if was == nil {
+		return
+	}
+	if ferr := s.startFeed(); ferr != nil {
+		s.rules.mu.Lock()
+		s.rules.failing = fmt.Errorf("change feed: %w", ferr)
+		s.rules.mu.Unlock()
+		log.Error("sync rules interlock passes again but the change feed does not start", "err", ferr)
+		return
+	}
+	if derr := s.setDirect(ctx, true); derr != nil {
+		log.Error("sync rules interlock: could not turn CHANGES's direct get back on", "err", derr)
+	}
+	log.Info("sync rules interlock passes again: the change feed and HTTP change reads are back")
+}
+
+// setDirect turns CHANGES's allow_direct off (on false), remembering it
+// did, or back on (on true) if the guard turned it off.
+func (s *Server) setDirect(ctx context.Context, on bool) error {
+	s.rules.mu.Lock()
+	defer s.rules.mu.Unlock()
+	if on && !s.rules.directed {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, streamsTimeout)
+	defer cancel()
+	st, err := s.js.Stream(cctx, events.StreamChanges)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", events.StreamChanges, err)
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.AllowDirect == on {
+		s.rules.directed = !on && s.rules.directed
+		return nil
+	}
+	cfg.AllowDirect = on
+	if _, err := s.js.UpdateStream(cctx, cfg); err != nil {
+		return fmt.Errorf("update stream %s allow_direct %v: %w", events.StreamChanges, on, err)
+	}
+	s.rules.directed = !on
+	return nil
+}
+
+// rulesGate refuses HTTP change reads (503, naming the cause) while the
+// sync-rules interlock fails, and passes them to next otherwise.
+func (s *Server) rulesGate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.rulesFailure(); err != nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": "change reads are stopped: sync rules interlock: " + err.Error()})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
