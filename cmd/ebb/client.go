@@ -21,6 +21,7 @@ import (
 	"github.com/ebbsync/ebb/deploy/auth/jwtlogin"
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/keys"
+	"github.com/ebbsync/ebb/deploy/server"
 	"github.com/ebbsync/ebb/deploy/telemetry"
 	"github.com/ebbsync/ebb/events"
 )
@@ -140,10 +141,13 @@ func (c *connFlags) connect(url, name string, extra ...nats.Option) (*nats.Conn,
 	opts = append(append(opts, nats.Name(name), nats.Timeout(connectTimeout), quiet), extra...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
+		// url may hold a password or a token: shown only redacted, and
+		// nats.go's error (which may quote it) with it taken out.
+		shown, rerr := server.RedactURL(url), server.RedactError(err, url)
 		if refused(err) {
-			return nil, fmt.Errorf("connect to %s: %w: %w", url, errRefused, err)
+			return nil, fmt.Errorf("connect to %s: %w: %w", shown, errRefused, rerr)
 		}
-		return nil, fmt.Errorf("connect to %s: %w: %w", url, errUnreachable, err)
+		return nil, fmt.Errorf("connect to %s: %w: %w", shown, errUnreachable, rerr)
 	}
 	return nc, nil
 }

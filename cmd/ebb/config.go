@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/ebbsync/ebb/deploy/embedded"
 	"github.com/ebbsync/ebb/deploy/gateway"
+	"github.com/ebbsync/ebb/deploy/server"
 )
 
 // serveFile is the configuration of `ebb serve`: the shape of its YAML
@@ -381,22 +381,9 @@ func (c serveFile) redacted() serveFile {
 	return out
 }
 
-// redactURL hides the password in raw, if it is a URL with one.
-func redactURL(raw string) string {
-	var parts []string
-	for _, one := range strings.Split(raw, ",") {
-		u, err := url.Parse(one)
-		if err != nil || u.User == nil {
-			parts = append(parts, one)
-			continue
-		}
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "REDACTED")
-		}
-		parts = append(parts, u.String())
-	}
-	return strings.Join(parts, ",")
-}
+// redactURL hides the password or token in raw, one URL or several
+// separated by commas, in every form nats.go takes (server.RedactURL).
+func redactURL(raw string) string { return server.RedactURL(raw) }
 
 // printConfig writes c, redacted, as YAML or JSON.
 func printConfig(w io.Writer, c serveFile, asJSON bool) error {

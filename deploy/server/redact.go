@@ -9,12 +9,12 @@ import (
 )
 
 // redacted replaces a password or a token in what RedactURL shows.
-const redacted = "xxxxx"
+const redacted = "REDACTED"
 
 // RedactURL returns s, one NATS URL or several separated by commas (as
 // nats.Connect takes them, and in every form it takes: with or without a
 // scheme, user and password, a token alone, or text that does not parse
-// as a URL), with every secret replaced by "xxxxx": in each URL, whatever
+// as a URL), with every secret replaced by "REDACTED": in each URL, whatever
 // lies between the start (or the "//" after the scheme) and the last "@"
 // is the user information; a user:password keeps its user, a token alone
 // (no ":") is replaced whole. A URL without "@" is shown as it is. It
@@ -102,6 +102,12 @@ type redactError struct {
 
 func (e *redactError) Error() string { return e.msg }
 func (e *redactError) Unwrap() error { return e.err }
+
+// RedactError returns err with the secrets of urls (each one or several
+// separated by commas, as RedactURL takes them) out of its text: what
+// redactErr does, for the commands that connect to a NATS URL a user
+// gave. errors.Is and As still see err. nil for nil.
+func RedactError(err error, urls ...string) error { return redactErr(err, urls) }
 
 // redactErr returns err with each of urls (and the secret in each) taken
 // out of its text: a URL as RedactURL shows it. An error of a URL that

@@ -501,7 +501,7 @@ func TestExternalNATS_ReadyzRedactsURL(t *testing.T) {
 		resp.Body.Close()
 		return bytes.Contains(body, []byte("nats connection to"))
 	})
-	if strings.Contains(string(body), "ops-secret") || !strings.Contains(string(body), "ops:xxxxx@") {
+	if strings.Contains(string(body), "ops-secret") || !strings.Contains(string(body), "ops:REDACTED@") {
 		t.Errorf("unauthenticated GET /readyz: %s", body)
 	}
 }

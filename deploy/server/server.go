@@ -329,7 +329,7 @@ func (s *Server) URL() string {
 
 // NATSURL is the URL of the NATS server the server uses: the embedded
 // server's client URL, or Config.NATSURLs joined with commas, each with
-// its password (if any) replaced by "xxxxx".
+// its password (if any) replaced by "REDACTED" (RedactURL).
 func (s *Server) NATSURL() string { return s.natsURL }
 
 // Done is closed once the server has stopped, after Close or after its
