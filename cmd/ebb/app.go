@@ -57,7 +57,7 @@ func init() {
 			example: "ebb serve --policy todos=manual\nebb serve --config /etc/ebb/ebb.yaml\nebb serve --config ebb.yaml --print-config --json", run: runServe},
 		"nats-config": {summary: "print the accounts block of an external NATS server's config for a users file (--rules: filtered reads)",
 			about:   natsConfigAbout,
-			example: "ebb nats-config --auth users.yaml > nats-auth.conf\nebb nats-config --auth users.yaml --rules rules.yaml -o /etc/nats/nats-auth.conf", run: runNATSConfig},
+			example: "ebb nats-config --auth users.yaml -o nats-auth.conf\nebb nats-config --auth users.yaml --rules rules.yaml -o /etc/nats/nats-auth.conf", run: runNATSConfig},
 		"put": {summary: "write a whole document (works offline)", args: "COLLECTION ID JSON", about: docArg,
 			example: "ebb put todos t1 '{\"title\":\"milk\"}'\nebb put todos t2 @doc.json\ncat doc.json | ebb put todos t3 -", run: runPut},
 		"patch": {summary: "change some fields; null removes one (works offline)", args: "COLLECTION ID JSON", about: docArg,

@@ -89,7 +89,7 @@ func hasAdmin(u *auth.Users) bool {
 
 // writePrivateFile writes data to path with mode 0600, replacing any file
 // there only once data is complete (a temporary file in the same
-// directory, renamed).
+// directory, fsynced, renamed, then the directory fsynced).
 func writePrivateFile(path string, data []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
@@ -104,11 +104,26 @@ func writePrivateFile(path string, data []byte) error {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	// On disk before it takes the name: a crash after the rename must
+	// not leave an empty or partial accounts file under it.
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: fsync: %w", path, err)
+	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	// The rename itself is durable once the directory is.
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("write %s: open its directory to fsync: %w", path, err)
+	}
+	defer dir.Close()
+	if err := dir.Sync(); err != nil {
+		return fmt.Errorf("write %s: fsync its directory: %w", path, err)
 	}
 	return nil
 }
