@@ -77,11 +77,22 @@
 // change, since the imports keep the $JS.API subject names.
 //
 // A configuration written in filtered reads mode also carries a marker
-// its admins can see: StreamAccount maps FilteredModeSubject to a subject
-// of its own, a mapping the configuration without the mode lacks.
-// CheckFilteredReads asks through it on an admin's connection, so `ebb
-// serve --rules --nats` refuses an external server whose accounts are not
-// in the mode (`ebb nats-config --rules` writes them).
+// its admins can see: StreamAccount maps FilteredModeSubject to
+// FilteredModeSubject.<AccountsFingerprint>, a digest of the users,
+// roles, tenants, groups and durables it was written from and of the
+// mode (not of the passwords), a mapping the configuration without the
+// mode lacks. FilteredMarker reads it on an admin's connection, and
+// CheckFilteredReads compares it with a Users' fingerprint
+// (ErrNotFilteredReads without a marker, ErrOtherUsersFile for another
+// one). A check proves the configuration of the one server the
+// connection is on; `ebb serve --rules --nats` checks every server of
+// its cluster (deploy/server). No user account can answer for it: they
+// import nothing of the marker subjects. With APIConfig.Rules the
+// consumer create and fetch responders refuse every CHANGES read of a
+// user Identities does not know as a service, whatever the accounts say,
+// so a server reloaded with accounts written without the mode still
+// routes clients' consumer creates and fetches to a refusal (direct gets
+// it does not route: see deploy/server for the re-check).
 //
 // Responders: in the embedded configuration (NATSUsers) and in the one
 // NATSConfig writes for an external server (deploy/nats-auth.conf), three

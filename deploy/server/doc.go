@@ -36,15 +36,32 @@
 //   - Ready is /readyz: nil when every stream is present, the NATS
 //     connection is up and the projector is making progress (a Group on
 //     standby is ready); otherwise it names each cause.
-//   - With Config.Rules and Config.NATSURLs, the external server must run
+//   - With Config.Rules and Config.NATSURLs, the external servers must run
 //     the accounts of Config.Users written in filtered reads mode (`ebb
-//     nats-config --rules`): Start checks their marker on its admin
-//     connection (auth.CheckFilteredReads) before starting anything on it
-//     and fails, wrapping auth.ErrNotFilteredReads and naming the fix,
-//     without it. The change responder, the writer-group stamp and the
+//     nats-config --rules`): Start checks the marker and its fingerprint
+//     of Config.Users (auth.CheckFilteredReads) on every server its
+//     connection knows (nc.Servers(): the URLs given and the ones the
+//     cluster announces), each on a connection of its own with the same
+//     credentials and TLS, before starting anything on it, and fails,
+//     wrapping auth.ErrNotFilteredReads or auth.ErrOtherUsersFile, naming
+//     the node and the fix; a node it cannot reach fails too. It checks
+//     again every Config.RulesCheckInterval and after every reconnect;
+//     while a check fails, Ready names the cause, each failure is logged
+//     as an error, the change responder is stopped, GET
+//     /v1/{tenant}/changes answers 503 and CHANGES's allow_direct is
+//     off, until a check passes. Leaf nodes are not announced and not
+//     checked: they must carry the same accounts. Between a bad reload
+//     and the next check, DIRECT.GET on CHANGES is NATS's own to serve.
+//     Whatever the accounts say, the consumer create and fetch
+//     responders refuse every client's CHANGES read (auth.APIConfig.Rules).
+//     The change responder, the writer-group stamp and the
 //     consumer create responder then run on that connection as on the
 //     embedded server; NATS token logins (Config.TokenLogin) need the
 //     embedded server, so there token users log in over HTTP only.
+//   - With Config.NATSURLs and Users but no Rules, Start refuses
+//     (ErrNATSConfiguredForRules) a NATS whose accounts carry the marker.
+//   - NATS URLs are shown (logs, errors, /readyz, NATSURL) only through
+//     RedactURL, and connect errors through RedactError.
 //   - Errors name what failed and on what; a Config refused before anything
 //     is touched wraps ErrInvalidConfig; the data directory's lock, key
 //     file and stream errors wrap those packages' sentinels
