@@ -10,12 +10,12 @@ import (
 	"github.com/ebbsync/ebb/projection"
 )
 
-// TestRVHB_ResolverInvalidFieldPoisonsView: a custom resolver returns a
+// TestProjector_ResolverInvalidJSONDeadLettered: a custom resolver returns a
 // field value that is no JSON. events.EncodeChange refused it (the event
 // was dead-lettered "encode the new state"); the hand-written encoder
 // copies it, so the state is committed, the change published, and the
 // view's own copy of the document can no longer be read.
-func TestRVHB_ResolverInvalidFieldPoisonsView(t *testing.T) {
+func TestProjector_ResolverInvalidJSONDeadLettered(t *testing.T) {
 	e := newEnv(t)
 	store := mustOpenBolt(t, "")
 	bad := projection.ResolverFunc(func(cur projection.Doc, ev *events.Event) (projection.Decision, error) {

@@ -30,11 +30,11 @@ func oldBuildWrite(t *testing.T, path string, d Doc) {
 	}
 }
 
-// TestRVHB_IndexStaleAfterOldBuildThenReopen: an older build (no index)
+// TestBoltFieldIndex_OldBuildWriteBetweenOpens: an older build (no index)
 // moves a follower under list l1; the new build reopens the file. OpenBolt
 // stamps keyFieldTx in its own write transaction, so the stale index is
 // taken as current and DocsWithField misses the follower that a scan finds.
-func TestRVHB_IndexStaleAfterOldBuildThenReopen(t *testing.T) {
+func TestBoltFieldIndex_OldBuildWriteBetweenOpens(t *testing.T) {
 	for _, how := range []string{"reopen", "reopen+commit-elsewhere"} {
 		t.Run(how, func(t *testing.T) {
 			ctx := context.Background()

@@ -2,9 +2,9 @@ package projection
 
 import bolt "go.etcd.io/bbolt"
 
-// RVHBOldBuildPut writes d into the bbolt view at path as a build without
+// OldBuildPut writes d into the bbolt view at path as a build without
 // the field index does: the docs bucket only, no index, no stamp.
-func RVHBOldBuildPut(path string, d Doc) error {
+func OldBuildPut(path string, d Doc) error {
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
 		return err

@@ -10,14 +10,14 @@ import (
 	"github.com/ebbsync/ebb/projection"
 )
 
-// TestRVHB_StaleIndexLetsAStrangerTakeOverOrphans: the field index is built
+// TestRules_OldBuildWriteCannotHideOrphansFromRecreate: the field index is built
 // (ann's list changes readers), an older build then applies ann's todo t1
 // under l1 (no index kept), and the new build reopens the file: OpenBolt
 // stamps the stale index as current. Ann deletes l1; bob, who could never
 // write l1, creates it again as his own. liveFollowers asks the stale index,
 // finds no orphan, and the recreate is applied: bob now owns ann's todo t1
 // (writes it). A scan of the view finds t1, so the recreate must be refused.
-func TestRVHB_StaleIndexLetsAStrangerTakeOverOrphans(t *testing.T) {
+func TestRules_OldBuildWriteCannotHideOrphansFromRecreate(t *testing.T) {
 	e := newEnv(t)
 	path := filepath.Join(t.TempDir(), "view.db")
 	store, err := projection.OpenBolt(path, projection.BoltOptions{})
@@ -49,7 +49,7 @@ func TestRVHB_StaleIndexLetsAStrangerTakeOverOrphans(t *testing.T) {
 	// Downgrade: the old build applies ann's todo t1 under l1.
 	t1 := projection.Doc{Tenant: "acme", Collection: "todos", ID: "t1", Version: 1, Client: "ann", Event: "old-build-event",
 		Fields: events.Fields{"list": json.RawMessage(`"l1"`), "title": json.RawMessage(`"ann's secret"`)}, Audience: []string{"g:red", "u:ann"}}
-	if err := projection.RVHBOldBuildPut(path, t1); err != nil {
+	if err := projection.OldBuildPut(path, t1); err != nil {
 		t.Fatal(err)
 	}
 
