@@ -97,6 +97,11 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	s := &BoltStore{db: db, seal: opts.Cipher, bMeta: bucketMeta, bHWM: bucketHWM, bOutbox: bucketOutbox, bSeq: bucketSeqEvents}
 	s.root = s
 	err = db.Update(func(tx *bolt.Tx) error {
+		// Before this build writes anything: did the last write keep the
+		// field index (bolt_fields.go)?
+		if err := checkFields(tx); err != nil {
+			return err
+		}
 		existed := tx.Bucket(bucketMeta) != nil
 		for _, b := range [][]byte{bucketDocs, bucketConflicts, bucketHWM, bucketMeta, bucketOutbox} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -242,10 +247,15 @@ func (s *BoltStore) update(ctx context.Context, fn func(tx *bolt.Tx) error) erro
 		return ErrClosed
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
+		// Every write transaction keeps the field index (bolt_fields.go):
+		// first drop it if the last write did not, last stamp it kept.
+		if err := checkFields(tx); err != nil {
+			return err
+		}
 		if err := fn(tx); err != nil {
 			return err
 		}
-		return stampFields(tx) // every write transaction keeps the field index (bolt_fields.go)
+		return stampFields(tx)
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -22,7 +23,10 @@ import (
 // documents, so it never disagrees with them; a pair is indexed the first
 // time DocsWithField asks for it (one scan of that collection), and the
 // whole index is rebuilt when a write transaction that did not keep it
-// (another build of ebb, older than the index) touched the file since.
+// (another build of ebb, older than the index) touched the file since:
+// every write transaction of this build first checks that the one before
+// it kept the index (checkFields) and drops the entries if not, and only a
+// transaction that kept them stamps them (stampFields).
 //
 // In an encrypted store the field's value is not in the clear: the index
 // holds an HMAC-SHA-256 of it (16 bytes) under a random key the store
@@ -37,8 +41,9 @@ var (
 	bucketFieldValues = []byte("field_values")
 	// bucketFieldPairs: lp(collection) lp(field) -> empty, the pairs indexed.
 	bucketFieldPairs = []byte("field_pairs")
-	// keyFieldTx (in bucketMeta) is the id of the last write transaction,
-	// which kept the index: any other id means a transaction that did not.
+	// keyFieldTx (in bucketMeta) is the id of the last write transaction
+	// that kept the index: if it is not the id of the last write
+	// transaction, one since did not keep it.
 	keyFieldTx = []byte("field_index_tx")
 	// keyFieldKey (in bucketMeta) is the sealed HMAC key of an encrypted
 	// store's tokens.
@@ -130,11 +135,47 @@ func indexedFields(tx *bolt.Tx) map[string][]string {
 	return out
 }
 
+// fieldsBuilt reports whether tx holds a built field index: the pairs
+// asked for and their entries.
+func fieldsBuilt(tx *bolt.Tx) bool {
+	return tx.Bucket(bucketFieldPairs) != nil && tx.Bucket(bucketFieldDocs) != nil && tx.Bucket(bucketFieldValues) != nil
+}
+
+// checkFields is the first thing every write transaction of this build
+// does (OpenBolt, BoltStore.update), before it writes anything: unless the
+// transaction before it kept the field index (the stamp is that
+// transaction's id, see keyFieldTx), some write since the index was last
+// kept did not keep it (another build of ebb, older than the index, or one
+// that opened the file and wrote nothing: the id moves all the same), so
+// its entries are dropped. The pairs asked for stay: the next
+// DocsWithField rebuilds them all in one scan, and until then no commit
+// keeps (nor stamps) entries that are not there.
+func checkFields(tx *bolt.Tx) error {
+	if tx.Bucket(bucketFieldDocs) == nil && tx.Bucket(bucketFieldValues) == nil {
+		return nil
+	}
+	var stamp uint64
+	if meta := tx.Bucket(bucketMeta); meta != nil {
+		stamp = readU64(meta.Get(keyFieldTx))
+	}
+	if stamp == uint64(tx.ID())-1 {
+		return nil
+	}
+	for _, b := range [][]byte{bucketFieldDocs, bucketFieldValues} {
+		if err := tx.DeleteBucket(b); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+			return fmt.Errorf("drop the stale field index: %w", err)
+		}
+	}
+	return nil
+}
+
 // stampFields records that the write transaction tx kept the field index
-// (see keyFieldTx); a no-op while nothing is indexed. Every write
-// transaction of the store calls it last (BoltStore.update).
+// (see keyFieldTx); a no-op while no index is built, so a stamp is only
+// ever advanced by a transaction that began with checkFields and kept the
+// index. Every write transaction of the store calls it last
+// (BoltStore.update).
 func stampFields(tx *bolt.Tx) error {
-	if tx.Bucket(bucketFieldPairs) == nil {
+	if !fieldsBuilt(tx) {
 		return nil
 	}
 	return tx.Bucket(bucketMeta).Put(keyFieldTx, u64(uint64(tx.ID())))
@@ -151,11 +192,8 @@ func fieldsCurrent(tx *bolt.Tx) bool {
 // values (none for a tombstone or a value that is no string). fields is
 // indexedFields(tx).
 func (s *BoltStore) indexDocs(tx *bolt.Tx, fields map[string][]string, docs []Doc) error {
-	if len(fields) == 0 {
-		return nil
-	}
-	if tx.Bucket(bucketFieldDocs) == nil || tx.Bucket(bucketFieldValues) == nil {
-		return tx.DeleteBucket(bucketFieldPairs) // half an index: none, built again when asked
+	if len(fields) == 0 || !fieldsBuilt(tx) {
+		return nil // none, or dropped by checkFields: built again when asked
 	}
 	for i := range docs {
 		for _, f := range fields[docs[i].Collection] {
@@ -258,8 +296,7 @@ func (s *BoltStore) DocsWithField(ctx context.Context, tenant, collection, field
 	for built := false; ; built = true {
 		ready := false
 		err := s.view(ctx, func(tx *bolt.Tx) error {
-			ready = fieldsCurrent(tx) && tx.Bucket(bucketFieldDocs) != nil && tx.Bucket(bucketFieldValues) != nil &&
-				slices.Contains(indexedFields(tx)[collection], field)
+			ready = fieldsCurrent(tx) && fieldsBuilt(tx) && slices.Contains(indexedFields(tx)[collection], field)
 			if !ready {
 				return nil
 			}

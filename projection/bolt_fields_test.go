@@ -85,21 +85,18 @@ func TestBoltFieldIndex_KeptReopenedAndRebuilt(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// An older build writes a document without keeping the index.
-			err = s.db.Update(func(tx *bolt.Tx) error {
-				d := fieldDoc("c", 1, "secret-list")
-				v, err := encodeDocState(&d)
-				if err != nil {
-					return err
-				}
-				k := addrKey(d.Address())
-				return tx.Bucket(bucketDocs).Put(k, s.seal.SealValue(bucketDocs, k, v))
-			})
-			if err != nil {
+			// An older build writes a document without keeping the index,
+			// with this build closed, as it happens: a downgrade, then an
+			// upgrade again.
+			s.Close()
+			if err := OldBuildPut(path, c, fieldDoc("c", 1, "secret-list")); err != nil {
+				t.Fatal(err)
+			}
+			if s, err = OpenBolt(path, BoltOptions{Cipher: c}); err != nil {
 				t.Fatal(err)
 			}
 			if got := idsWithField(t, s, "secret-list"); !slices.Equal(got, []string{"a", "b", "c"}) {
-				t.Fatalf("after a write that did not keep the index: %q", got)
+				t.Fatalf("after a write that did not keep the index and a reopen: %q", got)
 			}
 			err = s.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketFieldDocs) })
 			if err != nil {

@@ -16,7 +16,9 @@
 // custom resolver that returns an error, panics (Decide recovers it) or
 // breaks the Decision contract refuses its event: the projector
 // dead-letters it with the error or the panic's value as the reason, sends
-// an invalid receipt, and goes on with the next event.
+// an invalid receipt, and goes on with the next event. So does one whose
+// state holds a field value that is not JSON (the reason is "encode the new
+// state: field ..."): nothing it returns is committed or published.
 //
 // Awkward cases, decided once for every policy:
 //
@@ -346,10 +348,24 @@
 // projector finds a parent's followers with Store.DocsWithField: bbolt
 // answers it from a field index kept in the same transaction as the
 // documents, built the first time a (collection, field) is asked for and
-// rebuilt when a write transaction that did not keep it touched the file
-// (PostgreSQL queries its fields column). [Verify] rebuilds the
+// rebuilt when a write transaction that did not keep it touched the file:
+// every write transaction of the store first checks that the one before it
+// kept the index (its stamp) and drops the entries otherwise, so an older
+// build's writes, or its mere open (a write transaction too), cost one
+// scan at the next ask, never a follower missed; a crash leaves the index
+// and its stamp as the last commit did (PostgreSQL queries its fields
+// column). [Verify] rebuilds the
 // view from EVENTS sequence 1 into a scratch store and compares hashes
-// (invariant 4), naming the first differing document and field. It never
+// (invariant 4), naming the first differing document and field. It hashes
+// each document's state as its change (fields, clocks, conflicts, cause)
+// and the conflict records, not the state's audience (Doc.Audience) nor
+// what a tombstone kept for its followers' write rules (Doc.Kept). A
+// parent's tombstone written by a build from before tombstones kept
+// anything has Kept nil in the live view, where a rebuild gives it the
+// fields: the live projector then refuses a later write that the rebuild
+// lets the parent's last writer make (deleting or moving a follower,
+// creating the parent again over its live followers), and Verify reports
+// nothing until such a write makes the two states differ. It never
 // waits for history that is not there: EVENTS missing, not starting at
 // sequence 1, ending (or holding nothing more) below the checkpoint, not
 // the incarnation the checkpoint counts in, or a re-anchored view, each
@@ -401,9 +417,10 @@
 // change, the stored state, the conflict record and the receipt of an
 // event are encoded without reflection and without copying the document
 // (jsonenc.go), to exactly the bytes encoding/json writes for the events
-// types, so nothing on the wire or in the stores differs from a
-// json.Marshal; the bbolt outbox and remembered ids, whose keys only rise,
-// fill their pages.
+// types, refusing what it refuses (a field value that is not JSON), so
+// nothing on the wire or in the stores differs from a json.Marshal
+// (FuzzJSONEncoder checks it); the bbolt outbox and remembered ids,
+// whose keys only rise, fill their pages.
 //
 // The figures live in the README's Performance section, rerun with `ebb
 // bench` (workload projector: beside a durable consumer that only fetches
@@ -417,8 +434,13 @@
 // key. In the clear: keys (tenant, collection, document names; client ids
 // of high-water marks; conflict ids), the checkpoint and the high-water
 // marks. The field index holds a field's value as its HMAC-SHA-256 (16
-// bytes) under a random key kept sealed in the meta bucket. A sealed check value in the meta bucket refuses another key, no
-// key, or a key on a plaintext store (keys.ErrWrongKey). Verify's rebuild
+// bytes) under a random key kept sealed in the meta bucket, and that hash
+// is in the clear in its keys, beside the names of the indexed fields and
+// the ids of the documents: deterministic, so the file shows which
+// followers share a parent (equal values, equal hashes) and how many each
+// parent has, though not the value itself. A sealed check value in the meta
+// bucket refuses another key, no key, or a key on a plaintext store
+// (keys.ErrWrongKey). Verify's rebuild
 // is sealed with a random key that is never stored, so the view never
 // touches the temporary directory in the clear.
 //

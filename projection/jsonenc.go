@@ -2,6 +2,7 @@ package projection
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -12,8 +13,9 @@ import (
 // A hand-written encoder for what the projector encodes per event (a
 // change, the stored state, a conflict record, a receipt): the same bytes as
 // encoding/json's Marshal of the events types, without reflection. Field
-// values (json.RawMessage) are copied as they are when they are compact
-// and hold nothing Marshal escapes, else given to Marshal. jsonenc_test.go
+// values (json.RawMessage) are copied as they are when they are valid,
+// compact and hold nothing Marshal escapes, else given to Marshal, which
+// compacts and escapes them or refuses them with its own error. jsonenc_test.go
 // checks the bytes against Marshal for every member of the types, so a
 // member added to them fails the test until it is encoded here.
 
@@ -73,15 +75,20 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 // appendRaw appends a field value as Marshal writes a json.RawMessage:
-// compacted, HTML characters escaped, null for nil.
+// compacted, HTML characters escaped, null for nil, and an error for a
+// value that is not one JSON value (Marshal's own error: a
+// *json.MarshalerError), so that nothing unreadable is ever written. A
+// value copied as it is must be valid JSON: field values come from a
+// custom resolver too, which nothing checked before (json.Valid
+// allocates nothing).
 func appendRaw(b []byte, v json.RawMessage) ([]byte, error) {
 	if v == nil {
 		return append(b, "null"...), nil
 	}
-	if len(v) > 0 && plainRaw(v) {
+	if len(v) > 0 && plainRaw(v) && json.Valid(v) {
 		return append(b, v...), nil
 	}
-	out, err := json.Marshal(v) // what needs compacting or escaping: Marshal's own rules
+	out, err := json.Marshal(v) // what needs compacting or escaping, or is no JSON: Marshal's own rules
 	if err != nil {
 		return b, err
 	}
@@ -128,7 +135,7 @@ func appendFields(b []byte, f events.Fields) ([]byte, error) {
 		}
 		b = appendKey(b, k)
 		if b, err = appendRaw(b, f[k]); err != nil {
-			return b, err
+			return b, fmt.Errorf("field %q: %w", k, err)
 		}
 	}
 	return append(b, '}'), nil
