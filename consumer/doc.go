@@ -267,8 +267,9 @@
 // producer log and publisher (append and publish spans, write metrics; see
 // the producer package) and trace the replica's apply of each change that
 // carries trace context: a span ebb.replica.apply (kind consumer), a child
-// of the projector's publish of the change, starting when its view
-// transaction begins and ended when it commits. So one write is one trace from the writer's append to every
+// of the projector's publish of the change, starting when the apply is
+// queued for the log's next group commit (so it includes that wait) and
+// ended when the commit returns. So one write is one trace from the writer's append to every
 // replica's apply. Catch-up progress is observable as
 // ebb.replica.changes.applied, .pending and .sequence (attribute
 // ebb.client).

@@ -89,7 +89,8 @@
 // What a write costs, by contract: each Append, AppendBatch or AppendWith
 // call is committed whole in one bbolt transaction (one fsync), which
 // concurrent calls share (group commit, see group.go): N writers waiting at
-// once cost one fsync, not N, and a call's failure is its own. Bookkeeping
+// once cost one fsync, not N, and a call's failure is its own (a failed
+// commit, the disk full, fails every call of its group). Bookkeeping
 // joins the same queue: Log.Batch (a replica's receipt and change applies)
 // and the Publisher's ack marks run in the transaction of the next group
 // commit, beside the appends queued with them, so a write online and what

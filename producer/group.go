@@ -25,7 +25,11 @@ import (
 // than one commit beyond its own. A request is all-or-nothing: when one of a
 // group fails (an invalid write, a Prepare error, a Batch fn's error), the
 // transaction is rolled back and the group is committed again without it, so
-// its failure is its own (and the others' Prepare and Batch fns run again).
+// its failure is its own (and the others' Prepare and Batch fns run again);
+// a write invalid whatever its commit stamps is refused before it joins a
+// group (precheck). A failure of the commit itself (the disk full, an I/O
+// error) is every member's: each call of that group returns it, nothing of
+// the group is stored, and nothing committed before is touched.
 //
 // Bookkeeping (Batch: the publisher's ack marks, a replica's receipt and
 // change applies) rides in the same queue as appends, so what is queued when
@@ -113,6 +117,9 @@ func (l *Log) AppendWith(ctx context.Context, ws []Write, prep Prepare) (evs []*
 		return nil, fmt.Errorf("append: %w", err)
 	}
 	defer release()
+	if err := l.precheck(ws); err != nil {
+		return nil, err
+	}
 
 	// The context stored with the entries is the append span's (or, with
 	// no tracer, whatever ctx carried), so the publish is its child.
@@ -342,6 +349,29 @@ func (l *Log) commitGroup(group []*appendReq) {
 		}
 		return
 	}
+}
+
+// precheckID stands in for the id a write gets in its commit.
+const precheckID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+
+// precheck refuses, before it joins a group, a write whose event would be
+// invalid whatever the commit stamps on it (names, fields, op, limits), so
+// an invalid call fails alone, at once, and does not make the group it
+// would have joined run again without it (every Batch in it included).
+// What Prepare sets is checked in the commit, as before.
+func (l *Log) precheck(ws []Write) error {
+	for i, w := range ws {
+		e := events.Event{Schema: events.SchemaVersion, ID: precheckID, Tenant: l.tenant,
+			Collection: w.Collection, Doc: w.Doc, Op: w.Op, Fields: w.Fields, BaseVersion: w.BaseVersion,
+			HLC: events.HLC{Wall: 1}, Client: l.client, Device: l.device, Seq: 1, Resolves: w.Resolves, After: w.After}
+		if e.After == precheckID { // not itself: the commit checks it against its real id
+			e.After = ""
+		}
+		if err := e.Validate(l.limits); err != nil {
+			return fmt.Errorf("append write %d (%s/%s): %w", i, w.Collection, w.Doc, err)
+		}
+	}
+	return nil
 }
 
 // storeReq stores q's writes inside tx at local sequences after seq: each
