@@ -114,6 +114,7 @@ func openWriterLog(ctx context.Context, w *Writer, k logKey, path string) (_ *wr
 	hold := receiptsSeq == 0 && l.log.LastSeq() == 0
 	if !hold {
 		if err := l.pub.Start(w.ctx); err != nil {
+			_ = l.pub.Close()
 			_ = l.log.Close()
 			return nil, err
 		}
