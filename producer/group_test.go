@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -80,15 +81,23 @@ func TestLog_GroupCommitFailureIsItsOwn(t *testing.T) {
 	var wg sync.WaitGroup
 	ws := [][]Write{
 		{put("c", "a", 1)},
-		{put("c", "b", 1), {Collection: "c", Doc: "", Op: events.OpPut}}, // invalid: no doc
+		{put("c", "b", 1), put("c", "b2", 1)}, // its Prepare makes the second invalid, inside the commit
 		{put("c", "d", 1)},
+	}
+	// A write invalid by itself is refused before it joins a group
+	// (precheck); one that Prepare makes invalid fails in the commit.
+	invalidBase := func(_ *Tx, w *Write) error {
+		if w.Doc == "b2" {
+			w.BaseVersion = events.MaxSafeInteger + 1
+		}
+		return nil
 	}
 	errs := make([]error, len(ws))
 	for i := range ws {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = l.AppendBatch(t.Context(), ws[i])
+			_, errs[i] = l.AppendWith(t.Context(), ws[i], invalidBase)
 		}()
 	}
 	waitFor(t, 10*time.Second, "requests queued", func() bool { return queued(l) == len(ws) })
@@ -108,7 +117,7 @@ func TestLog_GroupCommitFailureIsItsOwn(t *testing.T) {
 			t.Errorf("event %s has sequence %d: the failed request left a hole", e.Event.ID, e.Event.Seq)
 		}
 	}
-	if len(docs) != 2 || docs[0] == "b" || docs[1] == "b" {
+	if len(docs) != 2 || slices.Contains(docs, "b") || slices.Contains(docs, "b2") {
 		t.Errorf("stored docs %v, want a and d", docs)
 	}
 }

@@ -242,10 +242,12 @@ func TestRulesExternal_ReloadToUnfilteredStopsChangeReads(t *testing.T) {
 	if err := ns.Reload(); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
+	// A check that runs while the server reloads may fail to connect (EOF):
+	// not ready too, but the cause this test wants is the next check's.
 	var notReady error
-	embeddedtest.WaitFor(t, 30*time.Second, "the server not ready after the reload", func() bool {
+	embeddedtest.WaitFor(t, 30*time.Second, "the server not ready after the reload, for the accounts", func() bool {
 		notReady = srv.Ready(t.Context())
-		return notReady != nil
+		return errors.Is(notReady, auth.ErrNotFilteredReads)
 	})
 	if !errors.Is(notReady, auth.ErrNotFilteredReads) || !strings.Contains(notReady.Error(), "sync rules") {
 		t.Fatalf("Ready: %v, want the interlock's cause (ErrNotFilteredReads)", notReady)
