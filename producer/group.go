@@ -358,12 +358,13 @@ const precheckID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 // invalid whatever the commit stamps on it (names, fields, op, limits), so
 // an invalid call fails alone, at once, and does not make the group it
 // would have joined run again without it (every Batch in it included).
-// What Prepare sets is checked in the commit, as before.
+// What Prepare sets, and the device (which a fork changes under appendMu,
+// not held here), are checked in the commit, as before.
 func (l *Log) precheck(ws []Write) error {
 	for i, w := range ws {
 		e := events.Event{Schema: events.SchemaVersion, ID: precheckID, Tenant: l.tenant,
 			Collection: w.Collection, Doc: w.Doc, Op: w.Op, Fields: w.Fields, BaseVersion: w.BaseVersion,
-			HLC: events.HLC{Wall: 1}, Client: l.client, Device: l.device, Seq: 1, Resolves: w.Resolves, After: w.After}
+			HLC: events.HLC{Wall: 1}, Client: l.client, Seq: 1, Resolves: w.Resolves, After: w.After}
 		if e.After == precheckID { // not itself: the commit checks it against its real id
 			e.After = ""
 		}
