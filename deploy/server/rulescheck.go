@@ -257,16 +257,36 @@ func (s *Server) setDirect(ctx context.Context, on bool) error {
 	return nil
 }
 
-// rulesGate refuses HTTP change reads (503, naming the cause) while the
-// sync-rules interlock fails, and passes them to next otherwise.
+// rulesGate refuses HTTP change reads while the sync-rules interlock
+// fails (503) and passes them to next otherwise. It runs before
+// authentication, so its body is generic (rulesGateBody): the cause, which
+// names NATS servers, URLs and fingerprints, is in the server's log and
+// Ready only.
 func (s *Server) rulesGate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.rulesFailure(); err != nil {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_ = json.NewEncoder(w).Encode(map[string]string{"error": "change reads are stopped: sync rules interlock: " + err.Error()})
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": rulesGateBody})
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// rulesGateBody is rulesGate's 503 error.
+const rulesGateBody = "change reads are stopped: sync rules interlock failing; see the server log"
+
+// shortRulesCause is the interlock's failure err as /readyz (served
+// without authentication) shows it: which kind of failure, wrapping its
+// sentinel (auth.ErrNotFilteredReads, auth.ErrOtherUsersFile), without
+// the servers, URLs or fingerprints err names.
+func shortRulesCause(err error) error {
+	switch {
+	case errors.Is(err, auth.ErrNotFilteredReads):
+		return fmt.Errorf("%w (a NATS server); see the server log", auth.ErrNotFilteredReads)
+	case errors.Is(err, auth.ErrOtherUsersFile):
+		return fmt.Errorf("%w (a NATS server); see the server log", auth.ErrOtherUsersFile)
+	}
+	return errors.New("a NATS server could not be checked, or the change feed does not start; see the server log")
 }
