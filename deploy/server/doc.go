@@ -58,8 +58,10 @@
 //     consumer create responder then run on that connection as on the
 //     embedded server; NATS token logins (Config.TokenLogin) need the
 //     embedded server, so there token users log in over HTTP only.
-//   - With Config.NATSURLs and Users but no Rules, Start refuses
-//     (ErrNATSConfiguredForRules) a NATS whose accounts carry the marker.
+//   - With Config.NATSURLs but no Rules (with Users or without), Start
+//     refuses (ErrNATSConfiguredForRules) a NATS whose accounts carry the
+//     marker (any fingerprint) on a server its connection knows; a server
+//     it cannot check is only logged.
 //   - NATS URLs are shown (logs, errors, /readyz, NATSURL) only through
 //     RedactURL, and connect errors through RedactError.
 //   - Errors name what failed and on what; a Config refused before anything

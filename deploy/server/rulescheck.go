@@ -26,7 +26,8 @@ const DefaultRulesCheckInterval = 10 * time.Second
 const filteredCheckTimeout = 5 * time.Second
 
 // ErrNATSConfiguredForRules is wrapped by Start's error when a server
-// without Rules, on NATSURLs with Users, finds an external server whose
+// without Rules on NATSURLs (with Users or without) finds an external
+// server whose
 // accounts carry the marker of filtered reads mode (any fingerprint):
 // those accounts are a sync-rules fleet's, and a server without rules
 // would serve every client all of its tenant's changes.
