@@ -48,8 +48,13 @@
 //     again every Config.RulesCheckInterval and after every reconnect;
 //     while a check fails, Ready names the cause, each failure is logged
 //     as an error, the change responder is stopped, GET
-//     /v1/{tenant}/changes answers 503 and CHANGES's allow_direct is
-//     off, until a check passes. Leaf nodes are not announced and not
+//     /v1/{tenant}/changes answers 503 (a generic body: the cause is in
+//     the log and Ready; /readyz shows only its kind) and CHANGES's
+//     allow_direct is off, until a check passes. allow_direct is put
+//     after every check, failing or passing, by whichever server checks
+//     (read, updated only if it differs, a failed update retried at the
+//     next check): the fleet converges on the last checks, and while
+//     servers disagree it flips between on and off. Leaf nodes are not announced and not
 //     checked: they must carry the same accounts. Between a bad reload
 //     and the next check, DIRECT.GET on CHANGES is NATS's own to serve.
 //     Whatever the accounts say, the consumer create and fetch

@@ -135,10 +135,9 @@ func (s *Server) kickRulesCheck() {
 
 // rulesGuard is the state of the sync-rules interlock on external NATS.
 type rulesGuard struct {
-	mu       sync.Mutex
-	failing  error           // the last check's failure; nil while it passes
-	feed     *feed.Responder // the change feed; nil while stopped
-	directed bool            // CHANGES's allow_direct was turned off by the guard
+	mu      sync.Mutex
+	failing error           // the last check's failure; nil while it passes
+	feed    *feed.Responder // the change feed; nil while stopped
 }
 
 // rulesFailure returns why the interlock fails, nil while it passes (and
@@ -182,6 +181,11 @@ func (s *Server) stopFeed() {
 // change feed is stopped, HTTP change reads are refused (rulesGate) and
 // CHANGES's direct get (which NATS itself serves, to whatever accounts
 // import it) is turned off; once it passes again all of it comes back.
+// allow_direct is one setting of the shared stream, put after every check
+// (applyRulesCheck): each failing server turns it off and each passing
+// one on, so the fleet converges whichever servers run, and while servers
+// disagree (a node checked by some only, or checks straddling a reload)
+// it flips between the two until every check agrees.
 func (s *Server) guardRules(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -201,6 +205,11 @@ func (s *Server) guardRules(ctx context.Context, interval time.Duration) {
 }
 
 // applyRulesCheck puts the server in the state a check's result asks.
+// It is state-based and idempotent, run after every check: a failing
+// check stops the feed and ensures CHANGES's allow_direct is off, a
+// passing one starts the feed (unless it runs) and ensures allow_direct
+// is on, whichever server turned it off; a failed stream update is
+// logged and retried by the next check.
 func (s *Server) applyRulesCheck(ctx context.Context, err error) {
 	log := s.cfg.Logger
 	s.rules.mu.Lock()
@@ -211,34 +220,28 @@ func (s *Server) applyRulesCheck(ctx context.Context, err error) {
 		log.Error("sync rules interlock failed: clients' change reads are stopped and the server is not ready until the NATS accounts pass again", "err", err)
 		s.stopFeed()
 		if derr := s.setDirect(ctx, false); derr != nil {
-			log.Error("sync rules interlock: could not turn off CHANGES's direct get", "err", derr)
+			log.Error("sync rules interlock: could not turn off CHANGES's direct get (retried at the next check)", "err", derr)
 		}
-		return
-	}
-	if was == nil {
 		return
 	}
 	if ferr := s.startFeed(); ferr != nil {
 		s.rules.mu.Lock()
 		s.rules.failing = fmt.Errorf("change feed: %w", ferr)
 		s.rules.mu.Unlock()
-		log.Error("sync rules interlock passes again but the change feed does not start", "err", ferr)
+		log.Error("sync rules interlock passes but the change feed does not start", "err", ferr)
 		return
 	}
 	if derr := s.setDirect(ctx, true); derr != nil {
-		log.Error("sync rules interlock: could not turn CHANGES's direct get back on", "err", derr)
+		log.Error("sync rules interlock: could not turn CHANGES's direct get on (retried at the next check)", "err", derr)
 	}
-	log.Info("sync rules interlock passes again: the change feed and HTTP change reads are back")
+	if was != nil {
+		log.Info("sync rules interlock passes again: the change feed and HTTP change reads are back")
+	}
 }
 
-// setDirect turns CHANGES's allow_direct off (on false), remembering it
-// did, or back on (on true) if the guard turned it off.
+// setDirect ensures CHANGES's allow_direct is on (true) or off: it reads
+// the stream's configuration and updates it only if it differs.
 func (s *Server) setDirect(ctx context.Context, on bool) error {
-	s.rules.mu.Lock()
-	defer s.rules.mu.Unlock()
-	if on && !s.rules.directed {
-		return nil
-	}
 	cctx, cancel := context.WithTimeout(ctx, streamsTimeout)
 	defer cancel()
 	st, err := s.js.Stream(cctx, events.StreamChanges)
@@ -247,14 +250,12 @@ func (s *Server) setDirect(ctx context.Context, on bool) error {
 	}
 	cfg := st.CachedInfo().Config
 	if cfg.AllowDirect == on {
-		s.rules.directed = !on && s.rules.directed
 		return nil
 	}
 	cfg.AllowDirect = on
 	if _, err := s.js.UpdateStream(cctx, cfg); err != nil {
 		return fmt.Errorf("update stream %s allow_direct %v: %w", events.StreamChanges, on, err)
 	}
-	s.rules.directed = !on
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/bcrypt"
@@ -16,15 +17,15 @@ import (
 	"github.com/ebbsync/ebb/events"
 )
 
-// TestRVFix_DirectLeftOffAfterTheFailingServerStops: two ebb servers on
-// one external NATS. S1 re-checks every 100ms, S2 every hour. The NATS is
-// reloaded without filtered reads: S1 fails and turns CHANGES's
-// allow_direct off, then S1 stops (scaled down, restarted elsewhere...).
-// The accounts are fixed and reloaded: S2 is ready, nobody fails, and
-// allow_direct stays off for good, since only the server that turned it
-// off (in memory) turns it back on. Service svc's direct gets on CHANGES
-// (its only last-message read: no STREAM.MSG.GET) fail from then on.
-func TestRVFix_DirectLeftOffAfterTheFailingServerStops(t *testing.T) {
+// TestRulesExternal_DirectBackOnAfterTheFailingServerStops: two ebb
+// servers on one external NATS. S1 re-checks every 100ms, S2 every hour
+// (so it never sees the bad accounts). The NATS is reloaded without
+// filtered reads: S1 fails and turns CHANGES's allow_direct off, then S1
+// stops. The accounts are fixed and reloaded, and S2's connection is
+// dropped, so S2 checks again (on reconnect): it passes and turns
+// allow_direct back on, though another server turned it off, and service
+// svc's direct gets on CHANGES (its only last-message read) work again.
+func TestRulesExternal_DirectBackOnAfterTheFailingServerStops(t *testing.T) {
 	hash := func(pw string) string {
 		h, _ := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
 		return string(h)
@@ -75,16 +76,38 @@ func TestRVFix_DirectLeftOffAfterTheFailingServerStops(t *testing.T) {
 	if err := ns.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	// S2's next check: on reconnect (its interval is an hour).
+	connz, err := ns.Connz(&natsserver.ConnzOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kicked := 0
+	for _, ci := range connz.Conns {
+		if ci.Name == "ebb-serve" {
+			if err := ns.DisconnectClientByID(ci.Cid); err == nil {
+				kicked++
+			}
+		}
+	}
+	if kicked == 0 {
+		t.Fatal("no connection of S2 to drop")
+	}
 	svc, err := nats.Connect(ns.ClientURL(), nats.UserInfo("svc", "svc-secret"), nats.CustomInboxPrefix(auth.InboxPrefix("svc")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer svc.Close()
-	c, cancel := context.WithTimeout(t.Context(), 3*time.Second)
-	_, gerr := svc.RequestWithContext(c, "$JS.API.DIRECT.GET."+events.StreamChanges+"."+events.ChangeSubject("acme", "lists", "l-bob"), nil)
-	cancel()
-	if rerr := s2.Ready(t.Context()); rerr == nil && !direct() {
-		t.Fatalf("accounts fixed, the remaining server S2 ready, yet CHANGES's allow_direct is still off (left by the stopped S1); service svc's direct get: %v", gerr)
+	var gerr error
+	embeddedtest.WaitFor(t, 30*time.Second, "S2 turns allow_direct back on and svc direct-gets bob's list", func() bool {
+		if !direct() {
+			return false
+		}
+		c, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		defer cancel()
+		_, gerr = svc.RequestWithContext(c, "$JS.API.DIRECT.GET."+events.StreamChanges+"."+events.ChangeSubject("acme", "lists", "l-bob"), nil)
+		return gerr == nil
+	})
+	if err := s2.Ready(t.Context()); err != nil {
+		t.Errorf("S2 not ready after the accounts were fixed: %v", err)
 	}
 }
