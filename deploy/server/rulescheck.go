@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/feed"
@@ -81,20 +82,73 @@ func (s *Server) eachServer(ctx context.Context, nc *nats.Conn, check func(conte
 // connected to (eachServer) runs the accounts of the server's Users in
 // filtered reads mode (auth.CheckFilteredReads: the marker with the
 // fingerprint of those Users): without them a client reads every change
-// of its tenant directly, whatever the rules. The error wraps
-// auth.ErrNotFilteredReads or auth.ErrOtherUsersFile and names the fix.
+// of its tenant directly, whatever the rules. It also fails if a server
+// holding a replica of one of ebb's streams was not among those checked
+// (uncheckedPeers: a node that does not advertise itself and is not
+// listed in NATSURLs). The error wraps auth.ErrNotFilteredReads,
+// auth.ErrOtherUsersFile or ErrNodeNotChecked and names the fix.
 func (s *Server) checkRulesAccounts(ctx context.Context, nc *nats.Conn) error {
+	var checked []string
 	err := s.eachServer(ctx, nc, func(ctx context.Context, node *nats.Conn) error {
+		checked = append(checked, node.ConnectedServerName())
 		return auth.CheckFilteredReads(ctx, node, s.cfg.Users)
 	})
+	if err == nil {
+		err = uncheckedPeers(ctx, nc, checked)
+	}
 	if err == nil {
 		return nil
 	}
 	hint := rulesFix
-	if errors.Is(err, auth.ErrOtherUsersFile) {
+	if errors.Is(err, ErrNodeNotChecked) {
+		hint = "list every NATS server in --nats (Config.NATSURLs) or let it advertise its client URL (no cluster no_advertise)"
+	} else if errors.Is(err, auth.ErrOtherUsersFile) {
 		hint = "the NATS accounts were generated from another users file: regenerate them with `ebb nats-config --auth USERS.yaml --rules RULES.yaml -o nats-auth.conf` from the users file ebb serve runs with, and reload every NATS server (nats-server --signal reload)"
 	}
 	return fmt.Errorf("sync rules on NATS %s: %w; %s", RedactURLs(s.cfg.NATSURLs), err, hint)
+}
+
+// ErrNodeNotChecked is wrapped by the sync-rules interlock's error when a
+// NATS server holds a replica of one of ebb's streams but is not among the
+// servers checked: it neither advertises its client URL (cluster
+// no_advertise, or a cluster behind one load-balancer URL) nor is listed
+// in NATSURLs, so its accounts cannot be checked.
+var ErrNodeNotChecked = errors.New("a NATS server of the cluster is not checked")
+
+// uncheckedPeers fails, wrapping ErrNodeNotChecked, naming each server
+// (by server_name) that leads or holds a replica of one of ebb's streams
+// and is not in checked. A stream it cannot read (not created yet, or
+// JetStream not answering) is skipped: this finds only the nodes that
+// hold ebb's streams, never one that holds none of them.
+func uncheckedPeers(ctx context.Context, nc *nats.Conn, checked []string) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil
+	}
+	var missing []string
+	add := func(name string) {
+		if name != "" && !slices.Contains(checked, name) && !slices.Contains(missing, name) {
+			missing = append(missing, name)
+		}
+	}
+	for _, name := range []string{events.StreamEvents, events.StreamChanges, events.StreamReceipts, events.StreamDead} {
+		cctx, cancel := context.WithTimeout(ctx, filteredCheckTimeout)
+		st, err := js.Stream(cctx, name)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if cl := st.CachedInfo().Cluster; cl != nil {
+			add(cl.Leader)
+			for _, r := range cl.Replicas {
+				add(r.Name)
+			}
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: NATS server %v holds ebb's streams but was not checked (checked: %v)", ErrNodeNotChecked, missing, checked)
 }
 
 // refuseRulesAccounts fails, wrapping ErrNATSConfiguredForRules, if any
