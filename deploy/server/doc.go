@@ -44,7 +44,14 @@
 //     cluster announces), each on a connection of its own with the same
 //     credentials and TLS, before starting anything on it, and fails,
 //     wrapping auth.ErrNotFilteredReads or auth.ErrOtherUsersFile, naming
-//     the node and the fix; a node it cannot reach fails too. It checks
+//     the node and the fix; a node it cannot reach fails too. Every node
+//     must be listed in Config.NATSURLs or advertise its client URL: ebb
+//     cannot discover one that does neither (cluster no_advertise, a
+//     cluster behind one load-balancer URL), except that a node leading or
+//     holding a replica of one of ebb's streams but not checked fails the
+//     check (ErrNodeNotChecked, named); one holding none of them is not
+//     found. The fingerprint covers the NATS limits and password hashes,
+//     not plain passwords (random salts). It checks
 //     again every Config.RulesCheckInterval and after every reconnect;
 //     while a check fails, Ready names the cause, each failure is logged
 //     as an error, the change responder is stopped, GET
