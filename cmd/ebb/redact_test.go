@@ -34,3 +34,23 @@ func TestConnect_ErrorRedactsURL(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintConfig_QueryPasswordRedacted: a postgres_url whose password
+// is in the query (postgres://ebb@db/ebb?password=..., which pgx and
+// libpq take) is printed by --print-config without it, and so is a NATS
+// URL list whose last URL has a query.
+func TestPrintConfig_QueryPasswordRedacted(t *testing.T) {
+	for _, u := range []string{
+		"postgres://ebb@db:5432/ebb?sslmode=disable&password=pg-s3cret",
+		"postgres://db:5432/ebb?PassWord=pg-s3cret&sslmode=disable",
+		"nats://ops:ops-s3cret@n1:4222,nats://n2:4222?x=1",
+	} {
+		got := redactURL(u)
+		if strings.Contains(got, "s3cret") || !strings.Contains(got, "REDACTED") {
+			t.Errorf("redactURL(%q) = %q: the password is shown", u, got)
+		}
+	}
+	if got := redactURL("postgres://ebb@db/ebb?sslmode=disable"); got != "postgres://REDACTED@db/ebb?sslmode=disable" {
+		t.Errorf("a query without a secret changed: %q", got)
+	}
+}

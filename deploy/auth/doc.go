@@ -79,9 +79,10 @@
 // A configuration written in filtered reads mode also carries a marker
 // its admins can see: StreamAccount maps FilteredModeSubject to
 // FilteredModeSubject.<AccountsFingerprint>, a digest of the users,
-// roles, tenants, groups and durables it was written from and of the
-// mode (not of the passwords), a mapping the configuration without the
-// mode lacks. FilteredMarker reads it on an admin's connection, and
+// roles, tenants, groups, durables, password hashes and NATS limits it
+// was written from and of the mode (not of plain passwords, hashed with a
+// random salt: a plain-text password change is not detected), a mapping
+// the configuration without the mode lacks. FilteredMarker reads it on an admin's connection, and
 // CheckFilteredReads compares it with a Users' fingerprint
 // (ErrNotFilteredReads without a marker, ErrOtherUsersFile for another
 // one). A check proves the configuration of the one server the

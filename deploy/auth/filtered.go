@@ -81,32 +81,43 @@ func (u *Users) filteredModeTarget() string {
 	return FilteredModeSubject + "." + u.AccountsFingerprint()
 }
 
-// AccountsFingerprint is a digest (32 hex digits) of what the accounts
-// NATSConfig writes for u depend on: every user's name, role, tenant,
-// groups and durables, and the filtered reads mode. It leaves out the
-// passwords (NATSConfig hashes them with a random salt each time), so
-// two configurations written from the same users file carry the same
-// fingerprint, and one written from a file that differs in any of those
-// another.
+// AccountsFingerprint is a digest (32 hex digits) of every deterministic
+// input of the accounts NATSConfig writes for u: every user's name, role,
+// tenant, groups, durables and password_hash (when the users file gives
+// a hash), the NATS limits written into the accounts (max_connections,
+// max_subscriptions, max_payload, max_consumers) and the filtered reads
+// mode. A plain password is not in it: NATSConfig hashes it with a random
+// salt each time, so nothing of it can be compared, and a password
+// changed in plain text is not detected (give password_hash to have it
+// covered). Two configurations written from the same users file carry
+// the same fingerprint, and one written from a file that differs in any
+// of those inputs another. The limits ebb itself enforces (publish rate,
+// storage, consumers per user, login) are not in the accounts and not in
+// it.
 func (u *Users) AccountsFingerprint() string {
 	type entry struct {
 		Name, Role, Tenant string
 		Groups, Durables   []string
+		PasswordHash       string `json:",omitempty"`
 	}
 	list := make([]entry, 0, len(u.list))
 	for _, usr := range u.list {
 		e := entry{Name: usr.Name, Role: string(usr.Role), Tenant: usr.Tenant,
-			Groups: slices.Sorted(slices.Values(usr.Groups)), Durables: slices.Sorted(slices.Values(usr.Durables))}
+			Groups: slices.Sorted(slices.Values(usr.Groups)), Durables: slices.Sorted(slices.Values(usr.Durables)),
+			PasswordHash: usr.PasswordHash}
 		if usr.Role == RoleAdmin {
 			e.Tenant = "" // ignored for an admin, and not written
 		}
 		list = append(list, e)
 	}
 	slices.SortFunc(list, func(a, b entry) int { return strings.Compare(a.Name, b.Name) })
+	type limits struct{ MaxConnections, MaxSubscriptions, MaxPayload, MaxConsumers int }
+	l := u.limits
 	b, err := json.Marshal(struct {
 		Filtered bool
 		Users    []entry
-	}{u.filtered, list})
+		Limits   limits
+	}{u.filtered, list, limits{l.MaxConnections, l.MaxSubscriptions, l.MaxPayload, l.MaxConsumers}})
 	if err != nil {
 		panic(fmt.Sprintf("auth: fingerprint of users: %v", err)) // cannot happen: strings and slices
 	}
@@ -121,7 +132,9 @@ var ErrNotFilteredReads = errors.New("the NATS server's accounts are not in filt
 
 // ErrOtherUsersFile is wrapped by CheckFilteredReads's error when the NATS
 // server's accounts are in filtered reads mode but were written from
-// other users than the ones checked (another AccountsFingerprint).
+// other users than the ones checked (another AccountsFingerprint: the
+// users, their password hashes, the NATS limits or the mode differ; a
+// password changed in plain text is not detected).
 var ErrOtherUsersFile = errors.New("the NATS accounts were generated from another users file")
 
 // FilteredMarker asks, on nc, which must be a connection in StreamAccount
@@ -175,7 +188,8 @@ func CheckFilteredReads(ctx context.Context, nc *nats.Conn, u *Users) error {
 		return err
 	}
 	if want := u.WithFilteredReads(true).AccountsFingerprint(); fp != want {
-		return fmt.Errorf("%w: server %s has accounts of fingerprint %s, this users file's is %s", ErrOtherUsersFile, serverName(nc), fp, want)
+		return fmt.Errorf("%w: server %s has accounts of fingerprint %s, this users file's is %s (users, roles, tenants, groups, durables, password hashes or NATS limits differ; a plain-text password change is not detected)",
+			ErrOtherUsersFile, serverName(nc), fp, want)
 	}
 	return nil
 }

@@ -44,12 +44,24 @@
 //     cluster announces), each on a connection of its own with the same
 //     credentials and TLS, before starting anything on it, and fails,
 //     wrapping auth.ErrNotFilteredReads or auth.ErrOtherUsersFile, naming
-//     the node and the fix; a node it cannot reach fails too. It checks
+//     the node and the fix; a node it cannot reach fails too. Every node
+//     must be listed in Config.NATSURLs or advertise its client URL: ebb
+//     cannot discover one that does neither (cluster no_advertise, a
+//     cluster behind one load-balancer URL), except that a node leading or
+//     holding a replica of one of ebb's streams but not checked fails the
+//     check (ErrNodeNotChecked, named); one holding none of them is not
+//     found. The fingerprint covers the NATS limits and password hashes,
+//     not plain passwords (random salts). It checks
 //     again every Config.RulesCheckInterval and after every reconnect;
 //     while a check fails, Ready names the cause, each failure is logged
 //     as an error, the change responder is stopped, GET
-//     /v1/{tenant}/changes answers 503 and CHANGES's allow_direct is
-//     off, until a check passes. Leaf nodes are not announced and not
+//     /v1/{tenant}/changes answers 503 (a generic body: the cause is in
+//     the log and Ready; /readyz shows only its kind) and CHANGES's
+//     allow_direct is off, until a check passes. allow_direct is put
+//     after every check, failing or passing, by whichever server checks
+//     (read, updated only if it differs, a failed update retried at the
+//     next check): the fleet converges on the last checks, and while
+//     servers disagree it flips between on and off. Leaf nodes are not announced and not
 //     checked: they must carry the same accounts. Between a bad reload
 //     and the next check, DIRECT.GET on CHANGES is NATS's own to serve.
 //     Whatever the accounts say, the consumer create and fetch
@@ -58,8 +70,10 @@
 //     consumer create responder then run on that connection as on the
 //     embedded server; NATS token logins (Config.TokenLogin) need the
 //     embedded server, so there token users log in over HTTP only.
-//   - With Config.NATSURLs and Users but no Rules, Start refuses
-//     (ErrNATSConfiguredForRules) a NATS whose accounts carry the marker.
+//   - With Config.NATSURLs but no Rules (with Users or without), Start
+//     refuses (ErrNATSConfiguredForRules) a NATS whose accounts carry the
+//     marker (any fingerprint) on a server its connection knows; a server
+//     it cannot check is only logged.
 //   - NATS URLs are shown (logs, errors, /readyz, NATSURL) only through
 //     RedactURL, and connect errors through RedactError.
 //   - Errors name what failed and on what; a Config refused before anything

@@ -41,7 +41,10 @@ func (s *Server) connect(ctx context.Context, c *Config, jsKey []byte, meter *au
 			if err := s.checkRulesAccounts(ctx, nc); err != nil {
 				return nil, "", err
 			}
-		} else if c.Users != nil {
+		} else {
+			// Users or not: a server without rules must not serve a
+			// sync-rules fleet's NATS (its HTTP gateway would hand out
+			// every change).
 			if err := s.refuseRulesAccounts(ctx, nc); err != nil {
 				return nil, "", err
 			}

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -17,8 +18,13 @@ const redacted = "REDACTED"
 // as a URL), with every secret replaced by "REDACTED": in each URL, whatever
 // lies between the start (or the "//" after the scheme) and the last "@"
 // is the user information; a user:password keeps its user, a token alone
-// (no ":") is replaced whole. A URL without "@" is shown as it is. It
-// never parses, so a URL that does not parse is redacted all the same.
+// (no ":") is replaced whole. In the query (after the first "?" that
+// follows the user information), the value of every parameter whose name
+// says it holds a secret (password, pass, passwd, pwd, sslpassword,
+// token, secret: case-insensitive; as pgx and libpq take a password in
+// postgres://user@host/db?password=...) is replaced too. Any other part
+// is shown as it is. It never parses, so a URL that does not parse is
+// redacted all the same.
 func RedactURL(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
@@ -48,12 +54,33 @@ func splitUserInfo(s string) (prefix, userinfo, rest string, ok bool) {
 func redactOne(s string) string {
 	prefix, userinfo, rest, ok := splitUserInfo(s)
 	if !ok {
-		return s
+		return redactQuery(s)
 	}
 	if user, _, hasPass := strings.Cut(userinfo, ":"); hasPass {
-		return prefix + user + ":" + redacted + "@" + rest
+		return prefix + user + ":" + redacted + "@" + redactQuery(rest)
 	}
-	return prefix + redacted + "@" + rest
+	return prefix + redacted + "@" + redactQuery(rest)
+}
+
+// secretParams are the query parameters (lower case) whose value
+// redactQuery replaces.
+var secretParams = []string{"password", "pass", "passwd", "pwd", "sslpassword", "token", "secret"}
+
+// redactQuery returns s (a URL without its user information) with the
+// value of every secret query parameter (secretParams) replaced.
+func redactQuery(s string) string {
+	base, query, ok := strings.Cut(s, "?")
+	if !ok {
+		return s
+	}
+	params := strings.Split(query, "&")
+	for i, p := range params {
+		name, _, hasValue := strings.Cut(p, "=")
+		if hasValue && slices.Contains(secretParams, strings.ToLower(unescape(name))) {
+			params[i] = name + "=" + redacted
+		}
+	}
+	return base + "?" + strings.Join(params, "&")
 }
 
 // withoutUserInfo returns the URL s with no user information.

@@ -28,6 +28,9 @@ func TestRedactURL(t *testing.T) {
 		{"nats://ops:p@ss@h:4222", "nats://ops:REDACTED@h:4222"},
 		{"nats://a:pw1@h1:4222,b:pw2@h2:4222,nats://h3:4222,TOK@h4", "nats://a:REDACTED@h1:4222,b:REDACTED@h2:4222,nats://h3:4222,REDACTED@h4"},
 		{"", ""},
+		{"postgres://ebb@db/ebb?sslmode=disable&password=pw", "postgres://REDACTED@db/ebb?sslmode=disable&password=REDACTED"},
+		{"postgres://db/ebb?sslmode=disable&Pass=pw&token=t&x=1", "postgres://db/ebb?sslmode=disable&Pass=REDACTED&token=REDACTED&x=1"},
+		{"nats://h:4222?x=1", "nats://h:4222?x=1"},
 	} {
 		if got := server.RedactURL(tc.in); got != tc.want {
 			t.Errorf("RedactURL(%q) = %q, want %q", tc.in, got, tc.want)

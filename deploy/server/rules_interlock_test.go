@@ -222,7 +222,7 @@ func TestRulesExternal_RespondersRefuseClientsWhateverTheAccounts(t *testing.T) 
 // naming the cause, logs an error, stops the change feed and HTTP change
 // reads, and turns CHANGES's direct get off, so client ann reads bob's
 // list by no path; reloaded with the filtered accounts again, the server
-// is ready and serves the feed again.
+// is ready, serves the feed again and CHANGES's allow_direct is back on.
 func TestRulesExternal_ReloadToUnfilteredStopsChangeReads(t *testing.T) {
 	users := externalRulesUsers(t)
 	ns, path := startReloadable(t, users)
@@ -302,6 +302,15 @@ func TestRulesExternal_ReloadToUnfilteredStopsChangeReads(t *testing.T) {
 	if directGetsSecret(t, ann) {
 		t.Error("ann direct-got l-bob after recovery")
 	}
+	// CHANGES's direct get (services' last-message reads) is back on.
+	js, err := jetstream.New(w.conn("ops"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	embeddedtest.WaitFor(t, 30*time.Second, "CHANGES's allow_direct back on after recovery", func() bool {
+		st, err := js.Stream(t.Context(), events.StreamChanges)
+		return err == nil && st.CachedInfo().Config.AllowDirect
+	})
 }
 
 // TestExternalNATS_URLPasswordNeverShown: a URL nats.go takes as

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebbsync/ebb/deploy/auth"
 	"github.com/ebbsync/ebb/deploy/feed"
@@ -26,7 +27,8 @@ const DefaultRulesCheckInterval = 10 * time.Second
 const filteredCheckTimeout = 5 * time.Second
 
 // ErrNATSConfiguredForRules is wrapped by Start's error when a server
-// without Rules, on NATSURLs with Users, finds an external server whose
+// without Rules on NATSURLs (with Users or without) finds an external
+// server whose
 // accounts carry the marker of filtered reads mode (any fingerprint):
 // those accounts are a sync-rules fleet's, and a server without rules
 // would serve every client all of its tenant's changes.
@@ -80,20 +82,73 @@ func (s *Server) eachServer(ctx context.Context, nc *nats.Conn, check func(conte
 // connected to (eachServer) runs the accounts of the server's Users in
 // filtered reads mode (auth.CheckFilteredReads: the marker with the
 // fingerprint of those Users): without them a client reads every change
-// of its tenant directly, whatever the rules. The error wraps
-// auth.ErrNotFilteredReads or auth.ErrOtherUsersFile and names the fix.
+// of its tenant directly, whatever the rules. It also fails if a server
+// holding a replica of one of ebb's streams was not among those checked
+// (uncheckedPeers: a node that does not advertise itself and is not
+// listed in NATSURLs). The error wraps auth.ErrNotFilteredReads,
+// auth.ErrOtherUsersFile or ErrNodeNotChecked and names the fix.
 func (s *Server) checkRulesAccounts(ctx context.Context, nc *nats.Conn) error {
+	var checked []string
 	err := s.eachServer(ctx, nc, func(ctx context.Context, node *nats.Conn) error {
+		checked = append(checked, node.ConnectedServerName())
 		return auth.CheckFilteredReads(ctx, node, s.cfg.Users)
 	})
+	if err == nil {
+		err = uncheckedPeers(ctx, nc, checked)
+	}
 	if err == nil {
 		return nil
 	}
 	hint := rulesFix
-	if errors.Is(err, auth.ErrOtherUsersFile) {
+	if errors.Is(err, ErrNodeNotChecked) {
+		hint = "list every NATS server in --nats (Config.NATSURLs) or let it advertise its client URL (no cluster no_advertise)"
+	} else if errors.Is(err, auth.ErrOtherUsersFile) {
 		hint = "the NATS accounts were generated from another users file: regenerate them with `ebb nats-config --auth USERS.yaml --rules RULES.yaml -o nats-auth.conf` from the users file ebb serve runs with, and reload every NATS server (nats-server --signal reload)"
 	}
 	return fmt.Errorf("sync rules on NATS %s: %w; %s", RedactURLs(s.cfg.NATSURLs), err, hint)
+}
+
+// ErrNodeNotChecked is wrapped by the sync-rules interlock's error when a
+// NATS server holds a replica of one of ebb's streams but is not among the
+// servers checked: it neither advertises its client URL (cluster
+// no_advertise, or a cluster behind one load-balancer URL) nor is listed
+// in NATSURLs, so its accounts cannot be checked.
+var ErrNodeNotChecked = errors.New("a NATS server of the cluster is not checked")
+
+// uncheckedPeers fails, wrapping ErrNodeNotChecked, naming each server
+// (by server_name) that leads or holds a replica of one of ebb's streams
+// and is not in checked. A stream it cannot read (not created yet, or
+// JetStream not answering) is skipped: this finds only the nodes that
+// hold ebb's streams, never one that holds none of them.
+func uncheckedPeers(ctx context.Context, nc *nats.Conn, checked []string) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil
+	}
+	var missing []string
+	add := func(name string) {
+		if name != "" && !slices.Contains(checked, name) && !slices.Contains(missing, name) {
+			missing = append(missing, name)
+		}
+	}
+	for _, name := range []string{events.StreamEvents, events.StreamChanges, events.StreamReceipts, events.StreamDead} {
+		cctx, cancel := context.WithTimeout(ctx, filteredCheckTimeout)
+		st, err := js.Stream(cctx, name)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if cl := st.CachedInfo().Cluster; cl != nil {
+			add(cl.Leader)
+			for _, r := range cl.Replicas {
+				add(r.Name)
+			}
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: NATS server %v holds ebb's streams but was not checked (checked: %v)", ErrNodeNotChecked, missing, checked)
 }
 
 // refuseRulesAccounts fails, wrapping ErrNATSConfiguredForRules, if any
@@ -134,10 +189,9 @@ func (s *Server) kickRulesCheck() {
 
 // rulesGuard is the state of the sync-rules interlock on external NATS.
 type rulesGuard struct {
-	mu       sync.Mutex
-	failing  error           // the last check's failure; nil while it passes
-	feed     *feed.Responder // the change feed; nil while stopped
-	directed bool            // CHANGES's allow_direct was turned off by the guard
+	mu      sync.Mutex
+	failing error           // the last check's failure; nil while it passes
+	feed    *feed.Responder // the change feed; nil while stopped
 }
 
 // rulesFailure returns why the interlock fails, nil while it passes (and
@@ -181,6 +235,11 @@ func (s *Server) stopFeed() {
 // change feed is stopped, HTTP change reads are refused (rulesGate) and
 // CHANGES's direct get (which NATS itself serves, to whatever accounts
 // import it) is turned off; once it passes again all of it comes back.
+// allow_direct is one setting of the shared stream, put after every check
+// (applyRulesCheck): each failing server turns it off and each passing
+// one on, so the fleet converges whichever servers run, and while servers
+// disagree (a node checked by some only, or checks straddling a reload)
+// it flips between the two until every check agrees.
 func (s *Server) guardRules(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -200,6 +259,11 @@ func (s *Server) guardRules(ctx context.Context, interval time.Duration) {
 }
 
 // applyRulesCheck puts the server in the state a check's result asks.
+// It is state-based and idempotent, run after every check: a failing
+// check stops the feed and ensures CHANGES's allow_direct is off, a
+// passing one starts the feed (unless it runs) and ensures allow_direct
+// is on, whichever server turned it off; a failed stream update is
+// logged and retried by the next check.
 func (s *Server) applyRulesCheck(ctx context.Context, err error) {
 	log := s.cfg.Logger
 	s.rules.mu.Lock()
@@ -210,34 +274,28 @@ func (s *Server) applyRulesCheck(ctx context.Context, err error) {
 		log.Error("sync rules interlock failed: clients' change reads are stopped and the server is not ready until the NATS accounts pass again", "err", err)
 		s.stopFeed()
 		if derr := s.setDirect(ctx, false); derr != nil {
-			log.Error("sync rules interlock: could not turn off CHANGES's direct get", "err", derr)
+			log.Error("sync rules interlock: could not turn off CHANGES's direct get (retried at the next check)", "err", derr)
 		}
-		return
-	}
-	if was == nil {
 		return
 	}
 	if ferr := s.startFeed(); ferr != nil {
 		s.rules.mu.Lock()
 		s.rules.failing = fmt.Errorf("change feed: %w", ferr)
 		s.rules.mu.Unlock()
-		log.Error("sync rules interlock passes again but the change feed does not start", "err", ferr)
+		log.Error("sync rules interlock passes but the change feed does not start", "err", ferr)
 		return
 	}
 	if derr := s.setDirect(ctx, true); derr != nil {
-		log.Error("sync rules interlock: could not turn CHANGES's direct get back on", "err", derr)
+		log.Error("sync rules interlock: could not turn CHANGES's direct get on (retried at the next check)", "err", derr)
 	}
-	log.Info("sync rules interlock passes again: the change feed and HTTP change reads are back")
+	if was != nil {
+		log.Info("sync rules interlock passes again: the change feed and HTTP change reads are back")
+	}
 }
 
-// setDirect turns CHANGES's allow_direct off (on false), remembering it
-// did, or back on (on true) if the guard turned it off.
+// setDirect ensures CHANGES's allow_direct is on (true) or off: it reads
+// the stream's configuration and updates it only if it differs.
 func (s *Server) setDirect(ctx context.Context, on bool) error {
-	s.rules.mu.Lock()
-	defer s.rules.mu.Unlock()
-	if on && !s.rules.directed {
-		return nil
-	}
 	cctx, cancel := context.WithTimeout(ctx, streamsTimeout)
 	defer cancel()
 	st, err := s.js.Stream(cctx, events.StreamChanges)
@@ -246,27 +304,45 @@ func (s *Server) setDirect(ctx context.Context, on bool) error {
 	}
 	cfg := st.CachedInfo().Config
 	if cfg.AllowDirect == on {
-		s.rules.directed = !on && s.rules.directed
 		return nil
 	}
 	cfg.AllowDirect = on
 	if _, err := s.js.UpdateStream(cctx, cfg); err != nil {
 		return fmt.Errorf("update stream %s allow_direct %v: %w", events.StreamChanges, on, err)
 	}
-	s.rules.directed = !on
 	return nil
 }
 
-// rulesGate refuses HTTP change reads (503, naming the cause) while the
-// sync-rules interlock fails, and passes them to next otherwise.
+// rulesGate refuses HTTP change reads while the sync-rules interlock
+// fails (503) and passes them to next otherwise. It runs before
+// authentication, so its body is generic (rulesGateBody): the cause, which
+// names NATS servers, URLs and fingerprints, is in the server's log and
+// Ready only.
 func (s *Server) rulesGate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.rulesFailure(); err != nil {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_ = json.NewEncoder(w).Encode(map[string]string{"error": "change reads are stopped: sync rules interlock: " + err.Error()})
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": rulesGateBody})
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// rulesGateBody is rulesGate's 503 error.
+const rulesGateBody = "change reads are stopped: sync rules interlock failing; see the server log"
+
+// shortRulesCause is the interlock's failure err as /readyz (served
+// without authentication) shows it: which kind of failure, wrapping its
+// sentinel (auth.ErrNotFilteredReads, auth.ErrOtherUsersFile), without
+// the servers, URLs or fingerprints err names.
+func shortRulesCause(err error) error {
+	switch {
+	case errors.Is(err, auth.ErrNotFilteredReads):
+		return fmt.Errorf("%w (a NATS server); see the server log", auth.ErrNotFilteredReads)
+	case errors.Is(err, auth.ErrOtherUsersFile):
+		return fmt.Errorf("%w (a NATS server); see the server log", auth.ErrOtherUsersFile)
+	}
+	return errors.New("a NATS server could not be checked, or the change feed does not start; see the server log")
 }

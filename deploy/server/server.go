@@ -195,7 +195,7 @@ func (s *Server) start(ctx, runCtx context.Context) error {
 	gc.History = store
 	gc.JetStream = gateway.Metered(js, meter)
 	gc.Metrics = tel.MetricsHandler().ServeHTTP
-	gc.Ready = s.ready
+	gc.Ready = func(ctx context.Context) error { return s.ready(ctx, true) }
 	gc.Users = c.Users
 	gc.Tokens = c.Tokens
 	gc.Logger = log
@@ -288,14 +288,19 @@ func openKeys(c *Config) (ciphers, error) {
 }
 
 // ready is the readiness the gateway's /readyz adds to the streams'
-// presence: the NATS connection and the projector.
-func (s *Server) ready(context.Context) error {
+// presence: the NATS connection and the projector. With short (/readyz,
+// served without authentication), the sync-rules interlock's cause is
+// only its kind (shortRulesCause); Ready has it whole.
+func (s *Server) ready(_ context.Context, short bool) error {
 	var natsErr error
 	if st := s.nc.Status(); st != nats.CONNECTED {
 		natsErr = fmt.Errorf("nats connection to %s: %s", s.natsURL, st)
 	}
 	var rulesErr error
 	if err := s.rulesFailure(); err != nil {
+		if short {
+			err = shortRulesCause(err)
+		}
 		rulesErr = fmt.Errorf("sync rules interlock (clients' change reads stopped): %w", err)
 	}
 	return errors.Join(natsErr, rulesErr, s.proj.ready(&s.cfg))
@@ -312,7 +317,7 @@ func (s *Server) Ready(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stream %s: %w", name, err))
 		}
 	}
-	return errors.Join(append(errs, s.ready(ctx))...)
+	return errors.Join(append(errs, s.ready(ctx, false))...)
 }
 
 // Addr is the HTTP listener's address, host:port (the port bound when
