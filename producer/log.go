@@ -169,6 +169,10 @@ type Log struct {
 	pendingN   int
 	failedN    int
 	unsettledN int // entries without a receipt, as of the last commit
+	// settledPending counts entries a receipt settled while still
+	// pending: published (their receipt proves it) though no ack marked
+	// them, so their late ack is not counted again (Status.Published).
+	settledPending atomic.Uint64
 
 	appended signal // an append committed
 	progress signal // an entry left pending (published, failed or settled)
@@ -570,6 +574,9 @@ func (l *Log) settle(tx *bbolt.Tx, r *events.Receipt) error {
 			l.failedN--
 		}
 		l.countMu.Unlock()
+		if was == StatePending {
+			l.settledPending.Add(1) // before progress wakes a Flush
+		}
 		l.progress.notify()
 	})
 	return nil

@@ -140,7 +140,7 @@ type Status struct {
 	LastPush      time.Time // when an acknowledgement was last stored
 	Connected     bool      // the connection is up (without a Conn: the last publish round succeeded)
 	Retrying      bool      // publishing is interrupted and being retried
-	Published     uint64    // entries this publisher has marked published since it started
+	Published     uint64    // entries published since this publisher was made: marked by their ack, or settled by their receipt first
 }
 
 // Publisher drains a Log's pending entries to JetStream, in log order per
@@ -154,13 +154,16 @@ type Status struct {
 // restarting from the oldest unacknowledged entry.
 type Publisher struct {
 	published atomic.Uint64 // entries marked published; see Status
-	log       *Log
-	js        JetStream
-	conn      Conn
-	cfg       PublisherConfig
-	logger    *slog.Logger
-	tracer    trace.Tracer
-	metrics   publisherMetrics
+	// settledBase is the log's settledPending when p was made: Status
+	// counts the settles since.
+	settledBase uint64
+	log         *Log
+	js          JetStream
+	conn        Conn
+	cfg         PublisherConfig
+	logger      *slog.Logger
+	tracer      trace.Tracer
+	metrics     publisherMetrics
 
 	mu       sync.Mutex
 	started  bool
@@ -208,16 +211,17 @@ func NewPublisher(l *Log, js JetStream, conn Conn, cfg PublisherConfig) (*Publis
 		return nil, fmt.Errorf("new publisher: metrics: %w", err)
 	}
 	p := &Publisher{
-		log:     l,
-		js:      js,
-		conn:    conn,
-		cfg:     cfg,
-		logger:  cfg.Logger.With(keyComponent, "producer.publisher", keyTenant, l.Tenant(), keyClient, l.Client()),
-		stopped: make(chan struct{}),
-		results: newResultQueue(),
-		tracer:  tracerOf(cfg.TracerProvider),
-		metrics: pm,
-		bo:      Backoff{initial: cfg.BackoffInitial, max: cfg.BackoffMax, jitter: cfg.Jitter},
+		log:         l,
+		js:          js,
+		conn:        conn,
+		cfg:         cfg,
+		logger:      cfg.Logger.With(keyComponent, "producer.publisher", keyTenant, l.Tenant(), keyClient, l.Client()),
+		stopped:     make(chan struct{}),
+		results:     newResultQueue(),
+		tracer:      tracerOf(cfg.TracerProvider),
+		metrics:     pm,
+		settledBase: l.settledPending.Load(),
+		bo:          Backoff{initial: cfg.BackoffInitial, max: cfg.BackoffMax, jitter: cfg.Jitter},
 	}
 	return p, nil
 }
@@ -308,7 +312,7 @@ func (p *Publisher) Status() Status {
 		LastPush:      p.lastPush,
 		Connected:     p.connected,
 		Retrying:      p.retrying,
-		Published:     p.published.Load(),
+		Published:     p.published.Load() + p.log.settledPending.Load() - p.settledBase,
 	}
 }
 
