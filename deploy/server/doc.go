@@ -57,11 +57,12 @@
 //     as an error, the change responder is stopped, GET
 //     /v1/{tenant}/changes answers 503 (a generic body: the cause is in
 //     the log and Ready; /readyz shows only its kind) and CHANGES's
-//     allow_direct is off, until a check passes. allow_direct is put
-//     after every check, failing or passing, by whichever server checks
-//     (read, updated only if it differs, a failed update retried at the
-//     next check): the fleet converges on the last checks, and while
-//     servers disagree it flips between on and off. Leaf nodes are not announced and not
+//     allow_direct is off, until a check passes. Every failing check
+//     ensures allow_direct is off; only the server that turned it off
+//     turns it on again, at its next passing check (retried until the
+//     update succeeds), so the fleet fails closed while any server's check
+//     fails; if that server stops first, allow_direct stays off until an
+//     ebb serve starts (it reconciles the streams). Leaf nodes are not announced and not
 //     checked: they must carry the same accounts. Between a bad reload
 //     and the next check, DIRECT.GET on CHANGES is NATS's own to serve.
 //     Whatever the accounts say, the consumer create and fetch

@@ -25,12 +25,28 @@ const redacted = "REDACTED"
 // postgres://user@host/db?password=...) is replaced too. Any other part
 // is shown as it is. It never parses, so a URL that does not parse is
 // redacted all the same.
+//
+// A comma separates URLs only where it cannot belong to a secret: a piece
+// after a query ("?"), or holding the "@" a piece before it lacks, is
+// taken as part of that URL (a password or a query value with a comma)
+// unless it starts a URL of its own ("://"). Where that is ambiguous it
+// hides more, never less.
 func RedactURL(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		parts[i] = redactOne(p)
+	var urls []string
+	for _, p := range strings.Split(s, ",") {
+		if n := len(urls); n > 0 && !strings.Contains(p, "://") {
+			prev := urls[n-1]
+			if strings.Contains(prev, "?") || (!strings.Contains(prev, "@") && strings.Contains(p, "@")) {
+				urls[n-1] = prev + "," + p
+				continue
+			}
+		}
+		urls = append(urls, p)
 	}
-	return strings.Join(parts, ",")
+	for i, u := range urls {
+		urls[i] = redactOne(u)
+	}
+	return strings.Join(urls, ",")
 }
 
 // RedactURLs is RedactURL of urls joined with commas.

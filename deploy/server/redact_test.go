@@ -26,7 +26,10 @@ func TestRedactURL(t *testing.T) {
 		{"TOKEN@h:4222", "REDACTED@h:4222"},
 		{"nats://ops:s3cr%zz@h:4222", "nats://ops:REDACTED@h:4222"},
 		{"nats://ops:p@ss@h:4222", "nats://ops:REDACTED@h:4222"},
-		{"nats://a:pw1@h1:4222,b:pw2@h2:4222,nats://h3:4222,TOK@h4", "nats://a:REDACTED@h1:4222,b:REDACTED@h2:4222,nats://h3:4222,REDACTED@h4"},
+		// A scheme-less token URL after one without "@" could be the rest of
+		// its password (a comma in it): hidden together, more rather than less.
+		{"nats://a:pw1@h1:4222,b:pw2@h2:4222,nats://h3:4222,TOK@h4", "nats://a:REDACTED@h1:4222,b:REDACTED@h2:4222,nats://h3:REDACTED@h4"},
+		{"nats://a:pw1@h1:4222,b:pw2@h2:4222,nats://h3:4222,nats://TOK@h4", "nats://a:REDACTED@h1:4222,b:REDACTED@h2:4222,nats://h3:4222,nats://REDACTED@h4"},
 		{"", ""},
 		{"postgres://ebb@db/ebb?sslmode=disable&password=pw", "postgres://REDACTED@db/ebb?sslmode=disable&password=REDACTED"},
 		{"postgres://db/ebb?sslmode=disable&Pass=pw&token=t&x=1", "postgres://db/ebb?sslmode=disable&Pass=REDACTED&token=REDACTED&x=1"},

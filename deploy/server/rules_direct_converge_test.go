@@ -17,15 +17,17 @@ import (
 	"github.com/ebbsync/ebb/events"
 )
 
-// TestRulesExternal_DirectBackOnAfterTheFailingServerStops: two ebb
-// servers on one external NATS. S1 re-checks every 100ms, S2 every hour
-// (so it never sees the bad accounts). The NATS is reloaded without
-// filtered reads: S1 fails and turns CHANGES's allow_direct off, then S1
-// stops. The accounts are fixed and reloaded, and S2's connection is
-// dropped, so S2 checks again (on reconnect): it passes and turns
-// allow_direct back on, though another server turned it off, and service
-// svc's direct gets on CHANGES (its only last-message read) work again.
-func TestRulesExternal_DirectBackOnAfterTheFailingServerStops(t *testing.T) {
+// TestRulesExternal_DirectOffUntilAServerStarts: two ebb servers on one
+// external NATS. S1 re-checks every 100ms, S2 every hour. The NATS is
+// reloaded without filtered reads: S1 fails and turns CHANGES's
+// allow_direct off, then S1 stops. The accounts are fixed and reloaded,
+// and S2's connection is dropped, so S2 checks again (on reconnect): it
+// passes, but a server never undoes another's turn-off (it cannot tell a
+// server that stopped from one whose check still fails), so allow_direct
+// stays off; an ebb serve (re)started reconciles the streams and turns it on, and
+// service svc's direct gets on CHANGES (its only last-message read) work
+// again.
+func TestRulesExternal_DirectOffUntilAServerStarts(t *testing.T) {
 	hash := func(pw string) string {
 		h, _ := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
 		return string(h)
@@ -97,8 +99,18 @@ func TestRulesExternal_DirectBackOnAfterTheFailingServerStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer svc.Close()
+	embeddedtest.WaitFor(t, 30*time.Second, "S2 ready again after its reconnect's check", func() bool {
+		return s2.Ready(t.Context()) == nil
+	})
+	if direct() {
+		t.Fatal("S2, whose check passes, turned on the allow_direct another server turned off")
+	}
+	if err := s2.Close(context.Background()); err != nil {
+		t.Logf("close S2: %v", err)
+	}
+	mustStart(t, cfg2) // S2 restarted: it reconciles the streams
 	var gerr error
-	embeddedtest.WaitFor(t, 30*time.Second, "S2 turns allow_direct back on and svc direct-gets bob's list", func() bool {
+	embeddedtest.WaitFor(t, 30*time.Second, "the restarted server turns allow_direct on and svc direct-gets bob's list", func() bool {
 		if !direct() {
 			return false
 		}
@@ -107,7 +119,4 @@ func TestRulesExternal_DirectBackOnAfterTheFailingServerStops(t *testing.T) {
 		_, gerr = svc.RequestWithContext(c, "$JS.API.DIRECT.GET."+events.StreamChanges+"."+events.ChangeSubject("acme", "lists", "l-bob"), nil)
 		return gerr == nil
 	})
-	if err := s2.Ready(t.Context()); err != nil {
-		t.Errorf("S2 not ready after the accounts were fixed: %v", err)
-	}
 }

@@ -141,7 +141,9 @@ func uncheckedPeers(ctx context.Context, nc *nats.Conn, checked []string) error 
 		if cl := st.CachedInfo().Cluster; cl != nil {
 			add(cl.Leader)
 			for _, r := range cl.Replicas {
-				add(r.Name)
+				if !r.Offline { // a node that is down serves no reads; nats.go stops listing it
+					add(r.Name)
+				}
 			}
 		}
 	}
@@ -192,6 +194,9 @@ type rulesGuard struct {
 	mu      sync.Mutex
 	failing error           // the last check's failure; nil while it passes
 	feed    *feed.Responder // the change feed; nil while stopped
+	// directOff is set once this server turned CHANGES's allow_direct
+	// off, until it has turned it back on.
+	directOff bool
 }
 
 // rulesFailure returns why the interlock fails, nil while it passes (and
@@ -235,11 +240,13 @@ func (s *Server) stopFeed() {
 // change feed is stopped, HTTP change reads are refused (rulesGate) and
 // CHANGES's direct get (which NATS itself serves, to whatever accounts
 // import it) is turned off; once it passes again all of it comes back.
-// allow_direct is one setting of the shared stream, put after every check
-// (applyRulesCheck): each failing server turns it off and each passing
-// one on, so the fleet converges whichever servers run, and while servers
-// disagree (a node checked by some only, or checks straddling a reload)
-// it flips between the two until every check agrees.
+// allow_direct is one setting of the shared stream (applyRulesCheck):
+// every failing check ensures it is off, and only the server that turned
+// it off turns it back on, at its next passing check (retried at each
+// one until the update succeeds). So the fleet fails closed while any
+// server's check fails (a server that sees less never undoes another's
+// turn-off); if the server that turned it off stops first, it stays off
+// until an ebb serve starts (ReconcileStreams turns it on).
 func (s *Server) guardRules(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -258,12 +265,11 @@ func (s *Server) guardRules(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// applyRulesCheck puts the server in the state a check's result asks.
-// It is state-based and idempotent, run after every check: a failing
-// check stops the feed and ensures CHANGES's allow_direct is off, a
-// passing one starts the feed (unless it runs) and ensures allow_direct
-// is on, whichever server turned it off; a failed stream update is
-// logged and retried by the next check.
+// applyRulesCheck puts the server in the state a check's result asks,
+// run after every check: a failing check stops the feed and ensures
+// CHANGES's allow_direct is off; a passing one starts the feed (unless it
+// runs) and, if this server turned allow_direct off, turns it back on. A
+// failed stream update is logged and retried by the next check.
 func (s *Server) applyRulesCheck(ctx context.Context, err error) {
 	log := s.cfg.Logger
 	s.rules.mu.Lock()
@@ -273,8 +279,14 @@ func (s *Server) applyRulesCheck(ctx context.Context, err error) {
 	if err != nil {
 		log.Error("sync rules interlock failed: clients' change reads are stopped and the server is not ready until the NATS accounts pass again", "err", err)
 		s.stopFeed()
-		if derr := s.setDirect(ctx, false); derr != nil {
+		changed, derr := s.setDirect(ctx, false)
+		if derr != nil {
 			log.Error("sync rules interlock: could not turn off CHANGES's direct get (retried at the next check)", "err", derr)
+		}
+		if changed {
+			s.rules.mu.Lock()
+			s.rules.directOff = true
+			s.rules.mu.Unlock()
 		}
 		return
 	}
@@ -285,32 +297,44 @@ func (s *Server) applyRulesCheck(ctx context.Context, err error) {
 		log.Error("sync rules interlock passes but the change feed does not start", "err", ferr)
 		return
 	}
-	if derr := s.setDirect(ctx, true); derr != nil {
-		log.Error("sync rules interlock: could not turn CHANGES's direct get on (retried at the next check)", "err", derr)
+	s.rules.mu.Lock()
+	mine := s.rules.directOff
+	s.rules.mu.Unlock()
+	if mine {
+		if _, derr := s.setDirect(ctx, true); derr != nil {
+			log.Error("sync rules interlock: could not turn CHANGES's direct get on (retried at the next check)", "err", derr)
+		} else {
+			s.rules.mu.Lock()
+			s.rules.directOff = false
+			s.rules.mu.Unlock()
+		}
 	}
 	if was != nil {
 		log.Info("sync rules interlock passes again: the change feed and HTTP change reads are back")
 	}
 }
 
-// setDirect ensures CHANGES's allow_direct is on (true) or off: it reads
-// the stream's configuration and updates it only if it differs.
-func (s *Server) setDirect(ctx context.Context, on bool) error {
+// setDirect ensures CHANGES's allow_direct is on (true) or off, and
+// reports whether it changed it: it reads the stream's configuration and
+// updates it only if it differs. JetStream has no conditional update, so
+// the configuration is read just before the update; the update runs only
+// on the interlock's transitions.
+func (s *Server) setDirect(ctx context.Context, on bool) (changed bool, err error) {
 	cctx, cancel := context.WithTimeout(ctx, streamsTimeout)
 	defer cancel()
 	st, err := s.js.Stream(cctx, events.StreamChanges)
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", events.StreamChanges, err)
+		return false, fmt.Errorf("stream %s: %w", events.StreamChanges, err)
 	}
 	cfg := st.CachedInfo().Config
 	if cfg.AllowDirect == on {
-		return nil
+		return false, nil
 	}
 	cfg.AllowDirect = on
 	if _, err := s.js.UpdateStream(cctx, cfg); err != nil {
-		return fmt.Errorf("update stream %s allow_direct %v: %w", events.StreamChanges, on, err)
+		return false, fmt.Errorf("update stream %s allow_direct %v: %w", events.StreamChanges, on, err)
 	}
-	return nil
+	return true, nil
 }
 
 // rulesGate refuses HTTP change reads while the sync-rules interlock
