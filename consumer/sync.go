@@ -162,6 +162,11 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 	}); err != nil {
 		return SyncReport{}, fmt.Errorf("sync: pull to %d: %w", target, err)
 	}
+	// A Flush can see an entry leave pending a moment before the
+	// publisher's count covers it (an ack mark's or a settle's commit is
+	// visible before its OnCommit runs): read the count again, now that
+	// every receipt waited for has come.
+	pushed += l.pushed.since(l.pub.Status().Published)
 	pulled1, rejected1, resyncs1 := r.counters()
 	conflicts, err := r.Conflicts(ctx)
 	if err != nil {

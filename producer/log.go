@@ -575,7 +575,10 @@ func (l *Log) settle(tx *bbolt.Tx, r *events.Receipt) error {
 		}
 		l.countMu.Unlock()
 		if was == StatePending {
-			l.settledPending.Add(1) // before progress wakes a Flush
+			// bbolt runs OnCommit once the commit is visible, so a Flush
+			// may return a moment before this count (Sync reads it again
+			// at its end).
+			l.settledPending.Add(1)
 		}
 		l.progress.notify()
 	})

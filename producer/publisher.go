@@ -719,7 +719,9 @@ func (p *Publisher) commit() {
 		spare = rs
 		failed, published, err := p.log.markResults(rs)
 		if err == nil {
-			// Count before waking Flush, so a Flush that returns sees the count.
+			// Count before waking Flush. A Flush that polls may still see the
+			// commit a moment before the count (Sync reads it again at its
+			// end).
 			p.published.Add(uint64(published))
 			p.log.progress.notify()
 		}

@@ -183,7 +183,7 @@ func (l *Log) markResults(rs []result) (failed []Entry, published int, err error
 	l.failedN += nFail
 	l.countMu.Unlock()
 	// The nLate entries were counted when their receipt settled them
-	// (settledPending), before anything woke a Flush on their account.
+	// (settledPending).
 	return failed, nPub, nil
 }
 
