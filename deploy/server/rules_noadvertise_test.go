@@ -3,10 +3,6 @@ package server_test
 import (
 	"context"
 	"errors"
-	"net"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,66 +10,10 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/ebbsync/ebb/deploy/auth"
+	"github.com/ebbsync/ebb/deploy/auth/authtest"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 	"github.com/ebbsync/ebb/deploy/server"
 )
-
-// startClusterNoAdvertise is authtest.MustStartCluster where the nodes
-// whose noAdv is true run with cluster {no_advertise: true} (common
-// behind a load balancer or in Kubernetes): their client URLs are not
-// gossiped to clients, so nc.Servers() never lists them.
-func startClusterNoAdvertise(t *testing.T, accounts []string, noAdv []bool) []*natsserver.Server {
-	t.Helper()
-	dir := t.TempDir()
-	ports := make([]int, len(accounts))
-	var routes []string
-	for i := range accounts {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(ports[i]))
-	}
-	var nodes []*natsserver.Server
-	for i, acc := range accounts {
-		name := "n" + strconv.Itoa(i+1)
-		extra := ""
-		if noAdv[i] {
-			extra = ", no_advertise: true"
-		}
-		conf := "server_name: " + name + "\nlisten: 127.0.0.1:-1\njetstream: {store_dir: " + strconv.Quote(filepath.Join(dir, name)) + "}\n" +
-			"cluster: {name: ebb, listen: 127.0.0.1:" + strconv.Itoa(ports[i]) + ", routes: [" + strings.Join(routes, ", ") + "]" + extra + "}\n" + acc
-		path := filepath.Join(dir, name+".conf")
-		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		opts, err := natsserver.ProcessConfigFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		opts.NoSigs = true
-		ns, err := natsserver.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ns.Start()
-		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-		nodes = append(nodes, ns)
-	}
-	embeddedtest.WaitFor(t, time.Minute, "cluster routed with a meta leader", func() bool {
-		leader := false
-		for _, ns := range nodes {
-			if !ns.ReadyForConnections(10*time.Millisecond) || ns.NumRoutes() < len(nodes)-1 {
-				return false
-			}
-			leader = leader || ns.JetStreamIsLeader()
-		}
-		return leader
-	})
-	return nodes
-}
 
 // TestRulesExternal_UnadvertisedNodeListedInNATSURLsIsChecked: n3 runs
 // the accounts without filtered reads and does not advertise its client
@@ -92,7 +32,7 @@ func TestRulesExternal_UnadvertisedNodeListedInNATSURLsIsChecked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodes := startClusterNoAdvertise(t, []string{filtered, filtered, plain}, []bool{false, false, true})
+	nodes := authtest.MustStartClusterNoAdvertise(t, []string{filtered, filtered, plain}, []bool{false, false, true})
 	admin := func(ns *natsserver.Server) string {
 		return strings.Replace(ns.ClientURL(), "nats://", "nats://ops:ops-secret@", 1)
 	}
@@ -129,7 +69,7 @@ func TestRulesExternal_UnlistedUnadvertisedReplicaNodeFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodes := startClusterNoAdvertise(t, []string{filtered, filtered, plain}, []bool{false, false, true})
+	nodes := authtest.MustStartClusterNoAdvertise(t, []string{filtered, filtered, plain}, []bool{false, false, true})
 	adminURL := strings.Replace(nodes[0].ClientURL(), "nats://", "nats://ops:ops-secret@", 1)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ebbsync/ebb/deploy/auth/authtest"
 	"github.com/ebbsync/ebb/deploy/embedded/embeddedtest"
 	"github.com/ebbsync/ebb/deploy/server"
 )
@@ -24,7 +25,7 @@ func TestRulesExternal_OneNodeDownKeepsTheServerReady(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodes := startClusterNoAdvertise(t, []string{filtered, filtered, filtered}, []bool{false, false, false})
+	nodes := authtest.MustStartClusterNoAdvertise(t, []string{filtered, filtered, filtered}, []bool{false, false, false})
 	adminURL := "nats://ops:ops-secret@" + nodes[0].ClientURL()[len("nats://"):]
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()

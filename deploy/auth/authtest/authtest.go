@@ -58,6 +58,15 @@ func MustStartNATS(tb testing.TB, accounts string) *server.Server {
 // ends.
 func MustStartCluster(tb testing.TB, accounts []string) []*server.Server {
 	tb.Helper()
+	return MustStartClusterNoAdvertise(tb, accounts, nil)
+}
+
+// MustStartClusterNoAdvertise is MustStartCluster where node i runs with
+// cluster {no_advertise: true} if noAdvertise[i] (as behind a load
+// balancer or in Kubernetes): its client URL is not gossiped to clients,
+// so their Servers() never list it. A nil noAdvertise advertises all.
+func MustStartClusterNoAdvertise(tb testing.TB, accounts []string, noAdvertise []bool) []*server.Server {
+	tb.Helper()
 	dir := tb.TempDir()
 	ports := make([]int, len(accounts))
 	var routes []string
@@ -73,8 +82,12 @@ func MustStartCluster(tb testing.TB, accounts []string) []*server.Server {
 	var nodes []*server.Server
 	for i, acc := range accounts {
 		name := "n" + strconv.Itoa(i+1)
+		extra := ""
+		if i < len(noAdvertise) && noAdvertise[i] {
+			extra = ", no_advertise: true"
+		}
 		conf := "server_name: " + name + "\nlisten: 127.0.0.1:-1\njetstream: {store_dir: " + strconv.Quote(filepath.Join(dir, name)) + "}\n" +
-			"cluster: {name: ebb, listen: 127.0.0.1:" + strconv.Itoa(ports[i]) + ", routes: [" + strings.Join(routes, ", ") + "]}\n" + acc
+			"cluster: {name: ebb, listen: 127.0.0.1:" + strconv.Itoa(ports[i]) + ", routes: [" + strings.Join(routes, ", ") + "]" + extra + "}\n" + acc
 		path := filepath.Join(dir, name+".conf")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 			tb.Fatal(err)
