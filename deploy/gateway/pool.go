@@ -147,10 +147,11 @@ func (w *Writer) releaser(l *writerLog) func() {
 }
 
 // refuse logs and counts a request refused because n logs are open, at
-// MaxOpenLogs, and none may be closed, and returns its error.
+// MaxOpenLogs, and none may be closed, and returns its error. The request
+// may be a write or a read that overlays the identity's pending writes.
 func (w *Writer) refuse(ctx context.Context, k logKey, n int) error {
 	w.metrics.refused(ctx)
-	w.log.Warn("write refused: every open write log is in use or holds writes awaiting their receipt; raise MaxOpenLogs if this lasts",
+	w.log.Warn("request refused: every open write log is in use or holds writes awaiting their receipt; raise MaxOpenLogs if this lasts",
 		"tenant", k.tenant, "client", k.client, "open", n, "max_open_logs", w.cfg.MaxOpenLogs)
 	return fmt.Errorf("%w: %d open (MaxOpenLogs %d), each in use or holding writes awaiting their receipt; retry later",
 		errTooManyLogs, n, w.cfg.MaxOpenLogs)

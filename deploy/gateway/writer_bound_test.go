@@ -215,7 +215,7 @@ func TestWriter_FullOfUnsettledRefusesLoudly(t *testing.T) {
 	if n := openLogFiles(t, "self", e.dir); n != 1 {
 		t.Fatalf("%d logs open, want the unsettled one", n)
 	}
-	if !strings.Contains(logs.String(), "write refused") {
+	if !strings.Contains(logs.String(), "request refused") {
 		t.Fatalf("no log line for the refusal:\n%s", logs.String())
 	}
 	if n := counterValue(t, reader, "ebb.gateway.writer.refused"); n != 1 {
