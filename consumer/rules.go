@@ -36,6 +36,7 @@ const rulesFeedWait = 30 * time.Second
 type rulesFeed struct {
 	nc          *nats.Conn
 	subject     string
+	client      string // the replica's client: its own changes come with their device and sequence
 	collections []string
 	active      atomic.Bool
 	// decided is closed once the link knows how it reads CHANGES: its
@@ -50,9 +51,11 @@ type rulesFeed struct {
 func (fd *rulesFeed) decide() { fd.decideOnce.Do(func() { close(fd.decided) }) }
 
 // page asks the feed for the changes after `after` (limit 0: the server's
-// page size), waiting up to wait for one.
+// page size), waiting up to wait for one. It asks for a compact page
+// (feed.CompactFormat); a server that answers a full one is read the same.
 func (fd *rulesFeed) page(ctx context.Context, after uint64, limit int, wait time.Duration) (feed.Page, error) {
-	body, err := json.Marshal(feed.Request{After: after, Limit: limit, WaitMS: wait.Milliseconds(), Collections: fd.collections})
+	body, err := json.Marshal(feed.Request{After: after, Limit: limit, WaitMS: wait.Milliseconds(), Collections: fd.collections,
+		Compact: true, Client: fd.client})
 	if err != nil {
 		return feed.Page{}, fmt.Errorf("change feed request: %w", err)
 	}
@@ -95,7 +98,7 @@ func refusedForRules(err error) bool {
 // the user's view by a tombstone at the notice's version (applyRules).
 func (r *Replica) changesLink(l *link) *follower[change] {
 	f := r.changesFollower(l)
-	fd := &rulesFeed{nc: l.nc, subject: r.cfg.RulesFeed, collections: r.cfg.Collections, decided: make(chan struct{})}
+	fd := &rulesFeed{nc: l.nc, subject: r.cfg.RulesFeed, client: r.client, collections: r.cfg.Collections, decided: make(chan struct{})}
 	if fd.subject != "" {
 		fd.active.Store(true)
 		fd.decide()

@@ -25,7 +25,10 @@
 // RequestSubject, which the server routes into the stream account as
 // UserSubject(user, tenant); the responder (queue group QueueGroup) looks
 // the user's groups up at request time (Identities), answers the page as
-// JSON (Page) or a refusal (ErrorReply with an HTTP-like status), and
+// JSON (Page, or the compact page of CompactFormat when the request asks
+// for one: the tenant, collections and writers named once, about half the
+// bytes; DecodeReply reads both) or a refusal (ErrorReply with an
+// HTTP-like status), and
 // bounds long-polls per user and in all (LongPolls) and other requests in
 // flight. A page is cut before it outgrows the connection's max payload.
 package feed

@@ -1,9 +1,11 @@
 package feed_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -337,4 +339,56 @@ func TestChanges_ShortWaitOverBeforeAsked(t *testing.T) {
 			t.Fatalf("changes %+v on an empty stream", p.Changes)
 		}
 	}
+}
+
+// TestResponder_CompactPage: asked for a compact page, the responder
+// answers the same changes as the full page, with the writer's device and
+// sequence only on the asking client's own.
+func TestResponder_CompactPage(t *testing.T) {
+	e := newEnv(t)
+	e.put(t, "acme", "lists", "mine", 1, []string{ann}, nil)
+	e.put(t, "acme", "todos", "both", 2, nil, nil)
+	r, err := feed.Serve(e.nc, e.js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	full, err := request(t, e.nc, "ann", "acme", feed.Request{})
+	if err != nil || len(full.Changes) != 2 {
+		t.Fatalf("full page: %+v %v", full, err)
+	}
+	for _, asker := range []string{"w", "ann"} {
+		m, err := e.nc.RequestWithContext(t.Context(), feed.UserSubject("ann", "acme"), mustJSON(t, feed.Request{Compact: true, Client: asker}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(m.Data, []byte(`"format":"compact"`)) {
+			t.Fatalf("asked for a compact page, got %s", m.Data)
+		}
+		got, err := feed.DecodeReply(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := full
+		want.Changes = nil
+		for _, en := range full.Changes {
+			c := *en.Change
+			if asker != c.Client {
+				c.Device, c.Seq = "", 0
+			}
+			want.Changes = append(want.Changes, feed.Entry{Seq: en.Seq, Change: &c})
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("asker %q: compact page %+v, want %+v", asker, got, want)
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

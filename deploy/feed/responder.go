@@ -35,12 +35,16 @@ func UserSubject(user, tenant string) string {
 }
 
 // Request is the JSON body of a change request. Collections empty: every
-// collection of the tenant. Limit 0: the responder's MaxPage.
+// collection of the tenant. Limit 0: the responder's MaxPage. Compact asks
+// for the page in CompactFormat, with the device and sequence of the
+// changes written by Client (the asker's client id) and of no others.
 type Request struct {
 	After       uint64   `json:"after"`
 	Limit       int      `json:"limit,omitempty"`
 	WaitMS      int64    `json:"wait_ms,omitempty"`
 	Collections []string `json:"collections,omitempty"`
+	Compact     bool     `json:"compact,omitempty"`
+	Client      string   `json:"client,omitempty"`
 }
 
 // ErrorReply is the JSON body of a refused request; Status is the HTTP
@@ -240,7 +244,7 @@ func (r *Responder) serve(m *nats.Msg, user, tenant string, req Request, wait ti
 		r.refuse(m, statusOf(err), err)
 		return
 	}
-	data, err := encodePage(&page, max)
+	data, err := encodePage(&page, max, func(p *Page) ([]byte, error) { return encodeReply(p, tenant, req.Client, req.Compact) })
 	if err != nil {
 		r.refuse(m, http.StatusInternalServerError, err)
 		return
@@ -250,11 +254,11 @@ func (r *Responder) serve(m *nats.Msg, user, tenant string, req Request, wait ti
 	}
 }
 
-// encodePage encodes page, dropping changes from its end (and moving
-// LastSeq back before them, More set) until it fits in max bytes.
-func encodePage(page *Page, max int64) ([]byte, error) {
+// encodePage encodes page with enc, dropping changes from its end (and
+// moving LastSeq back before them, More set) until it fits in max bytes.
+func encodePage(page *Page, max int64, enc func(*Page) ([]byte, error)) ([]byte, error) {
 	for {
-		data, err := json.Marshal(page)
+		data, err := enc(page)
 		if err != nil {
 			return nil, fmt.Errorf("encode page: %w", err)
 		}
@@ -310,18 +314,34 @@ func parseSubject(subject string) (user, tenant string, err error) {
 	return user, tenant, nil
 }
 
-// DecodeReply reads a responder's answer: the page, or the refusal as a
-// *ReplyError.
+// DecodeReply reads a responder's answer: the page (a Page, or a compact
+// page expanded to one), or the refusal as a *ReplyError.
 func DecodeReply(data []byte) (Page, error) {
 	var probe struct {
 		Error  *string `json:"error"`
 		Status int     `json:"status"`
+		Format string  `json:"format"`
 	}
 	if err := json.Unmarshal(data, &probe); err != nil {
 		return Page{}, fmt.Errorf("decode change reply: %w", err)
 	}
 	if probe.Error != nil {
 		return Page{}, &ReplyError{Status: probe.Status, Msg: *probe.Error}
+	}
+	switch probe.Format {
+	case "":
+	case CompactFormat:
+		var cp compactPage
+		if err := json.Unmarshal(data, &cp); err != nil {
+			return Page{}, fmt.Errorf("decode change reply: %w", err)
+		}
+		p, err := cp.expand()
+		if err != nil {
+			return Page{}, fmt.Errorf("decode change reply: %w", err)
+		}
+		return p, nil
+	default:
+		return Page{}, fmt.Errorf("decode change reply: format %q, this code reads %q or none", probe.Format, CompactFormat)
 	}
 	var p Page
 	if err := json.Unmarshal(data, &p); err != nil {
