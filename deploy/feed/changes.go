@@ -41,6 +41,10 @@ type Page struct {
 	Changes []Entry `json:"changes"`
 	LastSeq uint64  `json:"last_seq"`
 	More    bool    `json:"more"` // more changes are waiting after LastSeq
+	// Filtered: the page went through the audience filter (Query.Filtered),
+	// so it holds what this reader may see, not every change. A reader
+	// that may read CHANGES directly must not take it for the stream.
+	Filtered bool `json:"filtered,omitempty"`
 	StreamState
 }
 
@@ -166,7 +170,7 @@ func (s *Source) Changes(ctx context.Context, q Query) (Page, error) {
 	if err != nil {
 		return Page{}, err
 	}
-	page := Page{Changes: []Entry{}, LastSeq: q.After}
+	page := Page{Changes: []Entry{}, LastSeq: q.After, Filtered: q.Filtered}
 	deadline := time.Now().Add(q.Wait)
 	size := 0
 	for {

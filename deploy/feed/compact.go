@@ -16,10 +16,11 @@ import (
 // changes once; each entry then carries its CHANGES sequence, an index
 // into the collections, the document id, version, fields, HLC, a 1-based
 // index into the writers (0: none, as on a Left notice), the event and
-// as_written. A replica settles its own writes by event id; the writer's
-// device and sequence, which it only keeps with the document's state,
-// travel on the asking client's own changes (Request.Client) and no
-// others. Clocks, conflicts and the settled record travel as in a change.
+// as_written. A replica settles its own writes by event id, with the
+// outcome the settled record tells (merged, conflict); that record and the
+// writer's device and sequence, which it only keeps with the document's
+// state, travel on the asking client's own changes (Request.Client) and
+// no others. Clocks and open conflicts travel as in a change.
 // A typical small change costs about half its stored payload, and a page
 // has no subject, header or consumer framing per change.
 const CompactFormat = "compact"
@@ -34,6 +35,7 @@ type compactPage struct {
 	Changes     []compactEntry `json:"changes"`
 	LastSeq     uint64         `json:"last_seq"`
 	More        bool           `json:"more"`
+	Filtered    bool           `json:"filtered,omitempty"`
 	StreamState
 }
 
@@ -61,7 +63,7 @@ type compactEntry struct {
 // request (empty: none), with tenant's name once.
 func compact(page *Page, tenant, asker string) (*compactPage, error) {
 	cp := &compactPage{Format: CompactFormat, Schema: events.SchemaVersion, Tenant: tenant,
-		Changes: make([]compactEntry, 0, len(page.Changes)), LastSeq: page.LastSeq, More: page.More, StreamState: page.StreamState}
+		Changes: make([]compactEntry, 0, len(page.Changes)), LastSeq: page.LastSeq, More: page.More, Filtered: page.Filtered, StreamState: page.StreamState}
 	colls := map[string]int{}
 	writers := map[string]int{}
 	for _, e := range page.Changes {
@@ -81,7 +83,7 @@ func compact(page *Page, tenant, asker string) (*compactPage, error) {
 		}
 		ce := compactEntry{Seq: e.Seq, Collection: ci, Doc: c.Doc, Version: c.Version, Deleted: c.Deleted, Fields: c.Fields,
 			HLC: []int64{c.HLC.Wall, int64(c.HLC.Logical)}, Event: c.Event, AsWritten: c.AsWritten, Left: c.Left,
-			Clocks: c.Clocks, Conflicts: c.Conflicts, Settled: c.Settled}
+			Clocks: c.Clocks, Conflicts: c.Conflicts}
 		if c.Client != "" {
 			wi, ok := writers[c.Client]
 			if !ok {
@@ -91,7 +93,7 @@ func compact(page *Page, tenant, asker string) (*compactPage, error) {
 			}
 			ce.Writer = wi
 			if asker != "" && c.Client == asker {
-				ce.Device, ce.WriterSeq = c.Device, c.Seq
+				ce.Device, ce.WriterSeq, ce.Settled = c.Device, c.Seq, c.Settled
 			}
 		}
 		cp.Changes = append(cp.Changes, ce)
@@ -103,7 +105,8 @@ func compact(page *Page, tenant, asker string) (*compactPage, error) {
 var errCompact = errors.New("malformed compact page")
 
 // expand returns the Page cp stands for: each entry as the change it was,
-// but the writer's device and sequence where the page left them out.
+// but the writer's device, sequence and settled record where the page
+// left them out.
 func (cp *compactPage) expand() (Page, error) {
 	if cp.Schema != events.SchemaVersion {
 		return Page{}, fmt.Errorf("%w: schema %d, this code reads %d", errCompact, cp.Schema, events.SchemaVersion)
@@ -111,7 +114,7 @@ func (cp *compactPage) expand() (Page, error) {
 	if cp.Tenant == "" && len(cp.Changes) > 0 {
 		return Page{}, fmt.Errorf("%w: no tenant", errCompact)
 	}
-	p := Page{Changes: make([]Entry, 0, len(cp.Changes)), LastSeq: cp.LastSeq, More: cp.More, StreamState: cp.StreamState}
+	p := Page{Changes: make([]Entry, 0, len(cp.Changes)), LastSeq: cp.LastSeq, More: cp.More, Filtered: cp.Filtered, StreamState: cp.StreamState}
 	for i, ce := range cp.Changes {
 		if ce.Collection < 0 || ce.Collection >= len(cp.Collections) {
 			return Page{}, fmt.Errorf("%w: change %d names collection %d of %d", errCompact, i, ce.Collection, len(cp.Collections))

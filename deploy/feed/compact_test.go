@@ -16,7 +16,7 @@ import (
 func compactTestPage() Page {
 	conflict := events.Conflict{ID: "01J00000000000000000000001", Policy: events.PolicyManual, Status: events.ConflictOpen,
 		Sides: []events.Side{{Event: "e1", Client: "ann", HLC: events.HLC{Wall: 5, Logical: 1}, Fields: events.Fields{"a": json.RawMessage(`1`)}}}}
-	return Page{LastSeq: 40, More: true, StreamState: StreamState{FirstSeq: 1, StreamLastSeq: 99},
+	return Page{LastSeq: 40, More: true, Filtered: true, StreamState: StreamState{FirstSeq: 1, StreamLastSeq: 99},
 		Changes: []Entry{
 			{Seq: 3, Change: &events.Change{Schema: 1, Tenant: "acme", Collection: "lists", Doc: "l1", Version: 2,
 				Fields: events.Fields{"title": json.RawMessage(`"groceries"`), "n": json.RawMessage(`{"x":[1,2]}`)},
@@ -32,8 +32,9 @@ func compactTestPage() Page {
 }
 
 // TestCompact_RoundTrip: a compact page expands to the page it was made
-// of, but that the writer's device and sequence travel only on the
-// asker's own changes (none when the request names no client).
+// of, but that the writer's device, sequence and settled record travel
+// only on the asker's own changes (none when the request names no
+// client).
 func TestCompact_RoundTrip(t *testing.T) {
 	for _, asker := range []string{"ann", "bob", ""} {
 		want := compactTestPage()
@@ -48,7 +49,7 @@ func TestCompact_RoundTrip(t *testing.T) {
 		}
 		for _, e := range want.Changes {
 			if e.Change.Client != asker || asker == "" {
-				e.Change.Device, e.Change.Seq = "", 0
+				e.Change.Device, e.Change.Seq, e.Change.Settled = "", 0, nil
 			}
 		}
 		if !reflect.DeepEqual(got, want) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -374,7 +375,7 @@ func TestResponder_CompactPage(t *testing.T) {
 		for _, en := range full.Changes {
 			c := *en.Change
 			if asker != c.Client {
-				c.Device, c.Seq = "", 0
+				c.Device, c.Seq, c.Settled = "", 0, nil
 			}
 			want.Changes = append(want.Changes, feed.Entry{Seq: en.Seq, Change: &c})
 		}
@@ -391,4 +392,54 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestResponder_OpenUnfiltered: a responder for a server without auth and
+// without rules answers the bare request subject for the tenant its body
+// names, every change as stored (audience headers ignored), its pages
+// marked unfiltered; a filtering one marks its pages filtered, and Open
+// without Unfiltered is refused.
+func TestResponder_OpenUnfiltered(t *testing.T) {
+	e := newEnv(t)
+	e.put(t, "acme", "lists", "mine", 1, []string{ann}, nil)
+	e.put(t, "acme", "lists", "theirs", 1, []string{bob}, nil)
+	e.put(t, "other", "lists", "x", 1, nil, nil)
+	if _, err := feed.Serve(e.nc, e.js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Open: true}); err == nil {
+		t.Fatal("an Open responder that filters started")
+	}
+	r, err := feed.Serve(e.nc, e.js, func(string, string) ([]string, bool) { return nil, false }, feed.ResponderConfig{Open: true, Unfiltered: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := e.nc.RequestWithContext(t.Context(), feed.RequestSubject, mustJSON(t, feed.Request{Tenant: "acme", Compact: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := feed.DecodeReply(m.Data)
+	if err != nil || len(p.Changes) != 2 || p.Filtered || p.Changes[0].Change.Doc != "mine" || p.Changes[1].Change.Doc != "theirs" {
+		t.Fatalf("open page: %+v %v", p, err)
+	}
+	m, err = e.nc.RequestWithContext(t.Context(), feed.RequestSubject, mustJSON(t, feed.Request{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var re *feed.ReplyError
+	if _, err := feed.DecodeReply(m.Data); !errors.As(err, &re) || re.Status != 400 || !strings.Contains(re.Msg, "tenant") {
+		t.Fatalf("bad tenant: %v, want 400 naming the tenant", err)
+	}
+	_ = r.Close()
+
+	f, err := feed.Serve(e.nc, e.js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	p, err = request(t, e.nc, "ann", "acme", feed.Request{Compact: true})
+	if err != nil || len(p.Changes) != 1 || !p.Filtered {
+		t.Fatalf("filtered page: %+v %v", p, err)
+	}
+	// Without Open nothing serves the bare subject.
+	if _, err := e.nc.RequestWithContext(t.Context(), feed.RequestSubject, mustJSON(t, feed.Request{Tenant: "acme"})); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("bare subject without Open: %v, want no responders", err)
+	}
 }

@@ -45,6 +45,10 @@ type Request struct {
 	Collections []string `json:"collections,omitempty"`
 	Compact     bool     `json:"compact,omitempty"`
 	Client      string   `json:"client,omitempty"`
+	// Tenant names the tenant of a request on the bare RequestSubject,
+	// which only a responder in Open mode serves; on a routed request the
+	// subject names it and this is ignored.
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // ErrorReply is the JSON body of a refused request; Status is the HTTP
@@ -75,6 +79,16 @@ type ResponderConfig struct {
 	// Skipped, if set, is told of every change not served because it is
 	// unreadable (see Source.Skipped).
 	Skipped func(ctx context.Context, stream string, seq uint64, subject string, err error)
+	// Unfiltered serves every change as stored, to every asker, without
+	// the audience filter: a server without sync rules, whose users may
+	// read their tenant's CHANGES directly anyway. Its pages say
+	// Filtered false.
+	Unfiltered bool
+	// Open also serves the bare RequestSubject, the tenant and the asker
+	// named by the request's body (Tenant, Client): a server without
+	// auth, where nothing routes a request or names who asks. It needs
+	// Unfiltered: an asker a body names cannot be trusted with a filter.
+	Open bool
 }
 
 func (c *ResponderConfig) validate() error {
@@ -99,6 +113,9 @@ func (c *ResponderConfig) validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Open && !c.Unfiltered {
+		return errors.New("feed responder config: Open needs Unfiltered (a request's body cannot vouch for who asks)")
+	}
 	return nil
 }
 
@@ -112,7 +129,7 @@ type Responder struct {
 	src       *Source
 	ids       Identities
 	log       *slog.Logger
-	sub       *nats.Subscription
+	subs      []*nats.Subscription
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -144,18 +161,41 @@ func Serve(nc *nats.Conn, js JetStream, ids Identities, cfg ResponderConfig) (*R
 		ctx: ctx, cancel: cancel,
 		longPolls: NewLongPolls(cfg.MaxLongPolls, cfg.MaxLongPollsPerUser),
 		inFlight:  make(chan struct{}, cfg.MaxInFlight)}
-	sub, err := nc.QueueSubscribe(ServeSubject, QueueGroup, r.handle)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("feed responder: subscribe %s: %w", ServeSubject, err)
+	subjects := []string{ServeSubject}
+	if cfg.Open {
+		subjects = append(subjects, RequestSubject)
+	}
+	for _, subj := range subjects {
+		sub, err := nc.QueueSubscribe(subj, QueueGroup, r.handle)
+		if err != nil {
+			r.unsubscribe()
+			cancel()
+			return nil, fmt.Errorf("feed responder: subscribe %s: %w", subj, err)
+		}
+		r.subs = append(r.subs, sub)
 	}
 	if err := nc.Flush(); err != nil {
-		_ = sub.Unsubscribe()
+		r.unsubscribe()
 		cancel()
-		return nil, fmt.Errorf("feed responder: subscribe %s: %w", ServeSubject, err)
+		return nil, fmt.Errorf("feed responder: subscribe %s: %w", strings.Join(subjects, ", "), err)
 	}
-	r.sub = sub
 	return r, nil
+}
+
+// unsubscribe ends every subscription of r, returning the first failure
+// other than a connection already closed.
+func (r *Responder) unsubscribe() error {
+	var first error
+	for _, sub := range r.subs {
+		err := sub.Unsubscribe()
+		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
+			err = nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // Close stops answering, ends the long-polls in flight and waits for every
@@ -163,10 +203,7 @@ func Serve(nc *nats.Conn, js JetStream, ids Identities, cfg ResponderConfig) (*R
 func (r *Responder) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
-		err = r.sub.Unsubscribe()
-		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
-			err = nil
-		}
+		err = r.unsubscribe()
 		r.cancel()
 		r.wg.Wait()
 	})
@@ -182,17 +219,27 @@ func (r *Responder) handle(m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
-	user, tenant, err := parseSubject(m.Subject)
-	if err != nil {
-		r.refuse(m, http.StatusBadRequest, err)
-		return
-	}
 	var req Request
 	if len(bytes.TrimSpace(m.Data)) > 0 {
 		// Fields this responder does not know are ignored, so a newer
 		// client's request is still served.
 		if err := json.Unmarshal(m.Data, &req); err != nil {
 			r.refuse(m, http.StatusBadRequest, fmt.Errorf("change request: want {\"after\", \"limit\", \"wait_ms\", \"collections\"}: %w", err))
+			return
+		}
+	}
+	var user, tenant string
+	if m.Subject == RequestSubject {
+		// Only subscribed in Open mode: the body names both.
+		if err := events.ValidateName("tenant", req.Tenant, events.DefaultLimits.MaxNameBytes); err != nil {
+			r.refuse(m, http.StatusBadRequest, fmt.Errorf("change request on %s: %w", RequestSubject, err))
+			return
+		}
+		user, tenant = req.Client, req.Tenant
+	} else {
+		var err error
+		if user, tenant, err = parseSubject(m.Subject); err != nil {
+			r.refuse(m, http.StatusBadRequest, err)
 			return
 		}
 	}
@@ -208,7 +255,10 @@ func (r *Responder) handle(m *nats.Msg) {
 		req.Limit = r.cfg.MaxPage
 	}
 	wait := min(time.Duration(req.WaitMS)*time.Millisecond, r.cfg.MaxWait)
-	var release func()
+	var (
+		release func()
+		err     error
+	)
 	if wait > 0 {
 		if release, err = r.longPolls.Acquire("user " + user + " of " + tenant); err != nil {
 			r.refuse(m, http.StatusTooManyRequests, err)
@@ -232,14 +282,23 @@ func (r *Responder) handle(m *nats.Msg) {
 }
 
 func (r *Responder) serve(m *nats.Msg, user, tenant string, req Request, wait time.Duration) {
-	groups, ok := r.ids(tenant, user)
-	if !ok {
-		r.refuse(m, http.StatusForbidden, fmt.Errorf("change request: tenant %q has no user %q", tenant, user))
-		return
+	q := Query{Tenant: tenant, Collections: req.Collections, After: req.After, Limit: req.Limit, Wait: wait, Filtered: !r.cfg.Unfiltered}
+	if q.Filtered {
+		groups, ok := r.ids(tenant, user)
+		if !ok {
+			r.refuse(m, http.StatusForbidden, fmt.Errorf("change request: tenant %q has no user %q", tenant, user))
+			return
+		}
+		q.Principals = events.Principals(user, groups)
+	} else if !r.cfg.Open {
+		if _, ok := r.ids(tenant, user); !ok {
+			r.refuse(m, http.StatusForbidden, fmt.Errorf("change request: tenant %q has no user %q", tenant, user))
+			return
+		}
 	}
 	max := r.nc.MaxPayload()
-	page, err := r.src.Changes(r.ctx, Query{Tenant: tenant, Collections: req.Collections, After: req.After, Limit: req.Limit,
-		Wait: wait, Filtered: true, Principals: events.Principals(user, groups), MaxBytes: int(max / 2)})
+	q.MaxBytes = int(max / 2)
+	page, err := r.src.Changes(r.ctx, q)
 	if err != nil {
 		r.refuse(m, statusOf(err), err)
 		return
