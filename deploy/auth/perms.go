@@ -84,12 +84,13 @@ func (usr User) imports(filtered bool) []string {
 		jsAPI + "CONSUMER.CREATE." + events.StreamChanges + ".*",
 		jsAPI + "CONSUMER.MSG.NEXT." + events.StreamChanges + ".*",
 	}
-	if filtered && usr.Role == RoleClient {
-		// A client reads its changes through the change responder; its
-		// CHANGES creates and fetches are routed to a refusal
-		// (importsOf, fetchRoutesOf), and it has no direct get.
-		pub = append(pub, ChangesSubject)
-	} else {
+	// The change responder: under filtered reads a client's only way to
+	// its changes (its CHANGES creates and fetches are routed to a
+	// refusal, importsOf and fetchRoutesOf, and it has no direct get);
+	// otherwise a replica's compact catch-up. Its pages are the user's own
+	// tenant's, filtered in that mode (a service reads CHANGES directly).
+	pub = append(pub, ChangesSubject)
+	if !filtered || usr.Role != RoleClient {
 		pub = append(pub, jsAPI+"DIRECT.GET."+events.StreamChanges+"."+events.ChangesPrefix+"."+t+".>")
 	}
 	switch usr.Role {
