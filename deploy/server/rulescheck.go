@@ -214,7 +214,12 @@ func (s *Server) startFeed() error {
 	if s.rules.feed != nil {
 		return nil
 	}
-	fr, err := feed.Serve(s.nc, s.js, feedIdentities(s.identities(&s.cfg)), feed.ResponderConfig{Logger: s.cfg.Logger.With("component", "feed")})
+	ids := s.identities(&s.cfg)
+	// Without rules every change goes to every reader as stored; without
+	// auth too, nothing routes a request, so its body names the tenant.
+	unfiltered := s.cfg.Rules == nil
+	fr, err := feed.Serve(s.nc, s.js, feedIdentities(ids), feed.ResponderConfig{Logger: s.cfg.Logger.With("component", "feed"),
+		Unfiltered: unfiltered, Open: unfiltered && ids == nil})
 	if err != nil {
 		return err
 	}

@@ -208,11 +208,13 @@ func (s *Server) start(ctx, runCtx context.Context) error {
 		// filtered-reads accounts route "_ebb.api.changes" to).
 		gc.Visibility = projection.Visibility{Rules: c.Rules, Store: store}
 		gc.Groups = func(u auth.User) []string { return u.Groups }
-		if err := s.startFeed(); err != nil {
-			return err
-		}
-		s.stops = append(s.stops, func(context.Context) error { s.stopFeed(); return nil })
 	}
+	// The change responder: under rules the only way a client reads its
+	// changes; without, a replica's compact catch-up (deploy/feed).
+	if err := s.startFeed(); err != nil {
+		return err
+	}
+	s.stops = append(s.stops, func(context.Context) error { s.stopFeed(); return nil })
 	gw, err := gateway.New(gc)
 	if err != nil {
 		return err
