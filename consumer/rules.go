@@ -29,16 +29,29 @@ const DefaultRulesFeed = feed.RequestSubject
 // replica has caught up.
 const rulesFeedWait = 30 * time.Second
 
-// rulesFeed is a link's way to read CHANGES through the filtered change
+// rulesFeed is a link's way to read CHANGES through the server's change
 // feed: the requests it sends, and whether the link reads through it
 // (active: set from the start by ReplicaConfig.RulesFeed, or once the
-// server refused a direct read with "sync rules").
+// server refused a direct read with "sync rules"; catchUp: for one session,
+// to catch up on a backlog in compact pages).
 type rulesFeed struct {
 	nc          *nats.Conn
 	subject     string
 	client      string // the replica's client: its own changes come with their device and sequence
+	tenant      string // named in the body, for a server without auth (feed.ResponderConfig.Open)
 	collections []string
 	active      atomic.Bool
+	// catchUp is set by start when the session it begins reads the feed
+	// to catch up (startCatchUp), and cleared by the next start, which
+	// then follows CHANGES directly. Apply reads it for the batches of
+	// that session; all three run on the follower's goroutine.
+	catchUp atomic.Bool
+	// catchUpTo is the stream's last sequence when that session began: it
+	// catches up to there, not after a tail that keeps growing.
+	catchUpTo atomic.Uint64
+	// unserved: a catch-up probe found no feed (no responder, a server or
+	// accounts that predate it); this link does not ask again.
+	unserved atomic.Bool
 	// decided is closed once the link knows how it reads CHANGES: its
 	// follower started directly, or switched to the feed. Until then a
 	// direct read elsewhere (Sync's target, its reset check) could be the
@@ -55,7 +68,7 @@ func (fd *rulesFeed) decide() { fd.decideOnce.Do(func() { close(fd.decided) }) }
 // (feed.CompactFormat); a server that answers a full one is read the same.
 func (fd *rulesFeed) page(ctx context.Context, after uint64, limit int, wait time.Duration) (feed.Page, error) {
 	body, err := json.Marshal(feed.Request{After: after, Limit: limit, WaitMS: wait.Milliseconds(), Collections: fd.collections,
-		Compact: true, Client: fd.client})
+		Compact: true, Client: fd.client, Tenant: fd.tenant})
 	if err != nil {
 		return feed.Page{}, fmt.Errorf("change feed request: %w", err)
 	}
@@ -98,7 +111,7 @@ func refusedForRules(err error) bool {
 // the user's view by a tombstone at the notice's version (applyRules).
 func (r *Replica) changesLink(l *link) *follower[change] {
 	f := r.changesFollower(l)
-	fd := &rulesFeed{nc: l.nc, subject: r.cfg.RulesFeed, client: r.client, collections: r.cfg.Collections, decided: make(chan struct{})}
+	fd := &rulesFeed{nc: l.nc, subject: r.cfg.RulesFeed, client: r.client, tenant: r.cfg.Tenant, collections: r.cfg.Collections, decided: make(chan struct{})}
 	if fd.subject != "" {
 		fd.active.Store(true)
 		fd.decide()
@@ -118,7 +131,17 @@ func (r *Replica) changesLink(l *link) *follower[change] {
 		return true
 	}
 	f.start = func(ctx context.Context) (uint64, error) {
+		caughtUp := fd.catchUp.Swap(false)
 		if !fd.active.Load() {
+			if !caughtUp {
+				if next, cr, to, ok := r.startCatchUp(ctx, fd); ok {
+					created = cr
+					fd.catchUpTo.Store(to)
+					fd.catchUp.Store(true)
+					l.readyOnce.Do(func() { close(l.ready) })
+					return next, nil
+				}
+			}
 			next, err := directStart(ctx)
 			if !toFeed(err) {
 				return next, err
@@ -143,12 +166,67 @@ func (r *Replica) changesLink(l *link) *follower[change] {
 		}
 	}
 	f.apply = func(ctx context.Context, ds []delivery[change]) error {
-		if !fd.active.Load() {
+		if !fd.active.Load() && !fd.catchUp.Load() {
 			return directApply(ctx, ds)
 		}
 		return r.applyRules(ctx, ds, created)
 	}
 	return f
+}
+
+// catchUpProbeLimit is the page size of a catch-up probe: a page of one
+// change that says more are waiting is a backlog of two or more.
+const catchUpProbeLimit = 1
+
+// startCatchUp is start for a session that catches up through the change
+// feed's compact pages, a fraction of the bytes of one message per change
+// (feed.CompactFormat), when the server serves it to this replica
+// unfiltered and at least two changes wait after the stored cursor; to is
+// the stream's last sequence then, where the session ends. It
+// checks the feed's stream state against the cursor as startRules does
+// (resetting the view for a recreated CHANGES). ok false: follow CHANGES
+// directly, as without a feed. A probe the feed does not answer (no
+// responder; a server or accounts that predate it, answered by a
+// permissions violation and a timeout) marks the link's feed unserved.
+// A filtered page (sync rules) is never taken for the stream by a reader
+// that may read CHANGES directly: the direct start decides, and switches
+// to the feed for good if the server refuses it.
+func (r *Replica) startCatchUp(ctx context.Context, fd *rulesFeed) (next uint64, created int64, to uint64, ok bool) {
+	if fd.unserved.Load() {
+		return 0, 0, 0, false
+	}
+	var c cursor
+	if err := r.log.View(ctx, func(tx *producer.Tx) (err error) {
+		c, err = getCursor(tx, events.StreamChanges)
+		return err
+	}); err != nil {
+		return 0, 0, 0, false
+	}
+	p, err := fd.page(ctx, c.Seq, catchUpProbeLimit, 0)
+	var re *feed.ReplyError
+	switch {
+	case ctx.Err() != nil:
+		return 0, 0, 0, false
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded),
+		errors.As(err, &re) && re.Status < 500:
+		fd.unserved.Store(true)
+		r.logger.Info("no compact change feed on this server; catching up through CHANGES directly", "subject", fd.subject, logErr, err)
+		return 0, 0, 0, false
+	case err != nil:
+		r.logger.Debug("change feed probe failed; catching up through CHANGES directly", "subject", fd.subject, logErr, err)
+		return 0, 0, 0, false
+	case p.Filtered || !p.More:
+		return 0, 0, 0, false
+	}
+	info := feedInfo(p)
+	created = createdNano(info.Created)
+	if !cursorReset(info, created, c) {
+		return c.Seq + 1, created, p.StreamLastSeq, true
+	}
+	if next, err = r.resetChanges(ctx, info, created); err != nil {
+		return 0, 0, 0, false
+	}
+	return next, created, p.StreamLastSeq, true
 }
 
 // activeFeed returns the attached link's change feed if it reads CHANGES
@@ -397,7 +475,8 @@ type rulesReader struct {
 }
 
 func (rr rulesReader) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
-	if !rr.fd.active.Load() {
+	catchUp := rr.fd.catchUp.Load()
+	if !rr.fd.active.Load() && !catchUp {
 		c, err := rr.StreamReader.OrderedConsumer(ctx, stream, cfg)
 		if rr.toFeed(err) {
 			return nil, fmt.Errorf("%w: %w", errRestart, err)
@@ -411,7 +490,7 @@ func (rr rulesReader) OrderedConsumer(ctx context.Context, stream string, cfg je
 	if cfg.DeliverPolicy == jetstream.DeliverByStartSequencePolicy {
 		next = cfg.OptStartSeq
 	}
-	return &feedConsumer{fd: rr.fd, after: next - 1, created: *rr.created}, nil
+	return &feedConsumer{fd: rr.fd, after: next - 1, created: *rr.created, catchUp: catchUp && !rr.fd.active.Load(), until: rr.fd.catchUpTo.Load()}, nil
 }
 
 // feedConsumer is an ordered consumer of CHANGES over the feed; only
@@ -421,25 +500,37 @@ type feedConsumer struct {
 	fd      *rulesFeed
 	after   uint64
 	created int64
+	catchUp bool   // end the session once caught up (feedIter.catchUp)
+	until   uint64 // with catchUp: the sequence caught up to
 }
 
 func (c *feedConsumer) Messages(...jetstream.PullMessagesOpt) (jetstream.MessagesContext, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &feedIter{fd: c.fd, after: c.after, created: c.created, ctx: ctx, cancel: cancel}, nil
+	return &feedIter{fd: c.fd, after: c.after, created: c.created, catchUp: c.catchUp, until: c.until, ctx: ctx, cancel: cancel}, nil
 }
 
 // feedIter hands out the feed's pages one message at a time: each change
 // (a Left notice as a tombstone of its document at its version), then, if
 // the page's last_seq is beyond its last change, a cursor-only message at
 // last_seq. Once a page says nothing more is waiting, the next request
-// long-polls. A page whose stream state shows another CHANGES than the one
-// the session started on (created, or a last sequence below the cursor)
-// ends the session with errRestart, so start resyncs.
+// long-polls; in a catch-up session (catchUp) it ends the session with
+// errRestart instead, once everything read is handed out, so start follows
+// CHANGES directly from the cursor; so it does once it has read to until,
+// or after a page that says more are waiting but does not move on. A page whose stream state shows
+// another CHANGES than the one the session started on (created, or a last
+// sequence below the cursor) ends the session with errRestart, so start
+// resyncs.
 type feedIter struct {
 	fd       *rulesFeed
 	after    uint64
 	created  int64
+	catchUp  bool
+	until    uint64
 	caughtUp bool
+	// ahead, if set, is the request for the page after aheadOf, sent
+	// while the page before it is handed out (readAhead).
+	ahead   chan aheadPage
+	aheadOf uint64
 	buf      []*feedMsg
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -451,10 +542,26 @@ func (it *feedIter) Next(...jetstream.NextOpt) (jetstream.Msg, error) {
 			return nil, jetstream.ErrMsgIteratorClosed
 		}
 		var wait time.Duration
+		if it.catchUp && it.until > 0 && it.after >= it.until {
+			it.caughtUp = true
+		}
 		if it.caughtUp {
+			if it.catchUp {
+				return nil, fmt.Errorf("%w: caught up through the change feed at %d; following %s directly", errRestart, it.after, events.StreamChanges)
+			}
 			wait = rulesFeedWait
 		}
-		p, err := it.fd.page(it.ctx, it.after, 0, wait)
+		var (
+			p   feed.Page
+			err error
+		)
+		if it.ahead != nil && it.aheadOf == it.after && wait == 0 {
+			r := <-it.ahead
+			p, err = r.p, r.err
+		} else {
+			p, err = it.fd.page(it.ctx, it.after, 0, wait)
+		}
+		it.ahead = nil
 		switch {
 		case it.ctx.Err() != nil:
 			return nil, jetstream.ErrMsgIteratorClosed
@@ -467,11 +574,34 @@ func (it *feedIter) Next(...jetstream.NextOpt) (jetstream.Msg, error) {
 		if err := it.fill(p); err != nil {
 			return nil, err
 		}
+		it.readAhead()
 	}
 	m := it.buf[0]
 	it.buf[0] = nil
 	it.buf = it.buf[1:]
 	return m, nil
+}
+
+// aheadPage is the answer of a request sent ahead.
+type aheadPage struct {
+	p   feed.Page
+	err error
+}
+
+// readAhead sends the request for the next page now, if more changes are
+// waiting and the next request would not long-poll, so the server reads
+// it while this one is handed out and applied. Its answer is taken by
+// Next (or dropped with the iterator: the request ends with ctx).
+func (it *feedIter) readAhead() {
+	if it.caughtUp || (it.catchUp && it.until > 0 && it.after >= it.until) {
+		return
+	}
+	ch, after := make(chan aheadPage, 1), it.after
+	it.ahead, it.aheadOf = ch, after
+	go func() {
+		p, err := it.fd.page(it.ctx, after, 0, 0)
+		ch <- aheadPage{p, err}
+	}()
 }
 
 func (it *feedIter) fill(p feed.Page) error {
@@ -503,7 +633,8 @@ func (it *feedIter) fill(p feed.Page) error {
 			m.pending++
 		}
 	}
-	it.buf, it.after, it.caughtUp = ms, last, !p.More
+	stuck := it.catchUp && p.More && last <= it.after
+	it.buf, it.after, it.caughtUp = ms, last, !p.More || stuck
 	return nil
 }
 

@@ -1,0 +1,200 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ebbsync/ebb/deploy/feed"
+	"github.com/ebbsync/ebb/events"
+)
+
+// feedRequests counts the change requests that reach the feed's subject
+// (a plain subscriber beside the responder's queue group sees each).
+func feedRequests(t *testing.T, nc *nats.Conn) *atomic.Int64 {
+	t.Helper()
+	var n atomic.Int64
+	sub, err := nc.Subscribe(feed.RequestSubject, func(*nats.Msg) { n.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return &n
+}
+
+// syncedBytes opens a replica of t1 on a connection of its own, syncs it
+// and returns it with the bytes that connection received until Sync
+// returned.
+func syncedBytes(t *testing.T, s interface{ ClientURL() string }, dir string) (*Replica, uint64) {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	r, err := OpenReplica(t.Context(), ReplicaConfig{Dir: dir, Tenant: "t1", Client: "alice", Conn: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if _, err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return r, nc.Stats().InBytes
+}
+
+// TestCatchUp_ThroughCompactFeed: with the server's change responder
+// running (no auth, no rules: feed.ResponderConfig Open and Unfiltered), a
+// fresh replica catches up on a backlog through compact pages, ends equal
+// to the server view, in well under the bytes of a catch-up through
+// CHANGES directly, and then follows CHANGES directly: a change written
+// after it caught up arrives without another page request.
+func TestCatchUp_ThroughCompactFeed(t *testing.T) {
+	s, nc, js := mustServer(t)
+	want := publishChanges(t, js, 2000, 2000)
+	publishChange(t, js, testChange("t2", "c", "other-tenant", 1, 0))
+
+	// Without a responder: directly.
+	direct, directBytes := syncedBytes(t, s, t.TempDir())
+	checkView(t, direct, want)
+
+	fr, err := feed.Serve(nc, js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Unfiltered: true, Open: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fr.Close() })
+	reqs := feedRequests(t, nc)
+	r, feedBytes := syncedBytes(t, s, t.TempDir())
+	checkView(t, r, want)
+	if reqs.Load() < 2 {
+		t.Fatalf("%d change requests: the catch-up did not read the feed", reqs.Load())
+	}
+	if feedBytes*10 > directBytes*6 {
+		t.Fatalf("catch-up through the feed received %d bytes, directly %d: want at most 0.6 of it", feedBytes, directBytes)
+	}
+	t.Logf("catch-up of 2000 documents: %d bytes through the feed, %d directly (%d requests)", feedBytes, directBytes, reqs.Load())
+
+	before := reqs.Load()
+	ch := testChange("t1", "c", "doc-00007", 2, 77)
+	publishChange(t, js, ch)
+	want[ch.Doc] = ch
+	waitFor(t, 10*time.Second, "the live change", func() bool {
+		d, err := r.Get(t.Context(), "c", "doc-00007")
+		return err == nil && d.Version == 2
+	})
+	if n := reqs.Load(); n != before {
+		t.Fatalf("%d change requests after catching up: the live tail should follow CHANGES directly", n-before)
+	}
+	checkView(t, r, want)
+}
+
+// TestCatchUp_FilteredPageNotTakenForTheStream: a feed that answers a
+// filtered page (sync rules judged it for this reader, or a hostile
+// responder says so) is not used for the catch-up of a replica the server
+// lets read CHANGES directly: it gets every document, not the page's one.
+func TestCatchUp_FilteredPageNotTakenForTheStream(t *testing.T) {
+	s, nc, js := mustServer(t)
+	want := publishChanges(t, js, 50, 50)
+	st, err := js.Stream(t.Context(), events.StreamChanges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := st.CachedInfo().Created // the page claims this very stream
+	var asked atomic.Int64
+	sub, err := nc.Subscribe(feed.RequestSubject, func(m *nats.Msg) {
+		asked.Add(1)
+		c := testChange("t1", "c", "doc-00001", 1, 1)
+		b, _ := json.Marshal(feed.Page{Changes: []feed.Entry{{Seq: 1, Change: c}}, LastSeq: 50, More: true, Filtered: true,
+			StreamState: feed.StreamState{FirstSeq: 1, StreamLastSeq: 50, StreamCreated: created}})
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	r, _ := syncedBytes(t, s, t.TempDir())
+	checkView(t, r, want)
+	if asked.Load() != 1 {
+		t.Fatalf("the feed was asked %d times, want the one probe", asked.Load())
+	}
+}
+
+// TestCatchUp_FeedResetsOnRecreatedChanges: a replica that caught up,
+// closed, and comes back to a CHANGES deleted and created again, now
+// longer than its cursor, catches up through the feed from the start of
+// the new stream: the old documents are gone, the new ones there.
+func TestCatchUp_FeedResetsOnRecreatedChanges(t *testing.T) {
+	s, nc, js := mustServer(t)
+	fr, err := feed.Serve(nc, js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Unfiltered: true, Open: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fr.Close() })
+	publishChanges(t, js, 30, 30)
+	dir := t.TempDir()
+	r, _ := syncedBytes(t, s, dir)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, events.StreamChanges); err != nil {
+		t.Fatal(err)
+	}
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := serverView{}
+	for i := range 60 {
+		d := "new-" + string(rune('a'+i/26)) + string(rune('a'+i%26))
+		ch := testChange("t1", "c", d, 1, 5)
+		publishChange(t, js, ch)
+		want[d] = ch
+	}
+	reqs := feedRequests(t, nc)
+	r2, _ := syncedBytes(t, s, dir)
+	checkView(t, r2, want)
+	if reqs.Load() < 2 {
+		t.Fatalf("%d change requests: the catch-up after the reset did not read the feed", reqs.Load())
+	}
+}
+
+// TestCatchUp_StuckFeedFallsBackToDirect: a feed whose pages say more
+// changes wait but never move on ends the catch-up session; the replica
+// follows CHANGES directly and gets every document.
+func TestCatchUp_StuckFeedFallsBackToDirect(t *testing.T) {
+	s, nc, js := mustServer(t)
+	want := publishChanges(t, js, 40, 40)
+	st, err := js.Stream(t.Context(), events.StreamChanges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := st.CachedInfo().Created
+	var asked atomic.Int64
+	sub, err := nc.Subscribe(feed.RequestSubject, func(m *nats.Msg) {
+		asked.Add(1)
+		var req feed.Request
+		_ = json.Unmarshal(m.Data, &req)
+		b, _ := json.Marshal(feed.Page{Changes: []feed.Entry{}, LastSeq: req.After, More: true,
+			StreamState: feed.StreamState{FirstSeq: 1, StreamLastSeq: 40, StreamCreated: created}})
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	r, _ := syncedBytes(t, s, t.TempDir())
+	checkView(t, r, want)
+	if n := asked.Load(); n != 2 {
+		t.Fatalf("the feed was asked %d times, want the probe and one page", n)
+	}
+}
