@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebbsync/ebb/deploy/embedded"
+	"github.com/ebbsync/ebb/deploy/feed"
 	"github.com/ebbsync/ebb/events"
 	"github.com/ebbsync/ebb/projection"
 )
@@ -67,7 +68,9 @@ type env struct {
 }
 
 // newEnv starts an embedded server with sync (or connects to the
-// external one) and ensures the streams.
+// external one) and ensures the streams. On the embedded server it runs
+// the change responder as `ebb serve` does without auth or rules (an
+// external server has whatever its ebb serve runs).
 func (r *runner) newEnv(ctx context.Context, sync syncMode) (*env, error) {
 	e := &env{}
 	var stops []func()
@@ -118,6 +121,15 @@ func (r *runner) newEnv(ctx context.Context, sync syncMode) (*env, error) {
 			e.stop()
 			return nil, fmt.Errorf("create stream %s on %s: %w", raw.Name, url, err)
 		}
+	}
+	if r.cfg.NATSURL == "" {
+		fr, err := feed.Serve(nc, e.js, func(string, string) ([]string, bool) { return nil, true },
+			feed.ResponderConfig{Unfiltered: true, Open: true, Logger: r.log})
+		if err != nil {
+			e.stop()
+			return nil, fmt.Errorf("change responder on %s: %w", url, err)
+		}
+		stops = append(stops, func() { _ = fr.Close() })
 	}
 	return e, nil
 }
