@@ -150,17 +150,39 @@ func diagnose(data []byte, v any, err error) error {
 	if s, ok := raw["schema"]; ok && json.Unmarshal(s, &schema) == nil && schema != SchemaVersion {
 		return &FieldError{Field: "schema", Reason: schemaReason(schema), Err: ErrUnknownSchema}
 	}
-	known := jsonFieldNames(reflect.TypeOf(v).Elem())
-	for k := range raw {
-		if !known[k] {
-			return invalid(k, "unknown field")
-		}
+	if k, ok := firstUnknownKey(data, jsonFieldNames(reflect.TypeOf(v).Elem())); ok {
+		return invalid(k, "unknown field")
 	}
 	var typ *json.UnmarshalTypeError
 	if errors.As(err, &typ) && typ.Field != "" {
 		return invalid(typ.Field, "has JSON %s, want %s", typ.Value, typ.Type)
 	}
 	return invalid("payload", "%v", err)
+}
+
+// firstUnknownKey returns the first top-level key of the JSON object data,
+// in the order written, that known does not hold. The order makes the error
+// the same on every call; data must already have parsed as an object.
+func firstUnknownKey(data []byte, known map[string]bool) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", false
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		k, _ := t.(string)
+		if !known[k] {
+			return k, true
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }
 
 func jsonFieldNames(t reflect.Type) map[string]bool {
