@@ -37,12 +37,32 @@ func encode(what string, v any) ([]byte, error) {
 // DecodeEvent parses and validates an event against limits l (zero fields
 // take DefaultLimits). Any error names the field at fault and wraps
 // ErrInvalid or ErrUnknownSchema.
+//
+// It accepts exactly what the strict encoding/json decoder accepts (one JSON
+// object of valid UTF-8, no unknown field, nothing after it; keys matched as
+// encoding/json matches them), returns the same Event and the same errors.
+// Fields' values are raw JSON as written, copied out of data, which the
+// caller may reuse. Canonical input (EncodeEvent's output) takes a faster
+// parser; anything else is left to the strict decoder.
 func DecodeEvent(data []byte, l Limits) (*Event, error) {
-	var e Event
-	if err := decodeStrict(data, &e); err != nil {
-		return nil, err
+	e, ok := decodeEventFast(data)
+	if !ok {
+		var err error
+		if e, err = decodeEventStrict(data); err != nil {
+			return nil, err
+		}
 	}
 	if err := e.Validate(l); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// decodeEventStrict is the reference parse of an event: the strict
+// encoding/json decoder (decodeStrict). It does not validate.
+func decodeEventStrict(data []byte) (*Event, error) {
+	var e Event
+	if err := decodeStrict(data, &e); err != nil {
 		return nil, err
 	}
 	return &e, nil
