@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // canonicalEvents are events as producers write them, one per op and the
@@ -303,4 +304,50 @@ func BenchmarkDecodeEventStrict(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzDecodeEventFastPathCanonical builds events from the fuzzer's values
+// and checks that the fast path takes whatever EncodeEvent writes (a
+// non-negative clock: the fast path leaves a minus sign to the strict
+// decoder) and decodes it as the strict decoder does.
+func FuzzDecodeEventFastPathCanonical(f *testing.F) {
+	f.Add("acme", "t.1", "title", []byte(`"milk"`), "put", uint64(1), uint64(0), int64(1_732_550_000_000), uint32(1))
+	f.Add("Zürich", "a\"b\\<>&\u2028\x01\xff", "k\"\u2029", []byte(`{"a" : [1, 2, {"b": null}]}`), "patch",
+		uint64(math.MaxUint64), uint64(MaxSafeInteger), int64(math.MaxInt64), uint32(math.MaxUint32))
+	f.Add("", "", "", []byte(`null`), "", uint64(0), uint64(0), int64(0), uint32(0))
+	f.Fuzz(func(t *testing.T, tenant, doc, name string, raw []byte, op string, seq, base uint64, wall int64, logical uint32) {
+		if wall < 0 {
+			wall = -wall
+			if wall < 0 {
+				wall = 0
+			}
+		}
+		e := &Event{Schema: SchemaVersion, ID: testID, Tenant: tenant, Collection: name, Doc: doc, Op: Op(op),
+			BaseVersion: base, HLC: HLC{Wall: wall, Logical: logical}, Client: tenant + doc, Device: name,
+			Seq: seq, Resolves: doc, After: op}
+		if len(raw) > 0 {
+			e.Fields = Fields{name: raw, doc: json.RawMessage(`1`)}
+		}
+		b, err := EncodeEvent(e)
+		if err != nil {
+			return // raw is not JSON
+		}
+		if jsonDepth(b) > maxFastDepth || !utf8.Valid(b) {
+			return // too deep for the fast path; or raw held invalid UTF-8, which EncodeEvent keeps and both decoders refuse
+		}
+		want, err := decodeEventStrict(b)
+		if err != nil {
+			t.Fatalf("strict decoder refused EncodeEvent output %q: %v", b, err)
+		}
+		if len(want.Fields) != len(e.Fields) {
+			return // two names became one (invalid UTF-8 is written as U+FFFD): a duplicate key, which the fast path leaves alone
+		}
+		got, ok := decodeEventFast(b)
+		if !ok {
+			t.Fatalf("fast path declined EncodeEvent output %q", b)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("fast path decoded %q\nas   %#v\nwant %#v", b, got, want)
+		}
+	})
 }
