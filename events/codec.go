@@ -38,12 +38,12 @@ func encode(what string, v any) ([]byte, error) {
 // take DefaultLimits). Any error names the field at fault and wraps
 // ErrInvalid or ErrUnknownSchema.
 //
-// It accepts exactly what the strict encoding/json decoder accepts (one JSON
-// object of valid UTF-8, no unknown field, nothing after it; keys matched as
-// encoding/json matches them), returns the same Event and the same errors.
-// Fields' values are raw JSON as written, copied out of data, which the
-// caller may reuse. Canonical input (EncodeEvent's output) takes a faster
-// parser; anything else is left to the strict decoder.
+// It accepts exactly the payloads the strict decoder accepts (encoding/json
+// with unknown fields refused, after a UTF-8 check; keys matched as
+// encoding/json matches them) and returns the same Event or the same error.
+// Fields' values are raw JSON as written, copied: data may be reused once it
+// returns. EncodeEvent's output takes a faster parser, which declines
+// anything it does not handle and leaves it to the strict decoder.
 func DecodeEvent(data []byte, l Limits) (*Event, error) {
 	e, ok := decodeEventFast(data)
 	if !ok {

@@ -59,9 +59,9 @@ const (
 )
 
 // decodeEventFast parses the canonical form of an event (see above) without
-// validating it. It reports false, having allocated nothing it returns, for
-// any input it does not handle. The event it returns shares no memory with
-// data.
+// validating it. It reports false for any input it does not handle. The
+// event it returns shares no memory with data; its strings share one
+// allocation, and so do its fields' raw values.
 func decodeEventFast(data []byte) (*Event, bool) {
 	if !utf8.Valid(data) {
 		return nil, false
