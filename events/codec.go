@@ -37,12 +37,32 @@ func encode(what string, v any) ([]byte, error) {
 // DecodeEvent parses and validates an event against limits l (zero fields
 // take DefaultLimits). Any error names the field at fault and wraps
 // ErrInvalid or ErrUnknownSchema.
+//
+// It accepts exactly the payloads the strict decoder accepts (encoding/json
+// with unknown fields refused, after a UTF-8 check; keys matched as
+// encoding/json matches them) and returns the same Event or the same error.
+// Fields' values are raw JSON as written, copied: data may be reused once it
+// returns. EncodeEvent's output takes a faster parser, which declines
+// anything it does not handle and leaves it to the strict decoder.
 func DecodeEvent(data []byte, l Limits) (*Event, error) {
-	var e Event
-	if err := decodeStrict(data, &e); err != nil {
-		return nil, err
+	e, ok := decodeEventFast(data)
+	if !ok {
+		var err error
+		if e, err = decodeEventStrict(data); err != nil {
+			return nil, err
+		}
 	}
 	if err := e.Validate(l); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// decodeEventStrict is the reference parse of an event: the strict
+// encoding/json decoder (decodeStrict). It does not validate.
+func decodeEventStrict(data []byte) (*Event, error) {
+	var e Event
+	if err := decodeStrict(data, &e); err != nil {
 		return nil, err
 	}
 	return &e, nil
@@ -150,17 +170,39 @@ func diagnose(data []byte, v any, err error) error {
 	if s, ok := raw["schema"]; ok && json.Unmarshal(s, &schema) == nil && schema != SchemaVersion {
 		return &FieldError{Field: "schema", Reason: schemaReason(schema), Err: ErrUnknownSchema}
 	}
-	known := jsonFieldNames(reflect.TypeOf(v).Elem())
-	for k := range raw {
-		if !known[k] {
-			return invalid(k, "unknown field")
-		}
+	if k, ok := firstUnknownKey(data, jsonFieldNames(reflect.TypeOf(v).Elem())); ok {
+		return invalid(k, "unknown field")
 	}
 	var typ *json.UnmarshalTypeError
 	if errors.As(err, &typ) && typ.Field != "" {
 		return invalid(typ.Field, "has JSON %s, want %s", typ.Value, typ.Type)
 	}
 	return invalid("payload", "%v", err)
+}
+
+// firstUnknownKey returns the first top-level key of the JSON object data,
+// in the order written, that known does not hold. The order makes the error
+// the same on every call; data must already have parsed as an object.
+func firstUnknownKey(data []byte, known map[string]bool) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", false
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		k, _ := t.(string)
+		if !known[k] {
+			return k, true
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }
 
 func jsonFieldNames(t reflect.Type) map[string]bool {
