@@ -25,6 +25,11 @@ import (
 // has no subject, header or consumer framing per change.
 const CompactFormat = "compact"
 
+// compactSlack is what a compact page may need beyond its changes' stored
+// size: its cursor, stream state and tables (names of the collections and
+// writers, each also in the changes it came from).
+const compactSlack = 4 << 10
+
 // compactPage is the wire form of a compact page.
 type compactPage struct {
 	Format      string         `json:"format"`

@@ -65,7 +65,7 @@ type Identities func(tenant, user string) (groups []string, ok bool)
 // ResponderConfig configures a Responder. Zero fields take the defaults
 // noted.
 type ResponderConfig struct {
-	MaxPage int           // changes in one page; default 1000
+	MaxPage int           // changes in one page; default 4000
 	MaxWait time.Duration // longest long-poll; default 60s
 	Timeout time.Duration // JetStream calls per request; default DefaultTimeout
 	// MaxLongPolls and MaxLongPollsPerUser cap the long-polls served at
@@ -96,7 +96,7 @@ func (c *ResponderConfig) validate() error {
 		return errors.New("feed responder config: limits must not be negative")
 	}
 	if c.MaxPage == 0 {
-		c.MaxPage = 1000
+		c.MaxPage = 4000
 	}
 	if c.MaxWait == 0 {
 		c.MaxWait = 60 * time.Second
@@ -296,8 +296,15 @@ func (r *Responder) serve(m *nats.Msg, user, tenant string, req Request, wait ti
 			return
 		}
 	}
+	// The changes' stored size bounds the page: a full page adds its
+	// entries' framing (half of max leaves room for it); a compact one is
+	// smaller than what it holds, so it may hold up to max of it. Either
+	// is cut to fit after encoding (encodePage).
 	max := r.nc.MaxPayload()
 	q.MaxBytes = int(max / 2)
+	if req.Compact && max > 2*compactSlack {
+		q.MaxBytes = int(max - compactSlack)
+	}
 	page, err := r.src.Changes(r.ctx, q)
 	if err != nil {
 		r.refuse(m, statusOf(err), err)
