@@ -11,6 +11,7 @@ import (
 
 	"github.com/ebbsync/ebb/deploy/feed"
 	"github.com/ebbsync/ebb/events"
+	"github.com/ebbsync/ebb/producer"
 )
 
 // feedRequests counts the change requests that reach the feed's subject
@@ -196,5 +197,74 @@ func TestCatchUp_StuckFeedFallsBackToDirect(t *testing.T) {
 	checkView(t, r, want)
 	if n := asked.Load(); n != 2 {
 		t.Fatalf("the feed was asked %d times, want the probe and one page", n)
+	}
+}
+
+// TestCatchUp_FeedSettlesOwnWriteByItsChange: a replica's write was
+// published and applied while the replica was away, and no receipt will
+// come for it (none was stored); its change does. Caught up through the
+// compact feed, the change still carries the cause of the replica's own
+// write, which settles it as applied: nothing is republished, nothing
+// rejected, Sync completes.
+func TestCatchUp_FeedSettlesOwnWriteByItsChange(t *testing.T) {
+	_, nc, js := mustServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	r, err := OpenReplica(ctx, ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "a", Conn: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Put(ctx, "c", "mine", events.Fields{"n": json.RawMessage(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the write published", func() bool {
+		es, err := r.Log().Entries(ctx, producer.StatePublished)
+		return err == nil && len(es) == 1
+	})
+	es, err := r.Log().Entries(ctx, producer.StatePublished)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("published entries %+v, %v", es, err)
+	}
+	e := es[0].Event
+	r.Detach()
+
+	// The projector applied it (its change names the write) and others'
+	// writes; the feed serves them all.
+	own := &events.Change{Schema: events.SchemaVersion, Tenant: "t1", Collection: "c", Doc: "mine", Version: 1,
+		Fields: events.Fields{"n": json.RawMessage(`1`)}, HLC: e.HLC, Event: e.ID, Client: e.Client, Device: e.Device, Seq: e.Seq, AsWritten: true}
+	publishChange(t, js, own)
+	for _, d := range []string{"x", "y", "z"} {
+		publishChange(t, js, testChange("t1", "c", d, 1, 3))
+	}
+	fr, err := feed.Serve(nc, js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Unfiltered: true, Open: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fr.Close() })
+	reqs := feedRequests(t, nc)
+	if err := r.Attach(ctx, nc); err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithTimeout(ctx, 15*time.Second)
+	defer scancel()
+	if _, err := r.Sync(sctx); err != nil {
+		t.Fatalf("sync: %v (the write's change came through the feed without its cause?)", err)
+	}
+	if reqs.Load() < 2 {
+		t.Fatalf("%d change requests: the catch-up did not read the feed", reqs.Load())
+	}
+	if st := r.Status(); st.Pending != 0 {
+		t.Fatalf("status %+v: the write is still unsettled", st)
+	}
+	if rj, err := r.Rejections(ctx); err != nil || len(rj) != 0 {
+		t.Fatalf("rejections %+v, %v", rj, err)
+	}
+	evs, err := js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := evs.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Fatalf("EVENTS %+v, %v: want the write once, never republished", info, err)
 	}
 }

@@ -14,13 +14,15 @@ import (
 //
 // A compact page names its tenant, its collections and the writers of its
 // changes once; each entry then carries its CHANGES sequence, an index
-// into the collections, the document id, version, fields, HLC, a 1-based
-// index into the writers (0: none, as on a Left notice), the event and
-// as_written. A replica settles its own writes by event id, with the
-// outcome the settled record tells (merged, conflict); that record and the
-// writer's device and sequence, which it only keeps with the document's
-// state, travel on the asking client's own changes (Request.Client) and
-// no others. Clocks and open conflicts travel as in a change.
+// into the collections, the document id, version, fields, HLC and a
+// 1-based index into the writers (0: none, as on a Left notice); clocks
+// and open conflicts travel as in a change. The cause of a change (event,
+// device, sequence, as_written, the settled record) travels only on the
+// asking client's own changes (Request.Client): a replica settles its own
+// writes by them and judges its own next write's freshness by them
+// (events.Event.After names its own earlier write); of another writer's
+// change it needs the state, the clock and the writer (the lww
+// tie-break).
 // A typical small change costs about half its stored payload, and a page
 // has no subject, header or consumer framing per change.
 const CompactFormat = "compact"
@@ -87,8 +89,7 @@ func compact(page *Page, tenant, asker string) (*compactPage, error) {
 			cp.Collections = append(cp.Collections, c.Collection)
 		}
 		ce := compactEntry{Seq: e.Seq, Collection: ci, Doc: c.Doc, Version: c.Version, Deleted: c.Deleted, Fields: c.Fields,
-			HLC: []int64{c.HLC.Wall, int64(c.HLC.Logical)}, Event: c.Event, AsWritten: c.AsWritten, Left: c.Left,
-			Clocks: c.Clocks, Conflicts: c.Conflicts}
+			HLC: []int64{c.HLC.Wall, int64(c.HLC.Logical)}, Left: c.Left, Clocks: c.Clocks, Conflicts: c.Conflicts}
 		if c.Client != "" {
 			wi, ok := writers[c.Client]
 			if !ok {
@@ -98,7 +99,7 @@ func compact(page *Page, tenant, asker string) (*compactPage, error) {
 			}
 			ce.Writer = wi
 			if asker != "" && c.Client == asker {
-				ce.Device, ce.WriterSeq, ce.Settled = c.Device, c.Seq, c.Settled
+				ce.Event, ce.Device, ce.WriterSeq, ce.AsWritten, ce.Settled = c.Event, c.Device, c.Seq, c.AsWritten, c.Settled
 			}
 		}
 		cp.Changes = append(cp.Changes, ce)
@@ -110,8 +111,7 @@ func compact(page *Page, tenant, asker string) (*compactPage, error) {
 var errCompact = errors.New("malformed compact page")
 
 // expand returns the Page cp stands for: each entry as the change it was,
-// but the writer's device, sequence and settled record where the page
-// left them out.
+// but the cause where the page left it out.
 func (cp *compactPage) expand() (Page, error) {
 	if cp.Schema != events.SchemaVersion {
 		return Page{}, fmt.Errorf("%w: schema %d, this code reads %d", errCompact, cp.Schema, events.SchemaVersion)

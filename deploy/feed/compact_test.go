@@ -32,9 +32,9 @@ func compactTestPage() Page {
 }
 
 // TestCompact_RoundTrip: a compact page expands to the page it was made
-// of, but that the writer's device, sequence and settled record travel
-// only on the asker's own changes (none when the request names no
-// client).
+// of, but that a change's cause (event, device, sequence, as_written,
+// settled record) travels only on the asker's own changes (none when the
+// request names no client).
 func TestCompact_RoundTrip(t *testing.T) {
 	for _, asker := range []string{"ann", "bob", ""} {
 		want := compactTestPage()
@@ -49,7 +49,7 @@ func TestCompact_RoundTrip(t *testing.T) {
 		}
 		for _, e := range want.Changes {
 			if e.Change.Client != asker || asker == "" {
-				e.Change.Device, e.Change.Seq, e.Change.Settled = "", 0, nil
+				e.Change.Event, e.Change.Device, e.Change.Seq, e.Change.AsWritten, e.Change.Settled = "", "", 0, false, nil
 			}
 		}
 		if !reflect.DeepEqual(got, want) {

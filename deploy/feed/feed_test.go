@@ -375,7 +375,7 @@ func TestResponder_CompactPage(t *testing.T) {
 		for _, en := range full.Changes {
 			c := *en.Change
 			if asker != c.Client {
-				c.Device, c.Seq, c.Settled = "", 0, nil
+				c.Event, c.Device, c.Seq, c.AsWritten, c.Settled = "", "", 0, false, nil
 			}
 			want.Changes = append(want.Changes, feed.Entry{Seq: en.Seq, Change: &c})
 		}
