@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -266,5 +267,16 @@ func TestCatchUp_FeedSettlesOwnWriteByItsChange(t *testing.T) {
 	}
 	if info, err := evs.Info(ctx); err != nil || info.State.Msgs != 1 {
 		t.Fatalf("EVENTS %+v, %v: want the write once, never republished", info, err)
+	}
+}
+
+// TestCatchUp_RestoreKeysReachTheFeed: the change feed forwards the
+// stream metadata keys that begin "ebb.restored_" (feed.StreamState), so
+// the keys a restore writes must begin so.
+func TestCatchUp_RestoreKeysReachTheFeed(t *testing.T) {
+	for _, k := range []string{MetaRestoredCreated, MetaRestoredLastSeq} {
+		if !strings.HasPrefix(k, "ebb.restored_") {
+			t.Errorf("%q does not begin ebb.restored_: a replica reading through the feed would resync a restored stream", k)
+		}
 	}
 }

@@ -253,9 +253,10 @@ func (r *Replica) activeFeed(ctx context.Context) (*rulesFeed, error) {
 	return fd, nil
 }
 
-// feedInfo is the stream state a feed page reports, as stream info.
+// feedInfo is the stream state a feed page reports, as stream info: its
+// restore metadata too (restoredFrom reads it).
 func feedInfo(p feed.Page) *jetstream.StreamInfo {
-	return &jetstream.StreamInfo{Created: p.StreamCreated,
+	return &jetstream.StreamInfo{Created: p.StreamCreated, Config: jetstream.StreamConfig{Metadata: p.Restored},
 		State: jetstream.StreamState{FirstSeq: p.FirstSeq, LastSeq: p.StreamLastSeq}}
 }
 
@@ -531,9 +532,9 @@ type feedIter struct {
 	// while the page before it is handed out (readAhead).
 	ahead   chan aheadPage
 	aheadOf uint64
-	buf      []*feedMsg
-	ctx      context.Context
-	cancel   context.CancelFunc
+	buf     []*feedMsg
+	ctx     context.Context
+	cancel  context.CancelFunc
 }
 
 func (it *feedIter) Next(...jetstream.NextOpt) (jetstream.Msg, error) {

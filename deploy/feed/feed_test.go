@@ -443,3 +443,29 @@ func TestResponder_OpenUnfiltered(t *testing.T) {
 		t.Fatalf("bare subject without Open: %v, want no responders", err)
 	}
 }
+
+// TestState_CarriesRestoreMetadata: a page's stream state carries the
+// metadata `ebb restore` writes (keys "ebb.restored_..."), and no other,
+// so a reader through the feed resumes a restored stream as a direct one
+// does instead of resyncing.
+func TestState_CarriesRestoreMetadata(t *testing.T) {
+	e := newEnv(t)
+	st, err := e.js.Stream(t.Context(), events.StreamChanges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Metadata = map[string]string{"ebb.restored_from_created": "2026-12-01T10:00:00Z", "ebb.restored_last_seq": "35", "other": "x"}
+	if _, err := e.js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	src := &feed.Source{JetStream: e.js}
+	got, err := src.State(t.Context(), events.StreamChanges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"ebb.restored_from_created": "2026-12-01T10:00:00Z", "ebb.restored_last_seq": "35"}
+	if !reflect.DeepEqual(got.Restored, want) {
+		t.Fatalf("restored %v, want %v", got.Restored, want)
+	}
+}

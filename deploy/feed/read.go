@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -147,7 +148,15 @@ type StreamState struct {
 	// than the one kept with the cursor means the stream was deleted and
 	// created again, its sequences started over.
 	StreamCreated time.Time `json:"stream_created"`
+	// Restored holds the stream's metadata that says it was restored from
+	// a backup (its keys begin "ebb.restored_": the incarnation and last
+	// sequence it was restored from), so a cursor of that incarnation
+	// resumes rather than resyncs, as it would reading CHANGES directly.
+	Restored map[string]string `json:"restored,omitempty"`
 }
+
+// restoredPrefix begins the stream metadata keys `ebb restore` writes.
+const restoredPrefix = "ebb.restored_"
 
 // State reads where stream stands. Called after a page is read, so a
 // message removed before the page was read shows as a FirstSeq beyond it.
@@ -166,7 +175,16 @@ func (s *Source) State(ctx context.Context, stream string) (StreamState, error) 
 	if info.State.Msgs == 0 {
 		first = 0
 	}
-	return StreamState{FirstSeq: first, StreamLastSeq: info.State.LastSeq, StreamCreated: info.Created.UTC()}, nil
+	state := StreamState{FirstSeq: first, StreamLastSeq: info.State.LastSeq, StreamCreated: info.Created.UTC()}
+	for k, v := range info.Config.Metadata {
+		if strings.HasPrefix(k, restoredPrefix) {
+			if state.Restored == nil {
+				state.Restored = map[string]string{}
+			}
+			state.Restored[k] = v
+		}
+	}
+	return state, nil
 }
 
 // ReadChange decodes the change stored on subject and checks that it is
