@@ -384,9 +384,9 @@ func FuzzDecodeChangeFastPathCanonical(f *testing.F) {
 	})
 }
 
-// benchChange is a typical change of about 300 bytes, as a catch-up page
-// carries it (lww: no clocks).
-func benchChange(tb testing.TB) []byte {
+// benchChanges are typical changes of about 300 bytes as a catch-up page
+// carries them: under lww (no clocks) and under merge (a clock per field).
+func benchChanges(tb testing.TB) map[string][]byte {
 	tb.Helper()
 	c := &Change{
 		Schema: SchemaVersion, Tenant: "acme", Collection: "todos", Doc: "t-1042", Version: 13,
@@ -398,37 +398,53 @@ func benchChange(tb testing.TB) []byte {
 		HLC: HLC{Wall: 1_732_550_000_000, Logical: 3}, Event: testID, Client: "user-42",
 		Device: "01JDQ8V7N5Y8Z6X4W3V2T1S0RN", Seq: 1042, AsWritten: true,
 	}
-	b, err := EncodeChange(c)
+	lww, err := EncodeChange(c)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return b
+	c.Clocks = map[string]FieldClock{}
+	for name := range c.Fields {
+		c.Clocks[name] = FieldClock{Version: 12, HLC: HLC{Wall: 1_732_549_999_000, Logical: 1}, Client: "user-7"}
+	}
+	merge, err := EncodeChange(c)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return map[string][]byte{"lww": lww, "merge": merge}
 }
 
 func BenchmarkDecodeChange(b *testing.B) {
-	data := benchChange(b)
-	b.SetBytes(int64(len(data)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := DecodeChange(data); err != nil {
-			b.Fatal(err)
-		}
+	for _, name := range []string{"lww", "merge"} {
+		data := benchChanges(b)[name]
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := DecodeChange(data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
 // BenchmarkDecodeChangeStrict is what DecodeChange cost before the fast
 // path: the strict decoder, then the checks.
 func BenchmarkDecodeChangeStrict(b *testing.B) {
-	data := benchChange(b)
-	b.SetBytes(int64(len(data)))
-	b.ReportAllocs()
-	for b.Loop() {
-		c, err := decodeChangeStrict(data)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := c.check(); err != nil {
-			b.Fatal(err)
-		}
+	for _, name := range []string{"lww", "merge"} {
+		data := benchChanges(b)[name]
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				c, err := decodeChangeStrict(data)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := c.check(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
