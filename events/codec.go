@@ -68,19 +68,50 @@ func decodeEventStrict(data []byte) (*Event, error) {
 	return &e, nil
 }
 
-// DecodeChange parses a change and checks its required fields.
+// DecodeChange parses a change and checks its required fields (schema,
+// tenant, collection, doc, a version of at least 1). Any error names the
+// field at fault and wraps ErrInvalid or ErrUnknownSchema.
+//
+// It accepts exactly the payloads the strict decoder accepts (encoding/json
+// with unknown fields refused, after a UTF-8 check; keys matched as
+// encoding/json matches them) and returns the same Change or the same error.
+// Fields' values are raw JSON as written, copied: data may be reused once it
+// returns. The common change EncodeChange writes takes a faster parser, which
+// declines anything it does not handle and leaves it to the strict decoder.
 func DecodeChange(data []byte) (*Change, error) {
+	c, ok := decodeChangeFast(data)
+	if !ok {
+		var err error
+		if c, err = decodeChangeStrict(data); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// decodeChangeStrict is the reference parse of a change: the strict
+// encoding/json decoder (decodeStrict). It does not check the change.
+func decodeChangeStrict(data []byte) (*Change, error) {
 	var c Change
 	if err := decodeStrict(data, &c); err != nil {
 		return nil, err
 	}
+	return &c, nil
+}
+
+// check is what DecodeChange requires of a parsed change, whichever parser
+// read it.
+func (c *Change) check() error {
 	if err := checkHeader(c.Schema, c.Tenant, c.Collection, c.Doc); err != nil {
-		return nil, err
+		return err
 	}
 	if c.Version == 0 {
-		return nil, invalid("version", "must be at least 1")
+		return invalid("version", "must be at least 1")
 	}
-	return &c, nil
+	return nil
 }
 
 // DecodeReceipt parses a receipt and checks its required fields.
