@@ -85,7 +85,7 @@ func appendRaw(b []byte, v json.RawMessage) ([]byte, error) {
 	if v == nil {
 		return append(b, "null"...), nil
 	}
-	if len(v) > 0 && plainRaw(v) && json.Valid(v) {
+	if plainScalar(v) || len(v) > 0 && plainRaw(v) && json.Valid(v) {
 		return append(b, v...), nil
 	}
 	out, err := json.Marshal(v) // what needs compacting or escaping, or is no JSON: Marshal's own rules
@@ -93,6 +93,80 @@ func appendRaw(b []byte, v json.RawMessage) ([]byte, error) {
 		return b, err
 	}
 	return append(b, out...), nil
+}
+
+// plainScalar reports whether v is one JSON string, number, true, false
+// or null, with nothing around it, that Marshal writes as it is: a field
+// value appendRaw may copy without running json.Valid's scanner over it.
+// It answers false for whatever it does not decide this way (objects,
+// arrays, strings with escapes, control characters or what Marshal
+// escapes, anything invalid), which appendRaw then checks as before, so it
+// changes how fast a value is copied, never which bytes are written.
+func plainScalar(v []byte) bool {
+	if len(v) == 0 {
+		return false
+	}
+	switch c := v[0]; {
+	case c == '"':
+		last := len(v) - 1
+		if last == 0 || v[last] != '"' {
+			return false
+		}
+		for _, c := range v[1:last] {
+			// Escapes, quotes, control characters and what plainRaw
+			// refuses ('<', '>', '&', 0xE2) go the long way.
+			if c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' || c == 0xE2 {
+				return false
+			}
+		}
+		return true
+	case c == '-' || c >= '0' && c <= '9':
+		return plainNumber(v)
+	}
+	switch string(v) {
+	case "true", "false", "null":
+		return true
+	}
+	return false
+}
+
+// plainNumber reports whether v is exactly one JSON number:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func plainNumber(v []byte) bool {
+	i := 0
+	if v[0] == '-' {
+		i++
+	}
+	digits := func() int {
+		n := 0
+		for i < len(v) && v[i] >= '0' && v[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	switch {
+	case i < len(v) && v[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(v) && v[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(v) && (v[i] == 'e' || v[i] == 'E') {
+		i++
+		if i < len(v) && (v[i] == '+' || v[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(v)
 }
 
 // plainRaw reports whether v holds no byte that compacting or escaping
