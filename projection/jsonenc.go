@@ -194,14 +194,24 @@ func appendHLC(b []byte, h events.HLC) []byte {
 	return append(b, '}')
 }
 
+// smallMap is how many keys sortedKeys sorts in its caller's array.
+const smallMap = 16
+
+// sortedKeys returns the keys of m in byte order, appended to buf (an
+// array of the caller's: a document's fields and clocks fit one).
+func sortedKeys[V any](m map[string]V, buf []string) []string {
+	for k := range m {
+		buf = append(buf, k)
+	}
+	slices.Sort(buf)
+	return buf
+}
+
 // appendFields appends a fields map, keys in byte order.
 func appendFields(b []byte, f events.Fields) ([]byte, error) {
 	b = append(b, '{')
-	keys := make([]string, 0, len(f))
-	for k := range f {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	var buf [smallMap]string
+	keys := sortedKeys(f, buf[:0])
 	var err error
 	for i, k := range keys {
 		if i > 0 {
@@ -217,11 +227,8 @@ func appendFields(b []byte, f events.Fields) ([]byte, error) {
 
 func appendClocks(b []byte, c map[string]events.FieldClock) []byte {
 	b = append(b, '{')
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	var buf [smallMap]string
+	keys := sortedKeys(c, buf[:0])
 	for i, k := range keys {
 		if i > 0 {
 			b = append(b, ',')
@@ -384,6 +391,31 @@ func encodeChange(c *events.Change) ([]byte, error) {
 	b, err := appendChangeMembers(append(make([]byte, 0, 512), '{'), c)
 	if err != nil {
 		return nil, err
+	}
+	return append(b, '}'), nil
+}
+
+// appendDocState appends the stored form of d (encodeDocState, docstate.go).
+func appendDocState(b []byte, d *Doc) ([]byte, error) {
+	b, err := appendChangeMembers(append(b, '{'), d.encoded(nil))
+	if err != nil {
+		return nil, err
+	}
+	if len(d.Audience) > 0 {
+		b = append(b, `,"ebb_audience":[`...)
+		for i, p := range d.Audience {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, p)
+		}
+		b = append(b, ']')
+	}
+	if d.Kept != nil {
+		b = append(b, `,"ebb_kept":`...)
+		if b, err = appendFields(b, d.Kept); err != nil {
+			return nil, err
+		}
 	}
 	return append(b, '}'), nil
 }
