@@ -543,9 +543,16 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 		if !slices.IsSorted(published) {
 			published = slices.Sorted(slices.Values(published))
 		}
-		for _, k := range published { // in key order: each delete lands beside the last
-			if err := out.Delete(c.key(binary.BigEndian.AppendUint64(c.k[:0], k))); err != nil {
-				return err
+		if len(published) > 0 {
+			cur := out.Cursor() // one for all: Bucket.Delete makes one per key
+			for _, k := range published { // in key order: each delete lands beside the last
+				key := c.key(binary.BigEndian.AppendUint64(c.k[:0], k))
+				if at, _ := cur.Seek(key); !bytes.Equal(at, key) {
+					continue // unknown keys are ignored
+				}
+				if err := cur.Delete(); err != nil {
+					return err
+				}
 			}
 		}
 		for i := range b.Outbox {
