@@ -21,6 +21,15 @@ import (
 
 const hexDigits = "0123456789abcdef"
 
+// safeASCII holds the ASCII bytes encoding/json writes in a string as
+// they are.
+var safeASCII = func() (t [utf8.RuneSelf]bool) {
+	for c := range t {
+		t[c] = c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // appendJSONString appends s as encoding/json writes a string (HTML
 // characters, U+2028 and U+2029 escaped, invalid UTF-8 as U+FFFD).
 func appendJSONString(b []byte, s string) []byte {
@@ -29,7 +38,7 @@ func appendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if safeASCII[c] {
 				i++
 				continue
 			}
@@ -113,9 +122,7 @@ func plainScalar(v []byte) bool {
 			return false
 		}
 		for _, c := range v[1:last] {
-			// Escapes, quotes, control characters and what plainRaw
-			// refuses ('<', '>', '&', 0xE2) go the long way.
-			if c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' || c == 0xE2 {
+			if !plainStringByte[c] {
 				return false
 			}
 		}
@@ -129,6 +136,17 @@ func plainScalar(v []byte) bool {
 	}
 	return false
 }
+
+// plainStringByte holds the bytes a string plainScalar accepts may hold
+// as they are: not escapes, quotes or control characters, nor what
+// Marshal escapes ('<', '>', '&', and 0xE2, the first byte of U+2028 and
+// U+2029), which go the long way.
+var plainStringByte = func() (t [256]bool) {
+	for c := range t {
+		t[c] = c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' && c != 0xE2
+	}
+	return t
+}()
 
 // plainNumber reports whether v is exactly one JSON number:
 // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
