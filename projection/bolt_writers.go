@@ -21,7 +21,12 @@ func writerKey(k ClientKey) []byte { return hwmKey(nil, k.Tenant, k.Client, k.De
 
 // seqEventAAD binds a remembered id to its writer and sequence.
 func seqEventAAD(writer []byte, seq uint64) []byte {
-	return append(append([]byte(nil), writer...), u64(seq)...)
+	return appendSeqEventAAD(nil, writer, seq)
+}
+
+// appendSeqEventAAD appends seqEventAAD(writer, seq) to b.
+func appendSeqEventAAD(b, writer []byte, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(b, writer...), seq)
 }
 
 // WriterHighWater implements Store.
@@ -103,12 +108,11 @@ func (s *BoltStore) commitSeqEvents(tx *bolt.Tx, b *Batch, c *commitBuf) error {
 			}
 		}
 		k := c.key(binary.BigEndian.AppendUint64(c.k[:0], e.Seq))
-		var v []byte
+		var aad []byte // what an encrypted store binds the id to, built after the key: SealValue keeps neither
 		if s.seal != nil {
-			v = s.seal.SealValue(s.bSeq, seqEventAAD(wk, e.Seq), []byte(e.Event))
-		} else {
-			v = c.finish(nil, append(c.start(nil), e.Event...), nil, nil)
+			aad = appendSeqEventAAD(k[len(k):], wk, e.Seq)
 		}
+		v := c.finish(s.seal, append(c.start(s.seal), e.Event...), s.bSeq, aad)
 		if err := wb.Put(k, v); err != nil {
 			return fmt.Errorf("remember event %s at sequence %d of %s: %w", e.Event, e.Seq, e.Writer, err)
 		}
