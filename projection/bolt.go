@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -260,12 +261,16 @@ func (s *BoltStore) update(ctx context.Context, fn func(tx *bolt.Tx) error) erro
 }
 
 func addrKey(a events.DocAddress) []byte {
-	k := make([]byte, 0, len(a.Tenant)+len(a.Collection)+len(a.Doc)+2)
-	k = append(k, a.Tenant...)
+	return appendAddrKey(make([]byte, 0, len(a.Tenant)+len(a.Collection)+len(a.Doc)+2), a.Tenant, a.Collection, a.Doc)
+}
+
+// appendAddrKey appends the address key (addrKey) of a document.
+func appendAddrKey(k []byte, tenant, collection, doc string) []byte {
+	k = append(k, tenant...)
 	k = append(k, 0)
-	k = append(k, a.Collection...)
+	k = append(k, collection...)
 	k = append(k, 0)
-	return append(k, a.Doc...)
+	return append(k, doc...)
 }
 
 func parseAddrKey(k []byte) (events.DocAddress, bool) {
@@ -313,11 +318,12 @@ func (s *BoltStore) Get(ctx context.Context, addr events.DocAddress) (Doc, error
 	return d, nil
 }
 
-// hwmKey names a writer in bucketHWM: tenant \x00 client, then \x00
-// device when it has one, so a legacy log (device "") keeps the key it had
-// before devices. Names hold no control character, so no key is another's.
-func hwmKey(tenant, client, device string) []byte {
-	k := append(append([]byte(tenant), 0), client...)
+// hwmKey appends to k the name of a writer in bucketHWM: tenant \x00
+// client, then \x00 device when it has one, so a legacy log (device "")
+// keeps the key it had before devices. Names hold no control character,
+// so no key is another's.
+func hwmKey(k []byte, tenant, client, device string) []byte {
+	k = append(append(append(k, tenant...), 0), client...)
 	if device != "" {
 		k = append(append(k, 0), device...)
 	}
@@ -491,35 +497,36 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 				return err
 			}
 		}
-		if err := s.indexDocs(tx, indexedFields(tx), b.Docs); err != nil { // bolt_fields.go
+		var c commitBuf
+		docs := c.docOrder(b.Docs)
+		if err := s.indexDocs(tx, indexedFields(tx), b.Docs, docs); err != nil { // bolt_fields.go
 			return err
 		}
-		docs := tx.Bucket(bucketDocs)
-		for i := range b.Docs {
-			d := &b.Docs[i]
-			v, err := encodeDocState(d)
+		bdocs := tx.Bucket(bucketDocs)
+		for _, i := range docs {
+			k := c.docs.key(i)
+			v, err := appendDocState(c.start(s.seal), &b.Docs[i])
 			if err != nil {
 				return err
 			}
-			k := addrKey(d.Address())
-			if err := docs.Put(k, s.seal.SealValue(bucketDocs, k, v)); err != nil {
+			if err := bdocs.Put(k, c.finish(s.seal, v, bucketDocs, k)); err != nil {
 				return err
 			}
 		}
 		confs := tx.Bucket(bucketConflicts)
-		for _, r := range b.Conflicts {
-			v, err := encodeConflict(&r.Conflict) // json.Marshal's bytes (jsonenc.go)
+		for _, i := range c.conflictOrder(b.Conflicts) {
+			k := c.confs.key(i)
+			v, err := appendConflict(c.start(s.seal), &b.Conflicts[i].Conflict) // json.Marshal's bytes (jsonenc.go)
 			if err != nil {
 				return err
 			}
-			k := append(append(addrKey(r.Address), 0), r.Conflict.ID...)
-			if err := confs.Put(k, s.seal.SealValue(bucketConflicts, k, v)); err != nil {
+			if err := confs.Put(k, c.finish(s.seal, v, bucketConflicts, k)); err != nil {
 				return err
 			}
 		}
 		hwm := tx.Bucket(s.bHWM)
-		for c, h := range b.HighWater {
-			k := hwmKey(c.Tenant, c.Client, c.Device)
+		for w, h := range b.HighWater {
+			k := c.key(hwmKey(c.k[:0], w.Tenant, w.Client, w.Device))
 			if old := hwm.Get(k); len(old) >= 8 && binary.BigEndian.Uint64(old) > h.Seq {
 				continue // a mark never goes back
 			}
@@ -527,14 +534,25 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 				return err
 			}
 		}
-		if err := s.commitSeqEvents(tx, b); err != nil {
+		if err := s.commitSeqEvents(tx, b, &c); err != nil { // bolt_writers.go
 			return err
 		}
 		out := tx.Bucket(s.bOutbox)
 		out.FillPercent = appendFill // keys only ever rise
-		for _, k := range b.Published {
-			if err := out.Delete(u64(k)); err != nil {
-				return err
+		published := b.Published
+		if !slices.IsSorted(published) {
+			published = slices.Sorted(slices.Values(published))
+		}
+		if len(published) > 0 {
+			cur := out.Cursor() // one for all: Bucket.Delete makes one per key
+			for _, k := range published { // in key order: each delete lands beside the last
+				key := c.key(binary.BigEndian.AppendUint64(c.k[:0], k))
+				if at, _ := cur.Seek(key); !bytes.Equal(at, key) {
+					continue // unknown keys are ignored
+				}
+				if err := cur.Delete(); err != nil {
+					return err
+				}
 			}
 		}
 		for i := range b.Outbox {
@@ -543,9 +561,9 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 			if err != nil {
 				return err
 			}
-			v := encodeOutboxEntry(e)
-			k := u64(seq)
-			if err := out.Put(k, s.seal.SealValue(s.bOutbox, k, v)); err != nil {
+			k := c.key(binary.BigEndian.AppendUint64(c.k[:0], seq))
+			v := appendOutboxEntry(c.start(s.seal), e) // bolt_outbox.go
+			if err := out.Put(k, c.finish(s.seal, v, s.bOutbox, k)); err != nil {
 				return err
 			}
 			e.Key = seq
@@ -564,6 +582,125 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 // half the pages, and a commit writes about half as many, that the
 // default 0.5 would leave half empty.
 const appendFill = 1.0
+
+// commitBuf holds what one Commit builds. bbolt copies a key on Put but
+// keeps the value itself until the transaction ends, so the values of a
+// plaintext store are appended to chunks shared by many values (one
+// allocation for many, none ever written again once put), keys are built
+// in one scratch buffer, and a value to seal is encoded in a scratch
+// buffer of its own (the sealed copy is what is kept).
+type commitBuf struct {
+	chunk []byte   // the values put so far share it; a new one starts when it runs low
+	plain []byte   // scratch: the value being encoded, to be sealed
+	k     []byte   // scratch: the key being built
+	docs  keyOrder // the keys of the docs put, and their order
+	confs keyOrder // the keys of the conflict records put, and their order
+}
+
+// Sizes of commitBuf's chunks: a new chunk starts when the current one
+// has less than chunkLow bytes free.
+const (
+	chunkSize = 64 << 10
+	chunkLow  = 4 << 10
+)
+
+// start returns the buffer a value is to be appended to: a chunk's free
+// end, or the scratch of a value to seal (seal non-nil).
+func (c *commitBuf) start(seal *keys.Cipher) []byte {
+	if seal != nil {
+		return c.plain[:0]
+	}
+	if cap(c.chunk)-len(c.chunk) < chunkLow {
+		c.chunk = make([]byte, 0, chunkSize)
+	}
+	return c.chunk
+}
+
+// finish returns the value v (start's buffer with the value appended)
+// ready to be put under key in bucket: sealed, or the chunk's new bytes,
+// which no later value overwrites.
+func (c *commitBuf) finish(seal *keys.Cipher, v, bucket, key []byte) []byte {
+	if seal != nil {
+		c.plain = v
+		return seal.SealValue(bucket, key, v)
+	}
+	val := v[len(c.chunk):len(v):len(v)]
+	c.chunk = v // a value that outgrew the chunk moved it: later ones follow it
+	return val
+}
+
+// key keeps k (built in c.k) as c.k's buffer for the next key and returns
+// it; bbolt's Put, Get and Delete do not keep a key.
+func (c *commitBuf) key(k []byte) []byte {
+	c.k = k
+	return k
+}
+
+// docOrder returns the order in which Commit puts docs: by key, the last
+// of the entries of one address only (a later entry wins, and putting the
+// earlier ones would only write what the last replaces).
+func (c *commitBuf) docOrder(docs []Doc) []int {
+	for i := range docs {
+		d := &docs[i]
+		c.docs.add(appendAddrKey(c.docs.buf, d.Tenant, d.Collection, d.ID))
+	}
+	return c.docs.sorted()
+}
+
+// conflictOrder is docOrder for conflict records (address, then id).
+func (c *commitBuf) conflictOrder(confs []ConflictRecord) []int {
+	for i := range confs {
+		r := &confs[i]
+		k := appendAddrKey(c.confs.buf, r.Address.Tenant, r.Address.Collection, r.Address.Doc)
+		c.confs.add(append(append(k, 0), r.Conflict.ID...))
+	}
+	return c.confs.sorted()
+}
+
+// keyOrder sorts the keys of a bucket's puts: bbolt puts keys in order
+// for less, each beside the last in the pages it has already read.
+type keyOrder struct {
+	buf   []byte // the keys, one after the other
+	ends  []int  // where each ends in buf
+	order []int
+}
+
+// add records the next key: buf is o.buf with it appended.
+func (o *keyOrder) add(buf []byte) {
+	o.buf = buf
+	o.ends = append(o.ends, len(buf))
+}
+
+// key returns the key added i-th.
+func (o *keyOrder) key(i int) []byte {
+	start := 0
+	if i > 0 {
+		start = o.ends[i-1]
+	}
+	return o.buf[start:o.ends[i]:o.ends[i]]
+}
+
+// sorted returns the indexes of the keys added, in key order, and of
+// equal keys only the one added last. Called once, after the last add.
+func (o *keyOrder) sorted() []int {
+	inOrder := true
+	for i := range o.ends {
+		o.order = append(o.order, i)
+		inOrder = inOrder && (i == 0 || bytes.Compare(o.key(i-1), o.key(i)) < 0)
+	}
+	if inOrder {
+		return o.order
+	}
+	slices.SortStableFunc(o.order, func(a, b int) int { return bytes.Compare(o.key(a), o.key(b)) })
+	out := o.order[:0]
+	for j, i := range o.order {
+		if j+1 < len(o.order) && bytes.Equal(o.key(i), o.key(o.order[j+1])) {
+			continue // a later entry has the same key
+		}
+		out = append(out, i)
+	}
+	return out
+}
 
 // Outbox implements Store.
 func (s *BoltStore) Outbox(ctx context.Context, limit int) ([]OutboxEntry, error) {

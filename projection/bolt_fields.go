@@ -187,15 +187,16 @@ func fieldsCurrent(tx *bolt.Tx) bool {
 	return readU64(tx.Bucket(bucketMeta).Get(keyFieldTx)) == uint64(tx.ID())
 }
 
-// indexDocs keeps the field index of the documents a commit writes: the
+// indexDocs keeps the field index of the documents a commit writes, the
+// docs[i] for each i of order (the last state of each address): the
 // indexed fields of each one's collection move to the new state's string
 // values (none for a tombstone or a value that is no string). fields is
 // indexedFields(tx).
-func (s *BoltStore) indexDocs(tx *bolt.Tx, fields map[string][]string, docs []Doc) error {
+func (s *BoltStore) indexDocs(tx *bolt.Tx, fields map[string][]string, docs []Doc, order []int) error {
 	if len(fields) == 0 || !fieldsBuilt(tx) {
 		return nil // none, or dropped by checkFields: built again when asked
 	}
-	for i := range docs {
+	for _, i := range order {
 		for _, f := range fields[docs[i].Collection] {
 			if err := s.indexDoc(tx, &docs[i], f); err != nil {
 				return err

@@ -26,7 +26,11 @@ func encodeOutboxEntry(e *OutboxEntry) []byte {
 			n += binary.MaxVarintLen64 + len(v)
 		}
 	}
-	b := make([]byte, 0, n)
+	return appendOutboxEntry(make([]byte, 0, n), e)
+}
+
+// appendOutboxEntry appends the record encodeOutboxEntry returns to b.
+func appendOutboxEntry(b []byte, e *OutboxEntry) []byte {
 	b = append(b, outboxBinary)
 	b = appendString(b, e.Subject)
 	b = appendString(b, e.MsgID)

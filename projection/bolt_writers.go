@@ -2,6 +2,7 @@ package projection
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -16,11 +17,16 @@ import (
 var bucketSeqEvents = []byte("seq_events")
 
 // writerKey is hwmKey of k.
-func writerKey(k ClientKey) []byte { return hwmKey(k.Tenant, k.Client, k.Device) }
+func writerKey(k ClientKey) []byte { return hwmKey(nil, k.Tenant, k.Client, k.Device) }
 
 // seqEventAAD binds a remembered id to its writer and sequence.
 func seqEventAAD(writer []byte, seq uint64) []byte {
-	return append(append([]byte(nil), writer...), u64(seq)...)
+	return appendSeqEventAAD(nil, writer, seq)
+}
+
+// appendSeqEventAAD appends seqEventAAD(writer, seq) to b.
+func appendSeqEventAAD(b, writer []byte, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(b, writer...), seq)
 }
 
 // WriterHighWater implements Store.
@@ -67,10 +73,10 @@ func (s *BoltStore) SeqEvent(ctx context.Context, k ClientKey, seq uint64) (stri
 }
 
 // commitSeqEvents writes b.SeqEvents and drops what b.ForgetSeqEvents lets
-// go, inside Commit's transaction. Each forgotten id is deleted once, from
-// the low end of its writer's bucket, so forgetting costs a seek per
-// writer and batch plus the ids it removes.
-func (s *BoltStore) commitSeqEvents(tx *bolt.Tx, b *Batch) error {
+// go, inside Commit's transaction, building keys and values in c. Each
+// forgotten id is deleted once, from the low end of its writer's bucket, so
+// forgetting costs a seek per writer and batch plus the ids it removes.
+func (s *BoltStore) commitSeqEvents(tx *bolt.Tx, b *Batch, c *commitBuf) error {
 	if len(b.SeqEvents) == 0 && len(b.ForgetSeqEvents) == 0 {
 		return nil
 	}
@@ -78,18 +84,36 @@ func (s *BoltStore) commitSeqEvents(tx *bolt.Tx, b *Batch) error {
 	if err != nil {
 		return fmt.Errorf("create bucket %s: %w", bucketSeqEvents, err)
 	}
-	buckets := make(map[ClientKey]*bolt.Bucket)
-	for _, e := range b.SeqEvents {
-		wk := writerKey(e.Writer)
-		wb := buckets[e.Writer]
-		if wb == nil {
-			if wb, err = root.CreateBucketIfNotExists(wk); err != nil {
-				return fmt.Errorf("event ids of %s: %w", e.Writer, err)
+	// A batch's ids come in runs of one writer: its bucket and key are
+	// looked up once a run, and once a batch with buckets.
+	var (
+		buckets map[ClientKey]*bolt.Bucket
+		wb      *bolt.Bucket
+		writer  ClientKey
+		wk      []byte
+	)
+	for i := range b.SeqEvents {
+		e := &b.SeqEvents[i]
+		if wb == nil || e.Writer != writer {
+			writer, wk = e.Writer, writerKey(e.Writer)
+			if wb = buckets[writer]; wb == nil {
+				if wb, err = root.CreateBucketIfNotExists(wk); err != nil {
+					return fmt.Errorf("event ids of %s: %w", e.Writer, err)
+				}
+				wb.FillPercent = appendFill // a writer's sequences rise, but for the late ones of its holes
+				if buckets == nil {
+					buckets = make(map[ClientKey]*bolt.Bucket)
+				}
+				buckets[writer] = wb
 			}
-			wb.FillPercent = appendFill // a writer's sequences rise, but for the late ones of its holes
-			buckets[e.Writer] = wb
 		}
-		if err := wb.Put(u64(e.Seq), s.seal.SealValue(s.bSeq, seqEventAAD(wk, e.Seq), []byte(e.Event))); err != nil {
+		k := c.key(binary.BigEndian.AppendUint64(c.k[:0], e.Seq))
+		var aad []byte // what an encrypted store binds the id to, built after the key: SealValue keeps neither
+		if s.seal != nil {
+			aad = appendSeqEventAAD(k[len(k):], wk, e.Seq)
+		}
+		v := c.finish(s.seal, append(c.start(s.seal), e.Event...), s.bSeq, aad)
+		if err := wb.Put(k, v); err != nil {
 			return fmt.Errorf("remember event %s at sequence %d of %s: %w", e.Event, e.Seq, e.Writer, err)
 		}
 	}

@@ -22,29 +22,10 @@ type storedDoc struct {
 }
 
 // encodeDocState returns the stored form of d: the bytes json.Marshal
-// writes for its storedDoc (jsonenc.go; jsonenc_test.go checks them).
+// writes for its storedDoc (appendDocState, jsonenc.go; jsonenc_test.go
+// checks them).
 func encodeDocState(d *Doc) ([]byte, error) {
-	b, err := appendChangeMembers(append(make([]byte, 0, 512), '{'), d.encoded(nil))
-	if err != nil {
-		return nil, err
-	}
-	if len(d.Audience) > 0 {
-		b = append(b, `,"ebb_audience":[`...)
-		for i, p := range d.Audience {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, p)
-		}
-		b = append(b, ']')
-	}
-	if d.Kept != nil {
-		b = append(b, `,"ebb_kept":`...)
-		if b, err = appendFields(b, d.Kept); err != nil {
-			return nil, err
-		}
-	}
-	return append(b, '}'), nil
+	return appendDocState(make([]byte, 0, 512), d)
 }
 
 // decodeDocState reads a state written by encodeDocState (or, before the

@@ -21,6 +21,15 @@ import (
 
 const hexDigits = "0123456789abcdef"
 
+// safeASCII holds the ASCII bytes encoding/json writes in a string as
+// they are.
+var safeASCII = func() (t [utf8.RuneSelf]bool) {
+	for c := range t {
+		t[c] = c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // appendJSONString appends s as encoding/json writes a string (HTML
 // characters, U+2028 and U+2029 escaped, invalid UTF-8 as U+FFFD).
 func appendJSONString(b []byte, s string) []byte {
@@ -29,7 +38,7 @@ func appendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if safeASCII[c] {
 				i++
 				continue
 			}
@@ -85,7 +94,7 @@ func appendRaw(b []byte, v json.RawMessage) ([]byte, error) {
 	if v == nil {
 		return append(b, "null"...), nil
 	}
-	if len(v) > 0 && plainRaw(v) && json.Valid(v) {
+	if plainScalar(v) || len(v) > 0 && plainRaw(v) && json.Valid(v) {
 		return append(b, v...), nil
 	}
 	out, err := json.Marshal(v) // what needs compacting or escaping, or is no JSON: Marshal's own rules
@@ -93,6 +102,89 @@ func appendRaw(b []byte, v json.RawMessage) ([]byte, error) {
 		return b, err
 	}
 	return append(b, out...), nil
+}
+
+// plainScalar reports whether v is one JSON string, number, true, false
+// or null, with nothing around it, that Marshal writes as it is: a field
+// value appendRaw may copy without running json.Valid's scanner over it.
+// It answers false for whatever it does not decide this way (objects,
+// arrays, strings with escapes, control characters or what Marshal
+// escapes, anything invalid), which appendRaw then checks as before, so it
+// changes how fast a value is copied, never which bytes are written.
+func plainScalar(v []byte) bool {
+	if len(v) == 0 {
+		return false
+	}
+	switch c := v[0]; {
+	case c == '"':
+		last := len(v) - 1
+		if last == 0 || v[last] != '"' {
+			return false
+		}
+		for _, c := range v[1:last] {
+			if !plainStringByte[c] {
+				return false
+			}
+		}
+		return true
+	case c == '-' || c >= '0' && c <= '9':
+		return plainNumber(v)
+	}
+	switch string(v) {
+	case "true", "false", "null":
+		return true
+	}
+	return false
+}
+
+// plainStringByte holds the bytes a string plainScalar accepts may hold
+// as they are: not escapes, quotes or control characters, nor what
+// Marshal escapes ('<', '>', '&', and 0xE2, the first byte of U+2028 and
+// U+2029), which go the long way.
+var plainStringByte = func() (t [256]bool) {
+	for c := range t {
+		t[c] = c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' && c != 0xE2
+	}
+	return t
+}()
+
+// plainNumber reports whether v is exactly one JSON number:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func plainNumber(v []byte) bool {
+	i := 0
+	if v[0] == '-' {
+		i++
+	}
+	digits := func() int {
+		n := 0
+		for i < len(v) && v[i] >= '0' && v[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	switch {
+	case i < len(v) && v[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(v) && v[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(v) && (v[i] == 'e' || v[i] == 'E') {
+		i++
+		if i < len(v) && (v[i] == '+' || v[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(v)
 }
 
 // plainRaw reports whether v holds no byte that compacting or escaping
@@ -120,14 +212,24 @@ func appendHLC(b []byte, h events.HLC) []byte {
 	return append(b, '}')
 }
 
+// smallMap is how many keys sortedKeys sorts in its caller's array.
+const smallMap = 16
+
+// sortedKeys returns the keys of m in byte order, appended to buf (an
+// array of the caller's: a document's fields and clocks fit one).
+func sortedKeys[V any](m map[string]V, buf []string) []string {
+	for k := range m {
+		buf = append(buf, k)
+	}
+	slices.Sort(buf)
+	return buf
+}
+
 // appendFields appends a fields map, keys in byte order.
 func appendFields(b []byte, f events.Fields) ([]byte, error) {
 	b = append(b, '{')
-	keys := make([]string, 0, len(f))
-	for k := range f {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	var buf [smallMap]string
+	keys := sortedKeys(f, buf[:0])
 	var err error
 	for i, k := range keys {
 		if i > 0 {
@@ -143,11 +245,8 @@ func appendFields(b []byte, f events.Fields) ([]byte, error) {
 
 func appendClocks(b []byte, c map[string]events.FieldClock) []byte {
 	b = append(b, '{')
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	var buf [smallMap]string
+	keys := sortedKeys(c, buf[:0])
 	for i, k := range keys {
 		if i > 0 {
 			b = append(b, ',')
@@ -310,6 +409,31 @@ func encodeChange(c *events.Change) ([]byte, error) {
 	b, err := appendChangeMembers(append(make([]byte, 0, 512), '{'), c)
 	if err != nil {
 		return nil, err
+	}
+	return append(b, '}'), nil
+}
+
+// appendDocState appends the stored form of d (encodeDocState, docstate.go).
+func appendDocState(b []byte, d *Doc) ([]byte, error) {
+	b, err := appendChangeMembers(append(b, '{'), d.encoded(nil))
+	if err != nil {
+		return nil, err
+	}
+	if len(d.Audience) > 0 {
+		b = append(b, `,"ebb_audience":[`...)
+		for i, p := range d.Audience {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, p)
+		}
+		b = append(b, ']')
+	}
+	if d.Kept != nil {
+		b = append(b, `,"ebb_kept":`...)
+		if b, err = appendFields(b, d.Kept); err != nil {
+			return nil, err
+		}
 	}
 	return append(b, '}'), nil
 }
