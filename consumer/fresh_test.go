@@ -101,3 +101,28 @@ func TestReplica_SyncReadsChangesOnce(t *testing.T) {
 		t.Errorf("a Sync made the JetStream requests %q, want one stream info of %s and one read of its last change in scope", reqs, events.StreamChanges)
 	}
 }
+
+// TestReplica_FreshOpenCommitsOnce: opening a fresh replica commits its
+// file once: the view's buckets and scope are written in the transaction
+// that opens the producer's log (whose own commit Log.Stats does not
+// count), not in a second one. Reopening it, with the same scope or
+// another, commits no more either, and a changed scope still resyncs.
+func TestReplica_FreshOpenCommitsOnce(t *testing.T) {
+	dir := t.TempDir()
+	for i, cols := range [][]string{nil, nil, {"c"}} {
+		r, err := OpenReplica(t.Context(), ReplicaConfig{Dir: dir, Tenant: "t1", Collections: cols})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, st := r.Log().Stats().Commits, r.Status()
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got != 0 {
+			t.Errorf("open %d: %d commits after the log's own, want 0", i, got)
+		}
+		if wantResync := i == 2; (st.Resyncs == 1) != wantResync || (st.LastResync != nil) != wantResync {
+			t.Errorf("open %d (collections %q): status %+v, want a resync only when the scope changed", i, cols, st)
+		}
+	}
+}
