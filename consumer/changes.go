@@ -143,12 +143,6 @@ func (r *Replica) applyChanges(ctx context.Context, ds []delivery[change], creat
 	var traced []int // deliveries applied, for their spans
 	var outside []int
 	start := time.Now()
-	// The values, before the transaction: not while the log's write lock
-	// is held, once however often fn runs.
-	r.finishing.a.reset()
-	for i := range ds {
-		r.finishing.p.finish(&ds[i].v, &r.finishing.a)
-	}
 	err := r.log.Batch(ctx, func(tx *producer.Tx) error {
 		touched, applied, quarantined, traced, outside = touched[:0], 0, quarantined[:0], traced[:0], outside[:0]
 		c, err := getCursor(tx, events.StreamChanges)

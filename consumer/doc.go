@@ -281,12 +281,8 @@
 // pending count from the reply subject, and decodes the head of the change
 // (version, address, cause) with a one-pass scanner that falls back to
 // encoding/json for anything unusual (FuzzDecodeHead holds the two equal).
-// It builds the view's key in the batch's arena and keeps the payload and
-// nothing else of the message; the applier makes the value of that payload
-// just before its transaction (TestPrepareChange_ReaderLeavesValueToApplier),
-// while the reader reads on, so the per-document work is shared by the two
-// goroutines instead of all on the reader's, and the client's copy of the
-// message is garbage once its batch is applied.
+// It builds the view's key and value in the batch's arena and keeps
+// nothing else of the message, so the client's copy is garbage at once.
 // The value is an 8-byte version and the synced record (synced.go): what
 // projection.Doc holds, compact (ids as 16 bytes, a field clock equal to
 // the document's own as one byte, no tenant, address or settled conflict),
@@ -298,9 +294,8 @@
 // with no channel operation per message; the applier swaps that batch for
 // the one it has just committed, so two batches and their arenas are
 // recycled for the whole catch-up and preparing a message allocates only
-// the head's strings: the compact record is built in a buffer the applier
-// keeps for the replica's life, the values in an arena of its own
-// (TestPrepareChange_ReusesScratchAcrossBatches).
+// the head's strings: the compact record is built in a buffer the reader
+// keeps for the follower's life (TestPrepareChange_ReusesScratchAcrossBatches).
 // While the stream holds more than was read (the
 // message's pending count), the applier waits for a full batch
 // (CatchUpBatch; at most 50 ms, in case the count overstated what comes),
@@ -324,9 +319,9 @@
 // follower's start asks for its consumer at the stored cursor while it
 // reads the stream's info (ahead.go), and takes it unless the stream was
 // reset; a Sync reads CHANGES' info once, for its reset check and its
-// target. Memory is bounded by the pull buffer, the two batches (each at
-// most four times CatchUpBatch, their payloads included) and the values of
-// the one being applied, not by N.
+// target. Memory is
+// bounded by the pull buffer and the two batches (each at most four times
+// CatchUpBatch), not by N.
 //
 // BenchmarkCatchUpRatio measures a fresh catch-up against a bare ordered
 // consumer reading the same stream; its figures are in the README's

@@ -69,8 +69,7 @@ type change struct {
 	head   changeHead
 	header nats.Header // the message's (trace context)
 	key    []byte      // docKey of the document
-	value  []byte      // what bucketDocs will hold (putSyncedValue); nil until finish makes it of raw
-	raw    []byte      // the payload, until finish has made value of it
+	value  []byte      // what bucketDocs will hold (putSyncedValue)
 	err    error       // the head did not decode or is not its subject's: the change is quarantined
 	retry  bool        // err: a newer schema, worth reading again after an upgrade
 	left   bool        // a Left notice of the change feed (rules.go): forget the document
@@ -91,28 +90,17 @@ type changePreparer struct {
 
 func newChangePreparer() *changePreparer { return &changePreparer{} }
 
-// prepare is the CHANGES follower's reader's part: it decodes m's head
-// and builds the view's key in a, and keeps the payload (c.raw) for the
-// applier to make the value of (finish) just before its commit, while the
-// reader reads on: the reader is then not the catch-up's one busy stage.
+// prepare decodes m's head and builds the view's key and value in a, so
+// the message's own copy of the payload is garbage once this returns.
 func (p *changePreparer) prepare(m jetstream.Msg, c *change, a *arena) {
-	p.head(m.Subject(), m.Data(), m.Headers(), c, a)
+	p.data(m.Subject(), m.Data(), m.Headers(), c, a)
 }
 
-// data is prepare of a message's parts, value included (head, then
-// finish): the message's own copy of the payload is garbage once it
-// returns.
+// data is prepare of a message's parts. A payload that does not decode, or
+// names another document than subject, is c.err (wrapping ErrUnreadable or
+// ErrSubjectMismatch).
 func (p *changePreparer) data(subject string, data []byte, header nats.Header, c *change, a *arena) {
-	p.head(subject, data, header, c, a)
-	p.finish(c, a)
-}
-
-// head decodes the head of the change payload data into c and builds its
-// key in a, keeping data as c.raw for finish. A payload that does not
-// decode, or names another document than subject, is c.err (wrapping
-// ErrUnreadable or ErrSubjectMismatch).
-func (p *changePreparer) head(subject string, data []byte, header nats.Header, c *change, a *arena) {
-	c.header, c.value, c.raw = header, nil, nil
+	c.header = header
 	if err := decodeHeadAfter(data, &c.head, &p.last); err != nil {
 		c.err = fmt.Errorf("%w: %w", ErrUnreadable, err)
 		c.retry = newerSchema(data)
@@ -127,25 +115,14 @@ func (p *changePreparer) head(subject string, data []byte, header nats.Header, c
 	c.err, c.retry = nil, false
 	c.key = a.alloc(len(h.Collection) + 1 + len(h.Doc))
 	putDocKey(c.key, h.Collection, h.Doc)
-	c.raw = data
-}
-
-// finish makes c's value in a of the payload head kept (c.raw), and drops
-// the payload: the compact record (synced.go) when the change decodes,
-// else the payload as received. A change that is c.err, or finished
-// already, is left as it is.
-func (p *changePreparer) finish(c *change, a *arena) {
-	data := c.raw
-	if c.err != nil || data == nil {
-		return
-	}
-	c.raw = nil
+	// The compact record (synced.go) when the change decodes, else the
+	// payload as received.
 	var ok bool
 	if p.scratch, ok = compactSyncedWith(p.scratch[:0], data, &p.compact); ok {
 		data = p.scratch
 	}
 	c.value = a.alloc(8 + len(data))
-	putSyncedValue(c.value, c.head.Version, data)
+	putSyncedValue(c.value, h.Version, data)
 }
 
 // headKeys are the keys of changeHead, in the order of the bits scanHead

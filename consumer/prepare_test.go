@@ -57,38 +57,3 @@ func TestPrepareChange_ReusesScratchAcrossBatches(t *testing.T) {
 		t.Errorf("%.1f allocations per prepared change, want at most 2 (the head's doc and event)", perDoc)
 	}
 }
-
-// TestPrepareChange_ReaderLeavesValueToApplier: the CHANGES follower's
-// reader (prepare) decodes a change's head and builds its key, and leaves
-// making the value, the compact record, to the applier (finish, which
-// applyChanges runs before its transaction), so the two goroutines of the
-// catch-up pipeline share the per-document work instead of the reader
-// doing it all; the value is the one data builds in one go.
-func TestPrepareChange_ReaderLeavesValueToApplier(t *testing.T) {
-	ch := testChange("t1", "c", "d1", 3, 7)
-	ch.Event, ch.Client = "01JDEV000000000000000000EV", "writer"
-	b, err := events.EncodeChange(ch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	subject := events.ChangeSubject(ch.Tenant, ch.Collection, ch.Doc)
-	var whole change
-	var a arena
-	newChangePreparer().data(subject, b, nil, &whole, &a)
-	if whole.err != nil || whole.value == nil || whole.raw != nil {
-		t.Fatalf("data: %+v", whole)
-	}
-	var c change
-	newChangePreparer().prepare(&feedMsg{subject: subject, data: b}, &c, &a) // the follower's reader's
-	if c.err != nil || string(c.key) != string(whole.key) {
-		t.Fatalf("head: %+v", c)
-	}
-	if c.value != nil || c.raw == nil {
-		t.Fatalf("the reader made the value (%d bytes) or dropped the payload (%d bytes)", len(c.value), len(c.raw))
-	}
-	var fa arena
-	newChangePreparer().finish(&c, &fa)
-	if string(c.value) != string(whole.value) || c.raw != nil {
-		t.Errorf("finish made %x, want %x (payload kept: %v)", c.value, whole.value, c.raw != nil)
-	}
-}

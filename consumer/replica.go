@@ -148,13 +148,6 @@ type Replica struct {
 	changed  signal // broadcast after every view commit
 	watchers watchers
 	tel      *replicaTelemetry
-	// finishing makes the values of the changes applyChanges applies (see
-	// changePreparer.prepare); only the CHANGES follower's goroutine, the
-	// one that calls applyChanges, uses it, one link after the other.
-	finishing struct {
-		p changePreparer
-		a arena
-	}
 
 	// attachMu serialises Attach and Detach (taken before mu, never by the
 	// link's goroutines).
