@@ -88,7 +88,18 @@ func (r *Replica) wantReceiptFilter(ctx context.Context) (string, error) {
 // (metaForkedAt), if it did, when its follower first reads the device's
 // subject: none of the device's receipts was read by the legacy filter,
 // and every one of them came after the fork. It returns where to start.
+// A log that did not fork (every log made with devices) writes nothing.
 func (r *Replica) rewindToFork(ctx context.Context, next uint64) (uint64, error) {
+	forked := false
+	if err := r.log.View(ctx, func(tx *producer.Tx) error {
+		forked = tx.Bucket(bucketMeta).Get(metaForkedAt) != nil
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("rewind receipts to the fork: %w", err)
+	}
+	if !forked {
+		return next, nil
+	}
 	err := r.log.Update(ctx, func(tx *producer.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		v := meta.Get(metaForkedAt)

@@ -310,9 +310,16 @@
 // bucket's last needs no lookup, and a transaction that only appended packs
 // its pages 90% full instead of bbolt's 50%. The store maps 64 MiB up front
 // and grows its file 4 MiB at a time, so a catch-up into a fresh file does
-// not remap (and fsync a new size) at every doubling from 32 KiB. Starting
-// or restarting a follower writes nothing unless the stream was reset: the
-// first batch stores the stream's identity with the cursor. Memory is
+// not remap (and fsync a new size) at every doubling from 32 KiB. Opening a
+// replica commits once: the view's buckets and scope are written in the
+// transaction that opens the log (producer.LogConfig.Init). Starting or
+// restarting a follower writes nothing unless it has something to store (a
+// reset stream; receipts to republish, or a fork to rewind to): the first
+// batch stores the stream's identity with the cursor. The CHANGES
+// follower's start asks for its consumer at the stored cursor while it
+// reads the stream's info (ahead.go), and takes it unless the stream was
+// reset; a Sync reads CHANGES' info once, for its reset check and its
+// target. Memory is
 // bounded by the pull buffer and the two batches (each at most four times
 // CatchUpBatch), not by N.
 //
@@ -353,7 +360,8 @@
 // List, Conflicts, Rejections), write.go (base versions and Put, Patch,
 // Delete, Resolve), batch.go (Batch), sync.go (Status, Sync and its wait),
 // watch.go (Replica.Watch). Under the followers: follow.go (the follower
-// and its pipeline), head.go (the change head decoder), gap.go (gap checks
+// and its pipeline), ahead.go (the CHANGES consumer made during its
+// follower's start), head.go (the change head decoder), gap.go (gap checks
 // and lost receipts), restored.go (whether a cursor still fits its stream),
 // devices.go (a client's devices and forked logs), quarantine.go (messages
 // set aside), synced.go (the compact synced record of a document),

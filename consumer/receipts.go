@@ -231,6 +231,9 @@ func (r *Replica) republishStored(ctx context.Context, js jetstream.Publisher, s
 	if err != nil {
 		return fmt.Errorf("read events to republish: %w", err)
 	}
+	if len(ids) == 0 {
+		return nil // nothing stored: nothing to forget, no commit
+	}
 	if len(evs) > 0 {
 		dropped, err := r.republish(ctx, js, evs)
 		if len(dropped) > 0 {

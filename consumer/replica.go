@@ -191,11 +191,21 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 	// never minted over an old one. The log owns the file; the view's
 	// buckets live in it, reached through the log's transactions.
 	logger := discardIfNil(cfg.Logger)
+	r := &Replica{
+		cfg:     cfg,
+		seal:    cfg.Cipher,
+		tenant:  cfg.Tenant,
+		filters: ChangeFilters(cfg.Tenant, cfg.Collections),
+		batch:   orDefault(cfg.CatchUpBatch, DefaultCatchUpBatch),
+	}
 	// The log's key check (in its meta bucket) covers the whole file: the
 	// view's buckets are only ever written by a replica that opened the log
-	// with the same cipher first.
+	// with the same cipher first. They are set up (init) in the
+	// transaction that opens the log: opening costs one commit.
+	var rescoped error
 	l, err := producer.OpenStore(path, producer.LogConfig{Tenant: cfg.Tenant, Client: cfg.Client, Logger: logger,
-		TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider, Cipher: cfg.Cipher},
+		TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider, Cipher: cfg.Cipher,
+		Init: func(tx *producer.Tx) (err error) { rescoped, err = r.init(tx); return err }},
 		producer.FileOptions{Timeout: 10 * time.Second, InitialMmapSize: storeMmap, AllocSize: storeGrowth})
 	if err != nil {
 		if errors.Is(err, producer.ErrStoreMissing) || errors.Is(err, producer.ErrStoreEmpty) || errors.Is(err, producer.ErrStoreDamaged) {
@@ -203,16 +213,11 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 		}
 		return nil, fmt.Errorf("open replica %s: %w", path, err)
 	}
-	r := &Replica{
-		cfg:     cfg,
-		seal:    cfg.Cipher,
-		log:     l,
-		tenant:  cfg.Tenant,
-		client:  l.Client(),
-		filters: ChangeFilters(cfg.Tenant, cfg.Collections),
-		batch:   orDefault(cfg.CatchUpBatch, DefaultCatchUpBatch),
-	}
+	r.log, r.client = l, l.Client()
 	r.logger = logger.With(logComponent, "consumer.replica", "tenant", r.tenant, "client", r.client)
+	if rescoped != nil {
+		r.noteResync(rescoped)
+	}
 	if len(cfg.Collections) > 0 {
 		r.scope = make(map[string]bool, len(cfg.Collections))
 		for _, c := range cfg.Collections {
@@ -222,11 +227,6 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 	if r.tel, err = newReplicaTelemetry(r, cfg); err != nil {
 		_ = l.Close()
 		return nil, fmt.Errorf("open replica %s: telemetry: %w", path, err)
-	}
-	if err := r.init(ctx); err != nil {
-		r.tel.close()
-		_ = l.Close()
-		return nil, fmt.Errorf("open replica %s: %w", path, err)
 	}
 	// Receipts a crash kept from reaching the log (see devices.go).
 	if err := r.relog(ctx); err != nil {
@@ -243,32 +243,31 @@ func OpenReplica(ctx context.Context, cfg ReplicaConfig) (*Replica, error) {
 	return r, nil
 }
 
-// init creates the buckets and resets the view when the scope changed.
-func (r *Replica) init(ctx context.Context) error {
+// init creates the view's buckets and resets the view when the scope
+// changed (returning why, for the caller to note once tx has committed),
+// inside tx, the transaction that opens the log.
+func (r *Replica) init(tx *producer.Tx) (rescoped error, err error) {
 	scope := strings.Join(r.filters, " ")
-	return r.log.Update(ctx, func(tx *producer.Tx) error {
-		for _, name := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return fmt.Errorf("create bucket %s: %w", name, err)
-			}
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return nil, fmt.Errorf("create bucket %s: %w", name, err)
 		}
-		meta := tx.Bucket(bucketMeta)
-		if old := meta.Get(metaScope); old != nil && string(old) != scope {
-			err := fmt.Errorf("%w: scope changed from %q to %q", ErrResync, old, scope)
-			r.noteResync(err)
-			if err := r.resetScope(tx); err != nil {
-				return err
-			}
+	}
+	meta := tx.Bucket(bucketMeta)
+	if old := meta.Get(metaScope); old != nil && string(old) != scope {
+		rescoped = fmt.Errorf("%w: scope changed from %q to %q", ErrResync, old, scope)
+		if err := r.resetScope(tx); err != nil {
+			return nil, err
 		}
-		for stream, p := range map[string]*Progress{events.StreamChanges: &r.changesP, events.StreamReceipts: &r.receiptsP} {
-			c, err := getCursor(tx, stream)
-			if err != nil {
-				return err
-			}
-			p.Seq = c.Seq
+	}
+	for stream, p := range map[string]*Progress{events.StreamChanges: &r.changesP, events.StreamReceipts: &r.receiptsP} {
+		c, err := getCursor(tx, stream)
+		if err != nil {
+			return nil, err
 		}
-		return meta.Put(metaScope, []byte(scope))
-	})
+		p.Seq = c.Seq
+	}
+	return rescoped, meta.Put(metaScope, []byte(scope))
 }
 
 func (r *Replica) noteResync(err error) {

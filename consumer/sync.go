@@ -128,11 +128,13 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 	}
 	// A CHANGES reset while attached is noticed here at the latest: wait
 	// for the follower's restart to reset the view, or "caught up" would be
-	// judged by the old stream's cursor.
-	reset, created, err := r.changesReset(ctx, l.js)
+	// judged by the old stream's cursor. The same read of the stream gives
+	// the target, when CHANGES is read directly.
+	st, err := r.syncPoint(ctx, l.js)
 	if err != nil {
 		return SyncReport{}, fmt.Errorf("sync: %w", err)
 	}
+	reset, created, target := st.reset, st.created, st.target
 	if reset {
 		r.logger.Warn("stream reset while attached; recovering", logStream, events.StreamChanges)
 		l.changes.restart()
@@ -143,9 +145,10 @@ func (r *Replica) Sync(ctx context.Context) (SyncReport, error) {
 			return SyncReport{}, fmt.Errorf("sync: wait for the resync of %s: %w", events.StreamChanges, err)
 		}
 	}
-	target, err := r.lastInScope(ctx, l.js)
-	if err != nil {
-		return SyncReport{}, fmt.Errorf("sync: pull: %w", err)
+	if !st.targeted {
+		if target, err = r.lastInScope(ctx, l.js); err != nil {
+			return SyncReport{}, fmt.Errorf("sync: pull: %w", err)
+		}
 	}
 	if err := r.waitFor(ctx, func(tx *producer.Tx) (bool, error) {
 		c, err := getCursor(tx, events.StreamChanges)
@@ -242,6 +245,51 @@ func (ws *waitSet) addCopies(tx *producer.Tx) (int, error) {
 	return n, nil
 }
 
+// syncState is what a Sync reads of CHANGES after the receipts are in:
+// whether the stream was reset against the stored cursor (as
+// startChanges judges it), its creation time, and, when targeted, the
+// sequence of the last change in scope (lastInScope).
+type syncState struct {
+	reset    bool
+	created  int64
+	target   uint64
+	targeted bool
+}
+
+// syncPoint reads CHANGES for Sync. Read directly, one stream info serves
+// both the reset check and the target's read: the target is the last
+// change in scope of the stream that info shows, whether or not it was
+// reset. Through the change feed the target is left to lastInScope, which
+// reads the feed from the stored cursor: after a resync, that cursor is
+// another.
+func (r *Replica) syncPoint(ctx context.Context, js jetstream.JetStream) (syncState, error) {
+	if fd, err := r.activeFeed(ctx); err != nil || fd != nil {
+		if err != nil {
+			return syncState{}, err
+		}
+		reset, created, err := r.rulesReset(ctx, fd)
+		return syncState{reset: reset, created: created}, err
+	}
+	s, err := stream(ctx, js, events.StreamChanges)
+	if err != nil {
+		return syncState{}, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
+	}
+	info := s.CachedInfo()
+	st := syncState{created: createdNano(info.Created), targeted: true}
+	var c cursor
+	if err := r.log.View(ctx, func(tx *producer.Tx) (err error) {
+		c, err = getCursor(tx, events.StreamChanges)
+		return err
+	}); err != nil {
+		return syncState{}, fmt.Errorf("check %s: %w", events.StreamChanges, err)
+	}
+	st.reset = cursorReset(info, st.created, c)
+	if st.target, err = r.lastIn(ctx, s); err != nil {
+		return syncState{}, fmt.Errorf("pull: %w", err)
+	}
+	return st, nil
+}
+
 // lastInScope returns the sequence of the last message in CHANGES under the
 // replica's filters (0 if none).
 func (r *Replica) lastInScope(ctx context.Context, js jetstream.JetStream) (uint64, error) {
@@ -255,6 +303,12 @@ func (r *Replica) lastInScope(ctx context.Context, js jetstream.JetStream) (uint
 	if err != nil {
 		return 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
 	}
+	return r.lastIn(ctx, s)
+}
+
+// lastIn returns the sequence of the last message of s, CHANGES, under
+// the replica's filters (0 if none).
+func (r *Replica) lastIn(ctx context.Context, s jetstream.Stream) (uint64, error) {
 	var last uint64
 	for _, f := range r.filters {
 		m, err := lastMsgFor(ctx, s, f)

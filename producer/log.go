@@ -112,6 +112,12 @@ type LogConfig struct {
 	// life: opening it with another key, without its key, or a plaintext
 	// log with a key fails with an error wrapping keys.ErrWrongKey.
 	Cipher *keys.Cipher
+	// Init, if set, runs inside the transaction that opens the log, once
+	// the log has read its own state (its identity, counts and indexes),
+	// so a package keeping buckets of its own in the log's file (see
+	// Tx.Bucket) sets them up without a commit (and its fsyncs) of its
+	// own. An error fails the open and rolls back the transaction.
+	Init func(tx *Tx) error
 }
 
 func (c LogConfig) validate() error {
@@ -315,7 +321,13 @@ func openDB(db *bbolt.DB, cfg LogConfig) (*Log, error) {
 		if err := meta.Put(metaUnsettled, seqKey(uint64(l.unsettledN))); err != nil {
 			return err
 		}
-		return ensureAwaiting(tx, awaiting)
+		if err := ensureAwaiting(tx, awaiting); err != nil {
+			return err
+		}
+		if cfg.Init != nil {
+			return cfg.Init(&Tx{l: l, tx: tx})
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open log %s: %w", db.Path(), err)
