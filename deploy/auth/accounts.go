@@ -72,7 +72,8 @@ var exports = []export{
 	{subject: consumerCreateSubject + ".>"},
 	{subject: deliverPrefix + ".>", stream: true}, // fetched messages, to each user's own inbox
 	{subject: publishSubject + ".>"},
-	{subject: ChangesSubject + ".*.*"}, // filtered reads: <user>.<tenant>, written by the mapping
+	{subject: ChangesSubject + ".*.*"},    // filtered reads: <user>.<tenant>, written by the mapping
+	{subject: ChangesAllSubject + ".*.*"}, // without: <user>.<tenant>, written by the mapping
 }
 
 // NATSConfig returns NATSConfigWith(true): the configuration of
@@ -293,8 +294,13 @@ func importsOf(usr User, responder, filtered bool) []Import {
 	var out []Import
 	for _, s := range usr.imports(filtered) {
 		if s == ChangesSubject {
-			// The mapping, not the user, names the asker.
-			out = append(out, Import{Local: s, Remote: ChangesSubject + "." + events.EncodeToken(usr.Name) + "." + events.EncodeToken(usr.Tenant)})
+			// The mapping, not the user, names the asker; the mode names
+			// the responder that may answer (ChangesAllSubject).
+			remote := ChangesSubject
+			if !filtered {
+				remote = ChangesAllSubject
+			}
+			out = append(out, Import{Local: s, Remote: remote + "." + events.EncodeToken(usr.Name) + "." + events.EncodeToken(usr.Tenant)})
 			continue
 		}
 		if stream, ok := strings.CutPrefix(s, jsAPI+"STREAM.INFO."); ok && responder {

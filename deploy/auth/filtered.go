@@ -24,6 +24,14 @@ import (
 // with the changes the user may read. ChangesAsker reads the two tokens.
 const ChangesSubject = "_ebb.api.changes"
 
+// ChangesAllSubject is where the import routes ChangesSubject in accounts
+// without filtered reads: ChangesAllSubject.<user>.<tenant>, answered by an
+// unfiltered change responder (a server without sync rules). Accounts of
+// the two modes route to different subjects, so a server without rules can
+// never answer a client of rules accounts with every change of its
+// tenant, whatever the fleet runs while it moves to sync rules.
+const ChangesAllSubject = "_ebb.api.changes-all"
+
 // ChangesAsker returns the user and tenant of a request that arrived in
 // StreamAccount on subject, ChangesSubject.<user>.<tenant>; an error for
 // any other subject.

@@ -20,18 +20,30 @@ import (
 
 // Subjects of the change responder. A client requests RequestSubject; the
 // server's auth imports it into each client account, routed to the stream
-// account as RequestSubject.<EncodeToken(user)>.<EncodeToken(tenant)>, so
-// who asks is named by the server, never by the client. The responder
-// serves ServeSubject in QueueGroup.
+// account as RequestSubject.<EncodeToken(user)>.<EncodeToken(tenant)> in
+// filtered reads mode and as AllSubject.<user>.<tenant> without, so who
+// asks is named by the server, never by the client, and a filtering
+// responder and an unfiltered one never answer each other's requests. The
+// responder serves ServeSubject (filtering) or AllServeSubject
+// (Unfiltered) in QueueGroup.
 const (
-	RequestSubject = "_ebb.api.changes"
-	ServeSubject   = RequestSubject + ".>"
-	QueueGroup     = "ebb-api"
+	RequestSubject  = "_ebb.api.changes"
+	ServeSubject    = RequestSubject + ".>"
+	AllSubject      = "_ebb.api.changes-all"
+	AllServeSubject = AllSubject + ".>"
+	QueueGroup      = "ebb-api"
 )
 
-// UserSubject returns the subject a request of user of tenant arrives on.
+// UserSubject returns the subject a request of user of tenant arrives on
+// at a filtering responder.
 func UserSubject(user, tenant string) string {
 	return RequestSubject + "." + events.EncodeToken(user) + "." + events.EncodeToken(tenant)
+}
+
+// AllUserSubject returns the subject a request of user of tenant arrives
+// on at an unfiltered responder.
+func AllUserSubject(user, tenant string) string {
+	return AllSubject + "." + events.EncodeToken(user) + "." + events.EncodeToken(tenant)
 }
 
 // Request is the JSON body of a change request. Collections empty: every
@@ -82,12 +94,15 @@ type ResponderConfig struct {
 	// Unfiltered serves every change as stored, to every asker, without
 	// the audience filter: a server without sync rules, whose users may
 	// read their tenant's CHANGES directly anyway. Its pages say
-	// Filtered false.
+	// Unfiltered.
 	Unfiltered bool
 	// Open also serves the bare RequestSubject, the tenant and the asker
 	// named by the request's body (Tenant, Client): a server without
 	// auth, where nothing routes a request or names who asks. It needs
-	// Unfiltered: an asker a body names cannot be trusted with a filter.
+	// Unfiltered: an asker a body names cannot be trusted with a filter;
+	// and it refuses long-polls there (wait_ms), which a per-user cap
+	// could not bound. Whoever may publish the bare subject reads any
+	// tenant's changes: ebb confines nobody without its users file.
 	Open bool
 }
 
@@ -162,6 +177,9 @@ func Serve(nc *nats.Conn, js JetStream, ids Identities, cfg ResponderConfig) (*R
 		longPolls: NewLongPolls(cfg.MaxLongPolls, cfg.MaxLongPollsPerUser),
 		inFlight:  make(chan struct{}, cfg.MaxInFlight)}
 	subjects := []string{ServeSubject}
+	if cfg.Unfiltered {
+		subjects = []string{AllServeSubject}
+	}
 	if cfg.Open {
 		subjects = append(subjects, RequestSubject)
 	}
@@ -238,7 +256,7 @@ func (r *Responder) handle(m *nats.Msg) {
 		user, tenant = req.Client, req.Tenant
 	} else {
 		var err error
-		if user, tenant, err = parseSubject(m.Subject); err != nil {
+		if user, tenant, err = parseSubject(m.Subject, r.prefix()); err != nil {
 			r.refuse(m, http.StatusBadRequest, err)
 			return
 		}
@@ -249,6 +267,11 @@ func (r *Responder) handle(m *nats.Msg) {
 		return
 	case req.WaitMS < 0:
 		r.refuse(m, http.StatusBadRequest, fmt.Errorf("change request: wait_ms %d is negative", req.WaitMS))
+		return
+	case req.WaitMS > 0 && m.Subject == RequestSubject:
+		// Nobody vouches for who asks on the bare subject, so no
+		// per-user cap could hold: it serves catch-up pages, not waits.
+		r.refuse(m, http.StatusBadRequest, fmt.Errorf("change request on %s: wait_ms needs a routed request (a server with auth); this one serves pages without waiting", RequestSubject))
 		return
 	}
 	if req.Limit == 0 {
@@ -364,12 +387,21 @@ func (r *Responder) refuse(m *nats.Msg, status int, err error) {
 	}
 }
 
-// parseSubject reads the user and tenant a request's subject names.
-func parseSubject(subject string) (user, tenant string, err error) {
-	rest, ok := strings.CutPrefix(subject, RequestSubject+".")
+// prefix is the subject r's routed requests arrive below.
+func (r *Responder) prefix() string {
+	if r.cfg.Unfiltered {
+		return AllSubject
+	}
+	return RequestSubject
+}
+
+// parseSubject reads the user and tenant a request's subject below prefix
+// names.
+func parseSubject(subject, prefix string) (user, tenant string, err error) {
+	rest, ok := strings.CutPrefix(subject, prefix+".")
 	tok := strings.Split(rest, ".")
 	if !ok || len(tok) != 2 {
-		return "", "", fmt.Errorf("change request on %s: want %s.<user>.<tenant>", subject, RequestSubject)
+		return "", "", fmt.Errorf("change request on %s: want %s.<user>.<tenant>", subject, prefix)
 	}
 	if user, err = events.DecodeToken(tok[0]); err != nil {
 		return "", "", fmt.Errorf("change request on %s: user: %w", subject, err)
