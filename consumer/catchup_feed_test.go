@@ -3,7 +3,7 @@ package consumer
 import (
 	"context"
 	"encoding/json"
-	"strings"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,10 +99,11 @@ func TestCatchUp_ThroughCompactFeed(t *testing.T) {
 	checkView(t, r, want)
 }
 
-// TestCatchUp_FilteredPageNotTakenForTheStream: a feed that answers a
-// filtered page (sync rules judged it for this reader, or a hostile
-// responder says so) is not used for the catch-up of a replica the server
-// lets read CHANGES directly: it gets every document, not the page's one.
+// TestCatchUp_FilteredPageNotTakenForTheStream: a feed whose page does not
+// say it is unfiltered (sync rules judged it for this reader, or a
+// responder that predates the flag, whose pages were always filtered) is
+// not used for the catch-up of a replica the server lets read CHANGES
+// directly: it gets every document, not the page's one.
 func TestCatchUp_FilteredPageNotTakenForTheStream(t *testing.T) {
 	s, nc, js := mustServer(t)
 	want := publishChanges(t, js, 50, 50)
@@ -115,7 +116,7 @@ func TestCatchUp_FilteredPageNotTakenForTheStream(t *testing.T) {
 	sub, err := nc.Subscribe(feed.RequestSubject, func(m *nats.Msg) {
 		asked.Add(1)
 		c := testChange("t1", "c", "doc-00001", 1, 1)
-		b, _ := json.Marshal(feed.Page{Changes: []feed.Entry{{Seq: 1, Change: c}}, LastSeq: 50, More: true, Filtered: true,
+		b, _ := json.Marshal(feed.Page{Changes: []feed.Entry{{Seq: 1, Change: c}}, LastSeq: 50, More: true,
 			StreamState: feed.StreamState{FirstSeq: 1, StreamLastSeq: 50, StreamCreated: created}})
 		_ = m.Respond(b)
 	})
@@ -186,7 +187,7 @@ func TestCatchUp_StuckFeedFallsBackToDirect(t *testing.T) {
 		asked.Add(1)
 		var req feed.Request
 		_ = json.Unmarshal(m.Data, &req)
-		b, _ := json.Marshal(feed.Page{Changes: []feed.Entry{}, LastSeq: req.After, More: true,
+		b, _ := json.Marshal(feed.Page{Changes: []feed.Entry{}, LastSeq: req.After, More: true, Unfiltered: true,
 			StreamState: feed.StreamState{FirstSeq: 1, StreamLastSeq: 40, StreamCreated: created}})
 		_ = m.Respond(b)
 	})
@@ -270,13 +271,194 @@ func TestCatchUp_FeedSettlesOwnWriteByItsChange(t *testing.T) {
 	}
 }
 
-// TestCatchUp_RestoreKeysReachTheFeed: the change feed forwards the
-// stream metadata keys that begin "ebb.restored_" (feed.StreamState), so
-// the keys a restore writes must begin so.
-func TestCatchUp_RestoreKeysReachTheFeed(t *testing.T) {
-	for _, k := range []string{MetaRestoredCreated, MetaRestoredLastSeq} {
-		if !strings.HasPrefix(k, "ebb.restored_") {
-			t.Errorf("%q does not begin ebb.restored_: a replica reading through the feed would resync a restored stream", k)
+// TestCatchUp_FeedKeepsUnreadableForRetry: a change the feed cannot read
+// (a newer schema) is not stepped over by a catch-up through the feed: the
+// replica hands over to the direct follower before it, which keeps it for
+// retry (quarantine) as a direct catch-up does, and applies the rest.
+func TestCatchUp_FeedKeepsUnreadableForRetry(t *testing.T) {
+	s, nc, js := mustServer(t)
+	want := publishChanges(t, js, 20, 20)
+	bad := []byte(`{"schema":99,"tenant":"t1","collection":"c","doc":"newer","version":1,"fields":{"n":2}}`)
+	if _, err := js.Publish(t.Context(), events.ChangeSubject("t1", "c", "newer"), bad); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"after-1", "after-2", "after-3"} {
+		ch := testChange("t1", "c", d, 1, 9)
+		publishChange(t, js, ch)
+		want[d] = ch
+	}
+	fr, err := feed.Serve(nc, js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Unfiltered: true, Open: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fr.Close() })
+	reqs := feedRequests(t, nc)
+	r, _ := syncedBytes(t, s, t.TempDir())
+	checkView(t, r, want)
+	if reqs.Load() < 2 {
+		t.Fatalf("%d change requests: the catch-up did not read the feed", reqs.Load())
+	}
+	if st := r.Status(); st.Quarantined != 1 || !errors.Is(st.LastQuarantine, events.ErrUnknownSchema) {
+		t.Fatalf("quarantined %d (%v): want the newer-schema change kept for retry", st.Quarantined, st.LastQuarantine)
+	}
+	if k := quarantineKeys(t, r); k != 1 {
+		t.Fatalf("%d quarantined messages kept, want the one of a newer schema", k)
+	}
+}
+
+// TestCatchUp_FeedResumesRestoredStream: a replica that caught up through
+// the feed comes back to a CHANGES restored from a backup of the stream it
+// read (a new incarnation whose metadata names the old one and its last
+// sequence): it resumes from its cursor through the feed, pulling only
+// what came after, with no resync.
+func TestCatchUp_FeedResumesRestoredStream(t *testing.T) {
+	s, nc, js := mustServer(t)
+	fr, err := feed.Serve(nc, js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Unfiltered: true, Open: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fr.Close() })
+	var chs []*events.Change
+	for i := range 30 {
+		chs = append(chs, testChange("t1", "c", "doc-"+string(rune('a'+i/26))+string(rune('a'+i%26)), 1, i))
+		publishChange(t, js, chs[i])
+	}
+	dir := t.TempDir()
+	r, _ := syncedBytes(t, s, dir)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, events.StreamChanges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := st.CachedInfo()
+	// The restore: the stream made again with the same messages at the
+	// same sequences, its metadata naming what it was restored from.
+	if err := js.DeleteStream(ctx, events.StreamChanges); err != nil {
+		t.Fatal(err)
+	}
+	cfg := old.Config
+	cfg.Metadata = map[string]string{MetaRestoredCreated: old.Created.Format(time.RFC3339Nano), MetaRestoredLastSeq: "30"}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := serverView{}
+	for _, ch := range chs {
+		publishChange(t, js, ch)
+		want[ch.Doc] = ch
+	}
+	for _, d := range []string{"new-1", "new-2", "new-3"} {
+		ch := testChange("t1", "c", d, 1, 7)
+		publishChange(t, js, ch)
+		want[d] = ch
+	}
+	reqs := feedRequests(t, nc)
+	r2, _ := syncedBytes(t, s, dir)
+	checkView(t, r2, want)
+	if st := r2.Status(); st.Resyncs != 0 || st.Changes.Applied != 3 {
+		t.Fatalf("after the restore: %d resyncs, %d applied; want none and the 3 new changes", st.Resyncs, st.Changes.Applied)
+	}
+	if reqs.Load() < 2 {
+		t.Fatalf("%d change requests: the catch-up after the restore did not read the feed", reqs.Load())
+	}
+}
+
+// TestCatchUp_FeedCatchUpDecidesTheLink: once a catch-up through the feed
+// has begun (its page was unfiltered, so the server lets the link read
+// CHANGES directly), the link is decided: Sync's target and reset checks
+// (activeFeed) do not wait for the catch-up to end, so a Sync during a
+// long catch-up is not stuck behind it (nor, detached, until its context
+// ends).
+func TestCatchUp_FeedCatchUpDecidesTheLink(t *testing.T) {
+	_, nc, js := mustServer(t)
+	publishChanges(t, js, 50, 50)
+	st, err := js.Stream(t.Context(), events.StreamChanges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := st.CachedInfo().Created
+	var asked atomic.Int64
+	// The probe is answered; the page requests after it never are (a
+	// catch-up that takes long).
+	sub, err := nc.Subscribe(feed.RequestSubject, func(m *nats.Msg) {
+		if asked.Add(1) > 1 {
+			return
 		}
+		b, _ := json.Marshal(feed.Page{Changes: []feed.Entry{{Seq: 1, Change: testChange("t1", "c", "doc-00000", 1, 0)}}, LastSeq: 1, More: true,
+			Unfiltered: true, StreamState: feed.StreamState{FirstSeq: 1, StreamLastSeq: 50, StreamCreated: created}})
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	r, err := OpenReplica(t.Context(), ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "alice", Conn: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	waitFor(t, 10*time.Second, "the catch-up's first page asked", func() bool { return asked.Load() >= 2 })
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	defer cancel()
+	fd, err := r.activeFeed(ctx)
+	if err != nil || fd != nil {
+		t.Fatalf("activeFeed during the catch-up: %v, %v; want the link decided, reading CHANGES directly", fd, err)
+	}
+}
+
+// TestCatchUp_ProbesAgainAfterAnUnansweredProbe: a probe nothing answers
+// in time (a responder too busy, or none yet) keeps the link on CHANGES
+// only for feedRetryAfter; a later session probes again and catches up
+// through the feed.
+func TestCatchUp_ProbesAgainAfterAnUnansweredProbe(t *testing.T) {
+	old := feedRetryAfter
+	feedRetryAfter = 10 * time.Millisecond
+	t.Cleanup(func() { feedRetryAfter = old })
+	_, nc, js := mustServer(t)
+	publishChanges(t, js, 20, 20)
+	var seen atomic.Int64
+	mute, err := nc.Subscribe(feed.RequestSubject, func(*nats.Msg) { seen.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := OpenReplica(t.Context(), ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "alice", Conn: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if seen.Load() != 1 {
+		t.Fatalf("probes %d, want the one that timed out", seen.Load())
+	}
+	if err := mute.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	fr, err := feed.Serve(nc, js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Unfiltered: true, Open: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fr.Close() })
+	reqs := feedRequests(t, nc)
+	want := publishChanges(t, js, 500, 500)
+	r.mu.Lock()
+	l := r.link
+	r.mu.Unlock()
+	l.changes.restart()
+	if _, err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkView(t, r, want)
+	if reqs.Load() < 2 {
+		t.Fatalf("%d feed requests after the retry interval: the link never asked the feed again", reqs.Load())
 	}
 }

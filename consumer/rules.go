@@ -49,9 +49,10 @@ type rulesFeed struct {
 	// catchUpTo is the stream's last sequence when that session began: it
 	// catches up to there, not after a tail that keeps growing.
 	catchUpTo atomic.Uint64
-	// unserved: a catch-up probe found no feed (no responder, a server or
-	// accounts that predate it); this link does not ask again.
-	unserved atomic.Bool
+	// unservedUntil (Unix nanoseconds): a catch-up probe found no feed
+	// (no responder, a server or accounts that predate it, a responder
+	// too busy to answer); the link does not ask again before then.
+	unservedUntil atomic.Int64
 	// decided is closed once the link knows how it reads CHANGES: its
 	// follower started directly, or switched to the feed. Until then a
 	// direct read elsewhere (Sync's target, its reset check) could be the
@@ -138,6 +139,9 @@ func (r *Replica) changesLink(l *link) *follower[change] {
 					created = cr
 					fd.catchUpTo.Store(to)
 					fd.catchUp.Store(true)
+					// An unfiltered page: this server lets the link read
+					// CHANGES directly (Sync's target, its reset checks).
+					fd.decide()
 					l.readyOnce.Do(func() { close(l.ready) })
 					return next, nil
 				}
@@ -178,6 +182,11 @@ func (r *Replica) changesLink(l *link) *follower[change] {
 // change that says more are waiting is a backlog of two or more.
 const catchUpProbeLimit = 1
 
+// feedRetryAfter is how long a link that found no feed answering (a
+// probe with no responder, refused, or timed out) reads CHANGES directly
+// before it probes again at its next session start.
+var feedRetryAfter = time.Minute // a var for tests
+
 // startCatchUp is start for a session that catches up through the change
 // feed's compact pages, a fraction of the bytes of one message per change
 // (feed.CompactFormat), when the server serves it to this replica
@@ -187,12 +196,13 @@ const catchUpProbeLimit = 1
 // (resetting the view for a recreated CHANGES). ok false: follow CHANGES
 // directly, as without a feed. A probe the feed does not answer (no
 // responder; a server or accounts that predate it, answered by a
-// permissions violation and a timeout) marks the link's feed unserved.
+// permissions violation and a timeout) keeps the link from probing again
+// for feedRetryAfter.
 // A filtered page (sync rules) is never taken for the stream by a reader
 // that may read CHANGES directly: the direct start decides, and switches
 // to the feed for good if the server refuses it.
 func (r *Replica) startCatchUp(ctx context.Context, fd *rulesFeed) (next uint64, created int64, to uint64, ok bool) {
-	if fd.unserved.Load() {
+	if time.Now().UnixNano() < fd.unservedUntil.Load() {
 		return 0, 0, 0, false
 	}
 	var c cursor
@@ -209,13 +219,13 @@ func (r *Replica) startCatchUp(ctx context.Context, fd *rulesFeed) (next uint64,
 		return 0, 0, 0, false
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded),
 		errors.As(err, &re) && re.Status < 500:
-		fd.unserved.Store(true)
-		r.logger.Info("no compact change feed on this server; catching up through CHANGES directly", "subject", fd.subject, logErr, err)
+		fd.unservedUntil.Store(time.Now().Add(feedRetryAfter).UnixNano())
+		r.logger.Info("no compact change feed answered; catching up through CHANGES directly", "subject", fd.subject, "retry_after", feedRetryAfter, logErr, err)
 		return 0, 0, 0, false
 	case err != nil:
 		r.logger.Debug("change feed probe failed; catching up through CHANGES directly", "subject", fd.subject, logErr, err)
 		return 0, 0, 0, false
-	case p.Filtered || !p.More:
+	case !p.Unfiltered || !p.More:
 		return 0, 0, 0, false
 	}
 	info := feedInfo(p)
@@ -608,9 +618,19 @@ func (it *feedIter) readAhead() {
 func (it *feedIter) fill(p feed.Page) error {
 	var ms []*feedMsg
 	last := it.after
+	// A catch-up hands over to the direct follower at the first message
+	// the feed could not read, which reads it itself: it keeps it for
+	// retry (quarantine), where the feed would only step over it.
+	end, stop := p.LastSeq, false
+	if it.catchUp && len(p.Skipped) > 0 {
+		end, stop = min(end, p.Skipped[0]-1), true
+	}
 	for _, e := range p.Changes {
 		if e.Change == nil || e.Seq <= last {
 			continue // out of order or empty: never applied twice
+		}
+		if e.Seq > end {
+			break
 		}
 		c := e.Change
 		if c.Left {
@@ -624,18 +644,18 @@ func (it *feedIter) fill(p feed.Page) error {
 		ms = append(ms, &feedMsg{subject: events.ChangeSubject(c.Tenant, c.Collection, c.Doc), data: data, seq: e.Seq, left: c.Left})
 		last = e.Seq
 	}
-	if p.LastSeq > last {
-		ms = append(ms, &feedMsg{seq: p.LastSeq, advance: true})
-		last = p.LastSeq
+	if end > last {
+		ms = append(ms, &feedMsg{seq: end, advance: true})
+		last = end
 	}
 	for i, m := range ms {
 		m.pending = uint64(len(ms) - 1 - i)
-		if p.More {
+		if p.More || stop {
 			m.pending++
 		}
 	}
 	stuck := it.catchUp && p.More && last <= it.after
-	it.buf, it.after, it.caughtUp = ms, last, !p.More || stuck
+	it.buf, it.after, it.caughtUp = ms, last, !p.More || stuck || stop
 	return nil
 }
 

@@ -41,10 +41,18 @@ type Page struct {
 	Changes []Entry `json:"changes"`
 	LastSeq uint64  `json:"last_seq"`
 	More    bool    `json:"more"` // more changes are waiting after LastSeq
-	// Filtered: the page went through the audience filter (Query.Filtered),
-	// so it holds what this reader may see, not every change. A reader
-	// that may read CHANGES directly must not take it for the stream.
-	Filtered bool `json:"filtered,omitempty"`
+	// Unfiltered: the page holds every readable change as stored (no
+	// Query.Filtered), and Skipped names the sequences it stepped over as
+	// unreadable. Only such a page may stand for the stream to a reader
+	// that may read CHANGES directly; one without it (filtered, or from a
+	// responder that predates the flag) holds what its reader may see.
+	Unfiltered bool `json:"unfiltered,omitempty"`
+	// Skipped, on an unfiltered page, lists the sequences of the messages
+	// read and not served because they are unreadable (ReadChange: a
+	// newer schema, a payload foreign to its subject), in order. A replica
+	// reading directly keeps those for retry; one catching up through the
+	// feed stops before the first and reads it directly.
+	Skipped []uint64 `json:"skipped,omitempty"`
 	StreamState
 }
 
@@ -170,7 +178,7 @@ func (s *Source) Changes(ctx context.Context, q Query) (Page, error) {
 	if err != nil {
 		return Page{}, err
 	}
-	page := Page{Changes: []Entry{}, LastSeq: q.After, Filtered: q.Filtered}
+	page := Page{Changes: []Entry{}, LastSeq: q.After, Unfiltered: !q.Filtered}
 	deadline := time.Now().Add(q.Wait)
 	size := 0
 	for {
@@ -179,6 +187,9 @@ func (s *Source) Changes(ctx context.Context, q Query) (Page, error) {
 			if err != nil {
 				s.skip(ctx, events.StreamChanges, seq, m.Subject(), err)
 				page.LastSeq = seq
+				if !q.Filtered {
+					page.Skipped = append(page.Skipped, seq)
+				}
 				return nil
 			}
 			if q.Filtered {

@@ -42,7 +42,8 @@ type compactPage struct {
 	Changes     []compactEntry `json:"changes"`
 	LastSeq     uint64         `json:"last_seq"`
 	More        bool           `json:"more"`
-	Filtered    bool           `json:"filtered,omitempty"`
+	Unfiltered  bool           `json:"unfiltered,omitempty"`
+	Skipped     []uint64       `json:"skipped,omitempty"`
 	StreamState
 }
 
@@ -70,7 +71,7 @@ type compactEntry struct {
 // request (empty: none), with tenant's name once.
 func compact(page *Page, tenant, asker string) (*compactPage, error) {
 	cp := &compactPage{Format: CompactFormat, Schema: events.SchemaVersion, Tenant: tenant,
-		Changes: make([]compactEntry, 0, len(page.Changes)), LastSeq: page.LastSeq, More: page.More, Filtered: page.Filtered, StreamState: page.StreamState}
+		Changes: make([]compactEntry, 0, len(page.Changes)), LastSeq: page.LastSeq, More: page.More, Unfiltered: page.Unfiltered, Skipped: page.Skipped, StreamState: page.StreamState}
 	colls := map[string]int{}
 	writers := map[string]int{}
 	for _, e := range page.Changes {
@@ -119,10 +120,13 @@ func (cp *compactPage) expand() (Page, error) {
 	if cp.Tenant == "" && len(cp.Changes) > 0 {
 		return Page{}, fmt.Errorf("%w: no tenant", errCompact)
 	}
-	p := Page{Changes: make([]Entry, 0, len(cp.Changes)), LastSeq: cp.LastSeq, More: cp.More, Filtered: cp.Filtered, StreamState: cp.StreamState}
+	p := Page{Changes: make([]Entry, 0, len(cp.Changes)), LastSeq: cp.LastSeq, More: cp.More, Unfiltered: cp.Unfiltered, Skipped: cp.Skipped, StreamState: cp.StreamState}
 	for i, ce := range cp.Changes {
 		if ce.Collection < 0 || ce.Collection >= len(cp.Collections) {
 			return Page{}, fmt.Errorf("%w: change %d names collection %d of %d", errCompact, i, ce.Collection, len(cp.Collections))
+		}
+		if cp.Collections[ce.Collection] == "" {
+			return Page{}, fmt.Errorf("%w: change %d names collection %d, which is empty", errCompact, i, ce.Collection)
 		}
 		if ce.Writer < 0 || ce.Writer > len(cp.Writers) {
 			return Page{}, fmt.Errorf("%w: change %d names writer %d of %d", errCompact, i, ce.Writer, len(cp.Writers))
@@ -138,7 +142,9 @@ func (cp *compactPage) expand() (Page, error) {
 			Clocks: ce.Clocks, Event: ce.Event, Device: ce.Device, Seq: ce.WriterSeq, Conflicts: ce.Conflicts, Settled: ce.Settled,
 			AsWritten: ce.AsWritten, Left: ce.Left}
 		if ce.Writer > 0 {
-			c.Client = cp.Writers[ce.Writer-1]
+			if c.Client = cp.Writers[ce.Writer-1]; c.Client == "" {
+				return Page{}, fmt.Errorf("%w: change %d names writer %d, which is empty", errCompact, i, ce.Writer)
+			}
 		}
 		p.Changes = append(p.Changes, Entry{Seq: ce.Seq, Change: c})
 	}

@@ -16,7 +16,7 @@ import (
 func compactTestPage() Page {
 	conflict := events.Conflict{ID: "01J00000000000000000000001", Policy: events.PolicyManual, Status: events.ConflictOpen,
 		Sides: []events.Side{{Event: "e1", Client: "ann", HLC: events.HLC{Wall: 5, Logical: 1}, Fields: events.Fields{"a": json.RawMessage(`1`)}}}}
-	return Page{LastSeq: 40, More: true, Filtered: true, StreamState: StreamState{FirstSeq: 1, StreamLastSeq: 99},
+	return Page{LastSeq: 40, More: true, Unfiltered: true, Skipped: []uint64{4, 6}, StreamState: StreamState{FirstSeq: 1, StreamLastSeq: 99},
 		Changes: []Entry{
 			{Seq: 3, Change: &events.Change{Schema: 1, Tenant: "acme", Collection: "lists", Doc: "l1", Version: 2,
 				Fields: events.Fields{"title": json.RawMessage(`"groceries"`), "n": json.RawMessage(`{"x":[1,2]}`)},
@@ -82,6 +82,8 @@ func TestCompact_RefusesMalformed(t *testing.T) {
 		"collection index": {`{"format":"compact","schema":1,"tenant":"t","collections":["c"],"changes":[{"s":1,"c":1,"d":"d","v":1,"h":[1,0]}]}`, "collection 1 of 1"},
 		"negative index":   {`{"format":"compact","schema":1,"tenant":"t","collections":["c"],"changes":[{"s":1,"c":-1,"d":"d","v":1,"h":[1,0]}]}`, "collection -1"},
 		"writer index":     {`{"format":"compact","schema":1,"tenant":"t","collections":["c"],"writers":["w"],"changes":[{"s":1,"c":0,"d":"d","v":1,"h":[1,0],"w":2}]}`, "writer 2 of 1"},
+		"empty collection": {`{"format":"compact","schema":1,"tenant":"t","collections":[""],"changes":[{"s":1,"c":0,"d":"d","v":1,"h":[1,0]}]}`, "collection 0, which is empty"},
+		"empty writer":     {`{"format":"compact","schema":1,"tenant":"t","collections":["c"],"writers":[""],"changes":[{"s":1,"c":0,"d":"d","v":1,"h":[1,0],"w":1}]}`, "writer 1, which is empty"},
 		"no doc":           {`{"format":"compact","schema":1,"tenant":"t","collections":["c"],"changes":[{"s":1,"c":0,"v":1,"h":[1,0]}]}`, `doc ""`},
 		"version 0":        {`{"format":"compact","schema":1,"tenant":"t","collections":["c"],"changes":[{"s":1,"c":0,"d":"d","h":[1,0]}]}`, "version 0"},
 		"no tenant":        {`{"format":"compact","schema":1,"collections":["c"],"changes":[{"s":1,"c":0,"d":"d","v":1,"h":[1,0]}]}`, "no tenant"},
@@ -164,7 +166,7 @@ func FuzzDecodeReply(f *testing.F) {
 		}
 		for _, e := range pg.Changes {
 			c := e.Change
-			if c == nil || c.Tenant == "" || c.Collection == "" && c.Doc == "" || c.Doc == "" || c.Version == 0 {
+			if c == nil || c.Tenant == "" || c.Collection == "" || c.Doc == "" || c.Version == 0 {
 				t.Fatalf("compact page expanded to a change without address or version: %+v", c)
 			}
 		}

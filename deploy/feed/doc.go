@@ -14,7 +14,7 @@
 // projector writes): sent as stored, replaced by a Left notice (address,
 // version, event, Left set, no fields) when the reader was in the previous
 // state's audience but is not in this one's, or skipped; the page says it
-// was filtered (Page.Filtered). LastSeq moves past every message read,
+// was filtered (no Page.Unfiltered). LastSeq moves past every message read,
 // skipped ones too, so a reader's cursor never reads a message twice: each
 // visible change travels once per reader, and a page may send fewer
 // changes than it read, even none, while More is true. A long-poll that

@@ -416,7 +416,7 @@ func TestResponder_OpenUnfiltered(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err := feed.DecodeReply(m.Data)
-	if err != nil || len(p.Changes) != 2 || p.Filtered || p.Changes[0].Change.Doc != "mine" || p.Changes[1].Change.Doc != "theirs" {
+	if err != nil || len(p.Changes) != 2 || !p.Unfiltered || p.Changes[0].Change.Doc != "mine" || p.Changes[1].Change.Doc != "theirs" {
 		t.Fatalf("open page: %+v %v", p, err)
 	}
 	m, err = e.nc.RequestWithContext(t.Context(), feed.RequestSubject, mustJSON(t, feed.Request{}))
@@ -435,7 +435,7 @@ func TestResponder_OpenUnfiltered(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = f.Close() })
 	p, err = request(t, e.nc, "ann", "acme", feed.Request{Compact: true})
-	if err != nil || len(p.Changes) != 1 || !p.Filtered {
+	if err != nil || len(p.Changes) != 1 || p.Unfiltered {
 		t.Fatalf("filtered page: %+v %v", p, err)
 	}
 	// Without Open nothing serves the bare subject.
@@ -467,5 +467,58 @@ func TestState_CarriesRestoreMetadata(t *testing.T) {
 	want := map[string]string{"ebb.restored_from_created": "2026-12-01T10:00:00Z", "ebb.restored_last_seq": "35"}
 	if !reflect.DeepEqual(got.Restored, want) {
 		t.Fatalf("restored %v, want %v", got.Restored, want)
+	}
+}
+
+// TestResponder_UnfilteredServesOnlyItsOwnSubject: an unfiltered
+// responder (a server without rules, with auth) answers the requests the
+// accounts without filtered reads route (AllUserSubject), every change
+// as stored, and refuses a user the tenant does not have; a request routed
+// by filtered-reads accounts (UserSubject) never reaches it, so it can
+// never answer a client under rules with every change; and on the bare
+// subject, where nobody vouches for the asker, an Open responder serves
+// pages but no long-polls.
+func TestResponder_UnfilteredServesOnlyItsOwnSubject(t *testing.T) {
+	e := newEnv(t)
+	e.put(t, "acme", "lists", "mine", 1, []string{ann}, nil)
+	e.put(t, "acme", "lists", "theirs", 1, []string{bob}, nil)
+	ids := func(tenant, user string) ([]string, bool) { return nil, user == "ann" && tenant == "acme" }
+	r, err := feed.Serve(e.nc, e.js, ids, feed.ResponderConfig{Unfiltered: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(subject string, req feed.Request) (feed.Page, error) {
+		t.Helper()
+		m, err := e.nc.RequestWithContext(t.Context(), subject, mustJSON(t, req))
+		if err != nil {
+			return feed.Page{}, err
+		}
+		return feed.DecodeReply(m.Data)
+	}
+	if p, err := ask(feed.AllUserSubject("ann", "acme"), feed.Request{Compact: true}); err != nil || !p.Unfiltered || len(p.Changes) != 2 {
+		t.Fatalf("ann: %+v %v", p, err)
+	}
+	var re *feed.ReplyError
+	if _, err := ask(feed.AllUserSubject("mallory", "acme"), feed.Request{}); !errors.As(err, &re) || re.Status != 403 {
+		t.Fatalf("stranger: %v, want 403", err)
+	}
+	if _, err := ask(feed.UserSubject("ann", "acme"), feed.Request{}); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("a filtered-reads request at an unfiltered responder: %v, want no responders", err)
+	}
+	if _, err := ask(feed.RequestSubject, feed.Request{Tenant: "acme"}); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("the bare subject without Open: %v, want no responders", err)
+	}
+	_ = r.Close()
+
+	o, err := feed.Serve(e.nc, e.js, ids, feed.ResponderConfig{Unfiltered: true, Open: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = o.Close() })
+	if _, err := ask(feed.RequestSubject, feed.Request{Tenant: "acme", WaitMS: 1000}); !errors.As(err, &re) || re.Status != 400 || !strings.Contains(re.Msg, "wait_ms") {
+		t.Fatalf("a long-poll on the bare subject: %v, want 400 naming wait_ms", err)
+	}
+	if p, err := ask(feed.RequestSubject, feed.Request{Tenant: "acme"}); err != nil || len(p.Changes) != 2 {
+		t.Fatalf("a page on the bare subject: %+v %v", p, err)
 	}
 }
