@@ -212,7 +212,8 @@ func diagnose(data []byte, v any, err error) error {
 }
 
 // firstUnknownKey returns the first top-level key of the JSON object data,
-// in the order written, that known does not hold. The order makes the error
+// in the order written, that known does not hold (knownKey: encoding/json
+// takes a key in another case for the field). The order makes the error
 // the same on every call; data must already have parsed as an object.
 func firstUnknownKey(data []byte, known map[string]bool) (string, bool) {
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -225,7 +226,7 @@ func firstUnknownKey(data []byte, known map[string]bool) (string, bool) {
 			return "", false
 		}
 		k, _ := t.(string)
-		if !known[k] {
+		if !knownKey(known, k) {
 			return k, true
 		}
 		var skip json.RawMessage
@@ -234,6 +235,20 @@ func firstUnknownKey(data []byte, known map[string]bool) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// knownKey reports whether encoding/json matches key k to a name of known:
+// exactly or, as it does, without regard to case.
+func knownKey(known map[string]bool, k string) bool {
+	if known[k] {
+		return true
+	}
+	for name := range known {
+		if strings.EqualFold(name, k) {
+			return true
+		}
+	}
+	return false
 }
 
 func jsonFieldNames(t reflect.Type) map[string]bool {

@@ -306,3 +306,19 @@ func TestValidate_IntegersFitIn53Bits(t *testing.T) {
 		t.Fatalf("2^53-1 is allowed: %v", err)
 	}
 }
+
+// TestDecode_UnknownFieldIgnoresKeyCase: encoding/json takes a key in
+// another case ("Tenant") for its field, so the error names the key it
+// refused ("bogus"), or the field whose value has the wrong type, not the
+// one in another case.
+func TestDecode_UnknownFieldIgnoresKeyCase(t *testing.T) {
+	for data, want := range map[string]string{
+		`{"schema":1,"Tenant":"t","bogus":1}`: `field "bogus": unknown field`,
+		`{"schema":1,"Tenant":"t","seq":"x"}`: `field "seq"`,
+	} {
+		_, err := DecodeEvent([]byte(data), Limits{})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("DecodeEvent(%s): %v, want an error naming %s", data, err, want)
+		}
+	}
+}
