@@ -14,6 +14,17 @@
 // that number + 1, filtered to the tenant (events.TenantChanges) or some of
 // its collections (events.CollectionChanges).
 //
+// A Replica with a backlog (two or more changes after its cursor) first
+// catches up through the server's change feed (deploy/feed, rules.go): the
+// same changes from the same cursor in compact pages, a third of the bytes
+// of one message per change, up to the stream's last sequence when it
+// began; then it follows CHANGES as above for the live tail. It takes only
+// a page that says it is unfiltered for the stream, hands over to the
+// direct reader before a change the feed could not read (which quarantines
+// it, see Quarantine), and reads directly when no feed answers (retrying
+// after a minute). Under sync rules, where the server refuses direct
+// reads, it reads everything through the feed.
+//
 // # Replica
 //
 // A Replica keeps one bbolt file (DBFile in ReplicaConfig.Dir) holding both

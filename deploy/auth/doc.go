@@ -65,6 +65,9 @@
 //
 //	_ebb.api.changes    to _ebb.api.changes.<user>.<tenant> in EBB: the change responder
 //
+// (without filtered reads every client and service imports it too, to
+// _ebb.api.changes-all.<user>.<tenant>: the unfiltered responder's pages)
+//
 // A service has no event publish and no receipts; for each durable it owns
 // it also has CONSUMER.INFO, CONSUMER.DELETE and $JS.ACK of that name.
 // Every user account also imports $JS.API.INFO from a subject nobody
@@ -135,11 +138,16 @@
 // filtered reads mode (nothing would refuse a client's CHANGES reads or
 // route its change requests).
 //
-// A client in filtered reads mode asks for its changes on ChangesSubject;
-// its import maps the request to ChangesSubject.<user>.<tenant> in EBB
-// (ChangesAsker reads them), where a change responder (package
-// deploy/feed) answers it with what the user's principals may read, the
-// reply going back to the asker as any imported request's. The user and
+// A client or service asks for pages of its changes on ChangesSubject; in
+// filtered reads mode its import maps the request to
+// ChangesSubject.<user>.<tenant> in EBB (ChangesAsker reads them), where a
+// filtering change responder (package deploy/feed) answers it with what
+// the user's principals may read, and without it to
+// ChangesAllSubject.<user>.<tenant>, where an unfiltered one (a server
+// without rules) answers every change of the tenant, for a replica's
+// catch-up; the reply goes back to the asker as any imported request's.
+// The two modes' subjects differ so neither responder ever answers the
+// other's accounts. The user and
 // tenant tokens are the mapping's: a client naming them itself is a
 // permissions violation. The responder learns the user's groups from the
 // same Directory.
