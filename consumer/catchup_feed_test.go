@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ebbsync/ebb/deploy/feed"
 	"github.com/ebbsync/ebb/events"
@@ -29,6 +30,17 @@ func feedRequests(t *testing.T, nc *nats.Conn) *atomic.Int64 {
 		t.Fatal(err)
 	}
 	return &n
+}
+
+// serveFeed runs the change responder on nc as ebb serve does without
+// auth or rules, until the test ends.
+func serveFeed(t *testing.T, nc *nats.Conn, js jetstream.JetStream) {
+	t.Helper()
+	fr, err := feed.Serve(nc, js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Unfiltered: true, Open: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fr.Close() })
 }
 
 // syncedBytes opens a replica of t1 on a connection of its own, syncs it
@@ -69,11 +81,7 @@ func TestCatchUp_ThroughCompactFeed(t *testing.T) {
 	direct, directBytes := syncedBytes(t, s, t.TempDir())
 	checkView(t, direct, want)
 
-	fr, err := feed.Serve(nc, js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Unfiltered: true, Open: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fr.Close() })
+	serveFeed(t, nc, js)
 	reqs := feedRequests(t, nc)
 	r, feedBytes := syncedBytes(t, s, t.TempDir())
 	checkView(t, r, want)
@@ -137,11 +145,7 @@ func TestCatchUp_FilteredPageNotTakenForTheStream(t *testing.T) {
 // the new stream: the old documents are gone, the new ones there.
 func TestCatchUp_FeedResetsOnRecreatedChanges(t *testing.T) {
 	s, nc, js := mustServer(t)
-	fr, err := feed.Serve(nc, js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Unfiltered: true, Open: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fr.Close() })
+	serveFeed(t, nc, js)
 	publishChanges(t, js, 30, 30)
 	dir := t.TempDir()
 	r, _ := syncedBytes(t, s, dir)
@@ -239,11 +243,7 @@ func TestCatchUp_FeedSettlesOwnWriteByItsChange(t *testing.T) {
 	for _, d := range []string{"x", "y", "z"} {
 		publishChange(t, js, testChange("t1", "c", d, 1, 3))
 	}
-	fr, err := feed.Serve(nc, js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Unfiltered: true, Open: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fr.Close() })
+	serveFeed(t, nc, js)
 	reqs := feedRequests(t, nc)
 	if err := r.Attach(ctx, nc); err != nil {
 		t.Fatal(err)
@@ -287,11 +287,7 @@ func TestCatchUp_FeedKeepsUnreadableForRetry(t *testing.T) {
 		publishChange(t, js, ch)
 		want[d] = ch
 	}
-	fr, err := feed.Serve(nc, js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Unfiltered: true, Open: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fr.Close() })
+	serveFeed(t, nc, js)
 	reqs := feedRequests(t, nc)
 	r, _ := syncedBytes(t, s, t.TempDir())
 	checkView(t, r, want)
@@ -313,11 +309,7 @@ func TestCatchUp_FeedKeepsUnreadableForRetry(t *testing.T) {
 // what came after, with no resync.
 func TestCatchUp_FeedResumesRestoredStream(t *testing.T) {
 	s, nc, js := mustServer(t)
-	fr, err := feed.Serve(nc, js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Unfiltered: true, Open: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fr.Close() })
+	serveFeed(t, nc, js)
 	var chs []*events.Change
 	for i := range 30 {
 		chs = append(chs, testChange("t1", "c", "doc-"+string(rune('a'+i/26))+string(rune('a'+i%26)), 1, i))
@@ -443,11 +435,7 @@ func TestCatchUp_ProbesAgainAfterAnUnansweredProbe(t *testing.T) {
 	if err := mute.Unsubscribe(); err != nil {
 		t.Fatal(err)
 	}
-	fr, err := feed.Serve(nc, js, func(string, string) ([]string, bool) { return nil, true }, feed.ResponderConfig{Unfiltered: true, Open: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fr.Close() })
+	serveFeed(t, nc, js)
 	reqs := feedRequests(t, nc)
 	want := publishChanges(t, js, 500, 500)
 	r.mu.Lock()
