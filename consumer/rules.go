@@ -37,7 +37,7 @@ const rulesFeedWait = 30 * time.Second
 type rulesFeed struct {
 	nc          *nats.Conn
 	subject     string
-	client      string // the replica's client: its own changes come with their device and sequence
+	client      string // the replica's client: its own changes come with their cause
 	tenant      string // named in the body, for a server without auth (feed.ResponderConfig.Open)
 	collections []string
 	active      atomic.Bool
@@ -198,9 +198,10 @@ var feedRetryAfter = time.Minute // a var for tests
 // responder; a server or accounts that predate it, answered by a
 // permissions violation and a timeout) keeps the link from probing again
 // for feedRetryAfter.
-// A filtered page (sync rules) is never taken for the stream by a reader
-// that may read CHANGES directly: the direct start decides, and switches
-// to the feed for good if the server refuses it.
+// A page that does not say it is unfiltered (sync rules filtered it, or
+// its responder predates the flag) is never taken for the stream: the
+// direct start decides, and switches to the feed for good if the server
+// refuses it.
 func (r *Replica) startCatchUp(ctx context.Context, fd *rulesFeed) (next uint64, created int64, to uint64, ok bool) {
 	if time.Now().UnixNano() < fd.unservedUntil.Load() {
 		return 0, 0, 0, false
@@ -526,8 +527,9 @@ func (c *feedConsumer) Messages(...jetstream.PullMessagesOpt) (jetstream.Message
 // last_seq. Once a page says nothing more is waiting, the next request
 // long-polls; in a catch-up session (catchUp) it ends the session with
 // errRestart instead, once everything read is handed out, so start follows
-// CHANGES directly from the cursor; so it does once it has read to until,
-// or after a page that says more are waiting but does not move on. A page whose stream state shows
+// CHANGES directly from the cursor: so it does once it has read to until,
+// before a sequence the page lists as skipped, and after a page that says
+// more are waiting but does not move on. A page whose stream state shows
 // another CHANGES than the one the session started on (created, or a last
 // sequence below the cursor) ends the session with errRestart, so start
 // resyncs.
