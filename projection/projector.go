@@ -360,11 +360,13 @@ func (p *Projector) Start(ctx context.Context) error {
 
 	f, cp, err := p.startup(runCtx)
 	if err != nil {
-		cancel()
-		stop()
+		// Closed during the start-up: runCtx ended while ctx did not
+		// (judged before cancel ends runCtx for every failure).
 		if ctx.Err() == nil && runCtx.Err() != nil {
 			err = fmt.Errorf("%w during start-up: %w", ErrClosed, err)
 		}
+		cancel()
+		stop()
 		close(p.done)
 		return fmt.Errorf("start projector: %w", err)
 	}
@@ -420,10 +422,31 @@ func (p *Projector) startup(ctx context.Context) (*feed, uint64, error) {
 		return nil, 0, err
 	}
 	f, err := p.openFeed(ctx, cp, 0)
+	for backoff := 50 * time.Millisecond; err != nil && serverFailed(err); backoff = min(2*backoff, maxRecreateBackoff) {
+		// The server failed the request on its side (another server
+		// deleting the same durable at its own start, a store error):
+		// retried, as the same create is after a reset.
+		p.log.Warn("create consumer at start-up, retrying", "err", err, "backoff", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, 0, fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+		f, err = p.openFeed(ctx, cp, 0)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
 	return f, cp, nil
+}
+
+// serverFailed reports whether err is a JetStream API error the server
+// answered with a 5xx code: its own failure, not a refusal of the request.
+func serverFailed(err error) bool {
+	var ae *jetstream.APIError
+	return errors.As(err, &ae) && ae.Code >= 500
 }
 
 // bounded returns ctx bounded by timeout, or ctx itself when timeout is 0.
