@@ -14,16 +14,15 @@ import (
 
 func (r *Replica) changesFollower(l *link) *follower[change] {
 	js := l.js
-	ahead := &aheadReader{StreamReader: js}
 	f := &follower[change]{
-		js: ahead, stream: events.StreamChanges, filters: r.filters, batch: r.batch, grow: catchUpGrow * r.batch,
+		js: js, stream: events.StreamChanges, filters: r.filters, batch: r.batch, grow: catchUpGrow * r.batch,
 		log: r.logger.With(logStream, events.StreamChanges), kick: make(chan struct{}, 1),
 	}
 	// created is the stream's creation time as the session's start saw it;
 	// start and apply run on the follower's goroutine, one after the other.
 	var created int64
 	f.start = func(ctx context.Context) (uint64, error) {
-		next, cr, err := r.startChanges(ctx, js, ahead)
+		next, cr, err := r.startChanges(ctx, js)
 		if err == nil {
 			created = cr
 			l.readyOnce.Do(func() { close(l.ready) })
@@ -51,10 +50,14 @@ func (r *Replica) changesFollower(l *link) *follower[change] {
 // apply stores with the cursor. A stream created after the one the cursor
 // was read from, or whose last sequence is below the cursor, was reset: the
 // view is cleared and replayed from the start (pending writes stay). Only a
-// reset writes here, so a (re)start costs no commit of its own. While it
-// reads the stream it creates, through ahead, the consumer the session
-// reads with when there was no reset.
-func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream, ahead *aheadReader) (next uint64, created int64, err error) {
+// reset writes here, so a (re)start costs no commit of its own.
+func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream) (next uint64, created int64, err error) {
+	s, err := stream(ctx, js, events.StreamChanges)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
+	}
+	info := s.CachedInfo()
+	created = createdNano(info.Created)
 	var c cursor
 	err = r.log.View(ctx, func(tx *producer.Tx) (err error) {
 		c, err = getCursor(tx, events.StreamChanges)
@@ -63,22 +66,10 @@ func (r *Replica) startChanges(ctx context.Context, js jetstream.JetStream, ahea
 	if err != nil {
 		return 0, 0, fmt.Errorf("start following %s: %w", events.StreamChanges, err)
 	}
-	wait := ahead.ahead(ctx, events.StreamChanges, r.filters, c.Seq+1)
-	defer wait()
-	s, err := stream(ctx, js, events.StreamChanges)
-	if err != nil {
-		wait()
-		ahead.drop()
-		return 0, 0, fmt.Errorf("read stream %s: %w", events.StreamChanges, err)
-	}
-	info := s.CachedInfo()
-	created = createdNano(info.Created)
 	if !cursorReset(info, created, c) {
 		r.retryQuarantinedChanges(ctx, s)
 		return c.Seq + 1, created, nil
 	}
-	wait()
-	ahead.drop() // created at the old cursor
 	if next, err = r.resetChanges(ctx, info, created); err != nil {
 		return 0, 0, err
 	}

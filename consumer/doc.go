@@ -326,11 +326,8 @@
 // transaction that opens the log (producer.LogConfig.Init). Starting or
 // restarting a follower writes nothing unless it has something to store (a
 // reset stream; receipts to republish, or a fork to rewind to): the first
-// batch stores the stream's identity with the cursor. The CHANGES
-// follower's start asks for its consumer at the stored cursor while it
-// reads the stream's info (ahead.go), and takes it unless the stream was
-// reset; a Sync reads CHANGES' info once, for its reset check and its
-// target. Memory is
+// batch stores the stream's identity with the cursor. A Sync reads
+// CHANGES' info once, for its reset check and its target. Memory is
 // bounded by the pull buffer and the two batches (each at most four times
 // CatchUpBatch), not by N.
 //
@@ -370,9 +367,10 @@
 // start, republish and apply), read.go (Doc and the overlay reads: Get,
 // List, Conflicts, Rejections), write.go (base versions and Put, Patch,
 // Delete, Resolve), batch.go (Batch), sync.go (Status, Sync and its wait),
-// watch.go (Replica.Watch). Under the followers: follow.go (the follower
-// and its pipeline), ahead.go (the CHANGES consumer made during its
-// follower's start), head.go (the change head decoder), gap.go (gap checks
+// watch.go (Replica.Watch), rules.go (reading CHANGES through the
+// server's change feed: a backlog's catch-up, everything under sync
+// rules). Under the followers: follow.go (the follower
+// and its pipeline), head.go (the change head decoder), gap.go (gap checks
 // and lost receipts), restored.go (whether a cursor still fits its stream),
 // devices.go (a client's devices and forked logs), quarantine.go (messages
 // set aside), synced.go (the compact synced record of a document),

@@ -222,24 +222,16 @@ func (e *applyError) Error() string { return e.err.Error() }
 
 // beforeConsumer, if set (by a test), runs after a follower's start checked
 // the stream and before its consumer is created: what the stream loses in
-// between, no start check sees. (The CHANGES follower's consumer is
-// normally created during its start: see aheadReader.)
+// between, no start check sees.
 var beforeConsumer func(stream string)
-
-// orderedConfig is the configuration of a follower's ordered consumer
-// reading filters from stream sequence next.
-func orderedConfig(filters []string, next uint64) jetstream.OrderedConsumerConfig {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if next > 1 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, next
-	}
-	return cfg
-}
 
 // session reads with one ordered consumer starting at next. It returns the
 // sequence after the last message handed to apply, and why it ended.
 func (f *follower[T]) session(ctx context.Context, next uint64) (uint64, error) {
-	cfg := orderedConfig(f.filters, next)
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.filters, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if next > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, next
+	}
 	if beforeConsumer != nil {
 		beforeConsumer(f.stream)
 	}
