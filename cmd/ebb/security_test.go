@@ -243,6 +243,18 @@ func TestSecurity_TenantIsolation(t *testing.T) {
 			return subscribeRefused(ctx, nc, "_INBOX.>")
 		}},
 	}
+	// nats-server (v2.15.2) fills a stream import's reverse subject
+	// transform lazily, unlocked (client.addShadowSub): the first
+	// subscriptions of one account made at once on several connections
+	// race there, which -race reports. One subscription of eve's before the
+	// parallel refusals fills it.
+	warm := connectAs(t, srv.nats, "eve", "eve-pw", nil)
+	if _, err := warm.SubscribeSync(auth.InboxPrefix("eve") + ".warm"); err != nil {
+		t.Fatal(err)
+	}
+	if err := warm.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	t.Run("nats", func(t *testing.T) {
 		for _, r := range refusals {
 			t.Run(r.name, func(t *testing.T) {
