@@ -544,7 +544,7 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 			published = slices.Sorted(slices.Values(published))
 		}
 		if len(published) > 0 {
-			cur := out.Cursor() // one for all: Bucket.Delete makes one per key
+			cur := out.Cursor()           // one for all: Bucket.Delete makes one per key
 			for _, k := range published { // in key order: each delete lands beside the last
 				key := c.key(binary.BigEndian.AppendUint64(c.k[:0], k))
 				if at, _ := cur.Seek(key); !bytes.Equal(at, key) {
