@@ -32,6 +32,36 @@ func feedRequests(t *testing.T, nc *nats.Conn) *atomic.Int64 {
 	return &n
 }
 
+// fakeFeed answers every change request on nc with what answer makes of
+// it (nil: no answer), its pages claiming CHANGES as the server has it
+// now (its creation time), until the test ends; it returns how many
+// requests came.
+func fakeFeed(t *testing.T, nc *nats.Conn, js jetstream.JetStream, answer func(n int64, req feed.Request, created time.Time) *feed.Page) *atomic.Int64 {
+	t.Helper()
+	st, err := js.Stream(t.Context(), events.StreamChanges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := st.CachedInfo().Created
+	var asked atomic.Int64
+	sub, err := nc.Subscribe(feed.RequestSubject, func(m *nats.Msg) {
+		var req feed.Request
+		_ = json.Unmarshal(m.Data, &req)
+		if p := answer(asked.Add(1), req, created); p != nil {
+			b, _ := json.Marshal(p)
+			_ = m.Respond(b)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return &asked
+}
+
 // serveFeed runs the change responder on nc as ebb serve does without
 // auth or rules, until the test ends.
 func serveFeed(t *testing.T, nc *nats.Conn, js jetstream.JetStream) {
@@ -115,23 +145,11 @@ func TestCatchUp_ThroughCompactFeed(t *testing.T) {
 func TestCatchUp_FilteredPageNotTakenForTheStream(t *testing.T) {
 	s, nc, js := mustServer(t)
 	want := publishChanges(t, js, 50, 50)
-	st, err := js.Stream(t.Context(), events.StreamChanges)
-	if err != nil {
-		t.Fatal(err)
-	}
-	created := st.CachedInfo().Created // the page claims this very stream
-	var asked atomic.Int64
-	sub, err := nc.Subscribe(feed.RequestSubject, func(m *nats.Msg) {
-		asked.Add(1)
+	asked := fakeFeed(t, nc, js, func(_ int64, _ feed.Request, created time.Time) *feed.Page {
 		c := testChange("t1", "c", "doc-00001", 1, 1)
-		b, _ := json.Marshal(feed.Page{Changes: []feed.Entry{{Seq: 1, Change: c}}, LastSeq: 50, More: true,
-			StreamState: feed.StreamState{FirstSeq: 1, StreamLastSeq: 50, StreamCreated: created}})
-		_ = m.Respond(b)
+		return &feed.Page{Changes: []feed.Entry{{Seq: 1, Change: c}}, LastSeq: 50, More: true,
+			StreamState: feed.StreamState{FirstSeq: 1, StreamLastSeq: 50, StreamCreated: created}}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	r, _ := syncedBytes(t, s, t.TempDir())
 	checkView(t, r, want)
 	if asked.Load() != 1 {
@@ -181,24 +199,10 @@ func TestCatchUp_FeedResetsOnRecreatedChanges(t *testing.T) {
 func TestCatchUp_StuckFeedFallsBackToDirect(t *testing.T) {
 	s, nc, js := mustServer(t)
 	want := publishChanges(t, js, 40, 40)
-	st, err := js.Stream(t.Context(), events.StreamChanges)
-	if err != nil {
-		t.Fatal(err)
-	}
-	created := st.CachedInfo().Created
-	var asked atomic.Int64
-	sub, err := nc.Subscribe(feed.RequestSubject, func(m *nats.Msg) {
-		asked.Add(1)
-		var req feed.Request
-		_ = json.Unmarshal(m.Data, &req)
-		b, _ := json.Marshal(feed.Page{Changes: []feed.Entry{}, LastSeq: req.After, More: true, Unfiltered: true,
-			StreamState: feed.StreamState{FirstSeq: 1, StreamLastSeq: 40, StreamCreated: created}})
-		_ = m.Respond(b)
+	asked := fakeFeed(t, nc, js, func(_ int64, req feed.Request, created time.Time) *feed.Page {
+		return &feed.Page{Changes: []feed.Entry{}, LastSeq: req.After, More: true, Unfiltered: true,
+			StreamState: feed.StreamState{FirstSeq: 1, StreamLastSeq: 40, StreamCreated: created}}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	r, _ := syncedBytes(t, s, t.TempDir())
 	checkView(t, r, want)
 	if n := asked.Load(); n != 2 {
@@ -367,26 +371,15 @@ func TestCatchUp_FeedResumesRestoredStream(t *testing.T) {
 func TestCatchUp_FeedCatchUpDecidesTheLink(t *testing.T) {
 	_, nc, js := mustServer(t)
 	publishChanges(t, js, 50, 50)
-	st, err := js.Stream(t.Context(), events.StreamChanges)
-	if err != nil {
-		t.Fatal(err)
-	}
-	created := st.CachedInfo().Created
-	var asked atomic.Int64
 	// The probe is answered; the page requests after it never are (a
 	// catch-up that takes long).
-	sub, err := nc.Subscribe(feed.RequestSubject, func(m *nats.Msg) {
-		if asked.Add(1) > 1 {
-			return
+	asked := fakeFeed(t, nc, js, func(n int64, _ feed.Request, created time.Time) *feed.Page {
+		if n > 1 {
+			return nil
 		}
-		b, _ := json.Marshal(feed.Page{Changes: []feed.Entry{{Seq: 1, Change: testChange("t1", "c", "doc-00000", 1, 0)}}, LastSeq: 1, More: true,
-			Unfiltered: true, StreamState: feed.StreamState{FirstSeq: 1, StreamLastSeq: 50, StreamCreated: created}})
-		_ = m.Respond(b)
+		return &feed.Page{Changes: []feed.Entry{{Seq: 1, Change: testChange("t1", "c", "doc-00000", 1, 0)}}, LastSeq: 1, More: true,
+			Unfiltered: true, StreamState: feed.StreamState{FirstSeq: 1, StreamLastSeq: 50, StreamCreated: created}}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	r, err := OpenReplica(t.Context(), ReplicaConfig{Dir: t.TempDir(), Tenant: "t1", Client: "alice", Conn: nc})
 	if err != nil {
 		t.Fatal(err)
